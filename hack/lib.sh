@@ -1,0 +1,28 @@
+# Shared helpers for hack/ scripts. Source it; do not run it.
+# shellcheck shell=bash
+
+FERROVIRT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export FERROVIRT_ROOT
+
+# Pinned versions. k8s-openapi is built with the matching `v1_35` feature.
+KUBE_VERSION="${KUBE_VERSION:-1.35.4}"
+ETCD_VERSION="${ETCD_VERSION:-3.6.5}"
+
+# Everything built or downloaded once per machine lives here, outside the repo.
+FERROVIRT_CACHE="${FERROVIRT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ferrovirt}"
+export FERROVIRT_CACHE
+
+# Control-plane binaries: KUBEBUILDER_ASSETS (the envtest convention) wins when set.
+control_plane_dir() {
+  if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
+    echo "$KUBEBUILDER_ASSETS"
+  else
+    echo "$FERROVIRT_CACHE/k8s-v$KUBE_VERSION"
+  fi
+}
+
+CONTROL_PLANE_BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
+
+_t0=$SECONDS
+log() { printf '[%s +%4ss] %s\n' "$(basename "$0")" "$((SECONDS - _t0))" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
