@@ -1,0 +1,372 @@
+//! `spec.domain`: the virtual hardware of a VirtualMachineInstance.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The virtual hardware of the guest: CPU, memory, firmware, machine and devices.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DomainSpec {
+    /// Resources requested for and limiting the VMI's pod (cpu, memory). When
+    /// `memory.guest` is not set, the memory request is the guest's memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// The CPU topology and model of the guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Cpu>,
+    /// The memory the guest sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
+    /// The emulated machine type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<Machine>,
+    /// Firmware: BIOS or EFI bootloader, SMBIOS serial and UUID, or a direct kernel boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<Firmware>,
+    /// Hypervisor features exposed to the guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Features>,
+    /// The devices attached to the guest: disks, network interfaces, consoles, RNG.
+    #[serde(default)]
+    pub devices: Devices,
+}
+
+/// Compute resources of the VMI's pod.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRequirements {
+    /// The minimum resources the VMI needs (for example `memory: 64Mi`, `cpu: 500m`).
+    /// Scheduling uses these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::resource_list")]
+    pub requests: Option<BTreeMap<String, Quantity>>,
+    /// The most resources the VMI may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::resource_list")]
+    pub limits: Option<BTreeMap<String, Quantity>>,
+}
+
+/// The guest's CPU topology and model. The guest sees sockets × cores × threads vCPUs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Cpu {
+    /// Cores per socket. Defaults to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 512))]
+    pub cores: Option<u32>,
+    /// Sockets. Defaults to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 512))]
+    pub sockets: Option<u32>,
+    /// Threads per core. Defaults to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 512))]
+    pub threads: Option<u32>,
+    /// The CPU model: `host-passthrough`, `host-model`, or a named libvirt model such as
+    /// `Skylake-Client`. Under software emulation only named models and the default apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// The guest's memory.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Memory {
+    /// The amount of memory the guest sees (for example `128Mi`). Defaults to the memory
+    /// request in `resources`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::optional_positive_quantity")]
+    pub guest: Option<Quantity>,
+}
+
+/// The emulated machine.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Machine {
+    /// The QEMU machine type, for example `q35` (the default) or `pc-q35-7.2`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub machine_type: Option<String>,
+}
+
+/// The guest's firmware.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Firmware {
+    /// The UUID the guest sees in SMBIOS. Defaults to one derived from the VMI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    /// The serial number the guest sees in SMBIOS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// Which bootloader starts the guest: BIOS (the default) or EFI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootloader: Option<Bootloader>,
+    /// Boot a kernel and initrd taken from a container image directly, without a
+    /// bootloader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_boot: Option<KernelBoot>,
+}
+
+/// The bootloader. At most one of `bios` and `efi` may be set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!(has(self.bios) && has(self.efi))",
+    "message": "set at most one of bios and efi"
+}]))]
+pub struct Bootloader {
+    /// Boot through SeaBIOS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bios: Option<Bios>,
+    /// Boot through UEFI (OVMF).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub efi: Option<Efi>,
+}
+
+/// SeaBIOS options.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Bios {
+    /// Show the BIOS output on the serial console.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_serial: Option<bool>,
+}
+
+/// UEFI options.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Efi {
+    /// Enforce Secure Boot. KubeVirt's default is true; it needs SMM in the guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_boot: Option<bool>,
+}
+
+/// A kernel and initrd booted directly.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KernelBoot {
+    /// The kernel command line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_args: Option<String>,
+    /// The container image that holds the kernel and initrd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<KernelBootContainer>,
+}
+
+/// Where the kernel and initrd of a kernel boot are found. At least one of `kernelPath`
+/// and `initrdPath` must be set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.kernelPath) || has(self.initrdPath)",
+    "message": "set kernelPath, initrdPath or both"
+}]))]
+pub struct KernelBootContainer {
+    /// The image that holds the kernel and initrd.
+    pub image: String,
+    /// The absolute path of the kernel inside the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_path: Option<String>,
+    /// The absolute path of the initrd inside the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd_path: Option<String>,
+    /// When to pull the image: Always, IfNotPresent or Never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+}
+
+/// When a container image is pulled.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+/// Hypervisor features.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Features {
+    /// ACPI, which lets the guest power off cleanly when asked. Enabled by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acpi: Option<FeatureState>,
+}
+
+/// Whether a feature is on.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureState {
+    /// On when true or unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// The guest's devices.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Devices {
+    /// The disks, each backed by the volume of the same name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(d, self.exists_one(e, e.name == d.name))",
+        "message": "disk names must be unique"
+    }]))]
+    pub disks: Vec<Disk>,
+    /// The network interfaces, each connected to the network of the same name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(i, self.exists_one(j, j.name == i.name))",
+        "message": "interface names must be unique"
+    }]))]
+    pub interfaces: Vec<Interface>,
+    /// Attach a serial console (ttyS0). Defaults to true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoattach_serial_console: Option<bool>,
+    /// Attach a graphics device and a VNC server. Defaults to true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoattach_graphics_device: Option<bool>,
+    /// Attach a virtio random number generator fed by the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rng: Option<Rng>,
+}
+
+/// A virtio-rng device; it has no options.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct Rng {}
+
+/// A disk of the guest. At most one of `disk` and `cdrom` may be set; with neither, it is a
+/// `disk` on the virtio bus.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!(has(self.disk) && has(self.cdrom))",
+    "message": "set at most one of disk and cdrom"
+}]))]
+pub struct Disk {
+    /// The disk's name; the volume of the same name backs it.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Attach it as a hard disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskTarget>,
+    /// Attach it as a CD-ROM (read-only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdrom: Option<CdromTarget>,
+    /// The boot order: lower boots first; disks without one are not boot devices when
+    /// any disk has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub boot_order: Option<u32>,
+    /// The serial number the guest sees for this disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 20))]
+    pub serial: Option<String>,
+}
+
+/// A hard disk.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DiskTarget {
+    /// The bus: virtio (the default), sata or scsi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus: Option<DiskBus>,
+    /// Expose the disk read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+}
+
+/// A CD-ROM drive.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CdromTarget {
+    /// The bus: sata (the default) or scsi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus: Option<DiskBus>,
+}
+
+/// The bus a disk is attached to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskBus {
+    Virtio,
+    Sata,
+    Scsi,
+}
+
+/// A network interface of the guest, connected to the network of the same name. At most
+/// one binding (`masquerade`, `bridge`) may be set; with none, it is `bridge`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!(has(self.masquerade) && has(self.bridge))",
+    "message": "set at most one of masquerade and bridge"
+}]))]
+pub struct Interface {
+    /// The interface's name; the network of the same name connects it.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// The NIC model: virtio (the default), e1000, e1000e or rtl8139.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<InterfaceModel>,
+    /// The MAC address, for example `de:ad:00:00:be:af`. Defaults to a generated one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$"))]
+    pub mac_address: Option<String>,
+    /// The guest reaches the pod network through NAT; only the listed ports (all when
+    /// none are listed) are forwarded to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub masquerade: Option<InterfaceMasquerade>,
+    /// The guest is bridged to the pod network and takes the pod's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<InterfaceBridge>,
+    /// The ports forwarded to the guest (masquerade only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<Port>,
+}
+
+/// The masquerade binding; it has no options.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct InterfaceMasquerade {}
+
+/// The bridge binding; it has no options.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct InterfaceBridge {}
+
+/// A NIC model.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InterfaceModel {
+    Virtio,
+    E1000,
+    E1000e,
+    Rtl8139,
+}
+
+/// A port forwarded to the guest.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Port {
+    /// A name for the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The protocol: TCP (the default) or UDP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+    /// The port number.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+/// A transport protocol.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Protocol {
+    #[serde(rename = "TCP")]
+    Tcp,
+    #[serde(rename = "UDP")]
+    Udp,
+}

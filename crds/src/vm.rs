@@ -1,0 +1,238 @@
+//! The VirtualMachine: a guest that lives across starts and stops.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::VirtualMachineInstanceSpec;
+
+/// The desired state of a VirtualMachine: whether it should run, and the
+/// VirtualMachineInstance it runs as.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "kubevirt.io",
+    version = "v1",
+    kind = "VirtualMachine",
+    namespaced,
+    status = "VirtualMachineStatus",
+    shortname = "vm",
+    shortname = "vms",
+    category = "all",
+    category = "kubevirt",
+    doc = "VirtualMachine is a guest that can be started and stopped; while it runs, a VirtualMachineInstance of the same name exists.",
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.printableStatus", description = "Human readable status"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type=='Ready')].status")
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!(has(self.running) && has(self.runStrategy))",
+    "message": "spec.running and spec.runStrategy are mutually exclusive: set only spec.runStrategy (spec.running is deprecated)"
+}]))]
+pub struct VirtualMachineSpec {
+    /// When the VirtualMachineInstance runs. `Always`: a VMI always exists; a finished one
+    /// is replaced. `RerunOnFailure`: replaced only after a failure; a guest shutdown is
+    /// respected. `Once`: runs once and is not restarted. `Manual`: only start, stop and
+    /// restart requests act. `Halted`: no VMI runs. Mutually exclusive with `running`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_strategy: Option<RunStrategy>,
+    /// Deprecated: use `runStrategy`. `true` is runStrategy Always, `false` is Halted.
+    /// Mutually exclusive with `runStrategy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<bool>,
+    /// The VirtualMachineInstance created when the VM starts.
+    pub template: VirtualMachineInstanceTemplateSpec,
+}
+
+/// When a VM's instance runs.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum RunStrategy {
+    /// A VMI always exists; a finished one is replaced.
+    Always,
+    /// A VMI is replaced only after it fails.
+    RerunOnFailure,
+    /// The VMI runs once and is not replaced.
+    Once,
+    /// Only start, stop and restart requests start or stop the VMI.
+    Manual,
+    /// No VMI runs.
+    Halted,
+}
+
+impl RunStrategy {
+    /// The strategy as KubeVirt writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStrategy::Always => "Always",
+            RunStrategy::RerunOnFailure => "RerunOnFailure",
+            RunStrategy::Once => "Once",
+            RunStrategy::Manual => "Manual",
+            RunStrategy::Halted => "Halted",
+        }
+    }
+}
+
+impl VirtualMachineSpec {
+    /// The run strategy in effect: `runStrategy`, else `running` (true is Always, false is
+    /// Halted), else Halted.
+    pub fn effective_run_strategy(&self) -> RunStrategy {
+        match (self.run_strategy, self.running) {
+            (Some(strategy), _) => strategy,
+            (None, Some(true)) => RunStrategy::Always,
+            _ => RunStrategy::Halted,
+        }
+    }
+}
+
+/// The template of a VM's instance.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMachineInstanceTemplateSpec {
+    /// Labels and annotations copied to the VirtualMachineInstance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<TemplateMetadata>,
+    /// The VirtualMachineInstance's spec.
+    pub spec: VirtualMachineInstanceSpec,
+}
+
+/// The metadata a VM's template may carry.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateMetadata {
+    /// Ignored: the instance always takes the VM's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Labels copied to the VirtualMachineInstance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Annotations copied to the VirtualMachineInstance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// Always null in a template; accepted because generated manifests carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::nullable_time")]
+    pub creation_timestamp: Option<Time>,
+}
+
+/// The observed state of a VirtualMachine.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMachineStatus {
+    /// Whether the VM's instance exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<bool>,
+    /// Whether the VM's instance runs and is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
+    /// The VM's state for people: Stopped, Provisioning, Starting, Running, Paused,
+    /// Stopping, Terminating, CrashLoopBackOff, Migrating, Unknown, ErrorUnschedulable,
+    /// ErrImagePull, ImagePullBackOff, ErrorPvcNotFound, WaitingForVolumeBinding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub printable_status: Option<String>,
+    /// Conditions: Ready, Failure, RestartRequired, Paused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<VirtualMachineCondition>,
+    /// The generation of the spec the controller acted on last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The generation of the spec the running instance was created from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_generation: Option<i64>,
+    /// Pending start and stop requests, acted on in order and then removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub state_change_requests: Vec<VirtualMachineStateChangeRequest>,
+    /// The run strategy in effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_strategy: Option<RunStrategy>,
+    /// Why the last starts failed, and when the next start may be tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_failure: Option<VirtualMachineStartFailure>,
+}
+
+/// A condition of a VM.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMachineCondition {
+    /// The condition's type: Ready, Failure, RestartRequired or Paused.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True, False or Unknown.
+    pub status: String,
+    /// A machine-readable reason for the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A human-readable message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the condition was last checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::nullable_time")]
+    pub last_probe_time: Option<Time>,
+    /// When the status last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::nullable_time")]
+    pub last_transition_time: Option<Time>,
+}
+
+/// A request to start or stop a VM's instance, as the start, stop and restart
+/// subresources write it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMachineStateChangeRequest {
+    /// Start or Stop.
+    pub action: StateChangeRequestAction,
+    /// Extra data for the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<BTreeMap<String, String>>,
+    /// For Stop: the UID of the instance to stop; a request for another instance is
+    /// dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+/// The action of a state change request.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum StateChangeRequestAction {
+    #[default]
+    Start,
+    Stop,
+}
+
+/// Failed starts of a VM, for the crash-loop back-off.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMachineStartFailure {
+    /// The UID of the instance that failed last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "lastFailedVMIUID")]
+    pub last_failed_vmi_uid: Option<String>,
+    /// The next start is not tried before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::nullable_time")]
+    pub retry_after_timestamp: Option<Time>,
+    /// How many starts in a row have failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_fail_count: Option<i32>,
+}
+
+/// The printable statuses of a VM, as KubeVirt names them.
+pub mod printable_status {
+    pub const STOPPED: &str = "Stopped";
+    pub const PROVISIONING: &str = "Provisioning";
+    pub const STARTING: &str = "Starting";
+    pub const RUNNING: &str = "Running";
+    pub const PAUSED: &str = "Paused";
+    pub const STOPPING: &str = "Stopping";
+    pub const TERMINATING: &str = "Terminating";
+    pub const CRASH_LOOP_BACK_OFF: &str = "CrashLoopBackOff";
+    pub const MIGRATING: &str = "Migrating";
+    pub const UNKNOWN: &str = "Unknown";
+    pub const ERROR_UNSCHEDULABLE: &str = "ErrorUnschedulable";
+    pub const ERR_IMAGE_PULL: &str = "ErrImagePull";
+    pub const IMAGE_PULL_BACK_OFF: &str = "ImagePullBackOff";
+    pub const ERROR_PVC_NOT_FOUND: &str = "ErrorPvcNotFound";
+    pub const WAITING_FOR_VOLUME_BINDING: &str = "WaitingForVolumeBinding";
+}

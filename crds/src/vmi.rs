@@ -1,0 +1,265 @@
+//! The VirtualMachineInstance: one running guest.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{DomainSpec, Network, Volume};
+
+/// The desired state of a VirtualMachineInstance: its virtual hardware, the volumes and
+/// networks behind it, and where it may run.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "kubevirt.io",
+    version = "v1",
+    kind = "VirtualMachineInstance",
+    namespaced,
+    status = "VirtualMachineInstanceStatus",
+    shortname = "vmi",
+    shortname = "vmis",
+    category = "all",
+    category = "kubevirt",
+    doc = "VirtualMachineInstance is a running virtual machine: one guest in one launcher pod.",
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "IP", type_ = "string", json_path = ".status.interfaces[0].ipAddress"),
+    printcolumn(name = "NodeName", type_ = "string", json_path = ".status.nodeName"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type=='Ready')].status"),
+    printcolumn(name = "Live-Migratable", type_ = "string", json_path = ".status.conditions[?(@.type=='LiveMigratable')].status", priority = 1),
+    printcolumn(name = "Paused", type_ = "string", json_path = ".status.conditions[?(@.type=='Paused')].status", priority = 1)
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.domain.devices.disks) || self.domain.devices.disks.all(d, has(self.volumes) && self.volumes.exists(v, v.name == d.name))",
+     "message": "every disk in domain.devices.disks needs a volume of the same name in volumes"},
+    {"rule": "!has(self.domain.devices.interfaces) || self.domain.devices.interfaces.all(i, has(self.networks) && self.networks.exists(n, n.name == i.name))",
+     "message": "every interface in domain.devices.interfaces needs a network of the same name in networks"}
+]))]
+pub struct VirtualMachineInstanceSpec {
+    /// The virtual hardware of the guest.
+    pub domain: DomainSpec,
+    /// The storage behind the disks. A volume without a disk of the same name gets a
+    /// virtio disk.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(v, self.exists_one(w, w.name == v.name))",
+        "message": "volume names must be unique"
+    }]))]
+    pub volumes: Vec<Volume>,
+    /// The networks the interfaces connect to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(n, self.exists_one(m, m.name == n.name))",
+        "message": "network names must be unique"
+    }]))]
+    pub networks: Vec<Network>,
+    /// How long the guest gets to shut down after a stop or delete before it is powered
+    /// off. Defaults to 30 seconds; 0 powers it off at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub termination_grace_period_seconds: Option<i64>,
+    /// Labels a node must have for the VMI to be scheduled on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Node and pod affinity for the VMI's pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Taints the VMI's pod tolerates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// The guest's hostname. Defaults to the VMI's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub hostname: Option<String>,
+    /// With `hostname`, the guest's fully qualified name is
+    /// `<hostname>.<subdomain>.<namespace>.svc.<cluster domain>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub subdomain: Option<String>,
+    /// What happens to the VMI when its node is drained: `None` (it is shut down) or
+    /// `External` (an external controller handles the eviction). Live migration is not
+    /// supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction_strategy: Option<EvictionStrategy>,
+}
+
+/// What happens to a VMI when its node is drained.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum EvictionStrategy {
+    None,
+    External,
+}
+
+/// The observed state of a VirtualMachineInstance.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMachineInstanceStatus {
+    /// Where the VMI is in its life: Pending, Scheduling, Scheduled, Running, Succeeded,
+    /// Failed or Unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<VmiPhase>,
+    /// A short, machine-readable explanation of the current phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Conditions: Ready, Paused, LiveMigratable, PodScheduled, Failure and others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<VirtualMachineInstanceCondition>,
+    /// The node the VMI runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// The guest's network interfaces as the node sees them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<VirtualMachineInstanceNetworkInterface>,
+    /// The guest operating system, as its agent reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "guestOSInfo")]
+    pub guest_os_info: Option<GuestOsInfo>,
+    /// When the VMI entered each phase.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phase_transition_timestamps: Vec<PhaseTransitionTimestamp>,
+    /// The VMI's pods: pod UID to node name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_pods: Option<BTreeMap<String, String>>,
+    /// How the guest's CPU is virtualized on its node: `KVM` or `Emulation` (software,
+    /// TCG).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtualization: Option<String>,
+    /// The spec generation the node side acted on last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// The phase of a VMI. Succeeded and Failed are final.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum VmiPhase {
+    /// Accepted, no pod yet.
+    Pending,
+    /// The pod exists and waits to be scheduled.
+    Scheduling,
+    /// The pod is on a node and its launcher is ready.
+    Scheduled,
+    /// The guest runs.
+    Running,
+    /// The guest shut down on its own or was stopped.
+    Succeeded,
+    /// The guest or its pod failed.
+    Failed,
+    /// The VMI's state cannot be known (for example its node is gone).
+    Unknown,
+}
+
+impl VmiPhase {
+    /// Succeeded and Failed never change again.
+    pub fn is_final(self) -> bool {
+        matches!(self, VmiPhase::Succeeded | VmiPhase::Failed)
+    }
+
+    /// The phase as KubeVirt writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmiPhase::Pending => "Pending",
+            VmiPhase::Scheduling => "Scheduling",
+            VmiPhase::Scheduled => "Scheduled",
+            VmiPhase::Running => "Running",
+            VmiPhase::Succeeded => "Succeeded",
+            VmiPhase::Failed => "Failed",
+            VmiPhase::Unknown => "Unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for VmiPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A condition of a VMI.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMachineInstanceCondition {
+    /// The condition's type, for example Ready or PodScheduled.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True, False or Unknown.
+    pub status: String,
+    /// A machine-readable reason for the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A human-readable message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the condition was last checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::nullable_time")]
+    pub last_probe_time: Option<Time>,
+    /// When the status last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::nullable_time")]
+    pub last_transition_time: Option<Time>,
+}
+
+/// A network interface of a running guest.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMachineInstanceNetworkInterface {
+    /// The name of the interface in the VMI spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The guest's primary IP address on this interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<String>,
+    /// All of the guest's IP addresses on this interface.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_addresses: Vec<String>,
+    /// The interface's MAC address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// The interface's name inside the guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface_name: Option<String>,
+    /// Where this information came from: domain, guest-agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info_source: Option<String>,
+}
+
+/// The guest operating system.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GuestOsInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretty_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_release: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+}
+
+/// When a VMI entered a phase.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseTransitionTimestamp {
+    /// The phase entered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<VmiPhase>,
+    /// When.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::nullable_time")]
+    pub phase_transition_timestamp: Option<Time>,
+}

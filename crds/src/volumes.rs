@@ -1,0 +1,151 @@
+//! `spec.volumes` and `spec.networks`: what backs the guest's disks and interfaces.
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A volume: the storage behind the disk of the same name. Exactly one source must be set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "[has(self.containerDisk), has(self.cloudInitNoCloud), has(self.emptyDisk), has(self.hostDisk), has(self.persistentVolumeClaim)].filter(x, x).size() == 1",
+    "message": "set exactly one volume source: containerDisk, cloudInitNoCloud, emptyDisk, hostDisk or persistentVolumeClaim"
+}]))]
+pub struct Volume {
+    /// The volume's name; the disk of the same name uses it.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// A disk image shipped in a container image (`/disk/<file>`). The image is never
+    /// written: the guest writes to an ephemeral overlay that is discarded when the VMI ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_disk: Option<ContainerDiskSource>,
+    /// A cloud-init NoCloud data source, attached as a disk labelled `cidata`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_init_no_cloud: Option<CloudInitNoCloudSource>,
+    /// A blank, sparse disk that lives as long as the VMI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_disk: Option<EmptyDiskSource>,
+    /// A disk image at a path on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_disk: Option<HostDisk>,
+    /// A PersistentVolumeClaim; a filesystem volume holds the disk as `disk.img`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<PersistentVolumeClaimVolumeSource>,
+}
+
+/// A disk image in a container image.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerDiskSource {
+    /// The container image that holds the disk image under `/disk/`.
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// The path of the disk image inside the container image. Defaults to the one file
+    /// under `/disk/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// When to pull the image: Always, IfNotPresent or Never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<crate::PullPolicy>,
+}
+
+/// Cloud-init NoCloud user data and network data. Set at most one of `userData` and
+/// `userDataBase64`, and at most one of `networkData` and `networkDataBase64`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!(has(self.userData) && has(self.userDataBase64))",
+     "message": "set at most one of userData and userDataBase64"},
+    {"rule": "!(has(self.networkData) && has(self.networkDataBase64))",
+     "message": "set at most one of networkData and networkDataBase64"}
+]))]
+pub struct CloudInitNoCloudSource {
+    /// Cloud-init user data, as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+    /// Cloud-init user data, base64-encoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data_base64: Option<String>,
+    /// Cloud-init network configuration (version 1 or 2), as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_data: Option<String>,
+    /// Cloud-init network configuration, base64-encoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_data_base64: Option<String>,
+}
+
+/// A blank disk.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmptyDiskSource {
+    /// The size of the disk, for example `2Gi`.
+    #[schemars(schema_with = "crate::schema::positive_quantity")]
+    pub capacity: Quantity,
+}
+
+/// A disk image on the node.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.type != 'DiskOrCreate' || has(self.capacity)",
+    "message": "capacity is required when type is DiskOrCreate"
+}]))]
+pub struct HostDisk {
+    /// The absolute path of the disk image on the node.
+    #[schemars(regex(pattern = "^/"))]
+    pub path: String,
+    /// `Disk`: the image must exist. `DiskOrCreate`: a sparse image of `capacity` is
+    /// created when missing.
+    #[serde(rename = "type")]
+    pub disk_type: HostDiskType,
+    /// The size of an image created by `DiskOrCreate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::optional_positive_quantity")]
+    pub capacity: Option<Quantity>,
+}
+
+/// Whether a host disk must exist.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum HostDiskType {
+    #[default]
+    Disk,
+    DiskOrCreate,
+}
+
+/// A PersistentVolumeClaim in the VMI's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PersistentVolumeClaimVolumeSource {
+    /// The claim's name.
+    #[schemars(length(min = 1))]
+    pub claim_name: String,
+    /// Attach the disk read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+}
+
+/// A network that an interface of the same name connects to. Exactly one source must be
+/// set; Ferrovirt supports the pod network.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.pod)",
+    "message": "set the network source: pod"
+}]))]
+pub struct Network {
+    /// The network's name; the interface of the same name uses it.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// The pod's own network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodNetwork>,
+}
+
+/// The pod network.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodNetwork {
+    /// The guest's IPv4 network in CIDR form for masquerade (default 10.0.2.0/24).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_network_cidr: Option<String>,
+}
