@@ -1,0 +1,49 @@
+//! Command line, per docs/contracts.md ("The launcher pod"). Every flag has an env.
+
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "virt-launcher", version, about = "Runs one VM with a libvirt of its own")]
+pub struct Args {
+    /// Namespace of the VirtualMachineInstance.
+    #[arg(long, env = "VIRT_LAUNCHER_VMI_NAMESPACE")]
+    pub vmi_namespace: String,
+
+    /// Name of the VirtualMachineInstance.
+    #[arg(long, env = "VIRT_LAUNCHER_VMI_NAME")]
+    pub vmi_name: String,
+
+    /// UID of the VirtualMachineInstance.
+    #[arg(long, env = "VIRT_LAUNCHER_VMI_UID")]
+    pub vmi_uid: String,
+
+    /// Per-VMI directory shared with the node: sockets, libvirt root, logs.
+    #[arg(long, env = "VIRT_LAUNCHER_VMI_DIR", default_value = "/var/run/ferrovirt/vmi")]
+    pub vmi_dir: PathBuf,
+
+    /// How long a guest has to power off after SIGTERM before it is destroyed.
+    #[arg(long, env = "VIRT_LAUNCHER_GRACE_PERIOD_SECONDS", default_value_t = 30)]
+    pub grace_period_seconds: u64,
+
+    #[arg(long, env = "VIRT_LAUNCHER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides the default `info` level.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

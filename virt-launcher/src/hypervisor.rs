@@ -1,0 +1,229 @@
+//! The launcher's own libvirt: the embedded QEMU driver, opened in this process, holding
+//! at most one domain for the launcher's lifetime. Every method blocks; call them from
+//! `spawn_blocking`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use tokio::sync::mpsc::UnboundedSender;
+use virt::connect::Connect;
+use virt::domain::{Domain, DomainState as VirState, DomainStateReason};
+use virt::sys;
+
+use crate::protocol::{DomainInfo, DomainState, Event};
+use crate::{Error, Result};
+
+/// Written when absent. QEMU runs as root inside the pod (the pod is the isolation
+/// boundary, as for a container), so libvirt neither chowns nor labels files: images in
+/// the node's cache stay untouched. QEMU's stdout and the serial `<log>` go straight to
+/// files, since there is no virtlogd in the pod.
+const QEMU_CONF: &str = "\
+user = \"root\"
+group = \"root\"
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = \"none\"
+stdio_handler = \"file\"
+";
+
+pub struct Hypervisor {
+    conn: Connect,
+    root: PathBuf,
+    vm: Mutex<Vm>,
+}
+
+#[derive(Default)]
+struct Vm {
+    name: Option<String>,
+    started: bool,
+}
+
+impl Hypervisor {
+    /// Opens `qemu:///embed?root=<root>` and sends the domain's lifecycle events to `events`.
+    pub fn open(root: &Path, events: UnboundedSender<Event>) -> Result<Self> {
+        let etc = root.join("etc");
+        std::fs::create_dir_all(&etc).map_err(Error::io("creating", &etc))?;
+        let conf = etc.join("qemu.conf");
+        if !conf.exists() {
+            std::fs::write(&conf, QEMU_CONF).map_err(Error::io("writing", &conf))?;
+        }
+        crate::eventloop::start()?;
+        let uri = format!("qemu:///embed?root={}", root.display());
+        let conn = Connect::open(Some(&uri))?;
+        crate::lifecycle::register(&conn, events)?;
+        tracing::info!(%uri, "opened embedded libvirt");
+        Ok(Hypervisor {
+            conn,
+            root: root.to_owned(),
+            vm: Mutex::default(),
+        })
+    }
+
+    /// Defines the domain and starts it, unless it already runs.
+    pub fn define_and_start(&self, xml: &str) -> Result<DomainInfo> {
+        let mut vm = self.vm.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = vm.name.clone() {
+            let dom = self.conn.lookup_domain_by_name(&running)?;
+            // Redefining a running domain would fail on an XML without <uuid>.
+            if dom.is_active()? {
+                let requested = domain_name(xml).unwrap_or_default();
+                if requested != running {
+                    return Err(Error::OtherDomain { running, requested });
+                }
+                tracing::info!(domain = %running, "domain already running");
+                return self.info_of(&dom);
+            }
+        }
+        let existed = self.conn.list_defined_domains()?;
+        let dom = self.conn.define_domain_xml(xml)?;
+        let name = dom.name()?;
+        if let Some(running) = vm.name.as_ref().filter(|n| **n != name) {
+            if !existed.contains(&name) && !dom.is_active()? {
+                let _ = dom.undefine();
+            }
+            return Err(Error::OtherDomain {
+                running: running.clone(),
+                requested: name,
+            });
+        }
+        vm.name = Some(name.clone());
+        if dom.is_active()? {
+            tracing::info!(domain = %name, "domain already running");
+        } else if vm.started {
+            return Err(Error::AlreadyStopped(name));
+        } else {
+            tracing::info!(domain = %name, "starting domain");
+            dom.create()?;
+            vm.started = true;
+        }
+        self.info_of(&dom)
+    }
+
+    /// The domain's state, or `None` before any define.
+    pub fn info(&self) -> Result<Option<DomainInfo>> {
+        match self.domain() {
+            Ok(dom) => self.info_of(&dom).map(Some),
+            Err(Error::NoDomain) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Presses the ACPI power button.
+    pub fn shutdown(&self) -> Result<()> {
+        let flags = sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN;
+        Ok(self.domain()?.shutdown_flags(flags)?)
+    }
+
+    pub fn destroy(&self) -> Result<()> {
+        Ok(self.domain()?.destroy()?)
+    }
+
+    pub fn pause(&self) -> Result<()> {
+        Ok(self.domain()?.suspend()?)
+    }
+
+    pub fn unpause(&self) -> Result<()> {
+        Ok(self.domain()?.resume()?)
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.domain().and_then(|d| Ok(d.is_active()?)).unwrap_or(false)
+    }
+
+    /// Destroys every running domain of this libvirt; for exit paths, never fails.
+    pub fn destroy_all(&self) {
+        let flags = sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE;
+        for dom in self.conn.list_all_domains(flags).unwrap_or_default() {
+            let name = dom.name().unwrap_or_default();
+            match dom.destroy() {
+                Ok(()) => tracing::warn!(domain = %name, "destroyed domain on exit"),
+                Err(e) => tracing::error!(domain = %name, error = %e, "destroy on exit failed"),
+            }
+        }
+    }
+
+    fn domain(&self) -> Result<Domain> {
+        let vm = self.vm.lock().unwrap_or_else(|e| e.into_inner());
+        let name = vm.name.as_deref().ok_or(Error::NoDomain)?;
+        Ok(self.conn.lookup_domain_by_name(name)?)
+    }
+
+    fn info_of(&self, dom: &Domain) -> Result<DomainInfo> {
+        let name = dom.name()?;
+        let (state, reason) = dom.state()?;
+        let state = map_state(&state);
+        let qemu_pid = match state {
+            DomainState::Shutoff | DomainState::Crashed => None,
+            _ => self.qemu_pid(&name),
+        };
+        Ok(DomainInfo {
+            uuid: dom.uuid_string()?,
+            name,
+            state,
+            reason: reason_name(&reason),
+            qemu_pid,
+        })
+    }
+
+    /// libvirt keeps QEMU's pid in `<root>/run/qemu/<name>.pid` while the domain runs.
+    fn qemu_pid(&self, name: &str) -> Option<u32> {
+        let path = self.root.join("run/qemu").join(format!("{name}.pid"));
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    }
+}
+
+/// The text of the domain's `<name>` element: the first one, since libvirt's schema puts
+/// no other plain `<name>` element in a domain.
+fn domain_name(xml: &str) -> Option<String> {
+    let start = xml.find("<name>")? + "<name>".len();
+    let end = start + xml[start..].find("</name>")?;
+    Some(xml[start..end].trim().to_owned())
+}
+
+fn map_state(state: &virt::enumutil::Enum<VirState, sys::virDomainState>) -> DomainState {
+    use virt::enumutil::Enum;
+    match state {
+        Enum::Known(VirState::NoState) => DomainState::NoState,
+        Enum::Known(VirState::Running) => DomainState::Running,
+        Enum::Known(VirState::Blocked) => DomainState::Blocked,
+        Enum::Known(VirState::Paused) => DomainState::Paused,
+        Enum::Known(VirState::Shutdown) => DomainState::ShuttingDown,
+        Enum::Known(VirState::Shutoff) => DomainState::Shutoff,
+        Enum::Known(VirState::Crashed) => DomainState::Crashed,
+        Enum::Known(VirState::PMSuspended) => DomainState::PmSuspended,
+        _ => DomainState::Unknown,
+    }
+}
+
+/// `Running(Known(Booted))` -> `booted`.
+fn reason_name(reason: &virt::domain::DomainStateReasonEnum) -> String {
+    use virt::enumutil::Enum;
+    let debug = match reason {
+        Enum::Known(r) => match r {
+            DomainStateReason::NoState(x) => format!("{x:?}"),
+            DomainStateReason::Running(x) => format!("{x:?}"),
+            DomainStateReason::Blocked(x) => format!("{x:?}"),
+            DomainStateReason::Paused(x) => format!("{x:?}"),
+            DomainStateReason::Shutdown(x) => format!("{x:?}"),
+            DomainStateReason::Shutoff(x) => format!("{x:?}"),
+            DomainStateReason::Crashed(x) => format!("{x:?}"),
+            DomainStateReason::PMSuspended(x) => format!("{x:?}"),
+        },
+        Enum::Unknown(n) => return format!("unknown({n})"),
+    };
+    let inner = debug
+        .strip_prefix("Known(")
+        .and_then(|s| s.strip_suffix(')'))
+        .unwrap_or(&debug);
+    inner.to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_the_domain_name() {
+        let xml = "<domain type='qemu'>\n  <name> vm1 </name><uuid>x</uuid></domain>";
+        assert_eq!(super::domain_name(xml).as_deref(), Some("vm1"));
+        assert_eq!(super::domain_name("<domain/>"), None);
+    }
+}

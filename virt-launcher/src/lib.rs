@@ -1,0 +1,92 @@
+//! virt-launcher: one per VMI, in its pod. Hosts an embedded libvirt for its one VM,
+//! serves a command socket for virt-handler, and exits with the guest's outcome.
+//!
+//! virt-handler uses [`protocol`] and [`client::LauncherClient`].
+
+pub mod args;
+pub mod client;
+mod error;
+mod eventloop;
+mod events;
+mod guard;
+mod hypervisor;
+mod lifecycle;
+pub mod protocol;
+mod server;
+mod supervisor;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use args::Args;
+pub use error::{Error, Result};
+
+use events::EventLog;
+use guard::ExitGuard;
+use hypervisor::Hypervisor;
+use supervisor::Supervisor;
+
+/// How long the launcher keeps serving after the domain stopped, so the handler reads
+/// the final event and state.
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// The files of the per-VMI directory the launcher owns (docs/contracts.md).
+pub struct VmiPaths {
+    pub dir: PathBuf,
+}
+
+impl VmiPaths {
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("launcher.sock")
+    }
+    pub fn ready(&self) -> PathBuf {
+        self.dir.join("ready")
+    }
+    /// Root of the embedded libvirt; QEMU's own log is `<this>/log/qemu/<domain>.log`.
+    pub fn libvirt_root(&self) -> PathBuf {
+        self.dir.join("libvirt")
+    }
+}
+
+/// Runs the launcher to its end; returns the process exit code.
+pub async fn run(args: Args) -> Result<u8> {
+    tracing::info!(
+        namespace = %args.vmi_namespace, name = %args.vmi_name, uid = %args.vmi_uid,
+        dir = %args.vmi_dir.display(), "virt-launcher starting"
+    );
+    guard::set_child_subreaper()?;
+    let paths = VmiPaths { dir: args.vmi_dir.clone() };
+    std::fs::create_dir_all(&paths.dir).map_err(Error::io("creating", &paths.dir))?;
+
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let root = paths.libvirt_root();
+    let hv = Arc::new(tokio::task::spawn_blocking(move || Hypervisor::open(&root, tx)).await??);
+    let _guard = ExitGuard::new(hv.clone(), vec![paths.ready(), paths.socket()]);
+
+    let log = Arc::new(EventLog::default());
+    let listener = server::bind(&paths.socket())?;
+    tokio::spawn(server::serve(listener, hv.clone(), log.clone()));
+    tokio::spawn(guard::reap_qemu_zombies());
+    std::fs::write(paths.ready(), b"").map_err(Error::io("writing", paths.ready()))?;
+    tracing::info!(socket = %paths.socket().display(), "ready");
+
+    let grace = Duration::from_secs(args.grace_period_seconds);
+    let outcome = Supervisor::new(hv, log, rx, grace).run().await?;
+    let code = outcome.exit_code();
+    tracing::info!(?outcome, code, "domain done; draining before exit");
+    tokio::time::sleep(DRAIN).await;
+    Ok(code)
+}
+
+/// An error and its sources, `: `-separated, for one log line or one `{"error":..}`.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

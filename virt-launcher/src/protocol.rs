@@ -1,0 +1,170 @@
+//! The command socket's wire format: one JSON object per line, request then response.
+//!
+//! Requests are internally tagged by `command`, so a human can type them into
+//! `socat - UNIX-CONNECT:<vmi-dir>/launcher.sock`:
+//!
+//! ```text
+//! {"command":"ping"}                          -> {"pong":{"version":"0.1.0","pid":42}}
+//! {"command":"define_and_start","domain_xml":"<domain ...>"} -> {"domain_info":{...}}
+//! {"command":"shutdown"}                      -> "ok"
+//! {"command":"domain_info"}                   -> {"domain_info":null} before any define
+//! {"command":"watch_events"}                  -> "ok", then {"event":{...}} lines
+//! anything that fails                         -> {"error":"message"}
+//! ```
+//!
+//! `watch_events` first replays every event of this launcher's lifetime (one VM per
+//! launcher, so the history is short), then follows live ones until the client closes
+//! the connection or the launcher exits.
+
+use serde::{Deserialize, Serialize};
+
+/// A request from virt-handler (or a human) to the launcher.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    Ping,
+    /// Define the domain and start it. Idempotent: the same domain already running
+    /// answers with its info.
+    DefineAndStart {
+        domain_xml: String,
+    },
+    /// Press the ACPI power button.
+    Shutdown,
+    /// Pull the plug.
+    Destroy,
+    Pause,
+    Unpause,
+    DomainInfo,
+    /// Turn this connection into a stream of [`Event`]s.
+    WatchEvents,
+}
+
+/// The launcher's answer to one [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Pong(Pong),
+    Ok,
+    /// `None` until a domain was defined.
+    DomainInfo(Option<DomainInfo>),
+    Event(Event),
+    Error(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    pub version: String,
+    /// The launcher's own pid (in its PID namespace).
+    pub pid: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainInfo {
+    pub name: String,
+    pub uuid: String,
+    pub state: DomainState,
+    /// libvirt's reason for the state, e.g. `booted`, `shutdown`, `destroyed`, `crashed`.
+    pub reason: String,
+    /// The QEMU process, when it runs and its pid is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qemu_pid: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainState {
+    NoState,
+    Running,
+    Blocked,
+    Paused,
+    /// The guest is being shut down.
+    ShuttingDown,
+    Shutoff,
+    Crashed,
+    PmSuspended,
+    Unknown,
+}
+
+/// A domain lifecycle event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Started,
+    Paused,
+    Resumed,
+    Stopped { reason: StopReason },
+}
+
+/// Why the domain stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The guest powered itself off (or answered the ACPI power button).
+    Shutdown,
+    /// Destroyed: by a `destroy` request, or by the launcher after the grace period.
+    Destroyed,
+    /// QEMU died on its own.
+    Crashed,
+    /// libvirt could not keep the domain up (e.g. QEMU failed at start).
+    Failed,
+    /// Migrated, saved, restored from a snapshot: not used by Ferrovirt yet.
+    Other,
+}
+
+impl Request {
+    /// The request as one line, newline included.
+    pub fn to_line(&self) -> String {
+        to_line(self)
+    }
+}
+
+impl Response {
+    /// The response as one line, newline included.
+    pub fn to_line(&self) -> String {
+        to_line(self)
+    }
+}
+
+fn to_line<T: Serialize>(value: &T) -> String {
+    // Serializing these plain enums cannot fail.
+    let mut line = serde_json::to_string(value).expect("protocol types serialize");
+    line.push('\n');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_tagged_by_command() {
+        assert_eq!(Request::Ping.to_line(), "{\"command\":\"ping\"}\n");
+        let req: Request =
+            serde_json::from_str(r#"{"command":"define_and_start","domain_xml":"<domain/>"}"#)
+                .unwrap();
+        assert_eq!(
+            req,
+            Request::DefineAndStart {
+                domain_xml: "<domain/>".into()
+            }
+        );
+    }
+
+    #[test]
+    fn errors_are_an_error_field() {
+        assert_eq!(
+            Response::Error("no domain".into()).to_line(),
+            "{\"error\":\"no domain\"}\n"
+        );
+        assert_eq!(Response::Ok.to_line(), "\"ok\"\n");
+    }
+
+    #[test]
+    fn events_name_their_type_and_reason() {
+        let line = Response::Event(Event::Stopped {
+            reason: StopReason::Crashed,
+        })
+        .to_line();
+        assert_eq!(line, "{\"event\":{\"type\":\"stopped\",\"reason\":\"crashed\"}}\n");
+    }
+}
