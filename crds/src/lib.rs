@@ -8,11 +8,13 @@
 //! ferrovirt-crds --bin crdgen` and checked against the committed copy by a test.
 
 mod schema;
+pub mod condition;
 pub mod domain;
 pub mod vm;
 pub mod vmi;
 pub mod volumes;
 
+pub use condition::*;
 pub use domain::*;
 pub use vm::*;
 pub use vmi::*;

@@ -152,30 +152,8 @@ pub struct VirtualMachineStatus {
     pub start_failure: Option<VirtualMachineStartFailure>,
 }
 
-/// A condition of a VM.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct VirtualMachineCondition {
-    /// The condition's type: Ready, Failure, RestartRequired or Paused.
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// True, False or Unknown.
-    pub status: String,
-    /// A machine-readable reason for the status.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// A human-readable message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// When the condition was last checked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::schema::nullable_time")]
-    pub last_probe_time: Option<Time>,
-    /// When the status last changed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::schema::nullable_time")]
-    pub last_transition_time: Option<Time>,
-}
+/// A condition of a VM: Ready, Failure, RestartRequired or Paused.
+pub type VirtualMachineCondition = crate::Condition;
 
 /// A request to start or stop a VM's instance, as the start, stop and restart
 /// subresources write it.

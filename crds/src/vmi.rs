@@ -180,30 +180,8 @@ impl std::fmt::Display for VmiPhase {
     }
 }
 
-/// A condition of a VMI.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct VirtualMachineInstanceCondition {
-    /// The condition's type, for example Ready or PodScheduled.
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// True, False or Unknown.
-    pub status: String,
-    /// A machine-readable reason for the status.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// A human-readable message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// When the condition was last checked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::schema::nullable_time")]
-    pub last_probe_time: Option<Time>,
-    /// When the status last changed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::schema::nullable_time")]
-    pub last_transition_time: Option<Time>,
-}
+/// A condition of a VMI: Ready, Paused, LiveMigratable, PodScheduled, Failure.
+pub type VirtualMachineInstanceCondition = crate::Condition;
 
 /// A network interface of a running guest.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
