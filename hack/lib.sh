@@ -26,3 +26,19 @@ CONTROL_PLANE_BINARIES=(etcd kube-apiserver kube-controller-manager kube-schedul
 _t0=$SECONDS
 log() { printf '[%s +%4ss] %s\n' "$(basename "$0")" "$((SECONDS - _t0))" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+# The local cluster of hack/local-up.sh: PKI, etcd data, logs, pid files, kubeconfig.
+LOCAL_DIR="${FERROVIRT_LOCAL_DIR:-$FERROVIRT_ROOT/.ferrovirt}"
+
+# start_bg NAME CMD...: runs CMD detached (its own session, working directory $LOCAL_DIR),
+# logging to $LOCAL_DIR/logs/NAME.log, with its pid in $LOCAL_DIR/pids/NAME.pid.
+# hack/local-down.sh stops every process that has a pid file there and runs in $LOCAL_DIR.
+start_bg() {
+  local name="$1"; shift
+  mkdir -p "$LOCAL_DIR/logs" "$LOCAL_DIR/pids"
+  (cd "$LOCAL_DIR" && exec setsid "$@" >>"$LOCAL_DIR/logs/$name.log" 2>&1 </dev/null) &
+  echo "$!" >"$LOCAL_DIR/pids/$name.pid"
+}
+
+# Elapsed-time helper for summaries: `t=$(now)` ... `$(( $(now) - t ))`.
+now() { date +%s; }

@@ -1,0 +1,25 @@
+//! Ferrovirt's test harness: a real Kubernetes control plane (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler) on free loopback ports, with Ferrovirt's CRDs
+//! installed.
+//!
+//! Integration tests use [`shared`] (one control plane per test binary, started on first
+//! use and stopped when the binary exits, even when it is killed) and a [`TestNamespace`]
+//! each. `ferrovirt-local` (run by `hack/local-up.sh`) starts the same control plane in
+//! `.ferrovirt/` with its processes detached.
+
+mod assets;
+mod components;
+mod control_plane;
+mod error;
+mod kubectl;
+mod pki;
+mod process;
+mod shared;
+
+pub use assets::Assets;
+pub use control_plane::{ControlPlane, Supervision};
+pub use error::{Error, Result};
+pub use kubectl::KubectlOutput;
+pub use pki::{Pki, Usage};
+pub use process::{Process, alive as pid_alive};
+pub use shared::{TestNamespace, examples_dir, init_tracing, repo_root, shared};

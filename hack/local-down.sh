@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Stops the local cluster that hack/local-up.sh started and checks that nothing of it runs.
+# Keeps .ferrovirt/ (certificates, etcd data) for the next local-up; --purge removes it.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+exec </dev/null
+
+purge=0
+[[ "${1:-}" == "--purge" ]] && purge=1
+
+# Whether pid $1 is one of ours: it runs with $LOCAL_DIR as its working directory.
+real_dir="$(realpath -m "$LOCAL_DIR")"
+ours() { [[ "$(readlink "/proc/$1/cwd" 2>/dev/null)" == "$real_dir" ]]; }
+
+stop() {
+  local name="$1" file="$LOCAL_DIR/pids/$1.pid" pid
+  [[ -f "$file" ]] || return 0
+  pid="$(<"$file")"
+  if [[ -n "$pid" ]] && ours "$pid"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do ours "$pid" || break; sleep 0.1; done
+    if ours "$pid"; then
+      log "$name ($pid) ignored SIGTERM for 10s: killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    log "stopped $name ($pid)"
+  fi
+  rm -f "$file"
+}
+
+if [[ -d "$LOCAL_DIR/pids" ]]; then
+  control_plane=(kube-scheduler kube-controller-manager kube-apiserver etcd)
+  # Ferrovirt's components first, then the control plane from the top down.
+  for f in "$LOCAL_DIR"/pids/*.pid; do
+    [[ -e "$f" ]] || continue
+    name="$(basename "$f" .pid)"
+    [[ " ${control_plane[*]} " == *" $name "* ]] || stop "$name"
+  done
+  for name in "${control_plane[@]}"; do stop "$name"; done
+fi
+
+# Nothing may be left: neither a process in $LOCAL_DIR nor one naming it.
+sleep 0.2
+left=()
+for d in /proc/[0-9]*; do
+  pid="${d#/proc/}"
+  ours "$pid" && left+=("$pid")
+done
+# A control-plane binary naming $LOCAL_DIR, wherever it runs (a log viewer is left alone).
+while read -r pid; do
+  [[ -n "$pid" ]] || continue
+  case "$(cat "/proc/$pid/comm" 2>/dev/null)" in
+    etcd|kube-apiserver|kube-controll*|kube-scheduler) left+=("$pid") ;;
+  esac
+done < <(pgrep -f -- "$LOCAL_DIR/" || true)
+if [[ ${#left[@]} -gt 0 ]]; then
+  log "still running: $(ps -o pid=,args= -p "$(printf '%s,' "${left[@]}" | sed 's/,$//')" 2>/dev/null || true)"
+  for pid in "${left[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  sleep 0.5
+  for pid in "${left[@]}"; do ours "$pid" && die "could not stop $pid"; done
+  log "killed the leftovers"
+fi
+
+if [[ $purge -eq 1 ]]; then
+  rm -rf "$LOCAL_DIR"
+  log "removed $LOCAL_DIR"
+fi
+log "local cluster stopped; nothing of it is running"

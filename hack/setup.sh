@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs everything Ferrovirt needs on this machine, skipping what is already there:
+# Debian packages, the control-plane binaries (built with Go), the test guests, and the
+# workspace's binaries. Idempotent; runs unattended (CI=true, no stdin).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+exec </dev/null
+
+APT_PACKAGES=(
+  libvirt-daemon-system libvirt-dev libvirt-clients
+  qemu-system-x86 qemu-utils ovmf
+  busybox-static linux-image-amd64 cpio xorriso genisoimage
+  grub-pc-bin grub-common dosfstools mtools
+  pkg-config libclang-dev clang openssl
+)
+
+step() { log "== $*"; }
+
+step "Debian packages"
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+  log "all ${#APT_PACKAGES[@]} packages present"
+else
+  log "installing ${missing[*]}"
+  sudo=()
+  [[ $(id -u) -eq 0 ]] || sudo=(sudo -n)
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -qq || die "apt-get update failed"
+  "${sudo[@]}" apt-get install -y -qq -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    "${missing[@]}" >&2 || die "apt-get install failed"
+  log "installed ${#missing[@]} packages"
+fi
+
+step "toolchains"
+command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
+command -v go >/dev/null || die "go not found: install Go 1.25 or newer first"
+log "$(cargo --version), $(go version | cut -d' ' -f3)"
+
+step "control plane (Kubernetes v$KUBE_VERSION) in $(control_plane_dir)"
+"$FERROVIRT_ROOT/hack/build-control-plane.sh"
+
+if [[ -x "$FERROVIRT_ROOT/hack/build-guest-images.sh" || -f "$FERROVIRT_ROOT/hack/build-guest-images.sh" ]]; then
+  step "guest images in $FERROVIRT_CACHE"
+  bash "$FERROVIRT_ROOT/hack/build-guest-images.sh"
+fi
+
+step "workspace binaries"
+(cd "$FERROVIRT_ROOT" && cargo build --workspace --bins)
+
+log "setup done"

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The test command: builds the workspace and runs every tier with `cargo test --workspace`:
+# unit tests in each crate, integration tests against a real control plane (tests/tests/),
+# and, as they land, the end-to-end tests. Prints a summary; exits non-zero on any failure,
+# and when a test left a control-plane process behind.
+# Usage: hack/test.sh [extra cargo test args, e.g. -p ferrovirt-tests]
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+exec </dev/null
+cd "$FERROVIRT_ROOT"
+
+cp_dir="$(control_plane_dir)"
+for b in "${CONTROL_PLANE_BINARIES[@]}"; do
+  [[ -x "$cp_dir/$b" ]] || die "$b missing in $cp_dir: run hack/setup.sh (or hack/build-control-plane.sh)"
+done
+# Where the tests find what they need.
+export FERROVIRT_ROOT FERROVIRT_CACHE
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+
+t0=$(now)
+log "cargo build --workspace --bins"
+cargo build --workspace --bins
+build_s=$(( $(now) - t0 ))
+
+out="$(mktemp -t ferrovirt-test-XXXXXX.log)"
+t1=$(now)
+log "cargo test --workspace $*"
+set +e
+cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$out"
+rc=${PIPESTATUS[0]}
+set -e
+test_s=$(( $(now) - t1 ))
+
+passed=0 failed=0 ignored=0 binaries=0
+while read -r p f i; do
+  passed=$((passed + p)); failed=$((failed + f)); ignored=$((ignored + i)); binaries=$((binaries + 1))
+done < <(sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed; \([0-9]*\) failed; \([0-9]*\) ignored.*/\1 \2 \3/p' "$out")
+
+# No test may leave a control plane running (the harness ties it to the test process).
+leaked="$(pgrep -f "${TMPDIR:-/tmp}/ferrovirt-tests/cp-" || true)"
+if [[ -n "$leaked" ]]; then
+  log "control-plane processes left running after the tests:"
+  ps -o pid,args -p "$(echo "$leaked" | paste -sd,)" >&2 || true
+  rc=1
+fi
+
+echo
+echo "==== summary: $binaries test binaries, build ${build_s}s, tests ${test_s}s (log: $out)"
+grep -E '^test .* FAILED$|^    [a-z_:]+$' "$out" | sed 's/^/  /' || true
+echo "$passed passed, $failed failed, $ignored ignored"
+if [[ $rc -ne 0 && $failed -eq 0 ]]; then
+  echo "cargo test exited with $rc (a build or harness failure, see above)"
+fi
+exit "$rc"

@@ -1,0 +1,158 @@
+//! The control plane shared by the tests of one test binary, and a namespace per test.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{Api, ObjectMeta, PostParams};
+use tokio::sync::OnceCell;
+
+use crate::{ControlPlane, Result, Supervision, process};
+
+static SHARED: OnceCell<std::result::Result<ControlPlane, String>> = OnceCell::const_new();
+
+/// The control plane of this test binary, started on first use. It stops, and its temporary
+/// directory is removed, when the binary exits; if the binary is killed, the processes die
+/// with it and the next run removes the directory.
+///
+/// Panics with the reason (missing binaries and how to build them, or the failing
+/// component's log tail) when it cannot start.
+pub async fn shared() -> &'static ControlPlane {
+    init_tracing();
+    let result = SHARED
+        .get_or_init(|| async {
+            let dir = match fresh_temp_dir() {
+                Ok(dir) => dir,
+                Err(e) => return Err(format!("creating a temporary directory: {e}")),
+            };
+            process::remove_at_exit(&dir);
+            ControlPlane::start(&dir, Supervision::Tied).await.map_err(|e| error_chain(&e))
+        })
+        .await;
+    match result {
+        Ok(cp) => cp,
+        Err(message) => panic!("the test control plane did not start: {message}"),
+    }
+}
+
+/// A namespace of its own for one test, deleted when dropped.
+pub struct TestNamespace {
+    name: String,
+    kubectl: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl TestNamespace {
+    /// Creates `<prefix>-<n>` and waits for its `default` ServiceAccount (pods need it).
+    pub async fn create(cp: &ControlPlane, prefix: &str) -> Result<Self> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let prefix: String = prefix
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(40)
+            .collect();
+        let name = format!("{}-{}", prefix.trim_matches('-'), NEXT.fetch_add(1, Ordering::Relaxed));
+        let client = cp.client().await?;
+        let ns = Namespace {
+            metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+        let namespace = Self { name, kubectl: cp.kubectl_path(), kubeconfig: cp.kubeconfig() };
+
+        let accounts: Api<ServiceAccount> = Api::namespaced(client, &namespace.name);
+        let started = Instant::now();
+        while accounts.get_opt("default").await?.is_none() {
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(crate::Error::Timeout {
+                    what: format!("ServiceAccount default in namespace {}", namespace.name),
+                    seconds: 60,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(namespace)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Best effort and quick: the namespace controller finishes the deletion.
+        let _ = std::process::Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Logs of tests go to the test's captured output; `RUST_LOG` filters (default `info`).
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_test_writer()
+        .try_init();
+}
+
+/// The repository root: `$FERROVIRT_ROOT`, else the parent of this crate.
+pub fn repo_root() -> PathBuf {
+    match std::env::var_os("FERROVIRT_ROOT").filter(|r| !r.is_empty()) {
+        Some(root) => PathBuf::from(root),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("the tests crate is inside the repository")
+            .to_path_buf(),
+    }
+}
+
+/// KubeVirt's example manifests: `$FERROVIRT_ROOT/../shared/kubevirt-examples`.
+pub fn examples_dir() -> PathBuf {
+    repo_root().join("..").join("shared").join("kubevirt-examples")
+}
+
+/// `$TMPDIR/ferrovirt-tests/cp-<pid>-<n>`, after removing those of processes that are gone.
+fn fresh_temp_dir() -> std::io::Result<PathBuf> {
+    let base = std::env::temp_dir().join("ferrovirt-tests");
+    std::fs::create_dir_all(&base)?;
+    for entry in std::fs::read_dir(&base)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name.strip_prefix("cp-").and_then(|r| r.split('-').next()).and_then(|p| p.parse().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !process::alive(pid)
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    for n in 0.. {
+        let dir = base.join(format!("cp-{}-{n}", std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!()
+}
+
+/// `error: cause: cause`, printed once.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
