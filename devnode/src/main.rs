@@ -1,1 +1,19 @@
-fn main() {}
+use clap::Parser;
+use devnode::args::{Cli, Cmd};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The shim and nsexec must stay single-threaded (unshare/setns of the mount
+    // namespace refuse multi-threaded callers), so they run before any runtime exists.
+    match cli.cmd {
+        Some(Cmd::Shim { spec }) => std::process::exit(devnode::shim::run(&spec)),
+        Some(Cmd::Nsexec { pid, command }) => std::process::exit(devnode::nsexec::run(pid, &command)),
+        Some(Cmd::StopAll { state_dir }) => Ok(devnode::runtime::stop_all(&state_dir)?),
+        None => {
+            devnode::args::init_logging(cli.run.log_format);
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(devnode::run(cli.run))?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Command line: every flag also reads an environment variable `DEVNODE_...`.
+
+use crate::{Ctx, Error, Result, machine};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser, Debug)]
+#[command(name = "devnode", version, about = "kubelet's stand-in: runs Ferrovirt's pods bound to its Node as host processes")]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Per-container supervisor (internal): runs one container in new namespaces.
+    #[command(hide = true)]
+    Shim { spec: PathBuf },
+    /// Runs a command inside a container's PID and mount namespaces (internal, for probes).
+    #[command(hide = true)]
+    Nsexec {
+        pid: i32,
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Kills every container recorded in the state dir (what local-down runs after
+    /// stopping devnode: devnode itself never kills pods when it exits).
+    StopAll {
+        #[arg(long, env = "DEVNODE_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+}
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/ferrovirt/devnode";
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Kubeconfig file; without it the usual inference (KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long, env = "DEVNODE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Name of the Node to register (default: the hostname).
+    #[arg(long, env = "DEVNODE_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Where Ferrovirt's binaries are (default: the directory of the devnode executable).
+    #[arg(long, env = "DEVNODE_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
+    /// Images whose repository starts with this run `<bin-dir>/<last path segment>`.
+    #[arg(long, env = "DEVNODE_IMAGE_PREFIX", default_value = "ferrovirt/")]
+    pub image_prefix: String,
+    /// Per-pod state: logs, emptyDirs, rendered volumes, process records.
+    #[arg(long, env = "DEVNODE_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// CPU capacity to report, a Kubernetes quantity (default: the machine's CPUs).
+    #[arg(long, env = "DEVNODE_CPU")]
+    pub cpu: Option<String>,
+    /// Memory capacity to report, a Kubernetes quantity (default: the machine's memory).
+    #[arg(long, env = "DEVNODE_MEMORY")]
+    pub memory: Option<String>,
+    /// Pod capacity to report.
+    #[arg(long, env = "DEVNODE_MAX_PODS", default_value_t = 110)]
+    pub max_pods: u32,
+    #[arg(long, env = "DEVNODE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+impl RunArgs {
+    pub async fn context(&self) -> Result<Ctx> {
+        let config = match &self.kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path)?;
+                kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+            }
+            None => kube::Config::infer().await?,
+        };
+        let api_host = config.cluster_url.host().unwrap_or("127.0.0.1").to_string();
+        let api_port = config.cluster_url.port_u16().unwrap_or(443);
+        let client = kube::Client::try_from(config)?;
+        let self_exe = std::env::current_exe().map_err(Error::io("find the devnode executable"))?;
+        let bin_dir = match &self.bin_dir {
+            Some(d) => d.clone(),
+            None => self_exe.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
+        };
+        let node_name = match &self.node_name {
+            Some(n) => n.clone(),
+            None => hostname::get()
+                .map_err(Error::io("read the hostname"))?
+                .to_string_lossy()
+                .to_lowercase(),
+        };
+        std::fs::create_dir_all(self.state_dir.join("pods"))
+            .map_err(Error::io(format!("create {}", self.state_dir.display())))?;
+        Ok(Ctx {
+            client,
+            node_name,
+            bin_dir,
+            image_prefix: self.image_prefix.clone(),
+            state_dir: self.state_dir.clone(),
+            api_host,
+            api_port,
+            self_exe,
+        })
+    }
+
+    pub fn capacity(&self, state_dir: &Path) -> Result<machine::Capacity> {
+        let mut c = machine::Capacity::detect(state_dir)?;
+        if let Some(cpu) = &self.cpu {
+            c.cpu = cpu.clone();
+        }
+        if let Some(mem) = &self.memory {
+            c.memory = mem.clone();
+        }
+        c.pods = self.max_pods;
+        Ok(c)
+    }
+}
