@@ -178,7 +178,7 @@ pub struct KernelBootContainer {
     pub image_pull_policy: Option<PullPolicy>,
 }
 
-/// When a container image is pulled.
+// When a container image is pulled.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum PullPolicy {
     Always,
@@ -289,7 +289,7 @@ pub struct CdromTarget {
     pub bus: Option<DiskBus>,
 }
 
-/// The bus a disk is attached to.
+// The bus a disk is attached to.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskBus {
@@ -337,7 +337,7 @@ pub struct InterfaceMasquerade {}
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct InterfaceBridge {}
 
-/// A NIC model.
+// A NIC model.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum InterfaceModel {
@@ -362,7 +362,7 @@ pub struct Port {
     pub port: i32,
 }
 
-/// A transport protocol.
+// A transport protocol.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum Protocol {
     #[serde(rename = "TCP")]

@@ -6,6 +6,9 @@
 //!
 //! The CRD YAML in `crds/yaml/` is generated from these types by `cargo run -p
 //! ferrovirt-crds --bin crdgen` and checked against the committed copy by a test.
+//!
+//! Enums carry plain `//` comments, not doc comments: a doc comment on an enum would
+//! replace the description of every field of that type in the CRD schema.
 
 mod schema;
 pub mod condition;

@@ -47,7 +47,7 @@ pub struct VirtualMachineSpec {
     pub template: VirtualMachineInstanceTemplateSpec,
 }
 
-/// When a VM's instance runs.
+// When a VM's instance runs.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum RunStrategy {
     /// A VMI always exists; a finished one is replaced.
@@ -171,7 +171,7 @@ pub struct VirtualMachineStateChangeRequest {
     pub uid: Option<String>,
 }
 
-/// The action of a state change request.
+// The action of a state change request.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum StateChangeRequestAction {
     #[default]

@@ -89,7 +89,7 @@ pub struct VirtualMachineInstanceSpec {
     pub eviction_strategy: Option<EvictionStrategy>,
 }
 
-/// What happens to a VMI when its node is drained.
+// What happens to a VMI when its node is drained.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum EvictionStrategy {
     None,
@@ -135,7 +135,7 @@ pub struct VirtualMachineInstanceStatus {
     pub observed_generation: Option<i64>,
 }
 
-/// The phase of a VMI. Succeeded and Failed are final.
+// The phase of a VMI. Succeeded and Failed are final.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum VmiPhase {
     /// Accepted, no pod yet.

@@ -104,7 +104,7 @@ pub struct HostDisk {
     pub capacity: Option<Quantity>,
 }
 
-/// Whether a host disk must exist.
+// Whether a host disk must exist.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum HostDiskType {
     #[default]
