@@ -58,6 +58,8 @@ pub async fn run(args: Args) -> Result<u8> {
     guard::set_child_subreaper()?;
     let paths = VmiPaths { dir: args.vmi_dir.clone() };
     std::fs::create_dir_all(&paths.dir).map_err(Error::io("creating", &paths.dir))?;
+    // A launcher killed with -9 leaves its ready file: not ready until the socket listens.
+    let _ = std::fs::remove_file(paths.ready());
 
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let root = paths.libvirt_root();

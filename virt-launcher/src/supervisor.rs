@@ -20,6 +20,10 @@ use crate::hypervisor::Hypervisor;
 use crate::protocol::{Event, StopReason};
 use crate::{Error, Result};
 
+/// A guest still booting may miss the power button (no handler yet): press it again
+/// this often during the grace period.
+const REPRESS: Duration = Duration::from_secs(5);
+
 /// How long `destroy` after the grace period may take to be reported.
 const DESTROY_WAIT: Duration = Duration::from_secs(10);
 
@@ -87,12 +91,23 @@ impl Supervisor {
             return Ok(Outcome::NoGuest);
         }
         tracing::info!(signal, grace = ?self.grace, "asking the guest to power off (ACPI)");
-        let hv = self.hv.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || hv.shutdown()).await? {
-            tracing::warn!(error = %e, "ACPI shutdown request failed");
-        }
-        if let Some(reason) = self.wait_stop(self.grace).await {
-            return Ok(Outcome::Stopped(reason));
+        let deadline = tokio::time::Instant::now() + self.grace;
+        loop {
+            let hv = self.hv.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || hv.shutdown()).await? {
+                tracing::warn!(error = %e, "ACPI shutdown request failed");
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if let Some(reason) = self.wait_stop(left.min(REPRESS)).await {
+                return Ok(Outcome::Stopped(reason));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tracing::info!("guest still running; pressing the power button again");
         }
         tracing::warn!(grace = ?self.grace, "guest still running after the grace period; destroying it");
         let hv = self.hv.clone();

@@ -115,3 +115,30 @@ async fn sigterm_before_any_domain_exits_zero() {
     assert_eq!(launcher.wait_exit(Duration::from_secs(10)).code(), Some(0));
     assert!(!launcher.path("ready").exists() && !launcher.path("launcher.sock").exists());
 }
+
+#[tokio::test]
+async fn grace_period_expiry_destroys_and_exits_zero() {
+    let guest = guest();
+    let mut launcher = Launcher::start(3);
+    let mut client = launcher.client().await;
+    let info = client
+        .define_and_start(&domain_xml("grace", launcher.dir.path(), &guest))
+        .await
+        .unwrap();
+    launcher.qemu_pid = info.qemu_pid;
+    // A paused guest cannot answer the power button.
+    client.pause().await.unwrap();
+    let mut events = launcher.client().await.watch_events().await.unwrap();
+    assert_eq!(events.next().await.unwrap(), Some(Event::Started));
+    assert_eq!(events.next().await.unwrap(), Some(Event::Paused));
+
+    launcher.signal(libc::SIGTERM);
+    assert_eq!(
+        events.next().await.unwrap(),
+        Some(Event::Stopped { reason: StopReason::Destroyed })
+    );
+    assert_eq!(launcher.wait_exit(Duration::from_secs(30)).code(), Some(0));
+    wait_until(Duration::from_secs(5), "QEMU gone", || {
+        !is_qemu(info.qemu_pid.unwrap())
+    });
+}
