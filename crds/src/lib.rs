@@ -34,6 +34,37 @@ pub const VERSION: &str = "v1";
 /// Every CRD Ferrovirt installs, in the order they should be applied.
 pub fn all() -> Vec<CustomResourceDefinition> {
     vec![VirtualMachineInstance::crd(), VirtualMachine::crd()]
+        .into_iter()
+        .map(unwrap_descriptions)
+        .collect()
+}
+
+/// Joins the lines of each paragraph of every schema description: doc comments wrap at
+/// 90 columns, and `kubectl explain` wraps again, which would leave ragged lines.
+fn unwrap_descriptions(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, child) in map.iter_mut() {
+                    match child {
+                        serde_json::Value::String(text) if key == "description" => {
+                            *text = text
+                                .split("\n\n")
+                                .map(|paragraph| paragraph.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+                                .collect::<Vec<_>>()
+                                .join("\n\n");
+                        }
+                        _ => walk(child),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(crd).expect("a CRD always serializes");
+    walk(&mut value);
+    serde_json::from_value(value).expect("unwrapping descriptions keeps a valid CRD")
 }
 
 /// The committed file name of a CRD in `crds/yaml/`.
