@@ -1,0 +1,112 @@
+//! The operator's one error type. A variant's name is the Event reason and the `reason`
+//! label of `ferrovirt_operator_reconcile_errors_total`.
+
+use std::time::Duration;
+
+/// What went wrong while reconciling, talking to the API server, or starting up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Creating a VMI for a VM failed.
+    #[error("creating VirtualMachineInstance {0}")]
+    FailedCreate(String, #[source] kube::Error),
+    /// Deleting a VMI of a VM failed.
+    #[error("deleting VirtualMachineInstance {0}")]
+    FailedDelete(String, #[source] kube::Error),
+    /// Creating a launcher pod failed.
+    #[error("creating launcher pod for {0}")]
+    FailedCreatePod(String, #[source] kube::Error),
+    /// Deleting a launcher pod failed.
+    #[error("deleting launcher pod {0}")]
+    FailedDeletePod(String, #[source] kube::Error),
+    /// Writing a status or metadata patch failed.
+    #[error("patching {0}")]
+    FailedPatch(String, #[source] kube::Error),
+    /// Someone else wrote the object since it was read; the next reconcile rereads it.
+    #[error("{0} changed while reconciling")]
+    Conflict(String),
+    /// The object is not usable (no namespace, name or UID).
+    #[error("{0}")]
+    InvalidObject(String),
+    /// The VMI spec cannot be rendered as a launcher pod.
+    #[error("rendering the launcher pod: {0}")]
+    InvalidSpec(String),
+    /// Talking to the API server failed outside of the cases above.
+    #[error("kubernetes API")]
+    Kube(#[from] kube::Error),
+    /// Leader election failed or the lease was lost.
+    #[error("leader election: {0}")]
+    LeaderElection(String),
+    /// The lease was lost: the process exits so that it never acts as a second leader.
+    #[error("lost the leader lease {0} after {1:?} without renewal")]
+    LostLease(String, Duration),
+    /// Reading configuration (kubeconfig) failed.
+    #[error("kubeconfig")]
+    Config(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Serving metrics failed.
+    #[error("metrics endpoint {0}")]
+    Metrics(String, #[source] std::io::Error),
+    /// A watch stream ended with an error.
+    #[error("watch")]
+    Watch(#[source] kube::runtime::watcher::Error),
+    /// Serializing a patch failed (a bug).
+    #[error("serializing a patch")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// Results of the operator.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The variant's name: the Event reason and the metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::FailedCreate(..) => "FailedCreate",
+            Error::FailedDelete(..) => "FailedDelete",
+            Error::FailedCreatePod(..) => "FailedCreatePod",
+            Error::FailedDeletePod(..) => "FailedDeletePod",
+            Error::FailedPatch(..) => "FailedPatch",
+            Error::Conflict(..) => "Conflict",
+            Error::InvalidObject(..) => "InvalidObject",
+            Error::InvalidSpec(..) => "InvalidSpec",
+            Error::Kube(..) => "Kube",
+            Error::LeaderElection(..) => "LeaderElection",
+            Error::LostLease(..) => "LostLease",
+            Error::Config(..) => "Config",
+            Error::Metrics(..) => "Metrics",
+            Error::Watch(..) => "Watch",
+            Error::Serialize(..) => "Serialize",
+        }
+    }
+
+    /// Conflicts are ordinary under concurrency: retried quickly, no Warning event.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict(_))
+    }
+}
+
+/// Whether an API error is a 409 Conflict (stale resourceVersion).
+pub(crate) fn is_conflict(e: &kube::Error) -> bool {
+    status_code(e) == Some(409)
+}
+
+/// Whether an API error is a 404 Not Found.
+pub(crate) fn is_not_found(e: &kube::Error) -> bool {
+    status_code(e) == Some(404)
+}
+
+/// Whether an API error is AlreadyExists (409 on create).
+pub(crate) fn is_already_exists(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.reason == "AlreadyExists")
+}
+
+/// Whether a JSON patch `test` operation failed (422 Invalid).
+pub(crate) fn is_test_failed(e: &kube::Error) -> bool {
+    status_code(e) == Some(422)
+}
+
+fn status_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}

@@ -1,0 +1,159 @@
+//! Ferrovirt's operator: the VirtualMachine controller (runStrategy → the VM's instance,
+//! VM status) and the VirtualMachineInstance controller (VMI → launcher pod, pod state →
+//! VMI phase up to Scheduled), behind leader election, with metrics and events.
+//!
+//! Writers: VM status is written by the VM controller only; VMI phases up to Scheduled
+//! by the VMI controller only; every write names the field manager [`FIELD_MANAGER`].
+
+mod args;
+mod context;
+mod error;
+pub mod leader;
+pub mod metrics;
+pub mod pod;
+pub mod printable;
+pub mod strategy;
+pub mod telemetry;
+mod vm_controller;
+mod vmi_controller;
+mod writes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector;
+use kube::runtime::watcher;
+use kube::runtime::{Controller, WatchStreamExt};
+use kube::{Api, Client};
+
+pub use args::{Args, LauncherArgs, LeaderArgs, LogFormat};
+pub use context::Context;
+pub use error::{Error, Result};
+
+use crds::{VirtualMachine, VirtualMachineInstance};
+
+/// The field manager of every write, and the Events' reporting controller (KubeVirt's
+/// component name).
+pub const FIELD_MANAGER: &str = "virt-controller";
+
+/// Operator settings that are not about the API connection.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub launcher: pod::LauncherConfig,
+    pub concurrency: u16,
+    /// The cap of the crash-loop back-off (KubeVirt: 300 s).
+    pub max_crash_loop_backoff: Duration,
+}
+
+/// Runs the operator as the binary does: metrics endpoint, leader election, controllers.
+/// Returns only on error (the lease was lost, a watch failed for good) or on a signal.
+pub async fn run(args: Args) -> Result<()> {
+    let client = client(&args).await?;
+    let metrics = Arc::new(metrics::Metrics::default());
+    metrics::serve(args.metrics_addr, metrics.clone()).await?;
+
+    let identity = args.leader.identity();
+    let elector = leader::LeaderElector::new(
+        client.clone(),
+        &args.leader.leader_election_namespace,
+        &args.leader.lease_name,
+        &identity,
+        args.leader.lease_duration,
+        args.leader.lease_retry,
+    );
+    tokio::select! {
+        r = elector.acquire() => r?,
+        _ = shutdown_signal() => return Ok(()),
+    }
+    metrics.set_leader(true);
+    let settings = Settings {
+        launcher: pod::LauncherConfig {
+            image: args.launcher.launcher_image.clone(),
+            node_run_dir: args.launcher.node_run_dir.clone(),
+        },
+        concurrency: args.concurrency,
+        max_crash_loop_backoff: Duration::from_secs(300),
+    };
+    let result = tokio::select! {
+        e = elector.keep_renewing() => Err(e),
+        r = run_controllers(client, settings, metrics.clone()) => r,
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down, releasing the lease");
+            elector.release().await;
+            Ok(())
+        }
+    };
+    metrics.set_leader(false);
+    result
+}
+
+async fn client(args: &Args) -> Result<Client> {
+    let mut config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| Error::Config(Box::new(e)))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| Error::Config(Box::new(e)))?
+        }
+        None => kube::Config::infer().await.map_err(|e| Error::Config(Box::new(e)))?,
+    };
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static("ferrovirt-operator"),
+    ));
+    Client::try_from(config).map_err(Error::Kube)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Runs both controllers with `client` until a watch fails for good. One VMI watch and one
+/// launcher-pod watch feed both controllers and their caches.
+pub async fn run_controllers(client: Client, settings: Settings, metrics: Arc<metrics::Metrics>) -> Result<()> {
+    let vms: Api<VirtualMachine> = Api::all(client.clone());
+    let vmis: Api<VirtualMachineInstance> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
+
+    let (vmi_store, vmi_writer) = reflector::store_shared::<VirtualMachineInstance>(4096);
+    let (pod_store, pod_writer) = reflector::store_shared::<Pod>(4096);
+    let vmis_for_vm = vmi_writer.subscribe().expect("a shared store has subscribers");
+    let vmis_for_vmi = vmi_writer.subscribe().expect("a shared store has subscribers");
+    let pods_for_vmi = pod_writer.subscribe().expect("a shared store has subscribers");
+
+    let vmi_watch = watcher(vmis, watcher::Config::default())
+        .default_backoff()
+        .reflect_shared(vmi_writer)
+        .for_each(|_| futures::future::ready(()));
+    let launcher_pods = watcher::Config::default().labels(&format!("{}={}", pod::APP_LABEL, pod::APP_LABEL_VALUE));
+    let pod_watch = watcher(pods, launcher_pods)
+        .default_backoff()
+        .reflect_shared(pod_writer)
+        .for_each(|_| futures::future::ready(()));
+
+    metrics.count_vmis_from(vmi_store.clone());
+    let ctx = Arc::new(Context::new(client, settings.clone(), metrics, vmi_store.clone(), pod_store));
+    let config = kube::runtime::controller::Config::default().concurrency(settings.concurrency);
+
+    let vm_controller = Controller::new(vms, watcher::Config::default())
+        .owns_shared_stream(vmis_for_vm)
+        .with_config(config.clone())
+        .run(vm_controller::reconcile, vm_controller::error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+    let vmi_controller = Controller::for_shared_stream(vmis_for_vmi, vmi_store)
+        .owns_shared_stream(pods_for_vmi)
+        .with_config(config)
+        .run(vmi_controller::reconcile, vmi_controller::error_policy, ctx)
+        .for_each(|_| futures::future::ready(()));
+
+    tracing::info!("controllers started");
+    tokio::join!(vmi_watch, pod_watch, vm_controller, vmi_controller);
+    Ok(())
+}

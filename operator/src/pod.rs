@@ -1,0 +1,360 @@
+//! The launcher pod of a VMI (docs/contracts.md), and the memory it requests. Pure.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crds::VirtualMachineInstance;
+use k8s_openapi::api::core::v1::{
+    Container, ExecAction, HostPathVolumeSource, Pod, PodSpec, Probe, ResourceRequirements, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
+
+use crate::{Error, Result};
+
+/// Label on every launcher pod.
+pub const APP_LABEL: &str = "kubevirt.io";
+pub const APP_LABEL_VALUE: &str = "virt-launcher";
+/// The UID of the VMI a pod runs.
+pub const CREATED_BY_LABEL: &str = "kubevirt.io/created-by";
+/// The VMI's name.
+pub const VM_NAME_LABEL: &str = "vm.kubevirt.io/name";
+/// The libvirt domain's name.
+pub const DOMAIN_ANNOTATION: &str = "kubevirt.io/domain";
+/// KubeVirt's device-plugin resource for /dev/kvm; devnode advertises it.
+pub const KVM_RESOURCE: &str = "devices.kubevirt.io/kvm";
+/// Where the per-VMI directory is mounted inside the pod.
+pub const VMI_DIR_IN_POD: &str = "/var/run/ferrovirt/vmi";
+/// The container that runs virt-launcher.
+pub const COMPUTE_CONTAINER: &str = "compute";
+/// Seconds the pod gets beyond the VMI's grace period: the launcher powers the guest off
+/// itself when the VMI's grace period is over, and then needs time to exit.
+pub const GRACE_MARGIN_SECONDS: i64 = 15;
+/// The VMI's grace period when it sets none (KubeVirt's default).
+pub const DEFAULT_GRACE_SECONDS: i64 = 30;
+
+const MIB: u64 = 1024 * 1024;
+
+/// Memory a VM needs beyond its guest RAM, in MiB (docs/operator.md has the measurements):
+/// - virt-launcher with libvirt's embedded QEMU driver: 30 MiB,
+/// - QEMU itself (binary, heap, firmware, device state): 50 MiB,
+/// - the TCG translation cache under software emulation: 64 MiB (QEMU's default cache
+///   grows up to 1 GiB; measured 52 MiB after a boot to a shell),
+/// - guest page tables: 1 MiB per 512 MiB of guest RAM, rounded up,
+/// - 2 MiB per vCPU beyond the first (thread stacks, per-vCPU state).
+pub fn memory_overhead_mib(guest_mib: u64, vcpus: u32) -> u64 {
+    const LAUNCHER_AND_LIBVIRT: u64 = 30;
+    const QEMU_BASE: u64 = 50;
+    const TCG_CACHE: u64 = 64;
+    LAUNCHER_AND_LIBVIRT + QEMU_BASE + TCG_CACHE + guest_mib.div_ceil(512) + 2 * u64::from(vcpus.saturating_sub(1))
+}
+
+/// How pods are rendered: the operator's flags.
+#[derive(Clone, Debug)]
+pub struct LauncherConfig {
+    pub image: String,
+    /// The node run dir on the host (`--node-run-dir`).
+    pub node_run_dir: PathBuf,
+}
+
+/// The name of a VMI's launcher pod: fixed per VMI, so a second create of it fails
+/// instead of making a second pod.
+pub fn pod_name(vmi_name: &str, vmi_uid: &str) -> String {
+    let short: String = vmi_uid.chars().filter(|c| c.is_ascii_alphanumeric()).take(5).collect();
+    format!("virt-launcher-{vmi_name}-{short}")
+}
+
+/// The VMI's grace period in seconds.
+pub fn grace_seconds(vmi: &VirtualMachineInstance) -> i64 {
+    vmi.spec.termination_grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS).max(0)
+}
+
+/// Guest memory in bytes: `domain.memory.guest`, else `resources.requests.memory`.
+pub fn guest_memory_bytes(vmi: &VirtualMachineInstance) -> Result<u64> {
+    let d = &vmi.spec.domain;
+    let q = d
+        .memory
+        .as_ref()
+        .and_then(|m| m.guest.as_ref())
+        .or_else(|| d.resources.as_ref().and_then(|r| r.requests.as_ref()).and_then(|r| r.get("memory")))
+        .ok_or_else(|| Error::InvalidSpec("no guest memory: set domain.memory.guest or domain.resources.requests.memory".into()))?;
+    parse_bytes(&q.0).ok_or_else(|| Error::InvalidSpec(format!("memory quantity {:?} is not understood", q.0)))
+}
+
+/// vCPUs: sockets × cores × threads, each defaulting to 1.
+pub fn vcpus(vmi: &VirtualMachineInstance) -> u32 {
+    vmi.spec.domain.cpu.as_ref().map_or(1, |c| {
+        c.sockets.unwrap_or(1).max(1) * c.cores.unwrap_or(1).max(1) * c.threads.unwrap_or(1).max(1)
+    })
+}
+
+/// Parses a Kubernetes quantity of bytes ("128Mi", "1G", "1.5Gi", "1048576", "1e9").
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    let value: f64 = num.parse().ok()?;
+    let mult: f64 = match suffix {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse().ok()?),
+        _ => return None,
+    };
+    let bytes = (value * mult).ceil();
+    (bytes.is_finite() && bytes >= 0.0).then_some(bytes as u64)
+}
+
+fn mib_quantity(bytes: u64) -> Quantity {
+    Quantity(format!("{}Mi", bytes.div_ceil(MIB)))
+}
+
+/// The launcher pod of `vmi`.
+pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod> {
+    let name = vmi.metadata.name.clone().ok_or_else(|| Error::InvalidObject("VMI without a name".into()))?;
+    let namespace =
+        vmi.metadata.namespace.clone().ok_or_else(|| Error::InvalidObject(format!("VMI {name} without a namespace")))?;
+    let uid = vmi.metadata.uid.clone().ok_or_else(|| Error::InvalidObject(format!("VMI {name} without a UID")))?;
+    let grace = grace_seconds(vmi);
+
+    let guest = guest_memory_bytes(vmi)?;
+    let vcpus = vcpus(vmi);
+    let overhead = memory_overhead_mib(guest.div_ceil(MIB), vcpus) * MIB;
+    let vmi_resources = vmi.spec.domain.resources.as_ref();
+    let vmi_requests = vmi_resources.and_then(|r| r.requests.as_ref());
+    let vmi_limits = vmi_resources.and_then(|r| r.limits.as_ref());
+
+    let mut requests = BTreeMap::new();
+    requests.insert("memory".to_string(), mib_quantity(guest + overhead));
+    // KubeVirt's default: 100m per vCPU (a cpuAllocationRatio of 10) unless requested.
+    let cpu = vmi_requests
+        .and_then(|r| r.get("cpu").cloned())
+        .unwrap_or_else(|| Quantity(format!("{}m", 100 * vcpus)));
+    requests.insert("cpu".to_string(), cpu);
+    requests.insert(KVM_RESOURCE.to_string(), Quantity("1".into()));
+    let mut limits = BTreeMap::new();
+    limits.insert(KVM_RESOURCE.to_string(), Quantity("1".into()));
+    if let Some(l) = vmi_limits {
+        if let Some(cpu) = l.get("cpu") {
+            limits.insert("cpu".to_string(), cpu.clone());
+        }
+        if let Some(mem) = l.get("memory") {
+            let bytes = parse_bytes(&mem.0)
+                .ok_or_else(|| Error::InvalidSpec(format!("memory limit {:?} is not understood", mem.0)))?;
+            limits.insert("memory".to_string(), mib_quantity(bytes.max(guest) + overhead));
+        }
+    }
+
+    let mut labels = vmi.metadata.labels.clone().unwrap_or_default();
+    labels.insert(APP_LABEL.into(), APP_LABEL_VALUE.into());
+    labels.insert(CREATED_BY_LABEL.into(), uid.clone());
+    labels.insert(VM_NAME_LABEL.into(), name.clone());
+    let annotations = BTreeMap::from([(DOMAIN_ANNOTATION.to_string(), name.clone())]);
+
+    let owner = OwnerReference {
+        api_version: VirtualMachineInstance::api_version(&()).into_owned(),
+        kind: VirtualMachineInstance::kind(&()).into_owned(),
+        name: name.clone(),
+        uid: uid.clone(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    let host_dir = cfg.node_run_dir.join("vmis").join(&uid);
+
+    let container = Container {
+        name: COMPUTE_CONTAINER.into(),
+        image: Some(cfg.image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec!["virt-launcher".into()]),
+        args: Some(vec![
+            "--vmi-namespace".into(),
+            namespace.clone(),
+            "--vmi-name".into(),
+            name.clone(),
+            "--vmi-uid".into(),
+            uid.clone(),
+            "--vmi-dir".into(),
+            VMI_DIR_IN_POD.into(),
+            "--grace-period-seconds".into(),
+            grace.to_string(),
+        ]),
+        resources: Some(ResourceRequirements {
+            requests: Some(requests),
+            limits: Some(limits),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "vmi-dir".into(),
+            mount_path: VMI_DIR_IN_POD.into(),
+            ..Default::default()
+        }]),
+        readiness_probe: Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(vec!["test".into(), "-e".into(), format!("{VMI_DIR_IN_POD}/ready")]),
+            }),
+            period_seconds: Some(1),
+            timeout_seconds: Some(1),
+            success_threshold: Some(1),
+            failure_threshold: Some(5),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+
+    let spec = &vmi.spec;
+    Ok(Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name(&name, &uid)),
+            namespace: Some(namespace),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![container],
+            volumes: Some(vec![Volume {
+                name: "vmi-dir".into(),
+                host_path: Some(HostPathVolumeSource {
+                    path: host_dir.to_string_lossy().into_owned(),
+                    type_: Some("DirectoryOrCreate".into()),
+                }),
+                ..Default::default()
+            }]),
+            restart_policy: Some("Never".into()),
+            termination_grace_period_seconds: Some(grace + GRACE_MARGIN_SECONDS),
+            automount_service_account_token: Some(false),
+            node_selector: spec.node_selector.clone(),
+            affinity: spec.affinity.clone(),
+            tolerations: spec.tolerations.clone(),
+            hostname: spec.hostname.clone(),
+            subdomain: spec.subdomain.clone(),
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vmi(yaml: &str) -> VirtualMachineInstance {
+        let mut vmi: VirtualMachineInstance = serde_yaml::from_str(yaml).unwrap();
+        vmi.metadata.uid = Some("0b8f6a5e-1111-2222-3333-444455556666".into());
+        vmi
+    }
+
+    const BASIC: &str = r#"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {name: testvm, namespace: ns1, labels: {app: web}}
+spec:
+  terminationGracePeriodSeconds: 20
+  nodeSelector: {disk: ssd}
+  tolerations: [{key: dedicated, operator: Exists, effect: NoSchedule}]
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms: [{matchExpressions: [{key: zone, operator: In, values: [a]}]}]
+  domain:
+    cpu: {cores: 2}
+    memory: {guest: 128Mi}
+    devices: {}
+"#;
+
+    fn cfg() -> LauncherConfig {
+        LauncherConfig { image: "ferrovirt/virt-launcher:dev".into(), node_run_dir: "/var/run/ferrovirt".into() }
+    }
+
+    #[test]
+    fn renders_the_contract() {
+        let pod = render(&vmi(BASIC), &cfg()).unwrap();
+        let meta = &pod.metadata;
+        assert_eq!(meta.name.as_deref(), Some("virt-launcher-testvm-0b8f6"));
+        let labels = meta.labels.as_ref().unwrap();
+        assert_eq!(labels["kubevirt.io"], "virt-launcher");
+        assert_eq!(labels["kubevirt.io/created-by"], "0b8f6a5e-1111-2222-3333-444455556666");
+        assert_eq!(labels["vm.kubevirt.io/name"], "testvm");
+        assert_eq!(labels["app"], "web", "the VMI's labels are copied");
+        assert_eq!(meta.annotations.as_ref().unwrap()["kubevirt.io/domain"], "testvm");
+        let owner = &meta.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.controller), ("VirtualMachineInstance", Some(true)));
+
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.termination_grace_period_seconds, Some(35));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(spec.node_selector.as_ref().unwrap()["disk"], "ssd");
+        assert_eq!(spec.tolerations.as_ref().unwrap()[0].key.as_deref(), Some("dedicated"));
+        assert!(spec.affinity.as_ref().unwrap().node_affinity.is_some());
+        let vol = &spec.volumes.as_ref().unwrap()[0];
+        let hp = vol.host_path.as_ref().unwrap();
+        assert_eq!(hp.path, "/var/run/ferrovirt/vmis/0b8f6a5e-1111-2222-3333-444455556666");
+        assert_eq!(hp.type_.as_deref(), Some("DirectoryOrCreate"));
+
+        let c = &spec.containers[0];
+        assert_eq!(c.name, "compute");
+        assert_eq!(c.image.as_deref(), Some("ferrovirt/virt-launcher:dev"));
+        assert_eq!(c.command.as_deref(), Some(&["virt-launcher".to_string()][..]));
+        let args = c.args.as_ref().unwrap().join(" ");
+        assert_eq!(
+            args,
+            "--vmi-namespace ns1 --vmi-name testvm --vmi-uid 0b8f6a5e-1111-2222-3333-444455556666 \
+             --vmi-dir /var/run/ferrovirt/vmi --grace-period-seconds 20"
+        );
+        assert_eq!(c.volume_mounts.as_ref().unwrap()[0].mount_path, "/var/run/ferrovirt/vmi");
+        let probe = c.readiness_probe.as_ref().unwrap().exec.as_ref().unwrap();
+        assert_eq!(probe.command.as_ref().unwrap().join(" "), "test -e /var/run/ferrovirt/vmi/ready");
+
+        let res = c.resources.as_ref().unwrap();
+        let req = res.requests.as_ref().unwrap();
+        // 128 + 30 + 50 + 64 + 1 (page tables) + 2 (second vCPU)
+        assert_eq!(req["memory"].0, "275Mi");
+        assert_eq!(req["cpu"].0, "200m");
+        assert_eq!(req[KVM_RESOURCE].0, "1");
+        assert_eq!(res.limits.as_ref().unwrap()[KVM_RESOURCE].0, "1");
+        assert!(!res.limits.as_ref().unwrap().contains_key("memory"));
+    }
+
+    #[test]
+    fn resources_from_requests_and_limits() {
+        let v = vmi(r#"
+metadata: {name: big, namespace: ns1}
+spec:
+  domain:
+    resources: {requests: {memory: 1Gi, cpu: "1"}, limits: {memory: 2Gi, cpu: "2"}}
+    devices: {}
+"#);
+        let pod = render(&v, &cfg()).unwrap();
+        let res = pod.spec.as_ref().unwrap().containers[0].resources.clone().unwrap();
+        assert_eq!(res.requests.as_ref().unwrap()["memory"].0, "1170Mi"); // 1024 + 144 + 2
+        assert_eq!(res.requests.as_ref().unwrap()["cpu"].0, "1");
+        assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "2194Mi"); // 2048 + 144 + 2 (overhead of the guest)
+        assert_eq!(res.limits.as_ref().unwrap()["cpu"].0, "2");
+        assert_eq!(pod.spec.unwrap().termination_grace_period_seconds, Some(45));
+    }
+
+    #[test]
+    fn no_memory_is_an_error() {
+        let v = vmi("metadata: {name: x, namespace: n}\nspec: {domain: {devices: {}}}\n");
+        assert!(matches!(render(&v, &cfg()), Err(Error::InvalidSpec(_))));
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_bytes("128Mi"), Some(128 * MIB));
+        assert_eq!(parse_bytes("1G"), Some(1_000_000_000));
+        assert_eq!(parse_bytes("1.5Gi"), Some(1536 * MIB));
+        assert_eq!(parse_bytes("1048576"), Some(MIB));
+        assert_eq!(parse_bytes("1e3"), Some(1000));
+        assert_eq!(parse_bytes("12x"), None);
+    }
+}

@@ -1,0 +1,476 @@
+//! The VirtualMachine controller: keeps the VM's one instance (named like the VM,
+//! controlled by it) in line with its runStrategy and state change requests, and writes
+//! the VM's status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crds::{
+    Condition, RunStrategy, VirtualMachine, VirtualMachineInstance, VirtualMachineStartFailure,
+    VmiPhase,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::instrument;
+
+use crate::printable::{Facts, VmiFacts, printable_status};
+use crate::strategy::{self, Decision, Inputs, StartFailures, VmiView};
+use crate::vmi_controller::FINALIZER;
+use crate::{Context, Error, Result, writes};
+
+/// The VM generation a VMI was created from (or last found equal to), as KubeVirt names it.
+pub const VM_GENERATION_ANNOTATION: &str = "kubevirt.io/vm-generation";
+/// A hash of the template spec a VMI was created from: a VM whose template hashes
+/// differently while the VMI runs needs a restart.
+pub const TEMPLATE_HASH_ANNOTATION: &str = "ferrovirt.io/template-hash";
+
+const CONTROLLER: &str = "vm";
+const RESYNC: Duration = Duration::from_secs(300);
+
+#[instrument(skip(ctx, vm), fields(vm = %format!("{}/{}", vm.namespace().unwrap_or_default(), vm.name_any())))]
+pub async fn reconcile(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action> {
+    crate::context::measured(CONTROLLER, &ctx, reconcile_vm(&vm, &ctx)).await
+}
+
+pub fn error_policy(vm: Arc<VirtualMachine>, e: &Error, _ctx: Arc<Context>) -> Action {
+    crate::context::retry_after(&vm.name_any(), e)
+}
+
+async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
+    let (Some(ns), Some(name), Some(uid)) = (vm.namespace(), vm.metadata.name.clone(), vm.uid()) else {
+        return Err(Error::InvalidObject("VM without namespace, name or UID".into()));
+    };
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), &ns);
+    let vms: Api<VirtualMachine> = Api::namespaced(ctx.client.clone(), &ns);
+    let old = vm.status.clone().unwrap_or_default();
+    let strategy = vm.spec.effective_run_strategy();
+
+    // The instance: the VMI of the VM's name, if this VM controls it.
+    let found = ctx.cached_vmi(&ns, &name);
+    let foreign = found.as_ref().is_some_and(|v| !controlled_by(v, &uid));
+    let vmi = found.filter(|v| controlled_by(v, &uid));
+    let view = vmi.as_deref().map(view_of);
+
+    // Start failures first, so a VMI that died before running starts the back-off
+    // before its replacement is due.
+    let now = Timestamp::now();
+    let prev = old.start_failure.as_ref().map(|f| StartFailures {
+        last_failed_vmi_uid: f.last_failed_vmi_uid.clone().unwrap_or_default(),
+        consecutive: f.consecutive_fail_count.unwrap_or(0).max(0) as u32,
+    });
+    let (failures, new_failure) = strategy::next_start_failures(prev.as_ref(), view, strategy);
+    let start_failure = failures.map(|f| {
+        let retry_after = if new_failure {
+            let delay = strategy::backoff_delay(f.consecutive, ctx.settings.max_crash_loop_backoff, jitter(&f.last_failed_vmi_uid));
+            Some(Time(now + SignedDuration::try_from(delay).unwrap_or(SignedDuration::ZERO)))
+        } else {
+            old.start_failure.as_ref().and_then(|s| s.retry_after_timestamp.clone())
+        };
+        VirtualMachineStartFailure {
+            last_failed_vmi_uid: Some(f.last_failed_vmi_uid),
+            retry_after_timestamp: retry_after,
+            consecutive_fail_count: Some(f.consecutive as i32),
+        }
+    });
+    let backoff_left = start_failure
+        .as_ref()
+        .and_then(|f| f.retry_after_timestamp.as_ref())
+        .map(|t| t.0.duration_since(now))
+        .filter(|d| d.is_positive())
+        .and_then(|d| Duration::try_from(d).ok())
+        .unwrap_or(Duration::ZERO);
+
+    let inputs = Inputs {
+        strategy,
+        vmi: view,
+        requests: &old.state_change_requests,
+        status_run_strategy: old.run_strategy,
+        backoff_left,
+    };
+    let decision = if vm.meta().deletion_timestamp.is_some() || foreign { Decision::Nothing } else { strategy::decide(&inputs) };
+
+    let mut requests = old.state_change_requests.clone();
+    let mut start_expected = false;
+    let mut stop_expected = false;
+    let mut requeue = RESYNC;
+    let mut sync_error: Option<Error> = None;
+    match decision {
+        Decision::Nothing => {}
+        Decision::WaitBackoff(left) => {
+            tracing::info!(seconds = left.as_secs(), "start delayed by the crash-loop back-off");
+            requeue = left + Duration::from_millis(100);
+        }
+        Decision::Start => match start(vm, &vmis, ctx).await {
+            Ok(()) => start_expected = true,
+            Err(e) => sync_error = Some(e),
+        },
+        Decision::Stop | Decision::StopAndRequestStart => {
+            let v = vmi.as_deref().expect("stop decisions come with a VMI");
+            match stop(vm, v, &vmis, ctx).await {
+                Ok(()) => {
+                    stop_expected = true;
+                    if decision == Decision::StopAndRequestStart && !strategy::has_start_request(&requests) {
+                        requests.push(crds::VirtualMachineStateChangeRequest::default());
+                    }
+                }
+                Err(e) => sync_error = Some(e),
+            }
+        }
+        Decision::SwitchToAlways => {
+            if let Err(e) = switch_to_always(vm, &vms, ctx).await {
+                sync_error = Some(e);
+            }
+        }
+    }
+
+    // Keep the VMI's generation annotation current while its template is unchanged.
+    let template_hash = template_hash(vm);
+    let mut observed = vm.metadata.generation;
+    if let Some(v) = vmi.as_deref() {
+        let ann = v.annotations();
+        let same_template = ann.get(TEMPLATE_HASH_ANNOTATION) == Some(&template_hash);
+        let vmi_generation = ann.get(VM_GENERATION_ANNOTATION).and_then(|g| g.parse::<i64>().ok());
+        observed = vmi_generation;
+        if same_template && vmi_generation != vm.metadata.generation && v.meta().deletion_timestamp.is_none() {
+            if let Some(g) = vm.metadata.generation {
+                let patch = json!({"metadata": {"annotations": {VM_GENERATION_ANNOTATION: g.to_string()}}});
+                match writes::merge_patch_metadata(&vmis, v, patch, &ctx.metrics, "virtualmachineinstances").await {
+                    Ok(_) => observed = Some(g),
+                    Err(e) => tracing::debug!(error = %e, "bumping the VMI's generation annotation"),
+                }
+            }
+        }
+    }
+
+    // Status.
+    let mut status = old.clone();
+    status.created = Some(vmi.is_some());
+    status.ready = Some(vmi.as_deref().is_some_and(|v| condition_true(vmi_conditions(v), "Ready")));
+    if old.run_strategy.is_some() || vmi.is_some() || start_expected {
+        status.run_strategy = Some(strategy);
+    }
+    if strategy::first_request_done(&requests, view) {
+        requests.remove(0);
+    }
+    status.state_change_requests = requests;
+    status.start_failure = start_failure;
+    status.observed_generation = observed;
+    status.desired_generation = vm.metadata.generation;
+    let restart_required = vmi.as_deref().is_some_and(|v| {
+        v.meta().deletion_timestamp.is_none()
+            && !view_of(v).phase.is_some_and(VmiPhase::is_final)
+            && v.annotations().get(TEMPLATE_HASH_ANNOTATION) != Some(&template_hash)
+    });
+    let failure = match (&sync_error, foreign) {
+        (Some(e), _) => Some((e.reason().to_string(), crate::telemetry::chain(e))),
+        (None, true) => Some((
+            "FailedCreate".to_string(),
+            format!("VirtualMachineInstance {name} exists and is not controlled by this VirtualMachine"),
+        )),
+        (None, false) => None,
+    };
+    status.conditions = conditions(&old.conditions, vmi.as_deref(), failure, restart_required);
+    let facts = Facts {
+        vm_deleting: vm.meta().deletion_timestamp.is_some(),
+        vmi: vmi.as_deref().map(|v| VmiFacts {
+            phase: view_of(v).phase,
+            deleting: v.meta().deletion_timestamp.is_some(),
+            paused: condition_true(vmi_conditions(v), "Paused"),
+            unschedulable: vmi_conditions(v)
+                .iter()
+                .any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")),
+        }),
+        start_expected,
+        stop_expected,
+        start_failures: status.start_failure.as_ref().and_then(|f| f.consecutive_fail_count).unwrap_or(0).max(0) as u32,
+        strategy: Some(strategy),
+    };
+    let printable = printable_status(&facts);
+    status.printable_status = Some(printable.to_string());
+
+    if status != old {
+        writes::replace_status(&vms, vm, &status, &ctx.metrics, "virtualmachines").await?;
+        if old.printable_status.as_deref() != Some(printable) {
+            let warning = matches!(printable, "CrashLoopBackOff" | "ErrorUnschedulable" | "Unknown");
+            let note = format!("printableStatus {} -> {printable}", old.printable_status.as_deref().unwrap_or("(none)"));
+            tracing::info!(from = old.printable_status.as_deref().unwrap_or(""), to = printable, "VM status changed");
+            ctx.event(
+                vm.object_ref(&()),
+                if warning { EventType::Warning } else { EventType::Normal },
+                printable,
+                note,
+            );
+        }
+    }
+    match sync_error {
+        Some(e) => Err(e),
+        None => Ok(Action::requeue(requeue)),
+    }
+}
+
+fn controlled_by(vmi: &VirtualMachineInstance, vm_uid: &str) -> bool {
+    vmi.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == vm_uid)
+}
+
+fn vmi_conditions(vmi: &VirtualMachineInstance) -> &[Condition] {
+    vmi.status.as_ref().map_or(&[][..], |s| &s.conditions[..])
+}
+
+fn condition_true(conditions: &[Condition], type_: &str) -> bool {
+    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+}
+
+fn view_of(vmi: &VirtualMachineInstance) -> VmiView<'_> {
+    let status = vmi.status.as_ref();
+    VmiView {
+        uid: vmi.metadata.uid.as_deref().unwrap_or(""),
+        phase: status.and_then(|s| s.phase),
+        deleting: vmi.metadata.deletion_timestamp.is_some(),
+        was_running: status.is_some_and(|s| {
+            s.phase == Some(VmiPhase::Running)
+                || s.phase_transition_timestamps.iter().any(|t| t.phase == Some(VmiPhase::Running))
+        }),
+    }
+}
+
+/// A stable 64-bit FNV-1a hash of the template spec's JSON (field order is the struct's,
+/// maps are sorted): the same template hashes the same across operator versions.
+pub fn template_hash(vm: &VirtualMachine) -> String {
+    let bytes = serde_json::to_vec(&vm.spec.template.spec).unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Spreads the back-off of VMs that fail together: a fraction in [0, 1) from the VMI UID.
+fn jitter(seed: &str) -> f64 {
+    let h = seed.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    f64::from(h % 1000) / 1000.0
+}
+
+/// The VMI the VM runs as: its name, the template's labels and annotations, the VM as
+/// controller, and the finalizer of the VMI controller set right away (one write fewer).
+pub fn instance_for(vm: &VirtualMachine) -> VirtualMachineInstance {
+    let template = &vm.spec.template;
+    let meta = template.metadata.as_ref();
+    let mut annotations: BTreeMap<String, String> = meta.and_then(|m| m.annotations.clone()).unwrap_or_default();
+    if let Some(g) = vm.metadata.generation {
+        annotations.insert(VM_GENERATION_ANNOTATION.into(), g.to_string());
+    }
+    annotations.insert(TEMPLATE_HASH_ANNOTATION.into(), template_hash(vm));
+    let owner = OwnerReference {
+        api_version: VirtualMachine::api_version(&()).into_owned(),
+        kind: VirtualMachine::kind(&()).into_owned(),
+        name: vm.name_any(),
+        uid: vm.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    VirtualMachineInstance {
+        metadata: ObjectMeta {
+            name: vm.metadata.name.clone(),
+            namespace: vm.metadata.namespace.clone(),
+            labels: meta.and_then(|m| m.labels.clone()),
+            annotations: Some(annotations),
+            owner_references: Some(vec![owner]),
+            finalizers: Some(vec![FINALIZER.to_string()]),
+            ..Default::default()
+        },
+        spec: template.spec.clone(),
+        status: None,
+    }
+}
+
+async fn start(vm: &VirtualMachine, vmis: &Api<VirtualMachineInstance>, ctx: &Context) -> Result<()> {
+    let vmi = instance_for(vm);
+    let name = vm.name_any();
+    match writes::create(vmis, &vmi, &ctx.metrics, "virtualmachineinstances").await {
+        Ok(Some(created)) => {
+            tracing::info!(vmi = %name, "started: created the VirtualMachineInstance");
+            ctx.event(
+                vm.object_ref(&()),
+                EventType::Normal,
+                "SuccessfulCreate",
+                format!("Started the virtual machine by creating the new virtual machine instance {name} ({})", created.uid().unwrap_or_default()),
+            );
+            Ok(())
+        }
+        // One VMI per VM: the name is taken until the old one is gone; the cache catches up.
+        Ok(None) => Ok(()),
+        Err(e) => {
+            let e = Error::FailedCreate(name, e);
+            ctx.event(vm.object_ref(&()), EventType::Warning, e.reason(), crate::telemetry::chain(&e));
+            Err(e)
+        }
+    }
+}
+
+async fn stop(vm: &VirtualMachine, vmi: &VirtualMachineInstance, vmis: &Api<VirtualMachineInstance>, ctx: &Context) -> Result<()> {
+    let name = vmi.name_any();
+    let uid = vmi.uid().unwrap_or_default();
+    match writes::delete(vmis, &name, &uid, None, &ctx.metrics, "virtualmachineinstances").await {
+        Ok(_) => {
+            tracing::info!(vmi = %name, phase = ?vmi.status.as_ref().and_then(|s| s.phase), "stopped: deleted the VirtualMachineInstance");
+            ctx.event(
+                vm.object_ref(&()),
+                EventType::Normal,
+                "SuccessfulDelete",
+                format!("Stopped the virtual machine by deleting the virtual machine instance {uid}"),
+            );
+            Ok(())
+        }
+        Err(e) => {
+            let e = Error::FailedDelete(name, e);
+            ctx.event(vm.object_ref(&()), EventType::Warning, e.reason(), crate::telemetry::chain(&e));
+            Err(e)
+        }
+    }
+}
+
+/// Halted with a Start request: the spec says Always from now on (as KubeVirt does).
+async fn switch_to_always(vm: &VirtualMachine, vms: &Api<VirtualMachine>, ctx: &Context) -> Result<()> {
+    let ops = match (vm.spec.run_strategy, vm.spec.running) {
+        (Some(current), _) => vec![
+            json!({"op": "test", "path": "/spec/runStrategy", "value": current}),
+            json!({"op": "replace", "path": "/spec/runStrategy", "value": RunStrategy::Always}),
+        ],
+        (None, running) => vec![
+            json!({"op": "test", "path": "/metadata/resourceVersion", "value": vm.resource_version()}),
+            json!({"op": if running.is_some() { "replace" } else { "add" }, "path": "/spec/running", "value": true}),
+        ],
+    };
+    writes::json_patch(vms, vm, ops, false, &ctx.metrics, "virtualmachines").await.map(|_| ())
+}
+
+/// The VM's conditions: Ready mirrors the VMI's (False when there is none), Failure
+/// carries the last reconcile error, RestartRequired shows a template change while the
+/// VMI runs, and the VMI's other conditions (PodScheduled, Paused, ...) are copied.
+fn conditions(
+    old: &[Condition],
+    vmi: Option<&VirtualMachineInstance>,
+    failure: Option<(String, String)>,
+    restart_required: bool,
+) -> Vec<Condition> {
+    let now = Time(Timestamp::now());
+    let mut out: Vec<Condition> = Vec::new();
+    let keep_time = |c: &mut Condition| {
+        if let Some(prev) = old.iter().find(|o| o.type_ == c.type_) {
+            if prev.status == c.status && prev.reason == c.reason && prev.message == c.message {
+                c.last_transition_time = prev.last_transition_time.clone();
+                c.last_probe_time = prev.last_probe_time.clone();
+            }
+        }
+    };
+    let ready = match vmi.map(vmi_conditions).and_then(|cs| cs.iter().find(|c| c.type_ == "Ready")) {
+        Some(c) => c.clone(),
+        None if vmi.is_none() => Condition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: Some("VMINotExists".into()),
+            message: Some("VMI does not exist".into()),
+            last_transition_time: Some(now.clone()),
+            ..Default::default()
+        },
+        None => Condition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: Some("VMIConditionMissing".into()),
+            message: Some("VMI is missing the Ready condition".into()),
+            last_transition_time: Some(now.clone()),
+            ..Default::default()
+        },
+    };
+    out.push(ready);
+    if let Some((reason, message)) = failure {
+        out.push(Condition {
+            type_: "Failure".into(),
+            status: "True".into(),
+            reason: Some(reason),
+            message: Some(message),
+            last_transition_time: Some(now.clone()),
+            ..Default::default()
+        });
+    }
+    if restart_required {
+        out.push(Condition {
+            type_: "RestartRequired".into(),
+            status: "True".into(),
+            reason: Some("TemplateChanged".into()),
+            message: Some("a non-live-updatable field was changed in the template spec".into()),
+            last_transition_time: Some(now.clone()),
+            ..Default::default()
+        });
+    }
+    if let Some(v) = vmi {
+        for c in vmi_conditions(v) {
+            if !matches!(c.type_.as_str(), "Ready" | "Failure" | "RestartRequired") {
+                out.push(c.clone());
+            }
+        }
+    }
+    for c in &mut out {
+        keep_time(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(yaml: &str) -> VirtualMachine {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    const VM: &str = r#"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata: {name: vm1, namespace: ns, uid: u-vm, generation: 3}
+spec:
+  runStrategy: Always
+  template:
+    metadata: {labels: {app: a}, annotations: {note: x}}
+    spec: {domain: {memory: {guest: 64Mi}, devices: {}}}
+"#;
+
+    #[test]
+    fn instance_carries_name_labels_owner_and_finalizer() {
+        let vmi = instance_for(&vm(VM));
+        assert_eq!(vmi.metadata.name.as_deref(), Some("vm1"));
+        assert_eq!(vmi.labels()["app"], "a");
+        assert_eq!(vmi.annotations()["note"], "x");
+        assert_eq!(vmi.annotations()[VM_GENERATION_ANNOTATION], "3");
+        let o = &vmi.owner_references()[0];
+        assert_eq!((o.kind.as_str(), o.uid.as_str(), o.controller), ("VirtualMachine", "u-vm", Some(true)));
+        assert_eq!(vmi.finalizers(), [FINALIZER.to_string()]);
+    }
+
+    #[test]
+    fn template_hash_changes_with_the_spec_only() {
+        let a = vm(VM);
+        let mut b = a.clone();
+        b.spec.run_strategy = Some(RunStrategy::Halted);
+        assert_eq!(template_hash(&a), template_hash(&b));
+        b.spec.template.spec.termination_grace_period_seconds = Some(5);
+        assert_ne!(template_hash(&a), template_hash(&b));
+    }
+
+    #[test]
+    fn ready_condition_without_vmi() {
+        let c = conditions(&[], None, None, false);
+        assert_eq!(c.len(), 1);
+        assert_eq!((c[0].type_.as_str(), c[0].reason.as_deref()), ("Ready", Some("VMINotExists")));
+        let c2 = conditions(&c, None, Some(("FailedCreate".into(), "boom".into())), false);
+        assert_eq!(c2[0].last_transition_time, c[0].last_transition_time, "unchanged conditions keep their time");
+        assert_eq!(c2[1].type_, "Failure");
+    }
+}

@@ -1,0 +1,452 @@
+//! The VirtualMachineInstance controller: one launcher pod per VMI, and the VMI's phase
+//! from the pod until Scheduled (virt-handler owns it from there). A finalizer keeps a
+//! deleted VMI until its pod has shut the guest down or is gone.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crds::{Condition, PhaseTransitionTimestamp, VirtualMachineInstance, VirtualMachineInstanceStatus, VmiPhase};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::instrument;
+
+use crate::pod::{self, COMPUTE_CONTAINER, GRACE_MARGIN_SECONDS};
+use crate::{Context, Error, Result, writes};
+
+/// The VMI controller's finalizer (KubeVirt's VMI finalizer, which its controller removes
+/// once no launcher pod is left).
+pub const FINALIZER: &str = "kubevirt.io/foregroundDeleteVirtualMachine";
+/// The node label of a scheduled VMI; virt-handler selects its VMIs by it.
+pub const NODE_NAME_LABEL: &str = "kubevirt.io/nodeName";
+/// How long past its deletion deadline a terminating pod may take before the node is
+/// taken to be gone and the pod is removed by force.
+const STUCK_POD_SLACK: Duration = Duration::from_secs(30);
+
+const CONTROLLER: &str = "vmi";
+const RESYNC: Duration = Duration::from_secs(300);
+
+#[instrument(skip(ctx, vmi), fields(vmi = %format!("{}/{}", vmi.namespace().unwrap_or_default(), vmi.name_any())))]
+pub async fn reconcile(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Context>) -> Result<Action> {
+    crate::context::measured(CONTROLLER, &ctx, reconcile_vmi(&vmi, &ctx)).await
+}
+
+pub fn error_policy(vmi: Arc<VirtualMachineInstance>, e: &Error, _ctx: Arc<Context>) -> Action {
+    crate::context::retry_after(&vmi.name_any(), e)
+}
+
+struct Names {
+    ns: String,
+    name: String,
+    uid: String,
+    pod: String,
+}
+
+fn names(vmi: &VirtualMachineInstance) -> Result<Names> {
+    let (Some(ns), Some(name), Some(uid)) = (vmi.namespace(), vmi.metadata.name.clone(), vmi.uid()) else {
+        return Err(Error::InvalidObject("VMI without namespace, name or UID".into()));
+    };
+    let pod = pod::pod_name(&name, &uid);
+    Ok(Names { ns, name, uid, pod })
+}
+
+async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Action> {
+    let n = names(vmi)?;
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), &n.ns);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &n.ns);
+    let cached = ctx.cached_pod(&n.ns, &n.pod).filter(|p| created_by(p, &n.uid));
+
+    if vmi.meta().deletion_timestamp.is_some() {
+        return cleanup(vmi, &n, cached, &vmis, &pods, ctx).await;
+    }
+    if !vmi.finalizers().iter().any(|f| f == FINALIZER) {
+        writes::add_finalizer(&vmis, vmi, FINALIZER, &ctx.metrics, "virtualmachineinstances").await?;
+        // The write triggers the next reconcile.
+        return Ok(Action::await_change());
+    }
+
+    let old = vmi.status.clone().unwrap_or_default();
+    let phase = old.phase;
+    if phase.is_some_and(VmiPhase::is_final) {
+        // A finished VMI keeps no running pod.
+        if let Some(p) = cached.as_deref()
+            && !pod_finished(p)
+            && p.meta().deletion_timestamp.is_none()
+        {
+            delete_pod(vmi, p, &pods, ctx).await?;
+        }
+        return Ok(Action::requeue(RESYNC));
+    }
+
+    // The pod: the cache, else the API server (the cache may not have seen a new pod).
+    let mut pod = cached.map(|p| (*p).clone());
+    let mut status = old.clone();
+    if pod.is_none() && matches!(phase, None | Some(VmiPhase::Pending)) {
+        match pod::render(vmi, &ctx.settings.launcher) {
+            Ok(rendered) => match writes::create(&pods, &rendered, &ctx.metrics, "pods").await {
+                Ok(Some(created)) => {
+                    ctx.event(
+                        vmi.object_ref(&()),
+                        EventType::Normal,
+                        "SuccessfulCreate",
+                        format!("Created virtual machine pod {}", n.pod),
+                    );
+                    pod = Some(created);
+                }
+                Ok(None) => pod = writes::get(&pods, &n.pod, &ctx.metrics, "pods").await?,
+                Err(e) => {
+                    let e = Error::FailedCreatePod(n.name.clone(), e);
+                    ctx.event(vmi.object_ref(&()), EventType::Warning, e.reason(), crate::telemetry::chain(&e));
+                    status.phase = Some(VmiPhase::Pending);
+                    write_status(vmi, &old, status, &vmis, ctx).await?;
+                    return Err(e);
+                }
+            },
+            Err(e) => {
+                // A spec that cannot run fails the VMI for good.
+                ctx.event(vmi.object_ref(&()), EventType::Warning, e.reason(), crate::telemetry::chain(&e));
+                status.phase = Some(VmiPhase::Failed);
+                status.reason = Some(e.reason().to_string());
+                set_condition(&mut status.conditions, failure_condition(e.reason(), &crate::telemetry::chain(&e)));
+                write_status(vmi, &old, status, &vmis, ctx).await?;
+                return Ok(Action::await_change());
+            }
+        }
+    } else if pod.is_none() {
+        pod = writes::get(&pods, &n.pod, &ctx.metrics, "pods").await?.filter(|p| created_by(p, &n.uid));
+    }
+
+    let mut label_node: Option<String> = None;
+    match (phase, pod.as_ref()) {
+        // Not yet processed, and no pod could be made: stays Pending.
+        (None | Some(VmiPhase::Pending), None) => status.phase = Some(VmiPhase::Pending),
+        (None | Some(VmiPhase::Pending | VmiPhase::Scheduling), Some(p)) => {
+            status.phase = Some(VmiPhase::Scheduling);
+            set_active_pod(&mut status, p);
+            if pod_down(p) {
+                // The pod failed (or went) before the guest ever ran.
+                let (reason, message) = pod_failure(p);
+                status.phase = Some(VmiPhase::Failed);
+                status.reason = Some(reason.clone());
+                set_condition(&mut status.conditions, failure_condition(&reason, &message));
+            } else if let Some(unschedulable) = unschedulable_condition(p) {
+                set_condition(&mut status.conditions, unschedulable);
+            } else if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone())
+                && launcher_ready(p)
+            {
+                remove_condition(&mut status.conditions, "PodScheduled");
+                status.phase = Some(VmiPhase::Scheduled);
+                status.node_name = Some(node.clone());
+                label_node = Some(node);
+            } else if scheduled(p) {
+                remove_condition(&mut status.conditions, "PodScheduled");
+            }
+        }
+        (Some(VmiPhase::Scheduling), None) => {
+            status.phase = Some(VmiPhase::Failed);
+            status.reason = Some("LauncherPodMissing".into());
+            set_condition(&mut status.conditions, failure_condition("LauncherPodMissing", "the launcher pod is gone"));
+        }
+        // virt-handler owns these phases; the pod decides only when the node side cannot.
+        (Some(VmiPhase::Scheduled | VmiPhase::Running | VmiPhase::Unknown), None) => {
+            status.phase = Some(VmiPhase::Failed);
+            status.reason = Some("LauncherPodMissing".into());
+            set_condition(&mut status.conditions, failure_condition("LauncherPodMissing", "the launcher pod is gone"));
+        }
+        (Some(VmiPhase::Scheduled | VmiPhase::Running | VmiPhase::Unknown), Some(p)) => {
+            set_active_pod(&mut status, p);
+            match pod_phase(p) {
+                "Failed" => {
+                    let (reason, message) = pod_failure(p);
+                    status.phase = Some(VmiPhase::Failed);
+                    status.reason = Some(reason.clone());
+                    set_condition(&mut status.conditions, failure_condition(&reason, &message));
+                }
+                // The launcher exits 0 only after the guest shut down cleanly.
+                "Succeeded" => status.phase = Some(VmiPhase::Succeeded),
+                _ => {}
+            }
+        }
+        (Some(VmiPhase::Succeeded | VmiPhase::Failed), _) => unreachable!("final phases return above"),
+    }
+
+    if let Some(node) = &label_node
+        && vmi.labels().get(NODE_NAME_LABEL) != Some(node)
+    {
+        let patch = json!({"metadata": {"labels": {NODE_NAME_LABEL: node}}});
+        let labelled = writes::merge_patch_metadata(&vmis, vmi, patch, &ctx.metrics, "virtualmachineinstances").await?;
+        // The status write below tests the resourceVersion: use the labelled one.
+        let mut v = vmi.clone();
+        v.metadata.resource_version = labelled.metadata.resource_version;
+        write_status(&v, &old, status, &vmis, ctx).await?;
+    } else {
+        write_status(vmi, &old, status, &vmis, ctx).await?;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Writes `status` if it differs from `old`, records the phase change and tells about it.
+/// Handler-owned and final phases are only written while the VMI is not final (the test
+/// of the resourceVersion makes sure nobody wrote in between).
+async fn write_status(
+    vmi: &VirtualMachineInstance,
+    old: &VirtualMachineInstanceStatus,
+    mut status: VirtualMachineInstanceStatus,
+    vmis: &Api<VirtualMachineInstance>,
+    ctx: &Context,
+) -> Result<()> {
+    let changed_phase = status.phase != old.phase;
+    if changed_phase && let Some(p) = status.phase {
+        status.phase_transition_timestamps.push(PhaseTransitionTimestamp {
+            phase: Some(p),
+            phase_transition_timestamp: Some(Time(Timestamp::now())),
+        });
+    }
+    if &status == old {
+        return Ok(());
+    }
+    writes::replace_status(vmis, vmi, &status, &ctx.metrics, "virtualmachineinstances").await?;
+    if changed_phase && let Some(p) = status.phase {
+        let from = old.phase.map_or("(none)", VmiPhase::as_str);
+        tracing::info!(from, to = p.as_str(), reason = status.reason.as_deref().unwrap_or(""), "VMI phase changed");
+        let type_ = if p == VmiPhase::Failed { EventType::Warning } else { EventType::Normal };
+        let note = match (&status.reason, &status.node_name) {
+            (Some(r), _) if p == VmiPhase::Failed => format!("{from} -> {p}: {r}"),
+            (_, Some(node)) if p == VmiPhase::Scheduled => format!("{from} -> {p} on node {node}"),
+            _ => format!("{from} -> {p}"),
+        };
+        ctx.event(vmi.object_ref(&()), type_, p.as_str(), note);
+    }
+    Ok(())
+}
+
+/// A deleted VMI: ask the pod to shut the guest down (deleting it with the VMI's grace
+/// period: the launcher turns SIGTERM into an ACPI shutdown), wait until it has finished
+/// or is gone, then let the VMI go.
+async fn cleanup(
+    vmi: &VirtualMachineInstance,
+    n: &Names,
+    cached: Option<Arc<Pod>>,
+    vmis: &Api<VirtualMachineInstance>,
+    pods: &Api<Pod>,
+    ctx: &Context,
+) -> Result<Action> {
+    if !vmi.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let pod = match cached {
+        Some(p) => Some((*p).clone()),
+        None => writes::get(pods, &n.pod, &ctx.metrics, "pods").await?.filter(|p| created_by(p, &n.uid)),
+    };
+    if let Some(p) = &pod {
+        let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+        let node_gone = match &node {
+            None => true, // never scheduled: nothing runs, the API server deletes it at once
+            Some(node) => {
+                let nodes: Api<Node> = Api::all(ctx.client.clone());
+                writes::get(&nodes, node, &ctx.metrics, "nodes").await?.is_none()
+            }
+        };
+        let deadline = p.meta().deletion_timestamp.as_ref().map(|t| t.0);
+        let stuck = deadline.is_some_and(|d| {
+            Timestamp::now() > d + SignedDuration::try_from(STUCK_POD_SLACK).unwrap_or(SignedDuration::ZERO)
+        });
+        if pod_finished(p) || node_gone || stuck {
+            // The guest is down (or nothing can run it any more): the pod goes now.
+            let grace = if pod_finished(p) && !node_gone && !stuck { None } else { Some(0) };
+            if p.meta().deletion_timestamp.is_none() || grace == Some(0) {
+                let uid = p.uid().unwrap_or_default();
+                writes::delete(pods, &n.pod, &uid, grace, &ctx.metrics, "pods")
+                    .await
+                    .map_err(|e| Error::FailedDeletePod(n.pod.clone(), e))?;
+            }
+            if node_gone || stuck {
+                tracing::info!(pod = %n.pod, node = node.as_deref().unwrap_or(""), node_gone, stuck, "removed the launcher pod by force");
+            }
+        } else {
+            if p.meta().deletion_timestamp.is_none() {
+                delete_pod(vmi, p, pods, ctx).await?;
+            }
+            // Pod updates wake the reconcile; the deadline is the fallback.
+            let grace = pod::grace_seconds(vmi) + GRACE_MARGIN_SECONDS;
+            return Ok(Action::requeue(Duration::from_secs(grace as u64) + STUCK_POD_SLACK));
+        }
+    }
+    writes::remove_finalizer(vmis, vmi, FINALIZER, &ctx.metrics, "virtualmachineinstances").await?;
+    tracing::info!("the guest is down, released the VMI");
+    Ok(Action::await_change())
+}
+
+/// Deletes the launcher pod with the VMI's grace period plus the margin.
+async fn delete_pod(vmi: &VirtualMachineInstance, p: &Pod, pods: &Api<Pod>, ctx: &Context) -> Result<()> {
+    let name = p.name_any();
+    let grace = (pod::grace_seconds(vmi) + GRACE_MARGIN_SECONDS) as u32;
+    writes::delete(pods, &name, &p.uid().unwrap_or_default(), Some(grace), &ctx.metrics, "pods")
+        .await
+        .map_err(|e| Error::FailedDeletePod(name.clone(), e))?;
+    ctx.event(
+        vmi.object_ref(&()),
+        EventType::Normal,
+        "SuccessfulDelete",
+        format!("Deleted virtual machine pod {name} (grace period {grace}s)"),
+    );
+    Ok(())
+}
+
+fn created_by(p: &Pod, vmi_uid: &str) -> bool {
+    p.labels().get(pod::CREATED_BY_LABEL).is_some_and(|u| u == vmi_uid)
+}
+
+fn pod_phase(p: &Pod) -> &str {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
+}
+
+fn pod_finished(p: &Pod) -> bool {
+    matches!(pod_phase(p), "Succeeded" | "Failed")
+}
+
+/// Down or going down: finished, or being deleted.
+fn pod_down(p: &Pod) -> bool {
+    pod_finished(p) || p.meta().deletion_timestamp.is_some()
+}
+
+fn scheduled(p: &Pod) -> bool {
+    p.spec.as_ref().is_some_and(|s| s.node_name.is_some())
+}
+
+/// The launcher container is ready (its readiness probe passed), or the pod is Ready.
+fn launcher_ready(p: &Pod) -> bool {
+    let status = p.status.as_ref();
+    let container = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.name == COMPUTE_CONTAINER && c.ready));
+    let pod_ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    pod_phase(p) == "Running" && (container || pod_ready)
+}
+
+/// The scheduler's PodScheduled=False condition, as a VMI condition.
+fn unschedulable_condition(p: &Pod) -> Option<Condition> {
+    let c = p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+    Some(Condition {
+        type_: "PodScheduled".into(),
+        status: "False".into(),
+        reason: c.reason.clone(),
+        message: c.message.clone(),
+        last_probe_time: c.last_probe_time.clone(),
+        last_transition_time: c.last_transition_time.clone(),
+    })
+}
+
+/// Why a pod failed: the pod's reason, else its container's terminated or waiting reason.
+fn pod_failure(p: &Pod) -> (String, String) {
+    let status = p.status.as_ref();
+    if let Some(s) = status
+        && let Some(reason) = &s.reason
+    {
+        return (reason.clone(), s.message.clone().unwrap_or_else(|| format!("launcher pod {reason}")));
+    }
+    let compute = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == COMPUTE_CONTAINER));
+    if let Some(state) = compute.and_then(|c| c.state.as_ref()) {
+        if let Some(t) = &state.terminated {
+            let reason = t.reason.clone().unwrap_or_else(|| "Error".into());
+            let msg = t.message.clone().unwrap_or_else(|| format!("virt-launcher exited with code {}", t.exit_code));
+            return (reason, msg);
+        }
+        if let Some(w) = &state.waiting
+            && let Some(reason) = &w.reason
+        {
+            return (reason.clone(), w.message.clone().unwrap_or_default());
+        }
+    }
+    if p.meta().deletion_timestamp.is_some() && !pod_finished(p) {
+        return ("PodTerminating".into(), "the launcher pod is being deleted before the guest ran".into());
+    }
+    (format!("Pod{}", pod_phase(p)), format!("the launcher pod is {}", pod_phase(p)))
+}
+
+fn failure_condition(reason: &str, message: &str) -> Condition {
+    Condition {
+        type_: "Failure".into(),
+        status: "True".into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_transition_time: Some(Time(Timestamp::now())),
+        ..Default::default()
+    }
+}
+
+fn set_active_pod(status: &mut VirtualMachineInstanceStatus, p: &Pod) {
+    if let Some(uid) = p.uid() {
+        let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+        let active = status.active_pods.get_or_insert_with(BTreeMap::new);
+        active.retain(|k, _| k == &uid);
+        active.insert(uid, node);
+    }
+}
+
+/// Sets `c`, keeping the old transition time when nothing but the times changed.
+fn set_condition(conditions: &mut Vec<Condition>, mut c: Condition) {
+    if let Some(old) = conditions.iter_mut().find(|o| o.type_ == c.type_) {
+        if old.status == c.status && old.reason == c.reason && old.message == c.message {
+            return;
+        }
+        if old.status == c.status {
+            c.last_transition_time = old.last_transition_time.clone();
+        }
+        *old = c;
+    } else {
+        conditions.push(c);
+    }
+}
+
+fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
+    conditions.retain(|c| c.type_ != type_);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(yaml: &str) -> Pod {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn pod_states() {
+        let p = pod("metadata: {name: p}\nspec: {containers: [], nodeName: n1}\nstatus: {phase: Running, containerStatuses: [{name: compute, ready: true, restartCount: 0, image: i, imageID: ''}]}");
+        assert!(launcher_ready(&p) && scheduled(&p) && !pod_down(&p));
+        let u = pod("metadata: {name: p}\nspec: {containers: []}\nstatus: {phase: Pending, conditions: [{type: PodScheduled, status: 'False', reason: Unschedulable, message: '0/1 nodes are available'}]}");
+        let c = unschedulable_condition(&u).unwrap();
+        assert_eq!((c.reason.as_deref(), c.message.as_deref()), (Some("Unschedulable"), Some("0/1 nodes are available")));
+        assert!(!launcher_ready(&u));
+        let f = pod("metadata: {name: p}\nspec: {containers: []}\nstatus: {phase: Failed, containerStatuses: [{name: compute, ready: false, restartCount: 0, image: i, imageID: '', state: {terminated: {exitCode: 2, reason: Error}}}]}");
+        assert_eq!(pod_failure(&f).0, "Error");
+        let e = pod("metadata: {name: p}\nspec: {containers: []}\nstatus: {phase: Failed, reason: Evicted, message: low memory}");
+        assert_eq!(pod_failure(&e), ("Evicted".to_string(), "low memory".to_string()));
+    }
+
+    #[test]
+    fn conditions_keep_their_time() {
+        let mut cs = vec![];
+        let mut c = failure_condition("A", "m");
+        c.last_transition_time = Some(Time(Timestamp::UNIX_EPOCH));
+        set_condition(&mut cs, c);
+        set_condition(&mut cs, failure_condition("A", "m"));
+        assert_eq!(cs[0].last_transition_time, Some(Time(Timestamp::UNIX_EPOCH)));
+        set_condition(&mut cs, failure_condition("B", "m"));
+        assert_eq!(cs[0].reason.as_deref(), Some("B"));
+        assert_eq!(cs[0].last_transition_time, Some(Time(Timestamp::UNIX_EPOCH)), "same status keeps the time");
+        remove_condition(&mut cs, "Failure");
+        assert!(cs.is_empty());
+    }
+}
