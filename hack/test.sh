@@ -36,11 +36,17 @@ while read -r p f i; do
   passed=$((passed + p)); failed=$((failed + f)); ignored=$((ignored + i)); binaries=$((binaries + 1))
 done < <(sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed; \([0-9]*\) failed; \([0-9]*\) ignored.*/\1 \2 \3/p' "$out")
 
-# No test may leave a control plane running (the harness ties it to the test process).
-leaked="$(pgrep -f "${TMPDIR:-/tmp}/ferrovirt-tests/cp-" || true)"
-if [[ -n "$leaked" ]]; then
-  log "control-plane processes left running after the tests:"
-  ps -o pid,args -p "$(echo "$leaked" | paste -sd,)" >&2 || true
+# No test may leave a control plane running: the harness ties it to the test process
+# (temp dir cp-<test pid>-<n>), so a process naming the dir of a finished test is a leak.
+# Control planes of test runs still going (another shell) are not.
+leaked=()
+while read -r pid args; do
+  owner="$(sed -n 's|.*/ferrovirt-tests/cp-\([0-9]*\)-.*|\1|p' <<<"$args")"
+  [[ -n "$owner" && ! -d "/proc/$owner" ]] && leaked+=("$pid")
+done < <(pgrep -a -f "${TMPDIR:-/tmp}/ferrovirt-tests/cp-" || true)
+if [[ ${#leaked[@]} -gt 0 ]]; then
+  log "processes left running by finished tests:"
+  ps -o pid,args -p "$(printf '%s,' "${leaked[@]}" | sed 's/,$//')" >&2 || true
   rc=1
 fi
 

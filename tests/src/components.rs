@@ -134,6 +134,9 @@ pub fn components(assets: &Assets, layout: &Layout, pki: &Pki, ports: Ports) -> 
         // Reach aggregated servers at their endpoint addresses, not a Service ClusterIP:
         // there is no kube-proxy on a dev machine.
         "--enable-aggregator-routing=true".to_string(),
+        // The `kubernetes` Service's endpoint would be 127.0.0.1, which Endpoints reject;
+        // nothing in the cluster reaches the API server through that Service here.
+        "--endpoint-reconciler-type=none".to_string(),
         format!("--cert-dir={}", p(layout.root().join("apiserver-certs"))),
         "--profiling=false".to_string(),
     ];
@@ -143,6 +146,9 @@ pub fn components(assets: &Assets, layout: &Layout, pki: &Pki, ports: Ports) -> 
         format!("--controllers={}", CONTROLLERS.join(",")),
         format!("--service-account-private-key-file={}", p(pki.dir().join("sa.key"))),
         format!("--root-ca-file={}", p(pki.cert("ca"))),
+        // Each controller acts as its own service account with its bootstrap role, as in
+        // kubeadm; the controller manager's own user may not, e.g., write ConfigMaps.
+        "--use-service-account-credentials=true".to_string(),
         "--leader-elect=false".to_string(),
         // Nothing scrapes its metrics or health here: no listener, no port to collide.
         "--secure-port=0".to_string(),

@@ -247,7 +247,10 @@ pub async fn install_crds(client: &Client, crds: Vec<CustomResourceDefinition>) 
     let mut names = Vec::new();
     for crd in crds {
         let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &params, &Patch::Apply(&crd)).await?;
+        api.patch(&name, &params, &Patch::Apply(&crd)).await.map_err(|e| match Error::from(e) {
+            Error::Api { message, .. } => Error::CrdRejected { name: name.clone(), message },
+            other => other,
+        })?;
         names.push(name);
     }
     for name in &names {

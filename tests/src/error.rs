@@ -23,8 +23,15 @@ pub enum Error {
     #[error("kubeconfig")]
     Kubeconfig(#[from] kube::config::KubeconfigError),
 
-    #[error("Kubernetes API")]
-    Kube(#[from] kube::Error),
+    /// The API server answered with an error status.
+    #[error("{message} ({reason}, {code})")]
+    Api { code: u16, reason: String, message: String },
+
+    #[error("the API server rejected CRD {name}: {message}")]
+    CrdRejected { name: String, message: String },
+
+    #[error("Kubernetes client")]
+    Kube(#[source] kube::Error),
 
     #[error("{component} did not become ready: {reason}\n--- last lines of {log} ---\n{tail}")]
     Startup {
@@ -36,6 +43,18 @@ pub enum Error {
 
     #[error("timed out after {seconds}s waiting for {what}")]
     Timeout { what: String, seconds: u64 },
+}
+
+impl From<kube::Error> for Error {
+    fn from(e: kube::Error) -> Self {
+        match e {
+            // Its Display repeats the whole Status; the message says it all.
+            kube::Error::Api(status) => {
+                Error::Api { code: status.code, reason: status.reason, message: status.message }
+            }
+            other => Error::Kube(other),
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

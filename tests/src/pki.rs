@@ -175,3 +175,30 @@ fn ca_params(common_name: &str) -> CertificateParams {
     ];
     params
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generates_once_and_reuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::ensure(dir.path()).unwrap();
+        for name in ["ca", "front-proxy-ca", "apiserver", "admin", "kube-controller-manager", "kube-scheduler", FRONT_PROXY_CLIENT] {
+            let cert = std::fs::read_to_string(pki.cert(name)).unwrap();
+            assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"), "{name}.crt");
+            assert!(pki.key(name).exists(), "{name}.key");
+        }
+        let ca = std::fs::read(pki.cert("ca")).unwrap();
+        let again = Pki::ensure(dir.path()).unwrap();
+        assert_eq!(std::fs::read(again.cert("ca")).unwrap(), ca, "a complete PKI is reused");
+    }
+
+    #[test]
+    fn issues_more_certificates_from_the_persisted_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::ensure(dir.path()).unwrap();
+        pki.issue("ca", "node", "system:node:devnode", &["system:nodes"], Usage::Client, vec![]).unwrap();
+        assert!(std::fs::read_to_string(pki.cert("node")).unwrap().contains("BEGIN CERTIFICATE"));
+    }
+}

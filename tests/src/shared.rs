@@ -95,11 +95,15 @@ impl Drop for TestNamespace {
     }
 }
 
-/// Logs of tests go to the test's captured output; `RUST_LOG` filters (default `info`).
+/// kube's client logs every failed request at ERROR, such as each /readyz poll while
+/// the API server starts; callers get and report those errors themselves.
+pub const DEFAULT_LOG_FILTER: &str = "info,kube_client::client::builder=off";
+
+/// Logs of tests go to the test's captured output; `RUST_LOG` filters (default [`DEFAULT_LOG_FILTER`]).
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)))
         .with_test_writer()
         .try_init();
 }

@@ -10,15 +10,19 @@ use ferrovirt_tests::pid_alive;
 
 struct Probe {
     child: Child,
+    stderr: tempfile::NamedTempFile,
     pids: Vec<u32>,
     dir: String,
 }
 
 fn start_probe(mode: &str) -> Probe {
+    // Its log and panic message go to a file, shown only when it did not start.
+    let stderr = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_harness-probe"))
         .arg(mode)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
+        .stderr(stderr.reopen().unwrap())
         .spawn()
         .expect("running harness-probe");
     let mut pids = Vec::new();
@@ -34,8 +38,13 @@ fn start_probe(mode: &str) -> Probe {
             break;
         }
     }
-    assert_eq!(pids.len(), 4, "harness-probe did not start the control plane (see its stderr above)");
-    Probe { child, pids, dir }
+    assert_eq!(
+        pids.len(),
+        4,
+        "harness-probe did not start the control plane:\n{}",
+        std::fs::read_to_string(stderr.path()).unwrap_or_default()
+    );
+    Probe { child, stderr, pids, dir }
 }
 
 fn assert_all_gone(pids: &[u32]) {
@@ -51,7 +60,8 @@ fn assert_all_gone(pids: &[u32]) {
 fn control_plane_stops_when_the_test_process_panics() {
     let mut probe = start_probe("panic");
     let status = probe.child.wait().unwrap();
-    assert!(!status.success(), "harness-probe should have panicked");
+    let stderr = std::fs::read_to_string(probe.stderr.path()).unwrap_or_default();
+    assert!(!status.success() && stderr.contains("panics on purpose"), "harness-probe did not panic:\n{stderr}");
     assert_all_gone(&probe.pids);
     assert!(!std::path::Path::new(&probe.dir).exists(), "{} was not removed", probe.dir);
 }
@@ -62,4 +72,6 @@ fn control_plane_stops_when_the_test_process_is_killed() {
     probe.child.kill().unwrap(); // SIGKILL: no exit hook runs, only the death signal
     probe.child.wait().unwrap();
     assert_all_gone(&probe.pids);
+    // Nothing removed it (the next control plane would): tidy up here.
+    std::fs::remove_dir_all(&probe.dir).unwrap();
 }
