@@ -134,9 +134,13 @@ build_initrd() { # out
   echo "ferrovirt-guest format=$GUEST_FORMAT stamp=$stamp kernel=$kver" >"$root/etc/ferrovirt-release"
 
   index_modules
-  local name params rel
+  local name params rel stage=""
+  declare -A stage_modules=([boot]="" [late]="")
   while read -r name params; do
     [[ -z "$name" || "$name" == \#* ]] && continue
+    if [[ "$name" =~ ^\[(boot|late)\]$ ]]; then stage="${BASH_REMATCH[1]}"; continue; fi
+    [[ -n "$stage" ]] || die "modules.list: module $name before a [boot] or [late] line"
+    stage_modules[$stage]+="$name "
     name="${name//-/_}"
     rel="${mod_path[$name]:-}"
     if [[ -z "$rel" ]]; then
@@ -150,11 +154,16 @@ build_initrd() { # out
     add_module "$rel"
   done <"$src/modules.list"
 
-  local list="$root/lib/modules/load.list" base file
-  : >"$list"
+  # The modules keep their place under /lib/modules/<version>/ with a modules.dep of their
+  # own, so that one busybox modprobe process loads them all (an insmod per module costs a
+  # fork and an exec each, slow under TCG).
+  local mroot="$root/lib/modules/$kver" base file dep deps
+  mkdir -p "$mroot" "$root/etc/modprobe.d"
+  : >"$mroot/modules.dep"
   for rel in "${load_order[@]}"; do
-    base="${rel##*/}"; base="${base%%.ko*}"
-    file="$root/lib/modules/$base.ko"
+    base="${rel%%.ko*}.ko"
+    file="$mroot/$base"
+    mkdir -p "$(dirname "$file")"
     case "$rel" in
       *.ko) cp "$moddir/$rel" "$file" ;;
       *.ko.xz) xz -dc "$moddir/$rel" >"$file" ;;
@@ -162,8 +171,15 @@ build_initrd() { # out
       *.ko.gz) gzip -dc "$moddir/$rel" >"$file" ;;
       *) die "unknown module file $rel" ;;
     esac
-    echo "$base.ko ${mod_params[${base//-/_}]:-}" >>"$list"
+    deps=""
+    for dep in $(deps_of "$rel"); do deps+=" ${dep%%.ko*}.ko"; done
+    echo "$base:$deps" >>"$mroot/modules.dep"
   done
+  for name in "${!mod_params[@]}"; do
+    echo "options $name ${mod_params[$name]}" >>"$root/etc/modprobe.d/ferrovirt.conf"
+  done
+  echo "${stage_modules[boot]}" >"$root/etc/modules.boot"
+  echo "${stage_modules[late]}" >"$root/etc/modules.late"
   log "initramfs: busybox $("$busybox" | head -n1 | awk '{print $2}'), ${#load_order[@]} modules of $kver"
 
   { console_cpio
@@ -197,7 +213,7 @@ build_disk() { # out.qcow2
   local sectors=$((disk_mib * 2048 - start))
   grub_cfg >"$work/grub.cfg"
   rm -f "$part"
-  mkfs.vfat -n "$DISK_LABEL" -i 46564731 -C "$part" $((sectors / 2)) >/dev/null
+  mkfs.vfat -F 16 -s 16 -n "$DISK_LABEL" -i 46564731 -C "$part" $((sectors / 2)) >/dev/null
   export MTOOLS_SKIP_CHECK=1
   mmd -i "$part" ::/boot ::/boot/grub
   mcopy -i "$part" "$work/vmlinuz" ::/boot/vmlinuz
