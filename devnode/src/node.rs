@@ -82,6 +82,25 @@ pub fn node_status(name: &str, c: &Capacity, ready_since: &str, beat: &str) -> V
     })
 }
 
+const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
+
+/// Removes the not-ready taint the API server puts on every new Node. In a full cluster
+/// the node lifecycle controller does this once the node is Ready; devnode's clusters may
+/// not run that controller, and devnode only ever reports Ready, so it does it itself.
+async fn clear_not_ready_taint(nodes: &Api<Node>, name: &str) -> Result<()> {
+    let node = nodes.get(name).await?;
+    let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+    if taints.iter().all(|t| t.key != NOT_READY_TAINT) {
+        return Ok(());
+    }
+    let kept: Vec<_> = taints.into_iter().filter(|t| t.key != NOT_READY_TAINT).collect();
+    let patch = json!({"spec": {"taints": kept}});
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    nodes.patch(name, &params, &Patch::Merge(&patch)).await?;
+    tracing::info!(node = name, "removed the {NOT_READY_TAINT} taint");
+    Ok(())
+}
+
 fn pp() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
@@ -93,6 +112,7 @@ pub async fn register(ctx: &Ctx, c: &Capacity) -> Result<String> {
     nodes.patch(&ctx.node_name, &pp(), &Patch::Apply(node_object(&ctx.node_name))).await?;
     let t = now();
     nodes.patch_status(&ctx.node_name, &pp(), &Patch::Apply(node_status(&ctx.node_name, c, &t, &t))).await?;
+    clear_not_ready_taint(&nodes, &ctx.node_name).await?;
     tracing::info!(node = %ctx.node_name, cpu = %c.cpu, memory = %c.memory, "node registered");
     Ok(t)
 }
@@ -110,6 +130,7 @@ async fn beat(ctx: &Ctx, c: &Capacity, ready_since: &str) -> Result<()> {
     };
     let t = now();
     nodes.patch_status(&ctx.node_name, &pp(), &Patch::Apply(node_status(&ctx.node_name, c, ready_since, &t))).await?;
+    clear_not_ready_taint(&nodes, &ctx.node_name).await?;
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), "kube-node-lease");
     let micro = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
     let lease = json!({

@@ -2,8 +2,8 @@
 //! executable again for each container start.
 //!
 //! The shim leaves devnode's session (so devnode can exit or restart without its pods),
-//! unshares a PID, mount and UTS namespace, and forks: the child is PID 1 of the new PID
-//! namespace. The child makes every mount private (nothing leaks to the host), mounts a
+//! unshares a PID namespace and forks: the child is PID 1 of the new PID namespace. The
+//! child unshares a mount and UTS namespace of its own, makes every mount private (nothing leaks to the host), mounts a
 //! fresh /proc, bind-mounts the volumes, sets the hostname to the pod's, and execs the
 //! container's command. When that process dies, the kernel kills everything left in its
 //! PID namespace, daemons included: nothing outlives its pod. The child also dies with
@@ -74,8 +74,9 @@ fn supervise(spec_path: &Path) -> Result<i32> {
     let argv = spec.argv.iter().map(|a| cstr(a.as_bytes())).collect::<Result<Vec<_>>>()?;
     let envp = spec.env.iter().map(|(k, v)| cstr(format!("{k}={v}").as_bytes())).collect::<Result<Vec<_>>>()?;
 
-    unshare(CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)
-        .map_err(Error::sys("unshare PID, mount and UTS namespaces"))?;
+    // The new PID namespace applies to the next child; the mount and UTS namespaces are the
+    // child's alone (the shim keeps the host's /proc to read its own and the child's PIDs).
+    unshare(CloneFlags::CLONE_NEWPID).map_err(Error::sys("unshare the PID namespace"))?;
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe"))?;
     // SAFETY: the shim is single-threaded (it runs before any async runtime).
     match unsafe { fork() }.map_err(Error::sys("fork"))? {
@@ -160,6 +161,7 @@ fn container(spec: &ShimSpec, log: &File, path: &CString, argv: &[CString], envp
 
 fn setup(spec: &ShimSpec, log: &File) -> Result<()> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(Error::sys("set parent-death signal"))?;
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS).map_err(Error::sys("unshare mount and UTS namespaces"))?;
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(Error::sys("make mounts private"))?;

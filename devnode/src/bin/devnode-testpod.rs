@@ -1,7 +1,8 @@
 //! A container program for devnode's tests (image `ferrovirt/devnode-testpod`).
 //!
 //! `exit <code>` · `check-file <path>` (exit 0 if it exists, else 1) ·
-//! `wait-term <file>` (sleep until SIGTERM, then write the file and exit 0) ·
+//! `wait-term <file> [<armed>]` (write <armed> once SIGTERM is handled, sleep until
+//! SIGTERM, then write <file> and exit 0) ·
 //! `daemonize <token>` (start a setsid'd child `sleep <token>`, then sleep) ·
 //! `sleep <token>` · `print-env <NAME>...` (print NAME=value lines, then exit 0).
 //! Every mode first prints its pid as seen in its namespace.
@@ -32,6 +33,9 @@ fn main() {
         "wait-term" => {
             // SAFETY: the handler only stores to an atomic.
             unsafe { libc::signal(libc::SIGTERM, on_term as *const () as libc::sighandler_t) };
+            if let Some(armed) = args.get(2) {
+                std::fs::write(armed, "").expect("write the armed file");
+            }
             while !TERM.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(50));
             }

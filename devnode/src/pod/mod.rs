@@ -456,19 +456,22 @@ impl Worker {
         for s in self.running.values() {
             runtime::signal(s, sig);
         }
-        let deadline = Instant::now() + Duration::from_secs(grace);
+        let mut deadline = Instant::now() + Duration::from_secs(grace);
         let mut killed = grace == 0;
         while !self.running.is_empty() || !self.starting.is_empty() {
             tokio::select! {
                 Some(exit) = self.exits_rx.recv() => self.exited(exit),
                 _ = tokio::time::sleep_until(deadline) => {
-                    if killed { break; }
+                    if killed {
+                        tracing::warn!(pod = %self.name(), "containers did not report their end 10 s after SIGKILL");
+                        break;
+                    }
                     for s in self.running.values() {
                         runtime::signal(s, Signal::SIGKILL);
                     }
                     killed = true;
+                    deadline = Instant::now() + Duration::from_secs(10);
                 }
-                _ = tokio::time::sleep_until(deadline + Duration::from_secs(10)) => break,
             }
         }
         if !gone {
