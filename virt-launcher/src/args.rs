@@ -25,6 +25,11 @@ pub struct Args {
     #[arg(long, env = "VIRT_LAUNCHER_GRACE_PERIOD_SECONDS", default_value_t = 30)]
     pub grace_period_seconds: u64,
 
+    /// Node-wide directory shared by launchers for libvirt's QEMU capability probes
+    /// (optional; saves about 4 s on each VM's first start).
+    #[arg(long, env = "VIRT_LAUNCHER_CAPABILITIES_CACHE")]
+    pub capabilities_cache: Option<PathBuf>,
+
     #[arg(long, env = "VIRT_LAUNCHER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
 }

@@ -130,6 +130,13 @@ impl Hypervisor {
         self.domain().and_then(|d| Ok(d.is_active()?)).unwrap_or(false)
     }
 
+    /// Has libvirt probe QEMU's capabilities now rather than in the first define.
+    pub fn probe_capabilities(&self) -> Result<()> {
+        self.conn
+            .domain_capabilities(None, Some("x86_64"), None, Some("qemu"), 0)?;
+        Ok(())
+    }
+
     /// Destroys every running domain of this libvirt; for exit paths, never fails.
     pub fn destroy_all(&self) {
         let flags = sys::VIR_CONNECT_LIST_DOMAINS_ACTIVE;

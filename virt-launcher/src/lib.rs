@@ -4,6 +4,7 @@
 //! virt-handler uses [`protocol`] and [`client::LauncherClient`].
 
 pub mod args;
+mod capcache;
 pub mod client;
 mod error;
 mod eventloop;
@@ -63,13 +64,18 @@ pub async fn run(args: Args) -> Result<u8> {
 
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let root = paths.libvirt_root();
-    let hv = Arc::new(tokio::task::spawn_blocking(move || Hypervisor::open(&root, tx)).await??);
+    if let Some(shared) = &args.capabilities_cache {
+        capcache::copy_missing(shared, &capcache::dir_in(&root));
+    }
+    let hv_root = root.clone();
+    let hv = Arc::new(tokio::task::spawn_blocking(move || Hypervisor::open(&hv_root, tx)).await??);
     let _guard = ExitGuard::new(hv.clone(), vec![paths.ready(), paths.socket()]);
 
     let log = Arc::new(EventLog::default());
     let listener = server::bind(&paths.socket())?;
     tokio::spawn(server::serve(listener, hv.clone(), log.clone()));
     tokio::spawn(guard::reap_qemu_zombies());
+    tokio::spawn(probe_capabilities(hv.clone(), root, args.capabilities_cache.clone()));
     std::fs::write(paths.ready(), b"").map_err(Error::io("writing", paths.ready()))?;
     tracing::info!(socket = %paths.socket().display(), "ready");
 
@@ -79,6 +85,19 @@ pub async fn run(args: Args) -> Result<u8> {
     tracing::info!(?outcome, code, "domain done; draining before exit");
     tokio::time::sleep(DRAIN).await;
     Ok(code)
+}
+
+/// Probes QEMU while the handler has not asked for anything yet, then shares the result.
+async fn probe_capabilities(hv: Arc<Hypervisor>, root: PathBuf, shared: Option<PathBuf>) {
+    let started = std::time::Instant::now();
+    match tokio::task::spawn_blocking(move || hv.probe_capabilities()).await {
+        Ok(Ok(())) => tracing::info!(took = ?started.elapsed(), "QEMU capabilities ready"),
+        Ok(Err(e)) => tracing::warn!(error = %chain(&e), "probing QEMU capabilities"),
+        Err(e) => tracing::warn!(error = %e, "probing QEMU capabilities"),
+    }
+    if let Some(shared) = shared {
+        capcache::copy_missing(&capcache::dir_in(&root), &shared);
+    }
 }
 
 /// An error and its sources, `: `-separated, for one log line or one `{"error":..}`.

@@ -87,6 +87,8 @@ impl Launcher {
             .arg("--vmi-dir")
             .arg(dir.path())
             .args(["--grace-period-seconds", &grace_seconds.to_string()])
+            .arg("--capabilities-cache")
+            .arg(std::env::temp_dir().join("ferrovirt-launcher-test-capabilities"))
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn virt-launcher");

@@ -1,0 +1,58 @@
+//! libvirt probes QEMU's capabilities (it runs QEMU and asks it over QMP) the first time
+//! an embedded root needs them: about 4 s per QEMU binary here, on every VMI's first
+//! start, since each VMI has a fresh root. An optional node-wide directory shares the
+//! probe results between launchers. Copying is safe: libvirt checks each cached file
+//! (QEMU binary, libvirt and kernel versions, ...) and probes again when it is stale.
+
+use std::path::{Path, PathBuf};
+
+/// Where the embedded driver keeps its probe results.
+pub fn dir_in(libvirt_root: &Path) -> PathBuf {
+    libvirt_root.join("cache/qemu/capabilities")
+}
+
+/// Copies `*.xml` files from `from` into `to` when `to` lacks them; best effort.
+pub fn copy_missing(from: &Path, to: &Path) {
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return;
+    };
+    if let Err(e) = std::fs::create_dir_all(to) {
+        tracing::warn!(dir = %to.display(), error = %e, "capabilities cache");
+        return;
+    }
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let target = to.join(&name);
+        if !name.to_string_lossy().ends_with(".xml") || target.exists() {
+            continue;
+        }
+        // Write aside and rename, so a concurrent launcher never reads half a file.
+        let tmp = to.join(format!(".{}.{}", name.to_string_lossy(), std::process::id()));
+        let copied = std::fs::copy(entry.path(), &tmp).and_then(|_| std::fs::rename(&tmp, &target));
+        match copied {
+            Ok(()) => tracing::debug!(file = %target.display(), "capabilities cache copied"),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                tracing::warn!(file = %target.display(), error = %e, "capabilities cache");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn copies_only_missing_xml() {
+        let from = tempfile::tempdir().unwrap();
+        let to = tempfile::tempdir().unwrap();
+        std::fs::write(from.path().join("a.xml"), "new").unwrap();
+        std::fs::write(from.path().join("b.xml"), "new").unwrap();
+        std::fs::write(from.path().join("c.txt"), "x").unwrap();
+        std::fs::write(to.path().join("a.xml"), "old").unwrap();
+        super::copy_missing(from.path(), to.path());
+        let read = |n: &str| std::fs::read_to_string(to.path().join(n)).ok();
+        assert_eq!(read("a.xml").as_deref(), Some("old"));
+        assert_eq!(read("b.xml").as_deref(), Some("new"));
+        assert_eq!(read("c.txt"), None);
+    }
+}
