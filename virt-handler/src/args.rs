@@ -1,0 +1,114 @@
+//! Command line. Every flag has an env; the defaults follow docs/contracts.md.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "virt-handler", version, about = "Ferrovirt's node agent: runs the VMIs scheduled to this node")]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    #[arg(long, env = "VIRT_HANDLER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run one `hlt` under KVM and exit 0 when it worked (used by the handler itself,
+    /// which kills it after a timeout).
+    #[command(hide = true)]
+    ProbeKvm {
+        #[arg(long, default_value = "/dev/kvm")]
+        device: PathBuf,
+    },
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
+    /// The Node this handler serves. Defaults to the host name.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// The node run dir shared with devnode and the launchers; per VMI `<run-dir>/vmis/<uid>/`.
+    #[arg(long, env = "FERROVIRT_RUN_DIR", default_value = "/var/run/ferrovirt")]
+    pub run_dir: PathBuf,
+
+    /// The image store. Defaults to `$FERROVIRT_CACHE/images` (`~/.cache/ferrovirt/images`).
+    #[arg(long, env = "FERROVIRT_IMAGE_STORE")]
+    pub image_store: Option<PathBuf>,
+
+    /// A kubeconfig file; without it the in-cluster config or `$KUBECONFIG` is used.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The namespace of the `kubevirt-config` ConfigMap.
+    #[arg(long, env = "VIRT_HANDLER_NAMESPACE", default_value = "kubevirt")]
+    pub namespace: String,
+
+    /// Allow software emulation when KVM is unusable, unless `kubevirt-config` says otherwise.
+    #[arg(long, env = "FERROVIRT_USE_EMULATION", default_value_t = false)]
+    pub use_emulation: bool,
+
+    /// Where Prometheus metrics are served (`/metrics`); empty for none.
+    #[arg(long, env = "VIRT_HANDLER_METRICS_ADDR", default_value = "0.0.0.0:8443")]
+    pub metrics_addr: String,
+
+    /// The per-VMI directory as the launcher sees it (its pod's mount); `host` when the
+    /// launcher sees the host path (a launcher run without a mount namespace).
+    #[arg(long, env = "VIRT_HANDLER_LAUNCHER_VMI_DIR", default_value = "/var/run/ferrovirt/vmi")]
+    pub launcher_vmi_dir: String,
+
+    /// The KVM device to probe.
+    #[arg(long, env = "VIRT_HANDLER_KVM_DEVICE", default_value = "/dev/kvm")]
+    pub kvm_device: PathBuf,
+
+    /// How long the KVM probe may take before KVM counts as unusable.
+    #[arg(long, env = "VIRT_HANDLER_KVM_PROBE_TIMEOUT_MS", default_value_t = 2000)]
+    pub kvm_probe_timeout_ms: u64,
+}
+
+impl RunArgs {
+    pub fn image_store(&self) -> PathBuf {
+        self.image_store.clone().unwrap_or_else(|| {
+            let cache = std::env::var_os("FERROVIRT_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/ferrovirt")
+            });
+            cache.join("images")
+        })
+    }
+
+    pub fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "localhost".into())
+        })
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr.parse().ok()
+    }
+}
+
+/// The launcher's log setup: the same flags and output on every node component.
+pub use virt_launcher::args::{LogFormat, init_logging};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn parses_run_flags_and_the_probe() {
+        let a = Args::parse_from(["virt-handler", "--node-name", "n1", "--run-dir", "/tmp/r", "--log-format", "json", "--metrics-addr", ""]);
+        assert_eq!(a.run.node_name(), "n1");
+        assert_eq!(a.run.run_dir, PathBuf::from("/tmp/r"));
+        assert_eq!(a.log_format, LogFormat::Json);
+        assert_eq!(a.run.metrics_addr(), None);
+        assert!(a.command.is_none());
+        let p = Args::parse_from(["virt-handler", "probe-kvm", "--device", "/dev/null"]);
+        assert!(matches!(p.command, Some(Command::ProbeKvm { device }) if device == PathBuf::from("/dev/null")));
+    }
+}

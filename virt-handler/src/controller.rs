@@ -1,0 +1,307 @@
+//! The node controller: watches VMIs and this node's launcher pods, runs one worker per
+//! VMI on this node, and removes per-VMI directories whose VMI is gone and whose launcher
+//! has exited.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crds::{VirtualMachineInstance, VmiPhase};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, ResourceExt};
+
+use crate::args::RunArgs;
+use crate::config::Virtualization;
+use crate::imagestore::ImageStore;
+use crate::kvm::{self, KvmStatus};
+use crate::metrics::Metrics;
+use crate::node::FIELD_MANAGER;
+use crate::status::{self, Observation};
+use crate::vmi_dir::{RunDir, launcher_alive};
+use crate::worker::{self, Worker};
+use crate::{Error, Result, chain, domain, volumes};
+
+/// The launcher pods' label with their VMI's uid (docs/contracts.md).
+pub const CREATED_BY: &str = "kubevirt.io/created-by";
+
+/// What every worker shares.
+pub struct Context {
+    pub client: kube::Client,
+    pub node: String,
+    pub run_dir: RunDir,
+    pub images: ImageStore,
+    /// The per-VMI directory as launchers see it; `None`: the host path.
+    pub launcher_vmi_dir: Option<PathBuf>,
+    pub namespace: String,
+    pub use_emulation_default: bool,
+    pub kvm: KvmStatus,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    /// The per-VMI directory as the launcher of `uid` sees it.
+    pub fn launcher_dir(&self, uid: &str) -> PathBuf {
+        self.launcher_vmi_dir.clone().unwrap_or_else(|| self.run_dir.vmi(uid))
+    }
+
+    /// Resolves PVCs, prepares volumes and firmware, and converts the spec.
+    pub async fn prepare_domain(&self, vmi: &VirtualMachineInstance, virtualization: Virtualization) -> Result<String> {
+        let ns = vmi.namespace().unwrap_or_default();
+        let uid = vmi.uid().unwrap_or_default();
+        let pvcs = self.pvc_dirs(&ns, vmi).await?;
+        let launcher_dir = self.launcher_dir(&uid);
+        let plans = volumes::plan(&vmi.spec, &launcher_dir, &pvcs)?;
+        let xml = domain::convert(&domain::Input {
+            namespace: &ns,
+            name: &vmi.name_any(),
+            uid: &uid,
+            spec: &vmi.spec,
+            virtualization,
+            vmi_dir: &launcher_dir,
+            images: &self.images,
+            volumes: &plans,
+        })?;
+        let host_dir = self.run_dir.vmi(&uid);
+        let images = self.images.clone();
+        let hostname = vmi.spec.hostname.clone().unwrap_or_else(|| vmi.name_any());
+        let domain_spec = vmi.spec.domain.clone();
+        tokio::task::spawn_blocking(move || {
+            volumes::prepare_firmware(&domain_spec, &host_dir, &images)?;
+            volumes::prepare(&plans, &host_dir, &images, &uid, &hostname)
+        })
+        .await??;
+        Ok(xml)
+    }
+
+    /// Claim name -> the directory of its bound hostPath or local PersistentVolume.
+    async fn pvc_dirs(&self, ns: &str, vmi: &VirtualMachineInstance) -> Result<BTreeMap<String, PathBuf>> {
+        let mut out = BTreeMap::new();
+        for v in &vmi.spec.volumes {
+            let Some(claim) = v.persistent_volume_claim.as_ref().map(|p| &p.claim_name) else { continue };
+            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+            let fail = |m: String| Error::volume(&v.name, format!("claim {claim:?}: {m}"));
+            let pvc = pvcs.get_opt(claim).await?.ok_or_else(|| fail("not found".into()))?;
+            let pv_name = pvc.spec.and_then(|s| s.volume_name).ok_or_else(|| fail("not bound to a volume".into()))?;
+            let pv = Api::<PersistentVolume>::all(self.client.clone()).get_opt(&pv_name).await?
+                .ok_or_else(|| fail(format!("volume {pv_name:?} not found")))?;
+            let spec = pv.spec.unwrap_or_default();
+            let dir = spec.host_path.map(|h| h.path).or(spec.local.map(|l| l.path)).ok_or_else(|| {
+                fail(format!("volume {pv_name:?} is neither hostPath nor local; only those are supported"))
+            })?;
+            out.insert(claim.clone(), PathBuf::from(dir));
+        }
+        Ok(out)
+    }
+
+    /// Writes the status after `obs` on the VMI (fresh from the API, guarded by its
+    /// resourceVersion, retried on conflict). A VMI that is gone is fine.
+    pub async fn write_status(&self, vmi: &VirtualMachineInstance, obs: &Observation) -> Result<()> {
+        let api: Api<VirtualMachineInstance> = Api::namespaced(self.client.clone(), &vmi.namespace().unwrap_or_default());
+        let name = vmi.name_any();
+        let uid = vmi.uid().unwrap_or_default();
+        for _ in 0..8 {
+            let Some(current) = api.get_opt(&name).await? else { return Ok(()) };
+            if current.uid().as_deref() != Some(uid.as_str()) {
+                return Ok(());
+            }
+            let now = Time(k8s_openapi::jiff::Timestamp::now());
+            let old = current.status.clone().unwrap_or_default();
+            let Some(new) = status::next(&old, &current.spec, &uid, &self.node, obs, now) else { return Ok(()) };
+            let patch = status::patch(&new, current.resource_version().as_deref());
+            match api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch)).await {
+                Ok(_) => {
+                    self.metrics.status_writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(phase = ?new.phase, reason = ?new.reason, "VMI status written");
+                    return Ok(());
+                }
+                Err(kube::Error::Api(s)) if s.is_conflict() => continue,
+                Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        tracing::warn!("status write kept conflicting; the next event retries");
+        Ok(())
+    }
+}
+
+/// The controller's view: VMIs, which uids have a launcher pod here, and the workers.
+struct State {
+    ctx: Arc<Context>,
+    vmis: HashMap<String, Arc<VirtualMachineInstance>>,
+    local_pods: HashSet<String>,
+    workers: HashMap<String, Worker>,
+    vmis_listed: bool,
+}
+
+impl State {
+    fn on_this_node(&self, vmi: &VirtualMachineInstance, uid: &str) -> bool {
+        match vmi.status.as_ref().and_then(|s| s.node_name.as_deref()) {
+            Some(node) => node == self.ctx.node,
+            // The operator may not write nodeName: its launcher pod's node says it.
+            None => self.local_pods.contains(uid),
+        }
+    }
+
+    /// Starts, updates or forgets the worker of `uid`.
+    fn reconcile(&mut self, uid: &str) {
+        if self.workers.get(uid).is_some_and(|w| w.task.is_finished()) {
+            self.workers.remove(uid);
+            // A finished worker is not restarted for the same VMI unless it still needs one.
+        }
+        let vmi = self.vmis.get(uid).cloned();
+        if let Some(w) = self.workers.get(uid) {
+            let _ = w.tx.send(vmi);
+            return;
+        }
+        let Some(vmi) = vmi else { return };
+        if !self.on_this_node(&vmi, uid) {
+            return;
+        }
+        let phase = vmi.status.as_ref().and_then(|s| s.phase);
+        if matches!(phase, Some(VmiPhase::Scheduled | VmiPhase::Running)) {
+            tracing::info!(ns = %vmi.namespace().unwrap_or_default(), name = %vmi.name_any(), %uid, ?phase, "following VMI");
+            self.workers.insert(uid.to_owned(), worker::spawn(self.ctx.clone(), vmi));
+        }
+    }
+
+    /// Removes directories of VMIs that are gone whose launcher has exited.
+    async fn collect_garbage(&mut self) {
+        if !self.vmis_listed {
+            return;
+        }
+        self.workers.retain(|_, w| !w.task.is_finished());
+        for uid in self.ctx.run_dir.uids() {
+            if self.vmis.contains_key(&uid) || self.workers.contains_key(&uid) {
+                continue;
+            }
+            if launcher_alive(&self.ctx.run_dir.socket(&uid)).await {
+                continue;
+            }
+            match self.ctx.run_dir.remove(&uid) {
+                Ok(()) => tracing::info!(%uid, "removed the directory of a gone VMI"),
+                Err(e) => tracing::warn!(%uid, error = %chain(&e), "cleanup failed"),
+            }
+        }
+    }
+}
+
+async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| kube::Error::InferKubeconfig(e))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.map_err(kube::Error::InferKubeconfig)?
+        }
+        None => kube::Config::infer().await.map_err(kube::Error::InferConfig)?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Runs the handler until SIGTERM/SIGINT. Guests keep running when it exits.
+pub async fn run(args: RunArgs) -> Result<()> {
+    let node = args.node_name();
+    let run_dir = RunDir::new(&args.run_dir);
+    std::fs::create_dir_all(run_dir.vmis()).map_err(Error::io("creating", run_dir.vmis()))?;
+    let exe = std::env::current_exe().map_err(Error::io("finding", "/proc/self/exe"))?;
+    let (device, timeout) = (args.kvm_device.clone(), Duration::from_millis(args.kvm_probe_timeout_ms));
+    let kvm = tokio::task::spawn_blocking(move || kvm::probe(&exe, &device, timeout)).await?;
+    tracing::info!(%node, ?kvm, run_dir = %args.run_dir.display(), image_store = %args.image_store().display(), "virt-handler starting");
+
+    let metrics = Arc::new(Metrics::default());
+    metrics.kvm_usable.store(i64::from(kvm.usable()), std::sync::atomic::Ordering::Relaxed);
+    let launcher_vmi_dir = (args.launcher_vmi_dir != "host").then(|| PathBuf::from(&args.launcher_vmi_dir));
+    let ctx = Arc::new(Context {
+        client: client(args.kubeconfig.as_deref()).await?,
+        node: node.clone(),
+        run_dir,
+        images: ImageStore::new(args.image_store()),
+        launcher_vmi_dir,
+        namespace: args.namespace.clone(),
+        use_emulation_default: args.use_emulation,
+        kvm,
+        metrics: metrics.clone(),
+    });
+    if let Some(addr) = args.metrics_addr() {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(addr, metrics).await {
+                tracing::error!(error = %chain(&e), "metrics server stopped");
+            }
+        });
+    }
+    tokio::spawn(crate::node::keep_labelled(ctx.clone()));
+
+    let vmi_api: Api<VirtualMachineInstance> = Api::all(ctx.client.clone());
+    let mut vmi_events = watcher::watcher(vmi_api, watcher::Config::default()).default_backoff().boxed();
+    let pod_api: Api<Pod> = Api::all(ctx.client.clone());
+    let pod_config = watcher::Config::default().labels("kubevirt.io=virt-launcher").fields(&format!("spec.nodeName={node}"));
+    let mut pod_events = watcher::watcher(pod_api, pod_config).default_backoff().boxed();
+
+    let mut state = State { ctx, vmis: HashMap::new(), local_pods: HashSet::new(), workers: HashMap::new(), vmis_listed: false };
+    let mut listing: Option<HashMap<String, Arc<VirtualMachineInstance>>> = None;
+    let mut gc = tokio::time::interval(Duration::from_secs(10));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(Error::io("handling", "SIGTERM"))?;
+    loop {
+        tokio::select! {
+            Some(event) = vmi_events.next() => match event {
+                Ok(Event::Apply(v)) | Ok(Event::InitApply(v)) if listing.is_some() => {
+                    let uid = v.uid().unwrap_or_default();
+                    listing.as_mut().expect("listing").insert(uid, Arc::new(v));
+                }
+                Ok(Event::Apply(v)) | Ok(Event::InitApply(v)) => {
+                    let uid = v.uid().unwrap_or_default();
+                    state.vmis.insert(uid.clone(), Arc::new(v));
+                    state.reconcile(&uid);
+                }
+                Ok(Event::Delete(v)) => {
+                    let uid = v.uid().unwrap_or_default();
+                    state.vmis.remove(&uid);
+                    state.reconcile(&uid);
+                }
+                Ok(Event::Init) => listing = Some(HashMap::new()),
+                Ok(Event::InitDone) => {
+                    let listed = listing.take().unwrap_or_default();
+                    let old: Vec<String> = state.vmis.keys().cloned().collect();
+                    state.vmis = listed;
+                    state.vmis_listed = true;
+                    let uids: HashSet<String> = old.into_iter().chain(state.vmis.keys().cloned()).collect();
+                    for uid in uids {
+                        state.reconcile(&uid);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "VMI watch"),
+            },
+            Some(event) = pod_events.next() => match event {
+                Ok(Event::Apply(p)) | Ok(Event::InitApply(p)) => {
+                    if let Some(uid) = p.labels().get(CREATED_BY).cloned() {
+                        state.local_pods.insert(uid.clone());
+                        state.reconcile(&uid);
+                    }
+                }
+                Ok(Event::Delete(p)) => {
+                    if let Some(uid) = p.labels().get(CREATED_BY).cloned() {
+                        state.local_pods.remove(&uid);
+                    }
+                }
+                Ok(Event::Init | Event::InitDone) => {}
+                Err(e) => tracing::warn!(error = %e, "launcher pod watch"),
+            },
+            _ = gc.tick() => {
+                let uids: Vec<String> = state.workers.keys().cloned().collect();
+                for uid in uids {
+                    state.reconcile(&uid);
+                }
+                state.collect_garbage().await;
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+    }
+    tracing::info!(workers = state.workers.len(), "virt-handler stopping; guests keep running");
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! Disks and network interfaces.
+
+use crds::{DiskBus, InterfaceModel, VirtualMachineInstanceSpec};
+
+use super::xml::Xml;
+use crate::volumes::Planned;
+use crate::{Error, Result};
+
+/// libvirt's disk names: a..z, aa..zz, ...
+fn dev_name(prefix: &str, mut index: usize) -> String {
+    let mut letters = Vec::new();
+    loop {
+        letters.push(b'a' + (index % 26) as u8);
+        if index < 26 {
+            break;
+        }
+        index = index / 26 - 1;
+    }
+    letters.reverse();
+    format!("{prefix}{}", String::from_utf8(letters).expect("ascii"))
+}
+
+struct DiskPlan<'a> {
+    name: &'a str,
+    cdrom: bool,
+    bus: DiskBus,
+    read_only: bool,
+    boot_order: Option<u32>,
+    serial: Option<&'a str>,
+    volume: &'a Planned,
+}
+
+pub fn disks(x: &mut Xml, spec: &VirtualMachineInstanceSpec, volumes: &[Planned]) -> Result<()> {
+    let mut plans = Vec::new();
+    for (i, d) in spec.domain.devices.disks.iter().enumerate() {
+        let field = |f: &str| format!("spec.domain.devices.disks[{i}].{f}");
+        let volume = volumes.iter().find(|v| v.name == d.name).ok_or_else(|| {
+            Error::unsupported(field("name"), format!("no volume named {:?}", d.name))
+        })?;
+        let (cdrom, bus, read_only) = match (&d.disk, &d.cdrom) {
+            (Some(_), Some(_)) => return Err(Error::unsupported(field("cdrom"), "set at most one of disk and cdrom")),
+            (_, Some(c)) => {
+                let bus = c.bus.unwrap_or(DiskBus::Sata);
+                if bus == DiskBus::Virtio {
+                    return Err(Error::unsupported(field("cdrom.bus"), "a cdrom needs the sata or scsi bus"));
+                }
+                (true, bus, true)
+            }
+            (Some(t), None) => (false, t.bus.unwrap_or(DiskBus::Virtio), t.read_only.unwrap_or(false)),
+            (None, None) => (false, DiskBus::Virtio, false),
+        };
+        if let Some(s) = &d.serial {
+            if s.is_empty() || s.len() > 20 || !s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                return Err(Error::unsupported(field("serial"), format!("{s:?}: use up to 20 letters, digits, '-', '_', '.'")));
+            }
+        }
+        plans.push(DiskPlan {
+            name: &d.name,
+            cdrom,
+            bus,
+            read_only: read_only || volume.read_only,
+            boot_order: d.boot_order,
+            serial: d.serial.as_deref(),
+            volume,
+        });
+    }
+    // A volume without a disk gets a virtio disk, as in KubeVirt.
+    for v in volumes {
+        if !spec.domain.devices.disks.iter().any(|d| d.name == v.name) {
+            plans.push(DiskPlan { name: &v.name, cdrom: false, bus: DiskBus::Virtio, read_only: v.read_only, boot_order: None, serial: None, volume: v });
+        }
+    }
+    let mut orders: Vec<u32> = plans.iter().filter_map(|p| p.boot_order).collect();
+    orders.sort_unstable();
+    if orders.windows(2).any(|w| w[0] == w[1]) {
+        return Err(Error::unsupported("spec.domain.devices.disks.bootOrder", "boot orders must be unique"));
+    }
+
+    let (mut vd, mut sd) = (0, 0);
+    for p in &plans {
+        let (dev, bus) = match p.bus {
+            DiskBus::Virtio => (dev_name("vd", post_inc(&mut vd)), "virtio"),
+            DiskBus::Sata => (dev_name("sd", post_inc(&mut sd)), "sata"),
+            DiskBus::Scsi => (dev_name("sd", post_inc(&mut sd)), "scsi"),
+        };
+        let device = if p.cdrom { "cdrom" } else { "disk" };
+        x.open("disk", &[("type", "file"), ("device", device)]);
+        x.empty("driver", &[("name", "qemu"), ("type", p.volume.format.as_str()), ("discard", "unmap")]);
+        x.empty("source", &[("file", &p.volume.path.display().to_string())]);
+        x.empty("target", &[("dev", &dev), ("bus", bus)]);
+        if p.read_only {
+            x.empty("readonly", &[]);
+        }
+        if let Some(serial) = p.serial {
+            x.text("serial", &[], serial);
+        }
+        if let Some(order) = p.boot_order {
+            x.empty("boot", &[("order", &order.to_string())]);
+        }
+        x.empty("alias", &[("name", &format!("ua-{}", p.name))]);
+        x.close();
+    }
+    if plans.iter().any(|p| p.bus == DiskBus::Scsi) {
+        x.empty("controller", &[("type", "scsi"), ("index", "0"), ("model", "virtio-scsi")]);
+    }
+    Ok(())
+}
+
+fn post_inc(n: &mut usize) -> usize {
+    *n += 1;
+    *n - 1
+}
+
+/// A stable, locally administered unicast MAC for an interface without one.
+pub fn mac_address(uid: &str, interface: &str) -> String {
+    // FNV-1a over uid and name: stable across handler restarts, distinct per interface.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in uid.bytes().chain([0]).chain(interface.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    format!("02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4])
+}
+
+/// Every interface becomes QEMU user-mode networking (slirp) for now, whatever its
+/// binding: the launcher runs without a pod network namespace to bridge into.
+pub fn interfaces(x: &mut Xml, spec: &VirtualMachineInstanceSpec, uid: &str) -> Result<()> {
+    for (i, iface) in spec.domain.devices.interfaces.iter().enumerate() {
+        let field = |f: &str| format!("spec.domain.devices.interfaces[{i}].{f}");
+        let network = spec.networks.iter().find(|n| n.name == iface.name).ok_or_else(|| {
+            Error::unsupported(field("name"), format!("no network named {:?}", iface.name))
+        })?;
+        let net_index = spec.networks.iter().position(|n| n.name == iface.name).unwrap_or(0);
+        let Some(pod) = &network.pod else {
+            return Err(Error::unsupported(format!("spec.networks[{net_index}]"), "only the pod network is supported"));
+        };
+        if !iface.ports.is_empty() {
+            return Err(Error::unsupported(field("ports"), "port forwarding is not implemented (user-mode networking forwards no ports)"));
+        }
+        let mac = match &iface.mac_address {
+            Some(m) => m.replace('-', ":").to_ascii_lowercase(),
+            None => mac_address(uid, &iface.name),
+        };
+        let model = match iface.model.unwrap_or(InterfaceModel::Virtio) {
+            InterfaceModel::Virtio => "virtio",
+            InterfaceModel::E1000 => "e1000",
+            InterfaceModel::E1000e => "e1000e",
+            InterfaceModel::Rtl8139 => "rtl8139",
+        };
+        x.open("interface", &[("type", "user")]);
+        x.empty("mac", &[("address", &mac)]);
+        x.empty("model", &[("type", model)]);
+        if let Some(cidr) = &pod.vm_network_cidr {
+            let (addr, prefix) = parse_cidr(cidr).ok_or_else(|| {
+                Error::unsupported(format!("spec.networks[{net_index}].pod.vmNetworkCidr"), format!("{cidr:?} is not an IPv4 CIDR"))
+            })?;
+            x.empty("ip", &[("family", "ipv4"), ("address", &addr), ("prefix", &prefix.to_string())]);
+        }
+        x.empty("alias", &[("name", &format!("ua-{}", iface.name))]);
+        x.close();
+    }
+    Ok(())
+}
+
+fn parse_cidr(cidr: &str) -> Option<(String, u8)> {
+    let (addr, prefix) = cidr.split_once('/')?;
+    let addr: std::net::Ipv4Addr = addr.parse().ok()?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| (1..=30).contains(p))?;
+    Some((addr.to_string(), prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn device_names_follow_libvirt() {
+        assert_eq!(super::dev_name("vd", 0), "vda");
+        assert_eq!(super::dev_name("vd", 25), "vdz");
+        assert_eq!(super::dev_name("sd", 26), "sdaa");
+        assert_eq!(super::dev_name("sd", 27), "sdab");
+    }
+
+    #[test]
+    fn generated_macs_are_stable_and_local() {
+        let a = super::mac_address("uid-1", "default");
+        assert_eq!(a, super::mac_address("uid-1", "default"));
+        assert_ne!(a, super::mac_address("uid-1", "other"));
+        assert!(a.starts_with("02:") && a.len() == 17, "{a}");
+    }
+}

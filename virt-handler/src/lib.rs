@@ -1,0 +1,24 @@
+//! virt-handler: Ferrovirt's node agent. Probes KVM and labels its Node, converts VMI
+//! specs into libvirt domains, prepares volumes, has each VMI's launcher run its domain,
+//! and writes VMI status from Scheduled on.
+//!
+//! Layers: pure types and functions ([`config`], [`domain`], [`volumes::plan`],
+//! [`status`]), node-side work ([`kvm`], [`volumes::prepare`], [`vmi_dir`]), and the
+//! Kubernetes wiring ([`controller`], [`node`]).
+
+pub mod args;
+pub mod config;
+pub mod controller;
+pub mod domain;
+mod error;
+pub mod imagestore;
+pub mod kvm;
+pub mod metrics;
+pub mod node;
+pub mod quantity;
+pub mod status;
+pub mod vmi_dir;
+pub mod volumes;
+mod worker;
+
+pub use error::{Error, Result, chain};

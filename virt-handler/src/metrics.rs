@@ -1,0 +1,79 @@
+//! A few Prometheus metrics, served as text on `/metrics` by a tiny HTTP server.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{Error, Result};
+
+#[derive(Default)]
+pub struct Metrics {
+    pub domains_started: AtomicU64,
+    pub status_writes: AtomicU64,
+    pub workers: AtomicI64,
+    pub kvm_usable: AtomicI64,
+    failures: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    /// Counts a VMI failure under the error's reason.
+    pub fn failure(&self, reason: &'static str) {
+        *self.failures.lock().unwrap_or_else(|e| e.into_inner()).entry(reason).or_default() += 1;
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut gauge = |name: &str, kind: &str, help: &str, v: String| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
+        };
+        gauge("virt_handler_domains_started_total", "counter", "Domains defined and started.", self.domains_started.load(Ordering::Relaxed).to_string());
+        gauge("virt_handler_status_writes_total", "counter", "VMI status patches written.", self.status_writes.load(Ordering::Relaxed).to_string());
+        gauge("virt_handler_vmi_workers", "gauge", "VMIs this handler follows.", self.workers.load(Ordering::Relaxed).to_string());
+        gauge("virt_handler_kvm_usable", "gauge", "1 when the KVM probe ran a guest.", self.kvm_usable.load(Ordering::Relaxed).to_string());
+        out.push_str("# HELP virt_handler_vmi_failures_total VMIs failed by this handler, by reason.\n# TYPE virt_handler_vmi_failures_total counter\n");
+        for (reason, n) in self.failures.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            out.push_str(&format!("virt_handler_vmi_failures_total{{reason=\"{reason}\"}} {n}\n"));
+        }
+        out
+    }
+}
+
+/// Serves `/metrics` until the task is dropped.
+pub async fn serve(addr: std::net::SocketAddr, metrics: std::sync::Arc<Metrics>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Metrics { addr: addr.to_string(), source })?;
+    tracing::info!(%addr, "serving metrics");
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else { continue };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let n = conn.read(&mut buf).await.unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if request.starts_with("GET /metrics") {
+                ("200 OK", metrics.render())
+            } else if request.starts_with("GET /healthz") {
+                ("200 OK", "ok\n".to_owned())
+            } else {
+                ("404 Not Found", "not found\n".to_owned())
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(response.as_bytes()).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn renders_failures_by_reason() {
+        let m = super::Metrics::default();
+        m.failure("KVMUnavailable");
+        m.failure("KVMUnavailable");
+        assert!(m.render().contains("virt_handler_vmi_failures_total{reason=\"KVMUnavailable\"} 2"));
+    }
+}

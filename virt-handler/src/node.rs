@@ -1,0 +1,53 @@
+//! The Node's labels: schedulable, KVM usable, and how guests are virtualized, kept in
+//! step with the probe and the `kubevirt-config` ConfigMap.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+
+use crate::config::{self, CONFIG_MAP};
+use crate::controller::Context;
+use crate::Result;
+
+pub const FIELD_MANAGER: &str = "virt-handler";
+
+/// `useEmulation` as the cluster configures it now.
+pub async fn allow_emulation(client: &kube::Client, namespace: &str, default: bool) -> Result<bool> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let cm = api.get_opt(CONFIG_MAP).await?;
+    Ok(config::use_emulation(cm.as_ref().and_then(|c| c.data.as_ref()), default))
+}
+
+async fn label(client: &kube::Client, node: &str, labels: &BTreeMap<String, String>) -> Result<()> {
+    let api: Api<Node> = Api::all(client.clone());
+    let patch = serde_json::json!({"metadata": {"labels": labels}});
+    api.patch(node, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// Labels the Node now and whenever the configuration changes (checked every 30 s).
+pub async fn keep_labelled(ctx: Arc<Context>) {
+    let mut last: Option<BTreeMap<String, String>> = None;
+    loop {
+        match allow_emulation(&ctx.client, &ctx.namespace, ctx.use_emulation_default).await {
+            Ok(allow) => {
+                let labels = config::node_labels(&ctx.kvm, allow);
+                if last.as_ref() != Some(&labels) {
+                    match label(&ctx.client, &ctx.node, &labels).await {
+                        Ok(()) => {
+                            tracing::info!(node = %ctx.node, ?labels, "node labelled");
+                            last = Some(labels);
+                        }
+                        Err(e) => tracing::warn!(node = %ctx.node, error = %crate::chain(&e), "labelling the node failed"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %crate::chain(&e), "reading kubevirt-config failed"),
+        }
+        tokio::time::sleep(Duration::from_secs(if last.is_some() { 30 } else { 2 })).await;
+    }
+}

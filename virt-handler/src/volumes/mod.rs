@@ -1,0 +1,147 @@
+//! Volumes: what each VMI volume becomes on the node. [`plan`] is pure (names and paths);
+//! [`prepare`] does the host-side work in the per-VMI directory.
+
+mod cloudinit;
+mod prepare;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crds::{CloudInitNoCloudSource, HostDiskType, VirtualMachineInstanceSpec};
+
+pub use cloudinit::{meta_data, nocloud_files};
+pub use prepare::{prepare, prepare_firmware};
+
+use crate::{Error, Result, quantity};
+
+/// The sub-directory of the per-VMI directory that holds prepared disks.
+pub const DIR: &str = "volumes";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Raw,
+    Qcow2,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+        }
+    }
+}
+
+/// One volume, planned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Planned {
+    pub name: String,
+    /// The disk's path as the launcher (QEMU) sees it.
+    pub path: PathBuf,
+    pub format: Format,
+    /// The volume itself is read-only (a read-only PVC).
+    pub read_only: bool,
+    pub prep: Prep,
+}
+
+/// What [`prepare`] does for a volume. `file` is relative to the per-VMI directory.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Prep {
+    /// A qcow2 overlay on the image's disk file; the image is never written.
+    ContainerDisk { image: String, path: Option<String>, file: String },
+    /// A sparse qcow2 of `capacity` bytes.
+    EmptyDisk { capacity: u64, file: String },
+    /// A `cidata` ISO.
+    CloudInit { source: CloudInitNoCloudSource, file: String },
+    /// A host file; with `create`, a sparse raw file of that many bytes when missing.
+    HostDisk { create: Option<u64> },
+    /// A filesystem PVC's `disk.img`; must exist.
+    Pvc { claim: String },
+}
+
+/// Plans every volume of `spec`. `vmi_dir` is the per-VMI directory as the launcher sees
+/// it; `pvc_dirs` maps claim names to the directory their volume is mounted from.
+pub fn plan(
+    spec: &VirtualMachineInstanceSpec,
+    vmi_dir: &Path,
+    pvc_dirs: &BTreeMap<String, PathBuf>,
+) -> Result<Vec<Planned>> {
+    let mut out = Vec::new();
+    for (i, v) in spec.volumes.iter().enumerate() {
+        let field = |f: &str| format!("spec.volumes[{i}].{f}");
+        let local = |ext: &str| {
+            let file = format!("{DIR}/{}.{ext}", v.name);
+            (vmi_dir.join(&file), file)
+        };
+        let planned = if let Some(cd) = &v.container_disk {
+            let (path, file) = local("qcow2");
+            let prep = Prep::ContainerDisk { image: cd.image.clone(), path: cd.path.clone(), file };
+            Planned { name: v.name.clone(), path, format: Format::Qcow2, read_only: false, prep }
+        } else if let Some(ed) = &v.empty_disk {
+            let capacity = quantity::bytes(&ed.capacity)
+                .filter(|c| *c > 0)
+                .ok_or_else(|| Error::unsupported(field("emptyDisk.capacity"), format!("{:?} is not a size", ed.capacity.0)))?;
+            let (path, file) = local("qcow2");
+            Planned { name: v.name.clone(), path, format: Format::Qcow2, read_only: false, prep: Prep::EmptyDisk { capacity, file } }
+        } else if let Some(ci) = &v.cloud_init_no_cloud {
+            let (path, file) = local("iso");
+            let prep = Prep::CloudInit { source: ci.clone(), file };
+            Planned { name: v.name.clone(), path, format: Format::Raw, read_only: false, prep }
+        } else if let Some(hd) = &v.host_disk {
+            let create = match hd.disk_type {
+                HostDiskType::Disk => None,
+                HostDiskType::DiskOrCreate => {
+                    let cap = hd.capacity.as_ref().and_then(quantity::bytes).filter(|c| *c > 0).ok_or_else(|| {
+                        Error::unsupported(field("hostDisk.capacity"), "DiskOrCreate needs a positive capacity")
+                    })?;
+                    Some(cap)
+                }
+            };
+            Planned { name: v.name.clone(), path: PathBuf::from(&hd.path), format: Format::Raw, read_only: false, prep: Prep::HostDisk { create } }
+        } else if let Some(pvc) = &v.persistent_volume_claim {
+            let dir = pvc_dirs.get(&pvc.claim_name).ok_or_else(|| {
+                Error::volume(&v.name, format!("claim {:?} has no node-local path", pvc.claim_name))
+            })?;
+            Planned {
+                name: v.name.clone(),
+                path: dir.join("disk.img"),
+                format: Format::Raw,
+                read_only: pvc.read_only.unwrap_or(false),
+                prep: Prep::Pvc { claim: pvc.claim_name.clone() },
+            }
+        } else {
+            return Err(Error::unsupported(format!("spec.volumes[{i}]"), "set exactly one volume source"));
+        };
+        out.push(planned);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_paths_in_the_vmi_dir() {
+        let spec: VirtualMachineInstanceSpec = serde_json::from_value(serde_json::json!({
+            "domain": {"devices": {}},
+            "volumes": [
+                {"name": "root", "containerDisk": {"image": "quay.io/x/y"}},
+                {"name": "scratch", "emptyDisk": {"capacity": "1Gi"}},
+                {"name": "ci", "cloudInitNoCloud": {"userData": "#cloud-config"}},
+                {"name": "host", "hostDisk": {"path": "/data/d.img", "type": "DiskOrCreate", "capacity": "10Mi"}},
+                {"name": "pv", "persistentVolumeClaim": {"claimName": "c", "readOnly": true}}
+            ]
+        }))
+        .unwrap();
+        let pvcs = BTreeMap::from([("c".to_owned(), PathBuf::from("/pv/c"))]);
+        let p = plan(&spec, Path::new("/vmi"), &pvcs).unwrap();
+        assert_eq!(p[0].path, Path::new("/vmi/volumes/root.qcow2"));
+        assert_eq!(p[1].prep, Prep::EmptyDisk { capacity: 1 << 30, file: "volumes/scratch.qcow2".into() });
+        assert_eq!((p[2].path.as_path(), p[2].format), (Path::new("/vmi/volumes/ci.iso"), Format::Raw));
+        assert_eq!(p[3].prep, Prep::HostDisk { create: Some(10 << 20) });
+        assert_eq!((p[4].path.as_path(), p[4].read_only), (Path::new("/pv/c/disk.img"), true));
+        let err = plan(&spec, Path::new("/vmi"), &BTreeMap::new()).unwrap_err();
+        assert!(err.to_string().contains("claim \"c\""), "{err}");
+    }
+}

@@ -1,0 +1,229 @@
+//! Host-side volume and firmware preparation in the per-VMI directory. Blocking: run it
+//! in `spawn_blocking`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crds::DomainSpec;
+
+use super::{Planned, Prep, nocloud_files};
+use crate::domain::{EFI_VARS_FILE, efi_firmware};
+use crate::imagestore::ImageStore;
+use crate::{Error, Result};
+
+/// Prepares every planned volume under `host_dir` (the per-VMI directory on the host).
+/// Disks that already exist (a handler restart half way) are kept: they may hold data.
+pub fn prepare(plans: &[Planned], host_dir: &Path, images: &ImageStore, uid: &str, hostname: &str) -> Result<()> {
+    let dir = host_dir.join(super::DIR);
+    std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
+    for p in plans {
+        let _span = tracing::info_span!("volume", name = %p.name).entered();
+        match &p.prep {
+            Prep::ContainerDisk { image, path, file } => {
+                let target = host_dir.join(file);
+                if target.exists() {
+                    continue;
+                }
+                let backing = images.container_disk(image, path.as_deref())?;
+                let format = image_format(&backing)?;
+                let tmp = tmp_path(&target);
+                run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", &format, "-b"]).arg(&backing).arg(&tmp))?;
+                rename(&tmp, &target)?;
+                tracing::info!(backing = %backing.display(), overlay = %target.display(), "containerDisk overlay created");
+            }
+            Prep::EmptyDisk { capacity, file } => {
+                let target = host_dir.join(file);
+                if target.exists() {
+                    continue;
+                }
+                let tmp = tmp_path(&target);
+                run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&tmp).arg(capacity.to_string()))?;
+                rename(&tmp, &target)?;
+                tracing::info!(capacity, "emptyDisk created");
+            }
+            Prep::CloudInit { source, file } => {
+                let target = host_dir.join(file);
+                let files = nocloud_files(&p.name, source, uid, hostname)?;
+                make_cidata_iso(&target, &files)?;
+                tracing::info!(iso = %target.display(), "cloud-init NoCloud disk created");
+            }
+            Prep::HostDisk { create } => match create {
+                _ if p.path.is_file() => {}
+                None => return Err(Error::volume(&p.name, format!("hostDisk {} does not exist (type Disk)", p.path.display()))),
+                Some(capacity) => {
+                    if let Some(parent) = p.path.parent() {
+                        std::fs::create_dir_all(parent).map_err(Error::io("creating", parent))?;
+                    }
+                    let f = std::fs::File::create(&p.path).map_err(Error::io("creating", &p.path))?;
+                    f.set_len(*capacity).map_err(Error::io("sizing", &p.path))?;
+                    tracing::info!(path = %p.path.display(), capacity, "hostDisk created");
+                }
+            },
+            Prep::Pvc { claim } => {
+                if !p.path.is_file() {
+                    return Err(Error::volume(&p.name, format!("claim {claim:?}: {} does not exist", p.path.display())));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Firmware files: the per-VMI copy of the EFI variables, and the kernel-boot files,
+/// which must be in the image store.
+pub fn prepare_firmware(domain: &DomainSpec, host_dir: &Path, images: &ImageStore) -> Result<()> {
+    if let Some((code, vars)) = efi_firmware(domain) {
+        for f in [code, vars] {
+            if !Path::new(f).is_file() {
+                return Err(Error::Command { program: "OVMF".into(), message: format!("{f} is missing: install the ovmf package (hack/setup.sh)") });
+            }
+        }
+        let target = host_dir.join(EFI_VARS_FILE);
+        if !target.exists() {
+            std::fs::copy(vars, &target).map_err(Error::io("copying EFI variables to", &target))?;
+        }
+    }
+    let container = domain.firmware.as_ref().and_then(|f| f.kernel_boot.as_ref()).and_then(|k| k.container.as_ref());
+    if let Some(c) = container {
+        for path in [&c.kernel_path, &c.initrd_path].into_iter().flatten() {
+            if !images.file(&c.image, path).is_file() {
+                return Err(Error::ImageNotFound { image: format!("{}:{path}", c.image), store: images.root.clone() });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn tmp_path(target: &Path) -> PathBuf {
+    let mut name = target.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    target.with_file_name(name)
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(Error::io("renaming", from))
+}
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd.output().map_err(|e| Error::Command {
+        program: program.clone(),
+        message: format!("{e}: install it (hack/setup.sh)"),
+    })?;
+    if !out.status.success() {
+        return Err(Error::Command { program, message: String::from_utf8_lossy(&out.stderr).trim().to_owned() });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The format `qemu-img` sees in an image-store file (the store is trusted).
+fn image_format(path: &Path) -> Result<String> {
+    let json = run(Command::new("qemu-img").args(["info", "--output=json", "-U"]).arg(path))?;
+    let info: serde_json::Value = serde_json::from_str(&json)?;
+    info["format"].as_str().map(str::to_owned).ok_or_else(|| Error::Command {
+        program: "qemu-img".into(),
+        message: format!("no format for {}", path.display()),
+    })
+}
+
+/// Writes an ISO 9660 image labelled `cidata` holding `files`.
+fn make_cidata_iso(target: &Path, files: &[(&str, Vec<u8>)]) -> Result<()> {
+    let staging = tmp_path(&target.with_extension("d"));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(Error::io("creating", &staging))?;
+    for (name, data) in files {
+        let f = staging.join(name);
+        std::fs::write(&f, data).map_err(Error::io("writing", &f))?;
+    }
+    let tmp = tmp_path(target);
+    let args = |cmd: &mut Command| {
+        cmd.args(["-quiet", "-output"]).arg(&tmp).args(["-volid", "cidata", "-joliet", "-rock"]).arg(&staging);
+    };
+    let mut geniso = Command::new("genisoimage");
+    args(&mut geniso);
+    let result = match run(&mut geniso) {
+        Err(Error::Command { message, .. }) if message.contains("install it") => {
+            let mut xorriso = Command::new("xorriso");
+            xorriso.args(["-as", "mkisofs"]);
+            args(&mut xorriso);
+            run(&mut xorriso).map_err(|e| match e {
+                Error::Command { message, .. } if message.contains("install it") => Error::Command {
+                    program: "genisoimage/xorriso".into(),
+                    message: "neither is installed: install genisoimage (hack/setup.sh)".into(),
+                },
+                e => e,
+            })
+        }
+        other => other,
+    };
+    let _ = std::fs::remove_dir_all(&staging);
+    result?;
+    rename(&tmp, target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volumes::{Format, plan};
+    use std::collections::BTreeMap;
+
+    /// Real qemu-img and genisoimage, as the node uses them.
+    #[test]
+    fn prepares_overlay_empty_disk_iso_and_host_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ImageStore::new(tmp.path().join("images"));
+        let disk_dir = store.dir("example/disk:1").join("disk");
+        std::fs::create_dir_all(&disk_dir).unwrap();
+        let base = disk_dir.join("base.qcow2");
+        run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&base).arg("16M")).unwrap();
+        let before = std::fs::read(&base).unwrap();
+
+        let spec: crds::VirtualMachineInstanceSpec = serde_json::from_value(serde_json::json!({
+            "domain": {"devices": {}},
+            "volumes": [
+                {"name": "root", "containerDisk": {"image": "example/disk:1"}},
+                {"name": "scratch", "emptyDisk": {"capacity": "64Mi"}},
+                {"name": "ci", "cloudInitNoCloud": {"userData": "#cloud-config\n", "networkData": "version: 2\n"}},
+                {"name": "host", "hostDisk": {"path": tmp.path().join("h/d.img").to_str().unwrap(), "type": "DiskOrCreate", "capacity": "8Mi"}}
+            ]
+        })).unwrap();
+        let vmi_dir = tmp.path().join("vmi");
+        let plans = plan(&spec, &vmi_dir, &BTreeMap::new()).unwrap();
+        prepare(&plans, &vmi_dir, &store, "uid-1", "vm1").unwrap();
+        // Twice is fine (handler restart).
+        prepare(&plans, &vmi_dir, &store, "uid-1", "vm1").unwrap();
+
+        let info = |p: &Path| -> serde_json::Value {
+            serde_json::from_str(&run(Command::new("qemu-img").args(["info", "--output=json", "-U"]).arg(p)).unwrap()).unwrap()
+        };
+        let overlay = info(&vmi_dir.join("volumes/root.qcow2"));
+        assert_eq!(overlay["format"], "qcow2");
+        assert_eq!(overlay["backing-filename"], base.to_str().unwrap());
+        assert_eq!(overlay["backing-filename-format"], "qcow2");
+        assert_eq!(info(&vmi_dir.join("volumes/scratch.qcow2"))["virtual-size"], 64 << 20);
+        let host = std::fs::metadata(tmp.path().join("h/d.img")).unwrap();
+        assert_eq!(host.len(), 8 << 20);
+        assert_eq!(std::fs::read(&base).unwrap(), before, "the image store file is never written");
+
+        let iso = std::fs::read(vmi_dir.join("volumes/ci.iso")).unwrap();
+        // ISO 9660 primary volume descriptor at 32 KiB: volume id at offset 40.
+        assert_eq!(&iso[0x8001..0x8006], b"CD001");
+        assert_eq!(std::str::from_utf8(&iso[0x8028..0x8028 + 6]).unwrap(), "cidata");
+        let text = String::from_utf8_lossy(&iso);
+        assert!(text.contains("instance-id: uid-1") && text.contains("local-hostname: vm1"));
+        assert!(text.contains("version: 2"));
+        assert_eq!(plans[2].format, Format::Raw);
+    }
+
+    #[test]
+    fn missing_host_disk_and_pvc_file_fail_naming_the_volume() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec: crds::VirtualMachineInstanceSpec = serde_json::from_value(serde_json::json!({
+            "domain": {"devices": {}},
+            "volumes": [{"name": "host", "hostDisk": {"path": "/nonexistent/d.img", "type": "Disk"}}]
+        })).unwrap();
+        let plans = plan(&spec, tmp.path(), &BTreeMap::new()).unwrap();
+        let err = prepare(&plans, tmp.path(), &ImageStore::new(tmp.path()), "u", "h").unwrap_err();
+        assert!(err.to_string().contains("volume \"host\"") && err.to_string().contains("does not exist"), "{err}");
+    }
+}

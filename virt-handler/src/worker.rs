@@ -1,0 +1,226 @@
+//! One task per VMI on this node: waits for its launcher, has the domain defined and
+//! started (or finds it already running after a handler restart), follows its events
+//! into VMI status, and stops the guest when the VMI is deleted.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crds::VirtualMachineInstance;
+use kube::ResourceExt;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::Instrument;
+use virt_launcher::client::{EventStream, LauncherClient};
+use virt_launcher::protocol::Event;
+
+use crate::config::Virtualization;
+use crate::controller::Context;
+use crate::status::Observation;
+use crate::{Error, Result, chain};
+
+pub type VmiRx = watch::Receiver<Option<Arc<VirtualMachineInstance>>>;
+
+pub struct Worker {
+    pub tx: watch::Sender<Option<Arc<VirtualMachineInstance>>>,
+    pub task: JoinHandle<()>,
+}
+
+const DEFAULT_GRACE: i64 = 30;
+const POLL: Duration = Duration::from_millis(200);
+
+pub fn spawn(ctx: Arc<Context>, vmi: Arc<VirtualMachineInstance>) -> Worker {
+    let uid = vmi.uid().unwrap_or_default();
+    let span = tracing::info_span!("vmi", ns = %vmi.namespace().unwrap_or_default(), name = %vmi.name_any(), %uid);
+    let (tx, rx) = watch::channel(Some(vmi.clone()));
+    let task = tokio::spawn(
+        async move {
+            ctx.metrics.workers.fetch_add(1, Ordering::Relaxed);
+            let mut backoff = Duration::from_secs(1);
+            loop {
+                match follow(&ctx, &vmi, rx.clone()).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %chain(&e), ?backoff, "following the VMI failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+                if gone(&rx) && !crate::vmi_dir::launcher_alive(&ctx.run_dir.socket(&uid)).await {
+                    break;
+                }
+            }
+            ctx.metrics.workers.fetch_sub(1, Ordering::Relaxed);
+            tracing::info!("no longer following the VMI");
+        }
+        .instrument(span),
+    );
+    Worker { tx, task }
+}
+
+fn latest(rx: &VmiRx) -> Option<Arc<VirtualMachineInstance>> {
+    rx.borrow().clone()
+}
+
+/// The VMI is gone or being deleted.
+fn deleting(rx: &VmiRx) -> bool {
+    latest(rx).is_none_or(|v| v.metadata.deletion_timestamp.is_some())
+}
+
+fn is_final(rx: &VmiRx) -> bool {
+    latest(rx).and_then(|v| v.status.as_ref().and_then(|s| s.phase)).is_some_and(|p| p.is_final())
+}
+
+fn gone(rx: &VmiRx) -> bool {
+    latest(rx).is_none()
+}
+
+/// Runs until the domain has stopped (status written), or the VMI went away before any
+/// domain ran. Errors are transient: the caller retries.
+async fn follow(ctx: &Arc<Context>, first: &VirtualMachineInstance, mut rx: VmiRx) -> Result<()> {
+    let uid = first.uid().unwrap_or_default();
+    let socket = ctx.run_dir.socket(&uid);
+
+    // 1. The launcher, once it answers.
+    let mut launcher = loop {
+        if let Ok(mut c) = LauncherClient::connect(&socket).await {
+            if c.ping().await.is_ok() {
+                break c;
+            }
+        }
+        if deleting(&rx) || is_final(&rx) {
+            tracing::info!("VMI deleted or finished before its launcher was ready");
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = rx.changed() => {}
+        }
+    };
+
+    // 2. The domain: running already (handler restart), or to be started.
+    let mut virtualization = None;
+    match launcher.domain_info().await? {
+        Some(info) => tracing::info!(state = ?info.state, reason = %info.reason, "domain found; resyncing"),
+        None if deleting(&rx) => return Ok(()),
+        None => match start(ctx, &rx, &mut launcher).await {
+            Ok(v) => virtualization = Some(v),
+            Err(e) if is_permanent(&e) => {
+                let reason = e.reason();
+                tracing::warn!(reason, error = %chain(&e), "the VMI cannot run");
+                ctx.metrics.failure(reason);
+                let obs = Observation::Failed { reason: reason.into(), message: chain(&e) };
+                ctx.write_status(first, &obs).await?;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        },
+    }
+
+    // 3. Its events, into status, until it stops.
+    let events = LauncherClient::connect(&socket).await?.watch_events().await?;
+    follow_events(ctx, first, rx, events, &socket, virtualization).await
+}
+
+fn is_permanent(e: &Error) -> bool {
+    match e {
+        Error::Launcher(virt_launcher::Error::Remote(_)) => true,
+        Error::Launcher(_) => false,
+        e => !e.is_transient(),
+    }
+}
+
+/// Prepares and converts, then asks the launcher to define and start the domain.
+async fn start(ctx: &Arc<Context>, rx: &VmiRx, launcher: &mut LauncherClient) -> Result<Virtualization> {
+    let vmi = latest(rx).ok_or(Error::unsupported("metadata", "the VMI is gone"))?;
+    let allow = crate::node::allow_emulation(&ctx.client, &ctx.namespace, ctx.use_emulation_default).await?;
+    let virtualization = crate::config::decide(&ctx.kvm, allow)?;
+    let xml = ctx.prepare_domain(&vmi, virtualization).await?;
+    tracing::debug!(%xml, "domain XML");
+    let started = Instant::now();
+    let info = launcher.define_and_start(&xml).await?;
+    ctx.metrics.domains_started.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(state = ?info.state, qemu_pid = ?info.qemu_pid, elapsed = ?started.elapsed(), virtualization = ?virtualization, "domain started");
+    Ok(virtualization)
+}
+
+/// Follows the event stream; on deletion presses the power button, and destroys the
+/// domain when the grace period has passed.
+async fn follow_events(
+    ctx: &Arc<Context>,
+    first: &VirtualMachineInstance,
+    mut rx: VmiRx,
+    mut events: EventStream,
+    socket: &std::path::Path,
+    virtualization: Option<Virtualization>,
+) -> Result<()> {
+    let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    let mut destroy_at = far;
+    let mut stopping = false;
+    let mut destroyed = false;
+    loop {
+        if deleting(&rx) && !stopping {
+            stopping = true;
+            let grace = latest(&rx).and_then(|v| v.spec.termination_grace_period_seconds)
+                .or(first.spec.termination_grace_period_seconds)
+                .unwrap_or(DEFAULT_GRACE)
+                .max(0) as u64;
+            destroy_at = Instant::now() + Duration::from_secs(grace);
+            tracing::info!(grace, "VMI deleted: asking the guest to power off (ACPI)");
+            if grace > 0 {
+                if let Err(e) = request(socket, Req::Shutdown).await {
+                    tracing::warn!(error = %chain(&e), "ACPI shutdown request failed");
+                }
+            }
+        }
+        tokio::select! {
+            event = events.next() => {
+                let obs = match event {
+                    Ok(Some(Event::Started | Event::Resumed)) => Observation::Running { virtualization },
+                    Ok(Some(Event::Paused)) => Observation::Paused,
+                    Ok(Some(Event::Stopped { reason })) => {
+                        tracing::info!(?reason, "domain stopped");
+                        let obs = Observation::Stopped { reason, deleting: stopping || deleting(&rx) };
+                        ctx.write_status(first, &obs).await?;
+                        return Ok(());
+                    }
+                    Ok(None) | Err(_) => {
+                        tracing::warn!(?event, "launcher went away without reporting a stop");
+                        ctx.write_status(first, &Observation::LauncherGone { deleting: stopping || deleting(&rx) }).await?;
+                        return Ok(());
+                    }
+                };
+                ctx.write_status(first, &obs).await?;
+            }
+            changed = rx.changed(), if !stopping => {
+                if changed.is_err() {
+                    // The controller dropped us (shutting down): leave the guest alone.
+                    return Ok(());
+                }
+            }
+            _ = tokio::time::sleep_until(destroy_at), if stopping && !destroyed => {
+                tracing::warn!("grace period over: destroying the domain");
+                destroyed = true;
+                if let Err(e) = request(socket, Req::Destroy).await {
+                    tracing::warn!(error = %chain(&e), "destroy request failed");
+                }
+            }
+        }
+    }
+}
+
+enum Req {
+    Shutdown,
+    Destroy,
+}
+
+/// One request on its own connection (the event stream holds the other).
+async fn request(socket: &std::path::Path, req: Req) -> Result<()> {
+    let mut c = LauncherClient::connect(socket).await?;
+    match req {
+        Req::Shutdown => c.shutdown().await?,
+        Req::Destroy => c.destroy().await?,
+    }
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! Golden tests of the domain conversion: every `tests/golden/<case>.yaml` VMI converts
+//! to `tests/golden/<case>.xml`, which libvirt's own schema accepts
+//! (`virt-xml-validate`). Regenerate with `UPDATE_GOLDEN=1 cargo test -p virt-handler
+//! --test golden`. Unsupported values fail naming the field.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crds::VirtualMachineInstance;
+use kube::ResourceExt;
+use virt_handler::config::Virtualization;
+use virt_handler::domain::{Input, convert};
+use virt_handler::imagestore::ImageStore;
+use virt_handler::volumes::plan;
+
+const VMI_DIR: &str = "/var/run/ferrovirt/vmi";
+const IMAGE_STORE: &str = "/root/.cache/ferrovirt/images";
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn convert_vmi(vmi: &VirtualMachineInstance) -> virt_handler::Result<String> {
+    let virtualization = match vmi.annotations().get("ferrovirt.test/virtualization").map(String::as_str) {
+        Some("emulation") => Virtualization::Emulation,
+        _ => Virtualization::Kvm,
+    };
+    let pvcs: BTreeMap<String, PathBuf> = vmi
+        .spec
+        .volumes
+        .iter()
+        .filter_map(|v| v.persistent_volume_claim.as_ref())
+        .map(|p| (p.claim_name.clone(), PathBuf::from("/var/lib/pv").join(&p.claim_name)))
+        .collect();
+    let vmi_dir = Path::new(VMI_DIR);
+    let plans = plan(&vmi.spec, vmi_dir, &pvcs)?;
+    convert(&Input {
+        namespace: &vmi.namespace().unwrap(),
+        name: &vmi.name_any(),
+        uid: &vmi.uid().unwrap(),
+        spec: &vmi.spec,
+        virtualization,
+        vmi_dir,
+        images: &ImageStore::new(IMAGE_STORE),
+        volumes: &plans,
+    })
+}
+
+fn validate(xml_file: &Path) {
+    let out = Command::new("virt-xml-validate")
+        .arg(xml_file)
+        .arg("domain")
+        .output()
+        .expect("virt-xml-validate (package libvirt-clients; run hack/setup.sh)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("xmllint: not found"),
+        "virt-xml-validate needs xmllint: install libxml2-utils (hack/setup.sh)"
+    );
+    assert!(
+        out.status.success(),
+        "libvirt's schema rejects {}: {}{}",
+        xml_file.display(),
+        String::from_utf8_lossy(&out.stdout),
+        stderr
+    );
+}
+
+#[test]
+fn every_case_matches_its_golden_file() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(golden_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 10, "golden cases missing: {cases:?}");
+    let mut mismatched = Vec::new();
+    for case in &cases {
+        let vmi: VirtualMachineInstance = serde_yaml::from_str(&std::fs::read_to_string(case).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", case.display()));
+        let xml = convert_vmi(&vmi).unwrap_or_else(|e| panic!("{}: {}", case.display(), virt_handler::chain(&e)));
+        let golden = case.with_extension("xml");
+        if update {
+            std::fs::write(&golden, &xml).unwrap();
+        } else if std::fs::read_to_string(&golden).ok().as_deref() != Some(xml.as_str()) {
+            mismatched.push(format!("{}:\n{xml}", golden.display()));
+        }
+        validate(&golden);
+    }
+    assert!(
+        mismatched.is_empty(),
+        "conversion differs from the golden files (UPDATE_GOLDEN=1 to accept):\n{}",
+        mismatched.join("\n")
+    );
+}
+
+/// (what, VMI spec as YAML, the field the error must name)
+const REJECTED: &[(&str, &str, &str)] = &[
+    ("no memory", "domain: {devices: {}}", "spec.domain.memory.guest"),
+    ("bad memory", "domain: {memory: {guest: 12Q}, devices: {}}", "spec.domain.memory.guest"),
+    ("i440fx", "domain: {memory: {guest: 64Mi}, machine: {type: pc}, devices: {}}", "spec.domain.machine.type"),
+    ("virtio cdrom", "domain: {memory: {guest: 64Mi}, devices: {disks: [{name: a, cdrom: {bus: virtio}}]}}\nvolumes: [{name: a, emptyDisk: {capacity: 1Gi}}]", "spec.domain.devices.disks[0].cdrom.bus"),
+    ("disk without volume", "domain: {memory: {guest: 64Mi}, devices: {disks: [{name: a}]}}", "spec.domain.devices.disks[0].name"),
+    ("interface without network", "domain: {memory: {guest: 64Mi}, devices: {interfaces: [{name: a}]}}", "spec.domain.devices.interfaces[0].name"),
+    ("ports", "domain: {memory: {guest: 64Mi}, devices: {interfaces: [{name: a, masquerade: {}, ports: [{port: 80}]}]}}\nnetworks: [{name: a, pod: {}}]", "spec.domain.devices.interfaces[0].ports"),
+    ("non-pod network", "domain: {memory: {guest: 64Mi}, devices: {interfaces: [{name: a}]}}\nnetworks: [{name: a}]", "spec.networks[0]"),
+    ("bad cidr", "domain: {memory: {guest: 64Mi}, devices: {interfaces: [{name: a}]}}\nnetworks: [{name: a, pod: {vmNetworkCidr: nope}}]", "spec.networks[0].pod.vmNetworkCidr"),
+    ("host-passthrough under TCG", "domain: {memory: {guest: 64Mi}, cpu: {model: host-passthrough}, devices: {}}", "spec.domain.cpu.model"),
+    ("bad cpu model", "domain: {memory: {guest: 64Mi}, cpu: {model: \"a b\"}, devices: {}}", "spec.domain.cpu.model"),
+    ("relative kernel path", "domain: {memory: {guest: 64Mi}, firmware: {kernelBoot: {container: {image: x, kernelPath: vmlinuz}}}, devices: {}}", "spec.domain.firmware.kernelBoot.container.kernelPath"),
+    ("kernel boot without container", "domain: {memory: {guest: 64Mi}, firmware: {kernelBoot: {kernelArgs: x}}, devices: {}}", "spec.domain.firmware.kernelBoot.container"),
+    ("useSerial without serial", "domain: {memory: {guest: 64Mi}, firmware: {bootloader: {bios: {useSerial: true}}}, devices: {autoattachSerialConsole: false}}", "spec.domain.firmware.bootloader.bios.useSerial"),
+    ("duplicate boot order", "domain: {memory: {guest: 64Mi}, devices: {disks: [{name: a, bootOrder: 1}, {name: b, bootOrder: 1}]}}\nvolumes: [{name: a, emptyDisk: {capacity: 1Gi}}, {name: b, emptyDisk: {capacity: 1Gi}}]", "bootOrder"),
+    ("bad disk serial", "domain: {memory: {guest: 64Mi}, devices: {disks: [{name: a, serial: \"a b\"}]}}\nvolumes: [{name: a, emptyDisk: {capacity: 1Gi}}]", "spec.domain.devices.disks[0].serial"),
+    ("zero empty disk", "domain: {memory: {guest: 64Mi}, devices: {}}\nvolumes: [{name: a, emptyDisk: {capacity: \"0\"}}]", "spec.volumes[0].emptyDisk.capacity"),
+];
+
+#[test]
+fn unsupported_values_fail_naming_the_field() {
+    for (what, spec, field) in REJECTED {
+        let doc = format!(
+            "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: x, namespace: d, uid: u, annotations: {{ferrovirt.test/virtualization: emulation}}}}\nspec:\n{}",
+            spec.lines().map(|l| format!("  {l}\n")).collect::<String>()
+        );
+        let vmi: VirtualMachineInstance = serde_yaml::from_str(&doc).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let err = convert_vmi(&vmi).expect_err(what);
+        let text = err.to_string();
+        assert!(text.contains(field), "{what}: {text:?} does not name {field}");
+        assert_eq!(err.reason(), "UnsupportedSpec", "{what}: {text}");
+    }
+}
