@@ -3,7 +3,11 @@
 use std::path::PathBuf;
 
 #[derive(Clone, Debug, clap::Parser)]
-#[command(name = "virt-launcher", version, about = "Runs one VM with a libvirt of its own")]
+#[command(
+    name = "virt-launcher",
+    version,
+    about = "Runs one VM with a libvirt of its own"
+)]
 pub struct Args {
     /// Namespace of the VirtualMachineInstance.
     #[arg(long, env = "VIRT_LAUNCHER_VMI_NAMESPACE")]
@@ -18,7 +22,11 @@ pub struct Args {
     pub vmi_uid: String,
 
     /// Per-VMI directory shared with the node: sockets, libvirt root, logs.
-    #[arg(long, env = "VIRT_LAUNCHER_VMI_DIR", default_value = "/var/run/ferrovirt/vmi")]
+    #[arg(
+        long,
+        env = "VIRT_LAUNCHER_VMI_DIR",
+        default_value = "/var/run/ferrovirt/vmi"
+    )]
     pub vmi_dir: PathBuf,
 
     /// How long a guest has to power off after SIGTERM before it is destroyed.

@@ -27,7 +27,11 @@ pub fn copy_missing(from: &Path, to: &Path) {
             continue;
         }
         // Write aside and rename, so a concurrent launcher never reads half a file.
-        let tmp = to.join(format!(".{}.{}", name.to_string_lossy(), std::process::id()));
+        let tmp = to.join(format!(
+            ".{}.{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
         let copied = std::fs::copy(entry.path(), &tmp).and_then(|_| std::fs::rename(&tmp, &target));
         match copied {
             Ok(()) => tracing::debug!(file = %target.display(), "capabilities cache copied"),

@@ -7,7 +7,6 @@ use crate::{Error, Result};
 
 static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
 
-
 /// Registers libvirt's default event implementation and runs it forever on a thread
 /// named `libvirt-events`. Idempotent.
 pub fn start() -> Result<()> {

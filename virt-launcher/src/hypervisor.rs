@@ -127,7 +127,9 @@ impl Hypervisor {
     }
 
     pub fn is_active(&self) -> bool {
-        self.domain().and_then(|d| Ok(d.is_active()?)).unwrap_or(false)
+        self.domain()
+            .and_then(|d| Ok(d.is_active()?))
+            .unwrap_or(false)
     }
 
     /// Has libvirt probe QEMU's capabilities now rather than in the first define.

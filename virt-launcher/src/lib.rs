@@ -57,7 +57,9 @@ pub async fn run(args: Args) -> Result<u8> {
         dir = %args.vmi_dir.display(), "virt-launcher starting"
     );
     guard::set_child_subreaper()?;
-    let paths = VmiPaths { dir: args.vmi_dir.clone() };
+    let paths = VmiPaths {
+        dir: args.vmi_dir.clone(),
+    };
     std::fs::create_dir_all(&paths.dir).map_err(Error::io("creating", &paths.dir))?;
     // A launcher killed with -9 leaves its ready file: not ready until the socket listens.
     let _ = std::fs::remove_file(paths.ready());
@@ -75,7 +77,11 @@ pub async fn run(args: Args) -> Result<u8> {
     let listener = server::bind(&paths.socket())?;
     tokio::spawn(server::serve(listener, hv.clone(), log.clone()));
     tokio::spawn(guard::reap_qemu_zombies());
-    tokio::spawn(probe_capabilities(hv.clone(), root, args.capabilities_cache.clone()));
+    tokio::spawn(probe_capabilities(
+        hv.clone(),
+        root,
+        args.capabilities_cache.clone(),
+    ));
     std::fs::write(paths.ready(), b"").map_err(Error::io("writing", paths.ready()))?;
     tracing::info!(socket = %paths.socket().display(), "ready");
 

@@ -85,10 +85,18 @@ mod tests {
     #[test]
     fn stop_details_map_to_reasons() {
         assert_eq!(
-            to_event(sys::VIR_DOMAIN_EVENT_STOPPED, sys::VIR_DOMAIN_EVENT_STOPPED_FAILED),
-            Some(Event::Stopped { reason: StopReason::Failed })
+            to_event(
+                sys::VIR_DOMAIN_EVENT_STOPPED,
+                sys::VIR_DOMAIN_EVENT_STOPPED_FAILED
+            ),
+            Some(Event::Stopped {
+                reason: StopReason::Failed
+            })
         );
         assert_eq!(to_event(sys::VIR_DOMAIN_EVENT_DEFINED, 0), None);
-        assert_eq!(to_event(sys::VIR_DOMAIN_EVENT_STARTED, 0), Some(Event::Started));
+        assert_eq!(
+            to_event(sys::VIR_DOMAIN_EVENT_STARTED, 0),
+            Some(Event::Started)
+        );
     }
 }

@@ -165,6 +165,9 @@ mod tests {
             reason: StopReason::Crashed,
         })
         .to_line();
-        assert_eq!(line, "{\"event\":{\"type\":\"stopped\",\"reason\":\"crashed\"}}\n");
+        assert_eq!(
+            line,
+            "{\"event\":{\"type\":\"stopped\",\"reason\":\"crashed\"}}\n"
+        );
     }
 }

@@ -71,9 +71,9 @@ async fn handle(request: Request, hv: Arc<Hypervisor>) -> Response {
         });
     }
     let outcome = tokio::task::spawn_blocking(move || match request {
-        Request::DefineAndStart { domain_xml } => {
-            hv.define_and_start(&domain_xml).map(|i| Response::DomainInfo(Some(i)))
-        }
+        Request::DefineAndStart { domain_xml } => hv
+            .define_and_start(&domain_xml)
+            .map(|i| Response::DomainInfo(Some(i))),
         Request::DomainInfo => hv.info().map(Response::DomainInfo),
         Request::Shutdown => hv.shutdown().map(|()| Response::Ok),
         Request::Destroy => hv.destroy().map(|()| Response::Ok),

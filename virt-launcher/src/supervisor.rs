@@ -63,7 +63,13 @@ impl Supervisor {
         raw: UnboundedReceiver<Event>,
         grace: Duration,
     ) -> Self {
-        Supervisor { hv, log, raw, grace, started: false }
+        Supervisor {
+            hv,
+            log,
+            raw,
+            grace,
+            started: false,
+        }
     }
 
     /// Runs until the domain has stopped, or SIGTERM/SIGINT finished their work.

@@ -29,7 +29,10 @@ async fn boots_and_powers_off_through_acpi_on_sigterm() {
 
     // Same domain again: answered with its info, nothing restarted.
     let again = client.define_and_start(&xml).await.unwrap();
-    assert_eq!((again.uuid, again.qemu_pid), (info.uuid.clone(), Some(qemu)));
+    assert_eq!(
+        (again.uuid, again.qemu_pid),
+        (info.uuid.clone(), Some(qemu))
+    );
 
     let serial = launcher.path("serial0.log");
     wait_for_serial_line(&serial, GUEST_LINE, BOOT_TIMEOUT);
@@ -45,12 +48,16 @@ async fn boots_and_powers_off_through_acpi_on_sigterm() {
     launcher.signal(libc::SIGTERM);
     assert_eq!(
         events.next().await.unwrap(),
-        Some(Event::Stopped { reason: StopReason::Shutdown })
+        Some(Event::Stopped {
+            reason: StopReason::Shutdown
+        })
     );
     let status = launcher.wait_exit(Duration::from_secs(60));
     assert_eq!(status.code(), Some(0), "clean poweroff exits 0");
     assert!(
-        std::fs::read_to_string(&serial).unwrap().contains("POWER BUTTON"),
+        std::fs::read_to_string(&serial)
+            .unwrap()
+            .contains("POWER BUTTON"),
         "the guest saw the ACPI power button"
     );
     wait_until(Duration::from_secs(5), "QEMU gone", || !is_qemu(qemu));
@@ -75,7 +82,10 @@ async fn qemu_killed_means_a_nonzero_exit() {
     unsafe { libc::kill(qemu as i32, libc::SIGKILL) };
     match events.next().await.unwrap() {
         Some(Event::Stopped { reason }) => {
-            assert!(matches!(reason, StopReason::Crashed | StopReason::Failed), "{reason:?}")
+            assert!(
+                matches!(reason, StopReason::Crashed | StopReason::Failed),
+                "{reason:?}"
+            )
         }
         other => panic!("expected a stop, got {other:?}"),
     }
@@ -95,7 +105,10 @@ async fn destroy_request_means_exit_3() {
         .unwrap();
     launcher.qemu_pid = info.qemu_pid;
     client.pause().await.unwrap();
-    assert_eq!(client.domain_info().await.unwrap().unwrap().state, DomainState::Paused);
+    assert_eq!(
+        client.domain_info().await.unwrap().unwrap().state,
+        DomainState::Paused
+    );
     client.unpause().await.unwrap();
     client.destroy().await.unwrap();
     let status = launcher.wait_exit(Duration::from_secs(30));
@@ -135,7 +148,9 @@ async fn grace_period_expiry_destroys_and_exits_zero() {
     launcher.signal(libc::SIGTERM);
     assert_eq!(
         events.next().await.unwrap(),
-        Some(Event::Stopped { reason: StopReason::Destroyed })
+        Some(Event::Stopped {
+            reason: StopReason::Destroyed
+        })
     );
     assert_eq!(launcher.wait_exit(Duration::from_secs(30)).code(), Some(0));
     wait_until(Duration::from_secs(5), "QEMU gone", || {

@@ -33,7 +33,11 @@ pub fn guest() -> Guest {
     let cmdline = std::fs::read_to_string(dir.join("cmdline"))
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "console=ttyS0 quiet".into());
-    Guest { kernel, initrd, cmdline }
+    Guest {
+        kernel,
+        initrd,
+        cmdline,
+    }
 }
 
 /// A TCG kernel-boot domain with the serial console on `<vmi-dir>/serial0.sock`.
@@ -83,7 +87,14 @@ impl Launcher {
             .tempdir_in("/tmp")
             .expect("tempdir");
         let child = Command::new(env!("CARGO_BIN_EXE_virt-launcher"))
-            .args(["--vmi-namespace", "default", "--vmi-name", "test", "--vmi-uid", "uid-1"])
+            .args([
+                "--vmi-namespace",
+                "default",
+                "--vmi-name",
+                "test",
+                "--vmi-uid",
+                "uid-1",
+            ])
             .arg("--vmi-dir")
             .arg(dir.path())
             .args(["--grace-period-seconds", &grace_seconds.to_string()])
@@ -92,10 +103,19 @@ impl Launcher {
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn virt-launcher");
-        let launcher = Launcher { child, dir, qemu_pid: None };
+        let launcher = Launcher {
+            child,
+            dir,
+            qemu_pid: None,
+        };
         let ready = launcher.path("ready");
-        wait_until(Duration::from_secs(30), "launcher ready file", || ready.exists());
-        assert!(launcher.path("launcher.sock").exists(), "ready before the socket");
+        wait_until(Duration::from_secs(30), "launcher ready file", || {
+            ready.exists()
+        });
+        assert!(
+            launcher.path("launcher.sock").exists(),
+            "ready before the socket"
+        );
         launcher
     }
 
@@ -120,7 +140,10 @@ impl Launcher {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(start.elapsed() < timeout, "launcher did not exit within {timeout:?}");
+            assert!(
+                start.elapsed() < timeout,
+                "launcher did not exit within {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -163,7 +186,10 @@ pub fn is_qemu(pid: u32) -> bool {
 pub fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
