@@ -74,10 +74,10 @@ pub fn follow(container: &str, started: &Started, exit_file: &Path, exits: mpsc:
 
 /// Signals a container's main process if it is still the one recorded.
 pub fn signal(started: &Started, sig: Signal) {
-    if is_alive(started.pid, started.pid_start) {
-        if let Err(e) = kill(Pid::from_raw(started.pid), sig) {
-            tracing::warn!(pid = started.pid, %sig, error = %e, "cannot signal container");
-        }
+    if is_alive(started.pid, started.pid_start)
+        && let Err(e) = kill(Pid::from_raw(started.pid), sig)
+    {
+        tracing::warn!(pid = started.pid, %sig, error = %e, "cannot signal container");
     }
 }
 

@@ -257,14 +257,12 @@ impl Worker {
         if let State::Terminated(t) = &r.state {
             r.last = Some(t.clone());
         }
-        if r.last.is_some() {
-            if not_before > now {
-                r.state = State::Waiting {
-                    reason: "CrashLoopBackOff".into(),
-                    message: Some(format!("back-off {secs}s restarting failed container={} pod={pod_name}", c.name)),
-                };
-                return;
-            }
+        if r.last.is_some() && not_before > now {
+            r.state = State::Waiting {
+                reason: "CrashLoopBackOff".into(),
+                message: Some(format!("back-off {secs}s restarting failed container={} pod={pod_name}", c.name)),
+            };
+            return;
         }
         let refs = match volumes::refs(&self.ctx, &self.pod).await {
             Ok(r) => r,
