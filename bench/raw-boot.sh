@@ -123,7 +123,7 @@ for mode in "${modes[@]}"; do
   extra=" cpu $cmed"
   if [[ -s "$tmp/off" ]]; then
     read -r omed _ _ <<<"$(stats <"$tmp/off")"
-    extra=" poweroff $omed"
+    extra+=" poweroff $omed"
   fi
   echo "$mode median $med min $min max $max n $n$extra"
 done

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Ferrovirt test guests offline from Debian packages and fills the image store.
-#   $FERROVIRT_CACHE/guests/   vmlinuz, initrd.img (busybox + modules), disk.qcow2 (MBR disk,
-#                              GRUB for BIOS and, when grub-efi-amd64-bin is installed, UEFI),
+#   $FERROVIRT_CACHE/guests/   vmlinuz (Debian's bzImage), vmlinux (the same unpacked: PVH ELF),
+#                              initrd.img (busybox + modules), disk.qcow2 (MBR disk, GRUB for
+#                              BIOS and, when grub-efi-amd64-bin is installed, UEFI),
 #                              cmdline (kernel arguments the disk uses), STAMP
 #   $FERROVIRT_CACHE/images/   image store (docs/contracts.md "Image store") + index.tsv
 # Rebuilds the guests only when an input changed (this script, hack/guest/*, the kernel,
@@ -47,7 +48,7 @@ if ldd "$busybox" >/dev/null 2>&1; then
   die "$busybox is dynamically linked: install busybox-static (not busybox)"
 fi
 for t in cpio gzip xz mkfs.vfat mcopy mmd qemu-img grub-mkimage; do
-  command -v "$t" >/dev/null || die "$t not found: run hack/setup.sh (cpio dosfstools mtools qemu-utils grub-common)"
+  command -v "$t" >/dev/null || die "$t not found: run hack/setup.sh (cpio xz-utils dosfstools mtools qemu-utils grub-common)"
 done
 [[ -f "$grub_pc/boot.img" ]] || die "$grub_pc missing: install grub-pc-bin"
 efi=0
@@ -75,7 +76,7 @@ mkdir -p "$guests" "$images"
 # A newc cpio archive holding dev/ and dev/console (char 5:1), written without mknod so that
 # the build needs no privilege: the kernel opens /dev/console for init before anything can
 # mount devtmpfs. The kernel accepts concatenated archives.
-cpio_newc_entry() { # name mode rdevmajor rdevminor
+cpio_newc_entry() { # name mode rdevmajor rdevminor inode
   local name="$1" mode="$2" maj="$3" min="$4" ino="$5"
   local namesize=$(( ${#name} + 1 ))
   printf '070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%s\0' \
@@ -101,10 +102,7 @@ index_modules() {
   done <"$moddir/modules.dep"
 }
 deps_of() { # relative path -> its dependencies (relative paths)
-  local line
-  line="$(grep -m1 -F "$1:" "$moddir/modules.dep" || true)"
-  line="${line#*:}"
-  echo $line
+  awk -F: -v m="$1" '$1 == m { print $2; exit }' "$moddir/modules.dep"
 }
 add_module() { # relative path
   local rel="$1" d
@@ -140,7 +138,6 @@ build_initrd() { # out
     [[ -z "$name" || "$name" == \#* ]] && continue
     if [[ "$name" =~ ^\[(boot|late)\]$ ]]; then stage="${BASH_REMATCH[1]}"; continue; fi
     [[ -n "$stage" ]] || die "modules.list: module $name before a [boot] or [late] line"
-    stage_modules[$stage]+="$name "
     name="${name//-/_}"
     rel="${mod_path[$name]:-}"
     if [[ -z "$rel" ]]; then
@@ -151,6 +148,7 @@ build_initrd() { # out
       die "module $name not found for kernel $kver"
     fi
     [[ -n "$params" ]] && mod_params[$name]="$params"
+    stage_modules[$stage]+="$name "
     add_module "$rel"
   done <"$src/modules.list"
 
