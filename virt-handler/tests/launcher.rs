@@ -1,0 +1,193 @@
+//! The handler's node-side path against the real virt-launcher, libvirt and QEMU: plan
+//! and prepare the volumes of a kernel-boot VMI of the Ferrovirt guest (with a
+//! containerDisk, an emptyDisk, a cloud-init disk and a NIC), convert it, have the
+//! launcher define and start it, see the guest's lines on the serial log, then power it
+//! off through ACPI.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use virt_handler::config::Virtualization;
+use virt_handler::domain::{Input, convert};
+use virt_handler::imagestore::ImageStore;
+use virt_handler::kvm::probe;
+use virt_handler::volumes::{plan, prepare, prepare_firmware};
+use virt_launcher::client::LauncherClient;
+use virt_launcher::protocol::{DomainState, Event, StopReason};
+
+const GUEST_LINE: &str = "FERROVIRT GUEST READY";
+/// TCG on a shared 2-core machine with other guests booting in parallel.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+
+fn cache() -> PathBuf {
+    std::env::var_os("FERROVIRT_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/ferrovirt")
+    })
+}
+
+/// The launcher binary, built fresh next to ours.
+fn launcher_binary() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-q", "-p", "virt-launcher"])
+        .status()
+        .expect("running cargo build -p virt-launcher");
+    assert!(status.success(), "cargo build -p virt-launcher failed");
+    let bin = Path::new(env!("CARGO_BIN_EXE_virt-handler")).with_file_name("virt-launcher");
+    assert!(bin.is_file(), "{} missing after cargo build -p virt-launcher", bin.display());
+    bin
+}
+
+struct Launcher(Child);
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        // SIGKILL: the launcher takes its QEMU down with it (its own contract).
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test]
+async fn kernel_boot_vmi_boots_under_the_real_launcher() {
+    let images = ImageStore::new(cache().join("images"));
+    let kernel_image = "ferrovirt/guest-kernel:latest";
+    for f in ["/boot/vmlinuz", "/boot/initrd.img"] {
+        assert!(
+            images.file(kernel_image, f).is_file(),
+            "{} missing: run hack/build-guest-images.sh",
+            images.file(kernel_image, f).display()
+        );
+    }
+    let cmdline = std::fs::read_to_string(cache().join("guests/cmdline"))
+        .expect("guest cmdline missing: run hack/build-guest-images.sh");
+    let disk = images.container_disk("ferrovirt/guest-disk:latest", None).expect("run hack/build-guest-images.sh");
+    let disk_mtime = std::fs::metadata(&disk).unwrap().modified().unwrap();
+
+    let kvm = probe(Path::new(env!("CARGO_BIN_EXE_virt-handler")), Path::new("/dev/kvm"), Duration::from_secs(2));
+    let virtualization = if kvm.usable() { Virtualization::Kvm } else { Virtualization::Emulation };
+    eprintln!("KVM: {kvm:?} -> {virtualization:?}");
+
+    let vmi: crds::VirtualMachineInstance = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        // A short uid: libvirt's monitor socket path under a /tmp run dir must stay within
+        // the 108 bytes of a UNIX socket address (in a pod the dir is /var/run/ferrovirt/vmi).
+        "metadata": {"name": "guest", "namespace": "default", "uid": "vmi-1"},
+        "spec": {
+            "domain": {
+                "memory": {"guest": "256Mi"},
+                "firmware": {"uuid": "c0ffee00-0000-4000-8000-000000000001", "kernelBoot": {
+                    "kernelArgs": cmdline.trim(),
+                    "container": {"image": kernel_image, "kernelPath": "/boot/vmlinuz", "initrdPath": "/boot/initrd.img"}
+                }},
+                "devices": {
+                    "disks": [{"name": "cloudinit", "disk": {"bus": "virtio"}}, {"name": "root", "disk": {"bus": "virtio"}}],
+                    "interfaces": [{"name": "default", "masquerade": {}}],
+                    "rng": {}
+                }
+            },
+            "volumes": [
+                {"name": "cloudinit", "cloudInitNoCloud": {"userData": "#cloud-config\nhello from virt-handler\n"}},
+                {"name": "root", "containerDisk": {"image": "ferrovirt/guest-disk:latest"}},
+                {"name": "scratch", "emptyDisk": {"capacity": "64Mi"}}
+            ],
+            "networks": [{"name": "default", "pod": {}}]
+        }
+    }))
+    .unwrap();
+
+    let run_dir = tempfile::Builder::new().prefix("vh").tempdir_in("/tmp").unwrap();
+    let uid = vmi.metadata.uid.clone().unwrap();
+    let dir = run_dir.path().join("vmis").join(&uid);
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let mut launcher = Launcher(
+        Command::new(launcher_binary())
+            .args(["--vmi-namespace", "default", "--vmi-name", "guest", "--vmi-uid", &uid])
+            .arg("--vmi-dir")
+            .arg(&dir)
+            .args(["--grace-period-seconds", "120"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn virt-launcher"),
+    );
+    wait_for(Duration::from_secs(30), "launcher ready", || dir.join("ready").exists());
+
+    // What the worker does: plan, prepare, convert, define and start.
+    let started = Instant::now();
+    let plans = plan(&vmi.spec, &dir, &BTreeMap::new()).unwrap();
+    prepare_firmware(&vmi.spec.domain, &dir, &images).unwrap();
+    prepare(&plans, &dir, &images, &uid, "guest").unwrap();
+    let prepared = started.elapsed();
+    let xml = convert(&Input {
+        namespace: "default",
+        name: "guest",
+        uid: &uid,
+        spec: &vmi.spec,
+        virtualization,
+        vmi_dir: &dir,
+        images: &images,
+        volumes: &plans,
+    })
+    .unwrap();
+    let mut client = LauncherClient::connect(dir.join("launcher.sock")).await.unwrap();
+    let info = client.define_and_start(&xml).await.unwrap_or_else(|e| panic!("{}\n{xml}", virt_launcher::chain(&e)));
+    assert_eq!(info.state, DomainState::Running);
+    assert_eq!(info.name, "default_guest");
+    let mut events = LauncherClient::connect(dir.join("launcher.sock")).await.unwrap().watch_events().await.unwrap();
+    assert_eq!(events.next().await.unwrap(), Some(Event::Started));
+
+    let log = dir.join("serial0.log");
+    wait_for(BOOT_TIMEOUT, &format!("{GUEST_LINE:?} in {}", log.display()), || {
+        std::fs::read_to_string(&log).is_ok_and(|s| s.contains(GUEST_LINE))
+    });
+    eprintln!(
+        "MEASURE volumes prepared in {prepared:?}; define_and_start -> {GUEST_LINE:?} in {:.1}s ({virtualization:?})",
+        started.elapsed().as_secs_f64()
+    );
+    let serial = std::fs::read_to_string(&log).unwrap();
+    assert!(serial.contains("FERROVIRT CLOUD-INIT: hello from virt-handler"), "cloud-init line missing:\n{serial}");
+    assert!(serial.contains(&format!("FERROVIRT INSTANCE-ID: {uid}")), "instance-id missing:\n{serial}");
+    assert!(dir.join("serial0.sock").exists() && dir.join("vnc.sock").exists(), "console sockets missing");
+
+    // The console socket answers: a newline gets the guest's shell prompt back.
+    {
+        use std::io::{Read, Write};
+        let mut console = std::os::unix::net::UnixStream::connect(dir.join("serial0.sock")).unwrap();
+        console.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        console.write_all(b"\necho console-$((40+2))\n").unwrap();
+        let mut seen = String::new();
+        let mut buf = [0u8; 512];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !seen.contains("console-42") && Instant::now() < deadline {
+            match console.read(&mut buf) {
+                Ok(n) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                _ => {}
+            }
+        }
+        assert!(seen.contains("console-42"), "no answer on the serial console: {seen:?}");
+    }
+
+    client.shutdown().await.unwrap();
+    assert_eq!(events.next().await.unwrap(), Some(Event::Stopped { reason: StopReason::Shutdown }));
+    let start = Instant::now();
+    let code = loop {
+        if let Some(status) = launcher.0.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "launcher did not exit");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(code, Some(0), "a clean poweroff ends the launcher with 0");
+    assert_eq!(std::fs::metadata(&disk).unwrap().modified().unwrap(), disk_mtime, "the image store file was written");
+}
