@@ -4,10 +4,13 @@
 //! launcher define and start it, see the guest's lines on the serial log, then power it
 //! off through ACPI.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+use common::{GUEST_LINE, cache, guest_cmdline, start_launcher, wait_for_line};
 
 use virt_handler::config::Virtualization;
 use virt_handler::domain::{Input, convert};
@@ -17,60 +20,11 @@ use virt_handler::volumes::{plan, prepare, prepare_firmware};
 use virt_launcher::client::LauncherClient;
 use virt_launcher::protocol::{DomainState, Event, StopReason};
 
-const GUEST_LINE: &str = "FERROVIRT GUEST READY";
-/// TCG on a shared 2-core machine with other guests booting in parallel.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
-
-fn cache() -> PathBuf {
-    std::env::var_os("FERROVIRT_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/ferrovirt")
-    })
-}
-
-/// The launcher binary, built fresh next to ours.
-fn launcher_binary() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-q", "-p", "virt-launcher"])
-        .status()
-        .expect("running cargo build -p virt-launcher");
-    assert!(status.success(), "cargo build -p virt-launcher failed");
-    let bin = Path::new(env!("CARGO_BIN_EXE_virt-handler")).with_file_name("virt-launcher");
-    assert!(bin.is_file(), "{} missing after cargo build -p virt-launcher", bin.display());
-    bin
-}
-
-struct Launcher(Child);
-
-impl Drop for Launcher {
-    fn drop(&mut self) {
-        // SIGKILL: the launcher takes its QEMU down with it (its own contract).
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[tokio::test]
 async fn kernel_boot_vmi_boots_under_the_real_launcher() {
     let images = ImageStore::new(cache().join("images"));
     let kernel_image = "ferrovirt/guest-kernel:latest";
-    for f in ["/boot/vmlinuz", "/boot/initrd.img"] {
-        assert!(
-            images.file(kernel_image, f).is_file(),
-            "{} missing: run hack/build-guest-images.sh",
-            images.file(kernel_image, f).display()
-        );
-    }
-    let cmdline = std::fs::read_to_string(cache().join("guests/cmdline"))
-        .expect("guest cmdline missing: run hack/build-guest-images.sh");
+    let cmdline = guest_cmdline();
     let disk = images.container_disk("ferrovirt/guest-disk:latest", None).expect("run hack/build-guest-images.sh");
     let disk_mtime = std::fs::metadata(&disk).unwrap().modified().unwrap();
 
@@ -87,7 +41,7 @@ async fn kernel_boot_vmi_boots_under_the_real_launcher() {
             "domain": {
                 "memory": {"guest": "256Mi"},
                 "firmware": {"uuid": "c0ffee00-0000-4000-8000-000000000001", "kernelBoot": {
-                    "kernelArgs": cmdline.trim(),
+                    "kernelArgs": cmdline,
                     "container": {"image": kernel_image, "kernelPath": "/boot/vmlinuz", "initrdPath": "/boot/initrd.img"}
                 }},
                 "devices": {
@@ -111,17 +65,7 @@ async fn kernel_boot_vmi_boots_under_the_real_launcher() {
     let dir = run_dir.path().join("vmis").join(&uid);
     std::fs::create_dir_all(&dir).unwrap();
 
-    let mut launcher = Launcher(
-        Command::new(launcher_binary())
-            .args(["--vmi-namespace", "default", "--vmi-name", "guest", "--vmi-uid", &uid])
-            .arg("--vmi-dir")
-            .arg(&dir)
-            .args(["--grace-period-seconds", "120"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn virt-launcher"),
-    );
-    wait_for(Duration::from_secs(30), "launcher ready", || dir.join("ready").exists());
+    let mut launcher = start_launcher(&dir, "guest", &uid, 120);
 
     // What the worker does: plan, prepare, convert, define and start.
     let started = Instant::now();
@@ -148,9 +92,7 @@ async fn kernel_boot_vmi_boots_under_the_real_launcher() {
     assert_eq!(events.next().await.unwrap(), Some(Event::Started));
 
     let log = dir.join("serial0.log");
-    wait_for(BOOT_TIMEOUT, &format!("{GUEST_LINE:?} in {}", log.display()), || {
-        std::fs::read_to_string(&log).is_ok_and(|s| s.contains(GUEST_LINE))
-    });
+    wait_for_line(&log, GUEST_LINE);
     eprintln!(
         "MEASURE volumes prepared in {prepared:?}; define_and_start -> {GUEST_LINE:?} in {:.1}s ({virtualization:?})",
         started.elapsed().as_secs_f64()
@@ -180,14 +122,7 @@ async fn kernel_boot_vmi_boots_under_the_real_launcher() {
 
     client.shutdown().await.unwrap();
     assert_eq!(events.next().await.unwrap(), Some(Event::Stopped { reason: StopReason::Shutdown }));
-    let start = Instant::now();
-    let code = loop {
-        if let Some(status) = launcher.0.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "launcher did not exit");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let code = launcher.wait_exit(Duration::from_secs(30));
     assert_eq!(code, Some(0), "a clean poweroff ends the launcher with 0");
     assert_eq!(std::fs::metadata(&disk).unwrap().modified().unwrap(), disk_mtime, "the image store file was written");
 }

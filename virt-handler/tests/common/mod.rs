@@ -1,0 +1,98 @@
+//! What the handler's integration tests share.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const GUEST_LINE: &str = "FERROVIRT GUEST READY";
+/// TCG on a shared 2-core machine with other guests booting in parallel.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+
+pub fn cache() -> PathBuf {
+    std::env::var_os("FERROVIRT_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/ferrovirt")
+    })
+}
+
+/// The guest's kernel command line, or a failure saying how to build the guest.
+pub fn guest_cmdline() -> String {
+    let images = cache().join("images/ferrovirt_guest-kernel_latest/boot");
+    assert!(
+        images.join("vmlinuz").is_file() && images.join("initrd.img").is_file(),
+        "{} lacks vmlinuz/initrd.img: run hack/build-guest-images.sh",
+        images.display()
+    );
+    std::fs::read_to_string(cache().join("guests/cmdline"))
+        .expect("guest cmdline missing: run hack/build-guest-images.sh")
+        .trim()
+        .to_owned()
+}
+
+/// The launcher binary, built fresh next to ours.
+pub fn launcher_binary() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-q", "-p", "virt-launcher"])
+        .status()
+        .expect("running cargo build -p virt-launcher");
+    assert!(status.success(), "cargo build -p virt-launcher failed");
+    let bin = Path::new(env!("CARGO_BIN_EXE_virt-handler")).with_file_name("virt-launcher");
+    assert!(bin.is_file(), "{} missing after cargo build -p virt-launcher", bin.display());
+    bin
+}
+
+/// A child process killed (SIGKILL) when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(start.elapsed() < timeout, "process {} did not exit within {timeout:?}", self.0.id());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Starts a launcher on `dir` (host path, no mount namespace) and waits for its ready file.
+pub fn start_launcher(dir: &Path, name: &str, uid: &str, grace: u64) -> Proc {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = Proc(
+        Command::new(launcher_binary())
+            .args(["--vmi-namespace", "default", "--vmi-name", name, "--vmi-uid", uid])
+            .arg("--vmi-dir")
+            .arg(dir)
+            .args(["--grace-period-seconds", &grace.to_string()])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn virt-launcher"),
+    );
+    wait_for(Duration::from_secs(30), "launcher ready", || dir.join("ready").exists());
+    p
+}
+
+pub fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits for `line` in a serial log.
+pub fn wait_for_line(log: &Path, line: &str) {
+    wait_for(BOOT_TIMEOUT, &format!("{line:?} in {}", log.display()), || {
+        std::fs::read_to_string(log).is_ok_and(|s| s.contains(line))
+    });
+}
