@@ -122,6 +122,10 @@ pub fn components(assets: &Assets, layout: &Layout, pki: &Pki, ports: Ports) -> 
         format!("--service-cluster-ip-range={SERVICE_CIDR}"),
         "--authorization-mode=Node,RBAC".to_string(),
         "--allow-privileged=true".to_string(),
+        // This plugin taints every new Node `not-ready:NoSchedule` until the node lifecycle
+        // controller, which is not run here, sees it Ready: nodes that tests or devnode
+        // create would never get pods.
+        "--disable-admission-plugins=TaintNodesByCondition".to_string(),
         // Aggregation: the API server authenticates to aggregated servers (virt-api) with
         // the front-proxy client certificate and passes the user in these headers.
         format!("--requestheader-client-ca-file={}", p(pki.cert("front-proxy-ca"))),
