@@ -25,6 +25,18 @@ pub enum Command {
         #[arg(long, default_value = "/dev/kvm")]
         device: PathBuf,
     },
+    /// Print the libvirt domain XML of a VMI manifest, as the handler would define it
+    /// (for debugging and benchmarks; volumes are planned, not prepared).
+    DomainXml {
+        /// A VirtualMachineInstance manifest (YAML or JSON); `-` for stdin.
+        vmi: PathBuf,
+        /// Software emulation (domain type qemu) instead of KVM.
+        #[arg(long)]
+        emulation: bool,
+        /// The per-VMI directory as the launcher sees it.
+        #[arg(long, default_value = "/var/run/ferrovirt/vmi")]
+        vmi_dir: PathBuf,
+    },
 }
 
 #[derive(Clone, Debug, clap::Args)]

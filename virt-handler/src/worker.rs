@@ -81,6 +81,7 @@ fn gone(rx: &VmiRx) -> bool {
 async fn follow(ctx: &Arc<Context>, first: &VirtualMachineInstance, mut rx: VmiRx) -> Result<()> {
     let uid = first.uid().unwrap_or_default();
     let socket = ctx.run_dir.socket(&uid);
+    let began = Instant::now();
 
     // 1. The launcher, once it answers.
     let mut launcher = loop {
@@ -104,7 +105,7 @@ async fn follow(ctx: &Arc<Context>, first: &VirtualMachineInstance, mut rx: VmiR
     match launcher.domain_info().await? {
         Some(info) => tracing::info!(state = ?info.state, reason = %info.reason, "domain found; resyncing"),
         None if deleting(&rx) => return Ok(()),
-        None => match start(ctx, &rx, &mut launcher).await {
+        None => match start(ctx, &rx, &mut launcher, began.elapsed()).await {
             Ok(v) => virtualization = Some(v),
             Err(e) if is_permanent(&e) => {
                 let reason = e.reason();
@@ -131,17 +132,27 @@ fn is_permanent(e: &Error) -> bool {
     }
 }
 
-/// Prepares and converts, then asks the launcher to define and start the domain.
-async fn start(ctx: &Arc<Context>, rx: &VmiRx, launcher: &mut LauncherClient) -> Result<Virtualization> {
+/// Prepares and converts, then asks the launcher to define and start the domain. Logs
+/// where the node side spent its time (`launcher_wait_ms` is since the worker started).
+async fn start(ctx: &Arc<Context>, rx: &VmiRx, launcher: &mut LauncherClient, waited: Duration) -> Result<Virtualization> {
     let vmi = latest(rx).ok_or(Error::unsupported("metadata", "the VMI is gone"))?;
+    let t0 = Instant::now();
     let allow = crate::node::allow_emulation(&ctx.client, &ctx.namespace, ctx.use_emulation_default).await?;
     let virtualization = crate::config::decide(&ctx.kvm, allow)?;
     let xml = ctx.prepare_domain(&vmi, virtualization).await?;
     tracing::debug!(%xml, "domain XML");
-    let started = Instant::now();
+    let t1 = Instant::now();
     let info = launcher.define_and_start(&xml).await?;
+    let t2 = Instant::now();
     ctx.metrics.domains_started.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(state = ?info.state, qemu_pid = ?info.qemu_pid, elapsed = ?started.elapsed(), virtualization = ?virtualization, "domain started");
+    ctx.metrics.observe_start(waited + (t2 - t0));
+    tracing::info!(
+        state = ?info.state, qemu_pid = ?info.qemu_pid, ?virtualization,
+        launcher_wait_ms = waited.as_millis() as u64,
+        prepare_ms = (t1 - t0).as_millis() as u64,
+        define_and_start_ms = (t2 - t1).as_millis() as u64,
+        "domain started"
+    );
     Ok(virtualization)
 }
 

@@ -132,3 +132,15 @@ fn unsupported_values_fail_naming_the_field() {
         assert_eq!(err.reason(), "UnsupportedSpec", "{what}: {text}");
     }
 }
+
+#[test]
+fn the_domain_xml_subcommand_prints_the_same_domain() {
+    let case = golden_dir().join("kernel-boot-emulation.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_virt-handler"))
+        .args(["--image-store", IMAGE_STORE, "domain-xml", "--emulation", "--vmi-dir", VMI_DIR])
+        .arg(&case)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), std::fs::read_to_string(case.with_extension("xml")).unwrap());
+}

@@ -60,6 +60,26 @@ pub fn efi_firmware(domain: &DomainSpec) -> Option<(&'static str, &'static str)>
     }
 }
 
+/// The domain XML of a VMI manifest (YAML or JSON), with its volumes planned in
+/// `vmi_dir` (PVCs cannot be resolved offline). For `virt-handler domain-xml`.
+pub fn from_manifest(manifest: &str, emulation: bool, vmi_dir: &Path, image_store: &Path) -> Result<String> {
+    use kube::ResourceExt;
+    let vmi: crds::VirtualMachineInstance = serde_yaml::from_str(manifest)
+        .map_err(|e| Error::unsupported("manifest", e.to_string()))?;
+    let plans = crate::volumes::plan(&vmi.spec, vmi_dir, &Default::default())?;
+    let virtualization = if emulation { Virtualization::Emulation } else { Virtualization::Kvm };
+    convert(&Input {
+        namespace: &vmi.namespace().unwrap_or_else(|| "default".into()),
+        name: &vmi.name_any(),
+        uid: &vmi.uid().unwrap_or_else(|| "00000000-0000-4000-8000-000000000000".into()),
+        spec: &vmi.spec,
+        virtualization,
+        vmi_dir,
+        images: &ImageStore::new(image_store),
+        volumes: &plans,
+    })
+}
+
 /// The domain XML of the VMI.
 pub fn convert(input: &Input) -> Result<String> {
     let spec = input.spec;
