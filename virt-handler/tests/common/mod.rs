@@ -74,12 +74,27 @@ pub fn start_launcher(dir: &Path, name: &str, uid: &str, grace: u64) -> Proc {
             .arg("--vmi-dir")
             .arg(dir)
             .args(["--grace-period-seconds", &grace.to_string()])
+            .arg("--capabilities-cache")
+            .arg(capabilities_cache())
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn virt-launcher"),
     );
     wait_for(Duration::from_secs(30), "launcher ready", || dir.join("ready").exists());
+    // libvirt's capability probe runs a daemonized QEMU; killing the launcher (no PID
+    // namespace here) in the middle of it would orphan that QEMU. Wait for the result.
+    let caps = dir.join("libvirt/cache/qemu/capabilities");
+    wait_for(Duration::from_secs(60), "QEMU capabilities probed", || {
+        std::fs::read_dir(&caps).is_ok_and(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".xml")))
+    });
     p
+}
+
+/// Shared between the launchers of these tests, as a node shares it between its launchers.
+fn capabilities_cache() -> PathBuf {
+    let dir = std::env::temp_dir().join("ferrovirt-virt-handler-test-capabilities");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 pub fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
