@@ -26,6 +26,11 @@ pub struct Args {
     #[arg(long, env = "FERROVIRT_LOG_FORMAT", value_enum, default_value = "plain")]
     pub log_format: LogFormat,
 
+    /// The cap of the crash-loop back-off between starts of a VM whose VMIs keep failing
+    /// before they run (seconds; KubeVirt's is 300).
+    #[arg(long, env = "FERROVIRT_CRASH_LOOP_MAX_BACKOFF", value_parser = parse_seconds, default_value = "300")]
+    pub crash_loop_max_backoff: Duration,
+
     /// How many objects each controller reconciles at once.
     #[arg(long, env = "FERROVIRT_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,

@@ -23,10 +23,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::reflector;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
 use kube::runtime::{Controller, WatchStreamExt};
-use kube::{Api, Client};
+use kube::{Api, Client, Resource, ResourceExt};
 
 pub use args::{Args, LauncherArgs, LeaderArgs, LogFormat};
 pub use context::Context;
@@ -74,7 +74,7 @@ pub async fn run(args: Args) -> Result<()> {
             node_run_dir: args.launcher.node_run_dir.clone(),
         },
         concurrency: args.concurrency,
-        max_crash_loop_backoff: Duration::from_secs(300),
+        max_crash_loop_backoff: args.crash_loop_max_backoff,
     };
     let result = tokio::select! {
         e = elector.keep_renewing() => Err(e),
@@ -116,39 +116,54 @@ async fn shutdown_signal() {
 }
 
 /// Runs both controllers with `client` until a watch fails for good. One VMI watch and one
-/// launcher-pod watch feed both controllers and their caches.
+/// launcher-pod watch fill the caches of both controllers and wake them: a VMI change
+/// wakes its own reconcile and its VM's; a pod change wakes its VMI's. (kube-runtime's
+/// shared streams are not used: their subscriber stalls once an object is deleted before
+/// it is read, and they drop deletions.)
 pub async fn run_controllers(client: Client, settings: Settings, metrics: Arc<metrics::Metrics>) -> Result<()> {
     let vms: Api<VirtualMachine> = Api::all(client.clone());
     let vmis: Api<VirtualMachineInstance> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
 
-    let (vmi_store, vmi_writer) = reflector::store_shared::<VirtualMachineInstance>(4096);
-    let (pod_store, pod_writer) = reflector::store_shared::<Pod>(4096);
-    let vmis_for_vm = vmi_writer.subscribe().expect("a shared store has subscribers");
-    let vmis_for_vmi = vmi_writer.subscribe().expect("a shared store has subscribers");
-    let pods_for_vmi = pod_writer.subscribe().expect("a shared store has subscribers");
+    let (vmi_store, vmi_writer) = reflector::store::<VirtualMachineInstance>();
+    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let (vm_wakeups, vm_wakeup_stream) = futures::channel::mpsc::unbounded::<ObjectRef<VirtualMachine>>();
+    let (vmi_wakeups, vmi_wakeup_stream) = futures::channel::mpsc::unbounded::<ObjectRef<VirtualMachineInstance>>();
 
-    let vmi_watch = watcher(vmis, watcher::Config::default())
-        .default_backoff()
-        .reflect_shared(vmi_writer)
-        .for_each(|_| futures::future::ready(()));
+    let vmi_wakeups_from_pods = vmi_wakeups.clone();
+    let vmi_watch = reflector::reflector(vmi_writer, watcher(vmis, watcher::Config::default()).default_backoff())
+        .for_each(move |event| {
+            for vmi in changed(event) {
+                if let Some(owner) = controller_of(&vmi, "VirtualMachine") {
+                    let _ = vm_wakeups.unbounded_send(owner);
+                }
+                let _ = vmi_wakeups.unbounded_send(ObjectRef::from_obj(&vmi));
+            }
+            futures::future::ready(())
+        });
     let launcher_pods = watcher::Config::default().labels(&format!("{}={}", pod::APP_LABEL, pod::APP_LABEL_VALUE));
-    let pod_watch = watcher(pods, launcher_pods)
-        .default_backoff()
-        .reflect_shared(pod_writer)
-        .for_each(|_| futures::future::ready(()));
+    let pod_watch = reflector::reflector(pod_writer, watcher(pods, launcher_pods).default_backoff())
+        .for_each(move |event| {
+            for pod in changed(event) {
+                if let Some(owner) = controller_of(&pod, "VirtualMachineInstance") {
+                    let _ = vmi_wakeups_from_pods.unbounded_send(owner);
+                }
+            }
+            futures::future::ready(())
+        });
 
     metrics.count_vmis_from(vmi_store.clone());
     let ctx = Arc::new(Context::new(client, settings.clone(), metrics, vmi_store.clone(), pod_store));
     let config = kube::runtime::controller::Config::default().concurrency(settings.concurrency);
 
     let vm_controller = Controller::new(vms, watcher::Config::default())
-        .owns_shared_stream(vmis_for_vm)
+        .reconcile_on(vm_wakeup_stream)
         .with_config(config.clone())
         .run(vm_controller::reconcile, vm_controller::error_policy, ctx.clone())
         .for_each(|_| futures::future::ready(()));
-    let vmi_controller = Controller::for_shared_stream(vmis_for_vmi, vmi_store)
-        .owns_shared_stream(pods_for_vmi)
+    let no_direct_trigger = futures::stream::pending::<Result<VirtualMachineInstance, watcher::Error>>();
+    let vmi_controller = Controller::for_stream(no_direct_trigger, vmi_store)
+        .reconcile_on(vmi_wakeup_stream)
         .with_config(config)
         .run(vmi_controller::reconcile, vmi_controller::error_policy, ctx)
         .for_each(|_| futures::future::ready(()));
@@ -156,4 +171,27 @@ pub async fn run_controllers(client: Client, settings: Settings, metrics: Arc<me
     tracing::info!("controllers started");
     tokio::join!(vmi_watch, pod_watch, vm_controller, vmi_controller);
     Ok(())
+}
+
+/// The objects an event is about (applied, listed or deleted).
+fn changed<K>(event: std::result::Result<watcher::Event<K>, watcher::Error>) -> Vec<K> {
+    match event {
+        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o)) => vec![o],
+        Ok(watcher::Event::Init | watcher::Event::InitDone) => vec![],
+        Err(e) => {
+            tracing::warn!(error = %crate::telemetry::chain(&e), "watch failed, retrying");
+            vec![]
+        }
+    }
+}
+
+/// The object that controls `obj`, if it is of `kind` (kubevirt.io).
+fn controller_of<K, O>(obj: &O, kind: &str) -> Option<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()>,
+    O: Resource,
+{
+    let ns = obj.namespace()?;
+    let owner = obj.owner_references().iter().find(|o| o.controller == Some(true) && o.kind == kind)?;
+    Some(ObjectRef::new(&owner.name).within(&ns))
 }

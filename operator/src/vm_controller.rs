@@ -96,6 +96,8 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
     let decision = if vm.meta().deletion_timestamp.is_some() || foreign { Decision::Nothing } else { strategy::decide(&inputs) };
 
     let mut requests = old.state_change_requests.clone();
+    // The VM as last written: its resourceVersion guards the status write.
+    let mut current = vm.clone();
     let mut start_expected = false;
     let mut stop_expected = false;
     let mut requeue = RESYNC;
@@ -112,13 +114,19 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
         },
         Decision::Stop | Decision::StopAndRequestStart => {
             let v = vmi.as_deref().expect("stop decisions come with a VMI");
+            if decision == Decision::StopAndRequestStart && !strategy::has_start_request(&requests) {
+                // The Start request is stored before the VMI goes, so the restart survives a
+                // lost race or a crash in between.
+                requests.push(crds::VirtualMachineStateChangeRequest::default());
+                let ops = vec![
+                    json!({"op": "test", "path": "/metadata/resourceVersion", "value": current.resource_version()}),
+                    json!({"op": "add", "path": "/status/stateChangeRequests", "value": requests}),
+                ];
+                let patched = writes::json_patch(&vms, &current, ops, true, &ctx.metrics, "virtualmachines").await?;
+                current.metadata.resource_version = patched.metadata.resource_version;
+            }
             match stop(vm, v, &vmis, ctx).await {
-                Ok(()) => {
-                    stop_expected = true;
-                    if decision == Decision::StopAndRequestStart && !strategy::has_start_request(&requests) {
-                        requests.push(crds::VirtualMachineStateChangeRequest::default());
-                    }
-                }
+                Ok(()) => stop_expected = true,
                 Err(e) => sync_error = Some(e),
             }
         }
@@ -195,7 +203,7 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
     status.printable_status = Some(printable.to_string());
 
     if status != old {
-        writes::replace_status(&vms, vm, &status, &ctx.metrics, "virtualmachines").await?;
+        writes::replace_status(&vms, &current, &status, &ctx.metrics, "virtualmachines").await?;
         if old.printable_status.as_deref() != Some(printable) {
             let warning = matches!(printable, "CrashLoopBackOff" | "ErrorUnschedulable" | "Unknown");
             let note = format!("printableStatus {} -> {printable}", old.printable_status.as_deref().unwrap_or("(none)"));

@@ -1,0 +1,264 @@
+//! What the operator's integration tests share: the operator binary as a child process,
+//! a fake Node and a fake kubelet (no node runs pods in this tier), and waiting.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crds::{VirtualMachine, VirtualMachineInstance};
+use ferrovirt_tests::ControlPlane;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+pub const NODE: &str = "node1";
+
+/// An operator process; killed when dropped and when the test binary dies.
+pub struct Operator {
+    pub child: Child,
+    pub log: PathBuf,
+    pub metrics_port: u16,
+    pub identity: String,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Operator {
+    pub fn log_tail(&self) -> String {
+        ferrovirt_tests_tail(&self.log)
+    }
+
+    /// `/metrics` of this operator.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).expect("metrics endpoint");
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+}
+
+pub fn ferrovirt_tests_tail(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Children are forked by one thread that lives as long as the process, with
+/// PR_SET_PDEATHSIG: they die with the test binary, not with the test thread.
+fn spawn_tied(mut cmd: Command) -> Child {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        std::thread::spawn(move || {
+            for (mut cmd, reply) in rx {
+                let _ = reply.send(cmd.spawn());
+            }
+        });
+        Mutex::new(tx)
+    });
+    let parent = std::process::id();
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    spawner.lock().unwrap().send((cmd, tx)).unwrap();
+    rx.recv().unwrap().expect("starting the operator binary")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts the operator binary against `cp`, with a short lease for the failover tests.
+pub fn start_operator(cp: &ControlPlane, identity: &str, lease: &str) -> Operator {
+    let log = std::env::temp_dir().join(format!("ferrovirt-operator-{}-{identity}.log", std::process::id()));
+    let file = std::fs::File::create(&log).unwrap();
+    let metrics_port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_operator"));
+    cmd.arg("--kubeconfig")
+        .arg(cp.kubeconfig())
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--leader-election-namespace", "default", "--lease-name", lease, "--identity", identity])
+        .args(["--lease-duration", "4", "--lease-retry", "0.5", "--crash-loop-max-backoff", "30"])
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()))
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file);
+    Operator { child: spawn_tied(cmd), log, metrics_port, identity: identity.to_string() }
+}
+
+/// Polls `check` every 200 ms until it yields a value, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if started.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A Node that the scheduler can place launcher pods on (Ready, with the KVM device).
+pub async fn ensure_node(client: &Client, name: &str, labels: serde_json::Value) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": labels},
+    }))
+    .unwrap();
+    match nodes.create(&PostParams::default(), &node).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("creating node {name}: {e}"),
+    }
+    // The TaintNodesByCondition admission plugin taints new nodes not-ready; no node
+    // lifecycle controller runs here to lift it.
+    nodes.patch(name, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"taints": null}}))).await.unwrap();
+    let capacity = json!({"cpu": "64", "memory": "256Gi", "pods": "500", "devices.kubevirt.io/kvm": "1k"});
+    let status = json!({"status": {
+        "capacity": capacity, "allocatable": capacity,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "fake",
+                        "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+    }});
+    nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+}
+
+/// Plays kubelet for pods on `node` in `ns`: a pod being deleted finishes (Succeeded, as
+/// the launcher exits after the guest's shutdown) and is removed. Runs until the test ends.
+pub fn fake_kubelet(client: Client, ns: &str, node: &'static str) {
+    let pods: Api<Pod> = Api::namespaced(client, ns);
+    tokio::spawn(async move {
+        loop {
+            if let Ok(list) = pods.list(&ListParams::default()).await {
+                for p in list {
+                    let on_node = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node);
+                    if on_node && p.metadata.deletion_timestamp.is_some() {
+                        let _ = set_pod_status(&pods, &p.name_any(), json!({"phase": "Succeeded"})).await;
+                        let _ = pods.delete(&p.name_any(), &DeleteParams::default().grace_period(0)).await;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}
+
+pub async fn set_pod_status(pods: &Api<Pod>, name: &str, status: serde_json::Value) -> kube::Result<Pod> {
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await
+}
+
+/// The launcher came up: pod Running, `compute` ready, as kubelet reports it.
+pub async fn make_pod_ready(pods: &Api<Pod>, name: &str) {
+    let now = "2026-01-01T00:00:00Z";
+    set_pod_status(
+        pods,
+        name,
+        json!({
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now},
+                           {"type": "PodScheduled", "status": "True", "lastTransitionTime": now}],
+            "containerStatuses": [{"name": "compute", "ready": true, "restartCount": 0, "image": "ferrovirt/virt-launcher:dev",
+                                   "imageID": "", "started": true, "state": {"running": {"startedAt": now}}}],
+        }),
+    )
+    .await
+    .unwrap();
+}
+
+/// The launcher died before the guest ran.
+pub async fn fail_pod(pods: &Api<Pod>, name: &str, reason: &str) {
+    let now = "2026-01-01T00:00:00Z";
+    set_pod_status(
+        pods,
+        name,
+        json!({
+            "phase": "Failed",
+            "containerStatuses": [{"name": "compute", "ready": false, "restartCount": 0, "image": "ferrovirt/virt-launcher:dev",
+                                   "imageID": "", "state": {"terminated": {"exitCode": 1, "reason": reason, "startedAt": now, "finishedAt": now}}}],
+        }),
+    )
+    .await
+    .unwrap();
+}
+
+/// Writes the VMI's phase as virt-handler would.
+pub async fn set_vmi_phase(vmis: &Api<VirtualMachineInstance>, name: &str, phase: &str) {
+    let mut status = json!({"phase": phase});
+    if phase == "Running" {
+        status["phaseTransitionTimestamps"] = json!([{"phase": "Running", "phaseTransitionTimestamp": "2026-01-01T00:00:00Z"}]);
+    }
+    let vmi = vmis.get(name).await.unwrap();
+    let mut merged = serde_json::to_value(vmi.status.unwrap_or_default()).unwrap();
+    for (k, v) in status.as_object().unwrap() {
+        if k == "phaseTransitionTimestamps" {
+            let list = merged.get_mut(k).and_then(|l| l.as_array_mut());
+            match list {
+                Some(l) => l.extend(v.as_array().unwrap().iter().cloned()),
+                None => merged[k] = v.clone(),
+            }
+        } else {
+            merged[k] = v.clone();
+        }
+    }
+    let pp = PatchParams { field_manager: Some("virt-handler".into()), ..Default::default() };
+    vmis.patch_status(name, &pp, &Patch::Merge(&json!({"status": merged}))).await.unwrap();
+}
+
+/// A VM manifest with 64 MiB of guest memory.
+pub fn vm_manifest(name: &str, run: serde_json::Value, extra_spec: serde_json::Value) -> VirtualMachine {
+    let mut spec = json!({
+        "domain": {"memory": {"guest": "64Mi"}, "devices": {}},
+        "terminationGracePeriodSeconds": 0,
+    });
+    for (k, v) in extra_spec.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    let mut vm = json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": name},
+        "spec": {"template": {"metadata": {"labels": {"app": name}}, "spec": spec}},
+    });
+    for (k, v) in run.as_object().unwrap() {
+        vm["spec"][k] = v.clone();
+    }
+    serde_json::from_value(vm).unwrap()
+}
+
+/// Writes state change requests as KubeVirt's start/stop/restart subresources do.
+pub async fn request(vms: &Api<VirtualMachine>, name: &str, requests: serde_json::Value) {
+    let patch = json!([{"op": "add", "path": "/status/stateChangeRequests", "value": requests}]);
+    let p: json_patch::Patch = serde_json::from_value(patch).unwrap();
+    let pp = PatchParams { field_manager: Some("virt-api".into()), ..Default::default() };
+    vms.patch_status(name, &pp, &Patch::Json::<()>(p)).await.unwrap();
+}
