@@ -4,7 +4,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Clone, Debug, clap::Parser)]
-#[command(name = "virt-handler", version, about = "Ferrovirt's node agent: runs the VMIs scheduled to this node")]
+#[command(
+    name = "virt-handler",
+    version,
+    about = "Ferrovirt's node agent: runs the VMIs scheduled to this node"
+)]
 pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -66,12 +70,20 @@ pub struct RunArgs {
     pub use_emulation: bool,
 
     /// Where Prometheus metrics are served (`/metrics`); empty for none.
-    #[arg(long, env = "VIRT_HANDLER_METRICS_ADDR", default_value = "0.0.0.0:8443")]
+    #[arg(
+        long,
+        env = "VIRT_HANDLER_METRICS_ADDR",
+        default_value = "0.0.0.0:8443"
+    )]
     pub metrics_addr: String,
 
     /// The per-VMI directory as the launcher sees it (its pod's mount); `host` when the
     /// launcher sees the host path (a launcher run without a mount namespace).
-    #[arg(long, env = "VIRT_HANDLER_LAUNCHER_VMI_DIR", default_value = "/var/run/ferrovirt/vmi")]
+    #[arg(
+        long,
+        env = "VIRT_HANDLER_LAUNCHER_VMI_DIR",
+        default_value = "/var/run/ferrovirt/vmi"
+    )]
     pub launcher_vmi_dir: String,
 
     /// The KVM device to probe.
@@ -79,23 +91,32 @@ pub struct RunArgs {
     pub kvm_device: PathBuf,
 
     /// How long the KVM probe may take before KVM counts as unusable.
-    #[arg(long, env = "VIRT_HANDLER_KVM_PROBE_TIMEOUT_MS", default_value_t = 2000)]
+    #[arg(
+        long,
+        env = "VIRT_HANDLER_KVM_PROBE_TIMEOUT_MS",
+        default_value_t = 2000
+    )]
     pub kvm_probe_timeout_ms: u64,
 }
 
 impl RunArgs {
     pub fn image_store(&self) -> PathBuf {
         self.image_store.clone().unwrap_or_else(|| {
-            let cache = std::env::var_os("FERROVIRT_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-                PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/ferrovirt")
-            });
+            let cache = std::env::var_os("FERROVIRT_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                        .join(".cache/ferrovirt")
+                });
             cache.join("images")
         })
     }
 
     pub fn node_name(&self) -> String {
         self.node_name.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "localhost".into())
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|_| "localhost".into())
         })
     }
 
@@ -114,13 +135,25 @@ mod tests {
 
     #[test]
     fn parses_run_flags_and_the_probe() {
-        let a = Args::parse_from(["virt-handler", "--node-name", "n1", "--run-dir", "/tmp/r", "--log-format", "json", "--metrics-addr", ""]);
+        let a = Args::parse_from([
+            "virt-handler",
+            "--node-name",
+            "n1",
+            "--run-dir",
+            "/tmp/r",
+            "--log-format",
+            "json",
+            "--metrics-addr",
+            "",
+        ]);
         assert_eq!(a.run.node_name(), "n1");
         assert_eq!(a.run.run_dir, PathBuf::from("/tmp/r"));
         assert_eq!(a.log_format, LogFormat::Json);
         assert_eq!(a.run.metrics_addr(), None);
         assert!(a.command.is_none());
         let p = Args::parse_from(["virt-handler", "probe-kvm", "--device", "/dev/null"]);
-        assert!(matches!(p.command, Some(Command::ProbeKvm { device }) if device == PathBuf::from("/dev/null")));
+        assert!(
+            matches!(p.command, Some(Command::ProbeKvm { device }) if device.as_path() == std::path::Path::new("/dev/null"))
+        );
     }
 }

@@ -65,7 +65,10 @@ pub fn node_labels(kvm: &KvmStatus, allow_emulation: bool) -> BTreeMap<String, S
     BTreeMap::from([
         ("kubevirt.io/schedulable".to_owned(), "true".to_owned()),
         ("ferrovirt.io/kvm".to_owned(), kvm.usable().to_string()),
-        ("ferrovirt.io/virtualization".to_owned(), virtualization.to_owned()),
+        (
+            "ferrovirt.io/virtualization".to_owned(),
+            virtualization.to_owned(),
+        ),
     ])
 }
 
@@ -88,13 +91,25 @@ mod tests {
     #[test]
     fn emulation_only_when_allowed() {
         let broken = KvmStatus::Unusable("hangs".into());
-        assert_eq!(decide(&KvmStatus::Usable, false).unwrap(), Virtualization::Kvm);
+        assert_eq!(
+            decide(&KvmStatus::Usable, false).unwrap(),
+            Virtualization::Kvm
+        );
         assert_eq!(decide(&broken, true).unwrap(), Virtualization::Emulation);
         let err = decide(&broken, false).unwrap_err();
         assert_eq!(err.reason(), "KVMUnavailable");
         assert!(err.to_string().contains("useEmulation"), "{err}");
-        assert_eq!(node_labels(&broken, false)["ferrovirt.io/virtualization"], "none");
-        assert_eq!(node_labels(&broken, true)["ferrovirt.io/virtualization"], "emulation");
-        assert_eq!(node_labels(&KvmStatus::Usable, false)["ferrovirt.io/kvm"], "true");
+        assert_eq!(
+            node_labels(&broken, false)["ferrovirt.io/virtualization"],
+            "none"
+        );
+        assert_eq!(
+            node_labels(&broken, true)["ferrovirt.io/virtualization"],
+            "emulation"
+        );
+        assert_eq!(
+            node_labels(&KvmStatus::Usable, false)["ferrovirt.io/kvm"],
+            "true"
+        );
     }
 }

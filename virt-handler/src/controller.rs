@@ -12,8 +12,8 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Api, ResourceExt};
 
 use crate::args::RunArgs;
@@ -47,11 +47,17 @@ pub struct Context {
 impl Context {
     /// The per-VMI directory as the launcher of `uid` sees it.
     pub fn launcher_dir(&self, uid: &str) -> PathBuf {
-        self.launcher_vmi_dir.clone().unwrap_or_else(|| self.run_dir.vmi(uid))
+        self.launcher_vmi_dir
+            .clone()
+            .unwrap_or_else(|| self.run_dir.vmi(uid))
     }
 
     /// Resolves PVCs, prepares volumes and firmware, and converts the spec.
-    pub async fn prepare_domain(&self, vmi: &VirtualMachineInstance, virtualization: Virtualization) -> Result<String> {
+    pub async fn prepare_domain(
+        &self,
+        vmi: &VirtualMachineInstance,
+        virtualization: Virtualization,
+    ) -> Result<String> {
         let ns = vmi.namespace().unwrap_or_default();
         let uid = vmi.uid().unwrap_or_default();
         let pvcs = self.pvc_dirs(&ns, vmi).await?;
@@ -80,20 +86,40 @@ impl Context {
     }
 
     /// Claim name -> the directory of its bound hostPath or local PersistentVolume.
-    async fn pvc_dirs(&self, ns: &str, vmi: &VirtualMachineInstance) -> Result<BTreeMap<String, PathBuf>> {
+    async fn pvc_dirs(
+        &self,
+        ns: &str,
+        vmi: &VirtualMachineInstance,
+    ) -> Result<BTreeMap<String, PathBuf>> {
         let mut out = BTreeMap::new();
         for v in &vmi.spec.volumes {
-            let Some(claim) = v.persistent_volume_claim.as_ref().map(|p| &p.claim_name) else { continue };
+            let Some(claim) = v.persistent_volume_claim.as_ref().map(|p| &p.claim_name) else {
+                continue;
+            };
             let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
             let fail = |m: String| Error::volume(&v.name, format!("claim {claim:?}: {m}"));
-            let pvc = pvcs.get_opt(claim).await?.ok_or_else(|| fail("not found".into()))?;
-            let pv_name = pvc.spec.and_then(|s| s.volume_name).ok_or_else(|| fail("not bound to a volume".into()))?;
-            let pv = Api::<PersistentVolume>::all(self.client.clone()).get_opt(&pv_name).await?
+            let pvc = pvcs
+                .get_opt(claim)
+                .await?
+                .ok_or_else(|| fail("not found".into()))?;
+            let pv_name = pvc
+                .spec
+                .and_then(|s| s.volume_name)
+                .ok_or_else(|| fail("not bound to a volume".into()))?;
+            let pv = Api::<PersistentVolume>::all(self.client.clone())
+                .get_opt(&pv_name)
+                .await?
                 .ok_or_else(|| fail(format!("volume {pv_name:?} not found")))?;
             let spec = pv.spec.unwrap_or_default();
-            let dir = spec.host_path.map(|h| h.path).or(spec.local.map(|l| l.path)).ok_or_else(|| {
-                fail(format!("volume {pv_name:?} is neither hostPath nor local; only those are supported"))
-            })?;
+            let dir = spec
+                .host_path
+                .map(|h| h.path)
+                .or(spec.local.map(|l| l.path))
+                .ok_or_else(|| {
+                    fail(format!(
+                        "volume {pv_name:?} is neither hostPath nor local; only those are supported"
+                    ))
+                })?;
             out.insert(claim.clone(), PathBuf::from(dir));
         }
         Ok(out)
@@ -101,22 +127,40 @@ impl Context {
 
     /// Writes the status after `obs` on the VMI (fresh from the API, guarded by its
     /// resourceVersion, retried on conflict). A VMI that is gone is fine.
-    pub async fn write_status(&self, vmi: &VirtualMachineInstance, obs: &Observation) -> Result<()> {
-        let api: Api<VirtualMachineInstance> = Api::namespaced(self.client.clone(), &vmi.namespace().unwrap_or_default());
+    pub async fn write_status(
+        &self,
+        vmi: &VirtualMachineInstance,
+        obs: &Observation,
+    ) -> Result<()> {
+        let api: Api<VirtualMachineInstance> =
+            Api::namespaced(self.client.clone(), &vmi.namespace().unwrap_or_default());
         let name = vmi.name_any();
         let uid = vmi.uid().unwrap_or_default();
         for _ in 0..8 {
-            let Some(current) = api.get_opt(&name).await? else { return Ok(()) };
+            let Some(current) = api.get_opt(&name).await? else {
+                return Ok(());
+            };
             if current.uid().as_deref() != Some(uid.as_str()) {
                 return Ok(());
             }
             let now = Time(k8s_openapi::jiff::Timestamp::now());
             let old = current.status.clone().unwrap_or_default();
-            let Some(new) = status::next(&old, &current.spec, &uid, &self.node, obs, now) else { return Ok(()) };
+            let Some(new) = status::next(&old, &current.spec, &uid, &self.node, obs, now) else {
+                return Ok(());
+            };
             let patch = status::patch(&new, current.resource_version().as_deref());
-            match api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch)).await {
+            match api
+                .patch_status(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
                 Ok(_) => {
-                    self.metrics.status_writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics
+                        .status_writes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::info!(phase = ?new.phase, reason = ?new.reason, "VMI status written");
                     return Ok(());
                 }
@@ -166,7 +210,8 @@ impl State {
         let phase = vmi.status.as_ref().and_then(|s| s.phase);
         if matches!(phase, Some(VmiPhase::Scheduled | VmiPhase::Running)) {
             tracing::info!(ns = %vmi.namespace().unwrap_or_default(), name = %vmi.name_any(), %uid, ?phase, "following VMI");
-            self.workers.insert(uid.to_owned(), worker::spawn(self.ctx.clone(), vmi));
+            self.workers
+                .insert(uid.to_owned(), worker::spawn(self.ctx.clone(), vmi));
         }
     }
 
@@ -194,10 +239,15 @@ impl State {
 async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| kube::Error::InferKubeconfig(e))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.map_err(kube::Error::InferKubeconfig)?
+            let kc =
+                kube::config::Kubeconfig::read_from(path).map_err(kube::Error::InferKubeconfig)?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(kube::Error::InferKubeconfig)?
         }
-        None => kube::Config::infer().await.map_err(kube::Error::InferConfig)?,
+        None => kube::Config::infer()
+            .await
+            .map_err(kube::Error::InferConfig)?,
     };
     Ok(kube::Client::try_from(config)?)
 }
@@ -208,13 +258,20 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let run_dir = RunDir::new(&args.run_dir);
     std::fs::create_dir_all(run_dir.vmis()).map_err(Error::io("creating", run_dir.vmis()))?;
     let exe = std::env::current_exe().map_err(Error::io("finding", "/proc/self/exe"))?;
-    let (device, timeout) = (args.kvm_device.clone(), Duration::from_millis(args.kvm_probe_timeout_ms));
+    let (device, timeout) = (
+        args.kvm_device.clone(),
+        Duration::from_millis(args.kvm_probe_timeout_ms),
+    );
     let kvm = tokio::task::spawn_blocking(move || kvm::probe(&exe, &device, timeout)).await?;
     tracing::info!(%node, ?kvm, run_dir = %args.run_dir.display(), image_store = %args.image_store().display(), "virt-handler starting");
 
     let metrics = Arc::new(Metrics::default());
-    metrics.kvm_usable.store(i64::from(kvm.usable()), std::sync::atomic::Ordering::Relaxed);
-    let launcher_vmi_dir = (args.launcher_vmi_dir != "host").then(|| PathBuf::from(&args.launcher_vmi_dir));
+    metrics.kvm_usable.store(
+        i64::from(kvm.usable()),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let launcher_vmi_dir =
+        (args.launcher_vmi_dir != "host").then(|| PathBuf::from(&args.launcher_vmi_dir));
     let ctx = Arc::new(Context {
         client: client(args.kubeconfig.as_deref()).await?,
         node: node.clone(),
@@ -237,15 +294,28 @@ pub async fn run(args: RunArgs) -> Result<()> {
     tokio::spawn(crate::node::keep_labelled(ctx.clone()));
 
     let vmi_api: Api<VirtualMachineInstance> = Api::all(ctx.client.clone());
-    let mut vmi_events = watcher::watcher(vmi_api, watcher::Config::default()).default_backoff().boxed();
+    let mut vmi_events = watcher::watcher(vmi_api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     let pod_api: Api<Pod> = Api::all(ctx.client.clone());
-    let pod_config = watcher::Config::default().labels("kubevirt.io=virt-launcher").fields(&format!("spec.nodeName={node}"));
-    let mut pod_events = watcher::watcher(pod_api, pod_config).default_backoff().boxed();
+    let pod_config = watcher::Config::default()
+        .labels("kubevirt.io=virt-launcher")
+        .fields(&format!("spec.nodeName={node}"));
+    let mut pod_events = watcher::watcher(pod_api, pod_config)
+        .default_backoff()
+        .boxed();
 
-    let mut state = State { ctx, vmis: HashMap::new(), local_pods: HashSet::new(), workers: HashMap::new(), vmis_listed: false };
+    let mut state = State {
+        ctx,
+        vmis: HashMap::new(),
+        local_pods: HashSet::new(),
+        workers: HashMap::new(),
+        vmis_listed: false,
+    };
     let mut listing: Option<HashMap<String, Arc<VirtualMachineInstance>>> = None;
     let mut gc = tokio::time::interval(Duration::from_secs(10));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(Error::io("handling", "SIGTERM"))?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(Error::io("handling", "SIGTERM"))?;
     loop {
         tokio::select! {
             Some(event) = vmi_events.next() => match event {
@@ -302,6 +372,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
             _ = term.recv() => break,
         }
     }
-    tracing::info!(workers = state.workers.len(), "virt-handler stopping; guests keep running");
+    tracing::info!(
+        workers = state.workers.len(),
+        "virt-handler stopping; guests keep running"
+    );
     Ok(())
 }

@@ -22,7 +22,9 @@ pub enum Error {
     #[error("volume {volume:?}: {message}")]
     Volume { volume: String, message: String },
 
-    #[error("image {image:?} is not in the image store {store}: run hack/build-guest-images.sh or add it")]
+    #[error(
+        "image {image:?} is not in the image store {store}: run hack/build-guest-images.sh or add it"
+    )]
     ImageNotFound { image: String, store: PathBuf },
 
     #[error("{action} {path}")]
@@ -60,17 +62,30 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io { action, path, source }
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
     }
 
     pub(crate) fn unsupported(field: impl Into<String>, message: impl Into<String>) -> Error {
-        Error::Unsupported { field: field.into(), message: message.into() }
+        Error::Unsupported {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     pub(crate) fn volume(volume: &str, message: impl Into<String>) -> Error {
-        Error::Volume { volume: volume.to_owned(), message: message.into() }
+        Error::Volume {
+            volume: volume.to_owned(),
+            message: message.into(),
+        }
     }
 
     /// The machine-readable reason a VMI fails with, and the metric label.

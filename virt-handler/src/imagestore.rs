@@ -33,7 +33,8 @@ impl ImageStore {
 
     /// A file named by an absolute path inside the image.
     pub fn file(&self, reference: &str, path_in_image: &str) -> PathBuf {
-        self.dir(reference).join(path_in_image.trim_start_matches('/'))
+        self.dir(reference)
+            .join(path_in_image.trim_start_matches('/'))
     }
 
     /// The disk image of a containerDisk: `path` in the image, or the one file under
@@ -41,14 +42,20 @@ impl ImageStore {
     pub fn container_disk(&self, reference: &str, path: Option<&str>) -> Result<PathBuf> {
         let dir = self.dir(reference);
         if !dir.is_dir() {
-            return Err(Error::ImageNotFound { image: reference.to_owned(), store: self.root.clone() });
+            return Err(Error::ImageNotFound {
+                image: reference.to_owned(),
+                store: self.root.clone(),
+            });
         }
         if let Some(path) = path {
             let file = self.file(reference, path);
             return if file.is_file() {
                 Ok(file)
             } else {
-                Err(Error::volume("containerDisk", format!("{path} is not a file in image {reference}")))
+                Err(Error::volume(
+                    "containerDisk",
+                    format!("{path} is not a file in image {reference}"),
+                ))
             };
         }
         let disk = dir.join("disk");
@@ -73,10 +80,22 @@ mod tests {
 
     #[test]
     fn escapes_references_as_the_contract_says() {
-        assert_eq!(escape("quay.io/kubevirt/cirros-container-disk-demo"), "quay.io_kubevirt_cirros-container-disk-demo_latest");
-        assert_eq!(escape("registry:5000/kubevirt/alpine:devel"), "registry_5000_kubevirt_alpine_devel");
-        assert_eq!(escape("registry:5000/kubevirt/alpine"), "registry_5000_kubevirt_alpine_latest");
-        assert_eq!(escape("ferrovirt/guest-kernel:latest"), "ferrovirt_guest-kernel_latest");
+        assert_eq!(
+            escape("quay.io/kubevirt/cirros-container-disk-demo"),
+            "quay.io_kubevirt_cirros-container-disk-demo_latest"
+        );
+        assert_eq!(
+            escape("registry:5000/kubevirt/alpine:devel"),
+            "registry_5000_kubevirt_alpine_devel"
+        );
+        assert_eq!(
+            escape("registry:5000/kubevirt/alpine"),
+            "registry_5000_kubevirt_alpine_latest"
+        );
+        assert_eq!(
+            escape("ferrovirt/guest-kernel:latest"),
+            "ferrovirt_guest-kernel_latest"
+        );
     }
 
     #[test]
@@ -86,10 +105,21 @@ mod tests {
         let disk = store.dir("img:1").join("disk");
         std::fs::create_dir_all(&disk).unwrap();
         std::fs::write(disk.join("a.qcow2"), b"").unwrap();
-        assert_eq!(store.container_disk("img:1", None).unwrap(), disk.join("a.qcow2"));
-        assert_eq!(store.container_disk("img:1", Some("/disk/a.qcow2")).unwrap(), disk.join("a.qcow2"));
+        assert_eq!(
+            store.container_disk("img:1", None).unwrap(),
+            disk.join("a.qcow2")
+        );
+        assert_eq!(
+            store
+                .container_disk("img:1", Some("/disk/a.qcow2"))
+                .unwrap(),
+            disk.join("a.qcow2")
+        );
         std::fs::write(disk.join("b.qcow2"), b"").unwrap();
         assert!(store.container_disk("img:1", None).is_err());
-        assert!(matches!(store.container_disk("other", None), Err(Error::ImageNotFound { .. })));
+        assert!(matches!(
+            store.container_disk("other", None),
+            Err(Error::ImageNotFound { .. })
+        ));
     }
 }

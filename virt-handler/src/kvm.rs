@@ -45,7 +45,12 @@ struct UserspaceMemoryRegion {
     userspace_addr: u64,
 }
 
-fn ioctl(fd: &OwnedFd, request: libc::c_ulong, arg: libc::c_ulong, what: &str) -> Result<i32, String> {
+fn ioctl(
+    fd: &OwnedFd,
+    request: libc::c_ulong,
+    arg: libc::c_ulong,
+    what: &str,
+) -> Result<i32, String> {
     // SAFETY: each call passes an argument of the size its request number encodes.
     let ret = unsafe { libc::ioctl(fd.as_raw_fd(), request, arg) };
     if ret < 0 {
@@ -108,15 +113,26 @@ pub fn run_guest(dev: &Path) -> Result<(), String> {
 
     // SAFETY: an anonymous private mapping, checked below, never unmapped (process exits).
     let mem = unsafe {
-        libc::mmap(std::ptr::null_mut(), MEM_SIZE, libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            MEM_SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     };
     if mem == libc::MAP_FAILED {
-        return Err(format!("mmap guest memory: {}", std::io::Error::last_os_error()));
+        return Err(format!(
+            "mmap guest memory: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     // SAFETY: `mem` is MEM_SIZE writable bytes; every offset below is inside it.
     let guest = unsafe { std::slice::from_raw_parts_mut(mem as *mut u8, MEM_SIZE) };
-    let put = |g: &mut [u8], at: u64, v: u64| g[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
+    let put = |g: &mut [u8], at: u64, v: u64| {
+        g[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes())
+    };
     // Identity-map the first 2 MiB with one large page: present | writable (| large).
     put(guest, PML4, PDPT | 0x3);
     put(guest, PDPT, PD | 0x3);
@@ -129,14 +145,25 @@ pub fn run_guest(dev: &Path) -> Result<(), String> {
         memory_size: MEM_SIZE as u64,
         userspace_addr: mem as u64,
     };
-    ioctl(&vm, KVM_SET_USER_MEMORY_REGION, &region as *const _ as libc::c_ulong, "KVM_SET_USER_MEMORY_REGION")?;
+    ioctl(
+        &vm,
+        KVM_SET_USER_MEMORY_REGION,
+        &region as *const _ as libc::c_ulong,
+        "KVM_SET_USER_MEMORY_REGION",
+    )?;
 
     let vcpu = owned(ioctl(&vm, KVM_CREATE_VCPU, 0, "KVM_CREATE_VCPU")?);
     let run_size = ioctl(&kvm, KVM_GET_VCPU_MMAP_SIZE, 0, "KVM_GET_VCPU_MMAP_SIZE")? as usize;
     // SAFETY: the kernel's shared kvm_run area of the vCPU, of the size it reported.
     let run = unsafe {
-        libc::mmap(std::ptr::null_mut(), run_size, libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED, vcpu.as_raw_fd(), 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            run_size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            vcpu.as_raw_fd(),
+            0,
+        )
     };
     if run == libc::MAP_FAILED {
         return Err(format!("mmap kvm_run: {}", std::io::Error::last_os_error()));
@@ -145,7 +172,12 @@ pub fn run_guest(dev: &Path) -> Result<(), String> {
     // struct kvm_sregs: 8 segments of 24 bytes (cs ds es fs gs ss tr ldt), gdt, idt,
     // then cr0 @224, cr3 @240, cr4 @248, efer @264.
     let mut sregs = [0u8; SREGS_SIZE];
-    ioctl(&vcpu, KVM_GET_SREGS, sregs.as_mut_ptr() as libc::c_ulong, "KVM_GET_SREGS")?;
+    ioctl(
+        &vcpu,
+        KVM_GET_SREGS,
+        sregs.as_mut_ptr() as libc::c_ulong,
+        "KVM_GET_SREGS",
+    )?;
     segment(&mut sregs, 0, 0x8, 0xb, true); // cs: execute/read, accessed, 64-bit
     for data in 1..=5 {
         segment(&mut sregs, data, 0x10, 0x3, false); // ds es fs gs ss: read/write, accessed
@@ -155,18 +187,30 @@ pub fn run_guest(dev: &Path) -> Result<(), String> {
     sregs[240..248].copy_from_slice(&PML4.to_ne_bytes());
     sregs[248..256].copy_from_slice(&0x20u64.to_ne_bytes()); // cr4.PAE
     sregs[264..272].copy_from_slice(&0x500u64.to_ne_bytes()); // efer: LME | LMA
-    ioctl(&vcpu, KVM_SET_SREGS, sregs.as_ptr() as libc::c_ulong, "KVM_SET_SREGS")?;
+    ioctl(
+        &vcpu,
+        KVM_SET_SREGS,
+        sregs.as_ptr() as libc::c_ulong,
+        "KVM_SET_SREGS",
+    )?;
     let mut regs = [0u64; 18];
     regs[6] = 0x7000; // rsp
     regs[16] = CODE; // rip
     regs[17] = 0x2; // rflags: the always-one bit
-    ioctl(&vcpu, KVM_SET_REGS, regs.as_ptr() as libc::c_ulong, "KVM_SET_REGS")?;
+    ioctl(
+        &vcpu,
+        KVM_SET_REGS,
+        regs.as_ptr() as libc::c_ulong,
+        "KVM_SET_REGS",
+    )?;
 
     ioctl(&vcpu, KVM_RUN, 0, "KVM_RUN")?;
     // SAFETY: exit_reason is the u32 at offset 8 of kvm_run.
     let exit_reason = unsafe { *((run as *const u8).add(8) as *const u32) };
     if exit_reason != KVM_EXIT_HLT {
-        return Err(format!("guest exited with reason {exit_reason}, expected HLT ({KVM_EXIT_HLT})"));
+        return Err(format!(
+            "guest exited with reason {exit_reason}, expected HLT ({KVM_EXIT_HLT})"
+        ));
     }
     Ok(())
 }
@@ -188,7 +232,9 @@ pub fn probe(exe: &Path, dev: &Path, timeout: Duration) -> KvmStatus {
         .spawn()
     {
         Ok(child) => child,
-        Err(e) => return KvmStatus::Unusable(format!("cannot run the probe {}: {e}", exe.display())),
+        Err(e) => {
+            return KvmStatus::Unusable(format!("cannot run the probe {}: {e}", exe.display()));
+        }
     };
     loop {
         match child.try_wait() {
@@ -205,7 +251,11 @@ pub fn probe(exe: &Path, dev: &Path, timeout: Duration) -> KvmStatus {
                 } else {
                     let why = stderr.trim();
                     tracing::warn!(?elapsed, %why, "KVM probe failed");
-                    KvmStatus::Unusable(if why.is_empty() { format!("probe exited with {status}") } else { why.to_owned() })
+                    KvmStatus::Unusable(if why.is_empty() {
+                        format!("probe exited with {status}")
+                    } else {
+                        why.to_owned()
+                    })
                 };
             }
             Ok(None) if started.elapsed() >= timeout => {

@@ -7,13 +7,22 @@ fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     match args.command {
         Some(Command::ProbeKvm { device }) => Ok(virt_handler::kvm::probe_main(&device)),
-        Some(Command::DomainXml { vmi, emulation, vmi_dir }) => {
+        Some(Command::DomainXml {
+            vmi,
+            emulation,
+            vmi_dir,
+        }) => {
             let text = if vmi.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin())?
             } else {
                 std::fs::read_to_string(&vmi)?
             };
-            let xml = virt_handler::domain::from_manifest(&text, emulation, &vmi_dir, &args.run.image_store())?;
+            let xml = virt_handler::domain::from_manifest(
+                &text,
+                emulation,
+                &vmi_dir,
+                &args.run.image_store(),
+            )?;
             print!("{xml}");
             Ok(ExitCode::SUCCESS)
         }

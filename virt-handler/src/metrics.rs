@@ -22,7 +22,12 @@ pub struct Metrics {
 impl Metrics {
     /// Counts a VMI failure under the error's reason.
     pub fn failure(&self, reason: &'static str) {
-        *self.failures.lock().unwrap_or_else(|e| e.into_inner()).entry(reason).or_default() += 1;
+        *self
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reason)
+            .or_default() += 1;
     }
 
     /// Records how long a VMI took from its worker's start to a started domain.
@@ -35,12 +40,34 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let mut gauge = |name: &str, kind: &str, help: &str, v: String| {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            ));
         };
-        gauge("virt_handler_domains_started_total", "counter", "Domains defined and started.", self.domains_started.load(Ordering::Relaxed).to_string());
-        gauge("virt_handler_status_writes_total", "counter", "VMI status patches written.", self.status_writes.load(Ordering::Relaxed).to_string());
-        gauge("virt_handler_vmi_workers", "gauge", "VMIs this handler follows.", self.workers.load(Ordering::Relaxed).to_string());
-        gauge("virt_handler_kvm_usable", "gauge", "1 when the KVM probe ran a guest.", self.kvm_usable.load(Ordering::Relaxed).to_string());
+        gauge(
+            "virt_handler_domains_started_total",
+            "counter",
+            "Domains defined and started.",
+            self.domains_started.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            "virt_handler_status_writes_total",
+            "counter",
+            "VMI status patches written.",
+            self.status_writes.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            "virt_handler_vmi_workers",
+            "gauge",
+            "VMIs this handler follows.",
+            self.workers.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            "virt_handler_kvm_usable",
+            "gauge",
+            "1 when the KVM probe ran a guest.",
+            self.kvm_usable.load(Ordering::Relaxed).to_string(),
+        );
         let (sum, count) = *self.start.lock().unwrap_or_else(|e| e.into_inner());
         out.push_str(&format!(
             "# HELP virt_handler_vmi_start_seconds From following a Scheduled VMI to its domain started (launcher wait, volumes, define and start).\n\
@@ -49,8 +76,15 @@ impl Metrics {
             sum as f64 / 1e6
         ));
         out.push_str("# HELP virt_handler_vmi_failures_total VMIs failed by this handler, by reason.\n# TYPE virt_handler_vmi_failures_total counter\n");
-        for (reason, n) in self.failures.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            out.push_str(&format!("virt_handler_vmi_failures_total{{reason=\"{reason}\"}} {n}\n"));
+        for (reason, n) in self
+            .failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            out.push_str(&format!(
+                "virt_handler_vmi_failures_total{{reason=\"{reason}\"}} {n}\n"
+            ));
         }
         out
     }
@@ -58,10 +92,17 @@ impl Metrics {
 
 /// Serves `/metrics` until the task is dropped.
 pub async fn serve(addr: std::net::SocketAddr, metrics: std::sync::Arc<Metrics>) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Metrics { addr: addr.to_string(), source })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Metrics {
+            addr: addr.to_string(),
+            source,
+        })?;
     tracing::info!(%addr, "serving metrics");
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else { continue };
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];

@@ -9,23 +9,35 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 
+use crate::Result;
 use crate::config::{self, CONFIG_MAP};
 use crate::controller::Context;
-use crate::Result;
 
 pub const FIELD_MANAGER: &str = "virt-handler";
 
 /// `useEmulation` as the cluster configures it now.
-pub async fn allow_emulation(client: &kube::Client, namespace: &str, default: bool) -> Result<bool> {
+pub async fn allow_emulation(
+    client: &kube::Client,
+    namespace: &str,
+    default: bool,
+) -> Result<bool> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let cm = api.get_opt(CONFIG_MAP).await?;
-    Ok(config::use_emulation(cm.as_ref().and_then(|c| c.data.as_ref()), default))
+    Ok(config::use_emulation(
+        cm.as_ref().and_then(|c| c.data.as_ref()),
+        default,
+    ))
 }
 
 async fn label(client: &kube::Client, node: &str, labels: &BTreeMap<String, String>) -> Result<()> {
     let api: Api<Node> = Api::all(client.clone());
     let patch = serde_json::json!({"metadata": {"labels": labels}});
-    api.patch(node, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch)).await?;
+    api.patch(
+        node,
+        &PatchParams::apply(FIELD_MANAGER),
+        &Patch::Merge(&patch),
+    )
+    .await?;
     Ok(())
 }
 
@@ -42,7 +54,9 @@ pub async fn keep_labelled(ctx: Arc<Context>) {
                             tracing::info!(node = %ctx.node, ?labels, "node labelled");
                             last = Some(labels);
                         }
-                        Err(e) => tracing::warn!(node = %ctx.node, error = %crate::chain(&e), "labelling the node failed"),
+                        Err(e) => {
+                            tracing::warn!(node = %ctx.node, error = %crate::chain(&e), "labelling the node failed")
+                        }
                     }
                 }
             }

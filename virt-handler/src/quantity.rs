@@ -5,7 +5,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 /// The quantity's value, or `None` when it is not a quantity.
 pub fn value(q: &Quantity) -> Option<f64> {
     let s = q.0.trim();
-    let split = s.find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+        .unwrap_or(s.len());
     let (number, suffix) = s.split_at(split);
     // `1e3` is a number; `1E` would be exa, which no guest needs.
     let number: f64 = number.parse().ok()?;

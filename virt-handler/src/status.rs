@@ -2,8 +2,8 @@
 //! merge patch that writes it (lists are atomic in the CRD, so they are written whole).
 
 use crds::{
-    Condition, PhaseTransitionTimestamp, VirtualMachineInstanceNetworkInterface, VirtualMachineInstanceSpec,
-    VirtualMachineInstanceStatus, VmiPhase,
+    Condition, PhaseTransitionTimestamp, VirtualMachineInstanceNetworkInterface,
+    VirtualMachineInstanceSpec, VirtualMachineInstanceStatus, VmiPhase,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use virt_launcher::protocol::StopReason;
@@ -14,32 +14,56 @@ use crate::domain::mac_address;
 /// What the node saw.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Observation {
-    Running { virtualization: Option<Virtualization> },
+    Running {
+        virtualization: Option<Virtualization>,
+    },
     Paused,
     /// The domain stopped; `deleting` when the VMI was being deleted (a stop was asked for).
-    Stopped { reason: StopReason, deleting: bool },
+    Stopped {
+        reason: StopReason,
+        deleting: bool,
+    },
     /// The launcher went away without reporting a stop.
-    LauncherGone { deleting: bool },
+    LauncherGone {
+        deleting: bool,
+    },
     /// The VMI cannot run here.
-    Failed { reason: String, message: String },
+    Failed {
+        reason: String,
+        message: String,
+    },
 }
 
 /// The interfaces as the domain has them: spec name and MAC.
-pub fn interfaces(spec: &VirtualMachineInstanceSpec, uid: &str) -> Vec<VirtualMachineInstanceNetworkInterface> {
+pub fn interfaces(
+    spec: &VirtualMachineInstanceSpec,
+    uid: &str,
+) -> Vec<VirtualMachineInstanceNetworkInterface> {
     spec.domain
         .devices
         .interfaces
         .iter()
         .map(|i| VirtualMachineInstanceNetworkInterface {
             name: Some(i.name.clone()),
-            mac: Some(i.mac_address.as_ref().map(|m| m.replace('-', ":").to_ascii_lowercase()).unwrap_or_else(|| mac_address(uid, &i.name))),
+            mac: Some(
+                i.mac_address
+                    .as_ref()
+                    .map(|m| m.replace('-', ":").to_ascii_lowercase())
+                    .unwrap_or_else(|| mac_address(uid, &i.name)),
+            ),
             info_source: Some("domain".into()),
             ..Default::default()
         })
         .collect()
 }
 
-fn condition(type_: &str, status: bool, reason: Option<&str>, message: Option<&str>, now: &Time) -> Condition {
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: Option<&str>,
+    message: Option<&str>,
+    now: &Time,
+) -> Condition {
     Condition {
         type_: type_.into(),
         status: if status { "True" } else { "False" }.into(),
@@ -53,7 +77,10 @@ fn condition(type_: &str, status: bool, reason: Option<&str>, message: Option<&s
 /// Replaces (or removes, with `None`) the condition of `type_`, keeping its transition
 /// time when its status did not change.
 fn set_condition(conditions: &mut Vec<Condition>, type_: &str, new: Option<Condition>) {
-    let old = conditions.iter().position(|c| c.type_ == type_).map(|i| conditions.remove(i));
+    let old = conditions
+        .iter()
+        .position(|c| c.type_ == type_)
+        .map(|i| conditions.remove(i));
     if let Some(mut new) = new {
         if let Some(old) = old.filter(|o| o.status == new.status) {
             new.last_transition_time = old.last_transition_time;
@@ -82,18 +109,34 @@ pub fn next(
                 s.virtualization = Some(v.status_value().into());
             }
             s.interfaces = interfaces(spec, uid);
-            set_condition(&mut s.conditions, "Ready", Some(condition("Ready", true, None, None, &now)));
+            set_condition(
+                &mut s.conditions,
+                "Ready",
+                Some(condition("Ready", true, None, None, &now)),
+            );
             set_condition(&mut s.conditions, "Paused", None);
             (VmiPhase::Running, None)
         }
         Observation::Paused => {
-            let paused = condition("Paused", true, Some("PausedByUser"), Some("the guest is paused"), &now);
+            let paused = condition(
+                "Paused",
+                true,
+                Some("PausedByUser"),
+                Some("the guest is paused"),
+                &now,
+            );
             set_condition(&mut s.conditions, "Paused", Some(paused));
-            set_condition(&mut s.conditions, "Ready", Some(condition("Ready", false, Some("Paused"), None, &now)));
+            set_condition(
+                &mut s.conditions,
+                "Ready",
+                Some(condition("Ready", false, Some("Paused"), None, &now)),
+            );
             (VmiPhase::Running, None)
         }
         Observation::Stopped { reason, deleting } => match (reason, deleting) {
-            (StopReason::Shutdown, _) | (StopReason::Destroyed, true) => (VmiPhase::Succeeded, None),
+            (StopReason::Shutdown, _) | (StopReason::Destroyed, true) => {
+                (VmiPhase::Succeeded, None)
+            }
             (StopReason::Destroyed, false) => (VmiPhase::Failed, Some("GuestDestroyed")),
             (StopReason::Crashed, _) => (VmiPhase::Failed, Some("GuestCrashed")),
             (StopReason::Failed, _) => (VmiPhase::Failed, Some("DomainFailed")),
@@ -112,7 +155,11 @@ pub fn next(
         set_condition(&mut s.conditions, "Paused", None);
         if !matches!(obs, Observation::Failed { .. }) {
             let r = reason.unwrap_or("GuestShutdown");
-            set_condition(&mut s.conditions, "Ready", Some(condition("Ready", false, Some(r), None, &now)));
+            set_condition(
+                &mut s.conditions,
+                "Ready",
+                Some(condition("Ready", false, Some(r), None, &now)),
+            );
         }
     }
     if let Some(r) = reason {
@@ -120,13 +167,20 @@ pub fn next(
     }
     if s.phase != Some(phase) {
         s.phase = Some(phase);
-        s.phase_transition_timestamps.push(PhaseTransitionTimestamp { phase: Some(phase), phase_transition_timestamp: Some(now) });
+        s.phase_transition_timestamps
+            .push(PhaseTransitionTimestamp {
+                phase: Some(phase),
+                phase_transition_timestamp: Some(now),
+            });
     }
     (s != *current).then_some(s)
 }
 
 /// The merge patch that writes `status`, guarded by `resource_version`.
-pub fn patch(status: &VirtualMachineInstanceStatus, resource_version: Option<&str>) -> serde_json::Value {
+pub fn patch(
+    status: &VirtualMachineInstanceStatus,
+    resource_version: Option<&str>,
+) -> serde_json::Value {
     serde_json::json!({
         "metadata": {"resourceVersion": resource_version},
         "status": status,
@@ -152,14 +206,19 @@ mod tests {
         VirtualMachineInstanceStatus {
             phase: Some(VmiPhase::Scheduled),
             conditions: vec![condition("PodScheduled", true, None, None, &t(0))],
-            phase_transition_timestamps: vec![PhaseTransitionTimestamp { phase: Some(VmiPhase::Scheduled), phase_transition_timestamp: Some(t(0)) }],
+            phase_transition_timestamps: vec![PhaseTransitionTimestamp {
+                phase: Some(VmiPhase::Scheduled),
+                phase_transition_timestamp: Some(t(0)),
+            }],
             ..Default::default()
         }
     }
 
     #[test]
     fn running_sets_node_ready_interfaces_and_timestamps() {
-        let obs = Observation::Running { virtualization: Some(Virtualization::Emulation) };
+        let obs = Observation::Running {
+            virtualization: Some(Virtualization::Emulation),
+        };
         let s = next(&scheduled(), &spec(), "u", "node1", &obs, t(5)).unwrap();
         assert_eq!(s.phase, Some(VmiPhase::Running));
         assert_eq!(s.node_name.as_deref(), Some("node1"));
@@ -168,31 +227,91 @@ mod tests {
         assert_eq!(s.phase_transition_timestamps.len(), 2);
         let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready.status, "True");
-        assert!(s.conditions.iter().any(|c| c.type_ == "PodScheduled"), "others' conditions stay");
+        assert!(
+            s.conditions.iter().any(|c| c.type_ == "PodScheduled"),
+            "others' conditions stay"
+        );
         // Same observation again: nothing to write.
         assert_eq!(next(&s, &spec(), "u", "node1", &obs, t(9)), None);
     }
 
     #[test]
     fn stops_map_to_final_phases_with_reasons() {
-        let running = next(&scheduled(), &spec(), "u", "n", &Observation::Running { virtualization: None }, t(1)).unwrap();
-        let stop = |reason, deleting| next(&running, &spec(), "u", "n", &Observation::Stopped { reason, deleting }, t(2)).unwrap();
-        assert_eq!(stop(StopReason::Shutdown, false).phase, Some(VmiPhase::Succeeded));
-        assert_eq!(stop(StopReason::Destroyed, true).phase, Some(VmiPhase::Succeeded));
+        let running = next(
+            &scheduled(),
+            &spec(),
+            "u",
+            "n",
+            &Observation::Running {
+                virtualization: None,
+            },
+            t(1),
+        )
+        .unwrap();
+        let stop = |reason, deleting| {
+            next(
+                &running,
+                &spec(),
+                "u",
+                "n",
+                &Observation::Stopped { reason, deleting },
+                t(2),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            stop(StopReason::Shutdown, false).phase,
+            Some(VmiPhase::Succeeded)
+        );
+        assert_eq!(
+            stop(StopReason::Destroyed, true).phase,
+            Some(VmiPhase::Succeeded)
+        );
         let crashed = stop(StopReason::Crashed, false);
-        assert_eq!((crashed.phase, crashed.reason.as_deref()), (Some(VmiPhase::Failed), Some("GuestCrashed")));
-        assert_eq!(stop(StopReason::Destroyed, false).reason.as_deref(), Some("GuestDestroyed"));
-        let ready = crashed.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
-        assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("GuestCrashed")));
+        assert_eq!(
+            (crashed.phase, crashed.reason.as_deref()),
+            (Some(VmiPhase::Failed), Some("GuestCrashed"))
+        );
+        assert_eq!(
+            stop(StopReason::Destroyed, false).reason.as_deref(),
+            Some("GuestDestroyed")
+        );
+        let ready = crashed
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("False", Some("GuestCrashed"))
+        );
         // Final phases never change.
-        assert_eq!(next(&crashed, &spec(), "u", "n", &Observation::Running { virtualization: None }, t(3)), None);
+        assert_eq!(
+            next(
+                &crashed,
+                &spec(),
+                "u",
+                "n",
+                &Observation::Running {
+                    virtualization: None
+                },
+                t(3)
+            ),
+            None
+        );
     }
 
     #[test]
     fn failures_carry_reason_and_message() {
-        let obs = Observation::Failed { reason: "KVMUnavailable".into(), message: "set useEmulation".into() };
+        let obs = Observation::Failed {
+            reason: "KVMUnavailable".into(),
+            message: "set useEmulation".into(),
+        };
         let s = next(&scheduled(), &spec(), "u", "n", &obs, t(1)).unwrap();
-        assert_eq!((s.phase, s.reason.as_deref()), (Some(VmiPhase::Failed), Some("KVMUnavailable")));
+        assert_eq!(
+            (s.phase, s.reason.as_deref()),
+            (Some(VmiPhase::Failed), Some("KVMUnavailable"))
+        );
         let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready.message.as_deref(), Some("set useEmulation"));
         let p = patch(&s, Some("42"));
@@ -202,11 +321,36 @@ mod tests {
 
     #[test]
     fn pause_keeps_running_with_a_paused_condition() {
-        let running = next(&scheduled(), &spec(), "u", "n", &Observation::Running { virtualization: None }, t(1)).unwrap();
+        let running = next(
+            &scheduled(),
+            &spec(),
+            "u",
+            "n",
+            &Observation::Running {
+                virtualization: None,
+            },
+            t(1),
+        )
+        .unwrap();
         let paused = next(&running, &spec(), "u", "n", &Observation::Paused, t(2)).unwrap();
         assert_eq!(paused.phase, Some(VmiPhase::Running));
-        assert!(paused.conditions.iter().any(|c| c.type_ == "Paused" && c.status == "True"));
-        let resumed = next(&paused, &spec(), "u", "n", &Observation::Running { virtualization: None }, t(3)).unwrap();
+        assert!(
+            paused
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Paused" && c.status == "True")
+        );
+        let resumed = next(
+            &paused,
+            &spec(),
+            "u",
+            "n",
+            &Observation::Running {
+                virtualization: None,
+            },
+            t(3),
+        )
+        .unwrap();
         assert!(!resumed.conditions.iter().any(|c| c.type_ == "Paused"));
     }
 }

@@ -69,7 +69,9 @@ fn deleting(rx: &VmiRx) -> bool {
 }
 
 fn is_final(rx: &VmiRx) -> bool {
-    latest(rx).and_then(|v| v.status.as_ref().and_then(|s| s.phase)).is_some_and(|p| p.is_final())
+    latest(rx)
+        .and_then(|v| v.status.as_ref().and_then(|s| s.phase))
+        .is_some_and(|p| p.is_final())
 }
 
 fn gone(rx: &VmiRx) -> bool {
@@ -85,10 +87,10 @@ async fn follow(ctx: &Arc<Context>, first: &VirtualMachineInstance, mut rx: VmiR
 
     // 1. The launcher, once it answers.
     let mut launcher = loop {
-        if let Ok(mut c) = LauncherClient::connect(&socket).await {
-            if c.ping().await.is_ok() {
-                break c;
-            }
+        if let Ok(mut c) = LauncherClient::connect(&socket).await
+            && c.ping().await.is_ok()
+        {
+            break c;
         }
         if deleting(&rx) || is_final(&rx) {
             tracing::info!("VMI deleted or finished before its launcher was ready");
@@ -103,7 +105,9 @@ async fn follow(ctx: &Arc<Context>, first: &VirtualMachineInstance, mut rx: VmiR
     // 2. The domain: running already (handler restart), or to be started.
     let mut virtualization = None;
     match launcher.domain_info().await? {
-        Some(info) => tracing::info!(state = ?info.state, reason = %info.reason, "domain found; resyncing"),
+        Some(info) => {
+            tracing::info!(state = ?info.state, reason = %info.reason, "domain found; resyncing")
+        }
         None if deleting(&rx) => return Ok(()),
         None => match start(ctx, &rx, &mut launcher, began.elapsed()).await {
             Ok(v) => virtualization = Some(v),
@@ -111,7 +115,10 @@ async fn follow(ctx: &Arc<Context>, first: &VirtualMachineInstance, mut rx: VmiR
                 let reason = e.reason();
                 tracing::warn!(reason, error = %chain(&e), "the VMI cannot run");
                 ctx.metrics.failure(reason);
-                let obs = Observation::Failed { reason: reason.into(), message: chain(&e) };
+                let obs = Observation::Failed {
+                    reason: reason.into(),
+                    message: chain(&e),
+                };
                 ctx.write_status(first, &obs).await?;
                 return Ok(());
             }
@@ -120,7 +127,10 @@ async fn follow(ctx: &Arc<Context>, first: &VirtualMachineInstance, mut rx: VmiR
     }
 
     // 3. Its events, into status, until it stops.
-    let events = LauncherClient::connect(&socket).await?.watch_events().await?;
+    let events = LauncherClient::connect(&socket)
+        .await?
+        .watch_events()
+        .await?;
     follow_events(ctx, first, rx, events, &socket, virtualization).await
 }
 
@@ -134,10 +144,17 @@ fn is_permanent(e: &Error) -> bool {
 
 /// Prepares and converts, then asks the launcher to define and start the domain. Logs
 /// where the node side spent its time (`launcher_wait_ms` is since the worker started).
-async fn start(ctx: &Arc<Context>, rx: &VmiRx, launcher: &mut LauncherClient, waited: Duration) -> Result<Virtualization> {
+async fn start(
+    ctx: &Arc<Context>,
+    rx: &VmiRx,
+    launcher: &mut LauncherClient,
+    waited: Duration,
+) -> Result<Virtualization> {
     let vmi = latest(rx).ok_or(Error::unsupported("metadata", "the VMI is gone"))?;
     let t0 = Instant::now();
-    let allow = crate::node::allow_emulation(&ctx.client, &ctx.namespace, ctx.use_emulation_default).await?;
+    let allow =
+        crate::node::allow_emulation(&ctx.client, &ctx.namespace, ctx.use_emulation_default)
+            .await?;
     let virtualization = crate::config::decide(&ctx.kvm, allow)?;
     let xml = ctx.prepare_domain(&vmi, virtualization).await?;
     tracing::debug!(%xml, "domain XML");
@@ -173,16 +190,17 @@ async fn follow_events(
     loop {
         if deleting(&rx) && !stopping {
             stopping = true;
-            let grace = latest(&rx).and_then(|v| v.spec.termination_grace_period_seconds)
+            let grace = latest(&rx)
+                .and_then(|v| v.spec.termination_grace_period_seconds)
                 .or(first.spec.termination_grace_period_seconds)
                 .unwrap_or(DEFAULT_GRACE)
                 .max(0) as u64;
             destroy_at = Instant::now() + Duration::from_secs(grace);
             tracing::info!(grace, "VMI deleted: asking the guest to power off (ACPI)");
-            if grace > 0 {
-                if let Err(e) = request(socket, Req::Shutdown).await {
-                    tracing::warn!(error = %chain(&e), "ACPI shutdown request failed");
-                }
+            if grace > 0
+                && let Err(e) = request(socket, Req::Shutdown).await
+            {
+                tracing::warn!(error = %chain(&e), "ACPI shutdown request failed");
             }
         }
         tokio::select! {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crds::VirtualMachineInstance;
-use serde::Deserialize;
 use kube::ResourceExt;
+use serde::Deserialize;
 use virt_handler::config::Virtualization;
 use virt_handler::domain::{Input, convert};
 use virt_handler::imagestore::ImageStore;
@@ -23,7 +23,11 @@ fn golden_dir() -> PathBuf {
 }
 
 fn convert_vmi(vmi: &VirtualMachineInstance) -> virt_handler::Result<String> {
-    let virtualization = match vmi.annotations().get("ferrovirt.test/virtualization").map(String::as_str) {
+    let virtualization = match vmi
+        .annotations()
+        .get("ferrovirt.test/virtualization")
+        .map(String::as_str)
+    {
         Some("emulation") => Virtualization::Emulation,
         _ => Virtualization::Kvm,
     };
@@ -32,7 +36,12 @@ fn convert_vmi(vmi: &VirtualMachineInstance) -> virt_handler::Result<String> {
         .volumes
         .iter()
         .filter_map(|v| v.persistent_volume_claim.as_ref())
-        .map(|p| (p.claim_name.clone(), PathBuf::from("/var/lib/pv").join(&p.claim_name)))
+        .map(|p| {
+            (
+                p.claim_name.clone(),
+                PathBuf::from("/var/lib/pv").join(&p.claim_name),
+            )
+        })
         .collect();
     let vmi_dir = Path::new(VMI_DIR);
     let plans = plan(&vmi.spec, vmi_dir, &pvcs)?;
@@ -80,9 +89,11 @@ fn every_case_matches_its_golden_file() {
     assert!(cases.len() >= 10, "golden cases missing: {cases:?}");
     let mut mismatched = Vec::new();
     for case in &cases {
-        let vmi: VirtualMachineInstance = serde_yaml::from_str(&std::fs::read_to_string(case).unwrap())
-            .unwrap_or_else(|e| panic!("{}: {e}", case.display()));
-        let xml = convert_vmi(&vmi).unwrap_or_else(|e| panic!("{}: {}", case.display(), virt_handler::chain(&e)));
+        let vmi: VirtualMachineInstance =
+            serde_yaml::from_str(&std::fs::read_to_string(case).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", case.display()));
+        let xml = convert_vmi(&vmi)
+            .unwrap_or_else(|e| panic!("{}: {}", case.display(), virt_handler::chain(&e)));
         let golden = case.with_extension("xml");
         if update {
             std::fs::write(&golden, &xml).unwrap();
@@ -100,23 +111,91 @@ fn every_case_matches_its_golden_file() {
 
 /// (what, VMI spec as YAML, the field the error must name)
 const REJECTED: &[(&str, &str, &str)] = &[
-    ("no memory", "domain: {devices: {}}", "spec.domain.memory.guest"),
-    ("bad memory", "domain: {memory: {guest: 12Q}, devices: {}}", "spec.domain.memory.guest"),
-    ("i440fx", "domain: {memory: {guest: 64Mi}, machine: {type: pc}, devices: {}}", "spec.domain.machine.type"),
-    ("virtio cdrom", "domain: {memory: {guest: 64Mi}, devices: {disks: [{name: a, cdrom: {bus: virtio}}]}}\nvolumes: [{name: a, emptyDisk: {capacity: 1Gi}}]", "spec.domain.devices.disks[0].cdrom.bus"),
-    ("disk without volume", "domain: {memory: {guest: 64Mi}, devices: {disks: [{name: a}]}}", "spec.domain.devices.disks[0].name"),
-    ("interface without network", "domain: {memory: {guest: 64Mi}, devices: {interfaces: [{name: a}]}}", "spec.domain.devices.interfaces[0].name"),
-    ("ports", "domain: {memory: {guest: 64Mi}, devices: {interfaces: [{name: a, masquerade: {}, ports: [{port: 80}]}]}}\nnetworks: [{name: a, pod: {}}]", "spec.domain.devices.interfaces[0].ports"),
-    ("non-pod network", "domain: {memory: {guest: 64Mi}, devices: {interfaces: [{name: a}]}}\nnetworks: [{name: a}]", "spec.networks[0]"),
-    ("bad cidr", "domain: {memory: {guest: 64Mi}, devices: {interfaces: [{name: a}]}}\nnetworks: [{name: a, pod: {vmNetworkCidr: nope}}]", "spec.networks[0].pod.vmNetworkCidr"),
-    ("host-passthrough under TCG", "domain: {memory: {guest: 64Mi}, cpu: {model: host-passthrough}, devices: {}}", "spec.domain.cpu.model"),
-    ("bad cpu model", "domain: {memory: {guest: 64Mi}, cpu: {model: \"a b\"}, devices: {}}", "spec.domain.cpu.model"),
-    ("relative kernel path", "domain: {memory: {guest: 64Mi}, firmware: {kernelBoot: {container: {image: x, kernelPath: vmlinuz}}}, devices: {}}", "spec.domain.firmware.kernelBoot.container.kernelPath"),
-    ("kernel boot without container", "domain: {memory: {guest: 64Mi}, firmware: {kernelBoot: {kernelArgs: x}}, devices: {}}", "spec.domain.firmware.kernelBoot.container"),
-    ("useSerial without serial", "domain: {memory: {guest: 64Mi}, firmware: {bootloader: {bios: {useSerial: true}}}, devices: {autoattachSerialConsole: false}}", "spec.domain.firmware.bootloader.bios.useSerial"),
-    ("duplicate boot order", "domain: {memory: {guest: 64Mi}, devices: {disks: [{name: a, bootOrder: 1}, {name: b, bootOrder: 1}]}}\nvolumes: [{name: a, emptyDisk: {capacity: 1Gi}}, {name: b, emptyDisk: {capacity: 1Gi}}]", "bootOrder"),
-    ("bad disk serial", "domain: {memory: {guest: 64Mi}, devices: {disks: [{name: a, serial: \"a b\"}]}}\nvolumes: [{name: a, emptyDisk: {capacity: 1Gi}}]", "spec.domain.devices.disks[0].serial"),
-    ("zero empty disk", "domain: {memory: {guest: 64Mi}, devices: {}}\nvolumes: [{name: a, emptyDisk: {capacity: \"0\"}}]", "spec.volumes[0].emptyDisk.capacity"),
+    (
+        "no memory",
+        "domain: {devices: {}}",
+        "spec.domain.memory.guest",
+    ),
+    (
+        "bad memory",
+        "domain: {memory: {guest: 12Q}, devices: {}}",
+        "spec.domain.memory.guest",
+    ),
+    (
+        "i440fx",
+        "domain: {memory: {guest: 64Mi}, machine: {type: pc}, devices: {}}",
+        "spec.domain.machine.type",
+    ),
+    (
+        "virtio cdrom",
+        "domain: {memory: {guest: 64Mi}, devices: {disks: [{name: a, cdrom: {bus: virtio}}]}}\nvolumes: [{name: a, emptyDisk: {capacity: 1Gi}}]",
+        "spec.domain.devices.disks[0].cdrom.bus",
+    ),
+    (
+        "disk without volume",
+        "domain: {memory: {guest: 64Mi}, devices: {disks: [{name: a}]}}",
+        "spec.domain.devices.disks[0].name",
+    ),
+    (
+        "interface without network",
+        "domain: {memory: {guest: 64Mi}, devices: {interfaces: [{name: a}]}}",
+        "spec.domain.devices.interfaces[0].name",
+    ),
+    (
+        "ports",
+        "domain: {memory: {guest: 64Mi}, devices: {interfaces: [{name: a, masquerade: {}, ports: [{port: 80}]}]}}\nnetworks: [{name: a, pod: {}}]",
+        "spec.domain.devices.interfaces[0].ports",
+    ),
+    (
+        "non-pod network",
+        "domain: {memory: {guest: 64Mi}, devices: {interfaces: [{name: a}]}}\nnetworks: [{name: a}]",
+        "spec.networks[0]",
+    ),
+    (
+        "bad cidr",
+        "domain: {memory: {guest: 64Mi}, devices: {interfaces: [{name: a}]}}\nnetworks: [{name: a, pod: {vmNetworkCidr: nope}}]",
+        "spec.networks[0].pod.vmNetworkCidr",
+    ),
+    (
+        "host-passthrough under TCG",
+        "domain: {memory: {guest: 64Mi}, cpu: {model: host-passthrough}, devices: {}}",
+        "spec.domain.cpu.model",
+    ),
+    (
+        "bad cpu model",
+        "domain: {memory: {guest: 64Mi}, cpu: {model: \"a b\"}, devices: {}}",
+        "spec.domain.cpu.model",
+    ),
+    (
+        "relative kernel path",
+        "domain: {memory: {guest: 64Mi}, firmware: {kernelBoot: {container: {image: x, kernelPath: vmlinuz}}}, devices: {}}",
+        "spec.domain.firmware.kernelBoot.container.kernelPath",
+    ),
+    (
+        "kernel boot without container",
+        "domain: {memory: {guest: 64Mi}, firmware: {kernelBoot: {kernelArgs: x}}, devices: {}}",
+        "spec.domain.firmware.kernelBoot.container",
+    ),
+    (
+        "useSerial without serial",
+        "domain: {memory: {guest: 64Mi}, firmware: {bootloader: {bios: {useSerial: true}}}, devices: {autoattachSerialConsole: false}}",
+        "spec.domain.firmware.bootloader.bios.useSerial",
+    ),
+    (
+        "duplicate boot order",
+        "domain: {memory: {guest: 64Mi}, devices: {disks: [{name: a, bootOrder: 1}, {name: b, bootOrder: 1}]}}\nvolumes: [{name: a, emptyDisk: {capacity: 1Gi}}, {name: b, emptyDisk: {capacity: 1Gi}}]",
+        "bootOrder",
+    ),
+    (
+        "bad disk serial",
+        "domain: {memory: {guest: 64Mi}, devices: {disks: [{name: a, serial: \"a b\"}]}}\nvolumes: [{name: a, emptyDisk: {capacity: 1Gi}}]",
+        "spec.domain.devices.disks[0].serial",
+    ),
+    (
+        "zero empty disk",
+        "domain: {memory: {guest: 64Mi}, devices: {}}\nvolumes: [{name: a, emptyDisk: {capacity: \"0\"}}]",
+        "spec.volumes[0].emptyDisk.capacity",
+    ),
 ];
 
 #[test]
@@ -126,10 +205,14 @@ fn unsupported_values_fail_naming_the_field() {
             "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {{name: x, namespace: d, uid: u, annotations: {{ferrovirt.test/virtualization: emulation}}}}\nspec:\n{}",
             spec.lines().map(|l| format!("  {l}\n")).collect::<String>()
         );
-        let vmi: VirtualMachineInstance = serde_yaml::from_str(&doc).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let vmi: VirtualMachineInstance =
+            serde_yaml::from_str(&doc).unwrap_or_else(|e| panic!("{what}: {e}"));
         let err = convert_vmi(&vmi).expect_err(what);
         let text = err.to_string();
-        assert!(text.contains(field), "{what}: {text:?} does not name {field}");
+        assert!(
+            text.contains(field),
+            "{what}: {text:?} does not name {field}"
+        );
         assert_eq!(err.reason(), "UnsupportedSpec", "{what}: {text}");
     }
 }
@@ -138,19 +221,36 @@ fn unsupported_values_fail_naming_the_field() {
 fn the_domain_xml_subcommand_prints_the_same_domain() {
     let case = golden_dir().join("kernel-boot-emulation.yaml");
     let out = Command::new(env!("CARGO_BIN_EXE_virt-handler"))
-        .args(["--image-store", IMAGE_STORE, "domain-xml", "--emulation", "--vmi-dir", VMI_DIR])
+        .args([
+            "--image-store",
+            IMAGE_STORE,
+            "domain-xml",
+            "--emulation",
+            "--vmi-dir",
+            VMI_DIR,
+        ])
         .arg(&case)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), std::fs::read_to_string(case.with_extension("xml")).unwrap());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        std::fs::read_to_string(case.with_extension("xml")).unwrap()
+    );
 }
 
 /// The examples of ../shared/kubevirt-examples whose conversion fails on purpose, and
 /// the field the error names.
 const EXAMPLES_REJECTED: &[(&str, &str)] = &[
     // User-mode networking forwards no ports (docs/virt-handler.md).
-    ("vmi-masquerade.yaml", "spec.domain.devices.interfaces[0].ports"),
+    (
+        "vmi-masquerade.yaml",
+        "spec.domain.devices.interfaces[0].ports",
+    ),
 ];
 
 /// The VMI spec inside a KubeVirt manifest: a VMI, or the template of a VM, a replica set
@@ -178,7 +278,12 @@ fn vmi_of(doc: &serde_json::Value) -> Option<VirtualMachineInstance> {
 fn kubevirt_examples_convert_to_valid_domains() {
     let dir = ferrovirt_tests::examples_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e} (the compatibility suite lives next to the repo)", dir.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (the compatibility suite lives next to the repo)",
+                dir.display()
+            )
+        })
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
@@ -191,7 +296,10 @@ fn kubevirt_examples_convert_to_valid_domains() {
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let doc = serde_json::Value::deserialize(doc).unwrap();
             let Some(vmi) = vmi_of(&doc) else { continue };
-            match (convert_vmi(&vmi), EXAMPLES_REJECTED.iter().find(|(f, _)| *f == name)) {
+            match (
+                convert_vmi(&vmi),
+                EXAMPLES_REJECTED.iter().find(|(f, _)| *f == name),
+            ) {
                 (Ok(xml), None) => {
                     let path = out.path().join(name.replace(".yaml", ".xml"));
                     std::fs::write(&path, xml).unwrap();

@@ -22,7 +22,13 @@ fn probe_answers_within_its_timeout() {
 #[test]
 fn a_missing_or_wrong_device_is_unusable() {
     let missing = probe(exe(), Path::new("/nonexistent/kvm"), Duration::from_secs(2));
-    assert!(matches!(&missing, KvmStatus::Unusable(m) if m.contains("does not exist")), "{missing:?}");
+    assert!(
+        matches!(&missing, KvmStatus::Unusable(m) if m.contains("does not exist")),
+        "{missing:?}"
+    );
     let null = probe(exe(), Path::new("/dev/null"), Duration::from_secs(2));
-    assert!(matches!(&null, KvmStatus::Unusable(m) if m.contains("KVM_GET_API_VERSION")), "{null:?}");
+    assert!(
+        matches!(&null, KvmStatus::Unusable(m) if m.contains("KVM_GET_API_VERSION")),
+        "{null:?}"
+    );
 }

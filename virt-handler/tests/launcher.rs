@@ -25,11 +25,21 @@ async fn kernel_boot_vmi_boots_under_the_real_launcher() {
     let images = ImageStore::new(cache().join("images"));
     let kernel_image = "ferrovirt/guest-kernel:latest";
     let cmdline = guest_cmdline();
-    let disk = images.container_disk("ferrovirt/guest-disk:latest", None).expect("run hack/build-guest-images.sh");
+    let disk = images
+        .container_disk("ferrovirt/guest-disk:latest", None)
+        .expect("run hack/build-guest-images.sh");
     let disk_mtime = std::fs::metadata(&disk).unwrap().modified().unwrap();
 
-    let kvm = probe(Path::new(env!("CARGO_BIN_EXE_virt-handler")), Path::new("/dev/kvm"), Duration::from_secs(2));
-    let virtualization = if kvm.usable() { Virtualization::Kvm } else { Virtualization::Emulation };
+    let kvm = probe(
+        Path::new(env!("CARGO_BIN_EXE_virt-handler")),
+        Path::new("/dev/kvm"),
+        Duration::from_secs(2),
+    );
+    let virtualization = if kvm.usable() {
+        Virtualization::Kvm
+    } else {
+        Virtualization::Emulation
+    };
     eprintln!("KVM: {kvm:?} -> {virtualization:?}");
 
     let vmi: crds::VirtualMachineInstance = serde_json::from_value(serde_json::json!({
@@ -60,7 +70,10 @@ async fn kernel_boot_vmi_boots_under_the_real_launcher() {
     }))
     .unwrap();
 
-    let run_dir = tempfile::Builder::new().prefix("vh").tempdir_in("/tmp").unwrap();
+    let run_dir = tempfile::Builder::new()
+        .prefix("vh")
+        .tempdir_in("/tmp")
+        .unwrap();
     let uid = vmi.metadata.uid.clone().unwrap();
     let dir = run_dir.path().join("vmis").join(&uid);
     std::fs::create_dir_all(&dir).unwrap();
@@ -84,11 +97,21 @@ async fn kernel_boot_vmi_boots_under_the_real_launcher() {
         volumes: &plans,
     })
     .unwrap();
-    let mut client = LauncherClient::connect(dir.join("launcher.sock")).await.unwrap();
-    let info = client.define_and_start(&xml).await.unwrap_or_else(|e| panic!("{}\n{xml}", virt_launcher::chain(&e)));
+    let mut client = LauncherClient::connect(dir.join("launcher.sock"))
+        .await
+        .unwrap();
+    let info = client
+        .define_and_start(&xml)
+        .await
+        .unwrap_or_else(|e| panic!("{}\n{xml}", virt_launcher::chain(&e)));
     assert_eq!(info.state, DomainState::Running);
     assert_eq!(info.name, "default_guest");
-    let mut events = LauncherClient::connect(dir.join("launcher.sock")).await.unwrap().watch_events().await.unwrap();
+    let mut events = LauncherClient::connect(dir.join("launcher.sock"))
+        .await
+        .unwrap()
+        .watch_events()
+        .await
+        .unwrap();
     assert_eq!(events.next().await.unwrap(), Some(Event::Started));
 
     let log = dir.join("serial0.log");
@@ -98,15 +121,27 @@ async fn kernel_boot_vmi_boots_under_the_real_launcher() {
         started.elapsed().as_secs_f64()
     );
     let serial = std::fs::read_to_string(&log).unwrap();
-    assert!(serial.contains("FERROVIRT CLOUD-INIT: hello from virt-handler"), "cloud-init line missing:\n{serial}");
-    assert!(serial.contains(&format!("FERROVIRT INSTANCE-ID: {uid}")), "instance-id missing:\n{serial}");
-    assert!(dir.join("serial0.sock").exists() && dir.join("vnc.sock").exists(), "console sockets missing");
+    assert!(
+        serial.contains("FERROVIRT CLOUD-INIT: hello from virt-handler"),
+        "cloud-init line missing:\n{serial}"
+    );
+    assert!(
+        serial.contains(&format!("FERROVIRT INSTANCE-ID: {uid}")),
+        "instance-id missing:\n{serial}"
+    );
+    assert!(
+        dir.join("serial0.sock").exists() && dir.join("vnc.sock").exists(),
+        "console sockets missing"
+    );
 
     // The console socket answers: a newline gets the guest's shell prompt back.
     {
         use std::io::{Read, Write};
-        let mut console = std::os::unix::net::UnixStream::connect(dir.join("serial0.sock")).unwrap();
-        console.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut console =
+            std::os::unix::net::UnixStream::connect(dir.join("serial0.sock")).unwrap();
+        console
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         console.write_all(b"\necho console-$((40+2))\n").unwrap();
         let mut seen = String::new();
         let mut buf = [0u8; 512];
@@ -117,12 +152,24 @@ async fn kernel_boot_vmi_boots_under_the_real_launcher() {
                 _ => {}
             }
         }
-        assert!(seen.contains("console-42"), "no answer on the serial console: {seen:?}");
+        assert!(
+            seen.contains("console-42"),
+            "no answer on the serial console: {seen:?}"
+        );
     }
 
     client.shutdown().await.unwrap();
-    assert_eq!(events.next().await.unwrap(), Some(Event::Stopped { reason: StopReason::Shutdown }));
+    assert_eq!(
+        events.next().await.unwrap(),
+        Some(Event::Stopped {
+            reason: StopReason::Shutdown
+        })
+    );
     let code = launcher.wait_exit(Duration::from_secs(30));
     assert_eq!(code, Some(0), "a clean poweroff ends the launcher with 0");
-    assert_eq!(std::fs::metadata(&disk).unwrap().modified().unwrap(), disk_mtime, "the image store file was written");
+    assert_eq!(
+        std::fs::metadata(&disk).unwrap().modified().unwrap(),
+        disk_mtime,
+        "the image store file was written"
+    );
 }

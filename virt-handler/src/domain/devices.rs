@@ -38,21 +38,40 @@ pub fn disks(x: &mut Xml, spec: &VirtualMachineInstanceSpec, volumes: &[Planned]
             Error::unsupported(field("name"), format!("no volume named {:?}", d.name))
         })?;
         let (cdrom, bus, read_only) = match (&d.disk, &d.cdrom) {
-            (Some(_), Some(_)) => return Err(Error::unsupported(field("cdrom"), "set at most one of disk and cdrom")),
+            (Some(_), Some(_)) => {
+                return Err(Error::unsupported(
+                    field("cdrom"),
+                    "set at most one of disk and cdrom",
+                ));
+            }
             (_, Some(c)) => {
                 let bus = c.bus.unwrap_or(DiskBus::Sata);
                 if bus == DiskBus::Virtio {
-                    return Err(Error::unsupported(field("cdrom.bus"), "a cdrom needs the sata or scsi bus"));
+                    return Err(Error::unsupported(
+                        field("cdrom.bus"),
+                        "a cdrom needs the sata or scsi bus",
+                    ));
                 }
                 (true, bus, true)
             }
-            (Some(t), None) => (false, t.bus.unwrap_or(DiskBus::Virtio), t.read_only.unwrap_or(false)),
+            (Some(t), None) => (
+                false,
+                t.bus.unwrap_or(DiskBus::Virtio),
+                t.read_only.unwrap_or(false),
+            ),
             (None, None) => (false, DiskBus::Virtio, false),
         };
-        if let Some(s) = &d.serial {
-            if s.is_empty() || s.len() > 20 || !s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                return Err(Error::unsupported(field("serial"), format!("{s:?}: use up to 20 letters, digits, '-', '_', '.'")));
-            }
+        if let Some(s) = &d.serial
+            && (s.is_empty()
+                || s.len() > 20
+                || !s
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        {
+            return Err(Error::unsupported(
+                field("serial"),
+                format!("{s:?}: use up to 20 letters, digits, '-', '_', '.'"),
+            ));
         }
         plans.push(DiskPlan {
             name: &d.name,
@@ -67,13 +86,24 @@ pub fn disks(x: &mut Xml, spec: &VirtualMachineInstanceSpec, volumes: &[Planned]
     // A volume without a disk gets a virtio disk, as in KubeVirt.
     for v in volumes {
         if !spec.domain.devices.disks.iter().any(|d| d.name == v.name) {
-            plans.push(DiskPlan { name: &v.name, cdrom: false, bus: DiskBus::Virtio, read_only: v.read_only, boot_order: None, serial: None, volume: v });
+            plans.push(DiskPlan {
+                name: &v.name,
+                cdrom: false,
+                bus: DiskBus::Virtio,
+                read_only: v.read_only,
+                boot_order: None,
+                serial: None,
+                volume: v,
+            });
         }
     }
     let mut orders: Vec<u32> = plans.iter().filter_map(|p| p.boot_order).collect();
     orders.sort_unstable();
     if orders.windows(2).any(|w| w[0] == w[1]) {
-        return Err(Error::unsupported("spec.domain.devices.disks.bootOrder", "boot orders must be unique"));
+        return Err(Error::unsupported(
+            "spec.domain.devices.disks.bootOrder",
+            "boot orders must be unique",
+        ));
     }
 
     let (mut vd, mut sd) = (0, 0);
@@ -85,7 +115,14 @@ pub fn disks(x: &mut Xml, spec: &VirtualMachineInstanceSpec, volumes: &[Planned]
         };
         let device = if p.cdrom { "cdrom" } else { "disk" };
         x.open("disk", &[("type", "file"), ("device", device)]);
-        x.empty("driver", &[("name", "qemu"), ("type", p.volume.format.as_str()), ("discard", "unmap")]);
+        x.empty(
+            "driver",
+            &[
+                ("name", "qemu"),
+                ("type", p.volume.format.as_str()),
+                ("discard", "unmap"),
+            ],
+        );
         x.empty("source", &[("file", &p.volume.path.display().to_string())]);
         x.empty("target", &[("dev", &dev), ("bus", bus)]);
         if p.read_only {
@@ -101,7 +138,10 @@ pub fn disks(x: &mut Xml, spec: &VirtualMachineInstanceSpec, volumes: &[Planned]
         x.close();
     }
     if plans.iter().any(|p| p.bus == DiskBus::Scsi) {
-        x.empty("controller", &[("type", "scsi"), ("index", "0"), ("model", "virtio-scsi")]);
+        x.empty(
+            "controller",
+            &[("type", "scsi"), ("index", "0"), ("model", "virtio-scsi")],
+        );
     }
     Ok(())
 }
@@ -120,7 +160,10 @@ pub fn mac_address(uid: &str, interface: &str) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     let b = h.to_be_bytes();
-    format!("02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4])
+    format!(
+        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[0], b[1], b[2], b[3], b[4]
+    )
 }
 
 /// Every interface becomes QEMU user-mode networking (slirp) for now, whatever its
@@ -128,15 +171,29 @@ pub fn mac_address(uid: &str, interface: &str) -> String {
 pub fn interfaces(x: &mut Xml, spec: &VirtualMachineInstanceSpec, uid: &str) -> Result<()> {
     for (i, iface) in spec.domain.devices.interfaces.iter().enumerate() {
         let field = |f: &str| format!("spec.domain.devices.interfaces[{i}].{f}");
-        let network = spec.networks.iter().find(|n| n.name == iface.name).ok_or_else(|| {
-            Error::unsupported(field("name"), format!("no network named {:?}", iface.name))
-        })?;
-        let net_index = spec.networks.iter().position(|n| n.name == iface.name).unwrap_or(0);
+        let network = spec
+            .networks
+            .iter()
+            .find(|n| n.name == iface.name)
+            .ok_or_else(|| {
+                Error::unsupported(field("name"), format!("no network named {:?}", iface.name))
+            })?;
+        let net_index = spec
+            .networks
+            .iter()
+            .position(|n| n.name == iface.name)
+            .unwrap_or(0);
         let Some(pod) = &network.pod else {
-            return Err(Error::unsupported(format!("spec.networks[{net_index}]"), "only the pod network is supported"));
+            return Err(Error::unsupported(
+                format!("spec.networks[{net_index}]"),
+                "only the pod network is supported",
+            ));
         };
         if !iface.ports.is_empty() {
-            return Err(Error::unsupported(field("ports"), "port forwarding is not implemented (user-mode networking forwards no ports)"));
+            return Err(Error::unsupported(
+                field("ports"),
+                "port forwarding is not implemented (user-mode networking forwards no ports)",
+            ));
         }
         let mac = match &iface.mac_address {
             Some(m) => m.replace('-', ":").to_ascii_lowercase(),
@@ -153,9 +210,19 @@ pub fn interfaces(x: &mut Xml, spec: &VirtualMachineInstanceSpec, uid: &str) -> 
         x.empty("model", &[("type", model)]);
         if let Some(cidr) = &pod.vm_network_cidr {
             let (addr, prefix) = parse_cidr(cidr).ok_or_else(|| {
-                Error::unsupported(format!("spec.networks[{net_index}].pod.vmNetworkCidr"), format!("{cidr:?} is not an IPv4 CIDR"))
+                Error::unsupported(
+                    format!("spec.networks[{net_index}].pod.vmNetworkCidr"),
+                    format!("{cidr:?} is not an IPv4 CIDR"),
+                )
             })?;
-            x.empty("ip", &[("family", "ipv4"), ("address", &addr), ("prefix", &prefix.to_string())]);
+            x.empty(
+                "ip",
+                &[
+                    ("family", "ipv4"),
+                    ("address", &addr),
+                    ("prefix", &prefix.to_string()),
+                ],
+            );
         }
         x.empty("alias", &[("name", &format!("ua-{}", iface.name))]);
         x.close();

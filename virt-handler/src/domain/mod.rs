@@ -51,7 +51,13 @@ pub fn domain_name(namespace: &str, name: &str) -> String {
 
 /// Which OVMF files an EFI guest uses: (code, variables template), or `None` for BIOS.
 pub fn efi_firmware(domain: &DomainSpec) -> Option<(&'static str, &'static str)> {
-    let efi = domain.firmware.as_ref()?.bootloader.as_ref()?.efi.as_ref()?;
+    let efi = domain
+        .firmware
+        .as_ref()?
+        .bootloader
+        .as_ref()?
+        .efi
+        .as_ref()?;
     // KubeVirt's default for secureBoot is true.
     if efi.secure_boot.unwrap_or(true) {
         Some((OVMF_CODE_SECURE, OVMF_VARS_SECURE))
@@ -62,16 +68,27 @@ pub fn efi_firmware(domain: &DomainSpec) -> Option<(&'static str, &'static str)>
 
 /// The domain XML of a VMI manifest (YAML or JSON), with its volumes planned in
 /// `vmi_dir` (PVCs cannot be resolved offline). For `virt-handler domain-xml`.
-pub fn from_manifest(manifest: &str, emulation: bool, vmi_dir: &Path, image_store: &Path) -> Result<String> {
+pub fn from_manifest(
+    manifest: &str,
+    emulation: bool,
+    vmi_dir: &Path,
+    image_store: &Path,
+) -> Result<String> {
     use kube::ResourceExt;
     let vmi: crds::VirtualMachineInstance = serde_yaml::from_str(manifest)
         .map_err(|e| Error::unsupported("manifest", e.to_string()))?;
     let plans = crate::volumes::plan(&vmi.spec, vmi_dir, &Default::default())?;
-    let virtualization = if emulation { Virtualization::Emulation } else { Virtualization::Kvm };
+    let virtualization = if emulation {
+        Virtualization::Emulation
+    } else {
+        Virtualization::Kvm
+    };
     convert(&Input {
         namespace: &vmi.namespace().unwrap_or_else(|| "default".into()),
         name: &vmi.name_any(),
-        uid: &vmi.uid().unwrap_or_else(|| "00000000-0000-4000-8000-000000000000".into()),
+        uid: &vmi
+            .uid()
+            .unwrap_or_else(|| "00000000-0000-4000-8000-000000000000".into()),
         spec: &vmi.spec,
         virtualization,
         vmi_dir,
@@ -89,18 +106,33 @@ pub fn convert(input: &Input) -> Result<String> {
     x.open("domain", &[("type", input.virtualization.domain_type())]);
     x.text("name", &[], &domain_name(input.namespace, input.name));
     let firmware = domain.firmware.as_ref();
-    x.text("uuid", &[], firmware.and_then(|f| f.uuid.as_deref()).unwrap_or(input.uid));
+    x.text(
+        "uuid",
+        &[],
+        firmware
+            .and_then(|f| f.uuid.as_deref())
+            .unwrap_or(input.uid),
+    );
     x.open("metadata", &[]);
     x.empty(
         "ferrovirt:vmi",
-        &[("xmlns:ferrovirt", "https://ferrovirt.io/xmlns/vmi/v1"), ("namespace", input.namespace), ("name", input.name), ("uid", input.uid)],
+        &[
+            ("xmlns:ferrovirt", "https://ferrovirt.io/xmlns/vmi/v1"),
+            ("namespace", input.namespace),
+            ("name", input.name),
+            ("uid", input.uid),
+        ],
     );
     x.close();
 
     let memory = memory_kib(domain)?;
     x.text("memory", &[("unit", "KiB")], &memory.to_string());
     let topology = topology(domain)?;
-    x.text("vcpu", &[("placement", "static")], &topology.vcpus().to_string());
+    x.text(
+        "vcpu",
+        &[("placement", "static")],
+        &topology.vcpus().to_string(),
+    );
 
     let smbios_serial = firmware.and_then(|f| f.serial.as_deref());
     if let Some(serial) = smbios_serial {
@@ -116,45 +148,89 @@ pub fn convert(input: &Input) -> Result<String> {
     x.text("type", &[("arch", "x86_64"), ("machine", &machine)], "hvm");
     if let Some((code, vars)) = efi {
         let secure_attr = if secure { "yes" } else { "no" };
-        x.text("loader", &[("readonly", "yes"), ("secure", secure_attr), ("type", "pflash")], code);
-        x.text("nvram", &[("template", vars)], &dir.join(EFI_VARS_FILE).display().to_string());
+        x.text(
+            "loader",
+            &[
+                ("readonly", "yes"),
+                ("secure", secure_attr),
+                ("type", "pflash"),
+            ],
+            code,
+        );
+        x.text(
+            "nvram",
+            &[("template", vars)],
+            &dir.join(EFI_VARS_FILE).display().to_string(),
+        );
     }
     if let Some(kb) = firmware.and_then(|f| f.kernel_boot.as_ref()) {
         let container = kb.container.as_ref().ok_or_else(|| {
-            Error::unsupported("spec.domain.firmware.kernelBoot.container", "a kernel boot needs the container that holds the kernel")
+            Error::unsupported(
+                "spec.domain.firmware.kernelBoot.container",
+                "a kernel boot needs the container that holds the kernel",
+            )
         })?;
-        for (field, path) in [("kernelPath", &container.kernel_path), ("initrdPath", &container.initrd_path)] {
+        for (field, path) in [
+            ("kernelPath", &container.kernel_path),
+            ("initrdPath", &container.initrd_path),
+        ] {
             if let Some(p) = path.as_deref().filter(|p| !p.starts_with('/')) {
-                return Err(Error::unsupported(format!("spec.domain.firmware.kernelBoot.container.{field}"), format!("{p:?} is not an absolute path")));
+                return Err(Error::unsupported(
+                    format!("spec.domain.firmware.kernelBoot.container.{field}"),
+                    format!("{p:?} is not an absolute path"),
+                ));
             }
         }
         if let Some(kernel) = &container.kernel_path {
-            x.text("kernel", &[], &input.images.file(&container.image, kernel).display().to_string());
+            x.text(
+                "kernel",
+                &[],
+                &input
+                    .images
+                    .file(&container.image, kernel)
+                    .display()
+                    .to_string(),
+            );
         }
         if let Some(initrd) = &container.initrd_path {
-            x.text("initrd", &[], &input.images.file(&container.image, initrd).display().to_string());
+            x.text(
+                "initrd",
+                &[],
+                &input
+                    .images
+                    .file(&container.image, initrd)
+                    .display()
+                    .to_string(),
+            );
         }
         if let Some(args) = &kb.kernel_args {
             x.text("cmdline", &[], args);
         }
     }
-    if let Some(bios) = firmware.and_then(|f| f.bootloader.as_ref()).and_then(|b| b.bios.as_ref()) {
-        if bios.use_serial == Some(true) {
-            if domain.devices.autoattach_serial_console == Some(false) {
-                return Err(Error::unsupported(
-                    "spec.domain.firmware.bootloader.bios.useSerial",
-                    "needs the serial console (autoattachSerialConsole is false)",
-                ));
-            }
-            x.empty("bios", &[("useserial", "yes")]);
+    if let Some(bios) = firmware
+        .and_then(|f| f.bootloader.as_ref())
+        .and_then(|b| b.bios.as_ref())
+        && bios.use_serial == Some(true)
+    {
+        if domain.devices.autoattach_serial_console == Some(false) {
+            return Err(Error::unsupported(
+                "spec.domain.firmware.bootloader.bios.useSerial",
+                "needs the serial console (autoattachSerialConsole is false)",
+            ));
         }
+        x.empty("bios", &[("useserial", "yes")]);
     }
     if smbios_serial.is_some() {
         x.empty("smbios", &[("mode", "sysinfo")]);
     }
     x.close();
 
-    let acpi = domain.features.as_ref().and_then(|f| f.acpi.as_ref()).map(|a| a.enabled.unwrap_or(true)).unwrap_or(true);
+    let acpi = domain
+        .features
+        .as_ref()
+        .and_then(|f| f.acpi.as_ref())
+        .map(|a| a.enabled.unwrap_or(true))
+        .unwrap_or(true);
     if acpi || secure {
         x.open("features", &[]);
         if acpi {
@@ -177,18 +253,43 @@ pub fn convert(input: &Input) -> Result<String> {
     devices::interfaces(&mut x, spec, input.uid)?;
     if domain.devices.autoattach_serial_console != Some(false) {
         x.open("serial", &[("type", "unix")]);
-        x.empty("source", &[("mode", "bind"), ("path", &dir.join(SERIAL_SOCKET).display().to_string())]);
-        x.empty("log", &[("file", &dir.join(SERIAL_LOG).display().to_string()), ("append", "on")]);
+        x.empty(
+            "source",
+            &[
+                ("mode", "bind"),
+                ("path", &dir.join(SERIAL_SOCKET).display().to_string()),
+            ],
+        );
+        x.empty(
+            "log",
+            &[
+                ("file", &dir.join(SERIAL_LOG).display().to_string()),
+                ("append", "on"),
+            ],
+        );
         x.empty("target", &[("port", "0")]);
         x.close();
     }
     if domain.devices.autoattach_graphics_device != Some(false) {
         x.open("graphics", &[("type", "vnc")]);
-        x.empty("listen", &[("type", "socket"), ("socket", &dir.join(VNC_SOCKET).display().to_string())]);
+        x.empty(
+            "listen",
+            &[
+                ("type", "socket"),
+                ("socket", &dir.join(VNC_SOCKET).display().to_string()),
+            ],
+        );
         x.close();
-        x.open("video", &[]).empty("model", &[("type", "vga"), ("vram", "16384"), ("heads", "1")]).close();
+        x.open("video", &[])
+            .empty(
+                "model",
+                &[("type", "vga"), ("vram", "16384"), ("heads", "1")],
+            )
+            .close();
     } else {
-        x.open("video", &[]).empty("model", &[("type", "none")]).close();
+        x.open("video", &[])
+            .empty("model", &[("type", "none")])
+            .close();
     }
     if domain.devices.rng.is_some() {
         x.open("rng", &[("model", "virtio")]);
@@ -206,12 +307,27 @@ pub fn convert(input: &Input) -> Result<String> {
 fn memory_kib(domain: &DomainSpec) -> Result<u64> {
     let (field, q) = if let Some(q) = domain.memory.as_ref().and_then(|m| m.guest.as_ref()) {
         ("spec.domain.memory.guest", q)
-    } else if let Some(q) = domain.resources.as_ref().and_then(|r| r.requests.as_ref()).and_then(|r| r.get("memory")) {
+    } else if let Some(q) = domain
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("memory"))
+    {
         ("spec.domain.resources.requests.memory", q)
     } else {
-        return Err(Error::unsupported("spec.domain.memory.guest", "set memory.guest or resources.requests.memory"));
+        return Err(Error::unsupported(
+            "spec.domain.memory.guest",
+            "set memory.guest or resources.requests.memory",
+        ));
     };
-    let bytes = quantity::bytes(q).filter(|b| *b >= 1 << 20).ok_or_else(|| Error::unsupported(field, format!("{:?} is not a memory size of at least 1Mi", q.0)))?;
+    let bytes = quantity::bytes(q)
+        .filter(|b| *b >= 1 << 20)
+        .ok_or_else(|| {
+            Error::unsupported(
+                field,
+                format!("{:?} is not a memory size of at least 1Mi", q.0),
+            )
+        })?;
     Ok(bytes.div_ceil(1024))
 }
 
@@ -233,36 +349,76 @@ fn topology(domain: &DomainSpec) -> Result<Topology> {
     let cpu = domain.cpu.clone().unwrap_or_default();
     if cpu.sockets.is_none() && cpu.cores.is_none() && cpu.threads.is_none() {
         let res = domain.resources.as_ref();
-        let q = res.and_then(|r| r.limits.as_ref()).and_then(|l| l.get("cpu"))
-            .or_else(|| res.and_then(|r| r.requests.as_ref()).and_then(|l| l.get("cpu")));
+        let q = res
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("cpu"))
+            .or_else(|| {
+                res.and_then(|r| r.requests.as_ref())
+                    .and_then(|l| l.get("cpu"))
+            });
         let sockets = match q {
-            Some(q) => quantity::value(q).filter(|v| *v > 0.0).ok_or_else(|| {
-                Error::unsupported("spec.domain.resources.cpu", format!("{:?} is not a CPU amount", q.0))
-            })?.ceil() as u32,
+            Some(q) => quantity::value(q)
+                .filter(|v| *v > 0.0)
+                .ok_or_else(|| {
+                    Error::unsupported(
+                        "spec.domain.resources.cpu",
+                        format!("{:?} is not a CPU amount", q.0),
+                    )
+                })?
+                .ceil() as u32,
             None => 1,
         };
-        return Ok(Topology { sockets, cores: 1, threads: 1 });
+        return Ok(Topology {
+            sockets,
+            cores: 1,
+            threads: 1,
+        });
     }
-    let t = Topology { sockets: cpu.sockets.unwrap_or(1), cores: cpu.cores.unwrap_or(1), threads: cpu.threads.unwrap_or(1) };
+    let t = Topology {
+        sockets: cpu.sockets.unwrap_or(1),
+        cores: cpu.cores.unwrap_or(1),
+        threads: cpu.threads.unwrap_or(1),
+    };
     if t.sockets == 0 || t.cores == 0 || t.threads == 0 {
-        return Err(Error::unsupported("spec.domain.cpu", "sockets, cores and threads must be at least 1"));
+        return Err(Error::unsupported(
+            "spec.domain.cpu",
+            "sockets, cores and threads must be at least 1",
+        ));
     }
     if t.vcpus() > 512 {
-        return Err(Error::unsupported("spec.domain.cpu", format!("{} vCPUs is more than 512", t.vcpus())));
+        return Err(Error::unsupported(
+            "spec.domain.cpu",
+            format!("{} vCPUs is more than 512", t.vcpus()),
+        ));
     }
     Ok(t)
 }
 
 fn cpu(x: &mut xml::Xml, domain: &DomainSpec, t: &Topology, virt: Virtualization) -> Result<()> {
     let model = domain.cpu.as_ref().and_then(|c| c.model.as_deref());
-    let topo = [("sockets", t.sockets.to_string()), ("dies", "1".to_owned()), ("cores", t.cores.to_string()), ("threads", t.threads.to_string())];
+    let topo = [
+        ("sockets", t.sockets.to_string()),
+        ("dies", "1".to_owned()),
+        ("cores", t.cores.to_string()),
+        ("threads", t.threads.to_string()),
+    ];
     let topo: Vec<(&str, &str)> = topo.iter().map(|(k, v)| (*k, v.as_str())).collect();
     match (model, virt) {
         (Some(m @ ("host-passthrough" | "host-model")), Virtualization::Emulation) => {
-            return Err(Error::unsupported("spec.domain.cpu.model", format!("{m} needs KVM; this guest runs under software emulation")));
+            return Err(Error::unsupported(
+                "spec.domain.cpu.model",
+                format!("{m} needs KVM; this guest runs under software emulation"),
+            ));
         }
         (Some("host-passthrough"), _) => {
-            x.open("cpu", &[("mode", "host-passthrough"), ("check", "none"), ("migratable", "on")]);
+            x.open(
+                "cpu",
+                &[
+                    ("mode", "host-passthrough"),
+                    ("check", "none"),
+                    ("migratable", "on"),
+                ],
+            );
         }
         // KubeVirt's default model is host-model.
         (Some("host-model") | None, Virtualization::Kvm) => {
@@ -273,10 +429,20 @@ fn cpu(x: &mut xml::Xml, domain: &DomainSpec, t: &Topology, virt: Virtualization
             x.open("cpu", &[]);
         }
         (Some(m), _) => {
-            if m.is_empty() || !m.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                return Err(Error::unsupported("spec.domain.cpu.model", format!("{m:?} is not a CPU model name")));
+            if m.is_empty()
+                || !m
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(Error::unsupported(
+                    "spec.domain.cpu.model",
+                    format!("{m:?} is not a CPU model name"),
+                ));
             }
-            x.open("cpu", &[("mode", "custom"), ("match", "exact"), ("check", "partial")]);
+            x.open(
+                "cpu",
+                &[("mode", "custom"), ("match", "exact"), ("check", "partial")],
+            );
             x.text("model", &[("fallback", "forbid")], m);
         }
     }
@@ -288,12 +454,21 @@ fn cpu(x: &mut xml::Xml, domain: &DomainSpec, t: &Topology, virt: Virtualization
 /// The machine type: q35 (the default) or a versioned `pc-q35-*`; other types lack the
 /// PCIe and SATA controllers the device model assumes.
 fn machine_type(domain: &DomainSpec) -> Result<String> {
-    let m = domain.machine.as_ref().and_then(|m| m.machine_type.as_deref()).unwrap_or("q35");
+    let m = domain
+        .machine
+        .as_ref()
+        .and_then(|m| m.machine_type.as_deref())
+        .unwrap_or("q35");
     let m = if m.is_empty() { "q35" } else { m };
-    let versioned = m.strip_prefix("pc-q35-").is_some_and(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.'));
+    let versioned = m
+        .strip_prefix("pc-q35-")
+        .is_some_and(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.'));
     if m == "q35" || versioned {
         Ok(m.to_owned())
     } else {
-        Err(Error::unsupported("spec.domain.machine.type", format!("{m:?} is not supported; use q35 or pc-q35-<version>")))
+        Err(Error::unsupported(
+            "spec.domain.machine.type",
+            format!("{m:?} is not supported; use q35 or pc-q35-<version>"),
+        ))
     }
 }

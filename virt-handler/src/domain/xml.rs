@@ -24,7 +24,11 @@ pub fn escape(s: &str) -> String {
 
 impl Xml {
     pub fn new() -> Self {
-        Xml { out: String::new(), depth: 0, stack: Vec::new() }
+        Xml {
+            out: String::new(),
+            depth: 0,
+            stack: Vec::new(),
+        }
     }
 
     fn start(&mut self, tag: &str, attrs: &[(&str, &str)]) {
@@ -82,7 +86,10 @@ mod tests {
     #[test]
     fn escapes_and_indents() {
         let mut x = super::Xml::new();
-        x.open("a", &[("k", "it's <b>")]).text("c", &[], "x & y").empty("d", &[]).close();
+        x.open("a", &[("k", "it's <b>")])
+            .text("c", &[], "x & y")
+            .empty("d", &[])
+            .close();
         assert_eq!(
             x.finish(),
             "<a k='it&apos;s &lt;b&gt;'>\n  <c>x &amp; y</c>\n  <d/>\n</a>\n"

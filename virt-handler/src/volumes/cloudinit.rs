@@ -11,9 +11,17 @@ pub fn meta_data(uid: &str, hostname: &str) -> String {
     format!("instance-id: {uid}\nlocal-hostname: {hostname}\n")
 }
 
-fn decode(volume: &str, field: &str, text: &Option<String>, b64: &Option<String>) -> Result<Option<Vec<u8>>> {
+fn decode(
+    volume: &str,
+    field: &str,
+    text: &Option<String>,
+    b64: &Option<String>,
+) -> Result<Option<Vec<u8>>> {
     match (text, b64) {
-        (Some(_), Some(_)) => Err(Error::volume(volume, format!("set at most one of {field} and {field}Base64"))),
+        (Some(_), Some(_)) => Err(Error::volume(
+            volume,
+            format!("set at most one of {field} and {field}Base64"),
+        )),
         (Some(t), None) => Ok(Some(t.as_bytes().to_vec())),
         (None, Some(b)) => {
             let clean: String = b.chars().filter(|c| !c.is_whitespace()).collect();
@@ -28,10 +36,29 @@ fn decode(volume: &str, field: &str, text: &Option<String>, b64: &Option<String>
 
 /// The files of the `cidata` ISO: `user-data` (empty when not given), `meta-data`, and
 /// `network-config` when network data is given.
-pub fn nocloud_files(volume: &str, source: &CloudInitNoCloudSource, uid: &str, hostname: &str) -> Result<Vec<(&'static str, Vec<u8>)>> {
-    let user = decode(volume, "userData", &source.user_data, &source.user_data_base64)?.unwrap_or_default();
-    let mut files = vec![("user-data", user), ("meta-data", meta_data(uid, hostname).into_bytes())];
-    if let Some(net) = decode(volume, "networkData", &source.network_data, &source.network_data_base64)? {
+pub fn nocloud_files(
+    volume: &str,
+    source: &CloudInitNoCloudSource,
+    uid: &str,
+    hostname: &str,
+) -> Result<Vec<(&'static str, Vec<u8>)>> {
+    let user = decode(
+        volume,
+        "userData",
+        &source.user_data,
+        &source.user_data_base64,
+    )?
+    .unwrap_or_default();
+    let mut files = vec![
+        ("user-data", user),
+        ("meta-data", meta_data(uid, hostname).into_bytes()),
+    ];
+    if let Some(net) = decode(
+        volume,
+        "networkData",
+        &source.network_data,
+        &source.network_data_base64,
+    )? {
         files.push(("network-config", net));
     }
     Ok(files)
@@ -52,7 +79,15 @@ mod tests {
         assert_eq!(files[0], ("user-data", b"#cloud-config\n".to_vec()));
         assert_eq!(files[1].1, b"instance-id: uid-1\nlocal-hostname: vm1\n");
         assert_eq!(files[2], ("network-config", b"version: 2\n".to_vec()));
-        let bad = CloudInitNoCloudSource { user_data_base64: Some("!!".into()), ..Default::default() };
-        assert!(nocloud_files("ci", &bad, "u", "h").unwrap_err().to_string().contains("userDataBase64"));
+        let bad = CloudInitNoCloudSource {
+            user_data_base64: Some("!!".into()),
+            ..Default::default()
+        };
+        assert!(
+            nocloud_files("ci", &bad, "u", "h")
+                .unwrap_err()
+                .to_string()
+                .contains("userDataBase64")
+        );
     }
 }

@@ -48,11 +48,18 @@ pub struct Planned {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Prep {
     /// A qcow2 overlay on the image's disk file; the image is never written.
-    ContainerDisk { image: String, path: Option<String>, file: String },
+    ContainerDisk {
+        image: String,
+        path: Option<String>,
+        file: String,
+    },
     /// A sparse qcow2 of `capacity` bytes.
     EmptyDisk { capacity: u64, file: String },
     /// A `cidata` ISO.
-    CloudInit { source: CloudInitNoCloudSource, file: String },
+    CloudInit {
+        source: CloudInitNoCloudSource,
+        file: String,
+    },
     /// A host file; with `create`, a sparse raw file of that many bytes when missing.
     HostDisk { create: Option<u64> },
     /// A filesystem PVC's `disk.img`; must exist.
@@ -75,42 +82,94 @@ pub fn plan(
         };
         let planned = if let Some(cd) = &v.container_disk {
             let (path, file) = local("qcow2");
-            let prep = Prep::ContainerDisk { image: cd.image.clone(), path: cd.path.clone(), file };
-            Planned { name: v.name.clone(), path, format: Format::Qcow2, read_only: false, prep }
+            let prep = Prep::ContainerDisk {
+                image: cd.image.clone(),
+                path: cd.path.clone(),
+                file,
+            };
+            Planned {
+                name: v.name.clone(),
+                path,
+                format: Format::Qcow2,
+                read_only: false,
+                prep,
+            }
         } else if let Some(ed) = &v.empty_disk {
             let capacity = quantity::bytes(&ed.capacity)
                 .filter(|c| *c > 0)
-                .ok_or_else(|| Error::unsupported(field("emptyDisk.capacity"), format!("{:?} is not a size", ed.capacity.0)))?;
+                .ok_or_else(|| {
+                    Error::unsupported(
+                        field("emptyDisk.capacity"),
+                        format!("{:?} is not a size", ed.capacity.0),
+                    )
+                })?;
             let (path, file) = local("qcow2");
-            Planned { name: v.name.clone(), path, format: Format::Qcow2, read_only: false, prep: Prep::EmptyDisk { capacity, file } }
+            Planned {
+                name: v.name.clone(),
+                path,
+                format: Format::Qcow2,
+                read_only: false,
+                prep: Prep::EmptyDisk { capacity, file },
+            }
         } else if let Some(ci) = &v.cloud_init_no_cloud {
             let (path, file) = local("iso");
-            let prep = Prep::CloudInit { source: ci.clone(), file };
-            Planned { name: v.name.clone(), path, format: Format::Raw, read_only: false, prep }
+            let prep = Prep::CloudInit {
+                source: ci.clone(),
+                file,
+            };
+            Planned {
+                name: v.name.clone(),
+                path,
+                format: Format::Raw,
+                read_only: false,
+                prep,
+            }
         } else if let Some(hd) = &v.host_disk {
             let create = match hd.disk_type {
                 HostDiskType::Disk => None,
                 HostDiskType::DiskOrCreate => {
-                    let cap = hd.capacity.as_ref().and_then(quantity::bytes).filter(|c| *c > 0).ok_or_else(|| {
-                        Error::unsupported(field("hostDisk.capacity"), "DiskOrCreate needs a positive capacity")
-                    })?;
+                    let cap = hd
+                        .capacity
+                        .as_ref()
+                        .and_then(quantity::bytes)
+                        .filter(|c| *c > 0)
+                        .ok_or_else(|| {
+                            Error::unsupported(
+                                field("hostDisk.capacity"),
+                                "DiskOrCreate needs a positive capacity",
+                            )
+                        })?;
                     Some(cap)
                 }
             };
-            Planned { name: v.name.clone(), path: PathBuf::from(&hd.path), format: Format::Raw, read_only: false, prep: Prep::HostDisk { create } }
+            Planned {
+                name: v.name.clone(),
+                path: PathBuf::from(&hd.path),
+                format: Format::Raw,
+                read_only: false,
+                prep: Prep::HostDisk { create },
+            }
         } else if let Some(pvc) = &v.persistent_volume_claim {
             let dir = pvc_dirs.get(&pvc.claim_name).ok_or_else(|| {
-                Error::volume(&v.name, format!("claim {:?} has no node-local path", pvc.claim_name))
+                Error::volume(
+                    &v.name,
+                    format!("claim {:?} has no node-local path", pvc.claim_name),
+                )
             })?;
             Planned {
                 name: v.name.clone(),
                 path: dir.join("disk.img"),
                 format: Format::Raw,
                 read_only: pvc.read_only.unwrap_or(false),
-                prep: Prep::Pvc { claim: pvc.claim_name.clone() },
+                prep: Prep::Pvc {
+                    claim: pvc.claim_name.clone(),
+                },
             }
         } else {
-            return Err(Error::unsupported(format!("spec.volumes[{i}]"), "set exactly one volume source"));
+            return Err(Error::unsupported(
+                format!("spec.volumes[{i}]"),
+                "set exactly one volume source",
+            ));
         };
         out.push(planned);
     }
@@ -137,10 +196,27 @@ mod tests {
         let pvcs = BTreeMap::from([("c".to_owned(), PathBuf::from("/pv/c"))]);
         let p = plan(&spec, Path::new("/vmi"), &pvcs).unwrap();
         assert_eq!(p[0].path, Path::new("/vmi/volumes/root.qcow2"));
-        assert_eq!(p[1].prep, Prep::EmptyDisk { capacity: 1 << 30, file: "volumes/scratch.qcow2".into() });
-        assert_eq!((p[2].path.as_path(), p[2].format), (Path::new("/vmi/volumes/ci.iso"), Format::Raw));
-        assert_eq!(p[3].prep, Prep::HostDisk { create: Some(10 << 20) });
-        assert_eq!((p[4].path.as_path(), p[4].read_only), (Path::new("/pv/c/disk.img"), true));
+        assert_eq!(
+            p[1].prep,
+            Prep::EmptyDisk {
+                capacity: 1 << 30,
+                file: "volumes/scratch.qcow2".into()
+            }
+        );
+        assert_eq!(
+            (p[2].path.as_path(), p[2].format),
+            (Path::new("/vmi/volumes/ci.iso"), Format::Raw)
+        );
+        assert_eq!(
+            p[3].prep,
+            Prep::HostDisk {
+                create: Some(10 << 20)
+            }
+        );
+        assert_eq!(
+            (p[4].path.as_path(), p[4].read_only),
+            (Path::new("/pv/c/disk.img"), true)
+        );
         let err = plan(&spec, Path::new("/vmi"), &BTreeMap::new()).unwrap_err();
         assert!(err.to_string().contains("claim \"c\""), "{err}");
     }

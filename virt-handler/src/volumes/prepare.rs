@@ -13,7 +13,13 @@ use crate::{Error, Result};
 
 /// Prepares every planned volume under `host_dir` (the per-VMI directory on the host).
 /// Disks that already exist (a handler restart half way) are kept: they may hold data.
-pub fn prepare(plans: &[Planned], host_dir: &Path, images: &ImageStore, uid: &str, hostname: &str) -> Result<()> {
+pub fn prepare(
+    plans: &[Planned],
+    host_dir: &Path,
+    images: &ImageStore,
+    uid: &str,
+    hostname: &str,
+) -> Result<()> {
     let dir = host_dir.join(super::DIR);
     std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
     for p in plans {
@@ -27,7 +33,10 @@ pub fn prepare(plans: &[Planned], host_dir: &Path, images: &ImageStore, uid: &st
                 let backing = images.container_disk(image, path.as_deref())?;
                 let format = image_format(&backing)?;
                 let tmp = tmp_path(&target);
-                run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", &format, "-b"]).arg(&backing).arg(&tmp))?;
+                run(Command::new("qemu-img")
+                    .args(["create", "-q", "-f", "qcow2", "-F", &format, "-b"])
+                    .arg(&backing)
+                    .arg(&tmp))?;
                 rename(&tmp, &target)?;
                 tracing::info!(backing = %backing.display(), overlay = %target.display(), "containerDisk overlay created");
             }
@@ -37,7 +46,10 @@ pub fn prepare(plans: &[Planned], host_dir: &Path, images: &ImageStore, uid: &st
                     continue;
                 }
                 let tmp = tmp_path(&target);
-                run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&tmp).arg(capacity.to_string()))?;
+                run(Command::new("qemu-img")
+                    .args(["create", "-q", "-f", "qcow2"])
+                    .arg(&tmp)
+                    .arg(capacity.to_string()))?;
                 rename(&tmp, &target)?;
                 tracing::info!(capacity, "emptyDisk created");
             }
@@ -49,19 +61,28 @@ pub fn prepare(plans: &[Planned], host_dir: &Path, images: &ImageStore, uid: &st
             }
             Prep::HostDisk { create } => match create {
                 _ if p.path.is_file() => {}
-                None => return Err(Error::volume(&p.name, format!("hostDisk {} does not exist (type Disk)", p.path.display()))),
+                None => {
+                    return Err(Error::volume(
+                        &p.name,
+                        format!("hostDisk {} does not exist (type Disk)", p.path.display()),
+                    ));
+                }
                 Some(capacity) => {
                     if let Some(parent) = p.path.parent() {
                         std::fs::create_dir_all(parent).map_err(Error::io("creating", parent))?;
                     }
-                    let f = std::fs::File::create(&p.path).map_err(Error::io("creating", &p.path))?;
+                    let f =
+                        std::fs::File::create(&p.path).map_err(Error::io("creating", &p.path))?;
                     f.set_len(*capacity).map_err(Error::io("sizing", &p.path))?;
                     tracing::info!(path = %p.path.display(), capacity, "hostDisk created");
                 }
             },
             Prep::Pvc { claim } => {
                 if !p.path.is_file() {
-                    return Err(Error::volume(&p.name, format!("claim {claim:?}: {} does not exist", p.path.display())));
+                    return Err(Error::volume(
+                        &p.name,
+                        format!("claim {claim:?}: {} does not exist", p.path.display()),
+                    ));
                 }
             }
         }
@@ -75,7 +96,10 @@ pub fn prepare_firmware(domain: &DomainSpec, host_dir: &Path, images: &ImageStor
     if let Some((code, vars)) = efi_firmware(domain) {
         for f in [code, vars] {
             if !Path::new(f).is_file() {
-                return Err(Error::Command { program: "OVMF".into(), message: format!("{f} is missing: install the ovmf package (hack/setup.sh)") });
+                return Err(Error::Command {
+                    program: "OVMF".into(),
+                    message: format!("{f} is missing: install the ovmf package (hack/setup.sh)"),
+                });
             }
         }
         let target = host_dir.join(EFI_VARS_FILE);
@@ -83,11 +107,18 @@ pub fn prepare_firmware(domain: &DomainSpec, host_dir: &Path, images: &ImageStor
             std::fs::copy(vars, &target).map_err(Error::io("copying EFI variables to", &target))?;
         }
     }
-    let container = domain.firmware.as_ref().and_then(|f| f.kernel_boot.as_ref()).and_then(|k| k.container.as_ref());
+    let container = domain
+        .firmware
+        .as_ref()
+        .and_then(|f| f.kernel_boot.as_ref())
+        .and_then(|k| k.container.as_ref());
     if let Some(c) = container {
         for path in [&c.kernel_path, &c.initrd_path].into_iter().flatten() {
             if !images.file(&c.image, path).is_file() {
-                return Err(Error::ImageNotFound { image: format!("{}:{path}", c.image), store: images.root.clone() });
+                return Err(Error::ImageNotFound {
+                    image: format!("{}:{path}", c.image),
+                    store: images.root.clone(),
+                });
             }
         }
     }
@@ -111,19 +142,27 @@ fn run(cmd: &mut Command) -> Result<String> {
         message: format!("{e}: install it (hack/setup.sh)"),
     })?;
     if !out.status.success() {
-        return Err(Error::Command { program, message: String::from_utf8_lossy(&out.stderr).trim().to_owned() });
+        return Err(Error::Command {
+            program,
+            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The format `qemu-img` sees in an image-store file (the store is trusted).
 fn image_format(path: &Path) -> Result<String> {
-    let json = run(Command::new("qemu-img").args(["info", "--output=json", "-U"]).arg(path))?;
+    let json = run(Command::new("qemu-img")
+        .args(["info", "--output=json", "-U"])
+        .arg(path))?;
     let info: serde_json::Value = serde_json::from_str(&json)?;
-    info["format"].as_str().map(str::to_owned).ok_or_else(|| Error::Command {
-        program: "qemu-img".into(),
-        message: format!("no format for {}", path.display()),
-    })
+    info["format"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Command {
+            program: "qemu-img".into(),
+            message: format!("no format for {}", path.display()),
+        })
 }
 
 /// Writes an ISO 9660 image labelled `cidata` holding `files`.
@@ -137,7 +176,10 @@ fn make_cidata_iso(target: &Path, files: &[(&str, Vec<u8>)]) -> Result<()> {
     }
     let tmp = tmp_path(target);
     let args = |cmd: &mut Command| {
-        cmd.args(["-quiet", "-output"]).arg(&tmp).args(["-volid", "cidata", "-joliet", "-rock"]).arg(&staging);
+        cmd.args(["-quiet", "-output"])
+            .arg(&tmp)
+            .args(["-volid", "cidata", "-joliet", "-rock"])
+            .arg(&staging);
     };
     let mut geniso = Command::new("genisoimage");
     args(&mut geniso);
@@ -147,10 +189,12 @@ fn make_cidata_iso(target: &Path, files: &[(&str, Vec<u8>)]) -> Result<()> {
             xorriso.args(["-as", "mkisofs"]);
             args(&mut xorriso);
             run(&mut xorriso).map_err(|e| match e {
-                Error::Command { message, .. } if message.contains("install it") => Error::Command {
-                    program: "genisoimage/xorriso".into(),
-                    message: "neither is installed: install genisoimage (hack/setup.sh)".into(),
-                },
+                Error::Command { message, .. } if message.contains("install it") => {
+                    Error::Command {
+                        program: "genisoimage/xorriso".into(),
+                        message: "neither is installed: install genisoimage (hack/setup.sh)".into(),
+                    }
+                }
                 e => e,
             })
         }
@@ -175,7 +219,11 @@ mod tests {
         let disk_dir = store.dir("example/disk:1").join("disk");
         std::fs::create_dir_all(&disk_dir).unwrap();
         let base = disk_dir.join("base.qcow2");
-        run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&base).arg("16M")).unwrap();
+        run(Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&base)
+            .arg("16M"))
+        .unwrap();
         let before = std::fs::read(&base).unwrap();
 
         let spec: crds::VirtualMachineInstanceSpec = serde_json::from_value(serde_json::json!({
@@ -194,21 +242,37 @@ mod tests {
         prepare(&plans, &vmi_dir, &store, "uid-1", "vm1").unwrap();
 
         let info = |p: &Path| -> serde_json::Value {
-            serde_json::from_str(&run(Command::new("qemu-img").args(["info", "--output=json", "-U"]).arg(p)).unwrap()).unwrap()
+            serde_json::from_str(
+                &run(Command::new("qemu-img")
+                    .args(["info", "--output=json", "-U"])
+                    .arg(p))
+                .unwrap(),
+            )
+            .unwrap()
         };
         let overlay = info(&vmi_dir.join("volumes/root.qcow2"));
         assert_eq!(overlay["format"], "qcow2");
         assert_eq!(overlay["backing-filename"], base.to_str().unwrap());
         assert_eq!(overlay["backing-filename-format"], "qcow2");
-        assert_eq!(info(&vmi_dir.join("volumes/scratch.qcow2"))["virtual-size"], 64 << 20);
+        assert_eq!(
+            info(&vmi_dir.join("volumes/scratch.qcow2"))["virtual-size"],
+            64 << 20
+        );
         let host = std::fs::metadata(tmp.path().join("h/d.img")).unwrap();
         assert_eq!(host.len(), 8 << 20);
-        assert_eq!(std::fs::read(&base).unwrap(), before, "the image store file is never written");
+        assert_eq!(
+            std::fs::read(&base).unwrap(),
+            before,
+            "the image store file is never written"
+        );
 
         let iso = std::fs::read(vmi_dir.join("volumes/ci.iso")).unwrap();
         // ISO 9660 primary volume descriptor at 32 KiB: volume id at offset 40.
         assert_eq!(&iso[0x8001..0x8006], b"CD001");
-        assert_eq!(std::str::from_utf8(&iso[0x8028..0x8028 + 6]).unwrap(), "cidata");
+        assert_eq!(
+            std::str::from_utf8(&iso[0x8028..0x8028 + 6]).unwrap(),
+            "cidata"
+        );
         let text = String::from_utf8_lossy(&iso);
         assert!(text.contains("instance-id: uid-1") && text.contains("local-hostname: vm1"));
         assert!(text.contains("version: 2"));
@@ -224,6 +288,10 @@ mod tests {
         })).unwrap();
         let plans = plan(&spec, tmp.path(), &BTreeMap::new()).unwrap();
         let err = prepare(&plans, tmp.path(), &ImageStore::new(tmp.path()), "u", "h").unwrap_err();
-        assert!(err.to_string().contains("volume \"host\"") && err.to_string().contains("does not exist"), "{err}");
+        assert!(
+            err.to_string().contains("volume \"host\"")
+                && err.to_string().contains("does not exist"),
+            "{err}"
+        );
     }
 }

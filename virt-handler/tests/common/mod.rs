@@ -10,9 +10,11 @@ pub const GUEST_LINE: &str = "FERROVIRT GUEST READY";
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 
 pub fn cache() -> PathBuf {
-    std::env::var_os("FERROVIRT_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/ferrovirt")
-    })
+    std::env::var_os("FERROVIRT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/ferrovirt")
+        })
 }
 
 /// The guest's kernel command line, or a failure saying how to build the guest.
@@ -38,7 +40,11 @@ pub fn launcher_binary() -> PathBuf {
         .expect("running cargo build -p virt-launcher");
     assert!(status.success(), "cargo build -p virt-launcher failed");
     let bin = Path::new(env!("CARGO_BIN_EXE_virt-handler")).with_file_name("virt-launcher");
-    assert!(bin.is_file(), "{} missing after cargo build -p virt-launcher", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} missing after cargo build -p virt-launcher",
+        bin.display()
+    );
     bin
 }
 
@@ -59,7 +65,11 @@ impl Proc {
             if let Some(status) = self.0.try_wait().unwrap() {
                 return status.code();
             }
-            assert!(start.elapsed() < timeout, "process {} did not exit within {timeout:?}", self.0.id());
+            assert!(
+                start.elapsed() < timeout,
+                "process {} did not exit within {timeout:?}",
+                self.0.id()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -70,7 +80,14 @@ pub fn start_launcher(dir: &Path, name: &str, uid: &str, grace: u64) -> Proc {
     std::fs::create_dir_all(dir).unwrap();
     let p = Proc(
         Command::new(launcher_binary())
-            .args(["--vmi-namespace", "default", "--vmi-name", name, "--vmi-uid", uid])
+            .args([
+                "--vmi-namespace",
+                "default",
+                "--vmi-name",
+                name,
+                "--vmi-uid",
+                uid,
+            ])
             .arg("--vmi-dir")
             .arg(dir)
             .args(["--grace-period-seconds", &grace.to_string()])
@@ -80,12 +97,17 @@ pub fn start_launcher(dir: &Path, name: &str, uid: &str, grace: u64) -> Proc {
             .spawn()
             .expect("spawn virt-launcher"),
     );
-    wait_for(Duration::from_secs(30), "launcher ready", || dir.join("ready").exists());
+    wait_for(Duration::from_secs(30), "launcher ready", || {
+        dir.join("ready").exists()
+    });
     // libvirt's capability probe runs a daemonized QEMU; killing the launcher (no PID
     // namespace here) in the middle of it would orphan that QEMU. Wait for the result.
     let caps = dir.join("libvirt/cache/qemu/capabilities");
     wait_for(Duration::from_secs(60), "QEMU capabilities probed", || {
-        std::fs::read_dir(&caps).is_ok_and(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".xml")))
+        std::fs::read_dir(&caps).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".xml"))
+        })
     });
     p
 }
@@ -100,14 +122,19 @@ fn capabilities_cache() -> PathBuf {
 pub fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 /// Waits for `line` in a serial log.
 pub fn wait_for_line(log: &Path, line: &str) {
-    wait_for(BOOT_TIMEOUT, &format!("{line:?} in {}", log.display()), || {
-        std::fs::read_to_string(log).is_ok_and(|s| s.contains(line))
-    });
+    wait_for(
+        BOOT_TIMEOUT,
+        &format!("{line:?} in {}", log.display()),
+        || std::fs::read_to_string(log).is_ok_and(|s| s.contains(line)),
+    );
 }
