@@ -42,7 +42,7 @@ log "$(cargo --version), $(go version | cut -d' ' -f3)"
 step "control plane (Kubernetes v$KUBE_VERSION) in $(control_plane_dir)"
 "$FERROVIRT_ROOT/hack/build-control-plane.sh"
 
-if [[ -x "$FERROVIRT_ROOT/hack/build-guest-images.sh" || -f "$FERROVIRT_ROOT/hack/build-guest-images.sh" ]]; then
+if [[ -f "$FERROVIRT_ROOT/hack/build-guest-images.sh" ]]; then
   step "guest images in $FERROVIRT_CACHE"
   bash "$FERROVIRT_ROOT/hack/build-guest-images.sh"
 fi

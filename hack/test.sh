@@ -3,7 +3,7 @@
 # unit tests in each crate, integration tests against a real control plane (tests/tests/),
 # and, as they land, the end-to-end tests. Prints a summary; exits non-zero on any failure,
 # and when a test left a control-plane process behind.
-# Usage: hack/test.sh [extra cargo test args, e.g. -p ferrovirt-tests]
+# Usage: hack/test.sh [cargo test args instead of --workspace, e.g. -p ferrovirt-tests]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 exec </dev/null
@@ -19,14 +19,16 @@ export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 
 t0=$(now)
 log "cargo build --workspace --bins"
-cargo build --workspace --bins
+cargo build --workspace --bins || die "cargo build --workspace --bins failed: no test ran"
 build_s=$(( $(now) - t0 ))
 
 out="$(mktemp -t ferrovirt-test-XXXXXX.log)"
 t1=$(now)
-log "cargo test --workspace $*"
+# Arguments select what to test (cargo ignores -p next to --workspace).
+[[ $# -gt 0 ]] || set -- --workspace
+log "cargo test --no-fail-fast $*"
 set +e
-cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$out"
+cargo test --no-fail-fast "$@" 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
 set -e
 test_s=$(( $(now) - t1 ))
