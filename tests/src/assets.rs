@@ -6,8 +6,13 @@ use crate::{Error, Result};
 /// hack/lib.sh); k8s-openapi's `v1_35` feature matches it.
 pub const KUBE_VERSION: &str = "1.35.4";
 
-const BINARIES: [&str; 5] =
-    ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"];
+const BINARIES: [&str; 5] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+];
 
 /// Where the control-plane binaries are: `$KUBEBUILDER_ASSETS` (the envtest convention) when
 /// set, else `$FERROVIRT_CACHE/k8s-v<version>` (`FERROVIRT_CACHE` defaults to
@@ -28,10 +33,16 @@ impl Assets {
     }
 
     pub fn in_dir(dir: PathBuf) -> Result<Self> {
-        let missing: Vec<&str> =
-            BINARIES.iter().copied().filter(|b| !is_executable(&dir.join(b))).collect();
+        let missing: Vec<&str> = BINARIES
+            .iter()
+            .copied()
+            .filter(|b| !is_executable(&dir.join(b)))
+            .collect();
         if !missing.is_empty() {
-            return Err(Error::MissingBinaries { dir, missing: missing.join(", ") });
+            return Err(Error::MissingBinaries {
+                dir,
+                missing: missing.join(", "),
+            });
         }
         Ok(Self { dir })
     }
@@ -65,5 +76,6 @@ pub fn cache_dir() -> PathBuf {
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

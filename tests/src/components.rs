@@ -36,7 +36,11 @@ impl Ports {
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
             .collect::<std::io::Result<Vec<_>>>()?;
         let port = |i: usize| listeners[i].local_addr().map(|a| a.port());
-        Ok(Self { etcd_client: port(0)?, etcd_peer: port(1)?, apiserver: port(2)? })
+        Ok(Self {
+            etcd_client: port(0)?,
+            etcd_peer: port(1)?,
+            apiserver: port(2)?,
+        })
     }
 }
 
@@ -48,7 +52,9 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(root: &Path) -> Self {
-        Self { root: root.to_path_buf() }
+        Self {
+            root: root.to_path_buf(),
+        }
     }
     pub fn root(&self) -> &Path {
         &self.root
@@ -74,7 +80,9 @@ impl Layout {
     }
     /// The kubeconfig of a component that has its own client certificate.
     pub fn component_kubeconfig(&self, component: &str) -> PathBuf {
-        self.root.join("kubeconfigs").join(format!("{component}.kubeconfig"))
+        self.root
+            .join("kubeconfigs")
+            .join(format!("{component}.kubeconfig"))
     }
     pub fn kubectl_cache(&self) -> PathBuf {
         self.root.join("kubectl-cache")
@@ -117,7 +125,10 @@ pub fn components(assets: &Assets, layout: &Layout, pki: &Pki, ports: Ports) -> 
         format!("--tls-private-key-file={}", p(pki.key("apiserver"))),
         format!("--client-ca-file={}", p(pki.cert("ca"))),
         format!("--service-account-key-file={}", p(pki.dir().join("sa.pub"))),
-        format!("--service-account-signing-key-file={}", p(pki.dir().join("sa.key"))),
+        format!(
+            "--service-account-signing-key-file={}",
+            p(pki.dir().join("sa.key"))
+        ),
         format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
         format!("--service-cluster-ip-range={SERVICE_CIDR}"),
         "--authorization-mode=Node,RBAC".to_string(),
@@ -128,12 +139,18 @@ pub fn components(assets: &Assets, layout: &Layout, pki: &Pki, ports: Ports) -> 
         "--disable-admission-plugins=TaintNodesByCondition".to_string(),
         // Aggregation: the API server authenticates to aggregated servers (virt-api) with
         // the front-proxy client certificate and passes the user in these headers.
-        format!("--requestheader-client-ca-file={}", p(pki.cert("front-proxy-ca"))),
+        format!(
+            "--requestheader-client-ca-file={}",
+            p(pki.cert("front-proxy-ca"))
+        ),
         format!("--requestheader-allowed-names={FRONT_PROXY_CLIENT}"),
         "--requestheader-username-headers=X-Remote-User".to_string(),
         "--requestheader-group-headers=X-Remote-Group".to_string(),
         "--requestheader-extra-headers-prefix=X-Remote-Extra-".to_string(),
-        format!("--proxy-client-cert-file={}", p(pki.cert(FRONT_PROXY_CLIENT))),
+        format!(
+            "--proxy-client-cert-file={}",
+            p(pki.cert(FRONT_PROXY_CLIENT))
+        ),
         format!("--proxy-client-key-file={}", p(pki.key(FRONT_PROXY_CLIENT))),
         // Reach aggregated servers at their endpoint addresses, not a Service ClusterIP:
         // there is no kube-proxy on a dev machine.
@@ -146,9 +163,15 @@ pub fn components(assets: &Assets, layout: &Layout, pki: &Pki, ports: Ports) -> 
     ];
 
     let controller_manager = vec![
-        format!("--kubeconfig={}", p(layout.component_kubeconfig("kube-controller-manager"))),
+        format!(
+            "--kubeconfig={}",
+            p(layout.component_kubeconfig("kube-controller-manager"))
+        ),
         format!("--controllers={}", CONTROLLERS.join(",")),
-        format!("--service-account-private-key-file={}", p(pki.dir().join("sa.key"))),
+        format!(
+            "--service-account-private-key-file={}",
+            p(pki.dir().join("sa.key"))
+        ),
         format!("--root-ca-file={}", p(pki.cert("ca"))),
         // Each controller acts as its own service account with its bootstrap role, as in
         // kubeadm; the controller manager's own user may not, e.g., write ConfigMaps.
@@ -160,21 +183,36 @@ pub fn components(assets: &Assets, layout: &Layout, pki: &Pki, ports: Ports) -> 
     ];
 
     let scheduler = vec![
-        format!("--kubeconfig={}", p(layout.component_kubeconfig("kube-scheduler"))),
+        format!(
+            "--kubeconfig={}",
+            p(layout.component_kubeconfig("kube-scheduler"))
+        ),
         "--leader-elect=false".to_string(),
         "--secure-port=0".to_string(),
         "--profiling=false".to_string(),
     ];
 
     vec![
-        Component { name: "etcd", program: assets.bin("etcd"), args: etcd },
-        Component { name: "kube-apiserver", program: assets.bin("kube-apiserver"), args: apiserver },
+        Component {
+            name: "etcd",
+            program: assets.bin("etcd"),
+            args: etcd,
+        },
+        Component {
+            name: "kube-apiserver",
+            program: assets.bin("kube-apiserver"),
+            args: apiserver,
+        },
         Component {
             name: "kube-controller-manager",
             program: assets.bin("kube-controller-manager"),
             args: controller_manager,
         },
-        Component { name: "kube-scheduler", program: assets.bin("kube-scheduler"), args: scheduler },
+        Component {
+            name: "kube-scheduler",
+            program: assets.bin("kube-scheduler"),
+            args: scheduler,
+        },
     ]
 }
 

@@ -60,12 +60,25 @@ impl ControlPlane {
         let pki = Pki::ensure(&layout.pki_dir())?;
         let ports = Ports::free().context(|| "finding free loopback ports".to_string())?;
         let server = format!("https://127.0.0.1:{}", ports.apiserver);
-        write(&layout.kubeconfig(), &components::kubeconfig(&server, &pki, "admin"))?;
+        write(
+            &layout.kubeconfig(),
+            &components::kubeconfig(&server, &pki, "admin"),
+        )?;
         for c in ["kube-controller-manager", "kube-scheduler"] {
-            write(&layout.component_kubeconfig(c), &components::kubeconfig(&server, &pki, c))?;
+            write(
+                &layout.component_kubeconfig(c),
+                &components::kubeconfig(&server, &pki, c),
+            )?;
         }
 
-        let mut cp = Self { layout, assets, pki, server, processes: Vec::new(), supervision };
+        let mut cp = Self {
+            layout,
+            assets,
+            pki,
+            server,
+            processes: Vec::new(),
+            supervision,
+        };
         tracing::info!(dir = %dir.display(), server = %cp.server, "starting control plane");
         for component in components::components(&cp.assets, &cp.layout, &cp.pki, ports) {
             let log = cp.layout.log(component.name);
@@ -87,7 +100,10 @@ impl ControlPlane {
         let client = cp.client().await?;
         cp.wait_controllers(&client).await?;
         install_crds(&client, crds::all()).await?;
-        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "control plane ready");
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "control plane ready"
+        );
         Ok(cp)
     }
 
@@ -141,7 +157,11 @@ impl ControlPlane {
     }
 
     /// Runs `kubectl` with `stdin` as its standard input (for `-f -`).
-    pub async fn kubectl_with_stdin<I, S>(&self, args: I, stdin: Option<&str>) -> Result<KubectlOutput>
+    pub async fn kubectl_with_stdin<I, S>(
+        &self,
+        args: I,
+        stdin: Option<&str>,
+    ) -> Result<KubectlOutput>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -165,7 +185,12 @@ impl ControlPlane {
     }
 
     async fn wait_etcd(&self, port: u16) -> Result<()> {
-        self.wait_for("etcd", ETCD_TIMEOUT, || async move { etcd_healthy(port).await }).await
+        self.wait_for(
+            "etcd",
+            ETCD_TIMEOUT,
+            || async move { etcd_healthy(port).await },
+        )
+        .await
     }
 
     async fn wait_apiserver(&self) -> Result<()> {
@@ -174,8 +199,13 @@ impl ControlPlane {
             let kubeconfig = kubeconfig.clone();
             async move {
                 let client = client_from(&kubeconfig).await?;
-                let req = http::Request::get("/readyz").body(Vec::new()).expect("a valid request");
-                Ok(client.request_text(req).await.is_ok_and(|body| body.trim() == "ok"))
+                let req = http::Request::get("/readyz")
+                    .body(Vec::new())
+                    .expect("a valid request");
+                Ok(client
+                    .request_text(req)
+                    .await
+                    .is_ok_and(|body| body.trim() == "ok"))
             }
         })
         .await
@@ -209,7 +239,11 @@ impl ControlPlane {
         loop {
             match ready().await {
                 Ok(true) => {
-                    tracing::debug!(component, elapsed_ms = started.elapsed().as_millis() as u64, "ready");
+                    tracing::debug!(
+                        component,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "ready"
+                    );
                     return Ok(());
                 }
                 Ok(false) => {}
@@ -230,7 +264,12 @@ impl ControlPlane {
 
     fn startup_error(&self, component: &str, reason: String) -> Error {
         let log = self.layout.log(component);
-        Error::Startup { component: component.to_string(), reason, tail: tail(&log, 40), log }
+        Error::Startup {
+            component: component.to_string(),
+            reason,
+            tail: tail(&log, 40),
+            log,
+        }
     }
 }
 
@@ -247,17 +286,25 @@ pub async fn install_crds(client: &Client, crds: Vec<CustomResourceDefinition>) 
     let mut names = Vec::new();
     for crd in crds {
         let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &params, &Patch::Apply(&crd)).await.map_err(|e| match Error::from(e) {
-            Error::Api { message, .. } => Error::CrdRejected { name: name.clone(), message },
-            other => other,
-        })?;
+        api.patch(&name, &params, &Patch::Apply(&crd))
+            .await
+            .map_err(|e| match Error::from(e) {
+                Error::Api { message, .. } => Error::CrdRejected {
+                    name: name.clone(),
+                    message,
+                },
+                other => other,
+            })?;
         names.push(name);
     }
     for name in &names {
         let established = await_condition(api.clone(), name, conditions::is_crd_established());
         match tokio::time::timeout(CRD_TIMEOUT, established).await {
             Ok(result) => {
-                result.map_err(|e| Error::Timeout { what: format!("CRD {name} ({e})"), seconds: 0 })?;
+                result.map_err(|e| Error::Timeout {
+                    what: format!("CRD {name} ({e})"),
+                    seconds: 0,
+                })?;
             }
             Err(_) => {
                 return Err(Error::Timeout {

@@ -25,7 +25,11 @@ pub enum Error {
 
     /// The API server answered with an error status.
     #[error("{message} ({reason}, {code})")]
-    Api { code: u16, reason: String, message: String },
+    Api {
+        code: u16,
+        reason: String,
+        message: String,
+    },
 
     #[error("the API server rejected CRD {name}: {message}")]
     CrdRejected { name: String, message: String },
@@ -49,9 +53,11 @@ impl From<kube::Error> for Error {
     fn from(e: kube::Error) -> Self {
         match e {
             // Its Display repeats the whole Status; the message says it all.
-            kube::Error::Api(status) => {
-                Error::Api { code: status.code, reason: status.reason, message: status.message }
-            }
+            kube::Error::Api(status) => Error::Api {
+                code: status.code,
+                reason: status.reason,
+                message: status.message,
+            },
             other => Error::Kube(other),
         }
     }
@@ -66,6 +72,9 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn context(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| Error::Io { context: context(), source })
+        self.map_err(|source| Error::Io {
+            context: context(),
+            source,
+        })
     }
 }

@@ -35,7 +35,12 @@ impl KubectlOutput {
 
 impl fmt::Display for KubectlOutput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "kubectl {} exited with {}", self.args.join(" "), self.status)?;
+        writeln!(
+            f,
+            "kubectl {} exited with {}",
+            self.args.join(" "),
+            self.status
+        )?;
         writeln!(f, "--- stdout ---\n{}", self.stdout.trim_end())?;
         write!(f, "--- stderr ---\n{}", self.stderr.trim_end())
     }
@@ -52,8 +57,10 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let args: Vec<String> =
-        args.into_iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect();
     let mut cmd = tokio::process::Command::new(kubectl);
     cmd.arg("--kubeconfig")
         .arg(kubeconfig)
@@ -61,13 +68,21 @@ where
         .arg("--cache-dir")
         .arg(cache_dir)
         .args(&args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = cmd.spawn().context(|| format!("running {}", kubectl.display()))?;
+    let mut child = cmd
+        .spawn()
+        .context(|| format!("running {}", kubectl.display()))?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes()).await.context(|| "writing kubectl's stdin".to_string())?;
+        pipe.write_all(input.as_bytes())
+            .await
+            .context(|| "writing kubectl's stdin".to_string())?;
     }
     let output = tokio::time::timeout(KUBECTL_TIMEOUT, child.wait_with_output())
         .await

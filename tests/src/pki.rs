@@ -9,8 +9,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
 use crate::Result;
@@ -40,7 +40,9 @@ pub enum Usage {
 impl Pki {
     /// Uses the PKI in `dir` when it is complete, else generates a new one there.
     pub fn ensure(dir: &Path) -> Result<Self> {
-        let pki = Self { dir: dir.to_path_buf() };
+        let pki = Self {
+            dir: dir.to_path_buf(),
+        };
         if pki.dir.join(".complete").exists() {
             return Ok(pki);
         }
@@ -62,8 +64,22 @@ impl Pki {
         ] {
             sans.push(SanType::DnsName(dns.try_into()?));
         }
-        pki.issue("ca", "apiserver", "kube-apiserver", &[], Usage::Server, sans)?;
-        pki.issue("ca", "admin", "ferrovirt-admin", &["system:masters"], Usage::Client, vec![])?;
+        pki.issue(
+            "ca",
+            "apiserver",
+            "kube-apiserver",
+            &[],
+            Usage::Server,
+            sans,
+        )?;
+        pki.issue(
+            "ca",
+            "admin",
+            "ferrovirt-admin",
+            &["system:masters"],
+            Usage::Client,
+            vec![],
+        )?;
         pki.issue(
             "ca",
             "kube-controller-manager",
@@ -72,8 +88,22 @@ impl Pki {
             Usage::Client,
             vec![],
         )?;
-        pki.issue("ca", "kube-scheduler", "system:kube-scheduler", &[], Usage::Client, vec![])?;
-        pki.issue("front-proxy-ca", FRONT_PROXY_CLIENT, FRONT_PROXY_CLIENT, &[], Usage::Client, vec![])?;
+        pki.issue(
+            "ca",
+            "kube-scheduler",
+            "system:kube-scheduler",
+            &[],
+            Usage::Client,
+            vec![],
+        )?;
+        pki.issue(
+            "front-proxy-ca",
+            FRONT_PROXY_CLIENT,
+            FRONT_PROXY_CLIENT,
+            &[],
+            Usage::Client,
+            vec![],
+        )?;
 
         // Service-account tokens: the API server signs them with sa.key and verifies them
         // with sa.pub; the controller manager signs legacy tokens with sa.key too.
@@ -112,16 +142,26 @@ impl Pki {
     ) -> Result<()> {
         let ca_key_pem = std::fs::read_to_string(self.key(ca))
             .context(|| format!("reading {}", self.key(ca).display()))?;
-        let issuer = Issuer::new(ca_params(&self.ca_common_name(ca)), KeyPair::from_pem(&ca_key_pem)?);
+        let issuer = Issuer::new(
+            ca_params(&self.ca_common_name(ca)),
+            KeyPair::from_pem(&ca_key_pem)?,
+        );
 
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         for org in orgs {
-            params.distinguished_name.push(DnType::OrganizationName, *org);
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, *org);
         }
         params.subject_alt_names = sans;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         params.extended_key_usages = vec![match usage {
             Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
             Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
@@ -143,12 +183,13 @@ impl Pki {
     }
 
     fn ca_common_name(&self, ca: &str) -> String {
-        std::fs::read_to_string(self.dir.join(format!("{ca}.name"))).unwrap_or_else(|_| ca.to_string())
+        std::fs::read_to_string(self.dir.join(format!("{ca}.name")))
+            .unwrap_or_else(|_| ca.to_string())
     }
 
     fn write(&self, file: &str, contents: &str) -> Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
         use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let path = self.dir.join(file);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -157,7 +198,8 @@ impl Pki {
             .mode(0o600)
             .open(&path)
             .context(|| format!("writing {}", path.display()))?;
-        f.write_all(contents.as_bytes()).context(|| format!("writing {}", path.display()))
+        f.write_all(contents.as_bytes())
+            .context(|| format!("writing {}", path.display()))
     }
 }
 
@@ -166,7 +208,9 @@ impl Pki {
 fn ca_params(common_name: &str) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, common_name);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -184,21 +228,48 @@ mod tests {
     fn generates_once_and_reuses() {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::ensure(dir.path()).unwrap();
-        for name in ["ca", "front-proxy-ca", "apiserver", "admin", "kube-controller-manager", "kube-scheduler", FRONT_PROXY_CLIENT] {
+        for name in [
+            "ca",
+            "front-proxy-ca",
+            "apiserver",
+            "admin",
+            "kube-controller-manager",
+            "kube-scheduler",
+            FRONT_PROXY_CLIENT,
+        ] {
             let cert = std::fs::read_to_string(pki.cert(name)).unwrap();
-            assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"), "{name}.crt");
+            assert!(
+                cert.starts_with("-----BEGIN CERTIFICATE-----"),
+                "{name}.crt"
+            );
             assert!(pki.key(name).exists(), "{name}.key");
         }
         let ca = std::fs::read(pki.cert("ca")).unwrap();
         let again = Pki::ensure(dir.path()).unwrap();
-        assert_eq!(std::fs::read(again.cert("ca")).unwrap(), ca, "a complete PKI is reused");
+        assert_eq!(
+            std::fs::read(again.cert("ca")).unwrap(),
+            ca,
+            "a complete PKI is reused"
+        );
     }
 
     #[test]
     fn issues_more_certificates_from_the_persisted_ca() {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::ensure(dir.path()).unwrap();
-        pki.issue("ca", "node", "system:node:devnode", &["system:nodes"], Usage::Client, vec![]).unwrap();
-        assert!(std::fs::read_to_string(pki.cert("node")).unwrap().contains("BEGIN CERTIFICATE"));
+        pki.issue(
+            "ca",
+            "node",
+            "system:node:devnode",
+            &["system:nodes"],
+            Usage::Client,
+            vec![],
+        )
+        .unwrap();
+        assert!(
+            std::fs::read_to_string(pki.cert("node"))
+                .unwrap()
+                .contains("BEGIN CERTIFICATE")
+        );
     }
 }

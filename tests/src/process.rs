@@ -42,7 +42,14 @@ pub fn spawn_tied(name: &str, mut cmd: Command, log: &Path) -> Result<Process> {
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             // The parent may have died before prctl took effect.
@@ -62,8 +69,14 @@ pub fn spawn_tied(name: &str, mut cmd: Command, log: &Path) -> Result<Process> {
         .recv()
         .expect("the spawner thread always answers")
         .context(|| format!("starting {name}"))?;
-    let process = Process { name: name.to_string(), pid: child.id(), log: log.to_path_buf() };
-    TIED.lock().unwrap_or_else(|e| e.into_inner()).push((name.to_string(), child));
+    let process = Process {
+        name: name.to_string(),
+        pid: child.id(),
+        log: log.to_path_buf(),
+    };
+    TIED.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((name.to_string(), child));
     tracing::debug!(name, pid = process.pid, "started");
     Ok(process)
 }
@@ -87,7 +100,11 @@ pub fn spawn_detached(name: &str, mut cmd: Command, log: &Path, pid_dir: &Path) 
     std::fs::write(&pid_file, format!("{}\n", child.id()))
         .context(|| format!("writing {}", pid_file.display()))?;
     tracing::debug!(name, pid = child.id(), "started detached");
-    Ok(Process { name: name.to_string(), pid: child.id(), log: log.to_path_buf() })
+    Ok(Process {
+        name: name.to_string(),
+        pid: child.id(),
+        log: log.to_path_buf(),
+    })
 }
 
 /// Whether the process `pid` has exited (reaping it if it is a tied child).
@@ -105,7 +122,9 @@ pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             // The state follows the parenthesised command name.
-            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next());
             !matches!(state, Some('Z') | Some('X') | None)
         }
         Err(_) => false,
@@ -133,7 +152,10 @@ pub fn kill_tied(pids: Option<&[u32]>) {
 /// Removes `dir` when this process exits (after its tied children are stopped).
 pub fn remove_at_exit(dir: &Path) {
     install_exit_hook();
-    CLEANUP_DIRS.lock().unwrap_or_else(|e| e.into_inner()).push(dir.to_path_buf());
+    CLEANUP_DIRS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(dir.to_path_buf());
 }
 
 fn redirect(cmd: &mut Command, log: &Path) -> Result<()> {
@@ -142,7 +164,9 @@ fn redirect(cmd: &mut Command, log: &Path) -> Result<()> {
         .append(true)
         .open(log)
         .context(|| format!("opening {}", log.display()))?;
-    let err = out.try_clone().context(|| format!("opening {}", log.display()))?;
+    let err = out
+        .try_clone()
+        .context(|| format!("opening {}", log.display()))?;
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     Ok(())
 }

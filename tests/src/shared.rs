@@ -27,7 +27,9 @@ pub async fn shared() -> &'static ControlPlane {
                 Err(e) => return Err(format!("creating a temporary directory: {e}")),
             };
             process::remove_at_exit(&dir);
-            ControlPlane::start(&dir, Supervision::Tied).await.map_err(|e| error_chain(&e))
+            ControlPlane::start(&dir, Supervision::Tied)
+                .await
+                .map_err(|e| error_chain(&e))
         })
         .await;
     match result {
@@ -53,14 +55,27 @@ impl TestNamespace {
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .take(40)
             .collect();
-        let name = format!("{}-{}", prefix.trim_matches('-'), NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "{}-{}",
+            prefix.trim_matches('-'),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let client = cp.client().await?;
         let ns = Namespace {
-            metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
             ..Default::default()
         };
-        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
-        let namespace = Self { name, kubectl: cp.kubectl_path(), kubeconfig: cp.kubeconfig() };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
+        let namespace = Self {
+            name,
+            kubectl: cp.kubectl_path(),
+            kubeconfig: cp.kubeconfig(),
+        };
 
         let accounts: Api<ServiceAccount> = Api::namespaced(client, &namespace.name);
         let started = Instant::now();
@@ -87,7 +102,13 @@ impl Drop for TestNamespace {
         let _ = std::process::Command::new(&self.kubectl)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
-            .args(["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"])
+            .args([
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -103,7 +124,10 @@ pub const DEFAULT_LOG_FILTER: &str = "info,kube_client::client::builder=off";
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)))
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
+        )
         .with_test_writer()
         .try_init();
 }
@@ -121,7 +145,10 @@ pub fn repo_root() -> PathBuf {
 
 /// KubeVirt's example manifests: `$FERROVIRT_ROOT/../shared/kubevirt-examples`.
 pub fn examples_dir() -> PathBuf {
-    repo_root().join("..").join("shared").join("kubevirt-examples")
+    repo_root()
+        .join("..")
+        .join("shared")
+        .join("kubevirt-examples")
 }
 
 /// `$TMPDIR/ferrovirt-tests/cp-<pid>-<n>`, after removing those of processes that are gone.
@@ -130,7 +157,10 @@ fn fresh_temp_dir() -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(&base)?;
     for entry in std::fs::read_dir(&base)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let pid = name.strip_prefix("cp-").and_then(|r| r.split('-').next()).and_then(|p| p.parse().ok());
+        let pid = name
+            .strip_prefix("cp-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse().ok());
         if let Some(pid) = pid
             && pid != std::process::id()
             && !process::alive(pid)

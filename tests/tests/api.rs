@@ -16,11 +16,16 @@ async fn crds_are_established() {
     assert!(!expected.is_empty(), "crds::all() returned no CRDs");
     for crd in expected {
         let name = crd.metadata.name.expect("a CRD has a name");
-        let served = api.get(&name).await.unwrap_or_else(|e| panic!("CRD {name}: {e}"));
+        let served = api
+            .get(&name)
+            .await
+            .unwrap_or_else(|e| panic!("CRD {name}: {e}"));
         let conditions = served.status.and_then(|s| s.conditions).unwrap_or_default();
         for wanted in ["Established", "NamesAccepted"] {
             assert!(
-                conditions.iter().any(|c| c.type_ == wanted && c.status == "True"),
+                conditions
+                    .iter()
+                    .any(|c| c.type_ == wanted && c.status == "True"),
                 "CRD {name} is not {wanted}: {conditions:?}"
             );
         }
@@ -43,11 +48,20 @@ use Expect::{Accepted, Rejected};
 
 /// Every file of ../shared/kubevirt-examples/ and its expected outcome.
 const EXAMPLES: &[(&str, Expect)] = &[
-    ("clarge.yaml", Rejected(r#"no matches for kind "VirtualMachineInstancetype""#)),
+    (
+        "clarge.yaml",
+        Rejected(r#"no matches for kind "VirtualMachineInstancetype""#),
+    ),
     ("vm-alpine-multipvc.yaml", Accepted),
-    ("vm-cirros-clarge.yaml", Rejected(r#"unknown field "spec.instancetype""#)),
+    (
+        "vm-cirros-clarge.yaml",
+        Rejected(r#"unknown field "spec.instancetype""#),
+    ),
     ("vm-cirros.yaml", Accepted),
-    ("vm-pool-cirros.yaml", Rejected(r#"no matches for kind "VirtualMachinePool""#)),
+    (
+        "vm-pool-cirros.yaml",
+        Rejected(r#"no matches for kind "VirtualMachinePool""#),
+    ),
     ("vmi-alpine-efi.yaml", Accepted),
     ("vmi-ephemeral.yaml", Accepted),
     ("vmi-fedora.yaml", Accepted),
@@ -57,7 +71,10 @@ const EXAMPLES: &[(&str, Expect)] = &[
     ("vmi-migratable.yaml", Accepted),
     ("vmi-nocloud.yaml", Accepted),
     ("vmi-pvc.yaml", Accepted),
-    ("vmi-replicaset-cirros.yaml", Rejected(r#"no matches for kind "VirtualMachineInstanceReplicaSet""#)),
+    (
+        "vmi-replicaset-cirros.yaml",
+        Rejected(r#"no matches for kind "VirtualMachineInstanceReplicaSet""#),
+    ),
     ("vmi-sata.yaml", Accepted),
 ];
 
@@ -80,10 +97,21 @@ async fn kubevirt_examples_dry_run() {
         let expect = EXAMPLES.iter().find(|(f, _)| f == file).map(|(_, e)| e);
         let path = dir.join(file);
         let out = cp
-            .kubectl(["apply", "--dry-run=server", "-n", ns.name(), "-f", &path.to_string_lossy()])
+            .kubectl([
+                "apply",
+                "--dry-run=server",
+                "-n",
+                ns.name(),
+                "-f",
+                &path.to_string_lossy(),
+            ])
             .await
             .unwrap();
-        let message = one_line(if out.success() { &out.stdout } else { &out.stderr });
+        let message = one_line(if out.success() {
+            &out.stdout
+        } else {
+            &out.stderr
+        });
         let ok = match expect {
             Some(Accepted) => out.success(),
             Some(Rejected(substring)) => !out.success() && out.stderr.contains(substring),
@@ -101,17 +129,28 @@ async fn kubevirt_examples_dry_run() {
                 Some(Rejected(s)) => format!("rejected with {s}"),
                 None => "(file not in the test's table)".to_string(),
             },
-            got = if out.success() { "accepted" } else { "rejected" },
+            got = if out.success() {
+                "accepted"
+            } else {
+                "rejected"
+            },
         );
     }
     for (file, _) in EXAMPLES {
         if !on_disk.iter().any(|f| f == file) {
             failures += 1;
-            let _ = writeln!(table, "FAIL {file:<28} listed in the table but missing in {}", dir.display());
+            let _ = writeln!(
+                table,
+                "FAIL {file:<28} listed in the table but missing in {}",
+                dir.display()
+            );
         }
     }
     println!("KubeVirt examples, kubectl apply --dry-run=server:\n{table}");
-    assert_eq!(failures, 0, "{failures} example(s) did not behave as expected:\n{table}");
+    assert_eq!(
+        failures, 0,
+        "{failures} example(s) did not behave as expected:\n{table}"
+    );
 }
 
 /// A minimal valid VM, with `spec_extra` lines inserted into `spec` and `domain_extra`
@@ -145,8 +184,18 @@ async fn invalid_vms_are_rejected_naming_the_field() {
     let ns = TestNamespace::create(cp, "invalid-vms").await.unwrap();
 
     // The valid base is accepted, so each rejection below is due to its one change.
-    let base = vm("valid", "  runStrategy: Halted\n", "        memory:\n          guest: 128Mi\n");
-    let out = cp.kubectl_with_stdin(["apply", "--dry-run=server", "-n", ns.name(), "-f", "-"], Some(&base)).await.unwrap();
+    let base = vm(
+        "valid",
+        "  runStrategy: Halted\n",
+        "        memory:\n          guest: 128Mi\n",
+    );
+    let out = cp
+        .kubectl_with_stdin(
+            ["apply", "--dry-run=server", "-n", ns.name(), "-f", "-"],
+            Some(&base),
+        )
+        .await
+        .unwrap();
     out.expect_success();
 
     let cases: &[(&str, String, &[&str])] = &[
@@ -161,7 +210,11 @@ async fn invalid_vms_are_rejected_naming_the_field() {
         ),
         (
             "negative memory",
-            vm("negative-memory", "  runStrategy: Halted\n", "        memory:\n          guest: -1Gi\n"),
+            vm(
+                "negative-memory",
+                "  runStrategy: Halted\n",
+                "        memory:\n          guest: -1Gi\n",
+            ),
             &["spec.template.spec.domain.memory.guest"],
         ),
         (
@@ -178,7 +231,10 @@ async fn invalid_vms_are_rejected_naming_the_field() {
     let mut failures = 0;
     for (what, manifest, fields) in cases {
         let out = cp
-            .kubectl_with_stdin(["apply", "--dry-run=server", "-n", ns.name(), "-f", "-"], Some(manifest))
+            .kubectl_with_stdin(
+                ["apply", "--dry-run=server", "-n", ns.name(), "-f", "-"],
+                Some(manifest),
+            )
             .await
             .unwrap();
         let ok = !out.success() && fields.iter().all(|f| out.stderr.contains(f));
@@ -189,8 +245,16 @@ async fn invalid_vms_are_rejected_naming_the_field() {
             report,
             "{} {what}: expected a rejection naming {fields:?}, got {}: {}",
             if ok { "ok  " } else { "FAIL" },
-            if out.success() { "accepted" } else { "rejected" },
-            one_line(if out.success() { &out.stdout } else { &out.stderr }),
+            if out.success() {
+                "accepted"
+            } else {
+                "rejected"
+            },
+            one_line(if out.success() {
+                &out.stdout
+            } else {
+                &out.stderr
+            }),
         );
     }
     println!("{report}");
@@ -203,13 +267,19 @@ async fn kubectl_explain_and_columns() {
     let ns = TestNamespace::create(cp, "kubectl-ux").await.unwrap();
 
     // The OpenAPI document of a new CRD is published shortly after it is Established.
-    let mut explain = cp.kubectl(["explain", "vm.spec.runStrategy"]).await.unwrap();
+    let mut explain = cp
+        .kubectl(["explain", "vm.spec.runStrategy"])
+        .await
+        .unwrap();
     for _ in 0..50 {
         if explain.success() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        explain = cp.kubectl(["explain", "vm.spec.runStrategy"]).await.unwrap();
+        explain = cp
+            .kubectl(["explain", "vm.spec.runStrategy"])
+            .await
+            .unwrap();
     }
     let text = explain.expect_success();
     let description = text
@@ -217,19 +287,38 @@ async fn kubectl_explain_and_columns() {
         .map(|(_, d)| d.trim())
         .unwrap_or_else(|| panic!("no DESCRIPTION in kubectl explain:\n{text}"));
     assert!(
-        text.contains("FIELD: runStrategy") && description.len() > 40 && !description.starts_with("<empty>"),
+        text.contains("FIELD: runStrategy")
+            && description.len() > 40
+            && !description.starts_with("<empty>"),
         "kubectl explain vm.spec.runStrategy has no real description:\n{text}"
     );
 
-    let manifest = vm("columns", "  runStrategy: Halted\n", "        memory:\n          guest: 128Mi\n");
+    let manifest = vm(
+        "columns",
+        "  runStrategy: Halted\n",
+        "        memory:\n          guest: 128Mi\n",
+    );
     cp.kubectl_with_stdin(["apply", "-n", ns.name(), "-f", "-"], Some(&manifest))
         .await
         .unwrap()
         .expect_success();
     let get = cp.kubectl(["get", "vm", "-n", ns.name()]).await.unwrap();
-    let header: Vec<&str> = get.expect_success().lines().next().unwrap_or_default().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "AGE", "STATUS", "READY"], "kubectl get vm columns:\n{get}");
-    assert!(get.stdout.contains("columns"), "the VM is not listed:\n{get}");
+    let header: Vec<&str> = get
+        .expect_success()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "AGE", "STATUS", "READY"],
+        "kubectl get vm columns:\n{get}"
+    );
+    assert!(
+        get.stdout.contains("columns"),
+        "the VM is not listed:\n{get}"
+    );
 }
 
 fn one_line(s: &str) -> String {

@@ -44,7 +44,12 @@ fn start_probe(mode: &str) -> Probe {
         "harness-probe did not start the control plane:\n{}",
         std::fs::read_to_string(stderr.path()).unwrap_or_default()
     );
-    Probe { child, stderr, pids, dir }
+    Probe {
+        child,
+        stderr,
+        pids,
+        dir,
+    }
 }
 
 fn assert_all_gone(pids: &[u32]) {
@@ -53,7 +58,10 @@ fn assert_all_gone(pids: &[u32]) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let left: Vec<u32> = pids.iter().copied().filter(|p| pid_alive(*p)).collect();
-    assert!(left.is_empty(), "control-plane processes left running: {left:?}");
+    assert!(
+        left.is_empty(),
+        "control-plane processes left running: {left:?}"
+    );
 }
 
 #[test]
@@ -61,9 +69,16 @@ fn control_plane_stops_when_the_test_process_panics() {
     let mut probe = start_probe("panic");
     let status = probe.child.wait().unwrap();
     let stderr = std::fs::read_to_string(probe.stderr.path()).unwrap_or_default();
-    assert!(!status.success() && stderr.contains("panics on purpose"), "harness-probe did not panic:\n{stderr}");
+    assert!(
+        !status.success() && stderr.contains("panics on purpose"),
+        "harness-probe did not panic:\n{stderr}"
+    );
     assert_all_gone(&probe.pids);
-    assert!(!std::path::Path::new(&probe.dir).exists(), "{} was not removed", probe.dir);
+    assert!(
+        !std::path::Path::new(&probe.dir).exists(),
+        "{} was not removed",
+        probe.dir
+    );
 }
 
 #[test]

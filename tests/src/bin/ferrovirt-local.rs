@@ -8,10 +8,17 @@ use clap::{Parser, Subcommand};
 use ferrovirt_tests::{Assets, ControlPlane, Supervision};
 
 #[derive(Parser)]
-#[command(about = "Ferrovirt's local control plane (etcd, kube-apiserver, controller manager, scheduler)")]
+#[command(
+    about = "Ferrovirt's local control plane (etcd, kube-apiserver, controller manager, scheduler)"
+)]
 struct Args {
     /// Directory for the PKI, etcd data, logs, pid files and kubeconfig.
-    #[arg(long, env = "FERROVIRT_LOCAL_DIR", default_value = ".ferrovirt", global = true)]
+    #[arg(
+        long,
+        env = "FERROVIRT_LOCAL_DIR",
+        default_value = ".ferrovirt",
+        global = true
+    )]
     dir: PathBuf,
     #[command(subcommand)]
     command: Cmd,
@@ -25,26 +32,44 @@ enum Cmd {
     Status,
 }
 
-const COMPONENTS: [&str; 4] = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"];
+const COMPONENTS: [&str; 4] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(ferrovirt_tests::DEFAULT_LOG_FILTER)),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(ferrovirt_tests::DEFAULT_LOG_FILTER)
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
     let dir = args.dir.canonicalize()?;
-    let running: Vec<&str> = COMPONENTS.iter().copied().filter(|c| running(&dir, c)).collect();
+    let running: Vec<&str> = COMPONENTS
+        .iter()
+        .copied()
+        .filter(|c| running(&dir, c))
+        .collect();
 
     match args.command {
         Cmd::Status => {
             for c in COMPONENTS {
-                println!("{c}: {}", if running.contains(&c) { "running" } else { "stopped" });
+                println!(
+                    "{c}: {}",
+                    if running.contains(&c) {
+                        "running"
+                    } else {
+                        "stopped"
+                    }
+                );
             }
             if running.len() != COMPONENTS.len() {
                 std::process::exit(1);

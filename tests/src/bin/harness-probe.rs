@@ -7,11 +7,17 @@ use std::io::Write;
 
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
-    assert!(mode == "panic" || mode == "wait", "usage: harness-probe panic|wait");
+    assert!(
+        mode == "panic" || mode == "wait",
+        "usage: harness-probe panic|wait"
+    );
 
     // Test threads come and go: start the control plane from one that ends right away.
     let (pids, dir) = std::thread::spawn(|| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let cp = ferrovirt_tests::shared().await;
             let pids: Vec<u32> = cp.processes().iter().map(|p| p.pid).collect();
