@@ -29,6 +29,12 @@ pub enum Command {
         #[arg(long, default_value = "/dev/kvm")]
         device: PathBuf,
     },
+    /// Attach this terminal to a VMI's serial console on this node
+    /// (`<run-dir>/vmis/<uid>/serial0.sock`); Ctrl-] detaches.
+    Console {
+        /// The VMI's uid.
+        uid: String,
+    },
     /// Print the libvirt domain XML of a VMI manifest, as the handler would define it
     /// (for debugging and benchmarks; volumes are planned, not prepared).
     DomainXml {

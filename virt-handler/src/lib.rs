@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod config;
+pub mod console;
 pub mod controller;
 pub mod domain;
 mod error;

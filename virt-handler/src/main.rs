@@ -7,6 +7,13 @@ fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     match args.command {
         Some(Command::ProbeKvm { device }) => Ok(virt_handler::kvm::probe_main(&device)),
+        Some(Command::Console { uid }) => {
+            let socket = virt_handler::vmi_dir::RunDir::new(&args.run.run_dir)
+                .vmi(&uid)
+                .join("serial0.sock");
+            virt_handler::console::attach(&socket)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::DomainXml {
             vmi,
             emulation,

@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{GUEST_LINE, cache, guest_cmdline, start_launcher, wait_for_line};
@@ -134,27 +135,50 @@ async fn kernel_boot_vmi_boots_under_the_real_launcher() {
         "console sockets missing"
     );
 
-    // The console socket answers: a newline gets the guest's shell prompt back.
+    // `virt-handler console` reaches the guest's shell: a command in, its answer out,
+    // and Ctrl-] detaches.
     {
         use std::io::{Read, Write};
-        let mut console =
-            std::os::unix::net::UnixStream::connect(dir.join("serial0.sock")).unwrap();
-        console
-            .set_read_timeout(Some(Duration::from_secs(30)))
+        let mut console = Command::new(env!("CARGO_BIN_EXE_virt-handler"))
+            .arg("--run-dir")
+            .arg(run_dir.path())
+            .args(["console", &uid])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
             .unwrap();
-        console.write_all(b"\necho console-$((40+2))\n").unwrap();
-        let mut seen = String::new();
-        let mut buf = [0u8; 512];
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !seen.contains("console-42") && Instant::now() < deadline {
-            match console.read(&mut buf) {
-                Ok(n) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-                _ => {}
+        // Watchdog: a console that never answers fails the test instead of hanging it.
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, pid) = (done.clone(), console.id() as i32);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(60));
+            if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                // SAFETY: kill(2) on the console process this test started and still waits for.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
             }
-        }
+        });
+        let mut stdin = console.stdin.take().unwrap();
+        stdin.write_all(b"\necho console-$((40+2))\n").unwrap();
+        let mut stdout = console.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let (mut seen, mut buf) = (String::new(), [0u8; 512]);
+            while !seen.contains("console-42") {
+                match stdout.read(&mut buf) {
+                    Ok(n) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                    _ => break,
+                }
+            }
+            seen
+        });
+        let seen = reader.join().unwrap();
         assert!(
             seen.contains("console-42"),
-            "no answer on the serial console: {seen:?}"
+            "no answer through virt-handler console: {seen:?}"
+        );
+        stdin.write_all(&[0x1d]).unwrap();
+        assert!(
+            console.wait().unwrap().success(),
+            "Ctrl-] ends the console with 0"
         );
     }
 
