@@ -75,9 +75,11 @@ impl Proc {
     }
 }
 
-/// Starts a launcher on `dir` (host path, no mount namespace) and waits for its ready file.
+/// Starts a launcher on `dir` (host path, no mount namespace) and waits until it is ready
+/// and has probed QEMU's capabilities. Its log is `<dir>.launcher.log`.
 pub fn start_launcher(dir: &Path, name: &str, uid: &str, grace: u64) -> Proc {
     std::fs::create_dir_all(dir).unwrap();
+    let log = dir.with_extension("launcher.log");
     let p = Proc(
         Command::new(launcher_binary())
             .args([
@@ -93,7 +95,9 @@ pub fn start_launcher(dir: &Path, name: &str, uid: &str, grace: u64) -> Proc {
             .args(["--grace-period-seconds", &grace.to_string()])
             .arg("--capabilities-cache")
             .arg(capabilities_cache())
+            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn virt-launcher"),
     );
@@ -101,12 +105,10 @@ pub fn start_launcher(dir: &Path, name: &str, uid: &str, grace: u64) -> Proc {
         dir.join("ready").exists()
     });
     // libvirt's capability probe runs a daemonized QEMU; killing the launcher (no PID
-    // namespace here) in the middle of it would orphan that QEMU. Wait for the result.
-    let caps = dir.join("libvirt/cache/qemu/capabilities");
+    // namespace here) in the middle of it would orphan that QEMU. Wait for its end.
     wait_for(Duration::from_secs(60), "QEMU capabilities probed", || {
-        std::fs::read_dir(&caps).is_ok_and(|d| {
-            d.flatten()
-                .any(|e| e.file_name().to_string_lossy().ends_with(".xml"))
+        std::fs::read_to_string(&log).is_ok_and(|l| {
+            l.contains("QEMU capabilities ready") || l.contains("probing QEMU capabilities")
         })
     });
     p
