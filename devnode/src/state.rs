@@ -109,6 +109,9 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
 /// Writes a JSON file atomically (write then rename), so readers never see half a file.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let tmp = path.with_extension("tmp");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
+    }
     std::fs::write(&tmp, serde_json::to_vec(value)?).map_err(Error::io(format!("write {}", tmp.display())))?;
     std::fs::rename(&tmp, path).map_err(Error::io(format!("rename to {}", path.display())))
 }

@@ -26,6 +26,8 @@ static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
 /// Tied children still running, and directories to remove at exit.
 static TIED: Mutex<Vec<(String, Child)>> = Mutex::new(Vec::new());
 static CLEANUP_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// Commands run when this process exits, after its tied children are stopped.
+static EXIT_COMMANDS: Mutex<Vec<Command>> = Mutex::new(Vec::new());
 
 /// A started control-plane component.
 #[derive(Debug)]
@@ -149,6 +151,16 @@ pub fn kill_tied(pids: Option<&[u32]>) {
     });
 }
 
+/// Runs `cmd` (waiting for it) when this process exits, after its tied children are
+/// stopped and before directories are removed.
+pub fn run_at_exit(cmd: Command) {
+    install_exit_hook();
+    EXIT_COMMANDS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(cmd);
+}
+
 /// Removes `dir` when this process exits (after its tied children are stopped).
 pub fn remove_at_exit(dir: &Path) {
     install_exit_hook();
@@ -197,6 +209,15 @@ fn install_exit_hook() {
     HOOK.get_or_init(|| {
         extern "C" fn at_exit() {
             kill_tied(None);
+            if let Ok(mut commands) = EXIT_COMMANDS.try_lock() {
+                for cmd in commands.iter_mut() {
+                    let _ = cmd
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            }
             let dirs = match CLEANUP_DIRS.try_lock() {
                 Ok(d) => d,
                 Err(_) => return,

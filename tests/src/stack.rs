@@ -1,0 +1,232 @@
+//! Ferrovirt's own components on top of a control plane: devnode (the node), the
+//! operator and virt-handler, started from the workspace's built binaries. End-to-end
+//! tests use [`Stack::start`]; the launcher pods that devnode runs are stopped when the test
+//! binary exits (`devnode stop-all`), so no QEMU outlives the tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+
+use crate::error::IoContext;
+use crate::{ControlPlane, Process, Result, process};
+
+/// The namespace of Ferrovirt's own objects (leader lease, cluster configuration).
+pub const SYSTEM_NAMESPACE: &str = "kubevirt";
+
+/// A running Ferrovirt node and controllers.
+pub struct Stack {
+    /// The Node's name.
+    pub node_name: String,
+    /// The host's per-node run dir (`<run-dir>/vmis/<vmi uid>/` per VMI).
+    pub run_dir: PathBuf,
+    /// devnode's state dir (pod logs under `pods/`).
+    pub state_dir: PathBuf,
+    kubeconfig: PathBuf,
+    logs: PathBuf,
+    handler: Mutex<Process>,
+}
+
+/// A workspace binary (`target/debug/<name>`, or under `$CARGO_TARGET_DIR`). Panics with
+/// the command to build it when it is missing.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::repo_root().join("target"));
+    let path = target.join("debug").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace's binaries with `cargo build --workspace --bins` \
+         (hack/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// The guest image store that `hack/build-guest-images.sh` fills. Panics with the command
+/// to build it when it is missing.
+pub fn image_store() -> PathBuf {
+    let store = crate::assets::cache_dir().join("images");
+    assert!(
+        store.join("index.tsv").is_file(),
+        "the guest image store {} is missing: run hack/build-guest-images.sh (or hack/setup.sh)",
+        store.display()
+    );
+    store
+}
+
+impl Stack {
+    /// Starts devnode (node `name`), the operator and virt-handler against `cp`, with
+    /// software emulation allowed (KVM hangs on these machines), and waits for the Node to
+    /// be Ready.
+    pub async fn start(cp: &ControlPlane, name: &str) -> Result<Self> {
+        let store = image_store();
+        // Unix socket paths are limited to 108 bytes: keep the per-VMI dirs short.
+        let base = PathBuf::from(format!("/tmp/fv-{}-{name}", std::process::id()));
+        let run_dir = base.join("run");
+        let state_dir = base.join("node");
+        let logs = cp.dir().join("logs");
+        for dir in [&run_dir, &state_dir, &logs] {
+            std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
+        }
+        process::remove_at_exit(&base);
+        let mut stop_all = Command::new(workspace_bin("devnode"));
+        stop_all.arg("stop-all").arg("--state-dir").arg(&state_dir);
+        process::run_at_exit(stop_all);
+
+        configure_cluster(cp).await?;
+        let kubeconfig = cp.kubeconfig();
+
+        let mut devnode = Command::new(workspace_bin("devnode"));
+        devnode
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--node-name", name])
+            .arg("--state-dir")
+            .arg(&state_dir);
+        process::spawn_tied("devnode", devnode, &logs.join(format!("devnode-{name}.log")))?;
+
+        let mut operator = Command::new(workspace_bin("operator"));
+        operator
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--node-run-dir")
+            .arg(&run_dir)
+            .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)]);
+        process::spawn_tied("operator", operator, &logs.join(format!("operator-{name}.log")))?;
+
+        let stack = Self {
+            node_name: name.to_string(),
+            handler: Mutex::new(spawn_handler(&kubeconfig, name, &run_dir, &store, &logs)?),
+            run_dir,
+            state_dir,
+            kubeconfig,
+            logs,
+        };
+        stack.wait_node_ready(cp).await?;
+        Ok(stack)
+    }
+
+    /// The per-VMI directory of a VMI on the host.
+    pub fn vmi_dir(&self, vmi_uid: &str) -> PathBuf {
+        self.run_dir.join("vmis").join(vmi_uid)
+    }
+
+    /// Kills virt-handler with SIGKILL (guests keep running) and starts a new one.
+    pub fn restart_handler(&self) -> Result<()> {
+        let mut handler = self.handler.lock().unwrap_or_else(|e| e.into_inner());
+        process::kill_tied(Some(&[handler.pid]));
+        *handler = spawn_handler(
+            &self.kubeconfig,
+            &self.node_name,
+            &self.run_dir,
+            &image_store(),
+            &self.logs,
+        )?;
+        Ok(())
+    }
+
+    /// The pid of the running virt-handler.
+    pub fn handler_pid(&self) -> u32 {
+        self.handler.lock().unwrap_or_else(|e| e.into_inner()).pid
+    }
+
+    /// The logs of the stack's components.
+    pub fn logs_dir(&self) -> &Path {
+        &self.logs
+    }
+
+    /// The last `lines` lines of each component's log and of each launcher pod's log, for
+    /// failure messages (the directories are removed when the test binary exits).
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(&self.logs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(&format!("-{}.log", self.node_name))))
+            .collect();
+        for pod in std::fs::read_dir(self.state_dir.join("pods")).into_iter().flatten().flatten() {
+            for file in std::fs::read_dir(pod.path()).into_iter().flatten().flatten() {
+                if file.path().extension().is_some_and(|e| e == "log") {
+                    logs.push(file.path());
+                }
+            }
+        }
+        logs.sort();
+        logs.iter()
+            .map(|log| format!("--- last lines of {} ---\n{}", log.display(), crate::control_plane::tail(log, lines)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    async fn wait_node_ready(&self, cp: &ControlPlane) -> Result<()> {
+        let nodes: Api<Node> = Api::all(cp.client().await?);
+        let started = Instant::now();
+        loop {
+            let ready = nodes.get_opt(&self.node_name).await?.is_some_and(|node| {
+                node.status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            });
+            if ready {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(crate::Error::Timeout {
+                    what: format!("Node {} Ready (devnode log in {})", self.node_name, self.logs.display()),
+                    seconds: 60,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn spawn_handler(kubeconfig: &Path, node: &str, run_dir: &Path, store: &Path, logs: &Path) -> Result<Process> {
+    let mut handler = Command::new(workspace_bin("virt-handler"));
+    handler
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--node-name", node])
+        .arg("--run-dir")
+        .arg(run_dir)
+        .arg("--image-store")
+        .arg(store)
+        .args(["--namespace", SYSTEM_NAMESPACE])
+        .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)]);
+    process::spawn_tied("virt-handler", handler, &logs.join(format!("virt-handler-{node}.log")))
+}
+
+/// The `kubevirt` namespace and the cluster configuration that allows software emulation
+/// (KubeVirt's `useEmulation`), as an administrator of a machine without working KVM sets it.
+async fn configure_cluster(cp: &ControlPlane) -> Result<()> {
+    let client = cp.client().await?;
+    let apply = PatchParams::apply("ferrovirt-tests").force();
+    let ns = Namespace {
+        metadata: ObjectMeta { name: Some(SYSTEM_NAMESPACE.into()), ..Default::default() },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .patch(SYSTEM_NAMESPACE, &apply, &Patch::Apply(&ns))
+        .await?;
+    let config = ConfigMap {
+        metadata: ObjectMeta { name: Some("kubevirt-config".into()), ..Default::default() },
+        data: Some([("useEmulation".to_string(), "true".to_string())].into()),
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(client, SYSTEM_NAMESPACE)
+        .patch("kubevirt-config", &apply, &Patch::Apply(&config))
+        .await?;
+    Ok(())
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context(|| "finding a free port".to_string())?;
+    Ok(listener.local_addr().context(|| "finding a free port".to_string())?.port())
+}

@@ -1,0 +1,247 @@
+//! End to end: the real control plane, the operator, devnode, virt-handler, virt-launcher,
+//! libvirt and a QEMU guest (software emulation). Each test applies manifests with the
+//! control plane's kubectl and watches the guest's serial console.
+//!
+//! The guests boot one at a time (a lock): two cores emulating several guests at once
+//! would make every boot slow.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crds::{VirtualMachine, VirtualMachineInstance, VmiPhase};
+use ferrovirt_tests::{ControlPlane, Stack, TestNamespace, shared};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use tokio::sync::{Mutex, OnceCell};
+
+/// The guest's line once it is up (docs/guests.md).
+const READY_LINE: &str = "FERROVIRT GUEST READY";
+/// Booting, powering off and restarting under emulation on 2 loaded cores.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+
+static STACK: OnceCell<Stack> = OnceCell::const_new();
+static ONE_GUEST_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
+async fn stack() -> (&'static ControlPlane, &'static Stack) {
+    let cp = shared().await;
+    let stack = STACK
+        .get_or_init(|| async {
+            Stack::start(cp, "e2e-node").await.unwrap_or_else(|e| panic!("starting Ferrovirt: {e}"))
+        })
+        .await;
+    (cp, stack)
+}
+
+/// A VM that boots the test guest's kernel directly (the fastest boot), with a cloud-init
+/// disk whose user data prints `marker`.
+fn kernel_boot_vm(name: &str, run_strategy: &str, marker: &str) -> String {
+    format!(
+        r#"apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata:
+  name: {name}
+spec:
+  runStrategy: {run_strategy}
+  template:
+    metadata:
+      labels:
+        app: {name}
+    spec:
+      terminationGracePeriodSeconds: 30
+      domain:
+        memory:
+          guest: 128Mi
+        firmware:
+          kernelBoot:
+            kernelArgs: console=ttyS0 quiet cryptomgr.notests
+            container:
+              image: ferrovirt/guest-kernel:latest
+              kernelPath: /boot/vmlinux
+              initrdPath: /boot/initrd.img
+        devices:
+          disks:
+          - name: cloudinit
+            disk:
+              bus: virtio
+      volumes:
+      - name: cloudinit
+        cloudInitNoCloud:
+          userData: |
+            #!/bin/sh
+            echo {marker}
+"#
+    )
+}
+
+async fn kubectl(cp: &ControlPlane, ns: &TestNamespace, args: &[&str], stdin: Option<&str>) -> String {
+    let mut all = vec!["-n", ns.name()];
+    all.extend_from_slice(args);
+    let out = cp.kubectl_with_stdin(all.clone(), stdin).await.expect("running kubectl");
+    assert!(out.success(), "kubectl {all:?} failed: {}", out.stderr);
+    out.stdout
+}
+
+/// Polls `check` every 500 ms until it returns Some, or panics naming `what` and the logs.
+async fn wait_for<T, F, Fut>(stack: &Stack, what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if started.elapsed() > timeout {
+            panic!(
+                "timed out after {}s waiting for {what}\n{}",
+                timeout.as_secs(),
+                stack.log_tails(25)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The running VMI of a VM (phase Running), optionally one other than `not_uid`.
+async fn running_vmi(stack: &Stack, vmis: &Api<VirtualMachineInstance>, name: &str, not_uid: Option<&str>) -> VirtualMachineInstance {
+    wait_for(stack, &format!("VMI {name} Running"), BOOT_TIMEOUT, || async {
+        let vmi = vmis.get_opt(name).await.ok().flatten()?;
+        let running = vmi.status.as_ref()?.phase == Some(VmiPhase::Running);
+        let other = not_uid.is_none_or(|uid| vmi.metadata.uid.as_deref() != Some(uid));
+        (running && other).then_some(vmi)
+    })
+    .await
+}
+
+fn uid(vmi: &VirtualMachineInstance) -> String {
+    vmi.metadata.uid.clone().expect("a stored VMI has a uid")
+}
+
+/// Waits until the guest's serial log holds `line`; returns the whole log.
+async fn console_shows(stack: &Stack, vmi_uid: &str, line: &str) -> String {
+    let log = stack.vmi_dir(vmi_uid).join("serial0.log");
+    wait_for(stack, &format!("{line:?} in {}", log.display()), BOOT_TIMEOUT, || async {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.contains(line).then_some(text)
+    })
+    .await
+}
+
+/// Types `command` on the guest's serial console socket and returns what came back once
+/// `expect` appeared.
+fn console_exchange(socket: &Path, command: &str, expect: &str) -> String {
+    let mut stream = UnixStream::connect(socket).unwrap_or_else(|e| panic!("connecting to {}: {e}", socket.display()));
+    stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let started = Instant::now();
+    let mut seen = String::new();
+    let mut last_sent = None::<Instant>;
+    while started.elapsed() < Duration::from_secs(60) {
+        // Resend now and then: the first bytes may reach the shell before its prompt.
+        if last_sent.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+            stream.write_all(format!("{command}\n").as_bytes()).unwrap();
+            last_sent = Some(Instant::now());
+        }
+        let mut buf = [0u8; 4096];
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) => panic!("reading the console: {e}"),
+        }
+        if seen.contains(expect) {
+            return seen;
+        }
+    }
+    panic!("the console did not answer {command:?} with {expect:?}; it printed:\n{seen}");
+}
+
+/// The pid of the QEMU process of a VMI, if one runs.
+fn qemu_pid(namespace: &str, name: &str) -> Option<u32> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", &format!("qemu-system.*guest={namespace}_{name},")])
+        .output()
+        .expect("pgrep runs");
+    String::from_utf8_lossy(&out.stdout).lines().next().and_then(|l| l.trim().parse().ok())
+}
+
+async fn gone<K>(stack: &Stack, api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    wait_for(stack, &format!("{name} deleted"), BOOT_TIMEOUT, || async {
+        api.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn vm_boots_console_works_and_delete_powers_off_through_acpi() {
+    let (cp, stack) = stack().await;
+    let _one = ONE_GUEST_AT_A_TIME.lock().await;
+    let ns = TestNamespace::create(cp, "e2e-boot").await.unwrap();
+    let client = cp.client().await.unwrap();
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), ns.name());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+
+    kubectl(cp, &ns, &["apply", "-f", "-"], Some(&kernel_boot_vm("demo", "Always", "hello-from-user-data"))).await;
+    let vmi = running_vmi(stack, &vmis, "demo", None).await;
+    let vmi_uid = uid(&vmi);
+    let log = console_shows(stack, &vmi_uid, READY_LINE).await;
+    assert!(
+        log.contains("FERROVIRT CLOUD-INIT: echo hello-from-user-data"),
+        "the guest did not print its cloud-init line:\n{log}"
+    );
+    let status = vmi.status.clone().unwrap();
+    assert_eq!(status.node_name.as_deref(), Some(stack.node_name.as_str()));
+    assert_eq!(status.virtualization.as_deref(), Some("Emulation"), "KVM hangs here: the VMI must say it is emulated");
+
+    // The console is a real, interactive serial line.
+    let answer = console_exchange(&stack.vmi_dir(&vmi_uid).join("serial0.sock"), "echo FERRO$((6*7))", "FERRO42");
+    assert!(answer.contains("FERRO42"));
+
+    // The VM's status tells the truth.
+    let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), ns.name());
+    let vm = wait_for(stack, "VM demo Running and ready", Duration::from_secs(60), || async {
+        let vm = vms.get("demo").await.ok()?;
+        let s = vm.status.clone()?;
+        (s.printable_status.as_deref() == Some("Running") && s.ready == Some(true)).then_some(vm)
+    })
+    .await;
+    assert_eq!(vm.status.unwrap().created, Some(true));
+
+    // Deleting powers the guest off through ACPI, and nothing of it remains.
+    assert!(qemu_pid(ns.name(), "demo").is_some(), "QEMU of demo is not running");
+    let serial_log = stack.vmi_dir(&vmi_uid).join("serial0.log");
+    kubectl(cp, &ns, &["delete", "vm", "demo", "--wait=false"], None).await;
+    // The per-VMI directory goes away once the guest is down: read the log while it exists.
+    let mut last = String::new();
+    wait_for(stack, "the guest's power-button line after kubectl delete", BOOT_TIMEOUT, || {
+        if let Ok(text) = std::fs::read_to_string(&serial_log) {
+            last = text;
+        }
+        let seen = last.contains("FERROVIRT POWER BUTTON: powering off");
+        async move { seen.then_some(()) }
+    })
+    .await;
+    gone(stack, &vmis, "demo").await;
+    wait_for(stack, "the launcher pod deleted", BOOT_TIMEOUT, || async {
+        pods.list(&ListParams::default().labels(&format!("kubevirt.io/created-by={vmi_uid}")))
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    wait_for(stack, "no QEMU process of demo", Duration::from_secs(30), || async {
+        qemu_pid(ns.name(), "demo").is_none().then_some(())
+    })
+    .await;
+    wait_for(stack, "the per-VMI directory removed", Duration::from_secs(60), || async {
+        (!stack.vmi_dir(&vmi_uid).exists()).then_some(())
+    })
+    .await;
+}
