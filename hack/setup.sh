@@ -11,6 +11,7 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils ovmf
   busybox-static linux-image-amd64 cpio xorriso genisoimage
   grub-pc-bin grub-common dosfstools mtools
+  grub-efi-amd64-bin xz-utils libxml2-utils
   pkg-config libclang-dev clang openssl
 )
 

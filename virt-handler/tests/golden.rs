@@ -153,8 +153,8 @@ const REJECTED: &[(&str, &str, &str)] = &[
     ),
     (
         "bad cidr",
-        "domain: {memory: {guest: 64Mi}, devices: {interfaces: [{name: a}]}}\nnetworks: [{name: a, pod: {vmNetworkCidr: nope}}]",
-        "spec.networks[0].pod.vmNetworkCidr",
+        "domain: {memory: {guest: 64Mi}, devices: {interfaces: [{name: a}]}}\nnetworks: [{name: a, pod: {vmNetworkCIDR: nope}}]",
+        "spec.networks[0].pod.vmNetworkCIDR",
     ),
     (
         "host-passthrough under TCG",

@@ -211,7 +211,7 @@ pub fn interfaces(x: &mut Xml, spec: &VirtualMachineInstanceSpec, uid: &str) -> 
         if let Some(cidr) = &pod.vm_network_cidr {
             let (addr, prefix) = parse_cidr(cidr).ok_or_else(|| {
                 Error::unsupported(
-                    format!("spec.networks[{net_index}].pod.vmNetworkCidr"),
+                    format!("spec.networks[{net_index}].pod.vmNetworkCIDR"),
                     format!("{cidr:?} is not an IPv4 CIDR"),
                 )
             })?;
