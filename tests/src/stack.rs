@@ -30,13 +30,18 @@ pub struct Stack {
     handler: Mutex<Process>,
 }
 
-/// A workspace binary (`target/debug/<name>`, or under `$CARGO_TARGET_DIR`). Panics with
-/// the command to build it when it is missing.
+/// A workspace binary (`target/debug/<name>`, or under `$CARGO_TARGET_DIR`, or in
+/// `$FERROVIRT_BIN_DIR` when set, e.g. `target/release` for bench/node.sh). Panics with the
+/// command to build it when it is missing.
 pub fn workspace_bin(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::repo_root().join("target"));
-    let path = target.join("debug").join(name);
+    let dir = match std::env::var_os("FERROVIRT_BIN_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| crate::repo_root().join("target"))
+            .join("debug"),
+    };
+    let path = dir.join(name);
     assert!(
         path.is_file(),
         "{} is missing: build the workspace's binaries with `cargo build --workspace --bins` \
