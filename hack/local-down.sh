@@ -38,6 +38,12 @@ if [[ -d "$LOCAL_DIR/pids" ]]; then
   done
   for name in "${control_plane[@]}"; do stop "$name"; done
 fi
+# Launcher pods outlive devnode (as containers outlive kubelet): kill them, and their QEMU
+# with them (each pod is a PID namespace).
+if [[ -d "$LOCAL_DIR/devnode" ]]; then
+  bin="${CARGO_TARGET_DIR:-$FERROVIRT_ROOT/target}/debug"
+  "$bin/devnode" stop-all --state-dir "$LOCAL_DIR/devnode" >&2 || log "devnode stop-all failed"
+fi
 
 # Nothing may be left: neither a process in $LOCAL_DIR nor one naming it.
 sleep 0.2

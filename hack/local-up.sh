@@ -2,22 +2,73 @@
 # Starts a local Ferrovirt cluster on this machine, in .ferrovirt/ of the repo: the same
 # control plane as the tests (etcd, kube-apiserver, kube-controller-manager, kube-scheduler)
 # with the CRDs installed, running in the background with pid files in .ferrovirt/pids/.
+# Then Ferrovirt on top: devnode (this machine as the Node), the operator and virt-handler,
+# with software emulation allowed (deploy/examples/kubevirt-config.yaml).
 # Prints the environment to use it; returns once it is ready. Stop it with hack/local-down.sh.
+# --demo also applies deploy/examples/vm-demo.yaml and prints the guest's first console lines.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 exec </dev/null
 cd "$FERROVIRT_ROOT"
 
+demo=0
+[[ "${1:-}" == "--demo" ]] && demo=1
+
 mkdir -p "$LOCAL_DIR"
+log "building Ferrovirt's binaries (cargo build --workspace --bins)"
+cargo build -q --workspace --bins || die "cargo build failed"
+bin="${CARGO_TARGET_DIR:-$FERROVIRT_ROOT/target}/debug"
+[[ -f "$FERROVIRT_CACHE/images/index.tsv" ]] || die "no guest image store: run hack/setup.sh (or hack/build-guest-images.sh)"
 log "control plane in $LOCAL_DIR"
 env_lines="$(cargo run -q -p ferrovirt-tests --bin ferrovirt-local -- --dir "$LOCAL_DIR" up)" \
   || die "the control plane did not start; logs are in $LOCAL_DIR/logs/ (hack/local-down.sh cleans up)"
 
 # ---- Ferrovirt's components ------------------------------------------------------------
-# Later issues start devnode, the operator and virt-handler here, each with
-#   start_bg NAME COMMAND...        (hack/lib.sh: log in .ferrovirt/logs, pid in .ferrovirt/pids)
-# after `export KUBECONFIG="$LOCAL_DIR/kubeconfig"`, and wait for each to be ready.
-# hack/local-down.sh stops everything that has a pid file.
+export KUBECONFIG="$LOCAL_DIR/kubeconfig"
+kubectl="$(control_plane_dir)/kubectl"
+run_dir="${FERROVIRT_RUN_DIR:-/var/run/ferrovirt}"
+node="${FERROVIRT_NODE_NAME:-$(hostname)}"
+node="${node,,}"
+"$kubectl" apply -f deploy/examples/kubevirt-config.yaml >/dev/null
+running() { [[ -f "$LOCAL_DIR/pids/$1.pid" ]] && kill -0 "$(<"$LOCAL_DIR/pids/$1.pid")" 2>/dev/null; }
+if ! running devnode; then
+  log "starting devnode (node $node)"
+  start_bg devnode "$bin/devnode" --node-name "$node" --state-dir "$LOCAL_DIR/devnode"
+fi
+if ! running operator; then
+  log "starting the operator"
+  start_bg operator "$bin/operator" --node-run-dir "$run_dir" --metrics-addr 127.0.0.1:18443
+fi
+if ! running virt-handler; then
+  log "starting virt-handler (probes KVM first)"
+  start_bg virt-handler "$bin/virt-handler" --node-name "$node" --run-dir "$run_dir" \
+    --image-store "$FERROVIRT_CACHE/images" --namespace kubevirt --metrics-addr 127.0.0.1:18444
+fi
+log "waiting for node $node to be Ready"
+for _ in $(seq 1 60); do
+  "$kubectl" wait --for=condition=Ready "node/$node" --timeout=1s >/dev/null 2>&1 && break
+  sleep 1
+done
+"$kubectl" wait --for=condition=Ready "node/$node" --timeout=1s >/dev/null \
+  || die "node $node is not Ready; see $LOCAL_DIR/logs/devnode.log"
+
+if [[ $demo -eq 1 ]]; then
+  log "demo: applying deploy/examples/vm-demo.yaml"
+  "$kubectl" apply -f deploy/examples/vm-demo.yaml >&2
+  t0=$(now)
+  uid=""
+  while [[ -z "$uid" || ! -f "$run_dir/vmis/$uid/serial0.log" ]] \
+      || ! grep -q "FERROVIRT GUEST READY" "$run_dir/vmis/$uid/serial0.log"; do
+    (( $(now) - t0 < 240 )) || die "the demo VM did not boot in 240s; see $LOCAL_DIR/logs/"
+    phase="$("$kubectl" get vmi demo -o jsonpath='{.status.phase}' 2>/dev/null || true)"
+    uid="$("$kubectl" get vmi demo -o jsonpath='{.metadata.uid}' 2>/dev/null || true)"
+    log "demo VMI: ${phase:-not created yet}"
+    sleep 2
+  done
+  log "demo VM booted in $(( $(now) - t0 ))s; its first console lines:"
+  grep -a "FERROVIRT" "$run_dir/vmis/$uid/serial0.log" | head -5 >&2
+  "$kubectl" get vm,vmi >&2
+fi
 # -----------------------------------------------------------------------------------------
 
 log "ready; to use it:"

@@ -245,3 +245,158 @@ async fn vm_boots_console_works_and_delete_powers_off_through_acpi() {
     })
     .await;
 }
+
+/// Powers the guest off from inside (a clean shutdown, as a user's `poweroff` would):
+/// types the command until QEMU closes the console, since a line typed while the shell
+/// is still starting is lost.
+fn guest_poweroff(stack: &Stack, vmi_uid: &str) {
+    let socket = stack.vmi_dir(vmi_uid).join("serial0.sock");
+    let Ok(mut stream) = UnixStream::connect(&socket) else { return };
+    stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let started = Instant::now();
+    let mut last_sent = None::<Instant>;
+    while started.elapsed() < Duration::from_secs(90) {
+        if last_sent.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+            if stream.write_all(b"sync; poweroff -f\n").is_err() {
+                return;
+            }
+            last_sent = Some(Instant::now());
+        }
+        let mut buf = [0u8; 4096];
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return,
+        }
+    }
+    panic!("the guest did not power off within 90s of typing poweroff on its console");
+}
+
+async fn vmi_phase(vmis: &Api<VirtualMachineInstance>, name: &str, uid: &str) -> Option<VmiPhase> {
+    let vmi = vmis.get_opt(name).await.ok().flatten()?;
+    (vmi.metadata.uid.as_deref() == Some(uid)).then_some(())?;
+    vmi.status?.phase
+}
+
+#[tokio::test]
+async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
+    let (cp, stack) = stack().await;
+    let _one = ONE_GUEST_AT_A_TIME.lock().await;
+    let ns = TestNamespace::create(cp, "e2e-always").await.unwrap();
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(cp.client().await.unwrap(), ns.name());
+
+    kubectl(cp, &ns, &["apply", "-f", "-"], Some(&kernel_boot_vm("always", "Always", "first"))).await;
+    let first = uid(&running_vmi(stack, &vmis, "always", None).await);
+    console_shows(stack, &first, READY_LINE).await;
+    guest_poweroff(stack, &first);
+    let second = running_vmi(stack, &vmis, "always", Some(&first)).await;
+    console_shows(stack, &uid(&second), READY_LINE).await;
+    kubectl(cp, &ns, &["delete", "vm", "always"], None).await;
+}
+
+#[tokio::test]
+async fn rerun_on_failure_replaces_a_crashed_vmi_but_respects_a_guest_poweroff() {
+    let (cp, stack) = stack().await;
+    let _one = ONE_GUEST_AT_A_TIME.lock().await;
+    let ns = TestNamespace::create(cp, "e2e-rerun").await.unwrap();
+    let client = cp.client().await.unwrap();
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), ns.name());
+    let vms: Api<VirtualMachine> = Api::namespaced(client, ns.name());
+
+    kubectl(cp, &ns, &["apply", "-f", "-"], Some(&kernel_boot_vm("rerun", "RerunOnFailure", "rerun"))).await;
+    let first = uid(&running_vmi(stack, &vmis, "rerun", None).await);
+    console_shows(stack, &first, READY_LINE).await;
+
+    // QEMU dies under the guest: the VMI fails and a new one boots.
+    let pid = qemu_pid(ns.name(), "rerun").expect("QEMU of rerun runs");
+    nix_kill(pid);
+    let second = uid(&running_vmi(stack, &vmis, "rerun", Some(&first)).await);
+    console_shows(stack, &second, READY_LINE).await;
+
+    // The guest shuts itself down: that is respected, no new VMI.
+    guest_poweroff(stack, &second);
+    wait_for(stack, "the second VMI Succeeded", BOOT_TIMEOUT, || async {
+        (vmi_phase(&vmis, "rerun", &second).await == Some(VmiPhase::Succeeded)).then_some(())
+    })
+    .await;
+    wait_for(stack, "VM rerun Stopped", Duration::from_secs(60), || async {
+        let status = vms.get("rerun").await.ok()?.status?;
+        (status.printable_status.as_deref() == Some("Stopped")).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let vmi = vmis.get_opt("rerun").await.unwrap();
+    assert!(
+        vmi.as_ref().is_none_or(|v| v.metadata.uid.as_deref() == Some(second.as_str())),
+        "RerunOnFailure started a new VMI after a clean guest shutdown: {vmi:?}"
+    );
+    kubectl(cp, &ns, &["delete", "vm", "rerun"], None).await;
+}
+
+fn nix_kill(pid: u32) {
+    let status = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill runs");
+    assert!(status.success(), "kill -9 {pid} failed");
+}
+
+#[tokio::test]
+async fn restarting_virt_handler_leaves_the_guest_running_and_resyncs() {
+    let (cp, stack) = stack().await;
+    let _one = ONE_GUEST_AT_A_TIME.lock().await;
+    let ns = TestNamespace::create(cp, "e2e-handler").await.unwrap();
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(cp.client().await.unwrap(), ns.name());
+
+    kubectl(cp, &ns, &["apply", "-f", "-"], Some(&kernel_boot_vm("steady", "Manual", "steady"))).await;
+    kubectl(cp, &ns, &["patch", "vm", "steady", "--type=merge", "-p", r#"{"spec":{"runStrategy":"Always"}}"#], None).await;
+    let vmi_uid = uid(&running_vmi(stack, &vmis, "steady", None).await);
+    console_shows(stack, &vmi_uid, READY_LINE).await;
+    let qemu = qemu_pid(ns.name(), "steady").expect("QEMU of steady runs");
+
+    let old_handler = stack.handler_pid();
+    stack.restart_handler().unwrap();
+    assert_ne!(stack.handler_pid(), old_handler);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(qemu_pid(ns.name(), "steady"), Some(qemu), "the guest's QEMU changed across a handler restart");
+    assert_eq!(vmi_phase(&vmis, "steady", &vmi_uid).await, Some(VmiPhase::Running));
+    let answer = console_exchange(&stack.vmi_dir(&vmi_uid).join("serial0.sock"), "echo STILL$((40+2))", "STILL42");
+    assert!(answer.contains("STILL42"));
+
+    // Only the new handler can report what happens next: the guest powers off.
+    kubectl(cp, &ns, &["patch", "vm", "steady", "--type=merge", "-p", r#"{"spec":{"runStrategy":"Manual"}}"#], None).await;
+    guest_poweroff(stack, &vmi_uid);
+    wait_for(stack, "the restarted handler to report Succeeded", BOOT_TIMEOUT, || async {
+        (vmi_phase(&vmis, "steady", &vmi_uid).await == Some(VmiPhase::Succeeded)).then_some(())
+    })
+    .await;
+    kubectl(cp, &ns, &["delete", "vm", "steady"], None).await;
+}
+
+#[tokio::test]
+async fn kubevirt_examples_boot_unchanged() {
+    let (cp, stack) = stack().await;
+    let _one = ONE_GUEST_AT_A_TIME.lock().await;
+    let ns = TestNamespace::create(cp, "e2e-examples").await.unwrap();
+    let client = cp.client().await.unwrap();
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(client, ns.name());
+    let examples = ferrovirt_tests::examples_dir();
+
+    // A kernel boot from a container image, applied as KubeVirt ships it.
+    let kernel_boot = examples.join("vmi-kernel-boot.yaml");
+    kubectl(cp, &ns, &["apply", "-f", kernel_boot.to_str().unwrap()], None).await;
+    let vmi = running_vmi(stack, &vmis, "vmi-kernel-boot", None).await;
+    console_shows(stack, &uid(&vmi), READY_LINE).await;
+    kubectl(cp, &ns, &["delete", "vmi", "vmi-kernel-boot"], None).await;
+
+    // The cirros VM from its containerDisk, with its cloud-init user data; it is Halted as
+    // shipped, so it is switched to Always.
+    let cirros = examples.join("vm-cirros.yaml");
+    kubectl(cp, &ns, &["apply", "-f", cirros.to_str().unwrap()], None).await;
+    kubectl(cp, &ns, &["patch", "vm", "vm-cirros", "--type=merge", "-p", r#"{"spec":{"runStrategy":"Always"}}"#], None).await;
+    let vmi = running_vmi(stack, &vmis, "vm-cirros", None).await;
+    let log = console_shows(stack, &uid(&vmi), READY_LINE).await;
+    assert!(
+        log.contains("FERROVIRT CLOUD-INIT: echo 'printed from cloud-init userdata'"),
+        "vm-cirros did not print its cloud-init line:\n{log}"
+    );
+    kubectl(cp, &ns, &["delete", "vm", "vm-cirros"], None).await;
+}
