@@ -44,6 +44,9 @@ if [[ -d "$LOCAL_DIR/devnode" ]]; then
   bin="${CARGO_TARGET_DIR:-$FERROVIRT_ROOT/target}/debug"
   "$bin/devnode" stop-all --state-dir "$LOCAL_DIR/devnode" >&2 || log "devnode stop-all failed"
 fi
+# The per-VMI directories of the guests just stopped.
+run_dir="${FERROVIRT_RUN_DIR:-/var/run/ferrovirt}"
+[[ -d "$run_dir/vmis" ]] && rm -rf "${run_dir:?}/vmis/"*
 
 # Nothing may be left: neither a process in $LOCAL_DIR nor one naming it.
 sleep 0.2
