@@ -55,7 +55,11 @@ fi
 echo
 echo "==== summary: $binaries test binaries, build ${build_s}s, tests ${test_s}s (log: $out)"
 grep -E '^test .* FAILED$|^    [a-z_:]+$' "$out" | sed 's/^/  /' || true
-echo "$passed passed, $failed failed, $ignored ignored"
+if [[ $ignored -gt 0 ]]; then
+  echo "$passed passed, $failed failed, $ignored skipped"
+else
+  echo "$passed passed, $failed failed"
+fi
 if [[ $rc -ne 0 && $failed -eq 0 ]]; then
   echo "cargo test exited with $rc (a build or harness failure, see above)"
 fi
