@@ -648,8 +648,9 @@ impl Report {
         s += &format!("### {date}\n\n");
         s += &format!(
             "{cores} cores, {mem_gib:.0} GiB, software emulation (TCG: KVM hangs on this machine); {build} build \
-             of the components; load average {:.2} at the start, up to {load_max:.2} during the run \
-             (the machine is shared with other builds); whole run {:.0} s.\n\n",
+             of the components; load average {:.2} at the start (the machine is shared with other \
+             sessions' builds and tests), at most {load_max:.2} at the checkpoints of the run (its own \
+             guests included); whole run {:.0} s.\n\n",
             self.load.first().copied().unwrap_or(f64::NAN),
             self.wall.as_secs_f64()
         );
@@ -665,7 +666,7 @@ impl Report {
                  {MEMORY_MIB} MiB, 1 vCPU, {MACHINE}, kernel boot of `{GUEST_IMAGE}` with `{KERNEL_ARGS}`:\n\n",
                 fv.len()
             );
-            s += "| path | median s | p90 s | min s | max s | QEMU CPU s at the line (median) |\n|---|---|---|---|---|---|\n";
+            s += "| path | median s | p90 s (nearest rank) | min s | max s | QEMU CPU s at the line (median) |\n|---|---|---|---|---|---|\n";
             let row = |name: &str, v: &[f64], cpu: &[f64]| {
                 format!(
                     "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
@@ -714,7 +715,8 @@ impl Report {
                 "Per-VM node overhead: the launcher and every process under it except QEMU (libvirt is \
                  embedded in the launcher), read {} s after the ready lines. RSS counts shared library \
                  pages in every process; PSS splits them among their users; USS is the memory only that \
-                 process has (what one more VM costs).\n\n",
+                 process maps (with several launchers, what one more VM costs; a lone launcher's USS also \
+                 holds its binary's pages, which other launchers share).\n\n",
                 args.settle
             );
             s += "| per VM, MiB | ";
