@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use crds::{VirtualMachine, VirtualMachineInstance, VmiPhase};
-use ferrovirt_tests::{ControlPlane, Stack, TestNamespace, image_store, shared};
+use ferrovirt_tests::{ControlPlane, Stack, TestNamespace, image_store, manifests, shared};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
@@ -35,9 +35,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 const READY_LINE: &str = "FERROVIRT GUEST READY";
 /// The kernel-boot test guest (docs/guests.md) and the arguments e2e.rs boots it with.
-const GUEST_IMAGE: &str = "ferrovirt/guest-kernel:latest";
-const KERNEL_ARGS: &str = "console=ttyS0 quiet cryptomgr.notests";
-const MEMORY_MIB: u32 = 128;
+const GUEST_IMAGE: &str = manifests::GUEST_KERNEL_IMAGE;
+const KERNEL_ARGS: &str = manifests::GUEST_KERNEL_ARGS;
+const MEMORY_MIB: u32 = manifests::GUEST_MEMORY_MIB;
 const MACHINE: &str = "q35";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 const POLL: Duration = Duration::from_millis(25);
@@ -132,32 +132,7 @@ struct Bench<'a> {
 
 /// The VM of the benchmark: the kernel-boot test guest, nothing else.
 fn vm_manifest(name: &str) -> String {
-    format!(
-        r#"apiVersion: kubevirt.io/v1
-kind: VirtualMachine
-metadata:
-  name: {name}
-spec:
-  runStrategy: Always
-  template:
-    metadata:
-      labels:
-        app: {name}
-    spec:
-      terminationGracePeriodSeconds: 30
-      domain:
-        memory:
-          guest: {MEMORY_MIB}Mi
-        firmware:
-          kernelBoot:
-            kernelArgs: {KERNEL_ARGS}
-            container:
-              image: {GUEST_IMAGE}
-              kernelPath: /boot/vmlinux
-              initrdPath: /boot/initrd.img
-        devices: {{}}
-"#
-    )
+    manifests::kernel_boot_vm(name, "Always", None)
 }
 
 /// The vmlinux and initrd the image store maps the guest image to.

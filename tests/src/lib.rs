@@ -12,6 +12,7 @@ mod components;
 mod control_plane;
 mod error;
 mod kubectl;
+pub mod manifests;
 mod pki;
 mod process;
 mod shared;

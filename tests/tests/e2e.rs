@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crds::{VirtualMachine, VirtualMachineInstance, VmiPhase};
-use ferrovirt_tests::{ControlPlane, Stack, TestNamespace, shared};
+use ferrovirt_tests::{ControlPlane, Stack, TestNamespace, manifests, shared};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use tokio::sync::{Mutex, OnceCell};
@@ -34,45 +34,10 @@ async fn stack() -> (&'static ControlPlane, &'static Stack) {
     (cp, stack)
 }
 
-/// A VM that boots the test guest's kernel directly (the fastest boot), with a cloud-init
-/// disk whose user data prints `marker`.
+/// A VM that boots the test guest's kernel directly, with a cloud-init disk whose user
+/// data prints `marker`.
 fn kernel_boot_vm(name: &str, run_strategy: &str, marker: &str) -> String {
-    format!(
-        r#"apiVersion: kubevirt.io/v1
-kind: VirtualMachine
-metadata:
-  name: {name}
-spec:
-  runStrategy: {run_strategy}
-  template:
-    metadata:
-      labels:
-        app: {name}
-    spec:
-      terminationGracePeriodSeconds: 30
-      domain:
-        memory:
-          guest: 128Mi
-        firmware:
-          kernelBoot:
-            kernelArgs: console=ttyS0 quiet cryptomgr.notests
-            container:
-              image: ferrovirt/guest-kernel:latest
-              kernelPath: /boot/vmlinux
-              initrdPath: /boot/initrd.img
-        devices:
-          disks:
-          - name: cloudinit
-            disk:
-              bus: virtio
-      volumes:
-      - name: cloudinit
-        cloudInitNoCloud:
-          userData: |
-            #!/bin/sh
-            echo {marker}
-"#
-    )
+    manifests::kernel_boot_vm(name, run_strategy, Some(&format!("#!/bin/sh\necho {marker}")))
 }
 
 async fn kubectl(cp: &ControlPlane, ns: &TestNamespace, args: &[&str], stdin: Option<&str>) -> String {
