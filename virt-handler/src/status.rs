@@ -202,6 +202,12 @@ mod tests {
         .unwrap()
     }
 
+    /// The status after the launcher reported the domain running, at t(1).
+    fn running() -> VirtualMachineInstanceStatus {
+        let obs = Observation::Running { virtualization: None };
+        next(&scheduled(), &spec(), "u", "n", &obs, t(1)).unwrap()
+    }
+
     fn scheduled() -> VirtualMachineInstanceStatus {
         VirtualMachineInstanceStatus {
             phase: Some(VmiPhase::Scheduled),
@@ -237,17 +243,7 @@ mod tests {
 
     #[test]
     fn stops_map_to_final_phases_with_reasons() {
-        let running = next(
-            &scheduled(),
-            &spec(),
-            "u",
-            "n",
-            &Observation::Running {
-                virtualization: None,
-            },
-            t(1),
-        )
-        .unwrap();
+        let running = running();
         let stop = |reason, deleting| {
             next(
                 &running,
@@ -321,17 +317,7 @@ mod tests {
 
     #[test]
     fn pause_keeps_running_with_a_paused_condition() {
-        let running = next(
-            &scheduled(),
-            &spec(),
-            "u",
-            "n",
-            &Observation::Running {
-                virtualization: None,
-            },
-            t(1),
-        )
-        .unwrap();
+        let running = running();
         let paused = next(&running, &spec(), "u", "n", &Observation::Paused, t(2)).unwrap();
         assert_eq!(paused.phase, Some(VmiPhase::Running));
         assert!(
