@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: builds the workspace and runs every tier with `cargo test --workspace`:
 # unit tests in each crate, integration tests against a real control plane (tests/tests/),
-# and, as they land, the end-to-end tests. Prints a summary; exits non-zero on any failure,
+# and the end-to-end tests (tests/tests/e2e.rs). Prints a summary; exits non-zero on any failure,
 # and when a test left a control-plane process behind.
 # Usage: hack/test.sh [cargo test args instead of --workspace, e.g. -p ferrovirt-tests]
 set -euo pipefail
