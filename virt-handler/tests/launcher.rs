@@ -168,9 +168,11 @@ async fn kernel_boot_vmi_boots_under_the_real_launcher() {
                     _ => break,
                 }
             }
-            seen
+            // Hand the pipe back: dropping it here would make the console's next write to
+            // stdout fail, and the console exit, before the test presses Ctrl-].
+            (seen, stdout)
         });
-        let seen = reader.join().unwrap();
+        let (seen, _stdout) = reader.join().unwrap();
         assert!(
             seen.contains("console-42"),
             "no answer through virt-handler console: {seen:?}"
