@@ -43,7 +43,9 @@ pub struct ControlPlane {
     assets: Assets,
     pki: Pki,
     server: String,
-    processes: Vec<Process>,
+    ports: Ports,
+    /// Behind a lock: [`ControlPlane::restart_apiserver`] replaces the apiserver's entry.
+    processes: std::sync::Mutex<Vec<Process>>,
     supervision: Supervision,
 }
 
@@ -71,26 +73,19 @@ impl ControlPlane {
             )?;
         }
 
-        let mut cp = Self {
+        let cp = Self {
             layout,
             assets,
             pki,
             server,
-            processes: Vec::new(),
+            ports,
+            processes: std::sync::Mutex::new(Vec::new()),
             supervision,
         };
         tracing::info!(dir = %dir.display(), server = %cp.server, "starting control plane");
         for component in components::components(&cp.assets, &cp.layout, &cp.pki, ports) {
-            let log = cp.layout.log(component.name);
-            let mut cmd = Command::new(&component.program);
-            cmd.args(&component.args).current_dir(cp.layout.root());
-            let proc = match supervision {
-                Supervision::Tied => process::spawn_tied(component.name, cmd, &log)?,
-                Supervision::Detached => {
-                    process::spawn_detached(component.name, cmd, &log, &cp.layout.pids())?
-                }
-            };
-            cp.processes.push(proc);
+            let proc = cp.spawn(&component)?;
+            cp.lock_processes().push(proc);
             match component.name {
                 "etcd" => cp.wait_etcd(ports.etcd_client).await?,
                 "kube-apiserver" => cp.wait_apiserver().await?,
@@ -137,8 +132,8 @@ impl ControlPlane {
         self.layout.log(component)
     }
 
-    pub fn processes(&self) -> &[Process] {
-        &self.processes
+    pub fn processes(&self) -> Vec<Process> {
+        self.lock_processes().clone()
     }
 
     /// A new admin client. Make one per test: a client is bound to the Tokio runtime that
@@ -179,9 +174,67 @@ impl ControlPlane {
     /// Stops the processes of a tied control plane now (they stop at exit anyway).
     pub fn stop(&self) {
         if self.supervision == Supervision::Tied {
-            let pids: Vec<u32> = self.processes.iter().map(|p| p.pid).collect();
+            let pids: Vec<u32> = self.lock_processes().iter().map(|p| p.pid).collect();
             process::kill_tied(Some(&pids));
         }
+    }
+
+    /// An API server outage: kills kube-apiserver (SIGKILL, as a crash or a node loss
+    /// would), keeps it down for `downtime`, starts it again with the same flags and port,
+    /// and returns once it is ready. etcd and the controllers keep running, so everything
+    /// stored survives. Only for tied control planes (tests); everything else in the test
+    /// binary that uses this control plane sees the outage too, so outage tests belong in
+    /// a test binary of their own.
+    pub async fn restart_apiserver(&self, downtime: Duration) -> Result<()> {
+        assert_eq!(
+            self.supervision,
+            Supervision::Tied,
+            "restart_apiserver is for the tests' control planes"
+        );
+        let component = components::components(&self.assets, &self.layout, &self.pki, self.ports)
+            .into_iter()
+            .find(|c| c.name == "kube-apiserver")
+            .expect("the control plane has a kube-apiserver");
+        let old = {
+            let procs = self.lock_processes();
+            procs
+                .iter()
+                .find(|p| p.name == component.name)
+                .map(|p| p.pid)
+        };
+        if let Some(pid) = old {
+            process::kill_tied(Some(&[pid]));
+        }
+        tracing::info!(
+            downtime_ms = downtime.as_millis() as u64,
+            "kube-apiserver stopped"
+        );
+        tokio::time::sleep(downtime).await;
+        let proc = self.spawn(&component)?;
+        {
+            let mut procs = self.lock_processes();
+            procs.retain(|p| p.name != component.name);
+            procs.push(proc);
+        }
+        self.wait_apiserver().await?;
+        tracing::info!("kube-apiserver ready again");
+        Ok(())
+    }
+
+    fn spawn(&self, component: &components::Component) -> Result<Process> {
+        let log = self.layout.log(component.name);
+        let mut cmd = Command::new(&component.program);
+        cmd.args(&component.args).current_dir(self.layout.root());
+        match self.supervision {
+            Supervision::Tied => process::spawn_tied(component.name, cmd, &log),
+            Supervision::Detached => {
+                process::spawn_detached(component.name, cmd, &log, &self.layout.pids())
+            }
+        }
+    }
+
+    fn lock_processes(&self) -> std::sync::MutexGuard<'_, Vec<Process>> {
+        self.processes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn wait_etcd(&self, port: u16) -> Result<()> {
@@ -220,10 +273,13 @@ impl ControlPlane {
             async move { Ok(api.get_opt("default").await?.is_some()) }
         })
         .await?;
-        for p in &self.processes {
-            if process::has_exited(p.pid) {
-                return Err(self.startup_error(&p.name, "exited".to_string()));
-            }
+        let exited = self
+            .lock_processes()
+            .iter()
+            .find(|p| process::has_exited(p.pid))
+            .map(|p| p.name.clone());
+        if let Some(name) = exited {
+            return Err(self.startup_error(&name, "exited".to_string()));
         }
         Ok(())
     }
@@ -249,8 +305,13 @@ impl ControlPlane {
                 Ok(false) => {}
                 Err(e) => last_error = e.to_string(),
             }
-            if let Some(p) = self.processes.iter().find(|p| process::has_exited(p.pid)) {
-                return Err(self.startup_error(&p.name, "exited".to_string()));
+            let exited = self
+                .lock_processes()
+                .iter()
+                .find(|p| process::has_exited(p.pid))
+                .map(|p| p.name.clone());
+            if let Some(name) = exited {
+                return Err(self.startup_error(&name, "exited".to_string()));
             }
             if started.elapsed() > timeout {
                 return Err(self.startup_error(

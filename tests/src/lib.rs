@@ -24,7 +24,7 @@ pub use error::{Error, Result};
 pub use kubectl::KubectlOutput;
 pub use pki::{Pki, Usage};
 pub use process::{Process, alive as pid_alive};
-pub use stack::{SYSTEM_NAMESPACE, Stack, image_store, workspace_bin};
 pub use shared::{
     DEFAULT_LOG_FILTER, TestNamespace, examples_dir, init_tracing, repo_root, shared,
 };
+pub use stack::{SYSTEM_NAMESPACE, Stack, image_store, workspace_bin};

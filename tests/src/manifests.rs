@@ -54,17 +54,34 @@ mod tests {
 
     #[test]
     fn kernel_boot_vm_parses_with_and_without_cloud_init() {
-        let plain: crds::VirtualMachine = serde_yaml::from_str(&kernel_boot_vm("a", "Always", None)).unwrap();
+        let plain: crds::VirtualMachine =
+            serde_yaml::from_str(&kernel_boot_vm("a", "Always", None)).unwrap();
         let spec = &plain.spec.template.spec;
         assert!(spec.domain.devices.disks.is_empty() && spec.volumes.is_empty());
-        let boot = spec.domain.firmware.as_ref().unwrap().kernel_boot.as_ref().unwrap();
+        let boot = spec
+            .domain
+            .firmware
+            .as_ref()
+            .unwrap()
+            .kernel_boot
+            .as_ref()
+            .unwrap();
         assert_eq!(boot.container.as_ref().unwrap().image, GUEST_KERNEL_IMAGE);
 
-        let with: crds::VirtualMachine =
-            serde_yaml::from_str(&kernel_boot_vm("b", "RerunOnFailure", Some("#!/bin/sh\necho hi"))).unwrap();
+        let with: crds::VirtualMachine = serde_yaml::from_str(&kernel_boot_vm(
+            "b",
+            "RerunOnFailure",
+            Some("#!/bin/sh\necho hi"),
+        ))
+        .unwrap();
         let spec = &with.spec.template.spec;
         assert_eq!(spec.domain.devices.disks[0].name, "cloudinit");
-        let data = spec.volumes[0].cloud_init_no_cloud.as_ref().unwrap().user_data.as_deref();
+        let data = spec.volumes[0]
+            .cloud_init_no_cloud
+            .as_ref()
+            .unwrap()
+            .user_data
+            .as_deref();
         assert_eq!(data, Some("#!/bin/sh\necho hi\n"));
     }
 }

@@ -30,7 +30,7 @@ static CLEANUP_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 static EXIT_COMMANDS: Mutex<Vec<Command>> = Mutex::new(Vec::new());
 
 /// A started control-plane component.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Process {
     pub name: String,
     pub pid: u32,

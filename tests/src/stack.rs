@@ -92,7 +92,11 @@ impl Stack {
             .args(["--node-name", name])
             .arg("--state-dir")
             .arg(&state_dir);
-        process::spawn_tied("devnode", devnode, &logs.join(format!("devnode-{name}.log")))?;
+        process::spawn_tied(
+            "devnode",
+            devnode,
+            &logs.join(format!("devnode-{name}.log")),
+        )?;
 
         let mut operator = Command::new(workspace_bin("operator"));
         operator
@@ -101,7 +105,11 @@ impl Stack {
             .arg("--node-run-dir")
             .arg(&run_dir)
             .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)]);
-        process::spawn_tied("operator", operator, &logs.join(format!("operator-{name}.log")))?;
+        process::spawn_tied(
+            "operator",
+            operator,
+            &logs.join(format!("operator-{name}.log")),
+        )?;
 
         let stack = Self {
             node_name: name.to_string(),
@@ -152,10 +160,23 @@ impl Stack {
             .flatten()
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(&format!("-{}.log", self.node_name))))
+            .filter(|p| {
+                p.file_name().is_some_and(|n| {
+                    n.to_string_lossy()
+                        .ends_with(&format!("-{}.log", self.node_name))
+                })
+            })
             .collect();
-        for pod in std::fs::read_dir(self.state_dir.join("pods")).into_iter().flatten().flatten() {
-            for file in std::fs::read_dir(pod.path()).into_iter().flatten().flatten() {
+        for pod in std::fs::read_dir(self.state_dir.join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for file in std::fs::read_dir(pod.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 if file.path().extension().is_some_and(|e| e == "log") {
                     logs.push(file.path());
                 }
@@ -163,7 +184,13 @@ impl Stack {
         }
         logs.sort();
         logs.iter()
-            .map(|log| format!("--- last lines of {} ---\n{}", log.display(), crate::control_plane::tail(log, lines)))
+            .map(|log| {
+                format!(
+                    "--- last lines of {} ---\n{}",
+                    log.display(),
+                    crate::control_plane::tail(log, lines)
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -184,7 +211,11 @@ impl Stack {
             }
             if started.elapsed() > Duration::from_secs(60) {
                 return Err(crate::Error::Timeout {
-                    what: format!("Node {} Ready (devnode log in {})", self.node_name, self.logs.display()),
+                    what: format!(
+                        "Node {} Ready (devnode log in {})",
+                        self.node_name,
+                        self.logs.display()
+                    ),
                     seconds: 60,
                 });
             }
@@ -193,7 +224,13 @@ impl Stack {
     }
 }
 
-fn spawn_handler(kubeconfig: &Path, node: &str, run_dir: &Path, store: &Path, logs: &Path) -> Result<Process> {
+fn spawn_handler(
+    kubeconfig: &Path,
+    node: &str,
+    run_dir: &Path,
+    store: &Path,
+    logs: &Path,
+) -> Result<Process> {
     let mut handler = Command::new(workspace_bin("virt-handler"));
     handler
         .arg("--kubeconfig")
@@ -205,7 +242,11 @@ fn spawn_handler(kubeconfig: &Path, node: &str, run_dir: &Path, store: &Path, lo
         .arg(store)
         .args(["--namespace", SYSTEM_NAMESPACE])
         .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)]);
-    process::spawn_tied("virt-handler", handler, &logs.join(format!("virt-handler-{node}.log")))
+    process::spawn_tied(
+        "virt-handler",
+        handler,
+        &logs.join(format!("virt-handler-{node}.log")),
+    )
 }
 
 /// The `kubevirt` namespace and the cluster configuration that allows software emulation
@@ -214,14 +255,20 @@ async fn configure_cluster(cp: &ControlPlane) -> Result<()> {
     let client = cp.client().await?;
     let apply = PatchParams::apply("ferrovirt-tests").force();
     let ns = Namespace {
-        metadata: ObjectMeta { name: Some(SYSTEM_NAMESPACE.into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(SYSTEM_NAMESPACE.into()),
+            ..Default::default()
+        },
         ..Default::default()
     };
     Api::<Namespace>::all(client.clone())
         .patch(SYSTEM_NAMESPACE, &apply, &Patch::Apply(&ns))
         .await?;
     let config = ConfigMap {
-        metadata: ObjectMeta { name: Some("kubevirt-config".into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some("kubevirt-config".into()),
+            ..Default::default()
+        },
         data: Some([("useEmulation".to_string(), "true".to_string())].into()),
         ..Default::default()
     };
@@ -232,6 +279,10 @@ async fn configure_cluster(cp: &ControlPlane) -> Result<()> {
 }
 
 fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context(|| "finding a free port".to_string())?;
-    Ok(listener.local_addr().context(|| "finding a free port".to_string())?.port())
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").context(|| "finding a free port".to_string())?;
+    Ok(listener
+        .local_addr()
+        .context(|| "finding a free port".to_string())?
+        .port())
 }
