@@ -1,0 +1,77 @@
+//! What every Ferrovirt binary shares, so each exists once: `--log-format` and the
+//! tracing setup, the Kubernetes client from a kubeconfig, the error chain for logs and
+//! conditions, the `/metrics` + `/healthz` endpoint, and the shutdown signal.
+//!
+//! Components keep their own `Error` enums; this crate's [`Error`] is what its few
+//! fallible functions return, for them to wrap.
+
+mod client;
+mod http;
+mod logging;
+
+pub use client::kube_client;
+pub use http::{Endpoint, serve};
+pub use logging::{LogFormat, init_logging};
+
+/// What this crate's functions can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading kubeconfig {path}")]
+    Kubeconfig {
+        path: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("finding the cluster (KUBECONFIG, ~/.kube/config or in-cluster)")]
+    InferConfig(#[source] kube::config::InferConfigError),
+    #[error("building the Kubernetes client")]
+    Client(#[source] kube::Error),
+    #[error("binding {addr}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `error: cause: cause`: an error and its sources on one line, for logs, Events and
+/// conditions. Messages do not repeat their source, so each part appears once.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Resolves on SIGTERM (what kubelet sends) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn chain_joins_every_source_once() {
+        let e = Outer(std::io::Error::other("inner"));
+        assert_eq!(chain(&e), "outer: inner");
+        assert_eq!(chain(&std::io::Error::other("alone")), "alone");
+    }
+}
