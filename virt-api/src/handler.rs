@@ -1,0 +1,264 @@
+//! One request: discovery for anyone; a subresource only for a user the front proxy
+//! vouches for ([`crate::authn`]) and the API server allows ([`crate::authz`]).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+use http_body_util::Full;
+use serde_json::Value;
+
+use crate::authn::RequestHeaderConfig;
+use crate::discovery;
+use crate::lifecycle::{self, Plan, Write};
+use crate::metrics::Metrics;
+use crate::route::{self, Route, Target};
+use crate::status::{Kind, Status};
+use crate::{authz, kubevirt};
+
+/// What every request shares.
+pub struct App {
+    pub client: kube::Client,
+    pub auth: RequestHeaderConfig,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The TLS client of a connection, as verified at the handshake.
+#[derive(Clone, Debug, Default)]
+pub struct Peer {
+    /// A certificate signed by the request-header CA was presented.
+    pub verified: bool,
+    pub common_name: Option<String>,
+}
+
+type Reply = Response<Full<Bytes>>;
+
+pub async fn handle(
+    app: &App,
+    peer: &Peer,
+    method: &Method,
+    path: &str,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Reply {
+    let route = route::parse(path);
+    let (label, reply) = match &route {
+        Route::Subresource(t) => (
+            format!("{}/{}", t.resource, t.subresource),
+            subresource(app, peer, method, path, headers, t, body).await,
+        ),
+        Route::Unknown => ("unknown".to_string(), {
+            match authenticate(app, peer, headers) {
+                Err(s) => Err(s),
+                Ok(_) => Err(Status::no_route(path)),
+            }
+        }),
+        other if *method == Method::GET || *method == Method::HEAD => {
+            ("discovery".to_string(), discovery_doc(app, other).await)
+        }
+        _ => (
+            "discovery".to_string(),
+            Err(Status::method_not_allowed(method.as_str(), path)),
+        ),
+    };
+    let response = match reply {
+        Ok(r) => r,
+        Err(s) => status_reply(&s),
+    };
+    app.metrics.count(&label, response.status().as_u16());
+    tracing::debug!(%method, path, code = response.status().as_u16(), "request");
+    response
+}
+
+async fn discovery_doc(app: &App, route: &Route) -> Result<Reply, Status> {
+    let doc = match route {
+        Route::Root => discovery::root_paths(),
+        Route::Apis => discovery::api_group_list(),
+        Route::Group => discovery::api_group(),
+        Route::ResourceList { version } => discovery::resource_list(version),
+        Route::Version => discovery::version_info(),
+        Route::Healthz => match app.client.apiserver_version().await {
+            Ok(v) => {
+                serde_json::json!({"apiserver": {"connectivity": "ok", "version": v.git_version}})
+            }
+            Err(e) => {
+                let body = serde_json::json!({"apiserver": {"connectivity": "failed", "error": runtime::chain(&e)}});
+                return Ok(json(StatusCode::INTERNAL_SERVER_ERROR, &body));
+            }
+        },
+        Route::Subresource(_) | Route::Unknown => unreachable!("handled by the caller"),
+    };
+    Ok(json(StatusCode::OK, &doc))
+}
+
+/// The front proxy's certificate and the user it names.
+fn authenticate(
+    app: &App,
+    peer: &Peer,
+    headers: &http::HeaderMap,
+) -> Result<crate::authn::User, Status> {
+    if !peer.verified {
+        return Err(Status::unauthorized("request is not authenticated"));
+    }
+    if !app.auth.proxy_allowed(peer.common_name.as_deref()) {
+        let cn = peer.common_name.as_deref().unwrap_or("");
+        return Err(Status::unauthorized(&format!(
+            "client certificate common name {cn:?} is not in requestheader-allowed-names"
+        )));
+    }
+    app.auth
+        .user(headers)
+        .map_err(|why| Status::unauthorized(&why))
+}
+
+async fn subresource(
+    app: &App,
+    peer: &Peer,
+    method: &Method,
+    path: &str,
+    headers: &http::HeaderMap,
+    t: &Target,
+    body: &[u8],
+) -> Result<Reply, Status> {
+    let user = authenticate(app, peer, headers)?;
+    if !matches!(
+        t.resource.as_str(),
+        "virtualmachines" | "virtualmachineinstances"
+    ) {
+        return Err(Status::no_route(path));
+    }
+    let verb =
+        authz::verb(method).ok_or_else(|| Status::method_not_allowed(method.as_str(), path))?;
+    let review = authz::review(&user, t, verb);
+    match authz::check(&app.client, &review).await {
+        Ok(Ok(())) => {}
+        Ok(Err(reason)) => {
+            let mut message = format!(
+                "{}.{} {:?} is forbidden: User {:?} cannot {verb} resource \"{}/{}\" in API group \"{}\" in the namespace {:?}",
+                t.resource,
+                discovery::GROUP,
+                t.name,
+                user.name,
+                t.resource,
+                t.subresource,
+                discovery::GROUP,
+                t.namespace
+            );
+            if !reason.is_empty() {
+                message.push_str(": ");
+                message.push_str(&reason);
+            }
+            let mut s = Status::unauthorized(&message);
+            s.code = 403;
+            s.body["code"] = 403.into();
+            s.body["reason"] = "Forbidden".into();
+            return Err(s);
+        }
+        Err(e) => {
+            tracing::error!(error = %runtime::chain(&e), "SubjectAccessReview");
+            return Err(Status::internal("authorizing the request"));
+        }
+    }
+    let key = format!("{}/{}", t.resource, t.subresource);
+    if t.resource == "virtualmachines"
+        && matches!(t.subresource.as_str(), "start" | "stop" | "restart")
+    {
+        if *method != Method::PUT {
+            return Err(Status::method_not_allowed(method.as_str(), path));
+        }
+        tracing::info!(user = %user.name, namespace = %t.namespace, vm = %t.name, subresource = %t.subresource, "lifecycle request");
+        return vm_lifecycle(app, t, body).await;
+    }
+    if discovery::NOT_YET.contains(&key.as_str()) {
+        return Err(Status::not_implemented(&key));
+    }
+    Err(Status::no_route(path))
+}
+
+async fn vm_lifecycle(app: &App, t: &Target, body: &[u8]) -> Result<Reply, Status> {
+    let c = &app.client;
+    let vm = match kubevirt::get(c, &t.namespace, "virtualmachines", &t.name).await {
+        Ok(Some(vm)) => vm,
+        Ok(None) => return Err(Status::not_found(Kind::VirtualMachine, &t.name)),
+        Err(e) => {
+            return Err(Status::internal(&format!(
+                "unable to retrieve vm [{}]: {}",
+                t.name,
+                kubevirt::message(&e)
+            )));
+        }
+    };
+    let vmi = kubevirt::get(c, &t.namespace, "virtualmachineinstances", &t.name)
+        .await
+        .map_err(|e| Status::internal(&kubevirt::message(&e)))?;
+    let (plan, dry_run) = match t.subresource.as_str() {
+        "start" => {
+            let o: lifecycle::StartOptions = lifecycle::options(body)?;
+            (lifecycle::start(&vm, vmi.as_ref(), &o)?, o.dry_run)
+        }
+        "stop" => {
+            let o: lifecycle::StopOptions = lifecycle::options(body)?;
+            (lifecycle::stop(&vm, vmi.as_ref(), &o)?, o.dry_run)
+        }
+        _ => {
+            let o: lifecycle::RestartOptions = lifecycle::options(body)?;
+            (lifecycle::restart(&vm, vmi.as_ref(), &o)?, o.dry_run)
+        }
+    };
+    execute(c, t, plan, &dry_run).await?;
+    Ok(Response::builder()
+        .status(StatusCode::ACCEPTED)
+        .body(Full::new(Bytes::new()))
+        .expect("a valid response"))
+}
+
+async fn execute(
+    c: &kube::Client,
+    t: &Target,
+    plan: Plan,
+    dry_run: &[String],
+) -> Result<(), Status> {
+    let send = |w: Write| async move {
+        let (resource, sub, ops) = match w {
+            Write::Vm(ops) => ("virtualmachines", None, ops),
+            Write::VmStatus(ops) => ("virtualmachines", Some("status"), ops),
+            Write::Vmi(ops) => ("virtualmachineinstances", None, ops),
+        };
+        tracing::debug!(resource, patch = %serde_json::Value::from(ops.clone()), "patching");
+        kubevirt::json_patch(c, &t.namespace, resource, &t.name, sub, &ops, dry_run).await
+    };
+    for (i, write) in plan.writes.into_iter().enumerate() {
+        if let Err(e) = send(write).await {
+            if i > 0
+                && let Some(undo) = plan.undo.clone()
+                && let Err(u) = send(undo).await
+            {
+                tracing::error!(error = %runtime::chain(&u), "undoing the grace period");
+            }
+            return Err(if kubevirt::is_test_failure(&e) {
+                Status::conflict(Kind::VirtualMachine, &t.name, &kubevirt::message(&e))
+            } else {
+                Status::internal(&kubevirt::message(&e))
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A Status as a response.
+pub fn status_reply(s: &Status) -> Reply {
+    json(
+        StatusCode::from_u16(s.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &s.body,
+    )
+}
+
+fn json(code: StatusCode, body: &Value) -> Reply {
+    Response::builder()
+        .status(code)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(
+            serde_json::to_vec(body).expect("JSON values serialize"),
+        )))
+        .expect("a valid response")
+}
