@@ -5,7 +5,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser, Debug)]
-#[command(name = "devnode", version, about = "kubelet's stand-in: runs Ferrovirt's pods bound to its Node as host processes")]
+#[command(
+    name = "devnode",
+    version,
+    about = "kubelet's stand-in: runs Ferrovirt's pods bound to its Node as host processes"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -75,7 +79,9 @@ pub enum LogFormat {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -97,7 +103,10 @@ impl RunArgs {
         let self_exe = std::env::current_exe().map_err(Error::io("find the devnode executable"))?;
         let bin_dir = match &self.bin_dir {
             Some(d) => d.clone(),
-            None => self_exe.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
+            None => self_exe
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from(".")),
         };
         let node_name = match &self.node_name {
             Some(n) => n.clone(),

@@ -23,15 +23,34 @@ pub struct Refs {
 impl Refs {
     pub fn config_map_data(&self, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
         let cm = self.config_maps.get(name)?;
-        let mut out: BTreeMap<String, Vec<u8>> =
-            cm.data.iter().flatten().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
-        out.extend(cm.binary_data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())));
+        let mut out: BTreeMap<String, Vec<u8>> = cm
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+            .collect();
+        out.extend(
+            cm.binary_data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.0.clone())),
+        );
         Some(out)
     }
     pub fn secret_data(&self, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
         let s = self.secrets.get(name)?;
-        let mut out: BTreeMap<String, Vec<u8>> = s.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
-        out.extend(s.string_data.iter().flatten().map(|(k, v)| (k.clone(), v.clone().into_bytes())));
+        let mut out: BTreeMap<String, Vec<u8>> = s
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect();
+        out.extend(
+            s.string_data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone().into_bytes())),
+        );
         Some(out)
     }
 }
@@ -58,10 +77,18 @@ pub fn field(pod: &Pod, path: &str, node_name: &str) -> Result<String> {
     let spec = pod.spec.as_ref();
     let keyed = |prefix: &str, map: &Option<BTreeMap<String, String>>| -> Option<String> {
         let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
-        Some(map.as_ref().and_then(|m| m.get(key)).cloned().unwrap_or_default())
+        Some(
+            map.as_ref()
+                .and_then(|m| m.get(key))
+                .cloned()
+                .unwrap_or_default(),
+        )
     };
     let all = |map: &Option<BTreeMap<String, String>>| -> String {
-        map.iter().flatten().map(|(k, v)| format!("{k}={v:?}\n")).collect()
+        map.iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v:?}\n"))
+            .collect()
     };
     Ok(match path {
         "metadata.name" => m.name.clone().unwrap_or_default(),
@@ -70,11 +97,15 @@ pub fn field(pod: &Pod, path: &str, node_name: &str) -> Result<String> {
         "metadata.labels" => all(&m.labels),
         "metadata.annotations" => all(&m.annotations),
         "spec.nodeName" => node_name.to_string(),
-        "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
         "status.podIP" | "status.podIPs" | "status.hostIP" | "status.hostIPs" => POD_IP.to_string(),
         _ => keyed("metadata.labels['", &m.labels)
             .or_else(|| keyed("metadata.annotations['", &m.annotations))
-            .ok_or_else(|| Error::Unsupported(format!("fieldRef {path:?} is not supported by devnode")))?,
+            .ok_or_else(|| {
+                Error::Unsupported(format!("fieldRef {path:?} is not supported by devnode"))
+            })?,
     })
 }
 
@@ -114,10 +145,19 @@ pub struct Service<'a> {
 }
 
 /// The container's environment, in order (later entries win, as kubelet's do).
-pub fn resolve(pod: &Pod, c: &Container, refs: &Refs, node_name: &str, api: &Service) -> Result<Vec<(String, String)>> {
+pub fn resolve(
+    pod: &Pod,
+    c: &Container,
+    refs: &Refs,
+    node_name: &str,
+    api: &Service,
+) -> Result<Vec<(String, String)>> {
     let mut vars: Vec<(String, String)> = Vec::new();
     let mut map: HashMap<String, String> = HashMap::new();
-    let set = |vars: &mut Vec<(String, String)>, map: &mut HashMap<String, String>, k: String, v: String| {
+    let set = |vars: &mut Vec<(String, String)>,
+               map: &mut HashMap<String, String>,
+               k: String,
+               v: String| {
         vars.retain(|(n, _)| *n != k);
         map.insert(k.clone(), v.clone());
         vars.push((k, v));
@@ -140,7 +180,12 @@ pub fn resolve(pod: &Pod, c: &Container, refs: &Refs, node_name: &str, api: &Ser
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let (data, what, name, optional) = if let Some(r) = &from.config_map_ref {
-            (refs.config_map_data(&r.name), "configmap", &r.name, r.optional)
+            (
+                refs.config_map_data(&r.name),
+                "configmap",
+                &r.name,
+                r.optional,
+            )
         } else if let Some(r) = &from.secret_ref {
             (refs.secret_data(&r.name), "secret", &r.name, r.optional)
         } else {
@@ -149,7 +194,12 @@ pub fn resolve(pod: &Pod, c: &Container, refs: &Refs, node_name: &str, api: &Ser
         match data {
             Some(data) => {
                 for (k, v) in data {
-                    set(&mut vars, &mut map, format!("{prefix}{k}"), String::from_utf8_lossy(&v).into_owned());
+                    set(
+                        &mut vars,
+                        &mut map,
+                        format!("{prefix}{k}"),
+                        String::from_utf8_lossy(&v).into_owned(),
+                    );
                 }
             }
             None if optional == Some(true) => {}
@@ -162,9 +212,21 @@ pub fn resolve(pod: &Pod, c: &Container, refs: &Refs, node_name: &str, api: &Ser
                 if let Some(f) = &from.field_ref {
                     Some(field(pod, &f.field_path, node_name)?)
                 } else if let Some(r) = &from.config_map_key_ref {
-                    key(refs.config_map_data(&r.name), "configmap", &r.name, &r.key, r.optional)?
+                    key(
+                        refs.config_map_data(&r.name),
+                        "configmap",
+                        &r.name,
+                        &r.key,
+                        r.optional,
+                    )?
                 } else if let Some(r) = &from.secret_key_ref {
-                    key(refs.secret_data(&r.name), "secret", &r.name, &r.key, r.optional)?
+                    key(
+                        refs.secret_data(&r.name),
+                        "secret",
+                        &r.name,
+                        &r.key,
+                        r.optional,
+                    )?
                 } else {
                     return Err(Error::Unsupported(format!(
                         "env {}: only fieldRef, configMapKeyRef and secretKeyRef are supported by devnode",
@@ -182,24 +244,43 @@ pub fn resolve(pod: &Pod, c: &Container, refs: &Refs, node_name: &str, api: &Ser
     Ok(vars)
 }
 
-fn key(data: Option<BTreeMap<String, Vec<u8>>>, what: &str, name: &str, key: &str, optional: Option<bool>) -> Result<Option<String>> {
+fn key(
+    data: Option<BTreeMap<String, Vec<u8>>>,
+    what: &str,
+    name: &str,
+    key: &str,
+    optional: Option<bool>,
+) -> Result<Option<String>> {
     match data.as_ref().and_then(|d| d.get(key)) {
         Some(v) => Ok(Some(String::from_utf8_lossy(v).into_owned())),
         None if optional == Some(true) => Ok(None),
-        None => Err(Error::ContainerConfig(format!("key {key:?} of {what} {name:?} not found"))),
+        None => Err(Error::ContainerConfig(format!(
+            "key {key:?} of {what} {name:?} not found"
+        ))),
     }
 }
 
 /// The pod's hostname: spec.hostname, else its name (at most 63 characters).
 pub fn hostname(pod: &Pod) -> String {
-    let h = pod.spec.as_ref().and_then(|s| s.hostname.clone()).or_else(|| pod.metadata.name.clone()).unwrap_or_default();
-    h.chars().take(63).collect::<String>().trim_end_matches(['-', '.']).to_string()
+    let h = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.hostname.clone())
+        .or_else(|| pod.metadata.name.clone())
+        .unwrap_or_default();
+    h.chars()
+        .take(63)
+        .collect::<String>()
+        .trim_end_matches(['-', '.'])
+        .to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{ConfigMapKeySelector, EnvVar, EnvVarSource, ObjectFieldSelector};
+    use k8s_openapi::api::core::v1::{
+        ConfigMapKeySelector, EnvVar, EnvVarSource, ObjectFieldSelector,
+    };
     use serde_json::json;
 
     fn pod() -> Pod {
@@ -214,7 +295,10 @@ mod tests {
         EnvVar {
             name: name.into(),
             value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..Default::default() }),
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: path.into(),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -225,7 +309,10 @@ mod tests {
         vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
     }
 
-    const API: Service = Service { host: "127.0.0.1", port: 6443 };
+    const API: Service = Service {
+        host: "127.0.0.1",
+        port: 6443,
+    };
 
     #[test]
     fn field_refs_and_expansion() {
@@ -238,7 +325,11 @@ mod tests {
                 from_field("IP", "status.podIP"),
                 from_field("NODE", "spec.nodeName"),
                 from_field("APP", "metadata.labels['app']"),
-                EnvVar { name: "BOTH".into(), value: Some("$(NS)/$(NAME) $$(NS) $(NOPE)".into()), ..Default::default() },
+                EnvVar {
+                    name: "BOTH".into(),
+                    value: Some("$(NS)/$(NAME) $$(NS) $(NOPE)".into()),
+                    ..Default::default()
+                },
             ]),
             ..Default::default()
         };
@@ -259,28 +350,56 @@ mod tests {
         let var = |optional| EnvVar {
             name: "V".into(),
             value_from: Some(EnvVarSource {
-                config_map_key_ref: Some(ConfigMapKeySelector { name: "cm".into(), key: "k".into(), optional }),
+                config_map_key_ref: Some(ConfigMapKeySelector {
+                    name: "cm".into(),
+                    key: "k".into(),
+                    optional,
+                }),
                 ..Default::default()
             }),
             ..Default::default()
         };
-        let c = Container { name: "c".into(), env: Some(vec![var(None)]), ..Default::default() };
+        let c = Container {
+            name: "c".into(),
+            env: Some(vec![var(None)]),
+            ..Default::default()
+        };
         let e = resolve(&pod(), &c, &Refs::default(), "n", &API).unwrap_err();
         assert!(matches!(e, Error::ContainerConfig(_)), "{e}");
-        let c = Container { name: "c".into(), env: Some(vec![var(Some(true))]), ..Default::default() };
+        let c = Container {
+            name: "c".into(),
+            env: Some(vec![var(Some(true))]),
+            ..Default::default()
+        };
         let vars = resolve(&pod(), &c, &Refs::default(), "n", &API).unwrap();
         assert_eq!(get(&vars, "V"), None);
 
         let mut refs = Refs::default();
-        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"k": "v"}})).unwrap();
+        let cm: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": "cm"}, "data": {"k": "v"}}))
+                .unwrap();
         refs.config_maps.insert("cm".into(), cm);
-        let c = Container { name: "c".into(), env: Some(vec![var(None)]), ..Default::default() };
-        assert_eq!(get(&resolve(&pod(), &c, &refs, "n", &API).unwrap(), "V"), Some("v"));
+        let c = Container {
+            name: "c".into(),
+            env: Some(vec![var(None)]),
+            ..Default::default()
+        };
+        assert_eq!(
+            get(&resolve(&pod(), &c, &refs, "n", &API).unwrap(), "V"),
+            Some("v")
+        );
     }
 
     #[test]
     fn unknown_field_path_is_unsupported() {
-        let c = Container { name: "c".into(), env: Some(vec![from_field("X", "spec.schedulerName")]), ..Default::default() };
-        assert!(matches!(resolve(&pod(), &c, &Refs::default(), "n", &API), Err(Error::Unsupported(_))));
+        let c = Container {
+            name: "c".into(),
+            env: Some(vec![from_field("X", "spec.schedulerName")]),
+            ..Default::default()
+        };
+        assert!(matches!(
+            resolve(&pod(), &c, &Refs::default(), "n", &API),
+            Err(Error::Unsupported(_))
+        ));
     }
 }

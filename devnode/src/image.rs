@@ -35,7 +35,11 @@ pub fn command(c: &Container, image_binary: &str, bin_dir: &Path) -> (PathBuf, V
     let args = c.args.clone().unwrap_or_default();
     match c.command.as_deref() {
         Some([first, rest @ ..]) => {
-            let path = if Path::new(first).is_absolute() { PathBuf::from(first) } else { bin_dir.join(first) };
+            let path = if Path::new(first).is_absolute() {
+                PathBuf::from(first)
+            } else {
+                bin_dir.join(first)
+            };
             let mut argv = vec![first.clone()];
             argv.extend(rest.iter().cloned());
             argv.extend(args);
@@ -56,10 +60,22 @@ mod tests {
 
     #[test]
     fn image_maps_to_last_segment() {
-        assert_eq!(binary_for_image("ferrovirt/virt-launcher:dev", "ferrovirt/").unwrap(), "virt-launcher");
-        assert_eq!(binary_for_image("ferrovirt/virt-handler", "ferrovirt/").unwrap(), "virt-handler");
-        assert_eq!(binary_for_image("ferrovirt/x/y:1@sha256:ab", "ferrovirt/").unwrap(), "y");
-        assert_eq!(binary_for_image("localhost:5000/ferrovirt/a:v", "localhost:5000/ferrovirt/").unwrap(), "a");
+        assert_eq!(
+            binary_for_image("ferrovirt/virt-launcher:dev", "ferrovirt/").unwrap(),
+            "virt-launcher"
+        );
+        assert_eq!(
+            binary_for_image("ferrovirt/virt-handler", "ferrovirt/").unwrap(),
+            "virt-handler"
+        );
+        assert_eq!(
+            binary_for_image("ferrovirt/x/y:1@sha256:ab", "ferrovirt/").unwrap(),
+            "y"
+        );
+        assert_eq!(
+            binary_for_image("localhost:5000/ferrovirt/a:v", "localhost:5000/ferrovirt/").unwrap(),
+            "a"
+        );
     }
 
     #[test]
@@ -90,7 +106,11 @@ mod tests {
         let (p, argv) = command(&container(None, &["--x"]), "virt-launcher", bin);
         assert_eq!(p, Path::new("/opt/bin/virt-launcher"));
         assert_eq!(argv, ["/opt/bin/virt-launcher", "--x"]);
-        let (p, argv) = command(&container(Some(&["virt-launcher", "-v"]), &["--y"]), "ignored", bin);
+        let (p, argv) = command(
+            &container(Some(&["virt-launcher", "-v"]), &["--y"]),
+            "ignored",
+            bin,
+        );
         assert_eq!(p, Path::new("/opt/bin/virt-launcher"));
         assert_eq!(argv, ["virt-launcher", "-v", "--y"]);
         let (p, argv) = command(&container(Some(&["/bin/sh", "-c"]), &["exit 3"]), "x", bin);

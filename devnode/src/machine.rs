@@ -24,7 +24,9 @@ pub fn arch() -> &'static str {
 }
 
 fn read_trim(path: &str) -> String {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// `MemTotal` of /proc/meminfo as a quantity in Ki.
@@ -45,10 +47,15 @@ fn os_image() -> String {
 
 impl Capacity {
     pub fn detect(state_dir: &Path) -> Result<Self> {
-        let cpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(Error::io("read /proc/meminfo"))?;
-        let memory = parse_meminfo(&meminfo).ok_or_else(|| Error::Invalid("no MemTotal in /proc/meminfo".into()))?;
-        let fs = nix::sys::statvfs::statvfs(state_dir).map_err(Error::sys(format!("statvfs {}", state_dir.display())))?;
+        let cpu = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let meminfo =
+            std::fs::read_to_string("/proc/meminfo").map_err(Error::io("read /proc/meminfo"))?;
+        let memory = parse_meminfo(&meminfo)
+            .ok_or_else(|| Error::Invalid("no MemTotal in /proc/meminfo".into()))?;
+        let fs = nix::sys::statvfs::statvfs(state_dir)
+            .map_err(Error::sys(format!("statvfs {}", state_dir.display())))?;
         let storage = fs.blocks() as u64 * fs.fragment_size() as u64;
         let uts = nix::sys::utsname::uname().map_err(Error::sys("uname"))?;
         let info = NodeSystemInfo {
@@ -64,7 +71,13 @@ impl Capacity {
             system_uuid: read_trim("/sys/class/dmi/id/product_uuid"),
             ..Default::default()
         };
-        Ok(Capacity { cpu: cpu.to_string(), memory, ephemeral_storage: storage.to_string(), pods: 110, info })
+        Ok(Capacity {
+            cpu: cpu.to_string(),
+            memory,
+            ephemeral_storage: storage.to_string(),
+            pods: 110,
+            info,
+        })
     }
 }
 

@@ -7,7 +7,9 @@ fn main() -> anyhow::Result<()> {
     // namespace refuse multi-threaded callers), so they run before any runtime exists.
     match cli.cmd {
         Some(Cmd::Shim { spec }) => std::process::exit(devnode::shim::run(&spec)),
-        Some(Cmd::Nsexec { pid, command }) => std::process::exit(devnode::nsexec::run(pid, &command)),
+        Some(Cmd::Nsexec { pid, command }) => {
+            std::process::exit(devnode::nsexec::run(pid, &command))
+        }
         Some(Cmd::StopAll { state_dir }) => Ok(devnode::runtime::stop_all(&state_dir)?),
         None => {
             devnode::args::init_logging(cli.run.log_format);

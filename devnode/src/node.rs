@@ -1,6 +1,9 @@
 //! The Node object and its heartbeat (Lease in kube-node-lease and the Ready condition).
 
-use crate::{Ctx, Result, machine::{self, Capacity}};
+use crate::{
+    Ctx, Result,
+    machine::{self, Capacity},
+};
 use chrono::{SecondsFormat, Utc};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
@@ -51,7 +54,14 @@ pub fn node_object(name: &str) -> Value {
     })
 }
 
-fn condition(kind: &str, status: &str, reason: &str, message: &str, since: &str, beat: &str) -> Value {
+fn condition(
+    kind: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    since: &str,
+    beat: &str,
+) -> Value {
     json!({"type": kind, "status": status, "reason": reason, "message": message,
            "lastHeartbeatTime": beat, "lastTransitionTime": since})
 }
@@ -93,9 +103,15 @@ async fn clear_not_ready_taint(nodes: &Api<Node>, name: &str) -> Result<()> {
     if taints.iter().all(|t| t.key != NOT_READY_TAINT) {
         return Ok(());
     }
-    let kept: Vec<_> = taints.into_iter().filter(|t| t.key != NOT_READY_TAINT).collect();
+    let kept: Vec<_> = taints
+        .into_iter()
+        .filter(|t| t.key != NOT_READY_TAINT)
+        .collect();
     let patch = json!({"spec": {"taints": kept}});
-    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
     nodes.patch(name, &params, &Patch::Merge(&patch)).await?;
     tracing::info!(node = name, "removed the {NOT_READY_TAINT} taint");
     Ok(())
@@ -109,9 +125,21 @@ fn pp() -> PatchParams {
 /// Returns the time Ready became True, for the heartbeat to keep.
 pub async fn register(ctx: &Ctx, c: &Capacity) -> Result<String> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
-    nodes.patch(&ctx.node_name, &pp(), &Patch::Apply(node_object(&ctx.node_name))).await?;
+    nodes
+        .patch(
+            &ctx.node_name,
+            &pp(),
+            &Patch::Apply(node_object(&ctx.node_name)),
+        )
+        .await?;
     let t = now();
-    nodes.patch_status(&ctx.node_name, &pp(), &Patch::Apply(node_status(&ctx.node_name, c, &t, &t))).await?;
+    nodes
+        .patch_status(
+            &ctx.node_name,
+            &pp(),
+            &Patch::Apply(node_status(&ctx.node_name, c, &t, &t)),
+        )
+        .await?;
     clear_not_ready_taint(&nodes, &ctx.node_name).await?;
     tracing::info!(node = %ctx.node_name, cpu = %c.cpu, memory = %c.memory, "node registered");
     Ok(t)
@@ -124,12 +152,24 @@ async fn beat(ctx: &Ctx, c: &Capacity, ready_since: &str) -> Result<()> {
         Ok(n) => n,
         // Someone deleted the Node: register it again, as kubelet does.
         Err(kube::Error::Api(e)) if e.code == 404 => {
-            nodes.patch(&ctx.node_name, &pp(), &Patch::Apply(node_object(&ctx.node_name))).await?
+            nodes
+                .patch(
+                    &ctx.node_name,
+                    &pp(),
+                    &Patch::Apply(node_object(&ctx.node_name)),
+                )
+                .await?
         }
         Err(e) => return Err(e.into()),
     };
     let t = now();
-    nodes.patch_status(&ctx.node_name, &pp(), &Patch::Apply(node_status(&ctx.node_name, c, ready_since, &t))).await?;
+    nodes
+        .patch_status(
+            &ctx.node_name,
+            &pp(),
+            &Patch::Apply(node_status(&ctx.node_name, c, ready_since, &t)),
+        )
+        .await?;
     clear_not_ready_taint(&nodes, &ctx.node_name).await?;
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), "kube-node-lease");
     let micro = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
@@ -144,7 +184,9 @@ async fn beat(ctx: &Ctx, c: &Capacity, ready_since: &str) -> Result<()> {
         },
         "spec": {"holderIdentity": ctx.node_name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": micro},
     });
-    leases.patch(&ctx.node_name, &pp(), &Patch::Apply(lease)).await?;
+    leases
+        .patch(&ctx.node_name, &pp(), &Patch::Apply(lease))
+        .await?;
     Ok(())
 }
 

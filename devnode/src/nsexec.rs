@@ -9,7 +9,11 @@ use std::os::unix::process::CommandExt;
 
 /// Returns the command's exit code (126 when it could not be run).
 pub fn run(pid: i32, command: &[String]) -> i32 {
-    for (ns, flag) in [("pid", CloneFlags::CLONE_NEWPID), ("uts", CloneFlags::CLONE_NEWUTS), ("mnt", CloneFlags::CLONE_NEWNS)] {
+    for (ns, flag) in [
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ] {
         let path = format!("/proc/{pid}/ns/{ns}");
         let joined = match std::fs::File::open(&path) {
             Ok(f) => setns(f, flag).map_err(|e| e.to_string()),
@@ -24,7 +28,9 @@ pub fn run(pid: i32, command: &[String]) -> i32 {
     // SAFETY: single-threaded process.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            let e = std::process::Command::new(&command[0]).args(&command[1..]).exec();
+            let e = std::process::Command::new(&command[0])
+                .args(&command[1..])
+                .exec();
             eprintln!("devnode nsexec: exec {}: {e}", command[0]);
             // SAFETY: leave the child without running destructors.
             unsafe { libc::_exit(127) }

@@ -1,6 +1,6 @@
 //! Watches the pods bound to this node and gives each its own worker.
 
-use crate::{Ctx, Result, chain, pod};
+use crate::{Ctx, Result, chain, pod, state};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
@@ -15,6 +15,7 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<()> {
     let mut events = watcher(api, config).default_backoff().boxed();
     let mut workers: HashMap<String, watch::Sender<Option<Arc<Pod>>>> = HashMap::new();
     let mut listed: HashSet<String> = HashSet::new();
+    let mut swept = false;
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(e) => e,
@@ -52,6 +53,14 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<()> {
                 for (uid, tx) in &workers {
                     if !listed.contains(uid) {
                         tx.send_replace(None);
+                    }
+                }
+                if !swept {
+                    // Once, at start: pods deleted while devnode was down, or of an earlier
+                    // cluster, have no worker to remove their state dirs.
+                    swept = true;
+                    for dir in state::remove_stale_pod_dirs(&ctx.state_dir, &listed) {
+                        tracing::info!(dir = %dir.display(), "removed the state dir of a pod that no longer exists");
                     }
                 }
             }

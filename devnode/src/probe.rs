@@ -13,8 +13,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Check {
@@ -22,7 +22,10 @@ pub enum Check {
     Path(PathBuf),
     Exec(Vec<String>),
     Tcp(u16),
-    Http { port: u16, path: String },
+    Http {
+        port: u16,
+        path: String,
+    },
 }
 
 /// The host path a path inside the container refers to (through its deepest mount).
@@ -31,20 +34,32 @@ pub fn host_path(path: &Path, mounts: &[Mount]) -> PathBuf {
         .iter()
         .filter_map(|m| path.strip_prefix(&m.target).ok().map(|rest| (m, rest)))
         .max_by_key(|(m, _)| m.target.components().count())
-        .map(|(m, rest)| if rest.as_os_str().is_empty() { m.source.clone() } else { m.source.join(rest) })
+        .map(|(m, rest)| {
+            if rest.as_os_str().is_empty() {
+                m.source.clone()
+            } else {
+                m.source.join(rest)
+            }
+        })
         .unwrap_or_else(|| path.to_path_buf())
 }
 
 fn port(c: &Container, p: &IntOrString) -> Result<u16> {
     match p {
-        IntOrString::Int(n) => u16::try_from(*n).map_err(|_| Error::Invalid(format!("probe port {n}"))),
+        IntOrString::Int(n) => {
+            u16::try_from(*n).map_err(|_| Error::Invalid(format!("probe port {n}")))
+        }
         IntOrString::String(name) => c
             .ports
             .iter()
             .flatten()
             .find(|cp| cp.name.as_deref() == Some(name))
             .and_then(|cp| u16::try_from(cp.container_port).ok())
-            .ok_or_else(|| Error::Invalid(format!("probe port {name:?}: no container port of that name"))),
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "probe port {name:?}: no container port of that name"
+                ))
+            }),
     }
 }
 
@@ -52,7 +67,9 @@ fn port(c: &Container, p: &IntOrString) -> Result<u16> {
 pub fn plan(p: &Probe, c: &Container, mounts: &[Mount]) -> Result<Check> {
     if let Some(cmd) = p.exec.as_ref().and_then(|e| e.command.clone()) {
         return Ok(match cmd.as_slice() {
-            [t, e, path] if t == "test" && e == "-e" => Check::Path(host_path(Path::new(path), mounts)),
+            [t, e, path] if t == "test" && e == "-e" => {
+                Check::Path(host_path(Path::new(path), mounts))
+            }
             [cat, path] if cat == "cat" => Check::Path(host_path(Path::new(path), mounts)),
             _ => Check::Exec(cmd),
         });
@@ -64,23 +81,36 @@ pub fn plan(p: &Probe, c: &Container, mounts: &[Mount]) -> Result<Check> {
         let port = port(c, &h.port)?;
         return Ok(match h.scheme.as_deref() {
             Some("HTTPS") => Check::Tcp(port),
-            _ => Check::Http { port, path: h.path.clone().unwrap_or_else(|| "/".into()) },
+            _ => Check::Http {
+                port,
+                path: h.path.clone().unwrap_or_else(|| "/".into()),
+            },
         });
     }
-    Err(Error::Unsupported(format!("container {:?}: only exec, tcpSocket and httpGet probes are supported by devnode", c.name)))
+    Err(Error::Unsupported(format!(
+        "container {:?}: only exec, tcpSocket and httpGet probes are supported by devnode",
+        c.name
+    )))
 }
 
 /// Rejects pods with probes devnode cannot evaluate.
 pub fn check(c: &Container) -> Result<()> {
-    for p in [&c.readiness_probe, &c.liveness_probe, &c.startup_probe].into_iter().flatten() {
+    for p in [&c.readiness_probe, &c.liveness_probe, &c.startup_probe]
+        .into_iter()
+        .flatten()
+    {
         plan(p, c, &[])?;
     }
     Ok(())
 }
 
 async fn http(port: u16, path: &str) -> bool {
-    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return false };
-    let req = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: devnode-probe\r\n\r\n");
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let req = format!(
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: devnode-probe\r\n\r\n"
+    );
     if s.write_all(req.as_bytes()).await.is_err() {
         return false;
     }
@@ -88,7 +118,10 @@ async fn http(port: u16, path: &str) -> bool {
     if s.read_exact(&mut head).await.is_err() {
         return false;
     }
-    let code: u16 = std::str::from_utf8(&head[9..12]).ok().and_then(|c| c.parse().ok()).unwrap_or(0);
+    let code: u16 = std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     (200..400).contains(&code)
 }
 
@@ -97,7 +130,9 @@ pub async fn run(check: &Check, self_exe: &Path, pid: i32, timeout: Duration) ->
     let fut = async {
         match check {
             Check::Path(p) => p.exists(),
-            Check::Tcp(port) => tokio::net::TcpStream::connect(("127.0.0.1", *port)).await.is_ok(),
+            Check::Tcp(port) => tokio::net::TcpStream::connect(("127.0.0.1", *port))
+                .await
+                .is_ok(),
             Check::Http { port, path } => http(*port, path).await,
             Check::Exec(cmd) => tokio::process::Command::new(self_exe)
                 .arg("nsexec")
@@ -135,7 +170,11 @@ impl Tracker {
     pub fn new(p: &Probe, check: Check, now: Instant) -> Self {
         let secs = |v: Option<i32>, d: i32| Duration::from_secs(v.unwrap_or(d).max(0) as u64);
         // Path checks cost nothing: look every second, whatever the period says.
-        let period = if matches!(check, Check::Path(_)) { Duration::from_secs(1) } else { secs(p.period_seconds, 10) };
+        let period = if matches!(check, Check::Path(_)) {
+            Duration::from_secs(1)
+        } else {
+            secs(p.period_seconds, 10)
+        };
         Tracker {
             check,
             period,
@@ -196,30 +235,58 @@ mod tests {
     #[test]
     fn launcher_ready_probe_maps_through_the_vmi_dir_mount() {
         let mounts = [
-            Mount { source: "/run/ferrovirt/vmis/u1".into(), target: "/var/run/ferrovirt/vmi".into(), read_only: false },
-            Mount { source: "/x".into(), target: "/var".into(), read_only: false },
+            Mount {
+                source: "/run/ferrovirt/vmis/u1".into(),
+                target: "/var/run/ferrovirt/vmi".into(),
+                read_only: false,
+            },
+            Mount {
+                source: "/x".into(),
+                target: "/var".into(),
+                read_only: false,
+            },
         ];
-        let c = Container { name: "compute".into(), ..Default::default() };
+        let c = Container {
+            name: "compute".into(),
+            ..Default::default()
+        };
         let p = probe(json!({"exec": {"command": ["test", "-e", "/var/run/ferrovirt/vmi/ready"]}}));
-        assert_eq!(plan(&p, &c, &mounts).unwrap(), Check::Path("/run/ferrovirt/vmis/u1/ready".into()));
+        assert_eq!(
+            plan(&p, &c, &mounts).unwrap(),
+            Check::Path("/run/ferrovirt/vmis/u1/ready".into())
+        );
         let p = probe(json!({"exec": {"command": ["cat", "/etc/hostname"]}}));
-        assert_eq!(plan(&p, &c, &mounts).unwrap(), Check::Path("/etc/hostname".into()));
+        assert_eq!(
+            plan(&p, &c, &mounts).unwrap(),
+            Check::Path("/etc/hostname".into())
+        );
         let p = probe(json!({"exec": {"command": ["sh", "-c", "true"]}}));
         assert!(matches!(plan(&p, &c, &mounts).unwrap(), Check::Exec(_)));
     }
 
     #[test]
     fn named_ports_and_unsupported_probes() {
-        let c: Container = serde_json::from_value(json!({"name": "c", "ports": [{"name": "http", "containerPort": 8080}]})).unwrap();
+        let c: Container = serde_json::from_value(
+            json!({"name": "c", "ports": [{"name": "http", "containerPort": 8080}]}),
+        )
+        .unwrap();
         let p = probe(json!({"httpGet": {"port": "http", "path": "/healthz"}}));
-        assert_eq!(plan(&p, &c, &[]).unwrap(), Check::Http { port: 8080, path: "/healthz".into() });
+        assert_eq!(
+            plan(&p, &c, &[]).unwrap(),
+            Check::Http {
+                port: 8080,
+                path: "/healthz".into()
+            }
+        );
         let p = probe(json!({"grpc": {"port": 9000}}));
         assert!(matches!(plan(&p, &c, &[]), Err(Error::Unsupported(_))));
     }
 
     #[test]
     fn thresholds() {
-        let p = probe(json!({"exec": {"command": ["x"]}, "failureThreshold": 2, "successThreshold": 1}));
+        let p = probe(
+            json!({"exec": {"command": ["x"]}, "failureThreshold": 2, "successThreshold": 1}),
+        );
         let now = Instant::now();
         let mut t = Tracker::new(&p, Check::Exec(vec![]), now);
         assert!(!t.record(true, now));

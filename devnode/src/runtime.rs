@@ -32,7 +32,13 @@ pub fn read_exit(path: &Path) -> Exited {
 
 /// Starts a container through a new shim. Returns its Started record, or None when it
 /// failed to start (its Exit is sent all the same).
-pub async fn start(ctx: &Ctx, container: &str, spec: &ShimSpec, spec_path: &Path, exits: mpsc::Sender<Exit>) -> Result<Option<Started>> {
+pub async fn start(
+    ctx: &Ctx,
+    container: &str,
+    spec: &ShimSpec,
+    spec_path: &Path,
+    exits: mpsc::Sender<Exit>,
+) -> Result<Option<Started>> {
     write_json(spec_path, spec)?;
     let mut child = tokio::process::Command::new(&ctx.self_exe)
         .arg("shim")
@@ -42,7 +48,10 @@ pub async fn start(ctx: &Ctx, container: &str, spec: &ShimSpec, spec_path: &Path
         .stderr(Stdio::null())
         .kill_on_drop(false)
         .spawn()
-        .map_err(Error::io(format!("run the shim {}", ctx.self_exe.display())))?;
+        .map_err(Error::io(format!(
+            "run the shim {}",
+            ctx.self_exe.display()
+        )))?;
     let mut line = String::new();
     if let Some(out) = child.stdout.take() {
         let _ = BufReader::new(out).read_line(&mut line).await;
@@ -54,7 +63,12 @@ pub async fn start(ctx: &Ctx, container: &str, spec: &ShimSpec, spec_path: &Path
     let name = container.to_string();
     tokio::spawn(async move {
         let _ = child.wait().await;
-        let _ = exits.send(Exit { container: name, exited: read_exit(&exit_file) }).await;
+        let _ = exits
+            .send(Exit {
+                container: name,
+                exited: read_exit(&exit_file),
+            })
+            .await;
     });
     Ok(started)
 }
@@ -68,7 +82,12 @@ pub fn follow(container: &str, started: &Started, exit_file: &Path, exits: mpsc:
         while is_alive(pid, start) {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let _ = exits.send(Exit { container: name, exited: read_exit(&exit_file) }).await;
+        let _ = exits
+            .send(Exit {
+                container: name,
+                exited: read_exit(&exit_file),
+            })
+            .await;
     });
 }
 
@@ -84,9 +103,13 @@ pub fn signal(started: &Started, sig: Signal) {
 /// `devnode stop-all`: SIGKILLs every live container recorded under the state dir.
 pub fn stop_all(state_dir: &Path) -> Result<()> {
     let pods = state_dir.join("pods");
-    let Ok(entries) = std::fs::read_dir(&pods) else { return Ok(()) };
+    let Ok(entries) = std::fs::read_dir(&pods) else {
+        return Ok(());
+    };
     for pod in entries.flatten() {
-        let Ok(files) = std::fs::read_dir(pod.path()) else { continue };
+        let Ok(files) = std::fs::read_dir(pod.path()) else {
+            continue;
+        };
         for f in files.flatten() {
             let path = f.path();
             if !path.to_string_lossy().ends_with(".started.json") {

@@ -51,7 +51,8 @@ pub fn run(spec_path: &Path) -> i32 {
 }
 
 fn cstr(s: &[u8]) -> Result<CString> {
-    CString::new(s).map_err(|_| Error::Invalid("NUL byte in command, argument or environment".into()))
+    CString::new(s)
+        .map_err(|_| Error::Invalid("NUL byte in command, argument or environment".into()))
 }
 
 fn supervise(spec_path: &Path) -> Result<i32> {
@@ -71,13 +72,22 @@ fn supervise(spec_path: &Path) -> Result<i32> {
     let _ = std::fs::remove_file(&spec.started_file);
 
     let path = cstr(spec.path.as_os_str().as_bytes())?;
-    let argv = spec.argv.iter().map(|a| cstr(a.as_bytes())).collect::<Result<Vec<_>>>()?;
-    let envp = spec.env.iter().map(|(k, v)| cstr(format!("{k}={v}").as_bytes())).collect::<Result<Vec<_>>>()?;
+    let argv = spec
+        .argv
+        .iter()
+        .map(|a| cstr(a.as_bytes()))
+        .collect::<Result<Vec<_>>>()?;
+    let envp = spec
+        .env
+        .iter()
+        .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
+        .collect::<Result<Vec<_>>>()?;
 
     // The new PID namespace applies to the next child; the mount and UTS namespaces are the
     // child's alone (the shim keeps the host's /proc to read its own and the child's PIDs).
     unshare(CloneFlags::CLONE_NEWPID).map_err(Error::sys("unshare the PID namespace"))?;
-    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe"))?;
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe"))?;
     // SAFETY: the shim is single-threaded (it runs before any async runtime).
     match unsafe { fork() }.map_err(Error::sys("fork"))? {
         ForkResult::Child => {
@@ -95,7 +105,14 @@ fn supervise(spec_path: &Path) -> Result<i32> {
 fn parent(spec: &ShimSpec, child: Pid, err_r: OwnedFd, err_w: OwnedFd) -> Result<i32> {
     drop(err_w);
     CHILD.store(child.as_raw(), Ordering::Relaxed);
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2] {
+    for sig in [
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ] {
         // SAFETY: the handler only calls kill.
         unsafe { libc::signal(sig, forward as *const () as libc::sighandler_t) };
     }
@@ -132,7 +149,13 @@ fn parent(spec: &ShimSpec, child: Pid, err_r: OwnedFd, err_w: OwnedFd) -> Result
         unsafe { libc::dup2(null.as_raw_fd(), 1) };
     }
     let (exit_code, signal) = wait(child);
-    let exited = Exited { exit_code, signal, reason: None, message: None, finished_at: Utc::now() };
+    let exited = Exited {
+        exit_code,
+        signal,
+        reason: None,
+        message: None,
+        finished_at: Utc::now(),
+    };
     write_json(&spec.exit_file, &exited)?;
     Ok(exit_code)
 }
@@ -150,7 +173,13 @@ fn wait(child: Pid) -> (i32, Option<i32>) {
 }
 
 /// In the child (PID 1 of the new namespace): set up mounts and exec. Returns only on error.
-fn container(spec: &ShimSpec, log: &File, path: &CString, argv: &[CString], envp: &[CString]) -> Error {
+fn container(
+    spec: &ShimSpec,
+    log: &File,
+    path: &CString,
+    argv: &[CString],
+    envp: &[CString],
+) -> Error {
     match setup(spec, log) {
         Ok(()) => match nix::unistd::execve(path, argv, envp) {
             Err(e) => Error::Sys(format!("exec {}", spec.path.display()), e),
@@ -160,8 +189,10 @@ fn container(spec: &ShimSpec, log: &File, path: &CString, argv: &[CString], envp
 }
 
 fn setup(spec: &ShimSpec, log: &File) -> Result<()> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(Error::sys("set parent-death signal"))?;
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS).map_err(Error::sys("unshare mount and UTS namespaces"))?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(Error::sys("set parent-death signal"))?;
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS)
+        .map_err(Error::sys("unshare mount and UTS namespaces"))?;
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(Error::sys("make mounts private"))?;
@@ -178,7 +209,8 @@ fn setup(spec: &ShimSpec, log: &File) -> Result<()> {
         bind(m)?;
     }
     if let Some(cwd) = &spec.cwd {
-        std::fs::create_dir_all(cwd).map_err(Error::io(format!("create working dir {}", cwd.display())))?;
+        std::fs::create_dir_all(cwd)
+            .map_err(Error::io(format!("create working dir {}", cwd.display())))?;
         nix::unistd::chdir(cwd).map_err(Error::sys(format!("chdir {}", cwd.display())))?;
     }
     let null = File::open("/dev/null").map_err(Error::io("open /dev/null"))?;
@@ -202,19 +234,29 @@ fn setup(spec: &ShimSpec, log: &File) -> Result<()> {
 fn bind(m: &Mount) -> Result<()> {
     let is_dir = m.source.is_dir();
     if is_dir {
-        std::fs::create_dir_all(&m.target).map_err(Error::io(format!("create {}", m.target.display())))?;
+        std::fs::create_dir_all(&m.target)
+            .map_err(Error::io(format!("create {}", m.target.display())))?;
     } else if !m.target.exists() {
         if let Some(parent) = m.target.parent() {
-            std::fs::create_dir_all(parent).map_err(Error::io(format!("create {}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(Error::io(format!("create {}", parent.display())))?;
         }
         File::create(&m.target).map_err(Error::io(format!("create {}", m.target.display())))?;
     }
     let none: Option<&str> = None;
     let what = format!("bind {} at {}", m.source.display(), m.target.display());
-    mount(Some(&m.source), &m.target, none, MsFlags::MS_BIND | MsFlags::MS_REC, none).map_err(Error::sys(what.clone()))?;
+    mount(
+        Some(&m.source),
+        &m.target,
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        none,
+    )
+    .map_err(Error::sys(what.clone()))?;
     if m.read_only {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        mount(none, &m.target, none, flags, none).map_err(Error::sys(format!("{what} read-only")))?;
+        mount(none, &m.target, none, flags, none)
+            .map_err(Error::sys(format!("{what} read-only")))?;
     }
     Ok(())
 }

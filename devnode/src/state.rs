@@ -17,7 +17,11 @@ pub struct PodDir(PathBuf);
 
 impl PodDir {
     pub fn new(state_dir: &Path, namespace: &str, name: &str, uid: &str) -> Self {
-        PodDir(state_dir.join("pods").join(format!("{namespace}_{name}_{uid}")))
+        PodDir(
+            state_dir
+                .join("pods")
+                .join(format!("{namespace}_{name}_{uid}")),
+        )
     }
     pub fn path(&self) -> &Path {
         &self.0
@@ -96,8 +100,12 @@ pub fn process_start(pid: i32) -> Option<u64> {
 
 /// Whether the process is still the one recorded (and not a zombie).
 pub fn is_alive(pid: i32, start: u64) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let Some(i) = stat.rfind(')') else { return false };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(i) = stat.rfind(')') else {
+        return false;
+    };
     let fields: Vec<&str> = stat[i + 1..].split_whitespace().collect();
     fields.first() != Some(&"Z") && fields.get(19).and_then(|f| f.parse().ok()) == Some(start)
 }
@@ -112,7 +120,8 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
     }
-    std::fs::write(&tmp, serde_json::to_vec(value)?).map_err(Error::io(format!("write {}", tmp.display())))?;
+    std::fs::write(&tmp, serde_json::to_vec(value)?)
+        .map_err(Error::io(format!("write {}", tmp.display())))?;
     std::fs::rename(&tmp, path).map_err(Error::io(format!("rename to {}", path.display())))
 }
 

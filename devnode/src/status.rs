@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, HostIP,
-    Pod, PodCondition, PodIP, PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -23,8 +23,14 @@ pub struct Terminated {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum State {
-    Waiting { reason: String, message: Option<String> },
-    Running { started_at: DateTime<Utc>, pid: i32 },
+    Waiting {
+        reason: String,
+        message: Option<String>,
+    },
+    Running {
+        started_at: DateTime<Utc>,
+        pid: i32,
+    },
     Terminated(Terminated),
 }
 
@@ -46,7 +52,10 @@ impl Record {
             name: name.into(),
             image: image.into(),
             image_id: String::new(),
-            state: State::Waiting { reason: "ContainerCreating".into(), message: None },
+            state: State::Waiting {
+                reason: "ContainerCreating".into(),
+                message: None,
+            },
             last: None,
             restarts: 0,
             ready: false,
@@ -127,7 +136,11 @@ impl PodState {
         if self.main.iter().any(Record::never_ran) {
             return Phase::Pending;
         }
-        if self.main.iter().any(|r| !matches!(r.state, State::Terminated(_))) {
+        if self
+            .main
+            .iter()
+            .any(|r| !matches!(r.state, State::Terminated(_)))
+        {
             return Phase::Running;
         }
         let all_ok = self.main.iter().all(Record::succeeded);
@@ -164,19 +177,30 @@ fn container_status(r: &Record) -> ContainerStatus {
     let (state, id) = match &r.state {
         State::Waiting { reason, message } => (
             ContainerState {
-                waiting: Some(ContainerStateWaiting { reason: Some(reason.clone()), message: message.clone() }),
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some(reason.clone()),
+                    message: message.clone(),
+                }),
                 ..Default::default()
             },
             r.last.as_ref().and_then(|t| t.pid),
         ),
         State::Running { started_at, pid } => (
             ContainerState {
-                running: Some(ContainerStateRunning { started_at: Some(time(*started_at)) }),
+                running: Some(ContainerStateRunning {
+                    started_at: Some(time(*started_at)),
+                }),
                 ..Default::default()
             },
             Some(*pid),
         ),
-        State::Terminated(t) => (ContainerState { terminated: Some(terminated(t)), ..Default::default() }, t.pid),
+        State::Terminated(t) => (
+            ContainerState {
+                terminated: Some(terminated(t)),
+                ..Default::default()
+            },
+            t.pid,
+        ),
     };
     ContainerStatus {
         name: r.name.clone(),
@@ -197,10 +221,19 @@ fn container_status(r: &Record) -> ContainerStatus {
 
 /// Conditions devnode owns; others (PodScheduled, DisruptionTarget, readiness gates) are
 /// kept as the pod has them.
-const OWNED: [&str; 4] = ["PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready"];
+const OWNED: [&str; 4] = [
+    "PodReadyToStartContainers",
+    "Initialized",
+    "ContainersReady",
+    "Ready",
+];
 
 fn names(records: &[Record], pred: impl Fn(&Record) -> bool) -> String {
-    let n: Vec<&str> = records.iter().filter(|r| pred(r)).map(|r| r.name.as_str()).collect();
+    let n: Vec<&str> = records
+        .iter()
+        .filter(|r| pred(r))
+        .map(|r| r.name.as_str())
+        .collect();
     format!("[{}]", n.join(" "))
 }
 
@@ -230,16 +263,27 @@ fn condition(
 
 /// The PodStatus for the pod as devnode knows it. `now` stamps conditions that change.
 pub fn render(pod: &Pod, st: &PodState, now: DateTime<Utc>) -> PodStatus {
-    let old = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let old = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
     let phase = st.phase();
-    let mut conditions: Vec<PodCondition> = old.iter().filter(|c| !OWNED.contains(&c.type_.as_str())).cloned().collect();
+    let mut conditions: Vec<PodCondition> = old
+        .iter()
+        .filter(|c| !OWNED.contains(&c.type_.as_str()))
+        .cloned()
+        .collect();
     let gates_ok = pod
         .spec
         .as_ref()
         .and_then(|s| s.readiness_gates.as_ref())
         .into_iter()
         .flatten()
-        .all(|g| old.iter().any(|c| c.type_ == g.condition_type && c.status == "True"));
+        .all(|g| {
+            old.iter()
+                .any(|c| c.type_ == g.condition_type && c.status == "True")
+        });
     let initialized = st.initialized();
     let all_ready = st.main.iter().all(|r| r.ready && r.running());
     let (ready_reason, ready_msg) = if phase.terminal() {
@@ -247,26 +291,56 @@ pub fn render(pod: &Pod, st: &PodState, now: DateTime<Utc>) -> PodStatus {
     } else {
         (
             Some("ContainersNotReady".to_string()),
-            Some(format!("containers with unready status: {}", names(&st.main, |r| !(r.ready && r.running())))),
+            Some(format!(
+                "containers with unready status: {}",
+                names(&st.main, |r| !(r.ready && r.running()))
+            )),
         )
     };
-    conditions.push(condition(&old, "PodReadyToStartContainers", st.sandbox_ready && !phase.terminal(), None, None, now));
+    conditions.push(condition(
+        &old,
+        "PodReadyToStartContainers",
+        st.sandbox_ready && !phase.terminal(),
+        None,
+        None,
+        now,
+    ));
     conditions.push(condition(
         &old,
         "Initialized",
         initialized,
         Some("ContainersNotInitialized".into()),
-        Some(format!("containers with incomplete status: {}", names(&st.init, |r| !r.succeeded()))),
+        Some(format!(
+            "containers with incomplete status: {}",
+            names(&st.init, |r| !r.succeeded())
+        )),
         now,
     ));
     let ready = all_ready && !phase.terminal();
-    conditions.push(condition(&old, "ContainersReady", ready, ready_reason.clone(), ready_msg.clone(), now));
+    conditions.push(condition(
+        &old,
+        "ContainersReady",
+        ready,
+        ready_reason.clone(),
+        ready_msg.clone(),
+        now,
+    ));
     let (gate_reason, gate_msg) = if ready && !gates_ok {
-        (Some("ReadinessGatesNotReady".to_string()), Some("the pod's readiness gates are not all True".to_string()))
+        (
+            Some("ReadinessGatesNotReady".to_string()),
+            Some("the pod's readiness gates are not all True".to_string()),
+        )
     } else {
         (ready_reason, ready_msg)
     };
-    conditions.push(condition(&old, "Ready", ready && gates_ok, gate_reason, gate_msg, now));
+    conditions.push(condition(
+        &old,
+        "Ready",
+        ready && gates_ok,
+        gate_reason,
+        gate_msg,
+        now,
+    ));
 
     let (reason, message) = match &st.failed {
         Some((r, m)) => (Some(r.clone()), Some(m.clone())),
@@ -283,7 +357,8 @@ pub fn render(pod: &Pod, st: &PodState, now: DateTime<Utc>) -> PodStatus {
         pod_ip: with_ip.then(|| POD_IP.into()),
         pod_ips: with_ip.then(|| vec![PodIP { ip: POD_IP.into() }]),
         start_time: st.start_time.map(time),
-        init_container_statuses: (!st.init.is_empty()).then(|| st.init.iter().map(container_status).collect()),
+        init_container_statuses: (!st.init.is_empty())
+            .then(|| st.init.iter().map(container_status).collect()),
         container_statuses: Some(st.main.iter().map(container_status).collect()),
         qos_class: pod.status.as_ref().and_then(|s| s.qos_class.clone()),
         observed_generation: pod.metadata.generation,
@@ -306,7 +381,9 @@ mod tests {
     }
 
     fn t0() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z").unwrap().into()
+        DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z")
+            .unwrap()
+            .into()
     }
 
     fn exited(code: i32) -> State {
@@ -325,7 +402,10 @@ mod tests {
         PodState {
             main: main
                 .into_iter()
-                .map(|s| Record { state: s, ..Record::new("c", "ferrovirt/x") })
+                .map(|s| Record {
+                    state: s,
+                    ..Record::new("c", "ferrovirt/x")
+                })
                 .collect(),
             restart_policy: policy.into(),
             sandbox_ready: true,
@@ -336,21 +416,52 @@ mod tests {
 
     #[test]
     fn phases_follow_restart_policy() {
-        let running = State::Running { started_at: t0(), pid: 7 };
-        assert_eq!(state("Always", vec![State::Waiting { reason: "ContainerCreating".into(), message: None }]).phase(), Phase::Pending);
-        assert_eq!(state("Always", vec![running.clone()]).phase(), Phase::Running);
+        let running = State::Running {
+            started_at: t0(),
+            pid: 7,
+        };
+        assert_eq!(
+            state(
+                "Always",
+                vec![State::Waiting {
+                    reason: "ContainerCreating".into(),
+                    message: None
+                }]
+            )
+            .phase(),
+            Phase::Pending
+        );
+        assert_eq!(
+            state("Always", vec![running.clone()]).phase(),
+            Phase::Running
+        );
         assert_eq!(state("Never", vec![exited(0)]).phase(), Phase::Succeeded);
         assert_eq!(state("Never", vec![exited(3)]).phase(), Phase::Failed);
-        assert_eq!(state("Never", vec![exited(0), running]).phase(), Phase::Running);
-        assert_eq!(state("OnFailure", vec![exited(0)]).phase(), Phase::Succeeded);
+        assert_eq!(
+            state("Never", vec![exited(0), running]).phase(),
+            Phase::Running
+        );
+        assert_eq!(
+            state("OnFailure", vec![exited(0)]).phase(),
+            Phase::Succeeded
+        );
         assert_eq!(state("OnFailure", vec![exited(1)]).phase(), Phase::Running);
         assert_eq!(state("Always", vec![exited(0)]).phase(), Phase::Running);
     }
 
     #[test]
     fn failed_init_container_fails_the_pod_only_with_never() {
-        let mut st = state("Never", vec![State::Waiting { reason: "PodInitializing".into(), message: None }]);
-        st.init = vec![Record { state: exited(1), ..Record::new("init", "ferrovirt/x") }];
+        let mut st = state(
+            "Never",
+            vec![State::Waiting {
+                reason: "PodInitializing".into(),
+                message: None,
+            }],
+        );
+        st.init = vec![Record {
+            state: exited(1),
+            ..Record::new("init", "ferrovirt/x")
+        }];
         assert_eq!(st.phase(), Phase::Failed);
         st.restart_policy = "Always".into();
         assert_eq!(st.phase(), Phase::Pending);
@@ -358,7 +469,13 @@ mod tests {
 
     #[test]
     fn running_ready_pod_renders_like_kubelet() {
-        let mut st = state("Always", vec![State::Running { started_at: t0(), pid: 7 }]);
+        let mut st = state(
+            "Always",
+            vec![State::Running {
+                started_at: t0(),
+                pid: 7,
+            }],
+        );
         st.main[0].ready = true;
         let s = render(&pod(), &st, t0());
         let v = serde_json::to_value(&s).unwrap();
@@ -378,8 +495,17 @@ mod tests {
             .into_iter()
             .map(|c| (c.type_, c.status))
             .collect();
-        for kind in ["PodScheduled", "PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready"] {
-            assert!(conds.contains(&(kind.to_string(), "True".to_string())), "{kind} in {conds:?}");
+        for kind in [
+            "PodScheduled",
+            "PodReadyToStartContainers",
+            "Initialized",
+            "ContainersReady",
+            "Ready",
+        ] {
+            assert!(
+                conds.contains(&(kind.to_string(), "True".to_string())),
+                "{kind} in {conds:?}"
+            );
         }
     }
 
@@ -391,15 +517,32 @@ mod tests {
         let t = &v["containerStatuses"][0]["state"]["terminated"];
         assert_eq!(t["exitCode"], 3);
         assert_eq!(t["reason"], "Error");
-        let ready = s.conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
-        assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("PodCompleted")));
+        let ready = s
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("False", Some("PodCompleted"))
+        );
     }
 
     #[test]
     fn image_pull_waiting_is_kept() {
-        let st = state("Always", vec![State::Waiting { reason: "ErrImagePull".into(), message: Some("only ferrovirt/".into()) }]);
+        let st = state(
+            "Always",
+            vec![State::Waiting {
+                reason: "ErrImagePull".into(),
+                message: Some("only ferrovirt/".into()),
+            }],
+        );
         let v = serde_json::to_value(render(&pod(), &st, t0())).unwrap();
         assert_eq!(v["phase"], "Pending");
-        assert_eq!(v["containerStatuses"][0]["state"]["waiting"]["reason"], "ErrImagePull");
+        assert_eq!(
+            v["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "ErrImagePull"
+        );
     }
 }

@@ -11,37 +11,55 @@ use crate::state::{Mount, PodDir};
 use crate::{Ctx, Error, Result};
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
-    ServiceAccount, Volume,
+    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, PersistentVolume,
+    PersistentVolumeClaim, Pod, Secret, ServiceAccount, Volume,
 };
 use kube::api::{Api, PostParams};
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-const SUPPORTED: &str = "hostPath, emptyDir, configMap, secret, downwardAPI, projected, persistentVolumeClaim";
+const SUPPORTED: &str =
+    "hostPath, emptyDir, configMap, secret, downwardAPI, projected, persistentVolumeClaim";
 
 /// The kind of a volume source, as its field is named in the API.
 fn kind(v: &Volume) -> String {
     let value = serde_json::to_value(v).unwrap_or_default();
-    value.as_object().and_then(|o| o.keys().find(|k| *k != "name").cloned()).unwrap_or_else(|| "unknown".into())
+    value
+        .as_object()
+        .and_then(|o| o.keys().find(|k| *k != "name").cloned())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Rejects pods whose volumes devnode cannot provide, naming the volume and the field.
 pub fn check(pod: &Pod) -> Result<()> {
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         let k = kind(v);
-        let unsupported = |what: String| Err(Error::Unsupported(format!("volume {:?}: {what} is not supported by devnode", v.name)));
+        let unsupported = |what: String| {
+            Err(Error::Unsupported(format!(
+                "volume {:?}: {what} is not supported by devnode",
+                v.name
+            )))
+        };
         match k.as_str() {
             "hostPath" | "emptyDir" | "configMap" | "secret" | "persistentVolumeClaim" => {}
-            "downwardAPI" => check_downward(v.downward_api.as_ref().and_then(|d| d.items.as_deref()), &v.name)?,
+            "downwardAPI" => check_downward(
+                v.downward_api.as_ref().and_then(|d| d.items.as_deref()),
+                &v.name,
+            )?,
             "projected" => {
                 for src in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
                     let value = serde_json::to_value(src).unwrap_or_default();
-                    let name = value.as_object().and_then(|o| o.keys().next().cloned()).unwrap_or_default();
+                    let name = value
+                        .as_object()
+                        .and_then(|o| o.keys().next().cloned())
+                        .unwrap_or_default();
                     match name.as_str() {
                         "configMap" | "secret" | "serviceAccountToken" => {}
-                        "downwardAPI" => check_downward(src.downward_api.as_ref().and_then(|d| d.items.as_deref()), &v.name)?,
+                        "downwardAPI" => check_downward(
+                            src.downward_api.as_ref().and_then(|d| d.items.as_deref()),
+                            &v.name,
+                        )?,
                         other => return unsupported(format!("projected source {other}")),
                     }
                 }
@@ -75,39 +93,79 @@ fn relative(path: &str) -> Result<&str> {
     if p.components().all(|c| matches!(c, Component::Normal(_))) {
         Ok(path)
     } else {
-        Err(Error::Invalid(format!("path {path:?} must be relative and without '..'")))
+        Err(Error::Invalid(format!(
+            "path {path:?} must be relative and without '..'"
+        )))
     }
 }
 
-fn keys(data: Option<BTreeMap<String, Vec<u8>>>, items: Option<&[KeyToPath]>, mode: u32, what: String, optional: bool) -> Result<Vec<File>> {
+fn keys(
+    data: Option<BTreeMap<String, Vec<u8>>>,
+    items: Option<&[KeyToPath]>,
+    mode: u32,
+    what: String,
+    optional: bool,
+) -> Result<Vec<File>> {
     let Some(data) = data else {
-        return if optional { Ok(vec![]) } else { Err(Error::ContainerConfig(format!("{what} not found"))) };
+        return if optional {
+            Ok(vec![])
+        } else {
+            Err(Error::ContainerConfig(format!("{what} not found")))
+        };
     };
     match items {
-        None => Ok(data.into_iter().map(|(k, v)| File { path: k, data: v, mode }).collect()),
+        None => Ok(data
+            .into_iter()
+            .map(|(k, v)| File {
+                path: k,
+                data: v,
+                mode,
+            })
+            .collect()),
         Some(items) => items
             .iter()
             .filter_map(|i| match data.get(&i.key) {
-                Some(v) => Some(Ok(File { path: i.path.clone(), data: v.clone(), mode: i.mode.map(|m| m as u32).unwrap_or(mode) })),
+                Some(v) => Some(Ok(File {
+                    path: i.path.clone(),
+                    data: v.clone(),
+                    mode: i.mode.map(|m| m as u32).unwrap_or(mode),
+                })),
                 None if optional => None,
-                None => Some(Err(Error::ContainerConfig(format!("key {:?} of {what} not found", i.key)))),
+                None => Some(Err(Error::ContainerConfig(format!(
+                    "key {:?} of {what} not found",
+                    i.key
+                )))),
             })
             .collect(),
     }
 }
 
-fn downward(pod: &Pod, items: Option<&[DownwardAPIVolumeFile]>, mode: u32, node: &str) -> Result<Vec<File>> {
+fn downward(
+    pod: &Pod,
+    items: Option<&[DownwardAPIVolumeFile]>,
+    mode: u32,
+    node: &str,
+) -> Result<Vec<File>> {
     items
         .into_iter()
         .flatten()
         .filter_map(|i| i.field_ref.as_ref().map(|f| (i, f)))
         .map(|(i, f)| {
-            Ok(File { path: i.path.clone(), data: field(pod, &f.field_path, node)?.into_bytes(), mode: i.mode.map(|m| m as u32).unwrap_or(mode) })
+            Ok(File {
+                path: i.path.clone(),
+                data: field(pod, &f.field_path, node)?.into_bytes(),
+                mode: i.mode.map(|m| m as u32).unwrap_or(mode),
+            })
         })
         .collect()
 }
 
-async fn fetch_refs(ctx: &Ctx, ns: &str, cms: impl Iterator<Item = String>, secrets: impl Iterator<Item = String>) -> Result<Refs> {
+async fn fetch_refs(
+    ctx: &Ctx,
+    ns: &str,
+    cms: impl Iterator<Item = String>,
+    secrets: impl Iterator<Item = String>,
+) -> Result<Refs> {
     let mut refs = Refs::default();
     let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let secret_api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
@@ -128,7 +186,12 @@ async fn fetch_refs(ctx: &Ctx, ns: &str, cms: impl Iterator<Item = String>, secr
 pub async fn refs(ctx: &Ctx, pod: &Pod) -> Result<Refs> {
     let spec = pod.spec.as_ref();
     let (mut cms, mut secrets) = (Vec::new(), Vec::new());
-    for c in spec.iter().flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter())) {
+    for c in spec.iter().flat_map(|s| {
+        s.init_containers
+            .iter()
+            .flatten()
+            .chain(s.containers.iter())
+    }) {
         let (a, b) = crate::env::referenced(c);
         cms.extend(a);
         secrets.extend(b);
@@ -145,12 +208,27 @@ pub async fn refs(ctx: &Ctx, pod: &Pod) -> Result<Refs> {
     cms.dedup();
     secrets.sort();
     secrets.dedup();
-    fetch_refs(ctx, pod.metadata.namespace.as_deref().unwrap_or("default"), cms.into_iter(), secrets.into_iter()).await
+    fetch_refs(
+        ctx,
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        cms.into_iter(),
+        secrets.into_iter(),
+    )
+    .await
 }
 
-async fn token(ctx: &Ctx, pod: &Pod, audience: Option<String>, expiration: Option<i64>) -> Result<Vec<u8>> {
+async fn token(
+    ctx: &Ctx,
+    pod: &Pod,
+    audience: Option<String>,
+    expiration: Option<i64>,
+) -> Result<Vec<u8>> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let sa = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
+    let sa = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
     let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), ns);
     let req = TokenRequest {
         spec: TokenRequestSpec {
@@ -165,40 +243,79 @@ async fn token(ctx: &Ctx, pod: &Pod, audience: Option<String>, expiration: Optio
         },
         ..Default::default()
     };
-    let resp = api.create_token_request(&sa, &PostParams::default(), &req).await?;
-    Ok(resp.status.map(|s| s.token).unwrap_or_default().into_bytes())
+    let resp = api
+        .create_token_request(&sa, &PostParams::default(), &req)
+        .await?;
+    Ok(resp
+        .status
+        .map(|s| s.token)
+        .unwrap_or_default()
+        .into_bytes())
 }
 
 async fn files(ctx: &Ctx, pod: &Pod, v: &Volume, refs: &Refs) -> Result<Vec<File>> {
     let node = &ctx.node_name;
     if let Some(c) = &v.config_map {
         let mode = c.default_mode.unwrap_or(0o644) as u32;
-        return keys(refs.config_map_data(&c.name), c.items.as_deref(), mode, format!("configmap {:?}", c.name), c.optional == Some(true));
+        return keys(
+            refs.config_map_data(&c.name),
+            c.items.as_deref(),
+            mode,
+            format!("configmap {:?}", c.name),
+            c.optional == Some(true),
+        );
     }
     if let Some(s) = &v.secret {
         let name = s.secret_name.clone().unwrap_or_default();
         let mode = s.default_mode.unwrap_or(0o644) as u32;
-        return keys(refs.secret_data(&name), s.items.as_deref(), mode, format!("secret {name:?}"), s.optional == Some(true));
+        return keys(
+            refs.secret_data(&name),
+            s.items.as_deref(),
+            mode,
+            format!("secret {name:?}"),
+            s.optional == Some(true),
+        );
     }
     if let Some(d) = &v.downward_api {
-        return downward(pod, d.items.as_deref(), d.default_mode.unwrap_or(0o644) as u32, node);
+        return downward(
+            pod,
+            d.items.as_deref(),
+            d.default_mode.unwrap_or(0o644) as u32,
+            node,
+        );
     }
     let mut out = Vec::new();
     if let Some(p) = &v.projected {
         let mode = p.default_mode.unwrap_or(0o644) as u32;
         for src in p.sources.iter().flatten() {
             if let Some(c) = &src.config_map {
-                out.extend(keys(refs.config_map_data(&c.name), c.items.as_deref(), mode, format!("configmap {:?}", c.name), c.optional == Some(true))?);
+                out.extend(keys(
+                    refs.config_map_data(&c.name),
+                    c.items.as_deref(),
+                    mode,
+                    format!("configmap {:?}", c.name),
+                    c.optional == Some(true),
+                )?);
             }
             if let Some(s) = &src.secret {
-                out.extend(keys(refs.secret_data(&s.name), s.items.as_deref(), mode, format!("secret {:?}", s.name), s.optional == Some(true))?);
+                out.extend(keys(
+                    refs.secret_data(&s.name),
+                    s.items.as_deref(),
+                    mode,
+                    format!("secret {:?}", s.name),
+                    s.optional == Some(true),
+                )?);
             }
             if let Some(d) = &src.downward_api {
                 out.extend(downward(pod, d.items.as_deref(), mode, node)?);
             }
             if let Some(t) = &src.service_account_token {
                 let data = token(ctx, pod, t.audience.clone(), t.expiration_seconds).await?;
-                out.push(File { path: t.path.clone(), data, mode: 0o600.min(mode) | 0o400 });
+                out.push(File {
+                    path: t.path.clone(),
+                    data,
+                    mode: 0o600.min(mode) | 0o400,
+                });
             }
         }
     }
@@ -210,10 +327,12 @@ fn write_files(root: &Path, files: Vec<File>) -> Result<()> {
     for f in files {
         let path = root.join(relative(&f.path)?);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(Error::io(format!("create {}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(Error::io(format!("create {}", parent.display())))?;
         }
         std::fs::write(&path, &f.data).map_err(Error::io(format!("write {}", path.display())))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode)).map_err(Error::io(format!("chmod {}", path.display())))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(f.mode))
+            .map_err(Error::io(format!("chmod {}", path.display())))?;
     }
     Ok(())
 }
@@ -225,17 +344,27 @@ fn mkdir(path: &Path) -> Result<()> {
 /// Checks (or creates) a hostPath as its `type` asks.
 pub fn host_path(path: &Path, kind: &str) -> Result<()> {
     let meta = std::fs::metadata(path);
-    let wrong = |what: &str| Err(Error::Invalid(format!("hostPath {} is not {what}", path.display())));
+    let wrong = |what: &str| {
+        Err(Error::Invalid(format!(
+            "hostPath {} is not {what}",
+            path.display()
+        )))
+    };
     match (kind, &meta) {
-        ("" , _) => Ok(()),
+        ("", _) => Ok(()),
         ("DirectoryOrCreate", Err(_)) => mkdir(path),
         ("FileOrCreate", Err(_)) => {
             if let Some(p) = path.parent() {
                 mkdir(p)?;
             }
-            std::fs::File::create(path).map(|_| ()).map_err(Error::io(format!("create {}", path.display())))
+            std::fs::File::create(path)
+                .map(|_| ())
+                .map_err(Error::io(format!("create {}", path.display())))
         }
-        (_, Err(e)) => Err(Error::Invalid(format!("hostPath {} ({kind}): {e}", path.display()))),
+        (_, Err(e)) => Err(Error::Invalid(format!(
+            "hostPath {} ({kind}): {e}",
+            path.display()
+        ))),
         ("Directory" | "DirectoryOrCreate", Ok(m)) if !m.is_dir() => wrong("a directory"),
         ("File" | "FileOrCreate", Ok(m)) if !m.is_file() => wrong("a file"),
         ("Socket", Ok(m)) if !m.file_type().is_socket() => wrong("a socket"),
@@ -247,9 +376,17 @@ pub fn host_path(path: &Path, kind: &str) -> Result<()> {
 
 async fn claim_path(ctx: &Ctx, ns: &str, claim: &str) -> Result<PathBuf> {
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
-    let pvc = pvcs.get_opt(claim).await?.ok_or_else(|| Error::Invalid(format!("persistentVolumeClaim {claim:?} not found")))?;
-    let pv_name = pvc.spec.and_then(|s| s.volume_name).filter(|n| !n.is_empty());
-    let pv_name = pv_name.ok_or_else(|| Error::Invalid(format!("persistentVolumeClaim {claim:?} is not bound yet")))?;
+    let pvc = pvcs
+        .get_opt(claim)
+        .await?
+        .ok_or_else(|| Error::Invalid(format!("persistentVolumeClaim {claim:?} not found")))?;
+    let pv_name = pvc
+        .spec
+        .and_then(|s| s.volume_name)
+        .filter(|n| !n.is_empty());
+    let pv_name = pv_name.ok_or_else(|| {
+        Error::Invalid(format!("persistentVolumeClaim {claim:?} is not bound yet"))
+    })?;
     let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
     let spec = pvs.get(&pv_name).await?.spec.unwrap_or_default();
     if let Some(h) = spec.host_path {
@@ -259,11 +396,18 @@ async fn claim_path(ctx: &Ctx, ns: &str, claim: &str) -> Result<PathBuf> {
     if let Some(l) = spec.local {
         return Ok(PathBuf::from(l.path));
     }
-    Err(Error::Unsupported(format!("persistentVolume {pv_name:?}: devnode mounts only hostPath and local volumes")))
+    Err(Error::Unsupported(format!(
+        "persistentVolume {pv_name:?}: devnode mounts only hostPath and local volumes"
+    )))
 }
 
 /// Sets up every volume of the pod on the host: volume name → host path.
-pub async fn prepare(ctx: &Ctx, pod: &Pod, dir: &PodDir, refs: &Refs) -> Result<HashMap<String, PathBuf>> {
+pub async fn prepare(
+    ctx: &Ctx,
+    pod: &Pod,
+    dir: &PodDir,
+    refs: &Refs,
+) -> Result<HashMap<String, PathBuf>> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut out = HashMap::new();
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
@@ -289,12 +433,16 @@ pub async fn prepare(ctx: &Ctx, pod: &Pod, dir: &PodDir, refs: &Refs) -> Result<
 
 /// The bind mounts of one container, parents before children. `subPathExpr` is expanded
 /// with the container's environment.
-pub fn mounts(c: &Container, volumes: &HashMap<String, PathBuf>, env: &HashMap<String, String>) -> Result<Vec<Mount>> {
+pub fn mounts(
+    c: &Container,
+    volumes: &HashMap<String, PathBuf>,
+    env: &HashMap<String, String>,
+) -> Result<Vec<Mount>> {
     let mut out = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
-        let source = volumes
-            .get(&m.name)
-            .ok_or_else(|| Error::Invalid(format!("volumeMount {:?}: no volume of that name", m.name)))?;
+        let source = volumes.get(&m.name).ok_or_else(|| {
+            Error::Invalid(format!("volumeMount {:?}: no volume of that name", m.name))
+        })?;
         let sub = match (&m.sub_path, &m.sub_path_expr) {
             (Some(p), _) if !p.is_empty() => Some(p.clone()),
             (_, Some(e)) if !e.is_empty() => Some(crate::env::expand(e, env)),
@@ -310,7 +458,11 @@ pub fn mounts(c: &Container, volumes: &HashMap<String, PathBuf>, env: &HashMap<S
             }
             None => source.clone(),
         };
-        out.push(Mount { source, target: PathBuf::from(&m.mount_path), read_only: m.read_only == Some(true) });
+        out.push(Mount {
+            source,
+            target: PathBuf::from(&m.mount_path),
+            read_only: m.read_only == Some(true),
+        });
     }
     out.sort_by_key(|m| m.target.components().count());
     Ok(out)
@@ -322,16 +474,31 @@ mod tests {
     use serde_json::json;
 
     fn pod(volumes: serde_json::Value) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [], "volumes": volumes}})).unwrap()
+        serde_json::from_value(
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [], "volumes": volumes}}),
+        )
+        .unwrap()
     }
 
     #[test]
     fn unsupported_volumes_are_named() {
-        assert!(check(&pod(json!([{"name": "a", "hostPath": {"path": "/x"}}, {"name": "b", "emptyDir": {}}]))).is_ok());
-        let e = check(&pod(json!([{"name": "n", "nfs": {"server": "s", "path": "/"}}]))).unwrap_err();
-        assert!(e.to_string().contains("\"n\"") && e.to_string().contains("nfs"), "{e}");
+        assert!(
+            check(&pod(
+                json!([{"name": "a", "hostPath": {"path": "/x"}}, {"name": "b", "emptyDir": {}}])
+            ))
+            .is_ok()
+        );
+        let e = check(&pod(
+            json!([{"name": "n", "nfs": {"server": "s", "path": "/"}}]),
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("\"n\"") && e.to_string().contains("nfs"),
+            "{e}"
+        );
         let e = check(&pod(json!([{"name": "d", "downwardAPI": {"items": [
-            {"path": "cpu", "resourceFieldRef": {"resource": "limits.cpu"}}]}}]))).unwrap_err();
+            {"path": "cpu", "resourceFieldRef": {"resource": "limits.cpu"}}]}}])))
+        .unwrap_err();
         assert!(e.to_string().contains("resourceFieldRef"), "{e}");
     }
 
@@ -360,7 +527,14 @@ mod tests {
         let vols = HashMap::from([("v".to_string(), tmp.path().to_path_buf())]);
         let env = HashMap::from([("POD".to_string(), "p1".to_string())]);
         let m = mounts(&c, &vols, &env).unwrap();
-        assert_eq!(m[0], Mount { source: tmp.path().into(), target: "/a".into(), read_only: true });
+        assert_eq!(
+            m[0],
+            Mount {
+                source: tmp.path().into(),
+                target: "/a".into(),
+                read_only: true
+            }
+        );
         assert_eq!(m[1].source, tmp.path().join("p1"));
         assert!(tmp.path().join("p1").is_dir());
         assert!(relative("../x").is_err());

@@ -25,9 +25,16 @@ struct DevNode {
 
 impl DevNode {
     fn start(cp: &ControlPlane, test: &str) -> DevNode {
-        assert!(nix_is_root(), "devnode's tests need root: PID and mount namespaces (run them as root, as CI does)");
+        assert!(
+            nix_is_root(),
+            "devnode's tests need root: PID and mount namespaces (run them as root, as CI does)"
+        );
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!("devnode-{test}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "devnode-{test}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let state = tempfile::tempdir().expect("state dir");
         let log = std::fs::File::create(state.path().join("devnode.log")).expect("devnode log");
         let child = Command::new(DEVNODE)
@@ -51,7 +58,10 @@ impl DevNode {
     }
 
     fn stop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let _ = self.child.wait();
     }
 }
@@ -60,7 +70,12 @@ impl Drop for DevNode {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = Command::new(DEVNODE).arg("stop-all").arg("--state-dir").arg(self.state.path()).stdout(Stdio::null()).status();
+        let _ = Command::new(DEVNODE)
+            .arg("stop-all")
+            .arg("--state-dir")
+            .arg(self.state.path())
+            .stdout(Stdio::null())
+            .status();
     }
 }
 
@@ -102,7 +117,13 @@ fn merge(into: &mut Value, extra: Value) {
 }
 
 /// Polls until `check` holds for the pod; panics with its status and devnode's log otherwise.
-async fn wait_pod(api: &Api<Pod>, name: &str, node: &DevNode, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
+async fn wait_pod(
+    api: &Api<Pod>,
+    name: &str,
+    node: &DevNode,
+    what: &str,
+    check: impl Fn(&Pod) -> bool,
+) -> Pod {
     let start = Instant::now();
     loop {
         let pod = api.get_opt(name).await.expect("get pod");
@@ -113,35 +134,58 @@ async fn wait_pod(api: &Api<Pod>, name: &str, node: &DevNode, what: &str, check:
         }
         if start.elapsed() > TIMEOUT {
             let status = pod.map(|p| serde_json::to_string_pretty(&p.status).unwrap_or_default());
-            panic!("pod {name}: {what} not reached in {TIMEOUT:?}; status: {status:?}\ndevnode log:\n{}", node.log());
+            panic!(
+                "pod {name}: {what} not reached in {TIMEOUT:?}; status: {status:?}\ndevnode log:\n{}",
+                node.log()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 fn phase(p: &Pod) -> &str {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default()
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or_default()
 }
 
 fn main_status(p: &Pod) -> Value {
-    let s = p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.first());
+    let s = p
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first());
     serde_json::to_value(s).unwrap_or_default()
 }
 
 fn main_pid(p: &Pod) -> i32 {
-    let id = main_status(p)["containerID"].as_str().unwrap_or_default().to_string();
-    id.strip_prefix("devnode://").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("containerID {id:?}"))
+    let id = main_status(p)["containerID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    id.strip_prefix("devnode://")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("containerID {id:?}"))
 }
 
 fn condition(p: &Pod, kind: &str) -> Option<String> {
-    p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == kind).map(|c| c.status.clone())
+    p.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| c.status.clone())
 }
 
 /// Host PIDs of processes whose command line contains `token`.
 fn processes_with(token: &str) -> Vec<i32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         if String::from_utf8_lossy(&cmdline).contains(token) {
             out.push(pid);
@@ -157,41 +201,85 @@ async fn node_registers_ready_with_kubevirt_devices_and_a_lease() {
     let start = Instant::now();
     let n = loop {
         if let Some(n) = nodes.get_opt(&node.name).await.expect("get node") {
-            let ready = n.status.as_ref().and_then(|s| s.conditions.as_ref()).into_iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+            let ready = n
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
             if ready {
                 break n;
             }
         }
-        assert!(start.elapsed() < TIMEOUT, "node {} not Ready; devnode log:\n{}", node.name, node.log());
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "node {} not Ready; devnode log:\n{}",
+            node.name,
+            node.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let status = serde_json::to_value(n.status.unwrap()).unwrap();
     assert_eq!(status["allocatable"]["devices.kubevirt.io/kvm"], "1k");
     assert_eq!(status["capacity"]["pods"], "110");
-    assert!(status["allocatable"]["cpu"].is_string() && status["allocatable"]["memory"].is_string());
-    assert_eq!(status["addresses"][0], json!({"type": "InternalIP", "address": "127.0.0.1"}));
+    assert!(
+        status["allocatable"]["cpu"].is_string() && status["allocatable"]["memory"].is_string()
+    );
+    assert_eq!(
+        status["addresses"][0],
+        json!({"type": "InternalIP", "address": "127.0.0.1"})
+    );
     let labels = n.metadata.labels.unwrap();
-    assert_eq!(labels.get("kubernetes.io/os").map(String::as_str), Some("linux"));
+    assert_eq!(
+        labels.get("kubernetes.io/os").map(String::as_str),
+        Some("linux")
+    );
     assert!(n.spec.unwrap().taints.unwrap_or_default().is_empty());
     let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
     let lease = leases.get(&node.name).await.expect("the node's lease");
-    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some(node.name.as_str()));
+    assert_eq!(
+        lease.spec.unwrap().holder_identity.as_deref(),
+        Some(node.name.as_str())
+    );
 }
 
 #[tokio::test]
 async fn scheduled_pods_run_to_succeeded_and_failed_with_exit_codes() {
     let (_cp, client, ns, node) = setup("exit").await;
     let api: Api<Pod> = Api::namespaced(client, ns.name());
-    api.create(&PostParams::default(), &pod("ok", &node, "Never", &["exit", "0"], json!({}))).await.unwrap();
-    api.create(&PostParams::default(), &pod("three", &node, "Never", &["exit", "3"], json!({}))).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &pod("ok", &node, "Never", &["exit", "0"], json!({})),
+    )
+    .await
+    .unwrap();
+    api.create(
+        &PostParams::default(),
+        &pod("three", &node, "Never", &["exit", "3"], json!({})),
+    )
+    .await
+    .unwrap();
     let ok = wait_pod(&api, "ok", &node, "Succeeded", |p| phase(p) == "Succeeded").await;
-    assert_eq!(ok.spec.as_ref().unwrap().node_name.as_deref(), Some(node.name.as_str()), "bound by the scheduler");
+    assert_eq!(
+        ok.spec.as_ref().unwrap().node_name.as_deref(),
+        Some(node.name.as_str()),
+        "bound by the scheduler"
+    );
     assert_eq!(condition(&ok, "PodScheduled").as_deref(), Some("True"));
     let t = &main_status(&ok)["state"]["terminated"];
-    assert_eq!((t["exitCode"].as_i64(), t["reason"].as_str()), (Some(0), Some("Completed")), "{t}");
+    assert_eq!(
+        (t["exitCode"].as_i64(), t["reason"].as_str()),
+        (Some(0), Some("Completed")),
+        "{t}"
+    );
     let three = wait_pod(&api, "three", &node, "Failed", |p| phase(p) == "Failed").await;
     let t = &main_status(&three)["state"]["terminated"];
-    assert_eq!((t["exitCode"].as_i64(), t["reason"].as_str()), (Some(3), Some("Error")), "{t}");
+    assert_eq!(
+        (t["exitCode"].as_i64(), t["reason"].as_str()),
+        (Some(3), Some("Error")),
+        "{t}"
+    );
     assert_eq!(three.status.unwrap().pod_ip.as_deref(), Some("127.0.0.1"));
 }
 
@@ -209,10 +297,26 @@ async fn host_path_is_mounted_and_env_is_resolved() {
             "volumeMounts": [{"name": "data", "mountPath": "/mnt/devnode-test"}],
         }],
     });
-    api.create(&PostParams::default(), &pod("mounted", &node, "Never", &[], mount)).await.unwrap();
-    let p = wait_pod(&api, "mounted", &node, "a terminal phase", |p| matches!(phase(p), "Succeeded" | "Failed")).await;
-    assert_eq!(phase(&p), "Succeeded", "the file in the hostPath is visible at its mountPath: {:?}", main_status(&p));
-    assert!(!Path::new("/mnt/devnode-test/hello").exists(), "the bind mount stayed inside the pod's mount namespace");
+    api.create(
+        &PostParams::default(),
+        &pod("mounted", &node, "Never", &[], mount),
+    )
+    .await
+    .unwrap();
+    let p = wait_pod(&api, "mounted", &node, "a terminal phase", |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    })
+    .await;
+    assert_eq!(
+        phase(&p),
+        "Succeeded",
+        "the file in the hostPath is visible at its mountPath: {:?}",
+        main_status(&p)
+    );
+    assert!(
+        !Path::new("/mnt/devnode-test/hello").exists(),
+        "the bind mount stayed inside the pod's mount namespace"
+    );
 
     let env = json!({"containers": [{
         "name": "main", "image": "ferrovirt/devnode-testpod:dev",
@@ -224,12 +328,28 @@ async fn host_path_is_mounted_and_env_is_resolved() {
             {"name": "GREETING", "value": "hello $(MY_NAME)"},
         ],
     }]});
-    api.create(&PostParams::default(), &pod("env", &node, "Never", &[], env)).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &pod("env", &node, "Never", &[], env),
+    )
+    .await
+    .unwrap();
     let p = wait_pod(&api, "env", &node, "Succeeded", |p| phase(p) == "Succeeded").await;
     let uid = p.metadata.uid.unwrap();
-    let log_path: PathBuf = node.state.path().join("pods").join(format!("{}_env_{uid}", ns.name())).join("main.log");
-    let log = std::fs::read_to_string(&log_path).unwrap_or_else(|e| panic!("{}: {e}", log_path.display()));
-    for line in ["MY_NAME=env".to_string(), format!("MY_NS={}", ns.name()), "MY_IP=127.0.0.1".into(), "GREETING=hello env".into()] {
+    let log_path: PathBuf = node
+        .state
+        .path()
+        .join("pods")
+        .join(format!("{}_env_{uid}", ns.name()))
+        .join("main.log");
+    let log = std::fs::read_to_string(&log_path)
+        .unwrap_or_else(|e| panic!("{}: {e}", log_path.display()));
+    for line in [
+        "MY_NAME=env".to_string(),
+        format!("MY_NS={}", ns.name()),
+        "MY_IP=127.0.0.1".into(),
+        "GREETING=hello env".into(),
+    ] {
         assert!(log.contains(&line), "{line:?} in {log}");
     }
 }
@@ -248,16 +368,33 @@ async fn deletion_sends_sigterm_and_removes_the_pod() {
             "readinessProbe": {"exec": {"command": ["cat", "/out/armed"]}, "periodSeconds": 1},
         }],
     });
-    api.create(&PostParams::default(), &pod("term", &node, "Always", &[], spec)).await.unwrap();
-    let p = wait_pod(&api, "term", &node, "Running and Ready", |p| phase(p) == "Running" && condition(p, "Ready").as_deref() == Some("True")).await;
+    api.create(
+        &PostParams::default(),
+        &pod("term", &node, "Always", &[], spec),
+    )
+    .await
+    .unwrap();
+    let p = wait_pod(&api, "term", &node, "Running and Ready", |p| {
+        phase(p) == "Running" && condition(p, "Ready").as_deref() == Some("True")
+    })
+    .await;
     assert!(main_status(&p)["state"]["running"]["startedAt"].is_string());
     api.delete("term", &DeleteParams::default()).await.unwrap();
     let start = Instant::now();
     while api.get_opt("term").await.unwrap().is_some() {
-        assert!(start.elapsed() < TIMEOUT, "pod not removed after deletion; devnode log:\n{}", node.log());
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "pod not removed after deletion; devnode log:\n{}",
+            node.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(std::fs::read_to_string(out.path().join("term")).unwrap_or_default(), "SIGTERM\n", "the container got SIGTERM; devnode log:\n{}", node.log());
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("term")).unwrap_or_default(),
+        "SIGTERM\n",
+        "the container got SIGTERM; devnode log:\n{}",
+        node.log()
+    );
 }
 
 #[tokio::test]
@@ -265,11 +402,25 @@ async fn foreign_image_waits_with_err_image_pull() {
     let (_cp, client, ns, node) = setup("image").await;
     let api: Api<Pod> = Api::namespaced(client, ns.name());
     let spec = json!({"containers": [{"name": "main", "image": "docker.io/library/busybox:1.36"}]});
-    api.create(&PostParams::default(), &pod("foreign", &node, "Always", &[], spec)).await.unwrap();
-    let p = wait_pod(&api, "foreign", &node, "a waiting reason", |p| main_status(p)["state"]["waiting"]["reason"] == "ErrImagePull").await;
+    api.create(
+        &PostParams::default(),
+        &pod("foreign", &node, "Always", &[], spec),
+    )
+    .await
+    .unwrap();
+    let p = wait_pod(&api, "foreign", &node, "a waiting reason", |p| {
+        main_status(p)["state"]["waiting"]["reason"] == "ErrImagePull"
+    })
+    .await;
     assert_eq!(phase(&p), "Pending");
-    let msg = main_status(&p)["state"]["waiting"]["message"].as_str().unwrap_or_default().to_string();
-    assert!(msg.contains("ferrovirt/") && msg.contains("busybox"), "{msg}");
+    let msg = main_status(&p)["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        msg.contains("ferrovirt/") && msg.contains("busybox"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -277,7 +428,12 @@ async fn killing_the_main_process_kills_its_daemonized_child() {
     let (_cp, client, ns, node) = setup("orphans").await;
     let token = format!("devnode-orphan-{}-{}", std::process::id(), node.name);
     let api: Api<Pod> = Api::namespaced(client, ns.name());
-    api.create(&PostParams::default(), &pod("daemon", &node, "Never", &["daemonize", &token], json!({}))).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &pod("daemon", &node, "Never", &["daemonize", &token], json!({})),
+    )
+    .await
+    .unwrap();
     let p = wait_pod(&api, "daemon", &node, "Running", |p| phase(p) == "Running").await;
     let start = Instant::now();
     while processes_with(&format!("sleep\0{token}")).is_empty() {
@@ -285,10 +441,17 @@ async fn killing_the_main_process_kills_its_daemonized_child() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let pid = main_pid(&p);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).expect("kill -9 the main process");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 the main process");
     let start = Instant::now();
     while !processes_with(&format!("sleep\0{token}")).is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(10), "the daemonized child outlived its pod's main process");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the daemonized child outlived its pod's main process"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let p = wait_pod(&api, "daemon", &node, "Failed", |p| phase(p) == "Failed").await;
@@ -308,16 +471,27 @@ async fn readiness_probe_on_a_mounted_file_and_adoption_across_devnode_restarts(
             "readinessProbe": {"exec": {"command": ["test", "-e", "/var/run/ferrovirt/vmi/ready"]}, "periodSeconds": 1},
         }],
     });
-    api.create(&PostParams::default(), &pod("probe", &node, "Always", &[], spec)).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &pod("probe", &node, "Always", &[], spec),
+    )
+    .await
+    .unwrap();
     let p = wait_pod(&api, "probe", &node, "Running", |p| phase(p) == "Running").await;
     assert_eq!(condition(&p, "Ready").as_deref(), Some("False"));
     std::fs::write(dir.path().join("ready"), "").unwrap();
-    let p = wait_pod(&api, "probe", &node, "Ready", |p| condition(p, "Ready").as_deref() == Some("True")).await;
+    let p = wait_pod(&api, "probe", &node, "Ready", |p| {
+        condition(p, "Ready").as_deref() == Some("True")
+    })
+    .await;
     let pid = main_pid(&p);
 
     // devnode stops: the pod keeps running; a new devnode adopts it.
     node.stop();
-    assert!(Path::new(&format!("/proc/{pid}")).exists(), "the container outlived devnode's exit");
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the container outlived devnode's exit"
+    );
     let state = node.state.path().to_path_buf();
     node.child = Command::new(DEVNODE)
         .arg("--kubeconfig")
@@ -329,14 +503,35 @@ async fn readiness_probe_on_a_mounted_file_and_adoption_across_devnode_restarts(
         .arg(Path::new(DEVNODE).parent().unwrap())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(std::fs::OpenOptions::new().append(true).open(state.join("devnode.log")).unwrap())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(state.join("devnode.log"))
+                .unwrap(),
+        )
         .spawn()
         .unwrap();
-    api.delete("probe", &DeleteParams { grace_period_seconds: Some(2), ..Default::default() }).await.unwrap();
+    api.delete(
+        "probe",
+        &DeleteParams {
+            grace_period_seconds: Some(2),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let start = Instant::now();
     while api.get_opt("probe").await.unwrap().is_some() {
-        assert!(start.elapsed() < TIMEOUT, "adopted pod not removed; devnode log:\n{}", node.log());
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "adopted pod not removed; devnode log:\n{}",
+            node.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "the adopted container was stopped; devnode log:\n{}", node.log());
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the adopted container was stopped; devnode log:\n{}",
+        node.log()
+    );
 }

@@ -29,7 +29,11 @@ fn main() {
     let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
     match arg(0).as_str() {
         "exit" => std::process::exit(arg(1).parse().unwrap_or(1)),
-        "check-file" => std::process::exit(if std::path::Path::new(&arg(1)).exists() { 0 } else { 1 }),
+        "check-file" => std::process::exit(if std::path::Path::new(&arg(1)).exists() {
+            0
+        } else {
+            1
+        }),
         "wait-term" => {
             // SAFETY: the handler only stores to an atomic.
             unsafe { libc::signal(libc::SIGTERM, on_term as *const () as libc::sighandler_t) };

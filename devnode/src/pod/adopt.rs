@@ -11,9 +11,20 @@ impl Worker {
     /// was started but that left no live process and no exit record fails the pod.
     pub(super) fn adopt(&mut self) {
         let api = self.pod.status.clone().unwrap_or_default();
-        let api_statuses: Vec<_> =
-            api.init_container_statuses.iter().flatten().chain(api.container_statuses.iter().flatten()).cloned().collect();
-        let names: Vec<String> = self.st.init.iter().chain(self.st.main.iter()).map(|r| r.name.clone()).collect();
+        let api_statuses: Vec<_> = api
+            .init_container_statuses
+            .iter()
+            .flatten()
+            .chain(api.container_statuses.iter().flatten())
+            .cloned()
+            .collect();
+        let names: Vec<String> = self
+            .st
+            .init
+            .iter()
+            .chain(self.st.main.iter())
+            .map(|r| r.name.clone())
+            .collect();
         let mut lost = Vec::new();
         for name in names {
             let api_status = api_statuses.iter().find(|s| s.name == name);
@@ -45,7 +56,9 @@ impl Worker {
                 }
             } else if is_alive(s.shim_pid, s.shim_start) {
                 tracing::info!(pod = %self.name(), container = %name, pid = s.pid, "adopting running container");
-                let mounts = read_json::<ShimSpec>(&self.dir.spec(&name)).map(|sp| sp.mounts).unwrap_or_default();
+                let mounts = read_json::<ShimSpec>(&self.dir.spec(&name))
+                    .map(|sp| sp.mounts)
+                    .unwrap_or_default();
                 runtime::follow(&name, &s, &exit_file, self.exits_tx.clone());
                 if let Some(c) = self.container(&name) {
                     self.set_running(&c, s, &mounts);

@@ -7,7 +7,14 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-pub fn spec(ctx: &Ctx, pod: &Pod, c: &Container, dir: &PodDir, vols: &HashMap<String, PathBuf>, refs: &Refs) -> Result<ShimSpec> {
+pub fn spec(
+    ctx: &Ctx,
+    pod: &Pod,
+    c: &Container,
+    dir: &PodDir,
+    vols: &HashMap<String, PathBuf>,
+    refs: &Refs,
+) -> Result<ShimSpec> {
     let img = c.image.as_deref().unwrap_or_default();
     let binary = image::binary_for_image(img, &ctx.image_prefix)?;
     let (path, argv) = image::command(c, &binary, &ctx.bin_dir);
@@ -17,21 +24,32 @@ pub fn spec(ctx: &Ctx, pod: &Pod, c: &Container, dir: &PodDir, vols: &HashMap<St
             path.display()
         )));
     }
-    let service = Service { host: &ctx.api_host, port: ctx.api_port };
+    let service = Service {
+        host: &ctx.api_host,
+        port: ctx.api_port,
+    };
     let vars = env::resolve(pod, c, refs, &ctx.node_name, &service)?;
     let map: HashMap<String, String> = vars.iter().cloned().collect();
     let argv = argv.iter().map(|a| env::expand(a, &map)).collect();
     let mounts = volumes::mounts(c, vols, &map)?;
     let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let sc = c.security_context.as_ref();
-    let uid = sc.and_then(|s| s.run_as_user).or(pod_sc.and_then(|s| s.run_as_user));
-    let gid = sc.and_then(|s| s.run_as_group).or(pod_sc.and_then(|s| s.run_as_group));
+    let uid = sc
+        .and_then(|s| s.run_as_user)
+        .or(pod_sc.and_then(|s| s.run_as_user));
+    let gid = sc
+        .and_then(|s| s.run_as_group)
+        .or(pod_sc.and_then(|s| s.run_as_group));
     let to_u32 = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
     Ok(ShimSpec {
         path,
         argv,
         env: vars,
-        cwd: c.working_dir.as_ref().filter(|w| !w.is_empty()).map(PathBuf::from),
+        cwd: c
+            .working_dir
+            .as_ref()
+            .filter(|w| !w.is_empty())
+            .map(PathBuf::from),
         hostname: env::hostname(pod),
         mounts,
         uid: to_u32(uid),
@@ -44,7 +62,10 @@ pub fn spec(ctx: &Ctx, pod: &Pod, c: &Container, dir: &PodDir, vols: &HashMap<St
 
 /// Rejects pods asking for what devnode does not do, with the field named.
 pub fn admit(pod: &Pod) -> Result<()> {
-    let spec = pod.spec.as_ref().ok_or_else(|| Error::Unsupported("pod without spec".into()))?;
+    let spec = pod
+        .spec
+        .as_ref()
+        .ok_or_else(|| Error::Unsupported("pod without spec".into()))?;
     volumes::check(pod)?;
     for c in spec.init_containers.iter().flatten() {
         if c.restart_policy.is_some() {
@@ -54,10 +75,18 @@ pub fn admit(pod: &Pod) -> Result<()> {
             )));
         }
     }
-    for c in spec.init_containers.iter().flatten().chain(spec.containers.iter()) {
+    for c in spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+    {
         crate::probe::check(c)?;
         for e in c.env.iter().flatten() {
-            if e.value_from.as_ref().is_some_and(|f| f.resource_field_ref.is_some() || f.file_key_ref.is_some()) {
+            if e.value_from
+                .as_ref()
+                .is_some_and(|f| f.resource_field_ref.is_some() || f.file_key_ref.is_some())
+            {
                 return Err(Error::Unsupported(format!(
                     "container {:?} env {:?}: only fieldRef, configMapKeyRef and secretKeyRef are supported by devnode",
                     c.name, e.name
@@ -65,8 +94,14 @@ pub fn admit(pod: &Pod) -> Result<()> {
             }
         }
     }
-    if spec.ephemeral_containers.as_ref().is_some_and(|e| !e.is_empty()) {
-        return Err(Error::Unsupported("ephemeral containers are not supported by devnode".into()));
+    if spec
+        .ephemeral_containers
+        .as_ref()
+        .is_some_and(|e| !e.is_empty())
+    {
+        return Err(Error::Unsupported(
+            "ephemeral containers are not supported by devnode".into(),
+        ));
     }
     Ok(())
 }

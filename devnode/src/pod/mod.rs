@@ -75,12 +75,17 @@ fn pod_dir(ctx: &Ctx, pod: &Pod) -> PodDir {
 }
 
 fn is_terminal(pod: &Pod) -> bool {
-    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 /// Runs a pod until it is deleted. `rx` carries the pod's latest version, None once it is gone.
 pub async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Arc<Pod>>>) {
-    let Some(pod) = rx.borrow_and_update().clone() else { return };
+    let Some(pod) = rx.borrow_and_update().clone() else {
+        return;
+    };
     let mut w = Worker::new(ctx, pod.clone());
     // A pod that ended before this devnode started only waits for its deletion.
     let finished = is_terminal(&pod);
@@ -114,18 +119,31 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: watch::Receiver<Option<Arc<Pod>>>) {
 impl Worker {
     fn new(ctx: Arc<Ctx>, pod: Arc<Pod>) -> Self {
         let (init, main) = containers(&pod);
-        let main_wait = if init.is_empty() { "ContainerCreating" } else { "PodInitializing" };
+        let main_wait = if init.is_empty() {
+            "ContainerCreating"
+        } else {
+            "PodInitializing"
+        };
         let record = |c: &Container, reason: &str| Record {
-            state: State::Waiting { reason: reason.into(), message: None },
+            state: State::Waiting {
+                reason: reason.into(),
+                message: None,
+            },
             ..Record::new(&c.name, c.image.as_deref().unwrap_or_default())
         };
         let st = PodState {
             init: init.iter().map(|c| record(c, "PodInitializing")).collect(),
             main: main.iter().map(|c| record(c, main_wait)).collect(),
-            restart_policy: pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into()),
-            start_time: pod.status.as_ref().and_then(|s| s.start_time.as_ref()).and_then(|t| {
-                chrono::DateTime::from_timestamp(t.0.as_second(), 0)
-            }),
+            restart_policy: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.restart_policy.clone())
+                .unwrap_or_else(|| "Always".into()),
+            start_time: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .and_then(|t| chrono::DateTime::from_timestamp(t.0.as_second(), 0)),
             ..Default::default()
         };
         let (exits_tx, exits_rx) = mpsc::channel(16);
@@ -156,7 +174,11 @@ impl Worker {
     }
 
     fn record(&mut self, name: &str) -> Option<&mut Record> {
-        self.st.init.iter_mut().chain(self.st.main.iter_mut()).find(|r| r.name == name)
+        self.st
+            .init
+            .iter_mut()
+            .chain(self.st.main.iter_mut())
+            .find(|r| r.name == name)
     }
 
     fn container(&self, name: &str) -> Option<Container> {
@@ -167,7 +189,10 @@ impl Worker {
     fn wait_all_unstarted(&mut self, reason: &str, message: &str) {
         for r in self.st.init.iter_mut().chain(self.st.main.iter_mut()) {
             if r.never_ran() {
-                r.state = State::Waiting { reason: reason.into(), message: Some(message.into()) };
+                r.state = State::Waiting {
+                    reason: reason.into(),
+                    message: Some(message.into()),
+                };
             }
         }
     }
@@ -189,11 +214,16 @@ impl Worker {
         let (init, main) = containers(&self.pod);
         let mut images_ok = true;
         for c in init.iter().chain(main.iter()) {
-            if let Err(e) = crate::image::binary_for_image(c.image.as_deref().unwrap_or_default(), &self.ctx.image_prefix)
-                && let Some(r) = self.record(&c.name)
+            if let Err(e) = crate::image::binary_for_image(
+                c.image.as_deref().unwrap_or_default(),
+                &self.ctx.image_prefix,
+            ) && let Some(r) = self.record(&c.name)
                 && r.never_ran()
             {
-                r.state = State::Waiting { reason: "ErrImagePull".into(), message: Some(e.to_string()) };
+                r.state = State::Waiting {
+                    reason: "ErrImagePull".into(),
+                    message: Some(e.to_string()),
+                };
                 images_ok = false;
             }
         }
@@ -226,19 +256,26 @@ impl Worker {
             if r.succeeded() {
                 continue;
             }
-            if r.running() || self.starting.contains(&c.name) || (matches!(r.state, State::Terminated(_)) && policy == "Never") {
+            if r.running()
+                || self.starting.contains(&c.name)
+                || (matches!(r.state, State::Terminated(_)) && policy == "Never")
+            {
                 return;
             }
             self.try_start(c).await;
             return;
         }
         for c in &main {
-            let Some(r) = self.st.main.iter().find(|r| r.name == c.name).cloned() else { continue };
+            let Some(r) = self.st.main.iter().find(|r| r.name == c.name).cloned() else {
+                continue;
+            };
             if r.running() || self.starting.contains(&c.name) {
                 continue;
             }
             let restart = match &r.state {
-                State::Terminated(t) => policy == "Always" || (policy == "OnFailure" && t.exit_code != 0),
+                State::Terminated(t) => {
+                    policy == "Always" || (policy == "OnFailure" && t.exit_code != 0)
+                }
                 State::Waiting { .. } => true,
                 State::Running { .. } => false,
             };
@@ -251,16 +288,30 @@ impl Worker {
     async fn try_start(&mut self, c: &Container) {
         let now = Instant::now();
         let pod_name = self.name();
-        let not_before = self.backoff.get(&c.name).map(|b| b.not_before).unwrap_or(now);
-        let secs = self.backoff.get(&c.name).map(|b| b.delay.as_secs() / 2).unwrap_or(10).max(10);
-        let Some(r) = self.record(&c.name) else { return };
+        let not_before = self
+            .backoff
+            .get(&c.name)
+            .map(|b| b.not_before)
+            .unwrap_or(now);
+        let secs = self
+            .backoff
+            .get(&c.name)
+            .map(|b| b.delay.as_secs() / 2)
+            .unwrap_or(10)
+            .max(10);
+        let Some(r) = self.record(&c.name) else {
+            return;
+        };
         if let State::Terminated(t) = &r.state {
             r.last = Some(t.clone());
         }
         if r.last.is_some() && not_before > now {
             r.state = State::Waiting {
                 reason: "CrashLoopBackOff".into(),
-                message: Some(format!("back-off {secs}s restarting failed container={} pod={pod_name}", c.name)),
+                message: Some(format!(
+                    "back-off {secs}s restarting failed container={} pod={pod_name}",
+                    c.name
+                )),
             };
             return;
         }
@@ -273,7 +324,14 @@ impl Worker {
             Ok(s) => s,
             Err(e) => return self.start_failed(&c.name, e),
         };
-        let started = runtime::start(&self.ctx, &c.name, &spec, &self.dir.spec(&c.name), self.exits_tx.clone()).await;
+        let started = runtime::start(
+            &self.ctx,
+            &c.name,
+            &spec,
+            &self.dir.spec(&c.name),
+            self.exits_tx.clone(),
+        )
+        .await;
         let restarted = self.record(&c.name).is_some_and(|r| r.last.is_some());
         match started {
             Ok(started) => {
@@ -300,7 +358,11 @@ impl Worker {
     fn set_running(&mut self, c: &Container, s: Started, mounts: &[crate::state::Mount]) {
         let now = Instant::now();
         let tracker = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
-            p.as_ref().and_then(|p| probe::plan(p, c, mounts).ok().map(|check| Tracker::new(p, check, now)))
+            p.as_ref().and_then(|p| {
+                probe::plan(p, c, mounts)
+                    .ok()
+                    .map(|check| Tracker::new(p, check, now))
+            })
         };
         let probes = Probes {
             startup: tracker(&c.startup_probe),
@@ -310,7 +372,10 @@ impl Worker {
         let plain = probes.startup.is_none() && probes.readiness.is_none();
         self.probes.insert(c.name.clone(), probes);
         if let Some(r) = self.record(&c.name) {
-            r.state = State::Running { started_at: s.started_at, pid: s.pid };
+            r.state = State::Running {
+                started_at: s.started_at,
+                pid: s.pid,
+            };
             r.ready = plain;
         }
         self.running.insert(c.name.clone(), s);
@@ -328,7 +393,10 @@ impl Worker {
             _ => "RunContainerError",
         };
         if let Some(r) = self.record(name) {
-            r.state = State::Waiting { reason: reason.into(), message: Some(chain(&e)) };
+            r.state = State::Waiting {
+                reason: reason.into(),
+                message: Some(chain(&e)),
+            };
         }
         self.retry_at = Some(Instant::now() + RETRY);
     }
@@ -344,14 +412,21 @@ impl Worker {
         let t = Terminated {
             exit_code: e.exit_code,
             signal: e.signal,
-            reason: e.reason.unwrap_or_else(|| status::exit_reason(e.exit_code).into()),
+            reason: e
+                .reason
+                .unwrap_or_else(|| status::exit_reason(e.exit_code).into()),
             message: e.message,
             started_at: started.as_ref().map(|s| s.started_at),
             finished_at: e.finished_at,
             pid: started.as_ref().map(|s| s.pid),
         };
-        let ran = started.map(|s| (Utc::now() - s.started_at).to_std().unwrap_or_default()).unwrap_or_default();
-        let b = self.backoff.entry(name.clone()).or_insert(Backoff { delay: BACKOFF_START, not_before: Instant::now() });
+        let ran = started
+            .map(|s| (Utc::now() - s.started_at).to_std().unwrap_or_default())
+            .unwrap_or_default();
+        let b = self.backoff.entry(name.clone()).or_insert(Backoff {
+            delay: BACKOFF_START,
+            not_before: Instant::now(),
+        });
         if ran >= BACKOFF_RESET {
             b.delay = BACKOFF_START;
         }
@@ -366,9 +441,13 @@ impl Worker {
     async fn probe(&mut self) {
         let names: Vec<String> = self.probes.keys().cloned().collect();
         for name in names {
-            let Some(s) = self.running.get(&name).cloned() else { continue };
+            let Some(s) = self.running.get(&name).cloned() else {
+                continue;
+            };
             let exe = self.ctx.self_exe.clone();
-            let Some(p) = self.probes.get_mut(&name) else { continue };
+            let Some(p) = self.probes.get_mut(&name) else {
+                continue;
+            };
             let mut kill = false;
             let started = match &mut p.startup {
                 Some(t) if !t.ok => {
@@ -416,7 +495,10 @@ impl Worker {
             }
         }
         for p in self.probes.values() {
-            for t in [&p.startup, &p.readiness, &p.liveness].into_iter().flatten() {
+            for t in [&p.startup, &p.readiness, &p.liveness]
+                .into_iter()
+                .flatten()
+            {
                 consider(t.due(now).unwrap_or(now + Duration::from_secs(1)));
             }
         }
@@ -432,7 +514,10 @@ impl Worker {
         }
         let ns = self.pod.metadata.namespace.as_deref().unwrap_or("default");
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), ns);
-        let pp = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        let pp = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
         let name = self.pod.metadata.name.clone().unwrap_or_default();
         match api.patch_status(&name, &pp, &Patch::Merge(&body)).await {
             Ok(p) => {
@@ -440,14 +525,28 @@ impl Worker {
                 self.last_status = Some(body);
             }
             Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => tracing::warn!(pod = %self.name(), error = %chain(&e), "cannot write pod status"),
+            Err(e) => {
+                tracing::warn!(pod = %self.name(), error = %chain(&e), "cannot write pod status")
+            }
         }
     }
 
     /// Stops every container (SIGTERM, grace period, SIGKILL), then deletes the pod object.
     async fn terminate(&mut self, gone: bool) {
-        let grace = if gone { 0 } else { self.pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64 };
-        let sig = if grace == 0 { Signal::SIGKILL } else { Signal::SIGTERM };
+        let grace = if gone {
+            0
+        } else {
+            self.pod
+                .metadata
+                .deletion_grace_period_seconds
+                .unwrap_or(30)
+                .max(0) as u64
+        };
+        let sig = if grace == 0 {
+            Signal::SIGKILL
+        } else {
+            Signal::SIGTERM
+        };
         if !self.running.is_empty() {
             tracing::info!(pod = %self.name(), grace, "stopping containers");
         }
@@ -480,13 +579,21 @@ impl Worker {
             let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
             let dp = DeleteParams {
                 grace_period_seconds: Some(0),
-                preconditions: Some(Preconditions { uid: self.pod.metadata.uid.clone(), ..Default::default() }),
+                preconditions: Some(Preconditions {
+                    uid: self.pod.metadata.uid.clone(),
+                    ..Default::default()
+                }),
                 ..Default::default()
             };
-            match api.delete(self.pod.metadata.name.as_deref().unwrap_or_default(), &dp).await {
+            match api
+                .delete(self.pod.metadata.name.as_deref().unwrap_or_default(), &dp)
+                .await
+            {
                 Ok(_) => tracing::info!(pod = %self.name(), "pod deleted"),
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-                Err(e) => tracing::warn!(pod = %self.name(), error = %chain(&e), "cannot delete pod"),
+                Err(e) => {
+                    tracing::warn!(pod = %self.name(), error = %chain(&e), "cannot delete pod")
+                }
             }
         }
         self.cleanup();
@@ -494,13 +601,19 @@ impl Worker {
 
     /// Removes the pod's state but its logs.
     fn cleanup(&self) {
-        let Ok(entries) = std::fs::read_dir(self.dir.path()) else { return };
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "log") {
                 continue;
             }
-            let r = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+            let r = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
             if let Err(err) = r {
                 tracing::warn!(path = %p.display(), error = %err, "cannot clean up");
             }
