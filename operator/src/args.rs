@@ -23,7 +23,12 @@ pub struct Args {
     pub leader: LeaderArgs,
 
     /// Log format.
-    #[arg(long, env = "FERROVIRT_LOG_FORMAT", value_enum, default_value = "plain")]
+    #[arg(
+        long,
+        env = "FERROVIRT_LOG_FORMAT",
+        value_enum,
+        default_value = "plain"
+    )]
     pub log_format: LogFormat,
 
     /// The cap of the crash-loop back-off between starts of a VM whose VMIs keep failing
@@ -34,14 +39,17 @@ pub struct Args {
     /// How many objects each controller reconciles at once.
     #[arg(long, env = "FERROVIRT_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
-
 }
 
 /// How the launcher pod is rendered.
 #[derive(clap::Args, Debug, Clone)]
 pub struct LauncherArgs {
     /// Image of the launcher pod's `compute` container.
-    #[arg(long, env = "FERROVIRT_LAUNCHER_IMAGE", default_value = "ferrovirt/virt-launcher:dev")]
+    #[arg(
+        long,
+        env = "FERROVIRT_LAUNCHER_IMAGE",
+        default_value = "ferrovirt/virt-launcher:dev"
+    )]
     pub launcher_image: String,
 
     /// The node run dir on the host: each VMI gets `<dir>/vmis/<uid>` as its hostPath.
@@ -53,7 +61,11 @@ pub struct LauncherArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct LeaderArgs {
     /// Namespace of the Lease.
-    #[arg(long, env = "FERROVIRT_LEADER_ELECTION_NAMESPACE", default_value = "kubevirt")]
+    #[arg(
+        long,
+        env = "FERROVIRT_LEADER_ELECTION_NAMESPACE",
+        default_value = "kubevirt"
+    )]
     pub leader_election_namespace: String,
 
     /// Name of the Lease.
@@ -81,7 +93,10 @@ pub enum LogFormat {
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.trim_end_matches('s').parse().map_err(|e| format!("{s}: {e}"))?;
+    let secs: f64 = s
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|e| format!("{s}: {e}"))?;
     if !(secs > 0.0) {
         return Err(format!("{s}: must be positive"));
     }
@@ -107,7 +122,8 @@ mod tests {
 
     #[test]
     fn defaults_and_env_names() {
-        let a = Args::try_parse_from(["operator", "--lease-duration", "4", "--log-format", "json"]).unwrap();
+        let a = Args::try_parse_from(["operator", "--lease-duration", "4", "--log-format", "json"])
+            .unwrap();
         assert_eq!(a.leader.lease_duration, Duration::from_secs(4));
         assert_eq!(a.log_format, LogFormat::Json);
         assert_eq!(a.launcher.node_run_dir, PathBuf::from("/var/run/ferrovirt"));

@@ -30,9 +30,19 @@ impl Context {
         vmis: Store<VirtualMachineInstance>,
         pods: Store<Pod>,
     ) -> Self {
-        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: None };
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: None,
+        };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, settings, metrics, vmis, pods, recorder }
+        Self {
+            client,
+            settings,
+            metrics,
+            vmis,
+            pods,
+            recorder,
+        }
     }
 
     /// The cached VMI `namespace/name`.
@@ -50,7 +60,13 @@ impl Context {
     pub fn event(&self, object: ObjectReference, type_: EventType, reason: &str, note: String) {
         let recorder = self.recorder.clone();
         let metrics = self.metrics.clone();
-        let ev = Event { type_, reason: reason.to_string(), note: Some(note), action: reason.to_string(), secondary: None };
+        let ev = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: reason.to_string(),
+            secondary: None,
+        };
         tokio::spawn(async move {
             metrics.request("create", "events");
             if let Err(e) = recorder.publish(&ev, &object).await {
@@ -61,7 +77,11 @@ impl Context {
 }
 
 /// Runs one reconcile of `controller`, counting it, timing it and counting its error.
-pub async fn measured<F>(controller: &'static str, ctx: &Context, reconcile: F) -> crate::Result<kube::runtime::controller::Action>
+pub async fn measured<F>(
+    controller: &'static str,
+    ctx: &Context,
+    reconcile: F,
+) -> crate::Result<kube::runtime::controller::Action>
 where
     F: std::future::Future<Output = crate::Result<kube::runtime::controller::Action>>,
 {

@@ -24,7 +24,14 @@ pub struct LeaderElector {
 }
 
 impl LeaderElector {
-    pub fn new(client: Client, namespace: &str, name: &str, identity: &str, duration: Duration, retry: Duration) -> Self {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        duration: Duration,
+        retry: Duration,
+    ) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
             name: name.to_string(),
@@ -81,7 +88,10 @@ impl LeaderElector {
                 spec.holder_identity = None;
                 spec.renew_time = None;
                 spec.acquire_time = None;
-                let _ = self.api.replace(&self.name, &PostParams::default(), &lease).await;
+                let _ = self
+                    .api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await;
             }
         }
     }
@@ -92,7 +102,10 @@ impl LeaderElector {
         let secs = i32::try_from(self.duration.as_secs().max(1)).unwrap_or(i32::MAX);
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    ..Default::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(self.identity.clone()),
                     lease_duration_seconds: Some(secs),
@@ -111,7 +124,10 @@ impl LeaderElector {
         let spec = lease.spec.get_or_insert_with(Default::default);
         let held_by_me = spec.holder_identity.as_deref() == Some(&self.identity);
         if !held_by_me {
-            let holder_set = spec.holder_identity.as_deref().is_some_and(|h| !h.is_empty());
+            let holder_set = spec
+                .holder_identity
+                .as_deref()
+                .is_some_and(|h| !h.is_empty());
             let expires = spec.renew_time.as_ref().map(|t| {
                 let secs = i64::from(spec.lease_duration_seconds.unwrap_or(secs));
                 t.0 + jiff_seconds(secs)
@@ -128,7 +144,11 @@ impl LeaderElector {
         spec.renew_time = Some(now);
         // The replace carries the resourceVersion read above: a concurrent winner makes it
         // fail with a conflict.
-        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) if is_conflict(&e) => Ok(false),
             Err(e) => Err(Error::LeaderElection(format!("updating lease: {e}"))),

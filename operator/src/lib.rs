@@ -92,12 +92,15 @@ pub async fn run(args: Args) -> Result<()> {
 async fn client(args: &Args) -> Result<Client> {
     let mut config = match &args.kubeconfig {
         Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| Error::Config(Box::new(e)))?;
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| Error::Config(Box::new(e)))?;
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
                 .await
                 .map_err(|e| Error::Config(Box::new(e)))?
         }
-        None => kube::Config::infer().await.map_err(|e| Error::Config(Box::new(e)))?,
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| Error::Config(Box::new(e)))?,
     };
     config.headers.push((
         http::header::USER_AGENT,
@@ -120,48 +123,71 @@ async fn shutdown_signal() {
 /// wakes its own reconcile and its VM's; a pod change wakes its VMI's. (kube-runtime's
 /// shared streams are not used: their subscriber stalls once an object is deleted before
 /// it is read, and they drop deletions.)
-pub async fn run_controllers(client: Client, settings: Settings, metrics: Arc<metrics::Metrics>) -> Result<()> {
+pub async fn run_controllers(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<metrics::Metrics>,
+) -> Result<()> {
     let vms: Api<VirtualMachine> = Api::all(client.clone());
     let vmis: Api<VirtualMachineInstance> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
 
     let (vmi_store, vmi_writer) = reflector::store::<VirtualMachineInstance>();
     let (pod_store, pod_writer) = reflector::store::<Pod>();
-    let (vm_wakeups, vm_wakeup_stream) = futures::channel::mpsc::unbounded::<ObjectRef<VirtualMachine>>();
-    let (vmi_wakeups, vmi_wakeup_stream) = futures::channel::mpsc::unbounded::<ObjectRef<VirtualMachineInstance>>();
+    let (vm_wakeups, vm_wakeup_stream) =
+        futures::channel::mpsc::unbounded::<ObjectRef<VirtualMachine>>();
+    let (vmi_wakeups, vmi_wakeup_stream) =
+        futures::channel::mpsc::unbounded::<ObjectRef<VirtualMachineInstance>>();
 
     let vmi_wakeups_from_pods = vmi_wakeups.clone();
-    let vmi_watch = reflector::reflector(vmi_writer, watcher(vmis, watcher::Config::default()).default_backoff())
-        .for_each(move |event| {
-            for vmi in changed(event) {
-                if let Some(owner) = controller_of(&vmi, "VirtualMachine") {
-                    let _ = vm_wakeups.unbounded_send(owner);
-                }
-                let _ = vmi_wakeups.unbounded_send(ObjectRef::from_obj(&vmi));
+    let vmi_watch = reflector::reflector(
+        vmi_writer,
+        watcher(vmis, watcher::Config::default()).default_backoff(),
+    )
+    .for_each(move |event| {
+        for vmi in changed(event) {
+            if let Some(owner) = controller_of(&vmi, "VirtualMachine") {
+                let _ = vm_wakeups.unbounded_send(owner);
             }
-            futures::future::ready(())
-        });
-    let launcher_pods = watcher::Config::default().labels(&format!("{}={}", pod::APP_LABEL, pod::APP_LABEL_VALUE));
-    let pod_watch = reflector::reflector(pod_writer, watcher(pods, launcher_pods).default_backoff())
-        .for_each(move |event| {
-            for pod in changed(event) {
-                if let Some(owner) = controller_of(&pod, "VirtualMachineInstance") {
-                    let _ = vmi_wakeups_from_pods.unbounded_send(owner);
+            let _ = vmi_wakeups.unbounded_send(ObjectRef::from_obj(&vmi));
+        }
+        futures::future::ready(())
+    });
+    let launcher_pods =
+        watcher::Config::default().labels(&format!("{}={}", pod::APP_LABEL, pod::APP_LABEL_VALUE));
+    let pod_watch =
+        reflector::reflector(pod_writer, watcher(pods, launcher_pods).default_backoff()).for_each(
+            move |event| {
+                for pod in changed(event) {
+                    if let Some(owner) = controller_of(&pod, "VirtualMachineInstance") {
+                        let _ = vmi_wakeups_from_pods.unbounded_send(owner);
+                    }
                 }
-            }
-            futures::future::ready(())
-        });
+                futures::future::ready(())
+            },
+        );
 
     metrics.count_vmis_from(vmi_store.clone());
-    let ctx = Arc::new(Context::new(client, settings.clone(), metrics, vmi_store.clone(), pod_store));
+    let ctx = Arc::new(Context::new(
+        client,
+        settings.clone(),
+        metrics,
+        vmi_store.clone(),
+        pod_store,
+    ));
     let config = kube::runtime::controller::Config::default().concurrency(settings.concurrency);
 
     let vm_controller = Controller::new(vms, watcher::Config::default())
         .reconcile_on(vm_wakeup_stream)
         .with_config(config.clone())
-        .run(vm_controller::reconcile, vm_controller::error_policy, ctx.clone())
+        .run(
+            vm_controller::reconcile,
+            vm_controller::error_policy,
+            ctx.clone(),
+        )
         .for_each(|_| futures::future::ready(()));
-    let no_direct_trigger = futures::stream::pending::<Result<VirtualMachineInstance, watcher::Error>>();
+    let no_direct_trigger =
+        futures::stream::pending::<Result<VirtualMachineInstance, watcher::Error>>();
     let vmi_controller = Controller::for_stream(no_direct_trigger, vmi_store)
         .reconcile_on(vmi_wakeup_stream)
         .with_config(config)
@@ -176,7 +202,9 @@ pub async fn run_controllers(client: Client, settings: Settings, metrics: Arc<me
 /// The objects an event is about (applied, listed or deleted).
 fn changed<K>(event: std::result::Result<watcher::Event<K>, watcher::Error>) -> Vec<K> {
     match event {
-        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o)) => vec![o],
+        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o)) => {
+            vec![o]
+        }
         Ok(watcher::Event::Init | watcher::Event::InitDone) => vec![],
         Err(e) => {
             tracing::warn!(error = %crate::telemetry::chain(&e), "watch failed, retrying");
@@ -192,6 +220,9 @@ where
     O: Resource,
 {
     let ns = obj.namespace()?;
-    let owner = obj.owner_references().iter().find(|o| o.controller == Some(true) && o.kind == kind)?;
+    let owner = obj
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == kind)?;
     Some(ObjectRef::new(&owner.name).within(&ns))
 }

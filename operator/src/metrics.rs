@@ -64,7 +64,11 @@ impl Default for Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let vmi_phases = Family::<PhaseLabels, Gauge>::default();
         let leader = Gauge::default();
-        registry.register("ferrovirt_operator_reconcile", "Reconciles run, by controller", reconciles.clone());
+        registry.register(
+            "ferrovirt_operator_reconcile",
+            "Reconciles run, by controller",
+            reconciles.clone(),
+        );
         registry.register(
             "ferrovirt_operator_reconcile_errors",
             "Reconciles that failed, by controller and error reason (the Event reason)",
@@ -85,25 +89,51 @@ impl Default for Metrics {
             "VirtualMachineInstances by phase (lower case, as KubeVirt) and node",
             vmi_phases.clone(),
         );
-        registry.register("ferrovirt_operator_leader", "1 while this replica holds the leader lease", leader.clone());
-        Self { registry, reconciles, errors, durations, requests, vmi_phases, leader, vmis: OnceCell::new() }
+        registry.register(
+            "ferrovirt_operator_leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            errors,
+            durations,
+            requests,
+            vmi_phases,
+            leader,
+            vmis: OnceCell::new(),
+        }
     }
 }
 
 impl Metrics {
     /// Starts timing a reconcile; the returned guard records its duration when dropped.
     pub fn reconcile(&self, controller: &'static str) -> ReconcileTimer<'_> {
-        self.reconciles.get_or_create(&ControllerLabels { controller }).inc();
-        ReconcileTimer { metrics: self, controller, started: Instant::now() }
+        self.reconciles
+            .get_or_create(&ControllerLabels { controller })
+            .inc();
+        ReconcileTimer {
+            metrics: self,
+            controller,
+            started: Instant::now(),
+        }
     }
 
     pub fn error(&self, controller: &'static str, e: &Error) {
-        self.errors.get_or_create(&ErrorLabels { controller, reason: e.reason() }).inc();
+        self.errors
+            .get_or_create(&ErrorLabels {
+                controller,
+                reason: e.reason(),
+            })
+            .inc();
     }
 
     /// Counts one API request.
     pub fn request(&self, verb: &'static str, resource: &'static str) {
-        self.requests.get_or_create(&RequestLabels { verb, resource }).inc();
+        self.requests
+            .get_or_create(&RequestLabels { verb, resource })
+            .inc();
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -121,13 +151,20 @@ impl Metrics {
         if let Some(store) = self.vmis.get() {
             for vmi in store.state() {
                 let status = vmi.status.as_ref();
-                let phase = status.and_then(|s| s.phase).map_or("pending".to_string(), |p| p.as_str().to_lowercase());
-                let node = status.and_then(|s| s.node_name.clone()).unwrap_or_else(|| "<none>".into());
-                self.vmi_phases.get_or_create(&PhaseLabels { phase, node }).inc();
+                let phase = status
+                    .and_then(|s| s.phase)
+                    .map_or("pending".to_string(), |p| p.as_str().to_lowercase());
+                let node = status
+                    .and_then(|s| s.node_name.clone())
+                    .unwrap_or_else(|| "<none>".into());
+                self.vmi_phases
+                    .get_or_create(&PhaseLabels { phase, node })
+                    .inc();
             }
         }
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String never fails");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String never fails");
         out
     }
 }
@@ -143,18 +180,24 @@ impl Drop for ReconcileTimer<'_> {
     fn drop(&mut self) {
         self.metrics
             .durations
-            .get_or_create(&ControllerLabels { controller: self.controller })
+            .get_or_create(&ControllerLabels {
+                controller: self.controller,
+            })
             .observe(self.started.elapsed().as_secs_f64());
     }
 }
 
 /// Serves `/metrics` and `/healthz` until the process ends. Binds before returning.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| Error::Metrics(addr.to_string(), e))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Metrics(addr.to_string(), e))?;
     tracing::info!(addr = %listener.local_addr().map_err(|e| Error::Metrics(addr.to_string(), e))?, "serving metrics");
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
             let metrics = metrics.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
@@ -172,7 +215,11 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<tokio::tas
                 let head = String::from_utf8_lossy(&buf[..len]);
                 let path = head.split_whitespace().nth(1).unwrap_or("/");
                 let (status, ctype, body) = match path {
-                    "/metrics" => ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics.encode()),
+                    "/metrics" => (
+                        "200 OK",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        metrics.encode(),
+                    ),
                     "/healthz" | "/readyz" => ("200 OK", "text/plain", "ok\n".to_string()),
                     _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
                 };
@@ -198,9 +245,22 @@ mod tests {
         m.error("vm", &Error::Conflict("vm x".into()));
         m.request("create", "virtualmachineinstances");
         let text = m.encode();
-        assert!(text.contains("ferrovirt_operator_reconcile_total{controller=\"vm\"} 1"), "{text}");
-        assert!(text.contains("ferrovirt_operator_reconcile_errors_total{controller=\"vm\",reason=\"Conflict\"} 1"), "{text}");
-        assert!(text.contains("ferrovirt_operator_reconcile_duration_seconds_count{controller=\"vm\"} 1"), "{text}");
+        assert!(
+            text.contains("ferrovirt_operator_reconcile_total{controller=\"vm\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "ferrovirt_operator_reconcile_errors_total{controller=\"vm\",reason=\"Conflict\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "ferrovirt_operator_reconcile_duration_seconds_count{controller=\"vm\"} 1"
+            ),
+            "{text}"
+        );
         assert!(text.contains("ferrovirt_operator_api_requests_total{verb=\"create\",resource=\"virtualmachineinstances\"} 1"));
     }
 }

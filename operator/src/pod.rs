@@ -52,7 +52,11 @@ pub fn memory_overhead_mib(guest_mib: u64, vcpus: u32) -> u64 {
     const LAUNCHER_AND_LIBVIRT: u64 = 30;
     const QEMU_BASE: u64 = 50;
     const TCG_CACHE: u64 = 64;
-    LAUNCHER_AND_LIBVIRT + QEMU_BASE + TCG_CACHE + guest_mib.div_ceil(512) + 2 * u64::from(vcpus.saturating_sub(1))
+    LAUNCHER_AND_LIBVIRT
+        + QEMU_BASE
+        + TCG_CACHE
+        + guest_mib.div_ceil(512)
+        + 2 * u64::from(vcpus.saturating_sub(1))
 }
 
 /// How pods are rendered: the operator's flags.
@@ -66,13 +70,20 @@ pub struct LauncherConfig {
 /// The name of a VMI's launcher pod: fixed per VMI, so a second create of it fails
 /// instead of making a second pod.
 pub fn pod_name(vmi_name: &str, vmi_uid: &str) -> String {
-    let short: String = vmi_uid.chars().filter(|c| c.is_ascii_alphanumeric()).take(5).collect();
+    let short: String = vmi_uid
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(5)
+        .collect();
     format!("virt-launcher-{vmi_name}-{short}")
 }
 
 /// The VMI's grace period in seconds.
 pub fn grace_seconds(vmi: &VirtualMachineInstance) -> i64 {
-    vmi.spec.termination_grace_period_seconds.unwrap_or(DEFAULT_GRACE_SECONDS).max(0)
+    vmi.spec
+        .termination_grace_period_seconds
+        .unwrap_or(DEFAULT_GRACE_SECONDS)
+        .max(0)
 }
 
 /// Guest memory in bytes: `domain.memory.guest`, else `resources.requests.memory`.
@@ -82,9 +93,20 @@ pub fn guest_memory_bytes(vmi: &VirtualMachineInstance) -> Result<u64> {
         .memory
         .as_ref()
         .and_then(|m| m.guest.as_ref())
-        .or_else(|| d.resources.as_ref().and_then(|r| r.requests.as_ref()).and_then(|r| r.get("memory")))
-        .ok_or_else(|| Error::InvalidSpec("no guest memory: set domain.memory.guest or domain.resources.requests.memory".into()))?;
-    parse_bytes(&q.0).ok_or_else(|| Error::InvalidSpec(format!("memory quantity {:?} is not understood", q.0)))
+        .or_else(|| {
+            d.resources
+                .as_ref()
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("memory"))
+        })
+        .ok_or_else(|| {
+            Error::InvalidSpec(
+                "no guest memory: set domain.memory.guest or domain.resources.requests.memory"
+                    .into(),
+            )
+        })?;
+    parse_bytes(&q.0)
+        .ok_or_else(|| Error::InvalidSpec(format!("memory quantity {:?} is not understood", q.0)))
 }
 
 /// vCPUs: sockets × cores × threads, each defaulting to 1.
@@ -97,7 +119,9 @@ pub fn vcpus(vmi: &VirtualMachineInstance) -> u32 {
 /// Parses a Kubernetes quantity of bytes ("128Mi", "1G", "1.5Gi", "1048576", "1e9").
 pub fn parse_bytes(s: &str) -> Option<u64> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, suffix) = s.split_at(split);
     let value: f64 = num.parse().ok()?;
     let mult: f64 = match suffix {
@@ -123,10 +147,21 @@ fn mib_quantity(bytes: u64) -> Quantity {
 
 /// The launcher pod of `vmi`.
 pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod> {
-    let name = vmi.metadata.name.clone().ok_or_else(|| Error::InvalidObject("VMI without a name".into()))?;
-    let namespace =
-        vmi.metadata.namespace.clone().ok_or_else(|| Error::InvalidObject(format!("VMI {name} without a namespace")))?;
-    let uid = vmi.metadata.uid.clone().ok_or_else(|| Error::InvalidObject(format!("VMI {name} without a UID")))?;
+    let name = vmi
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| Error::InvalidObject("VMI without a name".into()))?;
+    let namespace = vmi
+        .metadata
+        .namespace
+        .clone()
+        .ok_or_else(|| Error::InvalidObject(format!("VMI {name} without a namespace")))?;
+    let uid = vmi
+        .metadata
+        .uid
+        .clone()
+        .ok_or_else(|| Error::InvalidObject(format!("VMI {name} without a UID")))?;
     let grace = grace_seconds(vmi);
 
     let guest = guest_memory_bytes(vmi)?;
@@ -151,9 +186,13 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
             limits.insert("cpu".to_string(), cpu.clone());
         }
         if let Some(mem) = l.get("memory") {
-            let bytes = parse_bytes(&mem.0)
-                .ok_or_else(|| Error::InvalidSpec(format!("memory limit {:?} is not understood", mem.0)))?;
-            limits.insert("memory".to_string(), mib_quantity(bytes.max(guest) + overhead));
+            let bytes = parse_bytes(&mem.0).ok_or_else(|| {
+                Error::InvalidSpec(format!("memory limit {:?} is not understood", mem.0))
+            })?;
+            limits.insert(
+                "memory".to_string(),
+                mib_quantity(bytes.max(guest) + overhead),
+            );
         }
     }
 
@@ -211,7 +250,11 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
         ]),
         readiness_probe: Some(Probe {
             exec: Some(ExecAction {
-                command: Some(vec!["test".into(), "-e".into(), format!("{VMI_DIR_IN_POD}/ready")]),
+                command: Some(vec![
+                    "test".into(),
+                    "-e".into(),
+                    format!("{VMI_DIR_IN_POD}/ready"),
+                ]),
             }),
             period_seconds: Some(1),
             timeout_seconds: Some(1),
@@ -293,7 +336,10 @@ spec:
 "#;
 
     fn cfg() -> LauncherConfig {
-        LauncherConfig { image: "ferrovirt/virt-launcher:dev".into(), node_run_dir: "/var/run/ferrovirt".into() }
+        LauncherConfig {
+            image: "ferrovirt/virt-launcher:dev".into(),
+            node_run_dir: "/var/run/ferrovirt".into(),
+        }
     }
 
     #[test]
@@ -303,28 +349,46 @@ spec:
         assert_eq!(meta.name.as_deref(), Some("virt-launcher-testvm-0b8f6"));
         let labels = meta.labels.as_ref().unwrap();
         assert_eq!(labels["kubevirt.io"], "virt-launcher");
-        assert_eq!(labels["kubevirt.io/created-by"], "0b8f6a5e-1111-2222-3333-444455556666");
+        assert_eq!(
+            labels["kubevirt.io/created-by"],
+            "0b8f6a5e-1111-2222-3333-444455556666"
+        );
         assert_eq!(labels["vm.kubevirt.io/name"], "testvm");
         assert_eq!(labels["app"], "web", "the VMI's labels are copied");
-        assert_eq!(meta.annotations.as_ref().unwrap()["kubevirt.io/domain"], "testvm");
+        assert_eq!(
+            meta.annotations.as_ref().unwrap()["kubevirt.io/domain"],
+            "testvm"
+        );
         let owner = &meta.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.controller), ("VirtualMachineInstance", Some(true)));
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("VirtualMachineInstance", Some(true))
+        );
 
         let spec = pod.spec.as_ref().unwrap();
         assert_eq!(spec.termination_grace_period_seconds, Some(35));
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
         assert_eq!(spec.node_selector.as_ref().unwrap()["disk"], "ssd");
-        assert_eq!(spec.tolerations.as_ref().unwrap()[0].key.as_deref(), Some("dedicated"));
+        assert_eq!(
+            spec.tolerations.as_ref().unwrap()[0].key.as_deref(),
+            Some("dedicated")
+        );
         assert!(spec.affinity.as_ref().unwrap().node_affinity.is_some());
         let vol = &spec.volumes.as_ref().unwrap()[0];
         let hp = vol.host_path.as_ref().unwrap();
-        assert_eq!(hp.path, "/var/run/ferrovirt/vmis/0b8f6a5e-1111-2222-3333-444455556666");
+        assert_eq!(
+            hp.path,
+            "/var/run/ferrovirt/vmis/0b8f6a5e-1111-2222-3333-444455556666"
+        );
         assert_eq!(hp.type_.as_deref(), Some("DirectoryOrCreate"));
 
         let c = &spec.containers[0];
         assert_eq!(c.name, "compute");
         assert_eq!(c.image.as_deref(), Some("ferrovirt/virt-launcher:dev"));
-        assert_eq!(c.command.as_deref(), Some(&["virt-launcher".to_string()][..]));
+        assert_eq!(
+            c.command.as_deref(),
+            Some(&["virt-launcher".to_string()][..])
+        );
         let args = c.args.as_ref().unwrap().join(" ");
         assert_eq!(
             args,
@@ -332,9 +396,15 @@ spec:
              --vmi-dir /var/run/ferrovirt/vmi --grace-period-seconds 20 \
              --capabilities-cache /var/run/ferrovirt/capabilities"
         );
-        assert_eq!(c.volume_mounts.as_ref().unwrap()[0].mount_path, "/var/run/ferrovirt/vmi");
+        assert_eq!(
+            c.volume_mounts.as_ref().unwrap()[0].mount_path,
+            "/var/run/ferrovirt/vmi"
+        );
         let probe = c.readiness_probe.as_ref().unwrap().exec.as_ref().unwrap();
-        assert_eq!(probe.command.as_ref().unwrap().join(" "), "test -e /var/run/ferrovirt/vmi/ready");
+        assert_eq!(
+            probe.command.as_ref().unwrap().join(" "),
+            "test -e /var/run/ferrovirt/vmi/ready"
+        );
 
         let res = c.resources.as_ref().unwrap();
         let req = res.requests.as_ref().unwrap();
@@ -356,7 +426,10 @@ spec:
     devices: {}
 "#);
         let pod = render(&v, &cfg()).unwrap();
-        let res = pod.spec.as_ref().unwrap().containers[0].resources.clone().unwrap();
+        let res = pod.spec.as_ref().unwrap().containers[0]
+            .resources
+            .clone()
+            .unwrap();
         assert_eq!(res.requests.as_ref().unwrap()["memory"].0, "1170Mi"); // 1024 + 144 + 2
         assert_eq!(res.requests.as_ref().unwrap()["cpu"].0, "1");
         assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "2194Mi"); // 2048 + 144 + 2 (overhead of the guest)

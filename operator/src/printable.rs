@@ -53,13 +53,19 @@ pub fn printable_status(f: &Facts) -> &'static str {
         ps::ERROR_UNSCHEDULABLE
     } else if match vmi {
         None => f.start_expected,
-        Some(v) => matches!(v.phase, None | Some(VmiPhase::Pending | VmiPhase::Scheduling | VmiPhase::Scheduled)),
+        Some(v) => matches!(
+            v.phase,
+            None | Some(VmiPhase::Pending | VmiPhase::Scheduling | VmiPhase::Scheduled)
+        ),
     } {
         ps::STARTING
     } else if vmi.is_none_or(|v| v.is_final())
         && !f.start_expected
         && f.start_failures > 0
-        && matches!(f.strategy, Some(RunStrategy::Always | RunStrategy::RerunOnFailure | RunStrategy::Once))
+        && matches!(
+            f.strategy,
+            Some(RunStrategy::Always | RunStrategy::RerunOnFailure | RunStrategy::Once)
+        )
     {
         ps::CRASH_LOOP_BACK_OFF
     } else if match vmi {
@@ -77,30 +83,149 @@ mod tests {
     use super::*;
 
     fn vmi(phase: Option<VmiPhase>) -> Option<VmiFacts> {
-        Some(VmiFacts { phase, ..Default::default() })
+        Some(VmiFacts {
+            phase,
+            ..Default::default()
+        })
     }
 
     #[test]
     fn each_status() {
-        let base = Facts { strategy: Some(RunStrategy::Always), ..Default::default() };
+        let base = Facts {
+            strategy: Some(RunStrategy::Always),
+            ..Default::default()
+        };
         let cases: Vec<(Facts, &str)> = vec![
-            (Facts { vm_deleting: true, vmi: vmi(Some(VmiPhase::Running)), ..base }, ps::TERMINATING),
-            (Facts { vmi: Some(VmiFacts { phase: Some(VmiPhase::Running), deleting: true, ..Default::default() }), ..base }, ps::STOPPING),
-            (Facts { vmi: vmi(Some(VmiPhase::Running)), stop_expected: true, ..base }, ps::STOPPING),
-            (Facts { vmi: Some(VmiFacts { phase: Some(VmiPhase::Running), paused: true, ..Default::default() }), ..base }, ps::PAUSED),
-            (Facts { vmi: vmi(Some(VmiPhase::Running)), ..base }, ps::RUNNING),
-            (Facts { vmi: Some(VmiFacts { phase: Some(VmiPhase::Scheduling), unschedulable: true, ..Default::default() }), ..base }, ps::ERROR_UNSCHEDULABLE),
-            (Facts { vmi: vmi(None), ..base }, ps::STARTING),
-            (Facts { vmi: vmi(Some(VmiPhase::Pending)), ..base }, ps::STARTING),
-            (Facts { vmi: vmi(Some(VmiPhase::Scheduling)), ..base }, ps::STARTING),
-            (Facts { vmi: vmi(Some(VmiPhase::Scheduled)), ..base }, ps::STARTING),
-            (Facts { start_expected: true, ..base }, ps::STARTING),
-            (Facts { start_failures: 2, ..base }, ps::CRASH_LOOP_BACK_OFF),
-            (Facts { vmi: vmi(Some(VmiPhase::Failed)), start_failures: 1, ..base }, ps::CRASH_LOOP_BACK_OFF),
-            (Facts { vmi: vmi(Some(VmiPhase::Failed)), start_failures: 1, strategy: Some(RunStrategy::Manual), ..base }, ps::STOPPED),
+            (
+                Facts {
+                    vm_deleting: true,
+                    vmi: vmi(Some(VmiPhase::Running)),
+                    ..base
+                },
+                ps::TERMINATING,
+            ),
+            (
+                Facts {
+                    vmi: Some(VmiFacts {
+                        phase: Some(VmiPhase::Running),
+                        deleting: true,
+                        ..Default::default()
+                    }),
+                    ..base
+                },
+                ps::STOPPING,
+            ),
+            (
+                Facts {
+                    vmi: vmi(Some(VmiPhase::Running)),
+                    stop_expected: true,
+                    ..base
+                },
+                ps::STOPPING,
+            ),
+            (
+                Facts {
+                    vmi: Some(VmiFacts {
+                        phase: Some(VmiPhase::Running),
+                        paused: true,
+                        ..Default::default()
+                    }),
+                    ..base
+                },
+                ps::PAUSED,
+            ),
+            (
+                Facts {
+                    vmi: vmi(Some(VmiPhase::Running)),
+                    ..base
+                },
+                ps::RUNNING,
+            ),
+            (
+                Facts {
+                    vmi: Some(VmiFacts {
+                        phase: Some(VmiPhase::Scheduling),
+                        unschedulable: true,
+                        ..Default::default()
+                    }),
+                    ..base
+                },
+                ps::ERROR_UNSCHEDULABLE,
+            ),
+            (
+                Facts {
+                    vmi: vmi(None),
+                    ..base
+                },
+                ps::STARTING,
+            ),
+            (
+                Facts {
+                    vmi: vmi(Some(VmiPhase::Pending)),
+                    ..base
+                },
+                ps::STARTING,
+            ),
+            (
+                Facts {
+                    vmi: vmi(Some(VmiPhase::Scheduling)),
+                    ..base
+                },
+                ps::STARTING,
+            ),
+            (
+                Facts {
+                    vmi: vmi(Some(VmiPhase::Scheduled)),
+                    ..base
+                },
+                ps::STARTING,
+            ),
+            (
+                Facts {
+                    start_expected: true,
+                    ..base
+                },
+                ps::STARTING,
+            ),
+            (
+                Facts {
+                    start_failures: 2,
+                    ..base
+                },
+                ps::CRASH_LOOP_BACK_OFF,
+            ),
+            (
+                Facts {
+                    vmi: vmi(Some(VmiPhase::Failed)),
+                    start_failures: 1,
+                    ..base
+                },
+                ps::CRASH_LOOP_BACK_OFF,
+            ),
+            (
+                Facts {
+                    vmi: vmi(Some(VmiPhase::Failed)),
+                    start_failures: 1,
+                    strategy: Some(RunStrategy::Manual),
+                    ..base
+                },
+                ps::STOPPED,
+            ),
             (Facts { ..base }, ps::STOPPED),
-            (Facts { vmi: vmi(Some(VmiPhase::Succeeded)), ..base }, ps::STOPPED),
-            (Facts { vmi: vmi(Some(VmiPhase::Unknown)), ..base }, ps::UNKNOWN),
+            (
+                Facts {
+                    vmi: vmi(Some(VmiPhase::Succeeded)),
+                    ..base
+                },
+                ps::STOPPED,
+            ),
+            (
+                Facts {
+                    vmi: vmi(Some(VmiPhase::Unknown)),
+                    ..base
+                },
+                ps::UNKNOWN,
+            ),
         ];
         for (facts, want) in cases {
             assert_eq!(printable_status(&facts), want, "{facts:?}");
@@ -110,10 +235,21 @@ mod tests {
     #[test]
     fn stopping_wins_over_starting_and_terminating_over_all() {
         let f = Facts {
-            vmi: Some(VmiFacts { phase: Some(VmiPhase::Scheduling), deleting: true, unschedulable: true, ..Default::default() }),
+            vmi: Some(VmiFacts {
+                phase: Some(VmiPhase::Scheduling),
+                deleting: true,
+                unschedulable: true,
+                ..Default::default()
+            }),
             ..Default::default()
         };
         assert_eq!(printable_status(&f), ps::STOPPING);
-        assert_eq!(printable_status(&Facts { vm_deleting: true, ..f }), ps::TERMINATING);
+        assert_eq!(
+            printable_status(&Facts {
+                vm_deleting: true,
+                ..f
+            }),
+            ps::TERMINATING
+        );
     }
 }

@@ -57,7 +57,9 @@ pub enum Decision {
 
 /// The first request is a Start.
 pub fn has_start_request(requests: &[VirtualMachineStateChangeRequest]) -> bool {
-    requests.first().is_some_and(|r| r.action == StateChangeRequestAction::Start)
+    requests
+        .first()
+        .is_some_and(|r| r.action == StateChangeRequestAction::Start)
 }
 
 /// The first request is a Stop for this VMI.
@@ -70,7 +72,11 @@ pub fn has_stop_request_for(requests: &[VirtualMachineStateChangeRequest], vmi_u
 /// The decision table.
 pub fn decide(i: &Inputs) -> Decision {
     let start_or_wait = || {
-        if i.backoff_left > Duration::ZERO { Decision::WaitBackoff(i.backoff_left) } else { Decision::Start }
+        if i.backoff_left > Duration::ZERO {
+            Decision::WaitBackoff(i.backoff_left)
+        } else {
+            Decision::Start
+        }
     };
     match i.strategy {
         RunStrategy::Always => match i.vmi {
@@ -85,11 +91,16 @@ pub fn decide(i: &Inputs) -> Decision {
             Some(v) if v.deleting => Decision::Nothing,
             Some(v) if v.phase == Some(VmiPhase::Failed) => Decision::StopAndRequestStart,
             // A guest shutdown is respected: the finished VMI goes, nothing replaces it.
-            Some(v) if v.phase == Some(VmiPhase::Succeeded) || has_stop_request_for(i.requests, v.uid) => {
+            Some(v)
+                if v.phase == Some(VmiPhase::Succeeded)
+                    || has_stop_request_for(i.requests, v.uid) =>
+            {
                 Decision::Stop
             }
             Some(_) => Decision::Nothing,
-            None if has_start_request(i.requests) || i.status_run_strategy != Some(RunStrategy::RerunOnFailure) => {
+            None if has_start_request(i.requests)
+                || i.status_run_strategy != Some(RunStrategy::RerunOnFailure) =>
+            {
                 start_or_wait()
             }
             None => Decision::Nothing,
@@ -117,8 +128,13 @@ pub fn decide(i: &Inputs) -> Decision {
 /// Whether the first state change request has been acted on and is removed, judged on
 /// the VMI as seen before acting (so a request is removed on the pass after its effect
 /// shows).
-pub fn first_request_done(requests: &[VirtualMachineStateChangeRequest], vmi: Option<VmiView>) -> bool {
-    let Some(first) = requests.first() else { return false };
+pub fn first_request_done(
+    requests: &[VirtualMachineStateChangeRequest],
+    vmi: Option<VmiView>,
+) -> bool {
+    let Some(first) = requests.first() else {
+        return false;
+    };
     match first.action {
         StateChangeRequestAction::Stop => match (vmi, first.uid.as_deref()) {
             // No VMI: it was stopped. No UID: it can never be acted on.
@@ -142,7 +158,10 @@ pub fn is_set_to_start(i: &Inputs) -> bool {
         },
         RunStrategy::RerunOnFailure => match i.vmi {
             Some(v) => v.phase != Some(VmiPhase::Succeeded),
-            None => has_start_request(i.requests) || i.status_run_strategy != Some(RunStrategy::RerunOnFailure),
+            None => {
+                has_start_request(i.requests)
+                    || i.status_run_strategy != Some(RunStrategy::RerunOnFailure)
+            }
         },
         RunStrategy::Once => i.vmi.is_none(),
     }
@@ -176,7 +195,10 @@ pub fn next_start_failures(
     vmi: Option<VmiView>,
     strategy: RunStrategy,
 ) -> (Option<StartFailures>, bool) {
-    let restarts = matches!(strategy, RunStrategy::Always | RunStrategy::RerunOnFailure | RunStrategy::Once);
+    let restarts = matches!(
+        strategy,
+        RunStrategy::Always | RunStrategy::RerunOnFailure | RunStrategy::Once
+    );
     if vmi.is_some_and(|v| v.was_running) || !restarts {
         return (None, false);
     }
@@ -186,7 +208,13 @@ pub fn next_start_failures(
                 return (prev.cloned(), false);
             }
             let consecutive = prev.map_or(1, |p| p.consecutive + 1);
-            (Some(StartFailures { last_failed_vmi_uid: v.uid.to_string(), consecutive }), true)
+            (
+                Some(StartFailures {
+                    last_failed_vmi_uid: v.uid.to_string(),
+                    consecutive,
+                }),
+                true,
+            )
         }
         _ => (prev.cloned(), false),
     }
@@ -198,10 +226,18 @@ mod tests {
     use RunStrategy::*;
 
     fn stop(uid: &str) -> VirtualMachineStateChangeRequest {
-        VirtualMachineStateChangeRequest { action: StateChangeRequestAction::Stop, uid: Some(uid.into()), data: None }
+        VirtualMachineStateChangeRequest {
+            action: StateChangeRequestAction::Stop,
+            uid: Some(uid.into()),
+            data: None,
+        }
     }
     fn start() -> VirtualMachineStateChangeRequest {
-        VirtualMachineStateChangeRequest { action: StateChangeRequestAction::Start, uid: None, data: None }
+        VirtualMachineStateChangeRequest {
+            action: StateChangeRequestAction::Start,
+            uid: None,
+            data: None,
+        }
     }
 
     /// The VMI outcomes of the table: none yet / running / Succeeded / Failed / deleted
@@ -217,7 +253,14 @@ mod tests {
     }
 
     fn view(o: Outcome) -> Option<VmiView<'static>> {
-        let v = |phase, deleting| Some(VmiView { uid: "u1", phase: Some(phase), deleting, was_running: true });
+        let v = |phase, deleting| {
+            Some(VmiView {
+                uid: "u1",
+                phase: Some(phase),
+                deleting,
+                was_running: true,
+            })
+        };
         match o {
             Outcome::NeverCreated | Outcome::Deleted => None,
             Outcome::Running => v(VmiPhase::Running, false),
@@ -233,7 +276,13 @@ mod tests {
             Outcome::NeverCreated => None,
             _ => Some(strategy),
         };
-        decide(&Inputs { strategy, vmi: view(o), requests: &[], status_run_strategy, backoff_left: Duration::ZERO })
+        decide(&Inputs {
+            strategy,
+            vmi: view(o),
+            requests: &[],
+            status_run_strategy,
+            backoff_left: Duration::ZERO,
+        })
     }
 
     #[test]
@@ -274,7 +323,11 @@ mod tests {
             (Halted, Deleting, Nothing),
         ];
         for (strategy, outcome, want) in table {
-            assert_eq!(decide_for(strategy, outcome), want, "{strategy:?} with {outcome:?}");
+            assert_eq!(
+                decide_for(strategy, outcome),
+                want,
+                "{strategy:?} with {outcome:?}"
+            );
         }
     }
 
@@ -286,16 +339,28 @@ mod tests {
             vmi: Option<VmiView<'a>>,
             requests: &'a [VirtualMachineStateChangeRequest],
         ) -> Inputs<'a> {
-            Inputs { strategy, vmi, requests, status_run_strategy: Some(strategy), backoff_left: Duration::ZERO }
+            Inputs {
+                strategy,
+                vmi,
+                requests,
+                status_run_strategy: Some(strategy),
+                backoff_left: Duration::ZERO,
+            }
         }
         // Manual: start and stop requests act.
         assert_eq!(decide(&i(Manual, None, &[start()])), Decision::Start);
         assert_eq!(decide(&i(Manual, running, &[stop("u1")])), Decision::Stop);
         // A stop for another VMI is ignored (and dropped).
-        assert_eq!(decide(&i(Manual, running, &[stop("other")])), Decision::Nothing);
+        assert_eq!(
+            decide(&i(Manual, running, &[stop("other")])),
+            Decision::Nothing
+        );
         assert!(first_request_done(&[stop("other")], running));
         // Restart = [Stop(uid), Start] on Always: stop now, start once gone.
-        assert_eq!(decide(&i(Always, running, &[stop("u1"), start()])), Decision::Stop);
+        assert_eq!(
+            decide(&i(Always, running, &[stop("u1"), start()])),
+            Decision::Stop
+        );
         assert!(!first_request_done(&[stop("u1"), start()], running));
         assert!(first_request_done(&[stop("u1"), start()], None));
         assert_eq!(decide(&i(Always, None, &[start()])), Decision::Start);
@@ -305,12 +370,25 @@ mod tests {
         assert!(!first_request_done(&[start()], view(Outcome::Succeeded)));
         assert!(!first_request_done(&[start()], view(Outcome::Deleting)));
         // RerunOnFailure: a stop request stops; a start request after a shutdown starts.
-        assert_eq!(decide(&i(RerunOnFailure, running, &[stop("u1")])), Decision::Stop);
-        assert_eq!(decide(&i(RerunOnFailure, None, &[start()])), Decision::Start);
+        assert_eq!(
+            decide(&i(RerunOnFailure, running, &[stop("u1")])),
+            Decision::Stop
+        );
+        assert_eq!(
+            decide(&i(RerunOnFailure, None, &[start()])),
+            Decision::Start
+        );
         // Halted + start request: switch to Always.
-        assert_eq!(decide(&i(Halted, None, &[start()])), Decision::SwitchToAlways);
+        assert_eq!(
+            decide(&i(Halted, None, &[start()])),
+            Decision::SwitchToAlways
+        );
         // A stop without UID is dropped.
-        let no_uid = VirtualMachineStateChangeRequest { action: StateChangeRequestAction::Stop, uid: None, data: None };
+        let no_uid = VirtualMachineStateChangeRequest {
+            action: StateChangeRequestAction::Stop,
+            uid: None,
+            data: None,
+        };
         assert!(first_request_done(&[no_uid], running));
     }
 
@@ -347,7 +425,14 @@ mod tests {
 
     #[test]
     fn start_failures_count_once_per_vmi_and_clear_when_a_guest_ran() {
-        let failed_early = |uid| Some(VmiView { uid, phase: Some(VmiPhase::Failed), deleting: false, was_running: false });
+        let failed_early = |uid| {
+            Some(VmiView {
+                uid,
+                phase: Some(VmiPhase::Failed),
+                deleting: false,
+                was_running: false,
+            })
+        };
         let (one, new) = next_start_failures(None, failed_early("a"), Always);
         assert!(new);
         assert_eq!(one.as_ref().unwrap().consecutive, 1);
@@ -359,7 +444,12 @@ mod tests {
         // Nothing changes while there is no VMI or it runs not yet.
         assert_eq!(next_start_failures(two.as_ref(), None, Always).0, two);
         // Cleared once a VMI ran, or under Manual/Halted.
-        let ran = Some(VmiView { uid: "c", phase: Some(VmiPhase::Failed), deleting: false, was_running: true });
+        let ran = Some(VmiView {
+            uid: "c",
+            phase: Some(VmiPhase::Failed),
+            deleting: false,
+            was_running: true,
+        });
         assert_eq!(next_start_failures(two.as_ref(), ran, Always).0, None);
         assert_eq!(next_start_failures(two.as_ref(), None, Manual).0, None);
     }
@@ -367,11 +457,20 @@ mod tests {
     #[test]
     fn set_to_start() {
         fn i(strategy: RunStrategy, vmi: Option<VmiView<'static>>) -> Inputs<'static> {
-            Inputs { strategy, vmi, requests: &[], status_run_strategy: Some(strategy), backoff_left: Duration::ZERO }
+            Inputs {
+                strategy,
+                vmi,
+                requests: &[],
+                status_run_strategy: Some(strategy),
+                backoff_left: Duration::ZERO,
+            }
         }
         assert!(is_set_to_start(&i(Always, None)));
         assert!(!is_set_to_start(&i(Halted, view(Outcome::Running))));
-        assert!(!is_set_to_start(&i(RerunOnFailure, view(Outcome::Succeeded))));
+        assert!(!is_set_to_start(&i(
+            RerunOnFailure,
+            view(Outcome::Succeeded)
+        )));
         assert!(is_set_to_start(&i(RerunOnFailure, view(Outcome::Failed))));
         assert!(!is_set_to_start(&i(Once, view(Outcome::Failed))));
         assert!(!is_set_to_start(&i(Manual, None)));

@@ -43,8 +43,11 @@ pub fn error_policy(vm: Arc<VirtualMachine>, e: &Error, _ctx: Arc<Context>) -> A
 }
 
 async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
-    let (Some(ns), Some(name), Some(uid)) = (vm.namespace(), vm.metadata.name.clone(), vm.uid()) else {
-        return Err(Error::InvalidObject("VM without namespace, name or UID".into()));
+    let (Some(ns), Some(name), Some(uid)) = (vm.namespace(), vm.metadata.name.clone(), vm.uid())
+    else {
+        return Err(Error::InvalidObject(
+            "VM without namespace, name or UID".into(),
+        ));
     };
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), &ns);
     let vms: Api<VirtualMachine> = Api::namespaced(ctx.client.clone(), &ns);
@@ -67,10 +70,18 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
     let (failures, new_failure) = strategy::next_start_failures(prev.as_ref(), view, strategy);
     let start_failure = failures.map(|f| {
         let retry_after = if new_failure {
-            let delay = strategy::backoff_delay(f.consecutive, ctx.settings.max_crash_loop_backoff, jitter(&f.last_failed_vmi_uid));
-            Some(Time(now + SignedDuration::try_from(delay).unwrap_or(SignedDuration::ZERO)))
+            let delay = strategy::backoff_delay(
+                f.consecutive,
+                ctx.settings.max_crash_loop_backoff,
+                jitter(&f.last_failed_vmi_uid),
+            );
+            Some(Time(
+                now + SignedDuration::try_from(delay).unwrap_or(SignedDuration::ZERO),
+            ))
         } else {
-            old.start_failure.as_ref().and_then(|s| s.retry_after_timestamp.clone())
+            old.start_failure
+                .as_ref()
+                .and_then(|s| s.retry_after_timestamp.clone())
         };
         VirtualMachineStartFailure {
             last_failed_vmi_uid: Some(f.last_failed_vmi_uid),
@@ -93,7 +104,11 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
         status_run_strategy: old.run_strategy,
         backoff_left,
     };
-    let decision = if vm.meta().deletion_timestamp.is_some() || foreign { Decision::Nothing } else { strategy::decide(&inputs) };
+    let decision = if vm.meta().deletion_timestamp.is_some() || foreign {
+        Decision::Nothing
+    } else {
+        strategy::decide(&inputs)
+    };
 
     let mut requests = old.state_change_requests.clone();
     // The VM as last written: its resourceVersion guards the status write.
@@ -105,7 +120,10 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
     match decision {
         Decision::Nothing => {}
         Decision::WaitBackoff(left) => {
-            tracing::info!(seconds = left.as_secs(), "start delayed by the crash-loop back-off");
+            tracing::info!(
+                seconds = left.as_secs(),
+                "start delayed by the crash-loop back-off"
+            );
             requeue = left + Duration::from_millis(100);
         }
         Decision::Start => match start(vm, &vmis, ctx).await {
@@ -114,7 +132,8 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
         },
         Decision::Stop | Decision::StopAndRequestStart => {
             let v = vmi.as_deref().expect("stop decisions come with a VMI");
-            if decision == Decision::StopAndRequestStart && !strategy::has_start_request(&requests) {
+            if decision == Decision::StopAndRequestStart && !strategy::has_start_request(&requests)
+            {
                 // The Start request is stored before the VMI goes, so the restart survives a
                 // lost race or a crash in between.
                 requests.push(crds::VirtualMachineStateChangeRequest::default());
@@ -122,7 +141,9 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
                     json!({"op": "test", "path": "/metadata/resourceVersion", "value": current.resource_version()}),
                     json!({"op": "add", "path": "/status/stateChangeRequests", "value": requests}),
                 ];
-                let patched = writes::json_patch(&vms, &current, ops, true, &ctx.metrics, "virtualmachines").await?;
+                let patched =
+                    writes::json_patch(&vms, &current, ops, true, &ctx.metrics, "virtualmachines")
+                        .await?;
                 current.metadata.resource_version = patched.metadata.resource_version;
             }
             match stop(vm, v, &vmis, ctx).await {
@@ -143,14 +164,30 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
     if let Some(v) = vmi.as_deref() {
         let ann = v.annotations();
         let same_template = ann.get(TEMPLATE_HASH_ANNOTATION) == Some(&template_hash);
-        let vmi_generation = ann.get(VM_GENERATION_ANNOTATION).and_then(|g| g.parse::<i64>().ok());
+        let vmi_generation = ann
+            .get(VM_GENERATION_ANNOTATION)
+            .and_then(|g| g.parse::<i64>().ok());
         observed = vmi_generation;
-        if same_template && vmi_generation != vm.metadata.generation && v.meta().deletion_timestamp.is_none() {
+        if same_template
+            && vmi_generation != vm.metadata.generation
+            && v.meta().deletion_timestamp.is_none()
+        {
             if let Some(g) = vm.metadata.generation {
-                let patch = json!({"metadata": {"annotations": {VM_GENERATION_ANNOTATION: g.to_string()}}});
-                match writes::merge_patch_metadata(&vmis, v, patch, &ctx.metrics, "virtualmachineinstances").await {
+                let patch =
+                    json!({"metadata": {"annotations": {VM_GENERATION_ANNOTATION: g.to_string()}}});
+                match writes::merge_patch_metadata(
+                    &vmis,
+                    v,
+                    patch,
+                    &ctx.metrics,
+                    "virtualmachineinstances",
+                )
+                .await
+                {
                     Ok(_) => observed = Some(g),
-                    Err(e) => tracing::debug!(error = %e, "bumping the VMI's generation annotation"),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "bumping the VMI's generation annotation")
+                    }
                 }
             }
         }
@@ -159,7 +196,10 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
     // Status.
     let mut status = old.clone();
     status.created = Some(vmi.is_some());
-    status.ready = Some(vmi.as_deref().is_some_and(|v| condition_true(vmi_conditions(v), "Ready")));
+    status.ready = Some(
+        vmi.as_deref()
+            .is_some_and(|v| condition_true(vmi_conditions(v), "Ready")),
+    );
     if old.run_strategy.is_some() || vmi.is_some() || start_expected {
         status.run_strategy = Some(strategy);
     }
@@ -179,7 +219,9 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
         (Some(e), _) => Some((e.reason().to_string(), crate::telemetry::chain(e))),
         (None, true) => Some((
             "FailedCreate".to_string(),
-            format!("VirtualMachineInstance {name} exists and is not controlled by this VirtualMachine"),
+            format!(
+                "VirtualMachineInstance {name} exists and is not controlled by this VirtualMachine"
+            ),
         )),
         (None, false) => None,
     };
@@ -190,13 +232,20 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
             phase: view_of(v).phase,
             deleting: v.meta().deletion_timestamp.is_some(),
             paused: condition_true(vmi_conditions(v), "Paused"),
-            unschedulable: vmi_conditions(v)
-                .iter()
-                .any(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")),
+            unschedulable: vmi_conditions(v).iter().any(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+            }),
         }),
         start_expected,
         stop_expected,
-        start_failures: status.start_failure.as_ref().and_then(|f| f.consecutive_fail_count).unwrap_or(0).max(0) as u32,
+        start_failures: status
+            .start_failure
+            .as_ref()
+            .and_then(|f| f.consecutive_fail_count)
+            .unwrap_or(0)
+            .max(0) as u32,
         strategy: Some(strategy),
     };
     let printable = printable_status(&facts);
@@ -205,12 +254,26 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
     if status != old {
         writes::replace_status(&vms, &current, &status, &ctx.metrics, "virtualmachines").await?;
         if old.printable_status.as_deref() != Some(printable) {
-            let warning = matches!(printable, "CrashLoopBackOff" | "ErrorUnschedulable" | "Unknown");
-            let note = format!("printableStatus {} -> {printable}", old.printable_status.as_deref().unwrap_or("(none)"));
-            tracing::info!(from = old.printable_status.as_deref().unwrap_or(""), to = printable, "VM status changed");
+            let warning = matches!(
+                printable,
+                "CrashLoopBackOff" | "ErrorUnschedulable" | "Unknown"
+            );
+            let note = format!(
+                "printableStatus {} -> {printable}",
+                old.printable_status.as_deref().unwrap_or("(none)")
+            );
+            tracing::info!(
+                from = old.printable_status.as_deref().unwrap_or(""),
+                to = printable,
+                "VM status changed"
+            );
             ctx.event(
                 vm.object_ref(&()),
-                if warning { EventType::Warning } else { EventType::Normal },
+                if warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
                 printable,
                 note,
             );
@@ -223,7 +286,9 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
 }
 
 fn controlled_by(vmi: &VirtualMachineInstance, vm_uid: &str) -> bool {
-    vmi.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == vm_uid)
+    vmi.owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && o.uid == vm_uid)
 }
 
 fn vmi_conditions(vmi: &VirtualMachineInstance) -> &[Condition] {
@@ -231,7 +296,9 @@ fn vmi_conditions(vmi: &VirtualMachineInstance) -> &[Condition] {
 }
 
 fn condition_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
 }
 
 fn view_of(vmi: &VirtualMachineInstance) -> VmiView<'_> {
@@ -242,7 +309,9 @@ fn view_of(vmi: &VirtualMachineInstance) -> VmiView<'_> {
         deleting: vmi.metadata.deletion_timestamp.is_some(),
         was_running: status.is_some_and(|s| {
             s.phase == Some(VmiPhase::Running)
-                || s.phase_transition_timestamps.iter().any(|t| t.phase == Some(VmiPhase::Running))
+                || s.phase_transition_timestamps
+                    .iter()
+                    .any(|t| t.phase == Some(VmiPhase::Running))
         }),
     }
 }
@@ -261,7 +330,9 @@ pub fn template_hash(vm: &VirtualMachine) -> String {
 
 /// Spreads the back-off of VMs that fail together: a fraction in [0, 1) from the VMI UID.
 fn jitter(seed: &str) -> f64 {
-    let h = seed.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let h = seed
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
     f64::from(h % 1000) / 1000.0
 }
 
@@ -270,7 +341,8 @@ fn jitter(seed: &str) -> f64 {
 pub fn instance_for(vm: &VirtualMachine) -> VirtualMachineInstance {
     let template = &vm.spec.template;
     let meta = template.metadata.as_ref();
-    let mut annotations: BTreeMap<String, String> = meta.and_then(|m| m.annotations.clone()).unwrap_or_default();
+    let mut annotations: BTreeMap<String, String> =
+        meta.and_then(|m| m.annotations.clone()).unwrap_or_default();
     if let Some(g) = vm.metadata.generation {
         annotations.insert(VM_GENERATION_ANNOTATION.into(), g.to_string());
     }
@@ -298,7 +370,11 @@ pub fn instance_for(vm: &VirtualMachine) -> VirtualMachineInstance {
     }
 }
 
-async fn start(vm: &VirtualMachine, vmis: &Api<VirtualMachineInstance>, ctx: &Context) -> Result<()> {
+async fn start(
+    vm: &VirtualMachine,
+    vmis: &Api<VirtualMachineInstance>,
+    ctx: &Context,
+) -> Result<()> {
     let vmi = instance_for(vm);
     let name = vm.name_any();
     match writes::create(vmis, &vmi, &ctx.metrics, "virtualmachineinstances").await {
@@ -316,36 +392,66 @@ async fn start(vm: &VirtualMachine, vmis: &Api<VirtualMachineInstance>, ctx: &Co
         Ok(None) => Ok(()),
         Err(e) => {
             let e = Error::FailedCreate(name, e);
-            ctx.event(vm.object_ref(&()), EventType::Warning, e.reason(), crate::telemetry::chain(&e));
+            ctx.event(
+                vm.object_ref(&()),
+                EventType::Warning,
+                e.reason(),
+                crate::telemetry::chain(&e),
+            );
             Err(e)
         }
     }
 }
 
-async fn stop(vm: &VirtualMachine, vmi: &VirtualMachineInstance, vmis: &Api<VirtualMachineInstance>, ctx: &Context) -> Result<()> {
+async fn stop(
+    vm: &VirtualMachine,
+    vmi: &VirtualMachineInstance,
+    vmis: &Api<VirtualMachineInstance>,
+    ctx: &Context,
+) -> Result<()> {
     let name = vmi.name_any();
     let uid = vmi.uid().unwrap_or_default();
-    match writes::delete(vmis, &name, &uid, None, &ctx.metrics, "virtualmachineinstances").await {
+    match writes::delete(
+        vmis,
+        &name,
+        &uid,
+        None,
+        &ctx.metrics,
+        "virtualmachineinstances",
+    )
+    .await
+    {
         Ok(_) => {
             tracing::info!(vmi = %name, phase = ?vmi.status.as_ref().and_then(|s| s.phase), "stopped: deleted the VirtualMachineInstance");
             ctx.event(
                 vm.object_ref(&()),
                 EventType::Normal,
                 "SuccessfulDelete",
-                format!("Stopped the virtual machine by deleting the virtual machine instance {uid}"),
+                format!(
+                    "Stopped the virtual machine by deleting the virtual machine instance {uid}"
+                ),
             );
             Ok(())
         }
         Err(e) => {
             let e = Error::FailedDelete(name, e);
-            ctx.event(vm.object_ref(&()), EventType::Warning, e.reason(), crate::telemetry::chain(&e));
+            ctx.event(
+                vm.object_ref(&()),
+                EventType::Warning,
+                e.reason(),
+                crate::telemetry::chain(&e),
+            );
             Err(e)
         }
     }
 }
 
 /// Halted with a Start request: the spec says Always from now on (as KubeVirt does).
-async fn switch_to_always(vm: &VirtualMachine, vms: &Api<VirtualMachine>, ctx: &Context) -> Result<()> {
+async fn switch_to_always(
+    vm: &VirtualMachine,
+    vms: &Api<VirtualMachine>,
+    ctx: &Context,
+) -> Result<()> {
     let ops = match (vm.spec.run_strategy, vm.spec.running) {
         (Some(current), _) => vec![
             json!({"op": "test", "path": "/spec/runStrategy", "value": current}),
@@ -356,7 +462,9 @@ async fn switch_to_always(vm: &VirtualMachine, vms: &Api<VirtualMachine>, ctx: &
             json!({"op": if running.is_some() { "replace" } else { "add" }, "path": "/spec/running", "value": true}),
         ],
     };
-    writes::json_patch(vms, vm, ops, false, &ctx.metrics, "virtualmachines").await.map(|_| ())
+    writes::json_patch(vms, vm, ops, false, &ctx.metrics, "virtualmachines")
+        .await
+        .map(|_| ())
 }
 
 /// The VM's conditions: Ready mirrors the VMI's (False when there is none), Failure
@@ -378,7 +486,10 @@ fn conditions(
             }
         }
     };
-    let ready = match vmi.map(vmi_conditions).and_then(|cs| cs.iter().find(|c| c.type_ == "Ready")) {
+    let ready = match vmi
+        .map(vmi_conditions)
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+    {
         Some(c) => c.clone(),
         None if vmi.is_none() => Condition {
             type_: "Ready".into(),
@@ -458,7 +569,10 @@ spec:
         assert_eq!(vmi.annotations()["note"], "x");
         assert_eq!(vmi.annotations()[VM_GENERATION_ANNOTATION], "3");
         let o = &vmi.owner_references()[0];
-        assert_eq!((o.kind.as_str(), o.uid.as_str(), o.controller), ("VirtualMachine", "u-vm", Some(true)));
+        assert_eq!(
+            (o.kind.as_str(), o.uid.as_str(), o.controller),
+            ("VirtualMachine", "u-vm", Some(true))
+        );
         assert_eq!(vmi.finalizers(), [FINALIZER.to_string()]);
     }
 
@@ -476,9 +590,20 @@ spec:
     fn ready_condition_without_vmi() {
         let c = conditions(&[], None, None, false);
         assert_eq!(c.len(), 1);
-        assert_eq!((c[0].type_.as_str(), c[0].reason.as_deref()), ("Ready", Some("VMINotExists")));
-        let c2 = conditions(&c, None, Some(("FailedCreate".into(), "boom".into())), false);
-        assert_eq!(c2[0].last_transition_time, c[0].last_transition_time, "unchanged conditions keep their time");
+        assert_eq!(
+            (c[0].type_.as_str(), c[0].reason.as_deref()),
+            ("Ready", Some("VMINotExists"))
+        );
+        let c2 = conditions(
+            &c,
+            None,
+            Some(("FailedCreate".into(), "boom".into())),
+            false,
+        );
+        assert_eq!(
+            c2[0].last_transition_time, c[0].last_transition_time,
+            "unchanged conditions keep their time"
+        );
         assert_eq!(c2[1].type_, "Failure");
     }
 }

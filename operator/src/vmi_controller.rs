@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crds::{Condition, PhaseTransitionTimestamp, VirtualMachineInstance, VirtualMachineInstanceStatus, VmiPhase};
+use crds::{
+    Condition, PhaseTransitionTimestamp, VirtualMachineInstance, VirtualMachineInstanceStatus,
+    VmiPhase,
+};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -49,8 +52,11 @@ struct Names {
 }
 
 fn names(vmi: &VirtualMachineInstance) -> Result<Names> {
-    let (Some(ns), Some(name), Some(uid)) = (vmi.namespace(), vmi.metadata.name.clone(), vmi.uid()) else {
-        return Err(Error::InvalidObject("VMI without namespace, name or UID".into()));
+    let (Some(ns), Some(name), Some(uid)) = (vmi.namespace(), vmi.metadata.name.clone(), vmi.uid())
+    else {
+        return Err(Error::InvalidObject(
+            "VMI without namespace, name or UID".into(),
+        ));
     };
     let pod = pod::pod_name(&name, &uid);
     Ok(Names { ns, name, uid, pod })
@@ -60,13 +66,22 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
     let n = names(vmi)?;
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), &n.ns);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &n.ns);
-    let cached = ctx.cached_pod(&n.ns, &n.pod).filter(|p| created_by(p, &n.uid));
+    let cached = ctx
+        .cached_pod(&n.ns, &n.pod)
+        .filter(|p| created_by(p, &n.uid));
 
     if vmi.meta().deletion_timestamp.is_some() {
         return cleanup(vmi, &n, cached, &vmis, &pods, ctx).await;
     }
     if !vmi.finalizers().iter().any(|f| f == FINALIZER) {
-        writes::add_finalizer(&vmis, vmi, FINALIZER, &ctx.metrics, "virtualmachineinstances").await?;
+        writes::add_finalizer(
+            &vmis,
+            vmi,
+            FINALIZER,
+            &ctx.metrics,
+            "virtualmachineinstances",
+        )
+        .await?;
         // The write triggers the next reconcile.
         return Ok(Action::await_change());
     }
@@ -102,7 +117,12 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
                 Ok(None) => pod = writes::get(&pods, &n.pod, &ctx.metrics, "pods").await?,
                 Err(e) => {
                     let e = Error::FailedCreatePod(n.name.clone(), e);
-                    ctx.event(vmi.object_ref(&()), EventType::Warning, e.reason(), crate::telemetry::chain(&e));
+                    ctx.event(
+                        vmi.object_ref(&()),
+                        EventType::Warning,
+                        e.reason(),
+                        crate::telemetry::chain(&e),
+                    );
                     status.phase = Some(VmiPhase::Pending);
                     write_status(vmi, &old, status, &vmis, ctx).await?;
                     return Err(e);
@@ -110,16 +130,26 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
             },
             Err(e) => {
                 // A spec that cannot run fails the VMI for good.
-                ctx.event(vmi.object_ref(&()), EventType::Warning, e.reason(), crate::telemetry::chain(&e));
+                ctx.event(
+                    vmi.object_ref(&()),
+                    EventType::Warning,
+                    e.reason(),
+                    crate::telemetry::chain(&e),
+                );
                 status.phase = Some(VmiPhase::Failed);
                 status.reason = Some(e.reason().to_string());
-                set_condition(&mut status.conditions, failure_condition(e.reason(), &crate::telemetry::chain(&e)));
+                set_condition(
+                    &mut status.conditions,
+                    failure_condition(e.reason(), &crate::telemetry::chain(&e)),
+                );
                 write_status(vmi, &old, status, &vmis, ctx).await?;
                 return Ok(Action::await_change());
             }
         }
     } else if pod.is_none() {
-        pod = writes::get(&pods, &n.pod, &ctx.metrics, "pods").await?.filter(|p| created_by(p, &n.uid));
+        pod = writes::get(&pods, &n.pod, &ctx.metrics, "pods")
+            .await?
+            .filter(|p| created_by(p, &n.uid));
     }
 
     let mut label_node: Option<String> = None;
@@ -151,13 +181,19 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
         (Some(VmiPhase::Scheduling), None) => {
             status.phase = Some(VmiPhase::Failed);
             status.reason = Some("LauncherPodMissing".into());
-            set_condition(&mut status.conditions, failure_condition("LauncherPodMissing", "the launcher pod is gone"));
+            set_condition(
+                &mut status.conditions,
+                failure_condition("LauncherPodMissing", "the launcher pod is gone"),
+            );
         }
         // virt-handler owns these phases; the pod decides only when the node side cannot.
         (Some(VmiPhase::Scheduled | VmiPhase::Running | VmiPhase::Unknown), None) => {
             status.phase = Some(VmiPhase::Failed);
             status.reason = Some("LauncherPodMissing".into());
-            set_condition(&mut status.conditions, failure_condition("LauncherPodMissing", "the launcher pod is gone"));
+            set_condition(
+                &mut status.conditions,
+                failure_condition("LauncherPodMissing", "the launcher pod is gone"),
+            );
         }
         (Some(VmiPhase::Scheduled | VmiPhase::Running | VmiPhase::Unknown), Some(p)) => {
             set_active_pod(&mut status, p);
@@ -173,14 +209,23 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
                 _ => {}
             }
         }
-        (Some(VmiPhase::Succeeded | VmiPhase::Failed), _) => unreachable!("final phases return above"),
+        (Some(VmiPhase::Succeeded | VmiPhase::Failed), _) => {
+            unreachable!("final phases return above")
+        }
     }
 
     if let Some(node) = &label_node
         && vmi.labels().get(NODE_NAME_LABEL) != Some(node)
     {
         let patch = json!({"metadata": {"labels": {NODE_NAME_LABEL: node}}});
-        let labelled = writes::merge_patch_metadata(&vmis, vmi, patch, &ctx.metrics, "virtualmachineinstances").await?;
+        let labelled = writes::merge_patch_metadata(
+            &vmis,
+            vmi,
+            patch,
+            &ctx.metrics,
+            "virtualmachineinstances",
+        )
+        .await?;
         // The status write below tests the resourceVersion: use the labelled one.
         let mut v = vmi.clone();
         v.metadata.resource_version = labelled.metadata.resource_version;
@@ -203,10 +248,12 @@ async fn write_status(
 ) -> Result<()> {
     let changed_phase = status.phase != old.phase;
     if changed_phase && let Some(p) = status.phase {
-        status.phase_transition_timestamps.push(PhaseTransitionTimestamp {
-            phase: Some(p),
-            phase_transition_timestamp: Some(Time(Timestamp::now())),
-        });
+        status
+            .phase_transition_timestamps
+            .push(PhaseTransitionTimestamp {
+                phase: Some(p),
+                phase_transition_timestamp: Some(Time(Timestamp::now())),
+            });
     }
     if &status == old {
         return Ok(());
@@ -214,8 +261,17 @@ async fn write_status(
     writes::replace_status(vmis, vmi, &status, &ctx.metrics, "virtualmachineinstances").await?;
     if changed_phase && let Some(p) = status.phase {
         let from = old.phase.map_or("(none)", VmiPhase::as_str);
-        tracing::info!(from, to = p.as_str(), reason = status.reason.as_deref().unwrap_or(""), "VMI phase changed");
-        let type_ = if p == VmiPhase::Failed { EventType::Warning } else { EventType::Normal };
+        tracing::info!(
+            from,
+            to = p.as_str(),
+            reason = status.reason.as_deref().unwrap_or(""),
+            "VMI phase changed"
+        );
+        let type_ = if p == VmiPhase::Failed {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
         let note = match (&status.reason, &status.node_name) {
             (Some(r), _) if p == VmiPhase::Failed => format!("{from} -> {p}: {r}"),
             (_, Some(node)) if p == VmiPhase::Scheduled => format!("{from} -> {p} on node {node}"),
@@ -242,7 +298,9 @@ async fn cleanup(
     }
     let pod = match cached {
         Some(p) => Some((*p).clone()),
-        None => writes::get(pods, &n.pod, &ctx.metrics, "pods").await?.filter(|p| created_by(p, &n.uid)),
+        None => writes::get(pods, &n.pod, &ctx.metrics, "pods")
+            .await?
+            .filter(|p| created_by(p, &n.uid)),
     };
     if let Some(p) = &pod {
         let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
@@ -250,16 +308,23 @@ async fn cleanup(
             None => true, // never scheduled: nothing runs, the API server deletes it at once
             Some(node) => {
                 let nodes: Api<Node> = Api::all(ctx.client.clone());
-                writes::get(&nodes, node, &ctx.metrics, "nodes").await?.is_none()
+                writes::get(&nodes, node, &ctx.metrics, "nodes")
+                    .await?
+                    .is_none()
             }
         };
         let deadline = p.meta().deletion_timestamp.as_ref().map(|t| t.0);
         let stuck = deadline.is_some_and(|d| {
-            Timestamp::now() > d + SignedDuration::try_from(STUCK_POD_SLACK).unwrap_or(SignedDuration::ZERO)
+            Timestamp::now()
+                > d + SignedDuration::try_from(STUCK_POD_SLACK).unwrap_or(SignedDuration::ZERO)
         });
         if pod_finished(p) || node_gone || stuck {
             // The guest is down (or nothing can run it any more): the pod goes now.
-            let grace = if pod_finished(p) && !node_gone && !stuck { None } else { Some(0) };
+            let grace = if pod_finished(p) && !node_gone && !stuck {
+                None
+            } else {
+                Some(0)
+            };
             if p.meta().deletion_timestamp.is_none() || grace == Some(0) {
                 let uid = p.uid().unwrap_or_default();
                 writes::delete(pods, &n.pod, &uid, grace, &ctx.metrics, "pods")
@@ -275,21 +340,42 @@ async fn cleanup(
             }
             // Pod updates wake the reconcile; the deadline is the fallback.
             let grace = pod::grace_seconds(vmi) + GRACE_MARGIN_SECONDS;
-            return Ok(Action::requeue(Duration::from_secs(grace as u64) + STUCK_POD_SLACK));
+            return Ok(Action::requeue(
+                Duration::from_secs(grace as u64) + STUCK_POD_SLACK,
+            ));
         }
     }
-    writes::remove_finalizer(vmis, vmi, FINALIZER, &ctx.metrics, "virtualmachineinstances").await?;
+    writes::remove_finalizer(
+        vmis,
+        vmi,
+        FINALIZER,
+        &ctx.metrics,
+        "virtualmachineinstances",
+    )
+    .await?;
     tracing::info!("the guest is down, released the VMI");
     Ok(Action::await_change())
 }
 
 /// Deletes the launcher pod with the VMI's grace period plus the margin.
-async fn delete_pod(vmi: &VirtualMachineInstance, p: &Pod, pods: &Api<Pod>, ctx: &Context) -> Result<()> {
+async fn delete_pod(
+    vmi: &VirtualMachineInstance,
+    p: &Pod,
+    pods: &Api<Pod>,
+    ctx: &Context,
+) -> Result<()> {
     let name = p.name_any();
     let grace = (pod::grace_seconds(vmi) + GRACE_MARGIN_SECONDS) as u32;
-    writes::delete(pods, &name, &p.uid().unwrap_or_default(), Some(grace), &ctx.metrics, "pods")
-        .await
-        .map_err(|e| Error::FailedDeletePod(name.clone(), e))?;
+    writes::delete(
+        pods,
+        &name,
+        &p.uid().unwrap_or_default(),
+        Some(grace),
+        &ctx.metrics,
+        "pods",
+    )
+    .await
+    .map_err(|e| Error::FailedDeletePod(name.clone(), e))?;
     ctx.event(
         vmi.object_ref(&()),
         EventType::Normal,
@@ -300,11 +386,16 @@ async fn delete_pod(vmi: &VirtualMachineInstance, p: &Pod, pods: &Api<Pod>, ctx:
 }
 
 fn created_by(p: &Pod, vmi_uid: &str) -> bool {
-    p.labels().get(pod::CREATED_BY_LABEL).is_some_and(|u| u == vmi_uid)
+    p.labels()
+        .get(pod::CREATED_BY_LABEL)
+        .is_some_and(|u| u == vmi_uid)
 }
 
 fn pod_phase(p: &Pod) -> &str {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending")
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
 }
 
 fn pod_finished(p: &Pod) -> bool {
@@ -334,7 +425,13 @@ fn launcher_ready(p: &Pod) -> bool {
 
 /// The scheduler's PodScheduled=False condition, as a VMI condition.
 fn unschedulable_condition(p: &Pod) -> Option<Condition> {
-    let c = p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+    let c = p
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
     Some(Condition {
         type_: "PodScheduled".into(),
         status: "False".into(),
@@ -351,7 +448,12 @@ fn pod_failure(p: &Pod) -> (String, String) {
     if let Some(s) = status
         && let Some(reason) = &s.reason
     {
-        return (reason.clone(), s.message.clone().unwrap_or_else(|| format!("launcher pod {reason}")));
+        return (
+            reason.clone(),
+            s.message
+                .clone()
+                .unwrap_or_else(|| format!("launcher pod {reason}")),
+        );
     }
     let compute = status
         .and_then(|s| s.container_statuses.as_ref())
@@ -359,7 +461,10 @@ fn pod_failure(p: &Pod) -> (String, String) {
     if let Some(state) = compute.and_then(|c| c.state.as_ref()) {
         if let Some(t) = &state.terminated {
             let reason = t.reason.clone().unwrap_or_else(|| "Error".into());
-            let msg = t.message.clone().unwrap_or_else(|| format!("virt-launcher exited with code {}", t.exit_code));
+            let msg = t
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("virt-launcher exited with code {}", t.exit_code));
             return (reason, msg);
         }
         if let Some(w) = &state.waiting
@@ -369,9 +474,15 @@ fn pod_failure(p: &Pod) -> (String, String) {
         }
     }
     if p.meta().deletion_timestamp.is_some() && !pod_finished(p) {
-        return ("PodTerminating".into(), "the launcher pod is being deleted before the guest ran".into());
+        return (
+            "PodTerminating".into(),
+            "the launcher pod is being deleted before the guest ran".into(),
+        );
     }
-    (format!("Pod{}", pod_phase(p)), format!("the launcher pod is {}", pod_phase(p)))
+    (
+        format!("Pod{}", pod_phase(p)),
+        format!("the launcher pod is {}", pod_phase(p)),
+    )
 }
 
 fn failure_condition(reason: &str, message: &str) -> Condition {
@@ -387,7 +498,11 @@ fn failure_condition(reason: &str, message: &str) -> Condition {
 
 fn set_active_pod(status: &mut VirtualMachineInstanceStatus, p: &Pod) {
     if let Some(uid) = p.uid() {
-        let node = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+        let node = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
         let active = status.active_pods.get_or_insert_with(BTreeMap::new);
         active.retain(|k, _| k == &uid);
         active.insert(uid, node);
@@ -423,16 +538,30 @@ mod tests {
 
     #[test]
     fn pod_states() {
-        let p = pod("metadata: {name: p}\nspec: {containers: [], nodeName: n1}\nstatus: {phase: Running, containerStatuses: [{name: compute, ready: true, restartCount: 0, image: i, imageID: ''}]}");
+        let p = pod(
+            "metadata: {name: p}\nspec: {containers: [], nodeName: n1}\nstatus: {phase: Running, containerStatuses: [{name: compute, ready: true, restartCount: 0, image: i, imageID: ''}]}",
+        );
         assert!(launcher_ready(&p) && scheduled(&p) && !pod_down(&p));
-        let u = pod("metadata: {name: p}\nspec: {containers: []}\nstatus: {phase: Pending, conditions: [{type: PodScheduled, status: 'False', reason: Unschedulable, message: '0/1 nodes are available'}]}");
+        let u = pod(
+            "metadata: {name: p}\nspec: {containers: []}\nstatus: {phase: Pending, conditions: [{type: PodScheduled, status: 'False', reason: Unschedulable, message: '0/1 nodes are available'}]}",
+        );
         let c = unschedulable_condition(&u).unwrap();
-        assert_eq!((c.reason.as_deref(), c.message.as_deref()), (Some("Unschedulable"), Some("0/1 nodes are available")));
+        assert_eq!(
+            (c.reason.as_deref(), c.message.as_deref()),
+            (Some("Unschedulable"), Some("0/1 nodes are available"))
+        );
         assert!(!launcher_ready(&u));
-        let f = pod("metadata: {name: p}\nspec: {containers: []}\nstatus: {phase: Failed, containerStatuses: [{name: compute, ready: false, restartCount: 0, image: i, imageID: '', state: {terminated: {exitCode: 2, reason: Error}}}]}");
+        let f = pod(
+            "metadata: {name: p}\nspec: {containers: []}\nstatus: {phase: Failed, containerStatuses: [{name: compute, ready: false, restartCount: 0, image: i, imageID: '', state: {terminated: {exitCode: 2, reason: Error}}}]}",
+        );
         assert_eq!(pod_failure(&f).0, "Error");
-        let e = pod("metadata: {name: p}\nspec: {containers: []}\nstatus: {phase: Failed, reason: Evicted, message: low memory}");
-        assert_eq!(pod_failure(&e), ("Evicted".to_string(), "low memory".to_string()));
+        let e = pod(
+            "metadata: {name: p}\nspec: {containers: []}\nstatus: {phase: Failed, reason: Evicted, message: low memory}",
+        );
+        assert_eq!(
+            pod_failure(&e),
+            ("Evicted".to_string(), "low memory".to_string())
+        );
     }
 
     #[test]
@@ -442,10 +571,17 @@ mod tests {
         c.last_transition_time = Some(Time(Timestamp::UNIX_EPOCH));
         set_condition(&mut cs, c);
         set_condition(&mut cs, failure_condition("A", "m"));
-        assert_eq!(cs[0].last_transition_time, Some(Time(Timestamp::UNIX_EPOCH)));
+        assert_eq!(
+            cs[0].last_transition_time,
+            Some(Time(Timestamp::UNIX_EPOCH))
+        );
         set_condition(&mut cs, failure_condition("B", "m"));
         assert_eq!(cs[0].reason.as_deref(), Some("B"));
-        assert_eq!(cs[0].last_transition_time, Some(Time(Timestamp::UNIX_EPOCH)), "same status keeps the time");
+        assert_eq!(
+            cs[0].last_transition_time,
+            Some(Time(Timestamp::UNIX_EPOCH)),
+            "same status keeps the time"
+        );
         remove_condition(&mut cs, "Failure");
         assert!(cs.is_empty());
     }

@@ -15,7 +15,10 @@ use crate::metrics::Metrics;
 use crate::{Error, FIELD_MANAGER, Result};
 
 fn params() -> PatchParams {
-    PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
 }
 
 fn key<K: Resource>(obj: &K) -> String {
@@ -25,7 +28,13 @@ fn key<K: Resource>(obj: &K) -> String {
 /// Replaces `status` of `obj` with `status`, only if nobody wrote `obj` since it was read
 /// (a JSON patch whose first operation tests the resourceVersion). A lost race is
 /// [`Error::Conflict`]: the caller rereads and decides again.
-pub async fn replace_status<K, S>(api: &Api<K>, obj: &K, status: &S, metrics: &Metrics, resource: &'static str) -> Result<K>
+pub async fn replace_status<K, S>(
+    api: &Api<K>,
+    obj: &K,
+    status: &S,
+    metrics: &Metrics,
+    resource: &'static str,
+) -> Result<K>
 where
     K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
     S: Serialize,
@@ -69,23 +78,43 @@ where
 }
 
 /// A merge patch of `obj`'s metadata (labels, annotations).
-pub async fn merge_patch_metadata<K>(api: &Api<K>, obj: &K, patch: Value, metrics: &Metrics, resource: &'static str) -> Result<K>
+pub async fn merge_patch_metadata<K>(
+    api: &Api<K>,
+    obj: &K,
+    patch: Value,
+    metrics: &Metrics,
+    resource: &'static str,
+) -> Result<K>
 where
     K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
 {
     metrics.request("patch", resource);
-    api.patch(&obj.name_any(), &params(), &Patch::Merge(&patch)).await.map_err(|e| {
-        if is_conflict(&e) || is_not_found(&e) { Error::Conflict(key(obj)) } else { Error::FailedPatch(key(obj), e) }
-    })
+    api.patch(&obj.name_any(), &params(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| {
+            if is_conflict(&e) || is_not_found(&e) {
+                Error::Conflict(key(obj))
+            } else {
+                Error::FailedPatch(key(obj), e)
+            }
+        })
 }
 
 /// Creates `obj`. Ok(None) when an object of that name exists already.
-pub async fn create<K>(api: &Api<K>, obj: &K, metrics: &Metrics, resource: &'static str) -> Result<Option<K>, kube::Error>
+pub async fn create<K>(
+    api: &Api<K>,
+    obj: &K,
+    metrics: &Metrics,
+    resource: &'static str,
+) -> Result<Option<K>, kube::Error>
 where
     K: Resource + Clone + DeserializeOwned + Serialize + Debug,
 {
     metrics.request("create", resource);
-    let pp = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
     match api.create(&pp, obj).await {
         Ok(o) => Ok(Some(o)),
         Err(e) if crate::error::is_already_exists(&e) => Ok(None),
@@ -109,7 +138,10 @@ where
     metrics.request("delete", resource);
     let dp = DeleteParams {
         grace_period_seconds: grace,
-        preconditions: Some(Preconditions { uid: Some(uid.to_string()), resource_version: None }),
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
         ..Default::default()
     };
     match api.delete(name, &dp).await {
@@ -121,7 +153,12 @@ where
 }
 
 /// Reads `name` from the API server (when the cache may be behind).
-pub async fn get<K>(api: &Api<K>, name: &str, metrics: &Metrics, resource: &'static str) -> Result<Option<K>>
+pub async fn get<K>(
+    api: &Api<K>,
+    name: &str,
+    metrics: &Metrics,
+    resource: &'static str,
+) -> Result<Option<K>>
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
@@ -130,7 +167,13 @@ where
 }
 
 /// Adds `finalizer` to `obj` unless present, testing the list it was read with.
-pub async fn add_finalizer<K>(api: &Api<K>, obj: &K, finalizer: &str, metrics: &Metrics, resource: &'static str) -> Result<K>
+pub async fn add_finalizer<K>(
+    api: &Api<K>,
+    obj: &K,
+    finalizer: &str,
+    metrics: &Metrics,
+    resource: &'static str,
+) -> Result<K>
 where
     K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
 {
@@ -149,14 +192,24 @@ where
 }
 
 /// Removes `finalizer` from `obj`, testing the list it was read with.
-pub async fn remove_finalizer<K>(api: &Api<K>, obj: &K, finalizer: &str, metrics: &Metrics, resource: &'static str) -> Result<()>
+pub async fn remove_finalizer<K>(
+    api: &Api<K>,
+    obj: &K,
+    finalizer: &str,
+    metrics: &Metrics,
+    resource: &'static str,
+) -> Result<()>
 where
     K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
 {
-    let Some(index) = obj.finalizers().iter().position(|f| f == finalizer) else { return Ok(()) };
+    let Some(index) = obj.finalizers().iter().position(|f| f == finalizer) else {
+        return Ok(());
+    };
     let ops = vec![
         json!({"op": "test", "path": "/metadata/finalizers", "value": obj.finalizers()}),
         json!({"op": "remove", "path": format!("/metadata/finalizers/{index}")}),
     ];
-    json_patch(api, obj, ops, false, metrics, resource).await.map(|_| ())
+    json_patch(api, obj, ops, false, metrics, resource)
+        .await
+        .map(|_| ())
 }

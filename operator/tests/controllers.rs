@@ -57,14 +57,21 @@ impl Env {
     /// The VMI of `name`, once it exists and is not being deleted (optionally other than `not_uid`).
     async fn vmi(&self, name: &str, not_uid: Option<&str>) -> VirtualMachineInstance {
         let vmis = self.vmis.clone();
-        eventually(&format!("VMI {name} (not {not_uid:?}); operator log:\n{}", operator_log()), T, || {
-            let vmis = vmis.clone();
-            async move {
-                vmis.get_opt(name).await.unwrap().filter(|v| {
-                    v.metadata.deletion_timestamp.is_none() && v.uid().as_deref() != not_uid
-                })
-            }
-        })
+        eventually(
+            &format!(
+                "VMI {name} (not {not_uid:?}); operator log:\n{}",
+                operator_log()
+            ),
+            T,
+            || {
+                let vmis = vmis.clone();
+                async move {
+                    vmis.get_opt(name).await.unwrap().filter(|v| {
+                        v.metadata.deletion_timestamp.is_none() && v.uid().as_deref() != not_uid
+                    })
+                }
+            },
+        )
         .await
     }
 
@@ -72,14 +79,24 @@ impl Env {
     async fn pod(&self, vmi: &VirtualMachineInstance) -> Pod {
         let pods = self.pods.clone();
         let selector = format!("kubevirt.io/created-by={}", vmi.uid().unwrap());
-        eventually(&format!("the launcher pod of {}", vmi.name_any()), T, || {
-            let (pods, selector) = (pods.clone(), selector.clone());
-            async move {
-                let list = pods.list(&ListParams::default().labels(&selector)).await.unwrap();
-                assert!(list.items.len() <= 1, "more than one launcher pod for one VMI");
-                list.items.into_iter().next()
-            }
-        })
+        eventually(
+            &format!("the launcher pod of {}", vmi.name_any()),
+            T,
+            || {
+                let (pods, selector) = (pods.clone(), selector.clone());
+                async move {
+                    let list = pods
+                        .list(&ListParams::default().labels(&selector))
+                        .await
+                        .unwrap();
+                    assert!(
+                        list.items.len() <= 1,
+                        "more than one launcher pod for one VMI"
+                    );
+                    list.items.into_iter().next()
+                }
+            },
+        )
         .await
     }
 
@@ -100,7 +117,10 @@ impl Env {
         .await;
         if bound.is_err() {
             let p = pods.get(&name).await.unwrap();
-            panic!("the scheduler did not bind {name} to {NODE}: {:?}", p.status.and_then(|s| s.conditions));
+            panic!(
+                "the scheduler did not bind {name} to {NODE}: {:?}",
+                p.status.and_then(|s| s.conditions)
+            );
         }
         make_pod_ready(&self.pods, &name).await;
         pod
@@ -108,25 +128,40 @@ impl Env {
 
     async fn vmi_phase(&self, name: &str, phase: &str) -> VirtualMachineInstance {
         let vmis = self.vmis.clone();
-        eventually(&format!("VMI {name} in phase {phase}; operator log:\n{}", operator_log()), T, || {
-            let vmis = vmis.clone();
-            async move {
-                vmis.get_opt(name).await.unwrap().filter(|v| {
-                    v.status.as_ref().and_then(|s| s.phase).map(|p| p.as_str()) == Some(phase)
-                })
-            }
-        })
+        eventually(
+            &format!(
+                "VMI {name} in phase {phase}; operator log:\n{}",
+                operator_log()
+            ),
+            T,
+            || {
+                let vmis = vmis.clone();
+                async move {
+                    vmis.get_opt(name).await.unwrap().filter(|v| {
+                        v.status.as_ref().and_then(|s| s.phase).map(|p| p.as_str()) == Some(phase)
+                    })
+                }
+            },
+        )
         .await
     }
 
     async fn printable(&self, name: &str, want: &str) -> VirtualMachine {
         self.vm_where(&format!("printableStatus {want}"), name, |vm| {
-            vm.status.as_ref().and_then(|s| s.printable_status.as_deref()) == Some(want)
+            vm.status
+                .as_ref()
+                .and_then(|s| s.printable_status.as_deref())
+                == Some(want)
         })
         .await
     }
 
-    async fn vm_where(&self, what: &str, name: &str, f: impl Fn(&VirtualMachine) -> bool + Clone) -> VirtualMachine {
+    async fn vm_where(
+        &self,
+        what: &str,
+        name: &str,
+        f: impl Fn(&VirtualMachine) -> bool + Clone,
+    ) -> VirtualMachine {
         let vms = self.vms.clone();
         let last = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let last2 = last.clone();
@@ -143,7 +178,11 @@ impl Env {
         .await;
         match result {
             Ok(vm) => vm,
-            Err(_) => panic!("VM {name}: {what} not reached; last status {}\noperator log:\n{}", last.lock().unwrap(), operator_log()),
+            Err(_) => panic!(
+                "VM {name}: {what} not reached; last status {}\noperator log:\n{}",
+                last.lock().unwrap(),
+                operator_log()
+            ),
         }
     }
 
@@ -151,33 +190,55 @@ impl Env {
     where
         K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        eventually(&format!("{name} to be gone; operator log:\n{}", operator_log()), T, || {
-            let api = api.clone();
-            async move { api.get_opt(name).await.unwrap().is_none().then_some(()) }
-        })
+        eventually(
+            &format!("{name} to be gone; operator log:\n{}", operator_log()),
+            T,
+            || {
+                let api = api.clone();
+                async move { api.get_opt(name).await.unwrap().is_none().then_some(()) }
+            },
+        )
         .await
     }
 }
 
 fn condition<'a>(vm: &'a VirtualMachine, type_: &str) -> Option<&'a crds::Condition> {
-    vm.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+    vm.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 #[tokio::test]
 async fn always_runs_the_vm_and_replaces_a_finished_instance() {
     let e = env("always").await;
-    e.create_vm(vm_manifest("vm1", json!({"runStrategy": "Always"}), json!({}))).await;
+    e.create_vm(vm_manifest(
+        "vm1",
+        json!({"runStrategy": "Always"}),
+        json!({}),
+    ))
+    .await;
     let vmi = e.vmi("vm1", None).await;
     let owner = &vmi.owner_references()[0];
-    assert_eq!((owner.kind.as_str(), owner.controller), ("VirtualMachine", Some(true)));
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("VirtualMachine", Some(true))
+    );
     assert_eq!(vmi.labels()["app"], "vm1", "template labels are copied");
 
     let pod = e.run_pod(&vmi).await;
     let c = &pod.spec.as_ref().unwrap().containers[0];
-    assert_eq!(c.command.as_deref(), Some(&["virt-launcher".to_string()][..]));
+    assert_eq!(
+        c.command.as_deref(),
+        Some(&["virt-launcher".to_string()][..])
+    );
     assert_eq!(pod.labels()["kubevirt.io"], "virt-launcher");
     let scheduled = e.vmi_phase("vm1", "Scheduled").await;
-    assert_eq!(scheduled.status.as_ref().unwrap().node_name.as_deref(), Some(NODE));
+    assert_eq!(
+        scheduled.status.as_ref().unwrap().node_name.as_deref(),
+        Some(NODE)
+    );
     assert_eq!(scheduled.labels()["kubevirt.io/nodeName"], NODE);
     e.printable("vm1", "Starting").await;
 
@@ -185,30 +246,49 @@ async fn always_runs_the_vm_and_replaces_a_finished_instance() {
     set_vmi_phase(&e.vmis, "vm1", "Running").await;
     let vm = e.printable("vm1", "Running").await;
     let st = vm.status.as_ref().unwrap();
-    assert_eq!((st.created, st.observed_generation, st.desired_generation), (Some(true), vm.metadata.generation, vm.metadata.generation));
+    assert_eq!(
+        (st.created, st.observed_generation, st.desired_generation),
+        (Some(true), vm.metadata.generation, vm.metadata.generation)
+    );
     set_vmi_phase(&e.vmis, "vm1", "Succeeded").await;
     let replaced = e.vmi("vm1", vmi.uid().as_deref()).await;
     assert_ne!(replaced.uid(), vmi.uid());
 
     // Events and metrics tell about it.
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(e.client.clone(), e.ns.name());
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(e.client.clone(), e.ns.name());
     eventually("a SuccessfulCreate event for the VM", T, || {
         let events = events.clone();
         async move {
             let list = events.list(&ListParams::default()).await.unwrap();
-            list.items.iter().any(|ev| ev.reason.as_deref() == Some("SuccessfulCreate") && ev.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("VirtualMachine")).then_some(())
+            list.items
+                .iter()
+                .any(|ev| {
+                    ev.reason.as_deref() == Some("SuccessfulCreate")
+                        && ev.regarding.as_ref().and_then(|r| r.kind.as_deref())
+                            == Some("VirtualMachine")
+                })
+                .then_some(())
         }
     })
     .await;
     let metrics = OPERATOR.get().unwrap().metrics();
     assert!(metrics.contains("kubevirt_vmi_phase_count{"), "{metrics}");
-    assert!(metrics.contains("ferrovirt_operator_reconcile_total{controller=\"vm\"}"), "{metrics}");
+    assert!(
+        metrics.contains("ferrovirt_operator_reconcile_total{controller=\"vm\"}"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
 async fn rerun_on_failure_replaces_a_failed_instance_but_respects_a_shutdown() {
     let e = env("rerun").await;
-    e.create_vm(vm_manifest("vm1", json!({"runStrategy": "RerunOnFailure"}), json!({}))).await;
+    e.create_vm(vm_manifest(
+        "vm1",
+        json!({"runStrategy": "RerunOnFailure"}),
+        json!({}),
+    ))
+    .await;
     let first = e.vmi("vm1", None).await;
     e.run_pod(&first).await;
     e.vmi_phase("vm1", "Scheduled").await;
@@ -223,13 +303,21 @@ async fn rerun_on_failure_replaces_a_failed_instance_but_respects_a_shutdown() {
     let vm = e.printable("vm1", "Stopped").await;
     assert_eq!(vm.status.unwrap().created, Some(false));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(e.vmis.get_opt("vm1").await.unwrap().is_none(), "a guest shutdown must not be followed by a restart");
+    assert!(
+        e.vmis.get_opt("vm1").await.unwrap().is_none(),
+        "a guest shutdown must not be followed by a restart"
+    );
 }
 
 #[tokio::test]
 async fn once_runs_one_instance_and_keeps_it_when_it_finishes() {
     let e = env("once").await;
-    e.create_vm(vm_manifest("vm1", json!({"runStrategy": "Once"}), json!({}))).await;
+    e.create_vm(vm_manifest(
+        "vm1",
+        json!({"runStrategy": "Once"}),
+        json!({}),
+    ))
+    .await;
     let vmi = e.vmi("vm1", None).await;
     e.run_pod(&vmi).await;
     e.vmi_phase("vm1", "Scheduled").await;
@@ -244,31 +332,76 @@ async fn once_runs_one_instance_and_keeps_it_when_it_finishes() {
 #[tokio::test]
 async fn manual_acts_on_start_restart_and_stop_requests_and_halted_has_no_instance() {
     let e = env("manual").await;
-    e.create_vm(vm_manifest("vm1", json!({"runStrategy": "Manual"}), json!({}))).await;
-    e.create_vm(vm_manifest("vm2", json!({"running": false}), json!({}))).await;
+    e.create_vm(vm_manifest(
+        "vm1",
+        json!({"runStrategy": "Manual"}),
+        json!({}),
+    ))
+    .await;
+    e.create_vm(vm_manifest("vm2", json!({"running": false}), json!({})))
+        .await;
     e.printable("vm1", "Stopped").await;
     e.printable("vm2", "Stopped").await;
     assert!(e.vmis.get_opt("vm1").await.unwrap().is_none());
 
     request(&e.vms, "vm1", json!([{"action": "Start"}])).await;
     let first = e.vmi("vm1", None).await;
-    e.vm_where("start request cleared", "vm1", |vm| vm.status.as_ref().is_some_and(|s| s.state_change_requests.is_empty())).await;
+    e.vm_where("start request cleared", "vm1", |vm| {
+        vm.status
+            .as_ref()
+            .is_some_and(|s| s.state_change_requests.is_empty())
+    })
+    .await;
 
     // Restart: stop this instance, then start.
-    request(&e.vms, "vm1", json!([{"action": "Stop", "uid": first.uid()}, {"action": "Start"}])).await;
+    request(
+        &e.vms,
+        "vm1",
+        json!([{"action": "Stop", "uid": first.uid()}, {"action": "Start"}]),
+    )
+    .await;
     let second = e.vmi("vm1", first.uid().as_deref()).await;
-    e.vm_where("restart requests cleared", "vm1", |vm| vm.status.as_ref().is_some_and(|s| s.state_change_requests.is_empty())).await;
+    e.vm_where("restart requests cleared", "vm1", |vm| {
+        vm.status
+            .as_ref()
+            .is_some_and(|s| s.state_change_requests.is_empty())
+    })
+    .await;
 
-    request(&e.vms, "vm1", json!([{"action": "Stop", "uid": second.uid()}])).await;
+    request(
+        &e.vms,
+        "vm1",
+        json!([{"action": "Stop", "uid": second.uid()}]),
+    )
+    .await;
     e.gone(&e.vmis, "vm1").await;
     e.printable("vm1", "Stopped").await;
-    e.vm_where("stop request cleared", "vm1", |vm| vm.status.as_ref().is_some_and(|s| s.state_change_requests.is_empty())).await;
+    e.vm_where("stop request cleared", "vm1", |vm| {
+        vm.status
+            .as_ref()
+            .is_some_and(|s| s.state_change_requests.is_empty())
+    })
+    .await;
 
     // running: false behaves as Halted; true as Always.
     assert!(e.vmis.get_opt("vm2").await.unwrap().is_none());
-    e.vms.patch("vm2", &PatchParams::default(), &Patch::Merge(json!({"spec": {"running": true}}))).await.unwrap();
+    e.vms
+        .patch(
+            "vm2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"running": true}})),
+        )
+        .await
+        .unwrap();
     e.vmi("vm2", None).await;
-    e.vms.patch("vm2", &PatchParams::default(), &Patch::Merge(json!({"spec": {"running": false}}))).await.unwrap();
+    e.vms
+        .patch(
+            "vm2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"running": false}})),
+        )
+        .await
+        .unwrap();
     e.gone(&e.vmis, "vm2").await;
     e.printable("vm2", "Stopped").await;
 }
@@ -276,46 +409,95 @@ async fn manual_acts_on_start_restart_and_stop_requests_and_halted_has_no_instan
 #[tokio::test]
 async fn a_template_change_while_running_requires_a_restart() {
     let e = env("restartreq").await;
-    e.create_vm(vm_manifest("vm1", json!({"runStrategy": "Always"}), json!({}))).await;
+    e.create_vm(vm_manifest(
+        "vm1",
+        json!({"runStrategy": "Always"}),
+        json!({}),
+    ))
+    .await;
     let first = e.vmi("vm1", None).await;
     let gen1 = e.vms.get("vm1").await.unwrap().metadata.generation;
-    e.vm_where("observedGeneration", "vm1", |vm| vm.status.as_ref().is_some_and(|s| s.observed_generation == gen1)).await;
+    e.vm_where("observedGeneration", "vm1", |vm| {
+        vm.status
+            .as_ref()
+            .is_some_and(|s| s.observed_generation == gen1)
+    })
+    .await;
 
     let patch = json!({"spec": {"template": {"spec": {"terminationGracePeriodSeconds": 1}}}});
-    let changed = e.vms.patch("vm1", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
-    let vm = e.vm_where("RestartRequired", "vm1", |vm| condition(vm, "RestartRequired").is_some_and(|c| c.status == "True")).await;
+    let changed = e
+        .vms
+        .patch("vm1", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    let vm = e
+        .vm_where("RestartRequired", "vm1", |vm| {
+            condition(vm, "RestartRequired").is_some_and(|c| c.status == "True")
+        })
+        .await;
     let st = vm.status.unwrap();
     assert_eq!(st.desired_generation, changed.metadata.generation);
-    assert_eq!(st.observed_generation, gen1, "the running VMI is from the old template");
+    assert_eq!(
+        st.observed_generation, gen1,
+        "the running VMI is from the old template"
+    );
 
     // A runStrategy-only change needs no restart and is observed by the running instance.
-    request(&e.vms, "vm1", json!([{"action": "Stop", "uid": first.uid()}, {"action": "Start"}])).await;
+    request(
+        &e.vms,
+        "vm1",
+        json!([{"action": "Stop", "uid": first.uid()}, {"action": "Start"}]),
+    )
+    .await;
     e.vmi("vm1", first.uid().as_deref()).await;
     let vm = e
         .vm_where("RestartRequired cleared after the restart", "vm1", |vm| {
-            condition(vm, "RestartRequired").is_none() && vm.status.as_ref().unwrap().observed_generation == vm.metadata.generation
+            condition(vm, "RestartRequired").is_none()
+                && vm.status.as_ref().unwrap().observed_generation == vm.metadata.generation
         })
         .await;
-    assert_eq!(vm.status.unwrap().desired_generation, vm.metadata.generation);
+    assert_eq!(
+        vm.status.unwrap().desired_generation,
+        vm.metadata.generation
+    );
 }
 
 #[tokio::test]
 async fn an_instance_that_fails_before_running_backs_off_as_crash_loop() {
     let e = env("crashloop").await;
-    e.create_vm(vm_manifest("vm1", json!({"runStrategy": "Always"}), json!({}))).await;
+    e.create_vm(vm_manifest(
+        "vm1",
+        json!({"runStrategy": "Always"}),
+        json!({}),
+    ))
+    .await;
     let first = e.vmi("vm1", None).await;
     let pod = e.pod(&first).await;
     fail_pod(&e.pods, &pod.name_any(), "ErrImagePull").await;
     // The VMI fails with the pod's reason (and goes at once: Always replaces it).
     let vm = e.printable("vm1", "CrashLoopBackOff").await;
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(e.client.clone(), e.ns.name());
-    eventually("an event of the VMI's failure with the pod's reason", T, || {
-        let events = events.clone();
-        async move {
-            let list = events.list(&ListParams::default()).await.unwrap();
-            list.items.iter().any(|ev| ev.reason.as_deref() == Some("Failed") && ev.note.as_deref().is_some_and(|n| n.contains("ErrImagePull"))).then_some(())
-        }
-    })
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(e.client.clone(), e.ns.name());
+    eventually(
+        "an event of the VMI's failure with the pod's reason",
+        T,
+        || {
+            let events = events.clone();
+            async move {
+                let list = events.list(&ListParams::default()).await.unwrap();
+                list.items
+                    .iter()
+                    .any(|ev| {
+                        ev.reason.as_deref() == Some("Failed")
+                            && ev
+                                .note
+                                .as_deref()
+                                .is_some_and(|n| n.contains("ErrImagePull"))
+                    })
+                    .then_some(())
+            }
+        },
+    )
     .await;
     let sf = vm.status.unwrap().start_failure.expect("startFailure");
     assert_eq!(sf.consecutive_fail_count, Some(1));
@@ -323,33 +505,73 @@ async fn an_instance_that_fails_before_running_backs_off_as_crash_loop() {
     let retry = sf.retry_after_timestamp.expect("retryAfterTimestamp").0;
     // Nothing starts during the back-off; a new VMI comes after it.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(e.vmis.get_opt("vm1").await.unwrap().is_none_or(|v| v.uid() == first.uid()));
+    assert!(
+        e.vmis
+            .get_opt("vm1")
+            .await
+            .unwrap()
+            .is_none_or(|v| v.uid() == first.uid())
+    );
     let second = e.vmi("vm1", first.uid().as_deref()).await;
     let created = second.metadata.creation_timestamp.unwrap().0;
-    assert!(created >= retry.checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(1)).unwrap(), "created {created} before {retry}");
+    assert!(
+        created
+            >= retry
+                .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(1))
+                .unwrap(),
+        "created {created} before {retry}"
+    );
     e.printable("vm1", "Starting").await;
 }
 
 #[tokio::test]
 async fn an_unschedulable_pod_shows_the_schedulers_reason() {
     let e = env("unsched").await;
-    e.create_vm(vm_manifest("vm1", json!({"runStrategy": "Always"}), json!({"nodeSelector": {"ferrovirt.io/nowhere": "true"}}))).await;
+    e.create_vm(vm_manifest(
+        "vm1",
+        json!({"runStrategy": "Always"}),
+        json!({"nodeSelector": {"ferrovirt.io/nowhere": "true"}}),
+    ))
+    .await;
     let vmi = e.vmi("vm1", None).await;
     let pod = e.pod(&vmi).await;
-    assert_eq!(pod.spec.as_ref().unwrap().node_selector.as_ref().unwrap()["ferrovirt.io/nowhere"], "true");
+    assert_eq!(
+        pod.spec.as_ref().unwrap().node_selector.as_ref().unwrap()["ferrovirt.io/nowhere"],
+        "true"
+    );
     let vm = e.printable("vm1", "ErrorUnschedulable").await;
     let c = condition(&vm, "PodScheduled").expect("PodScheduled copied to the VM");
-    assert_eq!((c.status.as_str(), c.reason.as_deref()), ("False", Some("Unschedulable")));
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_deref()),
+        ("False", Some("Unschedulable"))
+    );
     let vmi = e.vmi_phase("vm1", "Scheduling").await;
-    let c = vmi.status.unwrap().conditions.into_iter().find(|c| c.type_ == "PodScheduled").unwrap();
-    assert!(c.message.unwrap_or_default().contains("node"), "the scheduler's message");
+    let c = vmi
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "PodScheduled")
+        .unwrap();
+    assert!(
+        c.message.unwrap_or_default().contains("node"),
+        "the scheduler's message"
+    );
 }
 
 #[tokio::test]
 async fn deleting_the_vm_removes_instance_and_pod_in_background_and_foreground() {
     let e = env("cascade").await;
-    for (name, policy) in [("bg", DeleteParams::background()), ("fg", DeleteParams::foreground())] {
-        e.create_vm(vm_manifest(name, json!({"runStrategy": "Always"}), json!({}))).await;
+    for (name, policy) in [
+        ("bg", DeleteParams::background()),
+        ("fg", DeleteParams::foreground()),
+    ] {
+        e.create_vm(vm_manifest(
+            name,
+            json!({"runStrategy": "Always"}),
+            json!({}),
+        ))
+        .await;
         let vmi = e.vmi(name, None).await;
         let pod = e.run_pod(&vmi).await;
         e.vmi_phase(name, "Scheduled").await;
@@ -374,29 +596,65 @@ async fn the_finalizer_never_sticks_when_pod_or_node_is_gone() {
     let pod = e.run_pod(&vmi).await;
     e.vmi_phase("lone", "Scheduled").await;
     set_vmi_phase(&e.vmis, "lone", "Running").await;
-    e.pods.delete(&pod.name_any(), &DeleteParams::default().grace_period(0)).await.unwrap();
+    e.pods
+        .delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
     let failed = e.vmi_phase("lone", "Failed").await;
-    assert_eq!(failed.status.unwrap().reason.as_deref(), Some("LauncherPodMissing"));
-    e.vmis.delete("lone", &DeleteParams::default()).await.unwrap();
+    assert_eq!(
+        failed.status.unwrap().reason.as_deref(),
+        Some("LauncherPodMissing")
+    );
+    e.vmis
+        .delete("lone", &DeleteParams::default())
+        .await
+        .unwrap();
     e.gone(&e.vmis, "lone").await;
 
     // A VMI whose node disappears: deletion removes the pod by force and lets the VMI go.
-    ensure_node(&e.client, "doomed", json!({"ferrovirt.io/doomed": e.ns.name()})).await;
-    let mut vm = vm_manifest("doomed", json!({"runStrategy": "Always"}), json!({"nodeSelector": {"ferrovirt.io/doomed": e.ns.name()}}));
+    ensure_node(
+        &e.client,
+        "doomed",
+        json!({"ferrovirt.io/doomed": e.ns.name()}),
+    )
+    .await;
+    let mut vm = vm_manifest(
+        "doomed",
+        json!({"runStrategy": "Always"}),
+        json!({"nodeSelector": {"ferrovirt.io/doomed": e.ns.name()}}),
+    );
     vm.spec.template.spec.termination_grace_period_seconds = Some(600);
     e.create_vm(vm).await;
     let vmi = e.vmi("doomed", None).await;
     let pod = e.pod(&vmi).await;
     eventually("the pod bound to the doomed node", T, || {
         let (pods, name) = (e.pods.clone(), pod.name_any());
-        async move { pods.get(&name).await.unwrap().spec.unwrap().node_name.filter(|n| n == "doomed") }
+        async move {
+            pods.get(&name)
+                .await
+                .unwrap()
+                .spec
+                .unwrap()
+                .node_name
+                .filter(|n| n == "doomed")
+        }
     })
     .await;
     make_pod_ready(&e.pods, &pod.name_any()).await;
     e.vmi_phase("doomed", "Scheduled").await;
     let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(e.client.clone());
-    nodes.delete("doomed", &DeleteParams::default()).await.unwrap();
-    e.vms.patch("doomed", &PatchParams::default(), &Patch::Merge(json!({"spec": {"runStrategy": "Halted"}}))).await.unwrap();
+    nodes
+        .delete("doomed", &DeleteParams::default())
+        .await
+        .unwrap();
+    e.vms
+        .patch(
+            "doomed",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"runStrategy": "Halted"}})),
+        )
+        .await
+        .unwrap();
     e.gone(&e.vmis, "doomed").await;
     e.gone(&e.pods, &pod.name_any()).await;
     e.printable("doomed", "Stopped").await;

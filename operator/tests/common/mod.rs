@@ -42,7 +42,8 @@ impl Operator {
     /// `/metrics` of this operator.
     pub fn metrics(&self) -> String {
         use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).expect("metrics endpoint");
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .expect("metrics endpoint");
         s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
@@ -75,7 +76,14 @@ fn spawn_tied(mut cmd: Command) -> Child {
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             if libc::getppid() as u32 != parent {
@@ -90,25 +98,54 @@ fn spawn_tied(mut cmd: Command) -> Child {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts the operator binary against `cp`, with a short lease for the failover tests.
 pub fn start_operator(cp: &ControlPlane, identity: &str, lease: &str) -> Operator {
-    let log = std::env::temp_dir().join(format!("ferrovirt-operator-{}-{identity}.log", std::process::id()));
+    let log = std::env::temp_dir().join(format!(
+        "ferrovirt-operator-{}-{identity}.log",
+        std::process::id()
+    ));
     let file = std::fs::File::create(&log).unwrap();
     let metrics_port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_operator"));
     cmd.arg("--kubeconfig")
         .arg(cp.kubeconfig())
         .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-        .args(["--leader-election-namespace", "default", "--lease-name", lease, "--identity", identity])
-        .args(["--lease-duration", "4", "--lease-retry", "0.5", "--crash-loop-max-backoff", "30"])
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()))
+        .args([
+            "--leader-election-namespace",
+            "default",
+            "--lease-name",
+            lease,
+            "--identity",
+            identity,
+        ])
+        .args([
+            "--lease-duration",
+            "4",
+            "--lease-retry",
+            "0.5",
+            "--crash-loop-max-backoff",
+            "30",
+        ])
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
+        )
         .stdin(Stdio::null())
         .stdout(file.try_clone().unwrap())
         .stderr(file);
-    Operator { child: spawn_tied(cmd), log, metrics_port, identity: identity.to_string() }
+    Operator {
+        child: spawn_tied(cmd),
+        log,
+        metrics_port,
+        identity: identity.to_string(),
+    }
 }
 
 /// Polls `check` every 200 ms until it yields a value, or panics after `timeout` with `what`.
@@ -144,14 +181,25 @@ pub async fn ensure_node(client: &Client, name: &str, labels: serde_json::Value)
     }
     // The TaintNodesByCondition admission plugin taints new nodes not-ready; no node
     // lifecycle controller runs here to lift it.
-    nodes.patch(name, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"taints": null}}))).await.unwrap();
-    let capacity = json!({"cpu": "64", "memory": "256Gi", "pods": "500", "devices.kubevirt.io/kvm": "1k"});
+    nodes
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"taints": null}})),
+        )
+        .await
+        .unwrap();
+    let capacity =
+        json!({"cpu": "64", "memory": "256Gi", "pods": "500", "devices.kubevirt.io/kvm": "1k"});
     let status = json!({"status": {
         "capacity": capacity, "allocatable": capacity,
         "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "fake",
                         "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
     }});
-    nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
 }
 
 /// Plays kubelet for pods on `node` in `ns`: a pod being deleted finishes (Succeeded, as
@@ -162,10 +210,14 @@ pub fn fake_kubelet(client: Client, ns: &str, node: &'static str) {
         loop {
             if let Ok(list) = pods.list(&ListParams::default()).await {
                 for p in list {
-                    let on_node = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node);
+                    let on_node =
+                        p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node);
                     if on_node && p.metadata.deletion_timestamp.is_some() {
-                        let _ = set_pod_status(&pods, &p.name_any(), json!({"phase": "Succeeded"})).await;
-                        let _ = pods.delete(&p.name_any(), &DeleteParams::default().grace_period(0)).await;
+                        let _ = set_pod_status(&pods, &p.name_any(), json!({"phase": "Succeeded"}))
+                            .await;
+                        let _ = pods
+                            .delete(&p.name_any(), &DeleteParams::default().grace_period(0))
+                            .await;
                     }
                 }
             }
@@ -174,8 +226,17 @@ pub fn fake_kubelet(client: Client, ns: &str, node: &'static str) {
     });
 }
 
-pub async fn set_pod_status(pods: &Api<Pod>, name: &str, status: serde_json::Value) -> kube::Result<Pod> {
-    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await
+pub async fn set_pod_status(
+    pods: &Api<Pod>,
+    name: &str,
+    status: serde_json::Value,
+) -> kube::Result<Pod> {
+    pods.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": status})),
+    )
+    .await
 }
 
 /// The launcher came up: pod Running, `compute` ready, as kubelet reports it.
@@ -216,7 +277,8 @@ pub async fn fail_pod(pods: &Api<Pod>, name: &str, reason: &str) {
 pub async fn set_vmi_phase(vmis: &Api<VirtualMachineInstance>, name: &str, phase: &str) {
     let mut status = json!({"phase": phase});
     if phase == "Running" {
-        status["phaseTransitionTimestamps"] = json!([{"phase": "Running", "phaseTransitionTimestamp": "2026-01-01T00:00:00Z"}]);
+        status["phaseTransitionTimestamps"] =
+            json!([{"phase": "Running", "phaseTransitionTimestamp": "2026-01-01T00:00:00Z"}]);
     }
     let vmi = vmis.get(name).await.unwrap();
     let mut merged = serde_json::to_value(vmi.status.unwrap_or_default()).unwrap();
@@ -231,12 +293,21 @@ pub async fn set_vmi_phase(vmis: &Api<VirtualMachineInstance>, name: &str, phase
             merged[k] = v.clone();
         }
     }
-    let pp = PatchParams { field_manager: Some("virt-handler".into()), ..Default::default() };
-    vmis.patch_status(name, &pp, &Patch::Merge(&json!({"status": merged}))).await.unwrap();
+    let pp = PatchParams {
+        field_manager: Some("virt-handler".into()),
+        ..Default::default()
+    };
+    vmis.patch_status(name, &pp, &Patch::Merge(&json!({"status": merged})))
+        .await
+        .unwrap();
 }
 
 /// A VM manifest with 64 MiB of guest memory.
-pub fn vm_manifest(name: &str, run: serde_json::Value, extra_spec: serde_json::Value) -> VirtualMachine {
+pub fn vm_manifest(
+    name: &str,
+    run: serde_json::Value,
+    extra_spec: serde_json::Value,
+) -> VirtualMachine {
     let mut spec = json!({
         "domain": {"memory": {"guest": "64Mi"}, "devices": {}},
         "terminationGracePeriodSeconds": 0,
@@ -259,6 +330,11 @@ pub fn vm_manifest(name: &str, run: serde_json::Value, extra_spec: serde_json::V
 pub async fn request(vms: &Api<VirtualMachine>, name: &str, requests: serde_json::Value) {
     let patch = json!([{"op": "add", "path": "/status/stateChangeRequests", "value": requests}]);
     let p: json_patch::Patch = serde_json::from_value(patch).unwrap();
-    let pp = PatchParams { field_manager: Some("virt-api".into()), ..Default::default() };
-    vms.patch_status(name, &pp, &Patch::Json::<()>(p)).await.unwrap();
+    let pp = PatchParams {
+        field_manager: Some("virt-api".into()),
+        ..Default::default()
+    };
+    vms.patch_status(name, &pp, &Patch::Json::<()>(p))
+        .await
+        .unwrap();
 }
