@@ -10,6 +10,7 @@
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug)]
@@ -110,6 +111,51 @@ pub fn is_alive(pid: i32, start: u64) -> bool {
     fields.first() != Some(&"Z") && fields.get(19).and_then(|f| f.parse().ok()) == Some(start)
 }
 
+/// Whether a container recorded in a pod dir may still run: its shim or its main process
+/// is alive (a `<c>.started.json` names them).
+pub fn has_live_container(pod_dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(pod_dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        e.file_name().to_string_lossy().ends_with(".started.json")
+            && read_json::<Started>(&e.path())
+                .is_some_and(|s| is_alive(s.shim_pid, s.shim_start) || is_alive(s.pid, s.pid_start))
+    })
+}
+
+/// Removes the pod dirs under `<state-dir>/pods/` of pods whose UID is not in `existing`
+/// (deleted while devnode was down, or left by an earlier cluster), except those in which a
+/// container still lives. Returns the dirs removed.
+pub fn remove_stale_pod_dirs(state_dir: &Path, existing: &HashSet<String>) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(state_dir.join("pods")) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // `<ns>_<name>_<uid>`: none of the three contains `_`.
+        let Some((_, uid)) = name.rsplit_once('_') else {
+            continue;
+        };
+        if existing.contains(uid) || !path.is_dir() {
+            continue;
+        }
+        if has_live_container(&path) {
+            tracing::warn!(dir = %path.display(), "a pod that no longer exists left a live container: keeping its state dir (devnode stop-all kills it)");
+            continue;
+        }
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) => {
+                tracing::warn!(dir = %path.display(), error = %e, "cannot remove the state dir of a pod that no longer exists")
+            }
+        }
+    }
+    removed
+}
+
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
@@ -135,6 +181,31 @@ mod tests {
         let start = process_start(pid).expect("start time of this process");
         assert!(is_alive(pid, start));
         assert!(!is_alive(pid, start + 1));
+    }
+
+    #[test]
+    fn stale_pod_dirs_go_but_existing_and_live_ones_stay() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = |uid: &str| PodDir::new(state.path(), "ns", "p", uid);
+        for uid in ["gone", "exists", "live"] {
+            std::fs::create_dir_all(dir(uid).volume("v")).unwrap();
+            std::fs::write(dir(uid).log("c"), "log").unwrap();
+        }
+        // "live": its pod is gone but a container (this test process) still runs.
+        let pid = std::process::id() as i32;
+        let start = process_start(pid).unwrap();
+        let started = Started {
+            pid,
+            pid_start: start,
+            shim_pid: pid,
+            shim_start: start,
+            started_at: chrono::Utc::now(),
+        };
+        write_json(&dir("live").started("c"), &started).unwrap();
+        let removed = remove_stale_pod_dirs(state.path(), &HashSet::from(["exists".to_string()]));
+        assert_eq!(removed, vec![dir("gone").path().to_path_buf()]);
+        assert!(!dir("gone").path().exists());
+        assert!(dir("exists").log("c").exists() && dir("live").log("c").exists());
     }
 
     #[test]

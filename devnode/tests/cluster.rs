@@ -36,21 +36,13 @@ impl DevNode {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let state = tempfile::tempdir().expect("state dir");
-        let log = std::fs::File::create(state.path().join("devnode.log")).expect("devnode log");
-        let child = Command::new(DEVNODE)
-            .arg("--kubeconfig")
-            .arg(cp.kubeconfig())
-            .args(["--node-name", &name])
-            .arg("--state-dir")
-            .arg(state.path())
-            .arg("--bin-dir")
-            .arg(Path::new(DEVNODE).parent().expect("bin dir"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start devnode");
+        let child = spawn(cp, &name, state.path());
         DevNode { name, state, child }
+    }
+
+    /// Starts devnode again on the same node and state dir (after [`DevNode::stop`]).
+    fn restart(&mut self, cp: &ControlPlane) {
+        self.child = spawn(cp, &self.name, self.state.path());
     }
 
     fn log(&self) -> String {
@@ -77,6 +69,29 @@ impl Drop for DevNode {
             .stdout(Stdio::null())
             .status();
     }
+}
+
+/// A devnode process for node `name` with state dir `state`, logging (appending) to
+/// `<state>/devnode.log`.
+fn spawn(cp: &ControlPlane, name: &str, state: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state.join("devnode.log"))
+        .expect("devnode log");
+    Command::new(DEVNODE)
+        .arg("--kubeconfig")
+        .arg(cp.kubeconfig())
+        .args(["--node-name", name])
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--bin-dir")
+        .arg(Path::new(DEVNODE).parent().expect("bin dir"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start devnode")
 }
 
 fn nix_is_root() -> bool {
@@ -492,25 +507,7 @@ async fn readiness_probe_on_a_mounted_file_and_adoption_across_devnode_restarts(
         Path::new(&format!("/proc/{pid}")).exists(),
         "the container outlived devnode's exit"
     );
-    let state = node.state.path().to_path_buf();
-    node.child = Command::new(DEVNODE)
-        .arg("--kubeconfig")
-        .arg(cp.kubeconfig())
-        .args(["--node-name", &node.name])
-        .arg("--state-dir")
-        .arg(&state)
-        .arg("--bin-dir")
-        .arg(Path::new(DEVNODE).parent().unwrap())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(state.join("devnode.log"))
-                .unwrap(),
-        )
-        .spawn()
-        .unwrap();
+    node.restart(cp);
     api.delete(
         "probe",
         &DeleteParams {
@@ -532,6 +529,131 @@ async fn readiness_probe_on_a_mounted_file_and_adoption_across_devnode_restarts(
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
         "the adopted container was stopped; devnode log:\n{}",
+        node.log()
+    );
+}
+
+/// `<state>/pods/<ns>_<name>_<uid>` of a pod.
+fn pod_dir(node: &DevNode, p: &Pod) -> PathBuf {
+    let m = &p.metadata;
+    node.state.path().join("pods").join(format!(
+        "{}_{}_{}",
+        m.namespace.as_deref().unwrap_or_default(),
+        m.name.as_deref().unwrap_or_default(),
+        m.uid.as_deref().unwrap_or_default()
+    ))
+}
+
+/// The entries of `<state>/pods/`.
+fn pod_dirs(node: &DevNode) -> Vec<String> {
+    let mut dirs: Vec<String> = std::fs::read_dir(node.state.path().join("pods"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
+}
+
+/// Polls until `path` is gone; panics with the state dir and devnode's log otherwise.
+async fn wait_gone(node: &DevNode, path: &Path, what: &str) {
+    let start = Instant::now();
+    while path.exists() {
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "{what}: {} still exists; pods/ holds {:?}; devnode log:\n{}",
+            path.display(),
+            pod_dirs(node),
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Issue 14, defect 2: a deleted pod's state directory goes with it, and a devnode that
+/// starts removes those of pods that no longer exist (left by a crash or an earlier
+/// cluster), never one of a pod that still runs.
+#[tokio::test]
+async fn deleted_pods_leave_no_state_directory() {
+    let (cp, client, ns, mut node) = setup("cleanup").await;
+    let api: Api<Pod> = Api::namespaced(client, ns.name());
+    api.create(
+        &PostParams::default(),
+        &pod("done", &node, "Never", &["exit", "0"], json!({})),
+    )
+    .await
+    .unwrap();
+    api.create(
+        &PostParams::default(),
+        &pod("running", &node, "Always", &["sleep", "x"], json!({})),
+    )
+    .await
+    .unwrap();
+    let done = wait_pod(&api, "done", &node, "Succeeded", |p| {
+        phase(p) == "Succeeded"
+    })
+    .await;
+    let running = wait_pod(&api, "running", &node, "Running", |p| phase(p) == "Running").await;
+    let (done_dir, running_dir) = (pod_dir(&node, &done), pod_dir(&node, &running));
+    assert!(
+        done_dir.is_dir() && running_dir.is_dir(),
+        "both pods have a state dir: {:?}",
+        pod_dirs(&node)
+    );
+
+    // Deleting a finished pod removes its directory, logs included (kubelet does too).
+    api.delete("done", &DeleteParams::default()).await.unwrap();
+    wait_gone(&node, &done_dir, "the directory of deleted pod done").await;
+
+    // While devnode is down, a pod of an earlier cluster left its directory behind.
+    node.stop();
+    let stale = node.state.path().join("pods").join(format!(
+        "{}_gone_0b8f6a5e-1111-2222-3333-444455556666",
+        ns.name()
+    ));
+    std::fs::create_dir_all(stale.join("volumes").join("scratch")).unwrap();
+    std::fs::write(stale.join("main.log"), "from an earlier cluster\n").unwrap();
+    node.restart(cp);
+    wait_gone(
+        &node,
+        &stale,
+        "the directory of a pod that no longer exists, at devnode's start",
+    )
+    .await;
+    let pid = main_pid(
+        &wait_pod(&api, "running", &node, "Running after the restart", |p| {
+            phase(p) == "Running"
+        })
+        .await,
+    );
+    assert!(
+        running_dir.join("main.log").is_file(),
+        "the running pod's directory is kept: {:?}",
+        pod_dirs(&node)
+    );
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the running pod kept running"
+    );
+
+    // Deleting a running pod stops it and then removes its directory.
+    api.delete(
+        "running",
+        &DeleteParams {
+            grace_period_seconds: Some(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    wait_gone(&node, &running_dir, "the directory of deleted pod running").await;
+    assert_eq!(
+        pod_dirs(&node),
+        Vec::<String>::new(),
+        "devnode log:\n{}",
         node.log()
     );
 }

@@ -599,23 +599,19 @@ impl Worker {
         self.cleanup();
     }
 
-    /// Removes the pod's state but its logs.
+    /// Removes the pod's state directory, logs included, as kubelet removes a deleted pod's
+    /// directories and logs. Kept while a container may still run, so `devnode stop-all`
+    /// still finds it.
     fn cleanup(&self) {
-        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+        if !self.running.is_empty() || !self.starting.is_empty() {
+            tracing::warn!(pod = %self.name(), dir = %self.dir.path().display(), "containers may still run: keeping the pod's state dir");
             return;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.extension().is_some_and(|x| x == "log") {
-                continue;
-            }
-            let r = if p.is_dir() {
-                std::fs::remove_dir_all(&p)
-            } else {
-                std::fs::remove_file(&p)
-            };
-            if let Err(err) = r {
-                tracing::warn!(path = %p.display(), error = %err, "cannot clean up");
+        }
+        match std::fs::remove_dir_all(self.dir.path()) {
+            Ok(()) => tracing::debug!(pod = %self.name(), "pod state dir removed"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(pod = %self.name(), dir = %self.dir.path().display(), error = %e, "cannot remove the pod's state dir")
             }
         }
     }
