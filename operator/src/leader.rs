@@ -56,7 +56,9 @@ impl LeaderElector {
                         logged = true;
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "leader election attempt failed"),
+                Err(e) => {
+                    tracing::warn!(error = %crate::telemetry::chain(&e), "leader election attempt failed")
+                }
             }
             tokio::time::sleep(self.retry).await;
         }
@@ -64,16 +66,22 @@ impl LeaderElector {
 
     /// Renews the lease every retry period; returns an error once it could not be renewed
     /// for a whole lease duration (or someone else holds it): the caller must stop acting.
+    /// A renewal that hangs (an API server that accepts connections but does not answer)
+    /// counts as failed when the lease is about to run out.
     pub async fn keep_renewing(&self) -> Error {
         let mut last_renew = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(self.retry).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renew = tokio::time::Instant::now(),
-                Ok(false) => return Error::LostLease(self.name.clone(), last_renew.elapsed()),
-                Err(e) => tracing::warn!(error = %e, "renewing the leader lease failed"),
-            }
             // Stop a little before a standby could take over.
+            let deadline = last_renew + self.duration.saturating_sub(self.retry);
+            match tokio::time::timeout_at(deadline, self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => last_renew = tokio::time::Instant::now(),
+                Ok(Ok(false)) => return Error::LostLease(self.name.clone(), last_renew.elapsed()),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %crate::telemetry::chain(&e), "renewing the leader lease failed")
+                }
+                Err(_) => tracing::warn!("renewing the leader lease timed out"),
+            }
             if last_renew.elapsed() + self.retry >= self.duration {
                 return Error::LostLease(self.name.clone(), last_renew.elapsed());
             }

@@ -48,7 +48,10 @@ pub struct Settings {
 }
 
 /// Runs the operator as the binary does: metrics endpoint, leader election, controllers.
-/// Returns only on error (the lease was lost, a watch failed for good) or on a signal.
+/// Returns only on a signal or when it cannot start (metrics address, kubeconfig). A lost
+/// lease stops the controllers and the replica campaigns again: it never acts next to a
+/// new leader, and it leads again once it wins the lease back (an API server outage longer
+/// than the lease duration is survived).
 pub async fn run(args: Args) -> Result<()> {
     let client = client(&args).await?;
     let metrics = Arc::new(metrics::Metrics::default());
@@ -63,11 +66,6 @@ pub async fn run(args: Args) -> Result<()> {
         args.leader.lease_duration,
         args.leader.lease_retry,
     );
-    tokio::select! {
-        r = elector.acquire() => r?,
-        _ = shutdown_signal() => return Ok(()),
-    }
-    metrics.set_leader(true);
     let settings = Settings {
         launcher: pod::LauncherConfig {
             image: args.launcher.launcher_image.clone(),
@@ -76,17 +74,45 @@ pub async fn run(args: Args) -> Result<()> {
         concurrency: args.concurrency,
         max_crash_loop_backoff: args.crash_loop_max_backoff,
     };
-    let result = tokio::select! {
-        e = elector.keep_renewing() => Err(e),
-        r = run_controllers(client, settings, metrics.clone()) => r,
-        _ = shutdown_signal() => {
-            tracing::info!("shutting down, releasing the lease");
-            elector.release().await;
-            Ok(())
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            r = elector.acquire() => r?,
+            _ = &mut shutdown => return Ok(()),
         }
-    };
-    metrics.set_leader(false);
-    result
+        metrics.set_leader(true);
+        // Dropping the controllers' future stops them, their watches and every reconcile in
+        // flight, before a standby can take the lease over.
+        let led = tokio::select! {
+            e = elector.keep_renewing() => Led::LostLease(e),
+            r = run_controllers(client.clone(), settings.clone(), metrics.clone()) => Led::Stopped(r),
+            _ = &mut shutdown => Led::Signal,
+        };
+        metrics.set_leader(false);
+        metrics.stop_counting_vmis();
+        match led {
+            Led::LostLease(e) => {
+                tracing::warn!(error = %e, "stopped the controllers; campaigning for the lease again");
+            }
+            Led::Stopped(r) => {
+                elector.release().await;
+                return r;
+            }
+            Led::Signal => {
+                tracing::info!("shutting down, releasing the lease");
+                elector.release().await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// How a term as leader ended.
+enum Led {
+    LostLease(Error),
+    Stopped(Result<()>),
+    Signal,
 }
 
 async fn client(args: &Args) -> Result<Client> {

@@ -1,7 +1,7 @@
 //! Prometheus metrics, served as text on `--metrics-addr` at `/metrics`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use crds::VirtualMachineInstance;
@@ -13,7 +13,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::OnceCell;
 
 use crate::{Error, Result};
 
@@ -50,7 +49,7 @@ pub struct Metrics {
     vmi_phases: Family<PhaseLabels, Gauge>,
     leader: Gauge,
     /// The VMIs counted by phase and node at each scrape.
-    vmis: OnceCell<Store<VirtualMachineInstance>>,
+    vmis: RwLock<Option<Store<VirtualMachineInstance>>>,
 }
 
 impl Default for Metrics {
@@ -102,7 +101,7 @@ impl Default for Metrics {
             requests,
             vmi_phases,
             leader,
-            vmis: OnceCell::new(),
+            vmis: RwLock::new(None),
         }
     }
 }
@@ -140,15 +139,20 @@ impl Metrics {
         self.leader.set(i64::from(leader));
     }
 
-    /// The VMI store to count phases from (set once the controllers run).
+    /// The VMI store to count phases from (set each time the controllers start).
     pub fn count_vmis_from(&self, store: Store<VirtualMachineInstance>) {
-        let _ = self.vmis.set(store);
+        *self.vmis.write().unwrap_or_else(|e| e.into_inner()) = Some(store);
+    }
+
+    /// The controllers stopped (the lease was lost): their cache no longer tells the truth.
+    pub fn stop_counting_vmis(&self) {
+        *self.vmis.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// The metrics in the Prometheus text format.
     pub fn encode(&self) -> String {
         self.vmi_phases.clear();
-        if let Some(store) = self.vmis.get() {
+        if let Some(store) = self.vmis.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
             for vmi in store.state() {
                 let status = vmi.status.as_ref();
                 let phase = status

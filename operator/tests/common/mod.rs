@@ -105,6 +105,15 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The operator binary: `$FERROVIRT_BIN_DIR/operator` when that is set (the harness's
+/// convention, e.g. to run a release build or an older build), else the one cargo built.
+pub fn operator_bin() -> PathBuf {
+    match std::env::var_os("FERROVIRT_BIN_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("operator"),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_operator")),
+    }
+}
+
 /// Starts the operator binary against `cp`, with a short lease for the failover tests.
 pub fn start_operator(cp: &ControlPlane, identity: &str, lease: &str) -> Operator {
     let log = std::env::temp_dir().join(format!(
@@ -113,7 +122,7 @@ pub fn start_operator(cp: &ControlPlane, identity: &str, lease: &str) -> Operato
     ));
     let file = std::fs::File::create(&log).unwrap();
     let metrics_port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_operator"));
+    let mut cmd = Command::new(operator_bin());
     cmd.arg("--kubeconfig")
         .arg(cp.kubeconfig())
         .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
