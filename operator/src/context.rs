@@ -1,7 +1,9 @@
 //! What both controllers share: the client, caches, settings, metrics and the event
 //! recorder.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crds::VirtualMachineInstance;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
@@ -19,6 +21,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub vmis: Store<VirtualMachineInstance>,
     pub pods: Store<Pod>,
+    /// Failed reconciles in a row, per object: their retries back off.
+    pub backoff: Backoff,
     recorder: Recorder,
 }
 
@@ -41,6 +45,7 @@ impl Context {
             metrics,
             vmis,
             pods,
+            backoff: Backoff::default(),
             recorder,
         }
     }
@@ -76,9 +81,11 @@ impl Context {
     }
 }
 
-/// Runs one reconcile of `controller`, counting it, timing it and counting its error.
+/// Runs one reconcile of `controller` for the object `key`, counting it, timing it and
+/// counting its error; a success ends the object's back-off.
 pub async fn measured<F>(
     controller: &'static str,
+    key: &str,
     ctx: &Context,
     reconcile: F,
 ) -> crate::Result<kube::runtime::controller::Action>
@@ -87,19 +94,91 @@ where
 {
     let _timer = ctx.metrics.reconcile(controller);
     let result = reconcile.await;
-    if let Err(e) = &result {
-        ctx.metrics.error(controller, e);
+    match &result {
+        Ok(_) => ctx.backoff.succeeded(controller, key),
+        Err(e) => ctx.metrics.error(controller, e),
     }
     result
 }
 
-/// After a failed reconcile: a lost race is retried at once, anything else after 2 s.
-pub fn retry_after(object: &str, e: &crate::Error) -> kube::runtime::controller::Action {
+/// After a failed reconcile: a lost race is retried at once; anything else backs off
+/// (1 s, doubling per failure in a row, at most [`Backoff::MAX`]), as KubeVirt's work
+/// queues do, so a failure that persists (a pod the API server refuses) is not retried in
+/// a hot loop. Changes of the object still wake its reconcile at once.
+pub fn retry_after(
+    ctx: &Context,
+    controller: &'static str,
+    key: &str,
+    e: &crate::Error,
+) -> kube::runtime::controller::Action {
     use kube::runtime::controller::Action;
     if e.is_conflict() {
-        Action::requeue(std::time::Duration::from_millis(200))
+        Action::requeue(Duration::from_millis(200))
     } else {
-        tracing::warn!(object, error = %crate::telemetry::chain(e), "reconcile failed");
-        Action::requeue(std::time::Duration::from_secs(2))
+        let delay = ctx.backoff.failed(controller, key);
+        tracing::warn!(object = key, error = %crate::telemetry::chain(e), retry_in_s = delay.as_secs_f64(), "reconcile failed");
+        Action::requeue(delay)
+    }
+}
+
+/// Failures in a row per object and controller.
+#[derive(Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<(&'static str, String), (u32, Instant)>>,
+}
+
+impl Backoff {
+    pub const BASE: Duration = Duration::from_secs(1);
+    pub const MAX: Duration = Duration::from_secs(300);
+
+    /// Records one more failure and returns how long to wait before the next try.
+    pub fn failed(&self, controller: &'static str, key: &str) -> Duration {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        // Objects that went away while failing are forgotten after a while.
+        if map.len() > 1024 {
+            map.retain(|_, (_, at)| now.duration_since(*at) < Self::MAX * 2);
+        }
+        let entry = map.entry((controller, key.to_string())).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = now;
+        Self::delay(entry.0)
+    }
+
+    /// The object reconciled fine: its next failure starts from the base again.
+    pub fn succeeded(&self, controller: &'static str, key: &str) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if !map.is_empty() {
+            map.remove(&(controller, key.to_string()));
+        }
+    }
+
+    /// The delay after `failures` failures in a row.
+    pub fn delay(failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(16);
+        (Self::BASE * 2u32.pow(doublings)).min(Self::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_resets() {
+        assert_eq!(Backoff::delay(1), Duration::from_secs(1));
+        assert_eq!(Backoff::delay(2), Duration::from_secs(2));
+        assert_eq!(Backoff::delay(5), Duration::from_secs(16));
+        assert_eq!(Backoff::delay(40), Backoff::MAX);
+        let b = Backoff::default();
+        assert_eq!(b.failed("vmi", "ns/a"), Duration::from_secs(1));
+        assert_eq!(b.failed("vmi", "ns/a"), Duration::from_secs(2));
+        assert_eq!(
+            b.failed("vm", "ns/a"),
+            Duration::from_secs(1),
+            "per controller"
+        );
+        b.succeeded("vmi", "ns/a");
+        assert_eq!(b.failed("vmi", "ns/a"), Duration::from_secs(1));
     }
 }

@@ -12,7 +12,7 @@ pub enum Error {
     /// Deleting a VMI of a VM failed.
     #[error("deleting VirtualMachineInstance {0}")]
     FailedDelete(String, #[source] kube::Error),
-    /// Creating a launcher pod failed.
+    /// Creating a launcher pod failed (KubeVirt's reason: FailedCreate, as for a VMI).
     #[error("creating launcher pod for {0}")]
     FailedCreatePod(String, #[source] kube::Error),
     /// Deleting a launcher pod failed.
@@ -36,7 +36,8 @@ pub enum Error {
     /// Leader election failed or the lease was lost.
     #[error("leader election: {0}")]
     LeaderElection(String),
-    /// The lease was lost: the process exits so that it never acts as a second leader.
+    /// The lease was lost: the controllers stop, so this replica never acts next to a new
+    /// leader, and it campaigns again.
     #[error("lost the leader lease {0} after {1:?} without renewal")]
     LostLease(String, Duration),
     /// Reading configuration (kubeconfig) failed.
@@ -57,12 +58,13 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// The variant's name: the Event reason and the metric label.
+    /// The Event reason and the metric label: the variant's name, or KubeVirt's reason
+    /// where KubeVirt has one for the same failure.
     pub fn reason(&self) -> &'static str {
         match self {
             Error::FailedCreate(..) => "FailedCreate",
             Error::FailedDelete(..) => "FailedDelete",
-            Error::FailedCreatePod(..) => "FailedCreatePod",
+            Error::FailedCreatePod(..) => "FailedCreate",
             Error::FailedDeletePod(..) => "FailedDeletePod",
             Error::FailedPatch(..) => "FailedPatch",
             Error::Conflict(..) => "Conflict",
@@ -81,6 +83,15 @@ impl Error {
     /// Conflicts are ordinary under concurrency: retried quickly, no Warning event.
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::Conflict(_))
+    }
+}
+
+/// What the API server said (its Status message), else the error itself: for conditions
+/// and Events, which should carry the API's words without Rust's wrapping.
+pub(crate) fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
+        e => crate::telemetry::chain(e),
     }
 }
 

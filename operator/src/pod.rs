@@ -19,8 +19,11 @@ pub const APP_LABEL: &str = "kubevirt.io";
 pub const APP_LABEL_VALUE: &str = "virt-launcher";
 /// The UID of the VMI a pod runs.
 pub const CREATED_BY_LABEL: &str = "kubevirt.io/created-by";
-/// The VMI's name.
+/// The guest's hostname as KubeVirt derives it (the VMI's name up to its first dot, or
+/// `spec.hostname`): [`vm_name_label`].
 pub const VM_NAME_LABEL: &str = "vm.kubevirt.io/name";
+/// The longest label value Kubernetes accepts.
+pub const LABEL_VALUE_MAX: usize = 63;
 /// The libvirt domain's name.
 pub const DOMAIN_ANNOTATION: &str = "kubevirt.io/domain";
 /// KubeVirt's device-plugin resource for /dev/kvm; devnode advertises it.
@@ -76,6 +79,21 @@ pub fn pod_name(vmi_name: &str, vmi_uid: &str) -> String {
         .take(5)
         .collect();
     format!("virt-launcher-{vmi_name}-{short}")
+}
+
+/// The value of [`VM_NAME_LABEL`], as KubeVirt's virt-controller derives it (the guest's
+/// hostname): `spec.hostname` if set, else the VMI's name up to its first dot, cut to the
+/// 63 characters a label value may have. A cut that ends in `-` or `.` (not allowed at
+/// the end of a label value) loses those characters too.
+pub fn vm_name_label(vmi: &VirtualMachineInstance) -> String {
+    let name = vmi.metadata.name.as_deref().unwrap_or_default();
+    let source = match vmi.spec.hostname.as_deref() {
+        Some(h) if !h.is_empty() => h,
+        _ => name.split('.').next().unwrap_or_default(),
+    };
+    let cut: String = source.chars().take(LABEL_VALUE_MAX).collect();
+    cut.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
 }
 
 /// The VMI's grace period in seconds.
@@ -199,7 +217,7 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
     let mut labels = vmi.metadata.labels.clone().unwrap_or_default();
     labels.insert(APP_LABEL.into(), APP_LABEL_VALUE.into());
     labels.insert(CREATED_BY_LABEL.into(), uid.clone());
-    labels.insert(VM_NAME_LABEL.into(), name.clone());
+    labels.insert(VM_NAME_LABEL.into(), vm_name_label(vmi));
     let annotations = BTreeMap::from([(DOMAIN_ANNOTATION.to_string(), name.clone())]);
 
     let owner = OwnerReference {
@@ -435,6 +453,32 @@ spec:
         assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "2194Mi"); // 2048 + 144 + 2 (overhead of the guest)
         assert_eq!(res.limits.as_ref().unwrap()["cpu"].0, "2");
         assert_eq!(pod.spec.unwrap().termination_grace_period_seconds, Some(45));
+    }
+
+    #[test]
+    fn the_vm_name_label_fits_a_label_value() {
+        let mut v = vmi(BASIC);
+        let long = format!("{}-{}", "a".repeat(62), "b".repeat(10));
+        v.metadata.name = Some(long.clone());
+        let pod = render(&v, &cfg()).unwrap();
+        assert_eq!(
+            pod.metadata.labels.as_ref().unwrap()[VM_NAME_LABEL],
+            "a".repeat(62),
+            "cut at 63, no trailing '-'"
+        );
+        v.metadata.name = Some("web.example".into());
+        assert_eq!(
+            vm_name_label(&v),
+            "web",
+            "the hostname part of a dotted name"
+        );
+        v.spec.hostname = Some("guest1".into());
+        assert_eq!(vm_name_label(&v), "guest1", "spec.hostname wins");
+        let labels = render(&v, &cfg()).unwrap().metadata.labels.unwrap();
+        assert!(
+            labels.values().all(|l| l.len() <= LABEL_VALUE_MAX),
+            "{labels:?}"
+        );
     }
 
     #[test]

@@ -35,11 +35,13 @@ const RESYNC: Duration = Duration::from_secs(300);
 
 #[instrument(skip(ctx, vm), fields(vm = %format!("{}/{}", vm.namespace().unwrap_or_default(), vm.name_any())))]
 pub async fn reconcile(vm: Arc<VirtualMachine>, ctx: Arc<Context>) -> Result<Action> {
-    crate::context::measured(CONTROLLER, &ctx, reconcile_vm(&vm, &ctx)).await
+    let key = format!("{}/{}", vm.namespace().unwrap_or_default(), vm.name_any());
+    crate::context::measured(CONTROLLER, &key, &ctx, reconcile_vm(&vm, &ctx)).await
 }
 
-pub fn error_policy(vm: Arc<VirtualMachine>, e: &Error, _ctx: Arc<Context>) -> Action {
-    crate::context::retry_after(&vm.name_any(), e)
+pub fn error_policy(vm: Arc<VirtualMachine>, e: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("{}/{}", vm.namespace().unwrap_or_default(), vm.name_any());
+    crate::context::retry_after(&ctx, CONTROLLER, &key, e)
 }
 
 async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {

@@ -37,11 +37,13 @@ const RESYNC: Duration = Duration::from_secs(300);
 
 #[instrument(skip(ctx, vmi), fields(vmi = %format!("{}/{}", vmi.namespace().unwrap_or_default(), vmi.name_any())))]
 pub async fn reconcile(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Context>) -> Result<Action> {
-    crate::context::measured(CONTROLLER, &ctx, reconcile_vmi(&vmi, &ctx)).await
+    let key = format!("{}/{}", vmi.namespace().unwrap_or_default(), vmi.name_any());
+    crate::context::measured(CONTROLLER, &key, &ctx, reconcile_vmi(&vmi, &ctx)).await
 }
 
-pub fn error_policy(vmi: Arc<VirtualMachineInstance>, e: &Error, _ctx: Arc<Context>) -> Action {
-    crate::context::retry_after(&vmi.name_any(), e)
+pub fn error_policy(vmi: Arc<VirtualMachineInstance>, e: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("{}/{}", vmi.namespace().unwrap_or_default(), vmi.name_any());
+    crate::context::retry_after(&ctx, CONTROLLER, &key, e)
 }
 
 struct Names {
@@ -116,14 +118,22 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
                 }
                 Ok(None) => pod = writes::get(&pods, &n.pod, &ctx.metrics, "pods").await?,
                 Err(e) => {
+                    // As KubeVirt: the API server's reason on the VMI (condition Synchronized
+                    // False, FailedCreate) and in a Warning Event; the retry backs off.
+                    let message = crate::error::api_message(&e);
                     let e = Error::FailedCreatePod(n.name.clone(), e);
                     ctx.event(
                         vmi.object_ref(&()),
                         EventType::Warning,
                         e.reason(),
-                        crate::telemetry::chain(&e),
+                        format!("Error creating pod: {message}"),
                     );
                     status.phase = Some(VmiPhase::Pending);
+                    let failed = format!("failed to create virtual machine pod: {message}");
+                    set_condition(
+                        &mut status.conditions,
+                        synchronized_failure(e.reason(), &failed),
+                    );
                     write_status(vmi, &old, status, &vmis, ctx).await?;
                     return Err(e);
                 }
@@ -152,6 +162,10 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
             .filter(|p| created_by(p, &n.uid));
     }
 
+    if pod.is_some() {
+        // The pod exists: nothing left to report of creating it.
+        remove_condition(&mut status.conditions, SYNCHRONIZED);
+    }
     let mut label_node: Option<String> = None;
     match (phase, pod.as_ref()) {
         // Not yet processed, and no pod could be made: stays Pending.
@@ -489,6 +503,21 @@ fn failure_condition(reason: &str, message: &str) -> Condition {
     Condition {
         type_: "Failure".into(),
         status: "True".into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_transition_time: Some(Time(Timestamp::now())),
+        ..Default::default()
+    }
+}
+
+/// KubeVirt's condition of a VMI its controller could not act on (reason and message of
+/// the failure), removed once it could.
+const SYNCHRONIZED: &str = "Synchronized";
+
+fn synchronized_failure(reason: &str, message: &str) -> Condition {
+    Condition {
+        type_: SYNCHRONIZED.into(),
+        status: "False".into(),
         reason: Some(reason.into()),
         message: Some(message.into()),
         last_transition_time: Some(Time(Timestamp::now())),

@@ -659,3 +659,118 @@ async fn the_finalizer_never_sticks_when_pod_or_node_is_gone() {
     e.gone(&e.pods, &pod.name_any()).await;
     e.printable("doomed", "Stopped").await;
 }
+
+#[tokio::test]
+async fn a_launcher_pod_the_api_server_refuses_shows_on_the_vmi_and_in_a_warning_event() {
+    use k8s_openapi::api::core::v1::ResourceQuota;
+    let e = env("podrefused").await;
+    // A quota of no pods: admission cannot refuse the VM for it, the API server refuses the
+    // pod. (No quota controller runs here: the status is written as it would write it.)
+    let quotas: Api<ResourceQuota> = Api::namespaced(e.client.clone(), e.ns.name());
+    let quota: ResourceQuota = serde_json::from_value(
+        json!({"metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}}),
+    )
+    .unwrap();
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    let status = json!({"status": {"hard": {"pods": "0"}, "used": {"pods": "0"}}});
+    quotas
+        .patch_status("no-pods", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+
+    e.create_vm(vm_manifest(
+        "vm1",
+        json!({"runStrategy": "Always"}),
+        json!({}),
+    ))
+    .await;
+    let vmis = e.vmis.clone();
+    let vmi = eventually(
+        &format!(
+            "VMI vm1 with condition Synchronized=False FailedCreate; operator log:\n{}",
+            operator_log()
+        ),
+        T,
+        || {
+            let vmis = vmis.clone();
+            async move {
+                let vmi = vmis.get_opt("vm1").await.unwrap()?;
+                let c = vmi
+                    .status
+                    .as_ref()?
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "Synchronized")?
+                    .clone();
+                (c.status == "False" && c.reason.as_deref() == Some("FailedCreate"))
+                    .then_some((vmi, c))
+            }
+        },
+    )
+    .await;
+    let (vmi, c) = vmi;
+    let message = c.message.unwrap_or_default();
+    assert!(
+        message.starts_with("failed to create virtual machine pod: "),
+        "{message}"
+    );
+    assert!(
+        message.contains("exceeded quota: no-pods"),
+        "the API server's reason: {message}"
+    );
+    assert_eq!(
+        vmi.status.as_ref().unwrap().phase.map(|p| p.as_str()),
+        Some("Pending")
+    );
+
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(e.client.clone(), e.ns.name());
+    eventually(
+        "a Warning event FailedCreate on the VMI naming the quota",
+        T,
+        || {
+            let events = events.clone();
+            async move {
+                let list = events.list(&ListParams::default()).await.unwrap();
+                list.items
+                    .iter()
+                    .any(|ev| {
+                        ev.type_.as_deref() == Some("Warning")
+                            && ev.reason.as_deref() == Some("FailedCreate")
+                            && ev.regarding.as_ref().and_then(|r| r.kind.as_deref())
+                                == Some("VirtualMachineInstance")
+                            && ev
+                                .note
+                                .as_deref()
+                                .is_some_and(|n| n.contains("exceeded quota: no-pods"))
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    // The VM shows it too (KubeVirt copies the VMI's conditions).
+    e.vm_where("the VMI's Synchronized condition", "vm1", |vm| {
+        condition(vm, "Synchronized").is_some_and(|c| c.reason.as_deref() == Some("FailedCreate"))
+    })
+    .await;
+
+    // Once the quota is gone the pod is made (after the back-off) and the condition goes.
+    quotas
+        .delete("no-pods", &DeleteParams::default())
+        .await
+        .unwrap();
+    e.pod(&vmi).await;
+    e.vm_where("the Synchronized condition gone", "vm1", |vm| {
+        condition(vm, "Synchronized").is_none()
+    })
+    .await;
+    let vmi = e.vmis.get("vm1").await.unwrap();
+    assert!(
+        vmi.status
+            .unwrap()
+            .conditions
+            .iter()
+            .all(|c| c.type_ != "Synchronized")
+    );
+}
