@@ -1,34 +1,49 @@
-//! ferroctl: the virtctl-style command line of Ferrovirt (start, stop, restart, console,
-//! vnc, ...).
-//!
-//! Not built yet: the subresource API it talks to (virt-api) comes in a later issue. Until
-//! then each command says so and exits non-zero.
+//! ferroctl: the virtctl-style command line of Ferrovirt. It talks to virt-api's
+//! `subresources.kubevirt.io` through the API server, as virtctl does.
 
-use clap::{Parser, Subcommand};
+mod cli;
+mod client;
+mod error;
 
-/// Control Ferrovirt virtual machines (not implemented yet).
-#[derive(Parser, Debug)]
-#[command(name = "ferroctl", version, about, long_about = None)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
+use clap::Parser;
+
+pub use error::{Error, Result};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    runtime::init_logging(cli.log_format, "warn");
+    match run(&cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", runtime::chain(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Start a VirtualMachine.
-    Start { name: String },
-    /// Stop a VirtualMachine.
-    Stop { name: String },
-    /// Restart a VirtualMachine.
-    Restart { name: String },
-    /// Attach to the serial console of a VirtualMachineInstance.
-    Console { name: String },
-}
-
-fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
-    let cli = Cli::parse();
-    tracing::error!(command = ?cli.command, "ferroctl is not implemented yet: it needs virt-api's subresources (a later issue)");
-    std::process::ExitCode::from(2)
+async fn run(cli: &cli::Cli) -> Result<()> {
+    if cli.command == cli::Command::Version {
+        println!("Client Version: v{}", env!("CARGO_PKG_VERSION"));
+    }
+    let (client, namespace) = client::connect(cli).await?;
+    match cli.command.request() {
+        Some((subresource, name, body)) => {
+            client::put_vm_subresource(&client, &namespace, name, subresource, &body).await?;
+            let done = match subresource {
+                "start" => "was scheduled to start",
+                "stop" => "was scheduled to stop",
+                _ => "was scheduled to restart",
+            };
+            println!("VM {name} {done}");
+        }
+        None => {
+            let v = client::server_version(&client).await?;
+            println!(
+                "Server Version: {}",
+                v["gitVersion"].as_str().unwrap_or("unknown")
+            );
+        }
+    }
+    Ok(())
 }
