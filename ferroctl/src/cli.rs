@@ -40,29 +40,32 @@ pub enum Command {
     /// Stop a VirtualMachine.
     Stop {
         name: String,
-        /// With --grace-period: stop with this shorter grace period.
-        #[arg(long, env = "FERROCTL_FORCE")]
-        force: bool,
-        /// Seconds the guest gets to shut down (needs --force, as in virtctl).
-        #[arg(long, env = "FERROCTL_GRACE_PERIOD", requires = "force")]
-        grace_period: Option<i64>,
-        #[arg(long, env = "FERROCTL_DRY_RUN")]
-        dry_run: bool,
+        #[command(flatten)]
+        flags: StopFlags,
     },
     /// Restart a VirtualMachine (stop its instance, then start a new one).
     Restart {
         name: String,
-        /// With --grace-period=0: do not wait for the guest to shut down.
-        #[arg(long, env = "FERROCTL_FORCE")]
-        force: bool,
-        /// Only 0 is accepted (needs --force, as in virtctl).
-        #[arg(long, env = "FERROCTL_GRACE_PERIOD", requires = "force")]
-        grace_period: Option<i64>,
-        #[arg(long, env = "FERROCTL_DRY_RUN")]
-        dry_run: bool,
+        #[command(flatten)]
+        flags: StopFlags,
     },
     /// Print the client's and the server's (virt-api's) version.
     Version,
+}
+
+/// How stop and restart stop the guest.
+#[derive(clap::Args, Debug, PartialEq, Eq)]
+pub struct StopFlags {
+    /// Use --grace-period instead of the VMI's own.
+    #[arg(long, env = "FERROCTL_FORCE")]
+    pub force: bool,
+    /// Seconds the guest gets to shut down (needs --force, as in virtctl; restart
+    /// accepts only 0).
+    #[arg(long, env = "FERROCTL_GRACE_PERIOD", requires = "force")]
+    pub grace_period: Option<i64>,
+    /// Ask the API server to validate the change without making it.
+    #[arg(long, env = "FERROCTL_DRY_RUN")]
+    pub dry_run: bool,
 }
 
 impl Command {
@@ -74,25 +77,15 @@ impl Command {
             Command::Start { name, dry_run } => {
                 ("start", name.as_str(), json!({"dryRun": dry(*dry_run)}))
             }
-            Command::Stop {
-                name,
-                grace_period,
-                dry_run,
-                ..
-            } => (
+            Command::Stop { name, flags } => (
                 "stop",
                 name.as_str(),
-                json!({"gracePeriod": grace_period, "dryRun": dry(*dry_run)}),
+                json!({"gracePeriod": flags.grace_period, "dryRun": dry(flags.dry_run)}),
             ),
-            Command::Restart {
-                name,
-                grace_period,
-                dry_run,
-                ..
-            } => (
+            Command::Restart { name, flags } => (
                 "restart",
                 name.as_str(),
-                json!({"gracePeriodSeconds": grace_period, "dryRun": dry(*dry_run)}),
+                json!({"gracePeriodSeconds": flags.grace_period, "dryRun": dry(flags.dry_run)}),
             ),
             Command::Version => return None,
         };
