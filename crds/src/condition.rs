@@ -28,4 +28,3 @@ pub struct Condition {
     #[schemars(schema_with = "crate::schema::nullable_time")]
     pub last_transition_time: Option<Time>,
 }
-

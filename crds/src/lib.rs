@@ -10,9 +10,10 @@
 //! Enums carry plain `//` comments, not doc comments: a doc comment on an enum would
 //! replace the description of every field of that type in the CRD schema.
 
-mod schema;
 pub mod condition;
 pub mod domain;
+pub mod rules;
+mod schema;
 pub mod vm;
 pub mod vmi;
 pub mod volumes;
@@ -36,7 +37,37 @@ pub fn all() -> Vec<CustomResourceDefinition> {
     vec![VirtualMachineInstance::crd(), VirtualMachine::crd()]
         .into_iter()
         .map(unwrap_descriptions)
+        .map(declare_metadata_name)
         .collect()
+}
+
+/// Declares `metadata.name` in each root schema (the one part of metadata a CRD schema may
+/// describe), so the root rule on the name ([`rules::name_fits_a_label`]) can report its
+/// error at `metadata.name`.
+fn declare_metadata_name(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps;
+    for version in &mut crd.spec.versions {
+        let Some(root) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        let name = JSONSchemaProps {
+            type_: Some("string".into()),
+            ..Default::default()
+        };
+        let metadata = JSONSchemaProps {
+            type_: Some("object".into()),
+            properties: Some([("name".to_string(), name)].into()),
+            ..Default::default()
+        };
+        root.properties
+            .get_or_insert_with(Default::default)
+            .insert("metadata".into(), metadata);
+    }
+    crd
 }
 
 /// Joins the lines of each paragraph of every schema description: doc comments wrap at
@@ -50,7 +81,13 @@ fn unwrap_descriptions(crd: CustomResourceDefinition) -> CustomResourceDefinitio
                         serde_json::Value::String(text) if key == "description" => {
                             *text = text
                                 .split("\n\n")
-                                .map(|paragraph| paragraph.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+                                .map(|paragraph| {
+                                    paragraph
+                                        .split('\n')
+                                        .map(str::trim)
+                                        .collect::<Vec<_>>()
+                                        .join(" ")
+                                })
                                 .collect::<Vec<_>>()
                                 .join("\n\n");
                         }

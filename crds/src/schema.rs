@@ -10,9 +10,7 @@ const QUANTITY_SUFFIX: &str = r"([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$";
 /// A regular expression rather than a CEL rule: CEL's cost estimate for an int-or-string
 /// of unbounded length exceeds the API server's budget.
 pub(crate) fn positive_quantity(_: &mut SchemaGenerator) -> Schema {
-    let pattern = format!(
-        r"^\+?(0*[1-9][0-9]*(\.[0-9]*)?|0*\.0*[1-9][0-9]*){QUANTITY_SUFFIX}"
-    );
+    let pattern = format!(r"^\+?(0*[1-9][0-9]*(\.[0-9]*)?|0*\.0*[1-9][0-9]*){QUANTITY_SUFFIX}");
     json_schema!({
         "description": "A quantity greater than zero, such as 128Mi or 1Gi.",
         "x-kubernetes-int-or-string": true,

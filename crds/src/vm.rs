@@ -25,7 +25,8 @@ use crate::VirtualMachineInstanceSpec;
     doc = "VirtualMachine is a guest that can be started and stopped; while it runs, a VirtualMachineInstance of the same name exists.",
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.printableStatus", description = "Human readable status"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type=='Ready')].status")
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type=='Ready')].status"),
+    validation = crate::rules::name_fits_a_label()
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{

@@ -30,7 +30,9 @@ use crate::{DomainSpec, Network, Volume};
     printcolumn(name = "NodeName", type_ = "string", json_path = ".status.nodeName"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type=='Ready')].status"),
     printcolumn(name = "Live-Migratable", type_ = "string", json_path = ".status.conditions[?(@.type=='LiveMigratable')].status", priority = 1),
-    printcolumn(name = "Paused", type_ = "string", json_path = ".status.conditions[?(@.type=='Paused')].status", priority = 1)
+    printcolumn(name = "Paused", type_ = "string", json_path = ".status.conditions[?(@.type=='Paused')].status", priority = 1),
+    validation = crate::rules::name_fits_a_label(),
+    validation = crate::rules::vmi_spec_unchanged()
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [

@@ -146,6 +146,10 @@ pub struct Network {
 #[serde(rename_all = "camelCase")]
 pub struct PodNetwork {
     /// The guest's IPv4 network in CIDR form for masquerade (default 10.0.2.0/24).
-    #[serde(default, rename = "vmNetworkCIDR", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "vmNetworkCIDR",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub vm_network_cidr: Option<String>,
 }
