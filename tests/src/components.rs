@@ -15,6 +15,8 @@ pub const CONTROLLERS: &[&str] = &[
     "serviceaccount-controller",
     "serviceaccount-token-controller",
     "root-ca-certificate-publisher-controller",
+    // Writes status.typeChecking of ValidatingAdmissionPolicies, which the harness checks.
+    "validatingadmissionpolicy-status-controller",
 ];
 
 /// The issuer of service-account tokens, as in a kubeadm cluster.

@@ -50,7 +50,8 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Starts a control plane whose files live in `dir`, and installs `crds::all()`.
+    /// Starts a control plane whose files live in `dir`, and installs Ferrovirt's API
+    /// ([`install_api`]: the CRDs of `crds::all()` and the admission policies).
     /// A PKI already in `dir/pki` is reused; so is etcd's data.
     pub async fn start(dir: &Path, supervision: Supervision) -> Result<Self> {
         let started = Instant::now();
@@ -94,7 +95,7 @@ impl ControlPlane {
         }
         let client = cp.client().await?;
         cp.wait_controllers(&client).await?;
-        install_crds(&client, crds::all()).await?;
+        install_api(&client).await?;
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "control plane ready"
@@ -338,6 +339,13 @@ impl Drop for ControlPlane {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Installs Ferrovirt's API: the CRDs, then the admission policies that refer to them.
+/// Idempotent (server-side apply), so it also updates an existing cluster.
+pub async fn install_api(client: &Client) -> Result<()> {
+    install_crds(client, crds::all()).await?;
+    crate::install_admission_policies(client).await
 }
 
 /// Server-side applies the CRDs and waits until each is Established.

@@ -34,6 +34,10 @@ pub enum Error {
     #[error("the API server rejected CRD {name}: {message}")]
     CrdRejected { name: String, message: String },
 
+    /// An admission policy the API server refused, or whose CEL it could not type-check.
+    #[error("admission policy {name}: {message}")]
+    PolicyRejected { name: String, message: String },
+
     #[error("Kubernetes client")]
     Kube(#[source] kube::Error),
 

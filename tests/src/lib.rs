@@ -14,15 +14,17 @@ mod error;
 mod kubectl;
 pub mod manifests;
 mod pki;
+mod policies;
 mod process;
 mod shared;
 mod stack;
 
 pub use assets::Assets;
-pub use control_plane::{ControlPlane, Supervision};
+pub use control_plane::{ControlPlane, Supervision, client_from, install_api};
 pub use error::{Error, Result};
 pub use kubectl::KubectlOutput;
 pub use pki::{Pki, Usage};
+pub use policies::{POLICY_FILES, UNIMPLEMENTED_ANNOTATION, install_admission_policies};
 pub use process::{Process, alive as pid_alive};
 pub use shared::{
     DEFAULT_LOG_FILTER, TestNamespace, examples_dir, init_tracing, repo_root, shared,

@@ -2,6 +2,9 @@
 //! manifests accepted or rejected by name, invalid VMs rejected naming the field, and
 //! `kubectl explain` / `kubectl get` showing what KubeVirt users expect.
 
+#[path = "api/admission.rs"]
+mod admission;
+
 use std::fmt::Write as _;
 
 use ferrovirt_tests::{TestNamespace, examples_dir, shared};
@@ -107,11 +110,7 @@ async fn kubevirt_examples_dry_run() {
             ])
             .await
             .unwrap();
-        let message = one_line(if out.success() {
-            &out.stdout
-        } else {
-            &out.stderr
-        });
+        let message = shown(&out);
         let ok = match expect {
             Some(Accepted) => out.success(),
             Some(Rejected(substring)) => !out.success() && out.stderr.contains(substring),
@@ -250,11 +249,7 @@ async fn invalid_vms_are_rejected_naming_the_field() {
             } else {
                 "rejected"
             },
-            one_line(if out.success() {
-                &out.stdout
-            } else {
-                &out.stderr
-            }),
+            shown(&out),
         );
     }
     println!("{report}");
@@ -319,6 +314,15 @@ async fn kubectl_explain_and_columns() {
         get.stdout.contains("columns"),
         "the VM is not listed:\n{get}"
     );
+}
+
+/// What kubectl printed: stdout when it succeeded, else stderr, on one line.
+fn shown(out: &ferrovirt_tests::KubectlOutput) -> String {
+    one_line(if out.success() {
+        &out.stdout
+    } else {
+        &out.stderr
+    })
 }
 
 fn one_line(s: &str) -> String {

@@ -78,6 +78,9 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Up => {
             if running.len() == COMPONENTS.len() {
                 tracing::info!("control plane already running in {}", dir.display());
+                // Brings the CRDs and admission policies of this checkout to the cluster.
+                let client = ferrovirt_tests::client_from(&dir.join("kubeconfig")).await?;
+                ferrovirt_tests::install_api(&client).await?;
             } else if !running.is_empty() {
                 bail!(
                     "part of the control plane is running ({}); run hack/local-down.sh first",
