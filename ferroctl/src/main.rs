@@ -12,7 +12,8 @@ pub use error::{Error, Result};
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    runtime::init_logging(cli.log_format, "warn");
+    // kube logs every refused request at ERROR; the refusal is printed once, below.
+    runtime::init_logging(cli.log_format, "warn,kube_client::client::builder=off");
     match run(&cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

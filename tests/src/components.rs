@@ -154,9 +154,11 @@ pub fn components(assets: &Assets, layout: &Layout, pki: &Pki, ports: Ports) -> 
             p(pki.cert(FRONT_PROXY_CLIENT))
         ),
         format!("--proxy-client-key-file={}", p(pki.key(FRONT_PROXY_CLIENT))),
-        // Reach aggregated servers at their endpoint addresses, not a Service ClusterIP:
-        // there is no kube-proxy on a dev machine.
-        "--enable-aggregator-routing=true".to_string(),
+        // Cluster routing: an APIService's Service of type ExternalName is dialed at
+        // `<externalName>:<port>` (proxy.ResolveCluster), so virt-api on a loopback port
+        // behind `externalName: localhost` needs no kube-proxy. Endpoint routing refuses
+        // ExternalName Services and its EndpointSlices may not hold loopback addresses.
+        "--enable-aggregator-routing=false".to_string(),
         // The `kubernetes` Service's endpoint would be 127.0.0.1, which Endpoints reject;
         // nothing in the cluster reaches the API server through that Service here.
         "--endpoint-reconciler-type=none".to_string(),

@@ -7,6 +7,7 @@
 //! each. `ferrovirt-local` (run by `hack/local-up.sh`) starts the same control plane in
 //! `.ferrovirt/` with its processes detached.
 
+pub mod aggregation;
 mod assets;
 mod components;
 mod control_plane;

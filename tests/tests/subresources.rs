@@ -1,0 +1,313 @@
+//! The subresources API (`subresources.kubevirt.io`) on a real kube-apiserver: virt-api
+//! registered as an aggregated API server, reached through the aggregator by kubectl and
+//! ferroctl, with KubeVirt's discovery, lifecycle semantics and messages, and its
+//! authentication and authorization.
+
+use std::time::{Duration, Instant};
+
+use ferrovirt_tests::aggregation::{ferroctl, shared_virt_api, start_operator, stop_tied};
+use ferrovirt_tests::manifests::kernel_boot_vm;
+use ferrovirt_tests::{ControlPlane, KubectlOutput, TestNamespace, shared};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+fn vmi_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "kubevirt.io",
+        "v1",
+        "VirtualMachineInstance",
+    ))
+}
+
+fn tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[tokio::test]
+async fn discovery_lists_the_served_subresources_in_both_versions() {
+    let cp = shared().await;
+    shared_virt_api().await;
+    for version in ["v1", "v1alpha3"] {
+        let path = format!("/apis/subresources.kubevirt.io/{version}");
+        let out = cp.kubectl(["get", "--raw", &path]).await.unwrap();
+        let list: Value = serde_json::from_str(out.expect_success()).unwrap();
+        assert_eq!(list["kind"], "APIResourceList", "{list}");
+        assert_eq!(
+            list["groupVersion"],
+            format!("subresources.kubevirt.io/{version}")
+        );
+        let names: Vec<&str> = list["resources"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no resources in {list}"))
+            .iter()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        for wanted in [
+            "virtualmachines/start",
+            "virtualmachines/stop",
+            "virtualmachines/restart",
+        ] {
+            assert!(names.contains(&wanted), "{wanted} missing from {names:?}");
+        }
+    }
+    let out = cp
+        .kubectl(["get", "--raw", "/apis/subresources.kubevirt.io/v1/version"])
+        .await
+        .unwrap();
+    let version: Value = serde_json::from_str(out.expect_success()).unwrap();
+    assert!(
+        version["gitVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with('v')),
+        "{version}"
+    );
+}
+
+// ---- helpers ---------------------------------------------------------------------------
+
+/// Tests that create VMs run one at a time: one of them starts the operator, which would
+/// act on the others' VMs and VMIs.
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+async fn apply(cp: &ControlPlane, ns: &str, yaml: &str) {
+    cp.kubectl_with_stdin(["apply", "-n", ns, "-f", "-"], Some(yaml))
+        .await
+        .unwrap()
+        .expect_success();
+}
+
+async fn vm_json(cp: &ControlPlane, ns: &str, name: &str) -> Value {
+    let out = cp
+        .kubectl(["get", "vm", name, "-n", ns, "-o", "json"])
+        .await
+        .unwrap();
+    serde_json::from_str(out.expect_success()).unwrap()
+}
+
+/// A VMI of the VM's name in `phase`, as if a controller had made it (no operator runs).
+async fn fake_vmi(cp: &ControlPlane, ns: &str, name: &str, phase: &str) {
+    let vm: Value = serde_yaml::from_str(&kernel_boot_vm(name, "Always", None)).unwrap();
+    let vmi = json!({
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance",
+        "metadata": {"name": name},
+        "spec": vm["spec"]["template"]["spec"],
+    });
+    apply(cp, ns, &vmi.to_string()).await;
+    let patch = json!({"status": {"phase": phase}}).to_string();
+    cp.kubectl([
+        "patch",
+        "vmi",
+        name,
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &patch,
+    ])
+    .await
+    .unwrap()
+    .expect_success();
+}
+
+/// Runs ferroctl as the admin in `ns`.
+async fn ferro(cp: &ControlPlane, ns: &str, args: &[&str]) -> KubectlOutput {
+    let mut all = vec!["-n", ns];
+    all.extend_from_slice(args);
+    ferroctl(&cp.kubeconfig(), &all).await.unwrap()
+}
+
+// ---- lifecycle -------------------------------------------------------------------------
+
+#[tokio::test]
+async fn manual_start_and_stop_write_state_change_requests_as_kubevirt() {
+    let cp = shared().await;
+    shared_virt_api().await;
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::create(cp, "sub-manual").await.unwrap();
+    apply(cp, ns.name(), &kernel_boot_vm("vm1", "Manual", None)).await;
+
+    let out = ferro(cp, ns.name(), &["start", "vm1"]).await;
+    assert_eq!(out.expect_success().trim(), "VM vm1 was scheduled to start");
+    let vm = vm_json(cp, ns.name(), "vm1").await;
+    assert_eq!(
+        vm["status"]["stateChangeRequests"],
+        json!([{"action": "Start"}]),
+        "{vm:#}"
+    );
+    assert_eq!(
+        vm["spec"]["runStrategy"], "Manual",
+        "start leaves a Manual VM's strategy"
+    );
+
+    // A second start while the first is pending: KubeVirt's "already underway" (500).
+    let out = ferro(cp, ns.name(), &["start", "vm1"]).await;
+    assert!(!out.success(), "{out}");
+    assert_eq!(
+        out.stderr.trim(),
+        "error: Internal error occurred: unable to complete request: stop/start already underway"
+    );
+
+    // With an instance running, stop replaces the pending requests with a Stop for it.
+    fake_vmi(cp, ns.name(), "vm1", "Running").await;
+    let uid = cp
+        .kubectl([
+            "get",
+            "vmi",
+            "vm1",
+            "-n",
+            ns.name(),
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ])
+        .await
+        .unwrap()
+        .expect_success()
+        .to_string();
+    let out = ferro(cp, ns.name(), &["stop", "vm1"]).await;
+    assert_eq!(out.expect_success().trim(), "VM vm1 was scheduled to stop");
+    let vm = vm_json(cp, ns.name(), "vm1").await;
+    assert_eq!(
+        vm["status"]["stateChangeRequests"],
+        json!([{"action": "Stop", "uid": uid}]),
+        "{vm:#}"
+    );
+}
+
+#[tokio::test]
+async fn halted_vm_starts_through_ferroctl_and_the_operator_runs_it() {
+    let cp = shared().await;
+    shared_virt_api().await;
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::create(cp, "sub-halted").await.unwrap();
+    apply(cp, ns.name(), &kernel_boot_vm("vm1", "Halted", None)).await;
+    let operator = start_operator(cp).unwrap();
+
+    let started = Instant::now();
+    let out = ferro(cp, ns.name(), &["start", "vm1"]).await;
+    out.expect_success();
+    let vm = vm_json(cp, ns.name(), "vm1").await;
+    assert_eq!(
+        vm["spec"]["runStrategy"], "Always",
+        "KubeVirt starts a Halted VM by switching it to Always"
+    );
+
+    let vmis: Api<DynamicObject> =
+        Api::namespaced_with(cp.client().await.unwrap(), ns.name(), &vmi_resource());
+    let mut vmi = None;
+    while vmi.is_none() {
+        vmi = vmis.get_opt("vm1").await.unwrap();
+        if started.elapsed() > Duration::from_secs(60) {
+            stop_tied(&operator);
+            panic!(
+                "no VMI 60 s after ferroctl start; operator log:\n{}",
+                tail(&operator.log, 30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "ferroctl start to VMI created: {} ms",
+        started.elapsed().as_millis()
+    );
+
+    let out = ferro(cp, ns.name(), &["stop", "vm1"]).await;
+    out.expect_success();
+    let vm = vm_json(cp, ns.name(), "vm1").await;
+    assert_eq!(vm["spec"]["runStrategy"], "Halted");
+    // The operator acts on it: the VMI is deleted.
+    let stopping = Instant::now();
+    loop {
+        let vmi = vmis.get_opt("vm1").await.unwrap();
+        if vmi.is_none_or(|v| v.metadata.deletion_timestamp.is_some()) {
+            break;
+        }
+        if stopping.elapsed() > Duration::from_secs(60) {
+            stop_tied(&operator);
+            panic!(
+                "VMI not deleted 60 s after ferroctl stop; operator log:\n{}",
+                tail(&operator.log, 30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_tied(&operator);
+}
+
+/// Each refusal: ferroctl exits 1 with KubeVirt's message on one line, and the VM is
+/// not written (same resourceVersion).
+#[tokio::test]
+async fn refusals_carry_kubevirts_409_messages_and_change_nothing() {
+    let cp = shared().await;
+    shared_virt_api().await;
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::create(cp, "sub-409").await.unwrap();
+    for (name, strategy) in [
+        ("always", "Always"),
+        ("manual", "Manual"),
+        ("halted", "Halted"),
+        ("running", "Manual"),
+    ] {
+        apply(cp, ns.name(), &kernel_boot_vm(name, strategy, None)).await;
+    }
+    fake_vmi(cp, ns.name(), "running", "Running").await;
+    fake_vmi(cp, ns.name(), "halted", "Running").await;
+
+    let prefix = "error: Operation cannot be fulfilled on virtualmachine.kubevirt.io";
+    let cases: &[(&[&str], String)] = &[
+        (
+            &["start", "always"],
+            format!("{prefix} \"always\": Always does not support manual start requests"),
+        ),
+        (
+            &["start", "running"],
+            format!("{prefix} \"running\": VM is already running"),
+        ),
+        (
+            &["stop", "manual"],
+            format!("{prefix} \"manual\": VM is not running"),
+        ),
+        (
+            &["restart", "halted"],
+            format!(
+                "{prefix} \"halted\": RunStategy Halted does not support manual restart requests"
+            ),
+        ),
+        (
+            &["restart", "manual"],
+            format!("{prefix} \"manual\": VM is not running: Halted"),
+        ),
+        (
+            &["stop", "halted"],
+            format!(
+                "{prefix} \"halted\": Halted only supports manual stop requests with a shorter graceperiod"
+            ),
+        ),
+        (
+            &["start", "nosuchvm"],
+            "error: virtualmachine.kubevirt.io \"nosuchvm\" not found".to_string(),
+        ),
+    ];
+    for (args, message) in cases {
+        let name = args[1];
+        let before = (name != "nosuchvm").then(|| name);
+        let rv = match before {
+            Some(n) => Some(vm_json(cp, ns.name(), n).await["metadata"]["resourceVersion"].clone()),
+            None => None,
+        };
+        let out = ferro(cp, ns.name(), args).await;
+        assert!(!out.success(), "{out}");
+        assert_eq!(out.stderr.trim(), message, "ferroctl {args:?}");
+        if let (Some(n), Some(rv)) = (before, rv) {
+            let after = vm_json(cp, ns.name(), n).await;
+            assert_eq!(
+                after["metadata"]["resourceVersion"], rv,
+                "{args:?} wrote the VM: {after:#}"
+            );
+        }
+    }
+}
