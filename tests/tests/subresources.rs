@@ -5,9 +5,14 @@
 
 use std::time::{Duration, Instant};
 
-use ferrovirt_tests::aggregation::{ferroctl, shared_virt_api, start_operator, stop_tied};
+use ferrovirt_tests::aggregation::{
+    direct_client, ferroctl, shared_virt_api, start_operator, stop_tied, user_kubeconfig,
+};
 use ferrovirt_tests::manifests::kernel_boot_vm;
-use ferrovirt_tests::{ControlPlane, KubectlOutput, TestNamespace, shared};
+use ferrovirt_tests::{ControlPlane, KubectlOutput, TestNamespace, Usage, shared};
+
+/// The common name of the API server's proxy client certificate (the harness's PKI).
+const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -310,4 +315,198 @@ async fn refusals_carry_kubevirts_409_messages_and_change_nothing() {
             );
         }
     }
+}
+
+// ---- authentication and authorization --------------------------------------------------
+
+const ROLES: &str = r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: test:vm-view
+rules:
+- apiGroups: ["kubevirt.io"]
+  resources: ["virtualmachines", "virtualmachineinstances"]
+  verbs: ["get", "list", "watch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: test:vm-edit
+rules:
+- apiGroups: ["kubevirt.io"]
+  resources: ["virtualmachines", "virtualmachineinstances"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["subresources.kubevirt.io"]
+  resources: ["virtualmachines/start", "virtualmachines/stop", "virtualmachines/restart"]
+  verbs: ["update"]
+"#;
+
+fn binding(user: &str, role: &str) -> String {
+    format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: {user}\n\
+         roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: {role}\n\
+         subjects:\n- apiGroup: rbac.authorization.k8s.io\n  kind: User\n  name: {user}\n"
+    )
+}
+
+fn start_path(ns: &str, vm: &str) -> String {
+    format!("/apis/subresources.kubevirt.io/v1/namespaces/{ns}/virtualmachines/{vm}/start")
+}
+
+/// PUT `path` on `client`: Ok(()) or the API error's code and message; a failure below
+/// HTTP (TLS) is Err((0, why)).
+async fn put(client: &kube::Client, path: &str) -> Result<(), (u16, String)> {
+    let req = http::Request::put(path).body(b"{}".to_vec()).unwrap();
+    match client.request_text(req).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) => Err((s.code, s.message)),
+        Err(e) => Err((0, e.to_string())),
+    }
+}
+
+#[tokio::test]
+async fn a_view_role_cannot_start_and_an_edit_role_can() {
+    let cp = shared().await;
+    let virt_api = shared_virt_api().await;
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::create(cp, "sub-rbac").await.unwrap();
+    cp.kubectl_with_stdin(["apply", "-f", "-"], Some(ROLES))
+        .await
+        .unwrap()
+        .expect_success();
+    apply(cp, ns.name(), &binding("viewer", "test:vm-view")).await;
+    apply(cp, ns.name(), &binding("editor", "test:vm-edit")).await;
+    apply(cp, ns.name(), &kernel_boot_vm("vm1", "Manual", None)).await;
+    apply(cp, ns.name(), &kernel_boot_vm("vm2", "Manual", None)).await;
+    let rv = |vm: Value| vm["metadata"]["resourceVersion"].clone();
+    let before = rv(vm_json(cp, ns.name(), "vm1").await);
+
+    // Through kube-apiserver: its own authorization refuses the viewer first.
+    let viewer = user_kubeconfig(cp, "viewer", &[]).unwrap();
+    let out = ferroctl(&viewer, &["-n", ns.name(), "start", "vm1"])
+        .await
+        .unwrap();
+    assert!(!out.success(), "{out}");
+    let line = out.stderr.trim();
+    assert!(
+        line.starts_with("error: forbidden: ")
+            && line.contains("cannot update resource \"virtualmachines/start\""),
+        "{line}"
+    );
+    assert_eq!(line.lines().count(), 1, "{line}");
+
+    // Straight to virt-api as the front proxy would send it: virt-api's own
+    // SubjectAccessReview refuses the viewer.
+    let proxy = |user: &'static str| {
+        direct_client(
+            cp,
+            virt_api,
+            Some(FRONT_PROXY_CLIENT),
+            user,
+            &["system:authenticated"],
+        )
+    };
+    let (code, message) = put(
+        &proxy("viewer").await.unwrap(),
+        &start_path(ns.name(), "vm1"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code, 403, "{message}");
+    assert!(
+        message.contains("User \"viewer\" cannot update resource \"virtualmachines/start\""),
+        "{message}"
+    );
+    assert_eq!(
+        rv(vm_json(cp, ns.name(), "vm1").await),
+        before,
+        "a refused start wrote the VM"
+    );
+
+    // The editor: through the API server with ferroctl, and directly.
+    let editor = user_kubeconfig(cp, "editor", &[]).unwrap();
+    let out = ferroctl(&editor, &["-n", ns.name(), "start", "vm1"])
+        .await
+        .unwrap();
+    out.expect_success();
+    let vm = vm_json(cp, ns.name(), "vm1").await;
+    assert_eq!(
+        vm["status"]["stateChangeRequests"],
+        json!([{"action": "Start"}]),
+        "{vm:#}"
+    );
+    put(
+        &proxy("editor").await.unwrap(),
+        &start_path(ns.name(), "vm2"),
+    )
+    .await
+    .unwrap();
+    let vm = vm_json(cp, ns.name(), "vm2").await;
+    assert_eq!(
+        vm["status"]["stateChangeRequests"],
+        json!([{"action": "Start"}]),
+        "{vm:#}"
+    );
+}
+
+#[tokio::test]
+async fn virt_api_refuses_clients_without_the_front_proxy_certificate() {
+    let cp = shared().await;
+    let virt_api = shared_virt_api().await;
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::create(cp, "sub-authn").await.unwrap();
+    apply(cp, ns.name(), &kernel_boot_vm("vm1", "Manual", None)).await;
+    let before = vm_json(cp, ns.name(), "vm1").await["metadata"]["resourceVersion"].clone();
+    let path = start_path(ns.name(), "vm1");
+    let masters = ["system:masters", "system:authenticated"];
+    let direct = |cert: Option<&'static str>| direct_client(cp, virt_api, cert, "admin", &masters);
+
+    // No client certificate: the headers alone are not believed.
+    let (code, message) = put(&direct(None).await.unwrap(), &path).await.unwrap_err();
+    assert_eq!(
+        (code, message.as_str()),
+        (401, "request is not authenticated")
+    );
+
+    // Signed by the front-proxy CA but not an allowed name.
+    cp.pki()
+        .issue(
+            "front-proxy-ca",
+            "mallory",
+            "mallory",
+            &[],
+            Usage::Client,
+            vec![],
+        )
+        .unwrap();
+    let (code, message) = put(&direct(Some("mallory")).await.unwrap(), &path)
+        .await
+        .unwrap_err();
+    assert_eq!(code, 401, "{message}");
+    assert!(message.contains("requestheader-allowed-names"), "{message}");
+
+    // A certificate of another CA (the cluster's admin): refused at the TLS handshake.
+    let (code, message) = put(&direct(Some("admin")).await.unwrap(), &path)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code, 0,
+        "answered instead of failing the handshake: {message}"
+    );
+
+    assert_eq!(
+        vm_json(cp, ns.name(), "vm1").await["metadata"]["resourceVersion"],
+        before,
+        "a refused request wrote the VM"
+    );
+    // The same request with the front proxy's certificate is served.
+    put(&direct(Some(FRONT_PROXY_CLIENT)).await.unwrap(), &path)
+        .await
+        .unwrap();
+    let vm = vm_json(cp, ns.name(), "vm1").await;
+    assert_eq!(
+        vm["status"]["stateChangeRequests"],
+        json!([{"action": "Start"}]),
+        "{vm:#}"
+    );
 }
