@@ -79,11 +79,18 @@ pub async fn install_admission_policies(client: &Client) -> Result<()> {
             }
         }
     }
+    let started = Instant::now();
     for name in &names {
         wait_type_checked(&policies, name).await?;
     }
+    let type_checked_ms = started.elapsed().as_millis() as u64;
     wait_enforced(client).await?;
-    tracing::info!(policies = ?names, "admission policies in force");
+    tracing::info!(
+        policies = ?names,
+        type_checked_ms,
+        enforced_ms = started.elapsed().as_millis() as u64,
+        "admission policies in force"
+    );
     Ok(())
 }
 
