@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts a local Ferrovirt cluster on this machine, in .ferrovirt/ of the repo: the same
 # control plane as the tests (etcd, kube-apiserver, kube-controller-manager, kube-scheduler)
-# with the CRDs installed, running in the background with pid files in .ferrovirt/pids/.
+# with the CRDs and the admission policies of deploy/policies/ installed (re-applied when it
+# is already running), in the background with pid files in .ferrovirt/pids/.
 # Then Ferrovirt on top: devnode (this machine as the Node), the operator and virt-handler,
 # with software emulation allowed (deploy/examples/kubevirt-config.yaml).
 # Prints the environment to use it; returns once it is ready. Stop it with hack/local-down.sh.
