@@ -1,6 +1,6 @@
 //! Ferrovirt's test harness: a real Kubernetes control plane (etcd, kube-apiserver,
 //! kube-controller-manager, kube-scheduler) on free loopback ports, with Ferrovirt's CRDs
-//! installed.
+//! and admission policies (`deploy/policies/`) installed.
 //!
 //! Integration tests use [`shared`] (one control plane per test binary, started on first
 //! use and stopped when the binary exits, even when it is killed) and a [`TestNamespace`]
