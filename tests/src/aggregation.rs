@@ -53,6 +53,15 @@ pub struct VirtApi {
     pub ready_after: Duration,
 }
 
+impl VirtApi {
+    /// Its resident set size in KiB (VmRSS), for the figures the tests print.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.pid)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
 static SHARED: OnceCell<std::result::Result<VirtApi, String>> = OnceCell::const_new();
 
 /// The virt-api of this test binary, on the shared control plane, started on first use.

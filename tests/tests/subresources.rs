@@ -34,7 +34,7 @@ fn tail(path: &std::path::Path, lines: usize) -> String {
 #[tokio::test]
 async fn discovery_lists_the_served_subresources_in_both_versions() {
     let cp = shared().await;
-    shared_virt_api().await;
+    let virt_api = shared_virt_api().await;
     for version in ["v1", "v1alpha3"] {
         let path = format!("/apis/subresources.kubevirt.io/{version}");
         let out = cp.kubectl(["get", "--raw", &path]).await.unwrap();
@@ -68,6 +68,17 @@ async fn discovery_lists_the_served_subresources_in_both_versions() {
             .as_str()
             .is_some_and(|v| v.starts_with('v')),
         "{version}"
+    );
+    // kubectl's own discovery (aggregated by kube-apiserver) takes the documents.
+    cp.kubectl(["api-resources", "--api-group=subresources.kubevirt.io"])
+        .await
+        .unwrap()
+        .expect_success();
+    // Figures, not assertions.
+    eprintln!(
+        "virt-api: Available {} ms after spawn, RSS {:?} KiB",
+        virt_api.ready_after.as_millis(),
+        virt_api.rss_kib()
     );
 }
 
@@ -195,6 +206,10 @@ async fn halted_vm_starts_through_ferroctl_and_the_operator_runs_it() {
     let started = Instant::now();
     let out = ferro(cp, ns.name(), &["start", "vm1"]).await;
     out.expect_success();
+    eprintln!(
+        "ferroctl start, process start to exit: {} ms",
+        started.elapsed().as_millis()
+    );
     let vm = vm_json(cp, ns.name(), "vm1").await;
     assert_eq!(
         vm["spec"]["runStrategy"], "Always",
@@ -241,6 +256,83 @@ async fn halted_vm_starts_through_ferroctl_and_the_operator_runs_it() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stop_tied(&operator);
+}
+
+#[tokio::test]
+async fn restart_requests_stop_then_start_and_refused_forced_requests_change_nothing() {
+    let cp = shared().await;
+    shared_virt_api().await;
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::create(cp, "sub-restart").await.unwrap();
+    let n = ns.name();
+    apply(cp, n, &kernel_boot_vm("always", "Always", None)).await;
+    apply(cp, n, &kernel_boot_vm("halted", "Halted", None)).await;
+    fake_vmi(cp, n, "always", "Running").await;
+    fake_vmi(cp, n, "halted", "Running").await;
+    let vmi_field = |name: &'static str, path: &'static str| async move {
+        let out = cp
+            .kubectl([
+                "get",
+                "vmi",
+                name,
+                "-n",
+                n,
+                "-o",
+                &format!("jsonpath={{{path}}}"),
+            ])
+            .await
+            .unwrap();
+        out.expect_success().to_string()
+    };
+    let uid = vmi_field("always", ".metadata.uid").await;
+
+    let out = ferro(cp, n, &["restart", "always"]).await;
+    assert_eq!(
+        out.expect_success().trim(),
+        "VM always was scheduled to restart"
+    );
+    let vm = vm_json(cp, n, "always").await;
+    let requests = json!([{"action": "Stop", "uid": uid}, {"action": "Start"}]);
+    assert_eq!(vm["status"]["stateChangeRequests"], requests, "{vm:#}");
+
+    // A forced restart while that one is pending: the VMI's grace period goes to 1 s
+    // first, and back to 30 s when the requests cannot be written.
+    let out = ferro(cp, n, &["restart", "always", "--force", "--grace-period=0"]).await;
+    assert!(!out.success(), "{out}");
+    assert!(
+        out.stderr.trim().ends_with("stop/start already underway"),
+        "{out}"
+    );
+    assert_eq!(
+        vmi_field("always", ".spec.terminationGracePeriodSeconds").await,
+        "30"
+    );
+    let out = ferro(cp, n, &["restart", "always", "--force", "--grace-period=5"]).await;
+    assert_eq!(
+        out.stderr.trim(),
+        "error: For force restart, only gracePeriod=0 is supported for now"
+    );
+
+    // Halted with a running instance: only a shorter grace period stops it, written to the
+    // VMI first. KubeVirt exempts its own service accounts from the VMI-spec freeze; the
+    // CRD's rule (crds/src/rules.rs) cannot see the user, so today the grace period is
+    // refused by name and nothing is written (see docs/virt-api.md, "Known gaps").
+    let rv = vm_json(cp, n, "halted").await["metadata"]["resourceVersion"].clone();
+    let out = ferro(cp, n, &["stop", "halted", "--force", "--grace-period", "0"]).await;
+    assert!(!out.success(), "{out}");
+    assert!(
+        out.stderr.contains("update of VMI object is restricted")
+            && out.stderr.contains("spec.terminationGracePeriodSeconds"),
+        "{out}"
+    );
+    assert_eq!(
+        vmi_field("halted", ".spec.terminationGracePeriodSeconds").await,
+        "30"
+    );
+    assert_eq!(
+        vm_json(cp, n, "halted").await["metadata"]["resourceVersion"],
+        rv
+    );
 }
 
 /// Each refusal: ferroctl exits 1 with KubeVirt's message on one line, and the VM is
