@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crds::VirtualMachineInstance;
+use crds::{VirtualMachineInstance, VmiPhase};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -23,6 +23,8 @@ pub struct Context {
     pub pods: Store<Pod>,
     /// Failed reconciles in a row, per object: their retries back off.
     pub backoff: Backoff,
+    /// The phase each VMI had when the VMI controller last saw it.
+    pub phases: PhaseMemory,
     recorder: Recorder,
 }
 
@@ -46,6 +48,7 @@ impl Context {
             vmis,
             pods,
             backoff: Backoff::default(),
+            phases: PhaseMemory::default(),
             recorder,
         }
     }
@@ -118,6 +121,24 @@ pub fn retry_after(
         let delay = ctx.backoff.failed(controller, key);
         tracing::warn!(object = key, error = %crate::telemetry::chain(e), retry_in_s = delay.as_secs_f64(), "reconcile failed");
         Action::requeue(delay)
+    }
+}
+
+/// The phase of each VMI as the VMI controller last saw or wrote it, by UID: a phase change
+/// written by someone else (virt-handler) is told in an Event too.
+#[derive(Default)]
+pub struct PhaseMemory(Mutex<HashMap<String, Option<VmiPhase>>>);
+
+impl PhaseMemory {
+    /// Records `phase` for `uid`; returns the phase seen before, if the VMI was seen before.
+    pub fn swap(&self, uid: &str, phase: Option<VmiPhase>) -> Option<Option<VmiPhase>> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(uid.to_string(), phase)
+    }
+
+    /// The VMI is gone.
+    pub fn forget(&self, uid: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod args;
 mod context;
+mod ending;
 mod error;
 pub mod leader;
 pub mod metrics;

@@ -19,6 +19,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::instrument;
 
+use crate::ending::{self, Ending};
 use crate::printable::{Facts, VmiFacts, printable_status};
 use crate::strategy::{self, Decision, Inputs, StartFailures, VmiView};
 use crate::vmi_controller::FINALIZER;
@@ -111,6 +112,24 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
     } else {
         strategy::decide(&inputs)
     };
+    // How the instance ended, if it did: told in Events and carried in the conditions.
+    let ending = vmi.as_deref().and_then(Ending::of);
+    if new_failure && let (Some(e), Some(f)) = (&ending, &start_failure) {
+        let wait = f
+            .retry_after_timestamp
+            .as_ref()
+            .map_or(0, |t| t.0.duration_since(now).as_secs().max(0));
+        let count = f.consecutive_fail_count.unwrap_or(1);
+        ctx.event(
+            vm.object_ref(&()),
+            EventType::Warning,
+            &e.reason,
+            format!(
+                "{}; start failure {count} in a row, the next start waits {wait}s",
+                e.message()
+            ),
+        );
+    }
 
     let mut requests = old.state_change_requests.clone();
     // The VM as last written: its resourceVersion guards the status write.
@@ -149,7 +168,27 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
                 current.metadata.resource_version = patched.metadata.resource_version;
             }
             match stop(vm, v, &vmis, ctx).await {
-                Ok(()) => stop_expected = true,
+                Ok(()) => {
+                    stop_expected = true;
+                    if let Some(e) = ending.as_ref().filter(|_| !new_failure) {
+                        // The guest ran and stopped (or failed): say so each time, since
+                        // a replacement follows at once (KubeVirt backs off only from
+                        // instances that never ran).
+                        let restarts = strategy::is_set_to_start(&inputs);
+                        let then = if restarts {
+                            "starting a new instance"
+                        } else {
+                            "not restarted"
+                        };
+                        let type_ = if e.phase == VmiPhase::Failed {
+                            EventType::Warning
+                        } else {
+                            EventType::Normal
+                        };
+                        let note = format!("{}; runStrategy {strategy:?}: {then}", e.message());
+                        ctx.event(vm.object_ref(&()), type_, &e.reason, note);
+                    }
+                }
                 Err(e) => sync_error = Some(e),
             }
         }
@@ -227,7 +266,21 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
         )),
         (None, false) => None,
     };
-    status.conditions = conditions(&old.conditions, vmi.as_deref(), failure, restart_required);
+    let carry = Carry {
+        ending: ending.as_ref(),
+        failed_start_uid: status
+            .start_failure
+            .as_ref()
+            .and_then(|f| f.last_failed_vmi_uid.as_deref()),
+        replacing: strategy::is_set_to_start(&inputs),
+    };
+    status.conditions = conditions(
+        &old.conditions,
+        vmi.as_deref(),
+        failure,
+        restart_required,
+        &carry,
+    );
     let facts = Facts {
         vm_deleting: vm.meta().deletion_timestamp.is_some(),
         vmi: vmi.as_deref().map(|v| VmiFacts {
@@ -469,14 +522,30 @@ async fn switch_to_always(
         .map(|_| ())
 }
 
+/// What the conditions carry of an instance that ended.
+#[derive(Default)]
+struct Carry<'a> {
+    /// The current VMI's ending, if it is final.
+    ending: Option<&'a Ending>,
+    /// `status.startFailure.lastFailedVMIUID`: the crash loop's last failed instance.
+    failed_start_uid: Option<&'a str>,
+    /// The VM is to run (its strategy and requests say so): a new instance replaces the
+    /// one that ended.
+    replacing: bool,
+}
+
 /// The VM's conditions: Ready mirrors the VMI's (False when there is none), Failure
 /// carries the last reconcile error, RestartRequired shows a template change while the
 /// VMI runs, and the VMI's other conditions (PodScheduled, Paused, ...) are copied.
+/// Beyond KubeVirt, an instance's ending outlives the instance: while a replacement is
+/// due or starting, Ready (False) keeps the reason and message of the one that ended, and
+/// while a crash loop lasts, Failure keeps those of the last instance that failed to start.
 fn conditions(
     old: &[Condition],
     vmi: Option<&VirtualMachineInstance>,
     failure: Option<(String, String)>,
     restart_required: bool,
+    carry: &Carry,
 ) -> Vec<Condition> {
     let now = Time(Timestamp::now());
     let mut out: Vec<Condition> = Vec::new();
@@ -488,27 +557,28 @@ fn conditions(
             }
         }
     };
-    let ready = match vmi
+    let vmi_ready = vmi
         .map(vmi_conditions)
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-    {
-        Some(c) => c.clone(),
-        None if vmi.is_none() => Condition {
-            type_: "Ready".into(),
-            status: "False".into(),
-            reason: Some("VMINotExists".into()),
-            message: Some("VMI does not exist".into()),
-            last_transition_time: Some(now.clone()),
-            ..Default::default()
-        },
-        None => Condition {
-            type_: "Ready".into(),
-            status: "False".into(),
-            reason: Some("VMIConditionMissing".into()),
-            message: Some("VMI is missing the Ready condition".into()),
-            last_transition_time: Some(now.clone()),
-            ..Default::default()
-        },
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+    let carried_ready = old
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .filter(|_| carry.replacing && ending::carried_uid(old, "Ready").is_some());
+    let not_ready = |reason: &str, message: &str| Condition {
+        type_: "Ready".into(),
+        status: "False".into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_transition_time: Some(now.clone()),
+        ..Default::default()
+    };
+    let ready = match (vmi_ready, carry.ending, carried_ready) {
+        (_, Some(e), _) => e.condition("Ready", "False"),
+        (Some(c), None, _) | (None, None, Some(c)) => c.clone(),
+        (None, None, None) if vmi.is_none() => not_ready("VMINotExists", "VMI does not exist"),
+        (None, None, None) => {
+            not_ready("VMIConditionMissing", "VMI is missing the Ready condition")
+        }
     };
     out.push(ready);
     if let Some((reason, message)) = failure {
@@ -520,6 +590,14 @@ fn conditions(
             last_transition_time: Some(now.clone()),
             ..Default::default()
         });
+    } else if let Some(uid) = carry.failed_start_uid {
+        let fresh = carry
+            .ending
+            .filter(|e| e.uid == uid)
+            .map(|e| e.condition("Failure", "True"));
+        if let Some(c) = fresh.or_else(|| ending::carried(old, "Failure", uid).cloned()) {
+            out.push(c);
+        }
     }
     if restart_required {
         out.push(Condition {
@@ -540,6 +618,9 @@ fn conditions(
     }
     for c in &mut out {
         keep_time(c);
+        if c.last_transition_time.is_none() {
+            c.last_transition_time = Some(now.clone());
+        }
     }
     out
 }
@@ -590,7 +671,7 @@ spec:
 
     #[test]
     fn ready_condition_without_vmi() {
-        let c = conditions(&[], None, None, false);
+        let c = conditions(&[], None, None, false, &Carry::default());
         assert_eq!(c.len(), 1);
         assert_eq!(
             (c[0].type_.as_str(), c[0].reason.as_deref()),
@@ -601,11 +682,67 @@ spec:
             None,
             Some(("FailedCreate".into(), "boom".into())),
             false,
+            &Carry::default(),
         );
         assert_eq!(
             c2[0].last_transition_time, c[0].last_transition_time,
             "unchanged conditions keep their time"
         );
         assert_eq!(c2[1].type_, "Failure");
+    }
+
+    fn failed_vmi(uid: &str) -> VirtualMachineInstance {
+        serde_yaml::from_str(&format!(
+            "metadata: {{name: vm1, uid: {uid}}}\nspec: {{domain: {{devices: {{}}}}}}\nstatus:\n  phase: Failed\n  reason: VolumePreparationFailed\n  conditions: [{{type: Ready, status: 'False', reason: VolumePreparationFailed, message: 'image x:1 missing'}}]\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_instance_that_failed_to_start_is_carried_after_it_is_gone() {
+        let v = failed_vmi("u1");
+        let e = Ending::of(&v).unwrap();
+        let carry = Carry {
+            ending: Some(&e),
+            failed_start_uid: Some("u1"),
+            replacing: true,
+        };
+        let with_vmi = conditions(&[], Some(&v), None, false, &carry);
+        let ready = with_vmi.iter().find(|c| c.type_ == "Ready").unwrap();
+        let failure = with_vmi.iter().find(|c| c.type_ == "Failure").unwrap();
+        for c in [ready, failure] {
+            assert_eq!(c.reason.as_deref(), Some("VolumePreparationFailed"));
+            assert_eq!(
+                c.message.as_deref(),
+                Some("VirtualMachineInstance u1 Failed: image x:1 missing")
+            );
+        }
+        // The VMI is gone, the back-off runs: both stay.
+        let gone = Carry {
+            ending: None,
+            failed_start_uid: Some("u1"),
+            replacing: true,
+        };
+        let later = conditions(&with_vmi, None, None, false, &gone);
+        assert_eq!(later, with_vmi, "carried unchanged, times included");
+        // A reconcile error takes Failure's place; a stopped VM says VMINotExists again.
+        let err = conditions(
+            &later,
+            None,
+            Some(("FailedCreate".into(), "boom".into())),
+            false,
+            &gone,
+        );
+        assert_eq!(
+            err.iter()
+                .find(|c| c.type_ == "Failure")
+                .unwrap()
+                .reason
+                .as_deref(),
+            Some("FailedCreate")
+        );
+        let stopped = conditions(&later, None, None, false, &Carry::default());
+        assert_eq!(stopped.len(), 1);
+        assert_eq!(stopped[0].reason.as_deref(), Some("VMINotExists"));
     }
 }

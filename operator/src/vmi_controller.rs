@@ -72,6 +72,28 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
         .cached_pod(&n.ns, &n.pod)
         .filter(|p| created_by(p, &n.uid));
 
+    let phase = vmi.status.as_ref().and_then(|s| s.phase);
+    if let Some(before) = ctx.phases.swap(&n.uid, phase)
+        && before != phase
+        && phase == Some(VmiPhase::Failed)
+    {
+        // Failed by virt-handler (the controller's own writes tell about themselves).
+        let from = before.map_or("(none)", VmiPhase::as_str);
+        let why = crate::ending::Ending::of(vmi).map_or_else(String::new, |e| {
+            if e.detail == e.reason {
+                e.reason
+            } else {
+                format!("{}: {}", e.reason, e.detail)
+            }
+        });
+        tracing::info!(from, to = "Failed", reason = %why, "VMI phase changed");
+        ctx.event(
+            vmi.object_ref(&()),
+            EventType::Warning,
+            VmiPhase::Failed.as_str(),
+            format!("{from} -> Failed: {why}"),
+        );
+    }
     if vmi.meta().deletion_timestamp.is_some() {
         return cleanup(vmi, &n, cached, &vmis, &pods, ctx).await;
     }
@@ -89,7 +111,6 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
     }
 
     let old = vmi.status.clone().unwrap_or_default();
-    let phase = old.phase;
     if phase.is_some_and(VmiPhase::is_final) {
         // A finished VMI keeps no running pod.
         if let Some(p) = cached.as_deref()
@@ -273,6 +294,9 @@ async fn write_status(
         return Ok(());
     }
     writes::replace_status(vmis, vmi, &status, &ctx.metrics, "virtualmachineinstances").await?;
+    if let Some(uid) = vmi.uid() {
+        ctx.phases.swap(&uid, status.phase);
+    }
     if changed_phase && let Some(p) = status.phase {
         let from = old.phase.map_or("(none)", VmiPhase::as_str);
         tracing::info!(
@@ -367,6 +391,7 @@ async fn cleanup(
         "virtualmachineinstances",
     )
     .await?;
+    ctx.phases.forget(&n.uid);
     tracing::info!("the guest is down, released the VMI");
     Ok(Action::await_change())
 }
