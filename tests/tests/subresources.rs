@@ -69,6 +69,15 @@ async fn discovery_lists_the_served_subresources_in_both_versions() {
             .is_some_and(|v| v.starts_with('v')),
         "{version}"
     );
+    let out = ferroctl(&cp.kubeconfig(), &["version"]).await.unwrap();
+    let printed = out.expect_success();
+    assert!(
+        printed.contains(&format!(
+            "Server Version: {}",
+            version["gitVersion"].as_str().unwrap()
+        )),
+        "{out}"
+    );
     // kubectl's own discovery (aggregated by kube-apiserver) takes the documents.
     cp.kubectl(["api-resources", "--api-group=subresources.kubevirt.io"])
         .await
@@ -391,7 +400,7 @@ async fn refusals_carry_kubevirts_409_messages_and_change_nothing() {
     ];
     for (args, message) in cases {
         let name = args[1];
-        let before = (name != "nosuchvm").then(|| name);
+        let before = (name != "nosuchvm").then_some(name);
         let rv = match before {
             Some(n) => Some(vm_json(cp, ns.name(), n).await["metadata"]["resourceVersion"].clone()),
             None => None,
