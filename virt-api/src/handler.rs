@@ -148,11 +148,7 @@ async fn subresource(
                 message.push_str(": ");
                 message.push_str(&reason);
             }
-            let mut s = Status::unauthorized(&message);
-            s.code = 403;
-            s.body["code"] = 403.into();
-            s.body["reason"] = "Forbidden".into();
-            return Err(s);
+            return Err(Status::forbidden(&message));
         }
         Err(e) => {
             tracing::error!(error = %runtime::chain(&e), "SubjectAccessReview");

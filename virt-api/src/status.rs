@@ -88,6 +88,11 @@ impl Status {
         Self::new(401, "Unauthorized", why.to_string(), None)
     }
 
+    /// 403: the API server's SubjectAccessReview said no.
+    pub fn forbidden(message: &str) -> Self {
+        Self::new(403, "Forbidden", message.to_string(), None)
+    }
+
     /// 404 for a path virt-api does not serve.
     pub fn no_route(path: &str) -> Self {
         Self::new(
