@@ -208,7 +208,10 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
                 remove_condition(&mut status.conditions, "PodScheduled");
                 status.phase = Some(VmiPhase::Scheduled);
                 status.node_name = Some(node.clone());
-                label_node = Some(node);
+                // A node name may be longer than a label value can be (253 against 63
+                // characters): such a VMI goes without the label rather than never
+                // becoming Scheduled. virt-handler finds its VMIs by their pods' node.
+                label_node = Some(node).filter(|n| n.len() <= pod::LABEL_VALUE_MAX);
             } else if scheduled(p) {
                 remove_condition(&mut status.conditions, "PodScheduled");
             }
