@@ -25,6 +25,16 @@ fn vmi_resource() -> ApiResource {
     ))
 }
 
+/// A tied process stopped when dropped, also when the test fails: the operator must not
+/// act on the VMs of the tests that run after it.
+struct Stopped(ferrovirt_tests::Process);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        stop_tied(&self.0);
+    }
+}
+
 fn tail(path: &std::path::Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
@@ -210,7 +220,7 @@ async fn halted_vm_starts_through_ferroctl_and_the_operator_runs_it() {
     let _serial = SERIAL.lock().await;
     let ns = TestNamespace::create(cp, "sub-halted").await.unwrap();
     apply(cp, ns.name(), &kernel_boot_vm("vm1", "Halted", None)).await;
-    let operator = start_operator(cp).unwrap();
+    let operator = Stopped(start_operator(cp).unwrap());
 
     let started = Instant::now();
     let out = ferro(cp, ns.name(), &["start", "vm1"]).await;
@@ -231,10 +241,9 @@ async fn halted_vm_starts_through_ferroctl_and_the_operator_runs_it() {
     while vmi.is_none() {
         vmi = vmis.get_opt("vm1").await.unwrap();
         if started.elapsed() > Duration::from_secs(60) {
-            stop_tied(&operator);
             panic!(
                 "no VMI 60 s after ferroctl start; operator log:\n{}",
-                tail(&operator.log, 30)
+                tail(&operator.0.log, 30)
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -256,15 +265,13 @@ async fn halted_vm_starts_through_ferroctl_and_the_operator_runs_it() {
             break;
         }
         if stopping.elapsed() > Duration::from_secs(60) {
-            stop_tied(&operator);
             panic!(
                 "VMI not deleted 60 s after ferroctl stop; operator log:\n{}",
-                tail(&operator.log, 30)
+                tail(&operator.0.log, 30)
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop_tied(&operator);
 }
 
 #[tokio::test]
