@@ -208,10 +208,7 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
                 remove_condition(&mut status.conditions, "PodScheduled");
                 status.phase = Some(VmiPhase::Scheduled);
                 status.node_name = Some(node.clone());
-                // A node name may be longer than a label value can be (253 against 63
-                // characters): such a VMI goes without the label rather than never
-                // becoming Scheduled. virt-handler finds its VMIs by their pods' node.
-                label_node = Some(node).filter(|n| n.len() <= pod::LABEL_VALUE_MAX);
+                label_node = node_label(&node).map(str::to_string);
             } else if scheduled(p) {
                 remove_condition(&mut status.conditions, "PodScheduled");
             }
@@ -427,6 +424,13 @@ async fn delete_pod(
     Ok(())
 }
 
+/// The value of the VMI's [`NODE_NAME_LABEL`] for `node`. A node name may be longer than a
+/// label value can be (253 against 63 characters): such a VMI goes without the label rather
+/// than never becoming Scheduled (virt-handler finds its VMIs by their pods' node).
+fn node_label(node: &str) -> Option<&str> {
+    (node.len() <= pod::LABEL_VALUE_MAX).then_some(node)
+}
+
 fn created_by(p: &Pod, vmi_uid: &str) -> bool {
     p.labels()
         .get(pod::CREATED_BY_LABEL)
@@ -619,6 +623,13 @@ mod tests {
             pod_failure(&e),
             ("Evicted".to_string(), "low memory".to_string())
         );
+    }
+
+    #[test]
+    fn node_labels_fit_a_label_value() {
+        assert_eq!(node_label("node1"), Some("node1"));
+        let long = format!("{}.example.com", "n".repeat(60));
+        assert_eq!(node_label(&long), None);
     }
 
     #[test]
