@@ -46,6 +46,10 @@ pub enum Command {
         /// The per-VMI directory as the launcher sees it.
         #[arg(long, default_value = "/var/run/ferrovirt/vmi")]
         vmi_dir: PathBuf,
+        /// Allow hostDisk volumes under this directory (repeatable), as the HostDisk
+        /// feature gate and `ferrovirt.hostDiskPathPrefixes` in `kubevirt-config` would.
+        #[arg(long = "host-disk-prefix")]
+        host_disk_prefixes: Vec<String>,
     },
 }
 

@@ -4,11 +4,54 @@
 //! ConfigMap `kubevirt-config` of the handler's namespace, key `useEmulation` (the older
 //! KubeVirt spelling `debug.useEmulation` is accepted too). Without the ConfigMap or the
 //! key, the `--use-emulation` flag decides (default false).
+//!
+//! The same ConfigMap carries KubeVirt's `feature-gates` (comma-separated, the ConfigMap
+//! era's key; only `HostDisk` changes anything here) and Ferrovirt's
+//! `ferrovirt.hostDiskPathPrefixes` ([`crate::volumes::hostdisk`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::kvm::KvmStatus;
+use crate::volumes::hostdisk::{self, HostDiskPolicy};
 use crate::{Error, Result};
+
+/// KubeVirt's key for the enabled feature gates in `kubevirt-config`.
+pub const FEATURE_GATES: &str = "feature-gates";
+
+/// What the handler reads from `kubevirt-config` when a VMI starts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClusterConfig {
+    pub use_emulation: bool,
+    pub feature_gates: BTreeSet<String>,
+    pub host_disks: HostDiskPolicy,
+}
+
+impl ClusterConfig {
+    /// From the ConfigMap's data (`None`: no ConfigMap); `default_emulation` applies when
+    /// it does not say.
+    pub fn from_data(data: Option<&BTreeMap<String, String>>, default_emulation: bool) -> Self {
+        let feature_gates: BTreeSet<String> = data
+            .and_then(|d| d.get(FEATURE_GATES))
+            .map(|g| {
+                g.split(',')
+                    .map(str::trim)
+                    .filter(|g| !g.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let host_disks = HostDiskPolicy::from_config(
+            feature_gates.contains(hostdisk::FEATURE_GATE),
+            data.and_then(|d| d.get(hostdisk::PREFIXES_KEY))
+                .map(String::as_str),
+        );
+        ClusterConfig {
+            use_emulation: use_emulation(data, default_emulation),
+            feature_gates,
+            host_disks,
+        }
+    }
+}
 
 pub const CONFIG_MAP: &str = "kubevirt-config";
 const KEYS: [&str; 2] = ["useEmulation", "debug.useEmulation"];
@@ -86,6 +129,33 @@ mod tests {
         assert!(use_emulation(Some(&old), false));
         assert!(use_emulation(None, true));
         assert!(!use_emulation(Some(&BTreeMap::new()), false));
+    }
+
+    #[test]
+    fn reads_feature_gates_and_host_disk_directories() {
+        let data = BTreeMap::from([
+            (
+                "feature-gates".to_owned(),
+                "LiveMigration, HostDisk".to_owned(),
+            ),
+            (
+                "ferrovirt.hostDiskPathPrefixes".to_owned(),
+                "/var/data,/srv/disks".to_owned(),
+            ),
+        ]);
+        let c = ClusterConfig::from_data(Some(&data), true);
+        assert!(c.use_emulation && c.host_disks.enabled);
+        assert!(c.feature_gates.contains("LiveMigration"));
+        assert_eq!(c.host_disks.prefixes.len(), 2);
+        let off = ClusterConfig::from_data(None, false);
+        assert!(!off.host_disks.enabled && off.host_disks.prefixes.is_empty());
+        // The gate is case-sensitive, as KubeVirt's.
+        let lower = BTreeMap::from([("feature-gates".to_owned(), "hostdisk".to_owned())]);
+        assert!(
+            !ClusterConfig::from_data(Some(&lower), false)
+                .host_disks
+                .enabled
+        );
     }
 
     #[test]

@@ -12,9 +12,9 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, Event};
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 
 use crate::args::RunArgs;
 use crate::config::Virtualization;
@@ -42,6 +42,7 @@ pub struct Context {
     pub use_emulation_default: bool,
     pub kvm: KvmStatus,
     pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
 }
 
 impl Context {
@@ -57,12 +58,13 @@ impl Context {
         &self,
         vmi: &VirtualMachineInstance,
         virtualization: Virtualization,
+        host_disks: &volumes::HostDiskPolicy,
     ) -> Result<String> {
         let ns = vmi.namespace().unwrap_or_default();
         let uid = vmi.uid().unwrap_or_default();
         let pvcs = self.pvc_dirs(&ns, vmi).await?;
         let launcher_dir = self.launcher_dir(&uid);
-        let plans = volumes::plan(&vmi.spec, &launcher_dir, &pvcs)?;
+        let plans = volumes::plan(&vmi.spec, &launcher_dir, &pvcs, host_disks)?;
         let xml = domain::convert(&domain::Input {
             namespace: &ns,
             name: &vmi.name_any(),
@@ -123,6 +125,20 @@ impl Context {
             out.insert(claim.clone(), PathBuf::from(dir));
         }
         Ok(out)
+    }
+
+    /// Publishes a Warning Event on the VMI (best effort: a failure is only logged).
+    pub async fn warn(&self, vmi: &VirtualMachineInstance, reason: &str, note: String) {
+        let event = KubeEvent {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Observe".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &vmi.object_ref(&())).await {
+            tracing::warn!(reason, error = %e, "publishing an Event failed");
+        }
     }
 
     /// Writes the status after `obs` on the VMI (fresh from the API, guarded by its
@@ -272,8 +288,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
     );
     let launcher_vmi_dir =
         (args.launcher_vmi_dir != "host").then(|| PathBuf::from(&args.launcher_vmi_dir));
+    let client = client(args.kubeconfig.as_deref()).await?;
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: Some(node.clone()),
+    };
     let ctx = Arc::new(Context {
-        client: client(args.kubeconfig.as_deref()).await?,
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
         node: node.clone(),
         run_dir,
         images: ImageStore::new(args.image_store()),
@@ -294,16 +316,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
     tokio::spawn(crate::node::keep_labelled(ctx.clone()));
 
     let vmi_api: Api<VirtualMachineInstance> = Api::all(ctx.client.clone());
-    let mut vmi_events = watcher::watcher(vmi_api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let mut vmi_events = crate::watch::events(vmi_api, watcher::Config::default(), "VMIs");
     let pod_api: Api<Pod> = Api::all(ctx.client.clone());
     let pod_config = watcher::Config::default()
         .labels("kubevirt.io=virt-launcher")
         .fields(&format!("spec.nodeName={node}"));
-    let mut pod_events = watcher::watcher(pod_api, pod_config)
-        .default_backoff()
-        .boxed();
+    let mut pod_events = crate::watch::events(pod_api, pod_config, "launcher pods");
 
     let mut state = State {
         ctx,
@@ -319,22 +337,22 @@ pub async fn run(args: RunArgs) -> Result<()> {
     loop {
         tokio::select! {
             Some(event) = vmi_events.next() => match event {
-                Ok(Event::Apply(v)) | Ok(Event::InitApply(v)) if listing.is_some() => {
+                Event::Apply(v) | Event::InitApply(v) if listing.is_some() => {
                     let uid = v.uid().unwrap_or_default();
                     listing.as_mut().expect("listing").insert(uid, Arc::new(v));
                 }
-                Ok(Event::Apply(v)) | Ok(Event::InitApply(v)) => {
+                Event::Apply(v) | Event::InitApply(v) => {
                     let uid = v.uid().unwrap_or_default();
                     state.vmis.insert(uid.clone(), Arc::new(v));
                     state.reconcile(&uid);
                 }
-                Ok(Event::Delete(v)) => {
+                Event::Delete(v) => {
                     let uid = v.uid().unwrap_or_default();
                     state.vmis.remove(&uid);
                     state.reconcile(&uid);
                 }
-                Ok(Event::Init) => listing = Some(HashMap::new()),
-                Ok(Event::InitDone) => {
+                Event::Init => listing = Some(HashMap::new()),
+                Event::InitDone => {
                     let listed = listing.take().unwrap_or_default();
                     let old: Vec<String> = state.vmis.keys().cloned().collect();
                     state.vmis = listed;
@@ -344,22 +362,20 @@ pub async fn run(args: RunArgs) -> Result<()> {
                         state.reconcile(&uid);
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "VMI watch"),
             },
             Some(event) = pod_events.next() => match event {
-                Ok(Event::Apply(p)) | Ok(Event::InitApply(p)) => {
+                Event::Apply(p) | Event::InitApply(p) => {
                     if let Some(uid) = p.labels().get(CREATED_BY).cloned() {
                         state.local_pods.insert(uid.clone());
                         state.reconcile(&uid);
                     }
                 }
-                Ok(Event::Delete(p)) => {
+                Event::Delete(p) => {
                     if let Some(uid) = p.labels().get(CREATED_BY).cloned() {
                         state.local_pods.remove(&uid);
                     }
                 }
-                Ok(Event::Init | Event::InitDone) => {}
-                Err(e) => tracing::warn!(error = %e, "launcher pod watch"),
+                Event::Init | Event::InitDone => {}
             },
             _ = gc.tick() => {
                 let uids: Vec<String> = state.workers.keys().cloned().collect();

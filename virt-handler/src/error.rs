@@ -27,6 +27,15 @@ pub enum Error {
     )]
     ImageNotFound { image: String, store: PathBuf },
 
+    /// The image is in the store but lacks a file the spec names.
+    #[error("{field}: {path} is not a file in image {image:?} (looked for {host})")]
+    FileNotInImage {
+        field: String,
+        path: String,
+        image: String,
+        host: PathBuf,
+    },
+
     #[error("{action} {path}")]
     Io {
         action: &'static str,
@@ -93,7 +102,9 @@ impl Error {
         match self {
             Error::Unsupported { .. } => "UnsupportedSpec",
             Error::KvmUnavailable(_) => "KVMUnavailable",
-            Error::Volume { .. } | Error::ImageNotFound { .. } => "VolumePreparationFailed",
+            Error::Volume { .. } | Error::ImageNotFound { .. } | Error::FileNotInImage { .. } => {
+                "VolumePreparationFailed"
+            }
             Error::Io { .. } | Error::Command { .. } => "VolumePreparationFailed",
             Error::Launcher(_) => "LauncherFailed",
             _ => "Internal",

@@ -17,9 +17,11 @@ pub mod kvm;
 pub mod metrics;
 pub mod node;
 pub mod quantity;
+pub mod resets;
 pub mod status;
 pub mod vmi_dir;
 pub mod volumes;
+pub mod watch;
 mod worker;
 
 pub use error::{Error, Result, chain};

@@ -18,17 +18,25 @@ fn main() -> anyhow::Result<ExitCode> {
             vmi,
             emulation,
             vmi_dir,
+            host_disk_prefixes,
         }) => {
             let text = if vmi.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin())?
             } else {
                 std::fs::read_to_string(&vmi)?
             };
+            let host_disks = if host_disk_prefixes.is_empty() {
+                Default::default()
+            } else {
+                let prefixes: Vec<&str> = host_disk_prefixes.iter().map(String::as_str).collect();
+                virt_handler::volumes::HostDiskPolicy::allow(&prefixes)
+            };
             let xml = virt_handler::domain::from_manifest(
                 &text,
                 emulation,
                 &vmi_dir,
                 &args.run.image_store(),
+                &host_disks,
             )?;
             print!("{xml}");
             Ok(ExitCode::SUCCESS)

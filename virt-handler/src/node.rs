@@ -10,22 +10,22 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 
 use crate::Result;
-use crate::config::{self, CONFIG_MAP};
+use crate::config::{self, CONFIG_MAP, ClusterConfig};
 use crate::controller::Context;
 
 pub const FIELD_MANAGER: &str = "virt-handler";
 
-/// `useEmulation` as the cluster configures it now.
-pub async fn allow_emulation(
+/// The cluster configuration now (`kubevirt-config` in `namespace`).
+pub async fn cluster_config(
     client: &kube::Client,
     namespace: &str,
-    default: bool,
-) -> Result<bool> {
+    default_emulation: bool,
+) -> Result<ClusterConfig> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let cm = api.get_opt(CONFIG_MAP).await?;
-    Ok(config::use_emulation(
+    Ok(ClusterConfig::from_data(
         cm.as_ref().and_then(|c| c.data.as_ref()),
-        default,
+        default_emulation,
     ))
 }
 
@@ -45,9 +45,9 @@ async fn label(client: &kube::Client, node: &str, labels: &BTreeMap<String, Stri
 pub async fn keep_labelled(ctx: Arc<Context>) {
     let mut last: Option<BTreeMap<String, String>> = None;
     loop {
-        match allow_emulation(&ctx.client, &ctx.namespace, ctx.use_emulation_default).await {
-            Ok(allow) => {
-                let labels = config::node_labels(&ctx.kvm, allow);
+        match cluster_config(&ctx.client, &ctx.namespace, ctx.use_emulation_default).await {
+            Ok(c) => {
+                let labels = config::node_labels(&ctx.kvm, c.use_emulation);
                 if last.as_ref() != Some(&labels) {
                     match label(&ctx.client, &ctx.node, &labels).await {
                         Ok(()) => {

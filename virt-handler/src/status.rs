@@ -32,7 +32,20 @@ pub enum Observation {
         reason: String,
         message: String,
     },
+    /// The guest reset itself (inside the same QEMU): `total` since it started, `recent`
+    /// within [`RESET_WINDOW_SECONDS`]; `looping` from [`RESET_LOOP`] resets in the window.
+    GuestResets {
+        total: u64,
+        recent: u32,
+        looping: bool,
+    },
 }
+
+/// The condition type Ferrovirt adds for guest resets (not one of KubeVirt's).
+pub const RESET_LOOP_CONDITION: &str = "GuestResetLoop";
+/// Resets within [`RESET_WINDOW_SECONDS`] that make a reset loop.
+pub const RESET_LOOP: u32 = 3;
+pub const RESET_WINDOW_SECONDS: u64 = 60;
 
 /// The interfaces as the domain has them: spec name and MAC.
 pub fn interfaces(
@@ -142,6 +155,43 @@ pub fn next(
             (StopReason::Failed, _) => (VmiPhase::Failed, Some("DomainFailed")),
             (StopReason::Other, _) => (VmiPhase::Failed, Some("DomainStopped")),
         },
+        Observation::GuestResets {
+            total,
+            recent,
+            looping,
+        } => {
+            let times = |n: u64| if n == 1 { "time" } else { "times" };
+            let message = format!(
+                "the guest reset itself {total} {} since it started, {recent} in the last \
+                 {RESET_WINDOW_SECONDS} s; its serial console log (serial0.log) shows why",
+                times(*total)
+            );
+            let (status, reason) = if *looping {
+                (true, "GuestResetLoop")
+            } else {
+                (false, "NoRecentResets")
+            };
+            set_condition(
+                &mut s.conditions,
+                RESET_LOOP_CONDITION,
+                Some(condition(
+                    RESET_LOOP_CONDITION,
+                    status,
+                    Some(reason),
+                    Some(&message),
+                    &now,
+                )),
+            );
+            let ready = if *looping {
+                condition("Ready", false, Some("GuestResetLoop"), Some(&message), &now)
+            } else {
+                condition("Ready", true, None, None, &now)
+            };
+            if !s.conditions.iter().any(|c| c.type_ == "Paused") {
+                set_condition(&mut s.conditions, "Ready", Some(ready));
+            }
+            (VmiPhase::Running, None)
+        }
         Observation::LauncherGone { deleting: true } => (VmiPhase::Succeeded, None),
         Observation::LauncherGone { deleting: false } => (VmiPhase::Failed, Some("LauncherExited")),
         Observation::Failed { reason, message } => {
@@ -204,7 +254,9 @@ mod tests {
 
     /// The status after the launcher reported the domain running, at t(1).
     fn running() -> VirtualMachineInstanceStatus {
-        let obs = Observation::Running { virtualization: None };
+        let obs = Observation::Running {
+            virtualization: None,
+        };
         next(&scheduled(), &spec(), "u", "n", &obs, t(1)).unwrap()
     }
 
@@ -338,5 +390,48 @@ mod tests {
         )
         .unwrap();
         assert!(!resumed.conditions.iter().any(|c| c.type_ == "Paused"));
+    }
+
+    #[test]
+    fn a_reset_loop_shows_in_a_condition_and_unreadies_the_vmi() {
+        let obs = |total, recent, looping| Observation::GuestResets {
+            total,
+            recent,
+            looping,
+        };
+        let once = next(&running(), &spec(), "u", "n", &obs(1, 1, false), t(2)).unwrap();
+        let cond = |s: &VirtualMachineInstanceStatus, t: &str| {
+            s.conditions.iter().find(|c| c.type_ == t).cloned().unwrap()
+        };
+        assert_eq!(once.phase, Some(VmiPhase::Running));
+        assert_eq!(cond(&once, RESET_LOOP_CONDITION).status, "False");
+        assert!(
+            cond(&once, RESET_LOOP_CONDITION)
+                .message
+                .unwrap()
+                .contains("1 time since it started")
+        );
+        assert_eq!(cond(&once, "Ready").status, "True");
+
+        let looping = next(&once, &spec(), "u", "n", &obs(5, 3, true), t(8)).unwrap();
+        let c = cond(&looping, RESET_LOOP_CONDITION);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_deref()),
+            ("True", Some("GuestResetLoop"))
+        );
+        assert!(
+            c.message
+                .unwrap()
+                .contains("5 times since it started, 3 in the last 60 s")
+        );
+        let ready = cond(&looping, "Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("False", Some("GuestResetLoop"))
+        );
+
+        let quiet = next(&looping, &spec(), "u", "n", &obs(5, 0, false), t(70)).unwrap();
+        assert_eq!(cond(&quiet, RESET_LOOP_CONDITION).status, "False");
+        assert_eq!(cond(&quiet, "Ready").status, "True");
     }
 }

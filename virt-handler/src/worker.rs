@@ -17,7 +17,8 @@ use virt_launcher::protocol::Event;
 
 use crate::config::Virtualization;
 use crate::controller::Context;
-use crate::status::Observation;
+use crate::resets::{Change, ResetWindow};
+use crate::status::{Observation, RESET_LOOP, RESET_WINDOW_SECONDS};
 use crate::{Error, Result, chain};
 
 pub type VmiRx = watch::Receiver<Option<Arc<VirtualMachineInstance>>>;
@@ -37,14 +38,22 @@ pub fn spawn(ctx: Arc<Context>, vmi: Arc<VirtualMachineInstance>) -> Worker {
     let task = tokio::spawn(
         async move {
             ctx.metrics.workers.fetch_add(1, Ordering::Relaxed);
-            let mut backoff = Duration::from_secs(1);
+            let mut backoff = crate::watch::Backoff::default();
+            let mut changes = rx.clone();
             loop {
                 match follow(&ctx, &vmi, rx.clone()).await {
                     Ok(()) => break,
                     Err(e) => {
-                        tracing::warn!(error = %chain(&e), ?backoff, "following the VMI failed; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        // An API outage: retry soon, and at once when the VMI changes
+                        // (a delete must not wait for the pause).
+                        let pause = backoff.next_pause();
+                        tracing::warn!(error = %chain(&e), retry_in_ms = pause.as_millis() as u64, "following the VMI failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            changed = changes.changed() => if changed.is_err() {
+                                tokio::time::sleep(pause).await;
+                            }
+                        }
                     }
                 }
                 if gone(&rx) && !crate::vmi_dir::launcher_alive(&ctx.run_dir.socket(&uid)).await {
@@ -152,11 +161,13 @@ async fn start(
 ) -> Result<Virtualization> {
     let vmi = latest(rx).ok_or(Error::unsupported("metadata", "the VMI is gone"))?;
     let t0 = Instant::now();
-    let allow =
-        crate::node::allow_emulation(&ctx.client, &ctx.namespace, ctx.use_emulation_default)
-            .await?;
-    let virtualization = crate::config::decide(&ctx.kvm, allow)?;
-    let xml = ctx.prepare_domain(&vmi, virtualization).await?;
+    let config =
+        crate::node::cluster_config(&ctx.client, &ctx.namespace, ctx.use_emulation_default).await?;
+    let virtualization = crate::config::decide(&ctx.kvm, config.use_emulation)?;
+    let host_disks = config.host_disks.resolve_on_node();
+    let xml = ctx
+        .prepare_domain(&vmi, virtualization, &host_disks)
+        .await?;
     tracing::debug!(%xml, "domain XML");
     let t1 = Instant::now();
     let info = launcher.define_and_start(&xml).await?;
@@ -185,6 +196,7 @@ async fn follow_events(
 ) -> Result<()> {
     let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
     let mut destroy_at = far;
+    let mut resets = ResetWindow::default();
     let mut stopping = false;
     let mut destroyed = false;
     loop {
@@ -208,6 +220,18 @@ async fn follow_events(
                 let obs = match event {
                     Ok(Some(Event::Started | Event::Resumed)) => Observation::Running { virtualization },
                     Ok(Some(Event::Paused)) => Observation::Paused,
+                    Ok(Some(Event::Rebooted { count })) => {
+                        let change = resets.reset(count, Instant::now());
+                        tracing::info!(total = resets.total(), ?change, "the guest reset itself");
+                        if change == Change::LoopStarted {
+                            ctx.warn(first, "GuestResetLoop", format!(
+                                "the guest reset itself {} times within {} s ({} since it started): \
+                                 it is probably crashing while it boots; its serial console shows why",
+                                RESET_LOOP, RESET_WINDOW_SECONDS, resets.total()
+                            )).await;
+                        }
+                        resets.observation()
+                    }
                     Ok(Some(Event::Stopped { reason })) => {
                         tracing::info!(?reason, "domain stopped");
                         let obs = Observation::Stopped { reason, deleting: stopping || deleting(&rx) };
@@ -226,6 +250,12 @@ async fn follow_events(
                 if changed.is_err() {
                     // The controller dropped us (shutting down): leave the guest alone.
                     return Ok(());
+                }
+            }
+            _ = tokio::time::sleep_until(resets.quiet_at().unwrap_or(far)), if resets.quiet_at().is_some() => {
+                if resets.tick(Instant::now()).is_some() {
+                    tracing::info!(total = resets.total(), "the guest stopped resetting");
+                    ctx.write_status(first, &resets.observation()).await?;
                 }
             }
             _ = tokio::time::sleep_until(destroy_at), if stopping && !destroyed => {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use virt_handler::config::Virtualization;
 use virt_handler::domain::{Input, convert};
 use virt_handler::imagestore::ImageStore;
-use virt_handler::volumes::plan;
+use virt_handler::volumes::{HostDiskPolicy, plan};
 
 const VMI_DIR: &str = "/var/run/ferrovirt/vmi";
 const IMAGE_STORE: &str = "/root/.cache/ferrovirt/images";
@@ -44,7 +44,10 @@ fn convert_vmi(vmi: &VirtualMachineInstance) -> virt_handler::Result<String> {
         })
         .collect();
     let vmi_dir = Path::new(VMI_DIR);
-    let plans = plan(&vmi.spec, vmi_dir, &pvcs)?;
+    // KubeVirt's example puts its host disk under /var/data, the goldens under /data:
+    // the cluster allows both directories and has the HostDisk feature gate on.
+    let host_disks = HostDiskPolicy::allow(&["/var/data", "/data"]);
+    let plans = plan(&vmi.spec, vmi_dir, &pvcs, &host_disks)?;
     convert(&Input {
         namespace: &vmi.namespace().unwrap(),
         name: &vmi.name_any(),
@@ -111,6 +114,16 @@ fn every_case_matches_its_golden_file() {
 
 /// (what, VMI spec as YAML, the field the error must name)
 const REJECTED: &[(&str, &str, &str)] = &[
+    (
+        "host disk outside the allowed directories",
+        "domain: {memory: {guest: 64Mi}, devices: {}}\nvolumes: [{name: h, hostDisk: {path: /etc/shadow, type: Disk}}]",
+        "spec.volumes[0].hostDisk.path",
+    ),
+    (
+        "host disk escaping with ..",
+        "domain: {memory: {guest: 64Mi}, devices: {}}\nvolumes: [{name: h, hostDisk: {path: /var/data/../../tmp/x.img, type: DiskOrCreate, capacity: 1Mi}}]",
+        "spec.volumes[0].hostDisk.path",
+    ),
     (
         "no memory",
         "domain: {devices: {}}",

@@ -83,7 +83,7 @@ async fn kernel_boot_vmi_boots_under_the_real_launcher() {
 
     // What the worker does: plan, prepare, convert, define and start.
     let started = Instant::now();
-    let plans = plan(&vmi.spec, &dir, &BTreeMap::new()).unwrap();
+    let plans = plan(&vmi.spec, &dir, &BTreeMap::new(), &Default::default()).unwrap();
     prepare_firmware(&vmi.spec.domain, &dir, &images).unwrap();
     prepare(&plans, &dir, &images, &uid, "guest").unwrap();
     let prepared = started.elapsed();

@@ -38,6 +38,16 @@ pub struct Args {
     #[arg(long, env = "VIRT_LAUNCHER_CAPABILITIES_CACHE")]
     pub capabilities_cache: Option<PathBuf>,
 
+    /// The most bytes `serial0.log` (the serial console's copy) may hold before it is
+    /// rotated to `serial0.log.1`; at most twice this stays on disk.
+    #[arg(
+        long,
+        env = "VIRT_LAUNCHER_SERIAL_LOG_MAX_BYTES",
+        default_value_t = 1 << 20,
+        value_parser = clap::value_parser!(u64).range(4096..)
+    )]
+    pub serial_log_max_bytes: u64,
+
     #[arg(long, env = "VIRT_LAUNCHER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
 }

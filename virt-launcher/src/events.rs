@@ -22,8 +22,15 @@ impl Default for EventLog {
 }
 
 impl EventLog {
+    /// Records `event`. A reset right after a reset replaces it in the history (it carries
+    /// the count), so a guest in a reset loop does not grow the history without end.
     pub fn push(&self, event: Event) {
         let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(event, Event::Rebooted { .. })
+            && matches!(history.last(), Some(Event::Rebooted { .. }))
+        {
+            history.pop();
+        }
         history.push(event.clone());
         // No watcher is fine.
         let _ = self.live.send(event);
@@ -33,5 +40,31 @@ impl EventLog {
     pub fn subscribe(&self) -> (Vec<Event>, broadcast::Receiver<Event>) {
         let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
         (history.clone(), self.live.subscribe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_resets_are_kept_as_the_last() {
+        let log = EventLog::default();
+        log.push(Event::Started);
+        for count in 1..=100 {
+            log.push(Event::Rebooted { count });
+        }
+        log.push(Event::Paused);
+        log.push(Event::Rebooted { count: 101 });
+        let (history, _) = log.subscribe();
+        assert_eq!(
+            history,
+            [
+                Event::Started,
+                Event::Rebooted { count: 100 },
+                Event::Paused,
+                Event::Rebooted { count: 101 }
+            ]
+        );
     }
 }

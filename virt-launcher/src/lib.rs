@@ -13,6 +13,7 @@ mod guard;
 mod hypervisor;
 mod lifecycle;
 pub mod protocol;
+pub mod seriallog;
 mod server;
 mod supervisor;
 
@@ -43,6 +44,10 @@ impl VmiPaths {
     }
     pub fn ready(&self) -> PathBuf {
         self.dir.join("ready")
+    }
+    /// The serial console's copy, written by QEMU as the domain XML asks.
+    pub fn serial_log(&self) -> PathBuf {
+        self.dir.join("serial0.log")
     }
     /// Root of the embedded libvirt; QEMU's own log is `<this>/log/qemu/<domain>.log`.
     pub fn libvirt_root(&self) -> PathBuf {
@@ -77,6 +82,10 @@ pub async fn run(args: Args) -> Result<u8> {
     let listener = server::bind(&paths.socket())?;
     tokio::spawn(server::serve(listener, hv.clone(), log.clone()));
     tokio::spawn(guard::reap_qemu_zombies());
+    tokio::spawn(seriallog::keep_capped(
+        paths.serial_log(),
+        args.serial_log_max_bytes,
+    ));
     tokio::spawn(probe_capabilities(
         hv.clone(),
         root,

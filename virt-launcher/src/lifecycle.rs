@@ -9,22 +9,39 @@ use virt::sys;
 use crate::protocol::{Event, StopReason};
 use crate::{Error, Result};
 
-/// Subscribes to lifecycle events of every domain of `conn` (it has one) for the
-/// connection's lifetime.
+/// Subscribes to lifecycle and reboot events of every domain of `conn` (it has one) for
+/// the connection's lifetime. Reboots are sent as `Rebooted { count: 0 }`; the
+/// supervisor counts them.
 pub fn register(conn: &Connect, tx: UnboundedSender<Event>) -> Result<()> {
-    let opaque = Box::into_raw(Box::new(tx)) as *mut c_void;
     let cb: sys::virConnectDomainEventCallback = Some(on_lifecycle);
     // SAFETY: libvirt calls a lifecycle callback with the signature of
     // virConnectDomainEventCallback although the register function takes the generic
     // type (VIR_DOMAIN_EVENT_CALLBACK in libvirt's headers does the same cast).
     let generic: sys::virConnectDomainEventGenericCallback = unsafe { std::mem::transmute(cb) };
+    register_one(
+        conn,
+        sys::VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+        generic,
+        tx.clone(),
+    )?;
+    // The reboot event's callback has the generic signature itself.
+    register_one(conn, sys::VIR_DOMAIN_EVENT_ID_REBOOT, Some(on_reboot), tx)
+}
+
+fn register_one(
+    conn: &Connect,
+    id: sys::virDomainEventID,
+    cb: sys::virConnectDomainEventGenericCallback,
+    tx: UnboundedSender<Event>,
+) -> Result<()> {
+    let opaque = Box::into_raw(Box::new(tx)) as *mut c_void;
     // SAFETY: conn is open; opaque is a leaked Box that free_sender reclaims.
     let id = unsafe {
         sys::virConnectDomainEventRegisterAny(
             conn.as_ptr(),
             std::ptr::null_mut(),
-            sys::VIR_DOMAIN_EVENT_ID_LIFECYCLE as c_int,
-            generic,
+            id as c_int,
+            cb,
             opaque,
             Some(free_sender),
         )
@@ -51,6 +68,17 @@ unsafe extern "C" fn on_lifecycle(
         let _ = tx.send(ev);
     }
     0
+}
+
+unsafe extern "C" fn on_reboot(
+    _conn: sys::virConnectPtr,
+    _dom: sys::virDomainPtr,
+    opaque: *mut c_void,
+) {
+    // SAFETY: opaque is the sender registered above, alive until free_sender.
+    let tx = unsafe { &*(opaque as *const UnboundedSender<Event>) };
+    tracing::debug!("libvirt reboot event");
+    let _ = tx.send(Event::Rebooted { count: 0 });
 }
 
 unsafe extern "C" fn free_sender(opaque: *mut c_void) {

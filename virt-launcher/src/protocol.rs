@@ -92,7 +92,15 @@ pub enum Event {
     Started,
     Paused,
     Resumed,
-    Stopped { reason: StopReason },
+    /// The guest reset itself inside the same QEMU (a reboot, a panic with `panic=N`, a
+    /// triple fault; libvirt's reboot event). `count`: resets since the domain started.
+    /// Consecutive resets are replayed as the last one only.
+    Rebooted {
+        count: u64,
+    },
+    Stopped {
+        reason: StopReason,
+    },
 }
 
 /// Why the domain stopped.

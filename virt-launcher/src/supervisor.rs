@@ -54,6 +54,8 @@ pub struct Supervisor {
     /// A stop only ends the launcher after a start: a define that fails to start also
     /// reports "stopped (failed)", and the handler may try again.
     started: bool,
+    /// Guest resets since the domain started.
+    resets: u64,
 }
 
 impl Supervisor {
@@ -69,6 +71,7 @@ impl Supervisor {
             raw,
             grace,
             started: false,
+            resets: 0,
         }
     }
 
@@ -143,6 +146,13 @@ impl Supervisor {
 
     /// Logs and publishes an event; returns the reason of a stop that ends the launcher.
     fn record(&mut self, event: Event) -> Option<StopReason> {
+        let event = match event {
+            Event::Rebooted { .. } => {
+                self.resets += 1;
+                Event::Rebooted { count: self.resets }
+            }
+            e => e,
+        };
         tracing::info!(?event, "domain event");
         if event == Event::Resumed && !self.started {
             // libvirt starts QEMU paused and resumes it just before "started": noise.

@@ -67,17 +67,19 @@ pub fn efi_firmware(domain: &DomainSpec) -> Option<(&'static str, &'static str)>
 }
 
 /// The domain XML of a VMI manifest (YAML or JSON), with its volumes planned in
-/// `vmi_dir` (PVCs cannot be resolved offline). For `virt-handler domain-xml`.
+/// `vmi_dir` (PVCs cannot be resolved offline) and host disks allowed as `host_disks`
+/// says. For `virt-handler domain-xml`.
 pub fn from_manifest(
     manifest: &str,
     emulation: bool,
     vmi_dir: &Path,
     image_store: &Path,
+    host_disks: &crate::volumes::HostDiskPolicy,
 ) -> Result<String> {
     use kube::ResourceExt;
     let vmi: crds::VirtualMachineInstance = serde_yaml::from_str(manifest)
         .map_err(|e| Error::unsupported("manifest", e.to_string()))?;
-    let plans = crate::volumes::plan(&vmi.spec, vmi_dir, &Default::default())?;
+    let plans = crate::volumes::plan(&vmi.spec, vmi_dir, &Default::default(), host_disks)?;
     let virtualization = if emulation {
         Virtualization::Emulation
     } else {

@@ -2,6 +2,7 @@
 //! [`prepare`] does the host-side work in the per-VMI directory.
 
 mod cloudinit;
+pub mod hostdisk;
 mod prepare;
 
 use std::collections::BTreeMap;
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use crds::{CloudInitNoCloudSource, HostDiskType, VirtualMachineInstanceSpec};
 
 pub use cloudinit::{meta_data, nocloud_files};
+pub use hostdisk::HostDiskPolicy;
 pub use prepare::{prepare, prepare_firmware};
 
 use crate::{Error, Result, quantity};
@@ -60,18 +62,26 @@ pub enum Prep {
         source: CloudInitNoCloudSource,
         file: String,
     },
-    /// A host file; with `create`, a sparse raw file of that many bytes when missing.
-    HostDisk { create: Option<u64> },
+    /// A host file under `prefix` (an allowed directory), opened without following
+    /// symbolic links; with `create`, a sparse raw file of that many bytes when missing.
+    /// `index` is the volume's position in the spec (for the field in errors).
+    HostDisk {
+        create: Option<u64>,
+        prefix: PathBuf,
+        index: usize,
+    },
     /// A filesystem PVC's `disk.img`; must exist.
     Pvc { claim: String },
 }
 
 /// Plans every volume of `spec`. `vmi_dir` is the per-VMI directory as the launcher sees
-/// it; `pvc_dirs` maps claim names to the directory their volume is mounted from.
+/// it; `pvc_dirs` maps claim names to the directory their volume is mounted from;
+/// `host_disks` says whether and where `hostDisk` volumes are allowed.
 pub fn plan(
     spec: &VirtualMachineInstanceSpec,
     vmi_dir: &Path,
     pvc_dirs: &BTreeMap<String, PathBuf>,
+    host_disks: &HostDiskPolicy,
 ) -> Result<Vec<Planned>> {
     let mut out = Vec::new();
     for (i, v) in spec.volumes.iter().enumerate() {
@@ -125,6 +135,7 @@ pub fn plan(
                 prep,
             }
         } else if let Some(hd) = &v.host_disk {
+            let (path, prefix) = host_disks.confine(i, &hd.path)?;
             let create = match hd.disk_type {
                 HostDiskType::Disk => None,
                 HostDiskType::DiskOrCreate => {
@@ -144,10 +155,14 @@ pub fn plan(
             };
             Planned {
                 name: v.name.clone(),
-                path: PathBuf::from(&hd.path),
+                path,
                 format: Format::Raw,
                 read_only: false,
-                prep: Prep::HostDisk { create },
+                prep: Prep::HostDisk {
+                    create,
+                    prefix,
+                    index: i,
+                },
             }
         } else if let Some(pvc) = &v.persistent_volume_claim {
             let dir = pvc_dirs.get(&pvc.claim_name).ok_or_else(|| {
@@ -194,7 +209,8 @@ mod tests {
         }))
         .unwrap();
         let pvcs = BTreeMap::from([("c".to_owned(), PathBuf::from("/pv/c"))]);
-        let p = plan(&spec, Path::new("/vmi"), &pvcs).unwrap();
+        let hd = HostDiskPolicy::allow(&["/data"]);
+        let p = plan(&spec, Path::new("/vmi"), &pvcs, &hd).unwrap();
         assert_eq!(p[0].path, Path::new("/vmi/volumes/root.qcow2"));
         assert_eq!(
             p[1].prep,
@@ -210,14 +226,21 @@ mod tests {
         assert_eq!(
             p[3].prep,
             Prep::HostDisk {
-                create: Some(10 << 20)
+                create: Some(10 << 20),
+                prefix: "/data".into(),
+                index: 3
             }
+        );
+        let err = plan(&spec, Path::new("/vmi"), &pvcs, &HostDiskPolicy::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("spec.volumes[3].hostDisk"),
+            "{err}"
         );
         assert_eq!(
             (p[4].path.as_path(), p[4].read_only),
             (Path::new("/pv/c/disk.img"), true)
         );
-        let err = plan(&spec, Path::new("/vmi"), &BTreeMap::new()).unwrap_err();
+        let err = plan(&spec, Path::new("/vmi"), &BTreeMap::new(), &hd).unwrap_err();
         assert!(err.to_string().contains("claim \"c\""), "{err}");
     }
 }

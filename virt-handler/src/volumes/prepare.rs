@@ -59,24 +59,13 @@ pub fn prepare(
                 make_cidata_iso(&target, &files)?;
                 tracing::info!(iso = %target.display(), "cloud-init NoCloud disk created");
             }
-            Prep::HostDisk { create } => match create {
-                _ if p.path.is_file() => {}
-                None => {
-                    return Err(Error::volume(
-                        &p.name,
-                        format!("hostDisk {} does not exist (type Disk)", p.path.display()),
-                    ));
-                }
-                Some(capacity) => {
-                    if let Some(parent) = p.path.parent() {
-                        std::fs::create_dir_all(parent).map_err(Error::io("creating", parent))?;
-                    }
-                    let f =
-                        std::fs::File::create(&p.path).map_err(Error::io("creating", &p.path))?;
-                    f.set_len(*capacity).map_err(Error::io("sizing", &p.path))?;
-                    tracing::info!(path = %p.path.display(), capacity, "hostDisk created");
-                }
-            },
+            Prep::HostDisk {
+                create,
+                prefix,
+                index,
+            } => {
+                super::hostdisk::open_confined(*index, &p.name, prefix, &p.path, *create)?;
+            }
             Prep::Pvc { claim } => {
                 if !p.path.is_file() {
                     return Err(Error::volume(
@@ -113,11 +102,24 @@ pub fn prepare_firmware(domain: &DomainSpec, host_dir: &Path, images: &ImageStor
         .and_then(|f| f.kernel_boot.as_ref())
         .and_then(|k| k.container.as_ref());
     if let Some(c) = container {
-        for path in [&c.kernel_path, &c.initrd_path].into_iter().flatten() {
-            if !images.file(&c.image, path).is_file() {
-                return Err(Error::ImageNotFound {
-                    image: format!("{}:{path}", c.image),
-                    store: images.root.clone(),
+        if !images.dir(&c.image).is_dir() {
+            return Err(Error::ImageNotFound {
+                image: c.image.clone(),
+                store: images.root.clone(),
+            });
+        }
+        for (field, path) in [
+            ("kernelPath", &c.kernel_path),
+            ("initrdPath", &c.initrd_path),
+        ] {
+            let Some(path) = path else { continue };
+            let host = images.file(&c.image, path);
+            if !host.is_file() {
+                return Err(Error::FileNotInImage {
+                    field: format!("spec.domain.firmware.kernelBoot.container.{field}"),
+                    path: path.clone(),
+                    image: c.image.clone(),
+                    host,
                 });
             }
         }
@@ -208,7 +210,7 @@ fn make_cidata_iso(target: &Path, files: &[(&str, Vec<u8>)]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::volumes::{Format, plan};
+    use crate::volumes::{Format, HostDiskPolicy, plan};
     use std::collections::BTreeMap;
 
     /// Real qemu-img and genisoimage, as the node uses them.
@@ -236,7 +238,8 @@ mod tests {
             ]
         })).unwrap();
         let vmi_dir = tmp.path().join("vmi");
-        let plans = plan(&spec, &vmi_dir, &BTreeMap::new()).unwrap();
+        let hd = HostDiskPolicy::allow(&[tmp.path().to_str().unwrap()]);
+        let plans = plan(&spec, &vmi_dir, &BTreeMap::new(), &hd).unwrap();
         prepare(&plans, &vmi_dir, &store, "uid-1", "vm1").unwrap();
         // Twice is fine (handler restart).
         prepare(&plans, &vmi_dir, &store, "uid-1", "vm1").unwrap();
@@ -284,13 +287,61 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let spec: crds::VirtualMachineInstanceSpec = serde_json::from_value(serde_json::json!({
             "domain": {"devices": {}},
-            "volumes": [{"name": "host", "hostDisk": {"path": "/nonexistent/d.img", "type": "Disk"}}]
+            "volumes": [{"name": "host", "hostDisk": {"path": tmp.path().join("d.img").to_str().unwrap(), "type": "Disk"}}]
         })).unwrap();
-        let plans = plan(&spec, tmp.path(), &BTreeMap::new()).unwrap();
+        let hd = HostDiskPolicy::allow(&[tmp.path().to_str().unwrap()]);
+        let plans = plan(&spec, tmp.path(), &BTreeMap::new(), &hd).unwrap();
         let err = prepare(&plans, tmp.path(), &ImageStore::new(tmp.path()), "u", "h").unwrap_err();
         assert!(
             err.to_string().contains("volume \"host\"")
                 && err.to_string().contains("does not exist"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_kernel_file_is_named_apart_from_a_missing_image() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ImageStore::new(tmp.path());
+        let boot = store.dir("ferrovirt/guest-kernel:latest").join("boot");
+        std::fs::create_dir_all(&boot).unwrap();
+        std::fs::write(boot.join("vmlinuz"), b"k").unwrap();
+        let domain = |image: &str, kernel: &str| -> DomainSpec {
+            serde_json::from_value(
+                serde_json::json!({"devices": {}, "firmware": {"kernelBoot": {
+                "container": {"image": image, "kernelPath": kernel}}}}),
+            )
+            .unwrap()
+        };
+        prepare_firmware(
+            &domain("ferrovirt/guest-kernel:latest", "/boot/vmlinuz"),
+            tmp.path(),
+            &store,
+        )
+        .unwrap();
+        let err = prepare_firmware(
+            &domain("ferrovirt/guest-kernel:latest", "/boot/does-not-exist"),
+            tmp.path(),
+            &store,
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(err.reason(), "VolumePreparationFailed");
+        assert!(
+            msg.starts_with("spec.domain.firmware.kernelBoot.container.kernelPath: /boot/does-not-exist is not a file in image \"ferrovirt/guest-kernel:latest\"")
+                && !msg.contains("build-guest-images"),
+            "{msg}"
+        );
+        let err = prepare_firmware(
+            &domain("example/none:1", "/boot/vmlinuz"),
+            tmp.path(),
+            &store,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("image \"example/none:1\" is not in the image store")
+                && err.contains("build-guest-images"),
             "{err}"
         );
     }

@@ -1,6 +1,8 @@
 //! What the handler's integration tests share.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -78,6 +80,17 @@ impl Proc {
 /// Starts a launcher on `dir` (host path, no mount namespace) and waits until it is ready
 /// and has probed QEMU's capabilities. Its log is `<dir>.launcher.log`.
 pub fn start_launcher(dir: &Path, name: &str, uid: &str, grace: u64) -> Proc {
+    start_launcher_with(dir, name, uid, grace, &[])
+}
+
+/// [`start_launcher`] with extra environment (the launcher's flags all have an env).
+pub fn start_launcher_with(
+    dir: &Path,
+    name: &str,
+    uid: &str,
+    grace: u64,
+    env: &[(&str, &str)],
+) -> Proc {
     std::fs::create_dir_all(dir).unwrap();
     let log = dir.with_extension("launcher.log");
     let p = Proc(
@@ -96,6 +109,7 @@ pub fn start_launcher(dir: &Path, name: &str, uid: &str, grace: u64) -> Proc {
             .arg("--capabilities-cache")
             .arg(capabilities_cache())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

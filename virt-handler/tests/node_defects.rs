@@ -1,0 +1,363 @@
+//! Regression tests for the node-side defects of issue 14, with the handler binary against
+//! the real control plane, the real launcher, libvirt and QEMU (see common/cluster.rs).
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::cluster::{
+    Fixture, Handler, create_scheduled_with, guest_spec, set_config, wait_until,
+};
+use common::{Proc, guest_cmdline, start_launcher, start_launcher_with};
+use crds::{VirtualMachineInstance, VmiPhase};
+use ferrovirt_tests::shared;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams};
+use serde_json::json;
+
+/// A VMI on the test's node, its launcher, and what became of it.
+struct Started {
+    vmi: VirtualMachineInstance,
+    launcher: Proc,
+}
+
+async fn start(
+    api: &Api<VirtualMachineInstance>,
+    node: &str,
+    run_dir: &Path,
+    name: &str,
+    spec: serde_json::Value,
+) -> Started {
+    let vmi = create_scheduled_with(api, name, node, spec).await;
+    let uid = vmi.uid().unwrap();
+    let launcher = start_launcher(&run_dir.join("vmis").join(&uid), name, &uid, 0);
+    Started { vmi, launcher }
+}
+
+// Namespace and VMI names stay short: libvirt's monitor socket path under the per-VMI
+// directory (<run-dir>/vmis/<uid>/libvirt/lib/qemu/domain-1-<ns>_<name>/monitor.sock)
+// must fit in a UNIX socket address.
+
+/// Waits until the handler moved the VMI past Scheduled (Running or a final phase).
+async fn settled(
+    api: &Api<VirtualMachineInstance>,
+    name: &str,
+    handler: &Handler,
+) -> VirtualMachineInstance {
+    wait_until(api, name, handler, "Running or a final phase", |p| {
+        matches!(
+            p,
+            Some(VmiPhase::Running | VmiPhase::Failed | VmiPhase::Succeeded)
+        )
+    })
+    .await
+}
+
+/// The VMI must have failed with `reason` and a Ready message containing every `words`.
+/// A VMI that runs instead is deleted (its guest destroyed) before the test fails.
+async fn assert_refused(
+    api: &Api<VirtualMachineInstance>,
+    started: &mut Started,
+    handler: &Handler,
+    reason: &str,
+    words: &[&str],
+) {
+    let name = started.vmi.name_any();
+    let v = settled(api, &name, handler).await;
+    let status = v.status.clone().unwrap_or_default();
+    if status.phase == Some(VmiPhase::Running) {
+        api.delete(&name, &DeleteParams::default()).await.unwrap();
+        started.launcher.wait_exit(Duration::from_secs(60));
+        panic!("VMI {name} ran, want it refused ({reason}: {words:?})");
+    }
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    let message = ready.and_then(|c| c.message.clone()).unwrap_or_default();
+    assert_eq!(
+        (status.phase, status.reason.as_deref()),
+        (Some(VmiPhase::Failed), Some(reason)),
+        "{name}: {message}"
+    );
+    for w in words {
+        assert!(message.contains(w), "{name}: {message:?} lacks {w:?}");
+    }
+}
+
+/// The test guest with one more disk, `hd`, backed by `volume`; destroyed at once on
+/// delete.
+fn with_host_disk(volume: serde_json::Value) -> serde_json::Value {
+    let mut spec = guest_spec();
+    spec["terminationGracePeriodSeconds"] = json!(0);
+    spec["domain"]["devices"]["disks"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "hd", "disk": {}}));
+    let mut volume = volume;
+    volume["name"] = json!("hd");
+    spec["volumes"].as_array_mut().unwrap().push(volume);
+    spec
+}
+
+/// A VMI with host disk `volume` must be refused naming `words`.
+async fn refuse_host_disk(f: &Fixture, name: &str, volume: serde_json::Value, words: &[&str]) {
+    let dir = f.run_dir.path();
+    let mut s = start(&f.api, &f.node, dir, name, with_host_disk(volume)).await;
+    assert_refused(&f.api, &mut s, &f.handler, "UnsupportedSpec", words).await;
+}
+
+/// Defect 1: a hostDisk is refused unless the HostDisk feature gate is on, must lie under
+/// a directory the cluster allows (after normalising `..`), and is never reached through
+/// a symbolic link; the refusal names the field in VMI status. An allowed one still works.
+#[tokio::test]
+async fn host_disks_need_the_gate_and_an_allowed_directory_and_never_follow_links() {
+    let f = Fixture::start(shared().await, "hd").await;
+    let (api, handler, node, run_dir) = (&f.api, &f.handler, &f.node, &f.run_dir);
+
+    // Without the feature gate: /etc/shadow is not attached.
+    let shadow = json!({"hostDisk": {"path": "/etc/shadow", "type": "Disk"}});
+    refuse_host_disk(
+        &f,
+        "sh",
+        shadow,
+        &["spec.volumes[1].hostDisk", "HostDisk", "feature-gates"],
+    )
+    .await;
+
+    // The gate on, one allowed directory.
+    let base = tempfile::Builder::new()
+        .prefix("hd")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let allowed = base.path().join("allowed");
+    let outside = base.path().join("outside");
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, allowed.join("link")).unwrap();
+    set_config(
+        &f.client,
+        f.ns.name(),
+        &[
+            ("feature-gates", "HostDisk"),
+            ("ferrovirt.hostDiskPathPrefixes", allowed.to_str().unwrap()),
+        ],
+    )
+    .await;
+
+    // `..` out of the allowed directory.
+    let escape = format!("{}/../escaped.img", allowed.display());
+    let hd = json!({"hostDisk": {"path": escape, "type": "DiskOrCreate", "capacity": "1Mi"}});
+    refuse_host_disk(
+        &f,
+        "dd",
+        hd,
+        &[
+            "spec.volumes[1].hostDisk.path",
+            "ferrovirt.hostDiskPathPrefixes",
+        ],
+    )
+    .await;
+    assert!(
+        !base.path().join("escaped.img").exists(),
+        "a file was created outside"
+    );
+
+    // A symbolic link inside the allowed directory that leads out of it.
+    let linked = format!("{}/link/x.img", allowed.display());
+    let hd = json!({"hostDisk": {"path": linked, "type": "DiskOrCreate", "capacity": "1Mi"}});
+    refuse_host_disk(
+        &f,
+        "ln",
+        hd,
+        &["spec.volumes[1].hostDisk.path", "symbolic link"],
+    )
+    .await;
+    assert!(
+        !outside.join("x.img").exists(),
+        "a file was created through the link"
+    );
+
+    // Inside the allowed directory: created and attached.
+    let ok = allowed.join("disks/ok.img");
+    let hd = json!({"hostDisk": {"path": ok, "type": "DiskOrCreate", "capacity": "2Mi"}});
+    let mut s = start(api, node, run_dir.path(), "ok", with_host_disk(hd)).await;
+    let v = settled(api, "ok", handler).await;
+    assert_eq!(
+        v.status.as_ref().and_then(|s| s.phase),
+        Some(VmiPhase::Running),
+        "{:?}\n{}",
+        v.status,
+        handler.log_text()
+    );
+    assert_eq!(std::fs::metadata(&ok).unwrap().len(), 2 << 20);
+    api.delete("ok", &DeleteParams::default()).await.unwrap();
+    s.launcher.wait_exit(Duration::from_secs(60));
+}
+
+/// Defect 10: a kernel-boot image that exists but lacks the kernel file fails naming the
+/// file and the image, not as a missing image.
+#[tokio::test]
+async fn a_missing_kernel_file_is_named_with_its_image() {
+    let f = Fixture::start(shared().await, "kf").await;
+    let (api, handler, node, run_dir) = (&f.api, &f.handler, &f.node, &f.run_dir);
+    let mut spec = guest_spec();
+    spec["domain"]["firmware"]["kernelBoot"]["container"]["kernelPath"] =
+        json!("/boot/does-not-exist");
+    let mut s = start(api, node, run_dir.path(), "nk", spec).await;
+    assert_refused(
+        api,
+        &mut s,
+        handler,
+        "VolumePreparationFailed",
+        &[
+            "spec.domain.firmware.kernelBoot.container.kernelPath",
+            "/boot/does-not-exist is not a file in image \"ferrovirt/guest-kernel:latest\"",
+        ],
+    )
+    .await;
+    let v = api.get("nk").await.unwrap();
+    let ready = v.status.unwrap().conditions;
+    let message = ready.iter().find_map(|c| c.message.clone()).unwrap();
+    assert!(
+        !message.contains("not in the image store"),
+        "the image exists; only the file is missing: {message}"
+    );
+}
+
+/// The serial log limit the reset-loop test gives its launcher.
+const SERIAL_LOG_MAX: u64 = 16 * 1024;
+
+/// Defect 6: a guest that panics and resets inside the same QEMU every few seconds is
+/// shown as in a reset loop (condition, Ready=False, a Warning Event), and its serial log
+/// stays capped by rotation.
+#[tokio::test]
+async fn a_guest_in_a_reset_loop_shows_in_status_and_its_serial_log_is_capped() {
+    let f = Fixture::start(shared().await, "rl").await;
+    let (api, handler, node, run_dir) = (&f.api, &f.handler, &f.node, &f.run_dir);
+    let mut spec = guest_spec();
+    spec["terminationGracePeriodSeconds"] = json!(0);
+    // No init to run: the kernel panics, and `panic=1` resets the guest a second later,
+    // over and over, inside the same QEMU. Without `quiet` every boot prints its log.
+    let cmdline = guest_cmdline().replace("quiet", "");
+    spec["domain"]["firmware"]["kernelBoot"]["kernelArgs"] = json!(format!(
+        "{cmdline} panic=1 rdinit=/nonexistent init=/nonexistent"
+    ));
+    let vmi = create_scheduled_with(api, "loop", node, spec).await;
+    let uid = vmi.uid().unwrap();
+    let dir = run_dir.path().join("vmis").join(&uid);
+    let max = SERIAL_LOG_MAX.to_string();
+    let mut launcher = start_launcher_with(
+        &dir,
+        "loop",
+        &uid,
+        0,
+        &[("VIRT_LAUNCHER_SERIAL_LOG_MAX_BYTES", &max)],
+    );
+    let serial = dir.join("serial0.log");
+
+    // Status: the loop condition and Ready=False.
+    let begin = Instant::now();
+    let status = loop {
+        let status = api.get("loop").await.unwrap().status.unwrap_or_default();
+        let cond = |t: &str| status.conditions.iter().find(|c| c.type_ == t).cloned();
+        if cond("GuestResetLoop").is_some_and(|c| c.status == "True")
+            && cond("Ready").is_some_and(|c| c.status == "False")
+        {
+            break status;
+        }
+        if begin.elapsed() > Duration::from_secs(150) {
+            let tail: String = std::fs::read_to_string(&serial)
+                .unwrap_or_default()
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .join("\n");
+            let resets = std::fs::read_to_string(&serial)
+                .unwrap_or_default()
+                .matches("Linux version")
+                .count();
+            api.delete("loop", &DeleteParams::default()).await.unwrap();
+            panic!(
+                "no reset loop in the VMI's status after 150 s ({resets} boots in serial0.log): \
+                 phase {:?}, conditions {:?}\n\
+                 serial log (last lines, reversed):\n{tail}\nhandler log:\n{}",
+                status.phase,
+                status.conditions,
+                handler.log_text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        status.phase,
+        Some(VmiPhase::Running),
+        "the guest still runs"
+    );
+    let cond = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "GuestResetLoop")
+        .unwrap();
+    assert!(
+        cond.message
+            .as_deref()
+            .is_some_and(|m| m.contains("since it started")),
+        "{cond:?}"
+    );
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.reason.as_deref(), Some("GuestResetLoop"), "{ready:?}");
+
+    // A Warning Event on the VMI.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(f.client.clone(), f.ns.name());
+    let begin = Instant::now();
+    loop {
+        let list = events.list(&Default::default()).await.unwrap();
+        let found = list.items.iter().any(|e| {
+            e.reason.as_deref() == Some("GuestResetLoop")
+                && e.type_.as_deref() == Some("Warning")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("loop")
+        });
+        if found {
+            break;
+        }
+        assert!(
+            begin.elapsed() < Duration::from_secs(30),
+            "no Warning Event GuestResetLoop on the VMI: {:?}",
+            list.items
+                .iter()
+                .map(|e| (&e.reason, &e.note))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The serial log: rotated once over the limit, never far above it.
+    let rotated = dir.join("serial0.log.1");
+    let begin = Instant::now();
+    while !rotated.exists() {
+        assert!(
+            begin.elapsed() < Duration::from_secs(120),
+            "serial0.log was never rotated (now {} bytes, limit {SERIAL_LOG_MAX})",
+            std::fs::metadata(&serial).map(|m| m.len()).unwrap_or(0)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for _ in 0..10 {
+        let len = std::fs::metadata(&serial).unwrap().len();
+        assert!(
+            len <= 2 * SERIAL_LOG_MAX,
+            "serial0.log holds {len} bytes, limit {SERIAL_LOG_MAX}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let rotated_len = std::fs::metadata(&rotated).unwrap().len();
+    assert!(rotated_len > SERIAL_LOG_MAX, "{rotated_len}");
+
+    api.delete("loop", &DeleteParams::default()).await.unwrap();
+    launcher.wait_exit(Duration::from_secs(60));
+}
