@@ -114,23 +114,6 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
     };
     // How the instance ended, if it did: told in Events and carried in the conditions.
     let ending = vmi.as_deref().and_then(Ending::of);
-    if new_failure && let (Some(e), Some(f)) = (&ending, &start_failure) {
-        let wait = f
-            .retry_after_timestamp
-            .as_ref()
-            .map_or(0, |t| t.0.duration_since(now).as_secs().max(0));
-        let count = f.consecutive_fail_count.unwrap_or(1);
-        ctx.event(
-            vm.object_ref(&()),
-            EventType::Warning,
-            &e.reason,
-            format!(
-                "{}; start failure {count} in a row, the next start waits {wait}s",
-                e.message()
-            ),
-        );
-    }
-
     let mut requests = old.state_change_requests.clone();
     // The VM as last written: its resourceVersion guards the status write.
     let mut current = vm.clone();
@@ -308,6 +291,23 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
 
     if status != old {
         writes::replace_status(&vms, &current, &status, &ctx.metrics, "virtualmachines").await?;
+        // Told once the status that counts it is written: a lost race recounts it.
+        if new_failure && let (Some(e), Some(f)) = (&ending, &status.start_failure) {
+            let wait = f
+                .retry_after_timestamp
+                .as_ref()
+                .map_or(0, |t| t.0.duration_since(now).as_secs().max(0));
+            let count = f.consecutive_fail_count.unwrap_or(1);
+            ctx.event(
+                vm.object_ref(&()),
+                EventType::Warning,
+                &e.reason,
+                format!(
+                    "{}; start failure {count} in a row, the next start waits {wait}s",
+                    e.message()
+                ),
+            );
+        }
         if old.printable_status.as_deref() != Some(printable) {
             let warning = matches!(
                 printable,
