@@ -32,6 +32,18 @@ pub struct DomainSpec {
     /// The devices attached to the guest: disks, network interfaces, consoles, RNG.
     #[serde(default)]
     pub devices: Devices,
+    /// What a reboot of the guest does: `Reboot` (the default) reboots it in place;
+    /// `Terminate` ends the VMI, so that its VirtualMachine's controller can start a new
+    /// one with the current configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_policy: Option<RebootPolicy>,
+}
+
+// What a reboot of the guest does.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RebootPolicy {
+    Reboot,
+    Terminate,
 }
 
 /// Compute resources of the VMI's pod.
