@@ -223,6 +223,52 @@ async fn a_missing_kernel_file_is_named_with_its_image() {
     );
 }
 
+/// The test guest without an init to run: the kernel panics, and `panic=1` resets the
+/// guest a second later, over and over, inside the same QEMU. Without `quiet` every boot
+/// prints its log. Destroyed at once on delete.
+fn panicking_guest() -> serde_json::Value {
+    let mut spec = guest_spec();
+    spec["terminationGracePeriodSeconds"] = json!(0);
+    let cmdline = guest_cmdline().replace("quiet", "");
+    spec["domain"]["firmware"]["kernelBoot"]["kernelArgs"] = json!(format!(
+        "{cmdline} panic=1 rdinit=/nonexistent init=/nonexistent"
+    ));
+    spec
+}
+
+/// KubeVirt's `rebootPolicy: Terminate`: the first guest reset ends the VMI (its VM's
+/// controller would start a new one) instead of rebooting in place.
+#[tokio::test]
+async fn reboot_policy_terminate_ends_the_vmi_at_the_first_guest_reset() {
+    let f = Fixture::start(shared().await, "rt").await;
+    let mut spec = panicking_guest();
+    spec["domain"]["rebootPolicy"] = json!("Terminate");
+    let mut s = start(&f.api, &f.node, f.run_dir.path(), "once", spec).await;
+    let done = wait_until(&f.api, "once", &f.handler, "a final phase", |p| {
+        p.is_some_and(VmiPhase::is_final)
+    })
+    .await;
+    let status = done.status.unwrap();
+    assert_eq!(
+        (status.phase, status.reason.as_deref()),
+        (Some(VmiPhase::Succeeded), None),
+        "{:?}",
+        status.conditions
+    );
+    assert_eq!(s.launcher.wait_exit(Duration::from_secs(60)), Some(0));
+    let serial = f
+        .run_dir
+        .path()
+        .join("vmis")
+        .join(s.vmi.uid().unwrap())
+        .join("serial0.log");
+    let boots = std::fs::read_to_string(serial)
+        .unwrap()
+        .matches("Linux version")
+        .count();
+    assert_eq!(boots, 1, "the guest booted again");
+}
+
 /// The serial log limit the reset-loop test gives its launcher.
 const SERIAL_LOG_MAX: u64 = 16 * 1024;
 
@@ -233,14 +279,7 @@ const SERIAL_LOG_MAX: u64 = 16 * 1024;
 async fn a_guest_in_a_reset_loop_shows_in_status_and_its_serial_log_is_capped() {
     let f = Fixture::start(shared().await, "rl").await;
     let (api, handler, node, run_dir) = (&f.api, &f.handler, &f.node, &f.run_dir);
-    let mut spec = guest_spec();
-    spec["terminationGracePeriodSeconds"] = json!(0);
-    // No init to run: the kernel panics, and `panic=1` resets the guest a second later,
-    // over and over, inside the same QEMU. Without `quiet` every boot prints its log.
-    let cmdline = guest_cmdline().replace("quiet", "");
-    spec["domain"]["firmware"]["kernelBoot"]["kernelArgs"] = json!(format!(
-        "{cmdline} panic=1 rdinit=/nonexistent init=/nonexistent"
-    ));
+    let spec = panicking_guest();
     let vmi = create_scheduled_with(api, "loop", node, spec).await;
     let uid = vmi.uid().unwrap();
     let dir = run_dir.path().join("vmis").join(&uid);

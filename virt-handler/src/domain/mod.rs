@@ -247,7 +247,13 @@ pub fn convert(input: &Input) -> Result<String> {
     cpu(&mut x, domain, &topology, input.virtualization)?;
     x.empty("clock", &[("offset", "utc")]);
     x.text("on_poweroff", &[], "destroy");
-    x.text("on_reboot", &[], "restart");
+    // KubeVirt's rebootPolicy: Terminate makes a guest reboot end the domain (QEMU runs
+    // with -no-reboot), so the VMI ends and its VM's controller starts a new one.
+    let on_reboot = match domain.reboot_policy {
+        Some(crds::RebootPolicy::Terminate) => "destroy",
+        Some(crds::RebootPolicy::Reboot) | None => "restart",
+    };
+    x.text("on_reboot", &[], on_reboot);
     x.text("on_crash", &[], "destroy");
 
     x.open("devices", &[]);
