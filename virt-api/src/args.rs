@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use runtime::LogFormat;
 
 /// Ferrovirt's subresources.kubevirt.io API server (aggregated behind kube-apiserver):
-/// VM start, stop and restart with KubeVirt's semantics. Console, VNC, pause and the
-/// admission webhooks are later work.
+/// VM start, stop and restart with KubeVirt's semantics, and the admission webhooks for
+/// VMs and VMIs (KubeVirt's defaults and validation). Console, VNC and pause are later
+/// work.
 #[derive(clap::Parser, Debug)]
 #[command(name = "virt-api", version)]
 pub struct Args {
@@ -38,6 +39,24 @@ pub struct Args {
         default_value = "v1.subresources.kubevirt.io,v1alpha3.subresources.kubevirt.io"
     )]
     pub apiservice: Vec<String>,
+    /// MutatingWebhookConfigurations whose webhooks' caBundle virt-api writes at start
+    /// (empty: none).
+    #[arg(
+        long,
+        env = "VIRT_API_MUTATING_WEBHOOKS",
+        value_delimiter = ',',
+        default_value = "virt-api-mutator"
+    )]
+    pub mutating_webhook_configuration: Vec<String>,
+    /// ValidatingWebhookConfigurations whose webhooks' caBundle virt-api writes at start
+    /// (empty: none).
+    #[arg(
+        long,
+        env = "VIRT_API_VALIDATING_WEBHOOKS",
+        value_delimiter = ',',
+        default_value = "virt-api-validator"
+    )]
+    pub validating_webhook_configuration: Vec<String>,
     /// Log format.
     #[arg(long, env = "VIRT_API_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,

@@ -14,7 +14,7 @@ use crate::lifecycle::{self, Plan, Write};
 use crate::metrics::Metrics;
 use crate::route::{self, Route, Target};
 use crate::status::{Kind, Status};
-use crate::{authz, kubevirt};
+use crate::{admission, authz, kubevirt};
 
 /// What every request shares.
 pub struct App {
@@ -41,6 +41,17 @@ pub async fn handle(
     headers: &http::HeaderMap,
     body: &[u8],
 ) -> Reply {
+    // The admission webhooks: kube-apiserver calls them without a client certificate, as
+    // it calls KubeVirt's; their answers are decisions on the object sent, nothing more.
+    if let Some(hook) = admission::Hook::from_path(path) {
+        let response = if *method == Method::POST {
+            json(StatusCode::OK, &admission::Admission::review(hook, body))
+        } else {
+            status_reply(&Status::method_not_allowed(method.as_str(), path))
+        };
+        app.metrics.count(hook.label(), response.status().as_u16());
+        return response;
+    }
     let route = route::parse(path);
     let (label, reply) = match &route {
         Route::Subresource(t) => (

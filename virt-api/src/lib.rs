@@ -3,10 +3,13 @@
 //! Served today: discovery (v1 and v1alpha3), `/version`, `/healthz`, and the VM
 //! lifecycle subresources `start`, `stop`, `restart` with KubeVirt's semantics. Requests
 //! are authenticated as an aggregated server does it (front-proxy certificate + request
-//! headers) and authorized by a SubjectAccessReview. Console, VNC, pause/unpause and the
-//! admission webhooks are later work; their KubeVirt paths answer 501 with their name.
+//! headers) and authorized by a SubjectAccessReview. The same HTTPS port serves the
+//! admission webhooks (KubeVirt's defaults and validation of VMs and VMIs,
+//! [`admission`]). Console, VNC and pause/unpause are later work; their KubeVirt paths
+//! answer 501 with their name.
 //! See docs/virt-api.md.
 
+pub mod admission;
 pub mod args;
 pub mod authn;
 pub mod authz;
@@ -45,12 +48,31 @@ pub async fn run(args: args::Args) -> Result<()> {
     let (addr, server) = server::serve(args.listen, tls_config, app).await?;
     tracing::info!(%addr, %metrics_addr, names = ?names, "serving subresources.kubevirt.io");
     let register = tokio::spawn(register::inject_ca_bundle(
-        client,
+        client.clone(),
         args.apiservice.clone(),
         serving.ca_pem.clone(),
     ));
 
+    let mut webhooks: Vec<admission::register::Config> = args
+        .mutating_webhook_configuration
+        .iter()
+        .filter(|n| !n.is_empty())
+        .map(|n| admission::register::Config::Mutating(n.clone()))
+        .collect();
+    webhooks.extend(
+        args.validating_webhook_configuration
+            .iter()
+            .filter(|n| !n.is_empty())
+            .map(|n| admission::register::Config::Validating(n.clone())),
+    );
+    let register_webhooks = tokio::spawn(admission::register::inject_ca_bundle(
+        client.clone(),
+        webhooks,
+        serving.ca_pem.clone(),
+    ));
+
     runtime::shutdown_signal().await;
+    register_webhooks.abort();
     register.abort();
     server.abort();
     metrics_task.abort();

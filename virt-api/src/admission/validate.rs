@@ -1,0 +1,322 @@
+//! KubeVirt's validation of a VMI spec (pkg/virt-api/webhooks/validating-webhook/admitters,
+//! pkg/storage/admitters), for Ferrovirt's subset, plus what the node side
+//! (virt-handler/src/domain) would refuse at start. What the CRD schema and its CEL rules
+//! already refuse (crds/src) is not checked again.
+//!
+//! Every message names its field: kubectl prints only the message, not the causes.
+//! Where KubeVirt's own message names it, that message is kept word for word; where it
+//! does not, the field is put in front (`<field>: <KubeVirt's message>`).
+
+use serde_json::Value;
+
+use super::quantity;
+use super::review::Cause;
+
+/// The most vCPUs (sockets × cores × threads) the node side gives a guest.
+pub const MAX_VCPUS: u64 = 512;
+/// The least guest memory the node side accepts.
+const MIN_MEMORY: f64 = 1_048_576.0;
+/// The machine types the node side supports, in KubeVirt's `allowed values` form.
+const MACHINE_TYPES: &str = "[q35 pc-q35-*]";
+
+/// The causes to refuse a VMI spec found at `path` (`spec`, or `spec.template.spec` of a
+/// VM). Empty: accepted.
+pub fn spec(path: &str, s: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    names(path, s, &mut causes);
+    memory(path, &s["domain"], &mut causes);
+    cpu(path, &s["domain"], &mut causes);
+    machine(path, &s["domain"], &mut causes);
+    firmware(path, &s["domain"], &mut causes);
+    disks(path, &s["domain"]["devices"], &mut causes);
+    interfaces(path, s, &mut causes);
+    causes
+}
+
+const DNS_LABEL_ERROR: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+const DNS_SUBDOMAIN_ERROR: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+
+fn is_dns_label(s: &str) -> bool {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !s.is_empty()
+        && s.chars().all(|c| ok_char(c) || c == '-')
+        && s.starts_with(ok_char)
+        && s.ends_with(ok_char)
+}
+
+/// `hostname` a DNS label, `subdomain` a DNS subdomain (the schema limits only length).
+fn names(path: &str, s: &Value, causes: &mut Vec<Cause>) {
+    if let Some(h) = s["hostname"].as_str().filter(|h| !h.is_empty())
+        && !is_dns_label(h)
+    {
+        let field = format!("{path}.hostname");
+        causes.push(Cause::invalid(
+            &field,
+            format!(
+                "{field} does not conform to the kubernetes DNS_LABEL rules : {DNS_LABEL_ERROR}"
+            ),
+        ));
+    }
+    if let Some(d) = s["subdomain"].as_str().filter(|d| !d.is_empty())
+        && !d.split('.').all(is_dns_label)
+    {
+        let field = format!("{path}.subdomain");
+        causes.push(Cause::invalid(
+            &field,
+            format!(
+                "{field} does not conform to the kubernetes DNS_SUBDOMAIN rules : {DNS_SUBDOMAIN_ERROR}"
+            ),
+        ));
+    }
+}
+
+fn positive(v: &Value) -> Option<f64> {
+    quantity::parse(v).filter(|q| *q > 0.0)
+}
+
+fn memory(path: &str, domain: &Value, causes: &mut Vec<Cause>) {
+    let guest = &domain["memory"]["guest"];
+    let requests = &domain["resources"]["requests"]["memory"];
+    let limits = &domain["resources"]["limits"]["memory"];
+    let guest_field = format!("{path}.domain.memory.guest");
+    let requests_field = format!("{path}.domain.resources.requests.memory");
+    let limits_field = format!("{path}.domain.resources.limits.memory");
+    if guest.is_null() && positive(requests).is_none() && positive(limits).is_none() {
+        causes.push(Cause::required(
+            &guest_field,
+            format!(
+                "no memory requested, at least one of '{guest_field}' or '{requests_field}' must be set"
+            ),
+        ));
+        return;
+    }
+    for (field, q) in [(&requests_field, requests), (&guest_field, guest)] {
+        if positive(q).is_some_and(|v| v < MIN_MEMORY) {
+            causes.push(Cause::invalid(
+                field,
+                format!(
+                    "{field} '{}': must be greater than or equal to 1Mi.",
+                    quantity::text(q)
+                ),
+            ));
+        }
+    }
+    if let Some(limit) = positive(limits) {
+        if positive(requests).is_some_and(|r| r > limit) {
+            causes.push(Cause::invalid(
+                &requests_field,
+                format!(
+                    "{requests_field} '{}' is greater than {limits_field} '{}'",
+                    quantity::text(requests),
+                    quantity::text(limits)
+                ),
+            ));
+        }
+        if positive(guest).is_some_and(|g| g > limit) {
+            causes.push(Cause::invalid(
+                &guest_field,
+                format!(
+                    "{guest_field} '{}' must be equal to or less than the memory limit {limits_field} '{}'",
+                    quantity::text(guest),
+                    quantity::text(limits)
+                ),
+            ));
+        }
+    }
+}
+
+fn cpu(path: &str, domain: &Value, causes: &mut Vec<Cause>) {
+    let requests = &domain["resources"]["requests"]["cpu"];
+    let limits = &domain["resources"]["limits"]["cpu"];
+    if let (Some(r), Some(l)) = (positive(requests), positive(limits))
+        && r > l
+    {
+        let field = format!("{path}.domain.resources.requests.cpu");
+        causes.push(Cause::invalid(
+            &field,
+            format!(
+                "{field} '{}' is greater than {path}.domain.resources.limits.cpu '{}'",
+                quantity::text(requests),
+                quantity::text(limits)
+            ),
+        ));
+    }
+    let cpu = &domain["cpu"];
+    let count = |k: &str| cpu[k].as_u64().unwrap_or(1);
+    let vcpus = if ["sockets", "cores", "threads"]
+        .iter()
+        .all(|k| cpu[*k].is_null())
+    {
+        // The node's topology without one: a socket per CPU of the limit, else the request.
+        positive(limits)
+            .or_else(|| positive(requests))
+            .map_or(1, |v| v.ceil() as u64)
+    } else {
+        count("sockets") * count("cores") * count("threads")
+    };
+    if vcpus > MAX_VCPUS {
+        let field = format!("{path}.domain.cpu");
+        causes.push(Cause::invalid(
+            &field,
+            format!(
+                "{field}: {vcpus} vCPUs (sockets × cores × threads, or the CPU limit or request) is more than the {MAX_VCPUS} Ferrovirt supports"
+            ),
+        ));
+    }
+    if let Some(model) = cpu["model"].as_str()
+        && !matches!(model, "host-passthrough" | "host-model")
+        && (model.is_empty()
+            || !model
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+    {
+        let field = format!("{path}.domain.cpu.model");
+        causes.push(Cause::invalid(
+            &field,
+            format!(
+                "{field} '{model}' is not a CPU model: use host-passthrough, host-model or a libvirt model name (letters, digits, '-', '_', '.')"
+            ),
+        ));
+    }
+}
+
+fn machine(path: &str, domain: &Value, causes: &mut Vec<Cause>) {
+    let Some(t) = domain["machine"]["type"].as_str().filter(|t| !t.is_empty()) else {
+        return;
+    };
+    let versioned = t
+        .strip_prefix("pc-q35-")
+        .is_some_and(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.'));
+    if t != "q35" && !versioned {
+        let field = format!("{path}.domain.machine.type");
+        causes.push(Cause::invalid(
+            &field,
+            format!("{field} is not supported: {t} (allowed values: {MACHINE_TYPES})"),
+        ));
+    }
+}
+
+fn firmware(path: &str, domain: &Value, causes: &mut Vec<Cause>) {
+    let firmware = &domain["firmware"];
+    if firmware["bootloader"]["bios"]["useSerial"] == true
+        && domain["devices"]["autoattachSerialConsole"] == false
+    {
+        let field = format!("{path}.domain.firmware.bootloader.bios.useSerial");
+        causes.push(Cause::invalid(
+            &field,
+            format!(
+                "{field} needs the serial console, but {path}.domain.devices.autoattachSerialConsole is false"
+            ),
+        ));
+    }
+    let kernel_boot = &firmware["kernelBoot"];
+    if kernel_boot.is_object() && kernel_boot["container"].is_null() {
+        if kernel_boot["kernelArgs"]
+            .as_str()
+            .is_some_and(|a| !a.is_empty())
+        {
+            let field = format!("{path}.domain.firmware.kernelBoot.kernelArgs");
+            causes.push(Cause::invalid(
+                &field,
+                format!("{field}: kernel arguments cannot be provided without an external kernel"),
+            ));
+        } else {
+            let field = format!("{path}.domain.firmware.kernelBoot.container");
+            causes.push(Cause::required(
+                &field,
+                format!(
+                    "{field} must be set: Ferrovirt boots a kernel only from a container image"
+                ),
+            ));
+        }
+    }
+}
+
+fn disks(path: &str, devices: &Value, causes: &mut Vec<Cause>) {
+    let Some(disks) = devices["disks"].as_array() else {
+        return;
+    };
+    let mut boot_orders = Vec::new();
+    for (i, disk) in disks.iter().enumerate() {
+        let at = format!("{path}.domain.devices.disks[{i}]");
+        if disk["cdrom"]["bus"] == "virtio" {
+            let field = format!("{at}.cdrom.bus");
+            causes.push(Cause::invalid(
+                &field,
+                format!("{field}: Bus type virtio is invalid for CD-ROM device"),
+            ));
+        }
+        if disk["disk"]["bus"] == "sata" && disk["disk"]["readOnly"] == true {
+            let field = format!("{at}.disk.bus");
+            causes.push(Cause::invalid(
+                &field,
+                format!("{field}: sata hard-disks do not support read-only."),
+            ));
+        }
+        if let Some(serial) = disk["serial"].as_str()
+            && (serial.is_empty()
+                || !serial
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        {
+            causes.push(Cause::invalid(
+                format!("{at}.serial"),
+                format!(
+                    "{at} must be made up of the following characters [A-Za-z0-9_.-], if specified"
+                ),
+            ));
+        }
+        if let Some(order) = disk["bootOrder"].as_u64() {
+            if boot_orders.contains(&order) {
+                let field = format!("{at}.bootOrder");
+                causes.push(Cause::invalid(
+                    &field,
+                    format!("Boot order for {field} already set for a different device."),
+                ));
+            }
+            boot_orders.push(order);
+        }
+    }
+}
+
+fn interfaces(path: &str, s: &Value, causes: &mut Vec<Cause>) {
+    if let Some(interfaces) = s["domain"]["devices"]["interfaces"].as_array() {
+        for (i, iface) in interfaces.iter().enumerate() {
+            if iface["ports"].as_array().is_some_and(|p| !p.is_empty()) {
+                let field = format!("{path}.domain.devices.interfaces[{i}].ports");
+                causes.push(Cause::invalid(
+                    &field,
+                    format!(
+                        "{field}: port forwarding is not implemented in Ferrovirt (the guest's user-mode network forwards no ports); remove ports"
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(networks) = s["networks"].as_array() {
+        for (i, network) in networks.iter().enumerate() {
+            if let Some(cidr) = network["pod"]["vmNetworkCIDR"].as_str()
+                && !is_ipv4_cidr(cidr)
+            {
+                let field = format!("{path}.networks[{i}].pod.vmNetworkCIDR");
+                causes.push(Cause::invalid(
+                    &field,
+                    format!(
+                        "{field} '{cidr}' is not an IPv4 network in CIDR form with a prefix of 1 to 30 bits"
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+fn is_ipv4_cidr(cidr: &str) -> bool {
+    cidr.split_once('/').is_some_and(|(addr, prefix)| {
+        addr.parse::<std::net::Ipv4Addr>().is_ok()
+            && prefix.parse::<u8>().is_ok_and(|p| (1..=30).contains(&p))
+    })
+}
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;

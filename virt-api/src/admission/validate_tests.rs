@@ -1,0 +1,290 @@
+//! Tables of refused and accepted specs: each refused one must name its field, in the
+//! cause and in the message a client prints.
+
+use serde_json::{Value, json};
+
+use super::*;
+
+/// A spec the node side runs: 64Mi of memory, one containerDisk.
+fn good() -> Value {
+    json!({
+        "domain": {"resources": {"requests": {"memory": "64Mi"}},
+                   "devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}}]}},
+        "volumes": [{"name": "root", "containerDisk": {"image": "cirros"}}]
+    })
+}
+
+/// `good()` with the JSON `value` at `pointer` (created as needed).
+fn with(pointer: &str, value: Value) -> Value {
+    let mut s = good();
+    let mut at = &mut s;
+    let parts: Vec<&str> = pointer.split('/').skip(1).collect();
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        at = match at {
+            Value::Array(a) => {
+                let idx: usize = part.parse().unwrap();
+                &mut a[idx]
+            }
+            _ => {
+                let map = at.as_object_mut().unwrap();
+                if last {
+                    map.insert(part.to_string(), value);
+                    return s;
+                }
+                map.entry(part.to_string()).or_insert(json!({}))
+            }
+        };
+        if last {
+            *at = value;
+            return s;
+        }
+    }
+    s
+}
+
+#[test]
+fn the_good_spec_is_accepted() {
+    assert_eq!(spec("spec", &good()), vec![]);
+}
+
+#[test]
+fn refused_table() {
+    // (spec, the field named, a part of the message)
+    let rows: Vec<(Value, &str, &str)> = vec![
+        (
+            json!({"domain": {}}),
+            "spec.domain.memory.guest",
+            "no memory requested, at least one of 'spec.domain.memory.guest' or 'spec.domain.resources.requests.memory' must be set",
+        ),
+        (
+            with("/domain/resources/requests/memory", json!("512Ki")),
+            "spec.domain.resources.requests.memory",
+            "spec.domain.resources.requests.memory '512Ki': must be greater than or equal to 1Mi.",
+        ),
+        (
+            with("/domain/memory", json!({"guest": "1000k"})),
+            "spec.domain.memory.guest",
+            "spec.domain.memory.guest '1000k': must be greater than or equal to 1Mi.",
+        ),
+        (
+            with("/domain/resources/limits", json!({"memory": "32Mi"})),
+            "spec.domain.resources.requests.memory",
+            "spec.domain.resources.requests.memory '64Mi' is greater than spec.domain.resources.limits.memory '32Mi'",
+        ),
+        (
+            with("/domain/resources", json!({"limits": {"memory": "64Mi"}})).pipe(|mut s| {
+                s["domain"]["memory"] = json!({"guest": "128Mi"});
+                s
+            }),
+            "spec.domain.memory.guest",
+            "spec.domain.memory.guest '128Mi' must be equal to or less than the memory limit spec.domain.resources.limits.memory '64Mi'",
+        ),
+        (
+            with(
+                "/domain/resources",
+                json!({"requests": {"memory": "64Mi", "cpu": "2"}, "limits": {"cpu": "1"}}),
+            ),
+            "spec.domain.resources.requests.cpu",
+            "spec.domain.resources.requests.cpu '2' is greater than spec.domain.resources.limits.cpu '1'",
+        ),
+        (
+            with("/domain/cpu", json!({"sockets": 64, "cores": 16})),
+            "spec.domain.cpu",
+            "spec.domain.cpu: 1024 vCPUs",
+        ),
+        (
+            with("/domain/resources/limits", json!({"cpu": "600"})),
+            "spec.domain.cpu",
+            "spec.domain.cpu: 600 vCPUs",
+        ),
+        (
+            with("/domain/cpu", json!({"model": "Skylake Client"})),
+            "spec.domain.cpu.model",
+            "spec.domain.cpu.model 'Skylake Client' is not a CPU model",
+        ),
+        (
+            with("/domain/machine", json!({"type": "pc-i440fx-7.2"})),
+            "spec.domain.machine.type",
+            "spec.domain.machine.type is not supported: pc-i440fx-7.2 (allowed values: [q35 pc-q35-*])",
+        ),
+        (
+            with("/domain/machine", json!({"type": "pc-q35-"})),
+            "spec.domain.machine.type",
+            "is not supported: pc-q35-",
+        ),
+        (
+            with(
+                "/domain/firmware",
+                json!({"bootloader": {"bios": {"useSerial": true}}}),
+            )
+            .pipe(|mut s| {
+                s["domain"]["devices"]["autoattachSerialConsole"] = json!(false);
+                s
+            }),
+            "spec.domain.firmware.bootloader.bios.useSerial",
+            "spec.domain.firmware.bootloader.bios.useSerial needs the serial console",
+        ),
+        (
+            with(
+                "/domain/firmware",
+                json!({"kernelBoot": {"kernelArgs": "console=ttyS0"}}),
+            ),
+            "spec.domain.firmware.kernelBoot.kernelArgs",
+            "kernel arguments cannot be provided without an external kernel",
+        ),
+        (
+            with("/domain/firmware", json!({"kernelBoot": {}})),
+            "spec.domain.firmware.kernelBoot.container",
+            "spec.domain.firmware.kernelBoot.container must be set",
+        ),
+        (
+            with(
+                "/domain/devices/disks/0",
+                json!({"name": "root", "cdrom": {"bus": "virtio"}}),
+            ),
+            "spec.domain.devices.disks[0].cdrom.bus",
+            "spec.domain.devices.disks[0].cdrom.bus: Bus type virtio is invalid for CD-ROM device",
+        ),
+        (
+            with(
+                "/domain/devices/disks/0",
+                json!({"name": "root", "disk": {"bus": "sata", "readOnly": true}}),
+            ),
+            "spec.domain.devices.disks[0].disk.bus",
+            "spec.domain.devices.disks[0].disk.bus: sata hard-disks do not support read-only.",
+        ),
+        (
+            with("/domain/devices/disks/0/serial", json!("a+b")),
+            "spec.domain.devices.disks[0].serial",
+            "spec.domain.devices.disks[0] must be made up of the following characters [A-Za-z0-9_.-], if specified",
+        ),
+        (
+            with("/domain/devices/disks/0/serial", json!("")),
+            "spec.domain.devices.disks[0].serial",
+            "must be made up of the following characters",
+        ),
+        (
+            with(
+                "/domain/devices/disks",
+                json!([{"name": "root", "bootOrder": 1}, {"name": "ci", "bootOrder": 1}]),
+            ),
+            "spec.domain.devices.disks[1].bootOrder",
+            "Boot order for spec.domain.devices.disks[1].bootOrder already set for a different device.",
+        ),
+        (
+            with(
+                "/domain/devices/interfaces",
+                json!([{"name": "default", "masquerade": {}, "ports": [{"port": 80}]}]),
+            ),
+            "spec.domain.devices.interfaces[0].ports",
+            "spec.domain.devices.interfaces[0].ports: port forwarding is not implemented in Ferrovirt",
+        ),
+        (
+            with(
+                "/networks",
+                json!([{"name": "default", "pod": {"vmNetworkCIDR": "10.0.2.0/31"}}]),
+            ),
+            "spec.networks[0].pod.vmNetworkCIDR",
+            "spec.networks[0].pod.vmNetworkCIDR '10.0.2.0/31' is not an IPv4 network",
+        ),
+        (
+            with(
+                "/networks",
+                json!([{"name": "default", "pod": {"vmNetworkCIDR": "fd00::/64"}}]),
+            ),
+            "spec.networks[0].pod.vmNetworkCIDR",
+            "is not an IPv4 network",
+        ),
+        (
+            with("/hostname", json!("My_Host")),
+            "spec.hostname",
+            "spec.hostname does not conform to the kubernetes DNS_LABEL rules : a lowercase RFC 1123 label",
+        ),
+        (
+            with("/subdomain", json!("a..b")),
+            "spec.subdomain",
+            "spec.subdomain does not conform to the kubernetes DNS_SUBDOMAIN rules",
+        ),
+    ];
+    for (s, field, message) in rows {
+        let causes = spec("spec", &s);
+        assert_eq!(causes.len(), 1, "{field}: {causes:?}\n{s}");
+        assert_eq!(causes[0].field, field, "{s}");
+        assert!(
+            causes[0].message.contains(message),
+            "{field}: {:?} lacks {message:?}",
+            causes[0].message
+        );
+        assert!(
+            causes[0].message.contains(field)
+                || causes[0]
+                    .message
+                    .contains(field.rsplit_once('.').unwrap().0),
+            "the message names the field: {}",
+            causes[0].message
+        );
+    }
+}
+
+#[test]
+fn accepted_table() {
+    for s in [
+        with("/domain/machine", json!({"type": "pc-q35-7.2"})),
+        with(
+            "/domain/cpu",
+            json!({"model": "host-passthrough", "sockets": 2, "cores": 2}),
+        ),
+        with(
+            "/domain/cpu",
+            json!({"sockets": 8, "cores": 8, "threads": 8}),
+        ),
+        with(
+            "/domain/resources/limits",
+            json!({"memory": "64Mi", "cpu": "500m"}),
+        ),
+        with("/domain/memory", json!({"guest": "1Mi"})),
+        with(
+            "/domain/devices/disks/0",
+            json!({"name": "root", "cdrom": {"bus": "sata"}}),
+        ),
+        with("/domain/devices/disks/0/serial", json!("disk-1_a.b")),
+        with(
+            "/networks",
+            json!([{"name": "default", "pod": {"vmNetworkCIDR": "10.1.0.0/16"}}]),
+        ),
+        with("/hostname", json!("my-host")),
+        with("/subdomain", json!("a.b-c")),
+        with(
+            "/domain/firmware",
+            json!({"kernelBoot": {"container": {"image": "k", "kernelPath": "/boot/vmlinuz"}}}),
+        ),
+        json!({"domain": {"resources": {"limits": {"memory": 67108864}}}}),
+    ] {
+        assert_eq!(spec("spec", &s), vec![], "{s}");
+    }
+}
+
+#[test]
+fn a_vm_names_template_fields_and_every_cause_is_kept() {
+    let s =
+        json!({"domain": {"machine": {"type": "pc"}, "cpu": {"model": "a b"}}, "hostname": "X"});
+    let causes = spec("spec.template.spec", &s);
+    let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.template.spec.hostname",
+            "spec.template.spec.domain.memory.guest",
+            "spec.template.spec.domain.cpu.model",
+            "spec.template.spec.domain.machine.type",
+        ]
+    );
+}
+
+trait Pipe: Sized {
+    fn pipe(self, f: impl FnOnce(Self) -> Self) -> Self {
+        f(self)
+    }
+}
+impl Pipe for Value {}
