@@ -1,7 +1,7 @@
 //! Command line: every flag also reads an environment variable `DEVNODE_...`.
 
 use crate::{Ctx, Error, Result, machine};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser, Debug)]
@@ -70,33 +70,14 @@ pub struct RunArgs {
     pub log_format: LogFormat,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum LogFormat {
-    Plain,
-    Json,
-}
-
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Plain => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
+pub use ferrovirt_runtime::{LogFormat, init_logging};
 
 impl RunArgs {
     pub async fn context(&self) -> Result<Ctx> {
-        let config = match &self.kubeconfig {
-            Some(path) => {
-                let kc = kube::config::Kubeconfig::read_from(path)?;
-                kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
-            }
-            None => kube::Config::infer().await?,
-        };
+        let config =
+            ferrovirt_runtime::kube_config(self.kubeconfig.as_deref(), "ferrovirt-devnode")
+                .await
+                .map_err(Error::Runtime)?;
         let api_host = config.cluster_url.host().unwrap_or("127.0.0.1").to_string();
         let api_port = config.cluster_url.port_u16().unwrap_or(443);
         let client = kube::Client::try_from(config)?;

@@ -27,10 +27,8 @@ use std::sync::Arc;
 pub enum Error {
     #[error("kubernetes API")]
     Kube(#[from] kube::Error),
-    #[error("kube config")]
-    Config(#[from] kube::config::InferConfigError),
-    #[error("kubeconfig")]
-    Kubeconfig(#[from] kube::config::KubeconfigError),
+    #[error("connecting to the cluster")]
+    Runtime(#[source] ferrovirt_runtime::Error),
     #[error("{context}")]
     Io {
         context: String,
@@ -70,17 +68,7 @@ impl Error {
     }
 }
 
-/// The error with all its sources, for pod status messages and logs.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
-}
+pub use ferrovirt_runtime::chain;
 
 /// Everything the node agent and the pod workers share.
 pub struct Ctx {

@@ -12,7 +12,7 @@ fn main() -> anyhow::Result<()> {
         }
         Some(Cmd::StopAll { state_dir }) => Ok(devnode::runtime::stop_all(&state_dir)?),
         None => {
-            devnode::args::init_logging(cli.run.log_format);
+            devnode::args::init_logging(cli.run.log_format, "info");
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(devnode::run(cli.run))?;
             Ok(())

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use ferrovirt_runtime::LogFormat;
+
 /// Ferrovirt's operator: the VirtualMachine and VirtualMachineInstance controllers.
 #[derive(clap::Parser, Debug, Clone)]
 #[command(name = "operator", version, about)]
@@ -83,13 +85,6 @@ pub struct LeaderArgs {
     /// How often the leader renews and a standby retries (seconds).
     #[arg(long, env = "FERROVIRT_LEASE_RETRY", value_parser = parse_seconds, default_value = "2")]
     pub lease_retry: Duration,
-}
-
-/// `--log-format`.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Plain,
-    Json,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {

@@ -119,7 +119,7 @@ pub fn retry_after(
         Action::requeue(Duration::from_millis(200))
     } else {
         let delay = ctx.backoff.failed(controller, key);
-        tracing::warn!(object = key, error = %crate::telemetry::chain(e), retry_in_s = delay.as_secs_f64(), "reconcile failed");
+        tracing::warn!(object = key, error = %ferrovirt_runtime::chain(e), retry_in_s = delay.as_secs_f64(), "reconcile failed");
         Action::requeue(delay)
     }
 }

@@ -40,12 +40,9 @@ pub enum Error {
     /// leader, and it campaigns again.
     #[error("lost the leader lease {0} after {1:?} without renewal")]
     LostLease(String, Duration),
-    /// Reading configuration (kubeconfig) failed.
-    #[error("kubeconfig")]
-    Config(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// Serving metrics failed.
-    #[error("metrics endpoint {0}")]
-    Metrics(String, #[source] std::io::Error),
+    /// Starting up: the kubeconfig, the client, the metrics endpoint.
+    #[error("starting")]
+    Runtime(#[source] ferrovirt_runtime::Error),
     /// A watch stream ended with an error.
     #[error("watch")]
     Watch(#[source] kube::runtime::watcher::Error),
@@ -73,8 +70,7 @@ impl Error {
             Error::Kube(..) => "Kube",
             Error::LeaderElection(..) => "LeaderElection",
             Error::LostLease(..) => "LostLease",
-            Error::Config(..) => "Config",
-            Error::Metrics(..) => "Metrics",
+            Error::Runtime(..) => "Startup",
             Error::Watch(..) => "Watch",
             Error::Serialize(..) => "Serialize",
         }
@@ -91,7 +87,7 @@ impl Error {
 pub(crate) fn api_message(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
-        e => crate::telemetry::chain(e),
+        e => ferrovirt_runtime::chain(e),
     }
 }
 

@@ -57,7 +57,7 @@ impl LeaderElector {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %crate::telemetry::chain(&e), "leader election attempt failed")
+                    tracing::warn!(error = %ferrovirt_runtime::chain(&e), "leader election attempt failed")
                 }
             }
             tokio::time::sleep(self.retry).await;
@@ -78,7 +78,7 @@ impl LeaderElector {
                 Ok(Ok(true)) => last_renew = tokio::time::Instant::now(),
                 Ok(Ok(false)) => return Error::LostLease(self.name.clone(), last_renew.elapsed()),
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %crate::telemetry::chain(&e), "renewing the leader lease failed")
+                    tracing::warn!(error = %ferrovirt_runtime::chain(&e), "renewing the leader lease failed")
                 }
                 Err(_) => tracing::warn!("renewing the leader lease timed out"),
             }

@@ -14,7 +14,6 @@ pub mod metrics;
 pub mod pod;
 pub mod printable;
 pub mod strategy;
-pub mod telemetry;
 mod vm_controller;
 mod vmi_controller;
 mod writes;
@@ -54,9 +53,13 @@ pub struct Settings {
 /// new leader, and it leads again once it wins the lease back (an API server outage longer
 /// than the lease duration is survived).
 pub async fn run(args: Args) -> Result<()> {
-    let client = client(&args).await?;
+    let client = ferrovirt_runtime::kube_client(args.kubeconfig.as_deref(), "ferrovirt-operator")
+        .await
+        .map_err(Error::Runtime)?;
     let metrics = Arc::new(metrics::Metrics::default());
-    metrics::serve(args.metrics_addr, metrics.clone()).await?;
+    ferrovirt_runtime::serve(args.metrics_addr, metrics.clone())
+        .await
+        .map_err(Error::Runtime)?;
 
     let identity = args.leader.identity();
     let elector = leader::LeaderElector::new(
@@ -75,7 +78,7 @@ pub async fn run(args: Args) -> Result<()> {
         concurrency: args.concurrency,
         max_crash_loop_backoff: args.crash_loop_max_backoff,
     };
-    let shutdown = shutdown_signal();
+    let shutdown = ferrovirt_runtime::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -114,35 +117,6 @@ enum Led {
     LostLease(Error),
     Stopped(Result<()>),
     Signal,
-}
-
-async fn client(args: &Args) -> Result<Client> {
-    let mut config = match &args.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| Error::Config(Box::new(e)))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| Error::Config(Box::new(e)))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| Error::Config(Box::new(e)))?,
-    };
-    config.headers.push((
-        http::header::USER_AGENT,
-        http::HeaderValue::from_static("ferrovirt-operator"),
-    ));
-    Client::try_from(config).map_err(Error::Kube)
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
 
 /// Runs both controllers with `client` until a watch fails for good. One VMI watch and one
@@ -234,7 +208,7 @@ fn changed<K>(event: std::result::Result<watcher::Event<K>, watcher::Error>) -> 
         }
         Ok(watcher::Event::Init | watcher::Event::InitDone) => vec![],
         Err(e) => {
-            tracing::warn!(error = %crate::telemetry::chain(&e), "watch failed, retrying");
+            tracing::warn!(error = %ferrovirt_runtime::chain(&e), "watch failed, retrying");
             vec![]
         }
     }

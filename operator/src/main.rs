@@ -5,7 +5,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = operator::Args::parse();
-    operator::telemetry::init(args.log_format);
+    ferrovirt_runtime::init_logging(args.log_format, "info");
     operator::run(args).await?;
     Ok(())
 }

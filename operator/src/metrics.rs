@@ -1,7 +1,6 @@
 //! Prometheus metrics, served as text on `--metrics-addr` at `/metrics`.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::Instant;
 
 use crds::VirtualMachineInstance;
@@ -12,9 +11,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{Error, Result};
+use crate::Error;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
@@ -191,51 +189,11 @@ impl Drop for ReconcileTimer<'_> {
     }
 }
 
-/// Serves `/metrics` and `/healthz` until the process ends. Binds before returning.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::Metrics(addr.to_string(), e))?;
-    tracing::info!(addr = %listener.local_addr().map_err(|e| Error::Metrics(addr.to_string(), e))?, "serving metrics");
-    Ok(tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut len = 0;
-                // Read the request head; bodies are not expected.
-                while len < buf.len() {
-                    match stream.read(&mut buf[len..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => len += n,
-                    }
-                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf[..len]);
-                let path = head.split_whitespace().nth(1).unwrap_or("/");
-                let (status, ctype, body) = match path {
-                    "/metrics" => (
-                        "200 OK",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        metrics.encode(),
-                    ),
-                    "/healthz" | "/readyz" => ("200 OK", "text/plain", "ok\n".to_string()),
-                    _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
-                };
-                let response = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            });
-        }
-    }))
+/// `/metrics` and `/healthz` on the shared endpoint (`ferrovirt_runtime::serve`).
+impl ferrovirt_runtime::Endpoint for Metrics {
+    fn metrics(&self) -> String {
+        self.encode()
+    }
 }
 
 #[cfg(test)]

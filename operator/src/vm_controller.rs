@@ -240,7 +240,7 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
             && v.annotations().get(TEMPLATE_HASH_ANNOTATION) != Some(&template_hash)
     });
     let failure = match (&sync_error, foreign) {
-        (Some(e), _) => Some((e.reason().to_string(), crate::telemetry::chain(e))),
+        (Some(e), _) => Some((e.reason().to_string(), ferrovirt_runtime::chain(e))),
         (None, true) => Some((
             "FailedCreate".to_string(),
             format!(
@@ -451,7 +451,7 @@ async fn start(
                 vm.object_ref(&()),
                 EventType::Warning,
                 e.reason(),
-                crate::telemetry::chain(&e),
+                ferrovirt_runtime::chain(&e),
             );
             Err(e)
         }
@@ -494,7 +494,7 @@ async fn stop(
                 vm.object_ref(&()),
                 EventType::Warning,
                 e.reason(),
-                crate::telemetry::chain(&e),
+                ferrovirt_runtime::chain(&e),
             );
             Err(e)
         }

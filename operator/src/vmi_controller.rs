@@ -165,13 +165,13 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
                     vmi.object_ref(&()),
                     EventType::Warning,
                     e.reason(),
-                    crate::telemetry::chain(&e),
+                    ferrovirt_runtime::chain(&e),
                 );
                 status.phase = Some(VmiPhase::Failed);
                 status.reason = Some(e.reason().to_string());
                 set_condition(
                     &mut status.conditions,
-                    failure_condition(e.reason(), &crate::telemetry::chain(&e)),
+                    failure_condition(e.reason(), &ferrovirt_runtime::chain(&e)),
                 );
                 write_status(vmi, &old, status, &vmis, ctx).await?;
                 return Ok(Action::await_change());

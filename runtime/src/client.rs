@@ -11,6 +11,12 @@ use crate::{Error, Result};
 /// (`KUBECONFIG`, `~/.kube/config`, the in-cluster service account). `user_agent` names the
 /// component in the API server's audit log and request metrics.
 pub async fn kube_client(kubeconfig: Option<&Path>, user_agent: &str) -> Result<Client> {
+    Client::try_from(kube_config(kubeconfig, user_agent).await?).map_err(Error::Client)
+}
+
+/// The configuration [`kube_client`] builds its client from, for a component that also
+/// needs the cluster's address.
+pub async fn kube_config(kubeconfig: Option<&Path>, user_agent: &str) -> Result<Config> {
     let mut config = match kubeconfig {
         Some(path) => {
             let err = |source| Error::Kubeconfig {
@@ -27,5 +33,5 @@ pub async fn kube_client(kubeconfig: Option<&Path>, user_agent: &str) -> Result<
     if let Ok(agent) = user_agent.parse() {
         config.headers.push((http::header::USER_AGENT, agent));
     }
-    Client::try_from(config).map_err(Error::Client)
+    Ok(config)
 }

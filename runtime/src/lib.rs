@@ -9,7 +9,7 @@ mod client;
 mod http;
 mod logging;
 
-pub use client::kube_client;
+pub use client::{kube_client, kube_config};
 pub use http::{Endpoint, serve};
 pub use logging::{LogFormat, init_logging};
 
