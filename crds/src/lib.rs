@@ -12,6 +12,7 @@
 
 pub mod condition;
 pub mod domain;
+pub mod quantity;
 pub mod rules;
 mod schema;
 pub mod vm;

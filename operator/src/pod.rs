@@ -123,7 +123,7 @@ pub fn guest_memory_bytes(vmi: &VirtualMachineInstance) -> Result<u64> {
                     .into(),
             )
         })?;
-    parse_bytes(&q.0)
+    crds::quantity::bytes(q)
         .ok_or_else(|| Error::InvalidSpec(format!("memory quantity {:?} is not understood", q.0)))
 }
 
@@ -132,31 +132,6 @@ pub fn vcpus(vmi: &VirtualMachineInstance) -> u32 {
     vmi.spec.domain.cpu.as_ref().map_or(1, |c| {
         c.sockets.unwrap_or(1).max(1) * c.cores.unwrap_or(1).max(1) * c.threads.unwrap_or(1).max(1)
     })
-}
-
-/// Parses a Kubernetes quantity of bytes ("128Mi", "1G", "1.5Gi", "1048576", "1e9").
-pub fn parse_bytes(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(split);
-    let value: f64 = num.parse().ok()?;
-    let mult: f64 = match suffix {
-        "" => 1.0,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse().ok()?),
-        _ => return None,
-    };
-    let bytes = (value * mult).ceil();
-    (bytes.is_finite() && bytes >= 0.0).then_some(bytes as u64)
 }
 
 fn mib_quantity(bytes: u64) -> Quantity {
@@ -204,7 +179,7 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
             limits.insert("cpu".to_string(), cpu.clone());
         }
         if let Some(mem) = l.get("memory") {
-            let bytes = parse_bytes(&mem.0).ok_or_else(|| {
+            let bytes = crds::quantity::bytes(mem).ok_or_else(|| {
                 Error::InvalidSpec(format!("memory limit {:?} is not understood", mem.0))
             })?;
             limits.insert(
@@ -488,12 +463,13 @@ spec:
     }
 
     #[test]
-    fn quantities() {
-        assert_eq!(parse_bytes("128Mi"), Some(128 * MIB));
-        assert_eq!(parse_bytes("1G"), Some(1_000_000_000));
-        assert_eq!(parse_bytes("1.5Gi"), Some(1536 * MIB));
-        assert_eq!(parse_bytes("1048576"), Some(MIB));
-        assert_eq!(parse_bytes("1e3"), Some(1000));
-        assert_eq!(parse_bytes("12x"), None);
+    fn memory_in_every_form_the_api_server_accepts() {
+        // `+1Gi` and `1Pi` were InvalidSpec before the parser moved to crds::quantity.
+        for (guest, bytes) in [("+1Gi", 1u64 << 30), ("1Pi", 1 << 50), ("1E3", 1000)] {
+            let v = vmi(&format!(
+                "metadata: {{name: x, namespace: n}}\nspec: {{domain: {{memory: {{guest: \"{guest}\"}}, devices: {{}}}}}}\n"
+            ));
+            assert_eq!(guest_memory_bytes(&v).unwrap(), bytes, "{guest}");
+        }
     }
 }
