@@ -251,8 +251,25 @@ async fn node_registers_ready_with_kubevirt_devices_and_a_lease() {
         Some("linux")
     );
     assert!(n.spec.unwrap().taints.unwrap_or_default().is_empty());
+    // The first heartbeat writes the Lease right after the Node turns Ready, as kubelet's
+    // does: wait for it rather than race it.
     let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
-    let lease = leases.get(&node.name).await.expect("the node's lease");
+    let lease = loop {
+        if let Some(lease) = leases
+            .get_opt(&node.name)
+            .await
+            .expect("reading the node's lease")
+        {
+            break lease;
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "node {} has no Lease in kube-node-lease; devnode log:\n{}",
+            node.name,
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(
         lease.spec.unwrap().holder_identity.as_deref(),
         Some(node.name.as_str())
