@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::node::FIELD_MANAGER;
 use crate::status::{self, Observation};
 use crate::vmi_dir::{RunDir, launcher_alive};
+use crate::volumes::hostdisk::FileId;
 use crate::worker::{self, Worker};
 use crate::{Error, Result, chain, domain, volumes};
 
@@ -53,13 +54,14 @@ impl Context {
             .unwrap_or_else(|| self.run_dir.vmi(uid))
     }
 
-    /// Resolves PVCs, prepares volumes and firmware, and converts the spec.
+    /// Resolves PVCs, prepares volumes and firmware, and converts the spec; also returns
+    /// the host disks as checked (see [`volumes::prepare`]).
     pub async fn prepare_domain(
         &self,
         vmi: &VirtualMachineInstance,
         virtualization: Virtualization,
         host_disks: &volumes::HostDiskPolicy,
-    ) -> Result<String> {
+    ) -> Result<(String, Vec<(usize, FileId)>)> {
         let ns = vmi.namespace().unwrap_or_default();
         let uid = vmi.uid().unwrap_or_default();
         let pvcs = self.pvc_dirs(&ns, vmi).await?;
@@ -79,12 +81,12 @@ impl Context {
         let images = self.images.clone();
         let hostname = vmi.spec.hostname.clone().unwrap_or_else(|| vmi.name_any());
         let domain_spec = vmi.spec.domain.clone();
-        tokio::task::spawn_blocking(move || {
+        let host_disks = tokio::task::spawn_blocking(move || {
             volumes::prepare_firmware(&domain_spec, &host_dir, &images)?;
             volumes::prepare(&plans, &host_dir, &images, &uid, &hostname)
         })
         .await??;
-        Ok(xml)
+        Ok((xml, host_disks))
     }
 
     /// Claim name -> the directory of its bound hostPath or local PersistentVolume.

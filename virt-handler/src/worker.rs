@@ -165,12 +165,19 @@ async fn start(
         crate::node::cluster_config(&ctx.client, &ctx.namespace, ctx.use_emulation_default).await?;
     let virtualization = crate::config::decide(&ctx.kvm, config.use_emulation)?;
     let host_disks = config.host_disks.resolve_on_node();
-    let xml = ctx
+    let (xml, checked) = ctx
         .prepare_domain(&vmi, virtualization, &host_disks)
         .await?;
     tracing::debug!(%xml, "domain XML");
     let t1 = Instant::now();
-    let info = launcher.define_and_start(&xml).await?;
+    // With host disks, QEMU starts paused: the guest runs only once the files QEMU opened
+    // are the ones checked (a path swapped for a symbolic link in between is caught).
+    let info = launcher
+        .define_and_start_with(&xml, !checked.is_empty())
+        .await?;
+    if !checked.is_empty() {
+        verify_host_disks(launcher, &checked).await?;
+    }
     let t2 = Instant::now();
     ctx.metrics.domains_started.fetch_add(1, Ordering::Relaxed);
     ctx.metrics.observe_start(waited + (t2 - t0));
@@ -182,6 +189,34 @@ async fn start(
         "domain started"
     );
     Ok(virtualization)
+}
+
+/// Every checked host disk must be among QEMU's open files; then the guest may run.
+/// Otherwise the domain is destroyed and the VMI fails naming the volume's path.
+async fn verify_host_disks(
+    launcher: &mut LauncherClient,
+    checked: &[(usize, crate::volumes::hostdisk::FileId)],
+) -> Result<()> {
+    let open = launcher.open_files().await?;
+    let missing = checked
+        .iter()
+        .find(|(_, id)| !open.iter().any(|f| f.dev == id.dev && f.ino == id.ino));
+    if let Some((index, _)) = missing {
+        tracing::warn!(
+            index,
+            "QEMU opened another file than the checked host disk; destroying the domain"
+        );
+        if let Err(e) = launcher.destroy().await {
+            tracing::warn!(error = %chain(&Error::from(e)), "destroy failed");
+        }
+        return Err(Error::unsupported(
+            format!("spec.volumes[{index}].hostDisk.path"),
+            "the file changed between the handler's check and QEMU's open (a path component \
+             replaced?); refused",
+        ));
+    }
+    launcher.unpause().await?;
+    Ok(())
 }
 
 /// Follows the event stream; on deletion presses the power button, and destroys the

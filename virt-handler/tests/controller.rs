@@ -9,12 +9,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Handler, create_scheduled, setup, temp_run_dir, wait_labels, wait_phase};
-use common::{GUEST_LINE, start_launcher, wait_for, wait_for_line};
+use common::{GUEST_LINE, domain_info, start_launcher, wait_for, wait_for_line};
 use crds::{VirtualMachineInstance, VmiPhase};
 use ferrovirt_tests::shared;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
-use virt_launcher::client::LauncherClient;
 use virt_launcher::protocol::DomainState;
 
 #[tokio::test]
@@ -92,13 +91,7 @@ async fn vmi_runs_survives_a_handler_restart_and_powers_off_on_delete() {
 
     // A handler restart leaves the guest alone and picks it up again.
     let sock = dir.join("launcher.sock");
-    let before = LauncherClient::connect(&sock)
-        .await
-        .unwrap()
-        .domain_info()
-        .await
-        .unwrap()
-        .unwrap();
+    let before = domain_info(&sock).await;
     drop(handler);
     let handler = Handler::start(cp, &node, run_dir.path(), ns.name(), &[]);
     wait_for(
@@ -106,13 +99,7 @@ async fn vmi_runs_survives_a_handler_restart_and_powers_off_on_delete() {
         "the restarted handler resyncing",
         || handler.log_text().contains("domain found; resyncing"),
     );
-    let after = LauncherClient::connect(&sock)
-        .await
-        .unwrap()
-        .domain_info()
-        .await
-        .unwrap()
-        .unwrap();
+    let after = domain_info(&sock).await;
     assert_eq!(
         (after.state, after.qemu_pid),
         (DomainState::Running, before.qemu_pid),

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use common::cluster::{
     Fixture, Handler, create_scheduled_with, guest_spec, set_config, wait_until,
 };
-use common::{Proc, guest_cmdline, start_launcher, start_launcher_with};
+use common::{Proc, domain_info, guest_cmdline, start_launcher, start_launcher_with};
 use crds::{VirtualMachineInstance, VmiPhase};
 use ferrovirt_tests::shared;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
 use serde_json::json;
+use virt_launcher::protocol::DomainState;
 
 /// A VMI on the test's node, its launcher, and what became of it.
 struct Started {
@@ -189,6 +190,20 @@ async fn host_disks_need_the_gate_and_an_allowed_directory_and_never_follow_link
         handler.log_text()
     );
     assert_eq!(std::fs::metadata(&ok).unwrap().len(), 2 << 20);
+    // QEMU started paused for the check of its open files, then the guest was let run;
+    // that pause is not the user's and does not show.
+    let socket = run_dir
+        .path()
+        .join("vmis")
+        .join(s.vmi.uid().unwrap())
+        .join("launcher.sock");
+    let info = domain_info(&socket).await;
+    assert_eq!(info.state, DomainState::Running, "{info:?}");
+    let conditions = api.get("ok").await.unwrap().status.unwrap().conditions;
+    assert!(
+        !conditions.iter().any(|c| c.type_ == "Paused"),
+        "{conditions:?}"
+    );
     api.delete("ok", &DeleteParams::default()).await.unwrap();
     s.launcher.wait_exit(Duration::from_secs(60));
 }

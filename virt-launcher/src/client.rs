@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-use crate::protocol::{DomainInfo, Event, Pong, Request, Response};
+use crate::protocol::{DomainInfo, Event, OpenFile, Pong, Request, Response};
 use crate::{Error, Result};
 
 pub struct LauncherClient {
@@ -60,11 +60,29 @@ impl LauncherClient {
     }
 
     pub async fn define_and_start(&mut self, domain_xml: &str) -> Result<DomainInfo> {
+        self.define_and_start_with(domain_xml, false).await
+    }
+
+    /// [`Self::define_and_start`]; with `paused` the vCPUs wait for [`Self::unpause`].
+    pub async fn define_and_start_with(
+        &mut self,
+        domain_xml: &str,
+        paused: bool,
+    ) -> Result<DomainInfo> {
         let request = Request::DefineAndStart {
             domain_xml: domain_xml.to_owned(),
+            paused,
         };
         match self.request(&request).await? {
             Response::DomainInfo(Some(info)) => Ok(info),
+            other => Err(Error::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// The files QEMU holds open.
+    pub async fn open_files(&mut self) -> Result<Vec<OpenFile>> {
+        match self.request(&Request::OpenFiles).await? {
+            Response::OpenFiles(files) => Ok(files),
             other => Err(Error::Unexpected(Box::new(other))),
         }
     }

@@ -10,7 +10,7 @@ use virt::connect::Connect;
 use virt::domain::{Domain, DomainState as VirState, DomainStateReason};
 use virt::sys;
 
-use crate::protocol::{DomainInfo, DomainState, Event};
+use crate::protocol::{DomainInfo, DomainState, Event, OpenFile};
 use crate::{Error, Result};
 
 /// Written when absent. QEMU runs as root inside the pod (the pod is the isolation
@@ -36,6 +36,8 @@ pub struct Hypervisor {
 struct Vm {
     name: Option<String>,
     started: bool,
+    /// Started paused: the pause and the first resume are not the user's.
+    held: bool,
 }
 
 impl Hypervisor {
@@ -59,8 +61,9 @@ impl Hypervisor {
         })
     }
 
-    /// Defines the domain and starts it, unless it already runs.
-    pub fn define_and_start(&self, xml: &str) -> Result<DomainInfo> {
+    /// Defines the domain and starts it (with its vCPUs stopped when `paused`), unless
+    /// it already runs.
+    pub fn define_and_start(&self, xml: &str, paused: bool) -> Result<DomainInfo> {
         let mut vm = self.vm.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(running) = vm.name.clone() {
             let dom = self.conn.lookup_domain_by_name(&running)?;
@@ -92,8 +95,18 @@ impl Hypervisor {
         } else if vm.started {
             return Err(Error::AlreadyStopped(name));
         } else {
-            tracing::info!(domain = %name, "starting domain");
-            dom.create()?;
+            tracing::info!(domain = %name, paused, "starting domain");
+            // Before create: its pause event may arrive before create returns.
+            vm.held = paused;
+            let flags = if paused {
+                sys::VIR_DOMAIN_START_PAUSED
+            } else {
+                0
+            };
+            if let Err(e) = dom.create_with_flags(flags) {
+                vm.held = false;
+                return Err(e.into());
+            }
             vm.started = true;
         }
         self.info_of(&dom)
@@ -124,6 +137,39 @@ impl Hypervisor {
 
     pub fn unpause(&self) -> Result<()> {
         Ok(self.domain()?.resume()?)
+    }
+
+    /// Whether an event is the pause or first resume of a paused start (and ends the
+    /// hold on that resume).
+    pub fn is_hold_event(&self, event: &Event) -> bool {
+        let mut vm = self.vm.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            Event::Paused => vm.held,
+            Event::Resumed if vm.held => {
+                vm.held = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Device and inode of every file QEMU holds open (read through `/proc/<pid>/fd`,
+    /// which leads to the opened file itself whatever its path is now).
+    pub fn open_files(&self) -> Result<Vec<OpenFile>> {
+        use std::os::unix::fs::MetadataExt;
+        let name = self.domain()?.name()?;
+        let pid = self.qemu_pid(&name).ok_or(Error::NoDomain)?;
+        let dir = PathBuf::from(format!("/proc/{pid}/fd"));
+        let entries = std::fs::read_dir(&dir).map_err(Error::io("reading", &dir))?;
+        Ok(entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::metadata(e.path()).ok())
+            .filter(|m| m.is_file())
+            .map(|m| OpenFile {
+                dev: m.dev(),
+                ino: m.ino(),
+            })
+            .collect())
     }
 
     pub fn is_active(&self) -> bool {

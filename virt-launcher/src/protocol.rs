@@ -24,10 +24,16 @@ use serde::{Deserialize, Serialize};
 pub enum Request {
     Ping,
     /// Define the domain and start it. Idempotent: the same domain already running
-    /// answers with its info.
+    /// answers with its info. With `paused`, QEMU starts with its vCPUs stopped (it has
+    /// opened its disks) until `unpause`; that pause and resume are not reported as events.
     DefineAndStart {
         domain_xml: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        paused: bool,
     },
+    /// The files QEMU holds open (device and inode of each), to check that it opened the
+    /// files the handler checked.
+    OpenFiles,
     /// Press the ACPI power button.
     Shutdown,
     /// Pull the plug.
@@ -47,8 +53,16 @@ pub enum Response {
     Ok,
     /// `None` until a domain was defined.
     DomainInfo(Option<DomainInfo>),
+    OpenFiles(Vec<OpenFile>),
     Event(Event),
     Error(String),
+}
+
+/// A file a process holds open: its device and inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenFile {
+    pub dev: u64,
+    pub ino: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,9 +167,15 @@ mod tests {
         assert_eq!(
             req,
             Request::DefineAndStart {
-                domain_xml: "<domain/>".into()
+                domain_xml: "<domain/>".into(),
+                paused: false
             }
         );
+        let paused = Request::DefineAndStart {
+            domain_xml: "<domain/>".into(),
+            paused: true,
+        };
+        assert!(paused.to_line().contains("\"paused\":true"));
     }
 
     #[test]

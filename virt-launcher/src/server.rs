@@ -71,9 +71,10 @@ async fn handle(request: Request, hv: Arc<Hypervisor>) -> Response {
         });
     }
     let outcome = tokio::task::spawn_blocking(move || match request {
-        Request::DefineAndStart { domain_xml } => hv
-            .define_and_start(&domain_xml)
+        Request::DefineAndStart { domain_xml, paused } => hv
+            .define_and_start(&domain_xml, paused)
             .map(|i| Response::DomainInfo(Some(i))),
+        Request::OpenFiles => hv.open_files().map(Response::OpenFiles),
         Request::DomainInfo => hv.info().map(Response::DomainInfo),
         Request::Shutdown => hv.shutdown().map(|()| Response::Ok),
         Request::Destroy => hv.destroy().map(|()| Response::Ok),

@@ -154,6 +154,10 @@ impl Supervisor {
             e => e,
         };
         tracing::info!(?event, "domain event");
+        if self.hv.is_hold_event(&event) {
+            // A paused start while the handler checks QEMU's files: not the user's pause.
+            return None;
+        }
         if event == Event::Resumed && !self.started {
             // libvirt starts QEMU paused and resumes it just before "started": noise.
             return None;

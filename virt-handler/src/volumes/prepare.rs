@@ -6,6 +6,7 @@ use std::process::Command;
 
 use crds::DomainSpec;
 
+use super::hostdisk::FileId;
 use super::{Planned, Prep, nocloud_files};
 use crate::domain::{EFI_VARS_FILE, efi_firmware};
 use crate::imagestore::ImageStore;
@@ -13,13 +14,16 @@ use crate::{Error, Result};
 
 /// Prepares every planned volume under `host_dir` (the per-VMI directory on the host).
 /// Disks that already exist (a handler restart half way) are kept: they may hold data.
+/// Returns the host disks as checked: volume index and the file's identity, which QEMU's
+/// open file must match.
 pub fn prepare(
     plans: &[Planned],
     host_dir: &Path,
     images: &ImageStore,
     uid: &str,
     hostname: &str,
-) -> Result<()> {
+) -> Result<Vec<(usize, FileId)>> {
+    let mut host_disks = Vec::new();
     let dir = host_dir.join(super::DIR);
     std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
     for p in plans {
@@ -64,7 +68,8 @@ pub fn prepare(
                 prefix,
                 index,
             } => {
-                super::hostdisk::open_confined(*index, &p.name, prefix, &p.path, *create)?;
+                let id = super::hostdisk::open_confined(*index, &p.name, prefix, &p.path, *create)?;
+                host_disks.push((*index, id));
             }
             Prep::Pvc { claim } => {
                 if !p.path.is_file() {
@@ -76,7 +81,7 @@ pub fn prepare(
             }
         }
     }
-    Ok(())
+    Ok(host_disks)
 }
 
 /// Firmware files: the per-VMI copy of the EFI variables, and the kernel-boot files,

@@ -154,3 +154,14 @@ pub fn wait_for_line(log: &Path, line: &str) {
         || std::fs::read_to_string(log).is_ok_and(|s| s.contains(line)),
     );
 }
+
+/// The launcher's view of its domain (there must be one).
+pub async fn domain_info(socket: &Path) -> virt_launcher::protocol::DomainInfo {
+    virt_launcher::client::LauncherClient::connect(socket)
+        .await
+        .unwrap()
+        .domain_info()
+        .await
+        .unwrap()
+        .expect("a defined domain")
+}
