@@ -19,6 +19,7 @@ mod policies;
 mod process;
 mod shared;
 mod stack;
+pub mod webhooks;
 
 pub use assets::Assets;
 pub use control_plane::{ControlPlane, Supervision, client_from, install_api};

@@ -129,7 +129,7 @@ fn cpu_request_from_limit(domain: &mut Value) {
 }
 
 fn nonzero(v: &Value) -> bool {
-    quantity::parse(v).is_some_and(|q| q > 0.0)
+    quantity::millis(v).is_some_and(|q| q > 0)
 }
 
 /// `memory.guest` is the memory request, else the memory limit.
@@ -166,10 +166,10 @@ fn cpu_topology(domain: &mut Value) {
     let amount = [&resources["limits"]["cpu"], &resources["requests"]["cpu"]]
         .into_iter()
         .find(|q| !q.is_null())
-        .map(quantity::parse);
+        .map(quantity::millis);
     let sockets = match amount {
         None => 1,
-        Some(Some(v)) if v > 0.0 => v.ceil() as u64,
+        Some(Some(m)) if m > 0 => m.div_ceil(1000),
         // An amount that is not a quantity is refused by the schema; zero stays one.
         Some(Some(_)) => 1,
         Some(None) => return,

@@ -1,51 +1,19 @@
-//! Resource quantities as the admission rules compare them. A quantity in a stored object
-//! is a string (`128Mi`, `1.5G`, `500m`) or a bare JSON number (the CRD schema marks them
-//! int-or-string), so this reads a JSON value rather than a typed `Quantity`.
+//! Resource quantities as the admission rules compare them, read with the workspace's
+//! one parser (`crds::quantity`). A quantity in an object under review is a string
+//! (`128Mi`, `1.5G`, `500m`) or a bare JSON number (the CRD schema marks quantities
+//! int-or-string), so this reads a JSON value.
 
 use serde_json::Value;
 
-/// Suffixes and their factors; binary ones first, so `Mi` is not read as `M` + `i`.
-const SUFFIXES: &[(&str, f64)] = &[
-    ("Ki", 1024.0),
-    ("Mi", 1_048_576.0),
-    ("Gi", 1_073_741_824.0),
-    ("Ti", 1_099_511_627_776.0),
-    ("Pi", 1_125_899_906_842_624.0),
-    ("Ei", 1_152_921_504_606_846_976.0),
-    ("m", 1e-3),
-    ("k", 1e3),
-    ("M", 1e6),
-    ("G", 1e9),
-    ("T", 1e12),
-    ("P", 1e15),
-    ("E", 1e18),
-];
-
-/// The value of a quantity (bytes, cores), or None when it is not one.
-pub fn parse(v: &Value) -> Option<f64> {
-    match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => parse_str(s),
-        _ => None,
-    }
-}
-
-fn parse_str(s: &str) -> Option<f64> {
-    let s = s.trim().strip_prefix('+').unwrap_or(s.trim());
-    for (suffix, factor) in SUFFIXES {
-        if let Some(number) = s.strip_suffix(suffix) {
-            return number_part(number).map(|n| n * factor);
-        }
-    }
-    // No suffix, or a decimal exponent (`2e3`).
-    number_part(s)
-}
-
-fn number_part(s: &str) -> Option<f64> {
-    if s.is_empty() || !s.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
-        return None;
-    }
-    s.parse::<f64>().ok().filter(|v| v.is_finite())
+/// The quantity in thousandths of its unit (bytes, cores), rounded up; None when it is not
+/// a quantity or is negative.
+pub fn millis(v: &Value) -> Option<u64> {
+    let parsed = match v {
+        Value::String(s) => crds::quantity::parse(s)?,
+        Value::Number(n) => crds::quantity::parse(&n.to_string())?,
+        _ => return None,
+    };
+    parsed.ceil_milli_u64()
 }
 
 /// A quantity as it was written, for messages (`'128Mi'`).
@@ -64,19 +32,16 @@ mod tests {
     #[test]
     fn reads_strings_and_numbers() {
         for (input, want) in [
-            (json!("128Mi"), Some(134_217_728.0)),
-            (json!("1.5Gi"), Some(1_610_612_736.0)),
-            (json!("2G"), Some(2e9)),
-            (json!("500m"), Some(0.5)),
-            (json!("2e3"), Some(2000.0)),
-            (json!(1073741824), Some(1_073_741_824.0)),
-            (json!("+4"), Some(4.0)),
+            (json!("128Mi"), Some(134_217_728_000)),
+            (json!("500m"), Some(500)),
+            (json!("1500m"), Some(1500)),
+            (json!(1073741824), Some(1_073_741_824_000)),
+            (json!(1.5), Some(1500)),
+            (json!("-1"), None),
             (json!("12Xi"), None),
-            (json!(""), None),
-            (json!("Mi"), None),
             (json!(true), None),
         ] {
-            assert_eq!(parse(&input), want, "{input}");
+            assert_eq!(millis(&input), want, "{input}");
         }
     }
 }

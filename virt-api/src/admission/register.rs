@@ -10,7 +10,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use kube::{Api, Client};
 
 /// The longest wait between two tries.
-const MAX_RETRY: Duration = Duration::from_secs(10);
+const MAX_RETRY: Duration = Duration::from_secs(4);
 
 /// A webhook configuration virt-api serves.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -14,8 +14,8 @@ use super::review::Cause;
 
 /// The most vCPUs (sockets × cores × threads) the node side gives a guest.
 pub const MAX_VCPUS: u64 = 512;
-/// The least guest memory the node side accepts.
-const MIN_MEMORY: f64 = 1_048_576.0;
+/// The least guest memory the node side accepts, in thousandths of a byte.
+const MIN_MEMORY: u64 = 1_048_576_000;
 /// The machine types the node side supports, in KubeVirt's `allowed values` form.
 const MACHINE_TYPES: &str = "[q35 pc-q35-*]";
 
@@ -70,8 +70,9 @@ fn names(path: &str, s: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
-fn positive(v: &Value) -> Option<f64> {
-    quantity::parse(v).filter(|q| *q > 0.0)
+/// The quantity in thousandths, when above zero.
+fn positive(v: &Value) -> Option<u64> {
+    quantity::millis(v).filter(|q| *q > 0)
 }
 
 fn memory(path: &str, domain: &Value, causes: &mut Vec<Cause>) {
@@ -90,7 +91,14 @@ fn memory(path: &str, domain: &Value, causes: &mut Vec<Cause>) {
         ));
         return;
     }
-    for (field, q) in [(&requests_field, requests), (&guest_field, guest)] {
+    // A guest memory equal to the request is the default taken from it (or said twice):
+    // only the request is named then.
+    let own_guest = if guest == requests {
+        &Value::Null
+    } else {
+        guest
+    };
+    for (field, q) in [(&requests_field, requests), (&guest_field, own_guest)] {
         if positive(q).is_some_and(|v| v < MIN_MEMORY) {
             causes.push(Cause::invalid(
                 field,
@@ -112,7 +120,7 @@ fn memory(path: &str, domain: &Value, causes: &mut Vec<Cause>) {
                 ),
             ));
         }
-        if positive(guest).is_some_and(|g| g > limit) {
+        if positive(own_guest).is_some_and(|g| g > limit) {
             causes.push(Cause::invalid(
                 &guest_field,
                 format!(
@@ -150,7 +158,7 @@ fn cpu(path: &str, domain: &Value, causes: &mut Vec<Cause>) {
         // The node's topology without one: a socket per CPU of the limit, else the request.
         positive(limits)
             .or_else(|| positive(requests))
-            .map_or(1, |v| v.ceil() as u64)
+            .map_or(1, |m| m.div_ceil(1000))
     } else {
         count("sockets") * count("cores") * count("threads")
     };

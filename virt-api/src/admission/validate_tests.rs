@@ -228,6 +228,21 @@ fn refused_table() {
 }
 
 #[test]
+fn a_guest_memory_defaulted_from_the_request_is_not_named_twice() {
+    let mut s = with(
+        "/domain/resources",
+        json!({"requests": {"memory": "512Ki"}}),
+    );
+    s["domain"]["memory"] = json!({"guest": "512Ki"});
+    let fields: Vec<String> = spec("spec", &s).into_iter().map(|c| c.field).collect();
+    assert_eq!(fields, ["spec.domain.resources.requests.memory"]);
+    let mut s = with("/domain/resources/limits", json!({"memory": "32Mi"}));
+    s["domain"]["memory"] = json!({"guest": "64Mi"});
+    let fields: Vec<String> = spec("spec", &s).into_iter().map(|c| c.field).collect();
+    assert_eq!(fields, ["spec.domain.resources.requests.memory"]);
+}
+
+#[test]
 fn accepted_table() {
     for s in [
         with("/domain/machine", json!({"type": "pc-q35-7.2"})),

@@ -1,0 +1,215 @@
+//! virt-api's admission webhooks registered in a test control plane, on top of the
+//! aggregated virt-api of [`crate::aggregation`].
+//!
+//! The webhook configurations name virt-api by URL (`https://127.0.0.1:<port>/...`), so
+//! no Service is needed; virt-api writes its CA into their `caBundle` itself, as it does
+//! for the APIServices. With `failurePolicy: Fail`, every VM and VMI write then needs
+//! virt-api: only test binaries that start virt-api register the webhooks (the shared
+//! [`crate::ControlPlane`] does not).
+
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use tokio::sync::OnceCell;
+
+use crate::aggregation::{VIRT_API_USER, VirtApi, shared_virt_api};
+use crate::{ControlPlane, Error, Result};
+
+/// The MutatingWebhookConfiguration (KubeVirt's name), virt-api's default.
+pub const MUTATING: &str = "virt-api-mutator";
+/// The ValidatingWebhookConfiguration (KubeVirt's name), virt-api's default.
+pub const VALIDATING: &str = "virt-api-validator";
+/// How long kube-apiserver waits for a webhook before the request fails.
+pub const TIMEOUT_SECONDS: u32 = 5;
+/// Each webhook: its name, the configuration it is in, the resource, the operations and
+/// virt-api's path.
+pub const WEBHOOKS: &[(&str, &str, &str, &str, &str)] = &[
+    (
+        "virtualmachines-mutator.kubevirt.io",
+        MUTATING,
+        "virtualmachines",
+        "CREATE",
+        "/virtualmachines-mutate",
+    ),
+    (
+        "virtualmachineinstances-mutator.kubevirt.io",
+        MUTATING,
+        "virtualmachineinstances",
+        "CREATE",
+        "/virtualmachineinstances-mutate",
+    ),
+    (
+        "virtualmachine-validator.kubevirt.io",
+        VALIDATING,
+        "virtualmachines",
+        "CREATE, UPDATE",
+        "/virtualmachines-validate",
+    ),
+    (
+        "virtualmachineinstances-create-validator.kubevirt.io",
+        VALIDATING,
+        "virtualmachineinstances",
+        "CREATE",
+        "/virtualmachineinstances-validate-create",
+    ),
+];
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The two webhook configurations, pointing at `base_url` (`https://127.0.0.1:<port>`).
+pub fn configurations(base_url: &str) -> String {
+    let mut docs = Vec::new();
+    for (config, kind) in [
+        (MUTATING, "MutatingWebhookConfiguration"),
+        (VALIDATING, "ValidatingWebhookConfiguration"),
+    ] {
+        let mut doc = format!(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: {kind}\nmetadata:\n  name: {config}\nwebhooks:\n"
+        );
+        for (name, _, resource, operations, path) in WEBHOOKS.iter().filter(|w| w.1 == config) {
+            doc.push_str(&format!(
+                "- name: {name}\n  admissionReviewVersions: [v1]\n  sideEffects: None\n  \
+                 failurePolicy: Fail\n  timeoutSeconds: {TIMEOUT_SECONDS}\n  \
+                 clientConfig:\n    url: {base_url}{path}\n  \
+                 rules:\n  - apiGroups: [kubevirt.io]\n    apiVersions: [v1]\n    \
+                 operations: [{operations}]\n    resources: [{resource}]\n"
+            ));
+        }
+        docs.push(doc);
+    }
+    docs.join("---\n")
+}
+
+/// What virt-api needs to write the caBundle: get and update of its two configurations.
+pub fn rbac() -> String {
+    format!(
+        r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: {VIRT_API_USER}:webhooks
+rules:
+- apiGroups: ["admissionregistration.k8s.io"]
+  resources: ["mutatingwebhookconfigurations"]
+  resourceNames: ["{MUTATING}"]
+  verbs: ["get", "update"]
+- apiGroups: ["admissionregistration.k8s.io"]
+  resources: ["validatingwebhookconfigurations"]
+  resourceNames: ["{VALIDATING}"]
+  verbs: ["get", "update"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: {VIRT_API_USER}:webhooks
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: {VIRT_API_USER}:webhooks
+subjects:
+- apiGroup: rbac.authorization.k8s.io
+  kind: User
+  name: {VIRT_API_USER}
+"#
+    )
+}
+
+static SHARED: OnceCell<std::result::Result<Duration, String>> = OnceCell::const_new();
+
+/// The virt-api of this test binary with its webhooks registered and answering.
+/// Panics with the reason when they cannot be made to work.
+pub async fn shared_virt_api_with_webhooks() -> &'static VirtApi {
+    let cp = crate::shared().await;
+    let virt_api = shared_virt_api().await;
+    let result = SHARED
+        .get_or_init(|| async {
+            register(cp, virt_api)
+                .await
+                .map_err(|e| crate::shared::error_chain(&e))
+        })
+        .await;
+    if let Err(message) = result {
+        panic!("virt-api's webhooks did not start answering: {message}");
+    }
+    virt_api
+}
+
+/// Applies the RBAC and the configurations for `virt_api`, then waits until virt-api
+/// has written the caBundle and kube-apiserver calls the validating webhook. Returns how
+/// long that took.
+pub async fn register(cp: &ControlPlane, virt_api: &VirtApi) -> Result<Duration> {
+    let started = Instant::now();
+    let yaml = format!(
+        "{}---\n{}",
+        rbac(),
+        configurations(&format!("https://127.0.0.1:{}", virt_api.port))
+    );
+    cp.kubectl_with_stdin(["apply", "-f", "-"], Some(&yaml))
+        .await?
+        .expect_success();
+    wait_ca_bundles(cp, virt_api).await?;
+    // A VMI only the webhook refuses, sent as a server-side dry run.
+    let probe = "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata:\n  name: webhook-probe\n  \
+                 namespace: default\nspec:\n  domain:\n    machine:\n      type: webhook-probe\n    \
+                 resources:\n      requests:\n        memory: 64Mi\n";
+    let mut last = String::new();
+    while started.elapsed() < READY_TIMEOUT {
+        let out = cp
+            .kubectl_with_stdin(["apply", "--dry-run=server", "-f", "-"], Some(probe))
+            .await?;
+        if !out.success()
+            && out
+                .stderr
+                .contains("spec.domain.machine.type is not supported: webhook-probe")
+        {
+            let took = started.elapsed();
+            tracing::info!(ms = took.as_millis() as u64, "virt-api's webhooks answer");
+            return Ok(took);
+        }
+        last = out.to_string();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(Error::Startup {
+        component: "virt-api webhooks".into(),
+        reason: format!(
+            "the probe VMI was not refused by the webhook within {}s; last: {last}",
+            READY_TIMEOUT.as_secs()
+        ),
+        tail: crate::control_plane::tail(&virt_api.process.log, 40),
+        log: virt_api.process.log.clone(),
+    })
+}
+
+async fn wait_ca_bundles(cp: &ControlPlane, virt_api: &VirtApi) -> Result<()> {
+    let client = cp.client().await?;
+    let started = Instant::now();
+    for (config, kind) in [
+        (MUTATING, "MutatingWebhookConfiguration"),
+        (VALIDATING, "ValidatingWebhookConfiguration"),
+    ] {
+        let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk));
+        loop {
+            let c = api.get(config).await?;
+            let hooks = c.data["webhooks"].as_array().cloned().unwrap_or_default();
+            if !hooks.is_empty()
+                && hooks.iter().all(|h| {
+                    h["clientConfig"]["caBundle"]
+                        .as_str()
+                        .is_some_and(|b| !b.is_empty())
+                })
+            {
+                break;
+            }
+            if started.elapsed() > READY_TIMEOUT {
+                return Err(Error::Startup {
+                    component: "virt-api webhooks".into(),
+                    reason: format!("virt-api did not write the caBundle of {kind} {config}"),
+                    tail: crate::control_plane::tail(&virt_api.process.log, 40),
+                    log: virt_api.process.log.clone(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
