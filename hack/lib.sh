@@ -23,6 +23,10 @@ control_plane_dir() {
 
 CONTROL_PLANE_BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
+# KubeVirt's own virtctl (hack/build-virtctl.sh), for the tests that drive Ferrovirt with it.
+VIRTCTL_VERSION="${VIRTCTL_VERSION:-1.7.0}"
+virtctl_dir() { echo "$FERROVIRT_CACHE/kubevirt-v$VIRTCTL_VERSION"; }
+
 _t0=$SECONDS
 log() { printf '[%s +%4ss] %s\n' "$(basename "$0")" "$((SECONDS - _t0))" "$*" >&2; }
 die() { log "error: $*"; exit 1; }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything Ferrovirt needs on this machine, skipping what is already there:
-# Debian packages, the control-plane binaries (built with Go), the test guests, and the
+# Debian packages, the control-plane binaries (built with Go), KubeVirt's virtctl (built
+# with Go, for the tests that drive Ferrovirt with it), the test guests, and the
 # workspace's binaries. Idempotent; runs unattended (CI=true, no stdin).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -42,6 +43,9 @@ log "$(cargo --version), $(go version | cut -d' ' -f3)"
 
 step "control plane (Kubernetes v$KUBE_VERSION) in $(control_plane_dir)"
 "$FERROVIRT_ROOT/hack/build-control-plane.sh"
+
+step "KubeVirt's virtctl v$VIRTCTL_VERSION in $(virtctl_dir)"
+"$FERROVIRT_ROOT/hack/build-virtctl.sh"
 
 if [[ -f "$FERROVIRT_ROOT/hack/build-guest-images.sh" ]]; then
   step "guest images in $FERROVIRT_CACHE"

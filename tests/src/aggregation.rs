@@ -24,9 +24,10 @@ use tokio::sync::OnceCell;
 use crate::components;
 use crate::control_plane::tail;
 use crate::error::IoContext;
-use crate::pki::Usage;
+use crate::kubectl;
+use crate::pki::{Pki, Usage};
 use crate::process::{self, Process};
-use crate::{ControlPlane, Error, KubectlOutput, Result, workspace_bin};
+use crate::{Assets, ControlPlane, Error, KubectlOutput, Result, workspace_bin};
 
 /// Where virt-api's Service lives, as in a KubeVirt install.
 pub const NAMESPACE: &str = "kubevirt";
@@ -36,8 +37,11 @@ pub const APISERVICES: &[&str] = &[
     "v1.subresources.kubevirt.io",
     "v1alpha3.subresources.kubevirt.io",
 ];
-/// virt-api's own user (client certificate) and its ClusterRole.
+/// virt-api's own user (client certificate), bound in deploy/rbac/rbac.yaml.
 pub const VIRT_API_USER: &str = "ferrovirt:virt-api";
+/// Ferrovirt's RBAC (KubeVirt's user-facing ClusterRoles and virt-api's own), relative to
+/// the repository root.
+pub const RBAC_FILE: &str = "deploy/rbac/rbac.yaml";
 
 const AVAILABLE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -81,19 +85,95 @@ pub async fn shared_virt_api() -> &'static VirtApi {
     }
 }
 
-/// Registers virt-api (Namespace, ExternalName Service, APIServices, its RBAC), starts it
-/// tied to this process and waits until the APIServices are Available.
-pub async fn start_virt_api(cp: &ControlPlane) -> Result<VirtApi> {
-    let port = free_port()?;
-    let metrics_port = free_port()?;
-    let kubeconfig = user_kubeconfig(cp, VIRT_API_USER, &[])?;
-    cp.kubectl_with_stdin(["apply", "-f", "-"], Some(&registration(port)))
-        .await?
-        .expect_success();
+/// What registering virt-api needs of a cluster: the tests' [`ControlPlane`] or the
+/// detached one of `hack/local-up.sh` (which this process did not start).
+#[derive(Debug)]
+pub struct Cluster {
+    dir: PathBuf,
+    server: String,
+    pki: Pki,
+    kubectl: PathBuf,
+}
 
+impl Cluster {
+    pub fn of(cp: &ControlPlane) -> Self {
+        Self {
+            dir: cp.dir().to_path_buf(),
+            server: cp.server().to_string(),
+            pki: cp.pki().clone(),
+            kubectl: cp.kubectl_path(),
+        }
+    }
+
+    /// The control plane whose files are in `dir` (its `kubeconfig` names the server).
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let kubeconfig = dir.join("kubeconfig");
+        let text = std::fs::read_to_string(&kubeconfig)
+            .context(|| format!("reading {}", kubeconfig.display()))?;
+        let server = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: "))
+            .ok_or_else(|| Error::Startup {
+                component: "virt-api".into(),
+                reason: format!("no server in {}", kubeconfig.display()),
+                tail: String::new(),
+                log: kubeconfig.clone(),
+            })?
+            .to_string();
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            server,
+            pki: Pki::ensure(&dir.join("pki"))?,
+            kubectl: Assets::locate()?.kubectl(),
+        })
+    }
+
+    fn admin_kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    /// `kubectl apply -f -` of `yaml` as the admin.
+    pub async fn apply(&self, yaml: &str) -> Result<()> {
+        let out = kubectl::run(
+            &self.kubectl,
+            &self.admin_kubeconfig(),
+            &self.dir.join("kubectl-cache"),
+            ["apply", "-f", "-"],
+            Some(yaml),
+        )
+        .await?;
+        if !out.success() {
+            return Err(Error::Startup {
+                component: "virt-api".into(),
+                reason: format!("kubectl apply failed: {}", out.stderr.trim()),
+                tail: String::new(),
+                log: self.admin_kubeconfig(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Registers virt-api on `port` (Namespace, ExternalName Service, APIServices) and installs
+/// [`RBAC_FILE`]; returns the kubeconfig virt-api runs with (user [`VIRT_API_USER`]).
+pub async fn register(cluster: &Cluster, port: u16) -> Result<PathBuf> {
+    let kubeconfig = cluster_user_kubeconfig(cluster, VIRT_API_USER, &[])?;
+    cluster.apply(&rbac_yaml()?).await?;
+    cluster.apply(&registration(port)).await?;
+    Ok(kubeconfig)
+}
+
+/// The text of [`RBAC_FILE`].
+pub fn rbac_yaml() -> Result<String> {
+    let path = crate::repo_root().join(RBAC_FILE);
+    std::fs::read_to_string(&path).context(|| format!("reading {}", path.display()))
+}
+
+/// The virt-api command for a registered virt-api on loopback `port`.
+pub fn virt_api_command(kubeconfig: &Path, port: u16, metrics_port: u16) -> Command {
     let mut cmd = Command::new(workspace_bin("virt-api"));
     cmd.arg("--kubeconfig")
-        .arg(&kubeconfig)
+        .arg(kubeconfig)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
         .args(["--service", SERVICE, "--namespace", NAMESPACE])
@@ -102,10 +182,31 @@ pub async fn start_virt_api(cp: &ControlPlane) -> Result<VirtApi> {
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
         );
+    cmd
+}
+
+/// Starts `cmd` (from [`virt_api_command`]) detached, logging to `<dir>/logs/virt-api.log`
+/// with its pid in `<dir>/pids/virt-api.pid` (`hack/local-up.sh`).
+pub fn spawn_detached(cmd: Command, dir: &Path) -> Result<Process> {
+    process::spawn_detached(
+        "virt-api",
+        cmd,
+        &dir.join("logs").join("virt-api.log"),
+        &dir.join("pids"),
+    )
+}
+
+/// Registers virt-api (see [`register`]), starts it tied to this process and waits until
+/// the APIServices are Available.
+pub async fn start_virt_api(cp: &ControlPlane) -> Result<VirtApi> {
+    let port = free_port()?;
+    let metrics_port = free_port()?;
+    let kubeconfig = register(&Cluster::of(cp), port).await?;
+    let cmd = virt_api_command(&kubeconfig, port, metrics_port);
     let log = cp.log("virt-api");
     let started = Instant::now();
     let process = process::spawn_tied("virt-api", cmd, &log)?;
-    wait_available(cp, &process).await?;
+    wait_available(&cp.client().await?, &process).await?;
     let ready_after = started.elapsed();
     tracing::info!(
         port,
@@ -120,9 +221,11 @@ pub async fn start_virt_api(cp: &ControlPlane) -> Result<VirtApi> {
     })
 }
 
-async fn wait_available(cp: &ControlPlane, virt_api: &Process) -> Result<()> {
+/// Waits until both APIServices are Available; fails with virt-api's log tail when it
+/// exits or they are not Available in time.
+pub async fn wait_available(client: &Client, virt_api: &Process) -> Result<()> {
     let gvk = GroupVersionKind::gvk("apiregistration.k8s.io", "v1", "APIService");
-    let api: Api<DynamicObject> = Api::all_with(cp.client().await?, &ApiResource::from_gvk(&gvk));
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::from_gvk(&gvk));
     let started = Instant::now();
     let mut last = String::new();
     loop {
@@ -168,20 +271,24 @@ async fn wait_available(cp: &ControlPlane, virt_api: &Process) -> Result<()> {
 /// A kubeconfig for the API server that authenticates as `user` in `groups` with a client
 /// certificate from the cluster CA (made once per control plane).
 pub fn user_kubeconfig(cp: &ControlPlane, user: &str, groups: &[&str]) -> Result<PathBuf> {
+    cluster_user_kubeconfig(&Cluster::of(cp), user, groups)
+}
+
+fn cluster_user_kubeconfig(cluster: &Cluster, user: &str, groups: &[&str]) -> Result<PathBuf> {
     let file_name: String = user
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
-    let path = cp
-        .dir()
-        .join("kubeconfigs")
-        .join(format!("{file_name}.kubeconfig"));
+    let dir = cluster.dir.join("kubeconfigs");
+    std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{file_name}.kubeconfig"));
     if !path.exists() {
-        cp.pki()
+        cluster
+            .pki
             .issue("ca", &file_name, user, groups, Usage::Client, vec![])?;
         std::fs::write(
             &path,
-            components::kubeconfig(cp.server(), cp.pki(), &file_name),
+            components::kubeconfig(&cluster.server, &cluster.pki, &file_name),
         )
         .context(|| format!("writing {}", path.display()))?;
     }
@@ -229,10 +336,8 @@ pub async fn direct_client(
     Ok(Client::try_from(config)?)
 }
 
-/// Namespace, Service and APIServices for virt-api on `port`, and virt-api's RBAC: what
-/// its subresources read and write, SubjectAccessReviews, the APIServices' caBundle, and
-/// the authentication ConfigMap (the built-in `extension-apiserver-authentication-reader`).
-fn registration(port: u16) -> String {
+/// Namespace, Service and APIServices for virt-api on `port` (its RBAC is in [`RBAC_FILE`]).
+pub fn registration(port: u16) -> String {
     let mut docs = vec![
         format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n"),
         format!(
@@ -249,45 +354,17 @@ fn registration(port: u16) -> String {
              port: {port}\n"
         ));
     }
-    docs.push(format!(
-        r#"apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: {VIRT_API_USER}
-rules:
-- apiGroups: ["kubevirt.io"]
-  resources: ["virtualmachines", "virtualmachineinstances"]
-  verbs: ["get", "patch"]
-- apiGroups: ["kubevirt.io"]
-  resources: ["virtualmachines/status"]
-  verbs: ["patch"]
-- apiGroups: ["authorization.k8s.io"]
-  resources: ["subjectaccessreviews"]
-  verbs: ["create"]
-- apiGroups: ["apiregistration.k8s.io"]
-  resources: ["apiservices"]
-  resourceNames: [{names}]
-  verbs: ["get", "patch"]
-"#,
-        names = APISERVICES.join(", ")
-    ));
-    docs.push(format!(
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: {VIRT_API_USER}\n\
-         roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: {VIRT_API_USER}\n\
-         subjects:\n- apiGroup: rbac.authorization.k8s.io\n  kind: User\n  name: {VIRT_API_USER}\n"
-    ));
-    docs.push(format!(
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: {SERVICE}-auth-reader\n  \
-         namespace: kube-system\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  \
-         name: extension-apiserver-authentication-reader\n\
-         subjects:\n- apiGroup: rbac.authorization.k8s.io\n  kind: User\n  name: {VIRT_API_USER}\n"
-    ));
     docs.join("---\n")
 }
 
 /// Runs the workspace's `ferroctl` with `kubeconfig` and `args`.
 pub async fn ferroctl(kubeconfig: &Path, args: &[&str]) -> Result<KubectlOutput> {
-    let out = tokio::process::Command::new(workspace_bin("ferroctl"))
+    run_client(&workspace_bin("ferroctl"), kubeconfig, args).await
+}
+
+/// Runs a kubectl-style client (`--kubeconfig F args...`) with stdin closed.
+async fn run_client(program: &Path, kubeconfig: &Path, args: &[&str]) -> Result<KubectlOutput> {
+    let out = tokio::process::Command::new(program)
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(args)
@@ -295,13 +372,44 @@ pub async fn ferroctl(kubeconfig: &Path, args: &[&str]) -> Result<KubectlOutput>
         .kill_on_drop(true)
         .output()
         .await
-        .context(|| "running ferroctl".into())?;
+        .context(|| format!("running {}", program.display()))?;
     Ok(KubectlOutput {
         args: args.iter().map(|a| a.to_string()).collect(),
         status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
+}
+
+/// The version of KubeVirt's virtctl that `hack/build-virtctl.sh` builds (`VIRTCTL_VERSION`
+/// overrides it, as for the script).
+pub fn virtctl_version() -> String {
+    std::env::var("VIRTCTL_VERSION")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "1.7.0".into())
+}
+
+/// KubeVirt's virtctl as `hack/build-virtctl.sh` builds it:
+/// `$FERROVIRT_CACHE/kubevirt-v<version>/virtctl`. Panics with the command that builds it
+/// when it is missing.
+pub fn virtctl_path() -> PathBuf {
+    let version = virtctl_version();
+    let path = crate::assets::cache_dir()
+        .join(format!("kubevirt-v{version}"))
+        .join("virtctl");
+    assert!(
+        path.is_file(),
+        "KubeVirt's virtctl v{version} is missing at {}: build it with hack/build-virtctl.sh \
+         (or hack/setup.sh)",
+        path.display()
+    );
+    path
+}
+
+/// Runs KubeVirt's virtctl ([`virtctl_path`]) with `kubeconfig` and `args`.
+pub async fn virtctl(kubeconfig: &Path, args: &[&str]) -> Result<KubectlOutput> {
+    run_client(&virtctl_path(), kubeconfig, args).await
 }
 
 /// Starts the workspace's operator (VM and VMI controllers) against `cp`, tied to this
@@ -312,6 +420,26 @@ pub fn start_operator(cp: &ControlPlane) -> Result<Process> {
         .arg(cp.kubeconfig())
         .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)]);
     process::spawn_tied("operator", cmd, &cp.log("operator"))
+}
+
+/// kube-controller-manager's `clusterrole-aggregation-controller` alone, tied to this
+/// process: it folds ClusterRoles labelled `rbac.authorization.k8s.io/aggregate-to-*` into
+/// the built-in admin, edit and view. The harness's controller manager does not run that
+/// controller (tests/src/components.rs, CONTROLLERS); this runs the real one for the tests
+/// that check KubeVirt's roles are aggregated.
+pub fn start_role_aggregation(cp: &ControlPlane) -> Result<Process> {
+    let mut cmd = Command::new(Assets::locate()?.bin("kube-controller-manager"));
+    cmd.arg("--kubeconfig").arg(cp.kubeconfig()).args([
+        "--controllers=clusterrole-aggregation-controller",
+        "--leader-elect=false",
+        "--secure-port=0",
+        "--profiling=false",
+    ]);
+    process::spawn_tied(
+        "clusterrole-aggregation",
+        cmd,
+        &cp.log("clusterrole-aggregation"),
+    )
 }
 
 /// Stops a tied process now.
@@ -344,4 +472,117 @@ fn pem_to_der(pem: &str) -> Vec<Vec<u8>> {
             v.0
         })
         .collect()
+}
+
+// ---- what the subresource tests (ferroctl and virtctl) share ---------------------------
+
+/// A tied process stopped when dropped, also when the test fails: an operator must not act
+/// on the VMs of the tests that run after it.
+pub struct StopOnDrop(pub Process);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        stop_tied(&self.0);
+    }
+}
+
+/// `kubectl apply -n <ns> -f -` of `yaml`; panics when it fails.
+pub async fn apply_in(cp: &ControlPlane, ns: &str, yaml: &str) {
+    cp.kubectl_with_stdin(["apply", "-n", ns, "-f", "-"], Some(yaml))
+        .await
+        .expect("kubectl runs")
+        .expect_success();
+}
+
+/// The VM `name` in `ns` as JSON; panics when it cannot be read.
+pub async fn vm_json(cp: &ControlPlane, ns: &str, name: &str) -> serde_json::Value {
+    let out = cp
+        .kubectl(["get", "vm", name, "-n", ns, "-o", "json"])
+        .await
+        .expect("kubectl runs");
+    serde_json::from_str(out.expect_success()).expect("kubectl prints JSON")
+}
+
+/// A field of the VMI `name` (a kubectl jsonpath such as `.metadata.uid`).
+pub async fn vmi_field(cp: &ControlPlane, ns: &str, name: &str, path: &str) -> String {
+    let out = cp
+        .kubectl([
+            "get",
+            "vmi",
+            name,
+            "-n",
+            ns,
+            "-o",
+            &format!("jsonpath={{{path}}}"),
+        ])
+        .await
+        .expect("kubectl runs");
+    out.expect_success().to_string()
+}
+
+/// A VMI of the VM's name in `phase`, as if a controller had made it (no operator runs).
+pub async fn fake_vmi(cp: &ControlPlane, ns: &str, name: &str, phase: &str) {
+    let vm: serde_json::Value =
+        serde_yaml::from_str(&crate::manifests::kernel_boot_vm(name, "Always", None))
+            .expect("the test VM parses");
+    let vmi = serde_json::json!({
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance",
+        "metadata": {"name": name},
+        "spec": vm["spec"]["template"]["spec"],
+    });
+    apply_in(cp, ns, &vmi.to_string()).await;
+    let patch = serde_json::json!({"status": {"phase": phase}}).to_string();
+    cp.kubectl([
+        "patch",
+        "vmi",
+        name,
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &patch,
+    ])
+    .await
+    .expect("kubectl runs")
+    .expect_success();
+}
+
+/// Waits until `done(vmi)` holds for the VMI `name` (None: it does not exist); panics
+/// after `timeout` with `what` and the operator's log tail.
+pub async fn wait_vmi(
+    cp: &ControlPlane,
+    ns: &str,
+    name: &str,
+    operator: &Process,
+    what: &str,
+    done: impl Fn(Option<&DynamicObject>) -> bool,
+) -> Option<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachineInstance");
+    let vmis: Api<DynamicObject> = Api::namespaced_with(
+        cp.client().await.expect("admin client"),
+        ns,
+        &ApiResource::from_gvk(&gvk),
+    );
+    let started = Instant::now();
+    loop {
+        let vmi = vmis.get_opt(name).await.expect("reading the VMI");
+        if done(vmi.as_ref()) {
+            return vmi;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            panic!(
+                "{what}: not so 60 s later; operator log:\n{}",
+                tail(&operator.log, 30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Asserts the VM's `status.stateChangeRequests`; panics with the VM when they differ.
+#[track_caller]
+pub fn assert_requests(vm: &serde_json::Value, expected: serde_json::Value) {
+    assert_eq!(vm["status"]["stateChangeRequests"], expected, "{vm:#}");
 }

@@ -6,7 +6,8 @@
 use std::time::{Duration, Instant};
 
 use ferrovirt_tests::aggregation::{
-    direct_client, ferroctl, shared_virt_api, start_operator, stop_tied, user_kubeconfig,
+    StopOnDrop, apply_in as apply, assert_requests, direct_client, fake_vmi, ferroctl,
+    shared_virt_api, start_operator, start_role_aggregation, user_kubeconfig, vm_json, vmi_field,
 };
 use ferrovirt_tests::manifests::kernel_boot_vm;
 use ferrovirt_tests::{ControlPlane, KubectlOutput, TestNamespace, Usage, shared};
@@ -25,14 +26,12 @@ fn vmi_resource() -> ApiResource {
     ))
 }
 
-/// A tied process stopped when dropped, also when the test fails: the operator must not
-/// act on the VMs of the tests that run after it.
-struct Stopped(ferrovirt_tests::Process);
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        stop_tied(&self.0);
-    }
+fn vm_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "kubevirt.io",
+        "v1",
+        "VirtualMachine",
+    ))
 }
 
 fn tail(path: &std::path::Path, lines: usize) -> String {
@@ -107,48 +106,6 @@ async fn discovery_lists_the_served_subresources_in_both_versions() {
 /// act on the others' VMs and VMIs.
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
-async fn apply(cp: &ControlPlane, ns: &str, yaml: &str) {
-    cp.kubectl_with_stdin(["apply", "-n", ns, "-f", "-"], Some(yaml))
-        .await
-        .unwrap()
-        .expect_success();
-}
-
-async fn vm_json(cp: &ControlPlane, ns: &str, name: &str) -> Value {
-    let out = cp
-        .kubectl(["get", "vm", name, "-n", ns, "-o", "json"])
-        .await
-        .unwrap();
-    serde_json::from_str(out.expect_success()).unwrap()
-}
-
-/// A VMI of the VM's name in `phase`, as if a controller had made it (no operator runs).
-async fn fake_vmi(cp: &ControlPlane, ns: &str, name: &str, phase: &str) {
-    let vm: Value = serde_yaml::from_str(&kernel_boot_vm(name, "Always", None)).unwrap();
-    let vmi = json!({
-        "apiVersion": "kubevirt.io/v1",
-        "kind": "VirtualMachineInstance",
-        "metadata": {"name": name},
-        "spec": vm["spec"]["template"]["spec"],
-    });
-    apply(cp, ns, &vmi.to_string()).await;
-    let patch = json!({"status": {"phase": phase}}).to_string();
-    cp.kubectl([
-        "patch",
-        "vmi",
-        name,
-        "-n",
-        ns,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &patch,
-    ])
-    .await
-    .unwrap()
-    .expect_success();
-}
-
 /// Runs ferroctl as the admin in `ns`.
 async fn ferro(cp: &ControlPlane, ns: &str, args: &[&str]) -> KubectlOutput {
     let mut all = vec!["-n", ns];
@@ -169,11 +126,7 @@ async fn manual_start_and_stop_write_state_change_requests_as_kubevirt() {
     let out = ferro(cp, ns.name(), &["start", "vm1"]).await;
     assert_eq!(out.expect_success().trim(), "VM vm1 was scheduled to start");
     let vm = vm_json(cp, ns.name(), "vm1").await;
-    assert_eq!(
-        vm["status"]["stateChangeRequests"],
-        json!([{"action": "Start"}]),
-        "{vm:#}"
-    );
+    assert_requests(&vm, json!([{"action": "Start"}]));
     assert_eq!(
         vm["spec"]["runStrategy"], "Manual",
         "start leaves a Manual VM's strategy"
@@ -205,11 +158,9 @@ async fn manual_start_and_stop_write_state_change_requests_as_kubevirt() {
         .to_string();
     let out = ferro(cp, ns.name(), &["stop", "vm1"]).await;
     assert_eq!(out.expect_success().trim(), "VM vm1 was scheduled to stop");
-    let vm = vm_json(cp, ns.name(), "vm1").await;
-    assert_eq!(
-        vm["status"]["stateChangeRequests"],
+    assert_requests(
+        &vm_json(cp, ns.name(), "vm1").await,
         json!([{"action": "Stop", "uid": uid}]),
-        "{vm:#}"
     );
 }
 
@@ -220,7 +171,7 @@ async fn halted_vm_starts_through_ferroctl_and_the_operator_runs_it() {
     let _serial = SERIAL.lock().await;
     let ns = TestNamespace::create(cp, "sub-halted").await.unwrap();
     apply(cp, ns.name(), &kernel_boot_vm("vm1", "Halted", None)).await;
-    let operator = Stopped(start_operator(cp).unwrap());
+    let operator = StopOnDrop(start_operator(cp).unwrap());
 
     let started = Instant::now();
     let out = ferro(cp, ns.name(), &["start", "vm1"]).await;
@@ -285,22 +236,7 @@ async fn restart_requests_stop_then_start_and_refused_forced_requests_change_not
     apply(cp, n, &kernel_boot_vm("halted", "Halted", None)).await;
     fake_vmi(cp, n, "always", "Running").await;
     fake_vmi(cp, n, "halted", "Running").await;
-    let vmi_field = |name: &'static str, path: &'static str| async move {
-        let out = cp
-            .kubectl([
-                "get",
-                "vmi",
-                name,
-                "-n",
-                n,
-                "-o",
-                &format!("jsonpath={{{path}}}"),
-            ])
-            .await
-            .unwrap();
-        out.expect_success().to_string()
-    };
-    let uid = vmi_field("always", ".metadata.uid").await;
+    let uid = vmi_field(cp, n, "always", ".metadata.uid").await;
 
     let out = ferro(cp, n, &["restart", "always"]).await;
     assert_eq!(
@@ -320,7 +256,7 @@ async fn restart_requests_stop_then_start_and_refused_forced_requests_change_not
         "{out}"
     );
     assert_eq!(
-        vmi_field("always", ".spec.terminationGracePeriodSeconds").await,
+        vmi_field(cp, n, "always", ".spec.terminationGracePeriodSeconds").await,
         "30"
     );
     let out = ferro(cp, n, &["restart", "always", "--force", "--grace-period=5"]).await;
@@ -342,7 +278,7 @@ async fn restart_requests_stop_then_start_and_refused_forced_requests_change_not
         "{out}"
     );
     assert_eq!(
-        vmi_field("halted", ".spec.terminationGracePeriodSeconds").await,
+        vmi_field(cp, n, "halted", ".spec.terminationGracePeriodSeconds").await,
         "30"
     );
     assert_eq!(
@@ -427,28 +363,6 @@ async fn refusals_carry_kubevirts_409_messages_and_change_nothing() {
 
 // ---- authentication and authorization --------------------------------------------------
 
-const ROLES: &str = r#"apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: test:vm-view
-rules:
-- apiGroups: ["kubevirt.io"]
-  resources: ["virtualmachines", "virtualmachineinstances"]
-  verbs: ["get", "list", "watch"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: test:vm-edit
-rules:
-- apiGroups: ["kubevirt.io"]
-  resources: ["virtualmachines", "virtualmachineinstances"]
-  verbs: ["get", "list", "watch"]
-- apiGroups: ["subresources.kubevirt.io"]
-  resources: ["virtualmachines/start", "virtualmachines/stop", "virtualmachines/restart"]
-  verbs: ["update"]
-"#;
-
 fn binding(user: &str, role: &str) -> String {
     format!(
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: {user}\n\
@@ -473,24 +387,27 @@ async fn put(client: &kube::Client, path: &str) -> Result<(), (u16, String)> {
 }
 
 #[tokio::test]
-async fn a_view_role_cannot_start_and_an_edit_role_can() {
+/// KubeVirt's roles from deploy/rbac/rbac.yaml (installed with virt-api's registration):
+/// `kubevirt.io:view` may read a VM but not start it; `kubevirt.io:edit` may start it.
+async fn kubevirt_view_cannot_start_and_kubevirt_edit_can() {
     let cp = shared().await;
     let virt_api = shared_virt_api().await;
     let _serial = SERIAL.lock().await;
     let ns = TestNamespace::create(cp, "sub-rbac").await.unwrap();
-    cp.kubectl_with_stdin(["apply", "-f", "-"], Some(ROLES))
-        .await
-        .unwrap()
-        .expect_success();
-    apply(cp, ns.name(), &binding("viewer", "test:vm-view")).await;
-    apply(cp, ns.name(), &binding("editor", "test:vm-edit")).await;
+    apply(cp, ns.name(), &binding("viewer", "kubevirt.io:view")).await;
+    apply(cp, ns.name(), &binding("editor", "kubevirt.io:edit")).await;
     apply(cp, ns.name(), &kernel_boot_vm("vm1", "Manual", None)).await;
     apply(cp, ns.name(), &kernel_boot_vm("vm2", "Manual", None)).await;
     let rv = |vm: Value| vm["metadata"]["resourceVersion"].clone();
     let before = rv(vm_json(cp, ns.name(), "vm1").await);
 
-    // Through kube-apiserver: its own authorization refuses the viewer first.
+    // The viewer reads the VM.
     let viewer = user_kubeconfig(cp, "viewer", &[]).unwrap();
+    let as_viewer = ferrovirt_tests::client_from(&viewer).await.unwrap();
+    let vms: Api<DynamicObject> = Api::namespaced_with(as_viewer, ns.name(), &vm_resource());
+    vms.get("vm1").await.unwrap();
+
+    // Through kube-apiserver: its own authorization refuses the viewer first.
     let out = ferroctl(&viewer, &["-n", ns.name(), "start", "vm1"])
         .await
         .unwrap();
@@ -537,11 +454,9 @@ async fn a_view_role_cannot_start_and_an_edit_role_can() {
         .await
         .unwrap();
     out.expect_success();
-    let vm = vm_json(cp, ns.name(), "vm1").await;
-    assert_eq!(
-        vm["status"]["stateChangeRequests"],
+    assert_requests(
+        &vm_json(cp, ns.name(), "vm1").await,
         json!([{"action": "Start"}]),
-        "{vm:#}"
     );
     put(
         &proxy("editor").await.unwrap(),
@@ -549,11 +464,9 @@ async fn a_view_role_cannot_start_and_an_edit_role_can() {
     )
     .await
     .unwrap();
-    let vm = vm_json(cp, ns.name(), "vm2").await;
-    assert_eq!(
-        vm["status"]["stateChangeRequests"],
+    assert_requests(
+        &vm_json(cp, ns.name(), "vm2").await,
         json!([{"action": "Start"}]),
-        "{vm:#}"
     );
 }
 
@@ -611,10 +524,94 @@ async fn virt_api_refuses_clients_without_the_front_proxy_certificate() {
     put(&direct(Some(FRONT_PROXY_CLIENT)).await.unwrap(), &path)
         .await
         .unwrap();
-    let vm = vm_json(cp, ns.name(), "vm1").await;
-    assert_eq!(
-        vm["status"]["stateChangeRequests"],
+    assert_requests(
+        &vm_json(cp, ns.name(), "vm1").await,
         json!([{"action": "Start"}]),
-        "{vm:#}"
     );
+}
+
+/// kube-controller-manager's clusterrole-aggregation-controller folds KubeVirt's roles into
+/// the built-in ones through their aggregate-to-* labels (the harness's controller manager
+/// runs without it, so the test starts it): a user bound to plain `view` reads VMs but cannot start them,
+/// one bound to plain `edit` can start them.
+#[tokio::test]
+async fn builtin_view_and_edit_aggregate_kubevirts_roles() {
+    let cp = shared().await;
+    shared_virt_api().await;
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::create(cp, "sub-aggr").await.unwrap();
+    let n = ns.name();
+    apply(cp, n, &binding("plain-viewer", "view")).await;
+    apply(cp, n, &binding("plain-editor", "edit")).await;
+    apply(cp, n, &kernel_boot_vm("vm1", "Manual", None)).await;
+
+    // The aggregation controller works asynchronously: wait until `view` and `edit` hold
+    // KubeVirt's rules.
+    let _aggregation = StopOnDrop(start_role_aggregation(cp).unwrap());
+    let started = Instant::now();
+    for (role, group, resource) in [
+        ("view", "kubevirt.io", "virtualmachines"),
+        ("edit", "subresources.kubevirt.io", "virtualmachines/start"),
+    ] {
+        loop {
+            let out = cp
+                .kubectl(["get", "clusterrole", role, "-o", "json"])
+                .await
+                .unwrap();
+            let json: Value = serde_json::from_str(out.expect_success()).unwrap();
+            let has = json["rules"].as_array().into_iter().flatten().any(|r| {
+                r["apiGroups"] == json!([group])
+                    && r["resources"]
+                        .as_array()
+                        .is_some_and(|rs| rs.contains(&json!(resource)))
+            });
+            if has {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "clusterrole {role} has no rule for {group} {resource} after 60 s: {json:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    // A SubjectAccessReview: the API server's own answer for the user in namespace n.
+    let allowed = |user: &'static str,
+                   verb: &'static str,
+                   group: &'static str,
+                   sub: &'static str| async move {
+        let review = json!({
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {"user": user, "resourceAttributes": {
+                "namespace": n, "verb": verb, "group": group,
+                "resource": "virtualmachines", "subresource": sub,
+            }},
+        });
+        let out = cp
+            .kubectl_with_stdin(
+                ["create", "-o", "json", "-f", "-"],
+                Some(&review.to_string()),
+            )
+            .await
+            .unwrap();
+        let answer: Value = serde_json::from_str(out.expect_success()).unwrap();
+        answer["status"]["allowed"] == json!(true)
+    };
+    let sub = "subresources.kubevirt.io";
+    assert!(allowed("plain-viewer", "get", "kubevirt.io", "").await);
+    assert!(!allowed("plain-viewer", "update", sub, "start").await);
+    assert!(allowed("plain-editor", "update", sub, "start").await);
+
+    // And the real thing: ferroctl as the plain editor starts the VM, as the viewer not.
+    let viewer = user_kubeconfig(cp, "plain-viewer", &[]).unwrap();
+    let out = ferroctl(&viewer, &["-n", n, "start", "vm1"]).await.unwrap();
+    assert!(out.stderr.starts_with("error: forbidden: "), "{out}");
+    let editor = user_kubeconfig(cp, "plain-editor", &[]).unwrap();
+    ferroctl(&editor, &["-n", n, "start", "vm1"])
+        .await
+        .unwrap()
+        .expect_success();
+    assert_requests(&vm_json(cp, n, "vm1").await, json!([{"action": "Start"}]));
 }

@@ -1,10 +1,12 @@
 //! Starts the same control plane as the tests, detached, in a fixed directory
-//! (`hack/local-up.sh` runs `ferrovirt-local up --dir .ferrovirt`).
+//! (`hack/local-up.sh` runs `ferrovirt-local up --dir .ferrovirt`), and registers and
+//! starts virt-api on it the way the tests do (`ferrovirt-local virt-api`).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use ferrovirt_tests::aggregation::{self, Cluster};
 use ferrovirt_tests::{Assets, ControlPlane, Supervision};
 
 #[derive(Parser)]
@@ -30,6 +32,17 @@ enum Cmd {
     Up,
     /// Say whether it is running.
     Status,
+    /// Install deploy/rbac, register virt-api as the aggregated server of
+    /// subresources.kubevirt.io and start it detached (pid file `pids/virt-api.pid`),
+    /// unless it already runs; returns once the APIServices are Available.
+    VirtApi {
+        /// virt-api's HTTPS port on 127.0.0.1 (the APIServices name it).
+        #[arg(long, default_value_t = 18445)]
+        port: u16,
+        /// virt-api's /metrics and /healthz port on 127.0.0.1.
+        #[arg(long, default_value_t = 18446)]
+        metrics_port: u16,
+    },
 }
 
 const COMPONENTS: [&str; 4] = [
@@ -95,6 +108,34 @@ async fn main() -> anyhow::Result<()> {
             println!("export KUBECONFIG={}", dir.join("kubeconfig").display());
             println!("export PATH={}:$PATH", assets.dir().display());
         }
+        Cmd::VirtApi { port, metrics_port } => {
+            if running.len() != COMPONENTS.len() {
+                bail!("the control plane is not running; run hack/local-up.sh");
+            }
+            let cluster = Cluster::from_dir(&dir)?;
+            // RBAC and APIServices are re-applied every time, so a changed checkout (or a
+            // changed port) takes effect.
+            let kubeconfig = aggregation::register(&cluster, port).await?;
+            let client = ferrovirt_tests::client_from(&dir.join("kubeconfig")).await?;
+            let process = match pid_of(&dir, "virt-api") {
+                Some(pid) => {
+                    tracing::info!(pid, "virt-api already running");
+                    ferrovirt_tests::Process {
+                        name: "virt-api".into(),
+                        pid,
+                        log: dir.join("logs/virt-api.log"),
+                    }
+                }
+                None => {
+                    let mut cmd = aggregation::virt_api_command(&kubeconfig, port, metrics_port);
+                    // local-down.sh stops what runs in this directory.
+                    cmd.current_dir(&dir);
+                    aggregation::spawn_detached(cmd, &dir)?
+                }
+            };
+            aggregation::wait_available(&client, &process).await?;
+            tracing::info!(port, "virt-api Available");
+        }
     }
     Ok(())
 }
@@ -102,8 +143,14 @@ async fn main() -> anyhow::Result<()> {
 /// Whether `<dir>/pids/<component>.pid` names a live process that runs in `dir` (the
 /// working directory of every process local-up starts; guards against a reused pid).
 fn running(dir: &std::path::Path, component: &str) -> bool {
-    let Ok(pid) = std::fs::read_to_string(dir.join("pids").join(format!("{component}.pid"))) else {
-        return false;
-    };
-    std::fs::read_link(format!("/proc/{}/cwd", pid.trim())).is_ok_and(|cwd| cwd == dir)
+    pid_of(dir, component).is_some()
+}
+
+/// The pid of `<dir>/pids/<component>.pid` when that process runs in `dir`.
+fn pid_of(dir: &std::path::Path, component: &str) -> Option<u32> {
+    let pid = std::fs::read_to_string(dir.join("pids").join(format!("{component}.pid"))).ok()?;
+    let pid: u32 = pid.trim().parse().ok()?;
+    std::fs::read_link(format!("/proc/{pid}/cwd"))
+        .is_ok_and(|cwd| cwd == dir)
+        .then_some(pid)
 }
