@@ -549,14 +549,6 @@ fn conditions(
 ) -> Vec<Condition> {
     let now = Time(Timestamp::now());
     let mut out: Vec<Condition> = Vec::new();
-    let keep_time = |c: &mut Condition| {
-        if let Some(prev) = old.iter().find(|o| o.type_ == c.type_) {
-            if prev.status == c.status && prev.reason == c.reason && prev.message == c.message {
-                c.last_transition_time = prev.last_transition_time.clone();
-                c.last_probe_time = prev.last_probe_time.clone();
-            }
-        }
-    };
     let vmi_ready = vmi
         .map(vmi_conditions)
         .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
@@ -617,10 +609,9 @@ fn conditions(
         }
     }
     for c in &mut out {
-        keep_time(c);
-        if c.last_transition_time.is_none() {
-            c.last_transition_time = Some(now.clone());
-        }
+        // Built afresh each time (copies of the VMI's keep the VMI's times): a condition
+        // whose status did not change keeps the VM's earlier time.
+        crds::condition::carry_times(old, c, &now);
     }
     out
 }

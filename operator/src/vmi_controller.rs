@@ -570,24 +570,7 @@ fn set_active_pod(status: &mut VirtualMachineInstanceStatus, p: &Pod) {
     }
 }
 
-/// Sets `c`, keeping the old transition time when nothing but the times changed.
-fn set_condition(conditions: &mut Vec<Condition>, mut c: Condition) {
-    if let Some(old) = conditions.iter_mut().find(|o| o.type_ == c.type_) {
-        if old.status == c.status && old.reason == c.reason && old.message == c.message {
-            return;
-        }
-        if old.status == c.status {
-            c.last_transition_time = old.last_transition_time.clone();
-        }
-        *old = c;
-    } else {
-        conditions.push(c);
-    }
-}
-
-fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
-    conditions.retain(|c| c.type_ != type_);
-}
+use crds::condition::{remove as remove_condition, set as set_condition};
 
 #[cfg(test)]
 mod tests {
@@ -630,27 +613,5 @@ mod tests {
         assert_eq!(node_label("node1"), Some("node1"));
         let long = format!("{}.example.com", "n".repeat(60));
         assert_eq!(node_label(&long), None);
-    }
-
-    #[test]
-    fn conditions_keep_their_time() {
-        let mut cs = vec![];
-        let mut c = failure_condition("A", "m");
-        c.last_transition_time = Some(Time(Timestamp::UNIX_EPOCH));
-        set_condition(&mut cs, c);
-        set_condition(&mut cs, failure_condition("A", "m"));
-        assert_eq!(
-            cs[0].last_transition_time,
-            Some(Time(Timestamp::UNIX_EPOCH))
-        );
-        set_condition(&mut cs, failure_condition("B", "m"));
-        assert_eq!(cs[0].reason.as_deref(), Some("B"));
-        assert_eq!(
-            cs[0].last_transition_time,
-            Some(Time(Timestamp::UNIX_EPOCH)),
-            "same status keeps the time"
-        );
-        remove_condition(&mut cs, "Failure");
-        assert!(cs.is_empty());
     }
 }
