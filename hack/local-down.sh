@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stops the local cluster that hack/local-up.sh started and checks that nothing of it runs.
+# Stops the local cluster that hack/local-up.sh started (virt-api, the other Ferrovirt
+# components, then the control plane) and checks that nothing of it runs.
 # Keeps .ferrovirt/ (certificates, etcd data) for the next local-up; --purge removes it.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"

@@ -4,7 +4,10 @@
 # with the CRDs and the admission policies of deploy/policies/ installed (re-applied when it
 # is already running), in the background with pid files in .ferrovirt/pids/.
 # Then Ferrovirt on top: devnode (this machine as the Node), the operator and virt-handler,
-# with software emulation allowed (deploy/examples/kubevirt-config.yaml).
+# with software emulation allowed (deploy/examples/kubevirt-config.yaml), and virt-api
+# registered as the aggregated server of subresources.kubevirt.io (APIServices on
+# 127.0.0.1:18445) with the RBAC of deploy/rbac/ installed, so `ferroctl start|stop|restart`
+# and KubeVirt's own `virtctl` (hack/build-virtctl.sh) work against it.
 # Prints the environment to use it; returns once it is ready. Stop it with hack/local-down.sh.
 # --demo also applies deploy/examples/vm-demo.yaml and prints the guest's first console lines.
 set -euo pipefail
@@ -45,6 +48,12 @@ if ! running virt-handler; then
   start_bg virt-handler "$bin/virt-handler" --node-name "$node" --run-dir "$run_dir" \
     --image-store "$FERROVIRT_CACHE/images" --namespace kubevirt --metrics-addr 127.0.0.1:18444
 fi
+log "virt-api: deploy/rbac, APIServices, waiting until Available"
+cargo run -q -p ferrovirt-tests --bin ferrovirt-local -- --dir "$LOCAL_DIR" virt-api \
+  || die "virt-api did not become Available; see $LOCAL_DIR/logs/virt-api.log"
+# Admission webhooks served by virt-api (issue 8) are not registered here yet: when
+# virt-api serves them, register the Mutating/ValidatingWebhookConfigurations at this point
+# (after virt-api is Available, so failurePolicy: Fail does not block the API).
 log "waiting for node $node to be Ready"
 for _ in $(seq 1 60); do
   "$kubectl" wait --for=condition=Ready "node/$node" --timeout=1s >/dev/null 2>&1 && break
