@@ -634,3 +634,38 @@ async fn the_webhook_refuses_only_the_examples_the_node_would_refuse() {
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+
+/// A VMI far larger than virt-api's other requests (200 KiB of cloud-init user data, twice
+/// in the object with kubectl's last-applied annotation) passes both webhooks.
+#[tokio::test]
+async fn a_large_vmi_passes_the_webhooks() {
+    let cp = shared().await;
+    shared_virt_api_with_webhooks().await;
+    let ns = TestNamespace::create(cp, "webhook-large").await.unwrap();
+    let mut vmi = good_vmi("large");
+    let user_data = format!("#cloud-config\n# {}\n", "x".repeat(200 * 1024));
+    merge(
+        &mut vmi,
+        &json!({"spec": {"volumes": [
+            {"name": "root", "containerDisk": {"image": "cirros"}},
+            {"name": "ci", "cloudInitNoCloud": {"userData": user_data}}]}}),
+    );
+    apply(cp, ns.name(), &vmi).await.expect_success();
+    let disks = cp
+        .kubectl([
+            "get",
+            "vmi",
+            "large",
+            "-n",
+            ns.name(),
+            "-o",
+            "jsonpath={.spec.domain.devices.disks[*].name}",
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        disks.expect_success(),
+        "root ci",
+        "the webhook defaulted it"
+    );
+}

@@ -17,6 +17,9 @@ use crate::{Error, Result};
 
 /// Largest request body read (the options documents are tiny).
 const MAX_BODY: usize = 64 * 1024;
+/// Largest AdmissionReview read: an object and its old version, each up to the 1.5 MiB
+/// etcd allows, with room for the review around them.
+const MAX_ADMISSION_BODY: usize = 4 * 1024 * 1024;
 
 /// Binds `addr`; returns the bound address and the serving task.
 pub async fn serve(
@@ -64,7 +67,12 @@ pub async fn serve(
                     let peer = peer.clone();
                     async move {
                         let (parts, body) = req.into_parts();
-                        let limited = http_body_util::Limited::new(body, MAX_BODY);
+                        let max = if crate::admission::Hook::from_path(parts.uri.path()).is_some() {
+                            MAX_ADMISSION_BODY
+                        } else {
+                            MAX_BODY
+                        };
+                        let limited = http_body_util::Limited::new(body, max);
                         let reply = match limited.collect().await {
                             Ok(b) => {
                                 handle(
