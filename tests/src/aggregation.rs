@@ -586,3 +586,12 @@ pub async fn wait_vmi(
 pub fn assert_requests(vm: &serde_json::Value, expected: serde_json::Value) {
     assert_eq!(vm["status"]["stateChangeRequests"], expected, "{vm:#}");
 }
+
+/// A RoleBinding named `user` of the ClusterRole `role` to the user `user`.
+pub fn role_binding(user: &str, role: &str) -> String {
+    format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: {user}\n\
+         roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: {role}\n\
+         subjects:\n- apiGroup: rbac.authorization.k8s.io\n  kind: User\n  name: {user}\n"
+    )
+}

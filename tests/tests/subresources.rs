@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use ferrovirt_tests::aggregation::{
     StopOnDrop, apply_in as apply, assert_requests, direct_client, fake_vmi, ferroctl,
-    shared_virt_api, start_operator, start_role_aggregation, user_kubeconfig, vm_json, vmi_field,
+    role_binding, shared_virt_api, start_operator, start_role_aggregation, user_kubeconfig,
+    vm_json, vmi_field,
 };
 use ferrovirt_tests::manifests::kernel_boot_vm;
 use ferrovirt_tests::{ControlPlane, KubectlOutput, TestNamespace, Usage, shared};
@@ -363,12 +364,36 @@ async fn refusals_carry_kubevirts_409_messages_and_change_nothing() {
 
 // ---- authentication and authorization --------------------------------------------------
 
-fn binding(user: &str, role: &str) -> String {
-    format!(
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: {user}\n\
-         roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: {role}\n\
-         subjects:\n- apiGroup: rbac.authorization.k8s.io\n  kind: User\n  name: {user}\n"
-    )
+const SUB: &str = "subresources.kubevirt.io";
+
+/// The API server's answer to a SubjectAccessReview for `user` in namespace `ns`;
+/// `resource` may name a subresource (`virtualmachines/start`).
+async fn allowed(
+    cp: &ControlPlane,
+    ns: &str,
+    user: &str,
+    verb: &str,
+    group: &str,
+    resource: &str,
+) -> bool {
+    let (resource, sub) = resource.split_once('/').unwrap_or((resource, ""));
+    let review = json!({
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {"user": user, "resourceAttributes": {
+            "namespace": ns, "verb": verb, "group": group,
+            "resource": resource, "subresource": sub,
+        }},
+    });
+    let out = cp
+        .kubectl_with_stdin(
+            ["create", "-o", "json", "-f", "-"],
+            Some(&review.to_string()),
+        )
+        .await
+        .unwrap();
+    let answer: Value = serde_json::from_str(out.expect_success()).unwrap();
+    answer["status"]["allowed"] == json!(true)
 }
 
 fn start_path(ns: &str, vm: &str) -> String {
@@ -394,12 +419,33 @@ async fn kubevirt_view_cannot_start_and_kubevirt_edit_can() {
     let virt_api = shared_virt_api().await;
     let _serial = SERIAL.lock().await;
     let ns = TestNamespace::create(cp, "sub-rbac").await.unwrap();
-    apply(cp, ns.name(), &binding("viewer", "kubevirt.io:view")).await;
-    apply(cp, ns.name(), &binding("editor", "kubevirt.io:edit")).await;
+    apply(cp, ns.name(), &role_binding("viewer", "kubevirt.io:view")).await;
+    apply(cp, ns.name(), &role_binding("editor", "kubevirt.io:edit")).await;
     apply(cp, ns.name(), &kernel_boot_vm("vm1", "Manual", None)).await;
     apply(cp, ns.name(), &kernel_boot_vm("vm2", "Manual", None)).await;
     let rv = |vm: Value| vm["metadata"]["resourceVersion"].clone();
     let before = rv(vm_json(cp, ns.name(), "vm1").await);
+
+    // As KubeVirt's roles have it: view gets no console, vnc or lifecycle subresource;
+    // edit gets them all (console and vnc are checked by authorization only until
+    // virt-api serves them).
+    for (verb, resource) in [
+        ("get", "virtualmachineinstances/console"),
+        ("get", "virtualmachineinstances/vnc"),
+        ("update", "virtualmachineinstances/pause"),
+        ("update", "virtualmachines/start"),
+        ("update", "virtualmachines/stop"),
+        ("update", "virtualmachines/restart"),
+    ] {
+        assert!(
+            !allowed(cp, ns.name(), "viewer", verb, SUB, resource).await,
+            "kubevirt.io:view may {verb} {resource}"
+        );
+        assert!(
+            allowed(cp, ns.name(), "editor", verb, SUB, resource).await,
+            "kubevirt.io:edit may not {verb} {resource}"
+        );
+    }
 
     // The viewer reads the VM.
     let viewer = user_kubeconfig(cp, "viewer", &[]).unwrap();
@@ -541,8 +587,8 @@ async fn builtin_view_and_edit_aggregate_kubevirts_roles() {
     let _serial = SERIAL.lock().await;
     let ns = TestNamespace::create(cp, "sub-aggr").await.unwrap();
     let n = ns.name();
-    apply(cp, n, &binding("plain-viewer", "view")).await;
-    apply(cp, n, &binding("plain-editor", "edit")).await;
+    apply(cp, n, &role_binding("plain-viewer", "view")).await;
+    apply(cp, n, &role_binding("plain-editor", "edit")).await;
     apply(cp, n, &kernel_boot_vm("vm1", "Manual", None)).await;
 
     // The aggregation controller works asynchronously: wait until `view` and `edit` hold
@@ -577,32 +623,10 @@ async fn builtin_view_and_edit_aggregate_kubevirts_roles() {
     }
 
     // A SubjectAccessReview: the API server's own answer for the user in namespace n.
-    let allowed = |user: &'static str,
-                   verb: &'static str,
-                   group: &'static str,
-                   sub: &'static str| async move {
-        let review = json!({
-            "apiVersion": "authorization.k8s.io/v1",
-            "kind": "SubjectAccessReview",
-            "spec": {"user": user, "resourceAttributes": {
-                "namespace": n, "verb": verb, "group": group,
-                "resource": "virtualmachines", "subresource": sub,
-            }},
-        });
-        let out = cp
-            .kubectl_with_stdin(
-                ["create", "-o", "json", "-f", "-"],
-                Some(&review.to_string()),
-            )
-            .await
-            .unwrap();
-        let answer: Value = serde_json::from_str(out.expect_success()).unwrap();
-        answer["status"]["allowed"] == json!(true)
-    };
-    let sub = "subresources.kubevirt.io";
-    assert!(allowed("plain-viewer", "get", "kubevirt.io", "").await);
-    assert!(!allowed("plain-viewer", "update", sub, "start").await);
-    assert!(allowed("plain-editor", "update", sub, "start").await);
+    let may = |user, verb, group, resource| allowed(cp, n, user, verb, group, resource);
+    assert!(may("plain-viewer", "get", "kubevirt.io", "virtualmachines").await);
+    assert!(!may("plain-viewer", "update", SUB, "virtualmachines/start").await);
+    assert!(may("plain-editor", "update", SUB, "virtualmachines/start").await);
 
     // And the real thing: ferroctl as the plain editor starts the VM, as the viewer not.
     let viewer = user_kubeconfig(cp, "plain-viewer", &[]).unwrap();

@@ -5,7 +5,7 @@
 //! virtctl fails the test with the command that builds it.
 
 use ferrovirt_tests::aggregation::{
-    StopOnDrop, apply_in, assert_requests, fake_vmi, shared_virt_api, start_operator,
+    StopOnDrop, apply_in, assert_requests, fake_vmi, role_binding, shared_virt_api, start_operator,
     user_kubeconfig, virtctl, virtctl_version, vm_json, vmi_field, wait_vmi,
 };
 use ferrovirt_tests::manifests::kernel_boot_vm;
@@ -173,4 +173,48 @@ async fn virtctl_prints_kubevirts_409_and_nothing_is_written() {
         rv,
         "a refused start wrote the VM"
     );
+}
+
+/// KubeVirt's roles from deploy/rbac with KubeVirt's client: a `kubevirt.io:view` user's
+/// `virtctl start` is refused (kube-apiserver's Forbidden, as virtctl prints it) and writes
+/// nothing; a `kubevirt.io:edit` user's is served.
+#[tokio::test]
+async fn virtctl_start_is_refused_for_kubevirt_view_and_served_for_kubevirt_edit() {
+    let cp = shared().await;
+    shared_virt_api().await;
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::create(cp, "vctl-rbac").await.unwrap();
+    let n = ns.name();
+    for (user, role) in [
+        ("viewer", "kubevirt.io:view"),
+        ("editor", "kubevirt.io:edit"),
+    ] {
+        apply_in(cp, n, &role_binding(user, role)).await;
+    }
+    apply_in(cp, n, &kernel_boot_vm("vm1", "Manual", None)).await;
+    let rv = vm_json(cp, n, "vm1").await["metadata"]["resourceVersion"].clone();
+
+    let viewer = user_kubeconfig(cp, "viewer", &[]).unwrap();
+    let out = virtctl(&viewer, &["-n", n, "start", "vm1"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out}");
+    let last = out.stderr.trim_end().lines().last().unwrap_or_default();
+    assert_eq!(
+        last,
+        format!(
+            "Error starting VirtualMachine virtualmachines.subresources.kubevirt.io \"vm1\" is \
+             forbidden: User \"viewer\" cannot update resource \"virtualmachines/start\" in API \
+             group \"subresources.kubevirt.io\" in the namespace \"{n}\""
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        vm_json(cp, n, "vm1").await["metadata"]["resourceVersion"],
+        rv,
+        "a refused start wrote the VM"
+    );
+
+    let editor = user_kubeconfig(cp, "editor", &[]).unwrap();
+    let out = virtctl(&editor, &["-n", n, "start", "vm1"]).await.unwrap();
+    assert_eq!(out.expect_success().trim(), "VM vm1 was scheduled to start");
+    assert_requests(&vm_json(cp, n, "vm1").await, json!([{"action": "Start"}]));
 }
