@@ -7,12 +7,14 @@
 //! virt-api: only test binaries that start virt-api register the webhooks (the shared
 //! [`crate::ControlPlane`] does not).
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use tokio::sync::OnceCell;
 
-use crate::aggregation::{VIRT_API_USER, VirtApi, shared_virt_api};
+use crate::aggregation::{Cluster, VIRT_API_USER, VirtApi, shared_virt_api};
 use crate::{ControlPlane, Error, Result};
 
 /// The MutatingWebhookConfiguration (KubeVirt's name), virt-api's default.
@@ -133,54 +135,82 @@ pub async fn shared_virt_api_with_webhooks() -> &'static VirtApi {
     virt_api
 }
 
-/// Applies the RBAC and the configurations for `virt_api`, then waits until virt-api
-/// has written the caBundle and kube-apiserver calls the validating webhook. Returns how
-/// long that took.
+/// Registers the webhooks of the test's `virt_api` (see [`register_on`]).
 pub async fn register(cp: &ControlPlane, virt_api: &VirtApi) -> Result<Duration> {
-    let started = Instant::now();
-    let yaml = format!(
-        "{}---\n{}",
-        rbac(),
-        configurations(&format!("https://127.0.0.1:{}", virt_api.port))
-    );
-    cp.kubectl_with_stdin(["apply", "-f", "-"], Some(&yaml))
-        .await?
-        .expect_success();
-    wait_ca_bundles(cp, virt_api).await?;
-    // A VMI only the webhook refuses, sent as a server-side dry run.
-    let probe = "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata:\n  name: webhook-probe\n  \
-                 namespace: default\nspec:\n  domain:\n    machine:\n      type: webhook-probe\n    \
-                 resources:\n      requests:\n        memory: 64Mi\n";
-    let mut last = String::new();
-    while started.elapsed() < READY_TIMEOUT {
-        let out = cp
-            .kubectl_with_stdin(["apply", "--dry-run=server", "-f", "-"], Some(probe))
-            .await?;
-        if !out.success()
-            && out
-                .stderr
-                .contains("spec.domain.machine.type is not supported: webhook-probe")
-        {
-            let took = started.elapsed();
-            tracing::info!(ms = took.as_millis() as u64, "virt-api's webhooks answer");
-            return Ok(took);
-        }
-        last = out.to_string();
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    Err(Error::Startup {
-        component: "virt-api webhooks".into(),
-        reason: format!(
-            "the probe VMI was not refused by the webhook within {}s; last: {last}",
-            READY_TIMEOUT.as_secs()
-        ),
-        tail: crate::control_plane::tail(&virt_api.process.log, 40),
-        log: virt_api.process.log.clone(),
-    })
+    register_on(
+        &Cluster::of(cp),
+        &cp.client().await?,
+        virt_api.port,
+        &virt_api.process.log,
+    )
+    .await
 }
 
-async fn wait_ca_bundles(cp: &ControlPlane, virt_api: &VirtApi) -> Result<()> {
-    let client = cp.client().await?;
+/// Applies the RBAC and the webhook configurations for a virt-api on loopback `port`
+/// (the tests' or `hack/local-up.sh`'s), then waits until virt-api has written the
+/// caBundle and kube-apiserver calls the validating webhook. Returns how long that took.
+/// `log` is virt-api's log, quoted when it does not happen.
+pub async fn register_on(
+    cluster: &Cluster,
+    client: &Client,
+    port: u16,
+    log: &Path,
+) -> Result<Duration> {
+    let started = Instant::now();
+    cluster.apply(&rbac()).await?;
+    cluster
+        .apply(&configurations(&format!("https://127.0.0.1:{port}")))
+        .await?;
+    let failed = |reason: String| Error::Startup {
+        component: "virt-api webhooks".into(),
+        reason,
+        tail: crate::control_plane::tail(log, 40),
+        log: log.to_path_buf(),
+    };
+    wait_ca_bundles(client)
+        .await?
+        .map_err(|config| failed(format!("virt-api did not write the caBundle of {config}")))?;
+    // A VMI only the webhook refuses, sent as a server-side dry run.
+    let probe: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance",
+        "metadata": {"name": "webhook-probe"},
+        "spec": {"domain": {"machine": {"type": "webhook-probe"},
+                            "resources": {"requests": {"memory": "64Mi"}}}}
+    }))
+    .expect("the probe is a valid object");
+    let gvk = GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachineInstance");
+    let vmis: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &ApiResource::from_gvk(&gvk));
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let mut last = String::new();
+    while started.elapsed() < READY_TIMEOUT {
+        match vmis.create(&dry_run, &probe).await {
+            Err(kube::Error::Api(s))
+                if s.message
+                    .contains("spec.domain.machine.type is not supported: webhook-probe") =>
+            {
+                let took = started.elapsed();
+                tracing::info!(ms = took.as_millis() as u64, "virt-api's webhooks answer");
+                return Ok(took);
+            }
+            Err(e) => last = crate::shared::error_chain(&e),
+            Ok(_) => last = "the probe VMI was accepted".into(),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(failed(format!(
+        "the probe VMI was not refused by the webhook within {}s; last: {last}",
+        READY_TIMEOUT.as_secs()
+    )))
+}
+
+/// Waits until every webhook of both configurations has a caBundle; `Err(name)` of the
+/// first configuration still without one after [`READY_TIMEOUT`].
+async fn wait_ca_bundles(client: &Client) -> Result<std::result::Result<(), String>> {
     let started = Instant::now();
     for (config, kind) in [
         (MUTATING, "MutatingWebhookConfiguration"),
@@ -191,25 +221,19 @@ async fn wait_ca_bundles(cp: &ControlPlane, virt_api: &VirtApi) -> Result<()> {
         loop {
             let c = api.get(config).await?;
             let hooks = c.data["webhooks"].as_array().cloned().unwrap_or_default();
-            if !hooks.is_empty()
-                && hooks.iter().all(|h| {
-                    h["clientConfig"]["caBundle"]
-                        .as_str()
-                        .is_some_and(|b| !b.is_empty())
-                })
-            {
+            let written = |h: &serde_json::Value| {
+                h["clientConfig"]["caBundle"]
+                    .as_str()
+                    .is_some_and(|b| !b.is_empty())
+            };
+            if !hooks.is_empty() && hooks.iter().all(written) {
                 break;
             }
             if started.elapsed() > READY_TIMEOUT {
-                return Err(Error::Startup {
-                    component: "virt-api webhooks".into(),
-                    reason: format!("virt-api did not write the caBundle of {kind} {config}"),
-                    tail: crate::control_plane::tail(&virt_api.process.log, 40),
-                    log: virt_api.process.log.clone(),
-                });
+                return Ok(Err(format!("{kind} {config}")));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    Ok(())
+    Ok(Ok(()))
 }
