@@ -190,7 +190,7 @@ async fn bad_vms_and_vmis_are_refused_with_the_field_named() {
         ),
         (
             "two disks with boot order 1",
-            json!({"spec": {"domain": {"devices": {"disks": [{"name": "root", "bootOrder": 1}, {"name": "ci", "bootOrder": 1}]}}, "volumes": [cirros, cidata]}}),
+            json!({"spec": {"domain": {"devices": {"disks": [{"name": "root", "bootOrder": 1}, {"name": "ci", "bootOrder": 1}]}}, "volumes": [cirros.clone(), cidata]}}),
             Layer::Webhook,
             "Boot order for spec.domain.devices.disks[1].bootOrder already set for a different device.",
         ),
@@ -205,6 +205,12 @@ async fn bad_vms_and_vmis_are_refused_with_the_field_named() {
             json!({"spec": {"networks": [{"name": "default", "pod": {"vmNetworkCIDR": "10.0.2.0/31"}}], "domain": {"devices": {"interfaces": [{"name": "default", "masquerade": {}}]}}}}),
             Layer::Webhook,
             "spec.networks[0].pod.vmNetworkCIDR '10.0.2.0/31' is not an IPv4 network",
+        ),
+        (
+            "cloud-init data that is no base64",
+            json!({"spec": {"volumes": [cirros.clone(), {"name": "ci", "cloudInitNoCloud": {"userDataBase64": "#cloud-config"}}]}}),
+            Layer::Webhook,
+            "spec.volumes[1].cloudInitNoCloud.userDataBase64 is not a valid base64 value.",
         ),
         (
             "a hostname that is no DNS label",
@@ -375,6 +381,11 @@ async fn a_bare_vm_and_vmi_get_kubevirts_defaults_in_the_stored_object() {
     assert_eq!(
         domain["firmware"]["uuid"], "63f266c8-115f-5a3b-b43f-9bfca5f73e42",
         "{vm}"
+    );
+    let serial = domain["firmware"]["serial"].as_str().unwrap_or_default();
+    assert!(
+        serial.len() == 36 && serial.as_bytes()[14] == b'4',
+        "a VM gets a random SMBIOS serial, as in KubeVirt: {vm}"
     );
 
     let mut bare_vmi = good_vmi("bare-vmi");

@@ -23,8 +23,8 @@ pub fn firmware_uuid(vm_name: &str) -> String {
     uuid::Uuid::new_v5(&FIRMWARE_UUID_NAMESPACE, vm_name.as_bytes()).to_string()
 }
 
-/// Defaults of a new VirtualMachine (KubeVirt's VM mutator): the template's machine type
-/// and a firmware UUID derived from the VM's name. The rest of KubeVirt's defaults are
+/// Defaults of a new VirtualMachine (KubeVirt's VM mutator): the template's machine type,
+/// a firmware UUID derived from the VM's name and a random SMBIOS serial. The rest of KubeVirt's defaults are
 /// applied to each VMI the VM creates.
 pub fn vm(vm: &mut Value) {
     let name = vm["metadata"]["name"].as_str().map(str::to_string);
@@ -39,6 +39,12 @@ pub fn vm(vm: &mut Value) {
     // it is stored in the VM.
     let uuid = name.as_deref().map_or_else(random_uuid, firmware_uuid);
     set_firmware_uuid(domain, uuid);
+    // KubeVirt's VM mutator: a random SMBIOS serial, stored, so the same for every start.
+    if let Some(firmware) = child(domain, "firmware")
+        && is_empty_text(&firmware["serial"])
+    {
+        firmware["serial"] = json!(random_uuid());
+    }
 }
 
 /// Defaults of a new VirtualMachineInstance (KubeVirt's VMI mutator, `pkg/defaults`).

@@ -191,6 +191,15 @@ fn a_vm_gets_machine_type_and_the_uuid_kubevirt_derives_from_its_name() {
     let domain = &v["spec"]["template"]["spec"]["domain"];
     assert_eq!(domain["machine"]["type"], "q35");
     assert_eq!(domain["firmware"]["uuid"], firmware_uuid("testvm"));
+    let serial = domain["firmware"]["serial"].as_str().unwrap();
+    assert_eq!(uuid::Uuid::parse_str(serial).unwrap().get_version_num(), 4);
+    let mut kept = json!({"metadata": {"name": "v"}, "spec": {"template": {"spec": {"domain": {
+        "firmware": {"serial": "s-1", "uuid": "u"}}}}}});
+    vm(&mut kept);
+    assert_eq!(
+        kept["spec"]["template"]["spec"]["domain"]["firmware"],
+        json!({"serial": "s-1", "uuid": "u"})
+    );
     // The VMI defaults are not written into the template (as in KubeVirt).
     assert!(domain["cpu"].is_null());
     assert!(v["spec"]["template"]["spec"]["networks"].is_null());

@@ -30,6 +30,7 @@ pub fn spec(path: &str, s: &Value) -> Vec<Cause> {
     firmware(path, &s["domain"], &mut causes);
     disks(path, &s["domain"]["devices"], &mut causes);
     interfaces(path, s, &mut causes);
+    cloud_init(path, s, &mut causes);
     causes
 }
 
@@ -312,6 +313,28 @@ fn interfaces(path: &str, s: &Value, causes: &mut Vec<Cause>) {
                     format!(
                         "{field} '{cidr}' is not an IPv4 network in CIDR form with a prefix of 1 to 30 bits"
                     ),
+                ));
+            }
+        }
+    }
+}
+
+/// Base64 cloud-init data must decode (the node decodes it when it writes the disk).
+/// KubeVirt also limits user data to 2048 bytes and points to a Secret for more; Ferrovirt
+/// has no Secret reference yet, so it keeps no such limit.
+fn cloud_init(path: &str, s: &Value, causes: &mut Vec<Cause>) {
+    let Some(volumes) = s["volumes"].as_array() else {
+        return;
+    };
+    for (i, volume) in volumes.iter().enumerate() {
+        for key in ["userDataBase64", "networkDataBase64"] {
+            if let Some(text) = volume["cloudInitNoCloud"][key].as_str()
+                && serde_json::from_value::<k8s_openapi::ByteString>(Value::from(text)).is_err()
+            {
+                let field = format!("{path}.volumes[{i}].cloudInitNoCloud.{key}");
+                causes.push(Cause::invalid(
+                    &field,
+                    format!("{field} is not a valid base64 value."),
                 ));
             }
         }

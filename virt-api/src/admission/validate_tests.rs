@@ -197,6 +197,14 @@ fn refused_table() {
             "is not an IPv4 network",
         ),
         (
+            with(
+                "/volumes/0",
+                json!({"name": "root", "cloudInitNoCloud": {"userDataBase64": "not base64!"}}),
+            ),
+            "spec.volumes[0].cloudInitNoCloud.userDataBase64",
+            "spec.volumes[0].cloudInitNoCloud.userDataBase64 is not a valid base64 value.",
+        ),
+        (
             with("/hostname", json!("My_Host")),
             "spec.hostname",
             "spec.hostname does not conform to the kubernetes DNS_LABEL rules : a lowercase RFC 1123 label",
@@ -269,6 +277,10 @@ fn accepted_table() {
             json!([{"name": "default", "pod": {"vmNetworkCIDR": "10.1.0.0/16"}}]),
         ),
         with("/hostname", json!("my-host")),
+        with(
+            "/volumes/0",
+            json!({"name": "root", "cloudInitNoCloud": {"userDataBase64": "I2Nsb3VkLWNvbmZpZwo=", "networkDataBase64": ""}}),
+        ),
         with("/subdomain", json!("a.b-c")),
         with(
             "/domain/firmware",
