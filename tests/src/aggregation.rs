@@ -282,15 +282,18 @@ fn cluster_user_kubeconfig(cluster: &Cluster, user: &str, groups: &[&str]) -> Re
     let dir = cluster.dir.join("kubeconfigs");
     std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(format!("{file_name}.kubeconfig"));
-    if !path.exists() {
+    if !cluster.pki.cert(&file_name).exists() {
         cluster
             .pki
             .issue("ca", &file_name, user, groups, Usage::Client, vec![])?;
-        std::fs::write(
-            &path,
-            components::kubeconfig(&cluster.server, &cluster.pki, &file_name),
-        )
-        .context(|| format!("writing {}", path.display()))?;
+    }
+    // Rewritten when it differs: a local cluster started again has a new API server port.
+    // Through a rename, so a test reading it concurrently never sees half a file.
+    let text = components::kubeconfig(&cluster.server, &cluster.pki, &file_name);
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        let tmp = dir.join(format!(".{file_name}.kubeconfig.{}", std::process::id()));
+        std::fs::write(&tmp, &text).context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).context(|| format!("writing {}", path.display()))?;
     }
     Ok(path)
 }
