@@ -5,25 +5,32 @@
 //! Components keep their own `Error` enums; this crate's [`Error`] is what its few
 //! fallible functions return, for them to wrap.
 
+#[cfg(feature = "client")]
 mod client;
+#[cfg(feature = "endpoint")]
 mod http;
 mod logging;
 
+#[cfg(feature = "client")]
 pub use client::{kube_client, kube_config};
+#[cfg(feature = "endpoint")]
 pub use http::{Endpoint, serve};
 pub use logging::{LogFormat, init_logging};
 
 /// What this crate's functions can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[cfg(feature = "client")]
     #[error("reading kubeconfig {path}")]
     Kubeconfig {
         path: String,
         #[source]
         source: kube::config::KubeconfigError,
     },
+    #[cfg(feature = "client")]
     #[error("finding the cluster (KUBECONFIG, ~/.kube/config or in-cluster)")]
     InferConfig(#[source] kube::config::InferConfigError),
+    #[cfg(feature = "client")]
     #[error("building the Kubernetes client")]
     Client(#[source] kube::Error),
     #[error("binding {addr}")]

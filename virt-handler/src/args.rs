@@ -85,7 +85,7 @@ pub struct RunArgs {
         env = "VIRT_HANDLER_METRICS_ADDR",
         default_value = "0.0.0.0:8443"
     )]
-    pub metrics_addr: String,
+    pub metrics_addr: MetricsAddr,
 
     /// The per-VMI directory as the launcher sees it (its pod's mount); `host` when the
     /// launcher sees the host path (a launcher run without a mount namespace).
@@ -131,12 +131,29 @@ impl RunArgs {
     }
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_addr.parse().ok()
+        self.metrics_addr.0
     }
 }
 
-/// The launcher's log setup: the same flags and output on every node component.
-pub use virt_launcher::args::{LogFormat, init_logging};
+/// The same log flags and output as every Ferrovirt binary.
+pub use ferrovirt_runtime::{LogFormat, init_logging};
+
+/// `--metrics-addr`: an address, or empty for no endpoint. Anything else is refused when
+/// the flags are parsed, so a typo cannot silently turn metrics off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for MetricsAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().is_empty() {
+            return Ok(Self(None));
+        }
+        s.parse().map(|a| Self(Some(a))).map_err(|e| {
+            format!("{s:?} is not an address like 127.0.0.1:8443 ({e}); empty for none")
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -160,6 +177,8 @@ mod tests {
         assert_eq!(a.run.run_dir, PathBuf::from("/tmp/r"));
         assert_eq!(a.log_format, LogFormat::Json);
         assert_eq!(a.run.metrics_addr(), None);
+        let typo = Args::try_parse_from(["virt-handler", "--metrics-addr", "127.0.0.1:84433"]);
+        assert!(typo.unwrap_err().to_string().contains("not an address"));
         assert!(a.command.is_none());
         let p = Args::parse_from(["virt-handler", "probe-kvm", "--device", "/dev/null"]);
         assert!(

@@ -3,7 +3,7 @@
 //! has exited.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -254,22 +254,6 @@ impl State {
     }
 }
 
-async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc =
-                kube::config::Kubeconfig::read_from(path).map_err(kube::Error::InferKubeconfig)?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .map_err(kube::Error::InferKubeconfig)?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(kube::Error::InferConfig)?,
-    };
-    Ok(kube::Client::try_from(config)?)
-}
-
 /// Runs the handler until SIGTERM/SIGINT. Guests keep running when it exits.
 pub async fn run(args: RunArgs) -> Result<()> {
     let node = args.node_name();
@@ -290,7 +274,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
     );
     let launcher_vmi_dir =
         (args.launcher_vmi_dir != "host").then(|| PathBuf::from(&args.launcher_vmi_dir));
-    let client = client(args.kubeconfig.as_deref()).await?;
+    let client =
+        ferrovirt_runtime::kube_client(args.kubeconfig.as_deref(), "ferrovirt-virt-handler")
+            .await
+            .map_err(Error::Runtime)?;
     let reporter = Reporter {
         controller: FIELD_MANAGER.into(),
         instance: Some(node.clone()),
@@ -308,12 +295,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         metrics: metrics.clone(),
     });
     if let Some(addr) = args.metrics_addr() {
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            if let Err(e) = crate::metrics::serve(addr, metrics).await {
-                tracing::error!(error = %chain(&e), "metrics server stopped");
-            }
-        });
+        ferrovirt_runtime::serve(addr, metrics.clone())
+            .await
+            .map_err(Error::Runtime)?;
     }
     tokio::spawn(crate::node::keep_labelled(ctx.clone()));
 

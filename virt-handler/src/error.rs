@@ -59,12 +59,8 @@ pub enum Error {
     #[error("json")]
     Json(#[from] serde_json::Error),
 
-    #[error("metrics server on {addr}")]
-    Metrics {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("starting")]
+    Runtime(#[source] ferrovirt_runtime::Error),
 
     #[error("worker task")]
     Join(#[from] tokio::task::JoinError),
@@ -119,4 +115,4 @@ impl Error {
 }
 
 /// An error and its sources, `: `-separated, for one log line or one status message.
-pub use virt_launcher::chain;
+pub use ferrovirt_runtime::chain;

@@ -16,7 +16,6 @@ pub mod imagestore;
 pub mod kvm;
 pub mod metrics;
 pub mod node;
-pub mod quantity;
 pub mod resets;
 pub mod status;
 pub mod vmi_dir;

@@ -42,7 +42,7 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         None => {
-            init_logging(args.log_format);
+            init_logging(args.log_format, "info");
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(virt_handler::controller::run(args.run))?;
             Ok(ExitCode::SUCCESS)

@@ -4,10 +4,6 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use crate::{Error, Result};
-
 #[derive(Default)]
 pub struct Metrics {
     pub domains_started: AtomicU64,
@@ -90,37 +86,13 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` until the task is dropped.
-pub async fn serve(addr: std::net::SocketAddr, metrics: std::sync::Arc<Metrics>) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Metrics {
-            addr: addr.to_string(),
-            source,
-        })?;
-    tracing::info!(%addr, "serving metrics");
-    loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let n = conn.read(&mut buf).await.unwrap_or(0);
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if request.starts_with("GET /metrics") {
-                ("200 OK", metrics.render())
-            } else if request.starts_with("GET /healthz") {
-                ("200 OK", "ok\n".to_owned())
-            } else {
-                ("404 Not Found", "not found\n".to_owned())
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = conn.write_all(response.as_bytes()).await;
-        });
+/// `/metrics` (Prometheus text format 0.0.4) and `/healthz` on the shared endpoint.
+impl ferrovirt_runtime::Endpoint for Metrics {
+    fn metrics(&self) -> String {
+        self.render()
+    }
+    fn content_type(&self) -> &'static str {
+        "text/plain; version=0.0.4; charset=utf-8"
     }
 }
 

@@ -87,18 +87,12 @@ fn condition(
     }
 }
 
-/// Replaces (or removes, with `None`) the condition of `type_`, keeping its transition
-/// time when its status did not change.
+/// Replaces (or removes, with `None`) the condition of `type_`, by Kubernetes' rule for
+/// its transition time (`crds::condition`).
 fn set_condition(conditions: &mut Vec<Condition>, type_: &str, new: Option<Condition>) {
-    let old = conditions
-        .iter()
-        .position(|c| c.type_ == type_)
-        .map(|i| conditions.remove(i));
-    if let Some(mut new) = new {
-        if let Some(old) = old.filter(|o| o.status == new.status) {
-            new.last_transition_time = old.last_transition_time;
-        }
-        conditions.push(new);
+    match new {
+        Some(new) => crds::condition::set(conditions, new),
+        None => crds::condition::remove(conditions, type_),
     }
 }
 

@@ -116,13 +116,4 @@ async fn probe_capabilities(hv: Arc<Hypervisor>, root: PathBuf, shared: Option<P
 }
 
 /// An error and its sources, `: `-separated, for one log line or one `{"error":..}`.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
+pub use ferrovirt_runtime::chain;

@@ -12,7 +12,8 @@ use crds::{DomainSpec, VirtualMachineInstanceSpec};
 use crate::config::Virtualization;
 use crate::imagestore::ImageStore;
 use crate::volumes::Planned;
-use crate::{Error, Result, quantity};
+use crate::{Error, Result};
+use crds::quantity;
 
 pub use devices::mac_address;
 pub use xml::escape;
@@ -365,15 +366,22 @@ fn topology(domain: &DomainSpec) -> Result<Topology> {
                     .and_then(|l| l.get("cpu"))
             });
         let sockets = match q {
-            Some(q) => quantity::value(q)
-                .filter(|v| *v > 0.0)
+            Some(q) => quantity::millis(q)
+                .filter(|m| *m > 0)
+                .map(|m| m.div_ceil(1000))
                 .ok_or_else(|| {
                     Error::unsupported(
                         "spec.domain.resources.cpu",
                         format!("{:?} is not a CPU amount", q.0),
                     )
                 })?
-                .ceil() as u32,
+                .try_into()
+                .map_err(|_| {
+                    Error::unsupported(
+                        "spec.domain.resources.cpu",
+                        format!("{:?} is too many CPUs", q.0),
+                    )
+                })?,
             None => 1,
         };
         return Ok(Topology {

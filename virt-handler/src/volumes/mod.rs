@@ -14,7 +14,8 @@ pub use cloudinit::{meta_data, nocloud_files};
 pub use hostdisk::HostDiskPolicy;
 pub use prepare::{prepare, prepare_firmware};
 
-use crate::{Error, Result, quantity};
+use crate::{Error, Result};
+use crds::quantity;
 
 /// The sub-directory of the per-VMI directory that holds prepared disks.
 pub const DIR: &str = "volumes";
