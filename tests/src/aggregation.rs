@@ -425,26 +425,6 @@ pub fn start_operator(cp: &ControlPlane) -> Result<Process> {
     process::spawn_tied("operator", cmd, &cp.log("operator"))
 }
 
-/// kube-controller-manager's `clusterrole-aggregation-controller` alone, tied to this
-/// process: it folds ClusterRoles labelled `rbac.authorization.k8s.io/aggregate-to-*` into
-/// the built-in admin, edit and view. The harness's controller manager does not run that
-/// controller (tests/src/components.rs, CONTROLLERS); this runs the real one for the tests
-/// that check KubeVirt's roles are aggregated.
-pub fn start_role_aggregation(cp: &ControlPlane) -> Result<Process> {
-    let mut cmd = Command::new(Assets::locate()?.bin("kube-controller-manager"));
-    cmd.arg("--kubeconfig").arg(cp.kubeconfig()).args([
-        "--controllers=clusterrole-aggregation-controller",
-        "--leader-elect=false",
-        "--secure-port=0",
-        "--profiling=false",
-    ]);
-    process::spawn_tied(
-        "clusterrole-aggregation",
-        cmd,
-        &cp.log("clusterrole-aggregation"),
-    )
-}
-
 /// Stops a tied process now.
 pub fn stop_tied(p: &Process) {
     process::kill_tied(Some(&[p.pid]));

@@ -17,6 +17,9 @@ pub const CONTROLLERS: &[&str] = &[
     "root-ca-certificate-publisher-controller",
     // Writes status.typeChecking of ValidatingAdmissionPolicies, which the harness checks.
     "validatingadmissionpolicy-status-controller",
+    // Folds ClusterRoles labelled aggregate-to-admin/edit/view (KubeVirt's kubevirt.io:*
+    // roles in deploy/rbac) into the built-in admin, edit and view, as in a real cluster.
+    "clusterrole-aggregation-controller",
 ];
 
 /// The issuer of service-account tokens, as in a kubeadm cluster.

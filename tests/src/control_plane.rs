@@ -234,6 +234,14 @@ impl ControlPlane {
         }
     }
 
+    /// The name of a component that has exited, if any.
+    fn exited_component(&self) -> Option<String> {
+        self.lock_processes()
+            .iter()
+            .find(|p| process::has_exited(p.pid))
+            .map(|p| p.name.clone())
+    }
+
     fn lock_processes(&self) -> std::sync::MutexGuard<'_, Vec<Process>> {
         self.processes.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -274,12 +282,7 @@ impl ControlPlane {
             async move { Ok(api.get_opt("default").await?.is_some()) }
         })
         .await?;
-        let exited = self
-            .lock_processes()
-            .iter()
-            .find(|p| process::has_exited(p.pid))
-            .map(|p| p.name.clone());
-        if let Some(name) = exited {
+        if let Some(name) = self.exited_component() {
             return Err(self.startup_error(&name, "exited".to_string()));
         }
         Ok(())
@@ -306,12 +309,7 @@ impl ControlPlane {
                 Ok(false) => {}
                 Err(e) => last_error = e.to_string(),
             }
-            let exited = self
-                .lock_processes()
-                .iter()
-                .find(|p| process::has_exited(p.pid))
-                .map(|p| p.name.clone());
-            if let Some(name) = exited {
+            if let Some(name) = self.exited_component() {
                 return Err(self.startup_error(&name, "exited".to_string()));
             }
             if started.elapsed() > timeout {

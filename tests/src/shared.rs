@@ -180,13 +180,4 @@ fn fresh_temp_dir() -> std::io::Result<PathBuf> {
 }
 
 /// `error: cause: cause`, printed once.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
+pub(crate) use ferrovirt_runtime::chain as error_chain;

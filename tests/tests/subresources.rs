@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use ferrovirt_tests::aggregation::{
     StopOnDrop, apply_in as apply, assert_requests, direct_client, fake_vmi, ferroctl,
-    role_binding, shared_virt_api, start_operator, start_role_aggregation, user_kubeconfig,
-    vm_json, vmi_field,
+    role_binding, shared_virt_api, start_operator, user_kubeconfig, vm_json, vmi_field,
 };
 use ferrovirt_tests::manifests::kernel_boot_vm;
 use ferrovirt_tests::{ControlPlane, KubectlOutput, TestNamespace, Usage, shared};
@@ -576,10 +575,10 @@ async fn virt_api_refuses_clients_without_the_front_proxy_certificate() {
     );
 }
 
-/// kube-controller-manager's clusterrole-aggregation-controller folds KubeVirt's roles into
-/// the built-in ones through their aggregate-to-* labels (the harness's controller manager
-/// runs without it, so the test starts it): a user bound to plain `view` reads VMs but cannot start them,
-/// one bound to plain `edit` can start them.
+/// kube-controller-manager's clusterrole-aggregation-controller (which the harness runs)
+/// folds KubeVirt's roles into the built-in ones through their aggregate-to-* labels: a user
+/// bound to plain `view` reads VMs but cannot start them, one bound to plain `edit` can
+/// start them.
 #[tokio::test]
 async fn builtin_view_and_edit_aggregate_kubevirts_roles() {
     let cp = shared().await;
@@ -593,7 +592,6 @@ async fn builtin_view_and_edit_aggregate_kubevirts_roles() {
 
     // The aggregation controller works asynchronously: wait until `view` and `edit` hold
     // KubeVirt's rules.
-    let _aggregation = StopOnDrop(start_role_aggregation(cp).unwrap());
     let started = Instant::now();
     for (role, group, resource) in [
         ("view", "kubevirt.io", "virtualmachines"),
