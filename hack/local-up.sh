@@ -48,12 +48,11 @@ if ! running virt-handler; then
   start_bg virt-handler "$bin/virt-handler" --node-name "$node" --run-dir "$run_dir" \
     --image-store "$FERROVIRT_CACHE/images" --namespace kubevirt --metrics-addr 127.0.0.1:18444
 fi
-log "virt-api: deploy/rbac, APIServices, waiting until Available"
+log "virt-api: deploy/rbac, APIServices, admission webhooks, waiting until they answer"
 cargo run -q -p ferrovirt-tests --bin ferrovirt-local -- --dir "$LOCAL_DIR" virt-api \
   || die "virt-api did not become Available; see $LOCAL_DIR/logs/virt-api.log"
-# Admission webhooks served by virt-api (issue 8) are not registered here yet: when
-# virt-api serves them, register the Mutating/ValidatingWebhookConfigurations at this point
-# (after virt-api is Available, so failurePolicy: Fail does not block the API).
+# ferrovirt-local also registers virt-api's admission webhooks once it is Available (their
+# failurePolicy is Fail: from then on VM and VMI writes need virt-api running).
 log "waiting for node $node to be Ready"
 for _ in $(seq 1 60); do
   "$kubectl" wait --for=condition=Ready "node/$node" --timeout=1s >/dev/null 2>&1 && break

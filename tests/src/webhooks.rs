@@ -14,7 +14,7 @@ use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use tokio::sync::OnceCell;
 
-use crate::aggregation::{Cluster, VIRT_API_USER, VirtApi, shared_virt_api};
+use crate::aggregation::{Cluster, VirtApi, shared_virt_api};
 use crate::{ControlPlane, Error, Result};
 
 /// The MutatingWebhookConfiguration (KubeVirt's name), virt-api's default.
@@ -82,39 +82,6 @@ pub fn configurations(base_url: &str) -> String {
     docs.join("---\n")
 }
 
-/// What virt-api needs to write the caBundle: get and update of its two configurations.
-pub fn rbac() -> String {
-    format!(
-        r#"apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: {VIRT_API_USER}:webhooks
-rules:
-- apiGroups: ["admissionregistration.k8s.io"]
-  resources: ["mutatingwebhookconfigurations"]
-  resourceNames: ["{MUTATING}"]
-  verbs: ["get", "update"]
-- apiGroups: ["admissionregistration.k8s.io"]
-  resources: ["validatingwebhookconfigurations"]
-  resourceNames: ["{VALIDATING}"]
-  verbs: ["get", "update"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: {VIRT_API_USER}:webhooks
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: {VIRT_API_USER}:webhooks
-subjects:
-- apiGroup: rbac.authorization.k8s.io
-  kind: User
-  name: {VIRT_API_USER}
-"#
-    )
-}
-
 static SHARED: OnceCell<std::result::Result<Duration, String>> = OnceCell::const_new();
 
 /// The virt-api of this test binary with its webhooks registered and answering.
@@ -146,7 +113,7 @@ pub async fn register(cp: &ControlPlane, virt_api: &VirtApi) -> Result<Duration>
     .await
 }
 
-/// Applies the RBAC and the webhook configurations for a virt-api on loopback `port`
+/// Applies the webhook configurations for a virt-api on loopback `port`
 /// (the tests' or `hack/local-up.sh`'s), then waits until virt-api has written the
 /// caBundle and kube-apiserver calls the validating webhook. Returns how long that took.
 /// `log` is virt-api's log, quoted when it does not happen.
@@ -157,7 +124,8 @@ pub async fn register_on(
     log: &Path,
 ) -> Result<Duration> {
     let started = Instant::now();
-    cluster.apply(&rbac()).await?;
+    // virt-api's permission to write their caBundle is in deploy/rbac, which
+    // `aggregation::register` applied.
     cluster
         .apply(&configurations(&format!("https://127.0.0.1:{port}")))
         .await?;

@@ -135,6 +135,9 @@ async fn main() -> anyhow::Result<()> {
             };
             aggregation::wait_available(&client, &process).await?;
             tracing::info!(port, "virt-api Available");
+            // Its admission webhooks, only now that it answers (failurePolicy: Fail).
+            ferrovirt_tests::webhooks::register_on(&cluster, &client, port, &process.log).await?;
+            tracing::info!(port, "virt-api's admission webhooks answer");
         }
     }
     Ok(())
