@@ -39,6 +39,8 @@ fi
 step "toolchains"
 command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
 command -v go >/dev/null || die "go not found: install Go 1.25 or newer first"
+cargo fmt --version >/dev/null 2>&1 || die "rustfmt not found: rustup component add rustfmt (hack/test.sh checks formatting)"
+cargo clippy --version >/dev/null 2>&1 || die "clippy not found: rustup component add clippy (hack/test.sh runs it)"
 log "$(cargo --version), $(go version | cut -d' ' -f3)"
 
 step "control plane (Kubernetes v$KUBE_VERSION) in $(control_plane_dir)"

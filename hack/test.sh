@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: builds the workspace and runs every tier with `cargo test --workspace`:
+# The test command: builds the workspace, checks formatting and clippy (warnings are errors),
+# and runs every tier with `cargo test --workspace`:
 # unit tests in each crate, integration tests against a real control plane (tests/tests/),
 # and the end-to-end tests (tests/tests/e2e.rs). Prints a summary; exits non-zero on any failure,
 # and when a test left a control-plane process behind.
@@ -21,6 +22,15 @@ t0=$(now)
 log "cargo build --workspace --bins"
 cargo build --workspace --bins || die "cargo build --workspace --bins failed: no test ran"
 build_s=$(( $(now) - t0 ))
+
+# Lints: formatting (rustfmt.toml) and clippy with warnings as errors. A finding fails the
+# run, but the tests still run so one report says everything.
+lint_failed=()
+log "cargo fmt --all --check"
+cargo fmt --all --check >&2 || lint_failed+=("cargo fmt --all --check (run: cargo fmt --all)")
+log "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings \
+  || lint_failed+=("cargo clippy --workspace --all-targets -- -D warnings")
 
 out="$(mktemp -t ferrovirt-test-XXXXXX.log)"
 t1=$(now)
@@ -62,5 +72,9 @@ else
 fi
 if [[ $rc -ne 0 && $failed -eq 0 ]]; then
   echo "cargo test exited with $rc (a build or harness failure, see above)"
+fi
+if [[ ${#lint_failed[@]} -gt 0 ]]; then
+  printf 'lint failed: %s\n' "${lint_failed[@]}"
+  rc=1
 fi
 exit "$rc"

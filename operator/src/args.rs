@@ -92,7 +92,8 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
         .trim_end_matches('s')
         .parse()
         .map_err(|e| format!("{s}: {e}"))?;
-    if !(secs > 0.0) {
+    // NaN is refused too.
+    if secs.is_nan() || secs <= 0.0 {
         return Err(format!("{s}: must be positive"));
     }
     Ok(Duration::from_secs_f64(secs))

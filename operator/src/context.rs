@@ -142,10 +142,13 @@ impl PhaseMemory {
     }
 }
 
-/// Failures in a row per object and controller.
+/// A controller's name and an object's key.
+type ObjectKey = (&'static str, String);
+
+/// Failures in a row per object and controller, and when the last one was.
 #[derive(Default)]
 pub struct Backoff {
-    failures: Mutex<HashMap<(&'static str, String), (u32, Instant)>>,
+    failures: Mutex<HashMap<ObjectKey, (u32, Instant)>>,
 }
 
 impl Backoff {

@@ -116,8 +116,8 @@ mod tests {
             "VirtualMachineInstance u1 Failed: image x:1 is not in the image store"
         );
         let c = e.condition("Failure", "True");
-        assert_eq!(carried(&[c.clone()], "Failure", "u1"), Some(&c));
-        assert_eq!(carried(&[c.clone()], "Failure", "u2"), None);
+        assert_eq!(carried(std::slice::from_ref(&c), "Failure", "u1"), Some(&c));
+        assert_eq!(carried(std::slice::from_ref(&c), "Failure", "u2"), None);
         assert_eq!(carried_uid(&[c], "Failure").as_deref(), Some("u1"));
     }
 

@@ -195,23 +195,22 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
         if same_template
             && vmi_generation != vm.metadata.generation
             && v.meta().deletion_timestamp.is_none()
+            && let Some(g) = vm.metadata.generation
         {
-            if let Some(g) = vm.metadata.generation {
-                let patch =
-                    json!({"metadata": {"annotations": {VM_GENERATION_ANNOTATION: g.to_string()}}});
-                match writes::merge_patch_metadata(
-                    &vmis,
-                    v,
-                    patch,
-                    &ctx.metrics,
-                    "virtualmachineinstances",
-                )
-                .await
-                {
-                    Ok(_) => observed = Some(g),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "bumping the VMI's generation annotation")
-                    }
+            let patch =
+                json!({"metadata": {"annotations": {VM_GENERATION_ANNOTATION: g.to_string()}}});
+            match writes::merge_patch_metadata(
+                &vmis,
+                v,
+                patch,
+                &ctx.metrics,
+                "virtualmachineinstances",
+            )
+            .await
+            {
+                Ok(_) => observed = Some(g),
+                Err(e) => {
+                    tracing::debug!(error = %e, "bumping the VMI's generation annotation")
                 }
             }
         }

@@ -82,8 +82,9 @@ async fn main() -> Result<()> {
     // Logs to stderr (the harness's own default writes to stdout); shared() keeps this one.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,kube_client::client::builder=off")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,kube_client::client::builder=off")
+            }),
         )
         .with_writer(std::io::stderr)
         .try_init();
@@ -92,13 +93,26 @@ async fn main() -> Result<()> {
     let started = Instant::now();
     progress!("starting the control plane and the stack");
     let cp = shared().await;
-    let stack = Stack::start(cp, "bench-node").await.map_err(|e| anyhow::anyhow!("starting Ferrovirt: {e}"))?;
+    let stack = Stack::start(cp, "bench-node")
+        .await
+        .map_err(|e| anyhow::anyhow!("starting Ferrovirt: {e}"))?;
     let ns = TestNamespace::create(cp, "bench-node").await?;
     let client = cp.client().await?;
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), ns.name());
     let tracker = Tracker::start(vmis.clone());
-    let bench = Bench { cp, stack: &stack, ns: &ns, client, vmis, tracker, kernel: kernel_files()? };
-    let mut report = Report { load: vec![load_start], ..Default::default() };
+    let bench = Bench {
+        cp,
+        stack: &stack,
+        ns: &ns,
+        client,
+        vmis,
+        tracker,
+        kernel: kernel_files()?,
+    };
+    let mut report = Report {
+        load: vec![load_start],
+        ..Default::default()
+    };
 
     if !args.no_boot {
         boot_latency(&bench, &args, &mut report).await?;
@@ -113,7 +127,10 @@ async fn main() -> Result<()> {
     print!("{text}");
     std::io::stdout().flush()?;
     if let Some(file) = &args.append {
-        let mut f = std::fs::OpenOptions::new().append(true).open(file).with_context(|| format!("opening {}", file.display()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(file)
+            .with_context(|| format!("opening {}", file.display()))?;
         write!(f, "\n{text}")?;
         progress!("appended the report to {}", file.display());
     }
@@ -171,11 +188,17 @@ impl Tracker {
                     Ok(watcher::Event::Apply(v) | watcher::Event::InitApply(v)) => v,
                     _ => continue,
                 };
-                let (Some(name), Some(uid)) = (vmi.metadata.name.clone(), vmi.metadata.uid.clone()) else { continue };
+                let (Some(name), Some(uid)) = (vmi.metadata.name.clone(), vmi.metadata.uid.clone())
+                else {
+                    continue;
+                };
                 let mut map = inner.lock().unwrap();
                 let seen = map.entry(name).or_default();
                 if seen.uid.as_deref() != Some(&uid) {
-                    *seen = Seen { uid: Some(uid), phases: Vec::new() };
+                    *seen = Seen {
+                        uid: Some(uid),
+                        phases: Vec::new(),
+                    };
                 }
                 if let Some(phase) = vmi.status.and_then(|s| s.phase)
                     && !seen.phases.iter().any(|(p, _)| *p == phase)
@@ -188,7 +211,12 @@ impl Tracker {
     }
 
     fn get(&self, name: &str) -> Seen {
-        self.0.lock().unwrap().get(name).cloned().unwrap_or_default()
+        self.0
+            .lock()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn forget(&self, name: &str) {
@@ -224,14 +252,24 @@ async fn boot_latency(b: &Bench<'_>, args: &Args, report: &mut Report) -> Result
         // Rotate which goes first, so a trend in the machine's load hits all alike.
         for k in 0..kinds {
             match (i + k) % kinds {
-                0 => report.fv.push(ferrovirt_boot(b, &format!("boot-{i}")).await?),
+                0 => report
+                    .fv
+                    .push(ferrovirt_boot(b, &format!("boot-{i}")).await?),
                 1 => report.raw.push(raw_boot(b, false).await?),
                 _ => report.raw_display.push(raw_boot(b, true).await?),
             }
         }
         let (f, r) = (report.fv.last().unwrap(), report.raw.last().unwrap());
-        let d = report.raw_display.last().map_or(String::new(), |d| format!(", raw with display {:.2}s", d.total));
-        progress!("rep {}: ferrovirt {:.2}s, raw {:.2}s{d}, load {:.2}", i + 1, f.total, r.total, loadavg());
+        let d = report.raw_display.last().map_or(String::new(), |d| {
+            format!(", raw with display {:.2}s", d.total)
+        });
+        progress!(
+            "rep {}: ferrovirt {:.2}s, raw {:.2}s{d}, load {:.2}",
+            i + 1,
+            f.total,
+            r.total,
+            loadavg()
+        );
         report.load.push(loadavg());
     }
     Ok(())
@@ -251,14 +289,29 @@ async fn ferrovirt_boot(b: &Bench<'_>, name: &str) -> Result<FvBoot> {
             }
         }
         if t0.elapsed() > BOOT_TIMEOUT {
-            bail!("VM {name}: no ready line within {}s\n{}", BOOT_TIMEOUT.as_secs(), b.stack.log_tails(25));
+            bail!(
+                "VM {name}: no ready line within {}s\n{}",
+                BOOT_TIMEOUT.as_secs(),
+                b.stack.log_tails(25)
+            );
         }
         tokio::time::sleep(POLL).await;
     };
     let qemu_cpu = qemu_pid(b.ns.name(), name).and_then(cpu_seconds);
     let seen = b.tracker.get(name);
-    let at = |phase| seen.phases.iter().find(|(p, _)| *p == phase).map(|(_, t)| t.duration_since(t0).as_secs_f64());
-    let boot = FvBoot { total, apply, scheduled: at(VmiPhase::Scheduled), running: at(VmiPhase::Running), qemu_cpu };
+    let at = |phase| {
+        seen.phases
+            .iter()
+            .find(|(p, _)| *p == phase)
+            .map(|(_, t)| t.duration_since(t0).as_secs_f64())
+    };
+    let boot = FvBoot {
+        total,
+        apply,
+        scheduled: at(VmiPhase::Scheduled),
+        running: at(VmiPhase::Running),
+        qemu_cpu,
+    };
     delete_and_wait(b, &[name.to_string()], &[uid]).await?;
     Ok(boot)
 }
@@ -286,7 +339,11 @@ async fn delete_and_wait(b: &Bench<'_>, names: &[String], uids: &[String]) -> Re
             return Ok(());
         }
         if started.elapsed() > BOOT_TIMEOUT {
-            bail!("{names:?} not gone after {}s\n{}", BOOT_TIMEOUT.as_secs(), b.stack.log_tails(25));
+            bail!(
+                "{names:?} not gone after {}s\n{}",
+                BOOT_TIMEOUT.as_secs(),
+                b.stack.log_tails(25)
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -299,12 +356,35 @@ async fn raw_boot(b: &Bench<'_>, display: bool) -> Result<RawBoot> {
     let (kernel, initrd) = &b.kernel;
     let vnc = std::env::temp_dir().join(format!("bench-node-{}.vnc", std::process::id()));
     let mut cmd = tokio::process::Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-M", MACHINE, "-m", &MEMORY_MIB.to_string(), "-smp", "1"])
-        .args(["-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot", "-nodefaults"]);
+    cmd.args([
+        "-accel",
+        "tcg",
+        "-M",
+        MACHINE,
+        "-m",
+        &MEMORY_MIB.to_string(),
+        "-smp",
+        "1",
+    ])
+    .args([
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        "-no-reboot",
+        "-nodefaults",
+    ]);
     if display {
-        cmd.args(["-cpu", "qemu64", "-device", "VGA,id=video0,vgamem_mb=16,bus=pcie.0,addr=0x1"])
-            .arg("-vnc")
-            .arg(format!("unix:{}", vnc.display()));
+        cmd.args([
+            "-cpu",
+            "qemu64",
+            "-device",
+            "VGA,id=video0,vgamem_mb=16,bus=pcie.0,addr=0x1",
+        ])
+        .arg("-vnc")
+        .arg(format!("unix:{}", vnc.display()));
     }
     cmd.arg("-kernel")
         .arg(kernel)
@@ -334,7 +414,11 @@ async fn raw_boot(b: &Bench<'_>, display: bool) -> Result<RawBoot> {
     let _ = child.kill().await;
     let _ = std::fs::remove_file(&vnc);
     match found {
-        Ok(Ok(true)) => Ok(RawBoot { total, qemu_cpu, qemu_rss }),
+        Ok(Ok(true)) => Ok(RawBoot {
+            total,
+            qemu_cpu,
+            qemu_rss,
+        }),
         Ok(Ok(false)) => bail!("raw QEMU exited without the ready line"),
         Ok(Err(e)) => Err(e).context("reading raw QEMU's serial output"),
         Err(_) => bail!("raw QEMU: no ready line within {}s", BOOT_TIMEOUT.as_secs()),
@@ -360,6 +444,9 @@ impl std::ops::AddAssign for Mem {
 }
 
 /// One launcher pod's processes.
+/// A report row: its label, the figure it reads from a pod's memory, and the target.
+type Row<'a> = (&'a str, &'a dyn Fn(&PodMem) -> u64, String);
+
 #[derive(Default)]
 struct PodMem {
     /// The launcher and every descendant that is not QEMU.
@@ -404,16 +491,26 @@ async fn apply_and_wait_ready(b: &Bench<'_>, names: &[String]) -> Result<()> {
     let mut waiting: Vec<&String> = names.iter().collect();
     while !waiting.is_empty() {
         waiting.retain(|name| {
-            let Some(uid) = b.tracker.get(name).uid else { return true };
+            let Some(uid) = b.tracker.get(name).uid else {
+                return true;
+            };
             let log = b.stack.vmi_dir(&uid).join("serial0.log");
             !std::fs::read(&log).is_ok_and(|t| contains(&t, READY_LINE.as_bytes()))
         });
         if t0.elapsed() > BOOT_TIMEOUT * 2 {
-            bail!("{waiting:?}: no ready line within {}s\n{}", (BOOT_TIMEOUT * 2).as_secs(), b.stack.log_tails(25));
+            bail!(
+                "{waiting:?}: no ready line within {}s\n{}",
+                (BOOT_TIMEOUT * 2).as_secs(),
+                b.stack.log_tails(25)
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    progress!("{} VM(s) ready after {:.1}s", names.len(), t0.elapsed().as_secs_f64());
+    progress!(
+        "{} VM(s) ready after {:.1}s",
+        names.len(),
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -429,11 +526,17 @@ fn sample(b: &Bench<'_>, vms: usize) -> Result<Sample> {
         let mut pod = PodMem::default();
         let mut found = false;
         for file in std::fs::read_dir(dir.path())?.flatten() {
-            if !file.file_name().to_string_lossy().ends_with(".started.json") {
+            if !file
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".started.json")
+            {
                 continue;
             }
             let started: serde_json::Value = serde_json::from_slice(&std::fs::read(file.path())?)?;
-            let pid = started["pid"].as_u64().context("started.json without pid")? as u32;
+            let pid = started["pid"]
+                .as_u64()
+                .context("started.json without pid")? as u32;
             if let Some(shim) = started["shim_pid"].as_u64().and_then(|p| mem(p as u32)) {
                 pod.shim += shim;
             }
@@ -454,15 +557,22 @@ fn sample(b: &Bench<'_>, vms: usize) -> Result<Sample> {
         }
     }
     if pods.len() != vms {
-        bail!("found {} running launcher pods of the benchmark, expected {vms}", pods.len());
+        bail!(
+            "found {} running launcher pods of the benchmark, expected {vms}",
+            pods.len()
+        );
     }
     let mut daemons = mem(b.stack.handler_pid()).unwrap_or_default();
     let state_dir = b.stack.state_dir.to_string_lossy().into_owned();
     for (&pid, (_, comm)) in &procs {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let args: Vec<String> = cmdline.split(|&c| c == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let args: Vec<String> = cmdline
+            .split(|&c| c == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
         // devnode itself, not its shims (those are counted per pod).
-        if comm == "devnode" && args.iter().any(|a| a == "--node-name") && args.iter().any(|a| *a == state_dir) {
+        if comm == "devnode" && args.iter().any(|a| a == "--node-name") && args.contains(&state_dir)
+        {
             daemons += mem(pid).unwrap_or_default();
         }
     }
@@ -473,11 +583,21 @@ fn sample(b: &Bench<'_>, vms: usize) -> Result<Sample> {
 fn processes() -> BTreeMap<u32, (u32, String)> {
     let mut out = BTreeMap::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
         let comm = stat[open + 1..close].to_string();
-        let ppid = stat[close + 1..].split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        let ppid = stat[close + 1..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
         out.insert(pid, (ppid, comm));
     }
     out
@@ -489,7 +609,12 @@ fn descendants(procs: &BTreeMap<u32, (u32, String)>, root: u32) -> Vec<u32> {
     let mut i = 0;
     while i < out.len() {
         let parent = out[i];
-        out.extend(procs.iter().filter(|(_, (ppid, _))| *ppid == parent).map(|(&p, _)| p));
+        out.extend(
+            procs
+                .iter()
+                .filter(|(_, (ppid, _))| *ppid == parent)
+                .map(|(&p, _)| p),
+        );
         i += 1;
     }
     out.retain(|p| procs.contains_key(p));
@@ -613,11 +738,22 @@ impl Report {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default();
         let bin_dir = std::env::var("FERROVIRT_BIN_DIR").unwrap_or_else(|_| "target/debug".into());
-        let build = if bin_dir.contains("release") { "release" } else { "debug" };
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+        let build = if bin_dir.contains("release") {
+            "release"
+        } else {
+            "debug"
+        };
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0);
         let mem_gib = std::fs::read_to_string("/proc/meminfo")
             .ok()
-            .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()))
+            .and_then(|m| {
+                m.lines()
+                    .next()
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
             .map_or(f64::NAN, |kib| kib / 1024.0 / 1024.0);
         let load_max = self.load.iter().copied().fold(f64::NAN, f64::max);
         s += &format!("### {date}\n\n");
@@ -652,20 +788,41 @@ impl Report {
                     median(cpu)
                 )
             };
-            s += &row("Ferrovirt: `kubectl apply` -> line in the VMI's serial0.log", &fv, &fv_cpu);
-            s += &row("raw `qemu-system-x86_64 -accel tcg` -> line on its serial stdout", &raw, &raw_cpu);
+            s += &row(
+                "Ferrovirt: `kubectl apply` -> line in the VMI's serial0.log",
+                &fv,
+                &fv_cpu,
+            );
+            s += &row(
+                "raw `qemu-system-x86_64 -accel tcg` -> line on its serial stdout",
+                &raw,
+                &raw_cpu,
+            );
             s += &format!(
                 "| **ratio of medians** (target at most {TARGET_RATIO}) | **{ratio:.2}** {} | | | | |\n",
-                if ratio <= TARGET_RATIO { "(met)" } else { "(not met)" }
+                if ratio <= TARGET_RATIO {
+                    "(met)"
+                } else {
+                    "(not met)"
+                }
             );
             if !self.raw_display.is_empty() {
                 let d: Vec<f64> = self.raw_display.iter().map(|b| b.total).collect();
                 let d_cpu: Vec<f64> = self.raw_display.iter().filter_map(|b| b.qemu_cpu).collect();
-                s += &row("(information) raw plus the VGA device and VNC server libvirt adds", &d, &d_cpu);
-                s += &format!("| (information) Ferrovirt / raw with VGA + VNC | {:.2} | | | | |\n", median(&fv) / median(&d));
+                s += &row(
+                    "(information) raw plus the VGA device and VNC server libvirt adds",
+                    &d,
+                    &d_cpu,
+                );
+                s += &format!(
+                    "| (information) Ferrovirt / raw with VGA + VNC | {:.2} | | | | |\n",
+                    median(&fv) / median(&d)
+                );
             }
             s += "\n";
-            let seg = |f: &dyn Fn(&FvBoot) -> Option<f64>| median(&self.fv.iter().filter_map(f).collect::<Vec<_>>());
+            let seg = |f: &dyn Fn(&FvBoot) -> Option<f64>| {
+                median(&self.fv.iter().filter_map(f).collect::<Vec<_>>())
+            };
             s += "Where the Ferrovirt time goes (medians; phases as this program's VMI watch first saw them):\n\n";
             s += "| `kubectl apply` returns | apply -> VMI Scheduled | Scheduled -> Running | Running -> ready line |\n|---|---|---|---|\n";
             s += &format!(
@@ -679,8 +836,14 @@ impl Report {
                 s += &format!(
                     "First boot after the stack started (warm-up, not counted): Ferrovirt {f:.2} s, raw {r:.2} s. \
                      All runs, Ferrovirt: {}; raw: {}.\n\n",
-                    fv.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(", "),
-                    raw.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(", ")
+                    fv.iter()
+                        .map(|v| format!("{v:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    raw.iter()
+                        .map(|v| format!("{v:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
         }
@@ -695,17 +858,48 @@ impl Report {
                 args.settle
             );
             s += "| per VM, MiB | ";
-            s += &self.samples.iter().map(|x| format!("{} VM{} mean | max", x.vms, if x.vms == 1 { "" } else { "s" })).collect::<Vec<_>>().join(" | ");
+            s += &self
+                .samples
+                .iter()
+                .map(|x| {
+                    format!(
+                        "{} VM{} mean | max",
+                        x.vms,
+                        if x.vms == 1 { "" } else { "s" }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" | ");
             s += " | target |\n|---|";
             s += &"---|---|".repeat(self.samples.len());
             s += "---|\n";
-            let rows: [(&str, &dyn Fn(&PodMem) -> u64, String); 6] = [
-                ("**launcher without QEMU, RSS**", &|p| p.launcher.rss, format!("at most {TARGET_MIB:.0}; KubeVirt about {KUBEVIRT_FIXED_MIB:.0}")),
-                ("launcher without QEMU, PSS", &|p| p.launcher.pss, String::new()),
-                ("launcher without QEMU, USS", &|p| p.launcher.uss, String::new()),
-                ("QEMU RSS (information)", &|p| p.qemu.rss, format!("guest has {MEMORY_MIB} MiB")),
+            let rows: [Row; 6] = [
+                (
+                    "**launcher without QEMU, RSS**",
+                    &|p| p.launcher.rss,
+                    format!("at most {TARGET_MIB:.0}; KubeVirt about {KUBEVIRT_FIXED_MIB:.0}"),
+                ),
+                (
+                    "launcher without QEMU, PSS",
+                    &|p| p.launcher.pss,
+                    String::new(),
+                ),
+                (
+                    "launcher without QEMU, USS",
+                    &|p| p.launcher.uss,
+                    String::new(),
+                ),
+                (
+                    "QEMU RSS (information)",
+                    &|p| p.qemu.rss,
+                    format!("guest has {MEMORY_MIB} MiB"),
+                ),
                 ("QEMU PSS (information)", &|p| p.qemu.pss, String::new()),
-                ("devnode's container shim RSS / PSS (like conmon; information)", &|p| p.shim.rss, String::new()),
+                (
+                    "devnode's container shim RSS / PSS (like conmon; information)",
+                    &|p| p.shim.rss,
+                    String::new(),
+                ),
             ];
             for (name, f, target) in rows {
                 s += &format!("| {name} |");
@@ -730,10 +924,15 @@ impl Report {
             names.dedup();
             let last = self.samples.last().unwrap();
             let ratio = |x: &Sample| {
-                let mean = x.pods.iter().map(|p| mib(p.launcher.rss)).sum::<f64>() / x.pods.len() as f64;
+                let mean =
+                    x.pods.iter().map(|p| mib(p.launcher.rss)).sum::<f64>() / x.pods.len() as f64;
                 KUBEVIRT_FIXED_MIB / mean
             };
-            let raw_rss: Vec<f64> = self.raw.iter().filter_map(|b| b.qemu_rss.map(mib)).collect();
+            let raw_rss: Vec<f64> = self
+                .raw
+                .iter()
+                .filter_map(|b| b.qemu_rss.map(mib))
+                .collect();
             if !raw_rss.is_empty() {
                 s += &format!(
                     "For comparison with the QEMU rows, a raw QEMU of the same guest has {:.0} MiB RSS at its \
@@ -758,4 +957,3 @@ impl Report {
         s
     }
 }
-

@@ -28,7 +28,9 @@ async fn stack() -> (&'static ControlPlane, &'static Stack) {
     let cp = shared().await;
     let stack = STACK
         .get_or_init(|| async {
-            Stack::start(cp, "e2e-node").await.unwrap_or_else(|e| panic!("starting Ferrovirt: {e}"))
+            Stack::start(cp, "e2e-node")
+                .await
+                .unwrap_or_else(|e| panic!("starting Ferrovirt: {e}"))
         })
         .await;
     (cp, stack)
@@ -37,13 +39,25 @@ async fn stack() -> (&'static ControlPlane, &'static Stack) {
 /// A VM that boots the test guest's kernel directly, with a cloud-init disk whose user
 /// data prints `marker`.
 fn kernel_boot_vm(name: &str, run_strategy: &str, marker: &str) -> String {
-    manifests::kernel_boot_vm(name, run_strategy, Some(&format!("#!/bin/sh\necho {marker}")))
+    manifests::kernel_boot_vm(
+        name,
+        run_strategy,
+        Some(&format!("#!/bin/sh\necho {marker}")),
+    )
 }
 
-async fn kubectl(cp: &ControlPlane, ns: &TestNamespace, args: &[&str], stdin: Option<&str>) -> String {
+async fn kubectl(
+    cp: &ControlPlane,
+    ns: &TestNamespace,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> String {
     let mut all = vec!["-n", ns.name()];
     all.extend_from_slice(args);
-    let out = cp.kubectl_with_stdin(all.clone(), stdin).await.expect("running kubectl");
+    let out = cp
+        .kubectl_with_stdin(all.clone(), stdin)
+        .await
+        .expect("running kubectl");
     assert!(out.success(), "kubectl {all:?} failed: {}", out.stderr);
     out.stdout
 }
@@ -71,13 +85,23 @@ where
 }
 
 /// The running VMI of a VM (phase Running), optionally one other than `not_uid`.
-async fn running_vmi(stack: &Stack, vmis: &Api<VirtualMachineInstance>, name: &str, not_uid: Option<&str>) -> VirtualMachineInstance {
-    wait_for(stack, &format!("VMI {name} Running"), BOOT_TIMEOUT, || async {
-        let vmi = vmis.get_opt(name).await.ok().flatten()?;
-        let running = vmi.status.as_ref()?.phase == Some(VmiPhase::Running);
-        let other = not_uid.is_none_or(|uid| vmi.metadata.uid.as_deref() != Some(uid));
-        (running && other).then_some(vmi)
-    })
+async fn running_vmi(
+    stack: &Stack,
+    vmis: &Api<VirtualMachineInstance>,
+    name: &str,
+    not_uid: Option<&str>,
+) -> VirtualMachineInstance {
+    wait_for(
+        stack,
+        &format!("VMI {name} Running"),
+        BOOT_TIMEOUT,
+        || async {
+            let vmi = vmis.get_opt(name).await.ok().flatten()?;
+            let running = vmi.status.as_ref()?.phase == Some(VmiPhase::Running);
+            let other = not_uid.is_none_or(|uid| vmi.metadata.uid.as_deref() != Some(uid));
+            (running && other).then_some(vmi)
+        },
+    )
     .await
 }
 
@@ -88,18 +112,26 @@ fn uid(vmi: &VirtualMachineInstance) -> String {
 /// Waits until the guest's serial log holds `line`; returns the whole log.
 async fn console_shows(stack: &Stack, vmi_uid: &str, line: &str) -> String {
     let log = stack.vmi_dir(vmi_uid).join("serial0.log");
-    wait_for(stack, &format!("{line:?} in {}", log.display()), BOOT_TIMEOUT, || async {
-        let text = std::fs::read_to_string(&log).ok()?;
-        text.contains(line).then_some(text)
-    })
+    wait_for(
+        stack,
+        &format!("{line:?} in {}", log.display()),
+        BOOT_TIMEOUT,
+        || async {
+            let text = std::fs::read_to_string(&log).ok()?;
+            text.contains(line).then_some(text)
+        },
+    )
     .await
 }
 
 /// Types `command` on the guest's serial console socket and returns what came back once
 /// `expect` appeared.
 fn console_exchange(socket: &Path, command: &str, expect: &str) -> String {
-    let mut stream = UnixStream::connect(socket).unwrap_or_else(|e| panic!("connecting to {}: {e}", socket.display()));
-    stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut stream = UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("connecting to {}: {e}", socket.display()));
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     let started = Instant::now();
     let mut seen = String::new();
     let mut last_sent = None::<Instant>;
@@ -113,7 +145,11 @@ fn console_exchange(socket: &Path, command: &str, expect: &str) -> String {
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => panic!("reading the console: {e}"),
         }
         if seen.contains(expect) {
@@ -129,7 +165,10 @@ fn qemu_pid(namespace: &str, name: &str) -> Option<u32> {
         .args(["-f", &format!("qemu-system.*guest={namespace}_{name},")])
         .output()
         .expect("pgrep runs");
-    String::from_utf8_lossy(&out.stdout).lines().next().and_then(|l| l.trim().parse().ok())
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
 }
 
 async fn gone<K>(stack: &Stack, api: &Api<K>, name: &str)
@@ -151,7 +190,13 @@ async fn vm_boots_console_works_and_delete_powers_off_through_acpi() {
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), ns.name());
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
 
-    kubectl(cp, &ns, &["apply", "-f", "-"], Some(&kernel_boot_vm("demo", "Always", "hello-from-user-data"))).await;
+    kubectl(
+        cp,
+        &ns,
+        &["apply", "-f", "-"],
+        Some(&kernel_boot_vm("demo", "Always", "hello-from-user-data")),
+    )
+    .await;
     let vmi = running_vmi(stack, &vmis, "demo", None).await;
     let vmi_uid = uid(&vmi);
     let log = console_shows(stack, &vmi_uid, READY_LINE).await;
@@ -161,35 +206,57 @@ async fn vm_boots_console_works_and_delete_powers_off_through_acpi() {
     );
     let status = vmi.status.clone().unwrap();
     assert_eq!(status.node_name.as_deref(), Some(stack.node_name.as_str()));
-    assert_eq!(status.virtualization.as_deref(), Some("Emulation"), "KVM hangs here: the VMI must say it is emulated");
+    assert_eq!(
+        status.virtualization.as_deref(),
+        Some("Emulation"),
+        "KVM hangs here: the VMI must say it is emulated"
+    );
 
     // The console is a real, interactive serial line.
-    let answer = console_exchange(&stack.vmi_dir(&vmi_uid).join("serial0.sock"), "echo FERRO$((6*7))", "FERRO42");
+    let answer = console_exchange(
+        &stack.vmi_dir(&vmi_uid).join("serial0.sock"),
+        "echo FERRO$((6*7))",
+        "FERRO42",
+    );
     assert!(answer.contains("FERRO42"));
 
     // The VM's status tells the truth.
     let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), ns.name());
-    let vm = wait_for(stack, "VM demo Running and ready", Duration::from_secs(60), || async {
-        let vm = vms.get("demo").await.ok()?;
-        let s = vm.status.clone()?;
-        (s.printable_status.as_deref() == Some("Running") && s.ready == Some(true)).then_some(vm)
-    })
+    let vm = wait_for(
+        stack,
+        "VM demo Running and ready",
+        Duration::from_secs(60),
+        || async {
+            let vm = vms.get("demo").await.ok()?;
+            let s = vm.status.clone()?;
+            (s.printable_status.as_deref() == Some("Running") && s.ready == Some(true))
+                .then_some(vm)
+        },
+    )
     .await;
     assert_eq!(vm.status.unwrap().created, Some(true));
 
     // Deleting powers the guest off through ACPI, and nothing of it remains.
-    assert!(qemu_pid(ns.name(), "demo").is_some(), "QEMU of demo is not running");
+    assert!(
+        qemu_pid(ns.name(), "demo").is_some(),
+        "QEMU of demo is not running"
+    );
     let serial_log = stack.vmi_dir(&vmi_uid).join("serial0.log");
     kubectl(cp, &ns, &["delete", "vm", "demo", "--wait=false"], None).await;
     // The per-VMI directory goes away once the guest is down: read the log while it exists.
     let mut last = String::new();
-    wait_for(stack, "the guest's power-button line after kubectl delete", BOOT_TIMEOUT, || {
-        if let Ok(text) = std::fs::read_to_string(&serial_log) {
-            last = text;
-        }
-        let seen = last.contains("FERROVIRT POWER BUTTON: powering off");
-        async move { seen.then_some(()) }
-    })
+    wait_for(
+        stack,
+        "the guest's power-button line after kubectl delete",
+        BOOT_TIMEOUT,
+        || {
+            if let Ok(text) = std::fs::read_to_string(&serial_log) {
+                last = text;
+            }
+            let seen = last.contains("FERROVIRT POWER BUTTON: powering off");
+            async move { seen.then_some(()) }
+        },
+    )
     .await;
     gone(stack, &vmis, "demo").await;
     wait_for(stack, "the launcher pod deleted", BOOT_TIMEOUT, || async {
@@ -201,13 +268,19 @@ async fn vm_boots_console_works_and_delete_powers_off_through_acpi() {
             .then_some(())
     })
     .await;
-    wait_for(stack, "no QEMU process of demo", Duration::from_secs(30), || async {
-        qemu_pid(ns.name(), "demo").is_none().then_some(())
-    })
+    wait_for(
+        stack,
+        "no QEMU process of demo",
+        Duration::from_secs(30),
+        || async { qemu_pid(ns.name(), "demo").is_none().then_some(()) },
+    )
     .await;
-    wait_for(stack, "the per-VMI directory removed", Duration::from_secs(60), || async {
-        (!stack.vmi_dir(&vmi_uid).exists()).then_some(())
-    })
+    wait_for(
+        stack,
+        "the per-VMI directory removed",
+        Duration::from_secs(60),
+        || async { (!stack.vmi_dir(&vmi_uid).exists()).then_some(()) },
+    )
     .await;
 }
 
@@ -216,8 +289,12 @@ async fn vm_boots_console_works_and_delete_powers_off_through_acpi() {
 /// is still starting is lost.
 fn guest_poweroff(stack: &Stack, vmi_uid: &str) {
     let socket = stack.vmi_dir(vmi_uid).join("serial0.sock");
-    let Ok(mut stream) = UnixStream::connect(&socket) else { return };
-    stream.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let Ok(mut stream) = UnixStream::connect(&socket) else {
+        return;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     let started = Instant::now();
     let mut last_sent = None::<Instant>;
     while started.elapsed() < Duration::from_secs(90) {
@@ -231,7 +308,11 @@ fn guest_poweroff(stack: &Stack, vmi_uid: &str) {
         match stream.read(&mut buf) {
             Ok(0) => return,
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => return,
         }
     }
@@ -251,7 +332,13 @@ async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
     let ns = TestNamespace::create(cp, "e2e-always").await.unwrap();
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(cp.client().await.unwrap(), ns.name());
 
-    kubectl(cp, &ns, &["apply", "-f", "-"], Some(&kernel_boot_vm("always", "Always", "first"))).await;
+    kubectl(
+        cp,
+        &ns,
+        &["apply", "-f", "-"],
+        Some(&kernel_boot_vm("always", "Always", "first")),
+    )
+    .await;
     let first = uid(&running_vmi(stack, &vmis, "always", None).await);
     console_shows(stack, &first, READY_LINE).await;
     guest_poweroff(stack, &first);
@@ -269,7 +356,13 @@ async fn rerun_on_failure_replaces_a_crashed_vmi_but_respects_a_guest_poweroff()
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), ns.name());
     let vms: Api<VirtualMachine> = Api::namespaced(client, ns.name());
 
-    kubectl(cp, &ns, &["apply", "-f", "-"], Some(&kernel_boot_vm("rerun", "RerunOnFailure", "rerun"))).await;
+    kubectl(
+        cp,
+        &ns,
+        &["apply", "-f", "-"],
+        Some(&kernel_boot_vm("rerun", "RerunOnFailure", "rerun")),
+    )
+    .await;
     let first = uid(&running_vmi(stack, &vmis, "rerun", None).await);
     console_shows(stack, &first, READY_LINE).await;
 
@@ -285,22 +378,31 @@ async fn rerun_on_failure_replaces_a_crashed_vmi_but_respects_a_guest_poweroff()
         (vmi_phase(&vmis, "rerun", &second).await == Some(VmiPhase::Succeeded)).then_some(())
     })
     .await;
-    wait_for(stack, "VM rerun Stopped", Duration::from_secs(60), || async {
-        let status = vms.get("rerun").await.ok()?.status?;
-        (status.printable_status.as_deref() == Some("Stopped")).then_some(())
-    })
+    wait_for(
+        stack,
+        "VM rerun Stopped",
+        Duration::from_secs(60),
+        || async {
+            let status = vms.get("rerun").await.ok()?.status?;
+            (status.printable_status.as_deref() == Some("Stopped")).then_some(())
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let vmi = vmis.get_opt("rerun").await.unwrap();
     assert!(
-        vmi.as_ref().is_none_or(|v| v.metadata.uid.as_deref() == Some(second.as_str())),
+        vmi.as_ref()
+            .is_none_or(|v| v.metadata.uid.as_deref() == Some(second.as_str())),
         "RerunOnFailure started a new VMI after a clean guest shutdown: {vmi:?}"
     );
     kubectl(cp, &ns, &["delete", "vm", "rerun"], None).await;
 }
 
 fn nix_kill(pid: u32) {
-    let status = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill runs");
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill runs");
     assert!(status.success(), "kill -9 {pid} failed");
 }
 
@@ -311,8 +413,27 @@ async fn restarting_virt_handler_leaves_the_guest_running_and_resyncs() {
     let ns = TestNamespace::create(cp, "e2e-handler").await.unwrap();
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(cp.client().await.unwrap(), ns.name());
 
-    kubectl(cp, &ns, &["apply", "-f", "-"], Some(&kernel_boot_vm("steady", "Manual", "steady"))).await;
-    kubectl(cp, &ns, &["patch", "vm", "steady", "--type=merge", "-p", r#"{"spec":{"runStrategy":"Always"}}"#], None).await;
+    kubectl(
+        cp,
+        &ns,
+        &["apply", "-f", "-"],
+        Some(&kernel_boot_vm("steady", "Manual", "steady")),
+    )
+    .await;
+    kubectl(
+        cp,
+        &ns,
+        &[
+            "patch",
+            "vm",
+            "steady",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"runStrategy":"Always"}}"#,
+        ],
+        None,
+    )
+    .await;
     let vmi_uid = uid(&running_vmi(stack, &vmis, "steady", None).await);
     console_shows(stack, &vmi_uid, READY_LINE).await;
     let qemu = qemu_pid(ns.name(), "steady").expect("QEMU of steady runs");
@@ -321,17 +442,46 @@ async fn restarting_virt_handler_leaves_the_guest_running_and_resyncs() {
     stack.restart_handler().unwrap();
     assert_ne!(stack.handler_pid(), old_handler);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(qemu_pid(ns.name(), "steady"), Some(qemu), "the guest's QEMU changed across a handler restart");
-    assert_eq!(vmi_phase(&vmis, "steady", &vmi_uid).await, Some(VmiPhase::Running));
-    let answer = console_exchange(&stack.vmi_dir(&vmi_uid).join("serial0.sock"), "echo STILL$((40+2))", "STILL42");
+    assert_eq!(
+        qemu_pid(ns.name(), "steady"),
+        Some(qemu),
+        "the guest's QEMU changed across a handler restart"
+    );
+    assert_eq!(
+        vmi_phase(&vmis, "steady", &vmi_uid).await,
+        Some(VmiPhase::Running)
+    );
+    let answer = console_exchange(
+        &stack.vmi_dir(&vmi_uid).join("serial0.sock"),
+        "echo STILL$((40+2))",
+        "STILL42",
+    );
     assert!(answer.contains("STILL42"));
 
     // Only the new handler can report what happens next: the guest powers off.
-    kubectl(cp, &ns, &["patch", "vm", "steady", "--type=merge", "-p", r#"{"spec":{"runStrategy":"Manual"}}"#], None).await;
+    kubectl(
+        cp,
+        &ns,
+        &[
+            "patch",
+            "vm",
+            "steady",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"runStrategy":"Manual"}}"#,
+        ],
+        None,
+    )
+    .await;
     guest_poweroff(stack, &vmi_uid);
-    wait_for(stack, "the restarted handler to report Succeeded", BOOT_TIMEOUT, || async {
-        (vmi_phase(&vmis, "steady", &vmi_uid).await == Some(VmiPhase::Succeeded)).then_some(())
-    })
+    wait_for(
+        stack,
+        "the restarted handler to report Succeeded",
+        BOOT_TIMEOUT,
+        || async {
+            (vmi_phase(&vmis, "steady", &vmi_uid).await == Some(VmiPhase::Succeeded)).then_some(())
+        },
+    )
     .await;
     kubectl(cp, &ns, &["delete", "vm", "steady"], None).await;
 }
@@ -347,7 +497,13 @@ async fn kubevirt_examples_boot_unchanged() {
 
     // A kernel boot from a container image, applied as KubeVirt ships it.
     let kernel_boot = examples.join("vmi-kernel-boot.yaml");
-    kubectl(cp, &ns, &["apply", "-f", kernel_boot.to_str().unwrap()], None).await;
+    kubectl(
+        cp,
+        &ns,
+        &["apply", "-f", kernel_boot.to_str().unwrap()],
+        None,
+    )
+    .await;
     let vmi = running_vmi(stack, &vmis, "vmi-kernel-boot", None).await;
     console_shows(stack, &uid(&vmi), READY_LINE).await;
     kubectl(cp, &ns, &["delete", "vmi", "vmi-kernel-boot"], None).await;
@@ -356,7 +512,20 @@ async fn kubevirt_examples_boot_unchanged() {
     // shipped, so it is switched to Always.
     let cirros = examples.join("vm-cirros.yaml");
     kubectl(cp, &ns, &["apply", "-f", cirros.to_str().unwrap()], None).await;
-    kubectl(cp, &ns, &["patch", "vm", "vm-cirros", "--type=merge", "-p", r#"{"spec":{"runStrategy":"Always"}}"#], None).await;
+    kubectl(
+        cp,
+        &ns,
+        &[
+            "patch",
+            "vm",
+            "vm-cirros",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"runStrategy":"Always"}}"#,
+        ],
+        None,
+    )
+    .await;
     let vmi = running_vmi(stack, &vmis, "vm-cirros", None).await;
     let log = console_shows(stack, &uid(&vmi), READY_LINE).await;
     assert!(
