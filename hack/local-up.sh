@@ -3,7 +3,7 @@
 # control plane as the tests (etcd, kube-apiserver, kube-controller-manager, kube-scheduler)
 # with the CRDs and the admission policies of deploy/policies/ installed (re-applied when it
 # is already running), in the background with pid files in .ferrovirt/pids/.
-# Then Ferrovirt on top: devnode (this machine as the Node), the operator and virt-handler,
+# Then Ferrovirt on top: devnode (this machine as the Node), virt-controller and virt-handler,
 # with software emulation allowed (deploy/examples/kubevirt-config.yaml), and virt-api
 # registered as the aggregated server of subresources.kubevirt.io (APIServices on
 # 127.0.0.1:18445) with the RBAC of deploy/rbac/ installed, so `ferroctl start|stop|restart`
@@ -39,9 +39,9 @@ if ! running devnode; then
   log "starting devnode (node $node)"
   start_bg devnode "$bin/devnode" --node-name "$node" --state-dir "$LOCAL_DIR/devnode"
 fi
-if ! running operator; then
-  log "starting the operator"
-  start_bg operator "$bin/operator" --node-run-dir "$run_dir" --metrics-addr 127.0.0.1:18443
+if ! running virt-controller; then
+  log "starting virt-controller (the VM and VMI controllers)"
+  start_bg virt-controller "$bin/virt-controller" --node-run-dir "$run_dir" --metrics-addr 127.0.0.1:18443
 fi
 if ! running virt-handler; then
   log "starting virt-handler (probes KVM first)"

@@ -2,7 +2,7 @@
 //! the operator gives each its VMI and launcher pod, its peak memory, and the API requests
 //! it makes per VM. A report, not a test: see bench/operator/README.md.
 //!
-//! Usage: cargo build --release -p operator --bin operator --example bench-operator &&
+//! Usage: cargo build --release -p virt-controller --bin virt-controller --example bench-operator &&
 //!        target/release/examples/bench-operator [N]
 
 use std::collections::HashMap;
@@ -58,7 +58,8 @@ async fn main() -> anyhow::Result<()> {
         .await?;
 
     // The operator, as released.
-    let bin = std::env::var("OPERATOR_BIN").unwrap_or_else(|_| "target/release/operator".into());
+    let bin =
+        std::env::var("OPERATOR_BIN").unwrap_or_else(|_| "target/release/virt-controller".into());
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();

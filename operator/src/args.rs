@@ -8,7 +8,7 @@ pub use ferrovirt_runtime::LogFormat;
 
 /// Ferrovirt's operator: the VirtualMachine and VirtualMachineInstance controllers.
 #[derive(clap::Parser, Debug, Clone)]
-#[command(name = "operator", version, about)]
+#[command(name = "virt-controller", version, about)]
 pub struct Args {
     /// Kubeconfig to use; without it, the in-cluster config or `$KUBECONFIG`.
     #[arg(long, env = "KUBECONFIG")]
@@ -105,7 +105,7 @@ impl LeaderArgs {
         self.identity.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "operator".to_string());
+                .unwrap_or_else(|_| "virt-controller".to_string());
             format!("{host}_{}", std::process::id())
         })
     }
@@ -118,12 +118,18 @@ mod tests {
 
     #[test]
     fn defaults_and_env_names() {
-        let a = Args::try_parse_from(["operator", "--lease-duration", "4", "--log-format", "json"])
-            .unwrap();
+        let a = Args::try_parse_from([
+            "virt-controller",
+            "--lease-duration",
+            "4",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
         assert_eq!(a.leader.lease_duration, Duration::from_secs(4));
         assert_eq!(a.log_format, LogFormat::Json);
         assert_eq!(a.launcher.node_run_dir, PathBuf::from("/var/run/ferrovirt"));
         assert_eq!(a.launcher.launcher_image, "ferrovirt/virt-launcher:dev");
-        assert!(Args::try_parse_from(["operator", "--lease-duration", "0"]).is_err());
+        assert!(Args::try_parse_from(["virt-controller", "--lease-duration", "0"]).is_err());
     }
 }

@@ -53,9 +53,10 @@ pub struct Settings {
 /// new leader, and it leads again once it wins the lease back (an API server outage longer
 /// than the lease duration is survived).
 pub async fn run(args: Args) -> Result<()> {
-    let client = ferrovirt_runtime::kube_client(args.kubeconfig.as_deref(), "ferrovirt-operator")
-        .await
-        .map_err(Error::Runtime)?;
+    let client =
+        ferrovirt_runtime::kube_client(args.kubeconfig.as_deref(), "ferrovirt-virt-controller")
+            .await
+            .map_err(Error::Runtime)?;
     let metrics = Arc::new(metrics::Metrics::default());
     ferrovirt_runtime::serve(args.metrics_addr, metrics.clone())
         .await

@@ -4,8 +4,8 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = operator::Args::parse();
+    let args = virt_controller::Args::parse();
     ferrovirt_runtime::init_logging(args.log_format, "info");
-    operator::run(args).await?;
+    virt_controller::run(args).await?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Node benchmark (bench/README.md, "Node"): run by `bench/node.sh`.
 //!
-//! Starts the test control plane and the whole Ferrovirt stack (devnode, operator,
+//! Starts the test control plane and the whole Ferrovirt stack (devnode, virt-controller,
 //! virt-handler; launchers with embedded libvirt and QEMU under TCG), then measures:
 //!
 //! 1. Boot latency: `kubectl apply` of a kernel-boot VM to the first appearance of

@@ -418,11 +418,11 @@ pub async fn virtctl(kubeconfig: &Path, args: &[&str]) -> Result<KubectlOutput> 
 /// Starts the workspace's operator (VM and VMI controllers) against `cp`, tied to this
 /// process; [`stop_tied`] stops it.
 pub fn start_operator(cp: &ControlPlane) -> Result<Process> {
-    let mut cmd = Command::new(workspace_bin("operator"));
+    let mut cmd = Command::new(workspace_bin("virt-controller"));
     cmd.arg("--kubeconfig")
         .arg(cp.kubeconfig())
         .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)]);
-    process::spawn_tied("operator", cmd, &cp.log("operator"))
+    process::spawn_tied("virt-controller", cmd, &cp.log("virt-controller"))
 }
 
 /// Stops a tied process now.

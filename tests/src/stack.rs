@@ -98,7 +98,7 @@ impl Stack {
             &logs.join(format!("devnode-{name}.log")),
         )?;
 
-        let mut operator = Command::new(workspace_bin("operator"));
+        let mut operator = Command::new(workspace_bin("virt-controller"));
         operator
             .arg("--kubeconfig")
             .arg(&kubeconfig)
@@ -106,9 +106,9 @@ impl Stack {
             .arg(&run_dir)
             .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)]);
         process::spawn_tied(
-            "operator",
+            "virt-controller",
             operator,
-            &logs.join(format!("operator-{name}.log")),
+            &logs.join(format!("virt-controller-{name}.log")),
         )?;
 
         let stack = Self {

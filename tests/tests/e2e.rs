@@ -1,4 +1,4 @@
-//! End to end: the real control plane, the operator, devnode, virt-handler, virt-launcher,
+//! End to end: the real control plane, virt-controller, devnode, virt-handler, virt-launcher,
 //! libvirt and a QEMU guest (software emulation). Each test applies manifests with the
 //! control plane's kubectl and watches the guest's serial console.
 //!

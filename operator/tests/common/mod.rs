@@ -1,4 +1,4 @@
-//! What the operator's integration tests share: the operator binary as a child process,
+//! What virt-controller's integration tests share: the virt-controller binary as a child process,
 //! a fake Node and a fake kubelet (no node runs pods in this tier), and waiting.
 #![allow(dead_code)]
 
@@ -105,19 +105,19 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The operator binary: `$FERROVIRT_BIN_DIR/operator` when that is set (the harness's
+/// The operator binary: `$FERROVIRT_BIN_DIR/virt-controller` when that is set (the harness's
 /// convention, e.g. to run a release build or an older build), else the one cargo built.
 pub fn operator_bin() -> PathBuf {
     match std::env::var_os("FERROVIRT_BIN_DIR").filter(|d| !d.is_empty()) {
-        Some(dir) => PathBuf::from(dir).join("operator"),
-        None => PathBuf::from(env!("CARGO_BIN_EXE_operator")),
+        Some(dir) => PathBuf::from(dir).join("virt-controller"),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_virt-controller")),
     }
 }
 
 /// Starts the operator binary against `cp`, with a short lease for the failover tests.
 pub fn start_operator(cp: &ControlPlane, identity: &str, lease: &str) -> Operator {
     let log = std::env::temp_dir().join(format!(
-        "ferrovirt-operator-{}-{identity}.log",
+        "ferrovirt-virt-controller-{}-{identity}.log",
         std::process::id()
     ));
     let file = std::fs::File::create(&log).unwrap();
