@@ -5,6 +5,7 @@ use crate::{
     machine::{self, Capacity},
 };
 use chrono::{SecondsFormat, Utc};
+use ferrovirt_node_contract::pod::KVM_RESOURCE;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
@@ -29,7 +30,7 @@ pub fn resources(c: &Capacity) -> Value {
         "ephemeral-storage": c.ephemeral_storage,
         "hugepages-1Gi": "0",
         "hugepages-2Mi": "0",
-        "devices.kubevirt.io/kvm": "1k",
+        KVM_RESOURCE: "1k",
         "devices.kubevirt.io/tun": "1k",
         "devices.kubevirt.io/vhost-net": "1k",
     })

@@ -36,7 +36,7 @@ use crds::{VirtualMachine, VirtualMachineInstance};
 
 /// The field manager of every write, and the Events' reporting controller (KubeVirt's
 /// component name).
-pub const FIELD_MANAGER: &str = "virt-controller";
+pub use ferrovirt_node_contract::pod::VIRT_CONTROLLER_FIELD_MANAGER as FIELD_MANAGER;
 
 /// Operator settings that are not about the API connection.
 #[derive(Clone, Debug)]

@@ -14,33 +14,27 @@ use kube::Resource;
 
 use crate::{Error, Result};
 
-/// Label on every launcher pod.
-pub const APP_LABEL: &str = "kubevirt.io";
-pub const APP_LABEL_VALUE: &str = "virt-launcher";
-/// The UID of the VMI a pod runs.
-pub const CREATED_BY_LABEL: &str = "kubevirt.io/created-by";
-/// The guest's hostname as KubeVirt derives it (the VMI's name up to its first dot, or
-/// `spec.hostname`): [`vm_name_label`].
-pub const VM_NAME_LABEL: &str = "vm.kubevirt.io/name";
+/// The pod's labels, annotation, mounts and defaults are the node contract's
+/// (node-contract/): `kubevirt.io=virt-launcher`, `kubevirt.io/created-by=<vmi uid>`,
+/// `vm.kubevirt.io/name` ([`vm_name_label`]), `kubevirt.io/domain`; the per-VMI directory
+/// at [`VMI_DIR_IN_POD`]; the node-wide cache of libvirt's QEMU capabilities probe at
+/// [`CAPABILITIES_DIR_IN_POD`] (without it every VM's first start spends about 4 s
+/// probing QEMU).
+pub use ferrovirt_node_contract::paths::{CAPABILITIES_DIR_IN_POD, VMI_DIR_IN_POD};
+use ferrovirt_node_contract::paths::{READY_FILE, RunDir};
+use ferrovirt_node_contract::pod::LAUNCHER_COMMAND;
+pub use ferrovirt_node_contract::pod::{
+    APP_LABEL, APP_LABEL_VALUE, CREATED_BY_LABEL, DEFAULT_GRACE_SECONDS, DOMAIN_ANNOTATION,
+    KVM_RESOURCE, VM_NAME_LABEL,
+};
+
 /// The longest label value Kubernetes accepts.
 pub const LABEL_VALUE_MAX: usize = 63;
-/// The libvirt domain's name.
-pub const DOMAIN_ANNOTATION: &str = "kubevirt.io/domain";
-/// KubeVirt's device-plugin resource for /dev/kvm; devnode advertises it.
-pub const KVM_RESOURCE: &str = "devices.kubevirt.io/kvm";
-/// Where the per-VMI directory is mounted inside the pod.
-pub const VMI_DIR_IN_POD: &str = "/var/run/ferrovirt/vmi";
-/// Where the launcher finds the node-wide cache of libvirt's QEMU capabilities probe
-/// (`<node run dir>/capabilities` on the host): without it every VM's first start spends
-/// about 4 s probing QEMU.
-pub const CAPABILITIES_DIR_IN_POD: &str = "/var/run/ferrovirt/capabilities";
 /// The container that runs virt-launcher.
 pub const COMPUTE_CONTAINER: &str = "compute";
 /// Seconds the pod gets beyond the VMI's grace period: the launcher powers the guest off
 /// itself when the VMI's grace period is over, and then needs time to exit.
 pub const GRACE_MARGIN_SECONDS: i64 = 15;
-/// The VMI's grace period when it sets none (KubeVirt's default).
-pub const DEFAULT_GRACE_SECONDS: i64 = 30;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -203,13 +197,14 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
         controller: Some(true),
         block_owner_deletion: Some(true),
     };
-    let host_dir = cfg.node_run_dir.join("vmis").join(&uid);
+    let run_dir = RunDir::new(&cfg.node_run_dir);
+    let host_dir = run_dir.vmi(&uid).dir;
 
     let container = Container {
         name: COMPUTE_CONTAINER.into(),
         image: Some(cfg.image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
-        command: Some(vec!["virt-launcher".into()]),
+        command: Some(vec![LAUNCHER_COMMAND.into()]),
         args: Some(vec![
             "--vmi-namespace".into(),
             namespace.clone(),
@@ -246,7 +241,7 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
                 command: Some(vec![
                     "test".into(),
                     "-e".into(),
-                    format!("{VMI_DIR_IN_POD}/ready"),
+                    format!("{VMI_DIR_IN_POD}/{READY_FILE}"),
                 ]),
             }),
             period_seconds: Some(1),
@@ -272,7 +267,7 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
             containers: vec![container],
             volumes: Some(vec![
                 host_dir_volume("vmi-dir", &host_dir),
-                host_dir_volume("capabilities", &cfg.node_run_dir.join("capabilities")),
+                host_dir_volume("capabilities", &run_dir.capabilities()),
             ]),
             restart_policy: Some("Never".into()),
             termination_grace_period_seconds: Some(grace + GRACE_MARGIN_SECONDS),

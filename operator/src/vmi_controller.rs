@@ -27,7 +27,7 @@ use crate::{Context, Error, Result, writes};
 /// once no launcher pod is left).
 pub const FINALIZER: &str = "kubevirt.io/foregroundDeleteVirtualMachine";
 /// The node label of a scheduled VMI; virt-handler selects its VMIs by it.
-pub const NODE_NAME_LABEL: &str = "kubevirt.io/nodeName";
+pub use ferrovirt_node_contract::pod::NODE_NAME_LABEL;
 /// How long past its deletion deadline a terminating pod may take before the node is
 /// taken to be gone and the pod is removed by force.
 const STUCK_POD_SLACK: Duration = Duration::from_secs(30);

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use ferrovirt_node_contract::paths::RunDir;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 
@@ -125,7 +126,7 @@ impl Stack {
 
     /// The per-VMI directory of a VMI on the host.
     pub fn vmi_dir(&self, vmi_uid: &str) -> PathBuf {
-        self.run_dir.join("vmis").join(vmi_uid)
+        RunDir::new(&self.run_dir).vmi(vmi_uid).dir
     }
 
     /// Kills virt-handler with SIGKILL (guests keep running) and starts a new one.

@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use ferrovirt_node_contract::paths::{DEFAULT_RUN_DIR, VMI_DIR_IN_POD};
+
 #[derive(Clone, Debug, clap::Parser)]
 #[command(
     name = "virt-handler",
@@ -44,7 +46,7 @@ pub enum Command {
         #[arg(long)]
         emulation: bool,
         /// The per-VMI directory as the launcher sees it.
-        #[arg(long, default_value = "/var/run/ferrovirt/vmi")]
+        #[arg(long, default_value = VMI_DIR_IN_POD)]
         vmi_dir: PathBuf,
         /// Allow hostDisk volumes under this directory (repeatable), as the HostDisk
         /// feature gate and `ferrovirt.hostDiskPathPrefixes` in `kubevirt-config` would.
@@ -60,7 +62,7 @@ pub struct RunArgs {
     pub node_name: Option<String>,
 
     /// The node run dir shared with devnode and the launchers; per VMI `<run-dir>/vmis/<uid>/`.
-    #[arg(long, env = "FERROVIRT_RUN_DIR", default_value = "/var/run/ferrovirt")]
+    #[arg(long, env = "FERROVIRT_RUN_DIR", default_value = DEFAULT_RUN_DIR)]
     pub run_dir: PathBuf,
 
     /// The image store. Defaults to `$FERROVIRT_CACHE/images` (`~/.cache/ferrovirt/images`).
@@ -92,7 +94,7 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "VIRT_HANDLER_LAUNCHER_VMI_DIR",
-        default_value = "/var/run/ferrovirt/vmi"
+        default_value = VMI_DIR_IN_POD
     )]
     pub launcher_vmi_dir: String,
 

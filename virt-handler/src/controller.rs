@@ -16,20 +16,20 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource, ResourceExt};
 
+use ferrovirt_node_contract::pod::{
+    CREATED_BY_LABEL, VIRT_HANDLER_FIELD_MANAGER as FIELD_MANAGER, launcher_selector,
+};
+
 use crate::args::RunArgs;
 use crate::config::Virtualization;
 use crate::imagestore::ImageStore;
 use crate::kvm::{self, KvmStatus};
 use crate::metrics::Metrics;
-use crate::node::FIELD_MANAGER;
 use crate::status::{self, Observation};
-use crate::vmi_dir::{RunDir, launcher_alive};
+use crate::vmi_dir::{self, RunDir, launcher_alive};
 use crate::volumes::hostdisk::FileId;
 use crate::worker::{self, Worker};
 use crate::{Error, Result, chain, domain, volumes};
-
-/// The launcher pods' label with their VMI's uid (docs/contracts.md).
-pub const CREATED_BY: &str = "kubevirt.io/created-by";
 
 /// What every worker shares.
 pub struct Context {
@@ -51,7 +51,7 @@ impl Context {
     pub fn launcher_dir(&self, uid: &str) -> PathBuf {
         self.launcher_vmi_dir
             .clone()
-            .unwrap_or_else(|| self.run_dir.vmi(uid))
+            .unwrap_or_else(|| self.run_dir.vmi(uid).dir)
     }
 
     /// Resolves PVCs, prepares volumes and firmware, and converts the spec; also returns
@@ -77,7 +77,7 @@ impl Context {
             images: &self.images,
             volumes: &plans,
         })?;
-        let host_dir = self.run_dir.vmi(&uid);
+        let host_dir = self.run_dir.vmi(&uid).dir;
         let images = self.images.clone();
         let hostname = vmi.spec.hostname.clone().unwrap_or_else(|| vmi.name_any());
         let domain_spec = vmi.spec.domain.clone();
@@ -239,14 +239,14 @@ impl State {
             return;
         }
         self.workers.retain(|_, w| !w.task.is_finished());
-        for uid in self.ctx.run_dir.uids() {
+        for uid in vmi_dir::uids(&self.ctx.run_dir) {
             if self.vmis.contains_key(&uid) || self.workers.contains_key(&uid) {
                 continue;
             }
-            if launcher_alive(&self.ctx.run_dir.socket(&uid)).await {
+            if launcher_alive(&self.ctx.run_dir.vmi(&uid).socket()).await {
                 continue;
             }
-            match self.ctx.run_dir.remove(&uid) {
+            match vmi_dir::remove(&self.ctx.run_dir, &uid) {
                 Ok(()) => tracing::info!(%uid, "removed the directory of a gone VMI"),
                 Err(e) => tracing::warn!(%uid, error = %chain(&e), "cleanup failed"),
             }
@@ -305,7 +305,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let mut vmi_events = crate::watch::events(vmi_api, watcher::Config::default(), "VMIs");
     let pod_api: Api<Pod> = Api::all(ctx.client.clone());
     let pod_config = watcher::Config::default()
-        .labels("kubevirt.io=virt-launcher")
+        .labels(&launcher_selector())
         .fields(&format!("spec.nodeName={node}"));
     let mut pod_events = crate::watch::events(pod_api, pod_config, "launcher pods");
 
@@ -351,13 +351,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
             },
             Some(event) = pod_events.next() => match event {
                 Event::Apply(p) | Event::InitApply(p) => {
-                    if let Some(uid) = p.labels().get(CREATED_BY).cloned() {
+                    if let Some(uid) = p.labels().get(CREATED_BY_LABEL).cloned() {
                         state.local_pods.insert(uid.clone());
                         state.reconcile(&uid);
                     }
                 }
                 Event::Delete(p) => {
-                    if let Some(uid) = p.labels().get(CREATED_BY).cloned() {
+                    if let Some(uid) = p.labels().get(CREATED_BY_LABEL).cloned() {
                         state.local_pods.remove(&uid);
                     }
                 }

@@ -51,7 +51,7 @@ pub enum Error {
     Probe(#[source] std::io::Error),
 
     #[error("launcher")]
-    Launcher(#[from] virt_launcher::Error),
+    Launcher(#[from] ferrovirt_node_contract::Error),
 
     #[error("kubernetes API")]
     Kube(#[from] kube::Error),

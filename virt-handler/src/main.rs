@@ -10,7 +10,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Some(Command::Console { uid }) => {
             let socket = virt_handler::vmi_dir::RunDir::new(&args.run.run_dir)
                 .vmi(&uid)
-                .join("serial0.sock");
+                .serial_socket();
             virt_handler::console::attach(&socket)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -13,7 +13,7 @@ use crate::Result;
 use crate::config::{self, CONFIG_MAP, ClusterConfig};
 use crate::controller::Context;
 
-pub const FIELD_MANAGER: &str = "virt-handler";
+use ferrovirt_node_contract::pod::VIRT_HANDLER_FIELD_MANAGER as FIELD_MANAGER;
 
 /// The cluster configuration now (`kubevirt-config` in `namespace`).
 pub async fn cluster_config(

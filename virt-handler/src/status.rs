@@ -5,8 +5,8 @@ use crds::{
     Condition, PhaseTransitionTimestamp, VirtualMachineInstanceNetworkInterface,
     VirtualMachineInstanceSpec, VirtualMachineInstanceStatus, VmiPhase,
 };
+use ferrovirt_node_contract::protocol::StopReason;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use virt_launcher::protocol::StopReason;
 
 use crate::config::Virtualization;
 use crate::domain::mac_address;

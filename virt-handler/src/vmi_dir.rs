@@ -1,52 +1,31 @@
-//! The per-VMI directories under `<run-dir>/vmis/` on the host.
+//! The per-VMI directories under `<run-dir>/vmis/` on the host: the layout is the node
+//! contract's [`RunDir`]; here is what virt-handler does with it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+pub use ferrovirt_node_contract::paths::RunDir;
 
 use crate::{Error, Result};
 
-#[derive(Clone, Debug)]
-pub struct RunDir {
-    pub root: PathBuf,
+/// The uids that have a directory.
+pub fn uids(run_dir: &RunDir) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(run_dir.vmis()) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect()
 }
 
-impl RunDir {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        RunDir { root: root.into() }
-    }
-
-    pub fn vmis(&self) -> PathBuf {
-        self.root.join("vmis")
-    }
-
-    /// `<run-dir>/vmis/<uid>` on the host.
-    pub fn vmi(&self, uid: &str) -> PathBuf {
-        self.vmis().join(uid)
-    }
-
-    pub fn socket(&self, uid: &str) -> PathBuf {
-        self.vmi(uid).join("launcher.sock")
-    }
-
-    /// The uids that have a directory.
-    pub fn uids(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(self.vmis()) else {
-            return Vec::new();
-        };
-        entries
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect()
-    }
-
-    /// Removes a VMI's directory. Only call it when the launcher has exited.
-    pub fn remove(&self, uid: &str) -> Result<()> {
-        let dir = self.vmi(uid);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("removing", dir)(e)),
-        }
+/// Removes a VMI's directory. Only call it when the launcher has exited.
+pub fn remove(run_dir: &RunDir, uid: &str) -> Result<()> {
+    let dir = run_dir.vmi(uid).dir;
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("removing", dir)(e)),
     }
 }
 

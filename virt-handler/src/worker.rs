@@ -7,13 +7,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crds::VirtualMachineInstance;
+use ferrovirt_node_contract::client::{EventStream, LauncherClient};
+use ferrovirt_node_contract::pod::DEFAULT_GRACE_SECONDS;
+use ferrovirt_node_contract::protocol::Event;
 use kube::ResourceExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
-use virt_launcher::client::{EventStream, LauncherClient};
-use virt_launcher::protocol::Event;
 
 use crate::config::Virtualization;
 use crate::controller::Context;
@@ -28,7 +29,6 @@ pub struct Worker {
     pub task: JoinHandle<()>,
 }
 
-const DEFAULT_GRACE: i64 = 30;
 const POLL: Duration = Duration::from_millis(200);
 
 pub fn spawn(ctx: Arc<Context>, vmi: Arc<VirtualMachineInstance>) -> Worker {
@@ -56,7 +56,7 @@ pub fn spawn(ctx: Arc<Context>, vmi: Arc<VirtualMachineInstance>) -> Worker {
                         }
                     }
                 }
-                if gone(&rx) && !crate::vmi_dir::launcher_alive(&ctx.run_dir.socket(&uid)).await {
+                if gone(&rx) && !crate::vmi_dir::launcher_alive(&ctx.run_dir.vmi(&uid).socket()).await {
                     break;
                 }
             }
@@ -91,7 +91,7 @@ fn gone(rx: &VmiRx) -> bool {
 /// domain ran. Errors are transient: the caller retries.
 async fn follow(ctx: &Arc<Context>, first: &VirtualMachineInstance, mut rx: VmiRx) -> Result<()> {
     let uid = first.uid().unwrap_or_default();
-    let socket = ctx.run_dir.socket(&uid);
+    let socket = ctx.run_dir.vmi(&uid).socket();
     let began = Instant::now();
 
     // 1. The launcher, once it answers.
@@ -145,7 +145,7 @@ async fn follow(ctx: &Arc<Context>, first: &VirtualMachineInstance, mut rx: VmiR
 
 fn is_permanent(e: &Error) -> bool {
     match e {
-        Error::Launcher(virt_launcher::Error::Remote(_)) => true,
+        Error::Launcher(ferrovirt_node_contract::Error::Remote(_)) => true,
         Error::Launcher(_) => false,
         e => !e.is_transient(),
     }
@@ -240,7 +240,7 @@ async fn follow_events(
             let grace = latest(&rx)
                 .and_then(|v| v.spec.termination_grace_period_seconds)
                 .or(first.spec.termination_grace_period_seconds)
-                .unwrap_or(DEFAULT_GRACE)
+                .unwrap_or(DEFAULT_GRACE_SECONDS)
                 .max(0) as u64;
             destroy_at = Instant::now() + Duration::from_secs(grace);
             tracing::info!(grace, "VMI deleted: asking the guest to power off (ACPI)");

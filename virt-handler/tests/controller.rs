@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use common::cluster::{Handler, create_scheduled, setup, temp_run_dir, wait_labels, wait_phase};
 use common::{GUEST_LINE, domain_info, start_launcher, wait_for, wait_for_line};
 use crds::{VirtualMachineInstance, VmiPhase};
+use ferrovirt_node_contract::protocol::DomainState;
 use ferrovirt_tests::shared;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
-use virt_launcher::protocol::DomainState;
 
 #[tokio::test]
 async fn vmi_runs_survives_a_handler_restart_and_powers_off_on_delete() {

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use common::{GUEST_LINE, cache, guest_cmdline, start_launcher, wait_for_line};
 
+use ferrovirt_node_contract::client::LauncherClient;
+use ferrovirt_node_contract::protocol::{DomainState, Event, StopReason};
 use virt_handler::config::Virtualization;
 use virt_handler::domain::{Input, convert};
 use virt_handler::imagestore::ImageStore;
 use virt_handler::kvm::probe;
 use virt_handler::volumes::{plan, prepare, prepare_firmware};
-use virt_launcher::client::LauncherClient;
-use virt_launcher::protocol::{DomainState, Event, StopReason};
 
 #[tokio::test]
 async fn kernel_boot_vmi_boots_under_the_real_launcher() {
@@ -104,7 +104,7 @@ async fn kernel_boot_vmi_boots_under_the_real_launcher() {
     let info = client
         .define_and_start(&xml)
         .await
-        .unwrap_or_else(|e| panic!("{}\n{xml}", virt_launcher::chain(&e)));
+        .unwrap_or_else(|e| panic!("{}\n{xml}", ferrovirt_runtime::chain(&e)));
     assert_eq!(info.state, DomainState::Running);
     assert_eq!(info.name, "default_guest");
     let mut events = LauncherClient::connect(dir.join("launcher.sock"))

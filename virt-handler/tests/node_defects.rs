@@ -11,11 +11,11 @@ use common::cluster::{
 };
 use common::{Proc, domain_info, guest_cmdline, start_launcher, start_launcher_with};
 use crds::{VirtualMachineInstance, VmiPhase};
+use ferrovirt_node_contract::protocol::DomainState;
 use ferrovirt_tests::shared;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
 use serde_json::json;
-use virt_launcher::protocol::DomainState;
 
 /// A VMI on the test's node, its launcher, and what became of it.
 struct Started {

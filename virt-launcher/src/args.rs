@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+use ferrovirt_node_contract::paths::VMI_DIR_IN_POD;
+use ferrovirt_node_contract::pod::DEFAULT_GRACE_SECONDS;
+
 #[derive(Clone, Debug, clap::Parser)]
 #[command(
     name = "virt-launcher",
@@ -22,15 +25,11 @@ pub struct Args {
     pub vmi_uid: String,
 
     /// Per-VMI directory shared with the node: sockets, libvirt root, logs.
-    #[arg(
-        long,
-        env = "VIRT_LAUNCHER_VMI_DIR",
-        default_value = "/var/run/ferrovirt/vmi"
-    )]
+    #[arg(long, env = "VIRT_LAUNCHER_VMI_DIR", default_value = VMI_DIR_IN_POD)]
     pub vmi_dir: PathBuf,
 
     /// How long a guest has to power off after SIGTERM before it is destroyed.
-    #[arg(long, env = "VIRT_LAUNCHER_GRACE_PERIOD_SECONDS", default_value_t = 30)]
+    #[arg(long, env = "VIRT_LAUNCHER_GRACE_PERIOD_SECONDS", default_value_t = DEFAULT_GRACE_SECONDS as u64)]
     pub grace_period_seconds: u64,
 
     /// Node-wide directory shared by launchers for libvirt's QEMU capability probes

@@ -24,15 +24,6 @@ pub enum Error {
     #[error("malformed message")]
     Json(#[from] serde_json::Error),
 
-    #[error("launcher closed the connection")]
-    Closed,
-
-    #[error("launcher answered: {0}")]
-    Remote(String),
-
-    #[error("unexpected answer {0:?}")]
-    Unexpected(Box<crate::protocol::Response>),
-
     #[error("no domain defined")]
     NoDomain,
 

@@ -1,18 +1,17 @@
 //! virt-launcher: one per VMI, in its pod. Hosts an embedded libvirt for its one VM,
 //! serves a command socket for virt-handler, and exits with the guest's outcome.
 //!
-//! virt-handler uses [`protocol`] and [`client::LauncherClient`].
+//! The socket protocol, its client and the per-VMI directory's layout are in
+//! `ferrovirt-node-contract` (node-contract/), which virt-handler uses without libvirt.
 
 pub mod args;
 mod capcache;
-pub mod client;
 mod error;
 mod eventloop;
 mod events;
 mod guard;
 mod hypervisor;
 mod lifecycle;
-pub mod protocol;
 pub mod seriallog;
 mod server;
 mod supervisor;
@@ -20,6 +19,10 @@ mod supervisor;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+use ferrovirt_node_contract::paths::VmiDir;
+// The wire types, reached as `crate::protocol` by the server, supervisor and hypervisor.
+use ferrovirt_node_contract::protocol;
 
 pub use args::Args;
 pub use error::{Error, Result};
@@ -33,28 +36,6 @@ use supervisor::Supervisor;
 /// the final event and state.
 const DRAIN: Duration = Duration::from_secs(1);
 
-/// The files of the per-VMI directory the launcher owns (docs/contracts.md).
-pub struct VmiPaths {
-    pub dir: PathBuf,
-}
-
-impl VmiPaths {
-    pub fn socket(&self) -> PathBuf {
-        self.dir.join("launcher.sock")
-    }
-    pub fn ready(&self) -> PathBuf {
-        self.dir.join("ready")
-    }
-    /// The serial console's copy, written by QEMU as the domain XML asks.
-    pub fn serial_log(&self) -> PathBuf {
-        self.dir.join("serial0.log")
-    }
-    /// Root of the embedded libvirt; QEMU's own log is `<this>/log/qemu/<domain>.log`.
-    pub fn libvirt_root(&self) -> PathBuf {
-        self.dir.join("libvirt")
-    }
-}
-
 /// Runs the launcher to its end; returns the process exit code.
 pub async fn run(args: Args) -> Result<u8> {
     tracing::info!(
@@ -62,9 +43,7 @@ pub async fn run(args: Args) -> Result<u8> {
         dir = %args.vmi_dir.display(), "virt-launcher starting"
     );
     guard::set_child_subreaper()?;
-    let paths = VmiPaths {
-        dir: args.vmi_dir.clone(),
-    };
+    let paths = VmiDir::new(&args.vmi_dir);
     std::fs::create_dir_all(&paths.dir).map_err(Error::io("creating", &paths.dir))?;
     // A launcher killed with -9 leaves its ready file: not ready until the socket listens.
     let _ = std::fs::remove_file(paths.ready());

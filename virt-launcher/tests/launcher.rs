@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{GUEST_LINE, Launcher, domain_xml, guest, is_qemu, wait_for_serial_line, wait_until};
-use virt_launcher::protocol::{DomainState, Event, StopReason};
+use ferrovirt_node_contract::protocol::{DomainState, Event, StopReason};
 
 /// Under TCG on a shared 2-core machine, with other guests booting in parallel.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);

@@ -14,6 +14,7 @@ use crate::imagestore::ImageStore;
 use crate::volumes::Planned;
 use crate::{Error, Result};
 use crds::quantity;
+use ferrovirt_node_contract::paths::{SERIAL_LOG, SERIAL_SOCKET, VNC_SOCKET};
 
 pub use devices::mac_address;
 pub use xml::escape;
@@ -26,9 +27,6 @@ pub const OVMF_CODE_SECURE: &str = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd";
 pub const OVMF_VARS_SECURE: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 /// The per-VMI copy of the EFI variables, relative to the per-VMI directory.
 pub const EFI_VARS_FILE: &str = "efi-vars.fd";
-pub const SERIAL_SOCKET: &str = "serial0.sock";
-pub const SERIAL_LOG: &str = "serial0.log";
-pub const VNC_SOCKET: &str = "vnc.sock";
 
 /// Everything the conversion needs besides the spec.
 pub struct Input<'a> {

@@ -156,8 +156,8 @@ pub fn wait_for_line(log: &Path, line: &str) {
 }
 
 /// The launcher's view of its domain (there must be one).
-pub async fn domain_info(socket: &Path) -> virt_launcher::protocol::DomainInfo {
-    virt_launcher::client::LauncherClient::connect(socket)
+pub async fn domain_info(socket: &Path) -> ferrovirt_node_contract::protocol::DomainInfo {
+    ferrovirt_node_contract::client::LauncherClient::connect(socket)
         .await
         .unwrap()
         .domain_info()

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use virt_launcher::client::LauncherClient;
+use ferrovirt_node_contract::client::LauncherClient;
 
 /// The line hack/build-guest-images.sh's guest prints once it is up.
 pub const GUEST_LINE: &str = "FERROVIRT GUEST READY";

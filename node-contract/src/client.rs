@@ -1,8 +1,8 @@
 //! A small async client of the launcher's command socket, for virt-handler and tests.
 //!
 //! ```no_run
-//! # async fn f() -> virt_launcher::Result<()> {
-//! use virt_launcher::client::LauncherClient;
+//! # async fn f() -> ferrovirt_node_contract::Result<()> {
+//! use ferrovirt_node_contract::client::LauncherClient;
 //! let mut launcher = LauncherClient::connect("/var/run/ferrovirt/vmis/UID/launcher.sock").await?;
 //! let info = launcher.define_and_start("<domain type='qemu'>...</domain>").await?;
 //! let mut events = LauncherClient::connect("/var/run/ferrovirt/vmis/UID/launcher.sock")
@@ -32,7 +32,10 @@ impl LauncherClient {
         let path = path.as_ref();
         let stream = UnixStream::connect(path)
             .await
-            .map_err(Error::io("connecting to", path))?;
+            .map_err(|source| Error::Connect {
+                path: path.to_owned(),
+                source,
+            })?;
         let (read, write) = stream.into_split();
         Ok(LauncherClient {
             lines: BufReader::new(read).lines(),

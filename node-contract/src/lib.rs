@@ -1,0 +1,17 @@
+//! The node contract (docs/contracts.md) as code: what the operator (virt-controller),
+//! virt-handler, virt-launcher and devnode share about a node, so that each fact exists
+//! once and changing it is a compile error in every component that depends on it.
+//!
+//! - [`protocol`] and [`client`]: the launcher's command socket (JSON lines over a unix
+//!   socket). No libvirt here: virt-handler talks to launchers without linking it.
+//! - [`paths`]: the node run dir and the per-VMI directory's files.
+//! - [`pod`]: the launcher pod's labels and annotations, the default grace period, the
+//!   KVM resource, and the field managers of the components' writes.
+
+pub mod client;
+mod error;
+pub mod paths;
+pub mod pod;
+pub mod protocol;
+
+pub use error::{Error, Result};

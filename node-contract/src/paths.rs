@@ -1,0 +1,133 @@
+//! The node run dir and what lies in it (docs/contracts.md, "Paths and caches").
+//!
+//! On the host: `<run-dir>/vmis/<vmi-uid>/` per VMI and `<run-dir>/capabilities/` for
+//! the node-wide cache of libvirt's QEMU probe. In the launcher pod the two are mounted at
+//! [`VMI_DIR_IN_POD`] and [`CAPABILITIES_DIR_IN_POD`].
+
+use std::path::{Path, PathBuf};
+
+/// The node run dir when `--run-dir`/`FERROVIRT_RUN_DIR` names none.
+pub const DEFAULT_RUN_DIR: &str = "/var/run/ferrovirt";
+/// `<run-dir>/vmis/`: one directory per VMI, named by its uid.
+pub const VMIS_DIR: &str = "vmis";
+/// `<run-dir>/capabilities/`: libvirt's QEMU capabilities probe, shared by the launchers.
+pub const CAPABILITIES_DIR: &str = "capabilities";
+/// Where the per-VMI directory is mounted inside the launcher pod.
+pub const VMI_DIR_IN_POD: &str = "/var/run/ferrovirt/vmi";
+/// Where the capabilities cache is mounted inside the launcher pod.
+pub const CAPABILITIES_DIR_IN_POD: &str = "/var/run/ferrovirt/capabilities";
+
+/// The launcher's command socket, in the per-VMI directory.
+pub const LAUNCHER_SOCKET: &str = "launcher.sock";
+/// Created by the launcher once its socket listens; the pod's readiness probe tests it.
+pub const READY_FILE: &str = "ready";
+/// The guest's serial console (a unix socket QEMU serves).
+pub const SERIAL_SOCKET: &str = "serial0.sock";
+/// QEMU's copy of the serial console, rotated by the launcher to `serial0.log.1`.
+pub const SERIAL_LOG: &str = "serial0.log";
+/// The guest's VNC display.
+pub const VNC_SOCKET: &str = "vnc.sock";
+/// Root of the launcher's embedded libvirt.
+pub const LIBVIRT_DIR: &str = "libvirt";
+
+/// The node run dir on the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        RunDir { root: root.into() }
+    }
+
+    /// `<run-dir>/vmis`.
+    pub fn vmis(&self) -> PathBuf {
+        self.root.join(VMIS_DIR)
+    }
+
+    /// `<run-dir>/vmis/<uid>`.
+    pub fn vmi(&self, uid: &str) -> VmiDir {
+        VmiDir::new(self.vmis().join(uid))
+    }
+
+    /// `<run-dir>/capabilities`.
+    pub fn capabilities(&self) -> PathBuf {
+        self.root.join(CAPABILITIES_DIR)
+    }
+}
+
+/// One VMI's directory: on the host under [`RunDir::vmi`], or [`VMI_DIR_IN_POD`] as the
+/// launcher sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmiDir {
+    pub dir: PathBuf,
+}
+
+impl VmiDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        VmiDir { dir: dir.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join(LAUNCHER_SOCKET)
+    }
+
+    pub fn ready(&self) -> PathBuf {
+        self.dir.join(READY_FILE)
+    }
+
+    pub fn serial_socket(&self) -> PathBuf {
+        self.dir.join(SERIAL_SOCKET)
+    }
+
+    pub fn serial_log(&self) -> PathBuf {
+        self.dir.join(SERIAL_LOG)
+    }
+
+    pub fn vnc_socket(&self) -> PathBuf {
+        self.dir.join(VNC_SOCKET)
+    }
+
+    /// Root of the embedded libvirt; QEMU's own log is `<this>/log/qemu/<domain>.log`.
+    pub fn libvirt_root(&self) -> PathBuf {
+        self.dir.join(LIBVIRT_DIR)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_the_contract() {
+        let run = RunDir::new(DEFAULT_RUN_DIR);
+        let vmi = run.vmi("u1");
+        assert_eq!(vmi.path(), Path::new("/var/run/ferrovirt/vmis/u1"));
+        assert_eq!(
+            vmi.socket(),
+            Path::new("/var/run/ferrovirt/vmis/u1/launcher.sock")
+        );
+        assert_eq!(vmi.ready(), Path::new("/var/run/ferrovirt/vmis/u1/ready"));
+        assert_eq!(
+            vmi.serial_socket(),
+            Path::new("/var/run/ferrovirt/vmis/u1/serial0.sock")
+        );
+        assert_eq!(
+            vmi.serial_log(),
+            Path::new("/var/run/ferrovirt/vmis/u1/serial0.log")
+        );
+        assert_eq!(
+            vmi.vnc_socket(),
+            Path::new("/var/run/ferrovirt/vmis/u1/vnc.sock")
+        );
+        assert_eq!(
+            run.capabilities(),
+            Path::new("/var/run/ferrovirt/capabilities")
+        );
+    }
+}
