@@ -55,7 +55,7 @@ pub struct LauncherArgs {
     pub launcher_image: String,
 
     /// The node run dir on the host: each VMI gets `<dir>/vmis/<uid>` as its hostPath.
-    #[arg(long, env = "FERROVIRT_RUN_DIR", default_value = "/var/run/ferrovirt")]
+    #[arg(long, env = "FERROVIRT_RUN_DIR", default_value = ferrovirt_node_contract::paths::DEFAULT_RUN_DIR)]
     pub node_run_dir: PathBuf,
 }
 

@@ -156,7 +156,7 @@ pub async fn run_controllers(
         futures::future::ready(())
     });
     let launcher_pods =
-        watcher::Config::default().labels(&format!("{}={}", pod::APP_LABEL, pod::APP_LABEL_VALUE));
+        watcher::Config::default().labels(&ferrovirt_node_contract::pod::launcher_selector());
     let pod_watch =
         reflector::reflector(pod_writer, watcher(pods, launcher_pods).default_backoff()).for_each(
             move |event| {
