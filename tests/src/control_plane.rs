@@ -143,6 +143,20 @@ impl ControlPlane {
         client_from(&self.layout.kubeconfig()).await
     }
 
+    /// `kubectl apply --dry-run=server -n <namespace> -f <file>`: what admission says of a
+    /// manifest, changing nothing.
+    pub async fn dry_run_apply(&self, namespace: &str, file: &Path) -> Result<KubectlOutput> {
+        self.kubectl([
+            "apply".as_ref(),
+            "--dry-run=server".as_ref(),
+            "-n".as_ref(),
+            namespace.as_ref(),
+            "-f".as_ref(),
+            file.as_os_str(),
+        ])
+        .await
+    }
+
     /// Runs the control plane's `kubectl` with the admin kubeconfig.
     pub async fn kubectl<I, S>(&self, args: I) -> Result<KubectlOutput>
     where

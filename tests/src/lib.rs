@@ -29,6 +29,6 @@ pub use pki::{Pki, Usage};
 pub use policies::{POLICY_FILES, UNIMPLEMENTED_ANNOTATION, install_admission_policies};
 pub use process::{Process, alive as pid_alive};
 pub use shared::{
-    DEFAULT_LOG_FILTER, TestNamespace, examples_dir, init_tracing, repo_root, shared,
+    DEFAULT_LOG_FILTER, TestNamespace, example_files, examples_dir, init_tracing, repo_root, shared,
 };
 pub use stack::{SYSTEM_NAMESPACE, Stack, image_store, workspace_bin};

@@ -151,6 +151,26 @@ pub fn examples_dir() -> PathBuf {
         .join("kubevirt-examples")
 }
 
+/// The manifests of the compatibility suite (`*.yaml`, `*.yml` in [`examples_dir`]),
+/// sorted. Panics naming the folder when it cannot be read or holds none.
+pub fn example_files() -> Vec<PathBuf> {
+    let dir = examples_dir();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| {
+            panic!(
+                "reading the KubeVirt examples in {}: {e} (the compatibility suite lives next to the repo)",
+                dir.display()
+            )
+        })
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no examples in {}", dir.display());
+    files
+}
+
 /// `$TMPDIR/ferrovirt-tests/cp-<pid>-<n>`, after removing those of processes that are gone.
 fn fresh_temp_dir() -> std::io::Result<PathBuf> {
     let base = std::env::temp_dir().join("ferrovirt-tests");

@@ -7,7 +7,7 @@ mod admission;
 
 use std::fmt::Write as _;
 
-use ferrovirt_tests::{TestNamespace, examples_dir, shared};
+use ferrovirt_tests::{TestNamespace, example_files, examples_dir, shared};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::Api;
 
@@ -85,31 +85,17 @@ const EXAMPLES: &[(&str, Expect)] = &[
 async fn kubevirt_examples_dry_run() {
     let cp = shared().await;
     let ns = TestNamespace::create(cp, "examples").await.unwrap();
-    let dir = examples_dir();
-    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading the KubeVirt examples in {}: {e}", dir.display()))
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
+    let files = example_files();
+    let on_disk: Vec<String> = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    on_disk.sort();
 
     let mut table = String::new();
     let mut failures = 0;
-    for file in &on_disk {
+    for (file, path) in on_disk.iter().zip(&files) {
         let expect = EXAMPLES.iter().find(|(f, _)| f == file).map(|(_, e)| e);
-        let path = dir.join(file);
-        let out = cp
-            .kubectl([
-                "apply",
-                "--dry-run=server",
-                "-n",
-                ns.name(),
-                "-f",
-                &path.to_string_lossy(),
-            ])
-            .await
-            .unwrap();
+        let out = cp.dry_run_apply(ns.name(), path).await.unwrap();
         let message = shown(&out);
         let ok = match expect {
             Some(Accepted) => out.success(),
@@ -141,7 +127,7 @@ async fn kubevirt_examples_dry_run() {
             let _ = writeln!(
                 table,
                 "FAIL {file:<28} listed in the table but missing in {}",
-                dir.display()
+                examples_dir().display()
             );
         }
     }

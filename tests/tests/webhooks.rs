@@ -603,28 +603,10 @@ async fn the_webhook_refuses_only_the_examples_the_node_would_refuse() {
     let cp = shared().await;
     shared_virt_api_with_webhooks().await;
     let ns = TestNamespace::create(cp, "webhook-examples").await.unwrap();
-    let dir = ferrovirt_tests::examples_dir();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("reading the KubeVirt examples in {}: {e}", dir.display()))
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no examples in {}", dir.display());
+    let files = ferrovirt_tests::example_files();
     let mut wrong = Vec::new();
     for path in &files {
-        let out = cp
-            .kubectl([
-                "apply",
-                "--dry-run=server",
-                "-n",
-                ns.name(),
-                "-f",
-                &path.to_string_lossy(),
-            ])
-            .await
-            .unwrap();
+        let out = cp.dry_run_apply(ns.name(), path).await.unwrap();
         let name = path.file_name().unwrap().to_string_lossy();
         let result = if out.success() { "accepted" } else { "refused" };
         println!("{name:<28} {result}: {}", out.stderr.trim());

@@ -289,18 +289,7 @@ fn vmi_of(doc: &serde_json::Value) -> Option<VirtualMachineInstance> {
 
 #[test]
 fn kubevirt_examples_convert_to_valid_domains() {
-    let dir = ferrovirt_tests::examples_dir();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (the compatibility suite lives next to the repo)",
-                dir.display()
-            )
-        })
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
+    let files = ferrovirt_tests::example_files();
     let out = tempfile::tempdir().unwrap();
     let mut converted = 0;
     for file in &files {
