@@ -11,6 +11,7 @@ use common::*;
 use crds::{VirtualMachine, VirtualMachineInstance};
 use ferrovirt_tests::{TestNamespace, shared};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -186,6 +187,20 @@ impl Env {
         }
     }
 
+    /// Waits for an Event of this namespace that `matches`.
+    async fn event_where(&self, what: &str, matches: impl Fn(&Event) -> bool + Clone) {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), self.ns.name());
+        eventually(what, T, || {
+            let events = events.clone();
+            let matches = matches.clone();
+            async move {
+                let list = events.list(&ListParams::default()).await.unwrap();
+                list.items.iter().any(matches).then_some(())
+            }
+        })
+        .await;
+    }
+
     async fn gone<K>(&self, api: &Api<K>, name: &str)
     where
         K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -255,21 +270,9 @@ async fn always_runs_the_vm_and_replaces_a_finished_instance() {
     assert_ne!(replaced.uid(), vmi.uid());
 
     // Events and metrics tell about it.
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(e.client.clone(), e.ns.name());
-    eventually("a SuccessfulCreate event for the VM", T, || {
-        let events = events.clone();
-        async move {
-            let list = events.list(&ListParams::default()).await.unwrap();
-            list.items
-                .iter()
-                .any(|ev| {
-                    ev.reason.as_deref() == Some("SuccessfulCreate")
-                        && ev.regarding.as_ref().and_then(|r| r.kind.as_deref())
-                            == Some("VirtualMachine")
-                })
-                .then_some(())
-        }
+    e.event_where("a SuccessfulCreate event for the VM", |ev| {
+        ev.reason.as_deref() == Some("SuccessfulCreate")
+            && ev.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("VirtualMachine")
     })
     .await;
     let metrics = OPERATOR.get().unwrap().metrics();
@@ -476,26 +479,14 @@ async fn an_instance_that_fails_before_running_backs_off_as_crash_loop() {
     fail_pod(&e.pods, &pod.name_any(), "ErrImagePull").await;
     // The VMI fails with the pod's reason (and goes at once: Always replaces it).
     let vm = e.printable("vm1", "CrashLoopBackOff").await;
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(e.client.clone(), e.ns.name());
-    eventually(
+    e.event_where(
         "an event of the VMI's failure with the pod's reason",
-        T,
-        || {
-            let events = events.clone();
-            async move {
-                let list = events.list(&ListParams::default()).await.unwrap();
-                list.items
-                    .iter()
-                    .any(|ev| {
-                        ev.reason.as_deref() == Some("Failed")
-                            && ev
-                                .note
-                                .as_deref()
-                                .is_some_and(|n| n.contains("ErrImagePull"))
-                    })
-                    .then_some(())
-            }
+        |ev| {
+            ev.reason.as_deref() == Some("Failed")
+                && ev
+                    .note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("ErrImagePull"))
         },
     )
     .await;
@@ -723,29 +714,17 @@ async fn a_launcher_pod_the_api_server_refuses_shows_on_the_vmi_and_in_a_warning
         Some("Pending")
     );
 
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(e.client.clone(), e.ns.name());
-    eventually(
+    e.event_where(
         "a Warning event FailedCreate on the VMI naming the quota",
-        T,
-        || {
-            let events = events.clone();
-            async move {
-                let list = events.list(&ListParams::default()).await.unwrap();
-                list.items
-                    .iter()
-                    .any(|ev| {
-                        ev.type_.as_deref() == Some("Warning")
-                            && ev.reason.as_deref() == Some("FailedCreate")
-                            && ev.regarding.as_ref().and_then(|r| r.kind.as_deref())
-                                == Some("VirtualMachineInstance")
-                            && ev
-                                .note
-                                .as_deref()
-                                .is_some_and(|n| n.contains("exceeded quota: no-pods"))
-                    })
-                    .then_some(())
-            }
+        |ev| {
+            ev.type_.as_deref() == Some("Warning")
+                && ev.reason.as_deref() == Some("FailedCreate")
+                && ev.regarding.as_ref().and_then(|r| r.kind.as_deref())
+                    == Some("VirtualMachineInstance")
+                && ev
+                    .note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("exceeded quota: no-pods"))
         },
     )
     .await;
