@@ -15,15 +15,16 @@
 
 use std::path::Path;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
+use crate::frame::LineReader;
 use crate::protocol::{DomainInfo, Event, OpenFile, Pong, Request, Response};
 use crate::{Error, Result};
 
 pub struct LauncherClient {
-    lines: Lines<BufReader<OwnedReadHalf>>,
+    lines: LineReader<BufReader<OwnedReadHalf>>,
     write: OwnedWriteHalf,
 }
 
@@ -38,7 +39,7 @@ impl LauncherClient {
             })?;
         let (read, write) = stream.into_split();
         Ok(LauncherClient {
-            lines: BufReader::new(read).lines(),
+            lines: LineReader::new(BufReader::new(read)),
             write,
         })
     }
@@ -134,7 +135,7 @@ impl LauncherClient {
 }
 
 pub struct EventStream {
-    lines: Lines<BufReader<OwnedReadHalf>>,
+    lines: LineReader<BufReader<OwnedReadHalf>>,
     /// Dropping the write half would tell the launcher we left.
     _write: OwnedWriteHalf,
 }
@@ -151,11 +152,7 @@ impl EventStream {
     }
 }
 
-async fn read(lines: &mut Lines<BufReader<OwnedReadHalf>>) -> Result<Response> {
-    let line = lines
-        .next_line()
-        .await
-        .map_err(Error::Socket)?
-        .ok_or(Error::Closed)?;
+async fn read(lines: &mut LineReader<BufReader<OwnedReadHalf>>) -> Result<Response> {
+    let line = lines.next_line().await?.ok_or(Error::Closed)?;
     Ok(serde_json::from_str(&line)?)
 }

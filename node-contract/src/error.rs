@@ -18,6 +18,9 @@ pub enum Error {
     #[error("launcher socket")]
     Socket(#[source] std::io::Error),
 
+    #[error("launcher socket")]
+    Frame(#[from] crate::frame::FrameError),
+
     #[error("malformed message")]
     Json(#[from] serde_json::Error),
 

@@ -3,13 +3,17 @@
 //! once and changing it is a compile error in every component that depends on it.
 //!
 //! - [`protocol`] and [`client`]: the launcher's command socket (JSON lines over a unix
-//!   socket). No libvirt here: virt-handler talks to launchers without linking it.
+//!   socket, lines bounded by [`frame`]). No libvirt here: virt-handler talks to launchers without linking it.
 //! - [`paths`]: the node run dir and the per-VMI directory's files.
+//! - [`handler_api`]: how virt-api reaches a node's virt-handler (address annotation,
+//!   certificate names, paths).
 //! - [`pod`]: the launcher pod's labels and annotations, the default grace period, the
 //!   KVM resource, and the field managers of the components' writes.
 
 pub mod client;
 mod error;
+pub mod handler_api;
+pub mod frame;
 pub mod paths;
 pub mod pod;
 pub mod protocol;

@@ -21,6 +21,9 @@ pub enum Error {
     #[error("launcher socket")]
     Socket(#[source] std::io::Error),
 
+    #[error("launcher socket")]
+    Frame(#[from] ferrovirt_node_contract::frame::FrameError),
+
     #[error("malformed message")]
     Json(#[from] serde_json::Error),
 

@@ -3,7 +3,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use ferrovirt_node_contract::frame::LineReader;
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::broadcast::error::RecvError;
@@ -42,8 +43,8 @@ pub async fn serve(listener: UnixListener, hv: Arc<Hypervisor>, log: Arc<EventLo
 
 async fn connection(stream: UnixStream, hv: Arc<Hypervisor>, log: Arc<EventLog>) -> Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    while let Some(line) = lines.next_line().await.map_err(Error::Socket)? {
+    let mut lines = LineReader::new(BufReader::new(read));
+    while let Some(line) = lines.next_line().await? {
         if line.trim().is_empty() {
             continue;
         }
@@ -93,7 +94,7 @@ async fn handle(request: Request, hv: Arc<Hypervisor>) -> Response {
 
 /// Replays the history, then streams live events until the client hangs up.
 async fn watch(
-    mut lines: Lines<BufReader<OwnedReadHalf>>,
+    mut lines: LineReader<BufReader<OwnedReadHalf>>,
     mut write: OwnedWriteHalf,
     log: &EventLog,
 ) -> Result<()> {

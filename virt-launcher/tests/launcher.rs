@@ -129,6 +129,49 @@ async fn sigterm_before_any_domain_exits_zero() {
     assert!(!launcher.path("ready").exists() && !launcher.path("launcher.sock").exists());
 }
 
+/// A client that sends a line without end is cut off at the bound; the launcher's memory
+/// stays flat and it goes on answering others (issue 12).
+#[tokio::test]
+async fn an_endless_request_line_is_cut_off_and_the_launcher_keeps_serving() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut launcher = Launcher::start(30);
+    launcher.client().await.ping().await.expect("first ping");
+    let before = launcher.rss_kib();
+    let mut hostile = tokio::net::UnixStream::connect(launcher.path("launcher.sock"))
+        .await
+        .expect("connecting");
+    let chunk = vec![b'x'; 1 << 20];
+    let mut sent = 0usize;
+    // Four times the bound: the launcher must hang up before it has all of it.
+    while sent < 4 * ferrovirt_node_contract::frame::MAX_LINE {
+        if hostile.write_all(&chunk).await.is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let mut rest = Vec::new();
+    let closed =
+        tokio::time::timeout(Duration::from_secs(30), hostile.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(_)) | Ok(Err(_))),
+        "the launcher kept a connection open after {sent} bytes without a newline"
+    );
+    let grown = launcher.rss_kib().saturating_sub(before);
+    assert!(
+        grown < 2 * (ferrovirt_node_contract::frame::MAX_LINE as u64 / 1024),
+        "launcher RSS grew by {grown} KiB for one endless line"
+    );
+    let pong = launcher
+        .client()
+        .await
+        .ping()
+        .await
+        .expect("ping after the endless line");
+    assert_eq!(pong.pid, launcher.pid());
+    launcher.signal(libc::SIGTERM);
+    assert_eq!(launcher.wait_exit(Duration::from_secs(10)).code(), Some(0));
+}
+
 #[tokio::test]
 async fn grace_period_expiry_destroys_and_exits_zero() {
     let guest = guest();
