@@ -1,1 +1,4 @@
-//! The kubelet device plugin for `devices.kubevirt.io/{kvm,tun,vhost-net}` (work in progress).
+//! The kubelet device plugin for `devices.kubevirt.io/{kvm,tun,vhost-net}`, as KubeVirt's
+//! virt-handler serves it (work in progress).
+
+pub mod api;
