@@ -80,18 +80,45 @@ impl Parsed {
         if self.negative && self.digits != 0 {
             return None;
         }
-        let mut n = self.digits.checked_mul(1u128.checked_shl(self.exp2)?)?;
-        if self.exp10 >= 0 {
-            n = n.checked_mul(10u128.checked_pow(self.exp10.unsigned_abs())?)?;
-        } else {
-            let d = 10u128.checked_pow(self.exp10.unsigned_abs());
-            n = match d {
-                Some(d) => n.div_ceil(d),
-                // More than 38 decimal places: any non-zero value rounds up to 1.
-                None => u128::from(n != 0),
+        let (mut digits, mut exp10) = (self.digits, self.exp10);
+        // `0.5000…0Gi`: trailing zeros must not overflow what follows.
+        while digits != 0 && digits % 10 == 0 {
+            digits /= 10;
+            exp10 = exp10.checked_add(1)?;
+        }
+        if exp10 >= 0 {
+            let n = digits
+                .checked_mul(1u128.checked_shl(self.exp2)?)?
+                .checked_mul(10u128.checked_pow(exp10.unsigned_abs())?)?;
+            return u64::try_from(n).ok();
+        }
+        // digits × 2^exp2 / 10^k, rounded up, without forming the product: divide once,
+        // then double quotient and remainder exp2 times (the remainder stays below the
+        // divisor, at most 10^38, so doubling it fits u128). Rounding up in steps is exact:
+        // ⌈⌈x / a⌉ / b⌉ = ⌈x / ab⌉.
+        let k = exp10.unsigned_abs();
+        let first = k.min(38);
+        let d = 10u128.pow(first);
+        let (mut q, mut r) = (digits / d, digits % d);
+        for _ in 0..self.exp2 {
+            q = q.checked_mul(2)?;
+            r *= 2;
+            if r >= d {
+                q = q.checked_add(1)?;
+                r -= d;
+            }
+        }
+        if r != 0 {
+            q = q.checked_add(1)?;
+        }
+        if k > first {
+            q = match 10u128.checked_pow(k - first) {
+                Some(d) => q.div_ceil(d),
+                // q < 2^128 < 10^39: any non-zero quotient rounds up to 1.
+                None => u128::from(q != 0),
             };
         }
-        u64::try_from(n).ok()
+        u64::try_from(q).ok()
     }
 
     /// The value in thousandths rounded up (as `MilliValue()`: CPU in millicores).
@@ -144,6 +171,13 @@ mod tests {
         assert_eq!(b("1.1"), Some(2), "rounded up, as Value()");
         assert_eq!(b("0"), Some(0));
         assert_eq!(b("-0"), Some(0));
+        // Long mantissas the API server accepts (found by tests/quantity_props.rs).
+        assert_eq!(b(".317000000000000000000000000000Gi"), Some(340_376_159));
+        assert_eq!(
+            b("0.100000000000000000000000000000000000000Ei"),
+            Some((1u64 << 60).div_ceil(10))
+        );
+        assert_eq!(b("0.000000000000000000000000000000000000000001"), Some(1));
     }
 
     #[test]
