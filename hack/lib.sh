@@ -46,3 +46,43 @@ start_bg() {
 
 # Elapsed-time helper for summaries: `t=$(now)` ... `$(( $(now) - t ))`.
 now() { date +%s; }
+
+# ---- The real node (hack/build-node.sh, hack/node/, docs/real-node.md) ------------------
+# Versions of what runs on it; kubelet and kube-proxy follow KUBE_VERSION.
+CONTAINERD_VERSION="${CONTAINERD_VERSION:-2.4.2}"
+CNI_PLUGINS_VERSION="${CNI_PLUGINS_VERSION:-1.10.0}"
+CRI_TOOLS_VERSION="${CRI_TOOLS_VERSION:-1.37.0}"
+REGISTRY_VERSION="${REGISTRY_VERSION:-3.1.2}"
+CRANE_VERSION="${CRANE_VERSION:-0.22.1}"
+
+# One versioned directory per piece, so a version bump rebuilds only that piece.
+kube_node_dir() { echo "$FERROVIRT_CACHE/kube-node-v$KUBE_VERSION"; }
+containerd_dir() { echo "$FERROVIRT_CACHE/containerd-v$CONTAINERD_VERSION"; }
+cni_plugins_dir() { echo "$FERROVIRT_CACHE/cni-plugins-v$CNI_PLUGINS_VERSION"; }
+cri_tools_dir() { echo "$FERROVIRT_CACHE/cri-tools-v$CRI_TOOLS_VERSION"; }
+registry_dir() { echo "$FERROVIRT_CACHE/registry-v$REGISTRY_VERSION"; }
+crane_dir() { echo "$FERROVIRT_CACHE/crane-v$CRANE_VERSION"; }
+# OCI layout tars made offline: the pause (sandbox) image and a busybox test image.
+node_images_dir() { echo "$FERROVIRT_CACHE/node-images"; }
+# The sandbox image every pod starts with (built from hack/node/pause.c, pinned in containerd)
+# and a busybox image the tests push to the node's registry.
+PAUSE_IMAGE="ferrovirt.local/pause:1.0"
+BUSYBOX_IMAGE="ferrovirt.local/busybox:1.35"
+
+# stop_pidfile NAME FILE: stops the process whose pid FILE holds, if the caller's `ours PID`
+# says it is one of its own (SIGTERM, SIGKILL after 10 s), and removes FILE.
+stop_pidfile() {
+  local name="$1" file="$2" pid
+  [[ -f "$file" ]] || return 0
+  pid="$(<"$file")"
+  if [[ -n "$pid" ]] && ours "$pid"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do ours "$pid" || break; sleep 0.1; done
+    if ours "$pid"; then
+      log "$name ($pid) ignored SIGTERM for 10s: killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    log "stopped $name ($pid)"
+  fi
+  rm -f "$file"
+}
