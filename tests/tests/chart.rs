@@ -1,0 +1,435 @@
+//! The Helm chart (deploy/helm/ferrovirt): `helm lint --strict`, `helm template`, a
+//! server-side dry run of everything it renders against the real kube-apiserver, its
+//! schema refusing wrong values by name, and its CRDs, policies and roles equal to their
+//! one source in the repository. helm comes from `hack/build-helm.sh` (or `$HELM`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use ferrovirt_tests::{TestNamespace, repo_root, shared};
+use serde::Deserialize as _;
+use serde_yaml::Value;
+
+/// The control plane's version: `helm template` assumes v1.20 without it, and the chart
+/// needs 1.30 or newer.
+const KUBE_VERSION: &str = "1.35.4";
+const HELM_VERSION: &str = "3.22.0";
+
+fn helm() -> PathBuf {
+    let path = match std::env::var_os("HELM").filter(|h| !h.is_empty()) {
+        Some(h) => PathBuf::from(h),
+        None => cache_dir()
+            .join(format!("helm-v{HELM_VERSION}"))
+            .join("helm"),
+    };
+    assert!(
+        path.is_file(),
+        "helm not found at {}: run hack/build-helm.sh (or set HELM to a helm v3 binary)",
+        path.display()
+    );
+    path
+}
+
+/// `$FERROVIRT_CACHE`, else `$XDG_CACHE_HOME/ferrovirt`, else `~/.cache/ferrovirt`, as
+/// hack/lib.sh has it.
+fn cache_dir() -> PathBuf {
+    let var = |v: &str| {
+        std::env::var_os(v)
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+    };
+    var("FERROVIRT_CACHE").unwrap_or_else(|| {
+        var("XDG_CACHE_HOME")
+            .unwrap_or_else(|| var("HOME").unwrap_or_else(|| "/root".into()).join(".cache"))
+            .join("ferrovirt")
+    })
+}
+
+fn chart() -> PathBuf {
+    repo_root().join("deploy/helm/ferrovirt")
+}
+
+/// Runs helm with `args`; (success, stdout, stderr without helm's symbolic-link notes).
+fn run_helm(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(helm())
+        .args(args)
+        .output()
+        .expect("running helm");
+    let stderr = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.contains("found symbolic link in path"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    )
+}
+
+/// `helm template ferrovirt <chart> -n <namespace> --kube-version ... <extra>`:
+/// (success, stdout, stderr).
+fn try_template(namespace: &str, extra: &[&str]) -> (bool, String, String) {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "ferrovirt",
+        chart.to_str().unwrap(),
+        "-n",
+        namespace,
+        "--kube-version",
+        KUBE_VERSION,
+    ];
+    args.extend_from_slice(extra);
+    run_helm(&args)
+}
+
+/// [`try_template`]'s output; panics with helm's message when it fails.
+fn template(namespace: &str, extra: &[&str]) -> String {
+    let (ok, stdout, stderr) = try_template(namespace, extra);
+    assert!(ok, "helm template {extra:?} failed:\n{stderr}");
+    stdout
+}
+
+/// The YAML documents of a multi-document text, empty ones left out.
+fn documents(text: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).expect("helm rendered valid YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn kind_name(doc: &Value) -> (String, String) {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    (s(&doc["kind"]), s(&doc["metadata"]["name"]))
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| kind_name(d) == (kind.to_string(), name.to_string()))
+        .unwrap_or_else(|| panic!("the chart renders no {kind} {name}"))
+}
+
+#[test]
+fn helm_lint_strict_passes() {
+    let chart = chart();
+    let (ok, stdout, stderr) = run_helm(&[
+        "lint",
+        "--strict",
+        chart.to_str().unwrap(),
+        "-n",
+        "kubevirt",
+        "--kube-version",
+        KUBE_VERSION,
+    ]);
+    assert!(
+        ok && stdout.contains("1 chart(s) linted, 0 chart(s) failed"),
+        "helm lint --strict failed:\n{stdout}\n{stderr}"
+    );
+}
+
+#[test]
+fn template_renders_every_component_with_probes_priority_and_requests() {
+    let docs = documents(&template("kubevirt", &[]));
+    let controller = find(&docs, "Deployment", "virt-controller");
+    assert_eq!(controller["spec"]["replicas"], Value::from(2));
+    let api = find(&docs, "Deployment", "virt-api");
+    let handler = find(&docs, "DaemonSet", "virt-handler");
+    for (workload, account) in [
+        (controller, "kubevirt-controller"),
+        (api, "kubevirt-apiserver"),
+        (handler, "kubevirt-handler"),
+    ] {
+        let name = kind_name(workload).1;
+        let pod = &workload["spec"]["template"]["spec"];
+        assert_eq!(pod["serviceAccountName"], Value::from(account), "{name}");
+        find(&docs, "ServiceAccount", account);
+        find(&docs, "ClusterRole", account);
+        assert_eq!(
+            pod["priorityClassName"],
+            Value::from("kubevirt-cluster-critical"),
+            "{name}"
+        );
+        let container = &pod["containers"][0];
+        let image = container["image"].as_str().unwrap_or_default();
+        assert_eq!(
+            image,
+            format!("10.250.0.1:5000/ferrovirt/{name}:0.1.0"),
+            "{name}'s image"
+        );
+        for probe in ["readinessProbe", "livenessProbe"] {
+            assert_eq!(
+                container[probe]["httpGet"]["path"],
+                Value::from("/healthz"),
+                "{name} {probe}"
+            );
+        }
+        for resource in ["cpu", "memory"] {
+            assert!(
+                !container["resources"]["requests"][resource].is_null(),
+                "{name} requests no {resource}"
+            );
+        }
+        assert!(
+            container["args"]
+                .as_sequence()
+                .unwrap()
+                .contains(&Value::from("--log-format=plain")),
+            "{name} args: {:?}",
+            container["args"]
+        );
+    }
+    // The launcher image virt-controller puts into every launcher pod.
+    assert!(
+        controller["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_sequence()
+            .unwrap()
+            .contains(&Value::from(
+                "--launcher-image=10.250.0.1:5000/ferrovirt/virt-launcher:0.1.0"
+            ))
+    );
+    let handler_security = &handler["spec"]["template"]["spec"]["containers"][0]["securityContext"];
+    assert_eq!(handler_security["privileged"], Value::from(true));
+    for restricted in [controller, api] {
+        let security = &restricted["spec"]["template"]["spec"]["containers"][0]["securityContext"];
+        assert_eq!(security["runAsNonRoot"], Value::from(true));
+        assert_eq!(security["readOnlyRootFilesystem"], Value::from(true));
+    }
+    assert_eq!(
+        find(&docs, "PodDisruptionBudget", "virt-controller")["spec"]["minAvailable"],
+        Value::from(1)
+    );
+    assert_eq!(
+        find(&docs, "ConfigMap", "kubevirt-config")["data"]["useEmulation"],
+        Value::from("false")
+    );
+    for apiservice in ferrovirt_tests::aggregation::APISERVICES {
+        let svc = find(&docs, "APIService", apiservice);
+        assert_eq!(svc["spec"]["service"]["name"], Value::from("virt-api"));
+        assert!(
+            svc["spec"]["caBundle"].is_null(),
+            "virt-api writes the caBundle"
+        );
+    }
+    // The webhooks are the ones virt-api serves (the harness's table of them).
+    for (name, config, resource, operations, path) in ferrovirt_tests::webhooks::WEBHOOKS {
+        let kind = if *config == ferrovirt_tests::webhooks::MUTATING {
+            "MutatingWebhookConfiguration"
+        } else {
+            "ValidatingWebhookConfiguration"
+        };
+        let hooks = find(&docs, kind, config)["webhooks"].as_sequence().unwrap();
+        let hook = hooks
+            .iter()
+            .find(|h| h["name"] == *name)
+            .unwrap_or_else(|| panic!("{config} has no webhook {name}"));
+        assert_eq!(hook["clientConfig"]["service"]["path"], Value::from(*path));
+        assert_eq!(hook["failurePolicy"], Value::from("Fail"));
+        assert_eq!(hook["rules"][0]["resources"][0], Value::from(*resource));
+        let ops: Vec<&str> = operations.split(", ").collect();
+        assert_eq!(
+            hook["rules"][0]["operations"],
+            serde_yaml::to_value(ops).unwrap()
+        );
+    }
+}
+
+#[test]
+fn values_change_what_renders() {
+    let docs = documents(&template(
+        "ferro",
+        &[
+            "--set",
+            "emulation=true",
+            "--set",
+            "logFormat=json",
+            "--set",
+            "image.registry=registry.example:5000",
+            "--set",
+            "image.tag=abc123",
+            "--set",
+            "featureGates={HostDisk}",
+            "--set",
+            "hostDisk.pathPrefixes={/var/data}",
+        ],
+    ));
+    let config = &find(&docs, "ConfigMap", "kubevirt-config")["data"];
+    assert_eq!(config["useEmulation"], Value::from("true"));
+    assert_eq!(config["feature-gates"], Value::from("HostDisk"));
+    assert_eq!(
+        config["ferrovirt.hostDiskPathPrefixes"],
+        Value::from("/var/data")
+    );
+    let handler = find(&docs, "DaemonSet", "virt-handler");
+    assert_eq!(handler["metadata"]["namespace"], Value::from("ferro"));
+    let container = &handler["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["image"],
+        Value::from("registry.example:5000/ferrovirt/virt-handler:abc123")
+    );
+    assert!(
+        container["args"]
+            .as_sequence()
+            .unwrap()
+            .contains(&Value::from("--log-format=json"))
+    );
+    assert!(
+        container["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/var/data"),
+        "the allowed host-disk directory is not mounted into virt-handler"
+    );
+
+    // A ServiceMonitor only where the Prometheus Operator's API is served.
+    let (ok, _, stderr) = try_template(
+        "kubevirt",
+        &["--set", "metrics.serviceMonitor.enabled=true"],
+    );
+    assert!(
+        !ok && stderr.contains("metrics.serviceMonitor.enabled")
+            && stderr.contains("monitoring.coreos.com/v1"),
+        "a ServiceMonitor without its API must fail naming the value: {stderr}"
+    );
+    let docs = documents(&template(
+        "kubevirt",
+        &[
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--api-versions",
+            "monitoring.coreos.com/v1/ServiceMonitor",
+        ],
+    ));
+    let monitor = find(&docs, "ServiceMonitor", "kubevirt");
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["port"],
+        Value::from("metrics")
+    );
+}
+
+#[test]
+fn schema_refuses_a_wrong_value_naming_it() {
+    for (set, named) in [
+        ("emulation=maybe", "/emulation"),
+        ("logFormat=xml", "/logFormat"),
+        ("virtApi.replicas=2", "/virtApi/replicas"),
+        ("virtController.replicas=0", "/virtController/replicas"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        ("nodeRunDir=relative/dir", "/nodeRunDir"),
+        (
+            "virtHandler.resources.requests.memory=lots",
+            "/virtHandler/resources/requests/memory",
+        ),
+        ("virtControler.replicas=3", "virtControler"),
+    ] {
+        let (ok, _, stderr) = try_template("kubevirt", &["--set", set]);
+        assert!(!ok, "--set {set} was accepted");
+        assert!(
+            stderr.contains("schema") && stderr.contains(named),
+            "--set {set}: the refusal does not name {named}: {stderr}"
+        );
+    }
+}
+
+/// The CRDs the chart installs are exactly the generated ones (crds::all(), which
+/// crds/tests/yaml_up_to_date.rs checks against crds/yaml/, the chart's `crds/` link).
+#[test]
+fn chart_crds_are_the_generated_ones() {
+    let (ok, stdout, stderr) = run_helm(&["show", "crds", chart().to_str().unwrap()]);
+    assert!(ok, "helm show crds failed: {stderr}");
+    let mut in_chart: BTreeMap<String, Value> = documents(&stdout)
+        .into_iter()
+        .map(|d| (kind_name(&d).1, d))
+        .collect();
+    for crd in crds::all() {
+        let name = crd.metadata.name.clone().unwrap();
+        let generated = serde_yaml::to_value(&crd).unwrap();
+        let chart_crd = in_chart
+            .remove(&name)
+            .unwrap_or_else(|| panic!("the chart has no CRD {name}"));
+        assert!(
+            chart_crd == generated,
+            "the chart's CRD {name} differs from the generated one: run `cargo run -p ferrovirt-crds --bin crdgen`"
+        );
+    }
+    assert!(
+        in_chart.is_empty(),
+        "the chart has CRDs nobody generates: {:?}",
+        in_chart.keys()
+    );
+}
+
+/// The admission policies come from deploy/policies, and every ClusterRole, Role and
+/// binding of deploy/rbac/rbac.yaml (KubeVirt's user-facing roles, virt-api's
+/// permissions) is in the chart unchanged, less the User subjects of the out-of-cluster
+/// components.
+#[test]
+fn chart_policies_and_roles_are_the_repository_ones() {
+    let rendered = documents(&template("kubevirt", &[]));
+    let read = |p: &str| documents(&std::fs::read_to_string(repo_root().join(p)).unwrap());
+    let mut expected = read("deploy/policies/kubevirt-annotations.yaml");
+    let rbac_kinds = ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"];
+    for mut doc in read("deploy/rbac/rbac.yaml") {
+        if !rbac_kinds.contains(&kind_name(&doc).0.as_str()) {
+            continue;
+        }
+        if let Some(subjects) = doc.get_mut("subjects").and_then(Value::as_sequence_mut) {
+            subjects.retain(|s| s["kind"] != "User");
+        }
+        expected.push(doc);
+    }
+    let names: Vec<(String, String)> = expected.iter().map(kind_name).collect();
+    for wanted in ["kubevirt.io:view", "kubevirt.io:edit", "kubevirt-apiserver"] {
+        assert!(
+            names.iter().any(|(_, n)| n == wanted),
+            "{wanted} is not in the sources"
+        );
+    }
+    for doc in &expected {
+        let (kind, name) = kind_name(doc);
+        assert!(
+            find(&rendered, &kind, &name) == doc,
+            "the chart's {kind} {name} differs from its source:\n{}",
+            serde_yaml::to_string(find(&rendered, &kind, &name)).unwrap()
+        );
+    }
+}
+
+/// Everything the chart renders (with its CRDs) is accepted by the real kube-apiserver in
+/// a server-side dry run: schemas, RBAC references, webhook and APIService shapes.
+#[tokio::test]
+async fn server_side_dry_run_accepts_every_object() {
+    let cp = shared().await;
+    let ns = TestNamespace::create(cp, "chart").await.unwrap();
+    let rendered = template(
+        ns.name(),
+        &[
+            "--include-crds",
+            "--set",
+            "emulation=true",
+            "--set",
+            "hostDisk.pathPrefixes={/var/data}",
+        ],
+    );
+    let objects = documents(&rendered).len();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ferrovirt.yaml");
+    std::fs::write(&file, &rendered).unwrap();
+    // Without -n: every namespaced object names its namespace (the release's, and
+    // kube-system for virt-api's authentication reader binding).
+    let out = cp
+        .kubectl(["apply", "--dry-run=server", "-f", file.to_str().unwrap()])
+        .await
+        .unwrap();
+    let stdout = out.expect_success();
+    let accepted = stdout
+        .lines()
+        .filter(|l| l.ends_with("(server dry run)"))
+        .count();
+    assert_eq!(
+        accepted, objects,
+        "{objects} objects rendered, {accepted} accepted:\n{out}"
+    );
+}
