@@ -107,8 +107,12 @@ pub struct Machine {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Firmware {
-    /// The UUID the guest sees in SMBIOS. Defaults to one derived from the VMI.
+    /// The UUID the guest sees in SMBIOS, such as `5d307ca9-b3ef-428c-8861-06e72d69f223`.
+    /// Defaults to one derived from the VMI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
     pub uuid: Option<String>,
     /// The serial number the guest sees in SMBIOS.
     #[serde(default, skip_serializing_if = "Option::is_none")]

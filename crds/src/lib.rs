@@ -37,7 +37,7 @@ pub const VERSION: &str = "v1";
 pub fn all() -> Vec<CustomResourceDefinition> {
     vec![VirtualMachineInstance::crd(), VirtualMachine::crd()]
         .into_iter()
-        .map(unwrap_descriptions)
+        .map(finish_schemas)
         .map(declare_metadata_name)
         .collect()
 }
@@ -71,12 +71,27 @@ fn declare_metadata_name(mut crd: CustomResourceDefinition) -> CustomResourceDef
     crd
 }
 
-/// Joins the lines of each paragraph of every schema description: doc comments wrap at
-/// 90 columns, and `kubectl explain` wraps again, which would leave ragged lines.
-fn unwrap_descriptions(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+/// Two passes over every schema:
+/// - joins the lines of each paragraph of every description: doc comments wrap at 90
+///   columns, and `kubectl explain` wraps again, which would leave ragged lines;
+/// - bounds every 32-bit integer by its type: the API server does not check `format:
+///   uint32`, so `bootOrder: 5000000000` was stored and then no component could read the
+///   object (found by virt-handler's tests/domain_props.rs).
+fn finish_schemas(crd: CustomResourceDefinition) -> CustomResourceDefinition {
     fn walk(value: &mut serde_json::Value) {
         match value {
             serde_json::Value::Object(map) => {
+                let range = match map.get("format").and_then(|f| f.as_str()) {
+                    Some("int32") => Some((f64::from(i32::MIN), f64::from(i32::MAX))),
+                    Some("uint32") => Some((0.0, f64::from(u32::MAX))),
+                    _ => None,
+                };
+                if let Some((min, max)) = range
+                    && map.get("type").and_then(|t| t.as_str()) == Some("integer")
+                {
+                    map.entry("minimum").or_insert(min.into());
+                    map.entry("maximum").or_insert(max.into());
+                }
                 for (key, child) in map.iter_mut() {
                     match child {
                         serde_json::Value::String(text) if key == "description" => {

@@ -249,6 +249,20 @@ async fn bad_vms_and_vmis_are_refused_with_the_field_named() {
             "spec.domain.devices.interfaces[0].macAddress: Invalid value: \"de:ad:be:ef\"",
         ),
         (
+            "a boot order beyond 32 bits (found by virt-handler's domain_props)",
+            domain(
+                json!({"devices": {"disks": [{"name": "root", "bootOrder": 5_000_000_000u64}]}}),
+            ),
+            Layer::Schema,
+            "spec.domain.devices.disks[0].bootOrder: Invalid value: 5000000000",
+        ),
+        (
+            "a firmware UUID that is not one (found by virt-handler's domain_props)",
+            domain(json!({"firmware": {"uuid": "/0_mqt6"}})),
+            Layer::Schema,
+            "spec.domain.firmware.uuid: Invalid value: \"/0_mqt6\"",
+        ),
+        (
             "a negative empty disk",
             json!({"spec": {"volumes": [{"name": "root", "emptyDisk": {"capacity": "-1Gi"}}]}}),
             Layer::Schema,
