@@ -90,4 +90,69 @@ mod tests {
                 .contains("userDataBase64")
         );
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Base64 of `data`, broken by whitespace where `breaks` says, as YAML block
+        /// scalars and `base64 -w 76` produce it.
+        fn wrapped(data: &[u8], breaks: &[usize]) -> String {
+            let plain = base64::engine::general_purpose::STANDARD.encode(data);
+            let mut out = String::new();
+            for (i, c) in plain.chars().enumerate() {
+                if breaks.contains(&i) {
+                    out.push_str(if i % 2 == 0 { "\n" } else { " \t" });
+                }
+                out.push(c);
+            }
+            out
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(400))]
+
+            /// Binary user data, any size up to a few times KubeVirt's 2048-byte limit (the
+            /// webhook enforces the limit; the builder must not care), survives base64.
+            #[test]
+            fn binary_user_data_survives_base64(
+                data in proptest::collection::vec(any::<u8>(), 0..8192),
+                breaks in proptest::collection::vec(0usize..12000, 0..20),
+            ) {
+                let source = CloudInitNoCloudSource {
+                    user_data_base64: Some(wrapped(&data, &breaks)),
+                    network_data_base64: Some(wrapped(&data, &[])),
+                    ..Default::default()
+                };
+                let files = nocloud_files("ci", &source, "u", "h").map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(&files[0], &("user-data", data.clone()));
+                prop_assert_eq!(&files[2], &("network-config", data));
+            }
+
+            /// Unicode text is written as its UTF-8 bytes, whatever it holds.
+            #[test]
+            fn unicode_user_data_is_its_utf8(text in "\\PC{0,3000}") {
+                let source = CloudInitNoCloudSource {
+                    user_data: Some(text.clone()),
+                    ..Default::default()
+                };
+                let files = nocloud_files("ci", &source, "u", "h").map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(&files[0].1, text.as_bytes());
+            }
+
+            /// Anything in the base64 fields either decodes or is refused naming the field.
+            #[test]
+            fn any_base64_field_decodes_or_names_itself(text in "\\PC{0,200}", network in any::<bool>()) {
+                let source = if network {
+                    CloudInitNoCloudSource { network_data_base64: Some(text), ..Default::default() }
+                } else {
+                    CloudInitNoCloudSource { user_data_base64: Some(text), ..Default::default() }
+                };
+                if let Err(e) = nocloud_files("ci", &source, "u", "h") {
+                    let field = if network { "networkDataBase64" } else { "userDataBase64" };
+                    prop_assert!(e.to_string().contains(field), "{}", e);
+                }
+            }
+        }
+    }
 }

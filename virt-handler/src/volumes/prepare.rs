@@ -350,4 +350,49 @@ mod tests {
             "{err}"
         );
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn extract(iso: &Path, name: &str) -> Vec<u8> {
+            let out = Command::new("isoinfo")
+                .args(["-R", "-i"])
+                .arg(iso)
+                .args(["-x", &format!("/{name}")])
+                .output()
+                .expect("isoinfo (package genisoimage; run hack/setup.sh)");
+            assert!(
+                out.status.success(),
+                "isoinfo: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        }
+
+        proptest! {
+            // A real genisoimage per case: few cases, large inputs.
+            #![proptest_config(ProptestConfig::with_cases(12))]
+
+            /// Whatever the bytes (binary, unicode, up to 256 KiB), the guest reads back
+            /// exactly what the spec gave, under the names cloud-init looks for.
+            #[test]
+            fn the_cidata_iso_holds_the_exact_bytes(
+                user in proptest::collection::vec(any::<u8>(), 0..262_144),
+                network in "\\PC{0,2000}",
+            ) {
+                let tmp = tempfile::tempdir().unwrap();
+                let iso = tmp.path().join("ci.iso");
+                let files = vec![
+                    ("user-data", user.clone()),
+                    ("meta-data", b"instance-id: u\n".to_vec()),
+                    ("network-config", network.clone().into_bytes()),
+                ];
+                make_cidata_iso(&iso, &files).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(extract(&iso, "user-data"), user);
+                prop_assert_eq!(extract(&iso, "network-config"), network.into_bytes());
+                prop_assert_eq!(extract(&iso, "meta-data"), b"instance-id: u\n".to_vec());
+            }
+        }
+    }
 }
