@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Removes a node that hack/node/up.sh started in DIR, and checks that nothing of it is left:
+#   hack/node/down.sh --dir DIR [--kubeconfig ADMIN_KUBECONFIG]
+# Stops kubelet, removes every pod sandbox (crictl), stops kube-proxy, containerd, the
+# registry and the holder, kills whatever still runs in the node's cgroups or namespaces
+# (pod processes, shims), deletes the network namespace, the veth, the DNAT chain and the
+# node's cgroups, and (with --kubeconfig) the Node object. Idempotent. Keeps DIR's files
+# (images, registry storage, certificates) for the next up; --purge removes DIR too.
+set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
+exec </dev/null
+
+dir="" kubeconfig="" purge=0
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --dir) dir="$2"; shift 2 ;;
+    --kubeconfig) kubeconfig="$2"; shift 2 ;;
+    --purge) purge=1; shift ;;
+    *) die "unknown argument $1 (usage: down.sh --dir DIR [--kubeconfig FILE] [--purge])" ;;
+  esac
+done
+[[ -n "$dir" ]] || die "usage: down.sh --dir DIR [--kubeconfig FILE] [--purge]"
+[[ -f "$dir/node.id" ]] || { log "no node in $dir"; exit 0; }
+dir="$(realpath "$dir")"
+read -r name index <"$dir/node.id"
+source "$FERROVIRT_ROOT/hack/node/names.sh"
+
+pid_of() { [[ -f "$dir/pids/$1.pid" ]] && cat "$dir/pids/$1.pid"; }
+# Whether pid $1 is one of the node's: started in DIR (start_bg) or inside the node.
+ours() {
+  local cwd; cwd="$(readlink "/proc/$1/cwd" 2>/dev/null)" || return 1
+  [[ "$cwd" == "$dir" || "$cwd" == "$dir/"* ]]
+}
+stop() { stop_pidfile "$1" "$dir/pids/$1.pid"; }
+
+holder="$(pid_of holder || true)"
+[[ -n "$holder" ]] && ! ours "$holder" && holder=""
+stop kubelet
+if [[ -n "$holder" ]]; then
+  # Pods outlive kubelet (their shims are not containerd's children): stop them through CRI.
+  crictl=(nsenter -t "$holder" -n -m -- "$(cri_tools_dir)/crictl" --config "$dir/etc/crictl.yaml")
+  if [[ -x "$(cri_tools_dir)/crictl" ]] && "${crictl[@]}" version >/dev/null 2>&1; then
+    n="$("${crictl[@]}" pods -q 2>/dev/null | wc -l)"
+    if [[ "$n" -gt 0 ]]; then
+      "${crictl[@]}" stopp $("${crictl[@]}" pods -q) >/dev/null 2>&1 || true
+      "${crictl[@]}" rmp -a -f >/dev/null 2>&1 || true
+      log "removed $n pod sandboxes"
+    fi
+  fi
+fi
+stop kube-proxy
+stop containerd
+stop registry
+
+# What may still run: shims and containers (in the node's cgroups), anything in its namespaces.
+cgroup_pids() {
+  local h
+  for h in /sys/fs/cgroup/*/ferrovirt/"$NODE_NAME"; do
+    [[ -d "$h" ]] && find "$h" -name cgroup.procs -exec cat {} + 2>/dev/null
+  done | sort -u
+}
+ns_pids() {
+  [[ -n "$holder" ]] || return 0
+  local net mnt d p
+  net="$(readlink "/proc/$holder/ns/net" 2>/dev/null)" || return 0
+  mnt="$(readlink "/proc/$holder/ns/mnt" 2>/dev/null)" || return 0
+  for d in /proc/[0-9]*; do
+    p="${d#/proc/}"
+    [[ "$p" == "$holder" ]] && continue
+    if [[ "$(readlink "$d/ns/net" 2>/dev/null)" == "$net" || "$(readlink "$d/ns/mnt" 2>/dev/null)" == "$mnt" ]]; then
+      echo "$p"
+    fi
+  done
+}
+for round in 1 2 3; do
+  left="$( (cgroup_pids; ns_pids) | sort -u | tr '\n' ' ')"
+  [[ -n "${left// }" ]] || break
+  log "killing what is left of the node (round $round): $left"
+  # shellcheck disable=SC2086
+  kill -KILL $left 2>/dev/null || true
+  sleep 0.5
+done
+stop holder # its mount namespace (the node's /run, /var, sysctl files) goes with it
+
+if ip netns list 2>/dev/null | grep -q "^$NODE_NETNS\b"; then
+  ip netns del "$NODE_NETNS"
+  log "deleted network namespace $NODE_NETNS"
+fi
+if ip link show "$NODE_HOST_IF" >/dev/null 2>&1; then
+  ip link del "$NODE_HOST_IF"
+  log "deleted veth $NODE_HOST_IF"
+fi
+while iptables -t nat -C PREROUTING -i "$NODE_HOST_IF" -j "$NODE_CHAIN" -m comment --comment "ferrovirt node $NODE_NAME" 2>/dev/null; do
+  iptables -t nat -D PREROUTING -i "$NODE_HOST_IF" -j "$NODE_CHAIN" -m comment --comment "ferrovirt node $NODE_NAME"
+done
+if iptables -t nat -S "$NODE_CHAIN" >/dev/null 2>&1; then
+  iptables -t nat -F "$NODE_CHAIN"
+  iptables -t nat -X "$NODE_CHAIN"
+  log "deleted iptables chain nat/$NODE_CHAIN"
+fi
+for h in /sys/fs/cgroup/*/ferrovirt/"$NODE_NAME"; do
+  [[ -d "$h" ]] || continue
+  find "$h" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  [[ -d "$h" ]] && log "warning: cgroup $h is still busy"
+  rmdir "$(dirname "$h")" 2>/dev/null || true # /ferrovirt, when no other node uses it
+done
+if [[ -n "$kubeconfig" && -f "$kubeconfig" ]]; then
+  "$(control_plane_dir)/kubectl" --kubeconfig "$kubeconfig" --request-timeout=5s delete node "$NODE_NAME" \
+    --ignore-not-found >/dev/null 2>&1 || log "could not delete the Node object (API server down?)"
+fi
+
+# Nothing may be left.
+problems=()
+for d in /proc/[0-9]*; do ours "${d#/proc/}" && problems+=("process ${d#/proc/}"); done
+[[ -e "/run/netns/$NODE_NETNS" ]] && problems+=("netns $NODE_NETNS")
+ip link show "$NODE_HOST_IF" >/dev/null 2>&1 && problems+=("interface $NODE_HOST_IF")
+iptables -t nat -S "$NODE_CHAIN" >/dev/null 2>&1 && problems+=("iptables chain $NODE_CHAIN")
+ls -d /sys/fs/cgroup/*/ferrovirt/"$NODE_NAME" >/dev/null 2>&1 && problems+=("cgroups ferrovirt/$NODE_NAME")
+[[ ${#problems[@]} -eq 0 ]] || die "left behind: ${problems[*]}"
+rm -f "$dir/node.env" "$dir/holder.ready"
+if [[ $purge -eq 1 ]]; then
+  rm -rf "$dir"
+  log "removed $dir"
+fi
+log "node $NODE_NAME removed; nothing of it is left"
