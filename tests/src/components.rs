@@ -20,6 +20,9 @@ pub const CONTROLLERS: &[&str] = &[
     // Folds ClusterRoles labelled aggregate-to-admin/edit/view (KubeVirt's kubevirt.io:*
     // roles in deploy/rbac) into the built-in admin, edit and view, as in a real cluster.
     "clusterrole-aggregation-controller",
+    // EndpointSlices of Services with selectors: kube-proxy on the real node (hack/node/)
+    // programs Services from them.
+    "endpointslice-controller",
 ];
 
 /// The issuer of service-account tokens, as in a kubeadm cluster.
@@ -165,6 +168,9 @@ pub fn components(assets: &Assets, layout: &Layout, pki: &Pki, ports: Ports) -> 
         // The `kubernetes` Service's endpoint would be 127.0.0.1, which Endpoints reject;
         // nothing in the cluster reaches the API server through that Service here.
         "--endpoint-reconciler-type=none".to_string(),
+        // Reach kubelets (logs, exec) at their node IP, never by resolving the node's name:
+        // a DNS lookup would leave the machine.
+        "--kubelet-preferred-address-types=InternalIP".to_string(),
         format!("--cert-dir={}", p(layout.root().join("apiserver-certs"))),
         "--profiling=false".to_string(),
     ];

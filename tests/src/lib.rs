@@ -14,6 +14,7 @@ mod control_plane;
 mod error;
 mod kubectl;
 pub mod manifests;
+pub mod node;
 mod pki;
 mod policies;
 mod process;

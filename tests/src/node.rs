@@ -1,0 +1,288 @@
+//! A real Kubernetes node for a test's control plane: containerd, kubelet and kube-proxy in
+//! a network namespace of their own, with an image registry on the host end of its veth.
+//! `hack/node/up.sh` and `hack/node/down.sh` do the work (the same scripts as
+//! `hack/local-up.sh`); docs/real-node.md describes the node.
+//!
+//! Each node takes an index N (1..=250, held by a lock file while it runs; 0 is
+//! `hack/local-up.sh`'s) and with it the addresses `10.250.N.1` (host end, registry) and
+//! `10.250.N.2` (the node), so test binaries can run nodes side by side.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use crate::control_plane::tail;
+use crate::error::IoContext;
+use crate::{ControlPlane, Error, Result, process, repo_root};
+
+/// Where the index locks live (`/run/lock/ferrovirt-node-<N>.lock`).
+const LOCK_DIR: &str = "/run/lock";
+
+/// A running node; [`Drop`] removes it (processes, namespaces, veth, iptables, cgroups).
+/// Its files and logs stay in [`RealNode::dir`], inside the control plane's directory.
+#[derive(Debug)]
+pub struct RealNode {
+    name: String,
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    node_ip: String,
+    host_ip: String,
+    registry: String,
+    holder_pid: u32,
+    /// Holds the index for as long as the node runs (flock, released when closed).
+    _index_lock: File,
+}
+
+impl RealNode {
+    /// Starts a node against `cp` and returns once the Node is Ready. Fails, naming what
+    /// is missing and `hack/build-node.sh`, when the node's binaries are not built.
+    pub async fn start(cp: &ControlPlane) -> Result<Self> {
+        let started = Instant::now();
+        let (index, lock) = take_index()?;
+        let name = format!("ferrovirt-node-t{index}");
+        let dir = cp.dir().join(format!("node-{index}"));
+        std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
+        let script_log = dir.join("up.log");
+        // Whatever happens to this value, the node goes when the test binary exits.
+        let mut down = Command::new("bash");
+        down.arg(repo_root().join("hack/node/down.sh"))
+            .arg("--dir")
+            .arg(&dir);
+        process::run_at_exit(down);
+
+        tracing::info!(name, dir = %dir.display(), "starting a real node");
+        let log =
+            File::create(&script_log).context(|| format!("creating {}", script_log.display()))?;
+        let status = tokio::process::Command::new("bash")
+            .arg(repo_root().join("hack/node/up.sh"))
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--kubeconfig")
+            .arg(cp.kubeconfig())
+            .arg("--pki")
+            .arg(cp.pki().dir())
+            .args(["--name", &name, "--index", &index.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context(|| "opening up.log".to_string())?)
+            .stderr(log)
+            .status()
+            .await
+            .context(|| "running hack/node/up.sh".to_string())?;
+        if !status.success() {
+            return Err(Error::Startup {
+                component: format!("node {name}"),
+                reason: format!("hack/node/up.sh exited with {status}"),
+                tail: tail(&script_log, 15),
+                log: script_log,
+            });
+        }
+        let env = read_env(&dir.join("node.env"))?;
+        let get = |key: &str| -> Result<String> {
+            env.get(key).cloned().ok_or_else(|| Error::Startup {
+                component: format!("node {name}"),
+                reason: format!("{key} missing from node.env"),
+                log: dir.join("node.env"),
+                tail: String::new(),
+            })
+        };
+        let node = Self {
+            node_ip: get("NODE_IP")?,
+            host_ip: get("NODE_HOST_IP")?,
+            registry: get("NODE_REGISTRY")?,
+            holder_pid: get("NODE_HOLDER_PID")?.parse().unwrap_or(0),
+            name,
+            dir,
+            kubeconfig: cp.kubeconfig(),
+            _index_lock: lock,
+        };
+        tracing::info!(
+            name = node.name,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "real node Ready"
+        );
+        Ok(node)
+    }
+
+    /// The Node's name (`ferrovirt-node-t<N>`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The node's address (its InternalIP; kubelet listens there).
+    pub fn node_ip(&self) -> &str {
+        &self.node_ip
+    }
+
+    /// The host end of the node's veth: the registry's and the API server's address as the
+    /// node sees them.
+    pub fn host_ip(&self) -> &str {
+        &self.host_ip
+    }
+
+    /// `<host ip>:5000`, plain HTTP: push with [`RealNode::push`], pull as
+    /// `<registry>/<path>:<tag>`.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// The node's directory: configs in `etc/`, logs in `logs/`, its `/var` in `var/`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The log of `containerd`, `kubelet`, `kube-proxy`, `registry` or `holder`.
+    pub fn log(&self, component: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{component}.log"))
+    }
+
+    /// The process whose network and mount namespaces are the node's: enter them with
+    /// `nsenter -t <pid> -n -m`.
+    pub fn holder_pid(&self) -> u32 {
+        self.holder_pid
+    }
+
+    /// The pid of a node component (`containerd`, `kubelet`, `kube-proxy`, `registry`).
+    pub fn pid(&self, component: &str) -> Option<u32> {
+        let file = self.dir.join("pids").join(format!("{component}.pid"));
+        std::fs::read_to_string(file).ok()?.trim().parse().ok()
+    }
+
+    /// The last lines of each component's log, for failure messages.
+    pub fn log_tails(&self, lines: usize) -> String {
+        ["kubelet", "containerd", "kube-proxy", "registry"]
+            .iter()
+            .map(|c| format!("--- {} ---\n{}", c, tail(&self.log(c), lines)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Pushes an OCI image layout (a directory) to the node's registry as
+    /// `<registry>/<path>`, with `crane` (hack/build-node.sh builds it).
+    pub async fn push(&self, layout: &Path, path: &str) -> Result<String> {
+        let crane = crate::assets::cache_dir()
+            .join(format!("crane-v{CRANE_VERSION}"))
+            .join("crane");
+        require(&crane)?;
+        let reference = format!("{}/{path}", self.registry);
+        let out = tokio::process::Command::new(&crane)
+            .args(["push", "--insecure"])
+            .arg(layout)
+            .arg(&reference)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .context(|| format!("running {}", crane.display()))?;
+        if !out.status.success() {
+            return Err(Error::Io {
+                context: format!(
+                    "crane push {} {reference}: {}",
+                    layout.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+                source: std::io::Error::other("crane push failed"),
+            });
+        }
+        Ok(reference)
+    }
+
+    /// Runs a command in the node's namespaces, returning its output.
+    pub fn exec(&self, program: &Path, args: &[&str]) -> Result<std::process::Output> {
+        Command::new("nsenter")
+            .args(["-t", &self.holder_pid.to_string(), "-n", "-m", "--"])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context(|| format!("running {} in node {}", program.display(), self.name))
+    }
+
+    /// `crictl <args>` against the node's containerd; panics with its output on failure.
+    pub fn crictl(&self, args: &[&str]) -> String {
+        let crictl = crate::assets::cache_dir()
+            .join(format!("cri-tools-v{CRI_TOOLS_VERSION}"))
+            .join("crictl");
+        let config = self.dir.join("etc/crictl.yaml");
+        let mut all = vec!["--config", config.to_str().unwrap_or_default()];
+        all.extend_from_slice(args);
+        let out = self.exec(&crictl, &all).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.status.success(),
+            "crictl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for RealNode {
+    fn drop(&mut self) {
+        let out = Command::new("bash")
+            .arg(repo_root().join("hack/node/down.sh"))
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => tracing::error!(
+                node = self.name,
+                stderr = %String::from_utf8_lossy(&o.stderr),
+                "hack/node/down.sh failed"
+            ),
+            Err(e) => tracing::error!(node = self.name, error = %e, "running hack/node/down.sh"),
+        }
+    }
+}
+
+/// The versions hack/lib.sh names (`CRANE_VERSION`, `CRI_TOOLS_VERSION`).
+const CRANE_VERSION: &str = "0.22.1";
+const CRI_TOOLS_VERSION: &str = "1.37.0";
+
+/// The OCI layout of the busybox image hack/build-node.sh makes from Debian's busybox-static
+/// (`/bin/sh`, `nc`, `cat`, `sleep`, `hostname`, ...).
+pub fn busybox_layout() -> Result<PathBuf> {
+    let layout = crate::assets::cache_dir().join("node-images/busybox");
+    require(&layout.join("index.json"))?;
+    Ok(layout)
+}
+
+fn require(path: &Path) -> Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    Err(Error::Io {
+        context: format!("{} is missing: run hack/build-node.sh", path.display()),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    })
+}
+
+/// The first free index in 1..=250, with the lock that holds it.
+fn take_index() -> Result<(u8, File)> {
+    std::fs::create_dir_all(LOCK_DIR).context(|| format!("creating {LOCK_DIR}"))?;
+    for index in 1..=250u8 {
+        let path = Path::new(LOCK_DIR).join(format!("ferrovirt-node-{index}.lock"));
+        let file = File::create(&path).context(|| format!("creating {}", path.display()))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok((index, file));
+        }
+    }
+    Err(Error::Io {
+        context: "all 250 node indexes are taken".to_string(),
+        source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+    })
+}
+
+fn read_env(path: &Path) -> Result<HashMap<String, String>> {
+    let text = std::fs::read_to_string(path).context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
+}
