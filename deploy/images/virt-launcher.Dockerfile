@@ -1,0 +1,43 @@
+# syntax=docker/dockerfile:1.7
+# virt-launcher: one per VM: its own embedded libvirt and the QEMU process of the guest.
+# Build from the repository root (BuildKit):
+#   docker build -f deploy/images/virt-launcher.Dockerfile -t <registry>/ferrovirt/virt-
+# launcher:<tag> .
+# hack/build-images.sh builds the same layers offline (docs/images.md) and reads PACKAGES,
+# USER and ENTRYPOINT from this file.
+
+FROM rust:1.95-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends \
+      libvirt-dev pkg-config clang libclang-dev && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+# Dependencies and incremental state stay in BuildKit's cache between builds.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p virt-launcher --bin virt-launcher \
+ && install -D -s target/release/virt-launcher /out/virt-launcher
+
+# Runtime: Debian's slim base (layer 1, shared by all four images), then Debian packages
+# (layer 2, changes with Debian updates), then our binary (the layer that changes with
+# our code).
+FROM debian:bookworm-slim
+ARG PACKAGES="libvirt0 libvirt-daemon-driver-qemu qemu-system-x86 ovmf"
+RUN apt-get update && apt-get install -y --no-install-recommends $PACKAGES \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/virt-launcher /usr/local/bin/virt-launcher
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=unknown
+LABEL org.opencontainers.image.title="virt-launcher" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.vendor="Ferrovirt"
+# Root: its embedded libvirt runs QEMU as root inside the pod (virt-
+# launcher/src/hypervisor.rs, qemu.conf user = root; the pod is the isolation boundary)
+# and QEMU opens the root-owned files virt-handler prepared in the VMI's host directory.
+# Running it as a QEMU user needs the launcher and handler to agree on ownership
+# (docs/images.md).
+USER 0:0
+ENTRYPOINT ["/usr/local/bin/virt-launcher"]
