@@ -201,15 +201,23 @@ impl ControlPlane {
     /// binary that uses this control plane sees the outage too, so outage tests belong in
     /// a test binary of their own.
     pub async fn restart_apiserver(&self, downtime: Duration) -> Result<()> {
+        self.restart_component("kube-apiserver", downtime).await
+    }
+
+    /// [`Self::restart_apiserver`] for any component of the control plane (`etcd`,
+    /// `kube-apiserver`, `kube-controller-manager`, `kube-scheduler`): SIGKILL, `downtime`,
+    /// then the same flags and ports again, returning once it answers (etcd, the API
+    /// server) or has started (the others). etcd keeps its data directory.
+    pub async fn restart_component(&self, name: &str, downtime: Duration) -> Result<()> {
         assert_eq!(
             self.supervision,
             Supervision::Tied,
-            "restart_apiserver is for the tests' control planes"
+            "restarting components is for the tests' control planes"
         );
         let component = components::components(&self.assets, &self.layout, &self.pki, self.ports)
             .into_iter()
-            .find(|c| c.name == "kube-apiserver")
-            .expect("the control plane has a kube-apiserver");
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("the control plane has no component {name}"));
         let old = {
             let procs = self.lock_processes();
             procs
@@ -221,8 +229,9 @@ impl ControlPlane {
             process::kill_tied(Some(&[pid]));
         }
         tracing::info!(
+            component = name,
             downtime_ms = downtime.as_millis() as u64,
-            "kube-apiserver stopped"
+            "stopped"
         );
         tokio::time::sleep(downtime).await;
         let proc = self.spawn(&component)?;
@@ -231,9 +240,21 @@ impl ControlPlane {
             procs.retain(|p| p.name != component.name);
             procs.push(proc);
         }
-        self.wait_apiserver().await?;
-        tracing::info!("kube-apiserver ready again");
+        match name {
+            "etcd" => self.wait_etcd(self.ports.etcd_client).await?,
+            "kube-apiserver" => self.wait_apiserver().await?,
+            _ => {}
+        }
+        tracing::info!(component = name, "running again");
         Ok(())
+    }
+
+    /// The pid of a running control-plane component.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.lock_processes()
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.pid)
     }
 
     fn spawn(&self, component: &components::Component) -> Result<Process> {

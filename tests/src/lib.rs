@@ -28,7 +28,7 @@ pub use error::{Error, Result};
 pub use kubectl::KubectlOutput;
 pub use pki::{Pki, Usage};
 pub use policies::{POLICY_FILES, UNIMPLEMENTED_ANNOTATION, install_admission_policies};
-pub use process::{Process, alive as pid_alive};
+pub use process::{Process, alive as pid_alive, kill_tied, spawn_tied};
 pub use shared::{
     DEFAULT_LOG_FILTER, TestNamespace, example_files, examples_dir, init_tracing, repo_root, shared,
 };
