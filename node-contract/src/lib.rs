@@ -12,8 +12,8 @@
 
 pub mod client;
 mod error;
-pub mod handler_api;
 pub mod frame;
+pub mod handler_api;
 pub mod paths;
 pub mod pod;
 pub mod protocol;

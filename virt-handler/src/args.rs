@@ -98,6 +98,21 @@ pub struct RunArgs {
     )]
     pub launcher_vmi_dir: String,
 
+    /// HTTPS address of the server for virt-api (console, VNC, pause; mutual TLS); empty
+    /// for none.
+    #[arg(
+        long,
+        env = "VIRT_HANDLER_SERVER_LISTEN",
+        default_value = "0.0.0.0:8186"
+    )]
+    pub server_listen: MetricsAddr,
+
+    /// The host virt-api dials to reach this handler (a DaemonSet sets the pod's IP from
+    /// the downward API); published on the Node with the listen port. Default: the listen
+    /// address when it is a specific one, else the Node's InternalIP.
+    #[arg(long, env = "VIRT_HANDLER_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<String>,
+
     /// The KVM device to probe.
     #[arg(long, env = "VIRT_HANDLER_KVM_DEVICE", default_value = "/dev/kvm")]
     pub kvm_device: PathBuf,
@@ -135,12 +150,23 @@ impl RunArgs {
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr.0
     }
+
+    /// The server for virt-api, unless `--server-listen` is empty.
+    pub fn server(&self) -> Option<crate::server::Config> {
+        Some(crate::server::Config {
+            listen: self.server_listen.0?,
+            advertise: self.advertise_address.clone().filter(|a| !a.is_empty()),
+            node: self.node_name(),
+            namespace: self.namespace.clone(),
+            run_dir: ferrovirt_node_contract::paths::RunDir::new(&self.run_dir),
+        })
+    }
 }
 
 /// The same log flags and output as every Ferrovirt binary.
 pub use ferrovirt_runtime::{LogFormat, init_logging};
 
-/// `--metrics-addr`: an address, or empty for no endpoint. Anything else is refused when
+/// `--metrics-addr` and `--server-listen`: an address, or empty for no endpoint. Anything else is refused when
 /// the flags are parsed, so a typo cannot silently turn metrics off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MetricsAddr(pub Option<SocketAddr>);

@@ -62,6 +62,13 @@ pub enum Error {
     #[error("starting")]
     Runtime(#[source] ferrovirt_runtime::Error),
 
+    /// The certificates of the server for virt-api (server/).
+    #[error("handler certificates: {0}")]
+    Certificate(String),
+
+    #[error("TLS")]
+    Tls(#[from] rustls::Error),
+
     #[error("worker task")]
     Join(#[from] tokio::task::JoinError),
 }

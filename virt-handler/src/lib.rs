@@ -4,7 +4,8 @@
 //!
 //! Layers: pure types and functions ([`config`], [`domain`], [`volumes::plan`],
 //! [`status`]), node-side work ([`kvm`], [`volumes::prepare`], [`vmi_dir`]), and the
-//! Kubernetes wiring ([`controller`], [`node`]).
+//! Kubernetes wiring ([`controller`], [`node`]), and the HTTPS API virt-api uses for
+//! console, VNC, pause and unpause ([`server`]).
 
 pub mod args;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod kvm;
 pub mod metrics;
 pub mod node;
 pub mod resets;
+pub mod server;
 pub mod status;
 pub mod vmi_dir;
 pub mod volumes;

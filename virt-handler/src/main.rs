@@ -44,7 +44,18 @@ fn main() -> anyhow::Result<ExitCode> {
         None => {
             init_logging(args.log_format, "info");
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(virt_handler::controller::run(args.run))?;
+            runtime.block_on(async {
+                if let Some(server) = args.run.server() {
+                    let client = ferrovirt_runtime::kube_client(
+                        args.run.kubeconfig.as_deref(),
+                        "ferrovirt-virt-handler",
+                    )
+                    .await
+                    .map_err(virt_handler::Error::Runtime)?;
+                    virt_handler::server::spawn(client, server).await?;
+                }
+                virt_handler::controller::run(args.run).await
+            })?;
             Ok(ExitCode::SUCCESS)
         }
     }
