@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use runtime::LogFormat;
 
 /// Ferrovirt's subresources.kubevirt.io API server (aggregated behind kube-apiserver):
-/// VM start, stop and restart with KubeVirt's semantics, and the admission webhooks for
-/// VMs and VMIs (KubeVirt's defaults and validation). Console, VNC and pause are later
-/// work.
+/// VM start, stop and restart with KubeVirt's semantics, VMI console, VNC, pause and
+/// unpause through the VMI's virt-handler, and the admission webhooks for VMs and VMIs
+/// (KubeVirt's defaults and validation).
 #[derive(clap::Parser, Debug)]
 #[command(name = "virt-api", version)]
 pub struct Args {
@@ -57,7 +57,52 @@ pub struct Args {
         default_value = "virt-api-validator"
     )]
     pub validating_webhook_configuration: Vec<String>,
+    /// How often an open console or VNC stream pings its client (`30s`, `500ms`; `0`: never),
+    /// so proxies that drop idle connections keep a quiet console.
+    #[arg(long, env = "VIRT_API_CONSOLE_PING_INTERVAL", default_value = "30s")]
+    pub console_ping_interval: Interval,
     /// Log format.
     #[arg(long, env = "VIRT_API_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
+}
+
+/// A duration such as `30s`, `500ms` or `2m`; `0` is none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interval(pub Option<std::time::Duration>);
+
+impl std::str::FromStr for Interval {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (n, unit) = t.split_at(split);
+        let n: u64 = n
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration like 30s or 500ms"))?;
+        let d = match unit {
+            "ms" => std::time::Duration::from_millis(n),
+            "s" | "" => std::time::Duration::from_secs(n),
+            "m" => std::time::Duration::from_secs(n * 60),
+            _ => return Err(format!("{s:?}: the unit must be ms, s or m")),
+        };
+        Ok(Self((!d.is_zero()).then_some(d)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn ping_intervals() {
+        assert_eq!("30s".parse(), Ok(Interval(Some(Duration::from_secs(30)))));
+        assert_eq!(
+            "500ms".parse(),
+            Ok(Interval(Some(Duration::from_millis(500))))
+        );
+        assert_eq!("0".parse(), Ok(Interval(None)));
+        assert!("fast".parse::<Interval>().is_err());
+        assert!("5h".parse::<Interval>().is_err());
+    }
 }

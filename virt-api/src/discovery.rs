@@ -18,15 +18,15 @@ pub const SERVED: &[&str] = &[
     "virtualmachines/start",
     "virtualmachines/stop",
     "virtualmachines/restart",
+    "virtualmachineinstances/console",
+    "virtualmachineinstances/vnc",
+    "virtualmachineinstances/pause",
+    "virtualmachineinstances/unpause",
 ];
 
 /// KubeVirt subresources that exist there and are refused here with their name (501).
 pub const NOT_YET: &[&str] = &[
-    "virtualmachineinstances/console",
-    "virtualmachineinstances/vnc",
     "virtualmachineinstances/vnc/screenshot",
-    "virtualmachineinstances/pause",
-    "virtualmachineinstances/unpause",
     "virtualmachineinstances/freeze",
     "virtualmachineinstances/unfreeze",
     "virtualmachineinstances/reset",

@@ -29,6 +29,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("virt-handler certificates: {0}")]
+    HandlerCerts(String),
     #[error("Kubernetes API")]
     Kube(#[from] kube::Error),
     #[error("runtime")]

@@ -21,6 +21,10 @@ pub struct App {
     pub client: kube::Client,
     pub auth: RequestHeaderConfig,
     pub metrics: Arc<Metrics>,
+    /// The client side of virt-api → virt-handler (mutual TLS).
+    pub handler_tls: crate::handler_certs::HandlerTls,
+    /// How often an open console or VNC stream pings its client (None: never).
+    pub ping_interval: Option<std::time::Duration>,
 }
 
 /// The TLS client of a connection, as verified at the handshake.
@@ -122,15 +126,15 @@ fn authenticate(
         .map_err(|why| Status::unauthorized(&why))
 }
 
-async fn subresource(
+/// The front proxy's user, allowed by a SubjectAccessReview to use `t`.
+pub async fn authorize(
     app: &App,
     peer: &Peer,
     method: &Method,
     path: &str,
     headers: &http::HeaderMap,
     t: &Target,
-    body: &[u8],
-) -> Result<Reply, Status> {
+) -> Result<crate::authn::User, Status> {
     let user = authenticate(app, peer, headers)?;
     if !matches!(
         t.resource.as_str(),
@@ -142,7 +146,7 @@ async fn subresource(
         authz::verb(method).ok_or_else(|| Status::method_not_allowed(method.as_str(), path))?;
     let review = authz::review(&user, t, verb);
     match authz::check(&app.client, &review).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => Ok(user),
         Ok(Err(reason)) => {
             let mut message = format!(
                 "{}.{} {:?} is forbidden: User {:?} cannot {verb} resource \"{}/{}\" in API group \"{}\" in the namespace {:?}",
@@ -159,27 +163,92 @@ async fn subresource(
                 message.push_str(": ");
                 message.push_str(&reason);
             }
-            return Err(Status::forbidden(&message));
+            Err(Status::forbidden(&message))
         }
         Err(e) => {
             tracing::error!(error = %runtime::chain(&e), "SubjectAccessReview");
-            return Err(Status::internal("authorizing the request"));
+            Err(Status::internal("authorizing the request"))
         }
     }
+}
+
+async fn subresource(
+    app: &App,
+    peer: &Peer,
+    method: &Method,
+    path: &str,
+    headers: &http::HeaderMap,
+    t: &Target,
+    body: &[u8],
+) -> Result<Reply, Status> {
+    let user = authorize(app, peer, method, path, headers, t).await?;
     let key = format!("{}/{}", t.resource, t.subresource);
-    if t.resource == "virtualmachines"
-        && matches!(t.subresource.as_str(), "start" | "stop" | "restart")
-    {
+    let put = match (t.resource.as_str(), t.subresource.as_str()) {
+        ("virtualmachines", "start" | "stop" | "restart") => Some(true),
+        ("virtualmachineinstances", "pause" | "unpause") => Some(false),
+        _ => None,
+    };
+    if let Some(vm) = put {
         if *method != Method::PUT {
             return Err(Status::method_not_allowed(method.as_str(), path));
         }
-        tracing::info!(user = %user.name, namespace = %t.namespace, vm = %t.name, subresource = %t.subresource, "lifecycle request");
-        return vm_lifecycle(app, t, body).await;
+        tracing::info!(user = %user.name, namespace = %t.namespace, name = %t.name, resource = %t.resource, subresource = %t.subresource, "request");
+        return if vm {
+            vm_lifecycle(app, t, body).await
+        } else {
+            vmi_pause(app, t, body).await
+        };
+    }
+    if t.resource == "virtualmachineinstances"
+        && matches!(t.subresource.as_str(), "console" | "vnc")
+    {
+        // Served as websockets by crate::console; anything else is not one.
+        return Err(Status::bad_request(
+            "websocket: the client is not using the websocket protocol",
+        ));
     }
     if discovery::NOT_YET.contains(&key.as_str()) {
         return Err(Status::not_implemented(&key));
     }
     Err(Status::no_route(path))
+}
+
+/// The VMI of `t`, or KubeVirt's 404/500.
+pub async fn fetch_vmi(app: &App, t: &Target) -> Result<Value, Status> {
+    kubevirt::get(
+        &app.client,
+        &t.namespace,
+        "virtualmachineinstances",
+        &t.name,
+    )
+    .await
+    .map_err(|e| {
+        Status::internal(&format!(
+            "unable to retrieve vmi [{}]: {}",
+            t.name,
+            kubevirt::message(&e)
+        ))
+    })?
+    .ok_or_else(|| Status::not_found(Kind::VirtualMachineInstance, &t.name))
+}
+
+/// `pause` / `unpause`: KubeVirt's checks, then the VMI's handler asks its launcher.
+async fn vmi_pause(app: &App, t: &Target, body: &[u8]) -> Result<Reply, Status> {
+    let dry_run = crate::vmi::dry_run(body)?;
+    let vmi = fetch_vmi(app, t).await?;
+    if t.subresource == "pause" {
+        crate::vmi::pause(&vmi)?;
+    } else {
+        crate::vmi::unpause(&vmi)?;
+    }
+    let target = crate::handler_client::target(&app.client, &vmi, &t.subresource).await?;
+    if !dry_run {
+        crate::handler_client::put(&app.handler_tls, &target).await?;
+    }
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .body(Full::new(Bytes::new()))
+        .expect("a valid response"))
 }
 
 async fn vm_lifecycle(app: &App, t: &Target, body: &[u8]) -> Result<Reply, Status> {

@@ -1,21 +1,25 @@
 //! virt-api: Ferrovirt's `subresources.kubevirt.io` aggregated API server.
 //!
-//! Served today: discovery (v1 and v1alpha3), `/version`, `/healthz`, and the VM
-//! lifecycle subresources `start`, `stop`, `restart` with KubeVirt's semantics. Requests
+//! Served: discovery (v1 and v1alpha3), `/version`, `/healthz`, the VM lifecycle
+//! subresources `start`, `stop`, `restart` with KubeVirt's semantics, and the VMI's
+//! `console` and `vnc` (websockets, [`console`]) and `pause`/`unpause`, which go to the
+//! VMI's virt-handler over mutual TLS ([`handler_client`], [`handler_certs`]). Requests
 //! are authenticated as an aggregated server does it (front-proxy certificate + request
 //! headers) and authorized by a SubjectAccessReview. The same HTTPS port serves the
 //! admission webhooks (KubeVirt's defaults and validation of VMs and VMIs,
-//! [`admission`]). Console, VNC and pause/unpause are later work; their KubeVirt paths
-//! answer 501 with their name.
+//! [`admission`]). KubeVirt's other subresources answer 501 with their name.
 //! See docs/virt-api.md.
 
 pub mod admission;
 pub mod args;
 pub mod authn;
 pub mod authz;
+pub mod console;
 pub mod discovery;
 mod error;
 pub mod handler;
+pub mod handler_certs;
+pub mod handler_client;
 pub mod kubevirt;
 pub mod lifecycle;
 pub mod metrics;
@@ -24,6 +28,7 @@ pub mod route;
 pub mod server;
 pub mod status;
 pub mod tls;
+pub mod vmi;
 
 pub use error::{Error, Result};
 
@@ -40,10 +45,18 @@ pub async fn run(args: args::Args) -> Result<()> {
 
     let metrics = Arc::new(metrics::Metrics::default());
     let (metrics_addr, metrics_task) = runtime::serve(args.metrics_addr, metrics.clone()).await?;
+    let handler_tls = handler_certs::HandlerTls::default();
+    let certs = tokio::spawn(handler_certs::keep(
+        client.clone(),
+        args.namespace.clone(),
+        handler_tls.clone(),
+    ));
     let app = Arc::new(handler::App {
         client: client.clone(),
         auth,
         metrics,
+        handler_tls,
+        ping_interval: args.console_ping_interval.0,
     });
     let (addr, server) = server::serve(args.listen, tls_config, app).await?;
     tracing::info!(%addr, %metrics_addr, names = ?names, "serving subresources.kubevirt.io");
@@ -73,6 +86,7 @@ pub async fn run(args: args::Args) -> Result<()> {
 
     runtime::shutdown_signal().await;
     register_webhooks.abort();
+    certs.abort();
     register.abort();
     server.abort();
     metrics_task.abort();

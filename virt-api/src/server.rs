@@ -1,5 +1,6 @@
 //! The HTTPS accept loop: rustls handshake, the verified client certificate's common name,
-//! then HTTP/1.1 requests to [`crate::handler`].
+//! then HTTP/1.1 requests to [`crate::handler`] (console and VNC websockets to
+//! [`crate::console`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,6 +67,12 @@ pub async fn serve(
                     let app = app.clone();
                     let peer = peer.clone();
                     async move {
+                        if let crate::route::Route::Subresource(t) =
+                            crate::route::parse(req.uri().path())
+                            && crate::console::is_stream(req.method(), &t)
+                        {
+                            return Ok(crate::console::handle(&app, &peer, req, &t).await);
+                        }
                         let (parts, body) = req.into_parts();
                         let max = if crate::admission::Hook::from_path(parts.uri.path()).is_some() {
                             MAX_ADMISSION_BODY
@@ -94,6 +101,7 @@ pub async fn serve(
                 });
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
                     .await
                 {
                     tracing::debug!(%remote, error = %e, "connection");
