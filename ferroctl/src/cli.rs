@@ -4,10 +4,11 @@ use std::path::PathBuf;
 
 use runtime::LogFormat;
 
-const LATER: &str = "Not implemented yet (later work): console, vnc, pause, unpause and the other \
-virtctl commands; Ferrovirt's virt-api serves start, stop and restart today.";
+const LATER: &str = "Not in ferroctl (virtctl has them): migrate, port-forward, ssh, scp, \
+screenshot, guest agent commands, image upload, expand.";
 
-/// Control Ferrovirt (and KubeVirt-compatible) virtual machines: start, stop, restart.
+/// Control Ferrovirt (and KubeVirt-compatible) virtual machines: start, stop, restart,
+/// pause, unpause, and reach them: serial console and VNC.
 #[derive(clap::Parser, Debug)]
 #[command(name = "ferroctl", version, after_help = LATER)]
 pub struct Cli {
@@ -49,8 +50,72 @@ pub enum Command {
         #[command(flatten)]
         flags: StopFlags,
     },
+    /// Attach to a VMI's serial console (Ctrl+] leaves). Works with a pipe on stdin too:
+    /// after the input ends, output is printed until the console is quiet for a second.
+    Console {
+        /// The VMI (a VM's VMI has the VM's name).
+        name: String,
+        /// Minutes to wait for the VMI to run.
+        #[arg(long, env = "FERROCTL_TIMEOUT", default_value_t = 5)]
+        timeout: u64,
+    },
+    /// Proxy a VMI's VNC display to a local TCP port (printed as {"port":N}).
+    Vnc {
+        name: String,
+        #[command(flatten)]
+        flags: VncFlags,
+    },
+    /// Pause a VMI (`pause vmi NAME`; `vm NAME` pauses the VM's VMI).
+    Pause {
+        kind: ResourceKind,
+        name: String,
+        /// Ask virt-api to check the request without pausing.
+        #[arg(long, env = "FERROCTL_DRY_RUN")]
+        dry_run: bool,
+    },
+    /// Unpause a paused VMI (`unpause vmi NAME`).
+    Unpause {
+        kind: ResourceKind,
+        name: String,
+        #[arg(long, env = "FERROCTL_DRY_RUN")]
+        dry_run: bool,
+    },
     /// Print the client's and the server's (virt-api's) version.
     Version,
+}
+
+/// `vm` or `vmi`: both name the VMI, as a VM's VMI has its name (also `virtualmachine(s)`, `virtualmachineinstance(s)`, any case), as
+/// virtctl's pause takes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResourceKind {
+    Vm,
+    Vmi,
+}
+
+impl std::str::FromStr for ResourceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "vm" | "vms" | "virtualmachine" | "virtualmachines" => Ok(Self::Vm),
+            "vmi" | "vmis" | "virtualmachineinstance" | "virtualmachineinstances" => Ok(Self::Vmi),
+            _ => Err(format!("{s:?}: the resource type must be vm or vmi")),
+        }
+    }
+}
+
+/// `vnc`'s local listener, as virtctl's.
+#[derive(clap::Args, Debug, PartialEq, Eq)]
+pub struct VncFlags {
+    /// Only run the proxy and print its port as JSON (the default and only mode: ferroctl
+    /// starts no viewer).
+    #[arg(long)]
+    pub proxy_only: bool,
+    /// Local port (0: any free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Local address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub address: std::net::IpAddr,
 }
 
 /// How stop and restart stop the guest.
@@ -87,7 +152,7 @@ impl Command {
                 name.as_str(),
                 json!({"gracePeriodSeconds": flags.grace_period, "dryRun": dry(flags.dry_run)}),
             ),
-            Command::Version => return None,
+            _ => return None,
         };
         if let Some(o) = body.2.as_object_mut() {
             o.retain(|_, v| !v.is_null());
@@ -144,9 +209,42 @@ mod tests {
     }
 
     #[test]
-    fn help_says_what_is_not_there_yet() {
+    fn help_says_what_is_not_there() {
         let help = parse(&["--help"]).unwrap_err().to_string();
-        assert!(help.contains("console, vnc"), "{help}");
-        assert!(parse(&["console", "vm1"]).is_err());
+        assert!(help.contains("port-forward"), "{help}");
+        assert!(!help.contains("console, vnc"), "{help}");
+    }
+
+    #[test]
+    fn console_vnc_pause_parse_as_virtctls() {
+        let c = parse(&["console", "vm1", "--timeout", "1"]).unwrap();
+        assert_eq!(
+            c.command,
+            Command::Console {
+                name: "vm1".into(),
+                timeout: 1
+            }
+        );
+        let v = parse(&["vnc", "vm1", "--proxy-only", "--port", "5901"]).unwrap();
+        let Command::Vnc { flags, .. } = v.command else {
+            panic!()
+        };
+        assert!(flags.proxy_only && flags.port == 5901);
+        let p = parse(&["pause", "vmi", "vm1"]).unwrap();
+        assert_eq!(
+            p.command,
+            Command::Pause {
+                kind: ResourceKind::Vmi,
+                name: "vm1".into(),
+                dry_run: false
+            }
+        );
+        assert!(parse(&["unpause", "VirtualMachineInstance", "vm1"]).is_ok());
+        assert!(parse(&["pause", "pod", "vm1"]).is_err());
+        assert!(
+            parse(&["pause", "vm1"]).is_err(),
+            "virtctl's syntax names the kind"
+        );
+        assert!(p.command.request().is_none());
     }
 }

@@ -10,7 +10,8 @@ pub const GROUP_VERSION: &str = "subresources.kubevirt.io/v1";
 
 /// `--kubeconfig`, else `KUBECONFIG` (merged list), else `~/.kube/config`, else in-cluster;
 /// `--context` picks the context; the namespace is `-n`, else the context's.
-pub async fn connect(cli: &Cli) -> Result<(Client, String)> {
+/// `streaming`: a console or VNC stream, which may be quiet for long (no read timeout).
+pub async fn connect(cli: &Cli, streaming: bool) -> Result<(Client, String)> {
     let options = KubeConfigOptions {
         context: cli.context.clone(),
         ..Default::default()
@@ -31,6 +32,9 @@ pub async fn connect(cli: &Cli) -> Result<(Client, String)> {
             .map_err(Error::Kubeconfig)?,
         None => Config::incluster().map_err(Error::NoConfig)?,
     };
+    if streaming {
+        config.read_timeout = None;
+    }
     if let Ok(agent) = concat!("ferroctl/", env!("CARGO_PKG_VERSION")).parse() {
         config.headers.push((http::header::USER_AGENT, agent));
     }
@@ -41,17 +45,18 @@ pub async fn connect(cli: &Cli) -> Result<(Client, String)> {
     Ok((Client::try_from(config).map_err(Error::Client)?, namespace))
 }
 
-/// PUT `.../namespaces/<ns>/virtualmachines/<name>/<subresource>` with `body`.
-pub async fn put_vm_subresource(
+/// PUT `.../namespaces/<ns>/<resource>/<name>/<subresource>` with `body`
+/// (`virtualmachines/<vm>/start`, `virtualmachineinstances/<vmi>/pause`, ...).
+pub async fn put_subresource(
     client: &Client,
     namespace: &str,
+    resource: &str,
     name: &str,
     subresource: &str,
     body: &serde_json::Value,
 ) -> Result<()> {
-    let path = format!(
-        "/apis/{GROUP_VERSION}/namespaces/{namespace}/virtualmachines/{name}/{subresource}"
-    );
+    let path =
+        format!("/apis/{GROUP_VERSION}/namespaces/{namespace}/{resource}/{name}/{subresource}");
     let req = http::Request::put(path)
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(serde_json::to_vec(body).expect("JSON values serialize"))

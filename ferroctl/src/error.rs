@@ -14,6 +14,15 @@ pub enum Error {
     Refused { code: u16, message: String },
     #[error("talking to the API server")]
     Transport(#[source] kube::Error),
+    /// A console or VNC stream failed after it was opened.
+    #[error("{0}")]
+    Stream(String),
+    #[error("{action}")]
+    Io {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
