@@ -199,10 +199,16 @@ pub fn spawn_detached(cmd: Command, dir: &Path) -> Result<Process> {
 /// Registers virt-api (see [`register`]), starts it tied to this process and waits until
 /// the APIServices are Available.
 pub async fn start_virt_api(cp: &ControlPlane) -> Result<VirtApi> {
+    start_virt_api_with(cp, &[]).await
+}
+
+/// [`start_virt_api`] with more flags (`--console-ping-interval 500ms`).
+pub async fn start_virt_api_with(cp: &ControlPlane, extra: &[&str]) -> Result<VirtApi> {
     let port = free_port()?;
     let metrics_port = free_port()?;
     let kubeconfig = register(&Cluster::of(cp), port).await?;
-    let cmd = virt_api_command(&kubeconfig, port, metrics_port);
+    let mut cmd = virt_api_command(&kubeconfig, port, metrics_port);
+    cmd.args(extra);
     let log = cp.log("virt-api");
     let started = Instant::now();
     let process = process::spawn_tied("virt-api", cmd, &log)?;

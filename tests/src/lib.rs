@@ -10,6 +10,7 @@
 pub mod aggregation;
 mod assets;
 mod components;
+pub mod console;
 mod control_plane;
 mod error;
 mod kubectl;

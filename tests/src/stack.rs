@@ -242,7 +242,10 @@ fn spawn_handler(
         .arg("--image-store")
         .arg(store)
         .args(["--namespace", SYSTEM_NAMESPACE])
-        .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)]);
+        .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)])
+        // The server for virt-api (console, VNC, pause) on loopback; it publishes
+        // 127.0.0.1:<port> on the Node for virt-api.
+        .args(["--server-listen", &format!("127.0.0.1:{}", free_port()?)]);
     process::spawn_tied(
         "virt-handler",
         handler,
