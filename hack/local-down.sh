@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stops the local cluster that hack/local-up.sh started (virt-api, the other Ferrovirt
-# components, then the control plane) and checks that nothing of it runs.
+# components, the real node with hack/node/down.sh, then the control plane) and checks that
+# nothing of it runs.
 # Keeps .ferrovirt/ (certificates, etcd data) for the next local-up; --purge removes it.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -13,22 +14,14 @@ purge=0
 real_dir="$(realpath -m "$LOCAL_DIR")"
 ours() { [[ "$(readlink "/proc/$1/cwd" 2>/dev/null)" == "$real_dir" ]]; }
 
-stop() {
-  local name="$1" file="$LOCAL_DIR/pids/$1.pid" pid
-  [[ -f "$file" ]] || return 0
-  pid="$(<"$file")"
-  if [[ -n "$pid" ]] && ours "$pid"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do ours "$pid" || break; sleep 0.1; done
-    if ours "$pid"; then
-      log "$name ($pid) ignored SIGTERM for 10s: killing it"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    log "stopped $name ($pid)"
-  fi
-  rm -f "$file"
-}
+stop() { stop_pidfile "$1" "$LOCAL_DIR/pids/$1.pid"; }
 
+# The real node first, while the API server still answers (its Node object goes too):
+# processes, mounts, network namespace, veth, iptables chain, cgroups.
+if [[ -d "$LOCAL_DIR/node" ]]; then
+  "$FERROVIRT_ROOT/hack/node/down.sh" --dir "$LOCAL_DIR/node" --kubeconfig "$LOCAL_DIR/kubeconfig" \
+    || die "hack/node/down.sh could not remove the real node"
+fi
 if [[ -d "$LOCAL_DIR/pids" ]]; then
   control_plane=(kube-scheduler kube-controller-manager kube-apiserver etcd)
   # Ferrovirt's components first, then the control plane from the top down.

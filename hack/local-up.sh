@@ -8,6 +8,9 @@
 # registered as the aggregated server of subresources.kubevirt.io (APIServices on
 # 127.0.0.1:18445) with the RBAC of deploy/rbac/ installed, so `ferroctl start|stop|restart`
 # and KubeVirt's own `virtctl` (hack/build-virtctl.sh) work against it.
+# Beside devnode, a real node (hack/node/up.sh, docs/real-node.md): kubelet, containerd and
+# kube-proxy named ferrovirt-node in a network namespace at 10.250.0.2, with an image
+# registry at 10.250.0.1:5000; pods from images run there (hack/build-node.sh builds it).
 # Prints the environment to use it; returns once it is ready. Stop it with hack/local-down.sh.
 # --demo also applies deploy/examples/vm-demo.yaml and prints the guest's first console lines.
 set -euo pipefail
@@ -26,6 +29,12 @@ bin="${CARGO_TARGET_DIR:-$FERROVIRT_ROOT/target}/debug"
 log "control plane in $LOCAL_DIR"
 env_lines="$(cargo run -q -p ferrovirt-tests --bin ferrovirt-local -- --dir "$LOCAL_DIR" up)" \
   || die "the control plane did not start; logs are in $LOCAL_DIR/logs/ (hack/local-down.sh cleans up)"
+
+# ---- the real node ----------------------------------------------------------------------
+log "real node ferrovirt-node in $LOCAL_DIR/node (hack/node/up.sh)"
+"$FERROVIRT_ROOT/hack/node/up.sh" --dir "$LOCAL_DIR/node" --kubeconfig "$LOCAL_DIR/kubeconfig" \
+  --pki "$LOCAL_DIR/pki" --name ferrovirt-node --index 0 \
+  || die "the real node did not start; logs are in $LOCAL_DIR/node/logs/ (hack/local-down.sh cleans up)"
 
 # ---- Ferrovirt's components ------------------------------------------------------------
 export KUBECONFIG="$LOCAL_DIR/kubeconfig"
@@ -82,3 +91,5 @@ fi
 
 log "ready; to use it:"
 echo "$env_lines"
+echo "# real node ferrovirt-node: registry 10.250.0.1:5000 (plain HTTP); enter it with"
+echo "#   nsenter -t \$(cat $LOCAL_DIR/node/pids/holder.pid) -n -m -- <command>"

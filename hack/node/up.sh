@@ -28,7 +28,7 @@ done
 [[ "$index" =~ ^[0-9]+$ && "$index" -le 255 ]] || die "--index must be 0..255"
 [[ $(id -u) -eq 0 ]] || die "the node needs root (namespaces, mounts, cgroups, iptables)"
 mkdir -p "$dir"
-dir="$(realpath "$dir")"
+dir="$(realpath "$dir")" pki="$(realpath "$pki")" kubeconfig="$(realpath "$kubeconfig")"
 LOCAL_DIR="$dir" # start_bg's logs and pid files
 source "$FERROVIRT_ROOT/hack/node/names.sh"
 echo "$name $index" >"$dir/node.id" # for hack/node/down.sh, even if this run stops halfway
@@ -51,6 +51,14 @@ port="$(sed -n 's#^ *server: https://127\.0\.0\.1:\([0-9]*\).*#\1#p' "$kubeconfi
 mkdir -p "$dir"/{logs,pids,pki,proc-sys,registry,etc/cni/net.d,etc/containerd,etc/kubelet} \
   "$dir"/var/{lib,log,tmp}
 [[ -L "$dir/var/run" ]] || ln -s /run "$dir/var/run"
+
+# put FILE: stdin becomes FILE, which is left alone when unchanged (kube-proxy exits when
+# its configuration file is written, even with the same content).
+put() {
+  local tmp="$1.new"
+  cat >"$tmp"
+  if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; fi
+}
 
 # ---- network: namespace, veth, the route to the API server -------------------------------
 in_ns() { nsenter --net="/run/netns/$NODE_NETNS" -- "$@"; }
@@ -110,7 +118,7 @@ issue() {
 issue kubelet "system:node:$NODE_NAME" system:nodes
 issue kube-proxy system:kube-proxy system:node-proxier
 node_kubeconfig() {
-  cat >"$dir/etc/$1.kubeconfig" <<KC
+  put "$dir/etc/$1.kubeconfig" <<KC
 apiVersion: v1
 kind: Config
 clusters:
@@ -177,7 +185,7 @@ start_node() {
 PATH_NODE="$(containerd_dir):$(cri_tools_dir):$PATH"
 
 # ---- containerd -------------------------------------------------------------------------
-cat >"$dir/etc/containerd/config.toml" <<TOML
+put "$dir/etc/containerd/config.toml" <<TOML
 # containerd of node $NODE_NAME (hack/node/up.sh; docs/real-node.md)
 version = 3
 root = "/var/lib/containerd"
@@ -209,7 +217,7 @@ state = "/run/containerd"
 TOML
 for reg in "$NODE_REGISTRY" quay.io docker.io registry.k8s.io ghcr.io; do
   mkdir -p "$dir/etc/containerd/certs.d/$reg"
-  cat >"$dir/etc/containerd/certs.d/$reg/hosts.toml" <<TOML
+  put "$dir/etc/containerd/certs.d/$reg/hosts.toml" <<TOML
 # $reg is served by the node's registry (plain HTTP); nothing is fetched from outside.
 server = "http://$NODE_REGISTRY"
 [host."http://$NODE_REGISTRY"]
@@ -226,14 +234,14 @@ if ! node_exec "${ctr[@]}" -n k8s.io images ls -q 2>/dev/null | grep -qx "$PAUSE
   node_exec "${ctr[@]}" -n k8s.io images import --platform linux/amd64 "$(node_images_dir)/pause.tar" >/dev/null 2>&1 \
     || die "importing the pause image failed"
 fi
-cat >"$dir/etc/crictl.yaml" <<YAML
+put "$dir/etc/crictl.yaml" <<YAML
 runtime-endpoint: unix:///run/containerd/containerd.sock
 image-endpoint: unix:///run/containerd/containerd.sock
 timeout: 10
 YAML
 
 # ---- registry (host end of the veth) -------------------------------------------------------
-cat >"$dir/etc/registry.yml" <<YAML
+put "$dir/etc/registry.yml" <<YAML
 version: 0.1
 log:
   level: warn
@@ -251,7 +259,7 @@ if ! running registry; then
 fi
 
 # ---- pod network (CNI bridge inside the node) ----------------------------------------------
-cat >"$dir/etc/cni/net.d/10-ferrovirt.conflist" <<JSON
+put "$dir/etc/cni/net.d/10-ferrovirt.conflist" <<JSON
 {
   "cniVersion": "1.0.0",
   "name": "ferrovirt",
@@ -274,8 +282,8 @@ cat >"$dir/etc/cni/net.d/10-ferrovirt.conflist" <<JSON
 JSON
 
 # ---- kubelet ------------------------------------------------------------------------------
-echo "# no DNS: the node has no route off the machine" >"$dir/etc/resolv.conf"
-cat >"$dir/etc/kubelet/config.yaml" <<YAML
+echo "# no DNS: the node has no route off the machine" | put "$dir/etc/resolv.conf"
+put "$dir/etc/kubelet/config.yaml" <<YAML
 # kubelet of node $NODE_NAME (hack/node/up.sh; docs/real-node.md explains each line)
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -315,7 +323,7 @@ start_node kubelet "$(kube_node_dir)/kubelet" --config "$dir/etc/kubelet/config.
   --kubeconfig "$dir/etc/kubelet.kubeconfig" --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --v=1
 
 # ---- kube-proxy -----------------------------------------------------------------------------
-cat >"$dir/etc/kube-proxy.yaml" <<YAML
+put "$dir/etc/kube-proxy.yaml" <<YAML
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
@@ -337,7 +345,7 @@ YAML
 start_node kube-proxy "$(kube_node_dir)/kube-proxy" --config "$dir/etc/kube-proxy.yaml"
 
 # ---- ready --------------------------------------------------------------------------------
-cat >"$dir/node.env" <<ENV
+put "$dir/node.env" <<ENV
 NODE_NAME=$NODE_NAME
 NODE_IP=$NODE_IP
 NODE_HOST_IP=$NODE_HOST_IP
@@ -355,4 +363,10 @@ until "${kubectl[@]}" get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@
   done
   sleep 0.5
 done
+# kube-proxy answers on its health port once it has programmed the rules.
+for _ in $(seq 1 100); do
+  nsenter -t "$holder" -n -- bash -c 'exec 3<>/dev/tcp/127.0.0.1/10256' 2>/dev/null && break
+  sleep 0.1
+done
+running kube-proxy || die "kube-proxy exited; see $dir/logs/kube-proxy.log"
 log "node $NODE_NAME Ready ($(( $(now) - t_up ))s); registry $NODE_REGISTRY; enter it with: nsenter -t $holder -n -m"
