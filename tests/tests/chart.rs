@@ -283,6 +283,21 @@ fn values_change_what_renders() {
         "the allowed host-disk directory is not mounted into virt-handler"
     );
 
+    assert!(
+        container["args"]
+            .as_sequence()
+            .unwrap()
+            .contains(&Value::from("--advertise-address=$(POD_IP)")),
+        "virt-handler must publish its pod IP for virt-api"
+    );
+    let without = documents(&template("kubevirt", &["--set", "admissionPolicies=false"]));
+    assert!(
+        !without
+            .iter()
+            .any(|d| kind_name(d).0.starts_with("ValidatingAdmissionPolicy")),
+        "admissionPolicies=false still renders the policies"
+    );
+
     // A ServiceMonitor only where the Prometheus Operator's API is served.
     let (ok, _, stderr) = try_template(
         "kubevirt",
@@ -432,4 +447,51 @@ async fn server_side_dry_run_accepts_every_object() {
         accepted, objects,
         "{objects} objects rendered, {accepted} accepted:\n{out}"
     );
+}
+
+/// Each workload the chart deploys has its Dockerfile in deploy/images, whose entrypoint is
+/// the component's binary, and a non-root image user exactly where the chart demands
+/// `runAsNonRoot` (the launcher's command is `virt-launcher` on the image's PATH).
+#[test]
+fn images_match_the_chart() {
+    let docs = documents(&template("kubevirt", &[]));
+    for name in [
+        "virt-controller",
+        "virt-api",
+        "virt-handler",
+        "virt-launcher",
+    ] {
+        let path = repo_root().join(format!("deploy/images/{name}.Dockerfile"));
+        let dockerfile = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let last = |directive: &str| {
+            dockerfile
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix(directive))
+                .unwrap_or_else(|| panic!("{} has no {directive}", path.display()))
+                .trim()
+                .to_string()
+        };
+        assert_eq!(
+            last("ENTRYPOINT "),
+            format!("[\"/usr/local/bin/{name}\"]"),
+            "{name}"
+        );
+        let non_root = !last("USER ").starts_with("0");
+        let workload = docs.iter().find(|d| {
+            matches!(kind_name(d).0.as_str(), "Deployment" | "DaemonSet") && kind_name(d).1 == name
+        });
+        if let Some(workload) = workload {
+            let security =
+                &workload["spec"]["template"]["spec"]["containers"][0]["securityContext"];
+            assert_eq!(
+                security["runAsNonRoot"] == true,
+                non_root,
+                "{name}: the image's USER and the chart's runAsNonRoot disagree"
+            );
+        } else {
+            assert_eq!(name, "virt-launcher", "the chart deploys no {name}");
+        }
+    }
 }
