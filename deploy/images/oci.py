@@ -160,8 +160,15 @@ def layer_diff(args):
                 parent = os.path.dirname(parent)
     top_set = set(top_paths)
     gone = []
+    gone_set = set()
     for rel in walk(args.base):
-        if rel not in top_set and not any(rel.startswith(g + "/") for g in gone[-1:]):
+        if rel in top_set:
+            continue
+        gone_set.add(rel)
+        parent = os.path.dirname(rel)  # only the topmost removed path needs a whiteout
+        while parent and parent not in gone_set:
+            parent = os.path.dirname(parent)
+        if not parent:
             gone.append(rel)
     entries = sorted([(rel, False) for rel in changed] + [(rel, True) for rel in gone])
     for rel, is_gone in entries:
