@@ -129,7 +129,7 @@ pub fn next(
                 "Paused",
                 true,
                 Some("PausedByUser"),
-                Some("the guest is paused"),
+                Some("VMI was paused by user"),
                 &now,
             );
             set_condition(&mut s.conditions, "Paused", Some(paused));
@@ -366,11 +366,19 @@ mod tests {
         let running = running();
         let paused = next(&running, &spec(), "u", "n", &Observation::Paused, t(2)).unwrap();
         assert_eq!(paused.phase, Some(VmiPhase::Running));
-        assert!(
-            paused
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Paused" && c.status == "True")
+        let cond = paused
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Paused")
+            .unwrap();
+        // KubeVirt's condition, as `virtctl pause` users see it.
+        assert_eq!(
+            (
+                cond.status.as_str(),
+                cond.reason.as_deref(),
+                cond.message.as_deref()
+            ),
+            ("True", Some("PausedByUser"), Some("VMI was paused by user"))
         );
         let resumed = next(
             &paused,

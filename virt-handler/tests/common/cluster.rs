@@ -48,6 +48,9 @@ impl Handler {
                     ns,
                     "--metrics-addr",
                     "",
+                    // No server for virt-api: handlers of parallel tests would share its port.
+                    "--server-listen",
+                    "",
                     "--launcher-vmi-dir",
                     "host",
                 ])
