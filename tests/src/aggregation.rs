@@ -511,9 +511,21 @@ pub async fn vmi_field(cp: &ControlPlane, ns: &str, name: &str, path: &str) -> S
 
 /// A VMI of the VM's name in `phase`, as if a controller had made it (no operator runs).
 pub async fn fake_vmi(cp: &ControlPlane, ns: &str, name: &str, phase: &str) {
-    let vm: serde_json::Value =
+    fake_vmi_with(cp, ns, name, phase, |_| {}).await
+}
+
+/// [`fake_vmi`] with its spec changed by `edit` first (e.g. no serial console).
+pub async fn fake_vmi_with(
+    cp: &ControlPlane,
+    ns: &str,
+    name: &str,
+    phase: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) {
+    let mut vm: serde_json::Value =
         serde_yaml::from_str(&crate::manifests::kernel_boot_vm(name, "Always", None))
             .expect("the test VM parses");
+    edit(&mut vm["spec"]["template"]["spec"]);
     let vmi = serde_json::json!({
         "apiVersion": "kubevirt.io/v1",
         "kind": "VirtualMachineInstance",

@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use ferrovirt_tests::aggregation::{
-    StopOnDrop, apply_in as apply, assert_requests, direct_client, fake_vmi, ferroctl,
-    role_binding, shared_virt_api, start_operator, user_kubeconfig, vm_json, vmi_field,
+    StopOnDrop, apply_in as apply, assert_requests, direct_client, fake_vmi, fake_vmi_with,
+    ferroctl, role_binding, shared_virt_api, start_operator, user_kubeconfig, vm_json, vmi_field,
 };
 use ferrovirt_tests::manifests::kernel_boot_vm;
 use ferrovirt_tests::{ControlPlane, KubectlOutput, TestNamespace, Usage, shared};
@@ -63,6 +63,10 @@ async fn discovery_lists_the_served_subresources_in_both_versions() {
             "virtualmachines/start",
             "virtualmachines/stop",
             "virtualmachines/restart",
+            "virtualmachineinstances/console",
+            "virtualmachineinstances/vnc",
+            "virtualmachineinstances/pause",
+            "virtualmachineinstances/unpause",
         ] {
             assert!(names.contains(&wanted), "{wanted} missing from {names:?}");
         }
@@ -426,8 +430,7 @@ async fn kubevirt_view_cannot_start_and_kubevirt_edit_can() {
     let before = rv(vm_json(cp, ns.name(), "vm1").await);
 
     // As KubeVirt's roles have it: view gets no console, vnc or lifecycle subresource;
-    // edit gets them all (console and vnc are checked by authorization only until
-    // virt-api serves them).
+    // edit gets them all (tests/tests/console.rs uses the console with both roles).
     for (verb, resource) in [
         ("get", "virtualmachineinstances/console"),
         ("get", "virtualmachineinstances/vnc"),
@@ -636,4 +639,57 @@ async fn builtin_view_and_edit_aggregate_kubevirts_roles() {
         .unwrap()
         .expect_success();
     assert_requests(&vm_json(cp, n, "vm1").await, json!([{"action": "Start"}]));
+}
+
+/// ferroctl's one-line refusals for the VMI subresources, decided by virt-api with
+/// KubeVirt's codes and messages before any node is involved (`--timeout 0`: no waiting for
+/// the VMI to run).
+#[tokio::test]
+async fn ferroctl_console_vnc_pause_refusals_are_one_line() {
+    let cp = shared().await;
+    shared_virt_api().await;
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::create(cp, "sub-vmi").await.unwrap();
+    let n = ns.name();
+    fake_vmi(cp, n, "sched", "Scheduled").await;
+    fake_vmi_with(cp, n, "noserial", "Running", |spec| {
+        spec["domain"]["devices"]["autoattachSerialConsole"] = json!(false);
+    })
+    .await;
+    let conflict = "error: Operation cannot be fulfilled on virtualmachineinstance.kubevirt.io";
+    let cases: &[(&[&str], String)] = &[
+        (
+            &["console", "sched", "--timeout", "0"],
+            "error: VMI is not running".into(),
+        ),
+        (
+            &["console", "noserial", "--timeout", "0"],
+            "error: No serial consoles are present.".into(),
+        ),
+        (
+            &["console", "nosuch"],
+            "error: virtualmachineinstance.kubevirt.io \"nosuch\" not found".into(),
+        ),
+        (
+            &["vnc", "sched", "--proxy-only"],
+            "error: VMI is not running".into(),
+        ),
+        (
+            &["pause", "vmi", "sched"],
+            format!("{conflict} \"sched\": VM is not running"),
+        ),
+        (
+            &["unpause", "vmi", "sched"],
+            format!("{conflict} \"sched\": VMI is not running"),
+        ),
+        (
+            &["pause", "vmi", "sched", "--dry-run"],
+            format!("{conflict} \"sched\": VM is not running"),
+        ),
+    ];
+    for (args, message) in cases {
+        let out = ferro(cp, n, args).await;
+        assert!(!out.success(), "{out}");
+        assert_eq!(out.stderr.trim(), message, "ferroctl {args:?}");
+    }
 }

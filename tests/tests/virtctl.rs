@@ -5,8 +5,8 @@
 //! virtctl fails the test with the command that builds it.
 
 use ferrovirt_tests::aggregation::{
-    StopOnDrop, apply_in, assert_requests, fake_vmi, role_binding, shared_virt_api, start_operator,
-    user_kubeconfig, virtctl, virtctl_version, vm_json, vmi_field, wait_vmi,
+    StopOnDrop, apply_in, assert_requests, fake_vmi, fake_vmi_with, role_binding, shared_virt_api,
+    start_operator, user_kubeconfig, virtctl, virtctl_version, vm_json, vmi_field, wait_vmi,
 };
 use ferrovirt_tests::manifests::kernel_boot_vm;
 use ferrovirt_tests::{ControlPlane, KubectlOutput, TestNamespace, shared};
@@ -217,4 +217,58 @@ async fn virtctl_start_is_refused_for_kubevirt_view_and_served_for_kubevirt_edit
     let out = virtctl(&editor, &["-n", n, "start", "vm1"]).await.unwrap();
     assert_eq!(out.expect_success().trim(), "VM vm1 was scheduled to start");
     assert_requests(&vm_json(cp, n, "vm1").await, json!([{"action": "Start"}]));
+}
+
+/// KubeVirt's refusals of console, vnc, pause and unpause as virtctl prints them, decided
+/// by virt-api before any node is involved (tests/tests/console.rs has the served ones).
+/// `--timeout=0`: virtctl's console otherwise retries a 400 for minutes.
+#[tokio::test]
+async fn virtctl_console_vnc_pause_and_unpause_are_refused_with_kubevirts_messages() {
+    let cp = shared().await;
+    shared_virt_api().await;
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::create(cp, "vctl-vmi").await.unwrap();
+    let n = ns.name();
+    fake_vmi(cp, n, "sched", "Scheduled").await;
+    fake_vmi_with(cp, n, "noserial", "Running", |spec| {
+        spec["domain"]["devices"]["autoattachSerialConsole"] = json!(false);
+        spec["domain"]["devices"]["autoattachGraphicsDevice"] = json!(false);
+    })
+    .await;
+    let cases: &[(&[&str], &str)] = &[
+        (&["console", "--timeout=0", "sched"], "VMI is not running"),
+        (
+            &["console", "--timeout=0", "noserial"],
+            "No serial consoles are present.",
+        ),
+        (
+            &["console", "--timeout=0", "nosuch"],
+            "virtualmachineinstance.kubevirt.io \"nosuch\" not found",
+        ),
+        (&["vnc", "--proxy-only", "sched"], "VMI is not running"),
+        (
+            &["vnc", "--proxy-only", "noserial"],
+            "No graphics devices are present.",
+        ),
+        (
+            &["pause", "vmi", "sched"],
+            "Operation cannot be fulfilled on virtualmachineinstance.kubevirt.io \"sched\": VM is not running",
+        ),
+        (
+            &["unpause", "vmi", "sched"],
+            "Operation cannot be fulfilled on virtualmachineinstance.kubevirt.io \"sched\": VMI is not running",
+        ),
+        (
+            &["pause", "vmi", "nosuch"],
+            "virtualmachineinstance.kubevirt.io \"nosuch\" not found",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = vctl(cp, n, args).await;
+        assert!(!out.success(), "virtctl {args:?} succeeded: {out}");
+        assert!(
+            out.stderr.contains(message),
+            "virtctl {args:?}: wanted {message:?}\n{out}"
+        );
+    }
 }
