@@ -336,8 +336,8 @@ pub async fn reconcile(client: &Client, namespace: &str, now: SystemTime) -> Res
     Ok((ca, ca_bundle))
 }
 
-/// The CA and bundle a client configuration was made for, its own certificate, and it.
-type Current = (Ca, String, String, Arc<rustls::ClientConfig>);
+/// The bundle a client configuration was made for, its certificate and key, and it.
+type Current = (String, String, String, Arc<rustls::ClientConfig>);
 
 /// virt-api's TLS client configuration for the handlers, kept current by [`keep`].
 #[derive(Clone, Default)]
@@ -355,23 +355,48 @@ impl HandlerTls {
             .map(|c| c.3.clone())
     }
 
+    /// Keeps the client certificate while it is fresh and its CA is still in the bundle
+    /// (handlers trust the bundle they last read, which may not hold a new CA yet), else
+    /// makes one from `ca`; the servers' roots follow the bundle.
     fn refresh(&self, ca: Ca, ca_bundle: String, now: SystemTime) -> Result<()> {
-        let fresh = self
+        let current = self
             .current
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let kept = current
             .as_ref()
-            .is_some_and(|(c, b, own, _)| *c == ca && *b == ca_bundle && !due(own, now));
-        if fresh {
+            .filter(|(_, cert, _, _)| !due(cert, now) && issued_by_one_of(cert, &ca_bundle));
+        if kept.is_some_and(|(b, _, _, _)| *b == ca_bundle) {
             return Ok(());
         }
-        let (cert, key) = issue(&ca, Role::Client, now, CERT_VALIDITY)?;
+        let (cert, key) = match kept {
+            Some((_, cert, key, _)) => (cert.clone(), key.clone()),
+            None => {
+                tracing::info!("making virt-api's client certificate for virt-handler");
+                issue(&ca, Role::Client, now, CERT_VALIDITY)?
+            }
+        };
         let config = client_config(&cert, &key, &ca_bundle)?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) =
-            Some((ca, ca_bundle, cert, config));
-        tracing::info!("client certificate for virt-handler made");
+            Some((ca_bundle, cert, key, config));
         Ok(())
     }
+}
+
+/// Whether `pem` was issued by one of the CAs of `bundle`.
+pub fn issued_by_one_of(pem: &str, bundle: &str) -> bool {
+    CertificateDer::pem_slice_iter(bundle.as_bytes())
+        .flatten()
+        .any(|der| {
+            issued_by(
+                pem,
+                &Ca {
+                    cert: pem_of(&der),
+                    key: String::new(),
+                },
+            )
+        })
 }
 
 /// Client certificate `cert`/`key`; servers must chain to `ca_bundle`.
@@ -450,6 +475,10 @@ mod tests {
         let b = bundle(&new, &old.cert, t1);
         assert_eq!(b.matches("BEGIN CERTIFICATE").count(), 2, "{b}");
         assert!(b.starts_with(&new.cert));
+        // A client certificate of the old CA stays usable while the old CA is in the bundle.
+        let (client, _) = issue(&old, Role::Client, t1, CERT_VALIDITY).unwrap();
+        assert!(issued_by_one_of(&client, &b));
+        assert!(!issued_by_one_of(&client, &new.cert));
         // Once the old one expired it is dropped; the new one is never listed twice.
         let later = t0 + CA_VALIDITY + Duration::from_secs(3600);
         let b2 = bundle(&new, &b, later);
