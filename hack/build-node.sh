@@ -128,8 +128,8 @@ build_images() {
   if [[ -f "$out/busybox.tar" && "$(cat "$out/busybox.stamp" 2>/dev/null)" == "$stamp" ]]; then
     log "busybox image already built in $out"
   else
-    file -L "$bb" 2>/dev/null | grep -q "static" || ldd "$bb" 2>&1 | grep -q "not a dynamic" \
-      || die "$bb is not static: install Debian's busybox-static"
+    [[ -x "$bb" ]] || die "$bb not found: install Debian's busybox-static"
+    ! ldd "$bb" >/dev/null 2>&1 || die "$bb is not static: install Debian's busybox-static"
     local root; root="$(mktemp -d)"
     mkdir -p "$root/bin" "$root/tmp"
     cp "$bb" "$root/bin/busybox"

@@ -1,37 +1,44 @@
 #!/usr/bin/env bash
-# Removes a node that hack/node/up.sh started in DIR, and checks that nothing of it is left:
-#   hack/node/down.sh --dir DIR [--kubeconfig ADMIN_KUBECONFIG]
+# Removes a node that hack/node/up.sh started, and checks that nothing of it is left:
+#   hack/node/down.sh --dir DIR [--kubeconfig ADMIN_KUBECONFIG] [--purge]
+#   hack/node/down.sh --name NAME --index N   (a node whose directory is gone)
 # Stops kubelet, removes every pod sandbox (crictl), stops kube-proxy, containerd, the
-# registry and the holder, kills whatever still runs in the node's cgroups or namespaces
-# (pod processes, shims), deletes the network namespace, the veth, the DNAT chain and the
-# node's cgroups, and (with --kubeconfig) the Node object. Idempotent. Keeps DIR's files
-# (images, registry storage, certificates) for the next up; --purge removes DIR too.
+# registry and the holder, kills whatever still runs in the node's cgroups or network
+# namespace (pod processes, shims), deletes the network namespace, the veth, the DNAT chain
+# and the node's cgroups, and (with --kubeconfig) the Node object. Idempotent. Keeps DIR's
+# files (images, registry storage, certificates) for the next up; --purge removes DIR too.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 exec </dev/null
 
-dir="" kubeconfig="" purge=0
+usage="usage: down.sh --dir DIR [--kubeconfig FILE] [--purge] | --name NAME --index N"
+dir="" kubeconfig="" purge=0 name="" index=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dir) dir="$2"; shift 2 ;;
     --kubeconfig) kubeconfig="$2"; shift 2 ;;
     --purge) purge=1; shift ;;
-    *) die "unknown argument $1 (usage: down.sh --dir DIR [--kubeconfig FILE] [--purge])" ;;
+    --name) name="$2"; shift 2 ;;
+    --index) index="$2"; shift 2 ;;
+    *) die "unknown argument $1 ($usage)" ;;
   esac
 done
-[[ -n "$dir" ]] || die "usage: down.sh --dir DIR [--kubeconfig FILE] [--purge]"
-[[ -f "$dir/node.id" ]] || { log "no node in $dir"; exit 0; }
-dir="$(realpath "$dir")"
-read -r name index <"$dir/node.id"
+if [[ -n "$dir" ]]; then
+  [[ -f "$dir/node.id" ]] || { log "no node in $dir"; exit 0; }
+  dir="$(realpath "$dir")"
+  read -r name index <"$dir/node.id"
+fi
+[[ -n "$name" && -n "$index" ]] || die "$usage"
 source "$FERROVIRT_ROOT/hack/node/names.sh"
 
-pid_of() { [[ -f "$dir/pids/$1.pid" ]] && cat "$dir/pids/$1.pid"; }
+pid_of() { [[ -n "$dir" && -f "$dir/pids/$1.pid" ]] && cat "$dir/pids/$1.pid"; }
 # Whether pid $1 is one of the node's: started in DIR (start_bg) or inside the node.
 ours() {
+  [[ -n "$dir" ]] || return 1
   local cwd; cwd="$(readlink "/proc/$1/cwd" 2>/dev/null)" || return 1
   [[ "$cwd" == "$dir" || "$cwd" == "$dir/"* ]]
 }
-stop() { stop_pidfile "$1" "$dir/pids/$1.pid"; }
+stop() { [[ -n "$dir" ]] || return 0; stop_pidfile "$1" "$dir/pids/$1.pid"; }
 
 holder="$(pid_of holder || true)"
 [[ -n "$holder" ]] && ! ours "$holder" && holder=""
@@ -59,18 +66,22 @@ cgroup_pids() {
     [[ -d "$h" ]] && find "$h" -name cgroup.procs -exec cat {} + 2>/dev/null
   done | sort -u
 }
+# Processes in the node's network namespace (the holder's, or the one /run/netns names).
 ns_pids() {
-  [[ -n "$holder" ]] || return 0
-  local net mnt d p
-  net="$(readlink "/proc/$holder/ns/net" 2>/dev/null)" || return 0
-  mnt="$(readlink "/proc/$holder/ns/mnt" 2>/dev/null)" || return 0
+  local net d p
+  if [[ -n "$holder" ]]; then
+    net="$(readlink "/proc/$holder/ns/net" 2>/dev/null)" || return 0
+  elif [[ -e "/run/netns/$NODE_NETNS" ]]; then
+    net="net:[$(stat -L -c %i "/run/netns/$NODE_NETNS")]"
+  else
+    return 0
+  fi
   for d in /proc/[0-9]*; do
     p="${d#/proc/}"
     [[ "$p" == "$holder" ]] && continue
-    if [[ "$(readlink "$d/ns/net" 2>/dev/null)" == "$net" || "$(readlink "$d/ns/mnt" 2>/dev/null)" == "$mnt" ]]; then
-      echo "$p"
-    fi
+    [[ "$(readlink "$d/ns/net" 2>/dev/null)" == "$net" ]] && echo "$p"
   done
+  return 0
 }
 for round in 1 2 3; do
   left="$( (cgroup_pids; ns_pids) | sort -u | tr '\n' ' ')"
@@ -80,6 +91,14 @@ for round in 1 2 3; do
   kill -KILL $left 2>/dev/null || true
   sleep 0.5
 done
+if [[ -z "$dir" ]]; then
+  # No pid files: the registry is the one serving this node's address (in the host's
+  # namespaces, so not among the processes above).
+  for p in $(pgrep -x registry || true); do
+    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "REGISTRY_HTTP_ADDR=$NODE_REGISTRY" \
+      && kill -TERM "$p" && log "stopped registry ($p)"
+  done
+fi
 stop holder # its mount namespace (the node's /run, /var, sysctl files) goes with it
 
 if ip netns list 2>/dev/null | grep -q "^$NODE_NETNS\b"; then
@@ -117,8 +136,8 @@ ip link show "$NODE_HOST_IF" >/dev/null 2>&1 && problems+=("interface $NODE_HOST
 iptables -t nat -S "$NODE_CHAIN" >/dev/null 2>&1 && problems+=("iptables chain $NODE_CHAIN")
 ls -d /sys/fs/cgroup/*/ferrovirt/"$NODE_NAME" >/dev/null 2>&1 && problems+=("cgroups ferrovirt/$NODE_NAME")
 [[ ${#problems[@]} -eq 0 ]] || die "left behind: ${problems[*]}"
-rm -f "$dir/node.env" "$dir/holder.ready"
-if [[ $purge -eq 1 ]]; then
+[[ -n "$dir" ]] && rm -f "$dir/node.env" "$dir/holder.ready"
+if [[ $purge -eq 1 && -n "$dir" ]]; then
   rm -rf "$dir"
   log "removed $dir"
 fi

@@ -165,6 +165,8 @@ ES
 running() { [[ -f "$dir/pids/$1.pid" ]] && kill -0 "$(<"$dir/pids/$1.pid")" 2>/dev/null; }
 if running holder; then
   holder="$(<"$dir/pids/holder.pid")"
+elif [[ -n "$(ip netns pids "$NODE_NETNS" 2>/dev/null)" ]]; then
+  die "an earlier node $NODE_NAME still runs in $NODE_NETNS without its pid files here: remove it with hack/node/down.sh --name $NODE_NAME --index $index"
 else
   log "holder process (private mount namespace: /run, /var, kubelet's sysctls)"
   rm -f "$dir/holder.ready"
@@ -255,7 +257,9 @@ http:
 YAML
 if ! running registry; then
   log "starting the registry on $NODE_REGISTRY"
-  start_bg registry env OTEL_TRACES_EXPORTER=none "$(registry_dir)/registry" serve "$dir/etc/registry.yml"
+  # The address is also in its environment (it wins over the file), where down.sh finds it.
+  start_bg registry env OTEL_TRACES_EXPORTER=none REGISTRY_HTTP_ADDR="$NODE_REGISTRY" \
+    "$(registry_dir)/registry" serve "$dir/etc/registry.yml"
 fi
 
 # ---- pod network (CNI bridge inside the node) ----------------------------------------------

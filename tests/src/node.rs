@@ -8,6 +8,7 @@
 //! `10.250.N.2` (the node), so test binaries can run nodes side by side.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -56,21 +57,22 @@ impl RealNode {
         tracing::info!(name, dir = %dir.display(), "starting a real node");
         let log =
             File::create(&script_log).context(|| format!("creating {}", script_log.display()))?;
-        let status = tokio::process::Command::new("bash")
-            .arg(repo_root().join("hack/node/up.sh"))
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--kubeconfig")
-            .arg(cp.kubeconfig())
-            .arg("--pki")
-            .arg(cp.pki().dir())
-            .args(["--name", &name, "--index", &index.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().context(|| "opening up.log".to_string())?)
-            .stderr(log)
-            .status()
-            .await
-            .context(|| "running hack/node/up.sh".to_string())?;
+        let kubeconfig = cp.kubeconfig();
+        let index_arg = index.to_string();
+        let ident = ["--name", name.as_str(), "--index", index_arg.as_str()];
+        // The index lock is ours, so a node still holding this index was left by a test
+        // process that was killed: remove it first.
+        run_script("down.sh", &ident, &log).await?;
+        let mut up_args: Vec<&OsStr> = vec![
+            "--dir".as_ref(),
+            dir.as_os_str(),
+            "--kubeconfig".as_ref(),
+            kubeconfig.as_os_str(),
+            "--pki".as_ref(),
+            cp.pki().dir().as_os_str(),
+        ];
+        up_args.extend(ident.iter().map(OsStr::new));
+        let status = run_script("up.sh", &up_args, &log).await?;
         if !status.success() {
             return Err(Error::Startup {
                 component: format!("node {name}"),
@@ -95,7 +97,7 @@ impl RealNode {
             holder_pid: get("NODE_HOLDER_PID")?.parse().unwrap_or(0),
             name,
             dir,
-            kubeconfig: cp.kubeconfig(),
+            kubeconfig,
             _index_lock: lock,
         };
         tracing::info!(
@@ -259,6 +261,27 @@ fn require(path: &Path) -> Result<()> {
         context: format!("{} is missing: run hack/build-node.sh", path.display()),
         source: std::io::Error::from(std::io::ErrorKind::NotFound),
     })
+}
+
+/// Runs `bash hack/node/<script> <args>` with its output appended to `log`.
+async fn run_script<S: AsRef<OsStr>>(
+    script: &str,
+    args: &[S],
+    log: &File,
+) -> Result<std::process::ExitStatus> {
+    let output = || {
+        log.try_clone()
+            .context(|| "opening the node's up.log".to_string())
+    };
+    tokio::process::Command::new("bash")
+        .arg(repo_root().join("hack/node").join(script))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(output()?)
+        .stderr(output()?)
+        .status()
+        .await
+        .context(|| format!("running hack/node/{script}"))
 }
 
 /// The first free index in 1..=250, with the lock that holds it.

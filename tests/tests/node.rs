@@ -125,7 +125,6 @@ async fn the_node_is_ready_with_its_own_runtime_and_address() {
     let info = status.node_info.expect("nodeInfo");
     assert_eq!(info.container_runtime_version, "containerd://2.4.2");
     assert_eq!(info.kubelet_version, "v1.35.4");
-    assert_eq!(info.kube_proxy_version, "", "deprecated field stays empty");
     let addresses = status.addresses.unwrap_or_default();
     assert!(
         addresses
