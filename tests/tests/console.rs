@@ -91,7 +91,13 @@ async fn fixture() -> &'static Fixture {
     FIXTURE
         .get_or_init(|| async {
             let cp = shared().await;
-            let virt_api = start_virt_api_with(cp, &["--console-ping-interval", "500ms"])
+            let flags = [
+                "--console-ping-interval",
+                "500ms",
+                "--handler-cert-check-interval",
+                "2s",
+            ];
+            let virt_api = start_virt_api_with(cp, &flags)
                 .await
                 .unwrap_or_else(|e| panic!("starting virt-api: {e}"));
             let stack = Stack::start(cp, "console-node")
@@ -434,27 +440,10 @@ async fn virt_handler_refuses_clients_without_its_client_certificate() {
         .unwrap();
     let address = node.metadata.annotations.unwrap()[ADDRESS_ANNOTATION].clone();
     let secrets: Api<Secret> = Api::namespaced(client, SYSTEM_NAMESPACE);
-    let data = secrets
-        .get(SERVER_CERTS_SECRET)
-        .await
-        .unwrap()
-        .data
-        .unwrap();
-    let bundle = String::from_utf8(data["ca.crt"].0.clone()).unwrap();
-    let ca = secrets.get("kubevirt-ca").await.unwrap().data.unwrap();
-    let text = |k: &str| String::from_utf8(ca[k].0.clone()).unwrap();
+    let (bundle, ca) = handler_cas(&secrets).await;
 
     // A certificate of the handlers' CA (as virt-api has): served.
-    let issuer = rcgen::Issuer::from_ca_cert_pem(
-        &text("tls.crt"),
-        rcgen::KeyPair::from_pem(&text("tls.key")).unwrap(),
-    )
-    .unwrap();
-    let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let key = rcgen::KeyPair::generate().unwrap();
-    let good = params.signed_by(&key, &issuer).unwrap();
-    let answer = handler_request(&address, &bundle, Some((good.pem(), key.serialize_pem()))).await;
+    let answer = handler_request(&address, &bundle, Some(client_cert(&ca))).await;
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
 
     // No client certificate, or one of another CA (the cluster's admin): refused.
@@ -473,6 +462,30 @@ async fn virt_handler_refuses_clients_without_its_client_certificate() {
         "",
         "served a certificate of another CA"
     );
+}
+
+/// The bundle the handlers trust (`ca.crt` of their Secret) and the current CA (certificate
+/// and key PEM, from Secret kubevirt-ca).
+async fn handler_cas(secrets: &Api<Secret>) -> (String, (String, String)) {
+    let text =
+        |s: &Secret, k: &str| String::from_utf8(s.data.as_ref().unwrap()[k].0.clone()).unwrap();
+    let server = secrets.get(SERVER_CERTS_SECRET).await.unwrap();
+    let ca = secrets.get("kubevirt-ca").await.unwrap();
+    (
+        text(&server, "ca.crt"),
+        (text(&ca, "tls.crt"), text(&ca, "tls.key")),
+    )
+}
+
+/// A client certificate signed by `ca` (certificate and key PEM).
+fn client_cert(ca: &(String, String)) -> (String, String) {
+    let issuer =
+        rcgen::Issuer::from_ca_cert_pem(&ca.0, rcgen::KeyPair::from_pem(&ca.1).unwrap()).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
 }
 
 /// A PUT for a VMI that is not there, straight to the handler: its answer, or "" when the
@@ -581,4 +594,56 @@ async fn a_second_console_replaces_the_first_which_ends_cleanly() {
         .expect("a newer connection replaced this one", true, STEP)
         .await;
     echo_answered(&mut third, 14).await;
+}
+
+/// A forced rotation of the virt-api -> virt-handler CA (its Secret deleted): virt-api makes
+/// a new CA and re-issues the handlers' certificate; once the handler has re-read it (30 s
+/// at most; virtctl retries the 400 virt-api answers meanwhile) consoles work again, the
+/// handler takes certificates of the new CA and refuses those of the old one.
+#[tokio::test]
+async fn the_handler_ca_is_rotated_and_consoles_work_with_the_new_one() {
+    let f = fixture().await;
+    let _turn = TURN.lock().await;
+    let client = f.cp.client().await.unwrap();
+    let node = Api::<Node>::all(client.clone())
+        .get(&f.stack.node_name)
+        .await
+        .unwrap();
+    let address = node.metadata.annotations.unwrap()[ADDRESS_ANNOTATION].clone();
+    let secrets: Api<Secret> = Api::namespaced(client, SYSTEM_NAMESPACE);
+    let (_, old) = handler_cas(&secrets).await;
+    secrets
+        .delete("kubevirt-ca", &Default::default())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (bundle, new) = loop {
+        if secrets.get_opt("kubevirt-ca").await.unwrap().is_some() {
+            let (bundle, new) = handler_cas(&secrets).await;
+            if new.0 != old.0 && bundle == new.0 {
+                break (bundle, new);
+            }
+        }
+        assert!(
+            started.elapsed() < STEP,
+            "no new CA {} s after its Secret was deleted",
+            STEP.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut c = Client::spawn(
+        &virtctl_path(),
+        &f.cp.kubeconfig(),
+        &["-n", f.ns.name(), "console", "--timeout=2", VM],
+    )
+    .unwrap();
+    echo_answered(&mut c, 15).await;
+    eprintln!(
+        "consoles worked again {} ms after the CA Secret was deleted",
+        started.elapsed().as_millis()
+    );
+    let served = handler_request(&address, &bundle, Some(client_cert(&new))).await;
+    assert!(served.starts_with("HTTP/1.1 404"), "{served}");
+    let old_cert = handler_request(&address, &bundle, Some(client_cert(&old))).await;
+    assert_eq!(old_cert, "", "a certificate of the old CA was served");
 }

@@ -61,6 +61,14 @@ pub struct Args {
     /// so proxies that drop idle connections keep a quiet console.
     #[arg(long, env = "VIRT_API_CONSOLE_PING_INTERVAL", default_value = "30s")]
     pub console_ping_interval: Interval,
+    /// How often the CA and certificates of the virt-api -> virt-handler connection are
+    /// checked and renewed when due (docs/virt-api.md, "virt-api → virt-handler").
+    #[arg(
+        long,
+        env = "VIRT_API_HANDLER_CERT_CHECK_INTERVAL",
+        default_value = "60s"
+    )]
+    pub handler_cert_check_interval: Interval,
     /// Log format.
     #[arg(long, env = "VIRT_API_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,

@@ -1,7 +1,7 @@
 //! The CA of the virt-api → virt-handler connection, and the certificates it signs.
 //!
-//! virt-api owns it (there is no virt-operator): at start and every [`CHECK`] it makes
-//! sure that
+//! virt-api owns it (there is no virt-operator): at start and every
+//! `--handler-cert-check-interval` (default [`CHECK`]) it makes sure that
 //! - Secret [`CA_SECRET`] holds a CA (`tls.crt`, `tls.key`) and the bundle of CAs still
 //!   trusted (`ca-bundle`: the current one and, after a rotation, the previous one until it
 //!   expires). A CA with less than a fifth of its [`CA_VALIDITY`] left is replaced.
@@ -10,7 +10,8 @@
 //!   `ca.crt`. It is re-issued when a fifth of its life is left or the CA changed. The
 //!   handlers re-read it every 30 s.
 //! - virt-api's own client certificate (in memory only, [`CERT_VALIDITY`]) is signed by
-//!   the current CA and renewed the same way.
+//!   a CA of the bundle: kept across a rotation while its CA is in the bundle (handlers
+//!   trust the bundle they last read), else made anew from the current CA.
 //!
 //! Writes are guarded by resourceVersion, so replicas racing on a rotation agree on one
 //! result. docs/virt-api.md, "virt-api → virt-handler".
@@ -40,7 +41,7 @@ pub const CA_SECRET: &str = "kubevirt-ca";
 pub const CA_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Lifetime of the serving and client certificates (KubeVirt's default: 24 h).
 pub const CERT_VALIDITY: Duration = Duration::from_secs(24 * 3600);
-/// How often the certificates are checked.
+/// How often the certificates are checked by default (`--handler-cert-check-interval`).
 pub const CHECK: Duration = Duration::from_secs(60);
 /// The common name of virt-api's client certificate.
 pub const CLIENT_NAME: &str = "kubevirt.io:system:client:virt-api";
@@ -418,8 +419,8 @@ pub fn client_config(cert: &str, key: &str, ca_bundle: &str) -> Result<Arc<rustl
     Ok(Arc::new(config))
 }
 
-/// Checks now and every [`CHECK`]; failures are logged and retried (first every 2 s).
-pub async fn keep(client: Client, namespace: String, tls: HandlerTls) {
+/// Checks now and every `check`; failures are logged and retried (every 2 s).
+pub async fn keep(client: Client, namespace: String, tls: HandlerTls, check: Duration) {
     let mut logged = false;
     loop {
         let now = SystemTime::now();
@@ -429,7 +430,7 @@ pub async fn keep(client: Client, namespace: String, tls: HandlerTls) {
         let pause = match result {
             Ok(()) => {
                 logged = false;
-                CHECK
+                check
             }
             Err(e) => {
                 if !logged {

@@ -50,6 +50,9 @@ pub async fn run(args: args::Args) -> Result<()> {
         client.clone(),
         args.namespace.clone(),
         handler_tls.clone(),
+        args.handler_cert_check_interval
+            .0
+            .unwrap_or(handler_certs::CHECK),
     ));
     let app = Arc::new(handler::App {
         client: client.clone(),
