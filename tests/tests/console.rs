@@ -433,13 +433,7 @@ async fn kubevirt_view_is_refused_the_console_and_kubevirt_edit_gets_it() {
 async fn virt_handler_refuses_clients_without_its_client_certificate() {
     let f = fixture().await;
     let _turn = TURN.lock().await;
-    let client = f.cp.client().await.unwrap();
-    let node = Api::<Node>::all(client.clone())
-        .get(&f.stack.node_name)
-        .await
-        .unwrap();
-    let address = node.metadata.annotations.unwrap()[ADDRESS_ANNOTATION].clone();
-    let secrets: Api<Secret> = Api::namespaced(client, SYSTEM_NAMESPACE);
+    let (address, secrets) = handler_address(f).await;
     let (bundle, ca) = handler_cas(&secrets).await;
 
     // A certificate of the handlers' CA (as virt-api has): served.
@@ -462,6 +456,17 @@ async fn virt_handler_refuses_clients_without_its_client_certificate() {
         "",
         "served a certificate of another CA"
     );
+}
+
+/// The address the node's handler published, and the Secrets of its namespace.
+async fn handler_address(f: &Fixture) -> (String, Api<Secret>) {
+    let client = f.cp.client().await.unwrap();
+    let node = Api::<Node>::all(client.clone())
+        .get(&f.stack.node_name)
+        .await
+        .unwrap();
+    let address = node.metadata.annotations.unwrap()[ADDRESS_ANNOTATION].clone();
+    (address, Api::namespaced(client, SYSTEM_NAMESPACE))
 }
 
 /// The bundle the handlers trust (`ca.crt` of their Secret) and the current CA (certificate
@@ -604,13 +609,7 @@ async fn a_second_console_replaces_the_first_which_ends_cleanly() {
 async fn the_handler_ca_is_rotated_and_consoles_work_with_the_new_one() {
     let f = fixture().await;
     let _turn = TURN.lock().await;
-    let client = f.cp.client().await.unwrap();
-    let node = Api::<Node>::all(client.clone())
-        .get(&f.stack.node_name)
-        .await
-        .unwrap();
-    let address = node.metadata.annotations.unwrap()[ADDRESS_ANNOTATION].clone();
-    let secrets: Api<Secret> = Api::namespaced(client, SYSTEM_NAMESPACE);
+    let (address, secrets) = handler_address(f).await;
     let (_, old) = handler_cas(&secrets).await;
     secrets
         .delete("kubevirt-ca", &Default::default())
