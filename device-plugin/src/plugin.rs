@@ -4,7 +4,9 @@
 //!
 //! A kubelet that (re)starts removes every socket in its directory but its own and then
 //! creates `kubelet.sock`; the plugin notices either and starts over. After every wake-up
-//! the plugin looks at the files themselves, so the order of events does not matter.
+//! the plugin looks at the files themselves (a socket is told from its successor by device,
+//! inode and change time), so the order of events does not matter and a late event of a
+//! file already handled changes nothing.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use crate::config::{Config, HostDevice};
 use crate::error::{Error, Result};
 use crate::service::{Health, OPTIONS, Phase, Service};
 use crate::unix::{self, FileId};
-use crate::watch::{Wake, Watcher};
+use crate::watch::Watcher;
 
 /// How often the files are looked at without an event.
 const RECHECK: Duration = Duration::from_secs(5);
@@ -194,12 +196,7 @@ impl Plugin {
             };
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return true,
-                wake = watcher.next() => {
-                    if wake == Wake::Created(api::KUBELET_SOCKET.into()) {
-                        // A new kubelet, even if its socket looks like the old one.
-                        registration = Registration::default();
-                    }
-                }
+                _ = watcher.next() => {}
                 _ = sleep_until(wake_at) => watcher.retry(),
             }
         }

@@ -2,22 +2,12 @@
 //! directory (inotify). The plugin then looks at the files again, so a lost or merged event
 //! costs nothing; a periodic look covers a directory that could not be watched yet.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use inotify::{EventMask, EventStream, Inotify, WatchMask};
+use inotify::{EventStream, Inotify, WatchMask};
 use tokio_stream::StreamExt;
 
 use crate::error::{Error, Result};
-
-/// What woke the plugin.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Wake {
-    /// A file named this was created or moved in (in either watched directory).
-    Created(OsString),
-    /// Anything else: look again.
-    Changed,
-}
 
 pub struct Watcher {
     stream: EventStream<Vec<u8>>,
@@ -69,25 +59,15 @@ impl Watcher {
 
     /// The next change; pends forever once reading events has failed (the periodic look
     /// still runs).
-    pub async fn next(&mut self) -> Wake {
+    pub async fn next(&mut self) {
         if self.failed {
             return std::future::pending().await;
         }
         match self.stream.next().await {
-            Some(Ok(event)) => match event.name {
-                Some(name)
-                    if event
-                        .mask
-                        .intersects(EventMask::CREATE | EventMask::MOVED_TO) =>
-                {
-                    Wake::Created(name)
-                }
-                _ => Wake::Changed,
-            },
+            Some(Ok(_)) => {}
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "reading inotify events: only looking every few seconds now");
                 self.failed = true;
-                Wake::Changed
             }
             None => std::future::pending().await,
         }

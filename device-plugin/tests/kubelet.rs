@@ -1,7 +1,8 @@
 //! The device plugins with the real kubelet of a real node (hack/node/, docs/real-node.md):
 //! the Node advertises the resources, the scheduler places a pod that requests
 //! `devices.kubevirt.io/tun` by them, and the container can open `/dev/net/tun` while a pod
-//! without the request has no such device. When the plugins stop, the kubelet drops them.
+//! without the request has no such device. After a kubelet restart the plugins register
+//! again and a new pod gets the device. When the plugins stop, the kubelet drops them.
 //!
 //! The plugins run in this process on the host: their sockets go into the node's
 //! `/var/lib/kubelet/device-plugins`, which the host sees as `<node dir>/var/lib/kubelet/
@@ -9,11 +10,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ferrovirt_device_plugin::{Config, DevicePlugins, HostDevice};
 use ferrovirt_tests::node::{RealNode, busybox_layout};
-use ferrovirt_tests::{ControlPlane, TestNamespace, shared};
+use ferrovirt_tests::{ControlPlane, TestNamespace, repo_root, shared};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, PostParams};
@@ -111,6 +113,55 @@ async fn run_in(cp: &ControlPlane, ns: &TestNamespace, pod: &str, script: &str) 
     out.expect_success().to_string()
 }
 
+/// How often the kubelet's log says a plugin registered `resource`.
+fn registrations(node: &RealNode, resource: &str) -> usize {
+    let needle = format!(
+        "Got registration request from device plugin with resource\" resourceName=\"{resource}\""
+    );
+    std::fs::read_to_string(node.log("kubelet"))
+        .unwrap_or_default()
+        .matches(&needle)
+        .count()
+}
+
+/// Restarts the node's kubelet the way it happens on any node: the process ends and is
+/// started again (by hack/node/up.sh, which keeps what still runs).
+async fn restart_kubelet(cp: &ControlPlane, node: &RealNode) {
+    let pid = node.pid("kubelet").expect("the kubelet's pid file");
+    let killed = Command::new("kill").arg(pid.to_string()).status().unwrap();
+    assert!(killed.success(), "kill {pid}");
+    let proc = format!("/proc/{pid}");
+    tokio::time::timeout(PATIENCE, async {
+        while Path::new(&proc).exists() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the kubelet exits on SIGTERM");
+    // "<name> <index>", written by up.sh for down.sh.
+    let id = std::fs::read_to_string(node.dir().join("node.id")).unwrap();
+    let (name, index) = id.trim().split_once(' ').expect("node.id: <name> <index>");
+    let up = tokio::process::Command::new("bash")
+        .arg(repo_root().join("hack/node/up.sh"))
+        .arg("--dir")
+        .arg(node.dir())
+        .arg("--kubeconfig")
+        .arg(cp.kubeconfig())
+        .arg("--pki")
+        .arg(cp.pki().dir())
+        .args(["--name", name, "--index", index])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "hack/node/up.sh: {}{}",
+        String::from_utf8_lossy(&up.stdout),
+        String::from_utf8_lossy(&up.stderr)
+    );
+}
+
 #[tokio::test]
 async fn the_kubelet_advertises_the_devices_and_a_pod_gets_tun() {
     let cp = shared().await;
@@ -140,7 +191,8 @@ async fn the_kubelet_advertises_the_devices_and_a_pod_gets_tun() {
         allocatable["devices.kubevirt.io/tun"], max,
         "this host has no /dev/net/tun"
     );
-    wait_for_node(&nodes, &node, &(capacity.clone(), allocatable)).await;
+    let advertising = (capacity.clone(), allocatable);
+    wait_for_node(&nodes, &node, &advertising).await;
 
     let image = node
         .push(
@@ -161,6 +213,25 @@ async fn the_kubelet_advertises_the_devices_and_a_pod_gets_tun() {
     assert!(with.contains("File descriptor in bad state"), "{with}");
     let without = run_in(cp, &ns, "without", probe).await;
     assert!(without.contains("No such file or directory"), "{without}");
+
+    // A kubelet restart removes the plugin sockets and serves a new kubelet.sock: the plugins
+    // serve and register again, and the new kubelet hands tun to a new pod.
+    let registered_before = registrations(&node, "devices.kubevirt.io/tun");
+    restart_kubelet(cp, &node).await;
+    let waited = tokio::time::timeout(PATIENCE, async {
+        while registrations(&node, "devices.kubevirt.io/tun") <= registered_before {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "no new registration of tun\n{}",
+        node.log_tails(30)
+    );
+    start_pod(cp, &ns, &node, pod("after-restart", &node, &image, true)).await;
+    let after = run_in(cp, &ns, "after-restart", probe).await;
+    assert!(after.contains("File descriptor in bad state"), "{after}");
 
     // Stopped plugins withdraw their devices: the kubelet counts none of any resource.
     stop.send(()).unwrap();
