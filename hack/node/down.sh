@@ -4,8 +4,9 @@
 #   hack/node/down.sh --name NAME --index N   (a node whose directory is gone)
 # Stops kubelet, removes every pod sandbox (crictl), stops kube-proxy, containerd, the
 # registry and the holder, kills whatever still runs in the node's cgroups or network
-# namespace (pod processes, shims), deletes the network namespace, the veth, the DNAT chain
-# and the node's cgroups, and (with --kubeconfig) the Node object. Idempotent. Keeps DIR's
+# namespace (pod processes, shims), deletes the network namespace, the veth (and the routes
+# through it), the DNAT chain, the node's cgroups, the safety routes with the last node, and
+# (with --kubeconfig) the Node object. Idempotent. Keeps DIR's
 # files (images, registry storage, certificates) for the next up; --purge removes DIR too.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
@@ -108,6 +109,12 @@ fi
 if ip link show "$NODE_HOST_IF" >/dev/null 2>&1; then
   ip link del "$NODE_HOST_IF"
   log "deleted veth $NODE_HOST_IF"
+fi
+# The routes via the veth went with it; the shared safety routes go with the last node.
+if ! ip -o link show | grep -q ': fvn[0-9]*[@:]'; then
+  while read -r _ net _; do
+    ip route del unreachable "$net" metric "$NODE_SAFETY_METRIC" && log "deleted safety route $net"
+  done < <(ip route show type unreachable | grep "metric $NODE_SAFETY_METRIC\b" || true)
 fi
 while iptables -t nat -C PREROUTING -i "$NODE_HOST_IF" -j "$NODE_CHAIN" -m comment --comment "ferrovirt node $NODE_NAME" 2>/dev/null; do
   iptables -t nat -D PREROUTING -i "$NODE_HOST_IF" -j "$NODE_CHAIN" -m comment --comment "ferrovirt node $NODE_NAME"

@@ -5,7 +5,9 @@
 # 10.250.N.1/30; node end eth0, 10.250.N.2/30; no default route), a holder process in it
 # with a private mount namespace (hack/node/holder.sh), and in those namespaces containerd,
 # kubelet and kube-proxy; on the host end, the image registry (10.250.N.1:5000) and a DNAT
-# rule that takes the node's 10.250.N.1:6443 to the API server on loopback.
+# rule that takes the node's 10.250.N.1:6443 to the API server on loopback; host routes to
+# the node's pods (10.244.N.0/24) and the cluster's Services, and unreachable routes that
+# keep those ranges from ever taking the default route.
 # Files, logs (DIR/logs/) and pid files (DIR/pids/) live in DIR; DIR/node.env describes the
 # node. Idempotent: what runs is kept. hack/node/down.sh removes all of it.
 # docs/real-node.md explains each piece.
@@ -74,6 +76,20 @@ if ! ip link show "$NODE_HOST_IF" >/dev/null 2>&1; then
 fi
 ip addr replace "$NODE_HOST_IP/30" dev "$NODE_HOST_IF"
 ip link set "$NODE_HOST_IF" up
+# Routes on the host: the node's pods and the cluster's Services (the API server dials
+# Services' ClusterIPs for webhooks and APIServices, as a control-plane node would) lead
+# into the node. Safety routes make every other address in those ranges unreachable here
+# instead of leaving through the default route, also while a node is down.
+service_cidr="$("${kubectl[@]}" get servicecidr kubernetes -o jsonpath='{.spec.cidrs[0]}')" \
+  || die "could not read the cluster's Service range (ServiceCIDR kubernetes)"
+for net in 10.250.0.0/16 10.244.0.0/16 "$service_cidr"; do
+  ip route show type unreachable "$net" | grep -q . \
+    || ip route add unreachable "$net" metric "$NODE_SAFETY_METRIC"
+done
+ip route replace "$NODE_POD_CIDR" via "$NODE_IP" dev "$NODE_HOST_IF"
+# Several nodes at once (tests of several binaries): the lowest index serves the range.
+ip route show "$service_cidr" dev "$NODE_HOST_IF" | grep -q . \
+  || ip route add "$service_cidr" via "$NODE_IP" dev "$NODE_HOST_IF" metric "$((100 + index))"
 # The API server listens on 127.0.0.1 only; the node reaches it through a DNAT to loopback,
 # which the kernel allows for packets coming in on this interface only.
 sysctl -qw "net.ipv4.conf.$NODE_HOST_IF.route_localnet=1"

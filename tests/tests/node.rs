@@ -15,7 +15,7 @@ use tokio::sync::OnceCell;
 static NODE: OnceCell<RealNode> = OnceCell::const_new();
 /// Pulling, creating the sandbox and starting a container on a loaded machine.
 const POD_TIMEOUT: Duration = Duration::from_secs(120);
-/// The port the busybox server of [`server_pod`] answers on, with `pong`.
+/// The port the busybox server of [`server_pod`] answers on, with an HTTP response `pong`.
 const SERVER_PORT: u16 = 8080;
 
 async fn node() -> (&'static ControlPlane, &'static RealNode) {
@@ -64,13 +64,17 @@ spec:
     )
 }
 
-/// A pod that prints `hello from <pod>` and then answers `pong` on [`SERVER_PORT`].
+/// A pod that prints `hello from <pod>` and then answers every connection on
+/// [`SERVER_PORT`] with an HTTP response whose body is `pong` (see [`body`]).
 fn server_pod(name: &str, node: &RealNode, image: &str) -> String {
     pod_yaml(
         name,
         node,
         image,
-        &format!("echo hello from $(hostname); exec nc -ll -p {SERVER_PORT} -e echo pong"),
+        // It reads the request up to its blank line first: closing with unread data would
+        // reset the connection under the answer.
+        &r#"echo hello from $(hostname); exec nc -ll -p PORT -e sh -c 'while read l && [ ${#l} -gt 1 ]; do :; done; echo -e "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\npong"'"#
+            .replace("PORT", &SERVER_PORT.to_string()),
     )
 }
 
@@ -227,7 +231,7 @@ async fn pods_reach_each_other_directly_and_through_a_cluster_ip_service() {
         &format!("echo | nc -w 5 {server_ip} {SERVER_PORT}"),
     )
     .await;
-    assert_eq!(direct.trim(), "pong", "pod to pod {server_ip}");
+    assert_eq!(body(&direct), "pong", "pod to pod {server_ip}: {direct:?}");
 
     // The `kubernetes` Service leads to the API server (in-cluster clients): plain HTTP to
     // its TLS port gets Go's TLS server's answer, so the connection reached it.
@@ -280,15 +284,34 @@ spec:
             &format!("echo | nc -w 2 {cluster_ip} 80 || true"),
         )
         .await;
-        if through_service.trim() == "pong" {
+        if body(&through_service) == "pong" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(
-        through_service.trim(),
+        body(&through_service),
         "pong",
         "ClusterIP {cluster_ip}:80 through kube-proxy\n{}",
         node.log_tails(20)
     );
+
+    // The API server reaches the pod itself (its proxy subresource dials the pod IP).
+    let proxied = cp
+        .kubectl([
+            "get",
+            "--raw",
+            &format!(
+                "/api/v1/namespaces/{}/pods/server:{SERVER_PORT}/proxy/",
+                ns.name()
+            ),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(body(proxied.expect_success()), "pong", "{proxied}");
+}
+
+/// The last line of a server's answer (the body of [`server_pod`]'s HTTP response).
+fn body(answer: &str) -> &str {
+    answer.trim_end().lines().last().unwrap_or("").trim()
 }
