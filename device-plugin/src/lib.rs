@@ -26,7 +26,7 @@ mod service;
 pub mod unix;
 mod watch;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -36,6 +36,11 @@ pub use config::{
     Args, Config, DEFAULT_MAX_DEVICES, HostDevice, RESOURCE_NAMESPACE, default_permissions,
 };
 pub use error::{Error, Result};
+
+/// The resources registered with the current kubelet (`devices.kubevirt.io/kvm`, ...).
+/// KubeVirt's virt-handler labels its Node `kubevirt.io/schedulable=true` only while every
+/// one of [`Config::devices`] is.
+pub type Registered = BTreeSet<String>;
 
 /// The device plugins of one node.
 pub struct DevicePlugins;
@@ -47,13 +52,25 @@ impl DevicePlugins {
     /// registration) are logged and retried. Returns an error only when a plugin cannot
     /// run at all (inotify), after stopping the others.
     pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let (registered, _) = tokio::sync::watch::channel(Registered::new());
+        Self::run_reporting(config, shutdown, registered).await
+    }
+
+    /// [`DevicePlugins::run`], keeping `registered` up to date: a resource is in it from its
+    /// registration until its kubelet goes, its socket is removed or the plugins stop.
+    pub async fn run_reporting(
+        config: Config,
+        shutdown: impl Future<Output = ()>,
+        registered: tokio::sync::watch::Sender<Registered>,
+    ) -> Result<()> {
         config.validate()?;
+        let registered = Arc::new(registered);
         let config = Arc::new(config);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut plugins = JoinSet::new();
         let mut resources = HashMap::new();
         for device in &config.devices {
-            let plugin = plugin::Plugin::new(config.clone(), device.clone());
+            let plugin = plugin::Plugin::new(config.clone(), device.clone(), registered.clone());
             let task = plugins.spawn(plugin.run(stopped.clone()));
             resources.insert(task.id(), device.resource_name());
         }

@@ -16,6 +16,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 
+use crate::Registered;
 use crate::api::{
     self, device_plugin_server::DevicePluginServer, registration_client::RegistrationClient,
 };
@@ -45,6 +46,8 @@ pub struct Plugin {
     /// The device node as this process sees it.
     seen: PathBuf,
     health: Health,
+    /// The resources registered with the kubelet now, shared by all plugins.
+    registered: Arc<watch::Sender<Registered>>,
 }
 
 /// One bound socket and the server on it.
@@ -64,8 +67,13 @@ struct Registration {
 }
 
 impl Plugin {
-    pub fn new(config: Arc<Config>, device: HostDevice) -> Plugin {
+    pub fn new(
+        config: Arc<Config>,
+        device: HostDevice,
+        registered: Arc<watch::Sender<Registered>>,
+    ) -> Plugin {
         Plugin {
+            registered,
             resource: device.resource_name(),
             socket: config.plugin_dir.join(device.socket_name()),
             seen: config.seen_path(&device.path),
@@ -103,6 +111,7 @@ impl Plugin {
             };
             failures = 0;
             let stopped = self.follow(&serving, &mut watcher, &mut stop).await;
+            self.set_registered(false);
             self.withdraw(serving).await;
             if stopped {
                 tracing::info!(resource = %self.resource, "device plugin stopped");
@@ -171,6 +180,7 @@ impl Plugin {
             if kubelet_id.is_none() && registration.with.is_some() {
                 tracing::info!(resource = %self.resource, "kubelet.sock is gone: waiting for the kubelet");
                 registration = Registration::default();
+                self.set_registered(false);
             }
             let due = registration.retry_at.is_none_or(|at| at <= Instant::now());
             if kubelet_id.is_some() && kubelet_id != registration.with && due {
@@ -181,11 +191,13 @@ impl Plugin {
                             with: kubelet_id,
                             ..Registration::default()
                         };
+                        self.set_registered(true);
                     }
                     Err(e) => {
                         let wait = BACKOFF[registration.failures.min(BACKOFF.len() - 1)];
                         registration.failures += 1;
                         registration.retry_at = Some(Instant::now() + wait);
+                        self.set_registered(false);
                         tracing::warn!(resource = %self.resource, error = %ferrovirt_runtime::chain(&e), ?wait, "registration failed; trying again");
                     }
                 }
@@ -241,6 +253,16 @@ impl Plugin {
         {
             tracing::warn!(resource = %self.resource, socket = %self.socket.display(), error = %e, "removing the socket");
         }
+    }
+
+    fn set_registered(&self, registered: bool) {
+        self.registered.send_if_modified(|set| {
+            if registered {
+                set.insert(self.resource.clone())
+            } else {
+                set.remove(&self.resource)
+            }
+        });
     }
 
     fn look_at_device(&self) -> Health {

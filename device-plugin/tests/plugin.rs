@@ -12,7 +12,7 @@ use ferrovirt_device_plugin::api::device_plugin_client::DevicePluginClient;
 use ferrovirt_device_plugin::api::registration_server::{Registration, RegistrationServer};
 use ferrovirt_device_plugin::api::{self, ListAndWatchResponse, RegisterRequest};
 use ferrovirt_device_plugin::unix::{self, FileId};
-use ferrovirt_device_plugin::{Config, DevicePlugins, Result};
+use ferrovirt_device_plugin::{Config, DevicePlugins, Registered, Result};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status, Streaming};
@@ -148,12 +148,21 @@ impl Node {
     }
 
     /// Runs the plugins until the returned sender is used or dropped.
-    fn run_plugins(&self) -> (oneshot::Sender<()>, JoinHandle<Result<()>>) {
+    fn run_plugins(&self) -> Plugins {
         let (stop, stopped) = oneshot::channel::<()>();
-        let run = DevicePlugins::run(self.config(), async {
-            let _ = stopped.await;
-        });
-        (stop, tokio::spawn(run))
+        let (registered, watch) = tokio::sync::watch::channel(Registered::new());
+        let run = DevicePlugins::run_reporting(
+            self.config(),
+            async {
+                let _ = stopped.await;
+            },
+            registered,
+        );
+        Plugins {
+            stop,
+            run: tokio::spawn(run),
+            registered: watch,
+        }
     }
 
     fn socket(&self, name: &str) -> PathBuf {
@@ -181,6 +190,25 @@ impl Node {
             .collect();
         names.sort();
         names
+    }
+}
+
+struct Plugins {
+    stop: oneshot::Sender<()>,
+    run: JoinHandle<Result<()>>,
+    registered: tokio::sync::watch::Receiver<Registered>,
+}
+
+impl Plugins {
+    /// Waits until the plugins report `want` as registered.
+    async fn registered(&mut self, want: &[&str]) {
+        let want: Registered = want.iter().map(|r| r.to_string()).collect();
+        within(
+            "the registered resources",
+            self.registered.wait_for(|r| *r == want),
+        )
+        .await
+        .unwrap();
     }
 }
 
@@ -217,7 +245,7 @@ const RESOURCES: [&str; 3] = [
 #[tokio::test]
 async fn registers_serves_follows_the_device_and_cleans_up() {
     let node = Node::new();
-    let (stop, run) = node.run_plugins();
+    let mut plugins = node.run_plugins();
     // No kubelet yet: the plugins serve and wait for it.
     within("the plugin sockets", async {
         while node.plugin_sockets().len() < 3 {
@@ -241,6 +269,7 @@ async fn registers_serves_follows_the_device_and_cleans_up() {
             })
         );
     }
+    plugins.registered(&RESOURCES).await;
 
     let mut tun = node.watch("tun").await;
     assert_eq!(health(&next(&mut tun).await), all("tun", "Healthy"));
@@ -274,10 +303,14 @@ async fn registers_serves_follows_the_device_and_cleans_up() {
     assert_eq!(health(&next(&mut kvm).await), all("kvm", "Healthy"));
 
     // Stopping: the kubelet is told there are no devices, the streams end, no socket stays.
-    stop.send(()).unwrap();
+    plugins.stop.send(()).unwrap();
     assert!(next(&mut tun).await.devices.is_empty());
     assert!(within("the end", tun.message()).await.unwrap().is_none());
-    within("the plugins to stop", run).await.unwrap().unwrap();
+    within("the plugins to stop", plugins.run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(plugins.registered.borrow().is_empty());
     assert!(
         node.plugin_sockets().is_empty(),
         "{:?}",
@@ -290,18 +323,22 @@ async fn registers_serves_follows_the_device_and_cleans_up() {
 async fn registers_again_when_the_kubelet_restarts() {
     let node = Node::new();
     let mut kubelet = Kubelet::start(&node.plugins, 0);
-    let (_stop, _run) = node.run_plugins();
+    let mut plugins = node.run_plugins();
     assert_eq!(resources(&kubelet.registrations(3).await), RESOURCES);
+    plugins.registered(&RESOURCES).await;
     let mut kvm = node.watch("kvm").await;
     assert_eq!(health(&next(&mut kvm).await), all("kvm", "Healthy"));
 
     // A kubelet restart: it goes, removes every plugin socket, and serves a new kubelet.sock.
     kubelet.stop().await;
+    // Without a kubelet nothing is registered.
+    plugins.registered(&[]).await;
     for name in node.plugin_sockets() {
         std::fs::remove_file(node.plugins.join(name)).unwrap();
     }
     let mut kubelet = Kubelet::start(&node.plugins, 0);
     assert_eq!(resources(&kubelet.registrations(3).await), RESOURCES);
+    plugins.registered(&RESOURCES).await;
     // The old stream was told the devices are gone; new sockets serve.
     assert!(next(&mut kvm).await.devices.is_empty());
     let mut kvm = node.watch("kvm").await;
@@ -326,7 +363,7 @@ async fn registers_again_when_the_kubelet_restarts() {
 async fn retries_a_refused_registration() {
     let node = Node::new();
     let mut kubelet = Kubelet::start(&node.plugins, 1);
-    let (_stop, _run) = node.run_plugins();
+    let mut plugins = node.run_plugins();
     let first = kubelet.registrations(1).await;
     // The refused one asks again; the other two succeed at once.
     let rest = kubelet.registrations(3).await;
@@ -334,4 +371,5 @@ async fn retries_a_refused_registration() {
     all.retain(|r| *r != first[0].resource_name);
     assert_eq!(all.len(), 2, "{:?}", resources(&rest));
     assert!(resources(&rest).contains(&first[0].resource_name.as_str()));
+    plugins.registered(&RESOURCES).await;
 }
