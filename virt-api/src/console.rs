@@ -5,7 +5,7 @@
 //! While the stream is open virt-api pings the client every `--console-ping-interval`:
 //! proxies that drop idle connections see traffic on a quiet console. A close from the
 //! handler (the guest's socket closed, or a newer session replaced this one) is passed to
-//! the client with its code and reason.
+//! the client with its code and reason; a broken connection to the handler is a 1011.
 
 use std::time::Duration;
 
@@ -125,13 +125,13 @@ where
             msg = client.next() => match msg {
                 Some(Ok(Message::Binary(b))) => {
                     if handler.send(Message::Binary(b)).await.is_err() {
-                        let _ = client.send(closing(None)).await;
+                        let _ = client.send(broken()).await;
                         return "virt-handler went away";
                     }
                 }
                 Some(Ok(Message::Text(t))) => {
                     if handler.send(Message::binary(t.as_bytes().to_vec())).await.is_err() {
-                        let _ = client.send(closing(None)).await;
+                        let _ = client.send(broken()).await;
                         return "virt-handler went away";
                     }
                 }
@@ -153,7 +153,7 @@ where
                     return "virt-handler closed the stream";
                 }
                 None | Some(Err(_)) => {
-                    let _ = client.send(closing(None)).await;
+                    let _ = client.send(broken()).await;
                     return "virt-handler went away";
                 }
                 Some(Ok(_)) => {}
@@ -166,6 +166,15 @@ where
             }
         }
     }
+}
+
+/// The close frame for the client when the connection to virt-handler broke: 1011, so
+/// clients report an error rather than a normal end.
+fn broken() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Error,
+        reason: "the connection to virt-handler broke".into(),
+    }))
 }
 
 /// A close frame: the handler's, or a normal closure.
