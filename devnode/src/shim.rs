@@ -23,7 +23,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Pid, Uid, fork};
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -153,11 +153,30 @@ fn parent(spec: &ShimSpec, child: Pid, err_r: OwnedFd, err_w: OwnedFd) -> Result
         exit_code,
         signal,
         reason: None,
-        message: None,
+        message: (exit_code != 0 && spec.logs_on_error)
+            .then(|| log_tail(&spec.log))
+            .flatten(),
         finished_at: Utc::now(),
     };
     write_json(&spec.exit_file, &exited)?;
     Ok(exit_code)
+}
+
+/// The end of a container's log as kubelet takes it for `FallbackToLogsOnError`: the last
+/// 80 lines, at most the last 2048 bytes; `None` when the log is empty.
+fn log_tail(log: &Path) -> Option<String> {
+    const MAX_LINES: usize = 80;
+    const MAX_BYTES: u64 = 2048;
+    let mut file = File::open(log).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(MAX_BYTES)))
+        .ok()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(MAX_LINES)..].join("\n");
+    (!tail.trim().is_empty()).then_some(tail)
 }
 
 /// Waits for the child; a signal death is reported as 128 + signal, as shells do.
@@ -259,4 +278,33 @@ fn bind(m: &Mount) -> Result<()> {
             .map_err(Error::sys(format!("{what} read-only")))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_termination_message_is_the_logs_end_as_kubelet_cuts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("c.log");
+        assert_eq!(log_tail(&log), None, "no log");
+        std::fs::write(&log, "\n  \n").unwrap();
+        assert_eq!(log_tail(&log), None, "blank log");
+        let lines: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&log, &lines).unwrap();
+        let tail = log_tail(&log).unwrap();
+        assert_eq!(tail.lines().count(), 80);
+        assert!(
+            tail.starts_with("line 20\n") && tail.ends_with("line 99"),
+            "{tail}"
+        );
+        std::fs::write(&log, format!("{}\nlast words", "x".repeat(5000))).unwrap();
+        let tail = log_tail(&log).unwrap();
+        assert!(
+            tail.len() <= 2048 && tail.ends_with("\nlast words"),
+            "{}",
+            tail.len()
+        );
+    }
 }

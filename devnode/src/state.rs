@@ -66,6 +66,10 @@ pub struct ShimSpec {
     pub log: PathBuf,
     pub started_file: PathBuf,
     pub exit_file: PathBuf,
+    /// `terminationMessagePolicy: FallbackToLogsOnError`: a failed container's message is
+    /// the end of its log, as kubelet makes it.
+    #[serde(default)]
+    pub logs_on_error: bool,
 }
 
 /// Written by the shim once the container's process has exec'd.

@@ -204,6 +204,9 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
         name: COMPUTE_CONTAINER.into(),
         image: Some(cfg.image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
+        // A launcher that fails says why on its last log line: the node makes the end of
+        // the log the termination message, and the VMI's status carries it.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         command: Some(vec![LAUNCHER_COMMAND.into()]),
         args: Some(vec![
             "--vmi-namespace".into(),

@@ -310,8 +310,17 @@ async fn write_status(
         } else {
             EventType::Normal
         };
+        // A failure's Event says what failed, not only its reason.
+        let failure = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Failure")
+            .and_then(|c| c.message.as_deref());
         let note = match (&status.reason, &status.node_name) {
-            (Some(r), _) if p == VmiPhase::Failed => format!("{from} -> {p}: {r}"),
+            (Some(r), _) if p == VmiPhase::Failed => match failure {
+                Some(m) if m != r => format!("{from} -> {p}: {r}: {m}"),
+                _ => format!("{from} -> {p}: {r}"),
+            },
             (_, Some(node)) if p == VmiPhase::Scheduled => format!("{from} -> {p} on node {node}"),
             _ => format!("{from} -> {p}"),
         };
@@ -507,9 +516,13 @@ fn pod_failure(p: &Pod) -> (String, String) {
     if let Some(state) = compute.and_then(|c| c.state.as_ref()) {
         if let Some(t) = &state.terminated {
             let reason = t.reason.clone().unwrap_or_else(|| "Error".into());
+            // The message is the end of the launcher's log (FallbackToLogsOnError), whose
+            // last line is the launcher's own account of its failure.
             let msg = t
                 .message
-                .clone()
+                .as_deref()
+                .and_then(|m| m.lines().rev().find(|l| !l.trim().is_empty()))
+                .map(|l| format!("{} (exit code {})", l.trim(), t.exit_code))
                 .unwrap_or_else(|| format!("virt-launcher exited with code {}", t.exit_code));
             return (reason, msg);
         }
@@ -598,7 +611,18 @@ mod tests {
         let f = pod(
             "metadata: {name: p}\nspec: {containers: []}\nstatus: {phase: Failed, containerStatuses: [{name: compute, ready: false, restartCount: 0, image: i, imageID: '', state: {terminated: {exitCode: 2, reason: Error}}}]}",
         );
-        assert_eq!(pod_failure(&f).0, "Error");
+        assert_eq!(
+            pod_failure(&f),
+            ("Error".into(), "virt-launcher exited with code 2".into())
+        );
+        // The end of the launcher's log (FallbackToLogsOnError): its last line.
+        let l = pod(
+            "metadata: {name: p}\nspec: {containers: []}\nstatus: {phase: Failed, containerStatuses: [{name: compute, ready: false, restartCount: 0, image: i, imageID: '', state: {terminated: {exitCode: 1, reason: Error, message: \"INFO started\\nvirt-launcher failed: creating /v/libvirt: No space left on device\\n\"}}}]}",
+        );
+        assert_eq!(
+            pod_failure(&l).1,
+            "virt-launcher failed: creating /v/libvirt: No space left on device (exit code 1)"
+        );
         let e = pod(
             "metadata: {name: p}\nspec: {containers: []}\nstatus: {phase: Failed, reason: Evicted, message: low memory}",
         );

@@ -3,12 +3,24 @@ use std::process::ExitCode;
 use clap::Parser;
 use virt_launcher::args::{Args, init_logging};
 
-fn main() -> anyhow::Result<ExitCode> {
+fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.log_format, "info");
-    let runtime = tokio::runtime::Runtime::new()?;
-    let code = runtime.block_on(virt_launcher::run(args))?;
-    // Do not wait for a client still connected or a libvirt call in flight.
-    runtime.shutdown_background();
-    Ok(ExitCode::from(code))
+    let outcome = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| {
+            let code = runtime.block_on(virt_launcher::run(args));
+            // Do not wait for a client still connected or a libvirt call in flight.
+            runtime.shutdown_background();
+            Ok(code?)
+        });
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            // The last line of the log: the pod's termination message
+            // (FallbackToLogsOnError), which virt-controller copies into the VMI's status.
+            eprintln!("virt-launcher failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

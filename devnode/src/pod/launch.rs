@@ -57,6 +57,7 @@ pub fn spec(
         log: dir.log(&c.name),
         started_file: dir.started(&c.name),
         exit_file: dir.exited(&c.name),
+        logs_on_error: c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError"),
     })
 }
 
