@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything Ferrovirt needs on this machine, skipping what is already there:
 # Debian packages, the control-plane binaries (built with Go), KubeVirt's virtctl (built
-# with Go, for the tests that drive Ferrovirt with it), the test guests, and the
+# with Go, for the tests that drive Ferrovirt with it), helm, the test guests, and the
 # workspace's binaries. Idempotent; runs unattended (CI=true, no stdin).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -14,6 +14,7 @@ APT_PACKAGES=(
   grub-pc-bin grub-common dosfstools mtools
   grub-efi-amd64-bin xz-utils libxml2-utils
   pkg-config libclang-dev clang openssl
+  mmdebstrap
 )
 
 step() { log "== $*"; }
@@ -48,6 +49,9 @@ step "control plane (Kubernetes v$KUBE_VERSION) in $(control_plane_dir)"
 
 step "KubeVirt's virtctl v$VIRTCTL_VERSION in $(virtctl_dir)"
 "$FERROVIRT_ROOT/hack/build-virtctl.sh"
+
+step "helm (the chart's tests; installing Ferrovirt)"
+"$FERROVIRT_ROOT/hack/build-helm.sh"
 
 if [[ -f "$FERROVIRT_ROOT/hack/build-guest-images.sh" ]]; then
   step "guest images in $FERROVIRT_CACHE"
