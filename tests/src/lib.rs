@@ -13,6 +13,7 @@ mod components;
 pub mod console;
 mod control_plane;
 mod error;
+pub mod helm;
 mod kubectl;
 pub mod manifests;
 pub mod node;

@@ -4,112 +4,12 @@
 //! one source in the repository. helm comes from `hack/build-helm.sh` (or `$HELM`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
 
+use ferrovirt_tests::helm::{
+    KUBE_VERSION, chart, documents, find, kind_name, run as run_helm, template, try_template,
+};
 use ferrovirt_tests::{TestNamespace, repo_root, shared};
-use serde::Deserialize as _;
 use serde_yaml::Value;
-
-/// The control plane's version: `helm template` assumes v1.20 without it, and the chart
-/// needs 1.30 or newer.
-const KUBE_VERSION: &str = "1.35.4";
-const HELM_VERSION: &str = "3.22.0";
-
-fn helm() -> PathBuf {
-    let path = match std::env::var_os("HELM").filter(|h| !h.is_empty()) {
-        Some(h) => PathBuf::from(h),
-        None => cache_dir()
-            .join(format!("helm-v{HELM_VERSION}"))
-            .join("helm"),
-    };
-    assert!(
-        path.is_file(),
-        "helm not found at {}: run hack/build-helm.sh (or set HELM to a helm v3 binary)",
-        path.display()
-    );
-    path
-}
-
-/// `$FERROVIRT_CACHE`, else `$XDG_CACHE_HOME/ferrovirt`, else `~/.cache/ferrovirt`, as
-/// hack/lib.sh has it.
-fn cache_dir() -> PathBuf {
-    let var = |v: &str| {
-        std::env::var_os(v)
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
-    };
-    var("FERROVIRT_CACHE").unwrap_or_else(|| {
-        var("XDG_CACHE_HOME")
-            .unwrap_or_else(|| var("HOME").unwrap_or_else(|| "/root".into()).join(".cache"))
-            .join("ferrovirt")
-    })
-}
-
-fn chart() -> PathBuf {
-    repo_root().join("deploy/helm/ferrovirt")
-}
-
-/// Runs helm with `args`; (success, stdout, stderr without helm's symbolic-link notes).
-fn run_helm(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(helm())
-        .args(args)
-        .output()
-        .expect("running helm");
-    let stderr = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter(|l| !l.contains("found symbolic link in path"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr,
-    )
-}
-
-/// `helm template ferrovirt <chart> -n <namespace> --kube-version ... <extra>`:
-/// (success, stdout, stderr).
-fn try_template(namespace: &str, extra: &[&str]) -> (bool, String, String) {
-    let chart = chart();
-    let mut args = vec![
-        "template",
-        "ferrovirt",
-        chart.to_str().unwrap(),
-        "-n",
-        namespace,
-        "--kube-version",
-        KUBE_VERSION,
-    ];
-    args.extend_from_slice(extra);
-    run_helm(&args)
-}
-
-/// [`try_template`]'s output; panics with helm's message when it fails.
-fn template(namespace: &str, extra: &[&str]) -> String {
-    let (ok, stdout, stderr) = try_template(namespace, extra);
-    assert!(ok, "helm template {extra:?} failed:\n{stderr}");
-    stdout
-}
-
-/// The YAML documents of a multi-document text, empty ones left out.
-fn documents(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
-        .map(|d| Value::deserialize(d).expect("helm rendered valid YAML"))
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-fn kind_name(doc: &Value) -> (String, String) {
-    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-    (s(&doc["kind"]), s(&doc["metadata"]["name"]))
-}
-
-fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    docs.iter()
-        .find(|d| kind_name(d) == (kind.to_string(), name.to_string()))
-        .unwrap_or_else(|| panic!("the chart renders no {kind} {name}"))
-}
 
 #[test]
 fn helm_lint_strict_passes() {
