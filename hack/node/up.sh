@@ -57,7 +57,7 @@ mkdir -p "$dir"/{logs,pids,pki,proc-sys,registry,etc/cni/net.d,etc/containerd,et
 # put FILE: stdin becomes FILE, which is left alone when unchanged (kube-proxy exits when
 # its configuration file is written, even with the same content).
 put() {
-  local tmp="$1.new"
+  local tmp="$dir/.put.new" # outside etc/: containerd reloads on any write in net.d/
   cat >"$tmp"
   if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; fi
 }
@@ -202,6 +202,29 @@ start_node() {
 }
 PATH_NODE="$(containerd_dir):$(cri_tools_dir):$PATH"
 
+# ---- pod network (CNI bridge inside the node; written before containerd reads it) -----------
+put "$dir/etc/cni/net.d/10-ferrovirt.conflist" <<JSON
+{
+  "cniVersion": "1.0.0",
+  "name": "ferrovirt",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "cni0",
+      "isGateway": true,
+      "ipMasq": true,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "$NODE_POD_CIDR"}]],
+        "routes": [{"dst": "0.0.0.0/0"}]
+      }
+    },
+    {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}
+  ]
+}
+JSON
+
 # ---- containerd -------------------------------------------------------------------------
 put "$dir/etc/containerd/config.toml" <<TOML
 # containerd of node $NODE_NAME (hack/node/up.sh; docs/real-node.md)
@@ -277,29 +300,6 @@ if ! running registry; then
   start_bg registry env OTEL_TRACES_EXPORTER=none REGISTRY_HTTP_ADDR="$NODE_REGISTRY" \
     "$(registry_dir)/registry" serve "$dir/etc/registry.yml"
 fi
-
-# ---- pod network (CNI bridge inside the node) ----------------------------------------------
-put "$dir/etc/cni/net.d/10-ferrovirt.conflist" <<JSON
-{
-  "cniVersion": "1.0.0",
-  "name": "ferrovirt",
-  "plugins": [
-    {
-      "type": "bridge",
-      "bridge": "cni0",
-      "isGateway": true,
-      "ipMasq": true,
-      "hairpinMode": true,
-      "ipam": {
-        "type": "host-local",
-        "ranges": [[{"subnet": "$NODE_POD_CIDR"}]],
-        "routes": [{"dst": "0.0.0.0/0"}]
-      }
-    },
-    {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}
-  ]
-}
-JSON
 
 # ---- kubelet ------------------------------------------------------------------------------
 echo "# no DNS: the node has no route off the machine" | put "$dir/etc/resolv.conf"
