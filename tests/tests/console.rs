@@ -244,6 +244,31 @@ async fn ferroctl_and_kubectl_ferro_console_answer_a_piped_command() {
     );
 }
 
+/// On a terminal (a pty from util-linux's `script`): raw mode, so a lone Ctrl+] reaches
+/// ferroctl without a newline and it leaves with 0; the guest answers a line ended by the
+/// Enter key (CR).
+#[tokio::test]
+async fn ferroctl_console_on_a_terminal_is_raw_and_leaves_on_ctrl_bracket() {
+    let f = fixture().await;
+    let _turn = TURN.lock().await;
+    let line = format!(
+        "{} --kubeconfig {} -n {} console {VM}",
+        ferroctl().display(),
+        f.cp.kubeconfig().display(),
+        f.ns.name()
+    );
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qfec", &line, "/dev/null"]);
+    let mut t = Client::start(cmd).unwrap();
+    t.expect("Successfully connected to demo console", false, STEP)
+        .await;
+    t.send(b"echo fv-$((6*16))\r").unwrap();
+    t.expect("fv-96", false, STEP).await;
+    t.send(b"\x1d").unwrap();
+    let status = t.exit(STEP).await.expect("ferroctl left on Ctrl+]");
+    assert!(status.success(), "{status:?}\n{}", t.stdout());
+}
+
 async fn condition(f: &Fixture, field: &str) -> String {
     vmi_field(
         f,
