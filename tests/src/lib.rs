@@ -25,7 +25,7 @@ mod stack;
 pub mod webhooks;
 
 pub use assets::Assets;
-pub use control_plane::{ControlPlane, Supervision, client_from, install_api};
+pub use control_plane::{ControlPlane, Supervision, client_from, install_api, tail};
 pub use error::{Error, Result};
 pub use kubectl::KubectlOutput;
 pub use pki::{Pki, Usage};
