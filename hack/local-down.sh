@@ -16,6 +16,16 @@ ours() { [[ "$(readlink "/proc/$1/cwd" 2>/dev/null)" == "$real_dir" ]]; }
 
 stop() { stop_pidfile "$1" "$LOCAL_DIR/pids/$1.pid"; }
 
+# virt-api's admission webhooks fail closed: left registered while virt-api is stopped, they
+# would refuse every VM write, including the next local-up's checks. local-up registers them
+# again once virt-api answers. (Names: virt-api's defaults.)
+if [[ -f "$LOCAL_DIR/kubeconfig" && -f "$LOCAL_DIR/pids/kube-apiserver.pid" ]] \
+    && kill -0 "$(<"$LOCAL_DIR/pids/kube-apiserver.pid")" 2>/dev/null; then
+  "$(control_plane_dir)/kubectl" --kubeconfig "$LOCAL_DIR/kubeconfig" --request-timeout=10s delete \
+    mutatingwebhookconfiguration/virt-api-mutator validatingwebhookconfiguration/virt-api-validator \
+    --ignore-not-found >/dev/null 2>&1 && log "removed virt-api's webhook configurations" \
+    || log "could not remove virt-api's webhook configurations"
+fi
 # The real node first, while the API server still answers (its Node object goes too):
 # processes, mounts, network namespace, veth, iptables chain, cgroups.
 if [[ -d "$LOCAL_DIR/node" ]]; then
