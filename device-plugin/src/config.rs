@@ -170,7 +170,9 @@ fn is_dns_label(s: &str) -> bool {
 }
 
 /// The flags a component that runs the plugins offers (virt-handler flattens these).
+/// The group has its own id: a flattened `Args` would clash with the component's own.
 #[derive(Clone, Debug, clap::Args)]
+#[group(id = "device-plugins")]
 pub struct Args {
     /// The kubelet's device plugin directory (`/var/lib/kubelet/device-plugins` on a
     /// node). Unset: no device plugins (a node without a kubelet, like devnode's).

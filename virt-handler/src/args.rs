@@ -113,6 +113,10 @@ pub struct RunArgs {
     #[arg(long, env = "VIRT_HANDLER_ADVERTISE_ADDRESS")]
     pub advertise_address: Option<String>,
 
+    /// The kubelet device plugins (unset `--device-plugin-dir`: none, as on devnode).
+    #[command(flatten)]
+    pub device_plugins: ferrovirt_device_plugin::Args,
+
     /// The KVM device to probe.
     #[arg(long, env = "VIRT_HANDLER_KVM_DEVICE", default_value = "/dev/kvm")]
     pub kvm_device: PathBuf,

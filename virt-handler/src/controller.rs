@@ -300,6 +300,21 @@ pub async fn run(args: RunArgs) -> Result<()> {
             .map_err(Error::Runtime)?;
     }
     tokio::spawn(crate::node::keep_labelled(ctx.clone()));
+    // The kubelet device plugins (a real node; devnode has no kubelet): launcher pods get
+    // /dev/kvm, /dev/net/tun and /dev/vhost-net by asking for devices.kubevirt.io/*.
+    let (stop_plugins, plugins_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut plugins = match args.device_plugins.config() {
+        Some(config) => {
+            tracing::info!(dir = %config.plugin_dir.display(), "serving the kubelet device plugins");
+            let shutdown = async {
+                let _ = plugins_stopped.await;
+            };
+            Some(tokio::spawn(ferrovirt_device_plugin::DevicePlugins::run(
+                config, shutdown,
+            )))
+        }
+        None => None,
+    };
 
     let vmi_api: Api<VirtualMachineInstance> = Api::all(ctx.client.clone());
     let mut vmi_events = crate::watch::events(vmi_api, watcher::Config::default(), "VMIs");
@@ -370,9 +385,21 @@ pub async fn run(args: RunArgs) -> Result<()> {
                 }
                 state.collect_garbage().await;
             }
+            ended = async { plugins.as_mut().expect("guarded").await }, if plugins.is_some() => {
+                // They only end early when they cannot serve (a bad setting, no directory).
+                return match ended {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(Error::DevicePlugins(e)),
+                    Err(e) => Err(Error::Join(e)),
+                };
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
         }
+    }
+    let _ = stop_plugins.send(());
+    if let Some(plugins) = plugins {
+        let _ = plugins.await;
     }
     tracing::info!(
         workers = state.workers.len(),

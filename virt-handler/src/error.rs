@@ -71,6 +71,9 @@ pub enum Error {
 
     #[error("worker task")]
     Join(#[from] tokio::task::JoinError),
+
+    #[error("device plugins")]
+    DevicePlugins(#[source] ferrovirt_device_plugin::Error),
 }
 
 impl Error {

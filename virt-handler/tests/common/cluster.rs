@@ -17,7 +17,7 @@ use super::{Proc, guest_cmdline};
 
 pub struct Handler {
     /// Killed when the handler is dropped.
-    _proc: Proc,
+    pub proc: Proc,
     pub log: PathBuf,
 }
 
@@ -64,7 +64,7 @@ impl Handler {
                 .spawn()
                 .expect("spawn virt-handler"),
         );
-        Handler { _proc: proc, log }
+        Handler { proc, log }
     }
 
     pub fn log_text(&self) -> String {
