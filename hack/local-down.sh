@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Stops the local cluster that hack/local-up.sh started (virt-api, the other Ferrovirt
-# components, the real node with hack/node/down.sh, then the control plane) and checks that
-# nothing of it runs.
+# Stops the local cluster that hack/local-up.sh started (the real node with hack/node/down.sh,
+# virt-api, the other Ferrovirt components, then the control plane) and checks that nothing
+# of it runs.
 # Keeps .ferrovirt/ (certificates, etcd data) for the next local-up; --purge removes it.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -27,10 +27,10 @@ if [[ -f "$LOCAL_DIR/kubeconfig" && -f "$LOCAL_DIR/pids/kube-apiserver.pid" ]] \
     || log "could not remove virt-api's webhook configurations"
 fi
 # The real node first, while the API server still answers (its Node object goes too):
-# processes, mounts, network namespace, veth, iptables chain, cgroups.
+# processes, mounts, network namespace, veth, routes, iptables chain, cgroups.
 if [[ -d "$LOCAL_DIR/node" ]]; then
   "$FERROVIRT_ROOT/hack/node/down.sh" --dir "$LOCAL_DIR/node" --kubeconfig "$LOCAL_DIR/kubeconfig" \
-    || die "hack/node/down.sh could not remove the real node"
+    --keep-safety-routes || die "hack/node/down.sh could not remove the real node"
 fi
 if [[ -d "$LOCAL_DIR/pids" ]]; then
   control_plane=(kube-scheduler kube-controller-manager kube-apiserver etcd)
@@ -42,6 +42,9 @@ if [[ -d "$LOCAL_DIR/pids" ]]; then
   done
   for name in "${control_plane[@]}"; do stop "$name"; done
 fi
+# The safety routes (unreachable node ranges) outlived the node while the API server ran:
+# without them, a call to a webhook's ClusterIP would take the default route off the machine.
+"$FERROVIRT_ROOT/hack/node/down.sh" --safety-routes
 # Launcher pods outlive devnode (as containers outlive kubelet): kill them, and their QEMU
 # with them (each pod is a PID namespace).
 if [[ -d "$LOCAL_DIR/devnode" ]]; then

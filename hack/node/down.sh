@@ -5,17 +5,32 @@
 # Stops kubelet, removes every pod sandbox (crictl), stops kube-proxy, containerd, the
 # registry and the holder, kills whatever still runs in the node's cgroups or network
 # namespace (pod processes, shims), deletes the network namespace, the veth (and the routes
-# through it), the DNAT chain, the node's cgroups, the safety routes with the last node, and
-# (with --kubeconfig) the Node object. Idempotent. Keeps DIR's
+# through it), the DNAT chain, the node's cgroups, the safety routes with the last node
+# (unless --keep-safety-routes; --safety-routes removes only them), and (with --kubeconfig)
+# the Node object. Idempotent. Keeps DIR's
 # files (images, registry storage, certificates) for the next up; --purge removes DIR too.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 exec </dev/null
 
-usage="usage: down.sh --dir DIR [--kubeconfig FILE] [--purge] | --name NAME --index N"
-dir="" kubeconfig="" purge=0 name="" index=""
+usage="usage: down.sh --dir DIR [--kubeconfig FILE] [--purge] [--keep-safety-routes] | --name NAME --index N | --safety-routes"
+dir="" kubeconfig="" purge=0 name="" index="" keep_safety=0
+# The shared safety routes go with the last node (no veth fvN left).
+remove_safety_routes() {
+  ip -o link show | grep -q ': fvn[0-9]*[@:]' && return 0
+  local net
+  while read -r _ net _; do
+    ip route del unreachable "$net" metric "$NODE_SAFETY_METRIC" && log "deleted safety route $net"
+  done < <(ip route show type unreachable | grep "metric $NODE_SAFETY_METRIC\b" || true)
+}
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    --keep-safety-routes) keep_safety=1; shift ;;
+    --safety-routes)
+      name=none index=0
+      source "$FERROVIRT_ROOT/hack/node/names.sh"
+      remove_safety_routes
+      exit 0 ;;
     --dir) dir="$2"; shift 2 ;;
     --kubeconfig) kubeconfig="$2"; shift 2 ;;
     --purge) purge=1; shift ;;
@@ -110,12 +125,9 @@ if ip link show "$NODE_HOST_IF" >/dev/null 2>&1; then
   ip link del "$NODE_HOST_IF"
   log "deleted veth $NODE_HOST_IF"
 fi
-# The routes via the veth went with it; the shared safety routes go with the last node.
-if ! ip -o link show | grep -q ': fvn[0-9]*[@:]'; then
-  while read -r _ net _; do
-    ip route del unreachable "$net" metric "$NODE_SAFETY_METRIC" && log "deleted safety route $net"
-  done < <(ip route show type unreachable | grep "metric $NODE_SAFETY_METRIC\b" || true)
-fi
+# The routes via the veth went with it. The safety routes stay while a caller still runs
+# an API server that may dial the node's ranges (local-down removes them afterwards).
+[[ $keep_safety -eq 1 ]] || remove_safety_routes
 while iptables -t nat -C PREROUTING -i "$NODE_HOST_IF" -j "$NODE_CHAIN" -m comment --comment "ferrovirt node $NODE_NAME" 2>/dev/null; do
   iptables -t nat -D PREROUTING -i "$NODE_HOST_IF" -j "$NODE_CHAIN" -m comment --comment "ferrovirt node $NODE_NAME"
 done
