@@ -32,14 +32,24 @@ pub fn name_fits_a_label() -> Rule {
 /// KubeVirt's message when a user changes a VMI's spec.
 pub const VMI_UPDATE_RESTRICTED: &str = "update of VMI object is restricted";
 
+/// The one field of a VMI's spec that may change, and only downwards: `virtctl stop
+/// --force --grace-period` shortens the running instance's grace period before it stops it
+/// (KubeVirt's `patchVMITerminationGracePeriod`).
+pub const GRACE_PERIOD_FIELD: &str = "spec.terminationGracePeriodSeconds";
+
 /// A VMI's spec never changes after creation, as in KubeVirt, where only KubeVirt's own
-/// service accounts change it (for hotplug, which Ferrovirt does not implement). Metadata
-/// and status stay writable. The message names the fields that changed: each field of
-/// `spec`, and each field of `spec.domain`.
+/// service accounts change it (for hotplug, which Ferrovirt does not implement, and for a
+/// shorter grace period, which [`vmi_grace_period_only_lowered`] allows). Metadata and
+/// status stay writable. The message names the fields that changed: each field of `spec`,
+/// and each field of `spec.domain`.
 pub fn vmi_spec_unchanged() -> Rule {
+    let fields: Vec<Field> = spec_fields()
+        .into_iter()
+        .filter(|f| f.to_string() != GRACE_PERIOD_FIELD)
+        .collect();
     // Plain concatenation: a list built, filtered and joined costs too much for the API
     // server's estimate.
-    let changed: Vec<String> = spec_fields()
+    let changed: Vec<String> = fields
         .iter()
         .map(|path| format!("({} ? '' : ' {path}')", unchanged(path)))
         .collect();
@@ -49,10 +59,32 @@ pub fn vmi_spec_unchanged() -> Rule {
          VirtualMachineInstance)'",
         changed.join(" + ")
     );
-    Rule::new("self.spec == oldSelf.spec")
+    let rule: Vec<String> = fields.iter().map(unchanged).collect();
+    Rule::new(rule.join(" && "))
         .message(Message::Expression(message))
         .reason(Reason::FieldValueForbidden)
         .field_path(".spec")
+}
+
+/// A VMI's grace period may be lowered (what `virtctl stop --force --grace-period` does to
+/// a running instance), never raised or removed.
+pub fn vmi_grace_period_only_lowered() -> Rule {
+    let (new, old) = (
+        format!("self.{GRACE_PERIOD_FIELD}"),
+        format!("oldSelf.{GRACE_PERIOD_FIELD}"),
+    );
+    Rule::new(format!(
+        "has({old}) ? has({new}) && {new} <= {old} : !has({new})"
+    ))
+    .message(
+        format!(
+            "{VMI_UPDATE_RESTRICTED}: {GRACE_PERIOD_FIELD} of a VirtualMachineInstance can only be \
+             lowered (virtctl stop --force --grace-period)"
+        )
+        .as_str(),
+    )
+    .reason(Reason::FieldValueForbidden)
+    .field_path(".spec.terminationGracePeriodSeconds")
 }
 
 /// A field's path below the VMI (`spec.domain.memory`) and whether it is required.

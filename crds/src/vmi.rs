@@ -32,7 +32,8 @@ use crate::{DomainSpec, Network, Volume};
     printcolumn(name = "Live-Migratable", type_ = "string", json_path = ".status.conditions[?(@.type=='LiveMigratable')].status", priority = 1),
     printcolumn(name = "Paused", type_ = "string", json_path = ".status.conditions[?(@.type=='Paused')].status", priority = 1),
     validation = crate::rules::name_fits_a_label(),
-    validation = crate::rules::vmi_spec_unchanged()
+    validation = crate::rules::vmi_spec_unchanged(),
+    validation = crate::rules::vmi_grace_period_only_lowered()
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [

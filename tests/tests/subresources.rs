@@ -251,8 +251,7 @@ async fn restart_requests_stop_then_start_and_refused_forced_requests_change_not
     let requests = json!([{"action": "Stop", "uid": uid}, {"action": "Start"}]);
     assert_eq!(vm["status"]["stateChangeRequests"], requests, "{vm:#}");
 
-    // A forced restart while that one is pending: the VMI's grace period goes to 1 s
-    // first, and back to 30 s when the requests cannot be written.
+    // A forced restart while that one is pending is refused before anything is written.
     let out = ferro(cp, n, &["restart", "always", "--force", "--grace-period=0"]).await;
     assert!(!out.success(), "{out}");
     assert!(
@@ -270,24 +269,42 @@ async fn restart_requests_stop_then_start_and_refused_forced_requests_change_not
     );
 
     // Halted with a running instance: only a shorter grace period stops it, written to the
-    // VMI first. KubeVirt exempts its own service accounts from the VMI-spec freeze; the
-    // CRD's rule (crds/src/rules.rs) cannot see the user, so today the grace period is
-    // refused by name and nothing is written (see docs/virt-api.md, "Known gaps").
-    let rv = vm_json(cp, n, "halted").await["metadata"]["resourceVersion"].clone();
+    // VMI first (the one change of a VMI's spec the CRD allows: lowering it).
     let out = ferro(cp, n, &["stop", "halted", "--force", "--grace-period", "0"]).await;
-    assert!(!out.success(), "{out}");
-    assert!(
-        out.stderr.contains("update of VMI object is restricted")
-            && out.stderr.contains("spec.terminationGracePeriodSeconds"),
+    assert_eq!(
+        out.expect_success().trim(),
+        "VM halted was scheduled to stop",
         "{out}"
     );
     assert_eq!(
         vmi_field(cp, n, "halted", ".spec.terminationGracePeriodSeconds").await,
-        "30"
+        "0"
     );
+    let uid = vmi_field(cp, n, "halted", ".metadata.uid").await;
     assert_eq!(
-        vm_json(cp, n, "halted").await["metadata"]["resourceVersion"],
-        rv
+        vm_json(cp, n, "halted").await["status"]["stateChangeRequests"],
+        json!([{"action": "Stop", "uid": uid}])
+    );
+    // Raising it again is refused by name, by the API server itself.
+    let out = cp
+        .kubectl([
+            "patch",
+            "vmi",
+            "halted",
+            "-n",
+            n,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"terminationGracePeriodSeconds":30}}"#,
+        ])
+        .await
+        .unwrap();
+    assert!(
+        !out.success()
+            && out.stderr.contains("spec.terminationGracePeriodSeconds")
+            && out.stderr.contains("can only be lowered"),
+        "{out}"
     );
 }
 

@@ -303,14 +303,8 @@ async fn execute(
         tracing::debug!(resource, patch = %serde_json::Value::from(ops.clone()), "patching");
         kubevirt::json_patch(c, &t.namespace, resource, &t.name, sub, &ops, dry_run).await
     };
-    for (i, write) in plan.writes.into_iter().enumerate() {
+    for write in plan.writes {
         if let Err(e) = send(write).await {
-            if i > 0
-                && let Some(undo) = plan.undo.clone()
-                && let Err(u) = send(undo).await
-            {
-                tracing::error!(error = %runtime::chain(&u), "undoing the grace period");
-            }
             return Err(if kubevirt::is_test_failure(&e) {
                 Status::conflict(Kind::VirtualMachine, &t.name, &kubevirt::message(&e))
             } else {

@@ -23,12 +23,12 @@ pub enum Write {
     Vmi(Vec<Value>),
 }
 
-/// The writes of one request; `undo` is sent when a later write fails after `writes[0]`
-/// succeeded (restart's grace period).
+/// The writes of one request, in order. A shortened grace period is written first and not
+/// put back when a later write fails: the CRD lets a VMI's grace period only go down
+/// (crds/src/rules.rs), as a shorter one is what the user asked for anyway.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
     pub writes: Vec<Write>,
-    pub undo: Option<Write>,
 }
 
 /// `StartOptions`
@@ -239,7 +239,6 @@ pub fn start(vm: &Value, vmi: Option<&Value>, opts: &StartOptions) -> Result<Pla
     };
     Ok(Plan {
         writes: vec![write],
-        undo: None,
     })
 }
 
@@ -289,7 +288,7 @@ pub fn stop(vm: &Value, vmi: Option<&Value>, opts: &StopOptions) -> Result<Plan,
             writes.push(running_patch(vm, false));
         }
     }
-    Ok(Plan { writes, undo: None })
+    Ok(Plan { writes })
 }
 
 /// PUT `restart`.
@@ -326,21 +325,13 @@ pub fn restart(vm: &Value, vmi: Option<&Value>, opts: &RestartOptions) -> Result
     };
     let change = change_requests(vm, vec![stop_request(&v), start_request()])?;
     if opts.grace_period_seconds == Some(0) {
-        // Force restart: the shortest safe grace period before the requests, put back if
-        // the requests cannot be written.
-        let forced = Vmi {
-            grace: Some(1),
-            ..v
-        };
-        let undo = grace_patch(&forced, v.grace.unwrap_or(0));
+        // Force restart: the shortest safe grace period before the requests.
         return Ok(Plan {
             writes: vec![grace_patch(&v, 1), change],
-            undo: Some(undo),
         });
     }
     Ok(Plan {
         writes: vec![change],
-        undo: None,
     })
 }
 

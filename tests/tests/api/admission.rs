@@ -120,10 +120,34 @@ async fn vmi_spec_updates_are_refused_naming_the_field() {
     let guest = field(cp, &ns, "vmi/frozen", ".spec.domain.memory.guest").await;
     assert_eq!(guest, "128Mi", "the refused patch left the spec as it was");
     // A top-level field of the spec is refused the same way.
-    let grace = r#"{"spec":{"terminationGracePeriodSeconds":5}}"#;
-    let out = merge_patch(cp, &ns, "vmi/frozen", grace, &[]).await;
-    let wanted = [restricted, "spec.terminationGracePeriodSeconds"];
-    expect_refused(&out, "patch of spec.terminationGracePeriodSeconds", &wanted);
+    let hostname = r#"{"spec":{"hostname":"other"}}"#;
+    let out = merge_patch(cp, &ns, "vmi/frozen", hostname, &[]).await;
+    expect_refused(
+        &out,
+        "patch of spec.hostname",
+        &[restricted, "spec.hostname"],
+    );
+    // The grace period may only go down (virtctl stop --force --grace-period): setting one
+    // where none was (the default, 30 s, applies) or raising it is refused by name.
+    let grace = |s: u32| format!(r#"{{"spec":{{"terminationGracePeriodSeconds":{s}}}}}"#);
+    let out = merge_patch(cp, &ns, "vmi/frozen", &grace(5), &[]).await;
+    let wanted = [
+        restricted,
+        "spec.terminationGracePeriodSeconds",
+        "can only be lowered",
+    ];
+    expect_refused(&out, "a grace period where none was", &wanted);
+    let graceful = manifest("VirtualMachineInstance", "graceful", "{}", "{}").replacen(
+        "\nspec:\n",
+        "\nspec:\n  terminationGracePeriodSeconds: 30\n",
+        1,
+    );
+    apply(cp, &ns, &graceful, false).await.expect_success();
+    merge_patch(cp, &ns, "vmi/graceful", &grace(5), &[])
+        .await
+        .expect_success();
+    let out = merge_patch(cp, &ns, "vmi/graceful", &grace(6), &[]).await;
+    expect_refused(&out, "a raised grace period", &wanted);
 
     // What KubeVirt lets a user change: labels and annotations; the components write status.
     let vmi = ["vmi", "frozen", "-n", ns.name()];
