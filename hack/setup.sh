@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything Ferrovirt needs on this machine, skipping what is already there:
 # Debian packages, the control-plane binaries (built with Go), KubeVirt's virtctl (built
-# with Go, for the tests that drive Ferrovirt with it), helm, the test guests, and the
-# workspace's binaries. Idempotent; runs unattended (CI=true, no stdin).
+# with Go, for the tests that drive Ferrovirt with it), the real node's binaries (kubelet,
+# containerd, ...), helm, the test guests, and the workspace's binaries. Idempotent; runs
+# unattended (CI=true, no stdin).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 exec </dev/null
@@ -14,7 +15,7 @@ APT_PACKAGES=(
   grub-pc-bin grub-common dosfstools mtools
   grub-efi-amd64-bin xz-utils libxml2-utils
   pkg-config libclang-dev clang openssl
-  mmdebstrap
+  mmdebstrap runc iptables libc6-dev
 )
 
 step() { log "== $*"; }
@@ -46,6 +47,9 @@ log "$(cargo --version), $(go version | cut -d' ' -f3)"
 
 step "control plane (Kubernetes v$KUBE_VERSION) in $(control_plane_dir)"
 "$FERROVIRT_ROOT/hack/build-control-plane.sh"
+
+step "real node: kubelet, kube-proxy, containerd, CNI plugins, crictl, registry, crane, pause/busybox images"
+"$FERROVIRT_ROOT/hack/build-node.sh"
 
 step "KubeVirt's virtctl v$VIRTCTL_VERSION in $(virtctl_dir)"
 "$FERROVIRT_ROOT/hack/build-virtctl.sh"
