@@ -25,7 +25,12 @@ use crate::observe::{Expect, Snapshot, VmState, VmiState, evaluate};
 use crate::procs::{self, Proc};
 use crate::{Options, Report, Rng, Target};
 
-const NAMESPACE: &str = "chaos";
+/// The VMs' namespace, unique per run: libvirt domain names (`<namespace>_<vm>`) then
+/// tell this run's guests from any other's on the machine.
+fn namespace() -> &'static str {
+    static NS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NS.get_or_init(|| format!("chaos-{}", std::process::id()))
+}
 /// The test guest's line once it has booted (hack/guest/rcS).
 const GUEST_LINE: &str = "FERROVIRT GUEST READY";
 /// How long a killed component stays down before its "supervisor" starts it again.
@@ -96,11 +101,11 @@ impl Cluster {
 
     async fn create_vms(&self) -> anyhow::Result<()> {
         let client = self.client().await?;
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?;
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace()}}))?;
         Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &ns)
             .await?;
-        let vms: Api<VirtualMachine> = Api::namespaced(client, NAMESPACE);
+        let vms: Api<VirtualMachine> = Api::namespaced(client, namespace());
         for (name, strategy) in &self.vms {
             vms.create(
                 &PostParams::default(),
@@ -234,7 +239,7 @@ impl Cluster {
             let Some(domain) = q.qemu_domain() else {
                 continue;
             };
-            let Some(vm) = domain.strip_prefix(&format!("{NAMESPACE}_")) else {
+            let Some(vm) = domain.strip_prefix(&format!("{}_", namespace())) else {
                 continue;
             };
             let Some(uid) = all
@@ -299,16 +304,16 @@ impl Cluster {
 
     async fn snapshot(&self) -> anyhow::Result<Snapshot> {
         let client = self.client().await?;
-        let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), NAMESPACE);
-        let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), NAMESPACE);
-        let pods: Api<Pod> = Api::namespaced(client, NAMESPACE);
+        let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), namespace());
+        let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), namespace());
+        let pods: Api<Pod> = Api::namespaced(client, namespace());
         let vm_list = vms.list(&ListParams::default()).await?;
         let vmi_list = vmis.list(&ListParams::default()).await?;
         let pod_list = pods.list(&ListParams::default()).await?;
         let expect = self.expect.lock().unwrap().clone();
         let now = k8s_openapi::jiff::Timestamp::now();
         let mut snap = Snapshot {
-            namespace: NAMESPACE.into(),
+            namespace: namespace().into(),
             ..Default::default()
         };
         for ((name, _), expect) in self.vms.iter().zip(expect) {
@@ -338,7 +343,7 @@ impl Cluster {
         }
         let all = procs::all();
         let is_launcher = |p: &Proc| {
-            p.program() == "virt-launcher" && p.flag("--vmi-namespace") == Some(NAMESPACE)
+            p.program() == "virt-launcher" && p.flag("--vmi-namespace") == Some(namespace())
         };
         for p in &all {
             // libvirt forks before it execs QEMU and its helpers: until the exec, such a
@@ -350,7 +355,7 @@ impl Cluster {
                 snap.launchers
                     .push((p.pid, p.flag("--vmi-uid").unwrap_or_default().to_string()));
             } else if let Some(d) = p.qemu_domain()
-                && d.starts_with(&format!("{NAMESPACE}_"))
+                && d.starts_with(&format!("{}_", namespace()))
             {
                 snap.qemus.push((p.pid, p.ppid, d.to_string()));
             }
@@ -525,7 +530,7 @@ fn manifest(name: &str, strategy: &str) -> serde_json::Value {
     json!({
         "apiVersion": "kubevirt.io/v1",
         "kind": "VirtualMachine",
-        "metadata": {"name": name, "namespace": NAMESPACE},
+        "metadata": {"name": name, "namespace": namespace()},
         "spec": {
             "runStrategy": strategy,
             "template": {"spec": {

@@ -48,7 +48,14 @@ async fn main() -> anyhow::Result<()> {
         ..Options::default()
     };
     tracing::info!(?opts, "chaos soak");
-    let report = run(&opts).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let report = tokio::select! {
+        report = run(&opts) => report?,
+        // Exit normally, so that the harness stops what it started (launcher pods and their
+        // QEMU outlive devnode, as containers outlive a kubelet).
+        _ = tokio::signal::ctrl_c() => std::process::exit(130),
+        _ = term.recv() => std::process::exit(143),
+    };
     println!("{report}");
     if report.total_violations() > 0 {
         std::process::exit(1);
