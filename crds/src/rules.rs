@@ -66,25 +66,26 @@ pub fn vmi_spec_unchanged() -> Rule {
         .field_path(".spec")
 }
 
+/// The grace period of a VMI that sets none (KubeVirt's `DefaultGracePeriodSeconds`).
+pub const DEFAULT_GRACE_PERIOD_SECONDS: i64 = 30;
+
 /// A VMI's grace period may be lowered (what `virtctl stop --force --grace-period` does to
-/// a running instance), never raised or removed.
+/// a running instance), never raised; a VMI without one has the default.
 pub fn vmi_grace_period_only_lowered() -> Rule {
-    let (new, old) = (
-        format!("self.{GRACE_PERIOD_FIELD}"),
-        format!("oldSelf.{GRACE_PERIOD_FIELD}"),
-    );
-    Rule::new(format!(
-        "has({old}) ? has({new}) && {new} <= {old} : !has({new})"
-    ))
-    .message(
-        format!(
-            "{VMI_UPDATE_RESTRICTED}: {GRACE_PERIOD_FIELD} of a VirtualMachineInstance can only be \
-             lowered (virtctl stop --force --grace-period)"
+    let effective = |object: &str| {
+        let field = format!("{object}.{GRACE_PERIOD_FIELD}");
+        format!("(has({field}) ? {field} : {DEFAULT_GRACE_PERIOD_SECONDS})")
+    };
+    Rule::new(format!("{} <= {}", effective("self"), effective("oldSelf")))
+        .message(
+            format!(
+                "{VMI_UPDATE_RESTRICTED}: {GRACE_PERIOD_FIELD} of a VirtualMachineInstance can only be \
+                 lowered (virtctl stop --force --grace-period)"
+            )
+            .as_str(),
         )
-        .as_str(),
-    )
-    .reason(Reason::FieldValueForbidden)
-    .field_path(".spec.terminationGracePeriodSeconds")
+        .reason(Reason::FieldValueForbidden)
+        .field_path(".spec.terminationGracePeriodSeconds")
 }
 
 /// A field's path below the VMI (`spec.domain.memory`) and whether it is required.

@@ -18,7 +18,9 @@ pub const KVM_RESOURCE: &str = "devices.kubevirt.io/kvm";
 /// The binary the launcher pod's container runs.
 pub const LAUNCHER_COMMAND: &str = "virt-launcher";
 
-/// The VMI's grace period when it sets none (KubeVirt's default), in seconds.
+/// The VMI's grace period when it sets none (KubeVirt's default), in seconds: the API's
+/// `crds::rules::DEFAULT_GRACE_PERIOD_SECONDS`, kept here so the launcher needs no API types
+/// (a test keeps the two equal).
 pub const DEFAULT_GRACE_SECONDS: i64 = 30;
 
 /// The field manager of virt-controller's writes, and its Events' reporting controller.
@@ -35,6 +37,14 @@ pub fn launcher_selector() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_grace_period_is_the_apis() {
+        assert_eq!(
+            DEFAULT_GRACE_SECONDS,
+            crds::rules::DEFAULT_GRACE_PERIOD_SECONDS
+        );
+    }
 
     #[test]
     fn selector_is_the_app_label() {

@@ -127,16 +127,19 @@ async fn vmi_spec_updates_are_refused_naming_the_field() {
         "patch of spec.hostname",
         &[restricted, "spec.hostname"],
     );
-    // The grace period may only go down (virtctl stop --force --grace-period): setting one
-    // where none was (the default, 30 s, applies) or raising it is refused by name.
+    // The grace period may only go down (virtctl stop --force --grace-period): where none
+    // was, from the default (30 s); raising it is refused by name.
     let grace = |s: u32| format!(r#"{{"spec":{{"terminationGracePeriodSeconds":{s}}}}}"#);
-    let out = merge_patch(cp, &ns, "vmi/frozen", &grace(5), &[]).await;
     let wanted = [
         restricted,
         "spec.terminationGracePeriodSeconds",
         "can only be lowered",
     ];
-    expect_refused(&out, "a grace period where none was", &wanted);
+    let out = merge_patch(cp, &ns, "vmi/frozen", &grace(31), &[]).await;
+    expect_refused(&out, "above the default where none was", &wanted);
+    merge_patch(cp, &ns, "vmi/frozen", &grace(20), &[])
+        .await
+        .expect_success();
     let graceful = manifest("VirtualMachineInstance", "graceful", "{}", "{}").replacen(
         "\nspec:\n",
         "\nspec:\n  terminationGracePeriodSeconds: 30\n",
