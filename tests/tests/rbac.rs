@@ -1,8 +1,9 @@
-//! Least privilege (issues 9 and 12): virt-controller runs with exactly the role the Helm
-//! chart gives it (rendered by `helm template`, applied to the real kube-apiserver, used
-//! through a client certificate of its ServiceAccount's user), and with one rule taken
-//! away it fails loudly: the VMI's status and a Warning Event name the forbidden request,
-//! and the controller keeps running.
+//! Least privilege (issues 9 and 12): virt-controller and virt-handler run with exactly the
+//! roles the Helm chart gives them (rendered by `helm template`, applied to the real
+//! kube-apiserver, used through a client certificate of their ServiceAccount's user), and
+//! with one rule taken away each fails loudly, not silently: a Warning Event (and for the
+//! controller the VMI's status) names the forbidden request, and the component keeps
+//! running.
 
 use std::path::Path;
 use std::process::Command;
@@ -14,7 +15,7 @@ use ferrovirt_tests::helm::{documents, find, template};
 use ferrovirt_tests::{
     ControlPlane, Process, TestNamespace, kill_tied, pid_alive, shared, spawn_tied, workspace_bin,
 };
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
 use serde_json::{Value, json};
@@ -22,23 +23,20 @@ use serde_json::{Value, json};
 const NAMESPACE: &str = "kubevirt";
 const TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The chart's roles and bindings of virt-controller, renamed for `tag` (its own
-/// ServiceAccount user, ClusterRole and Lease), with `drop` applied to the ClusterRole's
-/// rules. Returns the objects and the user name.
-fn controller_rbac(tag: &str, drop: impl Fn(&mut Vec<Value>)) -> (Vec<Value>, String) {
+/// The chart's roles and bindings named in `objects` (kind, name), renamed for `tag` (its
+/// own ServiceAccount user, roles and Lease), with `drop` applied to the ClusterRole's rules.
+/// Returns the objects and the user name.
+fn chart_rbac(
+    tag: &str,
+    objects: &[(&str, &str)],
+    drop: impl Fn(&mut Vec<Value>),
+) -> (Vec<Value>, String) {
     let docs = documents(&template(NAMESPACE, &[]));
-    let sa = format!("{tag}-controller");
-    let lease = format!("{tag}-lease");
+    let sa = format!("{tag}-sa");
     let mut out = Vec::new();
-    for (kind, name) in [
-        ("ClusterRole", "kubevirt-controller"),
-        ("ClusterRoleBinding", "kubevirt-controller"),
-        ("Role", "kubevirt-controller-leader-election"),
-        ("RoleBinding", "kubevirt-controller-leader-election"),
-    ] {
+    for (kind, name) in objects {
         let mut doc: Value = serde_json::to_value(find(&docs, kind, name)).unwrap();
-        let renamed = format!("{tag}-{name}");
-        doc["metadata"]["name"] = renamed.clone().into();
+        doc["metadata"]["name"] = format!("{tag}-{name}").into();
         if let Some(role) = doc.get_mut("roleRef") {
             role["name"] = format!("{tag}-{}", role["name"].as_str().unwrap()).into();
         }
@@ -50,17 +48,51 @@ fn controller_rbac(tag: &str, drop: impl Fn(&mut Vec<Value>)) -> (Vec<Value>, St
         if let Some(rules) = doc.get_mut("rules").and_then(Value::as_array_mut) {
             for rule in rules.iter_mut() {
                 // The Lease's name is in the role: this copy's Lease is its own.
-                if rule.get("resourceNames").is_some() {
-                    rule["resourceNames"] = json!([lease]);
+                if rule["resources"] == json!(["leases"]) && rule.get("resourceNames").is_some() {
+                    rule["resourceNames"] = json!([format!("{tag}-lease")]);
                 }
             }
-            if kind == "ClusterRole" {
+            if *kind == "ClusterRole" {
                 drop(rules);
             }
         }
         out.push(doc);
     }
     (out, format!("system:serviceaccount:{NAMESPACE}:{sa}"))
+}
+
+const CONTROLLER_RBAC: [(&str, &str); 4] = [
+    ("ClusterRole", "kubevirt-controller"),
+    ("ClusterRoleBinding", "kubevirt-controller"),
+    ("Role", "kubevirt-controller-leader-election"),
+    ("RoleBinding", "kubevirt-controller-leader-election"),
+];
+
+const HANDLER_RBAC: [(&str, &str); 4] = [
+    ("ClusterRole", "kubevirt-handler"),
+    ("ClusterRoleBinding", "kubevirt-handler"),
+    ("Role", "kubevirt-handler"),
+    ("RoleBinding", "kubevirt-handler"),
+];
+
+/// Takes `verb` away from the rule on exactly `resources` (and the rule, when it was its
+/// only verb).
+fn without(resources: Value, verb: &'static str) -> impl Fn(&mut Vec<Value>) {
+    move |rules: &mut Vec<Value>| {
+        for rule in rules.iter_mut() {
+            if rule["resources"] == resources {
+                let verbs: Vec<Value> = rule["verbs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|v| *v != verb)
+                    .cloned()
+                    .collect();
+                rule["verbs"] = verbs.into();
+            }
+        }
+        rules.retain(|r| r["verbs"].as_array().is_some_and(|v| !v.is_empty()));
+    }
 }
 
 async fn apply(cp: &ControlPlane, objects: &[Value]) {
@@ -150,7 +182,7 @@ where
         }
         assert!(
             started.elapsed() < TIMEOUT,
-            "{what} within {TIMEOUT:?}; virt-controller's log:\n{}",
+            "{what} within {TIMEOUT:?}; the component's log:\n{}",
             ferrovirt_tests::tail(log, 40)
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -166,7 +198,7 @@ async fn virt_controller_runs_with_the_charts_role_and_fails_loudly_without_one_
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), ns.name());
 
     // Exactly the chart's role: a VM gets its VMI and the VMI its launcher pod.
-    let (objects, user) = controller_rbac("full", |_| {});
+    let (objects, user) = chart_rbac("full", &CONTROLLER_RBAC, |_| {});
     apply(cp, &objects).await;
     let kubeconfig = user_kubeconfig(cp, &user, &["system:serviceaccounts"]).unwrap();
     let full = start_controller(cp, &kubeconfig, "full");
@@ -196,20 +228,11 @@ async fn virt_controller_runs_with_the_charts_role_and_fails_loudly_without_one_
 
     // The same role without creating pods: the VMI and an Event say so, and the controller
     // stays up.
-    let (objects, user) = controller_rbac("nopods", |rules| {
-        for rule in rules.iter_mut() {
-            if rule["resources"] == json!(["pods"]) {
-                let verbs: Vec<Value> = rule["verbs"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter(|v| *v != "create")
-                    .cloned()
-                    .collect();
-                rule["verbs"] = verbs.into();
-            }
-        }
-    });
+    let (objects, user) = chart_rbac(
+        "nopods",
+        &CONTROLLER_RBAC,
+        without(json!(["pods"]), "create"),
+    );
     let rules = serde_json::to_string(&objects[0]["rules"]).unwrap();
     assert!(
         rules.contains("\"pods\"") && !rules.contains("\"create\",\"delete\"]}"),
@@ -251,6 +274,100 @@ async fn virt_controller_runs_with_the_charts_role_and_fails_loudly_without_one_
     assert!(
         pid_alive(crippled.pid),
         "virt-controller exited instead of reporting"
+    );
+    kill_tied(Some(&[crippled.pid]));
+}
+
+/// virt-handler as `user` for `node`, without a server for virt-api (its certificate Secret
+/// is another role's) and without device plugins (no kubelet here).
+fn start_handler(cp: &ControlPlane, kubeconfig: &Path, node: &str, run_dir: &Path) -> Process {
+    let mut cmd = Command::new(workspace_bin("virt-handler"));
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--node-name", node, "--namespace", NAMESPACE])
+        .args(["--metrics-addr", "", "--server-listen", ""])
+        .arg("--run-dir")
+        .arg(run_dir)
+        .arg("--image-store")
+        .arg(ferrovirt_tests::image_store());
+    spawn_tied(
+        "virt-handler",
+        cmd,
+        &cp.log(&format!("virt-handler-{node}")),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn virt_handler_runs_with_the_charts_role_and_fails_loudly_without_one_rule() {
+    let cp = shared().await;
+    let client = cp.client().await.unwrap();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let run = tempfile::Builder::new()
+        .prefix("rbac")
+        .tempdir_in("/tmp")
+        .unwrap();
+
+    // Exactly the chart's role: the handler labels its Node schedulable.
+    let (objects, user) = chart_rbac("hfull", &HANDLER_RBAC, |_| {});
+    apply(cp, &objects).await;
+    let kubeconfig = user_kubeconfig(cp, &user, &["system:serviceaccounts"]).unwrap();
+    for node in ["rbac-full", "rbac-nolabel"] {
+        let n: Node = serde_json::from_value(json!({"metadata": {"name": node}})).unwrap();
+        nodes.create(&PostParams::default(), &n).await.unwrap();
+    }
+    let full = start_handler(cp, &kubeconfig, "rbac-full", &run.path().join("full"));
+    eventually(
+        "the Node labelled kubevirt.io/schedulable",
+        &full.log,
+        || async {
+            let node = nodes.get("rbac-full").await.ok()?;
+            (node.metadata.labels?.get("kubevirt.io/schedulable")? == "true").then_some(())
+        },
+    )
+    .await;
+    let log = std::fs::read_to_string(&full.log).unwrap();
+    assert!(!log.contains("forbidden"), "with the chart's role:\n{log}");
+    kill_tied(Some(&[full.pid]));
+
+    // Without patching Nodes: a Warning Event on the Node says so, and the handler stays up.
+    let (objects, user) = chart_rbac(
+        "hnolabel",
+        &HANDLER_RBAC,
+        without(json!(["nodes"]), "patch"),
+    );
+    apply(cp, &objects).await;
+    let kubeconfig = user_kubeconfig(cp, &user, &["system:serviceaccounts"]).unwrap();
+    let crippled = start_handler(cp, &kubeconfig, "rbac-nolabel", &run.path().join("nolabel"));
+    let events: Api<Event> = Api::all(client.clone());
+    let warning = eventually(
+        "a Warning Event on the Node naming the forbidden patch",
+        &crippled.log,
+        || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .into_iter()
+                .filter(|e| e.type_.as_deref() == Some("Warning"))
+                .filter(|e| e.involved_object.name.as_deref() == Some("rbac-nolabel"))
+                .filter_map(|e| e.message)
+                .find(|m| m.contains("forbidden"))
+        },
+    )
+    .await;
+    assert!(
+        warning.contains("cannot label its Node") && warning.contains("nodes"),
+        "{warning}"
+    );
+    let labels = nodes.get("rbac-nolabel").await.unwrap().metadata.labels;
+    assert!(
+        labels
+            .as_ref()
+            .is_none_or(|l| !l.contains_key("kubevirt.io/schedulable")),
+        "{labels:?}"
+    );
+    assert!(
+        pid_alive(crippled.pid),
+        "virt-handler exited instead of reporting"
     );
     kill_tied(Some(&[crippled.pid]));
 }

@@ -143,6 +143,26 @@ impl Context {
         }
     }
 
+    /// Publishes a Warning Event on this handler's Node (best effort, as [`Self::warn`]).
+    pub async fn warn_node(&self, reason: &str, note: String) {
+        let event = KubeEvent {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Label".into(),
+            secondary: None,
+        };
+        let node = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(self.node.clone()),
+            ..Default::default()
+        };
+        if let Err(e) = self.recorder.publish(&event, &node).await {
+            tracing::warn!(reason, error = %e, "publishing an Event failed");
+        }
+    }
+
     /// Writes the status after `obs` on the VMI (fresh from the API, guarded by its
     /// resourceVersion, retried on conflict). A VMI that is gone is fine.
     pub async fn write_status(

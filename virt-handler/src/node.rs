@@ -41,9 +41,13 @@ async fn label(client: &kube::Client, node: &str, labels: &BTreeMap<String, Stri
     Ok(())
 }
 
-/// Labels the Node now and whenever the configuration changes (checked every 30 s).
+/// Labels the Node now and whenever the configuration changes (checked every 30 s). A
+/// failure is retried every 2 s and told on the Node as a Warning Event (once per distinct
+/// error): without its labels no VMI is scheduled there, which users would otherwise see only
+/// as Pending pods.
 pub async fn keep_labelled(ctx: Arc<Context>) {
     let mut last: Option<BTreeMap<String, String>> = None;
+    let mut told: Option<String> = None;
     loop {
         match cluster_config(&ctx.client, &ctx.namespace, ctx.use_emulation_default).await {
             Ok(c) => {
@@ -53,9 +57,19 @@ pub async fn keep_labelled(ctx: Arc<Context>) {
                         Ok(()) => {
                             tracing::info!(node = %ctx.node, ?labels, "node labelled");
                             last = Some(labels);
+                            told = None;
                         }
                         Err(e) => {
-                            tracing::warn!(node = %ctx.node, error = %crate::chain(&e), "labelling the node failed")
+                            let error = crate::chain(&e);
+                            tracing::warn!(node = %ctx.node, %error, "labelling the node failed");
+                            if told.as_ref() != Some(&error) {
+                                ctx.warn_node(
+                                    "FailedNodeLabel",
+                                    format!("virt-handler cannot label its Node: {error}"),
+                                )
+                                .await;
+                                told = Some(error);
+                            }
                         }
                     }
                 }
