@@ -17,6 +17,10 @@ done
 # Where the tests find what they need.
 export FERROVIRT_ROOT FERROVIRT_CACHE
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+# Property tests (proptest) run the same cases every time here, so a run is repeatable and
+# main stays green; set PROPTEST_RNG_SEED to another number (or to one a failure printed)
+# to explore or replay.
+export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-20261202}"
 
 t0=$(now)
 log "cargo build --workspace --bins"

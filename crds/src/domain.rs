@@ -329,9 +329,12 @@ pub struct Interface {
     /// The NIC model: virtio (the default), e1000, e1000e or rtl8139.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<InterfaceModel>,
-    /// The MAC address, for example `de:ad:00:00:be:af`. Defaults to a generated one.
+    /// The MAC address, for example `de:ad:00:00:be:af` (or with `-`): a unicast address
+    /// (the first octet even), as libvirt requires. Defaults to a generated one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$"))]
+    #[schemars(regex(
+        pattern = r"^([0-9A-Fa-f][02468AaCcEe](:[0-9A-Fa-f]{2}){5}|[0-9A-Fa-f][02468AaCcEe](-[0-9A-Fa-f]{2}){5})$"
+    ))]
     pub mac_address: Option<String>,
     /// The guest reaches the pod network through NAT; only the listed ports (all when
     /// none are listed) are forwarded to it.

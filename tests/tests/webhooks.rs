@@ -263,6 +263,12 @@ async fn bad_vms_and_vmis_are_refused_with_the_field_named() {
             "spec.domain.firmware.uuid: Invalid value: \"/0_mqt6\"",
         ),
         (
+            "a multicast MAC address (found by virt-handler's domain_props)",
+            json!({"spec": {"domain": {"devices": {"interfaces": [{"name": "default", "macAddress": "ad:b0:f9:3c:2e:2e"}]}}, "networks": [{"name": "default", "pod": {}}]}}),
+            Layer::Schema,
+            "spec.domain.devices.interfaces[0].macAddress: Invalid value: \"ad:b0:f9:3c:2e:2e\"",
+        ),
+        (
             "a negative empty disk",
             json!({"spec": {"volumes": [{"name": "root", "emptyDisk": {"capacity": "-1Gi"}}]}}),
             Layer::Schema,
