@@ -189,6 +189,31 @@ where
     }
 }
 
+/// The first Warning Event (on `object`, when given) whose message says `forbidden`.
+async fn forbidden_warning(
+    what: &str,
+    events: &Api<Event>,
+    object: Option<&str>,
+    component: &Process,
+) -> String {
+    eventually(what, &component.log, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .filter(|e| e.type_.as_deref() == Some("Warning"))
+            .filter(|e| object.is_none_or(|o| e.involved_object.name.as_deref() == Some(o)))
+            .filter_map(|e| e.message)
+            .find(|m| m.contains("forbidden"))
+    })
+    .await
+}
+
+/// With the chart's role, nothing the component asked for was refused.
+fn assert_nothing_forbidden(component: &Process) {
+    let log = std::fs::read_to_string(&component.log).unwrap();
+    assert!(!log.contains("forbidden"), "with the chart's role:\n{log}");
+}
+
 #[tokio::test]
 async fn virt_controller_runs_with_the_charts_role_and_fails_loudly_without_one_rule() {
     let cp = shared().await;
@@ -222,8 +247,7 @@ async fn virt_controller_runs_with_the_charts_role_and_fails_loudly_without_one_
         vms.get("allowed").await.ok()?.status?.printable_status
     })
     .await;
-    let log = std::fs::read_to_string(&full.log).unwrap();
-    assert!(!log.contains("forbidden"), "with the chart's role:\n{log}");
+    assert_nothing_forbidden(&full);
     kill_tied(Some(&[full.pid]));
 
     // The same role without creating pods: the VMI and an Event say so, and the controller
@@ -257,17 +281,11 @@ async fn virt_controller_runs_with_the_charts_role_and_fails_loudly_without_one_
         "{condition}"
     );
     let events: Api<Event> = Api::namespaced(client.clone(), ns.name());
-    let warning = eventually(
+    let warning = forbidden_warning(
         "a Warning Event naming the forbidden pod create",
-        &crippled.log,
-        || async {
-            let list = events.list(&ListParams::default()).await.ok()?;
-            list.items
-                .into_iter()
-                .filter(|e| e.type_.as_deref() == Some("Warning"))
-                .filter_map(|e| e.message)
-                .find(|m| m.contains("forbidden"))
-        },
+        &events,
+        None,
+        &crippled,
     )
     .await;
     assert!(warning.contains("pods"), "{warning}");
@@ -326,8 +344,7 @@ async fn virt_handler_runs_with_the_charts_role_and_fails_loudly_without_one_rul
         },
     )
     .await;
-    let log = std::fs::read_to_string(&full.log).unwrap();
-    assert!(!log.contains("forbidden"), "with the chart's role:\n{log}");
+    assert_nothing_forbidden(&full);
     kill_tied(Some(&[full.pid]));
 
     // Without patching Nodes: a Warning Event on the Node says so, and the handler stays up.
@@ -340,18 +357,11 @@ async fn virt_handler_runs_with_the_charts_role_and_fails_loudly_without_one_rul
     let kubeconfig = user_kubeconfig(cp, &user, &["system:serviceaccounts"]).unwrap();
     let crippled = start_handler(cp, &kubeconfig, "rbac-nolabel", &run.path().join("nolabel"));
     let events: Api<Event> = Api::all(client.clone());
-    let warning = eventually(
+    let warning = forbidden_warning(
         "a Warning Event on the Node naming the forbidden patch",
-        &crippled.log,
-        || async {
-            let list = events.list(&ListParams::default()).await.ok()?;
-            list.items
-                .into_iter()
-                .filter(|e| e.type_.as_deref() == Some("Warning"))
-                .filter(|e| e.involved_object.name.as_deref() == Some("rbac-nolabel"))
-                .filter_map(|e| e.message)
-                .find(|m| m.contains("forbidden"))
-        },
+        &events,
+        Some("rbac-nolabel"),
+        &crippled,
     )
     .await;
     assert!(
