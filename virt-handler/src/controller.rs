@@ -196,9 +196,7 @@ impl Context {
                 .await
             {
                 Ok(_) => {
-                    self.metrics
-                        .status_writes
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics.status_written();
                     tracing::info!(phase = ?new.phase, reason = ?new.reason, "VMI status written");
                     return Ok(());
                 }
@@ -288,10 +286,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     tracing::info!(%node, ?kvm, run_dir = %args.run_dir.display(), image_store = %args.image_store().display(), "virt-handler starting");
 
     let metrics = Arc::new(Metrics::default());
-    metrics.kvm_usable.store(
-        i64::from(kvm.usable()),
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    metrics.set_kvm_usable(kvm.usable());
     let launcher_vmi_dir =
         (args.launcher_vmi_dir != "host").then(|| PathBuf::from(&args.launcher_vmi_dir));
     let client =

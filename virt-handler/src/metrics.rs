@@ -1,111 +1,150 @@
-//! A few Prometheus metrics, served as text on `/metrics` by a tiny HTTP server.
+//! virt-handler's Prometheus metrics on prometheus-client (OpenMetrics text), served on
+//! `--metrics-addr` at `/metrics` by the shared endpoint (`ferrovirt_runtime::serve`).
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
-#[derive(Default)]
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// The handler's metrics. Counters get OpenMetrics' `_total` suffix when rendered.
 pub struct Metrics {
-    pub domains_started: AtomicU64,
-    pub status_writes: AtomicU64,
-    pub workers: AtomicI64,
-    pub kvm_usable: AtomicI64,
-    failures: Mutex<BTreeMap<&'static str, u64>>,
-    /// Worker start to domain started: (sum in microseconds, count).
-    start: Mutex<(u64, u64)>,
+    registry: Registry,
+    domains_started: Counter,
+    status_writes: Counter,
+    workers: Gauge,
+    kvm_usable: Gauge,
+    failures: Family<ReasonLabels, Counter>,
+    start: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            domains_started: Counter::default(),
+            status_writes: Counter::default(),
+            workers: Gauge::default(),
+            kvm_usable: Gauge::default(),
+            failures: Family::default(),
+            // 0.25 s to about 2 min: TCG boots take seconds, KVM ones less than one.
+            start: Histogram::new(exponential_buckets(0.25, 2.0, 10)),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "virt_handler_domains_started",
+            "Domains defined and started",
+            m.domains_started.clone(),
+        );
+        registry.register(
+            "virt_handler_status_writes",
+            "VMI status patches written",
+            m.status_writes.clone(),
+        );
+        registry.register(
+            "virt_handler_vmi_workers",
+            "VMIs this handler follows",
+            m.workers.clone(),
+        );
+        registry.register(
+            "virt_handler_kvm_usable",
+            "1 when the KVM probe ran a guest",
+            m.kvm_usable.clone(),
+        );
+        registry.register(
+            "virt_handler_vmi_failures",
+            "VMIs failed by this handler, by reason",
+            m.failures.clone(),
+        );
+        registry.register(
+            "virt_handler_vmi_start_seconds",
+            "From following a Scheduled VMI to its domain started (launcher wait, volumes, define and start)",
+            m.start.clone(),
+        );
+        Metrics { registry, ..m }
+    }
 }
 
 impl Metrics {
     /// Counts a VMI failure under the error's reason.
     pub fn failure(&self, reason: &'static str) {
-        *self
-            .failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(reason)
-            .or_default() += 1;
+        self.failures.get_or_create(&ReasonLabels { reason }).inc();
     }
 
-    /// Records how long a VMI took from its worker's start to a started domain.
-    pub fn observe_start(&self, d: std::time::Duration) {
-        let mut s = self.start.lock().unwrap_or_else(|e| e.into_inner());
-        s.0 += d.as_micros() as u64;
-        s.1 += 1;
+    /// A domain started, `d` after its worker began following the VMI.
+    pub fn domain_started(&self, d: Duration) {
+        self.domains_started.inc();
+        self.start.observe(d.as_secs_f64());
+    }
+
+    pub fn status_written(&self) {
+        self.status_writes.inc();
+    }
+
+    pub fn worker_started(&self) {
+        self.workers.inc();
+    }
+
+    pub fn worker_ended(&self) {
+        self.workers.dec();
+    }
+
+    pub fn set_kvm_usable(&self, usable: bool) {
+        self.kvm_usable.set(i64::from(usable));
     }
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let mut gauge = |name: &str, kind: &str, help: &str, v: String| {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
-            ));
-        };
-        gauge(
-            "virt_handler_domains_started_total",
-            "counter",
-            "Domains defined and started.",
-            self.domains_started.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            "virt_handler_status_writes_total",
-            "counter",
-            "VMI status patches written.",
-            self.status_writes.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            "virt_handler_vmi_workers",
-            "gauge",
-            "VMIs this handler follows.",
-            self.workers.load(Ordering::Relaxed).to_string(),
-        );
-        gauge(
-            "virt_handler_kvm_usable",
-            "gauge",
-            "1 when the KVM probe ran a guest.",
-            self.kvm_usable.load(Ordering::Relaxed).to_string(),
-        );
-        let (sum, count) = *self.start.lock().unwrap_or_else(|e| e.into_inner());
-        out.push_str(&format!(
-            "# HELP virt_handler_vmi_start_seconds From following a Scheduled VMI to its domain started (launcher wait, volumes, define and start).\n\
-             # TYPE virt_handler_vmi_start_seconds summary\n\
-             virt_handler_vmi_start_seconds_sum {:.6}\nvirt_handler_vmi_start_seconds_count {count}\n",
-            sum as f64 / 1e6
-        ));
-        out.push_str("# HELP virt_handler_vmi_failures_total VMIs failed by this handler, by reason.\n# TYPE virt_handler_vmi_failures_total counter\n");
-        for (reason, n) in self
-            .failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            out.push_str(&format!(
-                "virt_handler_vmi_failures_total{{reason=\"{reason}\"}} {n}\n"
-            ));
-        }
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 }
 
-/// `/metrics` (Prometheus text format 0.0.4) and `/healthz` on the shared endpoint.
+/// `/metrics` (OpenMetrics text, the endpoint's default content type) and `/healthz`.
 impl ferrovirt_runtime::Endpoint for Metrics {
     fn metrics(&self) -> String {
         self.render()
-    }
-    fn content_type(&self) -> &'static str {
-        "text/plain; version=0.0.4; charset=utf-8"
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     #[test]
-    fn renders_failures_by_reason() {
+    fn renders_every_metric_with_its_value() {
         let m = super::Metrics::default();
         m.failure("KVMUnavailable");
         m.failure("KVMUnavailable");
-        m.observe_start(std::time::Duration::from_millis(1500));
+        m.domain_started(Duration::from_millis(1500));
+        m.status_written();
+        m.worker_started();
+        m.worker_started();
+        m.worker_ended();
+        m.set_kvm_usable(true);
         let text = m.render();
-        assert!(text.contains("virt_handler_vmi_failures_total{reason=\"KVMUnavailable\"} 2"));
-        assert!(text.contains("virt_handler_vmi_start_seconds_sum 1.500000\nvirt_handler_vmi_start_seconds_count 1\n"), "{text}");
+        for line in [
+            "virt_handler_vmi_failures_total{reason=\"KVMUnavailable\"} 2\n",
+            "virt_handler_domains_started_total 1\n",
+            "virt_handler_status_writes_total 1\n",
+            "virt_handler_vmi_workers 1\n",
+            "virt_handler_kvm_usable 1\n",
+            "virt_handler_vmi_start_seconds_sum 1.5\n",
+            "virt_handler_vmi_start_seconds_count 1\n",
+            "virt_handler_vmi_start_seconds_bucket{le=\"2.0\"} 1\n",
+            "virt_handler_vmi_start_seconds_bucket{le=\"1.0\"} 0\n",
+            "# EOF\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
     }
 }

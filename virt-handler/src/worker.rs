@@ -3,7 +3,6 @@
 //! into VMI status, and stops the guest when the VMI is deleted.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crds::VirtualMachineInstance;
@@ -37,7 +36,7 @@ pub fn spawn(ctx: Arc<Context>, vmi: Arc<VirtualMachineInstance>) -> Worker {
     let (tx, rx) = watch::channel(Some(vmi.clone()));
     let task = tokio::spawn(
         async move {
-            ctx.metrics.workers.fetch_add(1, Ordering::Relaxed);
+            ctx.metrics.worker_started();
             let mut backoff = crate::watch::Backoff::default();
             let mut changes = rx.clone();
             loop {
@@ -60,7 +59,7 @@ pub fn spawn(ctx: Arc<Context>, vmi: Arc<VirtualMachineInstance>) -> Worker {
                     break;
                 }
             }
-            ctx.metrics.workers.fetch_sub(1, Ordering::Relaxed);
+            ctx.metrics.worker_ended();
             tracing::info!("no longer following the VMI");
         }
         .instrument(span),
@@ -179,8 +178,7 @@ async fn start(
         verify_host_disks(launcher, &checked).await?;
     }
     let t2 = Instant::now();
-    ctx.metrics.domains_started.fetch_add(1, Ordering::Relaxed);
-    ctx.metrics.observe_start(waited + (t2 - t0));
+    ctx.metrics.domain_started(waited + (t2 - t0));
     tracing::info!(
         state = ?info.state, qemu_pid = ?info.qemu_pid, ?virtualization,
         launcher_wait_ms = waited.as_millis() as u64,

@@ -89,6 +89,23 @@ async fn vmi_runs_survives_a_handler_restart_and_powers_off_on_delete() {
             .contains("FERROVIRT CLOUD-INIT: hello from the controller test")
     );
 
+    let metrics = handler.metrics().await;
+    for line in [
+        "virt_handler_domains_started_total 1\n",
+        "virt_handler_vmi_workers 1\n",
+        "virt_handler_vmi_start_seconds_count 1\n",
+        if kvm.usable() {
+            "virt_handler_kvm_usable 1\n"
+        } else {
+            "virt_handler_kvm_usable 0\n"
+        },
+    ] {
+        assert!(
+            metrics.contains(line),
+            "{line:?} missing from /metrics:\n{metrics}"
+        );
+    }
+
     // A handler restart leaves the guest alone and picks it up again.
     let sock = dir.join("launcher.sock");
     let before = domain_info(&sock).await;
@@ -183,5 +200,16 @@ async fn without_kvm_and_without_emulation_the_vmi_fails_naming_use_emulation() 
             .is_some_and(|m| m.contains("useEmulation")),
         "{ready:?}"
     );
+    let metrics = handler.metrics().await;
+    for line in [
+        "virt_handler_vmi_failures_total{reason=\"KVMUnavailable\"} 1\n",
+        "virt_handler_domains_started_total 0\n",
+        "virt_handler_kvm_usable 0\n",
+    ] {
+        assert!(
+            metrics.contains(line),
+            "{line:?} missing from /metrics:\n{metrics}"
+        );
+    }
     drop(handler);
 }

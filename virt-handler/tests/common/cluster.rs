@@ -46,8 +46,9 @@ impl Handler {
                     node,
                     "--namespace",
                     ns,
+                    // An ephemeral port: `Handler::metrics` finds it in the log.
                     "--metrics-addr",
-                    "",
+                    "127.0.0.1:0",
                     // No server for virt-api: handlers of parallel tests would share its port.
                     "--server-listen",
                     "",
@@ -70,6 +71,45 @@ impl Handler {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The body of the handler's `/metrics`, from the address its log says it bound.
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let log = strip_ansi(&self.log_text());
+        let addr = log
+            .lines()
+            .find(|l| l.contains("serving /metrics and /healthz"))
+            .and_then(|l| l.split("addr=").nth(1))
+            .and_then(|a| a.split_whitespace().next())
+            .unwrap_or_else(|| panic!("virt-handler did not log its metrics address:\n{log}"))
+            .to_string();
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: handler\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        conn.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        response
+    }
+}
+
+/// The log without its colour escapes (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 pub async fn setup(
