@@ -23,6 +23,16 @@ pub const CONTROLLERS: &[&str] = &[
     // EndpointSlices of Services with selectors: kube-proxy on the real node (hack/node/)
     // programs Services from them.
     "endpointslice-controller",
+    // What a `helm install` of Ferrovirt's chart on the real node needs (tests/tests/
+    // helm_e2e.rs): Deployments make ReplicaSets, ReplicaSets and DaemonSets make pods,
+    // PodDisruptionBudgets get their status, and Endpoints, which the aggregator's
+    // availability check of an APIService reads for its Service. Each acts only on objects
+    // of its kind, which the other tests do not create.
+    "deployment-controller",
+    "replicaset-controller",
+    "daemonset-controller",
+    "disruption-controller",
+    "endpoints-controller",
 ];
 
 /// The issuer of service-account tokens, as in a kubeadm cluster.

@@ -35,6 +35,15 @@ pub enum Supervision {
     Detached,
 }
 
+/// What of Ferrovirt a control plane installs once it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preinstall {
+    /// The CRDs and the admission policies ([`install_api`]), as the integration tests need.
+    FerrovirtApi,
+    /// Nothing: the test installs Ferrovirt itself, as a user does (`helm install`).
+    Nothing,
+}
+
 /// A running control plane: etcd, kube-apiserver, kube-controller-manager and kube-scheduler
 /// on loopback ports, with an admin kubeconfig and Ferrovirt's CRDs established.
 #[derive(Debug)]
@@ -54,6 +63,17 @@ impl ControlPlane {
     /// ([`install_api`]: the CRDs of `crds::all()` and the admission policies).
     /// A PKI already in `dir/pki` is reused; so is etcd's data.
     pub async fn start(dir: &Path, supervision: Supervision) -> Result<Self> {
+        Self::start_with(dir, supervision, Preinstall::FerrovirtApi).await
+    }
+
+    /// [`ControlPlane::start`], installing what `preinstall` says: with
+    /// [`Preinstall::Nothing`] the cluster has none of Ferrovirt, as before a user's
+    /// `helm install`.
+    pub async fn start_with(
+        dir: &Path,
+        supervision: Supervision,
+        preinstall: Preinstall,
+    ) -> Result<Self> {
         let started = Instant::now();
         let assets = Assets::locate()?;
         let layout = Layout::new(dir);
@@ -95,7 +115,9 @@ impl ControlPlane {
         }
         let client = cp.client().await?;
         cp.wait_controllers(&client).await?;
-        install_api(&client).await?;
+        if preinstall == Preinstall::FerrovirtApi {
+            install_api(&client).await?;
+        }
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "control plane ready"

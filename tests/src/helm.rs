@@ -99,3 +99,43 @@ pub fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
         .find(|d| kind_name(d) == (kind.to_string(), name.to_string()))
         .unwrap_or_else(|| panic!("the chart renders no {kind} {name}"))
 }
+
+/// Ferrovirt's four images, by their chart values' `repository` (`ferrovirt/<name>`).
+pub const IMAGES: &[&str] = &[
+    "virt-controller",
+    "virt-api",
+    "virt-handler",
+    "virt-launcher",
+];
+
+/// The OCI image layout of one of [`IMAGES`] that `hack/build-images.sh` writes into
+/// `$FERROVIRT_CACHE/image-build/oci/<name>` (also with `--no-push`); panics saying how to
+/// make it when it is missing.
+pub fn image_layout(name: &str) -> PathBuf {
+    let layout = cache_dir().join("image-build/oci").join(name);
+    assert!(
+        layout.join("index.json").is_file(),
+        "the {name} image is missing at {}: build the images with \
+         `hack/build-images.sh --no-push --no-guests` (hack/setup.sh does)",
+        layout.display()
+    );
+    layout
+}
+
+/// The `org.opencontainers.image.revision` label of an image layout (the commit its
+/// binaries were built from), if it has one.
+pub fn image_revision(layout: &std::path::Path) -> Option<String> {
+    let json = |path: PathBuf| -> Option<serde_json::Value> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    };
+    let blob = |digest: &serde_json::Value| {
+        let digest = digest.as_str()?.strip_prefix("sha256:")?;
+        json(layout.join("blobs/sha256").join(digest))
+    };
+    let index = json(layout.join("index.json"))?;
+    let manifest = blob(&index["manifests"][0]["digest"])?;
+    let config = blob(&manifest["config"]["digest"])?;
+    config["config"]["Labels"]["org.opencontainers.image.revision"]
+        .as_str()
+        .map(str::to_string)
+}

@@ -217,6 +217,71 @@ impl RealNode {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+
+    /// Every process in the node's pods (the node's cgroups: pod sandboxes, containers,
+    /// and what they started, such as a launcher's QEMU), with its command name and RSS.
+    /// The node's own components (kubelet, containerd, kube-proxy) are not in there.
+    pub fn pod_processes(&self) -> Vec<NodeProcess> {
+        let Some(root) = ["memory", "pids", "cpu,cpuacct", "systemd"]
+            .iter()
+            .map(|h| {
+                Path::new("/sys/fs/cgroup")
+                    .join(h)
+                    .join("ferrovirt")
+                    .join(&self.name)
+            })
+            .find(|d| d.is_dir())
+        else {
+            return Vec::new();
+        };
+        let mut pids = Vec::new();
+        collect_cgroup_pids(&root, &mut pids);
+        pids.sort_unstable();
+        pids.dedup();
+        pids.into_iter().filter_map(NodeProcess::read).collect()
+    }
+}
+
+/// A process on the node ([`RealNode::pod_processes`], [`NodeProcess::read`]).
+#[derive(Clone, Debug)]
+pub struct NodeProcess {
+    pub pid: u32,
+    /// `/proc/<pid>/comm`: the first 15 bytes of the program's name.
+    pub comm: String,
+    /// Resident memory (`VmRSS`) in KiB.
+    pub rss_kib: u64,
+}
+
+impl NodeProcess {
+    /// The process `pid` now; `None` when it has gone.
+    pub fn read(pid: u32) -> Option<Self> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        };
+        let rss_kib = field("VmRSS:")
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+        Some(Self {
+            pid,
+            comm: field("Name:")?,
+            rss_kib,
+        })
+    }
+}
+
+fn collect_cgroup_pids(dir: &Path, pids: &mut Vec<u32>) {
+    if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        pids.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+    }
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            collect_cgroup_pids(&entry.path(), pids);
+        }
+    }
 }
 
 impl Drop for RealNode {

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::sync::OnceCell;
 
-use crate::{ControlPlane, Result, Supervision, process};
+use crate::{ControlPlane, Preinstall, Result, Supervision, process};
 
 static SHARED: OnceCell<std::result::Result<ControlPlane, String>> = OnceCell::const_new();
 
@@ -19,15 +19,29 @@ static SHARED: OnceCell<std::result::Result<ControlPlane, String>> = OnceCell::c
 /// Panics with the reason (missing binaries and how to build them, or the failing
 /// component's log tail) when it cannot start.
 pub async fn shared() -> &'static ControlPlane {
+    start_shared(&SHARED, Preinstall::FerrovirtApi).await
+}
+
+/// [`shared`] without Ferrovirt's CRDs and admission policies, for a test binary that
+/// installs Ferrovirt as a user does (`helm install`). A binary uses one or the other.
+pub async fn shared_bare() -> &'static ControlPlane {
+    static BARE: OnceCell<std::result::Result<ControlPlane, String>> = OnceCell::const_new();
+    start_shared(&BARE, Preinstall::Nothing).await
+}
+
+async fn start_shared(
+    cell: &'static OnceCell<std::result::Result<ControlPlane, String>>,
+    preinstall: Preinstall,
+) -> &'static ControlPlane {
     init_tracing();
-    let result = SHARED
+    let result = cell
         .get_or_init(|| async {
             let dir = match fresh_temp_dir() {
                 Ok(dir) => dir,
                 Err(e) => return Err(format!("creating a temporary directory: {e}")),
             };
             process::remove_at_exit(&dir);
-            ControlPlane::start(&dir, Supervision::Tied)
+            ControlPlane::start_with(&dir, Supervision::Tied, preinstall)
                 .await
                 .map_err(|e| error_chain(&e))
         })

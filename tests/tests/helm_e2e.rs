@@ -1,0 +1,333 @@
+//! Ferrovirt installed as a user installs it: its four images pushed to the real node's
+//! registry (hack/node/, docs/real-node.md), then `helm install` of deploy/helm/ferrovirt
+//! into a control plane that has none of Ferrovirt yet (no CRDs, no policies), `helm
+//! upgrade` to another tag, `helm uninstall`. One test: every step needs the one before.
+//!
+//! The images are the OCI layouts `hack/build-images.sh` wrote last (hack/setup.sh runs it;
+//! after changing code, run `hack/build-images.sh --no-push --no-guests`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use ferrovirt_tests::aggregation::virtctl;
+use ferrovirt_tests::helm::{self, IMAGES, image_layout, image_revision};
+use ferrovirt_tests::node::RealNode;
+use ferrovirt_tests::{ControlPlane, shared_bare};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+
+const RELEASE: &str = "ferrovirt";
+const NAMESPACE: &str = "kubevirt";
+/// Two tags of the same images: the upgrade changes every pod template, as a new release
+/// of the images would.
+const INSTALL_TAG: &str = "e2e-install";
+const UPGRADE_TAG: &str = "e2e-upgrade";
+/// Pulls of ~200 MiB of layers into the node, then starts, on a loaded 2-core machine.
+const TIMEOUT: Duration = Duration::from_secs(300);
+/// The pods of a release: component label value and how many.
+const COMPONENTS: &[(&str, usize)] =
+    &[("virt-controller", 2), ("virt-api", 1), ("virt-handler", 1)];
+const KVM_RESOURCE: &str = "devices.kubevirt.io/kvm";
+
+#[tokio::test]
+async fn helm_install_upgrade_and_uninstall_on_the_real_node() {
+    let cp = shared_bare().await;
+    let node = RealNode::start(cp)
+        .await
+        .unwrap_or_else(|e| panic!("starting the real node: {e}"));
+    let client = cp.client().await.unwrap();
+    push_images(&node).await;
+
+    // Install, as the chart's README says, with the node's registry and emulation (KVM
+    // does not work on these machines).
+    let registry = format!("image.registry={}", node.registry());
+    let started = Instant::now();
+    helm_ok(
+        cp,
+        &[
+            "install",
+            RELEASE,
+            helm::chart().to_str().unwrap(),
+            "-n",
+            NAMESPACE,
+            "--create-namespace",
+            "--wait",
+            "--timeout=5m",
+            "--set",
+            &registry,
+            "--set",
+            &format!("image.tag={INSTALL_TAG}"),
+            "--set",
+            "emulation=true",
+        ],
+    );
+    let installed = all_ready(&client, &node, INSTALL_TAG).await;
+    let ready_after = started.elapsed();
+
+    // virt-controller: one of the two replicas leads.
+    let lease = Api::<Lease>::namespaced(client.clone(), NAMESPACE)
+        .get("virt-controller")
+        .await
+        .expect("virt-controller's Lease");
+    let holder = lease.spec.and_then(|s| s.holder_identity);
+    let controllers: Vec<&String> = installed
+        .iter()
+        .filter(|(_, (c, _))| c == "virt-controller")
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        holder.as_ref().is_some_and(|h| controllers.contains(&h)),
+        "the Lease is held by {holder:?}, not by a virt-controller pod of {controllers:?}"
+    );
+
+    // virt-handler's device plugin registered with the node's kubelet.
+    let nodes: Api<Node> = Api::all(client.clone());
+    wait(
+        &format!("{KVM_RESOURCE} allocatable on the node"),
+        || async {
+            let n = nodes.get(node.name()).await.map_err(|e| e.to_string())?;
+            let alloc = n.status.and_then(|s| s.allocatable).unwrap_or_default();
+            match alloc.get(KVM_RESOURCE) {
+                Some(q) if q.0 != "0" => Ok(()),
+                other => Err(format!("allocatable {KVM_RESOURCE}: {other:?}")),
+            }
+        },
+    )
+    .await;
+
+    // The aggregated API through the Service and the node's kube-proxy: KubeVirt's virtctl.
+    apiservice_available(cp, &node).await;
+    report_memory(&node, ready_after);
+
+    // Upgrade to another tag: every pod is replaced and Ready again, the API still served.
+    helm_ok(
+        cp,
+        &[
+            "upgrade",
+            RELEASE,
+            helm::chart().to_str().unwrap(),
+            "-n",
+            NAMESPACE,
+            "--reuse-values",
+            "--wait",
+            "--timeout=5m",
+            "--set",
+            &format!("image.tag={UPGRADE_TAG}"),
+        ],
+    );
+    let upgraded = all_ready(&client, &node, UPGRADE_TAG).await;
+    let old: BTreeSet<&String> = installed.keys().collect();
+    let kept: Vec<&String> = upgraded.keys().filter(|p| old.contains(p)).collect();
+    assert!(kept.is_empty(), "helm upgrade left pods {kept:?} in place");
+    apiservice_available(cp, &node).await;
+
+    // Uninstall: no pod, APIService, webhook configuration or process of Ferrovirt left.
+    helm_ok(
+        cp,
+        &[
+            "uninstall",
+            RELEASE,
+            "-n",
+            NAMESPACE,
+            "--wait",
+            "--timeout=5m",
+        ],
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    wait("no pod left in the release namespace", || async {
+        let left = pods
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let names: Vec<String> = left.items.iter().map(|p| p.name_any()).collect();
+        if names.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("pods {names:?}"))
+        }
+    })
+    .await;
+    wait("no process left in the node's pods", || async {
+        let left = node.pod_processes();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    })
+    .await;
+    for kind in [
+        "apiservice/v1.subresources.kubevirt.io",
+        "apiservice/v1alpha3.subresources.kubevirt.io",
+        "mutatingwebhookconfiguration/virt-api-mutator",
+        "validatingwebhookconfiguration/virt-api-validator",
+    ] {
+        let out = cp.kubectl(["get", kind]).await.unwrap();
+        assert!(
+            !out.success() && out.stderr.contains("NotFound"),
+            "{kind} is still there after helm uninstall:\n{out}"
+        );
+    }
+}
+
+/// Pushes the four images to the node's registry under both tags.
+async fn push_images(node: &RealNode) {
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(ferrovirt_tests::repo_root())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    for image in IMAGES {
+        let layout = image_layout(image);
+        let revision = image_revision(&layout).unwrap_or_default();
+        if revision != head {
+            tracing::warn!(
+                image,
+                revision,
+                head,
+                "the image was built from another commit: hack/build-images.sh --no-push \
+                 --no-guests builds the current one"
+            );
+        }
+        for tag in [INSTALL_TAG, UPGRADE_TAG] {
+            node.push(&layout, &format!("ferrovirt/{image}:{tag}"))
+                .await
+                .unwrap_or_else(|e| panic!("pushing {image}: {e}"));
+        }
+    }
+}
+
+/// Waits until the release's pods are exactly [`COMPONENTS`], all Ready, on the node,
+/// from images of `tag`; returns them (name → (component, uid)).
+async fn all_ready(
+    client: &Client,
+    node: &RealNode,
+    tag: &str,
+) -> BTreeMap<String, (String, String)> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    wait(
+        &format!("every Ferrovirt pod Ready with tag {tag}"),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels("kubevirt.io"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut count: BTreeMap<String, usize> = BTreeMap::new();
+            let mut ready = BTreeMap::new();
+            for pod in &list.items {
+                let component = pod.labels()["kubevirt.io"].clone();
+                let spec = pod.spec.as_ref().expect("a pod spec");
+                let image = &spec.containers[0].image.clone().unwrap_or_default();
+                let is_ready = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                let up = is_ready
+                    && image.ends_with(&format!(":{tag}"))
+                    && image.starts_with(node.registry())
+                    && spec.node_name.as_deref() == Some(node.name())
+                    && pod.metadata.deletion_timestamp.is_none();
+                if !up {
+                    return Err(format!("{} not up yet: {:?}", pod.name_any(), pod.status));
+                }
+                *count.entry(component.clone()).or_default() += 1;
+                ready.insert(pod.name_any(), (component, pod.uid().unwrap_or_default()));
+            }
+            let want: BTreeMap<String, usize> = COMPONENTS
+                .iter()
+                .map(|(c, n)| (c.to_string(), *n))
+                .collect();
+            if count != want {
+                return Err(format!("pods per component {count:?}, want {want:?}"));
+            }
+            Ok(ready)
+        },
+    )
+    .await
+}
+
+/// Both APIServices Available, and KubeVirt's virtctl gets virt-api's version through
+/// the aggregator (which dials the Service's ClusterIP, served by the node's kube-proxy).
+async fn apiservice_available(cp: &ControlPlane, node: &RealNode) {
+    let out = cp
+        .kubectl([
+            "wait",
+            "--for=condition=Available",
+            "--timeout=120s",
+            "apiservice/v1.subresources.kubevirt.io",
+            "apiservice/v1alpha3.subresources.kubevirt.io",
+        ])
+        .await
+        .unwrap();
+    assert!(out.success(), "{out}\n{}", node.log_tails(10));
+    let out = virtctl(&cp.kubeconfig(), &["version"]).await.unwrap();
+    assert!(
+        out.expect_success()
+            .contains("Server Version: version.Info{GitVersion:\"v"),
+        "{out}"
+    );
+}
+
+/// Prints the figures: install to Ready, and resident memory of the node's components
+/// beside Ferrovirt's pods.
+fn report_memory(node: &RealNode, ready_after: Duration) {
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let mut lines = vec![format!(
+        "helm install to every Ferrovirt pod Ready: {:.1} s",
+        ready_after.as_secs_f64()
+    )];
+    for component in ["containerd", "kubelet", "kube-proxy"] {
+        let rss = node
+            .pid(component)
+            .and_then(ferrovirt_tests::node::NodeProcess::read)
+            .map_or(0, |p| p.rss_kib);
+        lines.push(format!("RSS {component}: {:.0} MiB", mib(rss)));
+    }
+    let mut pods: Vec<_> = node
+        .pod_processes()
+        .into_iter()
+        .filter(|p| p.comm.starts_with("virt-"))
+        .collect();
+    pods.sort_by(|a, b| a.comm.cmp(&b.comm));
+    for p in pods {
+        lines.push(format!(
+            "RSS {} (pid {}): {:.0} MiB",
+            p.comm,
+            p.pid,
+            mib(p.rss_kib)
+        ));
+    }
+    println!("{}", lines.join("\n"));
+}
+
+/// Runs helm with the control plane's kubeconfig; panics with its output on failure.
+fn helm_ok(cp: &ControlPlane, args: &[&str]) {
+    let kubeconfig = format!("--kubeconfig={}", cp.kubeconfig().display());
+    let mut all = args.to_vec();
+    all.push(&kubeconfig);
+    let (ok, stdout, stderr) = helm::run(&all);
+    assert!(ok, "helm {args:?} failed:\n{stdout}\n{stderr}");
+}
+
+/// Polls `check` until it succeeds; panics with its last answer after [`TIMEOUT`].
+async fn wait<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let started = Instant::now();
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(last) if started.elapsed() > TIMEOUT => {
+                panic!("{what}: not after {TIMEOUT:?}: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
