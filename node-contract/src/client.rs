@@ -20,12 +20,21 @@ use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::frame::LineReader;
-use crate::protocol::{DomainInfo, Event, OpenFile, Pong, Request, Response};
+use crate::protocol::{DhcpInterface, DomainInfo, Event, Lease, OpenFile, Pong, Request, Response};
 use crate::{Error, Result};
 
 pub struct LauncherClient {
     lines: LineReader<BufReader<OwnedReadHalf>>,
     write: OwnedWriteHalf,
+    peer: Option<Peer>,
+}
+
+/// The launcher process at the other end of the socket (SO_PEERCRED).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// In the caller's PID namespace.
+    pub pid: u32,
+    pub uid: u32,
 }
 
 impl LauncherClient {
@@ -37,11 +46,25 @@ impl LauncherClient {
                 path: path.to_owned(),
                 source,
             })?;
+        // SO_PEERCRED: the launcher's pid as the kernel gives it, in our PID namespace
+        // (its own `Pong::pid` is in the pod's).
+        let peer = stream.peer_cred().ok().and_then(|c| {
+            let pid = u32::try_from(c.pid()?).ok().filter(|p| *p > 0)?;
+            Some(Peer { pid, uid: c.uid() })
+        });
         let (read, write) = stream.into_split();
         Ok(LauncherClient {
             lines: LineReader::new(BufReader::new(read)),
             write,
+            peer,
         })
+    }
+
+    /// The launcher's pid (in the caller's PID namespace) and uid, from SO_PEERCRED at
+    /// connect; `None` when the kernel could not map the pid (a PID namespace not below
+    /// ours).
+    pub fn peer(&self) -> Option<Peer> {
+        self.peer
     }
 
     /// Sends one request and reads its response; `{"error":..}` becomes [`Error::Remote`].
@@ -73,9 +96,21 @@ impl LauncherClient {
         domain_xml: &str,
         paused: bool,
     ) -> Result<DomainInfo> {
+        self.define_and_start_full(domain_xml, paused, Vec::new())
+            .await
+    }
+
+    /// [`Self::define_and_start_with`], the launcher first serving `dhcp`.
+    pub async fn define_and_start_full(
+        &mut self,
+        domain_xml: &str,
+        paused: bool,
+        dhcp: Vec<DhcpInterface>,
+    ) -> Result<DomainInfo> {
         let request = Request::DefineAndStart {
             domain_xml: domain_xml.to_owned(),
             paused,
+            dhcp,
         };
         match self.request(&request).await? {
             Response::DomainInfo(Some(info)) => Ok(info),
@@ -87,6 +122,14 @@ impl LauncherClient {
     pub async fn open_files(&mut self) -> Result<Vec<OpenFile>> {
         match self.request(&Request::OpenFiles).await? {
             Response::OpenFiles(files) => Ok(files),
+            other => Err(Error::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// The DHCP leases the launcher acknowledged.
+    pub async fn leases(&mut self) -> Result<Vec<Lease>> {
+        match self.request(&Request::Leases).await? {
+            Response::Leases(leases) => Ok(leases),
             other => Err(Error::Unexpected(Box::new(other))),
         }
     }

@@ -9,6 +9,7 @@
 //! {"command":"shutdown"}                      -> "ok"
 //! {"command":"domain_info"}                   -> {"domain_info":null} before any define
 //! {"command":"watch_events"}                  -> "ok", then {"event":{...}} lines
+//! {"command":"leases"}                        -> {"leases":[{"interface":..,"mac":..,"ip":..}]}
 //! anything that fails                         -> {"error":"message"}
 //! ```
 //!
@@ -30,6 +31,11 @@ pub enum Request {
         domain_xml: String,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         paused: bool,
+        /// DHCP for the guest's pod-network interfaces, served by the launcher (it is in
+        /// the pod's network namespace) on the bridges virt-handler created there. Started
+        /// before the domain. Absent in older handlers' requests: no DHCP.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        dhcp: Vec<DhcpInterface>,
     },
     /// The files QEMU holds open (device and inode of each), to check that it opened the
     /// files the handler checked.
@@ -43,6 +49,40 @@ pub enum Request {
     DomainInfo,
     /// Turn this connection into a stream of [`Event`]s.
     WatchEvents,
+    /// The DHCP leases the launcher has handed out (answered with [`Response::Leases`]).
+    Leases,
+}
+
+/// What the launcher's DHCP server offers on one bridge: one address, to one MAC. The DNS
+/// servers and search domains are the launcher's own (the pod's `/etc/resolv.conf`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhcpInterface {
+    /// The VMI's interface name (`spec.domain.devices.interfaces[].name`).
+    pub interface: String,
+    /// The bridge to serve on, e.g. `k6t-eth0`.
+    pub bridge: String,
+    /// The server's own address on that bridge (the DHCP server identifier).
+    pub server_ip: String,
+    /// The guest's MAC: only its requests are answered.
+    pub mac: String,
+    /// The address offered, and its prefix length.
+    pub ip: String,
+    pub prefix: u8,
+    /// The default gateway offered, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+/// An address the launcher's DHCP server acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub interface: String,
+    pub mac: String,
+    pub ip: String,
 }
 
 /// The launcher's answer to one [`Request`].
@@ -54,6 +94,7 @@ pub enum Response {
     /// `None` until a domain was defined.
     DomainInfo(Option<DomainInfo>),
     OpenFiles(Vec<OpenFile>),
+    Leases(Vec<Lease>),
     Event(Event),
     Error(String),
 }
@@ -168,14 +209,39 @@ mod tests {
             req,
             Request::DefineAndStart {
                 domain_xml: "<domain/>".into(),
-                paused: false
+                paused: false,
+                dhcp: vec![],
             }
         );
         let paused = Request::DefineAndStart {
             domain_xml: "<domain/>".into(),
             paused: true,
+            dhcp: vec![],
         };
         assert!(paused.to_line().contains("\"paused\":true"));
+        assert!(!paused.to_line().contains("dhcp"), "no DHCP: the old line");
+    }
+
+    #[test]
+    fn dhcp_rides_on_define_and_start() {
+        let req = Request::DefineAndStart {
+            domain_xml: "<domain/>".into(),
+            paused: false,
+            dhcp: vec![DhcpInterface {
+                interface: "default".into(),
+                bridge: "k6t-eth0".into(),
+                server_ip: "10.0.2.1".into(),
+                mac: "02:00:00:00:00:01".into(),
+                ip: "10.0.2.2".into(),
+                prefix: 24,
+                router: Some("10.0.2.1".into()),
+                mtu: Some(1500),
+                hostname: None,
+            }],
+        };
+        let back: Request = serde_json::from_str(&req.to_line()).unwrap();
+        assert_eq!(back, req);
+        assert_eq!(Request::Leases.to_line(), "{\"command\":\"leases\"}\n");
     }
 
     #[test]

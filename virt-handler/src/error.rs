@@ -47,6 +47,10 @@ pub enum Error {
     #[error("{program} failed: {message}")]
     Command { program: String, message: String },
 
+    /// Preparing the pod's network namespace (network/).
+    #[error("pod network: {message}")]
+    Network { message: String },
+
     #[error("KVM probe")]
     Probe(#[source] std::io::Error),
 
@@ -113,6 +117,7 @@ impl Error {
             }
             Error::Io { .. } | Error::Command { .. } => "VolumePreparationFailed",
             Error::Launcher(_) => "LauncherFailed",
+            Error::Network { .. } => "NetworkSetupFailed",
             _ => "Internal",
         }
     }

@@ -16,6 +16,7 @@ mod error;
 pub mod imagestore;
 pub mod kvm;
 pub mod metrics;
+pub mod network;
 pub mod node;
 pub mod resets;
 pub mod server;

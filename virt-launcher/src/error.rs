@@ -42,6 +42,16 @@ pub enum Error {
     #[error("setting child subreaper")]
     Subreaper(#[source] std::io::Error),
 
+    #[error("DHCP server on {bridge}")]
+    Dhcp {
+        bridge: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("DHCP configuration: {0}")]
+    DhcpConfig(String),
+
     #[error("libvirt worker")]
     Join(#[from] tokio::task::JoinError),
 }

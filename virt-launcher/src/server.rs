@@ -71,8 +71,19 @@ async fn handle(request: Request, hv: Arc<Hypervisor>) -> Response {
             pid: std::process::id(),
         });
     }
+    if request == Request::Leases {
+        return Response::Leases(crate::dhcp::leases());
+    }
+    if let Request::DefineAndStart { dhcp, .. } = &request
+        && let Err(e) = crate::dhcp::serve(dhcp).await
+    {
+        tracing::warn!(error = %crate::chain(&e), "starting the DHCP server failed");
+        return Response::Error(crate::chain(&e));
+    }
     let outcome = tokio::task::spawn_blocking(move || match request {
-        Request::DefineAndStart { domain_xml, paused } => hv
+        Request::DefineAndStart {
+            domain_xml, paused, ..
+        } => hv
             .define_and_start(&domain_xml, paused)
             .map(|i| Response::DomainInfo(Some(i))),
         Request::OpenFiles => hv.open_files().map(Response::OpenFiles),
@@ -81,7 +92,9 @@ async fn handle(request: Request, hv: Arc<Hypervisor>) -> Response {
         Request::Destroy => hv.destroy().map(|()| Response::Ok),
         Request::Pause => hv.pause().map(|()| Response::Ok),
         Request::Unpause => hv.unpause().map(|()| Response::Ok),
-        Request::Ping | Request::WatchEvents => unreachable!("answered by the caller"),
+        Request::Ping | Request::WatchEvents | Request::Leases => {
+            unreachable!("answered by the caller")
+        }
     })
     .await
     .map_err(Error::from)

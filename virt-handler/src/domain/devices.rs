@@ -166,9 +166,16 @@ pub fn mac_address(uid: &str, interface: &str) -> String {
     )
 }
 
-/// Every interface becomes QEMU user-mode networking (slirp) for now, whatever its
-/// binding: the launcher runs without a pod network namespace to bridge into.
-pub fn interfaces(x: &mut Xml, spec: &VirtualMachineInstanceSpec, uid: &str) -> Result<()> {
+/// The guest's NICs. On taps (`nics`, from the network plan: the launcher has a pod
+/// network namespace of its own) each is an `ethernet` interface on its tap; without
+/// (devnode: the launcher shares the node's namespace) QEMU's user-mode networking
+/// (slirp) stands in for every binding, and `ports` are refused.
+pub fn interfaces(
+    x: &mut Xml,
+    spec: &VirtualMachineInstanceSpec,
+    uid: &str,
+    nics: Option<&[crate::network::Nic]>,
+) -> Result<()> {
     for (i, iface) in spec.domain.devices.interfaces.iter().enumerate() {
         let field = |f: &str| format!("spec.domain.devices.interfaces[{i}].{f}");
         let network = spec
@@ -189,21 +196,37 @@ pub fn interfaces(x: &mut Xml, spec: &VirtualMachineInstanceSpec, uid: &str) -> 
                 "only the pod network is supported",
             ));
         };
-        if !iface.ports.is_empty() {
-            return Err(Error::unsupported(
-                field("ports"),
-                "port forwarding is not implemented (user-mode networking forwards no ports)",
-            ));
-        }
-        let mac = match &iface.mac_address {
-            Some(m) => m.replace('-', ":").to_ascii_lowercase(),
-            None => mac_address(uid, &iface.name),
-        };
         let model = match iface.model.unwrap_or(InterfaceModel::Virtio) {
             InterfaceModel::Virtio => "virtio",
             InterfaceModel::E1000 => "e1000",
             InterfaceModel::E1000e => "e1000e",
             InterfaceModel::Rtl8139 => "rtl8139",
+        };
+        if let Some(nics) = nics {
+            let nic = nics
+                .iter()
+                .find(|n| n.interface == iface.name)
+                .ok_or_else(|| {
+                    Error::unsupported(field("name"), "the network plan has no tap for it")
+                })?;
+            x.open("interface", &[("type", "ethernet")]);
+            x.empty("mac", &[("address", &nic.mac)]);
+            x.empty("target", &[("dev", &nic.tap), ("managed", "no")]);
+            x.empty("model", &[("type", model)]);
+            x.empty("alias", &[("name", &format!("ua-{}", iface.name))]);
+            x.close();
+            continue;
+        }
+        if !iface.ports.is_empty() {
+            return Err(Error::unsupported(
+                field("ports"),
+                "port forwarding needs the launcher pod's own network namespace; this node \
+                 runs launchers in its own (user-mode networking forwards no ports)",
+            ));
+        }
+        let mac = match &iface.mac_address {
+            Some(m) => m.replace('-', ":").to_ascii_lowercase(),
+            None => mac_address(uid, &iface.name),
         };
         x.open("interface", &[("type", "user")]);
         x.empty("mac", &[("address", &mac)]);

@@ -98,8 +98,14 @@ pub fn from_manifest(
     })
 }
 
-/// The domain XML of the VMI.
+/// The domain XML of the VMI, its interfaces on QEMU's user-mode network (a launcher in
+/// the node's network namespace).
 pub fn convert(input: &Input) -> Result<String> {
+    convert_with(input, &crate::network::Attachment::UserMode)
+}
+
+/// The domain XML of the VMI with its interfaces attached as `network` says.
+pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Result<String> {
     let spec = input.spec;
     let domain = &spec.domain;
     let dir = input.vmi_dir;
@@ -257,7 +263,7 @@ pub fn convert(input: &Input) -> Result<String> {
 
     x.open("devices", &[]);
     devices::disks(&mut x, spec, input.volumes)?;
-    devices::interfaces(&mut x, spec, input.uid)?;
+    devices::interfaces(&mut x, spec, input.uid, network.nics())?;
     if domain.devices.autoattach_serial_console != Some(false) {
         x.open("serial", &[("type", "unix")]);
         x.empty(

@@ -1,0 +1,110 @@
+//! Pod networking: virt-handler prepares the launcher pod's network namespace before the
+//! domain starts (docs/networking.md). For the masquerade binding a bridge `k6t-eth0`
+//! with the guest network's gateway address, a tap `tap0` for QEMU, and an nftables table
+//! with KubeVirt's NAT; for the bridge binding the pod's address and MAC move to the
+//! guest. The launcher's DHCP server (virt-launcher/src/dhcp/) then gives the guest its
+//! address.
+//!
+//! [`plan`] is pure; [`netns`] and [`links`] run `ip`, `nft` and `sysctl` in the pod's
+//! namespace with `nsenter`. Nothing is changed when the launcher shares our network
+//! namespace (devnode): the guest then keeps QEMU's user-mode network.
+
+mod links;
+pub mod netns;
+pub mod plan;
+#[cfg(test)]
+mod plan_tests;
+
+use std::path::Path;
+
+use crds::VirtualMachineInstanceSpec;
+
+pub use netns::NetNs;
+pub use plan::{Nic, Plan, PodInterface};
+
+use crate::{Error, Result};
+
+/// The pod's interface KubeVirt's pod network is on.
+pub const POD_INTERFACE: &str = "eth0";
+/// Where the pod's interface as first found is kept, in the VMI's directory.
+pub const CACHE_FILE: &str = "pod-interface.json";
+
+/// How the guest's interfaces are attached.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Attachment {
+    /// QEMU's user-mode network: the launcher shares the node's network namespace.
+    UserMode,
+    /// Taps in the pod's namespace, as planned.
+    Pod(Plan),
+}
+
+impl Attachment {
+    pub fn nics(&self) -> Option<&[Nic]> {
+        match self {
+            Attachment::UserMode => None,
+            Attachment::Pod(p) => Some(&p.nics),
+        }
+    }
+}
+
+/// What [`prepare`] needs about the VMI and its launcher.
+pub struct Target<'a> {
+    pub spec: &'a VirtualMachineInstanceSpec,
+    pub uid: &'a str,
+    pub hostname: &'a str,
+    /// The launcher's pid (in our PID namespace) and uid.
+    pub pid: u32,
+    pub owner: u32,
+    /// The VMI's directory on the node, for [`CACHE_FILE`].
+    pub vmi_dir: &'a Path,
+}
+
+/// Prepares the launcher's network namespace for the VMI's interfaces (blocking: run it
+/// on a blocking thread). Idempotent: a retry removes what an interrupted attempt made.
+pub fn prepare(t: &Target) -> Result<Attachment> {
+    if t.spec.domain.devices.interfaces.is_empty() {
+        return Ok(Attachment::UserMode);
+    }
+    let ns = NetNs::of(t.pid);
+    if ns.is_ours()? {
+        tracing::info!(
+            pid = t.pid,
+            "the launcher shares the node's network namespace: user-mode networking"
+        );
+        return Ok(Attachment::UserMode);
+    }
+    let pod = pod_interface(&ns, t.vmi_dir)?;
+    let plan = plan::plan(&plan::Input {
+        spec: t.spec,
+        uid: t.uid,
+        hostname: t.hostname,
+        pod: &pod,
+        owner: t.owner,
+    })?;
+    apply(&ns, &plan)?;
+    tracing::info!(pid = t.pid, pod_ip = ?pod.ipv4, nics = plan.nics.len(), "pod network prepared");
+    Ok(Attachment::Pod(plan))
+}
+
+/// Applies a plan in a namespace.
+pub fn apply(ns: &NetNs, plan: &Plan) -> Result<()> {
+    links::clean(ns, plan::NFT_TABLE);
+    links::apply(ns, &plan.steps)?;
+    if let Some(rules) = &plan.nft {
+        ns.run("nft", &["-f", "-"], Some(rules))?;
+    }
+    Ok(())
+}
+
+/// The pod's interface as first seen (cached: the bridge binding takes its address).
+fn pod_interface(ns: &NetNs, vmi_dir: &Path) -> Result<PodInterface> {
+    let cache = vmi_dir.join(CACHE_FILE);
+    if let Ok(text) = std::fs::read_to_string(&cache)
+        && let Ok(pod) = serde_json::from_str(&text)
+    {
+        return Ok(pod);
+    }
+    let pod = ns.pod_interface(POD_INTERFACE)?;
+    std::fs::write(&cache, serde_json::to_vec(&pod)?).map_err(Error::io("writing", &cache))?;
+    Ok(pod)
+}

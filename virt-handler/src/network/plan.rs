@@ -1,0 +1,388 @@
+//! The pure part: a VMI's interfaces and the pod's interface in, the links, NAT rules,
+//! DHCP offers, domain NICs and status entries out. Applied by [`super::apply`].
+
+use std::net::Ipv4Addr;
+
+use crds::{Protocol, VirtualMachineInstanceNetworkInterface, VirtualMachineInstanceSpec};
+use ferrovirt_node_contract::protocol::DhcpInterface;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::mac_address;
+use crate::{Error, Result};
+
+/// The bridge and the tap of the (one) pod-network interface, KubeVirt's names.
+pub const BRIDGE: &str = "k6t-eth0";
+pub const TAP: &str = "tap0";
+/// The nftables table masquerade adds (family ip).
+pub const NFT_TABLE: &str = "ferrovirt_nat";
+/// KubeVirt's default guest network for masquerade.
+pub const DEFAULT_VM_CIDR: &str = "10.0.2.0/24";
+/// The bridge's own address with the bridge binding: link-local, so the pod's routes do not
+/// change; the DHCP server answers from it (KubeVirt uses the same idea).
+pub const BRIDGE_BINDING_SERVER: &str = "169.254.75.10";
+
+/// The pod's interface as found before anything changed (cached in the VMI directory,
+/// since the bridge binding takes its address away).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodInterface {
+    pub name: String,
+    pub mac: String,
+    pub mtu: u16,
+    /// The IPv4 address and prefix length.
+    pub ipv4: Option<(Ipv4Addr, u8)>,
+    /// Other addresses (IPv6), as text, for status only.
+    #[serde(default)]
+    pub other_ips: Vec<String>,
+    pub gateway4: Option<Ipv4Addr>,
+}
+
+/// One change to the pod's network namespace, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    Sysctl {
+        key: String,
+        value: String,
+    },
+    /// Drops every address of a link (the bridge binding moves the pod's to the guest).
+    FlushAddresses {
+        dev: String,
+    },
+    LinkDown {
+        dev: String,
+    },
+    SetMac {
+        dev: String,
+        mac: String,
+    },
+    Bridge {
+        name: String,
+        mtu: u16,
+    },
+    Address {
+        dev: String,
+        cidr: String,
+    },
+    /// A tap the launcher's QEMU (running as `owner`) opens by name.
+    Tap {
+        name: String,
+        owner: u32,
+        mtu: u16,
+    },
+    Enslave {
+        dev: String,
+        bridge: String,
+    },
+    LinkUp {
+        dev: String,
+    },
+}
+
+/// A guest NIC on a tap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Nic {
+    pub interface: String,
+    pub tap: String,
+    pub mac: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// An nftables script (`nft -f -`), when NAT is needed.
+    pub nft: Option<String>,
+    pub nics: Vec<Nic>,
+    pub dhcp: Vec<DhcpInterface>,
+    pub status: Vec<VirtualMachineInstanceNetworkInterface>,
+}
+
+pub struct Input<'a> {
+    pub spec: &'a VirtualMachineInstanceSpec,
+    pub uid: &'a str,
+    /// The guest's hostname (spec.hostname, else the VMI's name), offered by DHCP.
+    pub hostname: &'a str,
+    pub pod: &'a PodInterface,
+    /// The launcher's uid: owner of the tap.
+    pub owner: u32,
+}
+
+/// The plan for the VMI's pod-network interface (KubeVirt allows one).
+pub fn plan(input: &Input) -> Result<Plan> {
+    let spec = input.spec;
+    let mut out = Plan::default();
+    for (i, iface) in spec.domain.devices.interfaces.iter().enumerate() {
+        let field = |f: &str| format!("spec.domain.devices.interfaces[{i}].{f}");
+        let (net_index, network) = spec
+            .networks
+            .iter()
+            .enumerate()
+            .find(|(_, n)| n.name == iface.name)
+            .ok_or_else(|| {
+                Error::unsupported(field("name"), format!("no network named {:?}", iface.name))
+            })?;
+        let Some(pod_net) = &network.pod else {
+            return Err(Error::unsupported(
+                format!("spec.networks[{net_index}]"),
+                "only the pod network is supported",
+            ));
+        };
+        if !out.nics.is_empty() {
+            return Err(Error::unsupported(
+                field("name"),
+                "only one interface may use the pod network",
+            ));
+        }
+        let hostname = Some(input.hostname.to_owned()).filter(|h| !h.is_empty());
+        let pod = input.pod;
+        let pod_ip = pod.ipv4.ok_or_else(|| {
+            Error::unsupported(
+                field("name"),
+                format!("the pod's {} has no IPv4 address", pod.name),
+            )
+        })?;
+        let mut ips = vec![pod_ip.0.to_string()];
+        ips.extend(pod.other_ips.iter().cloned());
+        let dhcp = match (&iface.masquerade, &iface.bridge) {
+            (Some(_), None) => {
+                let mac = guest_mac(iface.mac_address.as_deref(), input.uid, &iface.name);
+                let cidr = pod_net
+                    .vm_network_cidr
+                    .as_deref()
+                    .unwrap_or(DEFAULT_VM_CIDR);
+                let (gateway, guest, prefix) = vm_network(cidr).ok_or_else(|| {
+                    Error::unsupported(
+                        format!("spec.networks[{net_index}].pod.vmNetworkCIDR"),
+                        format!("{cidr:?} is not an IPv4 network with room for two hosts"),
+                    )
+                })?;
+                out.steps.extend([
+                    sysctl("net.ipv4.ip_forward", "1"),
+                    // The output chain DNATs 127.0.0.1 (kubectl port-forward) to the guest.
+                    sysctl("net.ipv4.conf.all.route_localnet", "1"),
+                    Step::Bridge {
+                        name: BRIDGE.into(),
+                        mtu: pod.mtu,
+                    },
+                    Step::Address {
+                        dev: BRIDGE.into(),
+                        cidr: format!("{gateway}/{prefix}"),
+                    },
+                    Step::Tap {
+                        name: TAP.into(),
+                        owner: input.owner,
+                        mtu: pod.mtu,
+                    },
+                    Step::Enslave {
+                        dev: TAP.into(),
+                        bridge: BRIDGE.into(),
+                    },
+                    Step::LinkUp { dev: TAP.into() },
+                    Step::LinkUp { dev: BRIDGE.into() },
+                ]);
+                out.nft = Some(nft(&pod.name, guest, gateway, &ports(iface, i)?));
+                DhcpInterface {
+                    interface: iface.name.clone(),
+                    bridge: BRIDGE.into(),
+                    server_ip: gateway.to_string(),
+                    mac,
+                    ip: guest.to_string(),
+                    prefix,
+                    router: Some(gateway.to_string()),
+                    mtu: Some(pod.mtu),
+                    hostname,
+                }
+            }
+            (None, Some(_)) => {
+                if !iface.ports.is_empty() {
+                    return Err(Error::unsupported(
+                        field("ports"),
+                        "ports are only forwarded with the masquerade binding",
+                    ));
+                }
+                // The guest takes the pod's MAC (unless the spec names one) and address;
+                // the pod's link gets another MAC so the bridge does not own the guest's.
+                let mac = match &iface.mac_address {
+                    Some(m) => normalize_mac(m),
+                    None => pod.mac.to_ascii_lowercase(),
+                };
+                let pod_link_mac = mac_address(input.uid, &format!("{}/pod", iface.name));
+                out.steps.extend([
+                    Step::FlushAddresses {
+                        dev: pod.name.clone(),
+                    },
+                    Step::LinkDown {
+                        dev: pod.name.clone(),
+                    },
+                    Step::SetMac {
+                        dev: pod.name.clone(),
+                        mac: pod_link_mac,
+                    },
+                    Step::Bridge {
+                        name: BRIDGE.into(),
+                        mtu: pod.mtu,
+                    },
+                    Step::Address {
+                        dev: BRIDGE.into(),
+                        cidr: format!("{BRIDGE_BINDING_SERVER}/32"),
+                    },
+                    Step::Enslave {
+                        dev: pod.name.clone(),
+                        bridge: BRIDGE.into(),
+                    },
+                    Step::Tap {
+                        name: TAP.into(),
+                        owner: input.owner,
+                        mtu: pod.mtu,
+                    },
+                    Step::Enslave {
+                        dev: TAP.into(),
+                        bridge: BRIDGE.into(),
+                    },
+                    Step::LinkUp {
+                        dev: pod.name.clone(),
+                    },
+                    Step::LinkUp { dev: TAP.into() },
+                    Step::LinkUp { dev: BRIDGE.into() },
+                ]);
+                DhcpInterface {
+                    interface: iface.name.clone(),
+                    bridge: BRIDGE.into(),
+                    server_ip: BRIDGE_BINDING_SERVER.into(),
+                    mac,
+                    ip: pod_ip.0.to_string(),
+                    prefix: pod_ip.1,
+                    router: pod.gateway4.map(|g| g.to_string()),
+                    mtu: Some(pod.mtu),
+                    hostname,
+                }
+            }
+            _ => {
+                return Err(Error::unsupported(
+                    field("masquerade"),
+                    "set exactly one binding: masquerade or bridge",
+                ));
+            }
+        };
+        out.nics.push(Nic {
+            interface: iface.name.clone(),
+            tap: TAP.into(),
+            mac: dhcp.mac.clone(),
+        });
+        // Both bindings: the guest is reached at the pod's addresses (KubeVirt's status).
+        out.status.push(status(&iface.name, &dhcp.mac, ips));
+        out.dhcp.push(dhcp);
+    }
+    Ok(out)
+}
+
+fn sysctl(key: &str, value: &str) -> Step {
+    Step::Sysctl {
+        key: key.into(),
+        value: value.into(),
+    }
+}
+
+fn status(name: &str, mac: &str, ips: Vec<String>) -> VirtualMachineInstanceNetworkInterface {
+    VirtualMachineInstanceNetworkInterface {
+        name: Some(name.into()),
+        ip_address: ips.first().cloned(),
+        ip_addresses: ips,
+        mac: Some(mac.into()),
+        interface_name: None,
+        info_source: Some("domain".into()),
+    }
+}
+
+pub fn normalize_mac(m: &str) -> String {
+    m.replace('-', ":").to_ascii_lowercase()
+}
+
+/// The guest's MAC: the spec's, else a stable one derived from the VMI.
+pub fn guest_mac(spec: Option<&str>, uid: &str, interface: &str) -> String {
+    spec.map(normalize_mac)
+        .unwrap_or_else(|| mac_address(uid, interface))
+}
+
+/// (gateway, guest, prefix) of a masquerade network: its first and second host.
+fn vm_network(cidr: &str) -> Option<(Ipv4Addr, Ipv4Addr, u8)> {
+    let (addr, prefix) = cidr.split_once('/')?;
+    let addr: Ipv4Addr = addr.parse().ok()?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| (1..=30).contains(p))?;
+    let net = u32::from(addr) & (u32::MAX << (32 - u32::from(prefix)));
+    Some((Ipv4Addr::from(net + 1), Ipv4Addr::from(net + 2), prefix))
+}
+
+/// The forwarded ports by protocol; empty: everything is forwarded.
+struct Ports {
+    tcp: Vec<u16>,
+    udp: Vec<u16>,
+}
+
+fn ports(iface: &crds::Interface, i: usize) -> Result<Ports> {
+    let mut p = Ports {
+        tcp: vec![],
+        udp: vec![],
+    };
+    for (j, port) in iface.ports.iter().enumerate() {
+        let n = u16::try_from(port.port)
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                Error::unsupported(
+                    format!("spec.domain.devices.interfaces[{i}].ports[{j}].port"),
+                    format!("{} is not a port number", port.port),
+                )
+            })?;
+        match port.protocol.unwrap_or(Protocol::Tcp) {
+            Protocol::Tcp => p.tcp.push(n),
+            Protocol::Udp => p.udp.push(n),
+        }
+    }
+    Ok(p)
+}
+
+fn set(ports: &[u16]) -> String {
+    let v: Vec<String> = ports.iter().map(u16::to_string).collect();
+    format!("{{ {} }}", v.join(", "))
+}
+
+/// KubeVirt's masquerade NAT, as one nftables table: what comes in on the pod's link (and
+/// what the pod sends to 127.0.0.1) goes to the guest, only the listed ports if any; what
+/// the guest sends out leaves with the pod's address.
+fn nft(pod_if: &str, guest: Ipv4Addr, gateway: Ipv4Addr, ports: &Ports) -> String {
+    let t = NFT_TABLE;
+    let mut inbound = Vec::new();
+    let mut local = Vec::new();
+    let mut post = Vec::new();
+    if ports.tcp.is_empty() && ports.udp.is_empty() {
+        inbound.push(format!("dnat to {guest}"));
+        local.push(format!("ip daddr 127.0.0.1 dnat to {guest}"));
+        post.push(format!("ip saddr 127.0.0.1 snat to {gateway}"));
+    } else {
+        for (proto, list) in [("tcp", &ports.tcp), ("udp", &ports.udp)] {
+            if list.is_empty() {
+                continue;
+            }
+            let s = set(list);
+            inbound.push(format!("{proto} dport {s} dnat to {guest}"));
+            local.push(format!(
+                "ip daddr 127.0.0.1 {proto} dport {s} dnat to {guest}"
+            ));
+            post.push(format!(
+                "{proto} dport {s} ip saddr 127.0.0.1 snat to {gateway}"
+            ));
+        }
+    }
+    let lines = |v: &[String]| v.iter().map(|r| format!("    {r}\n")).collect::<String>();
+    format!(
+        "table ip {t} {{\n\
+         \x20 chain prerouting {{\n    type nat hook prerouting priority dstnat;\n    iifname \"{pod_if}\" jump inbound\n  }}\n\
+         \x20 chain output {{\n    type nat hook output priority -100;\n{local}  }}\n\
+         \x20 chain postrouting {{\n    type nat hook postrouting priority srcnat;\n    ip saddr {guest} masquerade\n    oifname \"{BRIDGE}\" jump postinbound\n  }}\n\
+         \x20 chain inbound {{\n{inbound}  }}\n\
+         \x20 chain postinbound {{\n{post}  }}\n\
+         }}\n",
+        local = lines(&local),
+        inbound = lines(&inbound),
+        post = lines(&post),
+    )
+}

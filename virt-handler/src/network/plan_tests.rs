@@ -1,0 +1,186 @@
+//! Table tests of the network plan.
+
+use std::net::Ipv4Addr;
+
+use super::plan::{Input, PodInterface, Step, plan};
+
+fn pod() -> PodInterface {
+    PodInterface {
+        name: "eth0".into(),
+        mac: "0A:58:0A:F4:00:05".into(),
+        mtu: 1450,
+        ipv4: Some((Ipv4Addr::new(10, 244, 0, 5), 24)),
+        other_ips: vec!["fd00::5".into()],
+        gateway4: Some(Ipv4Addr::new(10, 244, 0, 1)),
+    }
+}
+
+fn spec(
+    interface: serde_json::Value,
+    network: serde_json::Value,
+) -> crds::VirtualMachineInstanceSpec {
+    serde_json::from_value(serde_json::json!({
+        "domain": {"devices": {"interfaces": [interface]}},
+        "networks": [network]
+    }))
+    .unwrap()
+}
+
+fn run(spec: &crds::VirtualMachineInstanceSpec) -> crate::Result<super::Plan> {
+    plan(&Input {
+        spec,
+        uid: "uid-1",
+        hostname: "vm1",
+        pod: &pod(),
+        owner: 107,
+    })
+}
+
+#[test]
+fn masquerade_makes_a_bridge_a_tap_nat_and_a_dhcp_offer() {
+    let s = spec(
+        serde_json::json!({"name": "default", "masquerade": {}}),
+        serde_json::json!({"name": "default", "pod": {}}),
+    );
+    let p = run(&s).unwrap();
+    assert!(p.steps.contains(&Step::Address {
+        dev: "k6t-eth0".into(),
+        cidr: "10.0.2.1/24".into()
+    }));
+    assert!(p.steps.contains(&Step::Tap {
+        name: "tap0".into(),
+        owner: 107,
+        mtu: 1450
+    }));
+    assert!(p.steps.contains(&Step::Enslave {
+        dev: "tap0".into(),
+        bridge: "k6t-eth0".into()
+    }));
+    assert!(
+        !p.steps
+            .iter()
+            .any(|s| matches!(s, Step::FlushAddresses { .. })),
+        "the pod keeps its address"
+    );
+    let nft = p.nft.as_deref().unwrap();
+    assert!(nft.contains("iifname \"eth0\" jump inbound"), "{nft}");
+    assert!(
+        nft.contains("    dnat to 10.0.2.2\n"),
+        "everything forwarded without ports: {nft}"
+    );
+    assert!(nft.contains("ip saddr 10.0.2.2 masquerade"), "{nft}");
+    let d = &p.dhcp[0];
+    assert_eq!(
+        (d.ip.as_str(), d.prefix, d.router.as_deref()),
+        ("10.0.2.2", 24, Some("10.0.2.1"))
+    );
+    assert_eq!(
+        (d.server_ip.as_str(), d.mtu, d.hostname.as_deref()),
+        ("10.0.2.1", Some(1450), Some("vm1"))
+    );
+    assert_eq!(d.mac, crate::domain::mac_address("uid-1", "default"));
+    assert_eq!(p.nics[0].mac, d.mac);
+    let st = &p.status[0];
+    assert_eq!(
+        st.ip_address.as_deref(),
+        Some("10.244.0.5"),
+        "reached at the pod's address"
+    );
+    assert_eq!(st.ip_addresses, ["10.244.0.5", "fd00::5"]);
+    assert_eq!(st.info_source.as_deref(), Some("domain"));
+}
+
+#[test]
+fn ports_limit_what_is_forwarded() {
+    let s = spec(
+        serde_json::json!({"name": "default", "masquerade": {}, "macAddress": "DE-AD-00-00-BE-AF",
+            "ports": [{"port": 80}, {"port": 8443, "protocol": "TCP"}, {"name": "dns", "port": 53, "protocol": "UDP"}]}),
+        serde_json::json!({"name": "default", "pod": {"vmNetworkCIDR": "10.11.12.0/28"}}),
+    );
+    let p = run(&s).unwrap();
+    let nft = p.nft.unwrap();
+    assert!(
+        nft.contains("tcp dport { 80, 8443 } dnat to 10.11.12.2"),
+        "{nft}"
+    );
+    assert!(nft.contains("udp dport { 53 } dnat to 10.11.12.2"), "{nft}");
+    assert!(
+        !nft.contains("    dnat to"),
+        "nothing unlisted is forwarded: {nft}"
+    );
+    assert_eq!(p.dhcp[0].ip, "10.11.12.2");
+    assert_eq!(p.dhcp[0].prefix, 28);
+    assert_eq!(p.nics[0].mac, "de:ad:00:00:be:af");
+}
+
+#[test]
+fn bridge_moves_the_pods_address_and_mac_to_the_guest() {
+    let s = spec(
+        serde_json::json!({"name": "default", "bridge": {}}),
+        serde_json::json!({"name": "default", "pod": {}}),
+    );
+    let p = run(&s).unwrap();
+    assert_eq!(p.steps[0], Step::FlushAddresses { dev: "eth0".into() });
+    assert!(p.steps.contains(&Step::Enslave {
+        dev: "eth0".into(),
+        bridge: "k6t-eth0".into()
+    }));
+    assert!(p.nft.is_none());
+    let d = &p.dhcp[0];
+    assert_eq!(
+        (d.ip.as_str(), d.prefix, d.router.as_deref()),
+        ("10.244.0.5", 24, Some("10.244.0.1"))
+    );
+    assert_eq!(d.mac, "0a:58:0a:f4:00:05", "the guest takes the pod's MAC");
+    let moved = p.steps.iter().find_map(|s| match s {
+        Step::SetMac { mac, .. } => Some(mac.clone()),
+        _ => None,
+    });
+    assert_ne!(moved.as_deref(), Some("0a:58:0a:f4:00:05"));
+}
+
+#[test]
+fn refusals_name_the_field() {
+    let cases = [
+        (
+            serde_json::json!({"name": "default", "bridge": {}, "ports": [{"port": 80}]}),
+            serde_json::json!({"name": "default", "pod": {}}),
+            "spec.domain.devices.interfaces[0].ports",
+        ),
+        (
+            serde_json::json!({"name": "default", "masquerade": {}}),
+            serde_json::json!({"name": "default", "pod": {"vmNetworkCIDR": "10.0.2.0/31"}}),
+            "spec.networks[0].pod.vmNetworkCIDR",
+        ),
+        (
+            serde_json::json!({"name": "default", "masquerade": {}, "bridge": {}}),
+            serde_json::json!({"name": "default", "pod": {}}),
+            "spec.domain.devices.interfaces[0].masquerade",
+        ),
+        (
+            serde_json::json!({"name": "default", "masquerade": {}}),
+            serde_json::json!({"name": "other", "pod": {}}),
+            "spec.domain.devices.interfaces[0].name",
+        ),
+    ];
+    for (iface, net, field) in cases {
+        let e = run(&spec(iface, net)).unwrap_err().to_string();
+        assert!(e.starts_with(field), "{field}: {e}");
+    }
+    let mut no_ip = pod();
+    no_ip.ipv4 = None;
+    let s = spec(
+        serde_json::json!({"name": "default", "masquerade": {}}),
+        serde_json::json!({"name": "default", "pod": {}}),
+    );
+    let e = plan(&Input {
+        spec: &s,
+        uid: "u",
+        hostname: "h",
+        pod: &no_ip,
+        owner: 0,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("no IPv4 address"), "{e}");
+}

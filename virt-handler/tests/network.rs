@@ -1,0 +1,253 @@
+//! Pod networking without Kubernetes: the test makes two network namespaces of its own,
+//! "pod" and "peer", joined by a veth, starts the real virt-launcher inside "pod", has
+//! virt-handler's network code prepare that namespace (bridge, tap, nftables NAT) and the
+//! launcher's DHCP server give the guest its address, then boots the Ferrovirt test guest.
+//! Checks: the guest printed 10.0.2.2 (from DHCP); an HTTP GET from "peer" to the pod's
+//! address reaches the guest's httpd on the forwarded port; the port not listed in
+//! `ports` is not reachable from "peer" (though the guest serves it: reachable from the
+//! pod's own namespace on the guest's address). Every address used is one this test
+//! created inside its own namespaces; nothing is routed off the machine.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{GUEST_LINE, cache, guest_cmdline, start_launcher_wrapped, wait_for_line};
+use ferrovirt_node_contract::client::LauncherClient;
+use virt_handler::config::Virtualization;
+use virt_handler::domain::{Input, convert_with};
+use virt_handler::imagestore::ImageStore;
+use virt_handler::network::{self, Attachment, NetNs};
+use virt_handler::volumes::{plan, prepare, prepare_firmware};
+
+const POD_IP: &str = "10.199.0.2";
+const PEER_IP: &str = "10.199.0.1";
+
+/// A named network namespace (`ip netns add`), deleted on drop.
+struct Ns(String);
+
+impl Ns {
+    fn new(role: &str) -> Ns {
+        let name = format!("fvnet-{}-{role}", std::process::id());
+        sh(&["ip", "netns", "add", &name]);
+        let ns = Ns(name);
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+    fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.0)
+    }
+    fn ip(&self, args: &[&str]) {
+        let mut v = vec!["ip", "-n", &self.0];
+        v.extend_from_slice(args);
+        sh(&v);
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (install iproute2 and nftables: hack/setup.sh)",
+                args[0]
+            )
+        });
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `f` on a thread that has entered the namespace at `ns` (setns).
+fn in_netns<T: Send + 'static>(ns: &Path, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let file = std::fs::File::open(ns).unwrap();
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns(2) on an fd we own, on this thread only.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// An HTTP/1.0 GET; the whole answer, or the connection error.
+fn http_get(addr: &str, port: u16) -> std::io::Result<String> {
+    let addr: SocketAddr = format!("{addr}:{port}").parse().unwrap();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+/// Retries a GET while the guest's httpd may still be starting.
+fn http_get_eventually(ns: &Path, addr: &'static str, port: u16) -> String {
+    let start = Instant::now();
+    loop {
+        match in_netns(ns, move || http_get(addr, port)) {
+            Ok(body) => return body,
+            Err(e) if start.elapsed() > Duration::from_secs(60) => {
+                panic!("GET http://{addr}:{port}/ never answered: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(300)),
+        }
+    }
+}
+
+#[tokio::test]
+async fn masquerade_guest_gets_dhcp_and_serves_only_its_ports_through_the_pod_ip() {
+    let images = ImageStore::new(cache().join("images"));
+    let cmdline = guest_cmdline();
+
+    let pod = Ns::new("pod");
+    let peer = Ns::new("peer");
+    // The veth is created inside "pod" with its other end straight in "peer".
+    pod.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &peer.0,
+    ]);
+    pod.ip(&["addr", "add", &format!("{POD_IP}/24"), "dev", "eth0"]);
+    peer.ip(&["addr", "add", &format!("{PEER_IP}/24"), "dev", "eth0"]);
+    pod.ip(&["link", "set", "eth0", "up"]);
+    peer.ip(&["link", "set", "eth0", "up"]);
+
+    let vmi: crds::VirtualMachineInstance = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "metadata": {"name": "web", "namespace": "default", "uid": "net-1"},
+        "spec": {
+            "domain": {
+                "memory": {"guest": "256Mi"},
+                "firmware": {"uuid": "c0ffee00-0000-4000-8000-00000000000a", "kernelBoot": {
+                    "kernelArgs": cmdline,
+                    "container": {"image": "ferrovirt/guest-kernel:latest", "kernelPath": "/boot/vmlinuz", "initrdPath": "/boot/initrd.img"}
+                }},
+                "devices": {
+                    "interfaces": [{"name": "default", "masquerade": {}, "ports": [{"name": "http", "port": 80}]}]
+                }
+            },
+            "networks": [{"name": "default", "pod": {}}]
+        }
+    }))
+    .unwrap();
+    let uid = "net-1";
+    let run_dir = tempfile::Builder::new()
+        .prefix("vn")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = run_dir.path().join(uid);
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // The launcher, inside "pod" (nsenter execs it: the child is the launcher itself).
+    let netns_arg = format!("--net={}", pod.path().display());
+    let _launcher =
+        start_launcher_wrapped(&["nsenter", &netns_arg, "--"], &dir, "web", uid, 5, &[]);
+    let mut client = LauncherClient::connect(dir.join("launcher.sock"))
+        .await
+        .unwrap();
+    client.ping().await.unwrap();
+    let peer_cred = client.peer().expect("SO_PEERCRED gives the launcher's pid");
+    assert!(
+        !NetNs::of(peer_cred.pid).is_ours().unwrap(),
+        "the launcher runs in the test's pod namespace"
+    );
+
+    // What the worker does: network, volumes, convert, define and start with DHCP.
+    let t0 = Instant::now();
+    let spec = vmi.spec.clone();
+    let (pid, owner, vmi_dir) = (peer_cred.pid, peer_cred.uid, dir.clone());
+    let attachment = tokio::task::spawn_blocking(move || {
+        network::prepare(&network::Target {
+            spec: &spec,
+            uid: "net-1",
+            hostname: "web",
+            pid,
+            owner,
+            vmi_dir: &vmi_dir,
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{}", ferrovirt_runtime::chain(&e)));
+    let network_took = t0.elapsed();
+    let Attachment::Pod(net_plan) = &attachment else {
+        panic!("expected taps in the pod namespace, got {attachment:?}");
+    };
+    assert_eq!(net_plan.status[0].ip_address.as_deref(), Some(POD_IP));
+
+    let plans = plan(&vmi.spec, &dir, &BTreeMap::new(), &Default::default()).unwrap();
+    prepare_firmware(&vmi.spec.domain, &dir, &images).unwrap();
+    prepare(&plans, &dir, &images, uid, "web").unwrap();
+    let xml = convert_with(
+        &Input {
+            namespace: "default",
+            name: "web",
+            uid,
+            spec: &vmi.spec,
+            virtualization: Virtualization::Emulation,
+            vmi_dir: &dir,
+            images: &images,
+            volumes: &plans,
+        },
+        &attachment,
+    )
+    .unwrap();
+    assert!(xml.contains("<target dev='tap0' managed='no'/>"), "{xml}");
+    let started = Instant::now();
+    client
+        .define_and_start_full(&xml, false, net_plan.dhcp.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{}\n{xml}", ferrovirt_runtime::chain(&e)));
+
+    let serial = dir.join("serial0.log");
+    wait_for_line(&serial, GUEST_LINE);
+    let ready = started.elapsed();
+    wait_for_line(&serial, "FERROVIRT IP: 10.0.2.2");
+    eprintln!(
+        "MEASURE network prepared in {:.0} ms; define -> ready {:.1} s, -> DHCP lease {:.1} s",
+        network_took.as_secs_f64() * 1e3,
+        ready.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    let leases = client.leases().await.unwrap();
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    assert_eq!(leases[0].ip, "10.0.2.2");
+    assert_eq!(leases[0].mac, net_plan.nics[0].mac);
+
+    // The forwarded port, from the peer, through the pod's address.
+    let body = http_get_eventually(&peer.path(), POD_IP, 80);
+    assert!(
+        body.contains("ferrovirt guest"),
+        "GET pod:80 from the peer: {body:?}"
+    );
+
+    // 8080 is served by the guest (from the pod's own namespace, on the guest's address)...
+    let body = http_get_eventually(&pod.path(), "10.0.2.2", 8080);
+    assert!(
+        body.contains("ferrovirt guest"),
+        "GET guest:8080 from the pod: {body:?}"
+    );
+    // ...but not forwarded: from the peer, the pod's 8080 is the pod's own (closed).
+    let refused = in_netns(&peer.path(), || http_get(POD_IP, 8080));
+    assert!(
+        refused.is_err(),
+        "port 8080 is not in ports yet answered: {refused:?}"
+    );
+
+    client.destroy().await.unwrap();
+}
