@@ -12,6 +12,8 @@
 
 pub mod condition;
 pub mod domain;
+pub mod expand;
+pub mod instancetype;
 pub mod quantity;
 pub mod rules;
 mod schema;
@@ -21,6 +23,11 @@ pub mod volumes;
 
 pub use condition::*;
 pub use domain::*;
+pub use instancetype::{
+    ControllerRevisionRef, InstancetypeMatcher, InstancetypeSpec, InstancetypeStatusRef,
+    PreferenceMatcher, PreferenceSpec, VirtualMachineClusterInstancetype,
+    VirtualMachineClusterPreference, VirtualMachineInstancetype, VirtualMachinePreference,
+};
 pub use vm::*;
 pub use vmi::*;
 pub use volumes::*;
@@ -35,11 +42,16 @@ pub const VERSION: &str = "v1";
 
 /// Every CRD Ferrovirt installs, in the order they should be applied.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![VirtualMachineInstance::crd(), VirtualMachine::crd()]
+    let core = [VirtualMachineInstance::crd(), VirtualMachine::crd()]
         .into_iter()
-        .map(finish_schemas)
-        .map(declare_metadata_name)
-        .collect()
+        .map(declare_metadata_name);
+    let instancetypes = [
+        VirtualMachineInstancetype::crd(),
+        VirtualMachineClusterInstancetype::crd(),
+        VirtualMachinePreference::crd(),
+        VirtualMachineClusterPreference::crd(),
+    ];
+    core.chain(instancetypes).map(finish_schemas).collect()
 }
 
 /// Declares `metadata.name` in each root schema (the one part of metadata a CRD schema may

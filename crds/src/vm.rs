@@ -46,6 +46,13 @@ pub struct VirtualMachineSpec {
     pub running: Option<bool>,
     /// The VirtualMachineInstance created when the VM starts.
     pub template: VirtualMachineInstanceTemplateSpec,
+    /// The instancetype that sets the instance's vCPUs and memory (and what else it
+    /// sets); the template must not set those fields itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instancetype: Option<crate::InstancetypeMatcher>,
+    /// The preference whose defaults apply where the template sets nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preference: Option<crate::PreferenceMatcher>,
 }
 
 // When a VM's instance runs.
@@ -151,6 +158,12 @@ pub struct VirtualMachineStatus {
     /// Why the last starts failed, and when the next start may be tried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_failure: Option<VirtualMachineStartFailure>,
+    /// The instancetype version the VM uses (a ControllerRevision of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instancetype_ref: Option<crate::InstancetypeStatusRef>,
+    /// The preference version the VM uses (a ControllerRevision of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preference_ref: Option<crate::InstancetypeStatusRef>,
 }
 
 /// A condition of a VM: Ready, Failure, RestartRequired or Paused.

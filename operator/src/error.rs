@@ -46,6 +46,18 @@ pub enum Error {
     /// A watch stream ended with an error.
     #[error("watch")]
     Watch(#[source] kube::runtime::watcher::Error),
+    /// The VM's instancetype (or its ControllerRevision) cannot be found.
+    #[error("{0}")]
+    FailedFindInstancetype(String),
+    /// The VM's preference (or its ControllerRevision) cannot be found.
+    #[error("{0}")]
+    FailedFindPreference(String),
+    /// The VM's template sets what its instancetype sets.
+    #[error(transparent)]
+    InstancetypeConflict(crds::expand::Conflicts),
+    /// Storing the ControllerRevision of an instancetype or preference failed.
+    #[error("creating ControllerRevision {0}: {1}")]
+    FailedCreateRevision(String, String),
     /// Serializing a patch failed (a bug).
     #[error("serializing a patch")]
     Serialize(#[from] serde_json::Error),
@@ -73,6 +85,9 @@ impl Error {
             Error::Runtime(..) => "Startup",
             Error::Watch(..) => "Watch",
             Error::Serialize(..) => "Serialize",
+            Error::FailedFindInstancetype(..) => "FailedFindInstancetype",
+            Error::FailedFindPreference(..) => "FailedFindPreference",
+            Error::InstancetypeConflict(..) | Error::FailedCreateRevision(..) => "FailedCreate",
         }
     }
 

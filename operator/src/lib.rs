@@ -9,6 +9,7 @@ mod args;
 mod context;
 mod ending;
 mod error;
+pub mod instancetype;
 pub mod leader;
 pub mod metrics;
 pub mod pod;

@@ -20,6 +20,7 @@ use serde_json::json;
 use tracing::instrument;
 
 use crate::ending::{self, Ending};
+use crate::instancetype::{self, Resolved};
 use crate::printable::{Facts, VmiFacts, printable_status};
 use crate::strategy::{self, Decision, Inputs, StartFailures, VmiView};
 use crate::vmi_controller::FINALIZER;
@@ -120,7 +121,16 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
     let mut start_expected = false;
     let mut stop_expected = false;
     let mut requeue = RESYNC;
-    let mut sync_error: Option<Error> = None;
+    // The instancetype and preference versions: a VM whose instancetype cannot be found
+    // does not start (the Failure condition and a Warning Event name it).
+    let (resolved, mut sync_error) = if vm.meta().deletion_timestamp.is_some() {
+        (None, None)
+    } else {
+        match instancetype::sync(vm, ctx).await {
+            Ok(r) => (Some(r), None),
+            Err(e) => (None, Some(e)),
+        }
+    };
     match decision {
         Decision::Nothing => {}
         Decision::WaitBackoff(left) => {
@@ -130,10 +140,14 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
             );
             requeue = left + Duration::from_millis(100);
         }
-        Decision::Start => match start(vm, &vmis, ctx).await {
-            Ok(()) => start_expected = true,
-            Err(e) => sync_error = Some(e),
-        },
+        Decision::Start => {
+            if let Some(r) = &resolved {
+                match start(vm, r, &vmis, ctx).await {
+                    Ok(()) => start_expected = true,
+                    Err(e) => sync_error = Some(e),
+                }
+            }
+        }
         Decision::Stop | Decision::StopAndRequestStart => {
             let v = vmi.as_deref().expect("stop decisions come with a VMI");
             if decision == Decision::StopAndRequestStart && !strategy::has_start_request(&requests)
@@ -233,6 +247,10 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
     status.start_failure = start_failure;
     status.observed_generation = observed;
     status.desired_generation = vm.metadata.generation;
+    if let Some(r) = &resolved {
+        status.instancetype_ref = r.instancetype_ref();
+        status.preference_ref = r.preference_ref();
+    }
     let restart_required = vmi.as_deref().is_some_and(|v| {
         v.meta().deletion_timestamp.is_none()
             && !view_of(v).phase.is_some_and(VmiPhase::is_final)
@@ -401,14 +419,7 @@ pub fn instance_for(vm: &VirtualMachine) -> VirtualMachineInstance {
         annotations.insert(VM_GENERATION_ANNOTATION.into(), g.to_string());
     }
     annotations.insert(TEMPLATE_HASH_ANNOTATION.into(), template_hash(vm));
-    let owner = OwnerReference {
-        api_version: VirtualMachine::api_version(&()).into_owned(),
-        kind: VirtualMachine::kind(&()).into_owned(),
-        name: vm.name_any(),
-        uid: vm.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    };
+    let owner = controller_ref(vm);
     VirtualMachineInstance {
         metadata: ObjectMeta {
             name: vm.metadata.name.clone(),
@@ -424,13 +435,27 @@ pub fn instance_for(vm: &VirtualMachine) -> VirtualMachineInstance {
     }
 }
 
+/// The VM as the controller of what it owns (its instance, its ControllerRevisions).
+pub(crate) fn controller_ref(vm: &VirtualMachine) -> OwnerReference {
+    OwnerReference {
+        api_version: VirtualMachine::api_version(&()).into_owned(),
+        kind: VirtualMachine::kind(&()).into_owned(),
+        name: vm.name_any(),
+        uid: vm.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
 async fn start(
     vm: &VirtualMachine,
+    resolved: &Resolved,
     vmis: &Api<VirtualMachineInstance>,
     ctx: &Context,
 ) -> Result<()> {
-    let vmi = instance_for(vm);
+    let mut vmi = instance_for(vm);
     let name = vm.name_any();
+    instancetype::expand(vm, resolved, &mut vmi)?;
     match writes::create(vmis, &vmi, &ctx.metrics, "virtualmachineinstances").await {
         Ok(Some(created)) => {
             tracing::info!(vmi = %name, "started: created the VirtualMachineInstance");

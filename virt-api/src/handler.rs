@@ -49,7 +49,10 @@ pub async fn handle(
     // it calls KubeVirt's; their answers are decisions on the object sent, nothing more.
     if let Some(hook) = admission::Hook::from_path(path) {
         let response = if *method == Method::POST {
-            json(StatusCode::OK, &admission::Admission::review(hook, body))
+            json(
+                StatusCode::OK,
+                &admission::Admission::review_reading(hook, body, Some(&app.client)).await,
+            )
         } else {
             status_reply(&Status::method_not_allowed(method.as_str(), path))
         };

@@ -6,6 +6,7 @@
 //! (its defaults and its validation). The decisions are pure functions
 //! ([`mutate`], [`validate`]); this module turns them into AdmissionReview answers.
 
+pub mod instancetype;
 pub mod mutate;
 pub mod quantity;
 pub mod register;
@@ -18,6 +19,7 @@ use std::task::{Context, Poll};
 
 use serde_json::Value;
 
+pub use instancetype::Found;
 pub use review::{Cause, Operation, Request, Response};
 
 /// Which webhook a request came to, from its path. The paths are KubeVirt's.
@@ -52,10 +54,17 @@ impl Hook {
 
 /// What a kind's admission does: its defaults and its validation.
 pub trait Admit {
-    /// Sets the defaults on `object` (a create or update).
-    fn default(&self, op: Operation, object: &mut Value);
+    /// Sets the defaults on `object` (a create or update). `found`: the instancetype and
+    /// preference a VM names.
+    fn default(&self, op: Operation, object: &mut Value, found: &Found);
     /// The causes to refuse `object` for (empty: accepted).
-    fn validate(&self, op: Operation, object: &Value, old: Option<&Value>) -> Vec<Cause>;
+    fn validate(
+        &self,
+        op: Operation,
+        object: &Value,
+        old: Option<&Value>,
+        found: &Found,
+    ) -> Vec<Cause>;
 }
 
 /// VirtualMachineInstance: all of KubeVirt's defaults on create; validation of the spec
@@ -63,13 +72,19 @@ pub trait Admit {
 pub struct Vmi;
 
 impl Admit for Vmi {
-    fn default(&self, op: Operation, object: &mut Value) {
+    fn default(&self, op: Operation, object: &mut Value, _found: &Found) {
         if op == Operation::Create {
             mutate::vmi(object);
         }
     }
 
-    fn validate(&self, op: Operation, object: &Value, _old: Option<&Value>) -> Vec<Cause> {
+    fn validate(
+        &self,
+        op: Operation,
+        object: &Value,
+        _old: Option<&Value>,
+        _found: &Found,
+    ) -> Vec<Cause> {
         if op != Operation::Create {
             return Vec::new();
         }
@@ -77,29 +92,49 @@ impl Admit for Vmi {
     }
 }
 
-/// VirtualMachine: machine type and firmware UUID on create; validation of the template
-/// on create and on each update that changes it (updates that leave the template alone,
-/// such as a start or stop, are never refused for a template stored earlier).
+/// VirtualMachine: the preferred machine type, else the default one, and the firmware
+/// UUID on create; validation of the template, with its instancetype and preference
+/// applied ([`instancetype`]), on create and on each update that changes the template or
+/// the matchers (updates that leave them alone, such as a start or stop, are never refused
+/// for a template stored earlier).
 pub struct Vm;
 
 impl Admit for Vm {
-    fn default(&self, op: Operation, object: &mut Value) {
+    fn default(&self, op: Operation, object: &mut Value, found: &Found) {
         if op == Operation::Create {
+            instancetype::default_vm(found, object);
             mutate::vm(object);
         }
     }
 
-    fn validate(&self, op: Operation, object: &Value, old: Option<&Value>) -> Vec<Cause> {
-        let template = &object["spec"]["template"];
+    fn validate(
+        &self,
+        op: Operation,
+        object: &Value,
+        old: Option<&Value>,
+        found: &Found,
+    ) -> Vec<Cause> {
+        let spec = &object["spec"];
         let changed = match (op, old) {
             (Operation::Create, _) | (Operation::Update, None) => true,
-            (Operation::Update, Some(old)) => old["spec"]["template"] != *template,
+            (Operation::Update, Some(old)) => ["template", "instancetype", "preference"]
+                .iter()
+                .any(|f| old["spec"][f] != spec[*f]),
             _ => false,
         };
         if !changed {
             return Vec::new();
         }
-        validate::spec("spec.template.spec", &template["spec"])
+        let template = match instancetype::expanded_template(object, old, found) {
+            Ok(t) => t,
+            Err(causes) => return causes,
+        };
+        let mut causes = validate::spec("spec.template.spec", &template);
+        if instancetype::instancetype_missing(object, found) {
+            // The memory comes from the instancetype once it exists.
+            causes.retain(|c| c.field != "spec.template.spec.domain.memory.guest");
+        }
+        causes
     }
 }
 
@@ -117,22 +152,29 @@ pub fn admitter(kind: &str) -> Option<&'static dyn Admit> {
 pub struct Admission;
 
 impl Admission {
-    /// Decides one request (what [`tower_service::Service::call`] runs).
+    /// Decides one request (what [`tower_service::Service::call`] runs), as if the
+    /// instancetype and preference a VM names did not exist.
     pub fn decide(hook: Hook, req: &Request) -> Response {
+        Self::decide_with(hook, req, &Found::default())
+    }
+
+    /// Decides one request, given the instancetype and preference the VM names.
+    pub fn decide_with(hook: Hook, req: &Request, found: &Found) -> Response {
         let Some(admit) = admitter(&req.kind) else {
             return Response::Error(format!("Ferrovirt does not admit kind {:?}", req.kind));
         };
         match hook {
             Hook::Mutate => {
                 let mut object = req.object.clone();
-                admit.default(req.operation, &mut object);
+                admit.default(req.operation, &mut object, found);
                 let patch = json_patch::diff(&req.object, &object);
                 Response::Allow {
                     patch: (!patch.0.is_empty()).then_some(patch),
                 }
             }
             Hook::Validate => {
-                let causes = admit.validate(req.operation, &req.object, req.old_object.as_ref());
+                let causes =
+                    admit.validate(req.operation, &req.object, req.old_object.as_ref(), found);
                 if causes.is_empty() {
                     Response::Allow { patch: None }
                 } else {
@@ -142,11 +184,25 @@ impl Admission {
         }
     }
 
+    /// The AdmissionReview answering `body` sent to `hook`, reading the instancetype and
+    /// preference a VM names through `client` (none read without one).
+    pub async fn review_reading(hook: Hook, body: &[u8], client: Option<&kube::Client>) -> Value {
+        let found = match (review::parse(body), client) {
+            (Ok(req), Some(client)) => instancetype::find(client, &req).await,
+            _ => Found::default(),
+        };
+        Self::review_with(hook, body, &found)
+    }
+
     /// The AdmissionReview answering `body` sent to `hook`.
     pub fn review(hook: Hook, body: &[u8]) -> Value {
+        Self::review_with(hook, body, &Found::default())
+    }
+
+    fn review_with(hook: Hook, body: &[u8], found: &Found) -> Value {
         match review::parse(body) {
             Ok(req) => {
-                let response = Self::decide(hook, &req);
+                let response = Self::decide_with(hook, &req, found);
                 if let Response::Deny(causes) = &response {
                     tracing::info!(kind = %req.kind, operation = ?req.operation,
                         message = %Response::message(causes), "admission refused");

@@ -1,0 +1,334 @@
+//! Tables of the instancetype and preference expansion (crds::expand): what the instance
+//! gets, what conflicts, and KubeVirt's CPU topologies.
+
+use std::collections::BTreeMap;
+
+use crds::expand::{self, Conflicts};
+use crds::instancetype::{InstancetypeSpec, PreferenceSpec};
+use crds::{DiskBus, InterfaceModel, VirtualMachineInstanceSpec};
+
+fn it(yaml: &str) -> InstancetypeSpec {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+fn pref(yaml: &str) -> PreferenceSpec {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+fn spec(yaml: &str) -> VirtualMachineInstanceSpec {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+const CLARGE: &str = "{cpu: {guest: 4}, memory: {guest: 2Gi}}";
+const TEMPLATE: &str = r#"
+domain:
+  devices:
+    disks: [{name: root}, {name: ci, disk: {bus: sata}}, {name: cd, cdrom: {}}]
+    interfaces: [{name: default}]
+networks: [{name: default, pod: {}}]
+volumes: [{name: root, containerDisk: {image: cirros}}]
+"#;
+
+fn run(
+    i: Option<&InstancetypeSpec>,
+    p: Option<&PreferenceSpec>,
+    s: &str,
+) -> Result<(VirtualMachineInstanceSpec, BTreeMap<String, String>), Conflicts> {
+    let mut spec = spec(s);
+    let mut annotations = BTreeMap::from([("mine".to_string(), "1".to_string())]);
+    expand::apply("spec.template.spec", i, p, &mut spec, &mut annotations)?;
+    Ok((spec, annotations))
+}
+
+#[test]
+fn an_instancetype_sets_vcpus_on_sockets_and_memory() {
+    let (s, _) = run(Some(&it(CLARGE)), None, TEMPLATE).unwrap();
+    let cpu = s.domain.cpu.unwrap();
+    assert_eq!(
+        (cpu.sockets, cpu.cores, cpu.threads),
+        (Some(4), Some(1), Some(1))
+    );
+    assert_eq!(s.domain.memory.unwrap().guest.unwrap().0, "2Gi");
+}
+
+#[test]
+fn a_template_that_sets_what_the_instancetype_sets_conflicts_by_name() {
+    let rows = [
+        (
+            "domain: {memory: {guest: 128Mi}}",
+            "spec.template.spec.domain.memory.guest",
+        ),
+        (
+            "domain: {resources: {requests: {memory: 64Mi}}}",
+            "spec.template.spec.domain.resources.requests.memory",
+        ),
+        (
+            "domain: {resources: {limits: {memory: 64Mi}}}",
+            "spec.template.spec.domain.resources.limits.memory",
+        ),
+        (
+            "domain: {resources: {requests: {cpu: '1'}}}",
+            "spec.template.spec.domain.resources.requests.cpu",
+        ),
+        (
+            "domain: {resources: {limits: {cpu: '1'}}}",
+            "spec.template.spec.domain.resources.limits.cpu",
+        ),
+        (
+            "domain: {cpu: {sockets: 1}}",
+            "spec.template.spec.domain.cpu.sockets",
+        ),
+        (
+            "domain: {cpu: {cores: 2}}",
+            "spec.template.spec.domain.cpu.cores",
+        ),
+        (
+            "domain: {cpu: {threads: 2}}",
+            "spec.template.spec.domain.cpu.threads",
+        ),
+        (
+            "{domain: {}, nodeSelector: {a: b}}",
+            "spec.template.spec.nodeSelector",
+        ),
+    ];
+    let instancetype = it("{cpu: {guest: 2}, memory: {guest: 1Gi}, nodeSelector: {x: y}}");
+    for (template, field) in rows {
+        let err = run(Some(&instancetype), None, template).unwrap_err();
+        assert_eq!(err.0, vec![field.to_string()], "{template}");
+        assert_eq!(
+            err.to_string(),
+            format!("VM field(s) {field} conflicts with selected instance type")
+        );
+    }
+    // A CPU model conflicts only when the instancetype sets one too.
+    let with_model = it("{cpu: {guest: 2, model: Skylake-Client}, memory: {guest: 1Gi}}");
+    let err = run(Some(&with_model), None, "domain: {cpu: {model: Haswell}}").unwrap_err();
+    assert_eq!(
+        err.0,
+        vec!["spec.template.spec.domain.cpu.model".to_string()]
+    );
+    let (s, _) = run(Some(&it(CLARGE)), None, "domain: {cpu: {model: Haswell}}").unwrap();
+    assert_eq!(s.domain.cpu.unwrap().model.as_deref(), Some("Haswell"));
+    // An annotation of the instancetype with another value on the instance.
+    let annotated =
+        it("{cpu: {guest: 1}, memory: {guest: 1Gi}, annotations: {mine: '2', theirs: x}}");
+    let err = run(Some(&annotated), None, TEMPLATE).unwrap_err();
+    assert_eq!(err.0, vec!["annotations.mine".to_string()]);
+}
+
+#[test]
+fn kubevirt_cpu_topologies() {
+    // (preference, vCPUs, sockets, cores, threads)
+    let rows = [
+        ("{}", 4, (4, 1, 1)),
+        ("{cpu: {preferredCPUTopology: sockets}}", 4, (4, 1, 1)),
+        ("{cpu: {preferredCPUTopology: preferSockets}}", 4, (4, 1, 1)),
+        ("{cpu: {preferredCPUTopology: any}}", 4, (4, 1, 1)),
+        ("{cpu: {preferredCPUTopology: cores}}", 4, (1, 4, 1)),
+        ("{cpu: {preferredCPUTopology: preferCores}}", 4, (1, 4, 1)),
+        ("{cpu: {preferredCPUTopology: threads}}", 4, (1, 1, 4)),
+        ("{cpu: {preferredCPUTopology: spread}}", 8, (4, 2, 1)),
+        (
+            "{cpu: {preferredCPUTopology: spread, spreadOptions: {ratio: 4}}}",
+            8,
+            (2, 4, 1),
+        ),
+        (
+            "{preferSpreadSocketToCoreRatio: 4, cpu: {preferredCPUTopology: spread}}",
+            8,
+            (2, 4, 1),
+        ),
+        (
+            "{cpu: {preferredCPUTopology: spread, spreadOptions: {across: CoresThreads}}}",
+            8,
+            (1, 4, 2),
+        ),
+        (
+            "{cpu: {preferredCPUTopology: spread, spreadOptions: {across: SocketsCoresThreads}}}",
+            8,
+            (2, 2, 2),
+        ),
+        ("{cpu: {preferredCPUTopology: cores}}", 1, (1, 1, 1)),
+    ];
+    for (p, vcpus, want) in rows {
+        assert_eq!(
+            expand::topology(vcpus, Some(&pref(p))),
+            want,
+            "{p} with {vcpus} vCPUs"
+        );
+    }
+    let spread = pref("{cpu: {preferredCPUTopology: spread}}");
+    assert!(expand::spread_mismatch(8, Some(&spread)).is_none());
+    let message = expand::spread_mismatch(3, Some(&spread)).expect("3 vCPUs do not spread by 2");
+    assert!(message.contains("3 vCPUs"), "{message}");
+    assert!(expand::spread_mismatch(3, Some(&pref("{}"))).is_none());
+}
+
+#[test]
+fn preferences_fill_only_what_the_template_leaves_unset() {
+    let p = pref(
+        r#"
+cpu: {preferredCPUTopology: cores}
+devices:
+  preferredDiskBus: sata
+  preferredCdromBus: scsi
+  preferredInterfaceModel: e1000e
+  preferredInterfaceMasquerade: {}
+  preferredAutoattachGraphicsDevice: false
+  preferredRng: {}
+features: {preferredAcpi: {enabled: false}}
+firmware: {preferredUseEfi: true, preferredUseSecureBoot: false}
+machine: {preferredMachineType: pc-q35-7.2}
+preferredSubdomain: sub
+preferredTerminationGracePeriodSeconds: 7
+annotations: {mine: '2', theirs: x}
+"#,
+    );
+    let (s, annotations) = run(Some(&it(CLARGE)), Some(&p), TEMPLATE).unwrap();
+    let cpu = s.domain.cpu.as_ref().unwrap();
+    assert_eq!(
+        (cpu.sockets, cpu.cores, cpu.threads),
+        (Some(1), Some(4), Some(1))
+    );
+    let disks = &s.domain.devices.disks;
+    assert_eq!(
+        disks[0].disk.as_ref().unwrap().bus,
+        Some(DiskBus::Sata),
+        "unset bus"
+    );
+    assert_eq!(
+        disks[1].disk.as_ref().unwrap().bus,
+        Some(DiskBus::Sata),
+        "the template's"
+    );
+    assert_eq!(disks[2].cdrom.as_ref().unwrap().bus, Some(DiskBus::Scsi));
+    let iface = &s.domain.devices.interfaces[0];
+    assert_eq!(iface.model, Some(InterfaceModel::E1000e));
+    assert!(iface.masquerade.is_some() && iface.bridge.is_none());
+    assert_eq!(s.domain.devices.autoattach_graphics_device, Some(false));
+    assert!(s.domain.devices.rng.is_some());
+    assert_eq!(
+        s.domain
+            .features
+            .as_ref()
+            .unwrap()
+            .acpi
+            .as_ref()
+            .unwrap()
+            .enabled,
+        Some(false)
+    );
+    let boot = s
+        .domain
+        .firmware
+        .as_ref()
+        .unwrap()
+        .bootloader
+        .as_ref()
+        .unwrap();
+    assert_eq!(boot.efi.as_ref().unwrap().secure_boot, Some(false));
+    assert!(boot.bios.is_none());
+    assert_eq!(
+        s.domain.machine.as_ref().unwrap().machine_type.as_deref(),
+        Some("pc-q35-7.2")
+    );
+    assert_eq!(s.subdomain.as_deref(), Some("sub"));
+    assert_eq!(s.termination_grace_period_seconds, Some(7));
+    assert_eq!(
+        annotations["mine"], "1",
+        "the instance's own annotation wins"
+    );
+    assert_eq!(annotations["theirs"], "x");
+
+    // What the template sets wins over every preference.
+    let set = r#"
+domain:
+  machine: {type: q35}
+  features: {acpi: {enabled: true}}
+  firmware: {bootloader: {bios: {}}}
+  devices:
+    autoattachGraphicsDevice: true
+    disks: [{name: root, disk: {bus: virtio}}]
+    interfaces: [{name: default, model: virtio, bridge: {}}]
+networks: [{name: default, pod: {}}]
+subdomain: own
+terminationGracePeriodSeconds: 0
+"#;
+    let (s, _) = run(None, Some(&p), set).unwrap();
+    assert_eq!(
+        s.domain.machine.unwrap().machine_type.as_deref(),
+        Some("q35")
+    );
+    assert_eq!(s.domain.features.unwrap().acpi.unwrap().enabled, Some(true));
+    let boot = s.domain.firmware.unwrap().bootloader.unwrap();
+    assert!(boot.bios.is_some() && boot.efi.is_none());
+    assert_eq!(s.domain.devices.autoattach_graphics_device, Some(true));
+    assert_eq!(
+        s.domain.devices.disks[0].disk.as_ref().unwrap().bus,
+        Some(DiskBus::Virtio)
+    );
+    let iface = &s.domain.devices.interfaces[0];
+    assert_eq!(iface.model, Some(InterfaceModel::Virtio));
+    assert!(iface.masquerade.is_none());
+    assert_eq!(s.subdomain.as_deref(), Some("own"));
+    assert_eq!(s.termination_grace_period_seconds, Some(0));
+    assert!(s.domain.cpu.is_none(), "no instancetype: no topology");
+}
+
+#[test]
+fn bios_and_preferred_efi() {
+    let (s, _) = run(
+        None,
+        Some(&pref(
+            "{firmware: {preferredUseBios: true, preferredUseBiosSerial: true}}",
+        )),
+        "domain: {}",
+    )
+    .unwrap();
+    let boot = s.domain.firmware.unwrap().bootloader.unwrap();
+    assert_eq!(boot.bios.unwrap().use_serial, Some(true));
+    let (s, _) = run(
+        None,
+        Some(&pref(
+            "{firmware: {preferredEfi: {secureBoot: false}, preferredUseSecureBoot: true}}",
+        )),
+        "domain: {}",
+    )
+    .unwrap();
+    let boot = s.domain.firmware.unwrap().bootloader.unwrap();
+    assert_eq!(
+        boot.efi.unwrap().secure_boot,
+        Some(false),
+        "preferredEfi wins"
+    );
+}
+
+#[test]
+fn conflicts_leave_preferences_unapplied() {
+    let p = pref("{machine: {preferredMachineType: pc-q35-7.2}}");
+    let err = run(
+        Some(&it(CLARGE)),
+        Some(&p),
+        "domain: {memory: {guest: 1Gi}, cpu: {cores: 1}}",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.0,
+        vec![
+            "spec.template.spec.domain.cpu.cores".to_string(),
+            "spec.template.spec.domain.memory.guest".to_string()
+        ]
+    );
+}
+
+#[test]
+fn the_kubevirt_example_clarge_reads() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/kubevirt-examples/clarge.yaml"
+    );
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let clarge: crds::VirtualMachineInstancetype = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(clarge.spec.spec.cpu.guest, 4);
+    assert_eq!(clarge.spec.spec.memory.guest.0, "2Gi");
+}

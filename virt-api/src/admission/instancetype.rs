@@ -1,0 +1,210 @@
+//! A VM's instancetype and preference in admission, as KubeVirt's VM webhooks handle them
+//! (`pkg/instancetype/webhooks/vm`): the preferred machine type is set before the default
+//! one; a template that sets what its instancetype sets is refused with the fields named;
+//! the template is validated as the instance will be, with the instancetype and preference
+//! applied ([`crds::expand`]). A VM whose instancetype does not exist (yet) is accepted:
+//! virt-controller names it in the VM's Failure condition until it exists.
+
+use std::collections::BTreeMap;
+
+use crds::instancetype::is_cluster_kind;
+use crds::{
+    InstancetypeSpec, PreferenceSpec, VirtualMachineClusterInstancetype,
+    VirtualMachineClusterPreference, VirtualMachineInstanceSpec, VirtualMachineInstancetype,
+    VirtualMachinePreference,
+};
+use kube::Api;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::review::{Cause, Request};
+
+/// The instancetype and preference a VM names, as found (None: not named, or not found).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Found {
+    pub instancetype: Option<InstancetypeSpec>,
+    pub preference: Option<PreferenceSpec>,
+}
+
+/// Reads the instancetype and preference the VM of `req` names. A read that fails is
+/// treated as not found (logged), as KubeVirt's admitter does.
+pub async fn find(client: &kube::Client, req: &Request) -> Found {
+    if req.kind != "VirtualMachine" {
+        return Found::default();
+    }
+    let vm = &req.object;
+    let ns = vm["metadata"]["namespace"].as_str().unwrap_or("default");
+    let matcher = |field: &str| {
+        let m = &vm["spec"][field];
+        m["name"]
+            .as_str()
+            .map(|name| (name.to_string(), is_cluster_kind(m["kind"].as_str())))
+    };
+    let mut found = Found::default();
+    if let Some((name, cluster)) = matcher("instancetype") {
+        found.instancetype = if cluster {
+            spec_of(
+                Api::<VirtualMachineClusterInstancetype>::all(client.clone()),
+                &name,
+            )
+            .await
+        } else {
+            spec_of(
+                Api::<VirtualMachineInstancetype>::namespaced(client.clone(), ns),
+                &name,
+            )
+            .await
+        };
+    }
+    if let Some((name, cluster)) = matcher("preference") {
+        found.preference = if cluster {
+            spec_of(
+                Api::<VirtualMachineClusterPreference>::all(client.clone()),
+                &name,
+            )
+            .await
+        } else {
+            spec_of(
+                Api::<VirtualMachinePreference>::namespaced(client.clone(), ns),
+                &name,
+            )
+            .await
+        };
+    }
+    found
+}
+
+async fn spec_of<K, S>(api: Api<K>, name: &str) -> Option<S>
+where
+    K: kube::Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    S: DeserializeOwned,
+{
+    match api.get_opt(name).await {
+        Ok(found) => found
+            .and_then(|o| serde_json::to_value(o).ok())
+            .and_then(|v| serde_json::from_value(v["spec"].clone()).ok()),
+        Err(e) => {
+            tracing::warn!(name, error = %e, "reading an instancetype or preference; admitting as not found");
+            None
+        }
+    }
+}
+
+/// KubeVirt's early mutation: the preference's machine type when the template names none,
+/// before the default machine type is set.
+pub fn default_vm(found: &Found, vm: &mut Value) {
+    let Some(preferred) = found
+        .preference
+        .as_ref()
+        .and_then(|p| p.machine.as_ref())
+        .and_then(|m| m.preferred_machine_type.as_ref())
+    else {
+        return;
+    };
+    let Some(domain) = vm
+        .pointer_mut("/spec/template/spec/domain")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let machine = domain
+        .entry("machine")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if let Some(m) = machine.as_object_mut()
+        && m.get("type")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+    {
+        m.insert("type".into(), Value::String(preferred.clone()));
+    }
+}
+
+/// What the VM's template spec is validated as: with its instancetype and preference
+/// applied. `Err`: the causes to refuse the VM for (conflicts, a spread topology that does
+/// not divide the vCPUs, a revisionName left behind by a renamed matcher).
+pub fn expanded_template(
+    vm: &Value,
+    old: Option<&Value>,
+    found: &Found,
+) -> Result<Value, Vec<Cause>> {
+    let mut causes = matcher_updates(vm, old);
+    let template = &vm["spec"]["template"];
+    if found.instancetype.is_none() && found.preference.is_none() {
+        return if causes.is_empty() {
+            Ok(template["spec"].clone())
+        } else {
+            Err(causes)
+        };
+    }
+    if let Some(message) = found
+        .instancetype
+        .as_ref()
+        .and_then(|it| crds::expand::spread_mismatch(it.cpu.guest, found.preference.as_ref()))
+    {
+        causes.push(Cause::invalid(
+            "spec.preference",
+            format!("spec.preference: {message}"),
+        ));
+    }
+    // The schema has checked the template: it reads as a spec.
+    let Ok(mut spec) =
+        serde_json::from_value::<VirtualMachineInstanceSpec>(template["spec"].clone())
+    else {
+        return Ok(template["spec"].clone());
+    };
+    let mut annotations: BTreeMap<String, String> =
+        serde_json::from_value(template["metadata"]["annotations"].clone()).unwrap_or_default();
+    if let Err(conflicts) = crds::expand::apply(
+        "spec.template.spec",
+        found.instancetype.as_ref(),
+        found.preference.as_ref(),
+        &mut spec,
+        &mut annotations,
+    ) {
+        let message = conflicts.to_string();
+        causes.extend(conflicts.0.iter().map(|f| {
+            Cause::invalid(
+                f.clone(),
+                format!("VM field(s) {f} conflicts with selected instance type"),
+            )
+        }));
+        tracing::debug!(%message, "instancetype conflicts");
+    }
+    if !causes.is_empty() {
+        return Err(causes);
+    }
+    Ok(serde_json::to_value(spec).unwrap_or(Value::Null))
+}
+
+/// KubeVirt's rule for updates: a matcher renamed while it keeps a revisionName would keep
+/// the old version; the revisionName must change (or go) with the name.
+fn matcher_updates(vm: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let Some(old) = old else {
+        return Vec::new();
+    };
+    ["instancetype", "preference"]
+        .into_iter()
+        .filter_map(|field| {
+            let (new, old) = (&vm["spec"][field], &old["spec"][field]);
+            let old_revision = old["revisionName"].as_str().filter(|r| !r.is_empty())?;
+            (new.is_object()
+                && new["name"] != old["name"]
+                && new["revisionName"].as_str() == Some(old_revision))
+            .then(|| {
+                let f = format!("spec.{field}.revisionName");
+                Cause::invalid(
+                    &f,
+                    format!(
+                        "{f}: the Matcher Name has been updated without updating the RevisionName"
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Whether the VM names an instancetype that was not found: its template may then leave
+/// the memory to the instancetype.
+pub fn instancetype_missing(vm: &Value, found: &Found) -> bool {
+    vm["spec"]["instancetype"].is_object() && found.instancetype.is_none()
+}
