@@ -13,6 +13,7 @@ mod components;
 pub mod console;
 mod control_plane;
 mod error;
+pub mod guest;
 pub mod helm;
 mod kubectl;
 pub mod manifests;
@@ -22,6 +23,7 @@ mod policies;
 mod process;
 mod shared;
 mod stack;
+pub mod wait;
 pub mod webhooks;
 
 pub use assets::Assets;
@@ -30,7 +32,7 @@ pub use error::{Error, Result};
 pub use kubectl::KubectlOutput;
 pub use pki::{Pki, Usage};
 pub use policies::{POLICY_FILES, UNIMPLEMENTED_ANNOTATION, install_admission_policies};
-pub use process::{Process, alive as pid_alive, kill_tied, spawn_tied};
+pub use process::{Process, alive as pid_alive, has_exited, kill_tied, spawn_tied};
 pub use shared::{
     DEFAULT_LOG_FILTER, TestNamespace, example_files, examples_dir, init_tracing, repo_root,
     shared, shared_bare,

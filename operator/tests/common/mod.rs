@@ -2,16 +2,12 @@
 //! a fake Node and a fake kubelet (no node runs pods in this tier), and waiting.
 #![allow(dead_code)]
 
-use std::future::Future;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use crds::{VirtualMachine, VirtualMachineInstance};
-use ferrovirt_tests::ControlPlane;
+use ferrovirt_tests::{ControlPlane, Process, has_exited, kill_tied, spawn_tied, tail};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -21,7 +17,7 @@ pub const NODE: &str = "node1";
 
 /// An operator process; killed when dropped and when the test binary dies.
 pub struct Operator {
-    pub child: Child,
+    pub process: Process,
     pub log: PathBuf,
     pub metrics_port: u16,
     pub identity: String,
@@ -29,14 +25,18 @@ pub struct Operator {
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_tied(Some(&[self.process.pid]));
     }
 }
 
 impl Operator {
     pub fn log_tail(&self) -> String {
-        ferrovirt_tests_tail(&self.log)
+        tail(&self.log, 40)
+    }
+
+    /// Whether the operator process has exited.
+    pub fn exited(&self) -> bool {
+        has_exited(self.process.pid)
     }
 
     /// `/metrics` of this operator.
@@ -49,52 +49,6 @@ impl Operator {
         s.read_to_string(&mut out).unwrap();
         out
     }
-}
-
-pub fn ferrovirt_tests_tail(path: &std::path::Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
-
-/// Children are forked by one thread that lives as long as the process, with
-/// PR_SET_PDEATHSIG: they die with the test binary, not with the test thread.
-fn spawn_tied(mut cmd: Command) -> Child {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<SpawnRequest>();
-        std::thread::spawn(move || {
-            for (mut cmd, reply) in rx {
-                let _ = reply.send(cmd.spawn());
-            }
-        });
-        Mutex::new(tx)
-    });
-    let parent = std::process::id();
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() as u32 != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
-    let (tx, rx) = mpsc::channel();
-    spawner.lock().unwrap().send((cmd, tx)).unwrap();
-    rx.recv().unwrap().expect("starting the operator binary")
 }
 
 fn free_port() -> u16 {
@@ -120,7 +74,6 @@ pub fn start_operator(cp: &ControlPlane, identity: &str, lease: &str) -> Operato
         "ferrovirt-virt-controller-{}-{identity}.log",
         std::process::id()
     ));
-    let file = std::fs::File::create(&log).unwrap();
     let metrics_port = free_port();
     let mut cmd = Command::new(operator_bin());
     cmd.arg("--kubeconfig")
@@ -145,35 +98,17 @@ pub fn start_operator(cp: &ControlPlane, identity: &str, lease: &str) -> Operato
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file);
+        );
     Operator {
-        child: spawn_tied(cmd),
+        process: spawn_tied(&format!("virt-controller-{identity}"), cmd, &log)
+            .expect("starting the virt-controller binary"),
         log,
         metrics_port,
         identity: identity.to_string(),
     }
 }
 
-/// Polls `check` every 200 ms until it yields a value, or panics after `timeout` with `what`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if started.elapsed() > timeout {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+pub use ferrovirt_tests::wait::eventually;
 
 /// A Node that the scheduler can place launcher pods on (Ready, with the KVM device).
 pub async fn ensure_node(client: &Client, name: &str, labels: serde_json::Value) {

@@ -7,17 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const GUEST_LINE: &str = "FERROVIRT GUEST READY";
+pub use ferrovirt_tests::guest::READY_LINE as GUEST_LINE;
+pub use ferrovirt_tests::guest::cache_dir as cache;
+pub use ferrovirt_tests::wait::wait_until as wait_for;
 /// TCG on a shared 2-core machine with other guests booting in parallel.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
-
-pub fn cache() -> PathBuf {
-    std::env::var_os("FERROVIRT_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/ferrovirt")
-        })
-}
 
 /// The guest's kernel command line, or a failure saying how to build the guest.
 pub fn guest_cmdline() -> String {
@@ -27,27 +21,12 @@ pub fn guest_cmdline() -> String {
         "{} lacks vmlinuz/initrd.img: run hack/build-guest-images.sh",
         images.display()
     );
-    std::fs::read_to_string(cache().join("guests/cmdline"))
-        .expect("guest cmdline missing: run hack/build-guest-images.sh")
-        .trim()
-        .to_owned()
+    ferrovirt_tests::guest::kernel_boot().cmdline
 }
 
-/// The launcher binary, built fresh next to ours.
+/// The workspace's virt-launcher (hack/setup.sh and `cargo test --workspace` build it).
 pub fn launcher_binary() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-q", "-p", "virt-launcher"])
-        .status()
-        .expect("running cargo build -p virt-launcher");
-    assert!(status.success(), "cargo build -p virt-launcher failed");
-    let bin = Path::new(env!("CARGO_BIN_EXE_virt-handler")).with_file_name("virt-launcher");
-    assert!(
-        bin.is_file(),
-        "{} missing after cargo build -p virt-launcher",
-        bin.display()
-    );
-    bin
+    ferrovirt_tests::workspace_bin("virt-launcher")
 }
 
 /// A child process killed (SIGKILL) when dropped.
@@ -155,24 +134,9 @@ fn capabilities_cache() -> PathBuf {
     dir
 }
 
-pub fn wait_for(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Waits for `line` in a serial log.
 pub fn wait_for_line(log: &Path, line: &str) {
-    wait_for(
-        BOOT_TIMEOUT,
-        &format!("{line:?} in {}", log.display()),
-        || std::fs::read_to_string(log).is_ok_and(|s| s.contains(line)),
-    );
+    ferrovirt_tests::wait::wait_for_line(log, line, BOOT_TIMEOUT);
 }
 
 /// The launcher's view of its domain (there must be one).
