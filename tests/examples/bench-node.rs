@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use crds::{VirtualMachine, VirtualMachineInstance, VmiPhase};
+use ferrovirt_tests::guest::READY_LINE;
 use ferrovirt_tests::{ControlPlane, Stack, TestNamespace, image_store, manifests, shared};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -33,7 +34,6 @@ use kube::api::{Api, ListParams};
 use kube::runtime::watcher;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-const READY_LINE: &str = "FERROVIRT GUEST READY";
 /// The kernel-boot test guest (docs/guests.md) and the arguments e2e.rs boots it with.
 const GUEST_IMAGE: &str = manifests::GUEST_KERNEL_IMAGE;
 const KERNEL_ARGS: &str = manifests::GUEST_KERNEL_ARGS;

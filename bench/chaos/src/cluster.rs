@@ -14,6 +14,7 @@ use anyhow::Context;
 use crds::{VirtualMachine, VirtualMachineInstance};
 use ferrovirt_node_contract::paths::{RunDir, SERIAL_LOG, SERIAL_SOCKET};
 use ferrovirt_node_contract::pod::CREATED_BY_LABEL;
+use ferrovirt_tests::guest::READY_LINE as GUEST_LINE;
 use ferrovirt_tests::{ControlPlane, Stack, Supervision, kill_tied, spawn_tied};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -31,8 +32,6 @@ fn namespace() -> &'static str {
     static NS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     NS.get_or_init(|| format!("chaos-{}", std::process::id()))
 }
-/// The test guest's line once it has booted (hack/guest/rcS).
-const GUEST_LINE: &str = "FERROVIRT GUEST READY";
 /// How long a killed component stays down before its "supervisor" starts it again.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
 /// How long every check must keep passing before the cluster counts as settled.
