@@ -1,0 +1,353 @@
+//! Instancetypes and preferences (instancetype.kubevirt.io/v1beta1) on the real API server
+//! with virt-api's webhooks, and one guest booted from KubeVirt's vm-cirros-clarge.yaml:
+//! what the instancetype sets is what the guest sees (its vCPUs and memory, read inside the
+//! guest), what it does not implement is refused by name, a template that sets what the
+//! instancetype sets is refused as KubeVirt refuses it, and a missing instancetype is named
+//! in the VM's status and Events until it exists.
+
+use std::time::{Duration, Instant};
+
+use crds::{VirtualMachine, VirtualMachineInstance, VmiPhase};
+use ferrovirt_tests::webhooks::shared_virt_api_with_webhooks;
+use ferrovirt_tests::{ControlPlane, KubectlOutput, Stack, TestNamespace, examples_dir, shared};
+use k8s_openapi::api::apps::v1::ControllerRevision;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams};
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+/// A boot with 4 vCPUs under emulation on 2 loaded cores.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+static STACK: OnceCell<Stack> = OnceCell::const_new();
+
+async fn stack() -> (&'static ControlPlane, &'static Stack) {
+    let cp = shared().await;
+    shared_virt_api_with_webhooks().await;
+    let stack = STACK
+        .get_or_init(|| async {
+            Stack::start(cp, "it-node")
+                .await
+                .unwrap_or_else(|e| panic!("starting Ferrovirt: {e}"))
+        })
+        .await;
+    (cp, stack)
+}
+
+async fn apply(cp: &ControlPlane, ns: &TestNamespace, manifest: &str) -> KubectlOutput {
+    cp.kubectl_with_stdin(["apply", "-n", ns.name(), "-f", "-"], Some(manifest))
+        .await
+        .expect("kubectl runs")
+}
+
+fn example(file: &str) -> String {
+    let path = examples_dir().join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// Asserts that kubectl refused `manifest` and printed each of `names`.
+async fn refused(cp: &ControlPlane, ns: &TestNamespace, row: &str, manifest: &str, names: &[&str]) {
+    let out = apply(cp, ns, manifest).await;
+    assert!(
+        !out.success(),
+        "{row}: accepted, should be refused:\n{manifest}"
+    );
+    for name in names {
+        assert!(
+            out.stderr.contains(name),
+            "{row}: the refusal does not name {name:?}: {}",
+            out.stderr
+        );
+    }
+}
+
+#[tokio::test]
+async fn what_ferrovirt_does_not_implement_or_what_conflicts_is_refused_by_name() {
+    let cp = shared().await;
+    shared_virt_api_with_webhooks().await;
+    let ns = TestNamespace::create(cp, "it-refused").await.unwrap();
+    let out = apply(cp, &ns, &example("clarge.yaml")).await;
+    assert!(out.success(), "clarge.yaml: {}", out.stderr);
+
+    // KubeVirt's example as shipped: its template sets memory.guest, which clarge sets too;
+    // KubeVirt's VM webhook refuses it so.
+    refused(
+        cp,
+        &ns,
+        "vm-cirros-clarge.yaml",
+        &example("vm-cirros-clarge.yaml"),
+        &[
+            "spec.template.spec.domain.memory.guest",
+            "conflicts with selected instance type",
+        ],
+    )
+    .await;
+
+    let vm = |spec_extra: Value| {
+        let mut vm = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+            "metadata": {"name": "v"},
+            "spec": {"runStrategy": "Halted",
+                     "instancetype": {"kind": "VirtualMachineInstancetype", "name": "clarge"},
+                     "template": {"spec": {"domain": {"devices": {}}}}}});
+        for (k, v) in spec_extra.as_object().unwrap() {
+            vm["spec"][k] = v.clone();
+        }
+        vm.to_string()
+    };
+    let rows: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "a CPU count in the template",
+            vm(json!({"template": {"spec": {"domain": {"cpu": {"cores": 2}, "devices": {}}}}})),
+            vec!["spec.template.spec.domain.cpu.cores", "conflicts with selected instance type"],
+        ),
+        (
+            "inferFromVolume",
+            vm(json!({"instancetype": {"inferFromVolume": "root"}})),
+            vec![r#"unknown field "spec.instancetype.inferFromVolume""#],
+        ),
+        (
+            "a kind that is no instancetype",
+            vm(json!({"instancetype": {"kind": "Pod", "name": "clarge"}})),
+            vec!["spec.instancetype.kind", "must be VirtualMachineInstancetype or VirtualMachineClusterInstancetype"],
+        ),
+        (
+            "an instancetype field Ferrovirt does not implement",
+            json!({"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachineInstancetype",
+                   "metadata": {"name": "pinned"},
+                   "spec": {"cpu": {"guest": 2, "dedicatedCPUPlacement": true}, "memory": {"guest": "1Gi"}}})
+            .to_string(),
+            vec![r#"unknown field "spec.cpu.dedicatedCPUPlacement""#],
+        ),
+        (
+            "a preference field Ferrovirt does not implement",
+            json!({"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachineClusterPreference",
+                   "metadata": {"name": "needs"},
+                   "spec": {"requirements": {"cpu": {"guest": 2}}}})
+            .to_string(),
+            vec![r#"unknown field "spec.requirements""#],
+        ),
+        (
+            "an unimplemented KubeVirt annotation on a VM",
+            json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+                   "metadata": {"name": "hooked", "annotations": {"hooks.kubevirt.io/hookSidecars": "[]"}},
+                   "spec": {"runStrategy": "Halted", "instancetype": {"kind": "VirtualMachineInstancetype", "name": "clarge"},
+                            "template": {"spec": {"domain": {"devices": {}}}}}})
+            .to_string(),
+            vec!["hooks.kubevirt.io/hookSidecars", "not implemented by Ferrovirt"],
+        ),
+    ];
+    for (row, manifest, names) in rows {
+        refused(cp, &ns, row, &manifest, &names).await;
+    }
+    // The same VM without the conflicting fields is accepted.
+    let out = apply(cp, &ns, &vm(json!({}))).await;
+    assert!(
+        out.success(),
+        "a VM that leaves the size to clarge: {}",
+        out.stderr
+    );
+}
+
+/// Polls `check` every 500 ms until it returns Some, or panics naming `what` and the logs.
+async fn wait_for<T, F, Fut>(stack: &Stack, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < BOOT_TIMEOUT,
+            "timed out after {}s waiting for {what}\n{}",
+            BOOT_TIMEOUT.as_secs(),
+            stack.log_tails(25)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// vm-cirros-clarge.yaml as it boots: the template's memory.guest removed (the one change
+/// KubeVirt needs too), runStrategy Always, a namespaced preference for cores and BIOS, and
+/// user data that prints what the guest sees.
+fn cirros_clarge() -> String {
+    let mut vm: Value = serde_yaml::from_str(&example("vm-cirros-clarge.yaml")).unwrap();
+    let spec = &mut vm["spec"];
+    spec["runStrategy"] = json!("Always");
+    spec["preference"] = json!({"kind": "VirtualMachinePreference", "name": "cores"});
+    let template = &mut spec["template"]["spec"];
+    template["domain"].as_object_mut().unwrap().remove("memory");
+    let script = "#!/bin/sh\necho \"FV-CPUS=$(grep -c ^processor /proc/cpuinfo) FV-CORES=$(grep -m1 '^cpu cores' /proc/cpuinfo | sed 's/.*: //') FV-MEMKB=$(sed -n 's/^MemTotal: *\\([0-9]*\\) kB/\\1/p' /proc/meminfo) FV-END\"\n";
+    for volume in template["volumes"].as_array_mut().unwrap() {
+        if volume.get("cloudInitNoCloud").is_some() {
+            volume["cloudInitNoCloud"]["userData"] = json!(script);
+        }
+    }
+    serde_json::to_string(&vm).unwrap()
+}
+
+const PREFERENCE: &str = r#"
+apiVersion: instancetype.kubevirt.io/v1beta1
+kind: VirtualMachinePreference
+metadata: {name: cores}
+spec:
+  cpu: {preferredCPUTopology: cores}
+  firmware: {preferredUseBios: true}
+  devices: {preferredDiskBus: virtio}
+"#;
+
+#[tokio::test]
+async fn vm_cirros_clarge_waits_for_its_instancetype_then_boots_with_its_vcpus_and_memory() {
+    let (cp, stack) = stack().await;
+    let ns = TestNamespace::create(cp, "it-boot").await.unwrap();
+    let client = cp.client().await.unwrap();
+    let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), ns.name());
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), ns.name());
+
+    // Before clarge exists: accepted, and the VM says what it waits for.
+    let out = apply(cp, &ns, &cirros_clarge()).await;
+    assert!(out.success(), "vm-cirros-clarge: {}", out.stderr);
+    let missing = r#"VirtualMachineInstancetype.instancetype.kubevirt.io "clarge" not found"#;
+    wait_for(
+        stack,
+        "the VM's Failure condition naming clarge",
+        || async {
+            let vm = vms.get("vm-cirros-clarge").await.ok()?;
+            vm.status?.conditions.into_iter().find(|c| {
+                c.type_ == "Failure"
+                    && c.reason.as_deref() == Some("FailedFindInstancetype")
+                    && c.message.as_deref() == Some(missing)
+            })
+        },
+    )
+    .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), ns.name());
+    let event = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|e| {
+            e.reason.as_deref() == Some("FailedFindInstancetype")
+                && e.note.as_deref() == Some(missing)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("vm-cirros-clarge")
+        });
+    assert!(event.is_some(), "no FailedFindInstancetype Event on the VM");
+    assert!(
+        vmis.get_opt("vm-cirros-clarge").await.unwrap().is_none(),
+        "started without its instancetype"
+    );
+
+    // clarge and the preference appear: the VM starts from them.
+    for manifest in [example("clarge.yaml"), PREFERENCE.to_string()] {
+        let out = apply(cp, &ns, &manifest).await;
+        assert!(out.success(), "{}", out.stderr);
+    }
+    let vmi = wait_for(stack, "VMI vm-cirros-clarge Running", || async {
+        let vmi = vmis.get_opt("vm-cirros-clarge").await.ok()??;
+        (vmi.status.as_ref()?.phase == Some(VmiPhase::Running)).then_some(vmi)
+    })
+    .await;
+    let domain = &vmi.spec.domain;
+    let cpu = domain.cpu.as_ref().expect("the VMI has a CPU topology");
+    assert_eq!(
+        (cpu.sockets, cpu.cores, cpu.threads),
+        (Some(1), Some(4), Some(1)),
+        "cores, as preferred"
+    );
+    assert_eq!(
+        domain
+            .memory
+            .as_ref()
+            .and_then(|m| m.guest.as_ref())
+            .map(|q| q.0.as_str()),
+        Some("2Gi")
+    );
+    let boot = domain.firmware.as_ref().and_then(|f| f.bootloader.as_ref());
+    assert!(
+        boot.is_some_and(|b| b.bios.is_some()),
+        "BIOS, as preferred: {boot:?}"
+    );
+    assert_eq!(
+        vmi.metadata.annotations.as_ref().unwrap()["kubevirt.io/instancetype-name"],
+        "clarge"
+    );
+    assert_eq!(
+        vmi.metadata.annotations.as_ref().unwrap()["kubevirt.io/preference-name"],
+        "cores"
+    );
+
+    // The version used is kept in ControllerRevisions owned by the VM, named in its status.
+    let vm = vms.get("vm-cirros-clarge").await.unwrap();
+    let status = vm.status.unwrap();
+    let revisions: Api<ControllerRevision> = Api::namespaced(client.clone(), ns.name());
+    for status_ref in [
+        status.instancetype_ref.unwrap(),
+        status.preference_ref.unwrap(),
+    ] {
+        let name = status_ref
+            .controller_revision_ref
+            .and_then(|r| r.name)
+            .expect("a revision name");
+        let rev = revisions
+            .get(&name)
+            .await
+            .unwrap_or_else(|e| panic!("ControllerRevision {name}: {e}"));
+        let owner = &rev.metadata.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("VirtualMachine", vm.metadata.uid.as_deref().unwrap())
+        );
+        assert_eq!(
+            rev.data.unwrap().0["metadata"]["name"],
+            status_ref.name.unwrap().as_str()
+        );
+    }
+
+    // Inside the guest: 4 vCPUs on 4 cores, and about 2 GiB.
+    let log_path = stack
+        .vmi_dir(vmi.metadata.uid.as_deref().unwrap())
+        .join("serial0.log");
+    let line = wait_for(stack, "the guest's FV-CPUS line", || async {
+        let log = std::fs::read_to_string(&log_path).ok()?;
+        log.lines()
+            .find(|l| l.contains("FV-CPUS=") && l.contains("FV-END") && !l.contains("$("))
+            .map(str::to_string)
+    })
+    .await;
+    let field = |name: &str| -> u64 {
+        let at = line
+            .find(name)
+            .unwrap_or_else(|| panic!("{name} missing in {line:?}"))
+            + name.len();
+        line[at..]
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {line:?}"))
+    };
+    println!("the guest printed: {line}");
+    assert_eq!(field("FV-CPUS="), 4, "{line}");
+    assert_eq!(field("FV-CORES="), 4, "{line}");
+    let mem_kb = field("FV-MEMKB=");
+    assert!(
+        (1_800_000..=2_097_152).contains(&mem_kb),
+        "MemTotal {mem_kb} kB is not about 2 GiB: {line}"
+    );
+
+    let out = cp
+        .kubectl([
+            "delete",
+            "-n",
+            ns.name(),
+            "vm",
+            "vm-cirros-clarge",
+            "--wait=false",
+        ])
+        .await
+        .unwrap();
+    assert!(out.success(), "{}", out.stderr);
+}
