@@ -247,6 +247,47 @@ async fn virt_controller_runs_with_the_charts_role_and_fails_loudly_without_one_
         vms.get("allowed").await.ok()?.status?.printable_status
     })
     .await;
+    // A VM sized by an instancetype with a cluster-wide preference: both read, their
+    // versions stored in ControllerRevisions, the VMI built from them.
+    let instancetype = json!({"apiVersion": "instancetype.kubevirt.io/v1beta1",
+        "kind": "VirtualMachineInstancetype", "metadata": {"name": "rbac-small", "namespace": ns.name()},
+        "spec": {"cpu": {"guest": 2}, "memory": {"guest": "96Mi"}}});
+    let preference = json!({"apiVersion": "instancetype.kubevirt.io/v1beta1",
+        "kind": "VirtualMachineClusterPreference", "metadata": {"name": "rbac-cores"},
+        "spec": {"cpu": {"preferredCPUTopology": "cores"}}});
+    for object in [instancetype, preference] {
+        let out = cp
+            .kubectl_with_stdin(["apply", "-f", "-"], Some(&object.to_string()))
+            .await
+            .unwrap();
+        assert!(out.success(), "{}", out.stderr);
+    }
+    let mut sized = vm("sized");
+    sized["spec"]["template"]["spec"]["domain"]
+        .as_object_mut()
+        .unwrap()
+        .remove("memory");
+    sized["spec"]["instancetype"] =
+        json!({"kind": "VirtualMachineInstancetype", "name": "rbac-small"});
+    sized["spec"]["preference"] = json!({"name": "rbac-cores"});
+    vms.create(
+        &PostParams::default(),
+        &serde_json::from_value(sized).unwrap(),
+    )
+    .await
+    .unwrap();
+    let cpu = eventually(
+        "the VMI of VM sized, from its instancetype",
+        &full.log,
+        || async { vmis.get_opt("sized").await.ok()??.spec.domain.cpu },
+    )
+    .await;
+    assert_eq!((cpu.sockets, cpu.cores), (Some(1), Some(2)), "{cpu:?}");
+    let status = vms.get("sized").await.unwrap().status.unwrap();
+    assert!(
+        status.instancetype_ref.is_some() && status.preference_ref.is_some(),
+        "{status:?}"
+    );
     assert_nothing_forbidden(&full);
     kill_tied(Some(&[full.pid]));
 
