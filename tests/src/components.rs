@@ -25,14 +25,13 @@ pub const CONTROLLERS: &[&str] = &[
     "endpointslice-controller",
     // What a `helm install` of Ferrovirt's chart on the real node needs (tests/tests/
     // helm_e2e.rs): Deployments make ReplicaSets, ReplicaSets and DaemonSets make pods,
-    // PodDisruptionBudgets get their status, and Endpoints, which the aggregator's
-    // availability check of an APIService reads for its Service. Each acts only on objects
-    // of its kind, which the other tests do not create.
+    // PodDisruptionBudgets get their status. Each acts only on objects of its kind, which
+    // the other tests do not create. (The aggregator finds an APIService's Service through
+    // its EndpointSlices, so no Endpoints controller.)
     "deployment-controller",
     "replicaset-controller",
     "daemonset-controller",
     "disruption-controller",
-    "endpoints-controller",
 ];
 
 /// The issuer of service-account tokens, as in a kubeadm cluster.
