@@ -91,6 +91,11 @@ fn template_renders_every_component_with_probes_priority_and_requests() {
     );
     let handler_security = &handler["spec"]["template"]["spec"]["containers"][0]["securityContext"];
     assert_eq!(handler_security["privileged"], Value::from(true));
+    // The containerDisk containers' files are /proc/<pid>/root of another pod's process.
+    assert_eq!(
+        handler["spec"]["template"]["spec"]["hostPID"],
+        Value::from(true)
+    );
     for restricted in [controller, api] {
         let security = &restricted["spec"]["template"]["spec"]["containers"][0]["securityContext"];
         assert_eq!(security["runAsNonRoot"], Value::from(true));
