@@ -389,9 +389,15 @@ fn view_of(vmi: &VirtualMachineInstance) -> VmiView<'_> {
 }
 
 /// A stable 64-bit FNV-1a hash of the template spec's JSON (field order is the struct's,
-/// maps are sorted): the same template hashes the same across operator versions.
+/// maps are sorted): the same template hashes the same across operator versions. The
+/// instancetype and preference matchers count too, when the VM has one (another
+/// instancetype needs a restart, as in KubeVirt); a VM without them hashes as before.
 pub fn template_hash(vm: &VirtualMachine) -> String {
-    let bytes = serde_json::to_vec(&vm.spec.template.spec).unwrap_or_default();
+    let mut bytes = serde_json::to_vec(&vm.spec.template.spec).unwrap_or_default();
+    if vm.spec.instancetype.is_some() || vm.spec.preference.is_some() {
+        let matchers = (&vm.spec.instancetype, &vm.spec.preference);
+        bytes.extend(serde_json::to_vec(&matchers).unwrap_or_default());
+    }
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         h ^= u64::from(b);
@@ -682,6 +688,12 @@ spec:
         assert_eq!(template_hash(&a), template_hash(&b));
         b.spec.template.spec.termination_grace_period_seconds = Some(5);
         assert_ne!(template_hash(&a), template_hash(&b));
+        let mut c = a.clone();
+        c.spec.instancetype = Some(crds::InstancetypeMatcher {
+            name: "clarge".into(),
+            ..Default::default()
+        });
+        assert_ne!(template_hash(&a), template_hash(&c), "another instancetype");
     }
 
     #[test]
