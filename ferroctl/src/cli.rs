@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use runtime::LogFormat;
 
 const LATER: &str = "Not in ferroctl (virtctl has them): migrate, port-forward, ssh, scp, \
-screenshot, guest agent commands, image upload, expand.";
+screenshot, guest agent commands, image upload, expand; expose of a replica set.";
 
 /// Control Ferrovirt (and KubeVirt-compatible) virtual machines: start, stop, restart,
 /// pause, unpause, and reach them: serial console and VNC.
@@ -80,8 +80,42 @@ pub enum Command {
         #[arg(long, env = "FERROCTL_DRY_RUN")]
         dry_run: bool,
     },
+    /// Create a Service for a VM's or VMI's guest (`expose vm NAME --port 80 --name SVC`),
+    /// selecting its launcher pod, as virtctl's expose.
+    Expose {
+        kind: ResourceKind,
+        name: String,
+        #[command(flatten)]
+        flags: ExposeFlags,
+    },
     /// Print the client's and the server's (virt-api's) version.
     Version,
+}
+
+/// `expose`'s Service, virtctl's flags.
+#[derive(clap::Args, Debug, PartialEq, Eq)]
+pub struct ExposeFlags {
+    /// Name of the Service.
+    #[arg(long = "name", id = "service_name")]
+    pub service_name: String,
+    /// The port the Service serves on (default: the pod-network interface's `ports`).
+    #[arg(long)]
+    pub port: Option<i32>,
+    /// The guest's port (number or name) the Service sends to (default: --port).
+    #[arg(long)]
+    pub target_port: Option<String>,
+    /// ClusterIP, NodePort or LoadBalancer.
+    #[arg(long = "type", default_value = "ClusterIP")]
+    pub r#type: String,
+    /// TCP, UDP or SCTP.
+    #[arg(long, default_value = "TCP")]
+    pub protocol: String,
+    /// Name of the Service's port.
+    #[arg(long)]
+    pub port_name: Option<String>,
+    /// The ClusterIP to ask for (`None`: a headless Service).
+    #[arg(long)]
+    pub cluster_ip: Option<String>,
 }
 
 /// `vm` or `vmi`: both name the VMI, as a VM's VMI has its name (also `virtualmachine(s)`, `virtualmachineinstance(s)`, any case), as
@@ -246,5 +280,38 @@ mod tests {
             "virtctl's syntax names the kind"
         );
         assert!(p.command.request().is_none());
+    }
+
+    #[test]
+    fn expose_takes_virtctls_flags() {
+        let c = parse(&[
+            "expose",
+            "vm",
+            "vm1",
+            "--name",
+            "svc",
+            "--port",
+            "80",
+            "--target-port",
+            "http",
+            "--type",
+            "NodePort",
+        ])
+        .unwrap();
+        let Command::Expose { kind, name, flags } = c.command else {
+            panic!()
+        };
+        assert_eq!((kind, name.as_str()), (ResourceKind::Vm, "vm1"));
+        assert_eq!(flags.service_name, "svc");
+        assert_eq!(flags.port, Some(80));
+        assert_eq!(flags.target_port.as_deref(), Some("http"));
+        assert_eq!(
+            (flags.r#type.as_str(), flags.protocol.as_str()),
+            ("NodePort", "TCP")
+        );
+        assert!(
+            parse(&["expose", "vm", "vm1"]).is_err(),
+            "--name is required"
+        );
     }
 }

@@ -14,6 +14,9 @@ pub enum Error {
     Refused { code: u16, message: String },
     #[error("talking to the API server")]
     Transport(#[source] kube::Error),
+    /// The command cannot be carried out as given.
+    #[error("{0}")]
+    Usage(String),
     /// A console or VNC stream failed after it was opened.
     #[error("{0}")]
     Stream(String),

@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod console;
 mod error;
+mod expose;
 mod stream;
 mod terminal;
 mod vnc;
@@ -77,6 +78,9 @@ async fn run(cli: &cli::Cli) -> Result<()> {
             .await?;
             println!("VMI {name} was scheduled to {sub}");
             Ok(())
+        }
+        Command::Expose { kind, name, flags } => {
+            expose::run(&client, &namespace, *kind, name, flags).await
         }
         Command::Version => {
             let v = client::server_version(&client).await?;

@@ -9,6 +9,23 @@ pub const CREATED_BY_LABEL: &str = "kubevirt.io/created-by";
 /// The guest's hostname as KubeVirt derives it (the VMI's name up to its first dot, or
 /// `spec.hostname`).
 pub const VM_NAME_LABEL: &str = "vm.kubevirt.io/name";
+/// KubeVirt's stable selector label of a VMI's launcher pod (`virtctl expose` and
+/// `ferroctl expose` select by it); its value is [`vmi_id`] of the VMI's name.
+pub const VMI_ID_LABEL: &str = "vmi.kubevirt.io/id";
+
+/// The value of [`VMI_ID_LABEL`], as KubeVirt computes it: the VMI's name when it fits a
+/// label value (63 characters), else its first 54 characters, `-` and the first 8 hex
+/// digits of the name's SHA-1.
+pub fn vmi_id(vmi_name: &str) -> String {
+    const MAX: usize = 63;
+    const HASH: usize = 8;
+    if vmi_name.len() <= MAX {
+        return vmi_name.to_owned();
+    }
+    let hash = sha1_smol::Sha1::from(vmi_name).digest().to_string();
+    format!("{}-{}", &vmi_name[..MAX - HASH - 1], &hash[..HASH])
+}
+
 /// The libvirt domain's name.
 pub const DOMAIN_ANNOTATION: &str = "kubevirt.io/domain";
 /// The node label of a scheduled VMI; virt-handler selects its VMIs by it.
@@ -44,6 +61,15 @@ mod tests {
             DEFAULT_GRACE_SECONDS,
             crds::rules::DEFAULT_GRACE_PERIOD_SECONDS
         );
+    }
+
+    #[test]
+    fn vmi_ids_are_kubevirts() {
+        assert_eq!(vmi_id("vm1"), "vm1");
+        let long = "a".repeat(70);
+        // KubeVirt's CalculateVirtualMachineInstanceID (hash checked with Python's hashlib).
+        assert_eq!(vmi_id(&long), format!("{}-ed6c69d9", "a".repeat(54)));
+        assert_eq!(vmi_id(&long).len(), 63);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use ferrovirt_node_contract::paths::{READY_FILE, RunDir};
 use ferrovirt_node_contract::pod::LAUNCHER_COMMAND;
 pub use ferrovirt_node_contract::pod::{
     APP_LABEL, APP_LABEL_VALUE, CREATED_BY_LABEL, DEFAULT_GRACE_SECONDS, DOMAIN_ANNOTATION,
-    KVM_RESOURCE, VM_NAME_LABEL,
+    KVM_RESOURCE, VM_NAME_LABEL, VMI_ID_LABEL, vmi_id,
 };
 
 /// The longest label value Kubernetes accepts.
@@ -187,6 +187,7 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
     labels.insert(APP_LABEL.into(), APP_LABEL_VALUE.into());
     labels.insert(CREATED_BY_LABEL.into(), uid.clone());
     labels.insert(VM_NAME_LABEL.into(), vm_name_label(vmi));
+    labels.insert(VMI_ID_LABEL.into(), vmi_id(&name));
     let annotations = BTreeMap::from([(DOMAIN_ANNOTATION.to_string(), name.clone())]);
 
     let owner = OwnerReference {

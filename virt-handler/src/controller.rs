@@ -61,22 +61,26 @@ impl Context {
         vmi: &VirtualMachineInstance,
         virtualization: Virtualization,
         host_disks: &volumes::HostDiskPolicy,
+        network: &crate::network::Attachment,
     ) -> Result<(String, Vec<(usize, FileId)>)> {
         let ns = vmi.namespace().unwrap_or_default();
         let uid = vmi.uid().unwrap_or_default();
         let pvcs = self.pvc_dirs(&ns, vmi).await?;
         let launcher_dir = self.launcher_dir(&uid);
         let plans = volumes::plan(&vmi.spec, &launcher_dir, &pvcs, host_disks)?;
-        let xml = domain::convert(&domain::Input {
-            namespace: &ns,
-            name: &vmi.name_any(),
-            uid: &uid,
-            spec: &vmi.spec,
-            virtualization,
-            vmi_dir: &launcher_dir,
-            images: &self.images,
-            volumes: &plans,
-        })?;
+        let xml = domain::convert_with(
+            &domain::Input {
+                namespace: &ns,
+                name: &vmi.name_any(),
+                uid: &uid,
+                spec: &vmi.spec,
+                virtualization,
+                vmi_dir: &launcher_dir,
+                images: &self.images,
+                volumes: &plans,
+            },
+            network,
+        )?;
         let host_dir = self.run_dir.vmi(&uid).dir;
         let images = self.images.clone();
         let hostname = vmi.spec.hostname.clone().unwrap_or_else(|| vmi.name_any());

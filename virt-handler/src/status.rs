@@ -16,6 +16,9 @@ use crate::domain::mac_address;
 pub enum Observation {
     Running {
         virtualization: Option<Virtualization>,
+        /// The interfaces as the pod network's plan has them (addresses included);
+        /// `None`: from the spec (name and MAC).
+        interfaces: Option<Vec<VirtualMachineInstanceNetworkInterface>>,
     },
     Paused,
     /// The domain stopped; `deleting` when the VMI was being deleted (a stop was asked for).
@@ -111,11 +114,14 @@ pub fn next(
     let mut s = current.clone();
     s.node_name = Some(node.to_owned());
     let (phase, reason) = match obs {
-        Observation::Running { virtualization } => {
+        Observation::Running {
+            virtualization,
+            interfaces: planned,
+        } => {
             if let Some(v) = virtualization {
                 s.virtualization = Some(v.status_value().into());
             }
-            s.interfaces = interfaces(spec, uid);
+            s.interfaces = planned.clone().unwrap_or_else(|| interfaces(spec, uid));
             set_condition(
                 &mut s.conditions,
                 "Ready",
@@ -250,6 +256,7 @@ mod tests {
     fn running() -> VirtualMachineInstanceStatus {
         let obs = Observation::Running {
             virtualization: None,
+            interfaces: None,
         };
         next(&scheduled(), &spec(), "u", "n", &obs, t(1)).unwrap()
     }
@@ -270,6 +277,7 @@ mod tests {
     fn running_sets_node_ready_interfaces_and_timestamps() {
         let obs = Observation::Running {
             virtualization: Some(Virtualization::Emulation),
+            interfaces: None,
         };
         let s = next(&scheduled(), &spec(), "u", "node1", &obs, t(5)).unwrap();
         assert_eq!(s.phase, Some(VmiPhase::Running));
@@ -335,7 +343,8 @@ mod tests {
                 "u",
                 "n",
                 &Observation::Running {
-                    virtualization: None
+                    virtualization: None,
+                    interfaces: None,
                 },
                 t(3)
             ),
@@ -387,6 +396,7 @@ mod tests {
             "n",
             &Observation::Running {
                 virtualization: None,
+                interfaces: None,
             },
             t(3),
         )

@@ -112,13 +112,22 @@ async fn follow(ctx: &Arc<Context>, first: &VirtualMachineInstance, mut rx: VmiR
 
     // 2. The domain: running already (handler restart), or to be started.
     let mut virtualization = None;
-    match launcher.domain_info().await? {
+    let interfaces = match launcher.domain_info().await? {
         Some(info) => {
-            tracing::info!(state = ?info.state, reason = %info.reason, "domain found; resyncing")
+            tracing::info!(state = ?info.state, reason = %info.reason, "domain found; resyncing");
+            crate::network::cached_status(
+                &first.spec,
+                &uid,
+                &hostname(first),
+                &ctx.run_dir.vmi(&uid).dir,
+            )
         }
         None if deleting(&rx) => return Ok(()),
         None => match start(ctx, &rx, &mut launcher, began.elapsed()).await {
-            Ok(v) => virtualization = Some(v),
+            Ok((v, planned)) => {
+                virtualization = Some(v);
+                planned
+            }
             Err(e) if is_permanent(&e) => {
                 let reason = e.reason();
                 tracing::warn!(reason, error = %chain(&e), "the VMI cannot run");
@@ -132,14 +141,29 @@ async fn follow(ctx: &Arc<Context>, first: &VirtualMachineInstance, mut rx: VmiR
             }
             Err(e) => return Err(e),
         },
-    }
+    };
 
     // 3. Its events, into status, until it stops.
     let events = LauncherClient::connect(&socket)
         .await?
         .watch_events()
         .await?;
-    follow_events(ctx, first, rx, events, &socket, virtualization).await
+    let running = RunningAs {
+        virtualization,
+        interfaces,
+    };
+    follow_events(ctx, first, rx, events, &socket, running).await
+}
+
+/// What a Running observation carries besides the phase.
+struct RunningAs {
+    virtualization: Option<Virtualization>,
+    interfaces: Option<Vec<crds::VirtualMachineInstanceNetworkInterface>>,
+}
+
+/// The guest's hostname: `spec.hostname`, else the VMI's name.
+fn hostname(vmi: &VirtualMachineInstance) -> String {
+    vmi.spec.hostname.clone().unwrap_or_else(|| vmi.name_any())
 }
 
 fn is_permanent(e: &Error) -> bool {
@@ -150,29 +174,40 @@ fn is_permanent(e: &Error) -> bool {
     }
 }
 
-/// Prepares and converts, then asks the launcher to define and start the domain. Logs
-/// where the node side spent its time (`launcher_wait_ms` is since the worker started).
+/// Prepares the pod network, the volumes and converts, then asks the launcher to define
+/// and start the domain. Logs where the node side spent its time (`launcher_wait_ms` is
+/// since the worker started). Returns the interfaces' status when the pod network was
+/// prepared.
 async fn start(
     ctx: &Arc<Context>,
     rx: &VmiRx,
     launcher: &mut LauncherClient,
     waited: Duration,
-) -> Result<Virtualization> {
+) -> Result<(
+    Virtualization,
+    Option<Vec<crds::VirtualMachineInstanceNetworkInterface>>,
+)> {
     let vmi = latest(rx).ok_or(Error::unsupported("metadata", "the VMI is gone"))?;
     let t0 = Instant::now();
     let config =
         crate::node::cluster_config(&ctx.client, &ctx.namespace, ctx.use_emulation_default).await?;
     let virtualization = crate::config::decide(&ctx.kvm, config.use_emulation)?;
     let host_disks = config.host_disks.resolve_on_node();
+    let attachment = prepare_network(ctx, &vmi, launcher).await?;
+    let t_net = Instant::now();
     let (xml, checked) = ctx
-        .prepare_domain(&vmi, virtualization, &host_disks)
+        .prepare_domain(&vmi, virtualization, &host_disks, &attachment)
         .await?;
     tracing::debug!(%xml, "domain XML");
     let t1 = Instant::now();
+    let (dhcp, interfaces) = match attachment {
+        crate::network::Attachment::Pod(plan) => (plan.dhcp, Some(plan.status)),
+        crate::network::Attachment::UserMode => (Vec::new(), None),
+    };
     // With host disks, QEMU starts paused: the guest runs only once the files QEMU opened
     // are the ones checked (a path swapped for a symbolic link in between is caught).
     let info = launcher
-        .define_and_start_with(&xml, !checked.is_empty())
+        .define_and_start_full(&xml, !checked.is_empty(), dhcp)
         .await?;
     if !checked.is_empty() {
         verify_host_disks(launcher, &checked).await?;
@@ -183,10 +218,45 @@ async fn start(
         state = ?info.state, qemu_pid = ?info.qemu_pid, ?virtualization,
         launcher_wait_ms = waited.as_millis() as u64,
         prepare_ms = (t1 - t0).as_millis() as u64,
+        network_ms = (t_net - t0).as_millis() as u64,
         define_and_start_ms = (t2 - t1).as_millis() as u64,
         "domain started"
     );
-    Ok(virtualization)
+    Ok((virtualization, interfaces))
+}
+
+/// The pod network in the launcher's network namespace (network/), found through the
+/// launcher's pid from SO_PEERCRED; user-mode networking when the launcher shares ours.
+async fn prepare_network(
+    ctx: &Arc<Context>,
+    vmi: &VirtualMachineInstance,
+    launcher: &LauncherClient,
+) -> Result<crate::network::Attachment> {
+    if vmi.spec.domain.devices.interfaces.is_empty() {
+        return Ok(crate::network::Attachment::UserMode);
+    }
+    let Some(peer) = launcher.peer() else {
+        return Err(Error::Network {
+            message: "the launcher's pid is not visible from virt-handler's PID namespace \
+                      (virt-handler needs hostPID)"
+                .into(),
+        });
+    };
+    let spec = vmi.spec.clone();
+    let uid = vmi.uid().unwrap_or_default();
+    let hostname = hostname(vmi);
+    let dir = ctx.run_dir.vmi(&uid).dir;
+    tokio::task::spawn_blocking(move || {
+        crate::network::prepare(&crate::network::Target {
+            spec: &spec,
+            uid: &uid,
+            hostname: &hostname,
+            pid: peer.pid,
+            owner: peer.uid,
+            vmi_dir: &dir,
+        })
+    })
+    .await?
 }
 
 /// Every checked host disk must be among QEMU's open files; then the guest may run.
@@ -225,7 +295,7 @@ async fn follow_events(
     mut rx: VmiRx,
     mut events: EventStream,
     socket: &std::path::Path,
-    virtualization: Option<Virtualization>,
+    running: RunningAs,
 ) -> Result<()> {
     let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
     let mut destroy_at = far;
@@ -251,7 +321,10 @@ async fn follow_events(
         tokio::select! {
             event = events.next() => {
                 let obs = match event {
-                    Ok(Some(Event::Started | Event::Resumed)) => Observation::Running { virtualization },
+                    Ok(Some(Event::Started | Event::Resumed)) => Observation::Running {
+                        virtualization: running.virtualization,
+                        interfaces: running.interfaces.clone(),
+                    },
                     Ok(Some(Event::Paused)) => Observation::Paused,
                     Ok(Some(Event::Rebooted { count })) => {
                         let change = resets.reset(count, Instant::now());

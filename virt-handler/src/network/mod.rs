@@ -96,6 +96,27 @@ pub fn apply(ns: &NetNs, plan: &Plan) -> Result<()> {
     Ok(())
 }
 
+/// The interfaces' status of a VMI whose pod network was prepared earlier (a handler
+/// restart finds its domain running): planned again from the cached pod interface,
+/// nothing changed. `None` when nothing was cached (user-mode networking).
+pub fn cached_status(
+    spec: &VirtualMachineInstanceSpec,
+    uid: &str,
+    hostname: &str,
+    vmi_dir: &Path,
+) -> Option<Vec<crds::VirtualMachineInstanceNetworkInterface>> {
+    let text = std::fs::read_to_string(vmi_dir.join(CACHE_FILE)).ok()?;
+    let pod: PodInterface = serde_json::from_str(&text).ok()?;
+    let input = plan::Input {
+        spec,
+        uid,
+        hostname,
+        pod: &pod,
+        owner: 0,
+    };
+    plan::plan(&input).ok().map(|p| p.status)
+}
+
 /// The pod's interface as first seen (cached: the bridge binding takes its address).
 fn pod_interface(ns: &NetNs, vmi_dir: &Path) -> Result<PodInterface> {
     let cache = vmi_dir.join(CACHE_FILE);
