@@ -188,7 +188,12 @@ impl Admission {
     /// preference a VM names through `client` (none read without one).
     pub async fn review_reading(hook: Hook, body: &[u8], client: Option<&kube::Client>) -> Value {
         let found = match (review::parse(body), client) {
-            (Ok(req), Some(client)) => instancetype::find(client, &req).await,
+            // Read only where they are used: a VM's defaults on create, its validation.
+            (Ok(req), Some(client))
+                if hook == Hook::Validate || req.operation == Operation::Create =>
+            {
+                instancetype::find(client, &req).await
+            }
             _ => Found::default(),
         };
         Self::review_with(hook, body, &found)
