@@ -17,9 +17,7 @@ pub fn apply(ns: &NetNs, steps: &[Step]) -> Result<()> {
     for step in steps {
         tracing::debug!(?step, pid = ns.pid, "network step");
         match step {
-            Step::Sysctl { key, value } => {
-                ns.run("sysctl", &["-q", "-w", &format!("{key}={value}")], None)?;
-            }
+            Step::Sysctl { key, value } => ns.sysctl(key, value)?,
             Step::FlushAddresses { dev } => {
                 ns.run("ip", &["addr", "flush", "dev", dev], None)?;
             }

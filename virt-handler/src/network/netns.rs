@@ -68,6 +68,29 @@ impl NetNs {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Writes a sysctl of the namespace (`net.ipv4.ip_forward`): `/proc/sys/net` shows
+    /// the namespace of the task that opens it, so a thread of ours enters it (setns) and
+    /// writes there; no procps needed in the image.
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        let ns = std::fs::File::open(self.path()).map_err(Error::io("opening", self.path()))?;
+        let value = value.to_owned();
+        let target = path.clone();
+        let written = std::thread::spawn(move || {
+            // SAFETY: setns(2) with a namespace fd we own, on this short-lived thread only.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            std::fs::write(&target, value)
+        })
+        .join()
+        .map_err(|_| Error::Network {
+            message: format!("writing {} panicked", path.display()),
+        })?;
+        written.map_err(Error::io("writing", path))
+    }
+
     /// The pod's interface `name` as it is now: MAC, MTU, addresses, default gateway.
     pub fn pod_interface(&self, name: &str) -> Result<PodInterface> {
         let links: serde_json::Value =
