@@ -6,6 +6,7 @@
 //! The images are the OCI layouts `hack/build-images.sh` wrote last (hack/setup.sh runs it;
 //! after changing code, run `hack/build-images.sh --no-push --no-guests`).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use ferrovirt_tests::aggregation::virtctl;
 use ferrovirt_tests::helm::{self, IMAGES, image_layout, image_revision};
 use ferrovirt_tests::node::RealNode;
+use ferrovirt_tests::wait::eventually_or;
 use ferrovirt_tests::{ControlPlane, shared_bare};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -159,6 +161,21 @@ async fn helm_install_upgrade_and_uninstall_on_the_real_node() {
         }
     })
     .await;
+    let left = cp
+        .kubectl([
+            "get",
+            "all,secrets,leases,configmaps",
+            "-n",
+            NAMESPACE,
+            "-o",
+            "name",
+        ])
+        .await
+        .unwrap();
+    println!(
+        "left in namespace {NAMESPACE} after helm uninstall (not the chart's objects):\n{}",
+        left.expect_success().trim_end()
+    );
     for kind in [
         "apiservice/v1.subresources.kubevirt.io",
         "apiservice/v1alpha3.subresources.kubevirt.io",
@@ -310,24 +327,28 @@ fn helm_ok(cp: &ControlPlane, args: &[&str]) {
     let kubeconfig = format!("--kubeconfig={}", cp.kubeconfig().display());
     let mut all = args.to_vec();
     all.push(&kubeconfig);
+    let started = Instant::now();
     let (ok, stdout, stderr) = helm::run(&all);
     assert!(ok, "helm {args:?} failed:\n{stdout}\n{stderr}");
+    tracing::info!(
+        command = args[0],
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "helm returned"
+    );
 }
 
-/// Polls `check` until it succeeds; panics with its last answer after [`TIMEOUT`].
+/// Polls `check` until it succeeds ([`eventually_or`]); after [`TIMEOUT`] panics with
+/// its last answer.
 async fn wait<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
 {
-    let started = Instant::now();
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(last) if started.elapsed() > TIMEOUT => {
-                panic!("{what}: not after {TIMEOUT:?}: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
+    let last = RefCell::new(String::new());
+    let attempt = || {
+        let answer = check();
+        let last = &last;
+        async move { answer.await.map_err(|e| *last.borrow_mut() = e).ok() }
+    };
+    eventually_or(what, TIMEOUT, attempt, || last.take()).await
 }
