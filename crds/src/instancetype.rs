@@ -286,14 +286,22 @@ pub struct MachinePreferences {
     pub preferred_machine_type: Option<String>,
 }
 
-/// How a VM names its instancetype (`spec.instancetype`). `inferFromVolume` is not
-/// supported.
+/// How a VM names its instancetype (`spec.instancetype`): by `name`, or by
+/// `inferFromVolume`, which virt-api's mutating webhook turns into a name and kind when the
+/// VM is created.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.name) != has(self.inferFromVolume)",
+     "message": "set either name or inferFromVolume"},
+    {"rule": "!has(self.inferFromVolume) || !has(self.kind)",
+     "message": "Kind already set, should be cleared before setting inferFromVolume"}
+]))]
 pub struct InstancetypeMatcher {
     /// The instancetype's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
-    pub name: String,
+    pub name: Option<String>,
     /// `VirtualMachineClusterInstancetype` (the default) or `VirtualMachineInstancetype`
     /// (in the VM's namespace); the plural and lower-case spellings are accepted too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -307,15 +315,40 @@ pub struct InstancetypeMatcher {
     /// `status.instancetypeRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision_name: Option<String>,
+    /// The volume (a `persistentVolumeClaim`) whose labels
+    /// `instancetype.kubevirt.io/default-instancetype` and `...-kind` name the
+    /// instancetype. Resolved when the VM is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub infer_from_volume: Option<String>,
+    /// `Reject` (the default): a volume that names none refuses the VM. `Ignore`: the VM
+    /// is created without an instancetype then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infer_from_volume_failure_policy: Option<InferFromVolumeFailurePolicy>,
 }
 
-/// How a VM names its preference (`spec.preference`). `inferFromVolume` is not supported.
+// What an inferFromVolume that finds nothing does.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum InferFromVolumeFailurePolicy {
+    Reject,
+    Ignore,
+}
+
+/// How a VM names its preference (`spec.preference`): by `name`, or by `inferFromVolume`
+/// (the labels `instancetype.kubevirt.io/default-preference` and `...-kind`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.name) != has(self.inferFromVolume)",
+     "message": "set either name or inferFromVolume"},
+    {"rule": "!has(self.inferFromVolume) || !has(self.kind)",
+     "message": "Kind already set, should be cleared before setting inferFromVolume"}
+]))]
 pub struct PreferenceMatcher {
     /// The preference's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
-    pub name: String,
+    pub name: Option<String>,
     /// `VirtualMachineClusterPreference` (the default) or `VirtualMachinePreference` (in
     /// the VM's namespace); the plural and lower-case spellings are accepted too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -327,6 +360,14 @@ pub struct PreferenceMatcher {
     /// The ControllerRevision holding the version of the preference to use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision_name: Option<String>,
+    /// The volume (a `persistentVolumeClaim`) whose labels name the preference. Resolved
+    /// when the VM is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub infer_from_volume: Option<String>,
+    /// `Reject` (the default) or `Ignore`, as for instancetypes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infer_from_volume_failure_policy: Option<InferFromVolumeFailurePolicy>,
 }
 
 /// Which instancetype or preference version a VM uses (`status.instancetypeRef`,
@@ -353,6 +394,13 @@ pub struct ControllerRevisionRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
+
+/// KubeVirt's labels of a volume that name its default instancetype and preference.
+pub const DEFAULT_INSTANCETYPE_LABEL: &str = "instancetype.kubevirt.io/default-instancetype";
+pub const DEFAULT_INSTANCETYPE_KIND_LABEL: &str =
+    "instancetype.kubevirt.io/default-instancetype-kind";
+pub const DEFAULT_PREFERENCE_LABEL: &str = "instancetype.kubevirt.io/default-preference";
+pub const DEFAULT_PREFERENCE_KIND_LABEL: &str = "instancetype.kubevirt.io/default-preference-kind";
 
 /// Whether a matcher's kind means the cluster-wide resource (no kind: yes).
 pub fn is_cluster_kind(kind: Option<&str>) -> bool {

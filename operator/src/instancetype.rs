@@ -99,7 +99,10 @@ pub async fn resolve(vm: &VirtualMachine, ctx: &Context) -> Result<Resolved> {
     let mut resolved = Resolved::default();
     if let Some(m) = &vm.spec.instancetype {
         let target = Target {
-            name: &m.name,
+            name: m
+                .name
+                .as_deref()
+                .ok_or_else(|| Error::FailedFindInstancetype(not_inferred("instancetype")))?,
             kind: m.kind.as_deref(),
             revision_name: m.revision_name.as_deref(),
             status: status.and_then(|s| s.instancetype_ref.as_ref()),
@@ -134,7 +137,10 @@ pub async fn resolve(vm: &VirtualMachine, ctx: &Context) -> Result<Resolved> {
     }
     if let Some(m) = &vm.spec.preference {
         let target = Target {
-            name: &m.name,
+            name: m
+                .name
+                .as_deref()
+                .ok_or_else(|| Error::FailedFindPreference(not_inferred("preference")))?,
             kind: m.kind.as_deref(),
             revision_name: m.revision_name.as_deref(),
             status: status.and_then(|s| s.preference_ref.as_ref()),
@@ -159,6 +165,15 @@ pub async fn resolve(vm: &VirtualMachine, ctx: &Context) -> Result<Resolved> {
             );
     }
     Ok(resolved)
+}
+
+/// Why a matcher with `inferFromVolume` and no name cannot be used: virt-api's mutating
+/// webhook resolves it when the VM is created, and did not.
+fn not_inferred(field: &str) -> String {
+    format!(
+        "spec.{field}.inferFromVolume was not resolved to a name: virt-api's mutating webhook \
+         does that when the VM is created (is it registered?)"
+    )
 }
 
 /// One target's status reference and spec: `C` is its cluster-wide kind, `N` its
@@ -367,7 +382,7 @@ pub fn expand(
         } else {
             INSTANCETYPE_ANNOTATION
         };
-        annotations.insert(key.into(), m.name.clone());
+        annotations.insert(key.into(), m.name.clone().unwrap_or_default());
     }
     if let Some(m) = &vm.spec.preference {
         let key = if is_cluster_kind(m.kind.as_deref()) {
@@ -375,7 +390,7 @@ pub fn expand(
         } else {
             PREFERENCE_ANNOTATION
         };
-        annotations.insert(key.into(), m.name.clone());
+        annotations.insert(key.into(), m.name.clone().unwrap_or_default());
     }
     crds::expand::apply(
         "spec",

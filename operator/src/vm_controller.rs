@@ -690,7 +690,7 @@ spec:
         assert_ne!(template_hash(&a), template_hash(&b));
         let mut c = a.clone();
         c.spec.instancetype = Some(crds::InstancetypeMatcher {
-            name: "clarge".into(),
+            name: Some("clarge".into()),
             ..Default::default()
         });
         assert_ne!(template_hash(&a), template_hash(&c), "another instancetype");

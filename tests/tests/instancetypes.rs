@@ -101,9 +101,14 @@ async fn what_ferrovirt_does_not_implement_or_what_conflicts_is_refused_by_name(
             vec!["spec.template.spec.domain.cpu.cores", "conflicts with selected instance type"],
         ),
         (
-            "inferFromVolume",
+            "inferFromVolume with a kind",
+            vm(json!({"instancetype": {"inferFromVolume": "root", "kind": "VirtualMachineInstancetype"}})),
+            vec!["spec.instancetype", "Kind already set, should be cleared before setting inferFromVolume"],
+        ),
+        (
+            "inferFromVolume naming no volume",
             vm(json!({"instancetype": {"inferFromVolume": "root"}})),
-            vec![r#"unknown field "spec.instancetype.inferFromVolume""#],
+            vec!["spec.instancetype.inferFromVolume: unable to find volume root to infer defaults"],
         ),
         (
             "a kind that is no instancetype",
@@ -145,6 +150,102 @@ async fn what_ferrovirt_does_not_implement_or_what_conflicts_is_refused_by_name(
         out.success(),
         "a VM that leaves the size to clarge: {}",
         out.stderr
+    );
+
+    // inferFromVolume: the claim's labels name the instancetype (KubeVirt's
+    // instancetype.kubevirt.io/default-instancetype and -kind), resolved on create.
+    let claim = |name: &str, labels: Value| {
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+               "metadata": {"name": name, "labels": labels},
+               "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+        .to_string()
+    };
+    for manifest in [
+        claim(
+            "labelled",
+            json!({"instancetype.kubevirt.io/default-instancetype": "clarge",
+            "instancetype.kubevirt.io/default-instancetype-kind": "VirtualMachineInstancetype"}),
+        ),
+        claim("plain", json!({})),
+    ] {
+        let out = apply(cp, &ns, &manifest).await;
+        assert!(out.success(), "{}", out.stderr);
+    }
+    let inferring = |name: &str, claim: &str, matcher: Value, memory: Value| {
+        json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": name},
+               "spec": {"runStrategy": "Halted", "instancetype": matcher,
+                        "template": {"spec": {"domain": {"memory": memory, "devices": {}},
+                            "volumes": [{"name": "root", "persistentVolumeClaim": {"claimName": claim}}]}}}})
+        .to_string()
+    };
+    let out = apply(
+        cp,
+        &ns,
+        &inferring(
+            "inferred",
+            "labelled",
+            json!({"inferFromVolume": "root"}),
+            Value::Null,
+        ),
+    )
+    .await;
+    assert!(
+        out.success(),
+        "inferFromVolume from a labelled claim: {}",
+        out.stderr
+    );
+    let vms: Api<VirtualMachine> = Api::namespaced(cp.client().await.unwrap(), ns.name());
+    let stored = vms
+        .get("inferred")
+        .await
+        .unwrap()
+        .spec
+        .instancetype
+        .unwrap();
+    assert_eq!(
+        (
+            stored.name.as_deref(),
+            stored.kind.as_deref(),
+            stored.infer_from_volume.as_deref()
+        ),
+        (Some("clarge"), Some("VirtualMachineInstancetype"), None)
+    );
+    refused(
+        cp,
+        &ns,
+        "inferFromVolume from a claim without the label",
+        &inferring(
+            "uninferred",
+            "plain",
+            json!({"inferFromVolume": "root"}),
+            Value::Null,
+        ),
+        &[
+            "spec.instancetype.inferFromVolume",
+            "instancetype.kubevirt.io/default-instancetype",
+        ],
+    )
+    .await;
+    // Policy Ignore: the VM is created without an instancetype, with its own memory.
+    let ignore = json!({"inferFromVolume": "root", "inferFromVolumeFailurePolicy": "Ignore"});
+    let out = apply(
+        cp,
+        &ns,
+        &inferring("ignored", "plain", ignore, json!({"guest": "64Mi"})),
+    )
+    .await;
+    assert!(
+        out.success(),
+        "inferFromVolume with policy Ignore: {}",
+        out.stderr
+    );
+    assert!(
+        vms.get("ignored")
+            .await
+            .unwrap()
+            .spec
+            .instancetype
+            .is_none()
     );
 }
 

@@ -9,6 +9,7 @@ fn found(instancetype: Value, preference: Value) -> Found {
     Found {
         instancetype: serde_json::from_value(instancetype).ok(),
         preference: serde_json::from_value(preference).ok(),
+        ..Found::default()
     }
 }
 
@@ -163,4 +164,63 @@ fn a_renamed_matcher_must_not_keep_its_revision() {
         Admission::decide_with(Hook::Validate, &req, &found(clarge(), Value::Null)),
         Response::Allow { patch: None }
     );
+}
+
+#[test]
+fn an_inferred_matcher_is_put_into_the_vm_on_create() {
+    let mut object = vm(json!({"memory": {"guest": "1Gi"}}));
+    object["spec"]["instancetype"] =
+        json!({"inferFromVolume": "root", "inferFromVolumeFailurePolicy": "Ignore"});
+    object["spec"]["preference"] = json!({"inferFromVolume": "root"});
+    let mut f = found(clarge(), Value::Null);
+    f.inferred = vec![
+        (
+            "instancetype",
+            json!({"name": "clarge", "kind": "VirtualMachineInstancetype"}),
+        ),
+        ("preference", Value::Null),
+    ];
+    f.clear_memory = true;
+    let req = request(Operation::Create, object.clone(), None);
+    let Response::Allow { patch: Some(patch) } = Admission::decide_with(Hook::Mutate, &req, &f)
+    else {
+        panic!("no patch")
+    };
+    let mut patched = object;
+    json_patch::patch(&mut patched, &patch).unwrap();
+    assert_eq!(
+        patched["spec"]["instancetype"],
+        json!({"name": "clarge", "kind": "VirtualMachineInstancetype"})
+    );
+    assert!(
+        patched["spec"].get("preference").is_none(),
+        "Ignore: the matcher goes"
+    );
+    assert!(
+        patched["spec"]["template"]["spec"]["domain"]
+            .get("memory")
+            .is_none()
+    );
+    // Reject: the VM is refused with the field named.
+    let f = Found {
+        infer_error: Some("spec.instancetype.inferFromVolume: unable to find required instancetype.kubevirt.io/default-instancetype label on the volume".into()),
+        ..Found::default()
+    };
+    let Response::Error(message) = Admission::decide_with(Hook::Mutate, &req, &f) else {
+        panic!("an inference that fails refuses the VM")
+    };
+    assert!(
+        message.starts_with("spec.instancetype.inferFromVolume: "),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_update_cannot_bring_a_new_infer_from_volume() {
+    let old = vm(json!({}));
+    let mut new = old.clone();
+    new["spec"]["instancetype"] = json!({"inferFromVolume": "root"});
+    let req = request(Operation::Update, new, Some(old));
+    let refused = causes(Admission::decide(Hook::Validate, &req));
+    assert_eq!(refused[0].0, "spec.instancetype.inferFromVolume");
 }

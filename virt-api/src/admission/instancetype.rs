@@ -19,11 +19,139 @@ use serde_json::Value;
 
 use super::review::{Cause, Request};
 
-/// The instancetype and preference a VM names, as found (None: not named, or not found).
+/// The instancetype and preference a VM names, as found (None: not named, or not found),
+/// and what `inferFromVolume` resolved to when the VM is created.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Found {
     pub instancetype: Option<InstancetypeSpec>,
     pub preference: Option<PreferenceSpec>,
+    /// Matchers inferred from a volume: `spec.<field>` becomes the value (`null`: the
+    /// matcher goes, KubeVirt's `Ignore` policy).
+    pub inferred: Vec<(&'static str, Value)>,
+    /// KubeVirt's `Ignore` policy with an inferred instancetype: the template's memory goes.
+    pub clear_memory: bool,
+    /// Why the inference refuses the VM (`Reject`, the default policy), naming the field.
+    pub infer_error: Option<String>,
+}
+
+/// Puts the inferred matchers into `vm` (KubeVirt's inference in the VM mutator).
+pub fn apply_inferred(found: &Found, vm: &mut Value) {
+    for (field, matcher) in &found.inferred {
+        if let Some(spec) = vm.get_mut("spec").and_then(Value::as_object_mut) {
+            if matcher.is_null() {
+                spec.remove(*field);
+            } else {
+                spec.insert((*field).to_string(), matcher.clone());
+            }
+        }
+    }
+    if found.clear_memory
+        && let Some(domain) = vm
+            .pointer_mut("/spec/template/spec/domain")
+            .and_then(Value::as_object_mut)
+    {
+        domain.remove("memory");
+    }
+}
+
+/// Why a volume names no default: ignorable ones give way to the `Ignore` policy.
+struct InferError {
+    message: String,
+    ignorable: bool,
+}
+
+/// The `(name, kind)` the labels of the volume `volume` of the VM name (KubeVirt's
+/// `fromVolumes`, for `persistentVolumeClaim` volumes: Ferrovirt has no DataVolumes).
+async fn infer_from(
+    client: &kube::Client,
+    ns: &str,
+    vm: &Value,
+    volume: &str,
+    labels: (&str, &str),
+) -> Result<(String, Option<String>), InferError> {
+    let volumes = vm["spec"]["template"]["spec"]["volumes"].as_array();
+    let Some(v) = volumes.into_iter().flatten().find(|v| v["name"] == volume) else {
+        return Err(InferError {
+            message: format!("unable to find volume {volume} to infer defaults"),
+            ignorable: false,
+        });
+    };
+    let Some(claim) = v["persistentVolumeClaim"]["claimName"].as_str() else {
+        return Err(InferError {
+            message: format!(
+                "unable to infer defaults from volume {volume} as type is not supported"
+            ),
+            ignorable: true,
+        });
+    };
+    let api: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), ns);
+    let pvc = api.get(claim).await.map_err(|e| InferError {
+        message: match &e {
+            kube::Error::Api(s) => s.message.clone(),
+            e => e.to_string(),
+        },
+        ignorable: false,
+    })?;
+    let pvc_labels = pvc.metadata.labels.unwrap_or_default();
+    let Some(name) = pvc_labels.get(labels.0) else {
+        return Err(InferError {
+            message: format!("unable to find required {} label on the volume", labels.0),
+            ignorable: true,
+        });
+    };
+    let kind = pvc_labels.get(labels.1).filter(|k| !k.is_empty()).cloned();
+    Ok((name.clone(), kind))
+}
+
+/// Resolves the `inferFromVolume` matchers of a VM being created into `found`.
+async fn infer(client: &kube::Client, ns: &str, vm: &Value, found: &mut Found) {
+    use crds::instancetype::{
+        DEFAULT_INSTANCETYPE_KIND_LABEL, DEFAULT_INSTANCETYPE_LABEL, DEFAULT_PREFERENCE_KIND_LABEL,
+        DEFAULT_PREFERENCE_LABEL,
+    };
+    for (field, labels) in [
+        (
+            "instancetype",
+            (DEFAULT_INSTANCETYPE_LABEL, DEFAULT_INSTANCETYPE_KIND_LABEL),
+        ),
+        (
+            "preference",
+            (DEFAULT_PREFERENCE_LABEL, DEFAULT_PREFERENCE_KIND_LABEL),
+        ),
+    ] {
+        let matcher = &vm["spec"][field];
+        let Some(volume) = matcher["inferFromVolume"].as_str() else {
+            continue;
+        };
+        // KubeVirt's mutator checks the matcher first (the CRD's rule would, after it).
+        if let Some((key, what)) = [("name", "Name"), ("kind", "Kind")]
+            .into_iter()
+            .find(|(key, _)| matcher[*key].is_string())
+        {
+            found.infer_error.get_or_insert(format!(
+                "spec.{field}.{key}: {what} already set, should be cleared before setting inferFromVolume"
+            ));
+            continue;
+        }
+        let ignore = matcher["inferFromVolumeFailurePolicy"] == "Ignore";
+        match infer_from(client, ns, vm, volume, labels).await {
+            Ok((name, kind)) => {
+                let mut m = serde_json::json!({"name": name});
+                if let Some(kind) = kind {
+                    m["kind"] = Value::String(kind);
+                }
+                found.inferred.push((field, m));
+                found.clear_memory |= ignore && field == "instancetype";
+            }
+            Err(e) if ignore && e.ignorable => found.inferred.push((field, Value::Null)),
+            Err(e) => {
+                found
+                    .infer_error
+                    .get_or_insert(format!("spec.{field}.inferFromVolume: {}", e.message));
+            }
+        }
+    }
 }
 
 /// Reads the instancetype and preference the VM of `req` names. A read that fails is
@@ -32,15 +160,23 @@ pub async fn find(client: &kube::Client, req: &Request) -> Found {
     if req.kind != "VirtualMachine" {
         return Found::default();
     }
-    let vm = &req.object;
-    let ns = vm["metadata"]["namespace"].as_str().unwrap_or("default");
+    let mut vm = req.object.clone();
+    let ns = vm["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string();
+    let mut found = Found::default();
+    if req.operation == super::Operation::Create {
+        infer(client, &ns, &vm, &mut found).await;
+        apply_inferred(&found, &mut vm);
+    }
+    let ns = ns.as_str();
     let matcher = |field: &str| {
         let m = &vm["spec"][field];
         m["name"]
             .as_str()
             .map(|name| (name.to_string(), is_cluster_kind(m["kind"].as_str())))
     };
-    let mut found = Found::default();
     if let Some((name, cluster)) = matcher("instancetype") {
         found.instancetype = if cluster {
             spec_of(
@@ -176,18 +312,32 @@ pub fn expanded_template(
     Ok(serde_json::to_value(spec).unwrap_or(Value::Null))
 }
 
-/// KubeVirt's rule for updates: a matcher renamed while it keeps a revisionName would keep
-/// the old version; the revisionName must change (or go) with the name.
+/// Rules for updates: `inferFromVolume` is resolved only on create (the mutating webhook
+/// runs on create), so an update may not bring a new one; and KubeVirt's: a matcher renamed
+/// while it keeps a revisionName would keep the old version, so the revisionName must
+/// change (or go) with the name.
 fn matcher_updates(vm: &Value, old: Option<&Value>) -> Vec<Cause> {
     let Some(old) = old else {
         return Vec::new();
     };
-    ["instancetype", "preference"]
-        .into_iter()
-        .filter_map(|field| {
-            let (new, old) = (&vm["spec"][field], &old["spec"][field]);
-            let old_revision = old["revisionName"].as_str().filter(|r| !r.is_empty())?;
-            (new.is_object()
+    let inferred_later = ["instancetype", "preference"].into_iter().filter_map(|field| {
+        let (new, old) = (&vm["spec"][field], &old["spec"][field]);
+        (new["inferFromVolume"].is_string() && new != old).then(|| {
+            let f = format!("spec.{field}.inferFromVolume");
+            Cause::invalid(
+                &f,
+                format!("{f}: is resolved only when the VM is created; set spec.{field}.name instead"),
+            )
+        })
+    });
+    let mut causes: Vec<Cause> = inferred_later.collect();
+    causes.extend(
+        ["instancetype", "preference"]
+            .into_iter()
+            .filter_map(|field| {
+                let (new, old) = (&vm["spec"][field], &old["spec"][field]);
+                let old_revision = old["revisionName"].as_str().filter(|r| !r.is_empty())?;
+                (new.is_object()
                 && new["name"] != old["name"]
                 && new["revisionName"].as_str() == Some(old_revision))
             .then(|| {
@@ -199,8 +349,9 @@ fn matcher_updates(vm: &Value, old: Option<&Value>) -> Vec<Cause> {
                     ),
                 )
             })
-        })
-        .collect()
+            }),
+    );
+    causes
 }
 
 /// Whether the VM names an instancetype that was not found: its template may then leave

@@ -102,6 +102,7 @@ pub struct Vm;
 impl Admit for Vm {
     fn default(&self, op: Operation, object: &mut Value, found: &Found) {
         if op == Operation::Create {
+            instancetype::apply_inferred(found, object);
             instancetype::default_vm(found, object);
             mutate::vm(object);
         }
@@ -165,6 +166,9 @@ impl Admission {
         };
         match hook {
             Hook::Mutate => {
+                if let Some(why) = &found.infer_error {
+                    return Response::Error(why.clone());
+                }
                 let mut object = req.object.clone();
                 admit.default(req.operation, &mut object, found);
                 let patch = json_patch::diff(&req.object, &object);
