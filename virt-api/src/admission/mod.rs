@@ -133,7 +133,10 @@ impl Admit for Vm {
         let mut causes = validate::spec("spec.template.spec", &template);
         if instancetype::instancetype_missing(object, found) {
             // The memory comes from the instancetype once it exists.
-            causes.retain(|c| c.field != "spec.template.spec.domain.memory.guest");
+            causes.retain(|c| {
+                c.field != "spec.template.spec.domain.memory.guest"
+                    || c.reason != "FieldValueRequired"
+            });
         }
         causes
     }
