@@ -12,9 +12,12 @@ use std::collections::BTreeMap;
 
 use crate::instancetype::{InstancetypeSpec, PreferenceSpec, PreferredCpuTopology, SpreadAcross};
 use crate::{
-    Bios, Bootloader, Cpu, DiskTarget, Efi, Features, Firmware, Machine, Memory,
-    VirtualMachineInstanceSpec,
+    Bios, Bootloader, Cpu, DiskTarget, Efi, Features, Firmware, Interface, InterfaceBridge,
+    Machine, Memory, Network, PodNetwork, VirtualMachineInstanceSpec,
 };
+
+/// The name of the default pod network and its interface, as KubeVirt names them.
+pub const DEFAULT_NETWORK: &str = "default";
 
 /// The fields of a template that conflict with its instancetype, each a path under the
 /// base given to [`apply`] (`spec.template.spec.domain.memory.guest`).
@@ -277,6 +280,23 @@ fn devices(p: &PreferenceSpec, spec: &mut VirtualMachineInstanceSpec) {
         {
             target.bus = d.preferred_cdrom_bus;
         }
+    }
+    // KubeVirt's VM controller gives the instance its default pod network before it
+    // applies the preference, so the preferred model reaches that interface too (the
+    // VMI's mutating webhook would add the same later, without the model).
+    if d.preferred_interface_model.is_some()
+        && devices.interfaces.is_empty()
+        && spec.networks.is_empty()
+    {
+        spec.networks.push(Network {
+            name: DEFAULT_NETWORK.into(),
+            pod: Some(PodNetwork::default()),
+        });
+        devices.interfaces.push(Interface {
+            name: DEFAULT_NETWORK.into(),
+            bridge: Some(InterfaceBridge {}),
+            ..Default::default()
+        });
     }
     let pod_networks: Vec<&str> = spec
         .networks

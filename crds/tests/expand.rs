@@ -276,6 +276,22 @@ terminationGracePeriodSeconds: 0
 }
 
 #[test]
+fn the_preferred_model_reaches_the_default_interface() {
+    let p = pref("{devices: {preferredInterfaceModel: e1000e, preferredInterfaceMasquerade: {}}}");
+    let (s, _) = run(None, Some(&p), "domain: {memory: {guest: 64Mi}}").unwrap();
+    assert_eq!(s.networks.len(), 1);
+    assert!(s.networks[0].pod.is_some());
+    let iface = &s.domain.devices.interfaces[0];
+    assert_eq!(
+        (iface.name.as_str(), iface.model),
+        ("default", Some(InterfaceModel::E1000e))
+    );
+    // As in KubeVirt, the default interface has its binding (bridge) before the
+    // preference's masquerade could apply.
+    assert!(iface.bridge.is_some() && iface.masquerade.is_none());
+}
+
+#[test]
 fn bios_and_preferred_efi() {
     let (s, _) = run(
         None,

@@ -10,8 +10,9 @@ use super::quantity;
 /// The machine type a VMI gets without one (KubeVirt's amd64 default, and the only family
 /// the node side supports).
 pub const DEFAULT_MACHINE_TYPE: &str = "q35";
-/// The name of the network and interface given to a VMI that has neither.
-pub const DEFAULT_NETWORK: &str = "default";
+/// The name of the network and interface given to a VMI that has neither (the same name
+/// virt-controller gives them when a preference names their model).
+pub use crds::expand::DEFAULT_NETWORK;
 
 /// KubeVirt's namespace for firmware UUIDs derived from a VM's name
 /// (`CalculateLegacyUUID` in pkg/virt-controller/watch/vm/firmware.go).
