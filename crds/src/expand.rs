@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use crate::instancetype::{InstancetypeSpec, PreferenceSpec, PreferredCpuTopology, SpreadAcross};
 use crate::{
-    Bios, Bootloader, Cpu, DiskTarget, Efi, Features, Firmware, Interface, InterfaceBridge,
+    Bios, Bootloader, Cpu, Disk, DiskTarget, Efi, Features, Firmware, Interface, InterfaceBridge,
     Machine, Memory, Network, PodNetwork, VirtualMachineInstanceSpec,
 };
 
@@ -265,6 +265,16 @@ fn devices(p: &PreferenceSpec, spec: &mut VirtualMachineInstanceSpec) {
     }
     if devices.rng.is_none() {
         devices.rng = d.preferred_rng.clone();
+    }
+    // KubeVirt's VM controller gives each volume without a disk its disk before the
+    // preference applies (`SetDefaultVolumeDisk`), so the preferred bus reaches it.
+    for volume in &spec.volumes {
+        if !devices.disks.iter().any(|d| d.name == volume.name) {
+            devices.disks.push(Disk {
+                name: volume.name.clone(),
+                ..Default::default()
+            });
+        }
     }
     for disk in &mut devices.disks {
         if disk.disk.is_none() && disk.cdrom.is_none() {

@@ -202,6 +202,7 @@ annotations: {mine: '2', theirs: x}
         "the template's"
     );
     assert_eq!(disks[2].cdrom.as_ref().unwrap().bus, Some(DiskBus::Scsi));
+    assert_eq!(disks.len(), 3, "every volume has its disk already");
     let iface = &s.domain.devices.interfaces[0];
     assert_eq!(iface.model, Some(InterfaceModel::E1000e));
     assert!(iface.masquerade.is_some() && iface.bridge.is_none());
@@ -273,6 +274,22 @@ terminationGracePeriodSeconds: 0
     assert_eq!(s.subdomain.as_deref(), Some("own"));
     assert_eq!(s.termination_grace_period_seconds, Some(0));
     assert!(s.domain.cpu.is_none(), "no instancetype: no topology");
+}
+
+#[test]
+fn the_preferred_bus_reaches_the_disk_of_a_volume_without_one() {
+    let p = pref("{devices: {preferredDiskBus: sata}}");
+    let (s, _) = run(
+        None,
+        Some(&p),
+        "{domain: {memory: {guest: 64Mi}}, volumes: [{name: root, containerDisk: {image: c}}]}",
+    )
+    .unwrap();
+    let disk = &s.domain.devices.disks[0];
+    assert_eq!(
+        (disk.name.as_str(), disk.disk.as_ref().unwrap().bus),
+        ("root", Some(DiskBus::Sata))
+    );
 }
 
 #[test]
