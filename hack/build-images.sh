@@ -166,7 +166,15 @@ for c in "${COMPONENTS[@]}"; do
   bin_dir="$work/bin/$c"
   rm -rf "$bin_dir" && mkdir -p "$bin_dir"
   strip -o "$bin_dir/$c" "$FERROVIRT_ROOT/target/$profile/$c"
-  touch -d "@$SOURCE_DATE_EPOCH" "$bin_dir/$c"
+  copied="/out/$c"
+  if [[ $c == virt-launcher ]]; then
+    # The disk containers' program, copied by the launcher pod's init container into the
+    # FROM-scratch containerDisk containers (docs/contracts.md, "The launcher pod").
+    gcc -static -Os -s -o "$bin_dir/container-disk" "$images_dir/container-disk.c" \
+      || die "building container-disk.c failed: gcc and libc6-dev are needed (hack/setup.sh installs them)"
+    copied+=" /out/container-disk"
+  fi
+  touch -d "@$SOURCE_DATE_EPOCH" "$bin_dir"/*
   bin_layer="$work/layers/bin-$c.tar.gz"
   python3 "$oci_py" layer-dir "$bin_dir" "$bin_layer" --under usr/local/bin --owner 0:0 >/dev/null
   layers=("$base_layer")
@@ -177,7 +185,7 @@ for c in "${COMPONENTS[@]}"; do
     history+=("\"apt-get install --no-install-recommends $(dockerfile_arg "$c" PACKAGES)\"")
   fi
   layers+=("$bin_layer")
-  history+=("\"COPY /out/$c /usr/local/bin/$c ($profile build, stripped)\"")
+  history+=("\"COPY $copied /usr/local/bin/ ($profile build, stripped)\"")
   cat >"$work/$c.config.json" <<EOF
 {
   "User": "$(dockerfile_user "$c")",

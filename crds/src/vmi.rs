@@ -157,6 +157,20 @@ pub enum VmiPhase {
     Unknown,
 }
 
+impl VirtualMachineInstanceSpec {
+    /// `domain.firmware.kernelBoot.container`: the image of a kernel boot, which the
+    /// launcher pod runs as a container (`kernel-boot`) and the node reads it through.
+    pub fn kernel_boot_container(&self) -> Option<&crate::KernelBootContainer> {
+        self.domain
+            .firmware
+            .as_ref()?
+            .kernel_boot
+            .as_ref()?
+            .container
+            .as_ref()
+    }
+}
+
 impl VmiPhase {
     /// Succeeded and Failed never change again.
     pub fn is_final(self) -> bool {

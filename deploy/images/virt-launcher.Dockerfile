@@ -16,6 +16,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p virt-launcher --bin virt-launcher \
  && install -D -s target/release/virt-launcher /out/virt-launcher
+# The disk containers' program (docs/contracts.md, "The launcher pod"): static, since the
+# containerDisk images it runs in are FROM scratch; the pod's init container copies it.
+RUN gcc -static -Os -s -o /out/container-disk deploy/images/container-disk.c
 
 # Runtime: Debian's slim base (layer 1, shared by all four images), then Debian packages
 # (layer 2, changes with Debian updates), then our binary (the layer that changes with
@@ -24,7 +27,7 @@ FROM debian:bookworm-slim
 ARG PACKAGES="libvirt0 libvirt-daemon-driver-qemu qemu-system-x86 ovmf"
 RUN apt-get update && apt-get install -y --no-install-recommends $PACKAGES \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /out/virt-launcher /usr/local/bin/virt-launcher
+COPY --from=build /out/virt-launcher /out/container-disk /usr/local/bin/
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG SOURCE=unknown

@@ -30,6 +30,22 @@ pub enum Cmd {
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
+    /// A pod's sandbox (internal): PID 1 of a pod's shared PID namespace; reaps orphans,
+    /// exits on SIGTERM.
+    #[command(hide = true)]
+    Pause,
+    /// devnode's stand-in for the disk containers' program (internal; see
+    /// devnode/src/containerdisk.rs).
+    #[command(hide = true)]
+    ContainerDisk {
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        #[arg(long)]
+        copy_to: Option<PathBuf>,
+        /// The image's directory in the image store: chroot there after binding.
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
     /// Kills every container recorded in the state dir (what local-down runs after
     /// stopping devnode: devnode itself never kills pods when it exits).
     StopAll {
@@ -54,6 +70,12 @@ pub struct RunArgs {
     /// Images whose repository starts with this run `<bin-dir>/<last path segment>`.
     #[arg(long, env = "DEVNODE_IMAGE_PREFIX", default_value = "ferrovirt/")]
     pub image_prefix: String,
+    /// The image store: a container image that is a directory here (an image reference
+    /// with '/' and ':' as '_', laid out as the image) is a containerDisk or kernel-boot
+    /// image, served by devnode's stand-in disk containers. Defaults to
+    /// `$FERROVIRT_CACHE/images` (`~/.cache/ferrovirt/images`; hack/build-guest-images.sh).
+    #[arg(long, env = "DEVNODE_IMAGE_STORE")]
+    pub image_store: Option<PathBuf>,
     /// Per-pod state: logs, emptyDirs, rendered volumes, process records.
     #[arg(long, env = "DEVNODE_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
@@ -103,6 +125,7 @@ impl RunArgs {
             node_name,
             bin_dir,
             image_prefix: self.image_prefix.clone(),
+            image_store: self.image_store.clone().unwrap_or_else(default_image_store),
             state_dir: self.state_dir.clone(),
             api_host,
             api_port,
@@ -121,4 +144,16 @@ impl RunArgs {
         c.pods = self.max_pods;
         Ok(c)
     }
+}
+
+/// `$FERROVIRT_CACHE/images`, else `~/.cache/ferrovirt/images`.
+pub fn default_image_store() -> PathBuf {
+    let cache = std::env::var_os("FERROVIRT_CACHE")
+        .filter(|c| !c.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/ferrovirt")
+        });
+    cache.join("images")
 }

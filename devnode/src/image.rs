@@ -1,8 +1,12 @@
 //! How a container image and command become a host executable and its argv.
 //!
-//! `ferrovirt/virt-launcher:dev` (with the default prefix) runs `<bin-dir>/virt-launcher`.
-//! A container `command` replaces that entrypoint: an absolute `command[0]` runs that host
-//! binary as is (e.g. `/bin/sh`), any other is looked up in bin-dir. `args` follow.
+//! An image that is a directory of the image store (`--image-store`: the reference with
+//! '/' and ':' as '_', `:latest` when untagged) is a containerDisk or kernel-boot image:
+//! devnode runs only `container-disk` in it, itself (see [`crate::containerdisk`]).
+//! Otherwise `ferrovirt/virt-launcher:dev` (with the default prefix) runs
+//! `<bin-dir>/virt-launcher`. A container `command` replaces that entrypoint: an absolute
+//! `command[0]` runs that host binary as is (e.g. `/bin/sh`), any other is looked up in
+//! bin-dir. `args` follow.
 
 use crate::{Error, Result};
 use k8s_openapi::api::core::v1::Container;
@@ -15,6 +19,35 @@ pub fn repository(image: &str) -> &str {
         Some(i) if !no_digest[i..].contains('/') => &no_digest[..i],
         _ => no_digest,
     }
+}
+
+/// What an image is to devnode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A Ferrovirt binary of bin-dir.
+    Binary(String),
+    /// A directory of the image store: the image's file tree.
+    Store(PathBuf),
+}
+
+/// The store's directory name of an image reference (docs/contracts.md, "Image store").
+pub use ferrovirt_node_contract::imagestore::dir_name as store_name;
+
+/// The image store first, then the binary prefix; neither is kubelet's ErrImagePull, with
+/// a message naming the image.
+pub fn resolve(image: &str, prefix: &str, store: &Path) -> Result<Source> {
+    let dir = store.join(store_name(image));
+    if !image.is_empty() && dir.is_dir() {
+        return Ok(Source::Store(dir));
+    }
+    binary_for_image(image, prefix)
+        .map(Source::Binary)
+        .map_err(|e| {
+            Error::Image(format!(
+                "{e}; nor is it in the image store {} (hack/build-guest-images.sh)",
+                store.display()
+            ))
+        })
 }
 
 /// The binary an image runs: the last path segment of its repository, if the repository
@@ -83,6 +116,35 @@ mod tests {
         let e = binary_for_image("quay.io/kubevirt/virt-launcher:v1", "ferrovirt/").unwrap_err();
         assert!(e.to_string().contains("\"ferrovirt/\""), "{e}");
         assert!(binary_for_image("busybox", "ferrovirt/").is_err());
+    }
+
+    #[test]
+    fn store_images_come_first_and_names_escape_as_the_store_does() {
+        assert_eq!(
+            store_name("quay.io/kubevirt/cirros-container-disk-demo"),
+            "quay.io_kubevirt_cirros-container-disk-demo_latest"
+        );
+        assert_eq!(
+            store_name("registry:5000/kubevirt/alpine:devel"),
+            "registry_5000_kubevirt_alpine_devel"
+        );
+        let store = tempfile::tempdir().unwrap();
+        std::fs::create_dir(store.path().join("ferrovirt_guest-kernel_latest")).unwrap();
+        assert_eq!(
+            resolve("ferrovirt/guest-kernel:latest", "ferrovirt/", store.path()).unwrap(),
+            Source::Store(store.path().join("ferrovirt_guest-kernel_latest"))
+        );
+        assert_eq!(
+            resolve("ferrovirt/virt-launcher:dev", "ferrovirt/", store.path()).unwrap(),
+            Source::Binary("virt-launcher".into())
+        );
+        let e = resolve("example.org/missing/disk:1", "ferrovirt/", store.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("example.org/missing/disk:1") && e.contains("image store"),
+            "{e}"
+        );
     }
 
     #[test]

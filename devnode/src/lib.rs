@@ -5,6 +5,7 @@
 //! namespace (see [`shim`]), reporting pod status the way kubelet does.
 
 pub mod args;
+pub mod containerdisk;
 pub mod env;
 pub mod image;
 pub mod machine;
@@ -14,6 +15,7 @@ pub mod pod;
 pub mod pods;
 pub mod probe;
 pub mod runtime;
+pub mod sandbox;
 pub mod shim;
 pub mod state;
 pub mod status;
@@ -76,6 +78,8 @@ pub struct Ctx {
     pub node_name: String,
     pub bin_dir: PathBuf,
     pub image_prefix: String,
+    /// containerDisk and kernel-boot images as directories (`--image-store`).
+    pub image_store: PathBuf,
     pub state_dir: PathBuf,
     /// The API server as in-cluster clients reach it: host network, so its real address.
     pub api_host: String,

@@ -10,6 +10,16 @@ fn main() -> anyhow::Result<()> {
         Some(Cmd::Nsexec { pid, command }) => {
             std::process::exit(devnode::nsexec::run(pid, &command))
         }
+        Some(Cmd::Pause) => std::process::exit(devnode::sandbox::pause()),
+        Some(Cmd::ContainerDisk {
+            socket,
+            copy_to,
+            root,
+        }) => std::process::exit(devnode::containerdisk::run(
+            socket.as_deref(),
+            copy_to.as_deref(),
+            root.as_deref(),
+        )),
         Some(Cmd::StopAll { state_dir }) => Ok(devnode::runtime::stop_all(&state_dir)?),
         None => {
             devnode::args::init_logging(cli.run.log_format, "info");

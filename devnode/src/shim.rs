@@ -10,6 +10,10 @@
 //! the shim (PR_SET_PDEATHSIG). The shim records the child's PID and start time, forwards
 //! SIGTERM/SIGINT/SIGHUP to it, waits for it and records its exit status.
 //!
+//! With `shareProcessNamespace` the child joins the pod's PID namespace instead, held by
+//! the pod's sandbox (`devnode pause`, its PID 1, see [`crate::sandbox`]); then processes
+//! left by a container live until the sandbox ends with the pod.
+//!
 //! As for any PID 1, the kernel drops signals the container's process has no handler for
 //! (a plain `sh` ignores SIGTERM): such containers end by SIGKILL after the grace period.
 
@@ -85,7 +89,19 @@ fn supervise(spec_path: &Path) -> Result<i32> {
 
     // The new PID namespace applies to the next child; the mount and UTS namespaces are the
     // child's alone (the shim keeps the host's /proc to read its own and the child's PIDs).
-    unshare(CloneFlags::CLONE_NEWPID).map_err(Error::sys("unshare the PID namespace"))?;
+    match &spec.pid_namespace {
+        // The pod's shared PID namespace (shareProcessNamespace), held by its sandbox.
+        Some(ns) => {
+            let f = File::open(ns).map_err(Error::io(format!("open {}", ns.display())))?;
+            nix::sched::setns(f, CloneFlags::CLONE_NEWPID).map_err(Error::sys(format!(
+                "join the pod's PID namespace {}",
+                ns.display()
+            )))?
+        }
+        None => {
+            unshare(CloneFlags::CLONE_NEWPID).map_err(Error::sys("unshare the PID namespace"))?
+        }
+    }
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::sys("pipe"))?;
     // SAFETY: the shim is single-threaded (it runs before any async runtime).

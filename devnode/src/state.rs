@@ -70,6 +70,10 @@ pub struct ShimSpec {
     /// the end of its log, as kubelet makes it.
     #[serde(default)]
     pub logs_on_error: bool,
+    /// The pod's PID namespace to join (`shareProcessNamespace`: the sandbox's,
+    /// `/proc/<sandbox pid>/ns/pid`); `None`: a new one, the container's process its PID 1.
+    #[serde(default)]
+    pub pid_namespace: Option<PathBuf>,
 }
 
 /// Written by the shim once the container's process has exec'd.

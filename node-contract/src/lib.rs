@@ -7,6 +7,7 @@
 //! - [`paths`]: the node run dir and the per-VMI directory's files.
 //! - [`handler_api`]: how virt-api reaches a node's virt-handler (address annotation,
 //!   certificate names, paths).
+//! - [`imagestore`]: how an image reference names a directory of a host's image store.
 //! - [`pod`]: the launcher pod's labels and annotations, the default grace period, the
 //!   KVM resource, and the field managers of the components' writes.
 
@@ -14,6 +15,7 @@ pub mod client;
 mod error;
 pub mod frame;
 pub mod handler_api;
+pub mod imagestore;
 pub mod paths;
 pub mod pod;
 pub mod protocol;

@@ -27,6 +27,10 @@ pub const SERIAL_SOCKET: &str = "serial0.sock";
 pub const SERIAL_LOG: &str = "serial0.log";
 /// The guest's VNC display.
 pub const VNC_SOCKET: &str = "vnc.sock";
+/// The sockets of the pod's disk containers (`<container name>.sock`): virt-handler
+/// connects to one to learn its process (SO_PEERCRED) and reads the image through
+/// `/proc/<pid>/root`.
+pub const CONTAINER_DISKS_DIR: &str = "container-disks";
 /// Root of the launcher's embedded libvirt.
 pub const LIBVIRT_DIR: &str = "libvirt";
 
@@ -93,6 +97,16 @@ impl VmiDir {
         self.dir.join(VNC_SOCKET)
     }
 
+    /// `container-disks/`: the disk containers' sockets.
+    pub fn container_disks(&self) -> PathBuf {
+        self.dir.join(CONTAINER_DISKS_DIR)
+    }
+
+    /// The socket of the disk container `container` (`volume<name>` or `kernel-boot`).
+    pub fn container_disk_socket(&self, container: &str) -> PathBuf {
+        self.container_disks().join(format!("{container}.sock"))
+    }
+
     /// Root of the embedded libvirt; QEMU's own log is `<this>/log/qemu/<domain>.log`.
     pub fn libvirt_root(&self) -> PathBuf {
         self.dir.join(LIBVIRT_DIR)
@@ -124,6 +138,10 @@ mod tests {
         assert_eq!(
             vmi.vnc_socket(),
             Path::new("/var/run/ferrovirt/vmis/u1/vnc.sock")
+        );
+        assert_eq!(
+            vmi.container_disk_socket("kernel-boot"),
+            Path::new("/var/run/ferrovirt/vmis/u1/container-disks/kernel-boot.sock")
         );
         assert_eq!(
             run.capabilities(),

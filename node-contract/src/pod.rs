@@ -35,6 +35,29 @@ pub const KVM_RESOURCE: &str = "devices.kubevirt.io/kvm";
 /// The binary the launcher pod's container runs.
 pub const LAUNCHER_COMMAND: &str = "virt-launcher";
 
+/// The init container that copies [`CONTAINER_DISK_COMMAND`] from the launcher image into
+/// the pod's [`CONTAINER_DISK_BIN_DIR_IN_POD`] emptyDir (KubeVirt's name): containerDisk
+/// images are `FROM scratch` and bring no program of their own.
+pub const CONTAINER_DISK_BINARY_CONTAINER: &str = "container-disk-binary";
+/// The container of `kernelBoot.container`'s image.
+pub const KERNEL_BOOT_CONTAINER: &str = "kernel-boot";
+/// The container of a containerDisk volume is `volume<volume name>` (KubeVirt's name).
+pub const VOLUME_CONTAINER_PREFIX: &str = "volume";
+/// The small static program the disk containers run (deploy/images/container-disk.c): it
+/// listens on the unix socket it is given, so virt-handler finds its process
+/// (SO_PEERCRED) and reads the image through `/proc/<pid>/root`. `--copy-to <file>` copies
+/// the program itself (what the init container runs); `--socket <path>` serves.
+pub const CONTAINER_DISK_COMMAND: &str = "container-disk";
+/// Where the launcher image holds [`CONTAINER_DISK_COMMAND`].
+pub const CONTAINER_DISK_IN_LAUNCHER_IMAGE: &str = "/usr/local/bin/container-disk";
+/// The emptyDir, shared by the init container and the disk containers, that holds the copy.
+pub const CONTAINER_DISK_BIN_DIR_IN_POD: &str = "/var/run/ferrovirt/container-disk-binary";
+
+/// The name of the container that serves containerDisk volume `volume`.
+pub fn volume_container(volume: &str) -> String {
+    format!("{VOLUME_CONTAINER_PREFIX}{volume}")
+}
+
 /// The VMI's grace period when it sets none (KubeVirt's default), in seconds: the API's
 /// `crds::rules::DEFAULT_GRACE_PERIOD_SECONDS`, kept here so the launcher needs no API types
 /// (a test keeps the two equal).
@@ -61,6 +84,12 @@ mod tests {
             DEFAULT_GRACE_SECONDS,
             crds::rules::DEFAULT_GRACE_PERIOD_SECONDS
         );
+    }
+
+    #[test]
+    fn container_names_are_kubevirts() {
+        assert_eq!(volume_container("containerdisk"), "volumecontainerdisk");
+        assert_eq!(KERNEL_BOOT_CONTAINER, "kernel-boot");
     }
 
     #[test]

@@ -14,6 +14,8 @@ use kube::Resource;
 
 use crate::{Error, Result};
 
+mod disks;
+
 /// The pod's labels, annotation, mounts and defaults are the node contract's
 /// (node-contract/): `kubevirt.io=virt-launcher`, `kubevirt.io/created-by=<vmi uid>`,
 /// `vm.kubevirt.io/name` ([`vm_name_label`]), `kubevirt.io/domain`; the per-VMI directory
@@ -32,6 +34,8 @@ pub use ferrovirt_node_contract::pod::{
 pub const LABEL_VALUE_MAX: usize = 63;
 /// The container that runs virt-launcher.
 pub const COMPUTE_CONTAINER: &str = "compute";
+/// The pod's volume of the per-VMI directory.
+const VMI_DIR_VOLUME: &str = "vmi-dir";
 /// Seconds the pod gets beyond the VMI's grace period: the launcher powers the guest off
 /// itself when the VMI's grace period is over, and then needs time to exit.
 pub const GRACE_MARGIN_SECONDS: i64 = 15;
@@ -230,7 +234,7 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
         }),
         volume_mounts: Some(vec![
             VolumeMount {
-                name: "vmi-dir".into(),
+                name: VMI_DIR_VOLUME.into(),
                 mount_path: VMI_DIR_IN_POD.into(),
                 ..Default::default()
             },
@@ -257,6 +261,15 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
         ..Default::default()
     };
 
+    let disks = disks::render(vmi, &cfg.image, VMI_DIR_VOLUME)?;
+    let mut containers = vec![container];
+    containers.extend(disks.containers);
+    let mut volumes = vec![
+        host_dir_volume(VMI_DIR_VOLUME, &host_dir),
+        host_dir_volume("capabilities", &run_dir.capabilities()),
+    ];
+    volumes.extend(disks.volumes);
+
     let spec = &vmi.spec;
     Ok(Pod {
         metadata: ObjectMeta {
@@ -268,11 +281,12 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
             ..Default::default()
         },
         spec: Some(PodSpec {
-            containers: vec![container],
-            volumes: Some(vec![
-                host_dir_volume("vmi-dir", &host_dir),
-                host_dir_volume("capabilities", &run_dir.capabilities()),
-            ]),
+            init_containers: (!disks.init.is_empty()).then_some(disks.init),
+            containers,
+            volumes: Some(volumes),
+            // The launcher and QEMU reach the disk containers' files through
+            // /proc/<pid>/root: one PID namespace for the pod.
+            share_process_namespace: Some(true),
             restart_policy: Some("Never".into()),
             termination_grace_period_seconds: Some(grace + GRACE_MARGIN_SECONDS),
             automount_service_account_token: Some(false),
@@ -406,6 +420,83 @@ spec:
         assert_eq!(req[KVM_RESOURCE].0, "1");
         assert_eq!(res.limits.as_ref().unwrap()[KVM_RESOURCE].0, "1");
         assert!(!res.limits.as_ref().unwrap().contains_key("memory"));
+    }
+
+    #[test]
+    fn disk_images_are_containers_of_the_pod() {
+        let v = vmi(r##"
+metadata: {name: cd, namespace: ns1}
+spec:
+  domain:
+    memory: {guest: 64Mi}
+    firmware:
+      kernelBoot:
+        container: {image: "reg/kernel:1", kernelPath: /boot/vmlinuz, imagePullPolicy: Always}
+    devices: {}
+  volumes:
+  - {name: containerdisk, containerDisk: {image: "quay.io/kubevirt/cirros-container-disk-demo"}}
+  - {name: ci, cloudInitNoCloud: {userData: "#cloud-config"}}
+"##);
+        let spec = render(&v, &cfg()).unwrap().spec.unwrap();
+        assert_eq!(spec.share_process_namespace, Some(true));
+        let init = spec.init_containers.as_ref().unwrap();
+        assert_eq!(init.len(), 1);
+        assert_eq!(init[0].name, "container-disk-binary");
+        assert_eq!(
+            init[0].image.as_deref(),
+            Some("ferrovirt/virt-launcher:dev")
+        );
+        assert_eq!(
+            init[0].command.as_ref().unwrap().join(" "),
+            "container-disk --copy-to /var/run/ferrovirt/container-disk-binary/container-disk"
+        );
+        let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["compute", "volumecontainerdisk", "kernel-boot"]);
+        let disk = &spec.containers[1];
+        assert_eq!(
+            disk.image.as_deref(),
+            Some("quay.io/kubevirt/cirros-container-disk-demo")
+        );
+        assert_eq!(disk.image_pull_policy, None, "the API server's default");
+        assert_eq!(
+            disk.command.as_ref().unwrap().join(" "),
+            "/var/run/ferrovirt/container-disk-binary/container-disk --socket \
+             /var/run/ferrovirt/vmi/container-disks/volumecontainerdisk.sock"
+        );
+        let sc = disk.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_user, Some(0));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        let mounts: Vec<&str> = disk
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(mounts, ["container-disk-binary", "vmi-dir"]);
+        let kernel = &spec.containers[2];
+        assert_eq!(kernel.image.as_deref(), Some("reg/kernel:1"));
+        assert_eq!(kernel.image_pull_policy.as_deref(), Some("Always"));
+        assert!(kernel.command.as_ref().unwrap()[2].ends_with("/kernel-boot.sock"));
+        assert!(
+            spec.volumes
+                .iter()
+                .flatten()
+                .any(|v| v.name == "container-disk-binary" && v.empty_dir.is_some())
+        );
+
+        // Without disk images: no init container and no extra volume.
+        let plain = render(&vmi(BASIC), &cfg()).unwrap().spec.unwrap();
+        assert!(plain.init_containers.is_none());
+        assert_eq!(plain.containers.len(), 1);
+        assert_eq!(plain.volumes.unwrap().len(), 2);
+
+        let mut long = v.clone();
+        long.spec.volumes[0].name = "d".repeat(58);
+        let e = render(&long, &cfg()).unwrap_err().to_string();
+        assert!(e.contains("spec.volumes[0].name"), "{e}");
     }
 
     #[test]

@@ -202,6 +202,14 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
                 set_condition(&mut status.conditions, failure_condition(&reason, &message));
             } else if let Some(unschedulable) = unschedulable_condition(p) {
                 set_condition(&mut status.conditions, unschedulable);
+            } else if let Some((reason, message)) = image_error(p) {
+                // As KubeVirt: a container image the node cannot pull (a containerDisk,
+                // the kernel-boot image, the launcher's) keeps the VMI Scheduling with
+                // the node's reason and message in condition Synchronized.
+                set_condition(
+                    &mut status.conditions,
+                    synchronized_failure(&reason, &message),
+                );
             } else if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone())
                 && launcher_ready(p)
             {
@@ -233,6 +241,14 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
         (Some(VmiPhase::Scheduled | VmiPhase::Running | VmiPhase::Unknown), Some(p)) => {
             set_active_pod(&mut status, p);
             match pod_phase(p) {
+                // The launcher ended while the pod's disk containers still run.
+                _ if compute_exit(p) == Some(0) => status.phase = Some(VmiPhase::Succeeded),
+                _ if compute_exit(p).is_some() => {
+                    let (reason, message) = pod_failure(p);
+                    status.phase = Some(VmiPhase::Failed);
+                    status.reason = Some(reason.clone());
+                    set_condition(&mut status.conditions, failure_condition(&reason, &message));
+                }
                 "Failed" => {
                     let (reason, message) = pod_failure(p);
                     status.phase = Some(VmiPhase::Failed);
@@ -457,21 +473,69 @@ fn pod_finished(p: &Pod) -> bool {
     matches!(pod_phase(p), "Succeeded" | "Failed")
 }
 
-/// Down or going down: finished, or being deleted.
+/// Down or going down: finished, its launcher container ended (the disk containers may
+/// still run), or being deleted; KubeVirt's `isPodDownOrGoingDown`.
 fn pod_down(p: &Pod) -> bool {
-    pod_finished(p) || p.meta().deletion_timestamp.is_some()
+    pod_finished(p) || compute_exit(p).is_some() || p.meta().deletion_timestamp.is_some()
+}
+
+/// The launcher container's exit code, once it has ended.
+fn compute_exit(p: &Pod) -> Option<i32> {
+    p.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == COMPUTE_CONTAINER)?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()
+        .map(|t| t.exit_code)
+}
+
+/// The first container (init containers first) waiting because its image cannot be
+/// pulled: its reason (`ErrImagePull`, `ImagePullBackOff`) and the node's message, which
+/// names the image. KubeVirt's `checkForContainerImageError`.
+fn image_error(p: &Pod) -> Option<(String, String)> {
+    let s = p.status.as_ref()?;
+    s.init_container_statuses
+        .iter()
+        .flatten()
+        .chain(s.container_statuses.iter().flatten())
+        .find_map(|c| {
+            let w = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = w.reason.as_deref()?;
+            matches!(reason, "ErrImagePull" | "ImagePullBackOff").then(|| {
+                let message = w.message.clone().unwrap_or_default();
+                let message = if message.contains(&c.image) {
+                    message
+                } else {
+                    format!("container {} (image {}): {message}", c.name, c.image)
+                };
+                (reason.to_string(), message)
+            })
+        })
 }
 
 fn scheduled(p: &Pod) -> bool {
     p.spec.as_ref().is_some_and(|s| s.node_name.is_some())
 }
 
-/// The launcher container is ready (its readiness probe passed), or the pod is Ready.
+/// The launcher container is ready (its readiness probe passed) and every other container
+/// (the disk containers virt-handler reads images through) runs, or the pod is Ready.
 fn launcher_ready(p: &Pod) -> bool {
     let status = p.status.as_ref();
+    let containers = p.spec.as_ref().map_or(0, |s| s.containers.len());
     let container = status
         .and_then(|s| s.container_statuses.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.name == COMPUTE_CONTAINER && c.ready));
+        .is_some_and(|cs| {
+            cs.iter().any(|c| c.name == COMPUTE_CONTAINER && c.ready)
+                && cs.len() >= containers
+                && cs
+                    .iter()
+                    .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+        });
     let pod_ready = status
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
@@ -596,9 +660,32 @@ mod tests {
     #[test]
     fn pod_states() {
         let p = pod(
-            "metadata: {name: p}\nspec: {containers: [], nodeName: n1}\nstatus: {phase: Running, containerStatuses: [{name: compute, ready: true, restartCount: 0, image: i, imageID: ''}]}",
+            "metadata: {name: p}\nspec: {containers: [], nodeName: n1}\nstatus: {phase: Running, containerStatuses: [{name: compute, ready: true, restartCount: 0, image: i, imageID: '', state: {running: {}}}]}",
         );
         assert!(launcher_ready(&p) && scheduled(&p) && !pod_down(&p));
+        // A disk container that cannot pull its image: not ready, and the node's words.
+        let i = pod(
+            "metadata: {name: p}\nspec: {containers: [{name: compute}, {name: volumeroot}], nodeName: n1}\nstatus: {phase: Pending, containerStatuses: [\
+             {name: compute, ready: true, restartCount: 0, image: i, imageID: '', state: {running: {}}},\
+             {name: volumeroot, ready: false, restartCount: 0, image: 'example.org/disk:1', imageID: '', state: {waiting: {reason: ImagePullBackOff, message: 'Back-off pulling image \"example.org/disk:1\"'}}}]}",
+        );
+        assert!(!launcher_ready(&i) && !pod_down(&i));
+        assert_eq!(
+            image_error(&i),
+            Some((
+                "ImagePullBackOff".into(),
+                "Back-off pulling image \"example.org/disk:1\"".into()
+            ))
+        );
+        assert_eq!(image_error(&p), None);
+        // The launcher ended while a disk container still runs: the pod is down.
+        let d = pod(
+            "metadata: {name: p}\nspec: {containers: [{name: compute}, {name: volumeroot}], nodeName: n1}\nstatus: {phase: Running, containerStatuses: [\
+             {name: compute, ready: false, restartCount: 0, image: i, imageID: '', state: {terminated: {exitCode: 0}}},\
+             {name: volumeroot, ready: true, restartCount: 0, image: d, imageID: '', state: {running: {}}}]}",
+        );
+        assert!(pod_down(&d) && !launcher_ready(&d));
+        assert_eq!(compute_exit(&d), Some(0));
         let u = pod(
             "metadata: {name: p}\nspec: {containers: []}\nstatus: {phase: Pending, conditions: [{type: PodScheduled, status: 'False', reason: Unschedulable, message: '0/1 nodes are available'}]}",
         );

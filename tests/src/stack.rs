@@ -3,16 +3,19 @@
 //! tests use [`Stack::start`]; the launcher pods that devnode runs are stopped when the test
 //! binary exits (`devnode stop-all`), so no QEMU outlives the tests.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ferrovirt_node_contract::paths::RunDir;
+use ferrovirt_node_contract::pod::KVM_RESOURCE;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 
 use crate::error::IoContext;
+use crate::node::RealNode;
 use crate::{ControlPlane, Process, Result, process};
 
 /// The namespace of Ferrovirt's own objects (leader lease, cluster configuration).
@@ -92,35 +95,80 @@ impl Stack {
             .arg(&kubeconfig)
             .args(["--node-name", name])
             .arg("--state-dir")
-            .arg(&state_dir);
+            .arg(&state_dir)
+            // containerDisk and kernel-boot images, served by devnode's disk containers.
+            .arg("--image-store")
+            .arg(&store);
         process::spawn_tied(
             "devnode",
             devnode,
             &logs.join(format!("devnode-{name}.log")),
         )?;
 
-        let mut operator = Command::new(workspace_bin("virt-controller"));
-        operator
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .arg("--node-run-dir")
-            .arg(&run_dir)
-            .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)]);
-        process::spawn_tied(
-            "virt-controller",
-            operator,
-            &logs.join(format!("virt-controller-{name}.log")),
-        )?;
+        spawn_controller(&kubeconfig, name, &run_dir, &logs, &[])?;
 
         let stack = Self {
             node_name: name.to_string(),
-            handler: Mutex::new(spawn_handler(&kubeconfig, name, &run_dir, &store, &logs)?),
+            handler: Mutex::new(spawn_handler(&kubeconfig, name, &run_dir, &logs)?),
             run_dir,
             state_dir,
             kubeconfig,
             logs,
         };
         stack.wait_node_ready(cp).await?;
+        Ok(stack)
+    }
+
+    /// Ferrovirt's controllers for a real node (kubelet + containerd, [`RealNode`]): the
+    /// launcher pods run as real containers from `launcher_image` (pushed to the node's
+    /// registry), their containerDisks are containers of the pod pulled by the node. No
+    /// devnode. virt-controller and virt-handler run as host processes: the handler serves
+    /// the node (`--node-name`) with its device plugins registered in the node's kubelet
+    /// directory (docs/real-node.md, "Entering the node"), and its run dir is under /tmp,
+    /// a path that the host and the node (whose /var and /run are its own) see alike, so
+    /// the pods' hostPath volumes of it are the handler's directories.
+    pub async fn start_on_real_node(
+        cp: &ControlPlane,
+        node: &RealNode,
+        launcher_image: &str,
+    ) -> Result<Self> {
+        let name = node.name().to_string();
+        let base = PathBuf::from(format!("/tmp/fv-{}-{name}", std::process::id()));
+        let run_dir = base.join("run");
+        let state_dir = base.join("node");
+        let logs = cp.dir().join("logs");
+        for dir in [&run_dir, &state_dir, &logs] {
+            std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
+        }
+        process::remove_at_exit(&base);
+        configure_cluster(cp).await?;
+        let kubeconfig = cp.kubeconfig();
+
+        spawn_controller(
+            &kubeconfig,
+            &name,
+            &run_dir,
+            &logs,
+            &["--launcher-image", launcher_image],
+        )?;
+        let plugins = node.dir().join("var/lib/kubelet/device-plugins");
+        let handler = spawn_handler_with(
+            &kubeconfig,
+            &name,
+            &run_dir,
+            &logs,
+            &[OsStr::new("--device-plugin-dir"), plugins.as_os_str()],
+        )?;
+        let stack = Self {
+            node_name: name,
+            handler: Mutex::new(handler),
+            run_dir,
+            state_dir,
+            kubeconfig,
+            logs,
+        };
+        stack.wait_node_ready(cp).await?;
+        stack.wait_kvm_resource(cp).await?;
         Ok(stack)
     }
 
@@ -133,13 +181,7 @@ impl Stack {
     pub fn restart_handler(&self) -> Result<()> {
         let mut handler = self.handler.lock().unwrap_or_else(|e| e.into_inner());
         process::kill_tied(Some(&[handler.pid]));
-        *handler = spawn_handler(
-            &self.kubeconfig,
-            &self.node_name,
-            &self.run_dir,
-            &image_store(),
-            &self.logs,
-        )?;
+        *handler = spawn_handler(&self.kubeconfig, &self.node_name, &self.run_dir, &self.logs)?;
         Ok(())
     }
 
@@ -197,40 +239,96 @@ impl Stack {
     }
 
     async fn wait_node_ready(&self, cp: &ControlPlane) -> Result<()> {
+        let what = format!(
+            "Node {} Ready (devnode log in {})",
+            self.node_name,
+            self.logs.display()
+        );
+        self.wait_node(cp, what, |node| {
+            node.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .await
+    }
+
+    /// Waits until the Node offers the KVM device plugin's resource, which every launcher
+    /// pod requests.
+    async fn wait_kvm_resource(&self, cp: &ControlPlane) -> Result<()> {
+        let what = format!(
+            "Node {} allocatable {KVM_RESOURCE} (virt-handler's device plugin; log in {})",
+            self.node_name,
+            self.logs.display()
+        );
+        self.wait_node(cp, what, |node| {
+            node.status
+                .as_ref()
+                .and_then(|s| s.allocatable.as_ref())
+                .and_then(|a| a.get(KVM_RESOURCE))
+                .is_some_and(|q| q.0 != "0")
+        })
+        .await
+    }
+
+    /// Polls the Node until `done` holds, for up to 60 s.
+    async fn wait_node(
+        &self,
+        cp: &ControlPlane,
+        what: String,
+        done: impl Fn(&Node) -> bool,
+    ) -> Result<()> {
         let nodes: Api<Node> = Api::all(cp.client().await?);
         let started = Instant::now();
         loop {
-            let ready = nodes.get_opt(&self.node_name).await?.is_some_and(|node| {
-                node.status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-            });
-            if ready {
+            if nodes
+                .get_opt(&self.node_name)
+                .await?
+                .is_some_and(|n| done(&n))
+            {
                 return Ok(());
             }
             if started.elapsed() > Duration::from_secs(60) {
-                return Err(crate::Error::Timeout {
-                    what: format!(
-                        "Node {} Ready (devnode log in {})",
-                        self.node_name,
-                        self.logs.display()
-                    ),
-                    seconds: 60,
-                });
+                return Err(crate::Error::Timeout { what, seconds: 60 });
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }
 
-fn spawn_handler(
+fn spawn_controller(
     kubeconfig: &Path,
     node: &str,
     run_dir: &Path,
-    store: &Path,
     logs: &Path,
+    extra: &[&str],
+) -> Result<()> {
+    let mut operator = Command::new(workspace_bin("virt-controller"));
+    operator
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--node-run-dir")
+        .arg(run_dir)
+        .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)])
+        .args(extra);
+    process::spawn_tied(
+        "virt-controller",
+        operator,
+        &logs.join(format!("virt-controller-{node}.log")),
+    )?;
+    Ok(())
+}
+
+fn spawn_handler(kubeconfig: &Path, node: &str, run_dir: &Path, logs: &Path) -> Result<Process> {
+    spawn_handler_with(kubeconfig, node, run_dir, logs, &[])
+}
+
+fn spawn_handler_with(
+    kubeconfig: &Path,
+    node: &str,
+    run_dir: &Path,
+    logs: &Path,
+    extra: &[&OsStr],
 ) -> Result<Process> {
     let mut handler = Command::new(workspace_bin("virt-handler"));
     handler
@@ -239,13 +337,12 @@ fn spawn_handler(
         .args(["--node-name", node])
         .arg("--run-dir")
         .arg(run_dir)
-        .arg("--image-store")
-        .arg(store)
         .args(["--namespace", SYSTEM_NAMESPACE])
         .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)])
         // The server for virt-api (console, VNC, pause) on loopback; it publishes
         // 127.0.0.1:<port> on the Node for virt-api.
-        .args(["--server-listen", &format!("127.0.0.1:{}", free_port()?)]);
+        .args(["--server-listen", &format!("127.0.0.1:{}", free_port()?)])
+        .args(extra);
     process::spawn_tied(
         "virt-handler",
         handler,

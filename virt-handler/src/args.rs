@@ -48,6 +48,10 @@ pub enum Command {
         /// The per-VMI directory as the launcher sees it.
         #[arg(long, default_value = VMI_DIR_IN_POD)]
         vmi_dir: PathBuf,
+        /// The kernel-boot image's root as the launcher sees it (on a node
+        /// `/proc/<pid of the pod's kernel-boot container>/root`).
+        #[arg(long, default_value = "/")]
+        kernel_root: PathBuf,
         /// Allow hostDisk volumes under this directory (repeatable), as the HostDisk
         /// feature gate and `ferrovirt.hostDiskPathPrefixes` in `kubevirt-config` would.
         #[arg(long = "host-disk-prefix")]
@@ -65,8 +69,10 @@ pub struct RunArgs {
     #[arg(long, env = "FERROVIRT_RUN_DIR", default_value = DEFAULT_RUN_DIR)]
     pub run_dir: PathBuf,
 
-    /// The image store. Defaults to `$FERROVIRT_CACHE/images` (`~/.cache/ferrovirt/images`).
-    #[arg(long, env = "FERROVIRT_IMAGE_STORE")]
+    /// Ignored, kept until every caller has dropped it (the chart, hack/local-up.sh):
+    /// containerDisk and kernel-boot images come through the launcher pod's containers;
+    /// the image store is devnode's (`devnode --image-store`).
+    #[arg(long, hide = true)]
     pub image_store: Option<PathBuf>,
 
     /// A kubeconfig file; without it the in-cluster config or `$KUBECONFIG` is used.
@@ -131,18 +137,6 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    pub fn image_store(&self) -> PathBuf {
-        self.image_store.clone().unwrap_or_else(|| {
-            let cache = std::env::var_os("FERROVIRT_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                        .join(".cache/ferrovirt")
-                });
-            cache.join("images")
-        })
-    }
-
     pub fn node_name(&self) -> String {
         self.node_name.clone().unwrap_or_else(|| {
             std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -22,7 +22,6 @@ use ferrovirt_node_contract::pod::{
 
 use crate::args::RunArgs;
 use crate::config::Virtualization;
-use crate::imagestore::ImageStore;
 use crate::kvm::{self, KvmStatus};
 use crate::metrics::Metrics;
 use crate::status::{self, Observation};
@@ -31,12 +30,15 @@ use crate::volumes::hostdisk::FileId;
 use crate::worker::{self, Worker};
 use crate::{Error, Result, chain, domain, volumes};
 
+/// How long the disk containers of a launcher pod may take to answer on their sockets once
+/// the launcher is ready (they start with it; the VMI is Scheduled once they run).
+const DISK_CONTAINER_WAIT: Duration = Duration::from_secs(60);
+
 /// What every worker shares.
 pub struct Context {
     pub client: kube::Client,
     pub node: String,
     pub run_dir: RunDir,
-    pub images: ImageStore,
     /// The per-VMI directory as launchers see it; `None`: the host path.
     pub launcher_vmi_dir: Option<PathBuf>,
     pub namespace: String,
@@ -68,6 +70,15 @@ impl Context {
         let pvcs = self.pvc_dirs(&ns, vmi).await?;
         let launcher_dir = self.launcher_dir(&uid);
         let plans = volumes::plan(&vmi.spec, &launcher_dir, &pvcs, host_disks)?;
+        // The launcher pod's disk containers: where their images are, here and for QEMU.
+        let (spec, vmi_dir) = (vmi.spec.clone(), self.run_dir.vmi(&uid));
+        let images = tokio::task::spawn_blocking(move || {
+            volumes::containerdisk::locate_all(&spec, &vmi_dir, DISK_CONTAINER_WAIT)
+        })
+        .await??;
+        let kernel_root = images
+            .get(ferrovirt_node_contract::pod::KERNEL_BOOT_CONTAINER)
+            .map_or_else(|| PathBuf::from("/"), |r| r.launcher.clone());
         let xml = domain::convert_with(
             &domain::Input {
                 namespace: &ns,
@@ -76,13 +87,12 @@ impl Context {
                 spec: &vmi.spec,
                 virtualization,
                 vmi_dir: &launcher_dir,
-                images: &self.images,
+                kernel_root: &kernel_root,
                 volumes: &plans,
             },
             network,
         )?;
         let host_dir = self.run_dir.vmi(&uid).dir;
-        let images = self.images.clone();
         let hostname = vmi.spec.hostname.clone().unwrap_or_else(|| vmi.name_any());
         let domain_spec = vmi.spec.domain.clone();
         let host_disks = tokio::task::spawn_blocking(move || {
@@ -287,7 +297,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         Duration::from_millis(args.kvm_probe_timeout_ms),
     );
     let kvm = tokio::task::spawn_blocking(move || kvm::probe(&exe, &device, timeout)).await?;
-    tracing::info!(%node, ?kvm, run_dir = %args.run_dir.display(), image_store = %args.image_store().display(), "virt-handler starting");
+    tracing::info!(%node, ?kvm, run_dir = %args.run_dir.display(), "virt-handler starting");
+    if let Some(store) = &args.image_store {
+        tracing::warn!(store = %store.display(), "--image-store is ignored: containerDisk and kernel-boot images come through the launcher pod's containers");
+    }
 
     let metrics = Arc::new(Metrics::default());
     metrics.set_kvm_usable(kvm.usable());
@@ -306,7 +319,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
         client,
         node: node.clone(),
         run_dir,
-        images: ImageStore::new(args.image_store()),
         launcher_vmi_dir,
         namespace: args.namespace.clone(),
         use_emulation_default: args.use_emulation,

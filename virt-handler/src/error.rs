@@ -22,19 +22,20 @@ pub enum Error {
     #[error("volume {volume:?}: {message}")]
     Volume { volume: String, message: String },
 
+    /// The pod's container of a containerDisk or kernel-boot image does not answer on its
+    /// socket (volumes/containerdisk.rs).
     #[error(
-        "image {image:?} is not in the image store {store}: run hack/build-guest-images.sh or add it"
+        "image {image:?}: its container {container} in the launcher pod does not answer ({message})"
     )]
-    ImageNotFound { image: String, store: PathBuf },
-
-    /// The image is in the store but lacks a file the spec names.
-    #[error("{field}: {path} is not a file in image {image:?} (looked for {host})")]
-    FileNotInImage {
-        field: String,
-        path: String,
+    ImageNotFound {
         image: String,
-        host: PathBuf,
+        container: String,
+        message: String,
     },
+
+    /// The image lacks what the spec names (a file, the one disk under `/disk/`).
+    #[error("{field}: {message}")]
+    NotInImage { field: String, message: String },
 
     #[error("{action} {path}")]
     Io {
@@ -112,7 +113,7 @@ impl Error {
         match self {
             Error::Unsupported { .. } => "UnsupportedSpec",
             Error::KvmUnavailable(_) => "KVMUnavailable",
-            Error::Volume { .. } | Error::ImageNotFound { .. } | Error::FileNotInImage { .. } => {
+            Error::Volume { .. } | Error::ImageNotFound { .. } | Error::NotInImage { .. } => {
                 "VolumePreparationFailed"
             }
             Error::Io { .. } | Error::Command { .. } => "VolumePreparationFailed",

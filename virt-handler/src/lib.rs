@@ -13,7 +13,6 @@ pub mod console;
 pub mod controller;
 pub mod domain;
 mod error;
-pub mod imagestore;
 pub mod kvm;
 pub mod metrics;
 pub mod network;

@@ -18,6 +18,7 @@ fn main() -> anyhow::Result<ExitCode> {
             vmi,
             emulation,
             vmi_dir,
+            kernel_root,
             host_disk_prefixes,
         }) => {
             let text = if vmi.as_os_str() == "-" {
@@ -35,7 +36,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 &text,
                 emulation,
                 &vmi_dir,
-                &args.run.image_store(),
+                &kernel_root,
                 &host_disks,
             )?;
             print!("{xml}");

@@ -19,7 +19,6 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Map, Value};
 use virt_handler::config::Virtualization;
 use virt_handler::domain::{Input, convert};
-use virt_handler::imagestore::ImageStore;
 use virt_handler::volumes::{HostDiskPolicy, plan};
 
 const NAMES: &[&str] = &["a", "b", "disk0", "default"];
@@ -228,7 +227,6 @@ fn any_spec_the_schema_accepts_converts_or_names_the_field() {
             }
             spec
         });
-    let images = ImageStore::new(&store);
     let vmi_dir = Path::new("/var/run/ferrovirt/vmis/props");
     let host_disks = HostDiskPolicy::allow(&["/var/data"]);
     let pvcs: BTreeMap<String, PathBuf> = NAMES
@@ -261,7 +259,7 @@ fn any_spec_the_schema_accepts_converts_or_names_the_field() {
                         spec: &spec,
                         virtualization,
                         vmi_dir,
-                        images: &images,
+                        kernel_root: Path::new("/proc/4242/root"),
                         volumes: &plans,
                     })
                 });
@@ -289,7 +287,7 @@ fn any_spec_the_schema_accepts_converts_or_names_the_field() {
                     Err(e) => {
                         use virt_handler::Error as E;
                         let kind = match &e {
-                            E::Unsupported { field, .. } | E::FileNotInImage { field, .. } => {
+                            E::Unsupported { field, .. } | E::NotInImage { field, .. } => {
                                 prop_assert!(
                                     field.starts_with("spec."),
                                     "error without a spec field: {e}"

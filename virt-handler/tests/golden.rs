@@ -12,11 +12,11 @@ use kube::ResourceExt;
 use serde::Deserialize;
 use virt_handler::config::Virtualization;
 use virt_handler::domain::{Input, convert};
-use virt_handler::imagestore::ImageStore;
 use virt_handler::volumes::{HostDiskPolicy, plan};
 
 const VMI_DIR: &str = "/var/run/ferrovirt/vmi";
-const IMAGE_STORE: &str = "/root/.cache/ferrovirt/images";
+/// The kernel-boot container's image as the launcher sees it (`/proc/<pid>/root`).
+const KERNEL_ROOT: &str = "/proc/4242/root";
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -55,7 +55,7 @@ fn convert_vmi(vmi: &VirtualMachineInstance) -> virt_handler::Result<String> {
         spec: &vmi.spec,
         virtualization,
         vmi_dir,
-        images: &ImageStore::new(IMAGE_STORE),
+        kernel_root: Path::new(KERNEL_ROOT),
         volumes: &plans,
     })
 }
@@ -235,12 +235,12 @@ fn the_domain_xml_subcommand_prints_the_same_domain() {
     let case = golden_dir().join("kernel-boot-emulation.yaml");
     let out = Command::new(env!("CARGO_BIN_EXE_virt-handler"))
         .args([
-            "--image-store",
-            IMAGE_STORE,
             "domain-xml",
             "--emulation",
             "--vmi-dir",
             VMI_DIR,
+            "--kernel-root",
+            KERNEL_ROOT,
         ])
         .arg(&case)
         .output()

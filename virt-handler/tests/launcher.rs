@@ -11,24 +11,27 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{GUEST_LINE, cache, guest_cmdline, start_launcher, wait_for_line};
+use common::{
+    GUEST_LINE, KERNEL_BOOT_CONTAINER, cache, guest_cmdline, start_launcher, wait_for_line,
+};
 
 use ferrovirt_node_contract::client::LauncherClient;
 use ferrovirt_node_contract::protocol::{DomainState, Event, StopReason};
 use virt_handler::config::Virtualization;
 use virt_handler::domain::{Input, convert};
-use virt_handler::imagestore::ImageStore;
 use virt_handler::kvm::probe;
 use virt_handler::volumes::{plan, prepare, prepare_firmware};
 
 #[tokio::test]
 async fn kernel_boot_vmi_boots_under_the_real_launcher() {
-    let images = ImageStore::new(cache().join("images"));
     let kernel_image = "ferrovirt/guest-kernel:latest";
     let cmdline = guest_cmdline();
-    let disk = images
-        .container_disk("ferrovirt/guest-disk:latest", None)
-        .expect("run hack/build-guest-images.sh");
+    let disk = cache().join("images/ferrovirt_guest-disk_latest/disk/ferrovirt-guest.qcow2");
+    assert!(
+        disk.is_file(),
+        "{} is missing: run hack/build-guest-images.sh",
+        disk.display()
+    );
     let disk_mtime = std::fs::metadata(&disk).unwrap().modified().unwrap();
 
     let kvm = probe(
@@ -84,6 +87,9 @@ async fn kernel_boot_vmi_boots_under_the_real_launcher() {
     // What the worker does: plan, prepare, convert, define and start.
     let started = Instant::now();
     let plans = plan(&vmi.spec, &dir, &BTreeMap::new(), &Default::default()).unwrap();
+    // The images in place in the store: this launcher runs on the host, without a pod.
+    let images =
+        virt_handler::volumes::containerdisk::from_store(&vmi.spec, &cache().join("images"));
     prepare_firmware(&vmi.spec.domain, &dir, &images).unwrap();
     prepare(&plans, &dir, &images, &uid, "guest").unwrap();
     let prepared = started.elapsed();
@@ -94,7 +100,7 @@ async fn kernel_boot_vmi_boots_under_the_real_launcher() {
         spec: &vmi.spec,
         virtualization,
         vmi_dir: &dir,
-        images: &images,
+        kernel_root: &images[KERNEL_BOOT_CONTAINER].launcher,
         volumes: &plans,
     })
     .unwrap();

@@ -17,11 +17,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{GUEST_LINE, cache, guest_cmdline, start_launcher_wrapped, wait_for_line};
+use common::{
+    GUEST_LINE, KERNEL_BOOT_CONTAINER, cache, guest_cmdline, start_launcher_wrapped, wait_for_line,
+};
 use ferrovirt_node_contract::client::LauncherClient;
 use virt_handler::config::Virtualization;
 use virt_handler::domain::{Input, convert_with};
-use virt_handler::imagestore::ImageStore;
 use virt_handler::network::{self, Attachment, NetNs};
 use virt_handler::volumes::{plan, prepare, prepare_firmware};
 
@@ -113,7 +114,6 @@ fn http_get_eventually(ns: &Path, addr: &'static str, port: u16) -> String {
 
 #[tokio::test]
 async fn masquerade_guest_gets_dhcp_and_serves_only_its_ports_through_the_pod_ip() {
-    let images = ImageStore::new(cache().join("images"));
     let cmdline = guest_cmdline();
 
     let pod = Ns::new("pod");
@@ -191,6 +191,8 @@ async fn masquerade_guest_gets_dhcp_and_serves_only_its_ports_through_the_pod_ip
     assert_eq!(net_plan.status[0].ip_address.as_deref(), Some(POD_IP));
 
     let plans = plan(&vmi.spec, &dir, &BTreeMap::new(), &Default::default()).unwrap();
+    let images =
+        virt_handler::volumes::containerdisk::from_store(&vmi.spec, &cache().join("images"));
     prepare_firmware(&vmi.spec.domain, &dir, &images).unwrap();
     prepare(&plans, &dir, &images, uid, "web").unwrap();
     let xml = convert_with(
@@ -201,7 +203,7 @@ async fn masquerade_guest_gets_dhcp_and_serves_only_its_ports_through_the_pod_ip
             spec: &vmi.spec,
             virtualization: Virtualization::Emulation,
             vmi_dir: &dir,
-            images: &images,
+            kernel_root: &images[KERNEL_BOOT_CONTAINER].launcher,
             volumes: &plans,
         },
         &attachment,

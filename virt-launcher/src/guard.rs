@@ -27,15 +27,21 @@ pub fn set_child_subreaper() -> Result<()> {
     Ok(())
 }
 
-/// On drop: destroys the domain if it still runs and removes the readiness files.
+/// On drop: destroys the domain if it still runs, removes the readiness files, and then
+/// the disk containers' sockets in `disk_sockets`: a disk container ends once its socket
+/// is gone (deploy/images/container-disk.c), so the pod ends with its launcher.
 pub struct ExitGuard {
     pub files: Vec<PathBuf>,
+    pub disk_sockets: Option<PathBuf>,
 }
 
 impl ExitGuard {
-    pub fn new(hv: Arc<Hypervisor>, files: Vec<PathBuf>) -> Self {
+    pub fn new(hv: Arc<Hypervisor>, files: Vec<PathBuf>, disk_sockets: Option<PathBuf>) -> Self {
         let _ = HYPERVISOR.set(hv);
-        ExitGuard { files }
+        ExitGuard {
+            files,
+            disk_sockets,
+        }
     }
 }
 
@@ -46,6 +52,16 @@ impl Drop for ExitGuard {
         }
         for f in &self.files {
             let _ = std::fs::remove_file(f);
+        }
+        let sockets = self
+            .disk_sockets
+            .iter()
+            .flat_map(std::fs::read_dir)
+            .flatten();
+        for e in sockets.flatten() {
+            if e.file_name().to_string_lossy().ends_with(".sock") {
+                let _ = std::fs::remove_file(e.path());
+            }
         }
     }
 }

@@ -56,7 +56,11 @@ pub async fn run(args: Args) -> Result<u8> {
     }
     let hv_root = root.clone();
     let hv = Arc::new(tokio::task::spawn_blocking(move || Hypervisor::open(&hv_root, tx)).await??);
-    let _guard = ExitGuard::new(hv.clone(), vec![paths.ready(), paths.socket()]);
+    let _guard = ExitGuard::new(
+        hv.clone(),
+        vec![paths.ready(), paths.socket()],
+        Some(paths.container_disks()),
+    );
 
     let log = Arc::new(EventLog::default());
     let listener = server::bind(&paths.socket())?;

@@ -25,6 +25,13 @@ impl Worker {
             .chain(self.st.main.iter())
             .map(|r| r.name.clone())
             .collect();
+        if let Some(s) = read_json::<Started>(&self.dir.started(crate::sandbox::NAME))
+            && is_alive(s.shim_pid, s.shim_start)
+        {
+            let exit_file = self.dir.exited(crate::sandbox::NAME);
+            runtime::follow(crate::sandbox::NAME, &s, &exit_file, self.exits_tx.clone());
+            self.sandbox = Some(s);
+        }
         let mut lost = Vec::new();
         for name in names {
             let api_status = api_statuses.iter().find(|s| s.name == name);

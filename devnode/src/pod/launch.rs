@@ -1,8 +1,9 @@
 //! From a pod's container to the ShimSpec that runs it.
 
 use crate::env::{self, Refs, Service};
+use crate::image::Source;
 use crate::state::{PodDir, ShimSpec};
-use crate::{Ctx, Error, Result, image, volumes};
+use crate::{Ctx, Error, Result, containerdisk, image, volumes};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -14,10 +15,33 @@ pub fn spec(
     dir: &PodDir,
     vols: &HashMap<String, PathBuf>,
     refs: &Refs,
+    pid_namespace: Option<PathBuf>,
 ) -> Result<ShimSpec> {
     let img = c.image.as_deref().unwrap_or_default();
-    let binary = image::binary_for_image(img, &ctx.image_prefix)?;
-    let (path, argv) = image::command(c, &binary, &ctx.bin_dir);
+    let source = image::resolve(img, &ctx.image_prefix, &ctx.image_store)?;
+    let (path, argv) = if containerdisk::is_container_disk(c.command.as_deref()) {
+        // The disk containers' program (and the init container's copy of it): devnode's
+        // own stand-in, chrooted into the image's directory.
+        let exe = ctx.self_exe.to_string_lossy().into_owned();
+        let mut argv = vec![exe, containerdisk::COMMAND.to_string()];
+        argv.extend(c.command.iter().flatten().skip(1).cloned());
+        argv.extend(c.args.iter().flatten().cloned());
+        if let Source::Store(dir) = &source {
+            argv.extend(["--root".to_string(), dir.to_string_lossy().into_owned()]);
+        }
+        (ctx.self_exe.clone(), argv)
+    } else {
+        match &source {
+            Source::Store(_) => {
+                return Err(Error::Unsupported(format!(
+                    "container {:?}: image {img:?} is a directory of the image store, where devnode runs only {} (the disk containers' program)",
+                    c.name,
+                    containerdisk::COMMAND
+                )));
+            }
+            Source::Binary(binary) => image::command(c, binary, &ctx.bin_dir),
+        }
+    };
     if c.command.as_ref().is_none_or(|c| c.is_empty()) && !path.exists() {
         return Err(Error::Image(format!(
             "image {img:?} runs {}, which does not exist (build it, or point --bin-dir at Ferrovirt's binaries)",
@@ -58,6 +82,7 @@ pub fn spec(
         started_file: dir.started(&c.name),
         exit_file: dir.exited(&c.name),
         logs_on_error: c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError"),
+        pid_namespace,
     })
 }
 

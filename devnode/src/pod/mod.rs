@@ -10,7 +10,7 @@ use crate::probe::{self, Tracker};
 use crate::runtime::{self, Exit};
 use crate::state::{PodDir, Started};
 use crate::status::{self, PodState, Record, State, Terminated};
-use crate::{Ctx, Error, chain, node::FIELD_MANAGER, volumes};
+use crate::{Ctx, Error, chain, node::FIELD_MANAGER, sandbox, volumes};
 use chrono::Utc;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
@@ -49,6 +49,8 @@ pub struct Worker {
     admitted: bool,
     volumes: Option<HashMap<String, PathBuf>>,
     running: HashMap<String, Started>,
+    /// The pod's sandbox, holding its shared PID namespace (`shareProcessNamespace`).
+    sandbox: Option<Started>,
     /// Shims started that have not reported yet (a failed start reports through its exit).
     starting: HashSet<String>,
     probes: HashMap<String, Probes>,
@@ -155,6 +157,7 @@ impl Worker {
             admitted: false,
             volumes: None,
             running: HashMap::new(),
+            sandbox: None,
             starting: HashSet::new(),
             probes: HashMap::new(),
             backoff: HashMap::new(),
@@ -214,9 +217,10 @@ impl Worker {
         let (init, main) = containers(&self.pod);
         let mut images_ok = true;
         for c in init.iter().chain(main.iter()) {
-            if let Err(e) = crate::image::binary_for_image(
+            if let Err(e) = crate::image::resolve(
                 c.image.as_deref().unwrap_or_default(),
                 &self.ctx.image_prefix,
+                &self.ctx.image_store,
             ) && let Some(r) = self.record(&c.name)
                 && r.never_ran()
             {
@@ -248,6 +252,10 @@ impl Worker {
                     return;
                 }
             }
+        }
+        if sandbox::wanted(&self.pod) && self.sandbox.is_none() && !self.start_sandbox().await {
+            self.retry_at = Some(Instant::now() + RETRY);
+            return;
         }
         let policy = self.st.restart_policy.clone();
         for c in &init {
@@ -281,6 +289,34 @@ impl Worker {
             };
             if restart {
                 self.try_start(c).await;
+            }
+        }
+    }
+
+    /// Starts the pod's sandbox; false when it could not be started (retried later).
+    async fn start_sandbox(&mut self) -> bool {
+        let spec = sandbox::spec(&self.ctx, &self.pod, &self.dir);
+        let started = runtime::start(
+            &self.ctx,
+            sandbox::NAME,
+            &spec,
+            &self.dir.spec(sandbox::NAME),
+            self.exits_tx.clone(),
+        )
+        .await;
+        match started {
+            Ok(Some(s)) => {
+                tracing::info!(pod = %self.name(), pid = s.pid, "sandbox started (shared PID namespace)");
+                self.sandbox = Some(s);
+                true
+            }
+            Ok(None) => {
+                tracing::warn!(pod = %self.name(), log = %spec.log.display(), "the sandbox did not start");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(pod = %self.name(), error = %chain(&e), "cannot start the sandbox");
+                false
             }
         }
     }
@@ -320,7 +356,8 @@ impl Worker {
             Err(e) => return self.start_failed(&c.name, e),
         };
         let vols = self.volumes.clone().unwrap_or_default();
-        let spec = match launch::spec(&self.ctx, &self.pod, c, &self.dir, &vols, &refs) {
+        let pid_ns = self.sandbox.as_ref().map(sandbox::pid_namespace);
+        let spec = match launch::spec(&self.ctx, &self.pod, c, &self.dir, &vols, &refs, pid_ns) {
             Ok(s) => s,
             Err(e) => return self.start_failed(&c.name, e),
         };
@@ -404,6 +441,13 @@ impl Worker {
     /// Records a container's end and arms its restart back-off.
     fn exited(&mut self, exit: Exit) {
         let name = exit.container;
+        if name == sandbox::NAME {
+            // The kernel ended every process of the pod's PID namespace with it; their
+            // own exits follow. A pod still running gets a new sandbox.
+            tracing::info!(pod = %self.name(), "sandbox ended");
+            self.sandbox = None;
+            return;
+        }
         let started = self.running.remove(&name);
         self.starting.remove(&name);
         self.probes.remove(&name);
@@ -570,6 +614,9 @@ impl Worker {
                     deadline = Instant::now() + Duration::from_secs(10);
                 }
             }
+        }
+        if let Some(s) = self.sandbox.take() {
+            runtime::signal(&s, Signal::SIGKILL);
         }
         if !gone {
             // A pod being deleted is not restarted: its phase follows from its exit codes.

@@ -10,7 +10,6 @@ use std::path::Path;
 use crds::{DomainSpec, VirtualMachineInstanceSpec};
 
 use crate::config::Virtualization;
-use crate::imagestore::ImageStore;
 use crate::volumes::Planned;
 use crate::{Error, Result};
 use crds::quantity;
@@ -37,8 +36,10 @@ pub struct Input<'a> {
     pub virtualization: Virtualization,
     /// The per-VMI directory as the launcher sees it.
     pub vmi_dir: &'a Path,
-    /// The image store as the launcher sees it (devnode: the host's).
-    pub images: &'a ImageStore,
+    /// The root of the kernel-boot container's image as the launcher sees it
+    /// (`/proc/<pid in the pod>/root`, see `volumes::containerdisk`): `kernelPath` and
+    /// `initrdPath` are under it.
+    pub kernel_root: &'a Path,
     /// The planned volumes (`volumes::plan`).
     pub volumes: &'a [Planned],
 }
@@ -72,7 +73,7 @@ pub fn from_manifest(
     manifest: &str,
     emulation: bool,
     vmi_dir: &Path,
-    image_store: &Path,
+    kernel_root: &Path,
     host_disks: &crate::volumes::HostDiskPolicy,
 ) -> Result<String> {
     use kube::ResourceExt;
@@ -93,9 +94,16 @@ pub fn from_manifest(
         spec: &vmi.spec,
         virtualization,
         vmi_dir,
-        images: &ImageStore::new(image_store),
+        kernel_root,
         volumes: &plans,
     })
+}
+
+/// An absolute path of an image under the image's root as the launcher sees it.
+fn in_root(root: &Path, path_in_image: &str) -> String {
+    root.join(path_in_image.trim_start_matches('/'))
+        .display()
+        .to_string()
 }
 
 /// The domain XML of the VMI, its interfaces on QEMU's user-mode network (a launcher in
@@ -189,26 +197,10 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
             }
         }
         if let Some(kernel) = &container.kernel_path {
-            x.text(
-                "kernel",
-                &[],
-                &input
-                    .images
-                    .file(&container.image, kernel)
-                    .display()
-                    .to_string(),
-            );
+            x.text("kernel", &[], &in_root(input.kernel_root, kernel));
         }
         if let Some(initrd) = &container.initrd_path {
-            x.text(
-                "initrd",
-                &[],
-                &input
-                    .images
-                    .file(&container.image, initrd)
-                    .display()
-                    .to_string(),
-            );
+            x.text("initrd", &[], &in_root(input.kernel_root, initrd));
         }
         if let Some(args) = &kb.kernel_args {
             x.text("cmdline", &[], args);

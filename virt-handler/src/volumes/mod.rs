@@ -2,6 +2,7 @@
 //! [`prepare`] does the host-side work in the per-VMI directory.
 
 mod cloudinit;
+pub mod containerdisk;
 pub mod hostdisk;
 mod prepare;
 
@@ -50,11 +51,13 @@ pub struct Planned {
 /// What [`prepare`] does for a volume. `file` is relative to the per-VMI directory.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Prep {
-    /// A qcow2 overlay on the image's disk file; the image is never written.
+    /// A qcow2 overlay on the image's disk file, read through the pod's container of the
+    /// image; the image is never written. `index` is the volume's position in the spec.
     ContainerDisk {
         image: String,
         path: Option<String>,
         file: String,
+        index: usize,
     },
     /// A sparse qcow2 of `capacity` bytes.
     EmptyDisk { capacity: u64, file: String },
@@ -97,6 +100,7 @@ pub fn plan(
                 image: cd.image.clone(),
                 path: cd.path.clone(),
                 file,
+                index: i,
             };
             Planned {
                 name: v.name.clone(),

@@ -6,20 +6,24 @@ use std::process::Command;
 
 use crds::DomainSpec;
 
+use ferrovirt_node_contract::pod::{KERNEL_BOOT_CONTAINER, volume_container};
+
+use super::containerdisk::{self, ImageRoots};
 use super::hostdisk::FileId;
 use super::{Planned, Prep, nocloud_files};
 use crate::domain::{EFI_VARS_FILE, efi_firmware};
-use crate::imagestore::ImageStore;
 use crate::{Error, Result};
 
-/// Prepares every planned volume under `host_dir` (the per-VMI directory on the host).
+/// Prepares every planned volume under `host_dir` (the per-VMI directory on the host);
+/// containerDisk overlays are backed by the image's file as the launcher opens it, through
+/// `images` (the pod's disk containers, [`containerdisk::locate_all`]).
 /// Disks that already exist (a handler restart half way) are kept: they may hold data.
 /// Returns the host disks as checked: volume index and the file's identity, which QEMU's
 /// open file must match.
 pub fn prepare(
     plans: &[Planned],
     host_dir: &Path,
-    images: &ImageStore,
+    images: &ImageRoots,
     uid: &str,
     hostname: &str,
 ) -> Result<Vec<(usize, FileId)>> {
@@ -29,20 +33,39 @@ pub fn prepare(
     for p in plans {
         let _span = tracing::info_span!("volume", name = %p.name).entered();
         match &p.prep {
-            Prep::ContainerDisk { image, path, file } => {
+            Prep::ContainerDisk {
+                image,
+                path,
+                file,
+                index,
+            } => {
                 let target = host_dir.join(file);
                 if target.exists() {
                     continue;
                 }
-                let backing = images.container_disk(image, path.as_deref())?;
-                let format = image_format(&backing)?;
+                let container = volume_container(&p.name);
+                let root = images.get(&container).ok_or_else(|| Error::ImageNotFound {
+                    image: image.clone(),
+                    container,
+                    message: "not found".into(),
+                })?;
+                let field = match path {
+                    Some(_) => format!("spec.volumes[{index}].containerDisk.path"),
+                    None => format!("spec.volumes[{index}].containerDisk.image"),
+                };
+                let in_image = containerdisk::disk_path(root, path.as_deref(), &field)?;
+                let (host, backing) = root.file(&in_image);
+                let (format, size) = image_info(&host)?;
+                // The backing path is the launcher's (`/proc/<pid in the pod>/root/...`),
+                // which means nothing here: `-u` keeps qemu-img from opening it.
                 let tmp = tmp_path(&target);
                 run(Command::new("qemu-img")
-                    .args(["create", "-q", "-f", "qcow2", "-F", &format, "-b"])
+                    .args(["create", "-q", "-u", "-f", "qcow2", "-F", &format, "-b"])
                     .arg(&backing)
-                    .arg(&tmp))?;
+                    .arg(&tmp)
+                    .arg(size.to_string()))?;
                 rename(&tmp, &target)?;
-                tracing::info!(backing = %backing.display(), overlay = %target.display(), "containerDisk overlay created");
+                tracing::info!(%image, backing = %backing.display(), overlay = %target.display(), "containerDisk overlay created");
             }
             Prep::EmptyDisk { capacity, file } => {
                 let target = host_dir.join(file);
@@ -85,8 +108,8 @@ pub fn prepare(
 }
 
 /// Firmware files: the per-VMI copy of the EFI variables, and the kernel-boot files,
-/// which must be in the image store.
-pub fn prepare_firmware(domain: &DomainSpec, host_dir: &Path, images: &ImageStore) -> Result<()> {
+/// which must be in the kernel-boot container's image.
+pub fn prepare_firmware(domain: &DomainSpec, host_dir: &Path, images: &ImageRoots) -> Result<()> {
     if let Some((code, vars)) = efi_firmware(domain) {
         for f in [code, vars] {
             if !Path::new(f).is_file() {
@@ -107,24 +130,24 @@ pub fn prepare_firmware(domain: &DomainSpec, host_dir: &Path, images: &ImageStor
         .and_then(|f| f.kernel_boot.as_ref())
         .and_then(|k| k.container.as_ref());
     if let Some(c) = container {
-        if !images.dir(&c.image).is_dir() {
-            return Err(Error::ImageNotFound {
+        let root = images
+            .get(KERNEL_BOOT_CONTAINER)
+            .ok_or_else(|| Error::ImageNotFound {
                 image: c.image.clone(),
-                store: images.root.clone(),
-            });
-        }
+                container: KERNEL_BOOT_CONTAINER.into(),
+                message: "not found".into(),
+            })?;
         for (field, path) in [
             ("kernelPath", &c.kernel_path),
             ("initrdPath", &c.initrd_path),
         ] {
             let Some(path) = path else { continue };
-            let host = images.file(&c.image, path);
-            if !host.is_file() {
-                return Err(Error::FileNotInImage {
-                    field: format!("spec.domain.firmware.kernelBoot.container.{field}"),
-                    path: path.clone(),
-                    image: c.image.clone(),
-                    host,
+            let field = format!("spec.domain.firmware.kernelBoot.container.{field}");
+            containerdisk::check_path(path, &field)?;
+            if !containerdisk::plain_file(&root.host, path) {
+                return Err(Error::NotInImage {
+                    field,
+                    message: format!("{path} is not a file in image {:?}", c.image),
                 });
             }
         }
@@ -157,19 +180,28 @@ fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The format `qemu-img` sees in an image-store file (the store is trusted).
-fn image_format(path: &Path) -> Result<String> {
+/// The format and virtual size `qemu-img` sees in an image's disk file.
+fn image_info(path: &Path) -> Result<(String, u64)> {
     let json = run(Command::new("qemu-img")
         .args(["info", "--output=json", "-U"])
         .arg(path))?;
     let info: serde_json::Value = serde_json::from_str(&json)?;
-    info["format"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| Error::Command {
+    let missing = |what: &str| Error::Command {
+        program: "qemu-img".into(),
+        message: format!("no {what} for {}", path.display()),
+    };
+    let format = info["format"].as_str().ok_or_else(|| missing("format"))?;
+    // A backing file of the image's own would be opened by QEMU outside the image.
+    if info.get("backing-filename").is_some() {
+        return Err(Error::Command {
             program: "qemu-img".into(),
-            message: format!("no format for {}", path.display()),
-        })
+            message: format!("{} has a backing file of its own; refused", path.display()),
+        });
+    }
+    let size = info["virtual-size"]
+        .as_u64()
+        .ok_or_else(|| missing("virtual size"))?;
+    Ok((format.to_owned(), size))
 }
 
 /// Writes an ISO 9660 image labelled `cidata` holding `files`.
@@ -215,15 +247,31 @@ fn make_cidata_iso(target: &Path, files: &[(&str, Vec<u8>)]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::volumes::containerdisk::ImageRoot;
     use crate::volumes::{Format, HostDiskPolicy, plan};
     use std::collections::BTreeMap;
+
+    /// An image's tree at `dir` (as a disk container's `/proc/<pid>/root`), seen by the
+    /// launcher at `/proc/<pid>/root`.
+    fn roots(container: &str, image: &str, dir: &Path, pid: u32) -> ImageRoots {
+        ImageRoots::from([(
+            container.to_owned(),
+            ImageRoot {
+                image: image.into(),
+                container: container.into(),
+                host: dir.to_owned(),
+                launcher: PathBuf::from(format!("/proc/{pid}/root")),
+            },
+        )])
+    }
 
     /// Real qemu-img and genisoimage, as the node uses them.
     #[test]
     fn prepares_overlay_empty_disk_iso_and_host_disk() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = ImageStore::new(tmp.path().join("images"));
-        let disk_dir = store.dir("example/disk:1").join("disk");
+        let image = tmp.path().join("images/disk");
+        let store = roots("volumeroot", "example/disk:1", &image, 42);
+        let disk_dir = image.join("disk");
         std::fs::create_dir_all(&disk_dir).unwrap();
         let base = disk_dir.join("base.qcow2");
         run(Command::new("qemu-img")
@@ -260,8 +308,12 @@ mod tests {
         };
         let overlay = info(&vmi_dir.join("volumes/root.qcow2"));
         assert_eq!(overlay["format"], "qcow2");
-        assert_eq!(overlay["backing-filename"], base.to_str().unwrap());
+        assert_eq!(
+            overlay["backing-filename"], "/proc/42/root/disk/base.qcow2",
+            "the image's disk as the launcher opens it"
+        );
         assert_eq!(overlay["backing-filename-format"], "qcow2");
+        assert_eq!(overlay["virtual-size"], 16 << 20);
         assert_eq!(
             info(&vmi_dir.join("volumes/scratch.qcow2"))["virtual-size"],
             64 << 20
@@ -296,7 +348,7 @@ mod tests {
         })).unwrap();
         let hd = HostDiskPolicy::allow(&[tmp.path().to_str().unwrap()]);
         let plans = plan(&spec, tmp.path(), &BTreeMap::new(), &hd).unwrap();
-        let err = prepare(&plans, tmp.path(), &ImageStore::new(tmp.path()), "u", "h").unwrap_err();
+        let err = prepare(&plans, tmp.path(), &ImageRoots::new(), "u", "h").unwrap_err();
         assert!(
             err.to_string().contains("volume \"host\"")
                 && err.to_string().contains("does not exist"),
@@ -307,8 +359,9 @@ mod tests {
     #[test]
     fn a_missing_kernel_file_is_named_apart_from_a_missing_image() {
         let tmp = tempfile::tempdir().unwrap();
-        let store = ImageStore::new(tmp.path());
-        let boot = store.dir("ferrovirt/guest-kernel:latest").join("boot");
+        let image = tmp.path().join("kernel");
+        let store = roots("kernel-boot", "ferrovirt/guest-kernel:latest", &image, 7);
+        let boot = image.join("boot");
         std::fs::create_dir_all(&boot).unwrap();
         std::fs::write(boot.join("vmlinuz"), b"k").unwrap();
         let domain = |image: &str, kernel: &str| -> DomainSpec {
@@ -340,14 +393,25 @@ mod tests {
         let err = prepare_firmware(
             &domain("example/none:1", "/boot/vmlinuz"),
             tmp.path(),
+            &ImageRoots::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("image \"example/none:1\"") && err.contains("kernel-boot"),
+            "{err}"
+        );
+        std::os::unix::fs::symlink("/etc/hostname", boot.join("link")).unwrap();
+        let err = prepare_firmware(
+            &domain("ferrovirt/guest-kernel:latest", "/boot/link"),
+            tmp.path(),
             &store,
         )
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("image \"example/none:1\" is not in the image store")
-                && err.contains("build-guest-images"),
-            "{err}"
+            err.contains("/boot/link is not a file"),
+            "a link leaves the image: {err}"
         );
     }
 

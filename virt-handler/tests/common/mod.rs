@@ -84,6 +84,7 @@ pub fn start_launcher_wrapped(
     env: &[(&str, &str)],
 ) -> Proc {
     std::fs::create_dir_all(dir).unwrap();
+    start_disk_container(dir, KERNEL_BOOT_CONTAINER, GUEST_KERNEL_IMAGE);
     let log = dir.with_extension("launcher.log");
     let mut cmd = match wrapper.split_first() {
         Some((program, args)) => {
@@ -125,6 +126,44 @@ pub fn start_launcher_wrapped(
         })
     });
     p
+}
+
+/// The test guest's kernel-boot image, in the image store.
+pub const GUEST_KERNEL_IMAGE: &str = "ferrovirt/guest-kernel:latest";
+pub use ferrovirt_node_contract::pod::KERNEL_BOOT_CONTAINER;
+
+/// Plays the launcher pod's disk container `container` of `image` for the per-VMI
+/// directory `dir`, as devnode does (`devnode container-disk`, chrooted into the image's
+/// directory of the image store): virt-handler finds it through its socket. It ends when
+/// its socket is gone (the launcher removes it on exit; the test's directory goes).
+pub fn start_disk_container(dir: &Path, container: &str, image: &str) {
+    let root = cache()
+        .join("images")
+        .join(ferrovirt_node_contract::imagestore::dir_name(image));
+    assert!(
+        root.is_dir(),
+        "{} is missing: run hack/build-guest-images.sh",
+        root.display()
+    );
+    let socket = ferrovirt_node_contract::paths::VmiDir::new(dir).container_disk_socket(container);
+    let log = dir.with_extension(format!("{container}.log"));
+    let mut child = Command::new(ferrovirt_tests::workspace_bin("devnode"))
+        .arg("container-disk")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--root")
+        .arg(&root)
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("spawn devnode container-disk");
+    // Reaped when it ends.
+    std::thread::spawn(move || child.wait());
+    wait_for(
+        Duration::from_secs(10),
+        "the disk container's socket",
+        || socket.exists(),
+    );
 }
 
 /// Shared between the launchers of these tests, as a node shares it between its launchers.
