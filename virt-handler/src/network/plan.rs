@@ -195,7 +195,7 @@ pub fn plan(input: &Input) -> Result<Plan> {
                 if !iface.ports.is_empty() {
                     return Err(Error::unsupported(
                         field("ports"),
-                        "ports are only forwarded with the masquerade binding",
+                        "ports are only forwarded with the masquerade binding (a bridged guest has the pod's address and gets every port)",
                     ));
                 }
                 // The guest takes the pod's MAC (unless the spec names one) and address;
