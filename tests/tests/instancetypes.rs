@@ -5,7 +5,7 @@
 //! instancetype sets is refused as KubeVirt refuses it, and a missing instancetype is named
 //! in the VM's status and Events until it exists.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crds::{VirtualMachine, VirtualMachineInstance, VmiPhase};
 use ferrovirt_tests::webhooks::shared_virt_api_with_webhooks;
@@ -249,25 +249,13 @@ async fn what_ferrovirt_does_not_implement_or_what_conflicts_is_refused_by_name(
     );
 }
 
-/// Polls `check` every 500 ms until it returns Some, or panics naming `what` and the logs.
-async fn wait_for<T, F, Fut>(stack: &Stack, what: &str, mut check: F) -> T
+/// Polls `check` until it returns Some, or panics naming `what` with the logs.
+async fn wait_for<T, F, Fut>(stack: &Stack, what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            started.elapsed() < BOOT_TIMEOUT,
-            "timed out after {}s waiting for {what}\n{}",
-            BOOT_TIMEOUT.as_secs(),
-            stack.log_tails(25)
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    ferrovirt_tests::wait::eventually_or(what, BOOT_TIMEOUT, check, || stack.log_tails(25)).await
 }
 
 /// vm-cirros-clarge.yaml as it boots: the template's memory.guest removed (the one change
