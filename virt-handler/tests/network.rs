@@ -2,11 +2,12 @@
 //! "pod" and "peer", joined by a veth, starts the real virt-launcher inside "pod", has
 //! virt-handler's network code prepare that namespace (bridge, tap, nftables NAT) and the
 //! launcher's DHCP server give the guest its address, then boots the Ferrovirt test guest.
-//! Checks: the guest printed 10.0.2.2 (from DHCP); an HTTP GET from "peer" to the pod's
-//! address reaches the guest's httpd on the forwarded port; the port not listed in
+//! Masquerade: the guest printed 10.0.2.2 (from DHCP); an HTTP GET from "peer" to the
+//! pod's address reaches the guest's httpd on the forwarded port; the port not listed in
 //! `ports` is not reachable from "peer" (though the guest serves it: reachable from the
-//! pod's own namespace on the guest's address). Every address used is one this test
-//! created inside its own namespaces; nothing is routed off the machine.
+//! pod's own namespace on the guest's address). Bridge: the guest took the pod's address
+//! and MAC by DHCP and answers on any port at that address. Every address used is one
+//! this test created inside its own namespaces; nothing is routed off the machine.
 
 mod common;
 
@@ -33,8 +34,8 @@ const PEER_IP: &str = "10.199.0.1";
 struct Ns(String);
 
 impl Ns {
-    fn new(role: &str) -> Ns {
-        let name = format!("fvnet-{}-{role}", std::process::id());
+    fn new(test: &str, role: &str) -> Ns {
+        let name = format!("fvnet-{}-{test}-{role}", std::process::id());
         sh(&["ip", "netns", "add", &name]);
         let ns = Ns(name);
         ns.ip(&["link", "set", "lo", "up"]);
@@ -112,12 +113,22 @@ fn http_get_eventually(ns: &Path, addr: &'static str, port: u16) -> String {
     }
 }
 
-#[tokio::test]
-async fn masquerade_guest_gets_dhcp_and_serves_only_its_ports_through_the_pod_ip() {
-    let cmdline = guest_cmdline();
+/// Two namespaces joined by a veth, the real launcher in "pod" with the namespace
+/// prepared for `interface` (a VMI interface on the pod network), the guest booted with
+/// the plan's DHCP offers, and the guest's DHCP line seen.
+struct Fixture {
+    pod: Ns,
+    peer: Ns,
+    client: LauncherClient,
+    plan: network::Plan,
+    _launcher: common::Proc,
+    _run_dir: tempfile::TempDir,
+}
 
-    let pod = Ns::new("pod");
-    let peer = Ns::new("peer");
+async fn boot(test: &str, interface: serde_json::Value, guest_ip: &str) -> Fixture {
+    let cmdline = guest_cmdline();
+    let pod = Ns::new(test, "pod");
+    let peer = Ns::new(test, "peer");
     // The veth is created inside "pod" with its other end straight in "peer".
     pod.ip(&[
         "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &peer.0,
@@ -127,9 +138,10 @@ async fn masquerade_guest_gets_dhcp_and_serves_only_its_ports_through_the_pod_ip
     pod.ip(&["link", "set", "eth0", "up"]);
     peer.ip(&["link", "set", "eth0", "up"]);
 
+    let uid = format!("net-{test}");
     let vmi: crds::VirtualMachineInstance = serde_json::from_value(serde_json::json!({
         "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
-        "metadata": {"name": "web", "namespace": "default", "uid": "net-1"},
+        "metadata": {"name": "web", "namespace": "default", "uid": uid},
         "spec": {
             "domain": {
                 "memory": {"guest": "256Mi"},
@@ -137,26 +149,23 @@ async fn masquerade_guest_gets_dhcp_and_serves_only_its_ports_through_the_pod_ip
                     "kernelArgs": cmdline,
                     "container": {"image": "ferrovirt/guest-kernel:latest", "kernelPath": "/boot/vmlinuz", "initrdPath": "/boot/initrd.img"}
                 }},
-                "devices": {
-                    "interfaces": [{"name": "default", "masquerade": {}, "ports": [{"name": "http", "port": 80}]}]
-                }
+                "devices": {"interfaces": [interface]}
             },
             "networks": [{"name": "default", "pod": {}}]
         }
     }))
     .unwrap();
-    let uid = "net-1";
     let run_dir = tempfile::Builder::new()
         .prefix("vn")
         .tempdir_in("/tmp")
         .unwrap();
-    let dir = run_dir.path().join(uid);
+    let dir = run_dir.path().join(&uid);
     std::fs::create_dir_all(&dir).unwrap();
 
     // The launcher, inside "pod" (nsenter execs it: the child is the launcher itself).
     let netns_arg = format!("--net={}", pod.path().display());
-    let _launcher =
-        start_launcher_wrapped(&["nsenter", &netns_arg, "--"], &dir, "web", uid, 5, &[]);
+    let launcher =
+        start_launcher_wrapped(&["nsenter", &netns_arg, "--"], &dir, "web", &uid, 5, &[]);
     let mut client = LauncherClient::connect(dir.join("launcher.sock"))
         .await
         .unwrap();
@@ -170,11 +179,11 @@ async fn masquerade_guest_gets_dhcp_and_serves_only_its_ports_through_the_pod_ip
     // What the worker does: network, volumes, convert, define and start with DHCP.
     let t0 = Instant::now();
     let spec = vmi.spec.clone();
-    let (pid, owner, vmi_dir) = (peer_cred.pid, peer_cred.uid, dir.clone());
+    let (pid, owner, vmi_dir, vmi_uid) = (peer_cred.pid, peer_cred.uid, dir.clone(), uid.clone());
     let attachment = tokio::task::spawn_blocking(move || {
         network::prepare(&network::Target {
             spec: &spec,
-            uid: "net-1",
+            uid: &vmi_uid,
             hostname: "web",
             pid,
             owner,
@@ -185,7 +194,7 @@ async fn masquerade_guest_gets_dhcp_and_serves_only_its_ports_through_the_pod_ip
     .unwrap()
     .unwrap_or_else(|e| panic!("{}", ferrovirt_runtime::chain(&e)));
     let network_took = t0.elapsed();
-    let Attachment::Pod(net_plan) = &attachment else {
+    let Attachment::Pod(net_plan) = attachment.clone() else {
         panic!("expected taps in the pod namespace, got {attachment:?}");
     };
     assert_eq!(net_plan.status[0].ip_address.as_deref(), Some(POD_IP));
@@ -194,12 +203,12 @@ async fn masquerade_guest_gets_dhcp_and_serves_only_its_ports_through_the_pod_ip
     let images =
         virt_handler::volumes::containerdisk::from_store(&vmi.spec, &cache().join("images"));
     prepare_firmware(&vmi.spec.domain, &dir, &images).unwrap();
-    prepare(&plans, &dir, &images, uid, "web").unwrap();
+    prepare(&plans, &dir, &images, &uid, "web").unwrap();
     let xml = convert_with(
         &Input {
             namespace: "default",
             name: "web",
-            uid,
+            uid: &uid,
             spec: &vmi.spec,
             virtualization: Virtualization::Emulation,
             vmi_dir: &dir,
@@ -219,37 +228,78 @@ async fn masquerade_guest_gets_dhcp_and_serves_only_its_ports_through_the_pod_ip
     let serial = dir.join("serial0.log");
     wait_for_line(&serial, GUEST_LINE);
     let ready = started.elapsed();
-    wait_for_line(&serial, "FERROVIRT IP: 10.0.2.2");
+    wait_for_line(&serial, &format!("FERROVIRT IP: {guest_ip}"));
     eprintln!(
-        "MEASURE network prepared in {:.0} ms; define -> ready {:.1} s, -> DHCP lease {:.1} s",
+        "MEASURE {test}: network prepared in {:.0} ms; define -> ready {:.1} s, -> DHCP lease {:.1} s",
         network_took.as_secs_f64() * 1e3,
         ready.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
     let leases = client.leases().await.unwrap();
     assert_eq!(leases.len(), 1, "{leases:?}");
-    assert_eq!(leases[0].ip, "10.0.2.2");
+    assert_eq!(leases[0].ip, guest_ip);
     assert_eq!(leases[0].mac, net_plan.nics[0].mac);
+    Fixture {
+        pod,
+        peer,
+        client,
+        plan: net_plan,
+        _launcher: launcher,
+        _run_dir: run_dir,
+    }
+}
+
+#[tokio::test]
+async fn masquerade_guest_gets_dhcp_and_serves_only_its_ports_through_the_pod_ip() {
+    let iface = serde_json::json!({"name": "default", "masquerade": {}, "ports": [{"name": "http", "port": 80}]});
+    let mut f = boot("masq", iface, "10.0.2.2").await;
 
     // The forwarded port, from the peer, through the pod's address.
-    let body = http_get_eventually(&peer.path(), POD_IP, 80);
+    let body = http_get_eventually(&f.peer.path(), POD_IP, 80);
     assert!(
         body.contains("ferrovirt guest"),
         "GET pod:80 from the peer: {body:?}"
     );
 
     // 8080 is served by the guest (from the pod's own namespace, on the guest's address)...
-    let body = http_get_eventually(&pod.path(), "10.0.2.2", 8080);
+    let body = http_get_eventually(&f.pod.path(), "10.0.2.2", 8080);
     assert!(
         body.contains("ferrovirt guest"),
         "GET guest:8080 from the pod: {body:?}"
     );
     // ...but not forwarded: from the peer, the pod's 8080 is the pod's own (closed).
-    let refused = in_netns(&peer.path(), || http_get(POD_IP, 8080));
+    let refused = in_netns(&f.peer.path(), || http_get(POD_IP, 8080));
     assert!(
         refused.is_err(),
         "port 8080 is not in ports yet answered: {refused:?}"
     );
 
-    client.destroy().await.unwrap();
+    f.client.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn bridge_guest_takes_the_pods_address_and_mac() {
+    let iface = serde_json::json!({"name": "default", "bridge": {}});
+    let mut f = boot("bridge", iface, POD_IP).await;
+    // The guest has the pod's MAC (the pod's link got another one).
+    let pod_link: serde_json::Value = serde_json::from_slice(
+        &Command::new("ip")
+            .args(["-n", &f.pod.0, "-j", "link", "show", "eth0"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_ne!(
+        pod_link[0]["address"].as_str(),
+        Some(f.plan.nics[0].mac.as_str()),
+        "the pod's link kept the MAC the guest took"
+    );
+    // Any port of the guest at the pod's address, from the peer.
+    let body = http_get_eventually(&f.peer.path(), POD_IP, 8080);
+    assert!(
+        body.contains("ferrovirt guest"),
+        "GET pod:8080 from the peer: {body:?}"
+    );
+    f.client.destroy().await.unwrap();
 }
