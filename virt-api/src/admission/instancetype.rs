@@ -171,43 +171,42 @@ pub async fn find(client: &kube::Client, req: &Request) -> Found {
         apply_inferred(&found, &mut vm);
     }
     let ns = ns.as_str();
-    let matcher = |field: &str| {
-        let m = &vm["spec"][field];
-        m["name"]
-            .as_str()
-            .map(|name| (name.to_string(), is_cluster_kind(m["kind"].as_str())))
-    };
-    if let Some((name, cluster)) = matcher("instancetype") {
-        found.instancetype = if cluster {
-            spec_of(
-                Api::<VirtualMachineClusterInstancetype>::all(client.clone()),
-                &name,
-            )
-            .await
-        } else {
-            spec_of(
-                Api::<VirtualMachineInstancetype>::namespaced(client.clone(), ns),
-                &name,
-            )
-            .await
-        };
-    }
-    if let Some((name, cluster)) = matcher("preference") {
-        found.preference = if cluster {
-            spec_of(
-                Api::<VirtualMachineClusterPreference>::all(client.clone()),
-                &name,
-            )
-            .await
-        } else {
-            spec_of(
-                Api::<VirtualMachinePreference>::namespaced(client.clone(), ns),
-                &name,
-            )
-            .await
-        };
-    }
+    let matcher = &vm["spec"]["instancetype"];
+    found.instancetype =
+        spec_named::<VirtualMachineClusterInstancetype, VirtualMachineInstancetype, _>(
+            client, ns, matcher,
+        )
+        .await;
+    let matcher = &vm["spec"]["preference"];
+    found.preference = spec_named::<VirtualMachineClusterPreference, VirtualMachinePreference, _>(
+        client, ns, matcher,
+    )
+    .await;
     found
+}
+
+/// The spec of what `matcher` names: a `C` (cluster-wide, the default kind) or an `N` in
+/// `ns`.
+async fn spec_named<C, N, S>(client: &kube::Client, ns: &str, matcher: &Value) -> Option<S>
+where
+    C: kube::Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    N: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    S: DeserializeOwned,
+{
+    let name = matcher["name"].as_str()?;
+    if is_cluster_kind(matcher["kind"].as_str()) {
+        spec_of(Api::<C>::all(client.clone()), name).await
+    } else {
+        spec_of(Api::<N>::namespaced(client.clone(), ns), name).await
+    }
 }
 
 async fn spec_of<K, S>(api: Api<K>, name: &str) -> Option<S>
