@@ -296,6 +296,24 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_networks_interfaces_carry_the_pods_address() {
+        let planned = vec![VirtualMachineInstanceNetworkInterface {
+            name: Some("default".into()),
+            ip_address: Some("10.244.0.5".into()),
+            ip_addresses: vec!["10.244.0.5".into()],
+            mac: Some("de:ad:00:00:be:af".into()),
+            interface_name: None,
+            info_source: Some("domain".into()),
+        }];
+        let obs = Observation::Running {
+            virtualization: None,
+            interfaces: Some(planned.clone()),
+        };
+        let s = next(&scheduled(), &spec(), "u", "n", &obs, t(5)).unwrap();
+        assert_eq!(s.interfaces, planned, "the IP printer column reads ipAddress");
+    }
+
+    #[test]
     fn stops_map_to_final_phases_with_reasons() {
         let running = running();
         let stop = |reason, deleting| {
