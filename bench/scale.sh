@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Scale benchmark (issue 13, part 3): virt-controller with 1,000 and 10,000 VMs over 100
+# nodes simulated by kwok against the real kube-apiserver, each beside the API server's own
+# ceiling (a client creating the same VMs, VMIs and launcher pods itself, same
+# concurrency), on a fresh control plane per run. Prints a markdown table and writes
+# bench/scale/scale.svg (time and RSS against VMs). See bench/scale/README.md.
+#
+# Usage: bench/scale.sh [--record] [--sizes "1000 10000"] [--nodes 100]
+#   --record  also append the table to bench/README.md (with the date and machine load)
+# Takes about 15-25 minutes on 2 cores (after the builds: kwok ~4 min once, release ~3 min).
+set -euo pipefail
+source "$(dirname "$0")/../hack/lib.sh"
+
+record=0 sizes="1000 10000" nodes=100
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --record) record=1; shift ;;
+    --sizes) sizes="$2"; shift 2 ;;
+    --nodes) nodes="$2"; shift 2 ;;
+    -h|--help) sed -n '2,11s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+  esac
+done
+
+KWOK_VERSION=0.8.0
+kwok_dir="$FERROVIRT_CACHE/kwok-v$KWOK_VERSION"
+if [[ ! -x "$kwok_dir/kwok" ]]; then
+  log "building kwok v$KWOK_VERSION with Go into $kwok_dir (once per machine, a few minutes)"
+  mkdir -p "$kwok_dir"
+  GOBIN="$kwok_dir" CGO_ENABLED=0 go install -trimpath "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION"
+fi
+if [[ ! -s "$kwok_dir/stages.yaml" ]]; then
+  # kwok's own "fast" stages, from its module source: Nodes initialised Ready with
+  # heartbeats; bound pods Ready at once, completed pods kept, deleted pods removed.
+  src=$(go mod download -json "sigs.k8s.io/kwok@v$KWOK_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  [[ -d "$src" ]] || die "go mod download sigs.k8s.io/kwok@v$KWOK_VERSION gave no source directory"
+  for f in node/fast/node-initialize.yaml node/heartbeat/node-heartbeat.yaml \
+           pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    echo "---"
+    grep -v '^---$' "$src/kustomize/stage/$f"
+  done >"$kwok_dir/stages.yaml"
+fi
+
+cd "$FERROVIRT_ROOT"
+log "building virt-controller and the benchmark (release)"
+cargo build --release -p virt-controller --bin virt-controller --example bench-scale
+bench="${CARGO_TARGET_DIR:-$FERROVIRT_ROOT/target}/release/examples/bench-scale"
+
+out=$(mktemp -d /tmp/bench-scale.XXXXXX)
+results=()
+for n in $sizes; do
+  for mode in ceiling operator; do
+    log "$mode: $n VMs over $nodes kwok nodes (fresh control plane)"
+    "$bench" run --mode "$mode" --vms "$n" --nodes "$nodes" --json "$out/$mode-$n.json" >/dev/null
+    results+=("$out/$mode-$n.json")
+  done
+done
+
+table=$("$bench" report --svg "$FERROVIRT_ROOT/bench/scale/scale.svg" "${results[@]}")
+echo "$table"
+if [[ "$record" == 1 ]]; then
+  {
+    echo
+    echo "### Scale, $(date -u +%Y-%m-%d) (load $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores)"
+    echo
+    echo "bench/scale.sh: $nodes kwok nodes; plot: bench/scale/scale.svg"
+    echo
+    echo "$table"
+  } >>"$FERROVIRT_ROOT/bench/README.md"
+  log "appended to bench/README.md"
+fi
+log "raw results in $out"
