@@ -125,16 +125,34 @@ else
 fi
 
 # --- layer 2: each image's Debian packages ------------------------------------------------
+# with_users FROM TO "USER:GROUP ...": a copy of root filesystem FROM with these system
+# users and groups added (the Dockerfile's SYSTEM_USERS, as its RUN useradd makes them).
+with_users() {
+  local from="$work/rootfs/$1" to="$work/rootfs/$2" ug
+  [[ -f "$to/.done" ]] && return 0
+  rm -rf "$to" && cp -a "$from" "$to" && rm -f "$to/.done"
+  for ug in $3; do
+    chroot "$to" getent group "${ug#*:}" >/dev/null || chroot "$to" groupadd --system "${ug#*:}"
+    chroot "$to" useradd --system --gid "${ug#*:}" --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin "${ug%%:*}"
+  done
+  touch "$to/.done"
+}
+
 packages_layer() { # COMPONENT -> prints the layer path, or nothing when it has no packages
-  local packages key layer
+  local packages users key tree layer
   packages="$(dockerfile_arg "$1" PACKAGES)"
   [[ -n "$packages" ]] || return 0
+  users="$(dockerfile_arg "$1" SYSTEM_USERS)"
   key="pkgs-$(echo "$base_key $packages" | sha256sum | cut -c1-12)"
-  layer="$work/layers/$key.tar.gz"
+  tree="$key"
+  [[ -z "$users" ]] || tree="$key-users-$(echo "$users" | sha256sum | cut -c1-8)"
+  layer="$work/layers/$tree.tar.gz"
   if [[ ! -f "$layer.json" ]]; then
     rootfs "$base_key" # the diff needs the base tree
     step "$1: root filesystem with $packages (mmdebstrap; cached)" rootfs "$key" "$packages"
-    step "$1: packages layer" python3 "$oci_py" layer-diff "$work/rootfs/$base_key" "$work/rootfs/$key" "$layer" >/dev/null
+    [[ -z "$users" ]] || step "$1: system users $users" with_users "$key" "$tree" "$users"
+    step "$1: packages layer" python3 "$oci_py" layer-diff "$work/rootfs/$base_key" "$work/rootfs/$tree" "$layer" >/dev/null
   fi
   echo "$layer"
 }

@@ -25,8 +25,17 @@ RUN gcc -static -Os -s -o /out/container-disk deploy/images/container-disk.c
 # our code).
 FROM debian:bookworm-slim
 ARG PACKAGES="libvirt0 libvirt-daemon-driver-qemu qemu-system-x86 ovmf"
+# libvirt's QEMU driver looks up its built-in user and group (Debian's libvirt-qemu) when
+# it starts, although qemu.conf runs QEMU as root; Debian's libvirt-daemon-system would
+# make them, with much else. USER:GROUP pairs (hack/build-images.sh reads this line too).
+ARG SYSTEM_USERS="libvirt-qemu:libvirt-qemu"
 RUN apt-get update && apt-get install -y --no-install-recommends $PACKAGES \
- && rm -rf /var/lib/apt/lists/*
+ && rm -rf /var/lib/apt/lists/* \
+ && for ug in $SYSTEM_USERS; do \
+      (getent group "${ug#*:}" || groupadd --system "${ug#*:}") \
+      && useradd --system --gid "${ug#*:}" --no-create-home --home-dir /nonexistent \
+           --shell /usr/sbin/nologin "${ug%%:*}"; \
+    done
 COPY --from=build /out/virt-launcher /out/container-disk /usr/local/bin/
 ARG VERSION=0.1.0
 ARG REVISION=unknown

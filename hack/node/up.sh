@@ -256,7 +256,8 @@ state = "/run/containerd"
   # One hosts.toml per registry name: the local registry and the mirrored public names.
   config_path = "$dir/etc/containerd/certs.d"
 TOML
-for reg in "$NODE_REGISTRY" quay.io docker.io registry.k8s.io ghcr.io; do
+# registry:5000 is KubeVirt's in-cluster test registry, which its examples name.
+for reg in "$NODE_REGISTRY" quay.io docker.io registry.k8s.io ghcr.io registry:5000; do
   mkdir -p "$dir/etc/containerd/certs.d/$reg"
   put "$dir/etc/containerd/certs.d/$reg/hosts.toml" <<TOML
 # $reg is served by the node's registry (plain HTTP); nothing is fetched from outside.

@@ -16,7 +16,9 @@ use crate::{Error, Result};
 /// Written when absent. QEMU runs as root inside the pod (the pod is the isolation
 /// boundary, as for a container), so libvirt neither chowns nor labels files: images in
 /// the node's cache stay untouched. QEMU's stdout and the serial `<log>` go straight to
-/// files, since there is no virtlogd in the pod.
+/// files, since there is no virtlogd in the pod. No cgroups of libvirt's own: the pod's
+/// cgroup, which kubelet made, holds QEMU (a container's cgroup file system is read-only),
+/// and no mount namespace of libvirt's own for QEMU (it needs CAP_SYS_ADMIN; the pod is one).
 const QEMU_CONF: &str = "\
 user = \"root\"
 group = \"root\"
@@ -24,6 +26,8 @@ dynamic_ownership = 0
 remember_owner = 0
 security_driver = \"none\"
 stdio_handler = \"file\"
+cgroup_controllers = [ ]
+namespaces = [ ]
 ";
 
 pub struct Hypervisor {
