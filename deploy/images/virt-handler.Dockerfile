@@ -22,7 +22,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # (layer 2, changes with Debian updates), then our binary (the layer that changes with
 # our code).
 FROM debian:bookworm-slim
-ARG PACKAGES="qemu-utils genisoimage ovmf"
+# iproute2 and nftables: the pod network is set up inside each launcher pod's network
+# namespace with `nsenter ... ip` and `nft` (virt-handler/src/network/); util-linux's
+# nsenter is in the base.
+ARG PACKAGES="qemu-utils genisoimage ovmf iproute2 nftables"
 RUN apt-get update && apt-get install -y --no-install-recommends $PACKAGES \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/virt-handler /usr/local/bin/virt-handler
