@@ -33,7 +33,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 const NS: &str = "bench";
-/// Create requests in flight, as bench-operator and a big `kubectl apply` would.
+/// Create requests in flight (as the earlier one-node benchmark; a big `kubectl apply` is
+/// not faster).
 const IN_FLIGHT: usize = 50;
 const KWOK_VERSION: &str = "0.8.0";
 
