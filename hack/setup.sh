@@ -65,4 +65,7 @@ fi
 step "workspace binaries"
 (cd "$FERROVIRT_ROOT" && cargo build --workspace --bins)
 
+step "Ferrovirt's images and the guests' containerDisk images as OCI layouts in $FERROVIRT_CACHE/image-build/oci (the real-node tests push them to their node's registry)"
+"$FERROVIRT_ROOT/hack/build-images.sh" --no-push
+
 log "setup done"
