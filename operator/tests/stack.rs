@@ -76,12 +76,13 @@ async fn a_vm_in_a_crash_loop_shows_why_its_instances_fail() {
     let ns = TestNamespace::create(cp, "op-crashloop").await.unwrap();
     let client = cp.client().await.unwrap();
     let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), ns.name());
-    const IMAGE: &str = "ferrovirt/no-such-disk:v1";
+    // The image is there, the disk it names is not: the node fails the instance.
+    const IMAGE: &str = "ferrovirt/guest-disk:latest";
     let vm: VirtualMachine = serde_json::from_value(json!({
         "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "nodisk"},
         "spec": {"runStrategy": "Always", "template": {"spec": {
             "domain": {"memory": {"guest": "128Mi"}, "devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}}]}},
-            "volumes": [{"name": "root", "containerDisk": {"image": IMAGE}}],
+            "volumes": [{"name": "root", "containerDisk": {"image": IMAGE, "path": "/disk/no-such-file"}}],
         }}},
     }))
     .unwrap();

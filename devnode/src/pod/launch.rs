@@ -26,8 +26,18 @@ pub fn spec(
         let mut argv = vec![exe, containerdisk::COMMAND.to_string()];
         argv.extend(c.command.iter().flatten().skip(1).cloned());
         argv.extend(c.args.iter().flatten().cloned());
-        if let Source::Store(dir) = &source {
-            argv.extend(["--root".to_string(), dir.to_string_lossy().into_owned()]);
+        match &source {
+            Source::Store(dir) => {
+                argv.extend(["--root".to_string(), dir.to_string_lossy().into_owned()])
+            }
+            // A disk container serves an image's tree, which only the store has.
+            Source::Binary(_) if argv.iter().any(|a| a == "--socket") => {
+                return Err(Error::Image(format!(
+                    "image {img:?} is not in the image store {} (hack/build-guest-images.sh)",
+                    ctx.image_store.display()
+                )));
+            }
+            Source::Binary(_) => {}
         }
         (ctx.self_exe.clone(), argv)
     } else {
