@@ -145,7 +145,9 @@ pub async fn run_controllers(
     let vmi_wakeups_from_pods = vmi_wakeups.clone();
     let vmi_watch = reflector::reflector(
         vmi_writer,
-        watcher(vmis, watcher::Config::default()).default_backoff(),
+        watcher(vmis, watcher::Config::default())
+            .default_backoff()
+            .modify(trim),
     )
     .for_each(move |event| {
         for vmi in changed(event) {
@@ -158,17 +160,18 @@ pub async fn run_controllers(
     });
     let launcher_pods =
         watcher::Config::default().labels(&ferrovirt_node_contract::pod::launcher_selector());
-    let pod_watch =
-        reflector::reflector(pod_writer, watcher(pods, launcher_pods).default_backoff()).for_each(
-            move |event| {
-                for pod in changed(event) {
-                    if let Some(owner) = controller_of(&pod, "VirtualMachineInstance") {
-                        let _ = vmi_wakeups_from_pods.unbounded_send(owner);
-                    }
-                }
-                futures::future::ready(())
-            },
-        );
+    let pod_watch = reflector::reflector(
+        pod_writer,
+        watcher(pods, launcher_pods).default_backoff().modify(trim),
+    )
+    .for_each(move |event| {
+        for pod in changed(event) {
+            if let Some(owner) = controller_of(&pod, "VirtualMachineInstance") {
+                let _ = vmi_wakeups_from_pods.unbounded_send(owner);
+            }
+        }
+        futures::future::ready(())
+    });
 
     metrics.count_vmis_from(vmi_store.clone());
     let ctx = Arc::new(Context::new(
@@ -200,6 +203,16 @@ pub async fn run_controllers(
     tracing::info!("controllers started");
     tokio::join!(vmi_watch, pod_watch, vm_controller, vmi_controller);
     Ok(())
+}
+
+/// What the caches never need: the managed fields (often the largest part of an object)
+/// and kubectl's copy of the last applied manifest. Cuts what each cached VMI and pod
+/// costs (bench/scale).
+fn trim<K: Resource>(obj: &mut K) {
+    obj.managed_fields_mut().clear();
+    if let Some(annotations) = obj.meta_mut().annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 /// The objects an event is about (applied, listed or deleted).
