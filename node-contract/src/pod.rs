@@ -32,6 +32,10 @@ pub const DOMAIN_ANNOTATION: &str = "kubevirt.io/domain";
 pub const NODE_NAME_LABEL: &str = "kubevirt.io/nodeName";
 /// KubeVirt's device-plugin resource for /dev/kvm; devnode advertises it.
 pub const KVM_RESOURCE: &str = "devices.kubevirt.io/kvm";
+/// KubeVirt's device-plugin resource for /dev/net/tun: QEMU opens the tap virt-handler
+/// made in the pod's network namespace through it (docs/networking.md); devnode
+/// advertises it too.
+pub const TUN_RESOURCE: &str = "devices.kubevirt.io/tun";
 /// The binary the launcher pod's container runs.
 pub const LAUNCHER_COMMAND: &str = "virt-launcher";
 

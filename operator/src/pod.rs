@@ -27,7 +27,7 @@ use ferrovirt_node_contract::paths::{READY_FILE, RunDir};
 use ferrovirt_node_contract::pod::LAUNCHER_COMMAND;
 pub use ferrovirt_node_contract::pod::{
     APP_LABEL, APP_LABEL_VALUE, CREATED_BY_LABEL, DEFAULT_GRACE_SECONDS, DOMAIN_ANNOTATION,
-    KVM_RESOURCE, VM_NAME_LABEL, VMI_ID_LABEL, vmi_id,
+    KVM_RESOURCE, TUN_RESOURCE, VM_NAME_LABEL, VMI_ID_LABEL, vmi_id,
 };
 
 /// The longest label value Kubernetes accepts.
@@ -172,6 +172,11 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
     requests.insert(KVM_RESOURCE.to_string(), Quantity("1".into()));
     let mut limits = BTreeMap::new();
     limits.insert(KVM_RESOURCE.to_string(), Quantity("1".into()));
+    // As KubeVirt: /dev/net/tun for the guest's taps on the pod network.
+    if !vmi.spec.domain.devices.interfaces.is_empty() {
+        requests.insert(TUN_RESOURCE.to_string(), Quantity("1".into()));
+        limits.insert(TUN_RESOURCE.to_string(), Quantity("1".into()));
+    }
     if let Some(l) = vmi_limits {
         if let Some(cpu) = l.get("cpu") {
             limits.insert("cpu".to_string(), cpu.clone());
@@ -518,6 +523,32 @@ spec:
         assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "2194Mi"); // 2048 + 144 + 2 (overhead of the guest)
         assert_eq!(res.limits.as_ref().unwrap()["cpu"].0, "2");
         assert_eq!(pod.spec.unwrap().termination_grace_period_seconds, Some(45));
+    }
+
+    #[test]
+    fn a_pod_network_interface_asks_for_tun_and_the_pod_carries_the_vmi_id() {
+        let v = vmi(r#"
+metadata: {name: net, namespace: ns1}
+spec:
+  domain:
+    memory: {guest: 128Mi}
+    devices: {interfaces: [{name: default, masquerade: {}}]}
+  networks: [{name: default, pod: {}}]
+"#);
+        let pod = render(&v, &cfg()).unwrap();
+        let res = pod.spec.as_ref().unwrap().containers[0]
+            .resources
+            .clone()
+            .unwrap();
+        assert_eq!(res.requests.as_ref().unwrap()[TUN_RESOURCE].0, "1");
+        assert_eq!(res.limits.as_ref().unwrap()[TUN_RESOURCE].0, "1");
+        assert_eq!(pod.metadata.labels.unwrap()[VMI_ID_LABEL], "net");
+        let without = render(&vmi(BASIC), &cfg()).unwrap();
+        let res = without.spec.unwrap().containers[0]
+            .resources
+            .clone()
+            .unwrap();
+        assert!(!res.requests.unwrap().contains_key(TUN_RESOURCE));
     }
 
     #[test]
