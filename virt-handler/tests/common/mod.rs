@@ -1,5 +1,5 @@
-//! What the handler's integration tests share.
-#![allow(dead_code)]
+//! What the handler's integration tests share (each test binary uses a part of it).
+#![allow(dead_code, unused_imports)]
 
 pub mod cluster;
 
