@@ -55,7 +55,7 @@ fi
 if ! running virt-handler; then
   log "starting virt-handler (probes KVM first)"
   start_bg virt-handler "$bin/virt-handler" --node-name "$node" --run-dir "$run_dir" \
-    --image-store "$FERROVIRT_CACHE/images" --namespace kubevirt --metrics-addr 127.0.0.1:18444 \
+    --namespace kubevirt --metrics-addr 127.0.0.1:18444 \
     --server-listen 127.0.0.1:18186
 fi
 log "virt-api: deploy/rbac, APIServices, admission webhooks, waiting until they answer"

@@ -15,7 +15,7 @@ APT_PACKAGES=(
   grub-pc-bin grub-common dosfstools mtools
   grub-efi-amd64-bin xz-utils libxml2-utils
   pkg-config libclang-dev clang openssl
-  mmdebstrap runc iptables libc6-dev
+  mmdebstrap runc iptables libc6-dev iproute2 nftables
 )
 
 step() { log "== $*"; }

@@ -346,9 +346,7 @@ fn start_handler(cp: &ControlPlane, kubeconfig: &Path, node: &str, run_dir: &Pat
         .args(["--node-name", node, "--namespace", NAMESPACE])
         .args(["--metrics-addr", "", "--server-listen", ""])
         .arg("--run-dir")
-        .arg(run_dir)
-        .arg("--image-store")
-        .arg(ferrovirt_tests::image_store());
+        .arg(run_dir);
     spawn_tied(
         "virt-handler",
         cmd,

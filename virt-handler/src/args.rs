@@ -69,12 +69,6 @@ pub struct RunArgs {
     #[arg(long, env = "FERROVIRT_RUN_DIR", default_value = DEFAULT_RUN_DIR)]
     pub run_dir: PathBuf,
 
-    /// Ignored, kept until every caller has dropped it (the chart, hack/local-up.sh):
-    /// containerDisk and kernel-boot images come through the launcher pod's containers;
-    /// the image store is devnode's (`devnode --image-store`).
-    #[arg(long, hide = true)]
-    pub image_store: Option<PathBuf>,
-
     /// A kubeconfig file; without it the in-cluster config or `$KUBECONFIG` is used.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,

@@ -298,9 +298,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
     );
     let kvm = tokio::task::spawn_blocking(move || kvm::probe(&exe, &device, timeout)).await?;
     tracing::info!(%node, ?kvm, run_dir = %args.run_dir.display(), "virt-handler starting");
-    if let Some(store) = &args.image_store {
-        tracing::warn!(store = %store.display(), "--image-store is ignored: containerDisk and kernel-boot images come through the launcher pod's containers");
-    }
 
     let metrics = Arc::new(Metrics::default());
     metrics.set_kvm_usable(kvm.usable());
