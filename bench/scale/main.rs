@@ -381,8 +381,7 @@ fn start_kwok(cp: &ControlPlane) -> anyhow::Result<ferrovirt_tests::Process> {
 /// M Nodes for kwok, each big enough for its share of launcher pods.
 async fn make_nodes(client: &kube::Client, m: usize, kwok_log: &Path) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let cap =
-        json!({"cpu": "1000", "memory": "4Ti", "pods": "1000", "devices.kubevirt.io/kvm": "1000", "devices.kubevirt.io/tun": "1000"});
+    let cap = json!({"cpu": "1000", "memory": "4Ti", "pods": "1000", "devices.kubevirt.io/kvm": "1000", "devices.kubevirt.io/tun": "1000"});
     futures::stream::iter(0..m)
         .map(|i| {
             let (nodes, cap) = (nodes.clone(), cap.clone());

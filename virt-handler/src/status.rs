@@ -310,7 +310,10 @@ mod tests {
             interfaces: Some(planned.clone()),
         };
         let s = next(&scheduled(), &spec(), "u", "n", &obs, t(5)).unwrap();
-        assert_eq!(s.interfaces, planned, "the IP printer column reads ipAddress");
+        assert_eq!(
+            s.interfaces, planned,
+            "the IP printer column reads ipAddress"
+        );
     }
 
     #[test]
