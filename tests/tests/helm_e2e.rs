@@ -1,7 +1,9 @@
 //! Ferrovirt installed as a user installs it: its four images pushed to the real node's
 //! registry (hack/node/, docs/real-node.md), then `helm install` of deploy/helm/ferrovirt
-//! into a control plane that has none of Ferrovirt yet (no CRDs, no policies), `helm
-//! upgrade` to another tag, `helm uninstall`. One test: every step needs the one before.
+//! into a control plane that has none of Ferrovirt yet (no CRDs, no policies), KubeVirt's
+//! vm-cirros.yaml booted from its containerDisk with its console answering through virtctl,
+//! `helm upgrade` to another tag (the guest keeps its launcher pod and its boot id), the VM
+//! deleted, `helm uninstall`. One test: every step needs the one before.
 //!
 //! The images are the OCI layouts `hack/build-images.sh` wrote last (hack/setup.sh runs it;
 //! after changing code, run `hack/build-images.sh --no-push --no-guests`).
@@ -11,11 +13,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use ferrovirt_tests::aggregation::virtctl;
+use crds::{VirtualMachineInstance, VmiPhase};
+use ferrovirt_tests::aggregation::{virtctl, virtctl_path};
+use ferrovirt_tests::console::Client as Console;
 use ferrovirt_tests::helm::{self, IMAGES, image_layout, image_revision};
 use ferrovirt_tests::node::RealNode;
 use ferrovirt_tests::wait::eventually_or;
-use ferrovirt_tests::{ControlPlane, shared_bare};
+use ferrovirt_tests::{ControlPlane, TestNamespace, examples_dir, shared_bare};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
@@ -33,6 +37,9 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 const COMPONENTS: &[(&str, usize)] =
     &[("virt-controller", 2), ("virt-api", 1), ("virt-handler", 1)];
 const KVM_RESOURCE: &str = "devices.kubevirt.io/kvm";
+/// The containerDisk vm-cirros.yaml names; the node's containerd mirrors `registry:5000`
+/// to its own registry, path unchanged (docs/real-node.md).
+const CIRROS_REF: &str = "registry:5000/kubevirt/cirros-container-disk-demo:devel";
 
 #[tokio::test]
 async fn helm_install_upgrade_and_uninstall_on_the_real_node() {
@@ -104,6 +111,12 @@ async fn helm_install_upgrade_and_uninstall_on_the_real_node() {
     apiservice_available(cp, &node).await;
     report_memory(&node, ready_after);
 
+    // KubeVirt's vm-cirros.yaml, unchanged but for runStrategy Always: its containerDisk
+    // pulled by the node as a container of the launcher pod, the guest booted, its console
+    // reached with virtctl.
+    let vms = TestNamespace::create(cp, "vms").await.unwrap();
+    let (launcher, boot) = boot_vm_cirros(cp, &node, &vms).await;
+
     // Upgrade to another tag: every pod is replaced and Ready again, the API still served.
     helm_ok(
         cp,
@@ -125,6 +138,36 @@ async fn helm_install_upgrade_and_uninstall_on_the_real_node() {
     let kept: Vec<&String> = upgraded.keys().filter(|p| old.contains(p)).collect();
     assert!(kept.is_empty(), "helm upgrade left pods {kept:?} in place");
     apiservice_available(cp, &node).await;
+    // The guest kept running through the upgrade: the same launcher pod, the same boot.
+    let pods_of_vms: Api<Pod> = Api::namespaced(client.clone(), vms.name());
+    let after = launcher_pod(&pods_of_vms).await;
+    assert_eq!(
+        after.uid(),
+        launcher.uid(),
+        "helm upgrade replaced the launcher pod"
+    );
+    assert_eq!(
+        boot_id(cp, vms.name()).await,
+        boot,
+        "the guest rebooted during helm upgrade"
+    );
+
+    // VMs first, while Ferrovirt runs (the chart's README): then nothing is left to run.
+    cp.kubectl(["delete", "vm", "vm-cirros", "-n", vms.name(), "--wait"])
+        .await
+        .unwrap()
+        .expect_success();
+    wait("the launcher pod gone", || async {
+        let left = pods_of_vms
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        match left.items.len() {
+            0 => Ok(()),
+            n => Err(format!("{n} pods left")),
+        }
+    })
+    .await;
 
     // Uninstall: no pod, APIService, webhook configuration or process of Ferrovirt left.
     helm_ok(
@@ -351,4 +394,110 @@ where
         async move { answer.await.map_err(|e| *last.borrow_mut() = e).ok() }
     };
     eventually_or(what, TIMEOUT, attempt, || last.take()).await
+}
+
+/// Applies vm-cirros.yaml with runStrategy Always in `ns` and waits until its guest answers
+/// on the console; returns the launcher pod and the guest's boot id.
+async fn boot_vm_cirros(cp: &ControlPlane, node: &RealNode, ns: &TestNamespace) -> (Pod, String) {
+    let layout = image_layout(&format!("guest-{}", CIRROS_REF.replace(['/', ':'], "_")));
+    let path = CIRROS_REF.split_once('/').expect("a registry host").1;
+    node.push(&layout, path)
+        .await
+        .unwrap_or_else(|e| panic!("pushing the cirros containerDisk: {e}"));
+    let cirros = examples_dir().join("vm-cirros.yaml");
+    let applied = Instant::now();
+    cp.kubectl(["apply", "-n", ns.name(), "-f", cirros.to_str().unwrap()])
+        .await
+        .unwrap()
+        .expect_success();
+    cp.kubectl([
+        "patch",
+        "vm",
+        "vm-cirros",
+        "-n",
+        ns.name(),
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"runStrategy":"Always"}}"#,
+    ])
+    .await
+    .unwrap()
+    .expect_success();
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(cp.client().await.unwrap(), ns.name());
+    wait("VMI vm-cirros Running", || async {
+        let vmi = vmis.get_opt("vm-cirros").await.map_err(|e| e.to_string())?;
+        let status = vmi.and_then(|v| v.status);
+        match status.as_ref().and_then(|s| s.phase) {
+            Some(VmiPhase::Running) => Ok(()),
+            _ => Err(format!(
+                "{status:?}\n{}\n{}",
+                cp.kubectl(["get", "events", "-n", ns.name()])
+                    .await
+                    .map(|o| o.to_string())
+                    .unwrap_or_default(),
+                cp.kubectl([
+                    "logs",
+                    "-n",
+                    NAMESPACE,
+                    "daemonset/virt-handler",
+                    "--tail=30"
+                ])
+                .await
+                .map(|o| o.to_string())
+                .unwrap_or_default(),
+            )),
+        }
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(cp.client().await.unwrap(), ns.name());
+    let pod = launcher_pod(&pods).await;
+    let boot = boot_id(cp, ns.name()).await;
+    println!(
+        "vm-cirros: kubectl apply to its console answering through virtctl: {:.1} s",
+        applied.elapsed().as_secs_f64()
+    );
+    (pod, boot)
+}
+
+/// The one launcher pod of namespace `pods`.
+async fn launcher_pod(pods: &Api<Pod>) -> Pod {
+    let mut list = pods
+        .list(&ListParams::default().labels("kubevirt.io=virt-launcher"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(list.len(), 1, "launcher pods: {list:?}");
+    list.remove(0)
+}
+
+/// The guest's `/proc/sys/kernel/random/boot_id`, read on its serial console through
+/// KubeVirt's virtctl (virt-api, then virt-handler).
+async fn boot_id(cp: &ControlPlane, ns: &str) -> String {
+    const MARK: &str = "BOOTID=";
+    let mut console = Console::spawn(
+        &virtctl_path(),
+        &cp.kubeconfig(),
+        &["-n", ns, "console", "vm-cirros"],
+    )
+    .unwrap();
+    // The terminal echoes `BOOT""ID=`, so only the answer holds MARK.
+    let id = wait("the boot id on vm-cirros's console", || {
+        let sent = console.send(b"echo BOOT\"\"ID=$(cat /proc/sys/kernel/random/boot_id)\n");
+        let out = console.stdout();
+        async move {
+            sent.map_err(|e| e.to_string())?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            out.split(MARK)
+                .nth(1)
+                .map(|rest| rest.chars().take(36).collect::<String>())
+                .filter(|id| {
+                    id.len() == 36 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+                })
+                .ok_or(out)
+        }
+    })
+    .await;
+    let _ = console.send(b"\x1d");
+    let _ = console.exit(Duration::from_secs(10)).await;
+    id
 }
