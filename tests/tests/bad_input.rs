@@ -14,12 +14,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crds::{VirtualMachineInstance, VmiPhase};
+use ferrovirt_tests::guest::READY_LINE;
 use ferrovirt_tests::{ControlPlane, Stack, TestNamespace, manifests, shared};
 use k8s_openapi::api::core::v1::{Event, Node, PersistentVolumeClaim};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-const READY_LINE: &str = "FERROVIRT GUEST READY";
 const TIMEOUT: Duration = Duration::from_secs(240);
 
 /// A VMI booting the test guest's kernel, with extra volumes (each also a disk).

@@ -14,6 +14,7 @@ use ferrovirt_tests::aggregation::{
     VirtApi, apply_in, role_binding, start_virt_api_with, user_kubeconfig, virtctl_path,
 };
 use ferrovirt_tests::console::{Client, idle_dropping_proxy};
+use ferrovirt_tests::guest::READY_LINE;
 use ferrovirt_tests::manifests::kernel_boot_vm;
 use ferrovirt_tests::{
     ControlPlane, SYSTEM_NAMESPACE, Stack, TestNamespace, shared, workspace_bin,
@@ -22,7 +23,6 @@ use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::Api;
 use tokio::sync::{Mutex, OnceCell};
 
-const READY_LINE: &str = "FERROVIRT GUEST READY";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 /// Enough for a client to connect or a status to be written on 2 loaded cores.
 const STEP: Duration = Duration::from_secs(60);

@@ -11,13 +11,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crds::{VirtualMachine, VirtualMachineInstance, VmiPhase};
+use ferrovirt_tests::guest::READY_LINE;
 use ferrovirt_tests::{ControlPlane, Stack, TestNamespace, manifests, shared};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use tokio::sync::{Mutex, OnceCell};
 
-/// The guest's line once it is up (docs/guests.md).
-const READY_LINE: &str = "FERROVIRT GUEST READY";
 /// Booting, powering off and restarting under emulation on 2 loaded cores.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 

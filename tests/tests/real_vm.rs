@@ -14,13 +14,13 @@ use crds::{VirtualMachineInstance, VmiPhase};
 use ferrovirt_node_contract::pod::{CONTAINER_DISK_BINARY_CONTAINER, volume_container};
 use ferrovirt_tests::aggregation::{start_virt_api, virtctl_path};
 use ferrovirt_tests::console::Client;
+use ferrovirt_tests::guest::READY_LINE;
 use ferrovirt_tests::helm::image_layout;
 use ferrovirt_tests::node::RealNode;
 use ferrovirt_tests::{Stack, TestNamespace, examples_dir, shared};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
-const READY_LINE: &str = "FERROVIRT GUEST READY";
 /// Pulls, the sandbox and a TCG boot on two loaded cores.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 const STEP: Duration = Duration::from_secs(60);
