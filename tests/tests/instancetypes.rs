@@ -312,19 +312,27 @@ async fn vm_cirros_clarge_waits_for_its_instancetype_then_boots_with_its_vcpus_a
         },
     )
     .await;
+    // The Event is written after the condition (and may be aggregated): wait for it too.
     let events: Api<Event> = Api::namespaced(client.clone(), ns.name());
-    let event = events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .find(|e| {
-            e.reason.as_deref() == Some("FailedFindInstancetype")
-                && e.note.as_deref() == Some(missing)
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("vm-cirros-clarge")
-        });
-    assert!(event.is_some(), "no FailedFindInstancetype Event on the VM");
+    wait_for(
+        stack,
+        "a FailedFindInstancetype Event on the VM naming clarge",
+        || async {
+            events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("FailedFindInstancetype")
+                        && e.note.as_deref() == Some(missing)
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                            == Some("vm-cirros-clarge")
+                })
+        },
+    )
+    .await;
     assert!(
         vmis.get_opt("vm-cirros-clarge").await.unwrap().is_none(),
         "started without its instancetype"
