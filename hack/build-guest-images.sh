@@ -4,6 +4,9 @@
 #                              initrd.img (busybox + modules), disk.qcow2 (MBR disk, GRUB for
 #                              BIOS and, when grub-efi-amd64-bin is installed, UEFI),
 #                              cmdline (kernel arguments the disk uses), STAMP
+#                              The initramfs carries Debian's qemu-guest-agent (qemu-ga and the
+#                              shared libraries it links), started by rcS on the agent's
+#                              virtio-serial port (docs/guests.md, docs/guest-agent.md).
 #   $FERROVIRT_CACHE/images/   image store (docs/contracts.md "Image store") + index.tsv
 # Rebuilds the guests only when an input changed (this script, hack/guest/*, the kernel,
 # busybox or GRUB); the image store is relinked on every run (cheap). See docs/guests.md.
@@ -12,7 +15,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 # Bump when the layout or the contract of the guests changes.
-GUEST_FORMAT=1
+GUEST_FORMAT=2
 # The disk's filesystem label: GRUB finds its files by it, whatever the disk order.
 DISK_LABEL=FVGUEST
 # Kernel arguments baked into the disk's GRUB config. tty0 first, ttyS0 last: the serial
@@ -44,6 +47,9 @@ moddir="/lib/modules/$kver"
 
 busybox=/bin/busybox
 [[ -x "$busybox" ]] || die "$busybox missing: install busybox-static"
+# Debian's QEMU guest agent, copied with the libraries it links (ldd) into the initramfs.
+qemu_ga=/usr/sbin/qemu-ga
+[[ -x "$qemu_ga" ]] || die "$qemu_ga missing: install qemu-guest-agent (hack/setup.sh)"
 if ldd "$busybox" >/dev/null 2>&1; then
   die "$busybox is dynamically linked: install busybox-static (not busybox)"
 fi
@@ -58,14 +64,14 @@ efi=0
 guest_files=(rcS inittab profile udhcpc.script modules.list)
 
 pkg_versions() {
-  dpkg-query -W -f='${Package} ${Version}\n' busybox-static grub-pc-bin grub-efi-amd64-bin grub-common 2>/dev/null || true
+  dpkg-query -W -f='${Package} ${Version}\n' busybox-static grub-pc-bin grub-efi-amd64-bin grub-common qemu-guest-agent 2>/dev/null || true
 }
 stamp="$(
   {
     echo "format $GUEST_FORMAT label $DISK_LABEL cmdline $DISK_CMDLINE efi $efi"
     sha256sum "$self"
     (cd "$src" && sha256sum "${guest_files[@]}")
-    stat -c '%n %s %Y' "$kernel" "$moddir/modules.dep" "$busybox"
+    stat -c '%n %s %Y' "$kernel" "$moddir/modules.dep" "$busybox" "$qemu_ga"
     pkg_versions
   } | sha256sum | cut -c1-16
 )"
@@ -130,6 +136,17 @@ build_initrd() { # out
   printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
   printf 'root:x:0:\n' >"$root/etc/group"
   echo "ferrovirt-guest format=$GUEST_FORMAT stamp=$stamp kernel=$kver" >"$root/etc/ferrovirt-release"
+  # What the guest agent reports as the OS (guest-get-osinfo reads os-release).
+  { echo "ID=ferrovirt"
+    echo "NAME=\"Ferrovirt test guest\""
+    echo "PRETTY_NAME=\"Ferrovirt test guest $GUEST_FORMAT (busybox, Debian kernel $kver)\""
+    echo "VERSION=\"$GUEST_FORMAT ($stamp)\""
+    echo "VERSION_ID=$GUEST_FORMAT"
+  } >"$root/etc/os-release"
+  # glibc's utmp is /var/run/utmp: the console login's record is what guest-get-users reads.
+  mkdir -p "$root/var"
+  ln -s /run "$root/var/run"
+  add_qemu_ga "$root"
 
   index_modules
   local name params rel stage=""
@@ -183,6 +200,19 @@ build_initrd() { # out
   { console_cpio
     (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0)
   } | gzip -9 -n >"$out"
+}
+
+# qemu-ga and every shared library it links (resolved by ldd, symbolic links followed), at
+# the paths the dynamic linker looks them up.
+add_qemu_ga() { # root
+  local root="$1" lib
+  install -D -m 0755 "$qemu_ga" "$root/usr/sbin/qemu-ga"
+  while read -r lib; do
+    [[ -f "$lib" ]] || die "ldd $qemu_ga: $lib not found"
+    install -D -m 0755 "$(readlink -f "$lib")" "$root$lib"
+  done < <(ldd "$qemu_ga" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
+  [[ -n "$(ls "$root"/lib64/ld-linux-* 2>/dev/null)" ]] || die "ldd $qemu_ga named no dynamic linker"
+  log "initramfs: qemu-ga $(dpkg-query -W -f='${Version}' qemu-guest-agent 2>/dev/null) and $(ldd "$qemu_ga" | grep -c '=> /') libraries"
 }
 
 write_mbr() { # disk, first sector, sector count: one bootable partition of type 0xEF (ESP)
