@@ -189,8 +189,9 @@ fn cpu_topology(domain: &mut Value) {
 }
 
 /// No networks and no interfaces: the pod network with a bridge interface (KubeVirt's
-/// default binding). The node gives every interface user-mode networking, whatever its
-/// binding.
+/// default binding): the node bridges the guest onto the launcher pod's interface
+/// (docs/networking.md), or, where the pod shares the host's network namespace (devnode),
+/// gives it user-mode networking.
 fn pod_network(spec: &mut Value) {
     let none = |v: &Value| v.is_null() || v.as_array().is_some_and(Vec::is_empty);
     if !none(&spec["networks"]) || !none(&spec["domain"]["devices"]["interfaces"]) {

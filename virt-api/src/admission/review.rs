@@ -72,6 +72,13 @@ impl Cause {
         }
     }
 
+    pub fn duplicate(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Cause {
+            reason: "FieldValueDuplicate",
+            ..Cause::invalid(field, message)
+        }
+    }
+
     pub fn required(field: impl Into<String>, message: impl Into<String>) -> Self {
         Cause {
             reason: "FieldValueRequired",

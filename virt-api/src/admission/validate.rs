@@ -291,14 +291,16 @@ fn disks(path: &str, devices: &Value, causes: &mut Vec<Cause>) {
 fn interfaces(path: &str, s: &Value, causes: &mut Vec<Cause>) {
     if let Some(interfaces) = s["domain"]["devices"]["interfaces"].as_array() {
         for (i, iface) in interfaces.iter().enumerate() {
-            if iface["ports"].as_array().is_some_and(|p| !p.is_empty()) {
-                let field = format!("{path}.domain.devices.interfaces[{i}].ports");
-                causes.push(Cause::invalid(
-                    &field,
-                    format!(
-                        "{field}: port forwarding is not implemented in Ferrovirt (the guest's user-mode network forwards no ports); remove ports"
-                    ),
-                ));
+            let on_pod_network = s["networks"].as_array().is_some_and(|n| {
+                n.iter()
+                    .any(|n| n["name"] == iface["name"] && n["pod"].is_object())
+            });
+            if on_pod_network {
+                ports(
+                    &format!("{path}.domain.devices.interfaces[{i}]"),
+                    iface,
+                    causes,
+                );
             }
         }
     }
@@ -317,6 +319,59 @@ fn interfaces(path: &str, s: &Value, causes: &mut Vec<Cause>) {
             }
         }
     }
+}
+
+/// KubeVirt's rules for the `ports` of an interface on the pod network (number and
+/// protocol are the schema's): names unique and IANA service names. Ferrovirt also
+/// refuses them with the bridge binding, as the node would (docs/networking.md): a
+/// bridged guest has the pod's address and gets every port, so a list that limits
+/// nothing is refused rather than silently ignored.
+fn ports(at: &str, iface: &Value, causes: &mut Vec<Cause>) {
+    let Some(ports) = iface["ports"].as_array().filter(|p| !p.is_empty()) else {
+        return;
+    };
+    if iface["bridge"].is_object() {
+        let field = format!("{at}.ports");
+        causes.push(Cause::invalid(
+            &field,
+            format!(
+                "{field}: ports are only forwarded with the masquerade binding (a bridged guest has the pod's address and gets every port)"
+            ),
+        ));
+    }
+    let mut seen = Vec::new();
+    for (j, port) in ports.iter().enumerate() {
+        let Some(name) = port["name"].as_str().filter(|n| !n.is_empty()) else {
+            continue;
+        };
+        let field = format!("{at}.ports[{j}].name");
+        if seen.contains(&name) {
+            causes.push(Cause::duplicate(
+                &field,
+                format!("{field}: Duplicate name of the port: {name}"),
+            ));
+        }
+        if !is_port_name(name) {
+            causes.push(Cause::invalid(
+                &field,
+                format!("{field}: Invalid name of the port: {name}"),
+            ));
+        }
+        seen.push(name);
+    }
+}
+
+/// An IANA service name (Kubernetes' `IsValidPortName`): 1 to 15 lowercase letters,
+/// digits and single hyphens inside, at least one letter.
+fn is_port_name(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.chars().any(|c| c.is_ascii_lowercase())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
 }
 
 /// Base64 cloud-init data must decode (the node decodes it when it writes the disk).

@@ -43,6 +43,13 @@ fn with(pointer: &str, value: Value) -> Value {
     s
 }
 
+/// `good()` with `iface` as its only interface, on the pod network.
+fn on_pod_network(iface: Value) -> Value {
+    let mut s = with("/domain/devices/interfaces", json!([iface]));
+    s["networks"] = json!([{"name": "default", "pod": {}}]);
+    s
+}
+
 #[test]
 fn the_good_spec_is_accepted() {
     assert_eq!(spec("spec", &good()), vec![]);
@@ -173,12 +180,30 @@ fn refused_table() {
             "Boot order for spec.domain.devices.disks[1].bootOrder already set for a different device.",
         ),
         (
-            with(
-                "/domain/devices/interfaces",
-                json!([{"name": "default", "masquerade": {}, "ports": [{"port": 80}]}]),
-            ),
+            on_pod_network(json!({"name": "default", "bridge": {}, "ports": [{"port": 80}]})),
             "spec.domain.devices.interfaces[0].ports",
-            "spec.domain.devices.interfaces[0].ports: port forwarding is not implemented in Ferrovirt",
+            "spec.domain.devices.interfaces[0].ports: ports are only forwarded with the masquerade binding",
+        ),
+        (
+            on_pod_network(
+                json!({"name": "default", "masquerade": {}, "ports": [{"name": "http", "port": 80}, {"name": "http", "port": 8080}]}),
+            ),
+            "spec.domain.devices.interfaces[0].ports[1].name",
+            "spec.domain.devices.interfaces[0].ports[1].name: Duplicate name of the port: http",
+        ),
+        (
+            on_pod_network(
+                json!({"name": "default", "masquerade": {}, "ports": [{"name": "Web_1", "port": 80}]}),
+            ),
+            "spec.domain.devices.interfaces[0].ports[0].name",
+            "spec.domain.devices.interfaces[0].ports[0].name: Invalid name of the port: Web_1",
+        ),
+        (
+            on_pod_network(
+                json!({"name": "default", "masquerade": {}, "ports": [{"name": "a-very-long-port-name", "port": 80}]}),
+            ),
+            "spec.domain.devices.interfaces[0].ports[0].name",
+            "Invalid name of the port: a-very-long-port-name",
         ),
         (
             with(
@@ -277,6 +302,14 @@ fn accepted_table() {
             json!([{"name": "default", "pod": {"vmNetworkCIDR": "10.1.0.0/16"}}]),
         ),
         with("/hostname", json!("my-host")),
+        // vmi-masquerade.yaml's interface, and ports of both protocols without names.
+        on_pod_network(
+            json!({"name": "default", "masquerade": {}, "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}),
+        ),
+        on_pod_network(
+            json!({"name": "default", "masquerade": {}, "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53}, {"name": "web-8080", "port": 8080}]}),
+        ),
+        on_pod_network(json!({"name": "default", "bridge": {}, "ports": []})),
         with(
             "/volumes/0",
             json!({"name": "root", "cloudInitNoCloud": {"userDataBase64": "I2Nsb3VkLWNvbmZpZwo=", "networkDataBase64": ""}}),
