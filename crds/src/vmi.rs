@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, Toleration};
+use k8s_openapi::api::core::v1::{Affinity, PodDNSConfig, Toleration, TopologySpreadConstraint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -85,18 +85,73 @@ pub struct VirtualMachineInstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
     pub subdomain: Option<String>,
-    /// What happens to the VMI when its node is drained: `None` (it is shut down) or
-    /// `External` (an external controller handles the eviction). Live migration is not
-    /// supported.
+    /// What happens to the VMI when its node is drained. Only `None`: the launcher pod is
+    /// evicted like any pod and the guest stops. KubeVirt's `LiveMigrate` and
+    /// `LiveMigrateIfPossible` need live migration and `External` needs KubeVirt's
+    /// eviction webhook; Ferrovirt has neither, so they are refused with that reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == 'None'",
+        "message": "only None is supported: LiveMigrate and LiveMigrateIfPossible need live migration and External needs an eviction webhook, which Ferrovirt does not implement"
+    }]))]
     pub eviction_strategy: Option<EvictionStrategy>,
+    /// `Paused` starts the guest with its vCPUs stopped: the VMI runs with the `Paused`
+    /// condition until `virtctl unpause`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_strategy: Option<StartStrategy>,
+    /// The PriorityClass of the VMI's pod (its scheduling priority and preemption).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub priority_class_name: Option<String>,
+    /// The scheduler that places the VMI's pod; the default scheduler when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub scheduler_name: Option<String>,
+    /// How the VMI's pod is spread across topology domains (the pod's
+    /// `topologySpreadConstraints`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+    /// The DNS policy of the VMI's pod; with the pod network the guest gets the pod's
+    /// name servers and search domains over DHCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_policy: Option<DnsPolicy>,
+    /// DNS settings added to the pod's (name servers, searches, options).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_config: Option<PodDNSConfig>,
+}
+
+/// How a VMI starts.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum StartStrategy {
+    /// With the vCPUs stopped, until the VMI is unpaused.
+    Paused,
+}
+
+/// The pod's DNS policy (Kubernetes' `dnsPolicy` values).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum DnsPolicy {
+    ClusterFirstWithHostNet,
+    ClusterFirst,
+    Default,
+    None,
+}
+
+impl DnsPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsPolicy::ClusterFirstWithHostNet => "ClusterFirstWithHostNet",
+            DnsPolicy::ClusterFirst => "ClusterFirst",
+            DnsPolicy::Default => "Default",
+            DnsPolicy::None => "None",
+        }
+    }
 }
 
 // What happens to a VMI when its node is drained.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum EvictionStrategy {
     None,
-    External,
 }
 
 /// The observed state of a VirtualMachineInstance.

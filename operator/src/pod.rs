@@ -15,6 +15,7 @@ use kube::Resource;
 use crate::{Error, Result};
 
 mod disks;
+mod security;
 
 /// The pod's labels, annotation, mounts and defaults are the node contract's
 /// (node-contract/): `kubevirt.io=virt-launcher`, `kubevirt.io/created-by=<vmi uid>`,
@@ -249,6 +250,7 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
                 ..Default::default()
             },
         ]),
+        security_context: Some(security::compute()),
         readiness_probe: Some(Probe {
             exec: Some(ExecAction {
                 command: Some(vec![
@@ -292,6 +294,7 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
             // The launcher and QEMU reach the disk containers' files through
             // /proc/<pid>/root: one PID namespace for the pod.
             share_process_namespace: Some(true),
+            security_context: Some(security::pod()),
             restart_policy: Some("Never".into()),
             termination_grace_period_seconds: Some(grace + GRACE_MARGIN_SECONDS),
             automount_service_account_token: Some(false),
@@ -300,6 +303,12 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
             tolerations: spec.tolerations.clone(),
             hostname: spec.hostname.clone(),
             subdomain: spec.subdomain.clone(),
+            // Scheduling and DNS fields go to the pod unchanged, as in KubeVirt.
+            priority_class_name: spec.priority_class_name.clone(),
+            scheduler_name: spec.scheduler_name.clone(),
+            topology_spread_constraints: spec.topology_spread_constraints.clone(),
+            dns_policy: spec.dns_policy.map(|p| p.as_str().to_owned()),
+            dns_config: spec.dns_config.clone(),
             ..Default::default()
         }),
         status: None,
@@ -351,6 +360,48 @@ spec:
             image: "ferrovirt/virt-launcher:dev".into(),
             node_run_dir: "/var/run/ferrovirt".into(),
         }
+    }
+
+    #[test]
+    fn scheduling_and_dns_fields_go_to_the_pod() {
+        let pod = render(
+            &vmi(r#"
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata: {name: testvm, namespace: ns1}
+spec:
+  priorityClassName: vm-high
+  schedulerName: my-scheduler
+  topologySpreadConstraints:
+  - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule}
+  dnsPolicy: None
+  dnsConfig: {nameservers: [10.0.0.53], searches: [example.test]}
+  domain: {memory: {guest: 128Mi}, devices: {}}
+"#),
+            &cfg(),
+        )
+        .unwrap();
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.priority_class_name.as_deref(), Some("vm-high"));
+        assert_eq!(spec.scheduler_name.as_deref(), Some("my-scheduler"));
+        let spread = &spec.topology_spread_constraints.unwrap()[0];
+        assert_eq!(
+            (spread.max_skew, spread.topology_key.as_str()),
+            (1, "kubernetes.io/hostname")
+        );
+        assert_eq!(spec.dns_policy.as_deref(), Some("None"));
+        let dns = spec.dns_config.unwrap();
+        assert_eq!(dns.nameservers.unwrap(), ["10.0.0.53"]);
+        assert_eq!(dns.searches.unwrap(), ["example.test"]);
+    }
+
+    #[test]
+    fn unset_scheduling_fields_leave_the_pods_defaults() {
+        let spec = render(&vmi(BASIC), &cfg()).unwrap().spec.unwrap();
+        assert_eq!(spec.priority_class_name, None);
+        assert_eq!(spec.scheduler_name, None);
+        assert_eq!(spec.dns_policy, None);
+        assert_eq!(spec.dns_config, None);
     }
 
     #[test]
@@ -469,7 +520,7 @@ spec:
              /var/run/ferrovirt/vmi/container-disks/volumecontainerdisk.sock"
         );
         let sc = disk.security_context.as_ref().unwrap();
-        assert_eq!(sc.run_as_user, Some(0));
+        assert_eq!(sc.run_as_user, Some(107), "the launcher's uid");
         assert_eq!(
             sc.capabilities.as_ref().unwrap().drop.as_deref(),
             Some(&["ALL".to_string()][..])

@@ -62,6 +62,18 @@ pub fn has_start_request(requests: &[VirtualMachineStateChangeRequest]) -> bool 
         .is_some_and(|r| r.action == StateChangeRequestAction::Start)
 }
 
+/// The first request is a Start asking for a paused start (`virtctl start --paused`: data
+/// `paused: "true"`, KubeVirt's `StartRequestDataPausedKey`).
+pub fn has_start_paused_request(requests: &[VirtualMachineStateChangeRequest]) -> bool {
+    requests.first().is_some_and(|r| {
+        r.action == StateChangeRequestAction::Start
+            && r.data
+                .as_ref()
+                .and_then(|d| d.get("paused"))
+                .is_some_and(|v| v == "true")
+    })
+}
+
 /// The first request is a Stop for this VMI.
 pub fn has_stop_request_for(requests: &[VirtualMachineStateChangeRequest], vmi_uid: &str) -> bool {
     requests.first().is_some_and(|r| {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crds::{
-    Condition, RunStrategy, VirtualMachine, VirtualMachineInstance, VirtualMachineStartFailure,
-    VmiPhase,
+    Condition, RunStrategy, StartStrategy, VirtualMachine, VirtualMachineInstance,
+    VirtualMachineInstanceSpec, VirtualMachineStartFailure, VmiPhase,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -436,7 +436,14 @@ pub fn instance_for(vm: &VirtualMachine) -> VirtualMachineInstance {
             finalizers: Some(vec![FINALIZER.to_string()]),
             ..Default::default()
         },
-        spec: template.spec.clone(),
+        spec: VirtualMachineInstanceSpec {
+            start_strategy: template.spec.start_strategy.or_else(|| {
+                let requests = vm.status.as_ref().map(|s| &s.state_change_requests[..]);
+                strategy::has_start_paused_request(requests.unwrap_or_default())
+                    .then_some(StartStrategy::Paused)
+            }),
+            ..template.spec.clone()
+        },
         status: None,
     }
 }
@@ -678,6 +685,35 @@ spec:
             ("VirtualMachine", "u-vm", Some(true))
         );
         assert_eq!(vmi.finalizers(), [FINALIZER.to_string()]);
+    }
+
+    #[test]
+    fn a_start_paused_request_starts_the_instance_paused() {
+        let plain = instance_for(&vm(VM));
+        assert_eq!(plain.spec.start_strategy, None);
+        let mut asked = vm(VM);
+        asked.status = Some(
+            serde_json::from_value(serde_json::json!({
+                "stateChangeRequests": [{"action": "Start", "data": {"paused": "true"}}]
+            }))
+            .unwrap(),
+        );
+        assert_eq!(
+            instance_for(&asked).spec.start_strategy,
+            Some(StartStrategy::Paused)
+        );
+        // A plain start request, or paused data on a later request, starts it running.
+        asked.status = Some(serde_json::from_value(serde_json::json!({
+            "stateChangeRequests": [{"action": "Start"}, {"action": "Start", "data": {"paused": "true"}}]
+        })).unwrap());
+        assert_eq!(instance_for(&asked).spec.start_strategy, None);
+        // The template's own startStrategy stays.
+        let mut template = vm(VM);
+        template.spec.template.spec.start_strategy = Some(StartStrategy::Paused);
+        assert_eq!(
+            instance_for(&template).spec.start_strategy,
+            Some(StartStrategy::Paused)
+        );
     }
 
     #[test]

@@ -753,3 +753,115 @@ async fn a_launcher_pod_the_api_server_refuses_shows_on_the_vmi_and_in_a_warning
             .all(|c| c.type_ != "Synchronized")
     );
 }
+
+/// KubeVirt passes the VMI's scheduling and DNS fields to the launcher pod: the API server
+/// resolves the PriorityClass to the pod's priority, the named scheduler binds it, and
+/// the pod carries the DNS settings (which the guest gets from the pod over DHCP).
+#[tokio::test]
+async fn scheduling_and_dns_fields_reach_the_launcher_pod() {
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
+    let e = env("sched").await;
+    let classes: Api<PriorityClass> = Api::all(e.client.clone());
+    let class: PriorityClass =
+        serde_json::from_value(json!({"metadata": {"name": "ferrovirt-test-high"}, "value": 1000}))
+            .unwrap();
+    match classes.create(&PostParams::default(), &class).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(err) => panic!("creating the PriorityClass: {err}"),
+    }
+    e.create_vm(vm_manifest(
+        "vm1",
+        json!({"runStrategy": "Always"}),
+        json!({
+            "priorityClassName": "ferrovirt-test-high",
+            "schedulerName": "default-scheduler",
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "vm1"}}}],
+            "dnsPolicy": "None",
+            "dnsConfig": {"nameservers": ["10.0.0.53"], "searches": ["example.test"]},
+        }),
+    ))
+    .await;
+    let vmi = e.vmi("vm1", None).await;
+    let pod = e.run_pod(&vmi).await;
+    let spec = pod.spec.unwrap();
+    assert_eq!(
+        spec.priority_class_name.as_deref(),
+        Some("ferrovirt-test-high")
+    );
+    assert_eq!(
+        spec.priority,
+        Some(1000),
+        "the API server resolved the class"
+    );
+    assert_eq!(spec.scheduler_name.as_deref(), Some("default-scheduler"));
+    assert_eq!(
+        spec.topology_spread_constraints.unwrap()[0].topology_key,
+        "kubernetes.io/hostname"
+    );
+    assert_eq!(spec.dns_policy.as_deref(), Some("None"));
+    assert_eq!(spec.dns_config.unwrap().nameservers.unwrap(), ["10.0.0.53"]);
+
+    // A PriorityClass that does not exist: the API server refuses the pod, and the VMI
+    // says why.
+    e.create_vm(vm_manifest(
+        "vm2",
+        json!({"runStrategy": "Always"}),
+        json!({"priorityClassName": "no-such-class"}),
+    ))
+    .await;
+    let vmis = e.vmis.clone();
+    let message = eventually(
+        &format!(
+            "VMI vm2 Synchronized=False naming the class; operator log:\n{}",
+            operator_log()
+        ),
+        T,
+        || {
+            let vmis = vmis.clone();
+            async move {
+                let vmi = vmis.get_opt("vm2").await.unwrap()?;
+                let c = vmi
+                    .status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Synchronized")?;
+                (c.status == "False").then_some(c.message.unwrap_or_default())
+            }
+        },
+    )
+    .await;
+    assert!(message.contains("no-such-class"), "{message}");
+}
+
+/// `virtctl start --paused` on a Manual VM: the Start request with data paused=true
+/// becomes the instance's `startStrategy: Paused`; a plain Start request does not.
+#[tokio::test]
+async fn a_paused_start_request_creates_a_paused_instance() {
+    let e = env("startpaused").await;
+    e.create_vm(vm_manifest(
+        "vm1",
+        json!({"runStrategy": "Manual"}),
+        json!({}),
+    ))
+    .await;
+    e.printable("vm1", "Stopped").await;
+    request(
+        &e.vms,
+        "vm1",
+        json!([{"action": "Start", "data": {"paused": "true"}}]),
+    )
+    .await;
+    let vmi = e.vmi("vm1", None).await;
+    assert_eq!(vmi.spec.start_strategy, Some(crds::StartStrategy::Paused));
+    e.vm_where("start request cleared", "vm1", |vm| {
+        vm.status
+            .as_ref()
+            .is_some_and(|s| s.state_change_requests.is_empty())
+    })
+    .await;
+    // The template is unchanged: the next plain start runs.
+    let vm = e.vms.get("vm1").await.unwrap();
+    assert_eq!(vm.spec.template.spec.start_strategy, None);
+}

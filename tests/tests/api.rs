@@ -208,6 +208,32 @@ async fn invalid_vms_are_rejected_naming_the_field() {
             ),
             &["running", "runStrategy"],
         ),
+        (
+            "evictionStrategy LiveMigrate (no live migration)",
+            vm(
+                "evict",
+                "  runStrategy: Halted\n",
+                "        memory:\n          guest: 128Mi\n",
+            )
+            .replace(
+                "    spec:\n      domain:",
+                "    spec:\n      evictionStrategy: LiveMigrate\n      domain:",
+            ),
+            &["spec.template.spec.evictionStrategy", "need live migration"],
+        ),
+        (
+            "an unknown startStrategy",
+            vm(
+                "start",
+                "  runStrategy: Halted\n",
+                "        memory:\n          guest: 128Mi\n",
+            )
+            .replace(
+                "    spec:\n      domain:",
+                "    spec:\n      startStrategy: Running\n      domain:",
+            ),
+            &["spec.template.spec.startStrategy", "Paused"],
+        ),
     ];
     let mut report = String::new();
     let mut failures = 0;

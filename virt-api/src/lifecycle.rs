@@ -114,8 +114,14 @@ fn name(vm: &Value) -> &str {
     vm["metadata"]["name"].as_str().unwrap_or_default()
 }
 
-fn start_request() -> Value {
-    json!({"action": "Start"})
+/// A Start request; `paused` asks for a paused start (KubeVirt's start request data
+/// `paused: "true"`, which the controller turns into the VMI's `startStrategy: Paused`).
+fn start_request(paused: bool) -> Value {
+    if paused {
+        json!({"action": "Start", "data": {"paused": "true"}})
+    } else {
+        json!({"action": "Start"})
+    }
 }
 
 fn stop_request(vmi: &Vmi) -> Value {
@@ -186,6 +192,10 @@ fn grace_patch(vmi: &Vmi, seconds: i64) -> Write {
     ])
 }
 
+fn template_starts_paused(vm: &Value) -> bool {
+    vm["spec"]["template"]["spec"]["startStrategy"] == "Paused"
+}
+
 /// PUT `start`.
 pub fn start(vm: &Value, vmi: Option<&Value>, opts: &StartOptions) -> Result<Plan, Status> {
     let name = name(vm);
@@ -200,15 +210,14 @@ pub fn start(vm: &Value, vmi: Option<&Value>, opts: &StartOptions) -> Result<Pla
             "VM is already running",
         ));
     }
-    if opts.paused {
-        // KubeVirt sends the start request with data paused=true; Ferrovirt's controller
-        // cannot start a guest paused yet, so the option is refused, not ignored.
-        return Err(Status::bad_request(
-            "paused: starting a VM paused is not supported by Ferrovirt yet",
-        ));
-    }
     let strategy = run_strategy(vm)?;
+    let paused = opts.paused;
     let write = match strategy {
+        // A paused start of a Halted VM goes through a Start request, which the controller
+        // answers by switching the VM to Always (unless the template starts paused anyway).
+        RunStrategy::Halted if paused && !template_starts_paused(vm) => {
+            change_requests(vm, vec![start_request(true)])?
+        }
         RunStrategy::Halted => running_patch(vm, true),
         RunStrategy::RerunOnFailure | RunStrategy::Manual => {
             let restart = match (strategy, vmi) {
@@ -224,8 +233,8 @@ pub fn start(vm: &Value, vmi: Option<&Value>, opts: &StartOptions) -> Result<Pla
                 (_, None) => None,
             };
             let changes = match restart {
-                Some(v) => vec![stop_request(&v), start_request()],
-                None => vec![start_request()],
+                Some(v) => vec![stop_request(&v), start_request(paused)],
+                None => vec![start_request(paused)],
             };
             change_requests(vm, changes)?
         }
@@ -323,7 +332,7 @@ pub fn restart(vm: &Value, vmi: Option<&Value>, opts: &RestartOptions) -> Result
             "VM is not running: Halted",
         ));
     };
-    let change = change_requests(vm, vec![stop_request(&v), start_request()])?;
+    let change = change_requests(vm, vec![stop_request(&v), start_request(false)])?;
     if opts.grace_period_seconds == Some(0) {
         // Force restart: the shortest safe grace period before the requests.
         return Ok(Plan {

@@ -170,20 +170,46 @@ fn start_while_requests_are_pending_is_underway() {
     );
 }
 
-#[test]
-fn start_paused_is_refused_by_name() {
-    let opts = StartOptions {
+fn paused() -> StartOptions {
+    StartOptions {
         paused: true,
         ..Default::default()
-    };
-    let e = start(
-        &vm(json!({"runStrategy": "Halted"}), json!({})),
+    }
+}
+
+#[test]
+fn start_paused_of_a_manual_vm_asks_for_a_paused_start() {
+    let status = json!({"printableStatus": "Stopped"});
+    let w = writes(start(
+        &vm(json!({"runStrategy": "Manual"}), status),
         None,
-        &opts,
-    )
-    .unwrap_err();
-    assert_eq!(e.code, 400);
-    assert!(e.message().starts_with("paused:"), "{e:?}");
+        &paused(),
+    ));
+    assert_eq!(
+        w,
+        [Write::VmStatus(requests(
+            Value::Null,
+            "add",
+            json!([{"action": "Start", "data": {"paused": "true"}}])
+        ))]
+    );
+}
+
+#[test]
+fn start_paused_of_a_halted_vm_goes_through_a_start_request() {
+    let w = writes(start(
+        &vm(json!({"runStrategy": "Halted"}), Value::Null),
+        None,
+        &paused(),
+    ));
+    let add = json!({"op": "add", "path": "/status",
+        "value": {"stateChangeRequests": [{"action": "Start", "data": {"paused": "true"}}]}});
+    assert_eq!(w, [Write::VmStatus(vec![add])]);
+    // A template that starts paused anyway only needs the switch to Always.
+    let spec = json!({"runStrategy": "Halted",
+        "template": {"spec": {"startStrategy": "Paused"}}});
+    let w = writes(start(&vm(spec, Value::Null), None, &paused()));
+    assert!(matches!(&w[..], [Write::Vm(_)]), "{w:?}");
 }
 
 #[test]
