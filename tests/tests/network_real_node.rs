@@ -1,23 +1,32 @@
-//! Pod networking on the real node (kubelet, containerd, the CNI bridge, kube-proxy): a
-//! VMI with the masquerade binding boots from the Ferrovirt guest's containerDisk in a
-//! launcher pod with a network namespace of its own; virt-handler prepares that namespace
-//! (docs/networking.md); the guest gets 10.0.2.2 by DHCP; `kubectl get vmi` shows the pod's
-//! IP; another pod pings the guest and GETs its httpd through the pod IP and through a
-//! ClusterIP Service made by `ferroctl expose`. Every address is inside the node's
-//! namespaces, which the harness creates.
+//! Pod networking on the real node (kubelet, containerd, the CNI bridge, kube-proxy), with
+//! virt-api's webhooks in the path. Two VMIs boot at once, each in a launcher pod with a
+//! network namespace of its own that virt-handler prepares (docs/networking.md):
+//! - "web", masquerade without `ports`: the guest gets 10.0.2.2 by DHCP; `kubectl get vmi`
+//!   shows the pod's IP once the guest holds its lease; another pod pings the guest and
+//!   GETs its httpd through the pod IP and through a ClusterIP Service made by
+//!   `ferroctl expose`;
+//! - KubeVirt's own vmi-masquerade.yaml, unchanged (its containerDisk name pushed with the
+//!   Ferrovirt guest's disk): admitted by the webhook with its `ports` ([http 80]), boots,
+//!   port 80 answers through its pod IP and 8080 (served by the guest, not listed) does
+//!   not; from its console the guest pings and GETs "web" through web's pod IP.
+//!
+//! Every address is inside the node's namespaces, which the harness creates.
 
 use std::time::{Duration, Instant};
 
-use ferrovirt_tests::aggregation::{ferroctl, start_virt_api};
+use ferrovirt_tests::aggregation::{ferroctl, start_virt_api, virtctl_path};
+use ferrovirt_tests::console::Client;
 use ferrovirt_tests::helm::image_layout;
 use ferrovirt_tests::node::{RealNode, busybox_layout};
-use ferrovirt_tests::{ControlPlane, Stack, TestNamespace, shared};
+use ferrovirt_tests::{ControlPlane, Stack, TestNamespace, examples_dir, shared};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// The Ferrovirt guest's disk under the name KubeVirt's examples use (real_vm.rs too).
 const DISK: &str = "kubevirt/cirros-container-disk-demo:devel";
+/// The containerDisk vmi-masquerade.yaml names: the same guest disk is pushed under it.
+const FEDORA_DISK: &str = "kubevirt/fedora-with-test-tooling-container-disk:devel";
 
 fn guest_layout() -> std::path::PathBuf {
     let reference = format!("registry:5000/{DISK}");
@@ -59,8 +68,84 @@ async fn eventually(cp: &ControlPlane, ns: &str, script: &str, want: &str) -> St
     }
 }
 
+/// The launcher pod's IP of the VMI with `uid`.
+async fn pod_ip(cp: &ControlPlane, ns: &str, uid: &str) -> String {
+    let pods: Api<Pod> = Api::namespaced(cp.client().await.unwrap(), ns);
+    pods.list(&ListParams::default().labels(&format!("kubevirt.io/created-by={uid}")))
+        .await
+        .unwrap()
+        .items
+        .pop()
+        .expect("the launcher pod")
+        .status
+        .and_then(|s| s.pod_ip)
+        .expect("the launcher pod's IP")
+}
+
+/// Waits until every VMI of `names` has printed its DHCP address on the serial console
+/// (the serial log of its per-VMI directory); returns their uids in that order.
+async fn wait_for_leases(
+    cp: &ControlPlane,
+    stack: &Stack,
+    ns: &str,
+    names: &[&str],
+    logs: &dyn Fn() -> String,
+) -> Vec<String> {
+    let vmis: Api<crds::VirtualMachineInstance> = Api::namespaced(cp.client().await.unwrap(), ns);
+    let started = Instant::now();
+    let mut uids = vec![None; names.len()];
+    loop {
+        for (name, uid) in names.iter().zip(uids.iter_mut()) {
+            if uid.is_none()
+                && let Some(vmi) = vmis.get_opt(name).await.unwrap()
+                && let Some(id) = vmi.metadata.uid.clone()
+                && std::fs::read_to_string(stack.vmi_dir(&id).join("serial0.log"))
+                    .is_ok_and(|t| t.contains("FERROVIRT IP: 10.0.2.2"))
+            {
+                eprintln!(
+                    "MEASURE real node: apply -> {name}'s DHCP address in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+                *uid = Some(id);
+            }
+        }
+        if uids.iter().all(Option::is_some) {
+            return uids.into_iter().flatten().collect();
+        }
+        assert!(
+            started.elapsed() < BOOT_TIMEOUT,
+            "no DHCP address printed by {:?}:\n{}",
+            names
+                .iter()
+                .zip(&uids)
+                .filter(|(_, u)| u.is_none())
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>(),
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Waits until `kubectl get vmi NAME` shows `ip` (the printer column reads
+/// status.interfaces[0].ipAddress, written once virt-handler sees the guest's lease).
+async fn ip_column_shows(cp: &ControlPlane, ns: &str, name: &str, ip: &str) {
+    let started = Instant::now();
+    loop {
+        let table = kubectl(cp, ns, &["get", "vmi", name]).await;
+        if table.contains(ip) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "kubectl get vmi {name} lacks {ip}:\n{table}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn masquerade_guest_is_reached_from_another_pod_by_pod_ip_and_service() {
+async fn masquerade_guests_are_reached_from_pods_and_from_each_other() {
     let cp = shared().await;
     let node = RealNode::start(cp)
         .await
@@ -72,14 +157,19 @@ async fn masquerade_guest_is_reached_from_another_pod_by_pod_ip_and_service() {
         )
         .await
         .unwrap_or_else(|e| panic!("pushing virt-launcher: {e}"));
-    node.push(&guest_layout(), DISK)
-        .await
-        .unwrap_or_else(|e| panic!("pushing the guest's containerDisk: {e}"));
+    for name in [DISK, FEDORA_DISK] {
+        node.push(&guest_layout(), name)
+            .await
+            .unwrap_or_else(|e| panic!("pushing the guest's containerDisk as {name}: {e}"));
+    }
     let busybox = node
         .push(&busybox_layout().unwrap(), "ferrovirt/busybox:1.35")
         .await
         .unwrap_or_else(|e| panic!("pushing busybox: {e}"));
-    let _virt_api = start_virt_api(cp).await.unwrap();
+    let virt_api = start_virt_api(cp).await.unwrap();
+    ferrovirt_tests::webhooks::register(cp, &virt_api)
+        .await
+        .unwrap_or_else(|e| panic!("registering virt-api's webhooks: {e}"));
     let stack = Stack::start_on_real_node(cp, &node, &launcher)
         .await
         .unwrap_or_else(|e| panic!("starting Ferrovirt: {e}\n{}", node.log_tails(20)));
@@ -118,70 +208,85 @@ spec:
         .await
         .unwrap()
         .expect_success();
-    let applied = Instant::now();
-
-    // The guest's DHCP line, in the serial log of the per-VMI directory.
-    let vmis: Api<crds::VirtualMachineInstance> = Api::namespaced(cp.client().await.unwrap(), ns);
-    let uid = loop {
-        if let Some(vmi) = vmis.get_opt("web").await.unwrap()
-            && let Some(uid) = vmi.metadata.uid.clone()
-            && std::fs::read_to_string(stack.vmi_dir(&uid).join("serial0.log"))
-                .is_ok_and(|t| t.contains("FERROVIRT IP: 10.0.2.2"))
-        {
-            break uid;
-        }
-        assert!(
-            applied.elapsed() < BOOT_TIMEOUT,
-            "the guest printed no DHCP address:\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
-    eprintln!(
-        "MEASURE real node: apply -> guest's DHCP address in {:.1} s",
-        applied.elapsed().as_secs_f64()
-    );
-    let pods: Api<Pod> = Api::namespaced(cp.client().await.unwrap(), ns);
-    let launcher_pod = pods
-        .list(&ListParams::default().labels(&format!("kubevirt.io/created-by={uid}")))
+    // KubeVirt's example as it is: the webhook admits its ports.
+    let example = examples_dir().join("vmi-masquerade.yaml");
+    let admitted = cp
+        .kubectl(["apply", "-n", ns, "-f", example.to_str().unwrap()])
         .await
-        .unwrap()
-        .items
-        .pop()
-        .expect("the launcher pod");
-    let pod_ip = launcher_pod
-        .status
-        .unwrap()
-        .pod_ip
-        .expect("the launcher pod's IP");
-
-    // kubectl get vmi shows the pod's IP (the printer column reads status.interfaces[0]).
-    let table = kubectl(cp, ns, &["get", "vmi", "web"]).await;
+        .unwrap();
     assert!(
-        table.contains(&pod_ip),
-        "kubectl get vmi lacks {pod_ip}:\n{table}"
+        admitted.success(),
+        "vmi-masquerade.yaml refused: {}",
+        admitted.stderr
     );
+
+    let uids = wait_for_leases(cp, &stack, ns, &["web", "vmi-masquerade"], &logs).await;
+    let web_ip = pod_ip(cp, ns, &uids[0]).await;
+    let example_ip = pod_ip(cp, ns, &uids[1]).await;
+
+    // kubectl get vmi shows each launcher pod's IP once its guest holds the lease.
+    ip_column_shows(cp, ns, "web", &web_ip).await;
+    ip_column_shows(cp, ns, "vmi-masquerade", &example_ip).await;
 
     // From another pod: ping and HTTP through the pod IP (everything is forwarded: no ports).
     let ping = eventually(
         cp,
         ns,
-        &format!("ping -c 3 -W 2 {pod_ip}"),
+        &format!("ping -c 3 -W 2 {web_ip}"),
         " 0% packet loss",
     )
     .await;
     assert!(
         ping.contains(" 0% packet loss"),
-        "ping {pod_ip}: {ping}\n{}",
+        "ping {web_ip}: {ping}\n{}",
         logs()
     );
-    let get = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {pod_ip} 80");
-    let http = eventually(cp, ns, &get, "ferrovirt guest").await;
+    let get = |ip: &str, port: u16| {
+        format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip} {port}; echo nc-exit-$?")
+    };
+    for (ip, port) in [(&web_ip, 80), (&web_ip, 8080), (&example_ip, 80)] {
+        let http = eventually(cp, ns, &get(ip, port), "ferrovirt guest").await;
+        assert!(
+            http.contains("ferrovirt guest"),
+            "GET {ip}:{port}: {http}\n{}",
+            logs()
+        );
+    }
+    // vmi-masquerade.yaml forwards only its port 80: its guest's 8080 is not reached (web's
+    // is, above), the pod itself refuses the connection.
+    let closed = eventually(cp, ns, &get(&example_ip, 8080), "nc-exit-").await;
     assert!(
-        http.contains("ferrovirt guest"),
-        "GET {pod_ip}:80: {http}\n{}",
-        logs()
+        closed.contains("nc-exit-") && !closed.contains("ferrovirt guest"),
+        "GET {example_ip}:8080 (not in ports) answered: {closed}"
     );
+
+    // Guest to guest through the pod IPs: from vmi-masquerade's console, ping and GET web.
+    let mut console = Client::spawn(
+        &virtctl_path(),
+        &cp.kubeconfig(),
+        &["-n", ns, "console", "vmi-masquerade"],
+    )
+    .unwrap();
+    // The markers are computed by the guest's shell, so the echoed command lines do not
+    // hold them.
+    console
+        .send(
+            format!(
+                "\nping -c 2 -W 3 {web_ip} >/dev/null && echo ping-$((1+1))-ok; \
+                 printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {web_ip} 80 | grep -q 'ferrovirt guest' \
+                 && echo http-$((2+2))-ok\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    console
+        .expect("ping-2-ok", false, Duration::from_secs(30))
+        .await;
+    console
+        .expect("http-4-ok", false, Duration::from_secs(30))
+        .await;
+    console.send(b"\x1d").unwrap();
+    let _ = console.exit(Duration::from_secs(10)).await;
 
     // Through a ClusterIP Service made by ferroctl expose (kube-proxy on the node).
     ferroctl(
@@ -217,5 +322,10 @@ spec:
         logs()
     );
 
-    kubectl(cp, ns, &["delete", "vmi", "web", "--wait=false"]).await;
+    kubectl(
+        cp,
+        ns,
+        &["delete", "vmi", "web", "vmi-masquerade", "--wait=false"],
+    )
+    .await;
 }

@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use crate::config::Virtualization;
 use crate::controller::Context;
+use crate::network::status::interfaces as network_status;
 use crate::resets::{Change, ResetWindow};
 use crate::status::{Observation, RESET_LOOP, RESET_WINDOW_SECONDS};
 use crate::{Error, Result, chain};
@@ -29,6 +30,8 @@ pub struct Worker {
 }
 
 const POLL: Duration = Duration::from_millis(200);
+/// How often the launcher is asked for the guest's DHCP leases until it has them all.
+const LEASE_POLL: Duration = Duration::from_millis(500);
 
 pub fn spawn(ctx: Arc<Context>, vmi: Arc<VirtualMachineInstance>) -> Worker {
     let uid = vmi.uid().unwrap_or_default();
@@ -302,6 +305,13 @@ async fn follow_events(
     let mut resets = ResetWindow::default();
     let mut stopping = false;
     let mut destroyed = false;
+    let mut agent = crate::agent::watch(socket).await;
+    // The addresses appear once the guest holds its DHCP lease (network/status.rs): the
+    // launcher is asked for its leases until every pod-network interface has one.
+    let planned = running.interfaces.clone();
+    let mut shown = running.interfaces.clone().map(|p| network_status(&p, &[]));
+    let mut domain_running = false;
+    let mut lease_poll = tokio::time::interval(LEASE_POLL);
     loop {
         if deleting(&rx) && !stopping {
             stopping = true;
@@ -321,11 +331,17 @@ async fn follow_events(
         tokio::select! {
             event = events.next() => {
                 let obs = match event {
-                    Ok(Some(Event::Started | Event::Resumed)) => Observation::Running {
-                        virtualization: running.virtualization,
-                        interfaces: running.interfaces.clone(),
-                    },
-                    Ok(Some(Event::Paused)) => Observation::Paused,
+                    Ok(Some(Event::Started | Event::Resumed)) => {
+                        domain_running = true;
+                        Observation::Running {
+                            virtualization: running.virtualization,
+                            interfaces: shown.clone(),
+                        }
+                    }
+                    Ok(Some(Event::Paused)) => {
+                        domain_running = false;
+                        Observation::Paused
+                    }
                     Ok(Some(Event::Rebooted { count })) => {
                         let change = resets.reset(count, Instant::now());
                         tracing::info!(total = resets.total(), ?change, "the guest reset itself");
@@ -364,6 +380,31 @@ async fn follow_events(
                     ctx.write_status(first, &resets.observation()).await?;
                 }
             }
+            _ = lease_poll.tick(), if domain_running && !stopping && shown != planned => {
+                let Some(planned) = &planned else { continue };
+                match LauncherClient::connect(socket).await {
+                    Ok(mut c) => match c.leases().await {
+                        Ok(leases) => {
+                            let now = network_status(planned, &leases);
+                            if shown.as_ref() != Some(&now) {
+                                tracing::info!(?leases, "the guest took its DHCP lease");
+                                shown = Some(now);
+                                let obs = Observation::Running {
+                                    virtualization: running.virtualization,
+                                    interfaces: shown.clone(),
+                                };
+                                ctx.write_status(first, &obs).await?;
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "asking for the DHCP leases"),
+                    },
+                    Err(e) => tracing::debug!(error = %e, "asking for the DHCP leases"),
+                }
+            }
+            state = crate::agent::next(&mut agent), if agent.is_some() => match state {
+                Some(state) => ctx.write_status(first, &Observation::Agent(state)).await?,
+                None => agent = None,
+            },
             _ = tokio::time::sleep_until(destroy_at), if stopping && !destroyed => {
                 tracing::warn!("grace period over: destroying the domain");
                 destroyed = true;

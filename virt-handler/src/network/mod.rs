@@ -14,6 +14,7 @@ pub mod netns;
 pub mod plan;
 #[cfg(test)]
 mod plan_tests;
+pub mod status;
 
 use std::path::Path;
 
