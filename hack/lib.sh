@@ -33,6 +33,10 @@ die() { log "error: $*"; exit 1; }
 
 # The local cluster of hack/local-up.sh: PKI, etcd data, logs, pid files, kubeconfig.
 LOCAL_DIR="${FERROVIRT_LOCAL_DIR:-$FERROVIRT_ROOT/.ferrovirt}"
+# Its helm release of deploy/helm/ferrovirt, and the helm it uses (hack/build-helm.sh).
+RELEASE=ferrovirt
+RELEASE_NAMESPACE=kubevirt
+HELM_VERSION="${HELM_VERSION:-3.22.0}"
 
 # start_bg NAME CMD...: runs CMD detached (its own session, working directory $LOCAL_DIR),
 # logging to $LOCAL_DIR/logs/NAME.log, with its pid in $LOCAL_DIR/pids/NAME.pid.

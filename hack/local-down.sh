@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Stops the local cluster that hack/local-up.sh started (the real node with hack/node/down.sh,
-# virt-api, the other Ferrovirt components, then the control plane) and checks that nothing
-# of it runs.
+# Stops the local cluster that hack/local-up.sh started, in either mode: `helm uninstall` of
+# Ferrovirt's release, the real node with hack/node/down.sh (its pods, QEMU included), the
+# host-run components of --dev mode (virt-api, virt-controller, virt-handler, devnode and its
+# launcher pods), then the control plane; and checks that nothing of it runs. Idempotent.
 # Keeps .ferrovirt/ (certificates, etcd data) for the next local-up; --purge removes it.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -16,11 +17,28 @@ ours() { [[ "$(readlink "/proc/$1/cwd" 2>/dev/null)" == "$real_dir" ]]; }
 
 stop() { stop_pidfile "$1" "$LOCAL_DIR/pids/$1.pid"; }
 
+api_up() {
+  [[ -f "$LOCAL_DIR/kubeconfig" && -f "$LOCAL_DIR/pids/kube-apiserver.pid" ]] \
+    && kill -0 "$(<"$LOCAL_DIR/pids/kube-apiserver.pid")" 2>/dev/null
+}
+# The helm release first (the default mode), while the node still runs its pods: its
+# Deployments, the virt-handler DaemonSet, APIServices and webhooks go. VM objects stay in
+# etcd (a later local-up brings them back); their launcher pods go with the node below.
+helm="$FERROVIRT_CACHE/helm-v$HELM_VERSION/helm"
+if api_up && [[ -x "$helm" ]] \
+    && "$helm" status "$RELEASE" -n "$RELEASE_NAMESPACE" --kubeconfig "$LOCAL_DIR/kubeconfig" >/dev/null 2>&1; then
+  t=$(now)
+  log "helm uninstall $RELEASE -n $RELEASE_NAMESPACE"
+  "$helm" uninstall "$RELEASE" -n "$RELEASE_NAMESPACE" --kubeconfig "$LOCAL_DIR/kubeconfig" \
+    --wait --timeout 2m >/dev/null 2>&1 \
+    && log "  uninstalled in $(( $(now) - t ))s" \
+    || log "  helm uninstall failed; the node goes anyway"
+fi
+
 # virt-api's admission webhooks fail closed: left registered while virt-api is stopped, they
 # would refuse every VM write, including the next local-up's checks. local-up registers them
 # again once virt-api answers. (Names: virt-api's defaults.)
-if [[ -f "$LOCAL_DIR/kubeconfig" && -f "$LOCAL_DIR/pids/kube-apiserver.pid" ]] \
-    && kill -0 "$(<"$LOCAL_DIR/pids/kube-apiserver.pid")" 2>/dev/null; then
+if api_up; then
   "$(control_plane_dir)/kubectl" --kubeconfig "$LOCAL_DIR/kubeconfig" --request-timeout=10s delete \
     mutatingwebhookconfiguration/virt-api-mutator validatingwebhookconfiguration/virt-api-validator \
     --ignore-not-found >/dev/null 2>&1 && log "removed virt-api's webhook configurations" \

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use ferrovirt_tests::aggregation::{self, Cluster};
-use ferrovirt_tests::{Assets, ControlPlane, Supervision};
+use ferrovirt_tests::{Assets, ControlPlane, Preinstall, Supervision};
 
 #[derive(Parser)]
 #[command(
@@ -29,7 +29,12 @@ struct Args {
 #[derive(Subcommand)]
 enum Cmd {
     /// Start the control plane in the background, install the CRDs, print the environment.
-    Up,
+    Up {
+        /// Install nothing of Ferrovirt (no CRDs, no admission policies): `helm install`
+        /// brings them, as on a user's cluster (hack/local-up.sh without --dev).
+        #[arg(long)]
+        bare: bool,
+    },
     /// Say whether it is running.
     Status,
     /// Install deploy/rbac, register virt-api as the aggregated server of
@@ -88,19 +93,26 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
-        Cmd::Up => {
+        Cmd::Up { bare } => {
             if running.len() == COMPONENTS.len() {
                 tracing::info!("control plane already running in {}", dir.display());
-                // Brings the CRDs and admission policies of this checkout to the cluster.
-                let client = ferrovirt_tests::client_from(&dir.join("kubeconfig")).await?;
-                ferrovirt_tests::install_api(&client).await?;
+                if !bare {
+                    // Brings the CRDs and admission policies of this checkout to the cluster.
+                    let client = ferrovirt_tests::client_from(&dir.join("kubeconfig")).await?;
+                    ferrovirt_tests::install_api(&client).await?;
+                }
             } else if !running.is_empty() {
                 bail!(
                     "part of the control plane is running ({}); run hack/local-down.sh first",
                     running.join(", ")
                 );
             } else {
-                let cp = ControlPlane::start(&dir, Supervision::Detached).await?;
+                let preinstall = if bare {
+                    Preinstall::Nothing
+                } else {
+                    Preinstall::FerrovirtApi
+                };
+                let cp = ControlPlane::start_with(&dir, Supervision::Detached, preinstall).await?;
                 // Dropping a detached control plane leaves its processes running.
                 tracing::info!(server = cp.server(), "control plane up");
             }
