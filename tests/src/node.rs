@@ -190,6 +190,37 @@ impl RealNode {
         Ok(reference)
     }
 
+    /// Starts a node ([`RealNode::start`]) and pushes to its registry the virt-launcher image
+    /// (as `ferrovirt/virt-launcher:<tag>`) and the containerDisk / kernel-boot images of
+    /// `guests`, named as manifests name them (`registry:5000/kubevirt/...`,
+    /// `ferrovirt/guest-kernel:latest`; see [`mirror_path`]). Returns the node and the
+    /// launcher image's reference, for [`crate::Stack::start_on_real_node`]. The images are
+    /// the OCI layouts `hack/build-images.sh --no-push` writes (hack/setup.sh runs it).
+    pub async fn with_images(
+        cp: &ControlPlane,
+        tag: &str,
+        guests: &[&str],
+    ) -> Result<(Self, String)> {
+        let node = Self::start(cp).await?;
+        let started = Instant::now();
+        let launcher = node
+            .push(
+                &crate::helm::image_layout("virt-launcher"),
+                &format!("ferrovirt/virt-launcher:{tag}"),
+            )
+            .await?;
+        for guest in guests {
+            node.push(&guest_layout(guest)?, mirror_path(guest)).await?;
+        }
+        tracing::info!(
+            node = node.name,
+            images = guests.len() + 1,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "images pushed to the node's registry"
+        );
+        Ok((node, launcher))
+    }
+
     /// Runs a command in the node's namespaces, returning its output.
     pub fn exec(&self, program: &Path, args: &[&str]) -> Result<std::process::Output> {
         Command::new("nsenter")
@@ -240,6 +271,54 @@ impl RealNode {
         pids.dedup();
         pids.into_iter().filter_map(NodeProcess::read).collect()
     }
+
+    /// The pids of the processes in the node's pods whose command line contains every
+    /// one of `words` (a launcher's QEMU: `qemu-system`, `guest=<namespace>_<name>,`).
+    pub fn pod_pids_matching(&self, words: &[&str]) -> Vec<u32> {
+        self.pod_processes()
+            .into_iter()
+            .filter(|p| {
+                std::fs::read(format!("/proc/{}/cmdline", p.pid)).is_ok_and(|c| {
+                    let line = String::from_utf8_lossy(&c).replace('\0', " ");
+                    words.iter().all(|w| line.contains(w))
+                })
+            })
+            .map(|p| p.pid)
+            .collect()
+    }
+}
+
+/// The path under which an image named `reference` in a manifest is pushed to the node's
+/// registry: the node's containerd mirrors `registry:5000` (KubeVirt's examples), quay.io,
+/// docker.io, registry.k8s.io and ghcr.io to it with the path unchanged
+/// (docs/real-node.md), and a name without a registry host is docker.io's.
+pub fn mirror_path(reference: &str) -> &str {
+    match reference.split_once('/') {
+        Some((host, path)) if host.contains('.') || host.contains(':') || host == "localhost" => {
+            path
+        }
+        _ => reference,
+    }
+}
+
+/// The OCI layout `hack/build-images.sh` makes of an image of the guest image store
+/// (`reference` as the store's index.tsv names it); an error naming the command when it is
+/// missing.
+pub fn guest_layout(reference: &str) -> Result<PathBuf> {
+    let layout = crate::assets::cache_dir()
+        .join("image-build/oci")
+        .join(format!("guest-{}", reference.replace(['/', ':'], "_")));
+    if layout.join("index.json").is_file() {
+        return Ok(layout);
+    }
+    Err(Error::Io {
+        context: format!(
+            "the containerDisk image {reference} is missing at {}: build the images with \
+             `hack/build-images.sh --no-push` (hack/setup.sh does)",
+            layout.display()
+        ),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    })
 }
 
 /// A process on the node ([`RealNode::pod_processes`], [`NodeProcess::read`]).

@@ -32,6 +32,9 @@ pub struct Stack {
     kubeconfig: PathBuf,
     logs: PathBuf,
     handler: Mutex<Process>,
+    /// virt-handler's flags beyond the common ones (a real node's device-plugin directory),
+    /// for [`Stack::restart_handler`].
+    handler_extra: Vec<std::ffi::OsString>,
 }
 
 /// A workspace binary (`target/debug/<name>`, or under `$CARGO_TARGET_DIR`, or in
@@ -110,6 +113,7 @@ impl Stack {
         let stack = Self {
             node_name: name.to_string(),
             handler: Mutex::new(spawn_handler(&kubeconfig, name, &run_dir, &logs)?),
+            handler_extra: Vec::new(),
             run_dir,
             state_dir,
             kubeconfig,
@@ -152,16 +156,12 @@ impl Stack {
             &["--launcher-image", launcher_image],
         )?;
         let plugins = node.dir().join("var/lib/kubelet/device-plugins");
-        let handler = spawn_handler_with(
-            &kubeconfig,
-            &name,
-            &run_dir,
-            &logs,
-            &[OsStr::new("--device-plugin-dir"), plugins.as_os_str()],
-        )?;
+        let handler_extra = vec!["--device-plugin-dir".into(), plugins.into_os_string()];
+        let handler = spawn_handler_with(&kubeconfig, &name, &run_dir, &logs, &handler_extra)?;
         let stack = Self {
             node_name: name,
             handler: Mutex::new(handler),
+            handler_extra,
             run_dir,
             state_dir,
             kubeconfig,
@@ -181,7 +181,13 @@ impl Stack {
     pub fn restart_handler(&self) -> Result<()> {
         let mut handler = self.handler.lock().unwrap_or_else(|e| e.into_inner());
         process::kill_tied(Some(&[handler.pid]));
-        *handler = spawn_handler(&self.kubeconfig, &self.node_name, &self.run_dir, &self.logs)?;
+        *handler = spawn_handler_with(
+            &self.kubeconfig,
+            &self.node_name,
+            &self.run_dir,
+            &self.logs,
+            &self.handler_extra,
+        )?;
         Ok(())
     }
 
@@ -320,7 +326,7 @@ fn spawn_controller(
 }
 
 fn spawn_handler(kubeconfig: &Path, node: &str, run_dir: &Path, logs: &Path) -> Result<Process> {
-    spawn_handler_with(kubeconfig, node, run_dir, logs, &[])
+    spawn_handler_with(kubeconfig, node, run_dir, logs, &[] as &[&OsStr])
 }
 
 fn spawn_handler_with(
@@ -328,7 +334,7 @@ fn spawn_handler_with(
     node: &str,
     run_dir: &Path,
     logs: &Path,
-    extra: &[&OsStr],
+    extra: &[impl AsRef<OsStr>],
 ) -> Result<Process> {
     let mut handler = Command::new(workspace_bin("virt-handler"));
     handler

@@ -1,9 +1,16 @@
-//! End to end: the real control plane, virt-controller, devnode, virt-handler, virt-launcher,
-//! libvirt and a QEMU guest (software emulation). Each test applies manifests with the
-//! control plane's kubectl and watches the guest's serial console.
+//! End to end on the real node: the real control plane, virt-controller, virt-handler and
+//! virt-api (host processes from target/debug), and a real node (kubelet, containerd,
+//! kube-proxy; tests/src/node.rs) that runs each launcher pod from the virt-launcher image
+//! with its containerDisk and kernel-boot images pulled from the node's registry as
+//! containers of the pod; libvirt and a QEMU guest (software emulation) inside. Each test
+//! applies manifests with the control plane's kubectl and watches the guest's serial
+//! console (the per-VMI directory is a hostPath the host sees too). One node and one push
+//! of the images per test binary.
 //!
 //! The guests boot one at a time (a lock): two cores emulating several guests at once
 //! would make every boot slow.
+//!
+//! Needs the images: `hack/build-images.sh --no-push` (hack/setup.sh runs it).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -11,25 +18,71 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crds::{VirtualMachine, VirtualMachineInstance, VmiPhase};
+use ferrovirt_node_contract::pod::{CONTAINER_DISK_BINARY_CONTAINER, volume_container};
+use ferrovirt_tests::aggregation::{VirtApi, start_virt_api, virtctl_path};
+use ferrovirt_tests::console::Client;
 use ferrovirt_tests::guest::READY_LINE;
+use ferrovirt_tests::manifests::GUEST_KERNEL_IMAGE;
+use ferrovirt_tests::node::RealNode;
 use ferrovirt_tests::{ControlPlane, Stack, TestNamespace, manifests, shared};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use tokio::sync::{Mutex, OnceCell};
 
-/// Booting, powering off and restarting under emulation on 2 loaded cores.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+/// Pulls, the pod sandbox, booting, powering off and restarting under emulation on 2
+/// loaded cores.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// The kernel-boot and containerDisk images the tests' manifests name.
+const KERNEL_BOOT_DEMO: &str = "registry:5000/kubevirt/alpine-ext-kernel-boot-demo:devel";
+const CIRROS: &str = "registry:5000/kubevirt/cirros-container-disk-demo:devel";
 
-static STACK: OnceCell<Stack> = OnceCell::const_new();
+/// Ferrovirt on one real node, shared by the binary's tests.
+struct RealStack {
+    node: RealNode,
+    stack: Stack,
+    _virt_api: VirtApi,
+}
+
+impl RealStack {
+    /// The last lines of the components' and the node's logs, for failure messages.
+    fn log_tails(&self, lines: usize) -> String {
+        format!(
+            "{}\n{}",
+            self.stack.log_tails(lines),
+            self.node.log_tails(lines)
+        )
+    }
+}
+
+impl std::ops::Deref for RealStack {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.stack
+    }
+}
+
+static STACK: OnceCell<RealStack> = OnceCell::const_new();
 static ONE_GUEST_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
-async fn stack() -> (&'static ControlPlane, &'static Stack) {
+async fn stack() -> (&'static ControlPlane, &'static RealStack) {
     let cp = shared().await;
     let stack = STACK
         .get_or_init(|| async {
-            Stack::start(cp, "e2e-node")
+            let guests = [GUEST_KERNEL_IMAGE, KERNEL_BOOT_DEMO, CIRROS];
+            let (node, launcher) = RealNode::with_images(cp, "e2e", &guests)
                 .await
-                .unwrap_or_else(|e| panic!("starting Ferrovirt: {e}"))
+                .unwrap_or_else(|e| panic!("starting the real node: {e}"));
+            let virt_api = start_virt_api(cp)
+                .await
+                .unwrap_or_else(|e| panic!("starting virt-api: {e}"));
+            let stack = Stack::start_on_real_node(cp, &node, &launcher)
+                .await
+                .unwrap_or_else(|e| panic!("starting Ferrovirt: {e}\n{}", node.log_tails(20)));
+            RealStack {
+                node,
+                stack,
+                _virt_api: virt_api,
+            }
         })
         .await;
     (cp, stack)
@@ -62,7 +115,7 @@ async fn kubectl(
 }
 
 /// Polls `check` every 500 ms until it returns Some, or panics naming `what` and the logs.
-async fn wait_for<T, F, Fut>(stack: &Stack, what: &str, timeout: Duration, mut check: F) -> T
+async fn wait_for<T, F, Fut>(stack: &RealStack, what: &str, timeout: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -85,7 +138,7 @@ where
 
 /// The running VMI of a VM (phase Running), optionally one other than `not_uid`.
 async fn running_vmi(
-    stack: &Stack,
+    stack: &RealStack,
     vmis: &Api<VirtualMachineInstance>,
     name: &str,
     not_uid: Option<&str>,
@@ -109,7 +162,7 @@ fn uid(vmi: &VirtualMachineInstance) -> String {
 }
 
 /// Waits until the guest's serial log holds `line`; returns the whole log.
-async fn console_shows(stack: &Stack, vmi_uid: &str, line: &str) -> String {
+async fn console_shows(stack: &RealStack, vmi_uid: &str, line: &str) -> String {
     let log = stack.vmi_dir(vmi_uid).join("serial0.log");
     wait_for(
         stack,
@@ -158,19 +211,14 @@ fn console_exchange(socket: &Path, command: &str, expect: &str) -> String {
     panic!("the console did not answer {command:?} with {expect:?}; it printed:\n{seen}");
 }
 
-/// The pid of the QEMU process of a VMI, if one runs.
-fn qemu_pid(namespace: &str, name: &str) -> Option<u32> {
-    let out = std::process::Command::new("pgrep")
-        .args(["-f", &format!("qemu-system.*guest={namespace}_{name},")])
-        .output()
-        .expect("pgrep runs");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse().ok())
+/// The pid of the QEMU process of a VMI, if one runs: a process of the node's pods.
+fn qemu_pid(stack: &RealStack, namespace: &str, name: &str) -> Option<u32> {
+    let guest = format!("guest={namespace}_{name},");
+    let pids = stack.node.pod_pids_matching(&["qemu-system", &guest]);
+    pids.first().copied()
 }
 
-async fn gone<K>(stack: &Stack, api: &Api<K>, name: &str)
+async fn gone<K>(stack: &RealStack, api: &Api<K>, name: &str)
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -237,7 +285,7 @@ async fn vm_boots_console_works_and_delete_powers_off_through_acpi() {
 
     // Deleting powers the guest off through ACPI, and nothing of it remains.
     assert!(
-        qemu_pid(ns.name(), "demo").is_some(),
+        qemu_pid(stack, ns.name(), "demo").is_some(),
         "QEMU of demo is not running"
     );
     let serial_log = stack.vmi_dir(&vmi_uid).join("serial0.log");
@@ -271,7 +319,7 @@ async fn vm_boots_console_works_and_delete_powers_off_through_acpi() {
         stack,
         "no QEMU process of demo",
         Duration::from_secs(30),
-        || async { qemu_pid(ns.name(), "demo").is_none().then_some(()) },
+        || async { qemu_pid(stack, ns.name(), "demo").is_none().then_some(()) },
     )
     .await;
     wait_for(
@@ -286,7 +334,7 @@ async fn vm_boots_console_works_and_delete_powers_off_through_acpi() {
 /// Powers the guest off from inside (a clean shutdown, as a user's `poweroff` would):
 /// types the command until QEMU closes the console, since a line typed while the shell
 /// is still starting is lost.
-fn guest_poweroff(stack: &Stack, vmi_uid: &str) {
+fn guest_poweroff(stack: &RealStack, vmi_uid: &str) {
     let socket = stack.vmi_dir(vmi_uid).join("serial0.sock");
     let Ok(mut stream) = UnixStream::connect(&socket) else {
         return;
@@ -366,7 +414,7 @@ async fn rerun_on_failure_replaces_a_crashed_vmi_but_respects_a_guest_poweroff()
     console_shows(stack, &first, READY_LINE).await;
 
     // QEMU dies under the guest: the VMI fails and a new one boots.
-    let pid = qemu_pid(ns.name(), "rerun").expect("QEMU of rerun runs");
+    let pid = qemu_pid(stack, ns.name(), "rerun").expect("QEMU of rerun runs");
     nix_kill(pid);
     let second = uid(&running_vmi(stack, &vmis, "rerun", Some(&first)).await);
     console_shows(stack, &second, READY_LINE).await;
@@ -435,14 +483,14 @@ async fn restarting_virt_handler_leaves_the_guest_running_and_resyncs() {
     .await;
     let vmi_uid = uid(&running_vmi(stack, &vmis, "steady", None).await);
     console_shows(stack, &vmi_uid, READY_LINE).await;
-    let qemu = qemu_pid(ns.name(), "steady").expect("QEMU of steady runs");
+    let qemu = qemu_pid(stack, ns.name(), "steady").expect("QEMU of steady runs");
 
     let old_handler = stack.handler_pid();
     stack.restart_handler().unwrap();
     assert_ne!(stack.handler_pid(), old_handler);
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
-        qemu_pid(ns.name(), "steady"),
+        qemu_pid(stack, ns.name(), "steady"),
         Some(qemu),
         "the guest's QEMU changed across a handler restart"
     );
@@ -491,7 +539,8 @@ async fn kubevirt_examples_boot_unchanged() {
     let _one = ONE_GUEST_AT_A_TIME.lock().await;
     let ns = TestNamespace::create(cp, "e2e-examples").await.unwrap();
     let client = cp.client().await.unwrap();
-    let vmis: Api<VirtualMachineInstance> = Api::namespaced(client, ns.name());
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), ns.name());
+    let pods: Api<Pod> = Api::namespaced(client, ns.name());
     let examples = ferrovirt_tests::examples_dir();
 
     // A kernel boot from a container image, applied as KubeVirt ships it.
@@ -511,6 +560,7 @@ async fn kubevirt_examples_boot_unchanged() {
     // shipped, so it is switched to Always.
     let cirros = examples.join("vm-cirros.yaml");
     kubectl(cp, &ns, &["apply", "-f", cirros.to_str().unwrap()], None).await;
+    let applied = Instant::now();
     kubectl(
         cp,
         &ns,
@@ -527,9 +577,68 @@ async fn kubevirt_examples_boot_unchanged() {
     .await;
     let vmi = running_vmi(stack, &vmis, "vm-cirros", None).await;
     let log = console_shows(stack, &uid(&vmi), READY_LINE).await;
+    eprintln!(
+        "MEASURE real node: runStrategy Always to {READY_LINE:?} in {:.1} s",
+        applied.elapsed().as_secs_f64()
+    );
     assert!(
         log.contains("FERROVIRT CLOUD-INIT: echo 'printed from cloud-init userdata'"),
         "vm-cirros did not print its cloud-init line:\n{log}"
     );
+    launcher_pod_is_real(stack, &pods, &uid(&vmi)).await;
+
+    // The console through virt-api and virt-handler, with KubeVirt's virtctl.
+    let mut console = Client::spawn(
+        &virtctl_path(),
+        &cp.kubeconfig(),
+        &["-n", ns.name(), "console", "vm-cirros"],
+    )
+    .unwrap();
+    console.send(b"echo fv-$((6*7))\n").unwrap();
+    console
+        .expect("fv-42", false, Duration::from_secs(60))
+        .await;
+    console.send(b"\x1d").unwrap();
+    let _ = console.exit(Duration::from_secs(60)).await;
     kubectl(cp, &ns, &["delete", "vm", "vm-cirros"], None).await;
+}
+
+/// The launcher pod of VMI `vmi_uid` is a real pod of the node: its containers run under
+/// containerd, the containerDisk is a container of it (the image KubeVirt's example names,
+/// pulled through the node's mirror), after the init container that copies the disk
+/// containers' program (docs/contracts.md, "The launcher pod").
+async fn launcher_pod_is_real(stack: &RealStack, pods: &Api<Pod>, vmi_uid: &str) {
+    let pod = pods
+        .list(&ListParams::default().labels(&format!("kubevirt.io/created-by={vmi_uid}")))
+        .await
+        .unwrap()
+        .items
+        .pop()
+        .expect("the launcher pod");
+    let spec = pod.spec.clone().unwrap();
+    assert_eq!(spec.node_name.as_deref(), Some(stack.node.name()));
+    assert_eq!(
+        spec.init_containers.unwrap()[0].name,
+        CONTAINER_DISK_BINARY_CONTAINER
+    );
+    let disk = spec
+        .containers
+        .iter()
+        .find(|c| c.name == volume_container("containerdisk"))
+        .expect("the containerDisk's container");
+    assert_eq!(disk.image.as_deref(), Some(CIRROS));
+    let statuses = pod.status.unwrap().container_statuses.unwrap_or_default();
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.state.as_ref().is_some_and(|s| s.running.is_some())),
+        "every container of the launcher pod runs: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| s
+            .container_id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("containerd://"))),
+        "containers run by containerd: {statuses:?}"
+    );
 }
