@@ -203,7 +203,20 @@ async fn run(mode: &str, n: usize, nodes: usize) -> anyhow::Result<Run> {
         Some(op) => {
             // Let the status writes that follow settle, then count.
             tokio::time::sleep(Duration::from_secs(5)).await;
-            let requests = api_requests(&metrics(op.port).unwrap_or_default()) - requests_before;
+            let text = metrics(op.port).unwrap_or_default();
+            let requests = api_requests(&text) - requests_before;
+            // Where the requests went (per VM), for whoever tunes the controller.
+            for line in text.lines().filter(|l| {
+                l.starts_with("ferrovirt_operator_api_requests_total{")
+                    || l.starts_with("ferrovirt_operator_reconcile_errors_total{")
+                    || l.starts_with("ferrovirt_operator_reconcile_total{")
+            }) {
+                if let Some((labels, count)) = line.rsplit_once(' ')
+                    && let Ok(c) = count.parse::<f64>()
+                {
+                    eprintln!("per VM {:>6.2} {labels}", c / n as f64);
+                }
+            }
             peak = peak.max(vm_hwm(op.pid));
             (
                 Some(peak as f64 / 1024.0),

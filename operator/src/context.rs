@@ -25,6 +25,8 @@ pub struct Context {
     pub backoff: Backoff,
     /// The phase each VMI had when the VMI controller last saw it.
     pub phases: PhaseMemory,
+    /// The versions of VMs and VMIs the controllers have overwritten themselves.
+    pub own_writes: OwnWrites,
     recorder: Recorder,
 }
 
@@ -49,6 +51,7 @@ impl Context {
             pods,
             backoff: Backoff::default(),
             phases: PhaseMemory::default(),
+            own_writes: OwnWrites::default(),
             recorder,
         }
     }
@@ -142,6 +145,47 @@ impl PhaseMemory {
     }
 }
 
+/// The resourceVersions of objects this controller has since written over, by UID. Until
+/// the watch cache shows the write, a reconcile of an object in one of these versions
+/// would decide on stale data and its guarded write could only lose the race (a wasted
+/// request, then a retry): it waits for the cache instead. The versions are compared for
+/// equality only, as Kubernetes asks.
+#[derive(Default)]
+pub struct OwnWrites(Mutex<HashMap<String, Vec<String>>>);
+
+impl OwnWrites {
+    /// This controller wrote over version `before` of object `uid`.
+    pub fn wrote(&self, uid: &str, before: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(uid.to_string())
+            .or_default()
+            .push(before.to_string());
+    }
+
+    /// Whether version `rv` of `uid` is one this controller has written over (the cache
+    /// lags behind). Any other version means the cache caught up: the record is dropped.
+    pub fn is_stale(&self, uid: &str, rv: &str) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(uid) {
+            Some(versions) if versions.iter().any(|v| v == rv) => true,
+            Some(_) => {
+                map.remove(uid);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The object is gone.
+    pub fn forget(&self, uid: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+    }
+}
+
+/// After a reconcile skipped for a stale cache: the watch event of the controller's own
+/// write wakes it sooner; this is the fallback.
+pub const STALE_CACHE_RETRY: Duration = Duration::from_secs(2);
+
 /// A controller's name and an object's key.
 type ObjectKey = (&'static str, String);
 
@@ -187,6 +231,22 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_writes_mark_overwritten_versions_stale_until_the_cache_moves_on() {
+        let w = OwnWrites::default();
+        assert!(!w.is_stale("u", "1"), "nothing written");
+        w.wrote("u", "1");
+        w.wrote("u", "2");
+        assert!(w.is_stale("u", "1"));
+        assert!(w.is_stale("u", "2"));
+        assert!(!w.is_stale("other", "1"), "per object");
+        assert!(!w.is_stale("u", "3"), "the cache shows the write");
+        assert!(!w.is_stale("u", "1"), "the record went with it");
+        w.wrote("u", "3");
+        w.forget("u");
+        assert!(!w.is_stale("u", "3"));
+    }
 
     #[test]
     fn backoff_doubles_to_the_cap_and_resets() {

@@ -53,6 +53,11 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
             "VM without namespace, name or UID".into(),
         ));
     };
+    let rv = vm.resource_version().unwrap_or_default();
+    if ctx.own_writes.is_stale(&uid, &rv) {
+        // Our last write is not in the cache yet; its watch event brings it.
+        return Ok(Action::requeue(crate::context::STALE_CACHE_RETRY));
+    }
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), &ns);
     let vms: Api<VirtualMachine> = Api::namespaced(ctx.client.clone(), &ns);
     let old = vm.status.clone().unwrap_or_default();
@@ -162,6 +167,8 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
                 let patched =
                     writes::json_patch(&vms, &current, ops, true, &ctx.metrics, "virtualmachines")
                         .await?;
+                ctx.own_writes
+                    .wrote(&uid, &current.resource_version().unwrap_or_default());
                 current.metadata.resource_version = patched.metadata.resource_version;
             }
             match stop(vm, v, &vmis, ctx).await {
@@ -308,6 +315,8 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
 
     if status != old {
         writes::replace_status(&vms, &current, &status, &ctx.metrics, "virtualmachines").await?;
+        ctx.own_writes
+            .wrote(&uid, &current.resource_version().unwrap_or_default());
         // Told once the status that counts it is written: a lost race recounts it.
         if new_failure && let (Some(e), Some(f)) = (&ending, &status.start_failure) {
             let wait = f
@@ -326,29 +335,23 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
             );
         }
         if old.printable_status.as_deref() != Some(printable) {
-            let warning = matches!(
-                printable,
-                "CrashLoopBackOff" | "ErrorUnschedulable" | "Unknown"
-            );
-            let note = format!(
-                "printableStatus {} -> {printable}",
-                old.printable_status.as_deref().unwrap_or("(none)")
-            );
             tracing::info!(
                 from = old.printable_status.as_deref().unwrap_or(""),
                 to = printable,
                 "VM status changed"
             );
-            ctx.event(
-                vm.object_ref(&()),
-                if warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
+            // The statuses that need the user's attention are Warning Events; the others
+            // are in the status only (an Event per step costs a request per VM each).
+            if matches!(
                 printable,
-                note,
-            );
+                "CrashLoopBackOff" | "ErrorUnschedulable" | "Unknown"
+            ) {
+                let note = format!(
+                    "printableStatus {} -> {printable}",
+                    old.printable_status.as_deref().unwrap_or("(none)")
+                );
+                ctx.event(vm.object_ref(&()), EventType::Warning, printable, note);
+            }
         }
     }
     match sync_error {
@@ -554,9 +557,12 @@ async fn switch_to_always(
             json!({"op": if running.is_some() { "replace" } else { "add" }, "path": "/spec/running", "value": true}),
         ],
     };
-    writes::json_patch(vms, vm, ops, false, &ctx.metrics, "virtualmachines")
-        .await
-        .map(|_| ())
+    writes::json_patch(vms, vm, ops, false, &ctx.metrics, "virtualmachines").await?;
+    if let Some(uid) = vm.uid() {
+        ctx.own_writes
+            .wrote(&uid, &vm.resource_version().unwrap_or_default());
+    }
+    Ok(())
 }
 
 /// What the conditions carry of an instance that ended.

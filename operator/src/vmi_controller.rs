@@ -66,6 +66,13 @@ fn names(vmi: &VirtualMachineInstance) -> Result<Names> {
 
 async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Action> {
     let n = names(vmi)?;
+    if ctx
+        .own_writes
+        .is_stale(&n.uid, &vmi.resource_version().unwrap_or_default())
+    {
+        // Our last write is not in the cache yet; its watch event brings it.
+        return Ok(Action::requeue(crate::context::STALE_CACHE_RETRY));
+    }
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), &n.ns);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &n.ns);
     let cached = ctx
@@ -106,6 +113,8 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
             "virtualmachineinstances",
         )
         .await?;
+        ctx.own_writes
+            .wrote(&n.uid, &vmi.resource_version().unwrap_or_default());
         // The write triggers the next reconcile.
         return Ok(Action::await_change());
     }
@@ -277,6 +286,8 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
             "virtualmachineinstances",
         )
         .await?;
+        ctx.own_writes
+            .wrote(&n.uid, &vmi.resource_version().unwrap_or_default());
         // The status write below tests the resourceVersion: use the labelled one.
         let mut v = vmi.clone();
         v.metadata.resource_version = labelled.metadata.resource_version;
@@ -312,6 +323,8 @@ async fn write_status(
     writes::replace_status(vmis, vmi, &status, &ctx.metrics, "virtualmachineinstances").await?;
     if let Some(uid) = vmi.uid() {
         ctx.phases.swap(&uid, status.phase);
+        ctx.own_writes
+            .wrote(&uid, &vmi.resource_version().unwrap_or_default());
     }
     if changed_phase && let Some(p) = status.phase {
         let from = old.phase.map_or("(none)", VmiPhase::as_str);
@@ -319,28 +332,25 @@ async fn write_status(
             from,
             to = p.as_str(),
             reason = status.reason.as_deref().unwrap_or(""),
+            node = status.node_name.as_deref().unwrap_or(""),
             "VMI phase changed"
         );
-        let type_ = if p == VmiPhase::Failed {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        // A failure's Event says what failed, not only its reason.
-        let failure = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Failure")
-            .and_then(|c| c.message.as_deref());
-        let note = match (&status.reason, &status.node_name) {
-            (Some(r), _) if p == VmiPhase::Failed => match failure {
-                Some(m) if m != r => format!("{from} -> {p}: {r}: {m}"),
-                _ => format!("{from} -> {p}: {r}"),
-            },
-            (_, Some(node)) if p == VmiPhase::Scheduled => format!("{from} -> {p} on node {node}"),
-            _ => format!("{from} -> {p}"),
-        };
-        ctx.event(vmi.object_ref(&()), type_, p.as_str(), note);
+        // Only a failure is an Event, as in KubeVirt: the other phases are in the status
+        // (phaseTransitionTimestamps), and an Event each would cost a request per step.
+        if p == VmiPhase::Failed {
+            // A failure's Event says what failed, not only its reason.
+            let failure = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Failure")
+                .and_then(|c| c.message.as_deref());
+            let note = match (status.reason.as_deref(), failure) {
+                (Some(r), Some(m)) if m != r => format!("{from} -> {p}: {r}: {m}"),
+                (Some(r), _) => format!("{from} -> {p}: {r}"),
+                (None, _) => format!("{from} -> {p}"),
+            };
+            ctx.event(vmi.object_ref(&()), EventType::Warning, p.as_str(), note);
+        }
     }
     Ok(())
 }
@@ -417,6 +427,7 @@ async fn cleanup(
     )
     .await?;
     ctx.phases.forget(&n.uid);
+    ctx.own_writes.forget(&n.uid);
     tracing::info!("the guest is down, released the VMI");
     Ok(Action::await_change())
 }
