@@ -10,8 +10,7 @@ use std::collections::BTreeMap;
 
 use crds::{PullPolicy, VirtualMachineInstance};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, ResourceRequirements, SecurityContext, Volume,
-    VolumeMount,
+    Container, EmptyDirVolumeSource, ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
@@ -93,7 +92,7 @@ pub fn render(
             false,
         )]),
         resources: Some(small_resources()),
-        security_context: Some(unprivileged()),
+        security_context: Some(super::security::disk()),
         ..Default::default()
     };
     Ok(Disks {
@@ -138,7 +137,7 @@ fn container(
             mount(vmi_dir_volume, VMI_DIR_IN_POD, false),
         ]),
         resources: Some(small_resources()),
-        security_context: Some(unprivileged()),
+        security_context: Some(super::security::disk()),
         ..Default::default()
     }
 }
@@ -164,21 +163,6 @@ fn small_resources() -> ResourceRequirements {
             ("cpu".to_string(), q("10m")),
             ("memory".to_string(), q("40Mi")),
         ])),
-        ..Default::default()
-    }
-}
-
-/// No capabilities, the launcher's uid (root today): the launcher and QEMU, same uid and
-/// a superset of these (empty) capabilities, may then open `/proc/<pid>/root` of these
-/// containers' processes (Linux's ptrace read access rule).
-fn unprivileged() -> SecurityContext {
-    SecurityContext {
-        run_as_user: Some(0),
-        allow_privilege_escalation: Some(false),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            add: None,
-        }),
         ..Default::default()
     }
 }
