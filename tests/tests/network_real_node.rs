@@ -16,30 +16,17 @@ use std::time::{Duration, Instant};
 
 use ferrovirt_tests::aggregation::{ferroctl, start_virt_api, virtctl_path};
 use ferrovirt_tests::console::Client;
-use ferrovirt_tests::helm::image_layout;
 use ferrovirt_tests::node::{RealNode, busybox_layout};
 use ferrovirt_tests::{ControlPlane, Stack, TestNamespace, examples_dir, shared};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
-/// The Ferrovirt guest's disk under the name KubeVirt's examples use (real_vm.rs too).
+/// The Ferrovirt guest's disk under the name KubeVirt's examples use (e2e.rs too).
 const DISK: &str = "kubevirt/cirros-container-disk-demo:devel";
-/// The containerDisk vmi-masquerade.yaml names: the same guest disk is pushed under it.
+/// The containerDisk vmi-masquerade.yaml names: the image store holds the same guest disk
+/// under it.
 const FEDORA_DISK: &str = "kubevirt/fedora-with-test-tooling-container-disk:devel";
-
-fn guest_layout() -> std::path::PathBuf {
-    let reference = format!("registry:5000/{DISK}");
-    let layout = ferrovirt_tests::guest::cache_dir()
-        .join("image-build/oci")
-        .join(format!("guest-{}", reference.replace(['/', ':'], "_")));
-    assert!(
-        layout.join("index.json").is_file(),
-        "{} missing: build the images with `hack/build-images.sh --no-push`",
-        layout.display()
-    );
-    layout
-}
 
 async fn kubectl(cp: &ControlPlane, ns: &str, args: &[&str]) -> String {
     let mut all = vec!["-n", ns];
@@ -147,21 +134,10 @@ async fn ip_column_shows(cp: &ControlPlane, ns: &str, name: &str, ip: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn masquerade_guests_are_reached_from_pods_and_from_each_other() {
     let cp = shared().await;
-    let node = RealNode::start(cp)
+    let disks = [DISK, FEDORA_DISK].map(|d| format!("registry:5000/{d}"));
+    let (node, launcher) = RealNode::with_images(cp, "net", &disks.each_ref().map(String::as_str))
         .await
-        .unwrap_or_else(|e| panic!("starting the real node: {e}"));
-    let launcher = node
-        .push(
-            &image_layout("virt-launcher"),
-            "ferrovirt/virt-launcher:net",
-        )
-        .await
-        .unwrap_or_else(|e| panic!("pushing virt-launcher: {e}"));
-    for name in [DISK, FEDORA_DISK] {
-        node.push(&guest_layout(), name)
-            .await
-            .unwrap_or_else(|e| panic!("pushing the guest's containerDisk as {name}: {e}"));
-    }
+        .unwrap_or_else(|e| panic!("starting the real node with the images: {e}"));
     let busybox = node
         .push(&busybox_layout().unwrap(), "ferrovirt/busybox:1.35")
         .await
