@@ -91,8 +91,23 @@ static int serve(const char *path) {
   char *slash = strrchr(dir, '/');
   if (slash != NULL && slash != dir) {
     *slash = 0;
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-      fprintf(stderr, "container-disk: create %s: %s\n", dir, strerror(errno));
+    /* The node creates the VMI's directory root's; virt-handler hands it to this pod's
+     * non-root user (uid 107) moments later (docs/security.md): wait for that, as the
+     * launcher does, up to 120 s. */
+    for (int waited = 0;; waited++) {
+      int made = mkdir(dir, 0700) == 0 || errno == EEXIST;
+      if (made && access(dir, W_OK | X_OK) == 0) break;
+      if (made || errno == EACCES) {
+        if (waited == 0)
+          fprintf(stderr, "container-disk: waiting for virt-handler to hand %s to uid %d\n",
+                  dir, (int)geteuid());
+        if (waited < 2400) {
+          usleep(50000);
+          continue;
+        }
+      }
+      fprintf(stderr, "container-disk: create %s: %s\n", dir,
+              made ? "not writable: is virt-handler running on this node?" : strerror(errno));
       return 1;
     }
   }

@@ -26,8 +26,8 @@ RUN gcc -static -Os -s -o /out/container-disk deploy/images/container-disk.c
 FROM debian:bookworm-slim
 ARG PACKAGES="libvirt0 libvirt-daemon-driver-qemu qemu-system-x86 ovmf"
 # libvirt's QEMU driver looks up its built-in user and group (Debian's libvirt-qemu) when
-# it starts, although qemu.conf runs QEMU as root; Debian's libvirt-daemon-system would
-# make them, with much else. USER:GROUP pairs (hack/build-images.sh reads this line too).
+# it starts as root (the launcher's own tests; in the pod it runs as uid 107);
+# Debian's libvirt-daemon-system would make them, with much else. USER:GROUP pairs (hack/build-images.sh reads this line too).
 ARG SYSTEM_USERS="libvirt-qemu:libvirt-qemu"
 RUN apt-get update && apt-get install -y --no-install-recommends $PACKAGES \
  && rm -rf /var/lib/apt/lists/* \
@@ -46,10 +46,10 @@ LABEL org.opencontainers.image.title="virt-launcher" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.vendor="Ferrovirt"
-# Root: its embedded libvirt runs QEMU as root inside the pod (virt-
-# launcher/src/hypervisor.rs, qemu.conf user = root; the pod is the isolation boundary)
-# and QEMU opens the root-owned files virt-handler prepared in the VMI's host directory.
-# Running it as a QEMU user needs the launcher and handler to agree on ownership
-# (docs/images.md).
-USER 0:0
+# The non-root qemu user of KubeVirt's launcher pods, uid and gid 107 (the pod's
+# securityContext says so too; docs/security.md): the embedded libvirt then runs
+# unprivileged and QEMU as the same user, in the files virt-handler hands to uid 107. No
+# passwd entry is needed: the launcher points libvirt's XDG directories into the VMI's
+# directory.
+USER 107:107
 ENTRYPOINT ["/usr/local/bin/virt-launcher"]

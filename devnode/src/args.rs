@@ -45,6 +45,13 @@ pub enum Cmd {
         /// The image's directory in the image store: chroot there after binding.
         #[arg(long)]
         root: Option<PathBuf>,
+        /// The container's runAsUser: the socket is made as this user, who runs the rest
+        /// (the chroot needs root first).
+        #[arg(long)]
+        uid: Option<u32>,
+        /// The container's runAsGroup.
+        #[arg(long)]
+        gid: Option<u32>,
     },
     /// Kills every container recorded in the state dir (what local-down runs after
     /// stopping devnode: devnode itself never kills pods when it exits).

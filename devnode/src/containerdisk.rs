@@ -12,6 +12,12 @@
 //! than its own), then accepts and closes connections until SIGTERM or until the socket is
 //! gone, as the C program does. `--copy-to FILE` (the init container `container-disk-binary`)
 //! writes a stand-in script there: devnode runs the disk containers itself.
+//!
+//! The containers' `runAsUser`/`runAsGroup` come as `--uid`/`--gid` (the pod's non-root
+//! user, 107): the stand-in starts as root for the chroot, makes the socket as that user
+//! (waiting, as the C program does, until virt-handler has handed the VMI's directory to
+//! it), then becomes that user for good and stays dumpable, so the launcher and QEMU,
+//! same uid, may open its `/proc/<pid>/root` as in a real container.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
@@ -32,11 +38,21 @@ pub fn is_container_disk(command: Option<&[String]>) -> bool {
         .is_some_and(|n| n == COMMAND)
 }
 
+/// The container's user, when its security context names one.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct User {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+/// How long the socket's directory may stay not writable (virt-handler hands it over).
+const HANDOVER_WAIT: Duration = Duration::from_secs(120);
+
 /// `devnode container-disk ...`; the return value is the exit code.
-pub fn run(socket: Option<&Path>, copy_to: Option<&Path>, root: Option<&Path>) -> i32 {
+pub fn run(socket: Option<&Path>, copy_to: Option<&Path>, root: Option<&Path>, user: User) -> i32 {
     let result = match (socket, copy_to) {
-        (Some(s), None) => serve(s, root),
-        (None, Some(to)) => copy(to),
+        (Some(s), None) => serve(s, root, user),
+        (None, Some(to)) => copy(to, user),
         _ => Err(Error::Invalid(
             "container-disk: give exactly one of --socket PATH and --copy-to FILE".into(),
         )),
@@ -55,10 +71,83 @@ const STAND_IN: &str = "#!/bin/sh\n\
 # for the program the init container copies on a real node.\n\
 exec devnode container-disk \"$@\"\n";
 
-fn copy(to: &Path) -> Result<()> {
+fn copy(to: &Path, user: User) -> Result<()> {
     std::fs::write(to, STAND_IN).map_err(Error::io(format!("write {}", to.display())))?;
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))
-        .map_err(Error::io(format!("chmod {}", to.display())))
+        .map_err(Error::io(format!("chmod {}", to.display())))?;
+    std::os::unix::fs::lchown(to, user.uid, user.gid)
+        .map_err(Error::io(format!("chown {}", to.display())))
+}
+
+/// Acts as `user` for the calls `f` makes (effective ids only), then root again.
+fn as_user<T>(user: User, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    use nix::unistd::{Gid, Uid, setegid, seteuid};
+    if let Some(gid) = user.gid {
+        setegid(Gid::from_raw(gid)).map_err(Error::sys("setegid"))?;
+    }
+    if let Some(uid) = user.uid {
+        seteuid(Uid::from_raw(uid)).map_err(Error::sys("seteuid"))?;
+    }
+    let out = f();
+    seteuid(Uid::from_raw(0)).map_err(Error::sys("seteuid 0"))?;
+    setegid(Gid::from_raw(0)).map_err(Error::sys("setegid 0"))?;
+    out
+}
+
+/// Creates `dir` (mode 0700) once this user may write where it goes.
+fn make_dir(dir: &Path) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut told = false;
+    loop {
+        let made = match std::fs::create_dir(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        };
+        let writable = made.is_ok()
+            && nix::unistd::access(
+                dir,
+                nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+            )
+            .is_ok();
+        match made {
+            Ok(()) if writable => return Ok(()),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+            Err(e) => return Err(Error::io(format!("create {}", dir.display()))(e)),
+        }
+        if started.elapsed() > HANDOVER_WAIT {
+            return Err(Error::Invalid(format!(
+                "{} is not writable by uid {}: is virt-handler running on this node?",
+                dir.display(),
+                nix::unistd::geteuid()
+            )));
+        }
+        if !told {
+            eprintln!(
+                "container-disk: waiting for virt-handler to hand {} to uid {}",
+                dir.display(),
+                nix::unistd::geteuid()
+            );
+            told = true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Becomes `user` for good (real, effective and saved ids), staying dumpable: a process
+/// that changed its ids without an exec is not, and then no other process of its user
+/// may open its `/proc/<pid>/root`.
+fn become_user(user: User) -> Result<()> {
+    use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
+    if let Some(gid) = user.gid {
+        setgroups(&[]).map_err(Error::sys("setgroups"))?;
+        setgid(Gid::from_raw(gid)).map_err(Error::sys("setgid"))?;
+    }
+    if let Some(uid) = user.uid {
+        setuid(Uid::from_raw(uid)).map_err(Error::sys("setuid"))?;
+    }
+    nix::sys::prctl::set_dumpable(true).map_err(Error::sys("set dumpable"))
 }
 
 extern "C" fn exit_now(_: libc::c_int) {
@@ -66,7 +155,7 @@ extern "C" fn exit_now(_: libc::c_int) {
     unsafe { libc::_exit(0) }
 }
 
-fn serve(socket: &Path, root: Option<&Path>) -> Result<()> {
+fn serve(socket: &Path, root: Option<&Path>, user: User) -> Result<()> {
     let dir = socket.parent().unwrap_or(Path::new("/"));
     let name: PathBuf = socket
         .file_name()
@@ -74,10 +163,11 @@ fn serve(socket: &Path, root: Option<&Path>) -> Result<()> {
             Error::Invalid(format!("socket path {} has no file name", socket.display()))
         })?
         .into();
-    std::fs::create_dir_all(dir).map_err(Error::io(format!("create {}", dir.display())))?;
-    let _ = std::fs::remove_file(socket);
-    let listener =
-        UnixListener::bind(socket).map_err(Error::io(format!("listen on {}", socket.display())))?;
+    let listener = as_user(user, || {
+        make_dir(dir)?;
+        let _ = std::fs::remove_file(socket);
+        UnixListener::bind(socket).map_err(Error::io(format!("listen on {}", socket.display())))
+    })?;
     listener
         .set_nonblocking(true)
         .map_err(Error::io("set the socket non-blocking"))?;
@@ -91,6 +181,7 @@ fn serve(socket: &Path, root: Option<&Path>) -> Result<()> {
         nix::unistd::chroot(root).map_err(Error::sys(format!("chroot {}", root.display())))?;
         nix::unistd::chdir("/").map_err(Error::sys("chdir /"))?;
     }
+    become_user(user)?;
     drop_capabilities()?;
     eprintln!(
         "container-disk: listening on {} (root {})",

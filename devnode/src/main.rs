@@ -15,10 +15,13 @@ fn main() -> anyhow::Result<()> {
             socket,
             copy_to,
             root,
+            uid,
+            gid,
         }) => std::process::exit(devnode::containerdisk::run(
             socket.as_deref(),
             copy_to.as_deref(),
             root.as_deref(),
+            devnode::containerdisk::User { uid, gid },
         )),
         Some(Cmd::StopAll { state_dir }) => Ok(devnode::runtime::stop_all(&state_dir)?),
         None => {

@@ -420,7 +420,13 @@ pub async fn prepare(
         } else {
             let root = dir.volume(&v.name);
             mkdir(&root).map_err(wrap)?;
-            if v.empty_dir.is_none() {
+            if v.empty_dir.is_some() {
+                // World-writable, as kubelet makes an emptyDir: containers of any user
+                // (the launcher pod's run as uid 107) write into it.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777))
+                    .map_err(|e| wrap(Error::io(format!("chmod {}", root.display()))(e)))?;
+            } else {
                 let f = files(ctx, pod, v, refs).await.map_err(wrap)?;
                 write_files(&root, f).map_err(wrap)?;
             }

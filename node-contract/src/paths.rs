@@ -17,6 +17,15 @@ pub const VMI_DIR_IN_POD: &str = "/var/run/ferrovirt/vmi";
 /// Where the capabilities cache is mounted inside the launcher pod.
 pub const CAPABILITIES_DIR_IN_POD: &str = "/var/run/ferrovirt/capabilities";
 
+/// The user and group the launcher, its libvirt and QEMU run as in the launcher pod
+/// (KubeVirt's non-root `qemu` user, 107): the owner of each per-VMI directory, of the
+/// files virt-handler prepares in it and of the capabilities cache. `<run-dir>/vmis`
+/// itself stays root's with mode 0700, so a launcher that sees the host's run dir (on
+/// devnode) cannot reach another VMI's directory; its own is mounted into its pod.
+pub const LAUNCHER_UID: u32 = 107;
+/// See [`LAUNCHER_UID`].
+pub const LAUNCHER_GID: u32 = 107;
+
 /// The launcher's command socket, in the per-VMI directory.
 pub const LAUNCHER_SOCKET: &str = "launcher.sock";
 /// Created by the launcher once its socket listens; the pod's readiness probe tests it.

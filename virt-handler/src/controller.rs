@@ -291,6 +291,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let node = args.node_name();
     let run_dir = RunDir::new(&args.run_dir);
     std::fs::create_dir_all(run_dir.vmis()).map_err(Error::io("creating", run_dir.vmis()))?;
+    // Launchers run as a non-root user: hand each VMI's directory to it as it appears.
+    let watched = run_dir.clone();
+    std::thread::Builder::new()
+        .name("vmi-dir-owner".into())
+        .spawn(move || vmi_dir::hand_over_forever(watched))
+        .map_err(Error::io("starting", "the VMI directory owner thread"))?;
     let exe = std::env::current_exe().map_err(Error::io("finding", "/proc/self/exe"))?;
     let (device, timeout) = (
         args.kvm_device.clone(),

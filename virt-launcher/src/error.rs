@@ -52,6 +52,15 @@ pub enum Error {
     #[error("DHCP configuration: {0}")]
     DhcpConfig(String),
 
+    #[error(
+        "{dir} is not writable by uid {uid} after {waited} s: virt-handler hands each VMI's directory to the launcher's user; is virt-handler running on this node?"
+    )]
+    NotHandedOver {
+        dir: std::path::PathBuf,
+        uid: u32,
+        waited: u64,
+    },
+
     #[error("libvirt worker")]
     Join(#[from] tokio::task::JoinError),
 }

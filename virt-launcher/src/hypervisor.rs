@@ -13,15 +13,16 @@ use virt::sys;
 use crate::protocol::{DomainInfo, DomainState, Event, OpenFile};
 use crate::{Error, Result};
 
-/// Written when absent. QEMU runs as root inside the pod (the pod is the isolation
-/// boundary, as for a container), so libvirt neither chowns nor labels files: images in
-/// the node's cache stay untouched. QEMU's stdout and the serial `<log>` go straight to
-/// files, since there is no virtlogd in the pod. No cgroups of libvirt's own: the pod's
-/// cgroup, which kubelet made, holds QEMU (a container's cgroup file system is read-only),
-/// and no mount namespace of libvirt's own for QEMU (it needs CAP_SYS_ADMIN; the pod is one).
+/// Written when absent. QEMU runs as the launcher's own user: in the launcher pod that
+/// is the non-root `qemu` user (uid 107, as KubeVirt's non-root mode), so libvirt runs
+/// unprivileged and changes no owner; as root (the launcher's own tests) the `user` and
+/// `group` lines keep QEMU root too. libvirt neither chowns nor labels files: virt-handler
+/// hands the per-VMI files to the launcher's user. QEMU's stdout and the serial `<log>` go
+/// straight to files, since there is no virtlogd in the pod. No cgroups of libvirt's own:
+/// the pod's cgroup, which kubelet made, holds QEMU (a container's cgroup file system is
+/// read-only), and no mount namespace of libvirt's own for QEMU (it needs CAP_SYS_ADMIN;
+/// the pod is one).
 const QEMU_CONF: &str = "\
-user = \"root\"
-group = \"root\"
 dynamic_ownership = 0
 remember_owner = 0
 security_driver = \"none\"
@@ -29,6 +30,22 @@ stdio_handler = \"file\"
 cgroup_controllers = [ ]
 namespaces = [ ]
 ";
+
+/// Added to [`QEMU_CONF`] when the launcher runs as root: libvirt's privileged driver
+/// would otherwise run QEMU as its built-in user.
+const QEMU_CONF_ROOT: &str = "\
+user = \"root\"
+group = \"root\"
+";
+
+/// qemu.conf for a launcher running as `euid`.
+fn qemu_conf(euid: u32) -> String {
+    if euid == 0 {
+        format!("{QEMU_CONF_ROOT}{QEMU_CONF}")
+    } else {
+        QEMU_CONF.to_owned()
+    }
+}
 
 pub struct Hypervisor {
     conn: Connect,
@@ -51,7 +68,7 @@ impl Hypervisor {
         std::fs::create_dir_all(&etc).map_err(Error::io("creating", &etc))?;
         let conf = etc.join("qemu.conf");
         if !conf.exists() {
-            std::fs::write(&conf, QEMU_CONF).map_err(Error::io("writing", &conf))?;
+            std::fs::write(&conf, qemu_conf(crate::nonroot::euid())).map_err(Error::io("writing", &conf))?;
         }
         crate::eventloop::start()?;
         let uri = format!("qemu:///embed?root={}", root.display());

@@ -13,6 +13,7 @@ mod events;
 mod guard;
 mod hypervisor;
 mod lifecycle;
+mod nonroot;
 pub mod seriallog;
 mod server;
 mod supervisor;
@@ -27,6 +28,7 @@ use ferrovirt_node_contract::protocol;
 
 pub use args::Args;
 pub use error::{Error, Result};
+pub use nonroot::user_dirs;
 
 use events::EventLog;
 use guard::ExitGuard;
@@ -46,6 +48,7 @@ pub async fn run(args: Args) -> Result<u8> {
     guard::set_child_subreaper()?;
     let paths = VmiDir::new(&args.vmi_dir);
     std::fs::create_dir_all(&paths.dir).map_err(Error::io("creating", &paths.dir))?;
+    nonroot::wait_writable(&paths.dir, nonroot::HANDOVER_WAIT).await?;
     // A launcher killed with -9 leaves its ready file: not ready until the socket listens.
     let _ = std::fs::remove_file(paths.ready());
 

@@ -6,6 +6,8 @@ use virt_launcher::args::{Args, init_logging};
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.log_format, "info");
+    // SAFETY: no other thread runs yet (the runtime starts below).
+    unsafe { virt_launcher::user_dirs(&args.vmi_dir) };
     let outcome = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|runtime| {

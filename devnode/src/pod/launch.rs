@@ -19,6 +19,23 @@ pub fn spec(
 ) -> Result<ShimSpec> {
     let img = c.image.as_deref().unwrap_or_default();
     let source = image::resolve(img, &ctx.image_prefix, &ctx.image_store)?;
+    let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let sc = c.security_context.as_ref();
+    let to_u32 = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
+    let mut uid = to_u32(
+        sc.and_then(|s| s.run_as_user)
+            .or(pod_sc.and_then(|s| s.run_as_user)),
+    );
+    let mut gid = to_u32(
+        sc.and_then(|s| s.run_as_group)
+            .or(pod_sc.and_then(|s| s.run_as_group)),
+    );
+    check_non_root(
+        c,
+        sc.and_then(|s| s.run_as_non_root)
+            .or(pod_sc.and_then(|s| s.run_as_non_root)),
+        uid,
+    )?;
     let (path, argv) = if containerdisk::is_container_disk(c.command.as_deref()) {
         // The disk containers' program (and the init container's copy of it): devnode's
         // own stand-in, chrooted into the image's directory.
@@ -26,6 +43,12 @@ pub fn spec(
         let mut argv = vec![exe, containerdisk::COMMAND.to_string()];
         argv.extend(c.command.iter().flatten().skip(1).cloned());
         argv.extend(c.args.iter().flatten().cloned());
+        // The stand-in starts as root (it chroots) and becomes the container's user itself.
+        for (flag, id) in [("--uid", uid.take()), ("--gid", gid.take())] {
+            if let Some(id) = id {
+                argv.extend([flag.to_string(), id.to_string()]);
+            }
+        }
         match &source {
             Source::Store(dir) => {
                 argv.extend(["--root".to_string(), dir.to_string_lossy().into_owned()])
@@ -66,15 +89,6 @@ pub fn spec(
     let map: HashMap<String, String> = vars.iter().cloned().collect();
     let argv = argv.iter().map(|a| env::expand(a, &map)).collect();
     let mounts = volumes::mounts(c, vols, &map)?;
-    let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
-    let sc = c.security_context.as_ref();
-    let uid = sc
-        .and_then(|s| s.run_as_user)
-        .or(pod_sc.and_then(|s| s.run_as_user));
-    let gid = sc
-        .and_then(|s| s.run_as_group)
-        .or(pod_sc.and_then(|s| s.run_as_group));
-    let to_u32 = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
     Ok(ShimSpec {
         path,
         argv,
@@ -86,14 +100,26 @@ pub fn spec(
             .map(PathBuf::from),
         hostname: env::hostname(pod),
         mounts,
-        uid: to_u32(uid),
-        gid: to_u32(gid),
+        uid,
+        gid,
         log: dir.log(&c.name),
         started_file: dir.started(&c.name),
         exit_file: dir.exited(&c.name),
         logs_on_error: c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError"),
         pid_namespace,
     })
+}
+
+/// `runAsNonRoot` as kubelet checks it: a container that would run as root (no
+/// runAsUser, as devnode does not read an image's USER, or 0) does not start.
+fn check_non_root(c: &Container, non_root: Option<bool>, uid: Option<u32>) -> Result<()> {
+    if non_root == Some(true) && uid.is_none_or(|u| u == 0) {
+        return Err(Error::Unsupported(format!(
+            "container {:?} has runAsNonRoot and would run as root (set runAsUser to a non-zero uid)",
+            c.name
+        )));
+    }
+    Ok(())
 }
 
 /// Rejects pods asking for what devnode does not do, with the field named.

@@ -271,6 +271,13 @@ pub fn plan(input: &Input) -> Result<Plan> {
         out.status.push(status(&iface.name, &dhcp.mac, ips));
         out.dhcp.push(dhcp);
     }
+    if !out.dhcp.is_empty() {
+        // The launcher runs as uid 107 without effective capabilities and serves DHCP on
+        // port 67: low ports are open to every user in the pod's namespace, as KubeVirt's
+        // handler sets it for a non-root launcher (docs/security.md).
+        out.steps
+            .push(sysctl("net.ipv4.ip_unprivileged_port_start", "0"));
+    }
     Ok(out)
 }
 

@@ -178,6 +178,7 @@ pub fn open_confined(
     prefix: &Path,
     path: &Path,
     create: Option<u64>,
+    (uid, gid): (u32, u32),
 ) -> Result<FileId> {
     let field = format!("spec.volumes[{index}].hostDisk.path");
     let refuse = |m: String| Error::unsupported(field.clone(), m);
@@ -249,10 +250,25 @@ pub fn open_confined(
     };
     let st = fstat(&fd).map_err(Error::io("inspecting", path))?;
     match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => Ok(FileId {
-            dev: st.st_dev,
-            ino: st.st_ino,
-        }),
+        libc::S_IFREG => {
+            // QEMU opens it as the launcher's user, as KubeVirt gives a non-root VMI's
+            // host disks to the qemu user.
+            if (st.st_uid, st.st_gid) != (uid, gid) {
+                // SAFETY: fd is an open O_PATH fd; the empty path means the fd itself.
+                let rc = unsafe {
+                    libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH)
+                };
+                if rc != 0 {
+                    return Err(Error::io("giving to the launcher's user", path)(
+                        std::io::Error::last_os_error(),
+                    ));
+                }
+            }
+            Ok(FileId {
+                dev: st.st_dev,
+                ino: st.st_ino,
+            })
+        }
         libc::S_IFLNK => Err(refuse(format!(
             "{} is a symbolic link; host disk paths may not follow symbolic links",
             path.display()
@@ -363,6 +379,9 @@ pub fn file_id(path: &Path) -> std::io::Result<FileId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    const ROOT: (u32, u32) = (0, 0);
 
     #[test]
     fn refused_without_the_gate_or_a_directory_and_confined_to_directories() {
@@ -430,15 +449,19 @@ mod tests {
 
         // DiskOrCreate: directories and a sparse file.
         let made = prefix.join("a/b/d.img");
-        open_confined(0, "hd", &prefix, &made, Some(4096)).unwrap();
+        open_confined(0, "hd", &prefix, &made, Some(4096), ROOT).unwrap();
         assert_eq!(std::fs::metadata(&made).unwrap().len(), 4096);
+        // Given to the launcher's user, whom QEMU runs as.
+        open_confined(0, "hd", &prefix, &made, None, (107, 107)).unwrap();
+        let m = std::fs::metadata(&made).unwrap();
+        assert_eq!((m.uid(), m.gid()), (107, 107));
         // Existing file, type Disk; its identity is what file_id reports.
-        let id = open_confined(0, "hd", &prefix, &made, None).unwrap();
+        let id = open_confined(0, "hd", &prefix, &made, None, ROOT).unwrap();
         assert_eq!(file_id(&made).unwrap(), id);
 
         for link in [prefix.join("filelink"), prefix.join("dirlink/secret")] {
             for create in [None, Some(4096)] {
-                let msg = open_confined(3, "hd", &prefix, &link, create)
+                let msg = open_confined(3, "hd", &prefix, &link, create, ROOT)
                     .unwrap_err()
                     .to_string();
                 assert!(
@@ -450,14 +473,21 @@ mod tests {
             }
         }
         // Nothing was created through the directory link.
-        let created_outside =
-            open_confined(0, "hd", &prefix, &prefix.join("dirlink/new.img"), Some(1));
+        let created_outside = open_confined(
+            0,
+            "hd",
+            &prefix,
+            &prefix.join("dirlink/new.img"),
+            Some(1),
+            ROOT,
+        );
         assert!(created_outside.is_err());
         assert!(!outside.join("new.img").exists());
 
-        let missing = open_confined(1, "hd", &prefix, &prefix.join("nope.img"), None).unwrap_err();
+        let missing =
+            open_confined(1, "hd", &prefix, &prefix.join("nope.img"), None, ROOT).unwrap_err();
         assert!(missing.to_string().contains("does not exist"), "{missing}");
-        let dir = open_confined(1, "hd", &prefix, &prefix.join("a"), None).unwrap_err();
+        let dir = open_confined(1, "hd", &prefix, &prefix.join("a"), None, ROOT).unwrap_err();
         assert!(dir.to_string().contains("not a regular file"), "{dir}");
         let gone = open_confined(
             1,
@@ -465,6 +495,7 @@ mod tests {
             &tmp.path().join("absent"),
             &tmp.path().join("absent/x"),
             None,
+            ROOT,
         )
         .unwrap_err();
         assert!(

@@ -30,6 +30,8 @@ pub fn prepare(
     let mut host_disks = Vec::new();
     let dir = host_dir.join(super::DIR);
     std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
+    let owner = launcher_owner(host_dir)?;
+    give(&dir, owner)?;
     for p in plans {
         let _span = tracing::info_span!("volume", name = %p.name).entered();
         match &p.prep {
@@ -41,6 +43,7 @@ pub fn prepare(
             } => {
                 let target = host_dir.join(file);
                 if target.exists() {
+                    give(&target, owner)?;
                     continue;
                 }
                 let container = volume_container(&p.name);
@@ -64,12 +67,14 @@ pub fn prepare(
                     .arg(&backing)
                     .arg(&tmp)
                     .arg(size.to_string()))?;
+                give(&tmp, owner)?;
                 rename(&tmp, &target)?;
                 tracing::info!(%image, backing = %backing.display(), overlay = %target.display(), "containerDisk overlay created");
             }
             Prep::EmptyDisk { capacity, file } => {
                 let target = host_dir.join(file);
                 if target.exists() {
+                    give(&target, owner)?;
                     continue;
                 }
                 let tmp = tmp_path(&target);
@@ -77,6 +82,7 @@ pub fn prepare(
                     .args(["create", "-q", "-f", "qcow2"])
                     .arg(&tmp)
                     .arg(capacity.to_string()))?;
+                give(&tmp, owner)?;
                 rename(&tmp, &target)?;
                 tracing::info!(capacity, "emptyDisk created");
             }
@@ -84,6 +90,7 @@ pub fn prepare(
                 let target = host_dir.join(file);
                 let files = nocloud_files(&p.name, source, uid, hostname)?;
                 make_cidata_iso(&target, &files)?;
+                give(&target, owner)?;
                 tracing::info!(iso = %target.display(), "cloud-init NoCloud disk created");
             }
             Prep::HostDisk {
@@ -91,7 +98,9 @@ pub fn prepare(
                 prefix,
                 index,
             } => {
-                let id = super::hostdisk::open_confined(*index, &p.name, prefix, &p.path, *create)?;
+                let id = super::hostdisk::open_confined(
+                    *index, &p.name, prefix, &p.path, *create, owner,
+                )?;
                 host_disks.push((*index, id));
             }
             Prep::Pvc { claim } => {
@@ -101,6 +110,9 @@ pub fn prepare(
                         format!("claim {claim:?}: {} does not exist", p.path.display()),
                     ));
                 }
+                // As KubeVirt's handler for a non-root VMI: QEMU opens the claim's disk
+                // image as the launcher's user.
+                give(&p.path, owner)?;
             }
         }
     }
@@ -123,6 +135,7 @@ pub fn prepare_firmware(domain: &DomainSpec, host_dir: &Path, images: &ImageRoot
         if !target.exists() {
             std::fs::copy(vars, &target).map_err(Error::io("copying EFI variables to", &target))?;
         }
+        give(&target, launcher_owner(host_dir)?)?;
     }
     let container = domain
         .firmware
@@ -151,6 +164,26 @@ pub fn prepare_firmware(domain: &DomainSpec, host_dir: &Path, images: &ImageRoot
                 });
             }
         }
+    }
+    Ok(())
+}
+
+/// The owner of the per-VMI directory: the launcher's user (uid 107) once virt-handler
+/// handed it over (`vmi_dir::hand_over`), root for a launcher running as root. QEMU runs
+/// as that user, so every file prepared for it is given to that user.
+fn launcher_owner(host_dir: &Path) -> Result<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(host_dir).map_err(Error::io("inspecting", host_dir))?;
+    Ok((m.uid(), m.gid()))
+}
+
+/// Gives `path` (not followed if a link) to `owner` unless it has it already.
+fn give(path: &Path, (uid, gid): (u32, u32)) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).map_err(Error::io("inspecting", path))?;
+    if (m.uid(), m.gid()) != (uid, gid) {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+            .map_err(Error::io("giving to the launcher's user", path))?;
     }
     Ok(())
 }
@@ -293,9 +326,23 @@ mod tests {
         let vmi_dir = tmp.path().join("vmi");
         let hd = HostDiskPolicy::allow(&[tmp.path().to_str().unwrap()]);
         let plans = plan(&spec, &vmi_dir, &BTreeMap::new(), &hd).unwrap();
+        // Handed to the launcher's user, as virt-handler does when the node makes it.
+        std::fs::create_dir_all(&vmi_dir).unwrap();
+        std::os::unix::fs::chown(&vmi_dir, Some(107), Some(107)).unwrap();
         prepare(&plans, &vmi_dir, &store, "uid-1", "vm1").unwrap();
         // Twice is fine (handler restart).
         prepare(&plans, &vmi_dir, &store, "uid-1", "vm1").unwrap();
+        // QEMU runs as the launcher's user: every file prepared for it is that user's.
+        for f in [
+            vmi_dir.join("volumes"),
+            vmi_dir.join("volumes/root.qcow2"),
+            vmi_dir.join("volumes/scratch.qcow2"),
+            tmp.path().join("h/d.img"),
+        ] {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(&f).unwrap();
+            assert_eq!((m.uid(), m.gid()), (107, 107), "{}", f.display());
+        }
 
         let info = |p: &Path| -> serde_json::Value {
             serde_json::from_str(
