@@ -19,6 +19,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
+use crate::agent::{AgentState, GuestAgentInfo, GuestFilesystem, GuestUser};
 use crate::frame::LineReader;
 use crate::protocol::{DhcpInterface, DomainInfo, Event, Lease, OpenFile, Pong, Request, Response};
 use crate::{Error, Result};
@@ -169,6 +170,40 @@ impl LauncherClient {
         })
     }
 
+    /// Turns the connection into the launcher's guest agent stream: its state now, then
+    /// each change. A launcher without agent support answers with [`Error::Remote`].
+    pub async fn watch_agent(mut self) -> Result<AgentStream> {
+        self.expect_ok(Request::WatchAgent).await?;
+        Ok(AgentStream {
+            lines: self.lines,
+            _write: self.write,
+        })
+    }
+
+    /// KubeVirt's guest agent info, asked of the agent now.
+    pub async fn guest_agent_info(&mut self) -> Result<GuestAgentInfo> {
+        match self.request(&Request::GuestAgentInfo).await? {
+            Response::GuestAgentInfo(info) => Ok(*info),
+            other => Err(Error::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// The guest's logged-in users, asked of the agent now.
+    pub async fn guest_users(&mut self) -> Result<Vec<GuestUser>> {
+        match self.request(&Request::GuestUsers).await? {
+            Response::GuestUsers(users) => Ok(users),
+            other => Err(Error::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// The guest's mounted filesystems, asked of the agent now.
+    pub async fn guest_filesystems(&mut self) -> Result<Vec<GuestFilesystem>> {
+        match self.request(&Request::GuestFilesystems).await? {
+            Response::GuestFilesystems(fs) => Ok(fs),
+            other => Err(Error::Unexpected(Box::new(other))),
+        }
+    }
+
     async fn expect_ok(&mut self, request: Request) -> Result<()> {
         match self.request(&request).await? {
             Response::Ok => Ok(()),
@@ -188,6 +223,23 @@ impl EventStream {
     pub async fn next(&mut self) -> Result<Option<Event>> {
         match read(&mut self.lines).await {
             Ok(Response::Event(event)) => Ok(Some(event)),
+            Ok(other) => Err(Error::Unexpected(Box::new(other))),
+            Err(Error::Closed) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+pub struct AgentStream {
+    lines: LineReader<BufReader<OwnedReadHalf>>,
+    _write: OwnedWriteHalf,
+}
+
+impl AgentStream {
+    /// The next agent state; `None` when the launcher has exited.
+    pub async fn next(&mut self) -> Result<Option<AgentState>> {
+        match read(&mut self.lines).await {
+            Ok(Response::Agent(state)) => Ok(Some(state)),
             Ok(other) => Err(Error::Unexpected(Box::new(other))),
             Err(Error::Closed) => Ok(None),
             Err(e) => Err(e),

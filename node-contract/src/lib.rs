@@ -4,6 +4,7 @@
 //!
 //! - [`protocol`] and [`client`]: the launcher's command socket (JSON lines over a unix
 //!   socket, lines bounded by [`frame`]). No libvirt here: virt-handler talks to launchers without linking it.
+//! - [`agent`]: the QEMU guest agent's state and answers, in KubeVirt's API shapes.
 //! - [`paths`]: the node run dir and the per-VMI directory's files.
 //! - [`handler_api`]: how virt-api reaches a node's virt-handler (address annotation,
 //!   certificate names, paths).
@@ -11,6 +12,7 @@
 //! - [`pod`]: the launcher pod's labels and annotations, the default grace period, the
 //!   KVM resource, and the field managers of the components' writes.
 
+pub mod agent;
 pub mod client;
 mod error;
 pub mod frame;

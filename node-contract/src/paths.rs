@@ -32,6 +32,9 @@ pub const LAUNCHER_SOCKET: &str = "launcher.sock";
 pub const READY_FILE: &str = "ready";
 /// The guest's serial console (a unix socket QEMU serves).
 pub const SERIAL_SOCKET: &str = "serial0.sock";
+/// The QEMU guest agent's channel (`org.qemu.guest_agent.0`): QEMU serves it, the
+/// launcher's libvirt is its one client (docs/guest-agent.md).
+pub const GUEST_AGENT_SOCKET: &str = "guest-agent.sock";
 /// QEMU's copy of the serial console, rotated by the launcher to `serial0.log.1`.
 pub const SERIAL_LOG: &str = "serial0.log";
 /// The guest's VNC display.

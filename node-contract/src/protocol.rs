@@ -10,6 +10,10 @@
 //! {"command":"domain_info"}                   -> {"domain_info":null} before any define
 //! {"command":"watch_events"}                  -> "ok", then {"event":{...}} lines
 //! {"command":"leases"}                        -> {"leases":[{"interface":..,"mac":..,"ip":..}]}
+//! {"command":"watch_agent"}                   -> "ok", then {"agent":{"connected":..,..}} lines
+//! {"command":"guest_agent_info"}              -> {"guest_agent_info":{..}} (KubeVirt's shape)
+//! {"command":"guest_users"}                   -> {"guest_users":[..]}
+//! {"command":"guest_filesystems"}             -> {"guest_filesystems":[..]}
 //! anything that fails                         -> {"error":"message"}
 //! ```
 //!
@@ -18,6 +22,8 @@
 //! the connection or the launcher exits.
 
 use serde::{Deserialize, Serialize};
+
+use crate::agent::{AgentState, GuestAgentInfo, GuestFilesystem, GuestUser};
 
 /// A request from virt-handler (or a human) to the launcher.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +57,15 @@ pub enum Request {
     WatchEvents,
     /// The DHCP leases the launcher has handed out (answered with [`Response::Leases`]).
     Leases,
+    /// Turn this connection into a stream of [`AgentState`]s: the current one, then each
+    /// change. A launcher without agent support answers `bad request`.
+    WatchAgent,
+    /// Ask the guest agent now: KubeVirt's guest agent info (`guestosinfo`).
+    GuestAgentInfo,
+    /// Ask the guest agent now: the logged-in users (`userlist`).
+    GuestUsers,
+    /// Ask the guest agent now: the mounted filesystems (`filesystemlist`).
+    GuestFilesystems,
 }
 
 /// What the launcher's DHCP server offers on one bridge: one address, to one MAC. The DNS
@@ -96,6 +111,10 @@ pub enum Response {
     OpenFiles(Vec<OpenFile>),
     Leases(Vec<Lease>),
     Event(Event),
+    Agent(AgentState),
+    GuestAgentInfo(Box<GuestAgentInfo>),
+    GuestUsers(Vec<GuestUser>),
+    GuestFilesystems(Vec<GuestFilesystem>),
     Error(String),
 }
 
@@ -242,6 +261,26 @@ mod tests {
         let back: Request = serde_json::from_str(&req.to_line()).unwrap();
         assert_eq!(back, req);
         assert_eq!(Request::Leases.to_line(), "{\"command\":\"leases\"}\n");
+    }
+
+    #[test]
+    fn agent_lines() {
+        assert_eq!(
+            Request::WatchAgent.to_line(),
+            "{\"command\":\"watch_agent\"}\n"
+        );
+        let line = Response::Agent(AgentState {
+            connected: true,
+            ..Default::default()
+        })
+        .to_line();
+        assert_eq!(line, "{\"agent\":{\"connected\":true}}\n");
+        let back: Response = serde_json::from_str(&line).unwrap();
+        assert!(matches!(back, Response::Agent(s) if s.connected));
+        assert_eq!(
+            Response::GuestUsers(vec![]).to_line(),
+            "{\"guest_users\":[]}\n"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! Kubernetes wiring ([`controller`], [`node`]), and the HTTPS API virt-api uses for
 //! console, VNC, pause and unpause ([`server`]).
 
+pub mod agent;
 pub mod args;
 pub mod config;
 pub mod console;

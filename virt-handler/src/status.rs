@@ -5,6 +5,7 @@ use crds::{
     Condition, PhaseTransitionTimestamp, VirtualMachineInstanceNetworkInterface,
     VirtualMachineInstanceSpec, VirtualMachineInstanceStatus, VmiPhase,
 };
+use ferrovirt_node_contract::agent::AgentState;
 use ferrovirt_node_contract::protocol::StopReason;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -30,6 +31,8 @@ pub enum Observation {
     LauncherGone {
         deleting: bool,
     },
+    /// The guest agent's state (crate::agent): `status.guestOSInfo`, `AgentConnected`.
+    Agent(AgentState),
     /// The VMI cannot run here.
     Failed {
         reason: String,
@@ -113,6 +116,10 @@ pub fn next(
     }
     let mut s = current.clone();
     s.node_name = Some(node.to_owned());
+    if let Observation::Agent(state) = obs {
+        crate::agent::apply(&mut s, state, &now);
+        return (s != *current).then_some(s);
+    }
     let (phase, reason) = match obs {
         Observation::Running {
             virtualization,
@@ -192,6 +199,7 @@ pub fn next(
             }
             (VmiPhase::Running, None)
         }
+        Observation::Agent(_) => unreachable!("applied above"),
         Observation::LauncherGone { deleting: true } => (VmiPhase::Succeeded, None),
         Observation::LauncherGone { deleting: false } => (VmiPhase::Failed, Some("LauncherExited")),
         Observation::Failed { reason, message } => {
@@ -203,6 +211,7 @@ pub fn next(
     };
     if phase.is_final() {
         set_condition(&mut s.conditions, "Paused", None);
+        set_condition(&mut s.conditions, crate::agent::AGENT_CONNECTED, None);
         if !matches!(obs, Observation::Failed { .. }) {
             let r = reason.unwrap_or("GuestShutdown");
             set_condition(

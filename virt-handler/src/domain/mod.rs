@@ -13,7 +13,7 @@ use crate::config::Virtualization;
 use crate::volumes::Planned;
 use crate::{Error, Result};
 use crds::quantity;
-use ferrovirt_node_contract::paths::{SERIAL_LOG, SERIAL_SOCKET, VNC_SOCKET};
+use ferrovirt_node_contract::paths::{GUEST_AGENT_SOCKET, SERIAL_LOG, SERIAL_SOCKET, VNC_SOCKET};
 
 pub use devices::mac_address;
 pub use xml::escape;
@@ -275,6 +275,21 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
         x.empty("target", &[("port", "0")]);
         x.close();
     }
+    // The guest agent's channel, which KubeVirt adds to every domain; the launcher's
+    // libvirt talks to the agent through it (docs/guest-agent.md).
+    x.open("channel", &[("type", "unix")]);
+    x.empty(
+        "source",
+        &[
+            ("mode", "bind"),
+            ("path", &dir.join(GUEST_AGENT_SOCKET).display().to_string()),
+        ],
+    );
+    x.empty(
+        "target",
+        &[("type", "virtio"), ("name", "org.qemu.guest_agent.0")],
+    );
+    x.close();
     if domain.devices.autoattach_graphics_device != Some(false) {
         x.open("graphics", &[("type", "vnc")]);
         x.empty(

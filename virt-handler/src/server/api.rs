@@ -66,6 +66,15 @@ pub fn text(code: StatusCode, message: impl Into<String>) -> Reply {
         .expect("a valid response")
 }
 
+/// A JSON answer (the guest agent's, in KubeVirt's shape).
+fn json(body: &serde_json::Value) -> Reply {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("a valid response")
+}
+
 async fn route(shared: &Arc<Shared>, req: hyper::Request<hyper::body::Incoming>) -> Reply {
     let path = req.uri().path().to_owned();
     let parts: Vec<&str> = path.split('/').skip(1).collect();
@@ -120,6 +129,15 @@ async fn route(shared: &Arc<Shared>, req: hyper::Request<hyper::body::Incoming>)
                     }
                     Err(e) => {
                         tracing::warn!(pause, error = %chain(&e), "failed");
+                        text(StatusCode::INTERNAL_SERVER_ERROR, chain(&e))
+                    }
+                }
+            }
+            (Method::GET, sub) if crate::agent::is_subresource(sub) => {
+                match crate::agent::answer(&dir.socket(), sub).await {
+                    Ok(body) => json(&body),
+                    Err(e) => {
+                        tracing::info!(sub, error = %chain(&e), "guest agent request failed");
                         text(StatusCode::INTERNAL_SERVER_ERROR, chain(&e))
                     }
                 }
