@@ -348,7 +348,7 @@ pub fn revision_for(vm: &VirtualMachine, object: &Value) -> ControllerRevision {
         (LABEL_UID.to_string(), uid.clone()),
         (LABEL_VERSION.to_string(), VERSION.to_string()),
     ]);
-    let owner = crate::vm_controller::controller_ref(vm);
+    let owner = crate::instance::controller_ref(vm);
     ControllerRevision {
         metadata: ObjectMeta {
             name: Some(format!(
@@ -477,7 +477,7 @@ spec:
                 serde_yaml::from_str("{devices: {preferredDiskBus: sata}}").unwrap(),
             )),
         };
-        let mut vmi = crate::vm_controller::instance_for(&vm);
+        let mut vmi = crate::instance::instance_for(&vm);
         expand(&vm, &resolved, &mut vmi).unwrap();
         assert_eq!(vmi.annotations()[INSTANCETYPE_ANNOTATION], "clarge");
         assert_eq!(vmi.annotations()[CLUSTER_PREFERENCE_ANNOTATION], "p");

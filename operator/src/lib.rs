@@ -9,6 +9,7 @@ mod args;
 mod context;
 mod ending;
 mod error;
+mod instance;
 pub mod instancetype;
 pub mod leader;
 pub mod metrics;
