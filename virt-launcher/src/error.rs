@@ -52,6 +52,9 @@ pub enum Error {
     #[error("DHCP configuration: {0}")]
     DhcpConfig(String),
 
+    #[error("guest agent: {0}")]
+    Agent(String),
+
     #[error(
         "{dir} is not writable by uid {uid} after {waited} s: virt-handler hands each VMI's directory to the launcher's user; is virt-handler running on this node?"
     )]

@@ -68,7 +68,8 @@ impl Hypervisor {
         std::fs::create_dir_all(&etc).map_err(Error::io("creating", &etc))?;
         let conf = etc.join("qemu.conf");
         if !conf.exists() {
-            std::fs::write(&conf, qemu_conf(crate::nonroot::euid())).map_err(Error::io("writing", &conf))?;
+            std::fs::write(&conf, qemu_conf(crate::nonroot::euid()))
+                .map_err(Error::io("writing", &conf))?;
         }
         crate::eventloop::start()?;
         let uri = format!("qemu:///embed?root={}", root.display());
@@ -158,6 +159,20 @@ impl Hypervisor {
 
     pub fn unpause(&self) -> Result<()> {
         Ok(self.domain()?.resume()?)
+    }
+
+    /// Runs one guest agent command (`execute` without arguments) and returns the agent's
+    /// reply, `{"return": ...}`.
+    pub fn agent_command(&self, execute: &str) -> Result<String> {
+        let cmd = format!("{{\"execute\":\"{execute}\"}}");
+        Ok(self
+            .domain()?
+            .qemu_agent_command(&cmd, crate::agent::COMMAND_TIMEOUT, 0)?)
+    }
+
+    /// The connection, for event registrations.
+    pub fn connection(&self) -> &Connect {
+        &self.conn
     }
 
     /// Whether an event is the pause or first resume of a paused start (and ends the

@@ -4,6 +4,7 @@
 //! The socket protocol, its client and the per-VMI directory's layout are in
 //! `ferrovirt-node-contract` (node-contract/), which virt-handler uses without libvirt.
 
+mod agent;
 pub mod args;
 mod capcache;
 mod dhcp;
@@ -66,8 +67,9 @@ pub async fn run(args: Args) -> Result<u8> {
     );
 
     let log = Arc::new(EventLog::default());
+    let agent = agent::Agent::start(hv.connection(), hv.clone())?;
     let listener = server::bind(&paths.socket())?;
-    tokio::spawn(server::serve(listener, hv.clone(), log.clone()));
+    tokio::spawn(server::serve(listener, hv.clone(), log.clone(), agent));
     tokio::spawn(guard::reap_qemu_zombies());
     tokio::spawn(seriallog::keep_capped(
         paths.serial_log(),

@@ -28,11 +28,13 @@ pub fn register(conn: &Connect, tx: UnboundedSender<Event>) -> Result<()> {
     register_one(conn, sys::VIR_DOMAIN_EVENT_ID_REBOOT, Some(on_reboot), tx)
 }
 
-fn register_one(
+/// Registers `cb` for event `id` of every domain, with `tx` as its opaque data (freed by
+/// libvirt when the connection closes).
+pub(crate) fn register_one<T: Send + 'static>(
     conn: &Connect,
     id: sys::virDomainEventID,
     cb: sys::virConnectDomainEventGenericCallback,
-    tx: UnboundedSender<Event>,
+    tx: UnboundedSender<T>,
 ) -> Result<()> {
     let opaque = Box::into_raw(Box::new(tx)) as *mut c_void;
     // SAFETY: conn is open; opaque is a leaked Box that free_sender reclaims.
@@ -43,12 +45,12 @@ fn register_one(
             id as c_int,
             cb,
             opaque,
-            Some(free_sender),
+            Some(free_sender::<T>),
         )
     };
     if id < 0 {
         // SAFETY: libvirt did not take ownership on failure.
-        unsafe { free_sender(opaque) };
+        unsafe { free_sender::<T>(opaque) };
         return Err(Error::Libvirt(virt::error::Error::last_error()));
     }
     Ok(())
@@ -81,9 +83,9 @@ unsafe extern "C" fn on_reboot(
     let _ = tx.send(Event::Rebooted { count: 0 });
 }
 
-unsafe extern "C" fn free_sender(opaque: *mut c_void) {
-    // SAFETY: opaque came from Box::into_raw in register.
-    drop(unsafe { Box::from_raw(opaque as *mut UnboundedSender<Event>) });
+unsafe extern "C" fn free_sender<T>(opaque: *mut c_void) {
+    // SAFETY: opaque came from Box::into_raw in register_one, with the same T.
+    drop(unsafe { Box::from_raw(opaque as *mut UnboundedSender<T>) });
 }
 
 /// The events virt-handler cares about; defined/undefined, PM suspend and the guest's

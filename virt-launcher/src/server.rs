@@ -9,6 +9,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::agent::Agent;
 use crate::events::EventLog;
 use crate::hypervisor::Hypervisor;
 use crate::protocol::{Pong, Request, Response};
@@ -25,13 +26,18 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     UnixListener::bind(path).map_err(Error::io("binding", path))
 }
 
-pub async fn serve(listener: UnixListener, hv: Arc<Hypervisor>, log: Arc<EventLog>) {
+pub async fn serve(
+    listener: UnixListener,
+    hv: Arc<Hypervisor>,
+    log: Arc<EventLog>,
+    agent: Arc<Agent>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                let (hv, log) = (hv.clone(), log.clone());
+                let (hv, log, agent) = (hv.clone(), log.clone(), agent.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, hv, log).await {
+                    if let Err(e) = connection(stream, hv, log, agent).await {
                         tracing::debug!(error = %e, "client connection ended");
                     }
                 });
@@ -41,7 +47,12 @@ pub async fn serve(listener: UnixListener, hv: Arc<Hypervisor>, log: Arc<EventLo
     }
 }
 
-async fn connection(stream: UnixStream, hv: Arc<Hypervisor>, log: Arc<EventLog>) -> Result<()> {
+async fn connection(
+    stream: UnixStream,
+    hv: Arc<Hypervisor>,
+    log: Arc<EventLog>,
+    agent: Arc<Agent>,
+) -> Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = LineReader::new(BufReader::new(read));
     while let Some(line) = lines.next_line().await? {
@@ -53,6 +64,15 @@ async fn connection(stream: UnixStream, hv: Arc<Hypervisor>, log: Arc<EventLog>)
                 send(&mut write, &Response::Ok).await?;
                 return watch(lines, write, &log).await;
             }
+            Ok(Request::WatchAgent) => {
+                send(&mut write, &Response::Ok).await?;
+                return watch_agent(lines, write, &agent).await;
+            }
+            Ok(
+                request @ (Request::GuestAgentInfo
+                | Request::GuestUsers
+                | Request::GuestFilesystems),
+            ) => ask_agent(&request, &agent).await,
             Ok(request) => {
                 tracing::debug!(?request, "request");
                 handle(request, hv.clone()).await
@@ -92,7 +112,13 @@ async fn handle(request: Request, hv: Arc<Hypervisor>) -> Response {
         Request::Destroy => hv.destroy().map(|()| Response::Ok),
         Request::Pause => hv.pause().map(|()| Response::Ok),
         Request::Unpause => hv.unpause().map(|()| Response::Ok),
-        Request::Ping | Request::WatchEvents | Request::Leases => {
+        Request::Ping
+        | Request::WatchEvents
+        | Request::Leases
+        | Request::WatchAgent
+        | Request::GuestAgentInfo
+        | Request::GuestUsers
+        | Request::GuestFilesystems => {
             unreachable!("answered by the caller")
         }
     })
@@ -124,6 +150,44 @@ async fn watch(
             },
             line = lines.next_line() => match line {
                 Ok(Some(_)) => {} // a watcher has nothing more to ask
+                _ => return Ok(()),
+            },
+        }
+    }
+}
+
+/// The guest agent's answer to one request, asked now.
+async fn ask_agent(request: &Request, agent: &Agent) -> Response {
+    let answer = match request {
+        Request::GuestAgentInfo => agent
+            .info()
+            .await
+            .map(|i| Response::GuestAgentInfo(Box::new(i))),
+        Request::GuestUsers => agent.users().await.map(Response::GuestUsers),
+        _ => agent.filesystems().await.map(Response::GuestFilesystems),
+    };
+    answer.unwrap_or_else(|e| {
+        tracing::info!(?request, error = %crate::chain(&e), "guest agent request failed");
+        Response::Error(crate::chain(&e))
+    })
+}
+
+/// The agent's state now, then each change, until the client hangs up.
+async fn watch_agent(
+    mut lines: LineReader<BufReader<OwnedReadHalf>>,
+    mut write: OwnedWriteHalf,
+    agent: &Agent,
+) -> Result<()> {
+    let mut state = agent.subscribe();
+    loop {
+        let now = state.borrow_and_update().clone();
+        send(&mut write, &Response::Agent(now)).await?;
+        tokio::select! {
+            changed = state.changed() => if changed.is_err() {
+                return Ok(());
+            },
+            line = lines.next_line() => match line {
+                Ok(Some(_)) => {}
                 _ => return Ok(()),
             },
         }
