@@ -22,6 +22,9 @@ pub const SERVED: &[&str] = &[
     "virtualmachineinstances/vnc",
     "virtualmachineinstances/pause",
     "virtualmachineinstances/unpause",
+    "virtualmachineinstances/guestosinfo",
+    "virtualmachineinstances/userlist",
+    "virtualmachineinstances/filesystemlist",
 ];
 
 /// KubeVirt subresources that exist there and are refused here with their name (501).
@@ -34,9 +37,6 @@ pub const NOT_YET: &[&str] = &[
     "virtualmachineinstances/portforward",
     "virtualmachineinstances/usbredir",
     "virtualmachineinstances/vsock",
-    "virtualmachineinstances/guestosinfo",
-    "virtualmachineinstances/userlist",
-    "virtualmachineinstances/filesystemlist",
     "virtualmachineinstances/addvolume",
     "virtualmachineinstances/removevolume",
     "virtualmachineinstances/objectgraph",

@@ -203,6 +203,14 @@ async fn subresource(
         };
     }
     if t.resource == "virtualmachineinstances"
+        && crate::guestagent::SUBRESOURCES.contains(&t.subresource.as_str())
+    {
+        if *method != Method::GET {
+            return Err(Status::method_not_allowed(method.as_str(), path));
+        }
+        return crate::guestagent::serve(app, t).await;
+    }
+    if t.resource == "virtualmachineinstances"
         && matches!(t.subresource.as_str(), "console" | "vnc")
     {
         // Served as websockets by crate::console; anything else is not one.

@@ -1,6 +1,7 @@
 //! virt-api's side of the virt-api → virt-handler connection: which handler serves a VMI
 //! (the address its handler published on the VMI's Node), mutual TLS with the certificates
-//! of [`crate::handler_certs`], a PUT (pause, unpause) and a websocket (console, VNC).
+//! of [`crate::handler_certs`], a PUT (pause, unpause), a GET (the guest agent's answers)
+//! and a websocket (console, VNC).
 //! Failures are answered as KubeVirt answers them: the handler cannot be reached → 400
 //! (KubeVirt's `getVirtHandlerFor`), the handler refused → 500 with its words.
 
@@ -98,12 +99,23 @@ async fn connect(tls: &HandlerTls, address: &str) -> Result<TlsStream<TcpStream>
 
 /// PUT the target path; the handler's refusal becomes a 500 with its message.
 pub async fn put(tls: &HandlerTls, t: &Target) -> Result<(), Status> {
+    call(tls, t, http::Method::PUT).await.map(drop)
+}
+
+/// GET the target path: the handler's answer, or its refusal as a 500 with its message.
+pub async fn get(tls: &HandlerTls, t: &Target) -> Result<Bytes, Status> {
+    call(tls, t, http::Method::GET).await
+}
+
+async fn call(tls: &HandlerTls, t: &Target, method: http::Method) -> Result<Bytes, Status> {
     let stream = connect(tls, &t.address).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| Status::internal(&format!("virt-handler: {e}")))?;
     tokio::spawn(conn);
-    let req = http::Request::put(&t.path)
+    let req = http::Request::builder()
+        .method(method)
+        .uri(&t.path)
         .header(http::header::HOST, SERVER_NAME)
         .body(Empty::<Bytes>::new())
         .expect("a valid request");
@@ -119,7 +131,7 @@ pub async fn put(tls: &HandlerTls, t: &Target) -> Result<(), Status> {
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     if code.is_success() {
-        Ok(())
+        Ok(body)
     } else {
         Err(Status::internal(String::from_utf8_lossy(&body).trim()))
     }

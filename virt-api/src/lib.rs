@@ -2,7 +2,8 @@
 //!
 //! Served: discovery (v1 and v1alpha3), `/version`, `/healthz`, the VM lifecycle
 //! subresources `start`, `stop`, `restart` with KubeVirt's semantics, and the VMI's
-//! `console` and `vnc` (websockets, [`console`]) and `pause`/`unpause`, which go to the
+//! `console` and `vnc` (websockets, [`console`]), `pause`/`unpause` and the guest agent's
+//! `guestosinfo`, `userlist`, `filesystemlist` ([`guestagent`]), which go to the
 //! VMI's virt-handler over mutual TLS ([`handler_client`], [`handler_certs`]). Requests
 //! are authenticated as an aggregated server does it (front-proxy certificate + request
 //! headers) and authorized by a SubjectAccessReview. The same HTTPS port serves the
@@ -17,6 +18,7 @@ pub mod authz;
 pub mod console;
 pub mod discovery;
 mod error;
+pub mod guestagent;
 pub mod handler;
 pub mod handler_certs;
 pub mod handler_client;
