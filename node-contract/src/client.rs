@@ -108,11 +108,33 @@ impl LauncherClient {
         paused: bool,
         dhcp: Vec<DhcpInterface>,
     ) -> Result<DomainInfo> {
-        let request = Request::DefineAndStart {
+        self.start(Request::DefineAndStart {
             domain_xml: domain_xml.to_owned(),
             paused,
+            start_paused: false,
             dhcp,
-        };
+        })
+        .await
+    }
+
+    /// [`Self::define_and_start_full`] for a guest the user wants started paused (the
+    /// VMI's `startStrategy: Paused`): its vCPUs wait for [`Self::unpause`], and the pause
+    /// is reported like any other.
+    pub async fn define_and_start_paused(
+        &mut self,
+        domain_xml: &str,
+        dhcp: Vec<DhcpInterface>,
+    ) -> Result<DomainInfo> {
+        self.start(Request::DefineAndStart {
+            domain_xml: domain_xml.to_owned(),
+            paused: false,
+            start_paused: true,
+            dhcp,
+        })
+        .await
+    }
+
+    async fn start(&mut self, request: Request) -> Result<DomainInfo> {
         match self.request(&request).await? {
             Response::DomainInfo(Some(info)) => Ok(info),
             other => Err(Error::Unexpected(Box::new(other))),

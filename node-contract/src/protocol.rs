@@ -37,6 +37,11 @@ pub enum Request {
         domain_xml: String,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         paused: bool,
+        /// The guest starts paused because the user asked (the VMI's `startStrategy:
+        /// Paused`): the vCPUs run only after `unpause`, and this pause, unlike
+        /// `paused`'s hold, is reported as an event like any pause. Wins over `paused`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        start_paused: bool,
         /// DHCP for the guest's pod-network interfaces, served by the launcher (it is in
         /// the pod's network namespace) on the bridges virt-handler created there. Started
         /// before the domain. Absent in older handlers' requests: no DHCP.
@@ -229,15 +234,18 @@ mod tests {
             Request::DefineAndStart {
                 domain_xml: "<domain/>".into(),
                 paused: false,
+                start_paused: false,
                 dhcp: vec![],
             }
         );
         let paused = Request::DefineAndStart {
             domain_xml: "<domain/>".into(),
             paused: true,
+            start_paused: false,
             dhcp: vec![],
         };
         assert!(paused.to_line().contains("\"paused\":true"));
+        assert!(!paused.to_line().contains("start_paused"), "the old line");
         assert!(!paused.to_line().contains("dhcp"), "no DHCP: the old line");
     }
 
@@ -246,6 +254,7 @@ mod tests {
         let req = Request::DefineAndStart {
             domain_xml: "<domain/>".into(),
             paused: false,
+            start_paused: false,
             dhcp: vec![DhcpInterface {
                 interface: "default".into(),
                 bridge: "k6t-eth0".into(),

@@ -18,11 +18,14 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         Just(Request::Ping),
-        (any::<String>(), any::<bool>()).prop_map(|(domain_xml, paused)| Request::DefineAndStart {
-            domain_xml,
-            paused,
-            dhcp: vec![]
-        }),
+        (any::<String>(), any::<bool>(), any::<bool>()).prop_map(
+            |(domain_xml, paused, start_paused)| Request::DefineAndStart {
+                domain_xml,
+                paused,
+                start_paused,
+                dhcp: vec![]
+            }
+        ),
         Just(Request::OpenFiles),
         Just(Request::Shutdown),
         Just(Request::Destroy),

@@ -129,6 +129,32 @@ async fn virtctl_start_stop_restart_write_kubevirts_state_change_requests() {
     schedules(cp, n, "restart", "always", restart).await;
 }
 
+/// `virtctl start --paused`: KubeVirt's start request with data `paused: "true"`, also for
+/// a Halted VM (whose start otherwise flips the run strategy); the controller turns it
+/// into the instance's `startStrategy: Paused` (operator/tests/controllers.rs).
+#[tokio::test]
+async fn virtctl_start_paused_writes_kubevirts_paused_start_request() {
+    let cp = shared().await;
+    shared_virt_api().await;
+    let _serial = SERIAL.lock().await;
+    let ns = TestNamespace::create(cp, "vctl-paused").await.unwrap();
+    let n = ns.name();
+    apply_in(cp, n, &kernel_boot_vm("manual", "Manual", None)).await;
+    apply_in(cp, n, &kernel_boot_vm("halted", "Halted", None)).await;
+    let paused = json!([{"action": "Start", "data": {"paused": "true"}}]);
+    for vm in ["manual", "halted"] {
+        let out = vctl(cp, n, &["start", "--paused", vm]).await;
+        assert_eq!(
+            out.expect_success().trim(),
+            format!("VM {vm} was scheduled to start")
+        );
+        assert_requests(&vm_json(cp, n, vm).await, paused.clone());
+    }
+    // The Halted VM's spec is left to the controller.
+    let vm = vm_json(cp, n, "halted").await;
+    assert_eq!(vm["spec"]["runStrategy"], "Halted");
+}
+
 /// `virtctl <verb> <vm>` succeeds with virtctl's line and leaves `requests` on the VM.
 async fn schedules(cp: &ControlPlane, n: &str, verb: &str, vm: &str, requests: Value) {
     let out = vctl(cp, n, &[verb, vm]).await;

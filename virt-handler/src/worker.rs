@@ -209,11 +209,17 @@ async fn start(
     };
     // With host disks, QEMU starts paused: the guest runs only once the files QEMU opened
     // are the ones checked (a path swapped for a symbolic link in between is caught).
-    let info = launcher
-        .define_and_start_full(&xml, !checked.is_empty(), dhcp)
-        .await?;
+    // `startStrategy: Paused` starts it paused for the user: it stays so until unpaused.
+    let start_paused = vmi.spec.start_strategy == Some(crds::StartStrategy::Paused);
+    let info = if start_paused {
+        launcher.define_and_start_paused(&xml, dhcp).await?
+    } else {
+        launcher
+            .define_and_start_full(&xml, !checked.is_empty(), dhcp)
+            .await?
+    };
     if !checked.is_empty() {
-        verify_host_disks(launcher, &checked).await?;
+        verify_host_disks(launcher, &checked, !start_paused).await?;
     }
     let t2 = Instant::now();
     ctx.metrics.domain_started(waited + (t2 - t0));
@@ -267,6 +273,7 @@ async fn prepare_network(
 async fn verify_host_disks(
     launcher: &mut LauncherClient,
     checked: &[(usize, crate::volumes::hostdisk::FileId)],
+    then_run: bool,
 ) -> Result<()> {
     let open = launcher.open_files().await?;
     let missing = checked
@@ -286,7 +293,9 @@ async fn verify_host_disks(
              replaced?); refused",
         ));
     }
-    launcher.unpause().await?;
+    if then_run {
+        launcher.unpause().await?;
+    }
     Ok(())
 }
 

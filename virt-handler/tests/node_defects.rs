@@ -415,3 +415,70 @@ async fn a_guest_in_a_reset_loop_shows_in_status_and_its_serial_log_is_capped() 
     api.delete("loop", &DeleteParams::default()).await.unwrap();
     launcher.wait_exit(Duration::from_secs(60));
 }
+
+/// KubeVirt's `startStrategy: Paused`: the guest starts with its vCPUs stopped, and the
+/// VMI says so (Running, Paused=True PausedByUser) until it is unpaused; then it boots.
+#[tokio::test]
+async fn start_strategy_paused_holds_the_guest_until_unpaused() {
+    let f = Fixture::start(shared().await, "sp").await;
+    let mut spec = guest_spec();
+    spec["startStrategy"] = json!("Paused");
+    spec["terminationGracePeriodSeconds"] = json!(0);
+    let mut s = start(&f.api, &f.node, f.run_dir.path(), "held", spec).await;
+    let dir = f.run_dir.path().join("vmis").join(s.vmi.uid().unwrap());
+    let paused_condition = |v: &VirtualMachineInstance| {
+        v.status.as_ref().and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "Paused")
+                .map(|c| (c.status.clone(), c.reason.clone()))
+        })
+    };
+    let started = Instant::now();
+    let v = loop {
+        let v = f.api.get("held").await.unwrap();
+        if v.status.as_ref().and_then(|s| s.phase) == Some(VmiPhase::Running)
+            && paused_condition(&v).is_some()
+        {
+            break v;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "VMI held: {:?}\n{}",
+            v.status,
+            f.handler.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        paused_condition(&v),
+        Some(("True".into(), Some("PausedByUser".into())))
+    );
+    let socket = dir.join("launcher.sock");
+    assert_eq!(domain_info(&socket).await.state, DomainState::Paused);
+    // A paused guest prints nothing: not even the kernel's first line.
+    let serial = dir.join("serial0.log");
+    let printed = std::fs::read_to_string(&serial).unwrap_or_default();
+    assert!(!printed.contains("Linux version"), "{printed}");
+
+    // Unpaused (what virtctl unpause asks of the handler), it boots and the condition goes.
+    let mut launcher = ferrovirt_node_contract::client::LauncherClient::connect(&socket)
+        .await
+        .unwrap();
+    launcher.unpause().await.unwrap();
+    common::wait_for_line(&serial, common::GUEST_LINE);
+    let started = Instant::now();
+    while paused_condition(&f.api.get("held").await.unwrap()).is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the Paused condition stayed\n{}",
+            f.handler.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    f.api
+        .delete("held", &DeleteParams::default())
+        .await
+        .unwrap();
+    s.launcher.wait_exit(Duration::from_secs(60));
+}

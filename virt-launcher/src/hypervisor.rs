@@ -83,9 +83,11 @@ impl Hypervisor {
         })
     }
 
-    /// Defines the domain and starts it (with its vCPUs stopped when `paused`), unless
-    /// it already runs.
-    pub fn define_and_start(&self, xml: &str, paused: bool) -> Result<DomainInfo> {
+    /// Defines the domain and starts it, unless it already runs. With `hold` its vCPUs
+    /// stay stopped until `unpause`, and that pause and resume are not reported; with
+    /// `user_paused` (the VMI's `startStrategy: Paused`) they stay stopped too, but the
+    /// pause is reported like any other (it wins over `hold`).
+    pub fn define_and_start(&self, xml: &str, hold: bool, user_paused: bool) -> Result<DomainInfo> {
         let mut vm = self.vm.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(running) = vm.name.clone() {
             let dom = self.conn.lookup_domain_by_name(&running)?;
@@ -117,10 +119,10 @@ impl Hypervisor {
         } else if vm.started {
             return Err(Error::AlreadyStopped(name));
         } else {
-            tracing::info!(domain = %name, paused, "starting domain");
+            tracing::info!(domain = %name, hold, user_paused, "starting domain");
             // Before create: its pause event may arrive before create returns.
-            vm.held = paused;
-            let flags = if paused {
+            vm.held = hold && !user_paused;
+            let flags = if hold || user_paused {
                 sys::VIR_DOMAIN_START_PAUSED
             } else {
                 0

@@ -102,9 +102,12 @@ async fn handle(request: Request, hv: Arc<Hypervisor>) -> Response {
     }
     let outcome = tokio::task::spawn_blocking(move || match request {
         Request::DefineAndStart {
-            domain_xml, paused, ..
+            domain_xml,
+            paused,
+            start_paused,
+            ..
         } => hv
-            .define_and_start(&domain_xml, paused)
+            .define_and_start(&domain_xml, paused, start_paused)
             .map(|i| Response::DomainInfo(Some(i))),
         Request::OpenFiles => hv.open_files().map(Response::OpenFiles),
         Request::DomainInfo => hv.info().map(Response::DomainInfo),
