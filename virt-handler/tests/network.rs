@@ -9,6 +9,9 @@
 //! and MAC by DHCP and answers on any port at that address. Every address used is one
 //! this test created inside its own namespaces; nothing is routed off the machine.
 
+/// Not a test of the suite: bench/network.sh runs it (`--ignored`).
+#[path = "network/bench.rs"]
+mod bench;
 mod common;
 
 use std::collections::BTreeMap;
@@ -121,12 +124,16 @@ struct Fixture {
     peer: Ns,
     client: LauncherClient,
     plan: network::Plan,
+    /// The VMI's directory (serial0.sock, serial0.log).
+    dir: PathBuf,
+    /// Preparing the namespace; define -> ready line; define -> the guest's DHCP line.
+    timings: (Duration, Duration, Duration),
     _launcher: common::Proc,
     _run_dir: tempfile::TempDir,
 }
 
-async fn boot(test: &str, interface: serde_json::Value, guest_ip: &str) -> Fixture {
-    let cmdline = guest_cmdline();
+/// The namespaces "pod" (POD_IP) and "peer" (PEER_IP), joined by a veth.
+fn pod_and_peer(test: &str) -> (Ns, Ns) {
     let pod = Ns::new(test, "pod");
     let peer = Ns::new(test, "peer");
     // The veth is created inside "pod" with its other end straight in "peer".
@@ -137,6 +144,12 @@ async fn boot(test: &str, interface: serde_json::Value, guest_ip: &str) -> Fixtu
     peer.ip(&["addr", "add", &format!("{PEER_IP}/24"), "dev", "eth0"]);
     pod.ip(&["link", "set", "eth0", "up"]);
     peer.ip(&["link", "set", "eth0", "up"]);
+    (pod, peer)
+}
+
+async fn boot(test: &str, interface: serde_json::Value, guest_ip: &str) -> Fixture {
+    let cmdline = guest_cmdline();
+    let (pod, peer) = pod_and_peer(test);
 
     let uid = format!("net-{test}");
     let vmi: crds::VirtualMachineInstance = serde_json::from_value(serde_json::json!({
@@ -229,6 +242,7 @@ async fn boot(test: &str, interface: serde_json::Value, guest_ip: &str) -> Fixtu
     wait_for_line(&serial, GUEST_LINE);
     let ready = started.elapsed();
     wait_for_line(&serial, &format!("FERROVIRT IP: {guest_ip}"));
+    let lease = started.elapsed();
     eprintln!(
         "MEASURE {test}: network prepared in {:.0} ms; define -> ready {:.1} s, -> DHCP lease {:.1} s",
         network_took.as_secs_f64() * 1e3,
@@ -244,6 +258,8 @@ async fn boot(test: &str, interface: serde_json::Value, guest_ip: &str) -> Fixtu
         peer,
         client,
         plan: net_plan,
+        dir,
+        timings: (network_took, ready, lease),
         _launcher: launcher,
         _run_dir: run_dir,
     }

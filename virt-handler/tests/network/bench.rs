@@ -1,0 +1,284 @@
+//! The figures bench/network.sh prints: TCP throughput between the guest and the pod's
+//! peer in both directions, the peer's round trip to the pod's address, and what
+//! preparing the pod network costs before the domain starts, for the masquerade and bridge
+//! bindings (the launcher, virt-handler's network code, libvirt) and for passt (Debian's
+//! passt in the pod's namespace, QEMU joined to it by its socket, started directly: the
+//! binding is not built, docs/networking.md). Ignored in the suite: speed is not
+//! asserted; bench/network.sh runs it with `--ignored` and turns its `BENCH|` lines into
+//! a table. Every address is inside the two namespaces the fixture makes.
+
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
+
+use super::*;
+
+/// What each transfer moves.
+const MIB: usize = 16;
+const RUNS: usize = 3;
+const PORT: u16 = 5001;
+const STEP: Duration = Duration::from_secs(120);
+
+/// The guest's serial console on a socket: commands typed, output read.
+struct Console(UnixStream, String);
+
+impl Console {
+    fn open(socket: &Path) -> Console {
+        let s = UnixStream::connect(socket).unwrap_or_else(|e| panic!("{}: {e}", socket.display()));
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Console(s, String::new())
+    }
+
+    /// Types `command`; waits for `marker` in what follows. The marker is computed by the
+    /// guest's shell (`$((..))`) so that the echoed command line does not hold it.
+    fn run(&mut self, command: &str, marker: &str) {
+        self.1.clear();
+        self.0.write_all(format!("{command}\n").as_bytes()).unwrap();
+        let start = Instant::now();
+        let mut buf = [0u8; 4096];
+        while !self.1.contains(marker) {
+            assert!(
+                start.elapsed() < STEP,
+                "no {marker:?} from the guest after {command:?}:\n{}",
+                self.1
+            );
+            if let Ok(n) = self.0.read(&mut buf) {
+                self.1.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    }
+}
+
+/// Mbit/s of `bytes` over `took`.
+fn rate(bytes: usize, took: Duration) -> f64 {
+    bytes as f64 * 8.0 / took.as_secs_f64() / 1e6
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Guest -> peer: a server in "peer" counts what the guest's `dd | nc` sends.
+fn guest_to_peer(peer: &Path, console: &mut Console) -> f64 {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let file = std::fs::File::open(peer).unwrap();
+    let server = std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns(2) on an fd we own, on this thread only.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        let listener = std::net::TcpListener::bind((PEER_IP, PORT)).unwrap();
+        ready_tx.send(()).unwrap();
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0;
+        let mut first = None;
+        while total < MIB << 20 {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "the guest stopped sending after {total} bytes");
+            first.get_or_insert_with(Instant::now);
+            total += n;
+        }
+        rate(total, first.unwrap().elapsed())
+    });
+    ready_rx.recv().unwrap();
+    console.run(
+        &format!(
+            "dd if=/dev/zero bs=65536 count={} 2>/dev/null | nc {PEER_IP} {PORT}; echo sent-$((1+1))",
+            MIB * 16
+        ),
+        "sent-2",
+    );
+    server.join().unwrap()
+}
+
+/// Peer -> guest: the peer GETs a file of MIB MiB from the guest's httpd at `addr`:80.
+fn peer_to_guest(peer: &Path, addr: &'static str) -> f64 {
+    in_netns(peer, move || {
+        let mut s = TcpStream::connect((addr, 80)).unwrap();
+        s.set_read_timeout(Some(STEP)).unwrap();
+        let start = Instant::now();
+        s.write_all(b"GET /big HTTP/1.0\r\n\r\n").unwrap();
+        let mut body = Vec::new();
+        s.read_to_end(&mut body).unwrap();
+        assert!(body.len() > MIB << 20, "GET /big: {} bytes", body.len());
+        rate(body.len(), start.elapsed())
+    })
+}
+
+/// The peer's average round trip to `addr` (busybox ping, 20 echoes), in ms.
+fn ping_ms(peer: &Ns, addr: &str) -> f64 {
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", &peer.0, "busybox", "ping", "-c", "20", "-q",
+        ])
+        .arg(addr)
+        .output()
+        .expect("busybox (busybox-static) for ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "round-trip min/avg/max = 0.5/0.9/2.1 ms"
+    text.lines()
+        .find_map(|l| l.split(" = ").nth(1))
+        .and_then(|v| v.split('/').nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("ping {addr}: {text}"))
+}
+
+/// Throughput both ways and latency for a booted guest, reached by the peer at the pod's
+/// address, printed as one `BENCH|` line.
+fn measure(binding: &str, dir: &Path, peer: &Ns, timings: [f64; 3]) {
+    let mut console = Console::open(&dir.join(ferrovirt_node_contract::paths::SERIAL_SOCKET));
+    console.run(
+        &format!(
+            "dd if=/dev/zero of=/www/big bs=1048576 count={MIB} 2>/dev/null; echo big-$((2+2))"
+        ),
+        "big-4",
+    );
+    let out: Vec<f64> = (0..RUNS)
+        .map(|_| guest_to_peer(&peer.path(), &mut console))
+        .collect();
+    let inbound: Vec<f64> = (0..RUNS)
+        .map(|_| peer_to_guest(&peer.path(), POD_IP))
+        .collect();
+    let rtt = ping_ms(peer, POD_IP);
+    println!(
+        "BENCH|{binding}|{:.1}|{:.1}|{rtt:.2}|{:.0}|{:.1}|{:.1}",
+        median(out),
+        median(inbound),
+        timings[0],
+        timings[1],
+        timings[2]
+    );
+}
+
+fn secs(t: (Duration, Duration, Duration)) -> [f64; 3] {
+    [
+        t.0.as_secs_f64() * 1e3,
+        t.1.as_secs_f64(),
+        t.2.as_secs_f64(),
+    ]
+}
+
+#[tokio::test]
+#[ignore = "a benchmark: bench/network.sh runs it"]
+async fn bench_network() {
+    for (binding, iface, guest_ip) in [
+        (
+            "masquerade",
+            serde_json::json!({"name": "default", "masquerade": {}}),
+            "10.0.2.2",
+        ),
+        (
+            "bridge",
+            serde_json::json!({"name": "default", "bridge": {}}),
+            POD_IP,
+        ),
+    ] {
+        let mut f = boot(&format!("bench{binding}"), iface, guest_ip).await;
+        measure(binding, &f.dir, &f.peer, secs(f.timings));
+        f.client.destroy().await.unwrap();
+    }
+    passt();
+}
+
+/// passt in the pod's namespace, QEMU on its socket, the same guest.
+fn passt() {
+    let (pod, peer) = pod_and_peer("benchpasst");
+    // passt takes its template interface from the default route; the route leads to
+    // "peer", which has none.
+    pod.ip(&["route", "add", "default", "via", PEER_IP]);
+    let dir = tempfile::Builder::new()
+        .prefix("vp")
+        .tempdir_in("/tmp")
+        .unwrap();
+    // passt started as root runs as nobody; its socket must be creatable by nobody
+    // (otherwise it reports the socket bound and nothing is there).
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let socket = dir.path().join("passt.sock");
+    let net = format!("--net={}", pod.path().display());
+    let t0 = Instant::now();
+    let _passt = common::Proc(
+        Command::new("nsenter")
+            // --no-map-gw: traffic to the gateway (the peer) goes to it, not to the
+            // namespace's own loopback (passt's default).
+            .args([
+                &net,
+                "--",
+                "passt",
+                "--foreground",
+                "--no-map-gw",
+                "-t",
+                "80",
+            ])
+            .arg("--socket")
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("passt.log")).unwrap())
+            .spawn()
+            .expect("passt (apt-get install passt)"),
+    );
+    while !socket.exists() {
+        assert!(
+            t0.elapsed() < STEP,
+            "passt made no socket: {}",
+            std::fs::read_to_string(dir.path().join("passt.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let network = t0.elapsed();
+    let boot = cache().join("images/ferrovirt_guest-kernel_latest/boot");
+    let serial = dir
+        .path()
+        .join(ferrovirt_node_contract::paths::SERIAL_SOCKET);
+    let log = dir.path().join(ferrovirt_node_contract::paths::SERIAL_LOG);
+    let started = Instant::now();
+    let _qemu = common::Proc(
+        Command::new("nsenter")
+            .args([
+                &net,
+                "--",
+                "qemu-system-x86_64",
+                "-machine",
+                "q35,accel=tcg",
+            ])
+            .args([
+                "-m",
+                "256",
+                "-display",
+                "none",
+                "-monitor",
+                "none",
+                "-no-reboot",
+            ])
+            .arg("-kernel")
+            .arg(boot.join("vmlinuz"))
+            .arg("-initrd")
+            .arg(boot.join("initrd.img"))
+            .args(["-append", &guest_cmdline()])
+            .args(["-device", "virtio-net-pci,netdev=s", "-netdev"])
+            .arg(format!(
+                "stream,id=s,server=off,addr.type=unix,addr.path={}",
+                socket.display()
+            ))
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=s0,path={},server=on,wait=off,logfile={}",
+                serial.display(),
+                log.display()
+            ))
+            .args(["-serial", "chardev:s0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("qemu.log")).unwrap())
+            .spawn()
+            .expect("qemu-system-x86_64"),
+    );
+    wait_for_line(&log, GUEST_LINE);
+    let ready = started.elapsed();
+    wait_for_line(&log, &format!("FERROVIRT IP: {POD_IP}"));
+    let lease = started.elapsed();
+    measure("passt", dir.path(), &peer, secs((network, ready, lease)));
+}
