@@ -318,7 +318,11 @@ async fn follow_events(
     // The addresses appear once the guest holds its DHCP lease (network/status.rs): the
     // launcher is asked for its leases until every pod-network interface has one.
     let planned = running.interfaces.clone();
-    let mut shown = running.interfaces.clone().map(|p| network_status(&p, &[]));
+    let mut shown = match &planned {
+        // A handler restart finds the lease taken already: shown at once.
+        Some(p) => Some(network_status(p, &leases(socket).await)),
+        None => None,
+    };
     let mut domain_running = false;
     let mut lease_poll = tokio::time::interval(LEASE_POLL);
     loop {
@@ -391,23 +395,16 @@ async fn follow_events(
             }
             _ = lease_poll.tick(), if domain_running && !stopping && shown != planned => {
                 let Some(planned) = &planned else { continue };
-                match LauncherClient::connect(socket).await {
-                    Ok(mut c) => match c.leases().await {
-                        Ok(leases) => {
-                            let now = network_status(planned, &leases);
-                            if shown.as_ref() != Some(&now) {
-                                tracing::info!(?leases, "the guest took its DHCP lease");
-                                shown = Some(now);
-                                let obs = Observation::Running {
-                                    virtualization: running.virtualization,
-                                    interfaces: shown.clone(),
-                                };
-                                ctx.write_status(first, &obs).await?;
-                            }
-                        }
-                        Err(e) => tracing::debug!(error = %e, "asking for the DHCP leases"),
-                    },
-                    Err(e) => tracing::debug!(error = %e, "asking for the DHCP leases"),
+                let leases = leases(socket).await;
+                let now = network_status(planned, &leases);
+                if shown.as_ref() != Some(&now) {
+                    tracing::info!(?leases, "the guest took its DHCP lease");
+                    shown = Some(now);
+                    let obs = Observation::Running {
+                        virtualization: running.virtualization,
+                        interfaces: shown.clone(),
+                    };
+                    ctx.write_status(first, &obs).await?;
                 }
             }
             state = crate::agent::next(&mut agent), if agent.is_some() => match state {
@@ -423,6 +420,15 @@ async fn follow_events(
             }
         }
     }
+}
+
+/// The launcher's DHCP leases; none when it cannot be asked (asked again later).
+async fn leases(socket: &std::path::Path) -> Vec<ferrovirt_node_contract::protocol::Lease> {
+    let asked = async { LauncherClient::connect(socket).await?.leases().await };
+    asked.await.unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "asking for the DHCP leases");
+        Vec::new()
+    })
 }
 
 enum Req {
