@@ -27,7 +27,12 @@ fn main() -> anyhow::Result<()> {
         None => {
             devnode::args::init_logging(cli.run.log_format, "info");
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(devnode::run(cli.run))?;
+            if let Err(e) = rt.block_on(devnode::run(cli.run)) {
+                // One line, the error chain, last: what the node cannot do and why (a
+                // forbidden request names the verb and the resource).
+                eprintln!("devnode failed: {}", devnode::chain(&e));
+                std::process::exit(1);
+            }
             Ok(())
         }
     }

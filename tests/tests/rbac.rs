@@ -3,7 +3,10 @@
 //! kube-apiserver, used through a client certificate of their ServiceAccount's user), and
 //! with one rule taken away each fails loudly, not silently: a Warning Event (and for the
 //! controller the VMI's status) names the forbidden request, and the component keeps
-//! running.
+//! running. devnode runs with the role it documents (deploy/rbac/devnode.yaml): its Node
+//! gets Ready, its Lease is renewed, a pod reading a ConfigMap, a Secret and a projected
+//! ServiceAccount token runs to Succeeded and is deleted; without patching its Node's
+//! status it refuses to start, its last line naming the forbidden request.
 
 use std::path::Path;
 use std::process::Command;
@@ -13,9 +16,11 @@ use crds::VirtualMachineInstance;
 use ferrovirt_tests::aggregation::user_kubeconfig;
 use ferrovirt_tests::helm::{documents, find, template};
 use ferrovirt_tests::{
-    ControlPlane, Process, TestNamespace, kill_tied, pid_alive, shared, spawn_tied, workspace_bin,
+    ControlPlane, Process, TestNamespace, has_exited, kill_tied, pid_alive, shared, spawn_tied,
+    workspace_bin,
 };
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
 use serde_json::{Value, json};
@@ -419,4 +424,172 @@ async fn virt_handler_runs_with_the_charts_role_and_fails_loudly_without_one_rul
         "virt-handler exited instead of reporting"
     );
     kill_tied(Some(&[crippled.pid]));
+}
+
+/// devnode's documented role (deploy/rbac/devnode.yaml), renamed for `tag` and bound to
+/// its own user, with `drop` applied to the rules. Returns the objects and the user.
+fn devnode_rbac(tag: &str, drop: impl Fn(&mut Vec<Value>)) -> (Vec<Value>, String) {
+    use serde::Deserialize;
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rbac/devnode.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let user = format!("ferrovirt:devnode-{tag}");
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let mut doc = Value::deserialize(doc).unwrap();
+        if doc.is_null() {
+            continue;
+        }
+        let name = format!("{tag}-{}", doc["metadata"]["name"].as_str().unwrap());
+        doc["metadata"]["name"] = name.clone().into();
+        if let Some(role) = doc.get_mut("roleRef") {
+            role["name"] = name.into();
+        }
+        if let Some(subjects) = doc.get_mut("subjects").and_then(Value::as_array_mut) {
+            for s in subjects {
+                s["name"] = user.clone().into();
+            }
+        }
+        if let Some(rules) = doc.get_mut("rules").and_then(Value::as_array_mut) {
+            drop(rules);
+        }
+        out.push(doc);
+    }
+    assert_eq!(
+        out.len(),
+        2,
+        "{}: a ClusterRole and its binding",
+        file.display()
+    );
+    (out, user)
+}
+
+/// devnode as `kubeconfig`'s user for `node`, its binaries (devnode-testpod) from the
+/// workspace.
+fn start_devnode(cp: &ControlPlane, kubeconfig: &Path, node: &str, state: &Path) -> Process {
+    let mut cmd = Command::new(workspace_bin("devnode"));
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--node-name", node])
+        .arg("--state-dir")
+        .arg(state);
+    spawn_tied("devnode", cmd, &cp.log(&format!("devnode-{node}"))).unwrap()
+}
+
+#[tokio::test]
+async fn devnode_runs_with_its_documented_role_and_fails_loudly_without_one_rule() {
+    let cp = shared().await;
+    let client = cp.client().await.unwrap();
+    let ns = TestNamespace::create(cp, "rbac-devnode").await.unwrap();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    let state = tempfile::Builder::new()
+        .prefix("rbac-devnode")
+        .tempdir_in("/tmp")
+        .unwrap();
+
+    // Exactly the documented role.
+    let (objects, user) = devnode_rbac("dfull", |_| {});
+    apply(cp, &objects).await;
+    let kubeconfig = user_kubeconfig(cp, &user, &[]).unwrap();
+    let node = "rbac-devnode-full";
+    let full = start_devnode(cp, &kubeconfig, node, &state.path().join("full"));
+    eventually("the Node Ready", &full.log, || async {
+        let conditions = nodes.get(node).await.ok()?.status?.conditions?;
+        conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+    let data = |kind: &str| json!({"metadata": {"name": "rbac"}, kind: {"k": "dmFsdWU="}});
+    Api::<ConfigMap>::namespaced(client.clone(), ns.name())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "rbac"}, "data": {"k": "value"}}))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns.name())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(data("data")).unwrap(),
+        )
+        .await
+        .unwrap();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "reads"},
+        "spec": {
+            "nodeName": node,
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "main", "image": "ferrovirt/devnode-testpod:dev", "args": ["exit", "0"],
+                "env": [
+                    {"name": "A", "valueFrom": {"configMapKeyRef": {"name": "rbac", "key": "k"}}},
+                    {"name": "B", "valueFrom": {"secretKeyRef": {"name": "rbac", "key": "k"}}}
+                ],
+                "volumeMounts": [{"name": "token", "mountPath": "/var/run/rbac-token"}]
+            }],
+            "volumes": [{"name": "token", "projected": {"sources": [
+                {"serviceAccountToken": {"path": "token"}}
+            ]}}]
+        }
+    }))
+    .unwrap();
+    // The namespace's default ServiceAccount comes a moment after the namespace.
+    eventually("the pod created", &full.log, || async {
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    eventually("the pod Succeeded", &full.log, || async {
+        let phase = pods.get("reads").await.ok()?.status?.phase?;
+        (phase == "Succeeded").then_some(())
+    })
+    .await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    eventually("the node's Lease", &full.log, || async {
+        leases.get_opt(node).await.ok()?.map(|_| ())
+    })
+    .await;
+    pods.delete("reads", &Default::default()).await.unwrap();
+    eventually("the pod deleted by devnode", &full.log, || async {
+        pods.get_opt("reads").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert_nothing_forbidden(&full);
+    kill_tied(Some(&[full.pid]));
+
+    // Without patching its Node's status: it refuses to start and says why.
+    let (objects, user) = devnode_rbac("dnostatus", without(json!(["nodes/status"]), "patch"));
+    assert!(
+        !serde_json::to_string(&objects[0]["rules"])
+            .unwrap()
+            .contains("nodes/status"),
+        "the rule is gone"
+    );
+    apply(cp, &objects).await;
+    let kubeconfig = user_kubeconfig(cp, &user, &[]).unwrap();
+    let crippled = start_devnode(
+        cp,
+        &kubeconfig,
+        "rbac-devnode-nostatus",
+        &state.path().join("nostatus"),
+    );
+    eventually("devnode exits", &crippled.log, || async {
+        has_exited(crippled.pid).then_some(())
+    })
+    .await;
+    let log = std::fs::read_to_string(&crippled.log).unwrap();
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    assert!(
+        last.contains("forbidden") && last.contains("nodes/status"),
+        "devnode's last line does not name the forbidden request: {last}\n{log}"
+    );
 }
