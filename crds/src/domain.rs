@@ -37,6 +37,9 @@ pub struct DomainSpec {
     /// one with the current configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot_policy: Option<RebootPolicy>,
+    /// The guest's real-time clock and timers. Unset: UTC with the hypervisor's timers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<crate::Clock>,
 }
 
 // What a reboot of the guest does.
@@ -81,6 +84,40 @@ pub struct Cpu {
     /// `Skylake-Client`. Under software emulation only named models and the default apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// CPU features (libvirt's names, e.g. `pcid`, `sse4.2`, `pni`) required or disabled on
+    /// top of the model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(f, self.exists_one(g, g.name == f.name))",
+        "message": "CPU feature names must be unique"
+    }]))]
+    pub features: Vec<CpuFeature>,
+}
+
+/// A CPU feature and what to do with it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuFeature {
+    /// libvirt's name of the feature.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z0-9][a-z0-9_.-]*$"))]
+    pub name: String,
+    /// `require` (the default): the guest gets it, and the VMI fails where the host cannot
+    /// give it; `force`: the guest gets it regardless; `optional`: if the host can;
+    /// `disable`: the guest does not get it; `forbid`: the VMI fails where the host has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<CpuFeaturePolicy>,
+}
+
+/// libvirt's CPU feature policies.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum CpuFeaturePolicy {
+    Force,
+    Require,
+    Optional,
+    Disable,
+    Forbid,
 }
 
 /// The guest's memory.
@@ -249,6 +286,48 @@ pub struct Devices {
     /// Attach a virtio random number generator fed by the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rng: Option<Rng>,
+    /// Attach a virtio memory balloon (with memory statistics every 10 s). Defaults to
+    /// true, as in KubeVirt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoattach_mem_balloon: Option<bool>,
+    /// A watchdog device and what it does when the guest stops feeding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watchdog: Option<Watchdog>,
+}
+
+/// A watchdog. On x86 the only model is Intel's 6300ESB.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.i6300esb)",
+    "message": "a watchdog needs its model: i6300esb"
+}]))]
+pub struct Watchdog {
+    /// The device's name.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// The Intel 6300ESB watchdog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub i6300esb: Option<I6300EsbWatchdog>,
+}
+
+/// The Intel 6300ESB watchdog.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct I6300EsbWatchdog {
+    /// What the watchdog does when it expires: `reset` (the default), `poweroff` or
+    /// `shutdown` (the guest is asked to shut down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<WatchdogAction>,
+}
+
+/// A watchdog's action.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum WatchdogAction {
+    Poweroff,
+    Reset,
+    Shutdown,
 }
 
 /// A virtio-rng device; it has no options.

@@ -205,6 +205,21 @@ const REJECTED: &[(&str, &str, &str)] = &[
         "spec.domain.devices.disks[0].serial",
     ),
     (
+        "kvmclock under TCG",
+        "domain: {memory: {guest: 64Mi}, clock: {timer: {kvm: {}}}, devices: {}}",
+        "spec.domain.clock.timer.kvm",
+    ),
+    (
+        "hypervclock under TCG",
+        "domain: {memory: {guest: 64Mi}, clock: {utc: {}, timer: {hyperv: {present: true}}}, devices: {}}",
+        "spec.domain.clock.timer.hyperv",
+    ),
+    (
+        "watchdog without a model",
+        "domain: {memory: {guest: 64Mi}, devices: {watchdog: {name: w}}}",
+        "spec.domain.devices.watchdog",
+    ),
+    (
         "zero empty disk",
         "domain: {memory: {guest: 64Mi}, devices: {}}\nvolumes: [{name: a, emptyDisk: {capacity: \"0\"}}]",
         "spec.volumes[0].emptyDisk.capacity",

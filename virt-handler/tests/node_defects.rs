@@ -418,12 +418,22 @@ async fn a_guest_in_a_reset_loop_shows_in_status_and_its_serial_log_is_capped() 
 
 /// KubeVirt's `startStrategy: Paused`: the guest starts with its vCPUs stopped, and the
 /// VMI says so (Running, Paused=True PausedByUser) until it is unpaused; then it boots.
+/// The same boot (one boot for both, to keep CI short) shows in the guest what
+/// `cpu.features`, `clock` and the devices gave it: popcnt on and SSE3 (`pni`) off on top of
+/// QEMU's TCG model, no HPET clocksource, a real-time clock an hour ahead, the 6300ESB
+/// watchdog, and the memory balloon KubeVirt attaches by default.
 #[tokio::test]
-async fn start_strategy_paused_holds_the_guest_until_unpaused() {
+async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_inside() {
     let f = Fixture::start(shared().await, "sp").await;
     let mut spec = guest_spec();
     spec["startStrategy"] = json!("Paused");
     spec["terminationGracePeriodSeconds"] = json!(0);
+    spec["domain"]["cpu"] =
+        json!({"features": [{"name": "popcnt"}, {"name": "pni", "policy": "disable"}]});
+    spec["domain"]["clock"] =
+        json!({"utc": {"offsetSeconds": 3600}, "timer": {"hpet": {"present": false}}});
+    spec["domain"]["devices"]["watchdog"] =
+        json!({"name": "wd", "i6300esb": {"action": "poweroff"}});
     let mut s = start(&f.api, &f.node, f.run_dir.path(), "held", spec).await;
     let dir = f.run_dir.path().join("vmis").join(s.vmi.uid().unwrap());
     let paused_condition = |v: &VirtualMachineInstance| {
@@ -476,6 +486,48 @@ async fn start_strategy_paused_holds_the_guest_until_unpaused() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // What the guest has, read on its console. `X$((6*7))` echoes as typed but prints X42.
+    let console = dir.join("serial0.sock");
+    let out = ferrovirt_tests::guest::console_exchange(
+        &console,
+        "echo X$((6*7)) $(grep -cw popcnt /proc/cpuinfo) $(grep -cw pni /proc/cpuinfo) \
+         $(date +%s) $(cat /sys/devices/system/clocksource/clocksource0/available_clocksource) \
+         $(cat /sys/bus/pci/devices/*/device | tr '\n' ,) \
+         $(cat /sys/bus/virtio/devices/*/device | tr '\n' ,) Y$((6*7))",
+        "Y42",
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("X42 "))
+        .unwrap_or_else(|| panic!("no answer line in:\n{out}"));
+    eprintln!("the guest answered: {line}");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert!(
+        words[1].parse::<u32>().unwrap() >= 1,
+        "popcnt required: {line}"
+    );
+    assert_eq!(words[2], "0", "pni (SSE3) disabled: {line}");
+    let guest_time: i64 = words[3].parse().unwrap();
+    assert!(
+        (guest_time - now - 3600).abs() < 300,
+        "the guest's clock is not an hour ahead: guest {guest_time}, host {now}"
+    );
+    assert!(!line.contains("hpet"), "HPET not present: {line}");
+    assert!(
+        line.contains("0x25ab"),
+        "the 6300ESB watchdog (8086:25ab) is on the PCI bus: {line}"
+    );
+    assert!(
+        line.split_whitespace()
+            .any(|w| w.split(',').any(|d| d == "0x0005")),
+        "a virtio balloon (device 5) is on the virtio bus: {line}"
+    );
+
     f.api
         .delete("held", &DeleteParams::default())
         .await

@@ -260,6 +260,24 @@ fn parse_cidr(cidr: &str) -> Option<(String, u8)> {
     Some((addr.to_string(), prefix))
 }
 
+/// KubeVirt's watchdog: the Intel 6300ESB with its action (`reset` when unset, as
+/// KubeVirt's defaults set it), named by the device's alias.
+pub fn watchdog(x: &mut Xml, w: &crds::Watchdog) -> Result<()> {
+    let Some(esb) = &w.i6300esb else {
+        return Err(Error::unsupported(
+            "spec.domain.devices.watchdog",
+            format!("watchdog {} has no model: set i6300esb", w.name),
+        ));
+    };
+    let action = esb
+        .action
+        .map_or_else(|| "reset".to_owned(), |a| crds::wire_name(&a));
+    x.open("watchdog", &[("model", "i6300esb"), ("action", &action)]);
+    x.empty("alias", &[("name", &format!("ua-{}", w.name))]);
+    x.close();
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

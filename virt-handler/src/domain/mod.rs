@@ -2,6 +2,7 @@
 //! `tests/golden.rs` cover every supported field; anything unsupported is an error that
 //! names the field.
 
+mod clock;
 mod devices;
 mod xml;
 
@@ -19,6 +20,8 @@ pub use devices::mac_address;
 pub use xml::escape;
 
 /// Debian's OVMF (package `ovmf`), 4 MiB flash layout.
+/// QEMU's default CPU model for TCG on x86_64, named when features must apply to it.
+const TCG_DEFAULT_MODEL: &str = "qemu64";
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 /// Secure Boot capable code (needs SMM) with Microsoft's keys enrolled in the variables.
@@ -242,7 +245,7 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
     }
 
     cpu(&mut x, domain, &topology, input.virtualization)?;
-    x.empty("clock", &[("offset", "utc")]);
+    clock::clock(&mut x, domain.clock.as_ref(), input.virtualization)?;
     x.text("on_poweroff", &[], "destroy");
     // KubeVirt's rebootPolicy: Terminate makes a guest reboot end the domain (QEMU runs
     // with -no-reboot), so the VMI ends and its VM's controller starts a new one.
@@ -316,8 +319,19 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
         x.text("backend", &[("model", "random")], "/dev/urandom");
         x.close();
     }
+    if let Some(w) = &domain.devices.watchdog {
+        devices::watchdog(&mut x, w)?;
+    }
     x.empty("controller", &[("type", "usb"), ("model", "none")]);
-    x.empty("memballoon", &[("model", "none")]);
+    // KubeVirt attaches a balloon unless told not to; the guest reports its memory use
+    // through it every 10 s.
+    if domain.devices.autoattach_mem_balloon != Some(false) {
+        x.open("memballoon", &[("model", "virtio")]);
+        x.empty("stats", &[("period", "10")]);
+        x.close();
+    } else {
+        x.empty("memballoon", &[("model", "none")]);
+    }
     x.close();
     x.close();
     Ok(x.finish())
@@ -423,6 +437,7 @@ fn topology(domain: &DomainSpec) -> Result<Topology> {
 
 fn cpu(x: &mut xml::Xml, domain: &DomainSpec, t: &Topology, virt: Virtualization) -> Result<()> {
     let model = domain.cpu.as_ref().and_then(|c| c.model.as_deref());
+    let features = domain.cpu.as_ref().map_or(&[][..], |c| &c.features[..]);
     let topo = [
         ("sockets", t.sockets.to_string()),
         ("dies", "1".to_owned()),
@@ -451,9 +466,17 @@ fn cpu(x: &mut xml::Xml, domain: &DomainSpec, t: &Topology, virt: Virtualization
         (Some("host-model") | None, Virtualization::Kvm) => {
             x.open("cpu", &[("mode", "host-model"), ("check", "partial")]);
         }
-        (None, Virtualization::Emulation) => {
+        (None, Virtualization::Emulation) if features.is_empty() => {
             // QEMU's default model for TCG.
             x.open("cpu", &[]);
+        }
+        (None, Virtualization::Emulation) => {
+            // Features need a model to apply to: QEMU's default for TCG, named.
+            x.open(
+                "cpu",
+                &[("mode", "custom"), ("match", "exact"), ("check", "partial")],
+            );
+            x.text("model", &[("fallback", "forbid")], TCG_DEFAULT_MODEL);
         }
         (Some(m), _) => {
             if m.is_empty()
@@ -474,6 +497,12 @@ fn cpu(x: &mut xml::Xml, domain: &DomainSpec, t: &Topology, virt: Virtualization
         }
     }
     x.empty("topology", &topo);
+    for f in features {
+        let policy = f
+            .policy
+            .map_or_else(|| "require".to_owned(), |p| crds::wire_name(&p));
+        x.empty("feature", &[("policy", &policy), ("name", &f.name)]);
+    }
     x.close();
     Ok(())
 }
