@@ -201,6 +201,18 @@ async fn bad_vms_and_vmis_are_refused_with_the_field_named() {
             "spec.domain.devices.interfaces[0].ports[1].name: Duplicate name of the port: web",
         ),
         (
+            "an interface without a binding",
+            json!({"spec": {"domain": {"devices": {"interfaces": [{"name": "default"}]}}, "networks": [{"name": "default", "pod": {}}]}}),
+            Layer::Webhook,
+            "spec.domain.devices.interfaces[0]: logical default interface must have exactly one binding method or binding plugin",
+        ),
+        (
+            "a network no interface uses",
+            json!({"spec": {"domain": {"devices": {"interfaces": [{"name": "default", "masquerade": {}}]}}, "networks": [{"name": "default", "pod": {}}, {"name": "spare", "pod": {}}]}}),
+            Layer::Webhook,
+            "spec.networks[1].name 'spare' not found.",
+        ),
+        (
             "a forwarded port number out of range",
             json!({"spec": {"domain": {"devices": {"interfaces": [{"name": "default", "masquerade": {}, "ports": [{"port": 70000}]}]}}, "networks": [{"name": "default", "pod": {}}]}}),
             Layer::Schema,

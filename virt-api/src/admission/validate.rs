@@ -289,6 +289,7 @@ fn disks(path: &str, devices: &Value, causes: &mut Vec<Cause>) {
 }
 
 fn interfaces(path: &str, s: &Value, causes: &mut Vec<Cause>) {
+    networks_and_bindings(path, s, causes);
     if let Some(interfaces) = s["domain"]["devices"]["interfaces"].as_array() {
         for (i, iface) in interfaces.iter().enumerate() {
             let on_pod_network = s["networks"].as_array().is_some_and(|n| {
@@ -317,6 +318,70 @@ fn interfaces(path: &str, s: &Value, causes: &mut Vec<Cause>) {
                     ),
                 ));
             }
+        }
+    }
+}
+
+/// KubeVirt's network admitter, for what the schema and CEL leave (an interface without a
+/// network and unique network names are CEL rules): every network used by an interface,
+/// interface names unique and of KubeVirt's characters, exactly one binding each, at most
+/// one pod network. The node refuses the same (virt-handler/src/network/plan.rs).
+fn networks_and_bindings(path: &str, s: &Value, causes: &mut Vec<Cause>) {
+    let empty = Vec::new();
+    let interfaces = s["domain"]["devices"]["interfaces"]
+        .as_array()
+        .unwrap_or(&empty);
+    let networks = s["networks"].as_array().unwrap_or(&empty);
+    let name = |v: &Value| v["name"].as_str().unwrap_or_default().to_owned();
+    for (i, network) in networks.iter().enumerate() {
+        if !interfaces.iter().any(|f| name(f) == name(network)) {
+            let field = format!("{path}.networks[{i}].name");
+            causes.push(Cause::required(
+                &field,
+                format!("{field} '{}' not found.", name(network)),
+            ));
+        }
+    }
+    if networks.iter().filter(|n| n["pod"].is_object()).count() > 1 {
+        let field = format!("{path}.interfaces");
+        causes.push(Cause::duplicate(
+            &field,
+            format!("more than one interface is connected to a pod network in {field}"),
+        ));
+    }
+    for (i, iface) in interfaces.iter().enumerate() {
+        let at = format!("{path}.domain.devices.interfaces[{i}]");
+        let n = name(iface);
+        if interfaces[..i].iter().any(|f| name(f) == n) {
+            let field = format!("{at}.name");
+            causes.push(Cause::duplicate(
+                &field,
+                format!("{field}: Only one interface can be connected to one specific network"),
+            ));
+        }
+        if !n
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            let field = format!("{at}.name");
+            causes.push(Cause::invalid(
+                &field,
+                format!(
+                    "{field}: Network interface name can only contain alphabetical characters, numbers, dashes (-) or underscores (_)"
+                ),
+            ));
+        }
+        let bindings = ["bridge", "masquerade", "sriov", "passt", "binding"]
+            .iter()
+            .filter(|b| !iface[**b].is_null())
+            .count();
+        if bindings != 1 {
+            causes.push(Cause::invalid(
+                &at,
+                format!(
+                    "{at}: logical {n} interface must have exactly one binding method or binding plugin"
+                ),
+            ));
         }
     }
 }

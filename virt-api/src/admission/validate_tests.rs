@@ -50,6 +50,10 @@ fn on_pod_network(iface: Value) -> Value {
     s
 }
 
+fn push(list: &mut Value, item: Value) {
+    list.as_array_mut().unwrap().push(item);
+}
+
 #[test]
 fn the_good_spec_is_accepted() {
     assert_eq!(spec("spec", &good()), vec![]);
@@ -199,6 +203,59 @@ fn refused_table() {
             "spec.domain.devices.interfaces[0].ports[0].name: Invalid name of the port: Web_1",
         ),
         (
+            on_pod_network(json!({"name": "default"})),
+            "spec.domain.devices.interfaces[0]",
+            "spec.domain.devices.interfaces[0]: logical default interface must have exactly one binding method or binding plugin",
+        ),
+        (
+            on_pod_network(json!({"name": "default", "bridge": {}, "masquerade": {}})),
+            "spec.domain.devices.interfaces[0]",
+            "logical default interface must have exactly one binding method",
+        ),
+        (
+            {
+                let mut s = on_pod_network(json!({"name": "default", "masquerade": {}}));
+                push(&mut s["networks"], json!({"name": "spare"}));
+                s
+            },
+            "spec.networks[1].name",
+            "spec.networks[1].name 'spare' not found.",
+        ),
+        (
+            {
+                let mut s = on_pod_network(json!({"name": "default", "masquerade": {}}));
+                push(
+                    &mut s["domain"]["devices"]["interfaces"],
+                    json!({"name": "default", "bridge": {}}),
+                );
+                s
+            },
+            "spec.domain.devices.interfaces[1].name",
+            "spec.domain.devices.interfaces[1].name: Only one interface can be connected to one specific network",
+        ),
+        (
+            {
+                let mut s = on_pod_network(json!({"name": "a", "masquerade": {}}));
+                s["networks"] = json!([{"name": "a", "pod": {}}, {"name": "b", "pod": {}}]);
+                push(
+                    &mut s["domain"]["devices"]["interfaces"],
+                    json!({"name": "b", "bridge": {}}),
+                );
+                s
+            },
+            "spec.interfaces",
+            "more than one interface is connected to a pod network in spec.interfaces",
+        ),
+        (
+            {
+                let mut s = on_pod_network(json!({"name": "a.b", "masquerade": {}}));
+                s["networks"][0]["name"] = json!("a.b");
+                s
+            },
+            "spec.domain.devices.interfaces[0].name",
+            "Network interface name can only contain alphabetical characters, numbers, dashes (-) or underscores (_)",
+        ),
+        (
             on_pod_network(
                 json!({"name": "default", "masquerade": {}, "ports": [{"name": "a-very-long-port-name", "port": 80}]}),
             ),
@@ -206,18 +263,20 @@ fn refused_table() {
             "Invalid name of the port: a-very-long-port-name",
         ),
         (
-            with(
-                "/networks",
-                json!([{"name": "default", "pod": {"vmNetworkCIDR": "10.0.2.0/31"}}]),
-            ),
+            {
+                let mut s = on_pod_network(json!({"name": "default", "masquerade": {}}));
+                s["networks"][0]["pod"] = json!({"vmNetworkCIDR": "10.0.2.0/31"});
+                s
+            },
             "spec.networks[0].pod.vmNetworkCIDR",
             "spec.networks[0].pod.vmNetworkCIDR '10.0.2.0/31' is not an IPv4 network",
         ),
         (
-            with(
-                "/networks",
-                json!([{"name": "default", "pod": {"vmNetworkCIDR": "fd00::/64"}}]),
-            ),
+            {
+                let mut s = on_pod_network(json!({"name": "default", "masquerade": {}}));
+                s["networks"][0]["pod"] = json!({"vmNetworkCIDR": "fd00::/64"});
+                s
+            },
             "spec.networks[0].pod.vmNetworkCIDR",
             "is not an IPv4 network",
         ),
@@ -297,10 +356,11 @@ fn accepted_table() {
             json!({"name": "root", "cdrom": {"bus": "sata"}}),
         ),
         with("/domain/devices/disks/0/serial", json!("disk-1_a.b")),
-        with(
-            "/networks",
-            json!([{"name": "default", "pod": {"vmNetworkCIDR": "10.1.0.0/16"}}]),
-        ),
+        {
+            let mut s = on_pod_network(json!({"name": "default", "masquerade": {}}));
+            s["networks"][0]["pod"] = json!({"vmNetworkCIDR": "10.1.0.0/16"});
+            s
+        },
         with("/hostname", json!("my-host")),
         // vmi-masquerade.yaml's interface, and ports of both protocols without names.
         on_pod_network(
