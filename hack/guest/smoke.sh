@@ -3,7 +3,9 @@
 # for each mode, boots the guest with a NoCloud disk, waits for the cloud-init, instance-id
 # and ready lines, types a command on the serial console and checks its output, presses
 # the ACPI power button (monitor system_powerdown) and expects QEMU to exit 0 after
-# "reboot: Power down". Prints one line per mode with the times.
+# "reboot: Power down". The machine has the guest agent's virtio-serial port, as every
+# Ferrovirt domain: qemu-ga must answer guest-get-osinfo with the kernel the console names
+# (python3 speaks to its socket). Prints one line per mode with the times.
 # Usage: hack/guest/smoke.sh [MODE...]   (default: kernel disk efi)
 #   kernel   PVH vmlinux + initrd (-kernel), cidata ISO9660 on virtio-blk, #cloud-config
 #   bzimage  Debian's bzImage + initrd (-kernel), cidata vfat on virtio-blk, #!/bin/sh
@@ -48,6 +50,31 @@ expect() { # pattern: read console lines until one matches
   done
   return 1
 }
+# guest-get-osinfo's kernel-release, from the agent on socket $1 (waits up to 60 s for it).
+agent_osinfo() {
+  python3 - "$1" <<'EOF'
+import json, socket, sys, time
+deadline = time.time() + 60
+while True:
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(sys.argv[1])
+        s.settimeout(5)
+        f = s.makefile("rw")
+        f.write(json.dumps({"execute": "guest-sync", "arguments": {"id": 42}}) + "\n")
+        f.flush()
+        while json.loads(f.readline()).get("return") != 42:
+            pass
+        f.write(json.dumps({"execute": "guest-get-osinfo"}) + "\n")
+        f.flush()
+        print(json.loads(f.readline())["return"]["kernel-release"])
+        break
+    except (OSError, ValueError, KeyError):
+        if time.time() > deadline:
+            sys.exit(1)
+        time.sleep(1)
+EOF
+}
 elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }'; }
 
 fail=0
@@ -55,7 +82,9 @@ for mode in "${modes[@]}"; do
   log="$tmp/console.$mode"; mon="$tmp/mon.$mode"
   : >"$log"; mkfifo "$mon.in" "$mon.out"
   q=(qemu-system-x86_64 -accel tcg -M q35 -m 512 -smp 1 -nodefaults -display none -no-reboot
-     -serial stdio -chardev "pipe,id=mon,path=$mon" -mon chardev=mon,mode=readline)
+     -serial stdio -chardev "pipe,id=mon,path=$mon" -mon chardev=mon,mode=readline
+     -device virtio-serial -chardev "socket,id=qga,path=$tmp/qga.$mode,server=on,wait=off"
+     -device virtserialport,chardev=qga,name=org.qemu.guest_agent.0)
   disk=(-drive "file=$g/disk.qcow2,if=virtio,format=qcow2,snapshot=on")
   args="$(cat "$g/cmdline")"
   case "$mode" in
@@ -98,6 +127,14 @@ for mode in "${modes[@]}"; do
     sleep 1 # let the shell start
     printf 'echo smoke-$((6 * 7)) $(hostname); cat /run/boot-times\n' >&"$in"
     expect "smoke-42 smoke" || { ok=0 why="no command output on the console"; }
+  fi
+  if [[ "$ok" == 1 ]]; then
+    printf 'echo kernel-$(uname -r)\n' >&"$in"
+    expect "kernel-[0-9]" || true
+    release="$(grep -a -o 'kernel-[0-9][^ ]*' "$log" | tail -n 1 | tr -d '\r')"
+    agent_release="$(agent_osinfo "$tmp/qga.$mode" || true)"
+    [[ -n "$release" && "kernel-$agent_release" == "$release" ]] \
+      || { ok=0 why="guest agent: kernel-release '$agent_release', console '$release'"; }
   fi
   if [[ "$ok" == 1 ]]; then
     t1=$EPOCHREALTIME
