@@ -167,3 +167,23 @@ pub fn admit(pod: &Pod) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_as_non_root_refuses_a_container_that_would_run_as_root() {
+        let c = Container {
+            name: "compute".into(),
+            ..Default::default()
+        };
+        assert!(check_non_root(&c, Some(true), Some(107)).is_ok());
+        assert!(check_non_root(&c, None, None).is_ok());
+        assert!(check_non_root(&c, Some(false), Some(0)).is_ok());
+        for uid in [None, Some(0)] {
+            let e = check_non_root(&c, Some(true), uid).unwrap_err().to_string();
+            assert!(e.contains("runAsNonRoot") && e.contains("compute"), "{e}");
+        }
+    }
+}
