@@ -246,6 +246,10 @@ pub struct Features {
     /// ACPI, which lets the guest power off cleanly when asked. Enabled by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acpi: Option<FeatureState>,
+    /// System Management Mode, which EFI Secure Boot needs (on with Secure Boot even when
+    /// unset; disabling it there is an error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smm: Option<FeatureState>,
 }
 
 /// Whether a feature is on.

@@ -215,6 +215,11 @@ const REJECTED: &[(&str, &str, &str)] = &[
         "spec.domain.clock.timer.hyperv",
     ),
     (
+        "secure boot without SMM",
+        "domain: {memory: {guest: 64Mi}, features: {smm: {enabled: false}}, firmware: {bootloader: {efi: {}}}, devices: {}}",
+        "spec.domain.features.smm",
+    ),
+    (
         "watchdog without a model",
         "domain: {memory: {guest: 64Mi}, devices: {watchdog: {name: w}}}",
         "spec.domain.devices.watchdog",

@@ -233,12 +233,25 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
         .and_then(|f| f.acpi.as_ref())
         .map(|a| a.enabled.unwrap_or(true))
         .unwrap_or(true);
-    if acpi || secure {
+    // KubeVirt's `features.smm`: on when set unless disabled; Secure Boot needs it.
+    let smm_asked = domain
+        .features
+        .as_ref()
+        .and_then(|f| f.smm.as_ref())
+        .map(|s| s.enabled.unwrap_or(true));
+    if secure && smm_asked == Some(false) {
+        return Err(Error::unsupported(
+            "spec.domain.features.smm",
+            "EFI Secure Boot requires SMM, which is disabled here",
+        ));
+    }
+    let smm = secure || smm_asked == Some(true);
+    if acpi || smm {
         x.open("features", &[]);
         if acpi {
             x.empty("acpi", &[]);
         }
-        if secure {
+        if smm {
             x.empty("smm", &[("state", "on")]);
         }
         x.close();
