@@ -198,7 +198,7 @@ async fn guest_agent_reports_os_users_filesystems_and_disconnects() {
     let fs_type = console_value(
         &mut console,
         "FSTYPE",
-        "awk '$2 == \"/run/cidata\" { print $3 }' /proc/mounts",
+        "awk '$2==\"/run/cidata\"{print $3}' /proc/mounts",
     )
     .await;
     assert_eq!(cidata["fileSystemType"], fs_type.as_str(), "{cidata}");
