@@ -16,6 +16,7 @@ APT_PACKAGES=(
   grub-efi-amd64-bin xz-utils libxml2-utils
   pkg-config libclang-dev clang openssl
   mmdebstrap runc iptables libc6-dev iproute2 nftables
+  qemu-guest-agent passt
 )
 
 step() { log "== $*"; }
