@@ -234,7 +234,7 @@ fn schema_refuses_a_wrong_value_naming_it() {
     for (set, named) in [
         ("emulation=maybe", "/emulation"),
         ("logFormat=xml", "/logFormat"),
-        ("virtApi.replicas=2", "/virtApi/replicas"),
+        ("virtApi.replicas=0", "/virtApi/replicas"),
         ("virtController.replicas=0", "/virtController/replicas"),
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
         ("nodeRunDir=relative/dir", "/nodeRunDir"),

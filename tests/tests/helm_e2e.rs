@@ -35,7 +35,7 @@ const UPGRADE_TAG: &str = "e2e-upgrade";
 const TIMEOUT: Duration = Duration::from_secs(300);
 /// The pods of a release: component label value and how many.
 const COMPONENTS: &[(&str, usize)] =
-    &[("virt-controller", 2), ("virt-api", 1), ("virt-handler", 1)];
+    &[("virt-controller", 2), ("virt-api", 2), ("virt-handler", 1)];
 const KVM_RESOURCE: &str = "devices.kubevirt.io/kvm";
 /// The containerDisk vm-cirros.yaml names; the node's containerd mirrors `registry:5000`
 /// to its own registry, path unchanged (docs/real-node.md).
@@ -110,6 +110,7 @@ async fn helm_install_upgrade_and_uninstall_on_the_real_node() {
     // The aggregated API through the Service and the node's kube-proxy: KubeVirt's virtctl.
     apiservice_available(cp, &node).await;
     report_memory(&node, ready_after);
+    virt_api_replicas_share_one_certificate(&client).await;
 
     // KubeVirt's vm-cirros.yaml, unchanged but for runStrategy Always: its containerDisk
     // pulled by the node as a container of the launcher pod, the guest booted, its console
@@ -331,6 +332,64 @@ async fn apiservice_available(cp: &ControlPlane, node: &RealNode) {
             .contains("Server Version: version.Info{GitVersion:\"v"),
         "{out}"
     );
+}
+
+/// Both virt-api replicas serve the certificate kept in the Secret `kubevirt-virt-api-certs`,
+/// whose CA is the APIServices' caBundle: each pod's certificate is read at its address (an
+/// address inside the node's namespaces) and compared.
+async fn virt_api_replicas_share_one_certificate(client: &Client) {
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
+    let secret = Api::<Secret>::namespaced(client.clone(), NAMESPACE)
+        .get("kubevirt-virt-api-certs")
+        .await
+        .expect("virt-api's shared serving certificate Secret");
+    let data = secret.data.expect("the Secret's data");
+    let text = |key: &str| String::from_utf8(data[key].0.clone()).expect("PEM");
+    let (ca, cert) = (text("ca.crt"), text("tls.crt"));
+    let bundle = Api::<APIService>::all(client.clone())
+        .get("v1.subresources.kubevirt.io")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.ca_bundle)
+        .expect("a caBundle");
+    assert_eq!(
+        String::from_utf8_lossy(&bundle.0),
+        ca,
+        "the caBundle is not the Secret's CA"
+    );
+    let pods = Api::<Pod>::namespaced(client.clone(), NAMESPACE)
+        .list(&ListParams::default().labels("kubevirt.io=virt-api"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(pods.len(), 2, "virt-api pods: {pods:?}");
+    let body = |pem: &str| -> String {
+        pem.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect::<String>()
+    };
+    for pod in pods {
+        let ip = pod.status.and_then(|s| s.pod_ip).expect("a pod IP");
+        let out = std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &format!("{ip}:8443")])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("running openssl s_client");
+        let served = String::from_utf8_lossy(&out.stdout);
+        let served = served
+            .split("-----BEGIN CERTIFICATE-----")
+            .nth(1)
+            .and_then(|rest| rest.split("-----END CERTIFICATE-----").next())
+            .unwrap_or_else(|| panic!("no certificate from {ip}:8443: {served}"));
+        assert_eq!(
+            body(served),
+            body(&cert),
+            "virt-api pod {} at {ip} serves a certificate other than the shared one",
+            pod.metadata.name.unwrap_or_default()
+        );
+    }
 }
 
 /// Prints the figures: install to Ready, and resident memory of the node's components

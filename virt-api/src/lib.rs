@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod register;
 pub mod route;
 pub mod server;
+pub mod serving_secret;
 pub mod status;
 pub mod tls;
 pub mod vmi;
@@ -42,7 +43,7 @@ pub async fn run(args: args::Args) -> Result<()> {
     let auth = authn::RequestHeaderConfig::load(&client).await?;
     let mut names = tls::service_names(&args.service, &args.namespace);
     names.extend(args.tls_san.iter().cloned());
-    let serving = tls::make_serving(&names)?;
+    let serving = serving_secret::shared(&client, &args.namespace, &names).await?;
     let tls_config = tls::server_config(&serving, auth.ca_certs()?)?;
 
     let metrics = Arc::new(metrics::Metrics::default());

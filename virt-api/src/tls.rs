@@ -3,8 +3,8 @@
 //!
 //! The certificate comes from rcgen, in process: no `openssl` binary in the image, the
 //! same crate and ring provider as the rest of the workspace. It is signed by a CA made
-//! with it, whose PEM becomes the APIService's `caBundle` (see [`crate::register`]); both
-//! live only in memory and change at every start.
+//! with it, whose PEM becomes the APIService's `caBundle` (see [`crate::register`]). Every
+//! replica serves the same pair, kept in a Secret ([`crate::serving_secret`]).
 
 use std::sync::Arc;
 
@@ -23,6 +23,28 @@ pub struct Serving {
     pub ca_pem: String,
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
+    /// The certificate and its key in PEM, as the shared Secret keeps them
+    /// ([`crate::serving_secret`]).
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Serving {
+    /// A serving certificate read back from its PEM texts.
+    pub fn from_pem(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Self> {
+        use rustls_pki_types::pem::PemObject;
+        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Error::Pem)?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(Error::Pem)?;
+        Ok(Self {
+            ca_pem: ca_pem.to_string(),
+            chain,
+            key,
+            cert_pem: cert_pem.to_string(),
+            key_pem: key_pem.to_string(),
+        })
+    }
 }
 
 /// The DNS names of a Service: `<svc>`, `<svc>.<ns>`, `<svc>.<ns>.svc` (what the
@@ -73,6 +95,8 @@ pub fn make_serving(names: &[String]) -> Result<Serving> {
         ca_pem: ca_cert.pem(),
         chain: vec![cert.der().clone()],
         key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
     })
 }
 
