@@ -2,8 +2,6 @@
 //! the VMs; faults, restarts and snapshots.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
@@ -453,40 +451,16 @@ impl Cluster {
             .vmi(uid)
             .dir
             .join(SERIAL_SOCKET);
-        let mut stream = UnixStream::connect(&socket)
-            .with_context(|| format!("connecting to {}", socket.display()))?;
-        stream.set_read_timeout(Some(Duration::from_millis(300)))?;
+        use ferrovirt_tests::guest::{ConsoleError, try_console_exchange};
         let want = expect.unwrap_or("Power down");
-        let started = Instant::now();
-        let mut typed: Option<Instant> = None;
-        let mut seen = String::new();
-        let mut buf = [0u8; 4096];
-        while started.elapsed() < Duration::from_secs(15) {
-            if typed.is_none_or(|t| t.elapsed() > Duration::from_secs(4)) {
-                stream.write_all(format!("{line}\n").as_bytes())?;
-                typed = Some(Instant::now());
-            }
-            match stream.read(&mut buf) {
-                // The guest is gone: for a poweroff, that is the point.
-                Ok(0) if expect.is_none() => return Ok(()),
-                Ok(0) => break,
-                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) if expect.is_none() => {
-                    tracing::debug!(error = %e, "console ended after poweroff");
-                    return Ok(());
-                }
-                Err(e) => return Err(e.into()),
-            }
-            if seen.contains(want) {
-                return Ok(());
+        match try_console_exchange(&socket, line, want, Duration::from_secs(15)) {
+            Ok(_) => Ok(()),
+            // The guest is gone: for a poweroff, that is the point.
+            Err(ConsoleError::Closed(_) | ConsoleError::Io(..)) if expect.is_none() => Ok(()),
+            Err(e) => {
+                Err(anyhow::Error::new(e).context(format!("{line:?} on {}", socket.display())))
             }
         }
-        anyhow::bail!("no {want:?} within 15 s; it printed {seen:?}")
     }
 }
 
@@ -535,7 +509,9 @@ fn manifest(name: &str, strategy: &str) -> serde_json::Value {
             "template": {"spec": {
                 "terminationGracePeriodSeconds": 5,
                 "domain": {
-                    "memory": {"guest": "96Mi"},
+                    // The test guest's size: its initramfs (with the guest agent) does
+                    // not unpack in less.
+                    "memory": {"guest": format!("{}Mi", ferrovirt_tests::manifests::GUEST_MEMORY_MIB)},
                     "firmware": {"kernelBoot": {
                         "kernelArgs": "console=ttyS0 quiet cryptomgr.notests",
                         "container": {
