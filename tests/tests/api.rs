@@ -263,6 +263,11 @@ const CORPUS: &[(&str, Expect, &str)] = &[
         "",
     ),
     (
+        "guest-agent.yaml",
+        Accepted,
+        "tests/tests/guest_agent.rs (guestOSInfo, AgentConnected, virtctl guestosinfo/userlist/fslist)",
+    ),
+    (
         "secure-boot.yaml",
         Accepted,
         "virt-handler/tests/golden.rs efi-secure-boot (SMM on; the test guest is unsigned)",
