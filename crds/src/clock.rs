@@ -19,7 +19,10 @@ pub struct Clock {
     /// The real-time clock runs in this time zone (a tz database name such as
     /// `Europe/Berlin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$"))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
+    )]
     pub timezone: Option<String>,
     /// The guest's timers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
