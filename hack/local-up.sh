@@ -112,8 +112,8 @@ if [[ $mode == helm ]]; then
     line="pods Ready $ready/$total${waiting:+; waiting for $waiting}; APIServices Available: ${apis:-none}"
     [[ "$line" != "$last" ]] && log "  $line"
     last="$line"
-    # virt-controller 2, virt-api 1, virt-handler 1 per node.
-    [[ $total -ge 4 && $ready -eq $total && "$apis" == "True True " ]] && break
+    # virt-controller 2, virt-api 2, virt-handler 1 per node (the chart's defaults).
+    [[ $total -ge 5 && $ready -eq $total && "$apis" == "True True " ]] && break
     (( $(now) - t < 300 )) || die "Ferrovirt's pods are not Ready after 300s: kubectl -n $RELEASE_NAMESPACE get pods; kubectl -n $RELEASE_NAMESPACE describe pods"
     sleep 2
   done
