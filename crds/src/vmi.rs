@@ -90,7 +90,6 @@ pub struct VirtualMachineInstanceSpec {
     /// `LiveMigrateIfPossible` need live migration and `External` needs KubeVirt's
     /// eviction webhook; Ferrovirt has neither, so they are refused with that reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<String>")]
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "self == 'None'",
         "message": "only None is supported: LiveMigrate and LiveMigrateIfPossible need live migration and External needs an eviction webhook, which Ferrovirt does not implement"
@@ -152,6 +151,12 @@ impl DnsPolicy {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum EvictionStrategy {
     None,
+    /// KubeVirt's; refused by the schema's rule (no live migration).
+    LiveMigrate,
+    /// KubeVirt's; refused by the schema's rule (no live migration).
+    LiveMigrateIfPossible,
+    /// KubeVirt's; refused by the schema's rule (no eviction webhook).
+    External,
 }
 
 /// The observed state of a VirtualMachineInstance.

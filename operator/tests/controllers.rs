@@ -603,16 +603,20 @@ async fn the_finalizer_never_sticks_when_pod_or_node_is_gone() {
     e.gone(&e.vmis, "lone").await;
 
     // A VMI whose node disappears: deletion removes the pod by force and lets the VMI go.
-    ensure_node(
+    // The node is tainted so that the other tests' pods (which run at the same time and
+    // expect node1) never land on it.
+    ensure_tainted_node(
         &e.client,
         "doomed",
         json!({"ferrovirt.io/doomed": e.ns.name()}),
+        json!([{"key": "ferrovirt.io/doomed", "effect": "NoSchedule"}]),
     )
     .await;
     let mut vm = vm_manifest(
         "doomed",
         json!({"runStrategy": "Always"}),
-        json!({"nodeSelector": {"ferrovirt.io/doomed": e.ns.name()}}),
+        json!({"nodeSelector": {"ferrovirt.io/doomed": e.ns.name()},
+               "tolerations": [{"key": "ferrovirt.io/doomed", "operator": "Exists", "effect": "NoSchedule"}]}),
     );
     vm.spec.template.spec.termination_grace_period_seconds = Some(600);
     e.create_vm(vm).await;

@@ -37,4 +37,4 @@ pub use shared::{
     DEFAULT_LOG_FILTER, TestNamespace, example_files, examples_dir, init_tracing, repo_root,
     shared, shared_bare,
 };
-pub use stack::{SYSTEM_NAMESPACE, Stack, image_store, workspace_bin};
+pub use stack::{SYSTEM_NAMESPACE, Stack, image_store, qemu_of, workspace_bin};

@@ -70,6 +70,19 @@ pub fn image_store() -> PathBuf {
     store
 }
 
+/// The pid of the QEMU running libvirt domain `domain` (`<namespace>_<name>`) among this
+/// host's processes, if one runs.
+pub fn qemu_of(domain: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        (cmdline.starts_with("/usr/bin/qemu-system")
+            && cmdline.contains(&format!("guest={domain},")))
+        .then_some(pid)
+    })
+}
+
 impl Stack {
     /// Starts devnode (node `name`), the operator and virt-handler against `cp`, with
     /// software emulation allowed (KVM hangs on these machines), and waits for the Node to
@@ -175,6 +188,29 @@ impl Stack {
     /// The per-VMI directory of a VMI on the host.
     pub fn vmi_dir(&self, vmi_uid: &str) -> PathBuf {
         RunDir::new(&self.run_dir).vmi(vmi_uid).dir
+    }
+
+    /// Waits until the guest of VMI `vmi_uid` has printed its ready line and its QEMU
+    /// (libvirt domain `domain`, `<namespace>_<name>`) runs on this host; returns QEMU's
+    /// pid, or panics after `timeout` with the stack's logs. For devnode, whose launchers
+    /// are host processes.
+    pub async fn wait_booted(&self, vmi_uid: &str, domain: &str, timeout: Duration) -> u32 {
+        let log = self.vmi_dir(vmi_uid).join("serial0.log");
+        let started = Instant::now();
+        loop {
+            if std::fs::read_to_string(&log).is_ok_and(|t| t.contains(crate::guest::READY_LINE))
+                && let Some(qemu) = qemu_of(domain)
+            {
+                return qemu;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "domain {domain} did not boot within {} s:\n{}",
+                timeout.as_secs(),
+                self.log_tails(40)
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     /// Kills virt-handler with SIGKILL (guests keep running) and starts a new one.

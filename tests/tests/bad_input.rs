@@ -14,7 +14,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crds::{VirtualMachineInstance, VmiPhase};
-use ferrovirt_tests::guest::READY_LINE;
 use ferrovirt_tests::{ControlPlane, Stack, TestNamespace, manifests, shared};
 use k8s_openapi::api::core::v1::{Event, Node, PersistentVolumeClaim};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -151,26 +150,17 @@ fn assert_named(what: &str, (status, events): &(String, String), words: &[&str])
     }
 }
 
-/// The guest's QEMU: (pid, start time), found by its libvirt domain name.
+/// The QEMU of `domain` and its start time (a restarted QEMU has another), if one runs.
 fn qemu_of(domain: &str) -> Option<(u32, String)> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if !cmdline.starts_with("/usr/bin/qemu-system")
-            || !cmdline.contains(&format!("guest={domain},"))
-        {
-            return None;
-        }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let start = stat
-            .rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(19)?
-            .to_string();
-        Some((pid, start))
-    })
+    let pid = ferrovirt_tests::qemu_of(domain)?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let start = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .to_string();
+    Some((pid, start))
 }
 
 /// The pids of the stack's own processes (virt-handler, virt-controller, devnode).
@@ -238,22 +228,15 @@ async fn each_bad_input_is_named_and_nothing_running_is_harmed() {
         .unwrap();
     let domain = format!("{}_bystander", ns.name());
     let started = Instant::now();
-    let bystander = loop {
-        let vmi = vmis.get("bystander").await.unwrap();
-        if let Some(uid) = vmi.metadata.uid.as_deref()
-            && std::fs::read_to_string(stack.vmi_dir(uid).join("serial0.log"))
-                .is_ok_and(|t| t.contains(READY_LINE))
-            && let Some(qemu) = qemu_of(&domain)
-        {
-            break qemu;
+    let uid = loop {
+        if let Some(uid) = vmis.get("bystander").await.unwrap().metadata.uid {
+            break uid;
         }
-        assert!(
-            started.elapsed() < TIMEOUT,
-            "the bystander did not boot:\n{}",
-            stack.log_tails(30)
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(started.elapsed() < TIMEOUT, "the bystander has no uid");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    stack.wait_booted(&uid, &domain, TIMEOUT).await;
+    let bystander = qemu_of(&domain).expect("the bystander's QEMU runs");
     let components = component_pids(&stack, cp);
     assert_eq!(components.len(), 3, "{components:?}");
 

@@ -12,16 +12,13 @@
 //!
 //! Needs the images: `hack/build-images.sh --no-push` (hack/setup.sh runs it).
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crds::{VirtualMachine, VirtualMachineInstance, VmiPhase};
 use ferrovirt_node_contract::pod::{CONTAINER_DISK_BINARY_CONTAINER, volume_container};
 use ferrovirt_tests::aggregation::{VirtApi, start_virt_api, virtctl_path};
 use ferrovirt_tests::console::Client;
-use ferrovirt_tests::guest::READY_LINE;
+use ferrovirt_tests::guest::{READY_LINE, console_exchange};
 use ferrovirt_tests::manifests::GUEST_KERNEL_IMAGE;
 use ferrovirt_tests::node::RealNode;
 use ferrovirt_tests::{ControlPlane, Stack, TestNamespace, manifests, shared};
@@ -176,41 +173,6 @@ async fn console_shows(stack: &RealStack, vmi_uid: &str, line: &str) -> String {
     .await
 }
 
-/// Types `command` on the guest's serial console socket and returns what came back once
-/// `expect` appeared.
-fn console_exchange(socket: &Path, command: &str, expect: &str) -> String {
-    let mut stream = UnixStream::connect(socket)
-        .unwrap_or_else(|e| panic!("connecting to {}: {e}", socket.display()));
-    stream
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let started = Instant::now();
-    let mut seen = String::new();
-    let mut last_sent = None::<Instant>;
-    while started.elapsed() < Duration::from_secs(60) {
-        // Resend now and then: the first bytes may reach the shell before its prompt.
-        if last_sent.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
-            stream.write_all(format!("{command}\n").as_bytes()).unwrap();
-            last_sent = Some(Instant::now());
-        }
-        let mut buf = [0u8; 4096];
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("reading the console: {e}"),
-        }
-        if seen.contains(expect) {
-            return seen;
-        }
-    }
-    panic!("the console did not answer {command:?} with {expect:?}; it printed:\n{seen}");
-}
-
 /// The pid of the QEMU process of a VMI, if one runs: a process of the node's pods.
 fn qemu_pid(stack: &RealStack, namespace: &str, name: &str) -> Option<u32> {
     let guest = format!("guest={namespace}_{name},");
@@ -355,35 +317,19 @@ async fn vm_boots_survives_a_handler_restart_and_delete_powers_off_through_acpi(
 /// types the command until QEMU closes the console, since a line typed while the shell
 /// is still starting is lost.
 fn guest_poweroff(stack: &RealStack, vmi_uid: &str) {
+    use ferrovirt_tests::guest::{ConsoleError, try_console_exchange};
     let socket = stack.vmi_dir(vmi_uid).join("serial0.sock");
-    let Ok(mut stream) = UnixStream::connect(&socket) else {
-        return;
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let started = Instant::now();
-    let mut last_sent = None::<Instant>;
-    while started.elapsed() < Duration::from_secs(90) {
-        if last_sent.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
-            if stream.write_all(b"sync; poweroff -f\n").is_err() {
-                return;
-            }
-            last_sent = Some(Instant::now());
-        }
-        let mut buf = [0u8; 4096];
-        match stream.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return,
-        }
+    // Nothing answers: the exchange ends when QEMU closes the console.
+    if let Err(ConsoleError::Timeout(seen)) = try_console_exchange(
+        &socket,
+        "sync; poweroff -f",
+        "(a line the guest never prints)",
+        Duration::from_secs(90),
+    ) {
+        panic!(
+            "the guest did not power off within 90s of typing poweroff on its console: {seen:?}"
+        );
     }
-    panic!("the guest did not power off within 90s of typing poweroff on its console");
 }
 
 async fn vmi_phase(vmis: &Api<VirtualMachineInstance>, name: &str, uid: &str) -> Option<VmiPhase> {

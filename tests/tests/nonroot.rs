@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 use crds::VirtualMachineInstance;
 use ferrovirt_node_contract::client::LauncherClient;
 use ferrovirt_node_contract::paths::{LAUNCHER_UID, RunDir, VMI_DIR_IN_POD};
-use ferrovirt_tests::guest::READY_LINE;
-use ferrovirt_tests::{Stack, TestNamespace, manifests, shared};
+use ferrovirt_tests::{Stack, TestNamespace, manifests, qemu_of, shared};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
@@ -67,18 +66,6 @@ fn ids(pid: u32) -> (Vec<u32>, Vec<u32>, String) {
     };
     let nums = |s: String| s.split_whitespace().map(|n| n.parse().unwrap()).collect();
     (nums(field("Uid:")), nums(field("Gid:")), field("CapEff:"))
-}
-
-/// The guest's QEMU, found by its libvirt domain name.
-fn qemu_of(domain: &str) -> Option<u32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        (cmdline.starts_with("/usr/bin/qemu-system")
-            && cmdline.contains(&format!("guest={domain},")))
-        .then_some(pid)
-    })
 }
 
 /// Runs `args` as `uid` (gid `uid`, no supplementary groups) in the mount namespace of
@@ -136,20 +123,7 @@ async fn launchers_and_qemu_run_as_uid_107_and_cannot_reach_another_vmis_directo
     // A boots: its QEMU read the kernel through the disk container's /proc/<pid>/root and
     // opened the cloud-init disk virt-handler made, both as uid 107.
     let domain = format!("{}_a", ns.name());
-    let started = Instant::now();
-    let qemu = loop {
-        if std::fs::read_to_string(dir_a.join("serial0.log")).is_ok_and(|t| t.contains(READY_LINE))
-            && let Some(qemu) = qemu_of(&domain)
-        {
-            break qemu;
-        }
-        assert!(
-            started.elapsed() < TIMEOUT,
-            "VMI a did not boot:\n{}",
-            stack.log_tails(40)
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let qemu = stack.wait_booted(&a, &domain, TIMEOUT).await;
     let launcher = LauncherClient::connect(dir_a.join("launcher.sock"))
         .await
         .expect("A's launcher answers")

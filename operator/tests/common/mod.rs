@@ -112,6 +112,17 @@ pub use ferrovirt_tests::wait::eventually;
 
 /// A Node that the scheduler can place launcher pods on (Ready, with the KVM device).
 pub async fn ensure_node(client: &Client, name: &str, labels: serde_json::Value) {
+    ensure_tainted_node(client, name, labels, serde_json::Value::Null).await
+}
+
+/// [`ensure_node`] with `taints` (a JSON list) in place of the not-ready taint, so that only
+/// pods that tolerate them land on it.
+pub async fn ensure_tainted_node(
+    client: &Client,
+    name: &str,
+    labels: serde_json::Value,
+    taints: serde_json::Value,
+) {
     let nodes: Api<Node> = Api::all(client.clone());
     let node: Node = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Node",
@@ -129,7 +140,7 @@ pub async fn ensure_node(client: &Client, name: &str, labels: serde_json::Value)
         .patch(
             name,
             &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"taints": null}})),
+            &Patch::Merge(&json!({"spec": {"taints": taints}})),
         )
         .await
         .unwrap();
