@@ -154,8 +154,13 @@ impl PhaseMemory {
 pub struct OwnWrites(Mutex<HashMap<String, Vec<String>>>);
 
 impl OwnWrites {
-    /// This controller wrote over version `before` of object `uid`.
-    pub fn wrote(&self, uid: &str, before: &str) {
+    /// This controller wrote over version `before` of object `uid`, and the server answered
+    /// with version `after`. A write the server found to change nothing keeps the version:
+    /// no watch event follows it, so it is not recorded (the cache is not behind).
+    pub fn wrote(&self, uid: &str, before: &str, after: &str) {
+        if before == after {
+            return;
+        }
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(uid.to_string())
             .or_default()
@@ -236,16 +241,21 @@ mod tests {
     fn own_writes_mark_overwritten_versions_stale_until_the_cache_moves_on() {
         let w = OwnWrites::default();
         assert!(!w.is_stale("u", "1"), "nothing written");
-        w.wrote("u", "1");
-        w.wrote("u", "2");
+        w.wrote("u", "1", "2");
+        w.wrote("u", "2", "3");
         assert!(w.is_stale("u", "1"));
         assert!(w.is_stale("u", "2"));
         assert!(!w.is_stale("other", "1"), "per object");
         assert!(!w.is_stale("u", "3"), "the cache shows the write");
         assert!(!w.is_stale("u", "1"), "the record went with it");
-        w.wrote("u", "3");
+        w.wrote("u", "3", "4");
         w.forget("u");
         assert!(!w.is_stale("u", "3"));
+        w.wrote("u", "4", "4");
+        assert!(
+            !w.is_stale("u", "4"),
+            "a write that changed nothing brings no watch event: the cache is current"
+        );
     }
 
     #[test]

@@ -162,8 +162,11 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
                 let patched =
                     writes::json_patch(&vms, &current, ops, true, &ctx.metrics, "virtualmachines")
                         .await?;
-                ctx.own_writes
-                    .wrote(&uid, &current.resource_version().unwrap_or_default());
+                ctx.own_writes.wrote(
+                    &uid,
+                    &current.resource_version().unwrap_or_default(),
+                    &patched.resource_version().unwrap_or_default(),
+                );
                 current.metadata.resource_version = patched.metadata.resource_version;
             }
             match stop(vm, v, &vmis, ctx).await {
@@ -309,9 +312,14 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
     status.printable_status = Some(printable.to_string());
 
     if status != old {
-        writes::replace_status(&vms, &current, &status, &ctx.metrics, "virtualmachines").await?;
-        ctx.own_writes
-            .wrote(&uid, &current.resource_version().unwrap_or_default());
+        let written =
+            writes::replace_status(&vms, &current, &status, &ctx.metrics, "virtualmachines")
+                .await?;
+        ctx.own_writes.wrote(
+            &uid,
+            &current.resource_version().unwrap_or_default(),
+            &written.resource_version().unwrap_or_default(),
+        );
         // Told once the status that counts it is written: a lost race recounts it.
         if new_failure && let (Some(e), Some(f)) = (&ending, &status.start_failure) {
             let wait = f
@@ -488,10 +496,13 @@ async fn switch_to_always(
             json!({"op": if running.is_some() { "replace" } else { "add" }, "path": "/spec/running", "value": true}),
         ],
     };
-    writes::json_patch(vms, vm, ops, false, &ctx.metrics, "virtualmachines").await?;
+    let written = writes::json_patch(vms, vm, ops, false, &ctx.metrics, "virtualmachines").await?;
     if let Some(uid) = vm.uid() {
-        ctx.own_writes
-            .wrote(&uid, &vm.resource_version().unwrap_or_default());
+        ctx.own_writes.wrote(
+            &uid,
+            &vm.resource_version().unwrap_or_default(),
+            &written.resource_version().unwrap_or_default(),
+        );
     }
     Ok(())
 }

@@ -105,7 +105,7 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
         return cleanup(vmi, &n, cached, &vmis, &pods, ctx).await;
     }
     if !vmi.finalizers().iter().any(|f| f == FINALIZER) {
-        writes::add_finalizer(
+        let written = writes::add_finalizer(
             &vmis,
             vmi,
             FINALIZER,
@@ -113,8 +113,11 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
             "virtualmachineinstances",
         )
         .await?;
-        ctx.own_writes
-            .wrote(&n.uid, &vmi.resource_version().unwrap_or_default());
+        ctx.own_writes.wrote(
+            &n.uid,
+            &vmi.resource_version().unwrap_or_default(),
+            &written.resource_version().unwrap_or_default(),
+        );
         // The write triggers the next reconcile.
         return Ok(Action::await_change());
     }
@@ -286,8 +289,11 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
             "virtualmachineinstances",
         )
         .await?;
-        ctx.own_writes
-            .wrote(&n.uid, &vmi.resource_version().unwrap_or_default());
+        ctx.own_writes.wrote(
+            &n.uid,
+            &vmi.resource_version().unwrap_or_default(),
+            &labelled.resource_version().unwrap_or_default(),
+        );
         // The status write below tests the resourceVersion: use the labelled one.
         let mut v = vmi.clone();
         v.metadata.resource_version = labelled.metadata.resource_version;
@@ -320,11 +326,15 @@ async fn write_status(
     if &status == old {
         return Ok(());
     }
-    writes::replace_status(vmis, vmi, &status, &ctx.metrics, "virtualmachineinstances").await?;
+    let written =
+        writes::replace_status(vmis, vmi, &status, &ctx.metrics, "virtualmachineinstances").await?;
     if let Some(uid) = vmi.uid() {
         ctx.phases.swap(&uid, status.phase);
-        ctx.own_writes
-            .wrote(&uid, &vmi.resource_version().unwrap_or_default());
+        ctx.own_writes.wrote(
+            &uid,
+            &vmi.resource_version().unwrap_or_default(),
+            &written.resource_version().unwrap_or_default(),
+        );
     }
     if changed_phase && let Some(p) = status.phase {
         let from = old.phase.map_or("(none)", VmiPhase::as_str);
