@@ -39,11 +39,28 @@ where
 }
 
 async fn vmi(cp: &ControlPlane, ns: &str) -> Value {
+    vmi_opt(cp, ns)
+        .await
+        .unwrap_or_else(|| panic!("VMI {VM} in {ns} is gone"))
+}
+
+/// The VMI, or None before the VM controller has created it.
+async fn vmi_opt(cp: &ControlPlane, ns: &str) -> Option<Value> {
     let out = cp
-        .kubectl(["get", "vmi", VM, "-n", ns, "-o", "json"])
+        .kubectl([
+            "get",
+            "vmi",
+            VM,
+            "-n",
+            ns,
+            "-o",
+            "json",
+            "--ignore-not-found",
+        ])
         .await
         .expect("kubectl runs");
-    serde_json::from_str(out.expect_success()).expect("kubectl prints JSON")
+    let json = out.expect_success();
+    (!json.trim().is_empty()).then(|| serde_json::from_str(json).expect("kubectl prints JSON"))
 }
 
 fn agent_condition(vmi: &Value) -> Option<Value> {
@@ -108,7 +125,9 @@ async fn guest_agent_reports_os_users_filesystems_and_disconnects() {
     .await;
 
     wait_until(&stack, "VMI Running", BOOT, || async {
-        vmi(cp, ns).await["status"]["phase"] == "Running"
+        vmi_opt(cp, ns)
+            .await
+            .is_some_and(|v| v["status"]["phase"] == "Running")
     })
     .await;
     let uid = vmi_field(cp, ns, VM, ".metadata.uid").await;
