@@ -2,15 +2,14 @@
 //! (pkg/virt-api/rest/subresource.go: GuestOSInfo, UserList, FilesystemList): `GET`
 //! `guestosinfo`, `userlist` and `filesystemlist` on a running VMI whose agent is connected
 //! (the `AgentConnected` condition); the VMI's virt-handler asks the launcher, which asks
-//! the agent, and the answer comes back in KubeVirt's shape (docs/guest-agent.md).
+//! the agent, and the answer comes back in KubeVirt's shape (docs/guest-agent.md). The
+//! checks and the reply are here; [`crate::handler`] does the requests.
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde_json::Value;
 
-use crate::handler::App;
-use crate::route::Target;
 use crate::status::{Kind, Status};
 
 /// The subresources this module serves.
@@ -40,12 +39,8 @@ pub fn check(vmi: &Value) -> Result<(), Status> {
     Ok(())
 }
 
-/// `GET .../virtualmachineinstances/<name>/<guestosinfo|userlist|filesystemlist>`.
-pub async fn serve(app: &App, t: &Target) -> Result<Response<Full<Bytes>>, Status> {
-    let vmi = crate::handler::fetch_vmi(app, t).await?;
-    check(&vmi)?;
-    let target = crate::handler_client::target(&app.client, &vmi, &t.subresource).await?;
-    let body = crate::handler_client::get(&app.handler_tls, &target).await?;
+/// virt-handler's answer as the reply to the client: JSON, passed on as it is.
+pub fn reply(body: Bytes) -> Result<Response<Full<Bytes>>, Status> {
     if serde_json::from_slice::<Value>(&body).is_err() {
         return Err(Status::internal("virt-handler's answer is not JSON"));
     }

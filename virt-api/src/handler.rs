@@ -208,7 +208,7 @@ async fn subresource(
         if *method != Method::GET {
             return Err(Status::method_not_allowed(method.as_str(), path));
         }
-        return crate::guestagent::serve(app, t).await;
+        return guest_agent(app, t).await;
     }
     if t.resource == "virtualmachineinstances"
         && matches!(t.subresource.as_str(), "console" | "vnc")
@@ -241,6 +241,15 @@ pub async fn fetch_vmi(app: &App, t: &Target) -> Result<Value, Status> {
         ))
     })?
     .ok_or_else(|| Status::not_found(Kind::VirtualMachineInstance, &t.name))
+}
+
+/// `GET .../virtualmachineinstances/<name>/<guestosinfo|userlist|filesystemlist>`:
+/// KubeVirt's checks, then the VMI's handler asks its launcher's agent.
+async fn guest_agent(app: &App, t: &Target) -> Result<Reply, Status> {
+    let vmi = fetch_vmi(app, t).await?;
+    crate::guestagent::check(&vmi)?;
+    let target = crate::handler_client::target(&app.client, &vmi, &t.subresource).await?;
+    crate::guestagent::reply(crate::handler_client::get(&app.handler_tls, &target).await?)
 }
 
 /// `pause` / `unpause`: KubeVirt's checks, then the VMI's handler asks its launcher.
