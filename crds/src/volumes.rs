@@ -49,15 +49,17 @@ pub struct ContainerDiskSource {
     pub image_pull_policy: Option<crate::PullPolicy>,
 }
 
-/// Cloud-init NoCloud user data and network data. Set at most one of `userData` and
-/// `userDataBase64`, and at most one of `networkData` and `networkDataBase64`.
+/// Cloud-init NoCloud user data and network data. Set at most one of `userData`,
+/// `userDataBase64` and `userDataSecretRef`, and at most one of `networkData`,
+/// `networkDataBase64` and `networkDataSecretRef`. Inline data is limited to 2048 bytes
+/// (virt-api's webhook, as KubeVirt): larger data goes in a Secret.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "!(has(self.userData) && has(self.userDataBase64))",
-     "message": "set at most one of userData and userDataBase64"},
-    {"rule": "!(has(self.networkData) && has(self.networkDataBase64))",
-     "message": "set at most one of networkData and networkDataBase64"}
+    {"rule": "[has(self.userData), has(self.userDataBase64), has(self.userDataSecretRef)].filter(x, x).size() <= 1",
+     "message": "set at most one of userData, userDataBase64 and userDataSecretRef"},
+    {"rule": "[has(self.networkData), has(self.networkDataBase64), has(self.networkDataSecretRef)].filter(x, x).size() <= 1",
+     "message": "set at most one of networkData, networkDataBase64 and networkDataSecretRef"}
 ]))]
 pub struct CloudInitNoCloudSource {
     /// Cloud-init user data, as text.
@@ -66,12 +68,30 @@ pub struct CloudInitNoCloudSource {
     /// Cloud-init user data, base64-encoded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_data_base64: Option<String>,
+    /// A Secret in the VMI's namespace whose key `userdata` (or `userData`) holds the user
+    /// data. The Secret is mounted into the launcher pod, which does not start until it
+    /// exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data_secret_ref: Option<LocalObjectReference>,
     /// Cloud-init network configuration (version 1 or 2), as text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_data: Option<String>,
     /// Cloud-init network configuration, base64-encoded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_data_base64: Option<String>,
+    /// A Secret in the VMI's namespace whose key `networkdata` (or `networkData`) holds
+    /// the network configuration, mounted as `userDataSecretRef` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_data_secret_ref: Option<LocalObjectReference>,
+}
+
+/// An object of the same namespace, by name.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalObjectReference {
+    /// The object's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// A blank disk.

@@ -439,22 +439,54 @@ fn is_port_name(name: &str) -> bool {
         && !name.contains("--")
 }
 
-/// Base64 cloud-init data must decode (the node decodes it when it writes the disk).
-/// KubeVirt also limits user data to 2048 bytes and points to a Secret for more; Ferrovirt
-/// has no Secret reference yet, so it keeps no such limit.
+/// KubeVirt's limit on inline cloud-init data (`cloudInitUserMaxLen`,
+/// `cloudInitNetworkMaxLen`): every edit of a VM sends the whole object to the nodes, so
+/// more goes in a Secret (`userDataSecretRef`, `networkDataSecretRef`).
+pub const CLOUD_INIT_MAX_BYTES: usize = 2048;
+
+/// Base64 cloud-init data must decode (the node decodes it when it writes the disk), and
+/// inline user and network data, decoded, must fit in [`CLOUD_INIT_MAX_BYTES`], each
+/// refused with KubeVirt's message. At most one source of each is the CRD's CEL rule.
 fn cloud_init(path: &str, s: &Value, causes: &mut Vec<Cause>) {
     let Some(volumes) = s["volumes"].as_array() else {
         return;
     };
     for (i, volume) in volumes.iter().enumerate() {
-        for key in ["userDataBase64", "networkDataBase64"] {
-            if let Some(text) = volume["cloudInitNoCloud"][key].as_str()
-                && serde_json::from_value::<k8s_openapi::ByteString>(Value::from(text)).is_err()
-            {
-                let field = format!("{path}.volumes[{i}].cloudInitNoCloud.{key}");
+        let source = &volume["cloudInitNoCloud"];
+        let at = format!("{path}.volumes[{i}].cloudInitNoCloud");
+        for (what, text_key, b64_key, secret_ref) in [
+            (
+                "userdata",
+                "userData",
+                "userDataBase64",
+                "UserDataSecretRef",
+            ),
+            (
+                "networkdata",
+                "networkData",
+                "networkDataBase64",
+                "NetworkDataSecretRef",
+            ),
+        ] {
+            let mut len = source[text_key].as_str().map_or(0, str::len);
+            if let Some(text) = source[b64_key].as_str() {
+                match serde_json::from_value::<k8s_openapi::ByteString>(Value::from(text)) {
+                    Ok(bytes) => len = len.max(bytes.0.len()),
+                    Err(_) => {
+                        let field = format!("{at}.{b64_key}");
+                        causes.push(Cause::invalid(
+                            &field,
+                            format!("{field} is not a valid base64 value."),
+                        ));
+                    }
+                }
+            }
+            if len > CLOUD_INIT_MAX_BYTES {
                 causes.push(Cause::invalid(
-                    &field,
-                    format!("{field} is not a valid base64 value."),
+                    &at,
+                    format!(
+                        "{at} {what} exceeds {CLOUD_INIT_MAX_BYTES} byte limit. Should use {secret_ref} for larger data."
+                    ),
                 ));
             }
         }

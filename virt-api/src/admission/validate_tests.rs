@@ -50,6 +50,14 @@ fn on_pod_network(iface: Value) -> Value {
     s
 }
 
+fn b64(data: &[u8]) -> String {
+    serde_json::to_value(k8s_openapi::ByteString(data.to_vec()))
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 fn push(list: &mut Value, item: Value) {
     list.as_array_mut().unwrap().push(item);
 }
@@ -288,6 +296,23 @@ fn refused_table() {
             "spec.volumes[0].cloudInitNoCloud.userDataBase64",
             "spec.volumes[0].cloudInitNoCloud.userDataBase64 is not a valid base64 value.",
         ),
+        // KubeVirt's 2048-byte limit on inline data, counted after base64 decoding.
+        (
+            with(
+                "/volumes/0",
+                json!({"name": "root", "cloudInitNoCloud": {"userData": "x".repeat(2049)}}),
+            ),
+            "spec.volumes[0].cloudInitNoCloud",
+            "spec.volumes[0].cloudInitNoCloud userdata exceeds 2048 byte limit. Should use UserDataSecretRef for larger data.",
+        ),
+        (
+            with(
+                "/volumes/0",
+                json!({"name": "root", "cloudInitNoCloud": {"networkDataBase64": b64(&[0; 2049])}}),
+            ),
+            "spec.volumes[0].cloudInitNoCloud",
+            "spec.volumes[0].cloudInitNoCloud networkdata exceeds 2048 byte limit. Should use NetworkDataSecretRef for larger data.",
+        ),
         (
             with("/hostname", json!("My_Host")),
             "spec.hostname",
@@ -373,6 +398,15 @@ fn accepted_table() {
         with(
             "/volumes/0",
             json!({"name": "root", "cloudInitNoCloud": {"userDataBase64": "I2Nsb3VkLWNvbmZpZwo=", "networkDataBase64": ""}}),
+        ),
+        // At the limit, and larger data through Secrets.
+        with(
+            "/volumes/0",
+            json!({"name": "root", "cloudInitNoCloud": {"userData": "x".repeat(2048), "networkDataBase64": b64(&[0; 2048])}}),
+        ),
+        with(
+            "/volumes/0",
+            json!({"name": "root", "cloudInitNoCloud": {"userDataSecretRef": {"name": "ud"}, "networkDataSecretRef": {"name": "nd"}}}),
         ),
         with("/subdomain", json!("a.b-c")),
         with(
