@@ -10,13 +10,20 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::hypervisor::Hypervisor;
 use crate::{Error, Result};
 
-static HYPERVISOR: OnceLock<Arc<Hypervisor>> = OnceLock::new();
+/// What takes the domain down: set once the hypervisor is open.
+type Destroy = Box<dyn Fn() + Send + Sync>;
+static DESTROY: OnceLock<Destroy> = OnceLock::new();
+
+fn destroy_domain() {
+    if let Some(destroy) = DESTROY.get() {
+        destroy();
+    }
+}
 
 pub fn set_child_subreaper() -> Result<()> {
     // SAFETY: plain prctl with integer arguments.
@@ -27,7 +34,7 @@ pub fn set_child_subreaper() -> Result<()> {
     Ok(())
 }
 
-/// On drop: destroys the domain if it still runs, removes the readiness files, and then
+/// On drop: destroys the domain if it still runs (with `destroy`, given the hypervisor), removes the readiness files, and then
 /// the disk containers' sockets in `disk_sockets`: a disk container ends once its socket
 /// is gone (deploy/images/container-disk.c), so the pod ends with its launcher.
 pub struct ExitGuard {
@@ -36,8 +43,12 @@ pub struct ExitGuard {
 }
 
 impl ExitGuard {
-    pub fn new(hv: Arc<Hypervisor>, files: Vec<PathBuf>, disk_sockets: Option<PathBuf>) -> Self {
-        let _ = HYPERVISOR.set(hv);
+    pub fn new(
+        destroy: impl Fn() + Send + Sync + 'static,
+        files: Vec<PathBuf>,
+        disk_sockets: Option<PathBuf>,
+    ) -> Self {
+        let _ = DESTROY.set(Box::new(destroy));
         ExitGuard {
             files,
             disk_sockets,
@@ -47,9 +58,7 @@ impl ExitGuard {
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
-        if let Some(hv) = HYPERVISOR.get() {
-            hv.destroy_all();
-        }
+        destroy_domain();
         for f in &self.files {
             let _ = std::fs::remove_file(f);
         }
@@ -68,9 +77,7 @@ impl Drop for ExitGuard {
 
 /// Destroys the domain and exits at once, for failures that leave the launcher blind.
 pub fn emergency_exit(code: i32) -> ! {
-    if let Some(hv) = HYPERVISOR.get() {
-        hv.destroy_all();
-    }
+    destroy_domain();
     std::process::exit(code)
 }
 

@@ -61,6 +61,9 @@ struct Vm {
     held: bool,
 }
 
+/// libvirt's timeout of one guest agent command, seconds.
+const AGENT_COMMAND_TIMEOUT: i32 = 5;
+
 impl Hypervisor {
     /// Opens `qemu:///embed?root=<root>` and sends the domain's lifecycle events to `events`.
     pub fn open(root: &Path, events: UnboundedSender<Event>) -> Result<Self> {
@@ -169,7 +172,7 @@ impl Hypervisor {
         let cmd = format!("{{\"execute\":\"{execute}\"}}");
         Ok(self
             .domain()?
-            .qemu_agent_command(&cmd, crate::agent::COMMAND_TIMEOUT, 0)?)
+            .qemu_agent_command(&cmd, AGENT_COMMAND_TIMEOUT, 0)?)
     }
 
     /// The connection, for event registrations.

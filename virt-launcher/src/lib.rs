@@ -60,8 +60,9 @@ pub async fn run(args: Args) -> Result<u8> {
     }
     let hv_root = root.clone();
     let hv = Arc::new(tokio::task::spawn_blocking(move || Hypervisor::open(&hv_root, tx)).await??);
+    let destroy = hv.clone();
     let _guard = ExitGuard::new(
-        hv.clone(),
+        move || destroy.destroy_all(),
         vec![paths.ready(), paths.socket()],
         Some(paths.container_disks()),
     );

@@ -27,8 +27,6 @@ use crate::{Error, Result};
 const POLL: Duration = Duration::from_secs(10);
 /// Until the agent answered once: it may open its channel before it serves commands.
 const RETRY: Duration = Duration::from_secs(1);
-/// libvirt's timeout of one agent command, seconds.
-pub const COMMAND_TIMEOUT: i32 = 5;
 
 /// What libvirt's agent lifecycle event said.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
