@@ -48,6 +48,38 @@ spec:
     )
 }
 
+/// A VMI (JSON) that boots the test guest's kernel, with `volumes` (KubeVirt's JSON) each
+/// attached as a virtio disk, and a 5 s grace period.
+pub fn kernel_boot_vmi(name: &str, volumes: serde_json::Value) -> serde_json::Value {
+    let disks: Vec<serde_json::Value> = volumes
+        .as_array()
+        .expect("volumes are a list")
+        .iter()
+        .map(|v| serde_json::json!({"name": v["name"], "disk": {"bus": "virtio"}}))
+        .collect();
+    serde_json::json!({
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance",
+        "metadata": {"name": name},
+        "spec": {
+            "terminationGracePeriodSeconds": 5,
+            "domain": {
+                "memory": {"guest": format!("{GUEST_MEMORY_MIB}Mi")},
+                "firmware": {"kernelBoot": {
+                    "kernelArgs": GUEST_KERNEL_ARGS,
+                    "container": {
+                        "image": GUEST_KERNEL_IMAGE,
+                        "kernelPath": "/boot/vmlinux",
+                        "initrdPath": "/boot/initrd.img"
+                    }
+                }},
+                "devices": {"disks": disks}
+            },
+            "volumes": volumes
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +115,17 @@ mod tests {
             .user_data
             .as_deref();
         assert_eq!(data, Some("#!/bin/sh\necho hi\n"));
+    }
+
+    #[test]
+    fn kernel_boot_vmi_attaches_each_volume_as_a_disk() {
+        let vmi: crds::VirtualMachineInstance = serde_json::from_value(kernel_boot_vmi(
+            "v",
+            serde_json::json!([{"name": "ci", "cloudInitNoCloud": {"userData": "x"}}]),
+        ))
+        .unwrap();
+        assert_eq!(vmi.spec.domain.devices.disks[0].name, "ci");
+        assert_eq!(vmi.spec.volumes[0].name, "ci");
+        assert_eq!(vmi.spec.termination_grace_period_seconds, Some(5));
     }
 }

@@ -23,35 +23,9 @@ const TIMEOUT: Duration = Duration::from_secs(240);
 
 /// A VMI booting the test guest's kernel, with extra volumes (each also a disk).
 fn vmi(name: &str, volumes: Value, node_selector: Option<Value>) -> VirtualMachineInstance {
-    let disks: Vec<Value> = volumes
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| json!({"name": v["name"], "disk": {"bus": "virtio"}}))
-        .collect();
-    serde_json::from_value(json!({
-        "apiVersion": "kubevirt.io/v1",
-        "kind": "VirtualMachineInstance",
-        "metadata": {"name": name},
-        "spec": {
-            "nodeSelector": node_selector,
-            "terminationGracePeriodSeconds": 5,
-            "domain": {
-                "memory": {"guest": format!("{}Mi", manifests::GUEST_MEMORY_MIB)},
-                "firmware": {"kernelBoot": {
-                    "kernelArgs": manifests::GUEST_KERNEL_ARGS,
-                    "container": {
-                        "image": manifests::GUEST_KERNEL_IMAGE,
-                        "kernelPath": "/boot/vmlinux",
-                        "initrdPath": "/boot/initrd.img"
-                    }
-                }},
-                "devices": {"disks": disks}
-            },
-            "volumes": volumes
-        }
-    }))
-    .expect("a VMI")
+    let mut vmi = manifests::kernel_boot_vmi(name, volumes);
+    vmi["spec"]["nodeSelector"] = node_selector.unwrap_or(Value::Null);
+    serde_json::from_value(vmi).expect("a VMI")
 }
 
 /// Waits until the VMI has failed; returns its status's words and its Warning Events'.

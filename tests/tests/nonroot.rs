@@ -28,27 +28,10 @@ const TIMEOUT: Duration = Duration::from_secs(240);
 /// A VMI booting the test guest's kernel (a kernel-boot disk container) with a cloud-init
 /// disk (a file virt-handler prepares for QEMU).
 fn vmi(name: &str) -> VirtualMachineInstance {
-    serde_json::from_value(json!({
-        "apiVersion": "kubevirt.io/v1",
-        "kind": "VirtualMachineInstance",
-        "metadata": {"name": name},
-        "spec": {
-            "terminationGracePeriodSeconds": 5,
-            "domain": {
-                "memory": {"guest": format!("{}Mi", manifests::GUEST_MEMORY_MIB)},
-                "firmware": {"kernelBoot": {
-                    "kernelArgs": manifests::GUEST_KERNEL_ARGS,
-                    "container": {
-                        "image": manifests::GUEST_KERNEL_IMAGE,
-                        "kernelPath": "/boot/vmlinux",
-                        "initrdPath": "/boot/initrd.img"
-                    }
-                }},
-                "devices": {"disks": [{"name": "ci", "disk": {"bus": "virtio"}}]}
-            },
-            "volumes": [{"name": "ci", "cloudInitNoCloud": {"userData": "#!/bin/sh\necho nonroot\n"}}]
-        }
-    }))
+    serde_json::from_value(manifests::kernel_boot_vmi(
+        name,
+        json!([{"name": "ci", "cloudInitNoCloud": {"userData": "#!/bin/sh\necho nonroot\n"}}]),
+    ))
     .expect("a VMI")
 }
 
