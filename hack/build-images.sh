@@ -161,7 +161,14 @@ packages_layer() { # COMPONENT -> prints the layer path, or nothing when it has 
 cargo_args=(build)
 [[ $profile == release ]] && cargo_args+=(--release)
 for c in "${COMPONENTS[@]}"; do cargo_args+=(-p "$c" --bin "$c"); done
-step "cargo ${cargo_args[*]}" bash -c "set -o pipefail; cd '$FERROVIRT_ROOT' && cargo ${cargo_args[*]} 2>&1 | tail -1 >&2"
+# Quiet when it works; the compiler's whole complaint when it does not.
+cargo_build() {
+  (cd "$FERROVIRT_ROOT" && cargo "${cargo_args[@]}" >"$work/cargo.log" 2>&1) \
+    || die "cargo ${cargo_args[*]} failed:
+$(tail -40 "$work/cargo.log")"
+  tail -1 "$work/cargo.log" >&2
+}
+step "cargo ${cargo_args[*]}" cargo_build
 
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$FERROVIRT_ROOT/Cargo.toml" | head -1)"
 revision="$(git -C "$FERROVIRT_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
