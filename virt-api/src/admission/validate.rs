@@ -371,10 +371,17 @@ fn networks_and_bindings(path: &str, s: &Value, causes: &mut Vec<Cause>) {
                 ),
             ));
         }
-        let bindings = ["bridge", "masquerade", "sriov", "passt", "binding"]
-            .iter()
-            .filter(|b| !iface[**b].is_null())
-            .count();
+        let bindings = [
+            "bridge",
+            "masquerade",
+            "sriov",
+            "passt",
+            "passtBinding",
+            "binding",
+        ]
+        .iter()
+        .filter(|b| !iface[**b].is_null())
+        .count();
         if bindings != 1 {
             causes.push(Cause::invalid(
                 &at,
@@ -383,8 +390,41 @@ fn networks_and_bindings(path: &str, s: &Value, causes: &mut Vec<Cause>) {
                 ),
             ));
         }
+        // KubeVirt runs a plugin's sidecar image; Ferrovirt implements one plugin itself,
+        // so another name can never start (whether passt is registered in the cluster
+        // configuration, virt-handler checks when the VMI starts).
+        if let Some(plugin) = iface["binding"]["name"].as_str()
+            && plugin != PASST_PLUGIN
+        {
+            let field = format!("{at}.binding.name");
+            causes.push(Cause::invalid(
+                &field,
+                format!(
+                    "{field}: network binding plugin '{plugin}' is not implemented: Ferrovirt implements '{PASST_PLUGIN}' (register it in kubevirt-config's ferrovirt.networkBindings)"
+                ),
+            ));
+        }
+        // KubeVirt keeps this MAC for the in-pod bridge of masquerade.
+        if iface["masquerade"].is_object()
+            && iface["macAddress"]
+                .as_str()
+                .is_some_and(|m| m.replace('-', ":").eq_ignore_ascii_case(RESERVED_MAC))
+        {
+            let field = format!("{at}.macAddress");
+            causes.push(Cause::invalid(
+                &field,
+                format!(
+                    "{field}: The requested MAC address is reserved for the in-pod bridge. Please choose another one."
+                ),
+            ));
+        }
     }
 }
+
+/// The binding plugin Ferrovirt implements (virt-handler's `network::plan::PASST_PLUGIN`).
+const PASST_PLUGIN: &str = "passt";
+/// The MAC KubeVirt reserves for masquerade's in-pod bridge.
+const RESERVED_MAC: &str = "02:00:00:00:00:00";
 
 /// KubeVirt's rules for the `ports` of an interface on the pod network (number and
 /// protocol are the schema's): names unique and IANA service names. Ferrovirt also

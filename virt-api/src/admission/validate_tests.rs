@@ -221,6 +221,23 @@ fn refused_table() {
             "logical default interface must have exactly one binding method",
         ),
         (
+            on_pod_network(json!({"name": "default", "passtBinding": {}, "masquerade": {}})),
+            "spec.domain.devices.interfaces[0]",
+            "logical default interface must have exactly one binding method",
+        ),
+        (
+            on_pod_network(json!({"name": "default", "binding": {"name": "slirp"}})),
+            "spec.domain.devices.interfaces[0].binding.name",
+            "spec.domain.devices.interfaces[0].binding.name: network binding plugin 'slirp' is not implemented",
+        ),
+        (
+            on_pod_network(
+                json!({"name": "default", "masquerade": {}, "macAddress": "02-00-00-00-00-00"}),
+            ),
+            "spec.domain.devices.interfaces[0].macAddress",
+            "spec.domain.devices.interfaces[0].macAddress: The requested MAC address is reserved for the in-pod bridge. Please choose another one.",
+        ),
+        (
             {
                 let mut s = on_pod_network(json!({"name": "default", "masquerade": {}}));
                 push(&mut s["networks"], json!({"name": "spare"}));
@@ -395,6 +412,14 @@ fn accepted_table() {
             json!({"name": "default", "masquerade": {}, "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53}, {"name": "web-8080", "port": 8080}]}),
         ),
         on_pod_network(json!({"name": "default", "bridge": {}, "ports": []})),
+        // passt, the core binding and the plugin, with ports; another MAC with masquerade.
+        on_pod_network(
+            json!({"name": "default", "passtBinding": {}, "ports": [{"name": "http", "port": 80}]}),
+        ),
+        on_pod_network(json!({"name": "default", "binding": {"name": "passt"}})),
+        on_pod_network(
+            json!({"name": "default", "masquerade": {}, "macAddress": "02:00:00:00:00:01"}),
+        ),
         with(
             "/volumes/0",
             json!({"name": "root", "cloudInitNoCloud": {"userDataBase64": "I2Nsb3VkLWNvbmZpZwo=", "networkDataBase64": ""}}),
