@@ -43,6 +43,44 @@ pub const VNC_SOCKET: &str = "vnc.sock";
 /// connects to one to learn its process (SO_PEERCRED) and reads the image through
 /// `/proc/<pid>/root`.
 pub const CONTAINER_DISKS_DIR: &str = "container-disks";
+/// Where the launcher pod mounts the Secrets of cloud-init volumes (KubeVirt mounts them
+/// under `/var/run/kubevirt-private/secret`): see [`CloudInitSecret`].
+pub const CLOUD_INIT_SECRETS_DIR_IN_POD: &str = "/var/run/ferrovirt-private/cloud-init";
+
+/// The Secret of a cloud-init volume's `userDataSecretRef` or `networkDataSecretRef`. The
+/// launcher pod has it as the secret volume [`Self::pod_volume`], mounted read-only at
+/// [`Self::dir_in_pod`]; virt-handler reads the first of [`Self::keys`] there through
+/// `/proc/<launcher pid>/root` and writes it into the `cidata` disk. `index` is the
+/// volume's position in the VMI's `spec.volumes`, so any volume name fits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloudInitSecret {
+    UserData,
+    NetworkData,
+}
+
+impl CloudInitSecret {
+    /// The keys read, first found first (KubeVirt's).
+    pub fn keys(self) -> [&'static str; 2] {
+        match self {
+            CloudInitSecret::UserData => ["userdata", "userData"],
+            CloudInitSecret::NetworkData => ["networkdata", "networkData"],
+        }
+    }
+
+    fn word(self) -> &'static str {
+        self.keys()[0]
+    }
+
+    /// The launcher pod's volume of this Secret.
+    pub fn pod_volume(self, index: usize) -> String {
+        format!("cloudinit-{index}-{}", self.word())
+    }
+
+    /// Where the launcher pod mounts it.
+    pub fn dir_in_pod(self, index: usize) -> String {
+        format!("{CLOUD_INIT_SECRETS_DIR_IN_POD}/{index}/{}", self.word())
+    }
+}
 /// Root of the launcher's embedded libvirt.
 pub const LIBVIRT_DIR: &str = "libvirt";
 
@@ -128,6 +166,19 @@ impl VmiDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cloud_init_secrets_have_a_volume_and_a_directory_each() {
+        let u = CloudInitSecret::UserData;
+        let n = CloudInitSecret::NetworkData;
+        assert_eq!(u.pod_volume(2), "cloudinit-2-userdata");
+        assert_eq!(n.pod_volume(2), "cloudinit-2-networkdata");
+        assert_eq!(
+            u.dir_in_pod(0),
+            "/var/run/ferrovirt-private/cloud-init/0/userdata"
+        );
+        assert_eq!(n.keys(), ["networkdata", "networkData"]);
+    }
 
     #[test]
     fn layout_matches_the_contract() {

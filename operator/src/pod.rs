@@ -14,6 +14,7 @@ use kube::Resource;
 
 use crate::{Error, Result};
 
+pub mod cloudinit;
 mod disks;
 mod security;
 
@@ -269,6 +270,12 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
     };
 
     let disks = disks::render(vmi, &cfg.image, VMI_DIR_VOLUME)?;
+    let (secret_volumes, secret_mounts) = cloudinit::render(vmi);
+    let mut container = container;
+    container
+        .volume_mounts
+        .get_or_insert_default()
+        .extend(secret_mounts);
     let mut containers = vec![container];
     containers.extend(disks.containers);
     let mut volumes = vec![
@@ -276,6 +283,7 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
         host_dir_volume("capabilities", &run_dir.capabilities()),
     ];
     volumes.extend(disks.volumes);
+    volumes.extend(secret_volumes);
 
     let spec = &vmi.spec;
     Ok(Pod {
@@ -553,6 +561,63 @@ spec:
         long.spec.volumes[0].name = "d".repeat(58);
         let e = render(&long, &cfg()).unwrap_err().to_string();
         assert!(e.contains("spec.volumes[0].name"), "{e}");
+    }
+
+    #[test]
+    fn cloud_init_secrets_are_secret_volumes_of_the_compute_container() {
+        let v = vmi(r##"
+metadata: {name: ci, namespace: ns1}
+spec:
+  domain: {memory: {guest: 64Mi}, devices: {}}
+  volumes:
+  - {name: root, containerDisk: {image: "reg/disk:1"}}
+  - {name: ci, cloudInitNoCloud: {userDataSecretRef: {name: my-ud}, networkDataSecretRef: {name: my-nd}}}
+  - {name: inline, cloudInitNoCloud: {userData: "#cloud-config"}}
+"##);
+        let spec = render(&v, &cfg()).unwrap().spec.unwrap();
+        let secrets: Vec<(&str, &str)> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| Some((v.name.as_str(), v.secret.as_ref()?.secret_name.as_deref()?)))
+            .collect();
+        assert_eq!(
+            secrets,
+            [
+                ("cloudinit-1-userdata", "my-ud"),
+                ("cloudinit-1-networkdata", "my-nd")
+            ]
+        );
+        let mounts: Vec<(&str, &str, Option<bool>)> = spec.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .skip(2)
+            .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                (
+                    "cloudinit-1-userdata",
+                    "/var/run/ferrovirt-private/cloud-init/1/userdata",
+                    Some(true)
+                ),
+                (
+                    "cloudinit-1-networkdata",
+                    "/var/run/ferrovirt-private/cloud-init/1/networkdata",
+                    Some(true)
+                )
+            ]
+        );
+        // Only the compute container (virt-handler reads through the launcher) has them.
+        assert!(
+            spec.containers[1]
+                .volume_mounts
+                .iter()
+                .flatten()
+                .all(|m| !m.name.starts_with("cloudinit"))
+        );
     }
 
     #[test]

@@ -57,13 +57,16 @@ impl Context {
     }
 
     /// Resolves PVCs, prepares volumes and firmware, and converts the spec; also returns
-    /// the host disks as checked (see [`volumes::prepare`]).
+    /// the host disks as checked (see [`volumes::prepare`]). `launcher_pid` (in this
+    /// handler's PID namespace, from the launcher's socket) is where the launcher pod's
+    /// cloud-init Secrets are read.
     pub async fn prepare_domain(
         &self,
         vmi: &VirtualMachineInstance,
         virtualization: Virtualization,
         host_disks: &volumes::HostDiskPolicy,
         network: &crate::network::Attachment,
+        launcher_pid: Option<u32>,
     ) -> Result<(String, Vec<(usize, FileId)>)> {
         let ns = vmi.namespace().unwrap_or_default();
         let uid = vmi.uid().unwrap_or_default();
@@ -97,7 +100,15 @@ impl Context {
         let domain_spec = vmi.spec.domain.clone();
         let host_disks = tokio::task::spawn_blocking(move || {
             volumes::prepare_firmware(&domain_spec, &host_dir, &images)?;
-            volumes::prepare(&plans, &host_dir, &images, &uid, &hostname)
+            let launcher_root = launcher_pid.map(|pid| PathBuf::from(format!("/proc/{pid}/root")));
+            volumes::prepare(
+                &plans,
+                &host_dir,
+                &images,
+                launcher_root.as_deref(),
+                &uid,
+                &hostname,
+            )
         })
         .await??;
         Ok((xml, host_disks))

@@ -199,7 +199,13 @@ async fn start(
     let attachment = prepare_network(ctx, &vmi, launcher).await?;
     let t_net = Instant::now();
     let (xml, checked) = ctx
-        .prepare_domain(&vmi, virtualization, &host_disks, &attachment)
+        .prepare_domain(
+            &vmi,
+            virtualization,
+            &host_disks,
+            &attachment,
+            launcher.peer().map(|p| p.pid),
+        )
         .await?;
     tracing::debug!(%xml, "domain XML");
     let t1 = Instant::now();

@@ -91,7 +91,7 @@ async fn kernel_boot_vmi_boots_under_the_real_launcher() {
     let images =
         virt_handler::volumes::containerdisk::from_store(&vmi.spec, &cache().join("images"));
     prepare_firmware(&vmi.spec.domain, &dir, &images).unwrap();
-    prepare(&plans, &dir, &images, &uid, "guest").unwrap();
+    prepare(&plans, &dir, &images, None, &uid, "guest").unwrap();
     let prepared = started.elapsed();
     let xml = convert(&Input {
         namespace: "default",

@@ -216,7 +216,7 @@ async fn boot(test: &str, interface: serde_json::Value, guest_ip: &str) -> Fixtu
     let images =
         virt_handler::volumes::containerdisk::from_store(&vmi.spec, &cache().join("images"));
     prepare_firmware(&vmi.spec.domain, &dir, &images).unwrap();
-    prepare(&plans, &dir, &images, &uid, "web").unwrap();
+    prepare(&plans, &dir, &images, None, &uid, "web").unwrap();
     let xml = convert_with(
         &Input {
             namespace: "default",

@@ -1,9 +1,136 @@
-//! cloud-init NoCloud: the files of a `cidata` disk.
+//! cloud-init NoCloud: the files of a `cidata` disk, and the data of its Secrets.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::path::Path;
 
 use base64::Engine;
 use crds::CloudInitNoCloudSource;
+use ferrovirt_node_contract::paths::CloudInitSecret;
 
 use crate::{Error, Result};
+
+/// The most a Secret can hold (the API server's limit on an object, 1 MiB): more read
+/// from a mount is refused rather than written into the disk.
+const SECRET_MAX_BYTES: u64 = 1 << 20;
+
+/// User and network data read from a volume's Secrets (`userDataSecretRef`,
+/// `networkDataSecretRef`); `None` where the volume names no Secret.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretData {
+    pub user: Option<Vec<u8>>,
+    pub network: Option<Vec<u8>>,
+}
+
+/// Reads the Secrets of the cloud-init volume `volume` (at `index` in `spec.volumes`) as
+/// the launcher pod has them mounted (`CloudInitSecret::dir_in_pod`), through
+/// `launcher_root`, the launcher's `/proc/<pid>/root`: the first key of KubeVirt's two
+/// (`userdata`, then `userData`; `networkdata`, then `networkData`). Paths resolve inside
+/// that root (`openat2` with `RESOLVE_IN_ROOT`): the links of the node's secret volume
+/// (`userdata -> ..data/userdata`) are followed, and nothing leads outside the launcher's
+/// file tree. A referenced Secret without either key fails, naming the field.
+pub fn read_secrets(
+    volume: &str,
+    index: usize,
+    source: &CloudInitNoCloudSource,
+    launcher_root: Option<&Path>,
+) -> Result<SecretData> {
+    let mut out = SecretData::default();
+    for (which, secret, field, slot) in [
+        (
+            CloudInitSecret::UserData,
+            &source.user_data_secret_ref,
+            "userDataSecretRef",
+            &mut out.user,
+        ),
+        (
+            CloudInitSecret::NetworkData,
+            &source.network_data_secret_ref,
+            "networkDataSecretRef",
+            &mut out.network,
+        ),
+    ] {
+        let Some(secret) = secret else { continue };
+        let field = format!("spec.volumes[{index}].cloudInitNoCloud.{field}");
+        let fail = |m: String| Error::volume(volume, format!("{field}: {m}"));
+        let root = launcher_root.ok_or_else(|| {
+            fail(
+                "the launcher's files are not visible from virt-handler (it needs the host's \
+                 PID namespace) to read the Secret"
+                    .into(),
+            )
+        })?;
+        let root_dir = File::open(root).map_err(|e| fail(format!("{}: {e}", root.display())))?;
+        let dir = which.dir_in_pod(index);
+        let mut found = None;
+        for key in which.keys() {
+            match open_in_root(&root_dir, &format!("{dir}/{key}")) {
+                Ok(f) => {
+                    found = Some((key, f));
+                    break;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                Err(e) => return Err(fail(format!("{dir}/{key} in the launcher pod: {e}"))),
+            }
+        }
+        let Some((key, file)) = found else {
+            let [a, b] = which.keys();
+            return Err(fail(format!(
+                "Secret {:?} has no key {a} or {b}",
+                secret.name
+            )));
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| fail(format!("key {key}: {e}")))?;
+        if !meta.is_file() {
+            return Err(fail(format!(
+                "Secret {:?}: key {key} is not a file in the launcher pod",
+                secret.name
+            )));
+        }
+        let mut data = Vec::new();
+        file.take(SECRET_MAX_BYTES + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| fail(format!("reading key {key}: {e}")))?;
+        if data.len() as u64 > SECRET_MAX_BYTES {
+            return Err(fail(format!(
+                "Secret {:?}: key {key} holds more than {SECRET_MAX_BYTES} bytes",
+                secret.name
+            )));
+        }
+        tracing::info!(volume, secret = %secret.name, key, bytes = data.len(), "read cloud-init data from its Secret");
+        *slot = Some(data);
+    }
+    Ok(out)
+}
+
+/// Opens `path` for reading, resolved with `root` as `/` (symbolic links and `..` never
+/// leave it; no `/proc` magic links).
+fn open_in_root(root: &File, path: &str) -> std::io::Result<File> {
+    let c = std::ffi::CString::new(path.trim_start_matches('/'))
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: open_how is plain data; zero is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: openat2 with a valid directory fd, a NUL-terminated path and its open_how.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: openat2 returned a new file descriptor that nothing else owns.
+    Ok(unsafe { File::from_raw_fd(fd as i32) })
+}
 
 /// `meta-data`: the instance id (the VMI's uid, so cloud-init runs once per VMI) and the
 /// hostname.
@@ -35,30 +162,38 @@ fn decode(
 }
 
 /// The files of the `cidata` ISO: `user-data` (empty when not given), `meta-data`, and
-/// `network-config` when network data is given.
+/// `network-config` when network data is given, inline or in `secrets` (read by
+/// [`read_secrets`]).
 pub fn nocloud_files(
     volume: &str,
     source: &CloudInitNoCloudSource,
+    secrets: &SecretData,
     uid: &str,
     hostname: &str,
 ) -> Result<Vec<(&'static str, Vec<u8>)>> {
-    let user = decode(
-        volume,
-        "userData",
-        &source.user_data,
-        &source.user_data_base64,
-    )?
-    .unwrap_or_default();
+    let user = match &secrets.user {
+        Some(data) => Some(data.clone()),
+        None => decode(
+            volume,
+            "userData",
+            &source.user_data,
+            &source.user_data_base64,
+        )?,
+    };
     let mut files = vec![
-        ("user-data", user),
+        ("user-data", user.unwrap_or_default()),
         ("meta-data", meta_data(uid, hostname).into_bytes()),
     ];
-    if let Some(net) = decode(
-        volume,
-        "networkData",
-        &source.network_data,
-        &source.network_data_base64,
-    )? {
+    let network = match &secrets.network {
+        Some(data) => Some(data.clone()),
+        None => decode(
+            volume,
+            "networkData",
+            &source.network_data,
+            &source.network_data_base64,
+        )?,
+    };
+    if let Some(net) = network {
         files.push(("network-config", net));
     }
     Ok(files)
@@ -75,7 +210,7 @@ mod tests {
             network_data: Some("version: 2\n".into()),
             ..Default::default()
         };
-        let files = nocloud_files("ci", &source, "uid-1", "vm1").unwrap();
+        let files = nocloud_files("ci", &source, &SecretData::default(), "uid-1", "vm1").unwrap();
         assert_eq!(files[0], ("user-data", b"#cloud-config\n".to_vec()));
         assert_eq!(files[1].1, b"instance-id: uid-1\nlocal-hostname: vm1\n");
         assert_eq!(files[2], ("network-config", b"version: 2\n".to_vec()));
@@ -84,11 +219,112 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            nocloud_files("ci", &bad, "u", "h")
+            nocloud_files("ci", &bad, &SecretData::default(), "u", "h")
                 .unwrap_err()
                 .to_string()
                 .contains("userDataBase64")
         );
+    }
+
+    /// A launcher's file tree with the pod's secret volumes as the node lays them out
+    /// (kubelet's atomic writer: each key a link into `..data`, itself a link).
+    fn launcher_tree(
+        index: usize,
+        which: CloudInitSecret,
+        keys: &[(&str, &[u8])],
+    ) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root
+            .path()
+            .join(which.dir_in_pod(index).trim_start_matches('/'));
+        let version = dir.join("..2026_12_03_04_00_00.1");
+        std::fs::create_dir_all(&version).unwrap();
+        std::os::unix::fs::symlink("..2026_12_03_04_00_00.1", dir.join("..data")).unwrap();
+        for (key, data) in keys {
+            std::fs::write(version.join(key), data).unwrap();
+            std::os::unix::fs::symlink(format!("..data/{key}"), dir.join(key)).unwrap();
+        }
+        root
+    }
+
+    #[test]
+    fn secrets_are_read_where_the_pod_mounts_them_first_key_first() {
+        let source = CloudInitNoCloudSource {
+            user_data_secret_ref: Some(crds::LocalObjectReference { name: "ud".into() }),
+            ..Default::default()
+        };
+        // KubeVirt's second key, and both (the first wins).
+        let tree = launcher_tree(
+            1,
+            CloudInitSecret::UserData,
+            &[("userData", b"#cloud-config\nb\n")],
+        );
+        let read = read_secrets("ci", 1, &source, Some(tree.path())).unwrap();
+        assert_eq!(read.user.as_deref(), Some(&b"#cloud-config\nb\n"[..]));
+        assert_eq!(read.network, None);
+        let tree = launcher_tree(
+            1,
+            CloudInitSecret::UserData,
+            &[("userData", b"second"), ("userdata", b"first")],
+        );
+        let read = read_secrets("ci", 1, &source, Some(tree.path())).unwrap();
+        assert_eq!(read.user.as_deref(), Some(&b"first"[..]));
+        // The Secret's data wins over nothing inline, and goes into user-data.
+        let files = nocloud_files("ci", &source, &read, "u", "h").unwrap();
+        assert_eq!(files[0], ("user-data", b"first".to_vec()));
+
+        // A Secret without the key, and a launcher virt-handler cannot see: named.
+        let tree = launcher_tree(1, CloudInitSecret::UserData, &[("other", b"x")]);
+        let err = read_secrets("ci", 1, &source, Some(tree.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("spec.volumes[1].cloudInitNoCloud.userDataSecretRef")
+                && err.contains("Secret \"ud\" has no key userdata or userData"),
+            "{err}"
+        );
+        let err = read_secrets("ci", 1, &source, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("userDataSecretRef") && err.contains("PID namespace"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_link_out_of_the_launchers_tree_stays_inside_it() {
+        let source = CloudInitNoCloudSource {
+            network_data_secret_ref: Some(crds::LocalObjectReference { name: "nd".into() }),
+            ..Default::default()
+        };
+        let tree = launcher_tree(0, CloudInitSecret::NetworkData, &[]);
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(outside.path(), b"host secret").unwrap();
+        let dir = tree.path().join(
+            CloudInitSecret::NetworkData
+                .dir_in_pod(0)
+                .trim_start_matches('/'),
+        );
+        std::os::unix::fs::symlink(outside.path(), dir.join("networkdata")).unwrap();
+        std::os::unix::fs::symlink(
+            "../../../../../../../../..".to_owned() + outside.path().to_str().unwrap(),
+            dir.join("networkData"),
+        )
+        .unwrap();
+        let err = read_secrets("ci", 0, &source, Some(tree.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Secret \"nd\" has no key networkdata or networkData"),
+            "{err}"
+        );
+        // The same file inside the tree is read.
+        let inside = tree.path().join(outside.path().strip_prefix("/").unwrap());
+        std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
+        std::fs::write(&inside, b"version: 2\n").unwrap();
+        let read = read_secrets("ci", 0, &source, Some(tree.path())).unwrap();
+        assert_eq!(read.network.as_deref(), Some(&b"version: 2\n"[..]));
     }
 
     mod props {
@@ -124,7 +360,7 @@ mod tests {
                     network_data_base64: Some(wrapped(&data, &[])),
                     ..Default::default()
                 };
-                let files = nocloud_files("ci", &source, "u", "h").map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let files = nocloud_files("ci", &source, &SecretData::default(), "u", "h").map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(&files[0], &("user-data", data.clone()));
                 prop_assert_eq!(&files[2], &("network-config", data));
             }
@@ -136,7 +372,7 @@ mod tests {
                     user_data: Some(text.clone()),
                     ..Default::default()
                 };
-                let files = nocloud_files("ci", &source, "u", "h").map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let files = nocloud_files("ci", &source, &SecretData::default(), "u", "h").map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(&files[0].1, text.as_bytes());
             }
 
@@ -148,7 +384,7 @@ mod tests {
                 } else {
                     CloudInitNoCloudSource { user_data_base64: Some(text), ..Default::default() }
                 };
-                if let Err(e) = nocloud_files("ci", &source, "u", "h") {
+                if let Err(e) = nocloud_files("ci", &source, &SecretData::default(), "u", "h") {
                     let field = if network { "networkDataBase64" } else { "userDataBase64" };
                     prop_assert!(e.to_string().contains(field), "{}", e);
                 }

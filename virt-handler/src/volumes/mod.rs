@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crds::{CloudInitNoCloudSource, HostDiskType, VirtualMachineInstanceSpec};
 
-pub use cloudinit::{meta_data, nocloud_files};
+pub use cloudinit::{SecretData, meta_data, nocloud_files, read_secrets};
 pub use hostdisk::HostDiskPolicy;
 pub use prepare::{prepare, prepare_firmware};
 
@@ -61,10 +61,12 @@ pub enum Prep {
     },
     /// A sparse qcow2 of `capacity` bytes.
     EmptyDisk { capacity: u64, file: String },
-    /// A `cidata` ISO.
+    /// A `cidata` ISO. `index` is the volume's position in the spec (its Secrets' mount
+    /// in the launcher pod, and the field in errors).
     CloudInit {
         source: CloudInitNoCloudSource,
         file: String,
+        index: usize,
     },
     /// A host file under `prefix` (an allowed directory), opened without following
     /// symbolic links; with `create`, a sparse raw file of that many bytes when missing.
@@ -131,6 +133,7 @@ pub fn plan(
             let prep = Prep::CloudInit {
                 source: ci.clone(),
                 file,
+                index: i,
             };
             Planned {
                 name: v.name.clone(),

@@ -10,13 +10,15 @@ use ferrovirt_node_contract::pod::{KERNEL_BOOT_CONTAINER, volume_container};
 
 use super::containerdisk::{self, ImageRoots};
 use super::hostdisk::FileId;
-use super::{Planned, Prep, nocloud_files};
+use super::{Planned, Prep, nocloud_files, read_secrets};
 use crate::domain::{EFI_VARS_FILE, efi_firmware};
 use crate::{Error, Result};
 
 /// Prepares every planned volume under `host_dir` (the per-VMI directory on the host);
 /// containerDisk overlays are backed by the image's file as the launcher opens it, through
-/// `images` (the pod's disk containers, [`containerdisk::locate_all`]).
+/// `images` (the pod's disk containers, [`containerdisk::locate_all`]); cloud-init
+/// Secrets are read where the launcher pod mounts them, through `launcher_root` (the
+/// launcher's `/proc/<pid>/root`, when virt-handler sees its pid).
 /// Disks that already exist (a handler restart half way) are kept: they may hold data.
 /// Returns the host disks as checked: volume index and the file's identity, which QEMU's
 /// open file must match.
@@ -24,6 +26,7 @@ pub fn prepare(
     plans: &[Planned],
     host_dir: &Path,
     images: &ImageRoots,
+    launcher_root: Option<&Path>,
     uid: &str,
     hostname: &str,
 ) -> Result<Vec<(usize, FileId)>> {
@@ -86,9 +89,14 @@ pub fn prepare(
                 rename(&tmp, &target)?;
                 tracing::info!(capacity, "emptyDisk created");
             }
-            Prep::CloudInit { source, file } => {
+            Prep::CloudInit {
+                source,
+                file,
+                index,
+            } => {
                 let target = host_dir.join(file);
-                let files = nocloud_files(&p.name, source, uid, hostname)?;
+                let secrets = read_secrets(&p.name, *index, source, launcher_root)?;
+                let files = nocloud_files(&p.name, source, &secrets, uid, hostname)?;
                 make_cidata_iso(&target, &files)?;
                 give(&target, owner)?;
                 tracing::info!(iso = %target.display(), "cloud-init NoCloud disk created");
@@ -329,9 +337,9 @@ mod tests {
         // Handed to the launcher's user, as virt-handler does when the node makes it.
         std::fs::create_dir_all(&vmi_dir).unwrap();
         std::os::unix::fs::chown(&vmi_dir, Some(107), Some(107)).unwrap();
-        prepare(&plans, &vmi_dir, &store, "uid-1", "vm1").unwrap();
+        prepare(&plans, &vmi_dir, &store, None, "uid-1", "vm1").unwrap();
         // Twice is fine (handler restart).
-        prepare(&plans, &vmi_dir, &store, "uid-1", "vm1").unwrap();
+        prepare(&plans, &vmi_dir, &store, None, "uid-1", "vm1").unwrap();
         // QEMU runs as the launcher's user: every file prepared for it is that user's.
         for f in [
             vmi_dir.join("volumes"),
@@ -395,7 +403,7 @@ mod tests {
         })).unwrap();
         let hd = HostDiskPolicy::allow(&[tmp.path().to_str().unwrap()]);
         let plans = plan(&spec, tmp.path(), &BTreeMap::new(), &hd).unwrap();
-        let err = prepare(&plans, tmp.path(), &ImageRoots::new(), "u", "h").unwrap_err();
+        let err = prepare(&plans, tmp.path(), &ImageRoots::new(), None, "u", "h").unwrap_err();
         assert!(
             err.to_string().contains("volume \"host\"")
                 && err.to_string().contains("does not exist"),
