@@ -398,12 +398,13 @@ pub enum DiskBus {
 }
 
 /// A network interface of the guest, connected to the network of the same name. At most
-/// one binding (`masquerade`, `bridge`) may be set; with none, it is `bridge`.
+/// one binding (`masquerade`, `bridge`, `passtBinding`, or the binding plugin `binding`)
+/// may be set; with none, it is `bridge`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "!(has(self.masquerade) && has(self.bridge))",
-    "message": "set at most one of masquerade and bridge"
+    "rule": "[has(self.masquerade), has(self.bridge), has(self.passtBinding), has(self.binding)].filter(b, b).size() <= 1",
+    "message": "set at most one binding: masquerade, bridge, passtBinding or binding"
 }]))]
 pub struct Interface {
     /// The interface's name; the network of the same name connects it.
@@ -426,7 +427,16 @@ pub struct Interface {
     /// The guest is bridged to the pod network and takes the pod's address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bridge: Option<InterfaceBridge>,
-    /// The ports forwarded to the guest (masquerade only).
+    /// KubeVirt's core passt binding: passt (user-mode networking in the launcher pod)
+    /// gives the guest the pod's address; only the listed ports (all when none are
+    /// listed) are forwarded to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passt_binding: Option<InterfacePasstBinding>,
+    /// A network binding plugin, by the name the cluster configuration registers it
+    /// under; Ferrovirt implements `passt` (the same as `passtBinding`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<PluginBinding>,
+    /// The ports forwarded to the guest (masquerade and passt).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<Port>,
 }
@@ -438,6 +448,18 @@ pub struct InterfaceMasquerade {}
 /// The bridge binding; it has no options.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct InterfaceBridge {}
+
+/// The passt binding; it has no options.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct InterfacePasstBinding {}
+
+/// A network binding plugin, by name.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct PluginBinding {
+    /// The plugin's name as the cluster configuration registers it.
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
 
 // A NIC model.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

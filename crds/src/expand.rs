@@ -321,6 +321,8 @@ fn devices(p: &PreferenceSpec, spec: &mut VirtualMachineInstanceSpec) {
         if let Some(m) = &d.preferred_interface_masquerade
             && iface.masquerade.is_none()
             && iface.bridge.is_none()
+            && iface.passt_binding.is_none()
+            && iface.binding.is_none()
             && pod_networks.contains(&iface.name.as_str())
         {
             iface.masquerade = Some(m.clone());

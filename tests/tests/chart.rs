@@ -157,9 +157,12 @@ fn values_change_what_renders() {
             "featureGates={HostDisk}",
             "--set",
             "hostDisk.pathPrefixes={/var/data}",
+            "--set",
+            "networkBindings={passt}",
         ],
     ));
     let config = &find(&docs, "ConfigMap", "kubevirt-config")["data"];
+    assert_eq!(config["ferrovirt.networkBindings"], Value::from("passt"));
     assert_eq!(config["useEmulation"], Value::from("true"));
     assert_eq!(config["feature-gates"], Value::from("HostDisk"));
     assert_eq!(

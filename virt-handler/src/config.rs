@@ -7,7 +7,10 @@
 //!
 //! The same ConfigMap carries KubeVirt's `feature-gates` (comma-separated, the ConfigMap
 //! era's key; only `HostDisk` changes anything here) and Ferrovirt's
-//! `ferrovirt.hostDiskPathPrefixes` ([`crate::volumes::hostdisk`]).
+//! `ferrovirt.hostDiskPathPrefixes` ([`crate::volumes::hostdisk`]), and Ferrovirt's
+//! `ferrovirt.networkBindings`: the network binding plugins registered, as KubeVirt's CR
+//! registers them in `spec.configuration.network.binding` (comma-separated names; an
+//! interface's `binding.name` must be one, and Ferrovirt implements `passt`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,28 +21,37 @@ use crate::{Error, Result};
 /// KubeVirt's key for the enabled feature gates in `kubevirt-config`.
 pub const FEATURE_GATES: &str = "feature-gates";
 
+/// Ferrovirt's key for the registered network binding plugins in `kubevirt-config`.
+pub const NETWORK_BINDINGS: &str = "ferrovirt.networkBindings";
+
 /// What the handler reads from `kubevirt-config` when a VMI starts.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClusterConfig {
     pub use_emulation: bool,
     pub feature_gates: BTreeSet<String>,
     pub host_disks: HostDiskPolicy,
+    /// The registered network binding plugins ([`NETWORK_BINDINGS`]).
+    pub network_bindings: BTreeSet<String>,
+}
+
+/// A comma-separated list's items, trimmed, empty ones left out.
+fn list(data: Option<&BTreeMap<String, String>>, key: &str) -> BTreeSet<String> {
+    data.and_then(|d| d.get(key))
+        .map(|g| {
+            g.split(',')
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl ClusterConfig {
     /// From the ConfigMap's data (`None`: no ConfigMap); `default_emulation` applies when
     /// it does not say.
     pub fn from_data(data: Option<&BTreeMap<String, String>>, default_emulation: bool) -> Self {
-        let feature_gates: BTreeSet<String> = data
-            .and_then(|d| d.get(FEATURE_GATES))
-            .map(|g| {
-                g.split(',')
-                    .map(str::trim)
-                    .filter(|g| !g.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let feature_gates = list(data, FEATURE_GATES);
         let host_disks = HostDiskPolicy::from_config(
             feature_gates.contains(hostdisk::FEATURE_GATE),
             data.and_then(|d| d.get(hostdisk::PREFIXES_KEY))
@@ -49,6 +61,7 @@ impl ClusterConfig {
             use_emulation: use_emulation(data, default_emulation),
             feature_gates,
             host_disks,
+            network_bindings: list(data, NETWORK_BINDINGS),
         }
     }
 }
@@ -147,6 +160,15 @@ mod tests {
         assert!(c.use_emulation && c.host_disks.enabled);
         assert!(c.feature_gates.contains("LiveMigration"));
         assert_eq!(c.host_disks.prefixes.len(), 2);
+        assert!(c.network_bindings.is_empty());
+        let with_passt = BTreeMap::from([(
+            "ferrovirt.networkBindings".to_owned(),
+            " passt, ,other".to_owned(),
+        )]);
+        assert_eq!(
+            ClusterConfig::from_data(Some(&with_passt), false).network_bindings,
+            BTreeSet::from(["passt".to_owned(), "other".to_owned()])
+        );
         let off = ClusterConfig::from_data(None, false);
         assert!(!off.host_disks.enabled && off.host_disks.prefixes.is_empty());
         // The gate is case-sensitive, as KubeVirt's.

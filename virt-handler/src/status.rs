@@ -33,6 +33,9 @@ pub enum Observation {
     },
     /// The guest agent's state (crate::agent): `status.guestOSInfo`, `AgentConnected`.
     Agent(AgentState),
+    /// `status.interfaces` changed while the domain runs (a DHCP lease, the guest agent's
+    /// report; network/status.rs); nothing else does.
+    Interfaces(Vec<VirtualMachineInstanceNetworkInterface>),
     /// The VMI cannot run here.
     Failed {
         reason: String,
@@ -120,6 +123,10 @@ pub fn next(
         crate::agent::apply(&mut s, state, &now);
         return (s != *current).then_some(s);
     }
+    if let Observation::Interfaces(list) = obs {
+        s.interfaces = list.clone();
+        return (s != *current).then_some(s);
+    }
     let (phase, reason) = match obs {
         Observation::Running {
             virtualization,
@@ -199,7 +206,7 @@ pub fn next(
             }
             (VmiPhase::Running, None)
         }
-        Observation::Agent(_) => unreachable!("applied above"),
+        Observation::Agent(_) | Observation::Interfaces(_) => unreachable!("applied above"),
         Observation::LauncherGone { deleting: true } => (VmiPhase::Succeeded, None),
         Observation::LauncherGone { deleting: false } => (VmiPhase::Failed, Some("LauncherExited")),
         Observation::Failed { reason, message } => {
@@ -323,6 +330,21 @@ mod tests {
             s.interfaces, planned,
             "the IP printer column reads ipAddress"
         );
+        // A later change of the interfaces alone (lease, guest agent) leaves the rest.
+        let mut merged = planned.clone();
+        merged[0].interface_name = Some("eth0".into());
+        merged[0].info_source = Some("domain, guest-agent".into());
+        let after = next(
+            &s,
+            &spec(),
+            "u",
+            "n",
+            &Observation::Interfaces(merged.clone()),
+            t(6),
+        )
+        .unwrap();
+        assert_eq!(after.interfaces, merged);
+        assert_eq!((after.phase, &after.conditions), (s.phase, &s.conditions));
     }
 
     #[test]

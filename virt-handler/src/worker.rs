@@ -161,7 +161,7 @@ async fn follow(ctx: &Arc<Context>, first: &VirtualMachineInstance, mut rx: VmiR
 /// What a Running observation carries besides the phase.
 struct RunningAs {
     virtualization: Option<Virtualization>,
-    interfaces: Option<Vec<crds::VirtualMachineInstanceNetworkInterface>>,
+    interfaces: Option<crate::network::Planned>,
 }
 
 /// The guest's hostname: `spec.hostname`, else the VMI's name.
@@ -186,17 +186,14 @@ async fn start(
     rx: &VmiRx,
     launcher: &mut LauncherClient,
     waited: Duration,
-) -> Result<(
-    Virtualization,
-    Option<Vec<crds::VirtualMachineInstanceNetworkInterface>>,
-)> {
+) -> Result<(Virtualization, Option<crate::network::Planned>)> {
     let vmi = latest(rx).ok_or(Error::unsupported("metadata", "the VMI is gone"))?;
     let t0 = Instant::now();
     let config =
         crate::node::cluster_config(&ctx.client, &ctx.namespace, ctx.use_emulation_default).await?;
     let virtualization = crate::config::decide(&ctx.kvm, config.use_emulation)?;
     let host_disks = config.host_disks.resolve_on_node();
-    let attachment = prepare_network(ctx, &vmi, launcher).await?;
+    let attachment = prepare_network(ctx, &vmi, launcher, &config.network_bindings).await?;
     let t_net = Instant::now();
     let (xml, checked) = ctx
         .prepare_domain(
@@ -246,6 +243,7 @@ async fn prepare_network(
     ctx: &Arc<Context>,
     vmi: &VirtualMachineInstance,
     launcher: &LauncherClient,
+    registered: &std::collections::BTreeSet<String>,
 ) -> Result<crate::network::Attachment> {
     if vmi.spec.domain.devices.interfaces.is_empty() {
         return Ok(crate::network::Attachment::UserMode);
@@ -261,6 +259,7 @@ async fn prepare_network(
     let uid = vmi.uid().unwrap_or_default();
     let hostname = hostname(vmi);
     let dir = ctx.run_dir.vmi(&uid).dir;
+    let registered = registered.clone();
     tokio::task::spawn_blocking(move || {
         crate::network::prepare(&crate::network::Target {
             spec: &spec,
@@ -269,6 +268,7 @@ async fn prepare_network(
             pid: peer.pid,
             owner: peer.uid,
             vmi_dir: &dir,
+            registered: &registered,
         })
     })
     .await?
@@ -331,6 +331,19 @@ async fn follow_events(
     };
     let mut domain_running = false;
     let mut lease_poll = tokio::time::interval(LEASE_POLL);
+    // The guest agent's interfaces, merged into what `shown` has (network/status.rs).
+    let mut guest_ifaces = Vec::new();
+    let uid = first.uid().unwrap_or_default();
+    let merged = |shown: &Option<Vec<crds::VirtualMachineInstanceNetworkInterface>>,
+                  guest: &[ferrovirt_node_contract::agent::GuestInterface]| {
+        if shown.is_none() && guest.is_empty() {
+            return None;
+        }
+        let base = shown
+            .clone()
+            .unwrap_or_else(|| crate::status::interfaces(&first.spec, &uid));
+        Some(crate::network::status::with_agent(base, guest, &first.spec))
+    };
     loop {
         if deleting(&rx) && !stopping {
             stopping = true;
@@ -354,7 +367,7 @@ async fn follow_events(
                         domain_running = true;
                         Observation::Running {
                             virtualization: running.virtualization,
-                            interfaces: shown.clone(),
+                            interfaces: merged(&shown, &guest_ifaces),
                         }
                     }
                     Ok(Some(Event::Paused)) => {
@@ -399,22 +412,27 @@ async fn follow_events(
                     ctx.write_status(first, &resets.observation()).await?;
                 }
             }
-            _ = lease_poll.tick(), if domain_running && !stopping && shown != planned => {
+            _ = lease_poll.tick(), if domain_running && !stopping && shown.as_ref() != planned.as_ref().map(|p| &p.entries) => {
                 let Some(planned) = &planned else { continue };
                 let leases = leases(socket).await;
                 let now = network_status(planned, &leases);
                 if shown.as_ref() != Some(&now) {
                     tracing::info!(?leases, "the guest took its DHCP lease");
                     shown = Some(now);
-                    let obs = Observation::Running {
-                        virtualization: running.virtualization,
-                        interfaces: shown.clone(),
-                    };
-                    ctx.write_status(first, &obs).await?;
+                    let list = merged(&shown, &guest_ifaces).unwrap_or_default();
+                    ctx.write_status(first, &Observation::Interfaces(list)).await?;
                 }
             }
             state = crate::agent::next(&mut agent), if agent.is_some() => match state {
-                Some(state) => ctx.write_status(first, &Observation::Agent(state)).await?,
+                Some(state) => {
+                    let changed = state.interfaces != guest_ifaces;
+                    guest_ifaces = state.interfaces.clone();
+                    ctx.write_status(first, &Observation::Agent(state)).await?;
+                    if changed && domain_running && let Some(list) = merged(&shown, &guest_ifaces) {
+                        tracing::info!(interfaces = ?guest_ifaces, "the guest agent reports its interfaces");
+                        ctx.write_status(first, &Observation::Interfaces(list)).await?;
+                    }
+                }
                 None => agent = None,
             },
             _ = tokio::time::sleep_until(destroy_at), if stopping && !destroyed => {

@@ -6,7 +6,9 @@
 //! pod's address reaches the guest's httpd on the forwarded port; the port not listed in
 //! `ports` is not reachable from "peer" (though the guest serves it: reachable from the
 //! pod's own namespace on the guest's address). Bridge: the guest took the pod's address
-//! and MAC by DHCP and answers on any port at that address. Every address used is one
+//! and MAC by DHCP and answers on any port at that address. passt: libvirt starts passt
+//! in "pod"; the guest takes the pod's address from passt's DHCP and serves the listed
+//! port (only) at it. Every address used is one
 //! this test created inside its own namespaces; nothing is routed off the machine.
 
 /// Not a test of the suite: bench/network.sh runs it (`--ignored`).
@@ -150,6 +152,12 @@ fn pod_and_peer(test: &str) -> (Ns, Ns) {
 async fn boot(test: &str, interface: serde_json::Value, guest_ip: &str) -> Fixture {
     let cmdline = guest_cmdline();
     let (pod, peer) = pod_and_peer(test);
+    let passt = !interface["passtBinding"].is_null() || !interface["binding"].is_null();
+    if passt {
+        // As in a pod: passt copies the pod's default route to the guest (and takes its
+        // template interface from it). It leads to "peer", which has none.
+        pod.ip(&["route", "add", "default", "via", PEER_IP]);
+    }
 
     let uid = format!("net-{test}");
     let vmi: crds::VirtualMachineInstance = serde_json::from_value(serde_json::json!({
@@ -201,6 +209,7 @@ async fn boot(test: &str, interface: serde_json::Value, guest_ip: &str) -> Fixtu
             pid,
             owner,
             vmi_dir: &vmi_dir,
+            registered: &["passt".to_owned()].into(),
         })
     })
     .await
@@ -210,7 +219,10 @@ async fn boot(test: &str, interface: serde_json::Value, guest_ip: &str) -> Fixtu
     let Attachment::Pod(net_plan) = attachment.clone() else {
         panic!("expected taps in the pod namespace, got {attachment:?}");
     };
-    assert_eq!(net_plan.status[0].ip_address.as_deref(), Some(POD_IP));
+    assert_eq!(
+        net_plan.status.entries[0].ip_address.as_deref(),
+        Some(POD_IP)
+    );
 
     let plans = plan(&vmi.spec, &dir, &BTreeMap::new(), &Default::default()).unwrap();
     let images =
@@ -231,7 +243,11 @@ async fn boot(test: &str, interface: serde_json::Value, guest_ip: &str) -> Fixtu
         &attachment,
     )
     .unwrap();
-    assert!(xml.contains("<target dev='tap0' managed='no'/>"), "{xml}");
+    if passt {
+        assert!(xml.contains("<backend type='passt'/>"), "{xml}");
+    } else {
+        assert!(xml.contains("<target dev='tap0' managed='no'/>"), "{xml}");
+    }
     let started = Instant::now();
     client
         .define_and_start_full(&xml, false, net_plan.dhcp.clone())
@@ -250,9 +266,16 @@ async fn boot(test: &str, interface: serde_json::Value, guest_ip: &str) -> Fixtu
         started.elapsed().as_secs_f64()
     );
     let leases = client.leases().await.unwrap();
-    assert_eq!(leases.len(), 1, "{leases:?}");
-    assert_eq!(leases[0].ip, guest_ip);
-    assert_eq!(leases[0].mac, net_plan.nics[0].mac);
+    if passt {
+        assert!(
+            leases.is_empty(),
+            "passt's DHCP served the guest: {leases:?}"
+        );
+    } else {
+        assert_eq!(leases.len(), 1, "{leases:?}");
+        assert_eq!(leases[0].ip, guest_ip);
+        assert_eq!(leases[0].mac, net_plan.nics[0].mac);
+    }
     Fixture {
         pod,
         peer,
@@ -316,6 +339,25 @@ async fn bridge_guest_takes_the_pods_address_and_mac() {
     assert!(
         body.contains("ferrovirt guest"),
         "GET pod:8080 from the peer: {body:?}"
+    );
+    f.client.destroy().await.unwrap();
+}
+
+#[tokio::test]
+async fn passt_guest_takes_the_pods_address_and_serves_only_its_ports() {
+    let iface = serde_json::json!({"name": "default", "passtBinding": {}, "ports": [{"name": "http", "port": 80}]});
+    let mut f = boot("passt", iface, POD_IP).await;
+    // The listed port, from the peer, at the pod's address (passt listens there).
+    let body = http_get_eventually(&f.peer.path(), POD_IP, 80);
+    assert!(
+        body.contains("ferrovirt guest"),
+        "GET pod:80 from the peer: {body:?}"
+    );
+    // 8080, which the guest serves too, is not forwarded.
+    let refused = in_netns(&f.peer.path(), || http_get(POD_IP, 8080));
+    assert!(
+        refused.is_err(),
+        "port 8080 is not in ports yet answered: {refused:?}"
     );
     f.client.destroy().await.unwrap();
 }

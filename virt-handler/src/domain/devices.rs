@@ -3,6 +3,8 @@
 use crds::{DiskBus, InterfaceModel, VirtualMachineInstanceSpec};
 
 use super::xml::Xml;
+use crate::network::Backend;
+use crate::network::plan::Ports;
 use crate::volumes::Planned;
 use crate::{Error, Result};
 
@@ -207,12 +209,20 @@ pub fn interfaces(
                 .iter()
                 .find(|n| n.interface == iface.name)
                 .ok_or_else(|| {
-                    Error::unsupported(field("name"), "the network plan has no tap for it")
+                    Error::unsupported(field("name"), "the network plan has no NIC for it")
                 })?;
-            x.open("interface", &[("type", "ethernet")]);
-            x.empty("mac", &[("address", &nic.mac)]);
-            x.empty("target", &[("dev", &nic.tap), ("managed", "no")]);
-            x.empty("model", &[("type", model)]);
+            match &nic.backend {
+                Backend::Tap(tap) => {
+                    x.open("interface", &[("type", "ethernet")]);
+                    x.empty("mac", &[("address", &nic.mac)]);
+                    x.empty("target", &[("dev", tap), ("managed", "no")]);
+                    x.empty("model", &[("type", model)]);
+                }
+                Backend::Passt {
+                    pod_interface,
+                    ports,
+                } => passt(x, &nic.mac, pod_interface, model, ports),
+            }
             x.empty("alias", &[("name", &format!("ua-{}", iface.name))]);
             x.close();
             continue;
@@ -251,6 +261,32 @@ pub fn interfaces(
         x.close();
     }
     Ok(())
+}
+
+/// libvirt's passt backend (libvirt starts passt for the NIC, in the launcher's network
+/// namespace, QEMU joined to it by a stream socket): the pod interface it copies the
+/// address of, and the ports it forwards, as KubeVirt's passt binding writes them: each
+/// protocol's listed ports, or every port of both when none are listed.
+fn passt(x: &mut Xml, mac: &str, pod_interface: &str, model: &str, ports: &Ports) {
+    x.open("interface", &[("type", "user")]);
+    x.empty("mac", &[("address", mac)]);
+    x.empty("source", &[("dev", pod_interface)]);
+    x.empty("model", &[("type", model)]);
+    x.empty("backend", &[("type", "passt")]);
+    if ports.tcp.is_empty() && ports.udp.is_empty() {
+        x.empty("portForward", &[("proto", "tcp")]);
+        x.empty("portForward", &[("proto", "udp")]);
+    }
+    for (proto, list) in [("tcp", &ports.tcp), ("udp", &ports.udp)] {
+        if list.is_empty() {
+            continue;
+        }
+        x.open("portForward", &[("proto", proto)]);
+        for port in list {
+            x.empty("range", &[("start", &port.to_string())]);
+        }
+        x.close();
+    }
 }
 
 fn parse_cidr(cidr: &str) -> Option<(String, u8)> {

@@ -5,6 +5,10 @@
 //! guest. The launcher's DHCP server (virt-launcher/src/dhcp/) then gives the guest its
 //! address.
 //!
+//! For the passt binding nothing is made: libvirt starts passt in the launcher (so in the
+//! pod's namespace) for the guest's NIC; only two sysctls let it, as the launcher's
+//! non-root user, bind the pod's low ports and answer pings.
+//!
 //! [`plan`] is pure; [`netns`] and [`links`] run `ip`, `nft` and `sysctl` in the pod's
 //! namespace with `nsenter`. Nothing is changed when the launcher shares our network
 //! namespace (devnode): the guest then keeps QEMU's user-mode network.
@@ -16,12 +20,13 @@ pub mod plan;
 mod plan_tests;
 pub mod status;
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use crds::VirtualMachineInstanceSpec;
 
 pub use netns::NetNs;
-pub use plan::{Nic, Plan, PodInterface};
+pub use plan::{Backend, Nic, Plan, Planned, PodInterface};
 
 use crate::{Error, Result};
 
@@ -58,6 +63,8 @@ pub struct Target<'a> {
     pub owner: u32,
     /// The VMI's directory on the node, for [`CACHE_FILE`].
     pub vmi_dir: &'a Path,
+    /// The binding plugins the cluster configuration registers.
+    pub registered: &'a BTreeSet<String>,
 }
 
 /// Prepares the launcher's network namespace for the VMI's interfaces (blocking: run it
@@ -65,6 +72,11 @@ pub struct Target<'a> {
 pub fn prepare(t: &Target) -> Result<Attachment> {
     if t.spec.domain.devices.interfaces.is_empty() {
         return Ok(Attachment::UserMode);
+    }
+    // Each binding is one this node implements and the configuration registers, also
+    // where user-mode networking stands in for it.
+    for (i, iface) in t.spec.domain.devices.interfaces.iter().enumerate() {
+        plan::binding(iface, i, Some(t.registered))?;
     }
     let ns = NetNs::of(t.pid);
     if ns.is_ours()? {
@@ -81,6 +93,8 @@ pub fn prepare(t: &Target) -> Result<Attachment> {
         hostname: t.hostname,
         pod: &pod,
         owner: t.owner,
+        group: netns::gid_of(t.pid).unwrap_or(t.owner),
+        registered: Some(t.registered),
     })?;
     apply(&ns, &plan)?;
     tracing::info!(pid = t.pid, pod_ip = ?pod.ipv4, nics = plan.nics.len(), "pod network prepared");
@@ -105,7 +119,7 @@ pub fn cached_status(
     uid: &str,
     hostname: &str,
     vmi_dir: &Path,
-) -> Option<Vec<crds::VirtualMachineInstanceNetworkInterface>> {
+) -> Option<Planned> {
     let text = std::fs::read_to_string(vmi_dir.join(CACHE_FILE)).ok()?;
     let pod: PodInterface = serde_json::from_str(&text).ok()?;
     let input = plan::Input {
@@ -114,6 +128,9 @@ pub fn cached_status(
         hostname,
         pod: &pod,
         owner: 0,
+        group: 0,
+        // Registered when it started; the configuration may have changed since.
+        registered: None,
     };
     plan::plan(&input).ok().map(|p| p.status)
 }

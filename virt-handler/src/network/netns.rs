@@ -9,6 +9,18 @@ use std::process::{Command, Stdio};
 use super::plan::PodInterface;
 use crate::{Error, Result};
 
+/// The (real) gid of process `pid`, from `/proc/<pid>/status`.
+pub fn gid_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Gid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The network namespace of a process, by its pid in our PID namespace.
 #[derive(Clone, Debug)]
 pub struct NetNs {

@@ -1,6 +1,7 @@
 //! The pure part: a VMI's interfaces and the pod's interface in, the links, NAT rules,
 //! DHCP offers, domain NICs and status entries out. Applied by [`super::apply`].
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use crds::{Protocol, VirtualMachineInstanceNetworkInterface, VirtualMachineInstanceSpec};
@@ -77,12 +78,23 @@ pub enum Step {
     },
 }
 
-/// A guest NIC on a tap.
+/// A guest NIC in the pod's namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Nic {
     pub interface: String,
-    pub tap: String,
     pub mac: String,
+    pub backend: Backend,
+}
+
+/// What a guest NIC is attached to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A tap the plan's steps make (masquerade, bridge).
+    Tap(String),
+    /// passt, which libvirt starts in the pod's namespace (the launcher's) for the NIC:
+    /// it copies the pod interface's address, routes and DNS to the guest by its own
+    /// DHCP, and forwards the pod's ports to it (all when `ports` is empty).
+    Passt { pod_interface: String, ports: Ports },
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -92,7 +104,84 @@ pub struct Plan {
     pub nft: Option<String>,
     pub nics: Vec<Nic>,
     pub dhcp: Vec<DhcpInterface>,
-    pub status: Vec<VirtualMachineInstanceNetworkInterface>,
+    pub status: Planned,
+}
+
+/// The status entries of the pod-network interfaces, and which of them show their
+/// addresses only once the launcher's DHCP server has a lease for the guest
+/// ([`super::status`]); the others (passt, whose own DHCP server gives the guest the
+/// pod's address) show them from the start, as KubeVirt does.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Planned {
+    pub entries: Vec<VirtualMachineInstanceNetworkInterface>,
+    pub by_dhcp: BTreeSet<String>,
+}
+
+/// The binding an interface asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binding {
+    Masquerade,
+    Bridge,
+    Passt,
+}
+
+/// The binding plugin name Ferrovirt implements (as `passtBinding`).
+pub const PASST_PLUGIN: &str = "passt";
+
+/// The binding of interface `i` (`field` names its fields): exactly one of masquerade,
+/// bridge, passtBinding, or a binding plugin registered in the cluster configuration
+/// (`registered`; `None`: not checked, for a plan made again after a handler restart).
+pub fn binding(
+    iface: &crds::Interface,
+    i: usize,
+    registered: Option<&BTreeSet<String>>,
+) -> Result<Binding> {
+    let field = |f: &str| format!("spec.domain.devices.interfaces[{i}].{f}");
+    let set = [
+        iface.masquerade.is_some(),
+        iface.bridge.is_some(),
+        iface.passt_binding.is_some(),
+        iface.binding.is_some(),
+    ];
+    if set.iter().filter(|b| **b).count() != 1 {
+        return Err(Error::unsupported(
+            field("name"),
+            format!(
+                "logical {} interface must have exactly one binding method or binding plugin",
+                iface.name
+            ),
+        ));
+    }
+    if let Some(plugin) = &iface.binding {
+        if registered.is_some_and(|r| !r.contains(&plugin.name)) {
+            return Err(Error::unsupported(
+                field("binding.name"),
+                format!(
+                    "couldn't find configuration for network binding: {} (register it in the \
+                     kubevirt-config ConfigMap's {} list)",
+                    plugin.name,
+                    crate::config::NETWORK_BINDINGS
+                ),
+            ));
+        }
+        if plugin.name != PASST_PLUGIN {
+            return Err(Error::unsupported(
+                field("binding.name"),
+                format!(
+                    "network binding plugin {:?} is not implemented: Ferrovirt implements {PASST_PLUGIN:?}",
+                    plugin.name
+                ),
+            ));
+        }
+        return Ok(Binding::Passt);
+    }
+    Ok(if iface.masquerade.is_some() {
+        Binding::Masquerade
+    } else if iface.bridge.is_some() {
+        Binding::Bridge
+    } else {
+        Binding::Passt
+    })
 }
 
 pub struct Input<'a> {
@@ -103,6 +192,11 @@ pub struct Input<'a> {
     pub pod: &'a PodInterface,
     /// The launcher's uid: owner of the tap.
     pub owner: u32,
+    /// The launcher's gid: passt (running as the launcher) answers the guest's pings
+    /// with ping sockets, which the pod's `ping_group_range` must allow it.
+    pub group: u32,
+    /// The binding plugins the cluster configuration registers; `None`: not checked.
+    pub registered: Option<&'a BTreeSet<String>>,
 }
 
 /// The plan for the VMI's pod-network interface (KubeVirt allows one).
@@ -141,8 +235,8 @@ pub fn plan(input: &Input) -> Result<Plan> {
         })?;
         let mut ips = vec![pod_ip.0.to_string()];
         ips.extend(pod.other_ips.iter().cloned());
-        let dhcp = match (&iface.masquerade, &iface.bridge) {
-            (Some(_), None) => {
+        let dhcp = match binding(iface, i, input.registered)? {
+            Binding::Masquerade => {
                 let mac = guest_mac(iface.mac_address.as_deref(), input.uid, &iface.name);
                 let cidr = pod_net
                     .vm_network_cidr
@@ -191,7 +285,7 @@ pub fn plan(input: &Input) -> Result<Plan> {
                     hostname,
                 }
             }
-            (None, Some(_)) => {
+            Binding::Bridge => {
                 if !iface.ports.is_empty() {
                     return Err(Error::unsupported(
                         field("ports"),
@@ -255,26 +349,42 @@ pub fn plan(input: &Input) -> Result<Plan> {
                     hostname,
                 }
             }
-            _ => {
-                return Err(Error::unsupported(
-                    field("masquerade"),
-                    "set exactly one binding: masquerade or bridge",
+            Binding::Passt => {
+                let mac = guest_mac(iface.mac_address.as_deref(), input.uid, &iface.name);
+                // passt, running as the launcher's user, answers the guest's pings from
+                // the pod with ping sockets (KubeVirt's passt binding sets the same).
+                out.steps.push(sysctl(
+                    "net.ipv4.ping_group_range",
+                    &format!("{} {}", input.group, input.group),
                 ));
+                out.nics.push(Nic {
+                    interface: iface.name.clone(),
+                    mac: mac.clone(),
+                    backend: Backend::Passt {
+                        pod_interface: pod.name.clone(),
+                        ports: ports(iface, i)?,
+                    },
+                });
+                out.status.entries.push(status(&iface.name, &mac, ips));
+                continue;
             }
         };
         out.nics.push(Nic {
             interface: iface.name.clone(),
-            tap: TAP.into(),
             mac: dhcp.mac.clone(),
+            backend: Backend::Tap(TAP.into()),
         });
         // Both bindings: the guest is reached at the pod's addresses (KubeVirt's status).
-        out.status.push(status(&iface.name, &dhcp.mac, ips));
+        out.status.entries.push(status(&iface.name, &dhcp.mac, ips));
+        out.status.by_dhcp.insert(iface.name.clone());
         out.dhcp.push(dhcp);
     }
-    if !out.dhcp.is_empty() {
+    if !out.nics.is_empty() {
         // The launcher runs as uid 107 without effective capabilities and serves DHCP on
-        // port 67: low ports are open to every user in the pod's namespace, as KubeVirt's
-        // handler sets it for a non-root launcher (docs/security.md).
+        // port 67 (masquerade, bridge), or its passt binds the forwarded ports of the
+        // pod: low ports are open to every user in the pod's namespace, as KubeVirt's
+        // handler (and its passt binding) sets it for a non-root launcher
+        // (docs/security.md).
         out.steps
             .push(sysctl("net.ipv4.ip_unprivileged_port_start", "0"));
     }
@@ -319,9 +429,10 @@ fn vm_network(cidr: &str) -> Option<(Ipv4Addr, Ipv4Addr, u8)> {
 }
 
 /// The forwarded ports by protocol; empty: everything is forwarded.
-struct Ports {
-    tcp: Vec<u16>,
-    udp: Vec<u16>,
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ports {
+    pub tcp: Vec<u16>,
+    pub udp: Vec<u16>,
 }
 
 fn ports(iface: &crds::Interface, i: usize) -> Result<Ports> {

@@ -1,8 +1,9 @@
 //! Table tests of the network plan.
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use super::plan::{Input, PodInterface, Step, plan};
+use super::plan::{Backend, Input, PodInterface, Ports, Step, plan};
 
 fn pod() -> PodInterface {
     PodInterface {
@@ -26,6 +27,11 @@ fn spec(
     .unwrap()
 }
 
+/// The binding plugins the tests' cluster configuration registers.
+fn registered() -> BTreeSet<String> {
+    ["passt".to_owned(), "other".to_owned()].into()
+}
+
 fn run(spec: &crds::VirtualMachineInstanceSpec) -> crate::Result<super::Plan> {
     plan(&Input {
         spec,
@@ -33,6 +39,8 @@ fn run(spec: &crds::VirtualMachineInstanceSpec) -> crate::Result<super::Plan> {
         hostname: "vm1",
         pod: &pod(),
         owner: 107,
+        group: 107,
+        registered: Some(&registered()),
     })
 }
 
@@ -80,7 +88,7 @@ fn masquerade_makes_a_bridge_a_tap_nat_and_a_dhcp_offer() {
     );
     assert_eq!(d.mac, crate::domain::mac_address("uid-1", "default"));
     assert_eq!(p.nics[0].mac, d.mac);
-    let st = &p.status[0];
+    let st = &p.status.entries[0];
     assert_eq!(
         st.ip_address.as_deref(),
         Some("10.244.0.5"),
@@ -155,7 +163,22 @@ fn refusals_name_the_field() {
         (
             serde_json::json!({"name": "default", "masquerade": {}, "bridge": {}}),
             serde_json::json!({"name": "default", "pod": {}}),
-            "spec.domain.devices.interfaces[0].masquerade",
+            "spec.domain.devices.interfaces[0].name: logical default interface must have exactly one binding",
+        ),
+        (
+            serde_json::json!({"name": "default", "passtBinding": {}, "binding": {"name": "passt"}}),
+            serde_json::json!({"name": "default", "pod": {}}),
+            "spec.domain.devices.interfaces[0].name: logical default interface must have exactly one binding",
+        ),
+        (
+            serde_json::json!({"name": "default", "binding": {"name": "slirp"}}),
+            serde_json::json!({"name": "default", "pod": {}}),
+            "spec.domain.devices.interfaces[0].binding.name: couldn't find configuration for network binding: slirp",
+        ),
+        (
+            serde_json::json!({"name": "default", "binding": {"name": "other"}}),
+            serde_json::json!({"name": "default", "pod": {}}),
+            "spec.domain.devices.interfaces[0].binding.name: network binding plugin \"other\" is not implemented",
         ),
         (
             serde_json::json!({"name": "default", "masquerade": {}}),
@@ -179,8 +202,56 @@ fn refusals_name_the_field() {
         hostname: "h",
         pod: &no_ip,
         owner: 0,
+        group: 0,
+        registered: None,
     })
     .unwrap_err()
     .to_string();
     assert!(e.contains("no IPv4 address"), "{e}");
+}
+
+#[test]
+fn passt_makes_no_links_and_forwards_the_listed_ports() {
+    for iface in [
+        serde_json::json!({"name": "default", "passtBinding": {}, "ports": [{"port": 80}, {"port": 53, "protocol": "UDP"}]}),
+        serde_json::json!({"name": "default", "binding": {"name": "passt"}, "ports": [{"port": 80}, {"port": 53, "protocol": "UDP"}]}),
+    ] {
+        let s = spec(iface, serde_json::json!({"name": "default", "pod": {}}));
+        let p = run(&s).unwrap();
+        // No bridge, tap or NAT: libvirt starts passt in the pod's namespace.
+        assert_eq!(
+            p.steps,
+            [
+                Step::Sysctl {
+                    key: "net.ipv4.ping_group_range".into(),
+                    value: "107 107".into()
+                },
+                Step::Sysctl {
+                    key: "net.ipv4.ip_unprivileged_port_start".into(),
+                    value: "0".into()
+                },
+            ]
+        );
+        assert!(p.nft.is_none() && p.dhcp.is_empty());
+        assert_eq!(
+            p.nics[0].mac,
+            crate::domain::mac_address("uid-1", "default")
+        );
+        assert_eq!(
+            p.nics[0].backend,
+            Backend::Passt {
+                pod_interface: "eth0".into(),
+                ports: Ports {
+                    tcp: vec![80],
+                    udp: vec![53]
+                }
+            }
+        );
+        // The guest takes the pod's address from passt: shown without our lease.
+        assert_eq!(
+            p.status.entries[0].ip_address.as_deref(),
+            Some("10.244.0.5")
+        );
+        assert!(p.status.by_dhcp.is_empty());
+    }
 }
