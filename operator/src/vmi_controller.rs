@@ -10,10 +10,10 @@ use crds::{
     Condition, PhaseTransitionTimestamp, VirtualMachineInstance, VirtualMachineInstanceStatus,
     VmiPhase,
 };
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -34,6 +34,9 @@ const STUCK_POD_SLACK: Duration = Duration::from_secs(30);
 
 const CONTROLLER: &str = "vmi";
 const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a VMI whose launcher pod waits for a cloud-init Secret is looked at again: the
+/// node's FailedMount Events come without a change of the pod.
+const SECRET_WAIT_RETRY: Duration = Duration::from_secs(3);
 
 #[instrument(skip(ctx, vmi), fields(vmi = %format!("{}/{}", vmi.namespace().unwrap_or_default(), vmi.name_any())))]
 pub async fn reconcile(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Context>) -> Result<Action> {
@@ -200,6 +203,7 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
         remove_condition(&mut status.conditions, SYNCHRONIZED);
     }
     let mut label_node: Option<String> = None;
+    let mut requeue = RESYNC;
     match (phase, pod.as_ref()) {
         // Not yet processed, and no pod could be made: stays Pending.
         (None | Some(VmiPhase::Pending), None) => status.phase = Some(VmiPhase::Pending),
@@ -231,6 +235,29 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
                 label_node = node_label(&node).map(str::to_string);
             } else if scheduled(p) {
                 remove_condition(&mut status.conditions, "PodScheduled");
+                if pod::cloudinit::may_wait_for_secret(vmi, p) {
+                    // The node starts the pod only once its cloud-init Secrets exist; its
+                    // FailedMount Events name the Secret: in condition Synchronized and a
+                    // Warning Event, as for an image it cannot pull.
+                    requeue = SECRET_WAIT_RETRY;
+                    if let Some(message) = secret_mount_failure(vmi, p, ctx).await {
+                        let said = old.conditions.iter().any(|c| {
+                            c.type_ == SYNCHRONIZED && c.message.as_ref() == Some(&message)
+                        });
+                        if !said {
+                            ctx.event(
+                                vmi.object_ref(&()),
+                                EventType::Warning,
+                                "FailedMount",
+                                message.clone(),
+                            );
+                        }
+                        set_condition(
+                            &mut status.conditions,
+                            synchronized_failure("FailedMount", &message),
+                        );
+                    }
+                }
             }
         }
         (Some(VmiPhase::Scheduling), None) => {
@@ -301,7 +328,28 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
     } else {
         write_status(vmi, &old, status, &vmis, ctx).await?;
     }
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(requeue))
+}
+
+/// The node's word on a cloud-init Secret it cannot mount for the launcher pod `p`: its
+/// FailedMount Events ([`pod::cloudinit::mount_failure`]). A failed read is only logged.
+async fn secret_mount_failure(
+    vmi: &VirtualMachineInstance,
+    p: &Pod,
+    ctx: &Context,
+) -> Option<String> {
+    let (uid, ns) = (p.uid()?, p.namespace()?);
+    let events: Api<Event> = Api::namespaced(ctx.client.clone(), &ns);
+    let params =
+        ListParams::default().fields(&format!("involvedObject.uid={uid},reason=FailedMount"));
+    ctx.metrics.request("list", "events");
+    match events.list(&params).await {
+        Ok(list) => pod::cloudinit::mount_failure(vmi, &list.items),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the launcher pod's FailedMount Events failed");
+            None
+        }
+    }
 }
 
 /// Writes `status` if it differs from `old`, records the phase change and tells about it.

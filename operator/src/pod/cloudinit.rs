@@ -6,7 +6,7 @@
 //! not start until the Secret exists (the node's FailedMount Events name it).
 
 use crds::VirtualMachineInstance;
-use k8s_openapi::api::core::v1::{SecretVolumeSource, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::{Event, Pod, SecretVolumeSource, Volume, VolumeMount};
 
 use ferrovirt_node_contract::paths::CloudInitSecret;
 
@@ -41,11 +41,174 @@ pub fn render(vmi: &VirtualMachineInstance) -> (Vec<Volume>, Vec<VolumeMount>) {
     (volumes, mounts)
 }
 
-/// The names of the Secrets a VMI's cloud-init volumes read, by pod volume.
-pub fn secrets(vmi: &VirtualMachineInstance) -> Vec<(String, String)> {
-    render(vmi)
-        .0
-        .into_iter()
-        .filter_map(|v| Some((v.name, v.secret?.secret_name?)))
-        .collect()
+/// A cloud-init Secret of a VMI as its launcher pod has it: the pod's volume, the VMI's
+/// field that names it, and the Secret's name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodSecret {
+    pub volume: String,
+    pub field: String,
+    pub secret: String,
+}
+
+/// The cloud-init Secrets of a VMI's launcher pod.
+pub fn secrets(vmi: &VirtualMachineInstance) -> Vec<PodSecret> {
+    let mut out = Vec::new();
+    for (i, v) in vmi.spec.volumes.iter().enumerate() {
+        let Some(ci) = &v.cloud_init_no_cloud else {
+            continue;
+        };
+        for (which, secret, field) in [
+            (
+                CloudInitSecret::UserData,
+                &ci.user_data_secret_ref,
+                "userDataSecretRef",
+            ),
+            (
+                CloudInitSecret::NetworkData,
+                &ci.network_data_secret_ref,
+                "networkDataSecretRef",
+            ),
+        ] {
+            if let Some(secret) = secret {
+                out.push(PodSecret {
+                    volume: which.pod_volume(i),
+                    field: format!("spec.volumes[{i}].cloudInitNoCloud.{field}"),
+                    secret: secret.name.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Whether the node may be waiting to mount a cloud-init Secret of the launcher pod: the
+/// VMI has one, and the pod is bound to a node, Pending, its launcher not started.
+pub fn may_wait_for_secret(vmi: &VirtualMachineInstance, pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    let pending = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending") == "Pending";
+    let bound = pod.spec.as_ref().is_some_and(|s| s.node_name.is_some());
+    let started = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.state.as_ref().is_some_and(|st| st.waiting.is_none()))
+        });
+    pending && bound && !started && !secrets(vmi).is_empty()
+}
+
+/// The node's latest `FailedMount` Event among `events` (the pod's) about a cloud-init
+/// Secret volume, as the VMI's words: the node's message (kubelet's `MountVolume.SetUp
+/// failed for volume "cloudinit-1-userdata" : secret "ud" not found`) and the field.
+pub fn mount_failure(vmi: &VirtualMachineInstance, events: &[Event]) -> Option<String> {
+    let secrets = secrets(vmi);
+    let when = |e: &Event| {
+        e.last_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .or(e.event_time.as_ref().map(|t| t.0))
+            .or(e.metadata.creation_timestamp.as_ref().map(|t| t.0))
+    };
+    events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("FailedMount"))
+        .filter_map(|e| {
+            let message = e.message.as_deref()?;
+            let s = secrets
+                .iter()
+                .find(|s| message.contains(&format!("\"{}\"", s.volume)))?;
+            Some((
+                when(e),
+                format!("{}: Secret {:?}: {message}", s.field, s.secret),
+            ))
+        })
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, m)| m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vmi() -> VirtualMachineInstance {
+        serde_yaml::from_str(
+            r#"
+metadata: {name: ci, namespace: ns1}
+spec:
+  domain: {devices: {}}
+  volumes:
+  - {name: root, containerDisk: {image: "reg/disk:1"}}
+  - {name: ci, cloudInitNoCloud: {userDataSecretRef: {name: my-ud}}}
+"#,
+        )
+        .unwrap()
+    }
+
+    fn event(reason: &str, message: &str, at: &str) -> Event {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "e"}, "involvedObject": {},
+            "reason": reason, "message": message, "lastTimestamp": at
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_nodes_latest_failed_mount_of_a_secret_names_the_field_and_the_secret() {
+        let v = vmi();
+        let events = [
+            event(
+                "FailedMount",
+                "MountVolume.SetUp failed for volume \"cloudinit-1-userdata\" : secret \"my-ud\" not found",
+                "2026-12-03T04:00:05Z",
+            ),
+            event(
+                "FailedMount",
+                "Unable to attach or mount volumes: unmounted volumes=[cloudinit-1-userdata]: timed out",
+                "2026-12-03T04:00:01Z",
+            ),
+            event(
+                "Scheduled",
+                "Successfully assigned ns1/p to node",
+                "2026-12-03T04:00:09Z",
+            ),
+            event(
+                "FailedMount",
+                "MountVolume.SetUp failed for volume \"other\" : x",
+                "2026-12-03T04:00:09Z",
+            ),
+        ];
+        assert_eq!(
+            mount_failure(&v, &events).as_deref(),
+            Some(
+                "spec.volumes[1].cloudInitNoCloud.userDataSecretRef: Secret \"my-ud\": \
+                 MountVolume.SetUp failed for volume \"cloudinit-1-userdata\" : secret \"my-ud\" not found"
+            )
+        );
+        assert_eq!(mount_failure(&v, &events[2..3]), None);
+    }
+
+    #[test]
+    fn only_a_pending_bound_pod_not_started_may_wait_for_a_secret() {
+        let v = vmi();
+        let pod = |yaml: &str| -> Pod { serde_yaml::from_str(yaml).unwrap() };
+        assert!(may_wait_for_secret(
+            &v,
+            &pod(
+                "spec: {nodeName: n, containers: []}\nstatus: {phase: Pending, containerStatuses: [{name: compute, image: i, imageID: '', ready: false, restartCount: 0, state: {waiting: {reason: ContainerCreating}}}]}"
+            )
+        ));
+        assert!(!may_wait_for_secret(
+            &v,
+            &pod("spec: {containers: []}\nstatus: {phase: Pending}")
+        ));
+        assert!(!may_wait_for_secret(
+            &v,
+            &pod("spec: {nodeName: n, containers: []}\nstatus: {phase: Running}")
+        ));
+        let mut plain = v.clone();
+        plain.spec.volumes.truncate(1);
+        assert!(!may_wait_for_secret(
+            &plain,
+            &pod("spec: {nodeName: n, containers: []}\nstatus: {phase: Pending}")
+        ));
+    }
 }
