@@ -401,6 +401,64 @@ async fn claim_path(ctx: &Ctx, ns: &str, claim: &str) -> Result<PathBuf> {
     )))
 }
 
+/// kubelet's message for a volume it cannot set up (`MountVolume.SetUp failed for volume
+/// "NAME" : secret "S" not found`), for a volume's error from [`prepare`]; `None` for any
+/// other error.
+pub fn failed_mount_message(e: &Error) -> Option<String> {
+    match e {
+        Error::Volume(name, source) => Some(format!(
+            "MountVolume.SetUp failed for volume {name:?} : {}",
+            crate::chain(source.as_ref())
+        )),
+        _ => None,
+    }
+}
+
+/// Posts kubelet's Warning Event `FailedMount` with `message` on the pod, where
+/// `kubectl describe pod` shows it and virt-controller finds a missing cloud-init Secret.
+pub async fn failed_mount_event(ctx: &Ctx, pod: &Pod, message: &str) -> Result<()> {
+    use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let event = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{name}.")),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(name),
+            namespace: Some(ns.clone()),
+            uid: pod.metadata.uid.clone(),
+            ..Default::default()
+        },
+        reason: Some("FailedMount".into()),
+        message: Some(message.into()),
+        type_: Some("Warning".into()),
+        source: Some(EventSource {
+            component: Some("devnode".into()),
+            host: Some(ctx.node_name.clone()),
+        }),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        reporting_component: Some("devnode".into()),
+        reporting_instance: Some(ctx.node_name.clone()),
+        ..Default::default()
+    };
+    let api: Api<Event> = Api::namespaced(ctx.client.clone(), &ns);
+    api.create(&PostParams::default(), &event).await?;
+    Ok(())
+}
+
 /// Sets up every volume of the pod on the host: volume name → host path.
 pub async fn prepare(
     ctx: &Ctx,
@@ -506,6 +564,21 @@ mod tests {
             {"path": "cpu", "resourceFieldRef": {"resource": "limits.cpu"}}]}}])))
         .unwrap_err();
         assert!(e.to_string().contains("resourceFieldRef"), "{e}");
+    }
+
+    #[test]
+    fn a_volume_that_cannot_be_set_up_reads_as_kubelets_failed_mount() {
+        let e = Error::Volume(
+            "cloudinit-1-userdata".into(),
+            Box::new(Error::ContainerConfig("secret \"ud\" not found".into())),
+        );
+        assert_eq!(
+            failed_mount_message(&e).as_deref(),
+            Some(
+                "MountVolume.SetUp failed for volume \"cloudinit-1-userdata\" : secret \"ud\" not found"
+            )
+        );
+        assert_eq!(failed_mount_message(&Error::Invalid("x".into())), None);
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! node has no space left in its run dir ends Failed with a reason and message that name
 //! the problem, and a Warning Event; a VMI whose containerDisk image the node cannot pull
 //! stays Scheduling with the node's reason (ErrImagePull, ImagePullBackOff) and message,
-//! naming the image, in its Synchronized condition, as KubeVirt does; a VM that was already
-//! running keeps the same guest, and no component restarts.
+//! naming the image, in its Synchronized condition, as KubeVirt does, and one whose
+//! cloud-init Secret does not exist stays Scheduling naming the Secret (FailedMount); a VM
+//! that was already running keeps the same guest, and no component restarts.
 //!
 //! (Refused earlier, by the schema or the webhook, and tested in webhooks.rs: names over 63
 //! characters, bad quantities, disks without volumes, invalid base64 cloud-init data; and
@@ -72,12 +73,14 @@ async fn failure_of(
     }
 }
 
-/// Waits until the VMI's Synchronized condition says its launcher pod cannot pull an
-/// image; returns the VMI's phase and the condition's reason and message.
-async fn image_pull_error_of(
+/// Waits until the VMI's Synchronized condition is False with one of `reasons` (its
+/// launcher pod cannot pull an image, or the node cannot mount a volume); returns the
+/// VMI's phase and the condition's reason and message.
+async fn synchronized_failure_of(
     stack: &Stack,
     vmis: &Api<VirtualMachineInstance>,
     name: &str,
+    reasons: &[&str],
 ) -> (Option<VmiPhase>, String, String) {
     let started = Instant::now();
     loop {
@@ -90,10 +93,7 @@ async fn image_pull_error_of(
         let pull = status.conditions.iter().find(|c| {
             c.type_ == "Synchronized"
                 && c.status == "False"
-                && matches!(
-                    c.reason.as_deref(),
-                    Some("ErrImagePull" | "ImagePullBackOff")
-                )
+                && c.reason.as_deref().is_some_and(|r| reasons.contains(&r))
         });
         if let Some(c) = pull {
             return (
@@ -104,7 +104,7 @@ async fn image_pull_error_of(
         }
         assert!(
             started.elapsed() < TIMEOUT,
-            "VMI {name} has no image pull condition (status {status:?}); logs:\n{}",
+            "VMI {name} has no Synchronized condition with reason {reasons:?} (status {status:?}); logs:\n{}",
             stack.log_tails(30)
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -225,13 +225,63 @@ async fn each_bad_input_is_named_and_nothing_running_is_harmed() {
     )
     .await
     .unwrap();
-    let (phase, reason, message) = image_pull_error_of(&stack, &vmis, "noimage").await;
+    let (phase, reason, message) = synchronized_failure_of(
+        &stack,
+        &vmis,
+        "noimage",
+        &["ErrImagePull", "ImagePullBackOff"],
+    )
+    .await;
     assert_eq!(phase, Some(VmiPhase::Scheduling), "{reason}: {message}");
     assert!(
         message.contains("example.org/missing/disk:1"),
         "the condition does not name the image: {reason}: {message}"
     );
     vmis.delete("noimage", &Default::default()).await.unwrap();
+
+    // A cloud-init Secret that does not exist: the node does not start the launcher pod
+    // (kubelet's FailedMount); the VMI stays Scheduling, naming the field and the Secret
+    // in its Synchronized condition and a Warning Event (tests/tests/e2e.rs shows it start
+    // once the Secret is made, on the real node).
+    vmis.create(
+        &PostParams::default(),
+        &vmi(
+            "nosecret",
+            json!([{"name": "ci", "cloudInitNoCloud": {"userDataSecretRef": {"name": "nosuch-userdata"}}}]),
+            None,
+        ),
+    )
+    .await
+    .unwrap();
+    let (phase, reason, message) =
+        synchronized_failure_of(&stack, &vmis, "nosecret", &["FailedMount"]).await;
+    assert_eq!(phase, Some(VmiPhase::Scheduling), "{reason}: {message}");
+    for words in [
+        "spec.volumes[0].cloudInitNoCloud.userDataSecretRef",
+        "secret \"nosuch-userdata\" not found",
+    ] {
+        assert!(
+            message.contains(words),
+            "the condition does not name {words:?}: {message}"
+        );
+    }
+    let warnings = Api::<Event>::namespaced(client.clone(), ns.name())
+        .list(&ListParams::default().fields("involvedObject.name=nosecret,reason=FailedMount"))
+        .await
+        .unwrap();
+    assert!(
+        warnings.items.iter().any(|e| e
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("\"nosuch-userdata\""))),
+        "no FailedMount Event on the VMI names the Secret: {:?}",
+        warnings
+            .items
+            .iter()
+            .map(|e| &e.message)
+            .collect::<Vec<_>>()
+    );
+    vmis.delete("nosecret", &Default::default()).await.unwrap();
 
     // A claim that does not exist, and one that is not bound.
     vmis.create(

@@ -59,6 +59,9 @@ pub struct Worker {
     exits_tx: mpsc::Sender<Exit>,
     exits_rx: mpsc::Receiver<Exit>,
     last_status: Option<serde_json::Value>,
+    /// The last FailedMount Event posted, so a volume retried every few seconds is told
+    /// once per message.
+    last_mount_event: Option<String>,
 }
 
 fn containers(pod: &Pod) -> (Vec<Container>, Vec<Container>) {
@@ -165,6 +168,7 @@ impl Worker {
             exits_tx,
             exits_rx,
             last_status: None,
+            last_mount_event: None,
         }
     }
 
@@ -248,6 +252,17 @@ impl Worker {
                 Err(e) => {
                     tracing::warn!(pod = %self.name(), error = %chain(&e), "cannot set up volumes");
                     self.wait_all_unstarted("ContainerCreating", &chain(&e));
+                    // As kubelet: a Warning Event on the pod names the volume and why.
+                    if let Some(m) = volumes::failed_mount_message(&e)
+                        && self.last_mount_event.as_ref() != Some(&m)
+                    {
+                        match volumes::failed_mount_event(&self.ctx, &self.pod, &m).await {
+                            Ok(()) => self.last_mount_event = Some(m),
+                            Err(e) => {
+                                tracing::warn!(pod = %self.name(), error = %chain(&e), "cannot post the FailedMount Event")
+                            }
+                        }
+                    }
                     self.retry_at = Some(Instant::now() + RETRY);
                     return;
                 }
