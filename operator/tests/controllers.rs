@@ -297,9 +297,10 @@ async fn rerun_on_failure_replaces_a_failed_instance_but_respects_a_shutdown() {
     e.vmi_phase("vm1", "Scheduled").await;
     set_vmi_phase(&e.vmis, "vm1", "Running").await;
     set_vmi_phase(&e.vmis, "vm1", "Failed").await;
-    let second = e.vmi("vm1", first.uid().as_deref()).await;
-    e.run_pod(&second).await;
-    e.vmi_phase("vm1", "Scheduled").await;
+    // The replacement's guest powers off as soon as its VMI exists, possibly before the VM
+    // controller has seen that VMI alive: the Start request that made it is used up all
+    // the same, so nothing starts after the shutdown (failed once in CI under load).
+    e.vmi("vm1", first.uid().as_deref()).await;
     set_vmi_phase(&e.vmis, "vm1", "Running").await;
     set_vmi_phase(&e.vmis, "vm1", "Succeeded").await;
     e.gone(&e.vmis, "vm1").await;
