@@ -21,7 +21,9 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::agent::{AgentState, GuestAgentInfo, GuestFilesystem, GuestUser};
 use crate::frame::LineReader;
-use crate::protocol::{DhcpInterface, DomainInfo, Event, Lease, OpenFile, Pong, Request, Response};
+use crate::protocol::{
+    DhcpInterface, DomainInfo, Event, Lease, OpenFile, PasstInterface, Pong, Request, Response,
+};
 use crate::{Error, Result};
 
 pub struct LauncherClient {
@@ -108,11 +110,26 @@ impl LauncherClient {
         paused: bool,
         dhcp: Vec<DhcpInterface>,
     ) -> Result<DomainInfo> {
+        self.define_and_start_net(domain_xml, paused, false, dhcp, Vec::new())
+            .await
+    }
+
+    /// Define and start with everything the pod network needs first: the launcher's DHCP
+    /// servers and passt processes. `start_paused` as [`Self::define_and_start_paused`].
+    pub async fn define_and_start_net(
+        &mut self,
+        domain_xml: &str,
+        paused: bool,
+        start_paused: bool,
+        dhcp: Vec<DhcpInterface>,
+        passt: Vec<PasstInterface>,
+    ) -> Result<DomainInfo> {
         self.start(Request::DefineAndStart {
             domain_xml: domain_xml.to_owned(),
             paused,
-            start_paused: false,
+            start_paused,
             dhcp,
+            passt,
         })
         .await
     }
@@ -125,13 +142,8 @@ impl LauncherClient {
         domain_xml: &str,
         dhcp: Vec<DhcpInterface>,
     ) -> Result<DomainInfo> {
-        self.start(Request::DefineAndStart {
-            domain_xml: domain_xml.to_owned(),
-            paused: false,
-            start_paused: true,
-            dhcp,
-        })
-        .await
+        self.define_and_start_net(domain_xml, false, true, dhcp, Vec::new())
+            .await
     }
 
     async fn start(&mut self, request: Request) -> Result<DomainInfo> {

@@ -147,6 +147,12 @@ impl VmiDir {
         self.dir.join(VNC_SOCKET)
     }
 
+    /// The socket of the passt process of the guest's interface `interface` (the passt
+    /// binding): the launcher starts passt on it, QEMU connects to it.
+    pub fn passt_socket(&self, interface: &str) -> PathBuf {
+        self.dir.join(format!("passt-{interface}.sock"))
+    }
+
     /// `container-disks/`: the disk containers' sockets.
     pub fn container_disks(&self) -> PathBuf {
         self.dir.join(CONTAINER_DISKS_DIR)

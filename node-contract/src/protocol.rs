@@ -47,6 +47,11 @@ pub enum Request {
         /// before the domain. Absent in older handlers' requests: no DHCP.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         dhcp: Vec<DhcpInterface>,
+        /// passt for the guest's interfaces with the passt binding, started by the
+        /// launcher (in the pod's network namespace, as the launcher's user) before the
+        /// domain, which joins each by its socket. Absent in older handlers' requests.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        passt: Vec<PasstInterface>,
     },
     /// The files QEMU holds open (device and inode of each), to check that it opened the
     /// files the handler checked.
@@ -95,6 +100,23 @@ pub struct DhcpInterface {
     pub mtu: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+}
+
+/// One passt process: it copies the pod interface's address, routes and DNS to the guest
+/// (by its own DHCP) and forwards the pod's ports to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasstInterface {
+    /// The VMI's interface name.
+    pub interface: String,
+    /// The socket QEMU connects to (`VmiDir::passt_socket` of the launcher's directory).
+    pub socket: String,
+    /// The pod's interface passt takes its addresses from (`eth0`).
+    pub pod_interface: String,
+    /// The ports forwarded to the guest; both empty: every port of both protocols.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp: Vec<u16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub udp: Vec<u16>,
 }
 
 /// An address the launcher's DHCP server acknowledged.
@@ -236,6 +258,7 @@ mod tests {
                 paused: false,
                 start_paused: false,
                 dhcp: vec![],
+                passt: vec![],
             }
         );
         let paused = Request::DefineAndStart {
@@ -243,6 +266,7 @@ mod tests {
             paused: true,
             start_paused: false,
             dhcp: vec![],
+            passt: vec![],
         };
         assert!(paused.to_line().contains("\"paused\":true"));
         assert!(!paused.to_line().contains("start_paused"), "the old line");
@@ -266,7 +290,15 @@ mod tests {
                 mtu: Some(1500),
                 hostname: None,
             }],
+            passt: vec![PasstInterface {
+                interface: "default".into(),
+                socket: "/var/run/kubevirt-private/vmi/passt-default.sock".into(),
+                pod_interface: "eth0".into(),
+                tcp: vec![80],
+                udp: vec![],
+            }],
         };
+        assert!(!req.to_line().contains("udp"), "{}", req.to_line());
         let back: Request = serde_json::from_str(&req.to_line()).unwrap();
         assert_eq!(back, req);
         assert_eq!(Request::Leases.to_line(), "{\"command\":\"leases\"}\n");

@@ -23,7 +23,8 @@ fn request() -> impl Strategy<Value = Request> {
                 domain_xml,
                 paused,
                 start_paused,
-                dhcp: vec![]
+                dhcp: vec![],
+                passt: vec![],
             }
         ),
         Just(Request::OpenFiles),

@@ -206,21 +206,27 @@ async fn start(
         .await?;
     tracing::debug!(%xml, "domain XML");
     let t1 = Instant::now();
-    let (dhcp, interfaces) = match attachment {
-        crate::network::Attachment::Pod(plan) => (plan.dhcp, Some(plan.status)),
-        crate::network::Attachment::UserMode => (Vec::new(), None),
+    let (dhcp, passt, interfaces) = match attachment {
+        crate::network::Attachment::Pod(plan) => {
+            let passt =
+                crate::network::passt(&plan, &ctx.launcher_dir(&vmi.uid().unwrap_or_default()));
+            (plan.dhcp, passt, Some(plan.status))
+        }
+        crate::network::Attachment::UserMode => (Vec::new(), Vec::new(), None),
     };
     // With host disks, QEMU starts paused: the guest runs only once the files QEMU opened
     // are the ones checked (a path swapped for a symbolic link in between is caught).
     // `startStrategy: Paused` starts it paused for the user: it stays so until unpaused.
     let start_paused = vmi.spec.start_strategy == Some(crds::StartStrategy::Paused);
-    let info = if start_paused {
-        launcher.define_and_start_paused(&xml, dhcp).await?
-    } else {
-        launcher
-            .define_and_start_full(&xml, !checked.is_empty(), dhcp)
-            .await?
-    };
+    let info = launcher
+        .define_and_start_net(
+            &xml,
+            !checked.is_empty() && !start_paused,
+            start_paused,
+            dhcp,
+            passt,
+        )
+        .await?;
     if !checked.is_empty() {
         verify_host_disks(launcher, &checked, !start_paused).await?;
     }

@@ -244,13 +244,22 @@ async fn boot(test: &str, interface: serde_json::Value, guest_ip: &str) -> Fixtu
     )
     .unwrap();
     if passt {
-        assert!(xml.contains("<backend type='passt'/>"), "{xml}");
+        assert!(xml.contains("<qemu:arg value='-netdev'/>"), "{xml}");
+        // passt runs as the directory's owner (the pod's launcher is uid 107; this
+        // test's is root, and passt started as root would run as nobody).
+        std::os::unix::fs::chown(&dir, Some(107), Some(107)).unwrap();
     } else {
         assert!(xml.contains("<target dev='tap0' managed='no'/>"), "{xml}");
     }
     let started = Instant::now();
     client
-        .define_and_start_full(&xml, false, net_plan.dhcp.clone())
+        .define_and_start_net(
+            &xml,
+            false,
+            false,
+            net_plan.dhcp.clone(),
+            network::passt(&net_plan, &dir),
+        )
         .await
         .unwrap_or_else(|e| panic!("{}\n{xml}", ferrovirt_runtime::chain(&e)));
 

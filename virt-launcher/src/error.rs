@@ -52,6 +52,9 @@ pub enum Error {
     #[error("DHCP configuration: {0}")]
     DhcpConfig(String),
 
+    #[error("passt: {0}")]
+    Passt(String),
+
     #[error("guest agent: {0}")]
     Agent(String),
 

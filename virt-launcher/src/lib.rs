@@ -8,6 +8,7 @@ mod agent;
 pub mod args;
 mod capcache;
 mod dhcp;
+mod passt;
 mod error;
 mod eventloop;
 mod events;

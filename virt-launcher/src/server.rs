@@ -100,6 +100,16 @@ async fn handle(request: Request, hv: Arc<Hypervisor>) -> Response {
         tracing::warn!(error = %crate::chain(&e), "starting the DHCP server failed");
         return Response::Error(crate::chain(&e));
     }
+    if let Request::DefineAndStart { passt, .. } = &request
+        && !passt.is_empty()
+    {
+        let passt = passt.clone();
+        let started = tokio::task::spawn_blocking(move || crate::passt::start(&passt)).await;
+        if let Err(e) = started.map_err(crate::Error::from).and_then(|r| r) {
+            tracing::warn!(error = %crate::chain(&e), "starting passt failed");
+            return Response::Error(crate::chain(&e));
+        }
+    }
     let outcome = tokio::task::spawn_blocking(move || match request {
         Request::DefineAndStart {
             domain_xml,

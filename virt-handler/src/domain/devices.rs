@@ -3,8 +3,9 @@
 use crds::{DiskBus, InterfaceModel, VirtualMachineInstanceSpec};
 
 use super::xml::Xml;
+use ferrovirt_node_contract::paths::VmiDir;
+
 use crate::network::Backend;
-use crate::network::plan::Ports;
 use crate::volumes::Planned;
 use crate::{Error, Result};
 
@@ -172,12 +173,18 @@ pub fn mac_address(uid: &str, interface: &str) -> String {
 /// network namespace of its own) each is an `ethernet` interface on its tap; without
 /// (devnode: the launcher shares the node's namespace) QEMU's user-mode networking
 /// (slirp) stands in for every binding, and `ports` are refused.
+///
+/// passt NICs (Debian 12's libvirt has its passt backend disabled) are not libvirt
+/// devices: QEMU joins the passt the launcher starts by its socket (`-netdev stream`,
+/// `-device` with the model and MAC), arguments returned for libvirt's `qemu:commandline`.
 pub fn interfaces(
     x: &mut Xml,
     spec: &VirtualMachineInstanceSpec,
     uid: &str,
+    vmi_dir: &std::path::Path,
     nics: Option<&[crate::network::Nic]>,
-) -> Result<()> {
+) -> Result<Vec<String>> {
+    let mut qemu_args = Vec::new();
     for (i, iface) in spec.domain.devices.interfaces.iter().enumerate() {
         let field = |f: &str| format!("spec.domain.devices.interfaces[{i}].{f}");
         let network = spec
@@ -217,14 +224,14 @@ pub fn interfaces(
                     x.empty("mac", &[("address", &nic.mac)]);
                     x.empty("target", &[("dev", tap), ("managed", "no")]);
                     x.empty("model", &[("type", model)]);
+                    x.empty("alias", &[("name", &format!("ua-{}", iface.name))]);
+                    x.close();
                 }
-                Backend::Passt {
-                    pod_interface,
-                    ports,
-                } => passt(x, &nic.mac, pod_interface, model, ports),
+                Backend::Passt { .. } => {
+                    let socket = VmiDir::new(vmi_dir).passt_socket(&iface.name);
+                    qemu_args.extend(passt_args(&iface.name, &nic.mac, model, &socket));
+                }
             }
-            x.empty("alias", &[("name", &format!("ua-{}", iface.name))]);
-            x.close();
             continue;
         }
         if !iface.ports.is_empty() {
@@ -260,33 +267,37 @@ pub fn interfaces(
         x.empty("alias", &[("name", &format!("ua-{}", iface.name))]);
         x.close();
     }
-    Ok(())
+    Ok(qemu_args)
 }
 
-/// libvirt's passt backend (libvirt starts passt for the NIC, in the launcher's network
-/// namespace, QEMU joined to it by a stream socket): the pod interface it copies the
-/// address of, and the ports it forwards, as KubeVirt's passt binding writes them: each
-/// protocol's listed ports, or every port of both when none are listed.
-fn passt(x: &mut Xml, mac: &str, pod_interface: &str, model: &str, ports: &Ports) {
-    x.open("interface", &[("type", "user")]);
-    x.empty("mac", &[("address", mac)]);
-    x.empty("source", &[("dev", pod_interface)]);
-    x.empty("model", &[("type", model)]);
-    x.empty("backend", &[("type", "passt")]);
-    if ports.tcp.is_empty() && ports.udp.is_empty() {
-        x.empty("portForward", &[("proto", "tcp")]);
-        x.empty("portForward", &[("proto", "udp")]);
-    }
-    for (proto, list) in [("tcp", &ports.tcp), ("udp", &ports.udp)] {
-        if list.is_empty() {
-            continue;
-        }
-        x.open("portForward", &[("proto", proto)]);
-        for port in list {
-            x.empty("range", &[("start", &port.to_string())]);
-        }
-        x.close();
-    }
+/// libvirt's namespace for QEMU arguments.
+pub const QEMU_NS: &str = "http://libvirt.org/schemas/domain/qemu/1.0";
+
+/// The PCI slot of the passt NIC on q35's root bus (`pcie.0`): libvirt does not know the
+/// device, and QEMU may create it before libvirt's own, which have fixed addresses (VGA
+/// at 0x1, root ports from 0x2 on, the chipset's at 0x1b-0x1f), so it gets a slot
+/// libvirt's allocation reaches only with a hundred devices. KubeVirt allows one
+/// interface on the pod network, so one slot.
+const PASST_SLOT: &str = "0x10";
+
+/// QEMU's arguments for a NIC on passt's socket: a stream netdev (QEMU 7.2) and the
+/// device, named as libvirt would name the interface (`ua-<name>`).
+fn passt_args(name: &str, mac: &str, model: &str, socket: &std::path::Path) -> [String; 4] {
+    let device = match model {
+        "virtio" => "virtio-net-pci",
+        other => other,
+    };
+    [
+        "-netdev".into(),
+        format!(
+            "stream,id=hostua-{name},server=off,addr.type=unix,addr.path={}",
+            socket.display()
+        ),
+        "-device".into(),
+        format!(
+            "{device},netdev=hostua-{name},id=ua-{name},mac={mac},bus=pcie.0,addr={PASST_SLOT}"
+        ),
+    ]
 }
 
 fn parse_cidr(cidr: &str) -> Option<(String, u8)> {

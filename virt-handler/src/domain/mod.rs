@@ -121,7 +121,16 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
     let domain = &spec.domain;
     let dir = input.vmi_dir;
     let mut x = xml::Xml::new();
-    x.open("domain", &[("type", input.virtualization.domain_type())]);
+    // passt NICs are QEMU arguments of libvirt's qemu namespace (devices::interfaces).
+    let passt = network.nics().is_some_and(|n| {
+        n.iter()
+            .any(|n| matches!(n.backend, crate::network::Backend::Passt { .. }))
+    });
+    let mut root = vec![("type", input.virtualization.domain_type())];
+    if passt {
+        root.push(("xmlns:qemu", devices::QEMU_NS));
+    }
+    x.open("domain", &root);
     x.text("name", &[], &domain_name(input.namespace, input.name));
     let firmware = domain.firmware.as_ref();
     x.text(
@@ -271,7 +280,7 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
 
     x.open("devices", &[]);
     devices::disks(&mut x, spec, input.volumes)?;
-    devices::interfaces(&mut x, spec, input.uid, network.nics())?;
+    let qemu_args = devices::interfaces(&mut x, spec, input.uid, dir, network.nics())?;
     if domain.devices.autoattach_serial_console != Some(false) {
         x.open("serial", &[("type", "unix")]);
         x.empty(
@@ -346,6 +355,13 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
         x.empty("memballoon", &[("model", "none")]);
     }
     x.close();
+    if !qemu_args.is_empty() {
+        x.open("qemu:commandline", &[]);
+        for arg in &qemu_args {
+            x.empty("qemu:arg", &[("value", arg)]);
+        }
+        x.close();
+    }
     x.close();
     Ok(x.finish())
 }

@@ -101,6 +101,32 @@ pub fn prepare(t: &Target) -> Result<Attachment> {
     Ok(Attachment::Pod(plan))
 }
 
+/// The passt processes the launcher starts for the plan's passt NICs, their sockets in
+/// the VMI's directory as the launcher sees it (`launcher_dir`), where the domain's QEMU
+/// arguments name them too.
+pub fn passt(
+    plan: &Plan,
+    launcher_dir: &Path,
+) -> Vec<ferrovirt_node_contract::protocol::PasstInterface> {
+    let dir = ferrovirt_node_contract::paths::VmiDir::new(launcher_dir);
+    plan.nics
+        .iter()
+        .filter_map(|nic| match &nic.backend {
+            Backend::Passt {
+                pod_interface,
+                ports,
+            } => Some(ferrovirt_node_contract::protocol::PasstInterface {
+                interface: nic.interface.clone(),
+                socket: dir.passt_socket(&nic.interface).display().to_string(),
+                pod_interface: pod_interface.clone(),
+                tcp: ports.tcp.clone(),
+                udp: ports.udp.clone(),
+            }),
+            Backend::Tap(_) => None,
+        })
+        .collect()
+}
+
 /// Applies a plan in a namespace.
 pub fn apply(ns: &NetNs, plan: &Plan) -> Result<()> {
     links::clean(ns, plan::NFT_TABLE);
