@@ -22,8 +22,8 @@ use ferrovirt_tests::guest::{READY_LINE, console_exchange};
 use ferrovirt_tests::manifests::GUEST_KERNEL_IMAGE;
 use ferrovirt_tests::node::RealNode;
 use ferrovirt_tests::{ControlPlane, Stack, TestNamespace, manifests, shared};
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, ListParams, PostParams};
 use tokio::sync::{Mutex, OnceCell};
 
 /// Pulls, the pod sandbox, booting, powering off and restarting under emulation on 2
@@ -338,25 +338,118 @@ async fn vmi_phase(vmis: &Api<VirtualMachineInstance>, name: &str, uid: &str) ->
     vmi.status?.phase
 }
 
+/// `kernel_boot_vm` whose cloud-init data come from the Secrets `<name>-userdata` (key
+/// `userdata`) and `<name>-networkdata` (key `networkData`, KubeVirt's second spelling).
+fn kernel_boot_vm_with_secrets(name: &str, run_strategy: &str) -> String {
+    let mut vm: VirtualMachine =
+        serde_yaml::from_str(&manifests::kernel_boot_vm(name, run_strategy, Some("#")))
+            .expect("a VM");
+    let volume = &mut vm.spec.template.spec.volumes[0];
+    volume.cloud_init_no_cloud = Some(crds::CloudInitNoCloudSource {
+        user_data_secret_ref: Some(crds::LocalObjectReference {
+            name: format!("{name}-userdata"),
+        }),
+        network_data_secret_ref: Some(crds::LocalObjectReference {
+            name: format!("{name}-networkdata"),
+        }),
+        ..Default::default()
+    });
+    serde_json::to_string(&vm).unwrap()
+}
+
+/// Also cloud-init from Secrets (issue 12), on the real node's kubelet: the VM is applied
+/// before its Secrets exist, so its launcher pod waits (kubelet's FailedMount) and the VMI
+/// names the missing Secret; once they exist it boots, and the guest reads user data
+/// larger than the 2048 bytes allowed inline, and the network config, from its NoCloud
+/// disk. The next VMI reads them again.
 #[tokio::test]
 async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
     let (cp, stack) = stack().await;
     let _one = ONE_GUEST_AT_A_TIME.lock().await;
     let ns = TestNamespace::create(cp, "e2e-always").await.unwrap();
-    let vmis: Api<VirtualMachineInstance> = Api::namespaced(cp.client().await.unwrap(), ns.name());
+    let client = cp.client().await.unwrap();
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), ns.name());
 
     kubectl(
         cp,
         &ns,
         &["apply", "-f", "-"],
-        Some(&kernel_boot_vm("always", "Always", "first")),
+        Some(&kernel_boot_vm_with_secrets("always", "Always")),
     )
     .await;
-    let first = uid(&running_vmi(stack, &vmis, "always", None).await);
-    console_shows(stack, &first, READY_LINE).await;
+    let waiting = wait_for(
+        stack,
+        "VMI always Scheduling with a FailedMount condition naming its Secret",
+        BOOT_TIMEOUT,
+        || async {
+            let status = vmis.get_opt("always").await.ok().flatten()?.status?;
+            let c = status.conditions.iter().find(|c| {
+                c.type_ == "Synchronized" && c.reason.as_deref() == Some("FailedMount")
+            })?;
+            (status.phase == Some(VmiPhase::Scheduling)).then(|| c.message.clone())?
+        },
+    )
+    .await;
+    assert!(
+        waiting.starts_with("spec.volumes[0].cloudInitNoCloud.")
+            && (waiting.contains("secret \"always-userdata\" not found")
+                || waiting.contains("secret \"always-networkdata\" not found")),
+        "the condition does not name the field and the Secret: {waiting}"
+    );
+
+    let padding = "# padding\n".repeat(300);
+    let user_data = format!("#!/bin/sh\necho from-secret-first\n{padding}");
+    assert!(user_data.len() > 2048, "more than inline data may hold");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns.name());
+    for (name, key, value) in [
+        ("always-userdata", "userdata", user_data.as_str()),
+        (
+            "always-networkdata",
+            "networkData",
+            "# net-from-secret\nversion: 1\nconfig: []\n",
+        ),
+    ] {
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}, "stringData": {key: value}
+        }))
+        .unwrap();
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+
+    let vmi = running_vmi(stack, &vmis, "always", None).await;
+    let first = uid(&vmi);
+    let log = console_shows(stack, &first, READY_LINE).await;
+    assert!(
+        log.contains("FERROVIRT CLOUD-INIT: echo from-secret-first"),
+        "the guest did not print the Secret's user data:\n{log}"
+    );
+    let socket = stack.vmi_dir(&first).join("serial0.sock");
+    let expect = format!("UD-{}", user_data.len());
+    let answer = console_exchange(&socket, "echo UD-$(wc -c < /run/cidata/user-data)", &expect);
+    assert!(answer.contains(&expect), "{answer}");
+    let answer = console_exchange(
+        &socket,
+        "echo NET-$(grep -c net.from.secret /run/cidata/network-config)",
+        "NET-1",
+    );
+    assert!(answer.contains("NET-1"), "{answer}");
+    // As KubeVirt: the data stay in the Secret, never in the VMI.
+    let spec = serde_json::to_string(&vmi.spec).unwrap();
+    assert!(
+        !spec.contains("from-secret"),
+        "the Secret's data leaked into the VMI: {spec}"
+    );
+
     guest_poweroff(stack, &first);
     let second = running_vmi(stack, &vmis, "always", Some(&first)).await;
-    console_shows(stack, &uid(&second), READY_LINE).await;
+    let log = console_shows(stack, &uid(&second), READY_LINE).await;
+    assert!(
+        log.contains("FERROVIRT CLOUD-INIT: echo from-secret-first"),
+        "the second VMI did not read the Secret:\n{log}"
+    );
     kubectl(cp, &ns, &["delete", "vm", "always"], None).await;
 }
 
