@@ -152,6 +152,11 @@ const CORPUS: &[(&str, Expect, &str)] = &[
         "tests/tests/e2e.rs (the cloud-init line on the console)",
     ),
     (
+        "cloud-init-secret.yaml",
+        Accepted,
+        "tests/tests/e2e.rs run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff (user and network data read in the guest; the VMI names a missing Secret)",
+    ),
+    (
         "node-placement.yaml",
         Accepted,
         "operator/src/pod.rs renders_the_contract; controllers.rs",
