@@ -158,9 +158,16 @@ packages_layer() { # COMPONENT -> prints the layer path, or nothing when it has 
 }
 
 # --- layer 3: our binaries ----------------------------------------------------------------
+# The debug build is the workspace's own (`cargo build --workspace --bins`, as setup, the
+# tests and local-up build it): a build of only these four packages unifies the crates'
+# features differently and compiles kube and a dozen other crates a second time.
 cargo_args=(build)
-[[ $profile == release ]] && cargo_args+=(--release)
-for c in "${COMPONENTS[@]}"; do cargo_args+=(-p "$c" --bin "$c"); done
+if [[ $profile == release ]]; then
+  cargo_args+=(--release)
+  for c in "${COMPONENTS[@]}"; do cargo_args+=(-p "$c" --bin "$c"); done
+else
+  cargo_args+=(--workspace --bins)
+fi
 # Quiet when it works; the compiler's whole complaint when it does not.
 cargo_build() {
   (cd "$FERROVIRT_ROOT" && cargo "${cargo_args[@]}" >"$work/cargo.log" 2>&1) \
