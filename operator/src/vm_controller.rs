@@ -119,6 +119,10 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
     // The VM as last written: its resourceVersion guards the status write.
     let mut current = vm.clone();
     let mut start_expected = false;
+    // The VMI created in this pass: the status tells of it at once (created, its Ready
+    // condition), so that the watch event of the new VMI finds the status current and
+    // writes nothing (one VM status write per start instead of two).
+    let mut started: Option<VirtualMachineInstance> = None;
     let mut stop_expected = false;
     let mut requeue = RESYNC;
     // The instancetype and preference versions: a VM whose instancetype cannot be found
@@ -143,7 +147,10 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
         Decision::Start => {
             if let Some(r) = &resolved {
                 match start(vm, r, &vmis, ctx).await {
-                    Ok(()) => start_expected = true,
+                    Ok(created) => {
+                        start_expected = true;
+                        started = created;
+                    }
                     Err(e) => sync_error = Some(e),
                 }
             }
@@ -235,17 +242,19 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
         }
     }
 
-    // Status.
+    // Status, of the instance as it now is: the cached one, or the one just created.
+    let shown = started.as_ref().or(vmi.as_deref());
     let mut status = old.clone();
-    status.created = Some(vmi.is_some());
-    status.ready = Some(
-        vmi.as_deref()
-            .is_some_and(|v| condition_true(vmi_conditions(v), "Ready")),
-    );
-    if old.run_strategy.is_some() || vmi.is_some() || start_expected {
+    status.created = Some(shown.is_some());
+    status.ready = Some(shown.is_some_and(|v| condition_true(vmi_conditions(v), "Ready")));
+    if old.run_strategy.is_some() || shown.is_some() || start_expected {
         status.run_strategy = Some(strategy);
     }
-    if strategy::first_request_done(&requests, view) {
+    // A Start request is done once its VMI exists, the one just created included: waiting
+    // for the cache to show that VMI alive would leave the request in place if the VMI
+    // finished first, and a second start would follow its end (lead: RerunOnFailure after
+    // a quick guest shutdown; CI failure of stop 18).
+    if strategy::first_request_done(&requests, shown.map(view_of)) {
         requests.remove(0);
     }
     status.state_change_requests = requests;
@@ -256,7 +265,7 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
         status.instancetype_ref = r.instancetype_ref();
         status.preference_ref = r.preference_ref();
     }
-    let restart_required = vmi.as_deref().is_some_and(|v| {
+    let restart_required = shown.is_some_and(|v| {
         v.meta().deletion_timestamp.is_none()
             && !view_of(v).phase.is_some_and(VmiPhase::is_final)
             && v.annotations().get(TEMPLATE_HASH_ANNOTATION) != Some(&template_hash)
@@ -279,16 +288,10 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
             .and_then(|f| f.last_failed_vmi_uid.as_deref()),
         replacing: strategy::is_set_to_start(&inputs),
     };
-    status.conditions = conditions(
-        &old.conditions,
-        vmi.as_deref(),
-        failure,
-        restart_required,
-        &carry,
-    );
+    status.conditions = conditions(&old.conditions, shown, failure, restart_required, &carry);
     let facts = Facts {
         vm_deleting: vm.meta().deletion_timestamp.is_some(),
-        vmi: vmi.as_deref().map(|v| VmiFacts {
+        vmi: shown.map(|v| VmiFacts {
             phase: view_of(v).phase,
             deleting: v.meta().deletion_timestamp.is_some(),
             paused: condition_true(vmi_conditions(v), "Paused"),
@@ -402,12 +405,13 @@ fn jitter(seed: &str) -> f64 {
     f64::from(h % 1000) / 1000.0
 }
 
+/// Creates the VM's instance; returns it as created (None: one of its name exists).
 async fn start(
     vm: &VirtualMachine,
     resolved: &Resolved,
     vmis: &Api<VirtualMachineInstance>,
     ctx: &Context,
-) -> Result<()> {
+) -> Result<Option<VirtualMachineInstance>> {
     let mut vmi = instance_for(vm);
     let name = vm.name_any();
     instancetype::expand(vm, resolved, &mut vmi)?;
@@ -420,10 +424,10 @@ async fn start(
                 "SuccessfulCreate",
                 format!("Started the virtual machine by creating the new virtual machine instance {name} ({})", created.uid().unwrap_or_default()),
             );
-            Ok(())
+            Ok(Some(created))
         }
         // One VMI per VM: the name is taken until the old one is gone; the cache catches up.
-        Ok(None) => Ok(()),
+        Ok(None) => Ok(None),
         Err(e) => {
             let e = Error::FailedCreate(name, e);
             ctx.event(
