@@ -210,6 +210,7 @@ async fn run(mode: &str, n: usize, nodes: usize) -> anyhow::Result<Run> {
                 l.starts_with("ferrovirt_operator_api_requests_total{")
                     || l.starts_with("ferrovirt_operator_reconcile_errors_total{")
                     || l.starts_with("ferrovirt_operator_reconcile_total{")
+                    || l.starts_with("ferrovirt_operator_reconcile_duration_seconds_sum{")
             }) {
                 if let Some((labels, count)) = line.rsplit_once(' ')
                     && let Ok(c) = count.parse::<f64>()

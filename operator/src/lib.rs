@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
 use kube::runtime::{Controller, WatchStreamExt};
@@ -163,7 +163,9 @@ pub async fn run_controllers(
         watcher::Config::default().labels(&ferrovirt_node_contract::pod::launcher_selector());
     let pod_watch = reflector::reflector(
         pod_writer,
-        watcher(pods, launcher_pods).default_backoff().modify(trim),
+        watcher(pods, launcher_pods)
+            .default_backoff()
+            .modify(trim_pod),
     )
     .for_each(move |event| {
         for pod in changed(event) {
@@ -184,7 +186,16 @@ pub async fn run_controllers(
     ));
     let config = kube::runtime::controller::Config::default().concurrency(settings.concurrency);
 
-    let vm_controller = Controller::new(vms, watcher::Config::default())
+    // The VMs' own watch, trimmed like the others (Controller::new would keep whole VMs).
+    let (vm_store, vm_writer) = reflector::store::<VirtualMachine>();
+    let vm_changes = reflector::reflector(
+        vm_writer,
+        watcher(vms, watcher::Config::default())
+            .default_backoff()
+            .modify(trim),
+    )
+    .applied_objects();
+    let vm_controller = Controller::for_stream(vm_changes, vm_store)
         .reconcile_on(vm_wakeup_stream)
         .with_config(config.clone())
         .run(
@@ -216,6 +227,29 @@ fn trim<K: Resource>(obj: &mut K) {
     }
 }
 
+/// A launcher pod as the VMI controller reads it: metadata without annotations, the node
+/// and the containers' names of its spec (their number tells whether all run), its whole
+/// status. The rest of the spec (containers' commands, mounts, resources; volumes,
+/// affinity) is most of a launcher pod and is never read from the cache.
+fn trim_pod(pod: &mut Pod) {
+    trim(pod);
+    pod.metadata.annotations = None;
+    if let Some(spec) = pod.spec.take() {
+        pod.spec = Some(PodSpec {
+            node_name: spec.node_name,
+            containers: spec
+                .containers
+                .into_iter()
+                .map(|c| Container {
+                    name: c.name,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        });
+    }
+}
+
 /// The objects an event is about (applied, listed or deleted).
 fn changed<K>(event: std::result::Result<watcher::Event<K>, watcher::Error>) -> Vec<K> {
     match event {
@@ -242,4 +276,37 @@ where
         .iter()
         .find(|o| o.controller == Some(true) && o.kind == kind)?;
     Some(ObjectRef::new(&owner.name).within(&ns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trimmed_pod_keeps_what_the_vmi_controller_reads() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "virt-launcher-a", "uid": "p1",
+                "labels": {"kubevirt.io/created-by": "u1"},
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "a": "b"},
+                "managedFields": [{"manager": "virt-controller"}],
+                "ownerReferences": [{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+                    "name": "a", "uid": "u1", "controller": true}]},
+            "spec": {"nodeName": "node1", "volumes": [{"name": "v", "emptyDir": {}}],
+                "containers": [{"name": "compute", "image": "i", "command": ["x"]}, {"name": "volumeroot", "image": "d"}]},
+            "status": {"phase": "Running", "containerStatuses": [{"name": "compute", "ready": true,
+                "restartCount": 0, "image": "i", "imageID": "", "state": {"running": {}}}]}
+        }))
+        .unwrap();
+        let status = pod.status.clone();
+        trim_pod(&mut pod);
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some("node1"));
+        let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["compute", "volumeroot"]);
+        assert!(spec.containers[0].image.is_none() && spec.volumes.is_none());
+        assert!(pod.metadata.annotations.is_none() && pod.managed_fields().is_empty());
+        assert_eq!(pod.labels()["kubevirt.io/created-by"], "u1");
+        assert_eq!(pod.owner_references().len(), 1);
+        assert_eq!(pod.status, status, "the status is kept whole");
+    }
 }
