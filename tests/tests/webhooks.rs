@@ -243,6 +243,12 @@ async fn bad_vms_and_vmis_are_refused_with_the_field_named() {
             "spec.volumes[1].cloudInitNoCloud networkdata exceeds 2048 byte limit. Should use NetworkDataSecretRef for larger data.",
         ),
         (
+            "a cloud-init volume without data",
+            json!({"spec": {"volumes": [cirros.clone(), {"name": "ci", "cloudInitNoCloud": {}}]}}),
+            Layer::Webhook,
+            "spec.volumes[1].cloudInitNoCloud must have at least one userdatasource or one networkdatasource set.",
+        ),
+        (
             "cloud-init user data inline and from a Secret",
             json!({"spec": {"volumes": [cirros.clone(), {"name": "ci", "cloudInitNoCloud": {"userData": "#cloud-config", "userDataSecretRef": {"name": "ud"}}}]}}),
             Layer::Cel,

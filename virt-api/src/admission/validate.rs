@@ -484,16 +484,38 @@ fn is_port_name(name: &str) -> bool {
 /// more goes in a Secret (`userDataSecretRef`, `networkDataSecretRef`).
 pub const CLOUD_INIT_MAX_BYTES: usize = 2048;
 
-/// Base64 cloud-init data must decode (the node decodes it when it writes the disk), and
-/// inline user and network data, decoded, must fit in [`CLOUD_INIT_MAX_BYTES`], each
-/// refused with KubeVirt's message. At most one source of each is the CRD's CEL rule.
+/// Base64 cloud-init data must decode (the node decodes it when it writes the disk),
+/// inline user and network data, decoded, must fit in [`CLOUD_INIT_MAX_BYTES`], and a
+/// volume must have some data (empty strings and names count as none), each refused
+/// with KubeVirt's message. At most one source of each is the CRD's CEL rule.
 fn cloud_init(path: &str, s: &Value, causes: &mut Vec<Cause>) {
     let Some(volumes) = s["volumes"].as_array() else {
         return;
     };
     for (i, volume) in volumes.iter().enumerate() {
         let source = &volume["cloudInitNoCloud"];
+        if !source.is_object() {
+            continue;
+        }
         let at = format!("{path}.volumes[{i}].cloudInitNoCloud");
+        let set = |v: &Value| v.as_str().is_some_and(|t| !t.is_empty());
+        let any_source = [
+            "userData",
+            "userDataBase64",
+            "networkData",
+            "networkDataBase64",
+        ]
+        .iter()
+        .any(|k| set(&source[*k]))
+            || ["userDataSecretRef", "networkDataSecretRef"]
+                .iter()
+                .any(|k| set(&source[*k]["name"]));
+        if !any_source {
+            causes.push(Cause::invalid(
+                &at,
+                format!("{at} must have at least one userdatasource or one networkdatasource set."),
+            ));
+        }
         for (what, text_key, b64_key, secret_ref) in [
             (
                 "userdata",

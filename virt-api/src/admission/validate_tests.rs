@@ -313,6 +313,14 @@ fn refused_table() {
             "spec.volumes[0].cloudInitNoCloud.userDataBase64",
             "spec.volumes[0].cloudInitNoCloud.userDataBase64 is not a valid base64 value.",
         ),
+        (
+            with(
+                "/volumes/0",
+                json!({"name": "root", "cloudInitNoCloud": {"userData": "", "networkDataBase64": ""}}),
+            ),
+            "spec.volumes[0].cloudInitNoCloud",
+            "spec.volumes[0].cloudInitNoCloud must have at least one userdatasource or one networkdatasource set.",
+        ),
         // KubeVirt's 2048-byte limit on inline data, counted after base64 decoding.
         (
             with(
