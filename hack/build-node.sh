@@ -93,6 +93,48 @@ build_kube_node() {
   done
 }
 
+# The registry: distribution's own command (registry.RootCmd, `registry serve CONFIG`) with
+# only the filesystem storage driver. Its cmd/registry also links the Azure, GCS and S3
+# drivers, which a registry on this machine never uses and which take most of the build.
+build_registry() {
+  local out; out="$(registry_dir)"
+  if [[ -x "$out/registry" ]]; then
+    log "registry v$REGISTRY_VERSION already built in $out"
+    return 0
+  fi
+  local mod="$work/registry-fs-$REGISTRY_VERSION" t
+  mkdir -p "$mod" "$out"
+  if [[ ! -f "$mod/.ready" ]]; then
+    t=$(now)
+    log "registry: resolving github.com/distribution/distribution/v3 v$REGISTRY_VERSION"
+    printf 'module ferrovirt.local/registry\n\ngo 1.25.0\n\nrequire github.com/distribution/distribution/v3 v%s\n' \
+      "$REGISTRY_VERSION" >"$mod/go.mod"
+    cat >"$mod/main.go" <<'GO'
+// distribution's registry command with the filesystem storage driver only.
+package main
+
+import (
+	"os"
+
+	"github.com/distribution/distribution/v3/registry"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+)
+
+func main() {
+	if err := registry.RootCmd.Execute(); err != nil {
+		os.Exit(1)
+	}
+}
+GO
+    (cd "$mod" && go mod tidy -e >/dev/null 2>&1 || true)
+    (cd "$mod" && go mod download) || die "go mod download failed for distribution v$REGISTRY_VERSION"
+    touch "$mod/.ready"
+    log "registry: resolved in $(( $(now) - t ))s"
+  fi
+  go_build "$mod" "$out" registry . "" \
+    "-X github.com/distribution/distribution/v3/version.version=v$REGISTRY_VERSION"
+}
+
 build_containerd() {
   local out; out="$(containerd_dir)"
   local tags="urfave_cli_no_docs osusergo netgo static_build no_btrfs no_devmapper no_zfs"
@@ -153,9 +195,7 @@ go_tools cni-plugins github.com/containernetworking/plugins "$CNI_PLUGINS_VERSIO
 go_tools cri-tools sigs.k8s.io/cri-tools "$CRI_TOOLS_VERSION" "$(cri_tools_dir)" "" \
   "-X sigs.k8s.io/cri-tools/pkg/version.Version=v$CRI_TOOLS_VERSION" \
   sigs.k8s.io/cri-tools/cmd/crictl:crictl
-go_tools registry github.com/distribution/distribution/v3 "$REGISTRY_VERSION" "$(registry_dir)" "" \
-  "-X github.com/distribution/distribution/v3/version.version=v$REGISTRY_VERSION" \
-  github.com/distribution/distribution/v3/cmd/registry:registry
+build_registry
 go_tools crane github.com/google/go-containerregistry "$CRANE_VERSION" "$(crane_dir)" "" "" \
   github.com/google/go-containerregistry/cmd/crane:crane
 build_containerd
