@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crds::{VirtualMachineInstance, VmiPhase};
 use ferrovirt_tests::{ControlPlane, Stack, TestNamespace, manifests, shared};
-use k8s_openapi::api::core::v1::{Event, Node, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{Event, Node, PersistentVolumeClaim, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
@@ -196,10 +196,27 @@ async fn each_bad_input_is_named_and_nothing_running_is_harmed() {
     let ns = TestNamespace::create(cp, "bad-input").await.unwrap();
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), ns.name());
 
-    // A guest that runs through all of it.
-    vmis.create(&PostParams::default(), &vmi("bystander", json!([]), None))
+    // A guest that runs through all of it, its cloud-init user data from a Secret (under
+    // KubeVirt's second key, userData): devnode mounts it as kubelet does.
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "bystander-userdata"},
+        "stringData": {"userData": "#!/bin/sh\necho bystander-from-secret\n"}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), ns.name())
+        .create(&PostParams::default(), &secret)
         .await
         .unwrap();
+    vmis.create(
+        &PostParams::default(),
+        &vmi(
+            "bystander",
+            json!([{"name": "ci", "cloudInitNoCloud": {"userDataSecretRef": {"name": "bystander-userdata"}}}]),
+            None,
+        ),
+    )
+    .await
+    .unwrap();
     let domain = format!("{}_bystander", ns.name());
     let started = Instant::now();
     let uid = loop {
@@ -210,6 +227,11 @@ async fn each_bad_input_is_named_and_nothing_running_is_harmed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     stack.wait_booted(&uid, &domain, TIMEOUT).await;
+    let log = std::fs::read_to_string(stack.vmi_dir(&uid).join("serial0.log")).unwrap();
+    assert!(
+        log.contains("FERROVIRT CLOUD-INIT: echo bystander-from-secret"),
+        "the bystander did not read its Secret's user data:\n{log}"
+    );
     let bystander = qemu_of(&domain).expect("the bystander's QEMU runs");
     let components = component_pids(&stack, cp);
     assert_eq!(components.len(), 3, "{components:?}");
