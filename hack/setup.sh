@@ -46,25 +46,35 @@ cargo fmt --version >/dev/null 2>&1 || die "rustfmt not found: rustup component 
 cargo clippy --version >/dev/null 2>&1 || die "clippy not found: rustup component add clippy (hack/test.sh runs it)"
 log "$(cargo --version), $(go version | cut -d' ' -f3)"
 
-step "control plane (Kubernetes v$KUBE_VERSION) in $(control_plane_dir)"
-"$FERROVIRT_ROOT/hack/build-control-plane.sh"
-
-step "real node: kubelet, kube-proxy, containerd, CNI plugins, crictl, registry, crane, pause/busybox images"
-"$FERROVIRT_ROOT/hack/build-node.sh"
-
-step "KubeVirt's virtctl v$VIRTCTL_VERSION in $(virtctl_dir)"
-"$FERROVIRT_ROOT/hack/build-virtctl.sh"
-
-step "helm (the chart's tests; installing Ferrovirt)"
-"$FERROVIRT_ROOT/hack/build-helm.sh"
-
-if [[ -f "$FERROVIRT_ROOT/hack/build-guest-images.sh" ]]; then
-  step "guest images in $FERROVIRT_CACHE"
-  bash "$FERROVIRT_ROOT/hack/build-guest-images.sh"
-fi
-
-step "workspace binaries"
-(cd "$FERROVIRT_ROOT" && cargo build --workspace --bins)
+# Two lanes at once: the Go builds of the control plane and the node in one, KubeVirt's
+# virtctl, helm, the guests and the workspace in the other. Each build alone leaves a core
+# idle while it links or downloads; side by side one's link or download overlaps the
+# other's compiling. Each line says which script printed it.
+lane_kube() {
+  step "control plane (Kubernetes v$KUBE_VERSION) in $(control_plane_dir)"
+  "$FERROVIRT_ROOT/hack/build-control-plane.sh"
+  step "real node: kubelet, kube-proxy, containerd, CNI plugins, crictl, registry, crane, pause/busybox images"
+  "$FERROVIRT_ROOT/hack/build-node.sh"
+}
+lane_tools() {
+  step "KubeVirt's virtctl v$VIRTCTL_VERSION in $(virtctl_dir)"
+  "$FERROVIRT_ROOT/hack/build-virtctl.sh"
+  step "helm (the chart's tests; installing Ferrovirt)"
+  "$FERROVIRT_ROOT/hack/build-helm.sh"
+  if [[ -f "$FERROVIRT_ROOT/hack/build-guest-images.sh" ]]; then
+    step "guest images in $FERROVIRT_CACHE"
+    bash "$FERROVIRT_ROOT/hack/build-guest-images.sh"
+  fi
+  step "workspace binaries"
+  (cd "$FERROVIRT_ROOT" && cargo build --workspace --bins)
+}
+lane_kube & kube_pid=$!
+lane_tools & tools_pid=$!
+kube_rc=0 tools_rc=0
+wait "$kube_pid" || kube_rc=$?
+wait "$tools_pid" || tools_rc=$?
+[[ $kube_rc -eq 0 ]] || die "building the control plane or the real node failed (exit $kube_rc; its error is above)"
+[[ $tools_rc -eq 0 ]] || die "building virtctl, helm, the guests or the workspace failed (exit $tools_rc; its error is above)"
 
 step "Ferrovirt's images and the guests' containerDisk images as OCI layouts in $FERROVIRT_CACHE/image-build/oci (the real-node tests push them to their node's registry)"
 "$FERROVIRT_ROOT/hack/build-images.sh" --no-push
