@@ -251,7 +251,11 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
                 ..Default::default()
             },
         ]),
-        security_context: Some(security::compute()),
+        security_context: Some(if uses_passt(vmi) {
+            security::compute_with_passt()
+        } else {
+            security::compute()
+        }),
         readiness_probe: Some(Probe {
             exec: Some(ExecAction {
                 command: Some(vec![
@@ -324,6 +328,17 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
 }
 
 /// A hostPath volume of a directory on the node, created when missing.
+/// An interface with the passt binding (core or plugin): see
+/// [`security::compute_with_passt`].
+fn uses_passt(vmi: &VirtualMachineInstance) -> bool {
+    vmi.spec
+        .domain
+        .devices
+        .interfaces
+        .iter()
+        .any(|i| i.passt_binding.is_some() || i.binding.as_ref().is_some_and(|b| b.name == "passt"))
+}
+
 fn host_dir_volume(name: &str, path: &std::path::Path) -> Volume {
     Volume {
         name: name.into(),
@@ -410,6 +425,28 @@ spec:
         assert_eq!(spec.scheduler_name, None);
         assert_eq!(spec.dns_policy, None);
         assert_eq!(spec.dns_config, None);
+    }
+
+    #[test]
+    fn only_a_passt_vmis_compute_container_runs_without_seccomp() {
+        let seccomp = |v: &VirtualMachineInstance| {
+            let pod = render(v, &cfg()).unwrap();
+            let c = &pod.spec.unwrap().containers[0];
+            c.security_context
+                .as_ref()
+                .unwrap()
+                .seccomp_profile
+                .as_ref()
+                .map(|p| p.type_.clone())
+        };
+        assert_eq!(seccomp(&vmi(BASIC)), None, "the pod's RuntimeDefault");
+        for binding in ["passtBinding: {}", "binding: {name: passt}"] {
+            let mut v = vmi(BASIC);
+            v.spec.domain.devices.interfaces =
+                vec![serde_yaml::from_str(&format!("{{name: default, {binding}}}")).unwrap()];
+            v.spec.networks = vec![serde_yaml::from_str("{name: default, pod: {}}").unwrap()];
+            assert_eq!(seccomp(&v).as_deref(), Some("Unconfined"), "{binding}");
+        }
     }
 
     #[test]

@@ -36,6 +36,22 @@ pub fn compute() -> SecurityContext {
     container(COMPUTE_CAPABILITIES)
 }
 
+/// The compute container's for a VMI with a passt interface (docs/networking.md): passt,
+/// which the launcher starts, sandboxes itself in a user namespace of its own, and the
+/// runtime's default seccomp profile refuses `unshare` without CAP_SYS_ADMIN (passt then
+/// exits: "Couldn't create user namespace: Operation not permitted"). Only such pods run
+/// the compute container without a seccomp filter; everything else stays as
+/// [`compute`].
+pub fn compute_with_passt() -> SecurityContext {
+    SecurityContext {
+        seccomp_profile: Some(SeccompProfile {
+            type_: "Unconfined".into(),
+            localhost_profile: None,
+        }),
+        ..compute()
+    }
+}
+
 /// The disk containers' and their init container's: no capabilities at all. The
 /// launcher and QEMU may open `/proc/<pid>/root` of their processes only while these
 /// have the same uid and no capability the opener lacks (ptrace read access).
