@@ -69,10 +69,15 @@ pub fn start(list: &[PasstInterface]) -> Result<()> {
         }
         let socket = Path::new(&p.socket);
         let _ = std::fs::remove_file(socket);
+        // passt logs to syslog, which a pod has not, and to stderr only some of it: its
+        // own log file has every message.
         let log = socket.with_extension("log");
-        let stderr = std::fs::File::create(&log).map_err(Error::io("creating", &log))?;
+        let err = socket.with_extension("stderr");
+        let stderr = std::fs::File::create(&err).map_err(Error::io("creating", &err))?;
         let mut cmd = Command::new("passt");
         cmd.args(args(p))
+            .arg("--log-file")
+            .arg(&log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
@@ -93,7 +98,10 @@ pub fn start(list: &[PasstInterface]) -> Result<()> {
         })?;
         let started = Instant::now();
         while !socket.exists() {
-            let said = || std::fs::read_to_string(&log).unwrap_or_default();
+            let said = || {
+                let read = |f: &Path| std::fs::read_to_string(f).unwrap_or_default();
+                format!("{}{}", read(&log), read(&err)).trim().to_owned()
+            };
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(Error::Passt(format!(
                     "passt for {} exited ({status}): {}",
