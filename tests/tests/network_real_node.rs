@@ -8,7 +8,13 @@
 //! - KubeVirt's own vmi-masquerade.yaml, unchanged (its containerDisk name pushed with the
 //!   Ferrovirt guest's disk): admitted by the webhook with its `ports` ([http 80]), boots,
 //!   port 80 answers through its pod IP and 8080 (served by the guest, not listed) does
-//!   not; from its console the guest pings and GETs "web" through web's pod IP.
+//!   not; from its console the guest pings and GETs "web" through web's pod IP;
+//! - "passt", the passt binding plugin (`binding: {name: passt}`, registered in
+//!   kubevirt-config's `ferrovirt.networkBindings`) with `ports: [80]`: the guest takes
+//!   its launcher pod's IP from passt's DHCP (printed on its console), `kubectl get vmi`
+//!   shows it, and from the client pod port 80 answers at it, 8080 does not;
+//! - the guest agent's interfaces merged into status.interfaces ("web" and "passt": the
+//!   guest's interface name, infoSource "domain, guest-agent", the pod's address kept).
 //!
 //! Every address is inside the node's namespaces, which the harness creates.
 
@@ -17,7 +23,7 @@ use std::time::{Duration, Instant};
 use ferrovirt_tests::aggregation::{ferroctl, start_virt_api, virtctl_path};
 use ferrovirt_tests::console::Client;
 use ferrovirt_tests::node::{RealNode, busybox_layout};
-use ferrovirt_tests::{ControlPlane, Stack, TestNamespace, examples_dir, shared};
+use ferrovirt_tests::{ControlPlane, SYSTEM_NAMESPACE, Stack, TestNamespace, examples_dir, shared};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
@@ -69,6 +75,14 @@ async fn pod_ip(cp: &ControlPlane, ns: &str, uid: &str) -> String {
         .expect("the launcher pod's IP")
 }
 
+/// The address a guest printed on its serial console after its DHCP lease.
+fn printed_ip(stack: &Stack, uid: &str) -> Option<String> {
+    let log = std::fs::read_to_string(stack.vmi_dir(uid).join("serial0.log")).ok()?;
+    log.lines()
+        .find_map(|l| l.split("FERROVIRT IP: ").nth(1))
+        .map(|ip| ip.trim().to_owned())
+}
+
 /// Waits until every VMI of `names` has printed its DHCP address on the serial console
 /// (the serial log of its per-VMI directory); returns their uids in that order.
 async fn wait_for_leases(
@@ -86,8 +100,7 @@ async fn wait_for_leases(
             if uid.is_none()
                 && let Some(vmi) = vmis.get_opt(name).await.unwrap()
                 && let Some(id) = vmi.metadata.uid.clone()
-                && std::fs::read_to_string(stack.vmi_dir(&id).join("serial0.log"))
-                    .is_ok_and(|t| t.contains("FERROVIRT IP: 10.0.2.2"))
+                && printed_ip(stack, &id).is_some()
             {
                 eprintln!(
                     "MEASURE real node: apply -> {name}'s DHCP address in {:.1} s",
@@ -149,6 +162,21 @@ async fn masquerade_guests_are_reached_from_pods_and_from_each_other() {
     let stack = Stack::start_on_real_node(cp, &node, &launcher)
         .await
         .unwrap_or_else(|e| panic!("starting Ferrovirt: {e}\n{}", node.log_tails(20)));
+    // The passt binding plugin, registered as KubeVirt's CR registers it.
+    cp.kubectl([
+        "-n",
+        SYSTEM_NAMESPACE,
+        "patch",
+        "configmap",
+        "kubevirt-config",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"ferrovirt.networkBindings":"passt"}}"#,
+    ])
+    .await
+    .unwrap()
+    .expect_success();
     let ns = TestNamespace::create(cp, "net-node").await.unwrap();
     let ns = ns.name();
     let logs = || format!("{}\n{}", stack.log_tails(30), node.log_tails(30));
@@ -164,6 +192,19 @@ spec:
     devices:
       disks: [{{name: containerdisk, disk: {{bus: virtio}}}}]
       interfaces: [{{name: default, masquerade: {{}}}}]
+  networks: [{{name: default, pod: {{}}}}]
+  volumes: [{{name: containerdisk, containerDisk: {{image: registry:5000/{DISK}}}}}]
+---
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata:
+  name: passt
+spec:
+  domain:
+    memory: {{guest: 256Mi}}
+    devices:
+      disks: [{{name: containerdisk, disk: {{bus: virtio}}}}]
+      interfaces: [{{name: default, binding: {{name: passt}}, ports: [{{port: 80}}]}}]
   networks: [{{name: default, pod: {{}}}}]
   volumes: [{{name: containerdisk, containerDisk: {{image: registry:5000/{DISK}}}}}]
 ---
@@ -196,13 +237,54 @@ spec:
         admitted.stderr
     );
 
-    let uids = wait_for_leases(cp, &stack, ns, &["web", "vmi-masquerade"], &logs).await;
+    let uids = wait_for_leases(cp, &stack, ns, &["web", "vmi-masquerade", "passt"], &logs).await;
     let web_ip = pod_ip(cp, ns, &uids[0]).await;
     let example_ip = pod_ip(cp, ns, &uids[1]).await;
+    let passt_ip = pod_ip(cp, ns, &uids[2]).await;
+    // Masquerade guests have KubeVirt's 10.0.2.2; passt's guest its pod's own address.
+    for (uid, want) in [
+        (&uids[0], "10.0.2.2"),
+        (&uids[1], "10.0.2.2"),
+        (&uids[2], passt_ip.as_str()),
+    ] {
+        assert_eq!(printed_ip(&stack, uid).as_deref(), Some(want), "{}", logs());
+    }
 
     // kubectl get vmi shows each launcher pod's IP once its guest holds the lease.
     ip_column_shows(cp, ns, "web", &web_ip).await;
     ip_column_shows(cp, ns, "vmi-masquerade", &example_ip).await;
+    ip_column_shows(cp, ns, "passt", &passt_ip).await;
+
+    // The guest agent's report merged as KubeVirt merges it: the guest's interface name,
+    // infoSource "domain, guest-agent", and the pod's address kept (masquerade's guest has
+    // 10.0.2.2; passt's has the pod's).
+    for (name, ip) in [("web", &web_ip), ("passt", &passt_ip)] {
+        let want = format!("eth0|domain, guest-agent|{ip}");
+        let started = Instant::now();
+        loop {
+            let got = kubectl(
+                cp,
+                ns,
+                &[
+                    "get",
+                    "vmi",
+                    name,
+                    "-o",
+                    "jsonpath={.status.interfaces[0].interfaceName}|{.status.interfaces[0].infoSource}|{.status.interfaces[0].ipAddress}",
+                ],
+            )
+            .await;
+            if got == want {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "{name}'s status.interfaces[0] is {got:?}, not {want:?}\n{}",
+                logs()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
 
     // From another pod: ping and HTTP through the pod IP (everything is forwarded: no ports).
     let ping = eventually(
@@ -220,7 +302,12 @@ spec:
     let get = |ip: &str, port: u16| {
         format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip} {port}; echo nc-exit-$?")
     };
-    for (ip, port) in [(&web_ip, 80), (&web_ip, 8080), (&example_ip, 80)] {
+    for (ip, port) in [
+        (&web_ip, 80),
+        (&web_ip, 8080),
+        (&example_ip, 80),
+        (&passt_ip, 80),
+    ] {
         let http = eventually(cp, ns, &get(ip, port), "ferrovirt guest").await;
         assert!(
             http.contains("ferrovirt guest"),
@@ -234,6 +321,12 @@ spec:
     assert!(
         closed.contains("nc-exit-") && !closed.contains("ferrovirt guest"),
         "GET {example_ip}:8080 (not in ports) answered: {closed}"
+    );
+    // passt forwards only the listed port 80 too.
+    let closed = eventually(cp, ns, &get(&passt_ip, 8080), "nc-exit-").await;
+    assert!(
+        closed.contains("nc-exit-") && !closed.contains("ferrovirt guest"),
+        "GET {passt_ip}:8080 (passt, not in ports) answered: {closed}"
     );
 
     // Guest to guest through the pod IPs: from vmi-masquerade's console, ping and GET web.
@@ -301,7 +394,14 @@ spec:
     kubectl(
         cp,
         ns,
-        &["delete", "vmi", "web", "vmi-masquerade", "--wait=false"],
+        &[
+            "delete",
+            "vmi",
+            "web",
+            "vmi-masquerade",
+            "passt",
+            "--wait=false",
+        ],
     )
     .await;
 }
