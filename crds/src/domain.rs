@@ -297,6 +297,52 @@ pub struct Devices {
     /// A watchdog device and what it does when the guest stops feeding it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watchdog: Option<Watchdog>,
+    /// Input devices: tablets (an absolute pointer, so a VNC cursor follows the guest's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub inputs: Vec<Input>,
+}
+
+/// An input device. KubeVirt has tablets only, on the USB bus (the default; the domain then
+/// gets a USB controller) or the virtio bus.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Input {
+    /// The device's name (its libvirt alias is `ua-<name>`).
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-zA-Z0-9_-]+$"))]
+    pub name: String,
+    /// The kind of device: `tablet`, the only one KubeVirt has.
+    #[serde(rename = "type")]
+    pub type_: InputType,
+    /// The bus: `usb` (the default, also when empty) or `virtio`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus: Option<InputBus>,
+}
+
+/// An input device's kind.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum InputType {
+    #[default]
+    Tablet,
+}
+
+/// An input device's bus; KubeVirt reads an empty one as `usb`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum InputBus {
+    #[serde(rename = "usb")]
+    Usb,
+    #[serde(rename = "virtio")]
+    Virtio,
+    #[serde(rename = "")]
+    Unset,
+}
+
+impl InputBus {
+    /// Whether the device sits on the USB bus (`usb`, or empty).
+    pub fn is_usb(bus: Option<InputBus>) -> bool {
+        !matches!(bus, Some(InputBus::Virtio))
+    }
 }
 
 /// A watchdog. On x86 the only model is Intel's 6300ESB.

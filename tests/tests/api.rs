@@ -264,8 +264,8 @@ const CORPUS: &[(&str, Expect, &str)] = &[
     ),
     (
         "tablet.yaml",
-        Rejected("spec.template.spec.domain.devices.inputs"),
-        "",
+        Accepted,
+        "virt-handler/tests/node_defects.rs (a virtio tablet and a USB one's xHCI controller in the guest)",
     ),
     (
         "guest-agent.yaml",
@@ -435,6 +435,32 @@ async fn invalid_vms_are_rejected_naming_the_field() {
                 "    spec:\n      startStrategy: Running\n      domain:",
             ),
             &["spec.template.spec.startStrategy", "Paused"],
+        ),
+        (
+            "a keyboard input (KubeVirt has tablets only)",
+            vm(
+                "keyboard",
+                "  runStrategy: Halted\n",
+                "        memory:\n          guest: 128Mi\n",
+            )
+            .replace(
+                "        devices:\n",
+                "        devices:\n          inputs:\n          - {name: k, type: keyboard}\n",
+            ),
+            &["spec.template.spec.domain.devices.inputs[0].type", "tablet"],
+        ),
+        (
+            "a tablet on the PS/2 bus",
+            vm(
+                "ps2",
+                "  runStrategy: Halted\n",
+                "        memory:\n          guest: 128Mi\n",
+            )
+            .replace(
+                "        devices:\n",
+                "        devices:\n          inputs:\n          - {name: t, type: tablet, bus: ps2}\n",
+            ),
+            &["spec.template.spec.domain.devices.inputs[0].bus", "virtio"],
         ),
     ];
     let mut report = String::new();

@@ -421,7 +421,8 @@ async fn a_guest_in_a_reset_loop_shows_in_status_and_its_serial_log_is_capped() 
 /// The same boot (one boot for both, to keep CI short) shows in the guest what
 /// `cpu.features`, `clock` and the devices gave it: popcnt on and SSE3 (`pni`) off on top of
 /// QEMU's TCG model, no HPET clocksource, a real-time clock an hour ahead, the 6300ESB
-/// watchdog, and the memory balloon KubeVirt attaches by default.
+/// watchdog, the memory balloon KubeVirt attaches by default, and two tablets: one on the
+/// virtio bus, one on USB (its xHCI controller).
 #[tokio::test]
 async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_inside() {
     let f = Fixture::start(shared().await, "sp").await;
@@ -434,6 +435,10 @@ async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_i
         json!({"utc": {"offsetSeconds": 3600}, "timer": {"hpet": {"present": false}}});
     spec["domain"]["devices"]["watchdog"] =
         json!({"name": "wd", "i6300esb": {"action": "poweroff"}});
+    spec["domain"]["devices"]["inputs"] = json!([
+        {"name": "tablet1", "type": "tablet", "bus": "virtio"},
+        {"name": "tablet2", "type": "tablet"}
+    ]);
     let mut s = start(&f.api, &f.node, f.run_dir.path(), "held", spec).await;
     let dir = f.run_dir.path().join("vmis").join(s.vmi.uid().unwrap());
     let paused_condition = |v: &VirtualMachineInstance| {
@@ -522,10 +527,21 @@ async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_i
         line.contains("0x25ab"),
         "the 6300ESB watchdog (8086:25ab) is on the PCI bus: {line}"
     );
-    assert!(
+    let on_bus = |id: &str| {
         line.split_whitespace()
-            .any(|w| w.split(',').any(|d| d == "0x0005")),
+            .any(|w| w.split(',').any(|d| d == id))
+    };
+    assert!(
+        on_bus("0x0005"),
         "a virtio balloon (device 5) is on the virtio bus: {line}"
+    );
+    assert!(
+        on_bus("0x0012"),
+        "the virtio tablet (virtio input, device 18) is on the virtio bus: {line}"
+    );
+    assert!(
+        on_bus("0x000d"),
+        "the USB tablet's xHCI controller (1b36:000d) is on the PCI bus: {line}"
     );
 
     f.api

@@ -325,6 +325,25 @@ pub fn watchdog(x: &mut Xml, w: &crds::Watchdog) -> Result<()> {
     Ok(())
 }
 
+/// The input devices (tablets, aliased `ua-<name>`) and the USB controller: QEMU's xHCI
+/// when a device needs the USB bus, as KubeVirt decides it, else none at all.
+pub fn inputs(x: &mut Xml, inputs: &[crds::Input]) {
+    for input in inputs {
+        let mut attrs = vec![("type", "tablet")];
+        if crds::InputBus::is_usb(input.bus) {
+            attrs.push(("bus", "usb"));
+        } else {
+            attrs.extend([("bus", "virtio"), ("model", "virtio")]);
+        }
+        x.open("input", &attrs);
+        x.empty("alias", &[("name", &format!("ua-{}", input.name))]);
+        x.close();
+    }
+    let usb = inputs.iter().any(|i| crds::InputBus::is_usb(i.bus));
+    let model = if usb { "qemu-xhci" } else { "none" };
+    x.empty("controller", &[("type", "usb"), ("model", model)]);
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -333,6 +352,40 @@ mod tests {
         assert_eq!(super::dev_name("vd", 25), "vdz");
         assert_eq!(super::dev_name("sd", 26), "sdaa");
         assert_eq!(super::dev_name("sd", 27), "sdab");
+    }
+
+    #[test]
+    fn a_usb_tablet_brings_the_xhci_controller_and_a_virtio_one_does_not() {
+        let tablet = |name: &str, bus| crds::Input {
+            name: name.into(),
+            type_: crds::InputType::Tablet,
+            bus,
+        };
+        let xml = |inputs: &[crds::Input]| {
+            let mut x = super::Xml::new();
+            super::inputs(&mut x, inputs);
+            x.finish()
+        };
+        let none = xml(&[]);
+        assert!(
+            none.contains("<controller type='usb' model='none'/>"),
+            "{none}"
+        );
+        let virtio = xml(&[tablet("t", Some(crds::InputBus::Virtio))]);
+        assert!(
+            virtio.contains("<input type='tablet' bus='virtio' model='virtio'>"),
+            "{virtio}"
+        );
+        assert!(virtio.contains("<alias name='ua-t'/>"), "{virtio}");
+        assert!(virtio.contains("model='none'"), "{virtio}");
+        for bus in [None, Some(crds::InputBus::Usb), Some(crds::InputBus::Unset)] {
+            let usb = xml(&[tablet("t", Some(crds::InputBus::Virtio)), tablet("u", bus)]);
+            assert!(usb.contains("<input type='tablet' bus='usb'>"), "{usb}");
+            assert!(
+                usb.contains("<controller type='usb' model='qemu-xhci'/>"),
+                "{usb}"
+            );
+        }
     }
 
     #[test]

@@ -344,7 +344,7 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
     if let Some(w) = &domain.devices.watchdog {
         devices::watchdog(&mut x, w)?;
     }
-    x.empty("controller", &[("type", "usb"), ("model", "none")]);
+    devices::inputs(&mut x, &domain.devices.inputs);
     // KubeVirt attaches a balloon unless told not to; the guest reports its memory use
     // through it every 10 s.
     if domain.devices.autoattach_mem_balloon != Some(false) {
