@@ -2,9 +2,8 @@
 # Pod networking figures (issue 10): TCP throughput between the guest and a peer of its
 # pod in both directions (16 MiB, the median of 3), the peer's round trip to the pod's
 # address (busybox ping, 20 echoes), and what the pod network costs before the domain
-# starts, for the masquerade and bridge bindings (virt-handler's network code, the real
-# launcher with its DHCP server, libvirt, QEMU TCG) and for passt (Debian's passt in the
-# pod's namespace, QEMU started directly on its socket: the binding itself is not built).
+# starts, for the masquerade, bridge and passt bindings (virt-handler's network code, the real
+# launcher with its DHCP server or passt, libvirt, QEMU TCG).
 # Runs virt-handler/tests/network/bench.rs (two network namespaces of its own, nothing
 # leaves them; root, iproute2, nftables, passt, busybox-static, the test guest). Prints a
 # table and appends it to bench/README.md with the date and the load. About 3 minutes.

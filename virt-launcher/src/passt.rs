@@ -76,8 +76,6 @@ pub fn start(list: &[PasstInterface]) -> Result<()> {
         let stderr = std::fs::File::create(&err).map_err(Error::io("creating", &err))?;
         let mut cmd = Command::new("passt");
         cmd.args(args(p))
-            .arg("--log-file")
-            .arg(&log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
@@ -85,11 +83,14 @@ pub fn start(list: &[PasstInterface]) -> Result<()> {
         // VMI's directory (it still says it bound it): run it as the directory's owner.
         // The pod's launcher is not root (uid 107); the launcher's own tests are.
         // SAFETY: geteuid has no preconditions.
+        // (As root, passt could not open its log file there either: stderr then.)
         if unsafe { libc::geteuid() } == 0 {
             let dir = socket.parent().unwrap_or(Path::new("/"));
             let meta = std::fs::metadata(dir).map_err(Error::io("reading", dir))?;
             cmd.arg("--runas")
                 .arg(format!("{}:{}", meta.uid(), meta.gid()));
+        } else {
+            cmd.arg("--log-file").arg(&log);
         }
         let mut child = cmd.spawn().map_err(|e| {
             Error::Passt(format!(

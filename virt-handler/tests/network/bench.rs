@@ -1,9 +1,9 @@
 //! The figures bench/network.sh prints: TCP throughput between the guest and the pod's
 //! peer in both directions, the peer's round trip to the pod's address, and what
-//! preparing the pod network costs before the domain starts, for the masquerade and bridge
-//! bindings (the launcher, virt-handler's network code, libvirt) and for passt (Debian's
-//! passt in the pod's namespace, QEMU joined to it by its socket, started directly: the
-//! binding is not built, docs/networking.md). Ignored in the suite: speed is not
+//! preparing the pod network costs before the domain starts, for the masquerade, bridge
+//! and passt bindings (the launcher with its DHCP server or its passt, virt-handler's
+//! network code, libvirt). For passt the "DHCP lease" column is the guest's line after
+//! passt's DHCP. Ignored in the suite: speed is not
 //! asserted; bench/network.sh runs it with `--ignored` and turns its `BENCH|` lines into
 //! a table. Every address is inside the two namespaces the fixture makes.
 
@@ -173,112 +173,14 @@ async fn bench_network() {
             serde_json::json!({"name": "default", "bridge": {}}),
             POD_IP,
         ),
+        (
+            "passt",
+            serde_json::json!({"name": "default", "passtBinding": {}}),
+            POD_IP,
+        ),
     ] {
         let mut f = boot(&format!("bench{binding}"), iface, guest_ip).await;
         measure(binding, &f.dir, &f.peer, secs(f.timings));
         f.client.destroy().await.unwrap();
     }
-    passt();
-}
-
-/// passt in the pod's namespace, QEMU on its socket, the same guest.
-fn passt() {
-    let (pod, peer) = pod_and_peer("benchpasst");
-    // passt takes its template interface from the default route; the route leads to
-    // "peer", which has none.
-    pod.ip(&["route", "add", "default", "via", PEER_IP]);
-    let dir = tempfile::Builder::new()
-        .prefix("vp")
-        .tempdir_in("/tmp")
-        .unwrap();
-    // passt started as root runs as nobody; its socket must be creatable by nobody
-    // (otherwise it reports the socket bound and nothing is there).
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
-    )
-    .unwrap();
-    let socket = dir.path().join("passt.sock");
-    let net = format!("--net={}", pod.path().display());
-    let t0 = Instant::now();
-    let _passt = common::Proc(
-        Command::new("nsenter")
-            // --no-map-gw: traffic to the gateway (the peer) goes to it, not to the
-            // namespace's own loopback (passt's default).
-            .args([
-                &net,
-                "--",
-                "passt",
-                "--foreground",
-                "--no-map-gw",
-                "-t",
-                "80",
-            ])
-            .arg("--socket")
-            .arg(&socket)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("passt.log")).unwrap())
-            .spawn()
-            .expect("passt (apt-get install passt)"),
-    );
-    while !socket.exists() {
-        assert!(
-            t0.elapsed() < STEP,
-            "passt made no socket: {}",
-            std::fs::read_to_string(dir.path().join("passt.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let network = t0.elapsed();
-    let boot = cache().join("images/ferrovirt_guest-kernel_latest/boot");
-    let serial = dir
-        .path()
-        .join(ferrovirt_node_contract::paths::SERIAL_SOCKET);
-    let log = dir.path().join(ferrovirt_node_contract::paths::SERIAL_LOG);
-    let started = Instant::now();
-    let _qemu = common::Proc(
-        Command::new("nsenter")
-            .args([
-                &net,
-                "--",
-                "qemu-system-x86_64",
-                "-machine",
-                "q35,accel=tcg",
-            ])
-            .args([
-                "-m",
-                "256",
-                "-display",
-                "none",
-                "-monitor",
-                "none",
-                "-no-reboot",
-            ])
-            .arg("-kernel")
-            .arg(boot.join("vmlinuz"))
-            .arg("-initrd")
-            .arg(boot.join("initrd.img"))
-            .args(["-append", &guest_cmdline()])
-            .args(["-device", "virtio-net-pci,netdev=s", "-netdev"])
-            .arg(format!(
-                "stream,id=s,server=off,addr.type=unix,addr.path={}",
-                socket.display()
-            ))
-            .arg("-chardev")
-            .arg(format!(
-                "socket,id=s0,path={},server=on,wait=off,logfile={}",
-                serial.display(),
-                log.display()
-            ))
-            .args(["-serial", "chardev:s0"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("qemu.log")).unwrap())
-            .spawn()
-            .expect("qemu-system-x86_64"),
-    );
-    wait_for_line(&log, GUEST_LINE);
-    let ready = started.elapsed();
-    wait_for_line(&log, &format!("FERROVIRT IP: {POD_IP}"));
-    let lease = started.elapsed();
-    measure("passt", dir.path(), &peer, secs((network, ready, lease)));
 }
