@@ -169,8 +169,11 @@ else
   cargo_args+=(--workspace --bins)
 fi
 # Quiet when it works; the compiler's whole complaint when it does not.
+# Without SOURCE_DATE_EPOCH (set above for the layers): ring's and psm's build scripts
+# watch it, so a build with it and the tests' build without it would each compile kube's
+# TLS stack again.
 cargo_build() {
-  (cd "$FERROVIRT_ROOT" && cargo "${cargo_args[@]}" >"$work/cargo.log" 2>&1) \
+  (cd "$FERROVIRT_ROOT" && env -u SOURCE_DATE_EPOCH cargo "${cargo_args[@]}" >"$work/cargo.log" 2>&1) \
     || die "cargo ${cargo_args[*]} failed:
 $(tail -40 "$work/cargo.log")"
   tail -1 "$work/cargo.log" >&2
