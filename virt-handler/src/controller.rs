@@ -2,238 +2,29 @@
 //! VMI on this node, and removes per-VMI directories whose VMI is gone and whose launcher
 //! has exited.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crds::{VirtualMachineInstance, VmiPhase};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher::{self, Event};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 
 use ferrovirt_node_contract::pod::{
     CREATED_BY_LABEL, VIRT_HANDLER_FIELD_MANAGER as FIELD_MANAGER, launcher_selector,
 };
 
 use crate::args::RunArgs;
-use crate::config::Virtualization;
-use crate::kvm::{self, KvmStatus};
+use crate::context::Context;
+use crate::kvm;
 use crate::metrics::Metrics;
-use crate::status::{self, Observation};
 use crate::vmi_dir::{self, RunDir, launcher_alive};
-use crate::volumes::hostdisk::FileId;
 use crate::worker::{self, Worker};
-use crate::{Error, Result, chain, domain, volumes};
-
-/// How long the disk containers of a launcher pod may take to answer on their sockets once
-/// the launcher is ready (they start with it; the VMI is Scheduled once they run).
-const DISK_CONTAINER_WAIT: Duration = Duration::from_secs(60);
-
-/// What every worker shares.
-pub struct Context {
-    pub client: kube::Client,
-    pub node: String,
-    pub run_dir: RunDir,
-    /// The per-VMI directory as launchers see it; `None`: the host path.
-    pub launcher_vmi_dir: Option<PathBuf>,
-    pub namespace: String,
-    pub use_emulation_default: bool,
-    pub kvm: KvmStatus,
-    pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
-}
-
-impl Context {
-    /// The per-VMI directory as the launcher of `uid` sees it.
-    pub fn launcher_dir(&self, uid: &str) -> PathBuf {
-        self.launcher_vmi_dir
-            .clone()
-            .unwrap_or_else(|| self.run_dir.vmi(uid).dir)
-    }
-
-    /// Resolves PVCs, prepares volumes and firmware, and converts the spec; also returns
-    /// the host disks as checked (see [`volumes::prepare`]). `launcher_pid` (in this
-    /// handler's PID namespace, from the launcher's socket) is where the launcher pod's
-    /// cloud-init Secrets are read.
-    pub async fn prepare_domain(
-        &self,
-        vmi: &VirtualMachineInstance,
-        virtualization: Virtualization,
-        host_disks: &volumes::HostDiskPolicy,
-        network: &crate::network::Attachment,
-        launcher_pid: Option<u32>,
-    ) -> Result<(String, Vec<(usize, FileId)>)> {
-        let ns = vmi.namespace().unwrap_or_default();
-        let uid = vmi.uid().unwrap_or_default();
-        let pvcs = self.pvc_dirs(&ns, vmi).await?;
-        let launcher_dir = self.launcher_dir(&uid);
-        let plans = volumes::plan(&vmi.spec, &launcher_dir, &pvcs, host_disks)?;
-        // The launcher pod's disk containers: where their images are, here and for QEMU.
-        let (spec, vmi_dir) = (vmi.spec.clone(), self.run_dir.vmi(&uid));
-        let images = tokio::task::spawn_blocking(move || {
-            volumes::containerdisk::locate_all(&spec, &vmi_dir, DISK_CONTAINER_WAIT)
-        })
-        .await??;
-        let kernel_root = images
-            .get(ferrovirt_node_contract::pod::KERNEL_BOOT_CONTAINER)
-            .map_or_else(|| PathBuf::from("/"), |r| r.launcher.clone());
-        let xml = domain::convert_with(
-            &domain::Input {
-                namespace: &ns,
-                name: &vmi.name_any(),
-                uid: &uid,
-                spec: &vmi.spec,
-                virtualization,
-                vmi_dir: &launcher_dir,
-                kernel_root: &kernel_root,
-                volumes: &plans,
-            },
-            network,
-        )?;
-        let host_dir = self.run_dir.vmi(&uid).dir;
-        let hostname = vmi.spec.hostname.clone().unwrap_or_else(|| vmi.name_any());
-        let domain_spec = vmi.spec.domain.clone();
-        let host_disks = tokio::task::spawn_blocking(move || {
-            volumes::prepare_firmware(&domain_spec, &host_dir, &images)?;
-            let launcher_root = launcher_pid.map(|pid| PathBuf::from(format!("/proc/{pid}/root")));
-            volumes::prepare(
-                &plans,
-                &host_dir,
-                &images,
-                launcher_root.as_deref(),
-                &uid,
-                &hostname,
-            )
-        })
-        .await??;
-        Ok((xml, host_disks))
-    }
-
-    /// Claim name -> the directory of its bound hostPath or local PersistentVolume.
-    async fn pvc_dirs(
-        &self,
-        ns: &str,
-        vmi: &VirtualMachineInstance,
-    ) -> Result<BTreeMap<String, PathBuf>> {
-        let mut out = BTreeMap::new();
-        for v in &vmi.spec.volumes {
-            let Some(claim) = v.persistent_volume_claim.as_ref().map(|p| &p.claim_name) else {
-                continue;
-            };
-            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
-            let fail = |m: String| Error::volume(&v.name, format!("claim {claim:?}: {m}"));
-            let pvc = pvcs
-                .get_opt(claim)
-                .await?
-                .ok_or_else(|| fail("not found".into()))?;
-            let pv_name = pvc
-                .spec
-                .and_then(|s| s.volume_name)
-                .ok_or_else(|| fail("not bound to a volume".into()))?;
-            let pv = Api::<PersistentVolume>::all(self.client.clone())
-                .get_opt(&pv_name)
-                .await?
-                .ok_or_else(|| fail(format!("volume {pv_name:?} not found")))?;
-            let spec = pv.spec.unwrap_or_default();
-            let dir = spec
-                .host_path
-                .map(|h| h.path)
-                .or(spec.local.map(|l| l.path))
-                .ok_or_else(|| {
-                    fail(format!(
-                        "volume {pv_name:?} is neither hostPath nor local; only those are supported"
-                    ))
-                })?;
-            out.insert(claim.clone(), PathBuf::from(dir));
-        }
-        Ok(out)
-    }
-
-    /// Publishes a Warning Event on the VMI (best effort: a failure is only logged).
-    pub async fn warn(&self, vmi: &VirtualMachineInstance, reason: &str, note: String) {
-        let event = KubeEvent {
-            type_: EventType::Warning,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Observe".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &vmi.object_ref(&())).await {
-            tracing::warn!(reason, error = %e, "publishing an Event failed");
-        }
-    }
-
-    /// Publishes a Warning Event on this handler's Node (best effort, as [`Self::warn`]).
-    pub async fn warn_node(&self, reason: &str, note: String) {
-        let event = KubeEvent {
-            type_: EventType::Warning,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Label".into(),
-            secondary: None,
-        };
-        let node = k8s_openapi::api::core::v1::ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Node".into()),
-            name: Some(self.node.clone()),
-            ..Default::default()
-        };
-        if let Err(e) = self.recorder.publish(&event, &node).await {
-            tracing::warn!(reason, error = %e, "publishing an Event failed");
-        }
-    }
-
-    /// Writes the status after `obs` on the VMI (fresh from the API, guarded by its
-    /// resourceVersion, retried on conflict). A VMI that is gone is fine.
-    pub async fn write_status(
-        &self,
-        vmi: &VirtualMachineInstance,
-        obs: &Observation,
-    ) -> Result<()> {
-        let api: Api<VirtualMachineInstance> =
-            Api::namespaced(self.client.clone(), &vmi.namespace().unwrap_or_default());
-        let name = vmi.name_any();
-        let uid = vmi.uid().unwrap_or_default();
-        for _ in 0..8 {
-            let Some(current) = api.get_opt(&name).await? else {
-                return Ok(());
-            };
-            if current.uid().as_deref() != Some(uid.as_str()) {
-                return Ok(());
-            }
-            let now = Time(k8s_openapi::jiff::Timestamp::now());
-            let old = current.status.clone().unwrap_or_default();
-            let Some(new) = status::next(&old, &current.spec, &uid, &self.node, obs, now) else {
-                return Ok(());
-            };
-            let patch = status::patch(&new, current.resource_version().as_deref());
-            match api
-                .patch_status(
-                    &name,
-                    &PatchParams::apply(FIELD_MANAGER),
-                    &Patch::Merge(&patch),
-                )
-                .await
-            {
-                Ok(_) => {
-                    self.metrics.status_written();
-                    tracing::info!(phase = ?new.phase, reason = ?new.reason, "VMI status written");
-                    return Ok(());
-                }
-                Err(kube::Error::Api(s)) if s.is_conflict() => continue,
-                Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(()),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        tracing::warn!("status write kept conflicting; the next event retries");
-        Ok(())
-    }
-}
+use crate::{Error, Result, chain};
 
 /// The controller's view: VMIs, which uids have a launcher pod here, and the workers.
 struct State {

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod args;
 pub mod config;
 pub mod console;
+pub mod context;
 pub mod controller;
 pub mod domain;
 mod error;

@@ -11,7 +11,7 @@ use kube::api::{Patch, PatchParams};
 
 use crate::Result;
 use crate::config::{self, CONFIG_MAP, ClusterConfig};
-use crate::controller::Context;
+use crate::context::Context;
 
 use ferrovirt_node_contract::pod::VIRT_HANDLER_FIELD_MANAGER as FIELD_MANAGER;
 

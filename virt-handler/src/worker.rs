@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::config::Virtualization;
-use crate::controller::Context;
+use crate::context::Context;
 use crate::network::status::interfaces as network_status;
 use crate::resets::{Change, ResetWindow};
 use crate::status::{Observation, RESET_LOOP, RESET_WINDOW_SECONDS};
