@@ -15,6 +15,7 @@ pub mod context;
 pub mod controller;
 pub mod domain;
 mod error;
+pub mod firmware;
 pub mod kvm;
 pub mod metrics;
 pub mod network;

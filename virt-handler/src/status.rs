@@ -10,7 +10,7 @@ use ferrovirt_node_contract::protocol::StopReason;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::config::Virtualization;
-use crate::domain::mac_address;
+use crate::network::mac_address;
 
 /// What the node saw.
 #[derive(Clone, Debug, PartialEq)]

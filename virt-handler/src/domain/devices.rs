@@ -154,21 +154,6 @@ fn post_inc(n: &mut usize) -> usize {
     *n - 1
 }
 
-/// A stable, locally administered unicast MAC for an interface without one.
-pub fn mac_address(uid: &str, interface: &str) -> String {
-    // FNV-1a over uid and name: stable across handler restarts, distinct per interface.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in uid.bytes().chain([0]).chain(interface.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    let b = h.to_be_bytes();
-    format!(
-        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        b[0], b[1], b[2], b[3], b[4]
-    )
-}
-
 /// The guest's NICs. On taps (`nics`, from the network plan: the launcher has a pod
 /// network namespace of its own) each is an `ethernet` interface on its tap; without
 /// (devnode: the launcher shares the node's namespace) QEMU's user-mode networking
@@ -243,7 +228,7 @@ pub fn interfaces(
         }
         let mac = match &iface.mac_address {
             Some(m) => m.replace('-', ":").to_ascii_lowercase(),
-            None => mac_address(uid, &iface.name),
+            None => crate::network::mac_address(uid, &iface.name),
         };
         x.open("interface", &[("type", "user")]);
         x.empty("mac", &[("address", &mac)]);
@@ -386,13 +371,5 @@ mod tests {
                 "{usb}"
             );
         }
-    }
-
-    #[test]
-    fn generated_macs_are_stable_and_local() {
-        let a = super::mac_address("uid-1", "default");
-        assert_eq!(a, super::mac_address("uid-1", "default"));
-        assert_ne!(a, super::mac_address("uid-1", "other"));
-        assert!(a.starts_with("02:") && a.len() == 17, "{a}");
     }
 }

@@ -16,19 +16,12 @@ use crate::{Error, Result};
 use crds::quantity;
 use ferrovirt_node_contract::paths::{GUEST_AGENT_SOCKET, SERIAL_LOG, SERIAL_SOCKET, VNC_SOCKET};
 
-pub use devices::mac_address;
 pub use xml::escape;
 
-/// Debian's OVMF (package `ovmf`), 4 MiB flash layout.
+use crate::firmware::{EFI_VARS_FILE, OVMF_CODE_SECURE, efi_firmware};
+
 /// QEMU's default CPU model for TCG on x86_64, named when features must apply to it.
 const TCG_DEFAULT_MODEL: &str = "qemu64";
-pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
-/// Secure Boot capable code (needs SMM) with Microsoft's keys enrolled in the variables.
-pub const OVMF_CODE_SECURE: &str = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd";
-pub const OVMF_VARS_SECURE: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
-/// The per-VMI copy of the EFI variables, relative to the per-VMI directory.
-pub const EFI_VARS_FILE: &str = "efi-vars.fd";
 
 /// Everything the conversion needs besides the spec.
 pub struct Input<'a> {
@@ -50,23 +43,6 @@ pub struct Input<'a> {
 /// The libvirt domain name of a VMI (namespace and name, like KubeVirt).
 pub fn domain_name(namespace: &str, name: &str) -> String {
     format!("{namespace}_{name}")
-}
-
-/// Which OVMF files an EFI guest uses: (code, variables template), or `None` for BIOS.
-pub fn efi_firmware(domain: &DomainSpec) -> Option<(&'static str, &'static str)> {
-    let efi = domain
-        .firmware
-        .as_ref()?
-        .bootloader
-        .as_ref()?
-        .efi
-        .as_ref()?;
-    // KubeVirt's default for secureBoot is true.
-    if efi.secure_boot.unwrap_or(true) {
-        Some((OVMF_CODE_SECURE, OVMF_VARS_SECURE))
-    } else {
-        Some((OVMF_CODE, OVMF_VARS))
-    }
 }
 
 /// The domain XML of a VMI manifest (YAML or JSON), with its volumes planned in

@@ -30,6 +30,21 @@ pub use plan::{Backend, Nic, Plan, Planned, PodInterface};
 
 use crate::{Error, Result};
 
+/// A stable, locally administered unicast MAC for an interface without one.
+pub fn mac_address(uid: &str, interface: &str) -> String {
+    // FNV-1a over uid and name: stable across handler restarts, distinct per interface.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in uid.bytes().chain([0]).chain(interface.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    format!(
+        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[0], b[1], b[2], b[3], b[4]
+    )
+}
+
 /// The pod's interface KubeVirt's pod network is on.
 pub const POD_INTERFACE: &str = "eth0";
 /// Where the pod's interface as first found is kept, in the VMI's directory.
@@ -172,4 +187,15 @@ fn pod_interface(ns: &NetNs, vmi_dir: &Path) -> Result<PodInterface> {
     let pod = ns.pod_interface(POD_INTERFACE)?;
     std::fs::write(&cache, serde_json::to_vec(&pod)?).map_err(Error::io("writing", &cache))?;
     Ok(pod)
+}
+
+#[cfg(test)]
+mod mac_tests {
+    #[test]
+    fn generated_macs_are_stable_and_local() {
+        let a = super::mac_address("uid-1", "default");
+        assert_eq!(a, super::mac_address("uid-1", "default"));
+        assert_ne!(a, super::mac_address("uid-1", "other"));
+        assert!(a.starts_with("02:") && a.len() == 17, "{a}");
+    }
 }

@@ -8,7 +8,7 @@ use crds::{Protocol, VirtualMachineInstanceNetworkInterface, VirtualMachineInsta
 use ferrovirt_node_contract::protocol::DhcpInterface;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::mac_address;
+use super::mac_address;
 use crate::{Error, Result};
 
 /// The bridge and the tap of the (one) pod-network interface, KubeVirt's names.

@@ -86,7 +86,7 @@ fn masquerade_makes_a_bridge_a_tap_nat_and_a_dhcp_offer() {
         (d.server_ip.as_str(), d.mtu, d.hostname.as_deref()),
         ("10.0.2.1", Some(1450), Some("vm1"))
     );
-    assert_eq!(d.mac, crate::domain::mac_address("uid-1", "default"));
+    assert_eq!(d.mac, crate::network::mac_address("uid-1", "default"));
     assert_eq!(p.nics[0].mac, d.mac);
     let st = &p.status.entries[0];
     assert_eq!(
@@ -235,7 +235,7 @@ fn passt_makes_no_links_and_forwards_the_listed_ports() {
         assert!(p.nft.is_none() && p.dhcp.is_empty());
         assert_eq!(
             p.nics[0].mac,
-            crate::domain::mac_address("uid-1", "default")
+            crate::network::mac_address("uid-1", "default")
         );
         assert_eq!(
             p.nics[0].backend,

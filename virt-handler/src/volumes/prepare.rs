@@ -11,7 +11,7 @@ use ferrovirt_node_contract::pod::{KERNEL_BOOT_CONTAINER, volume_container};
 use super::containerdisk::{self, ImageRoots};
 use super::hostdisk::FileId;
 use super::{Planned, Prep, nocloud_files, read_secrets};
-use crate::domain::{EFI_VARS_FILE, efi_firmware};
+use crate::firmware::{EFI_VARS_FILE, efi_firmware};
 use crate::{Error, Result};
 
 /// Prepares every planned volume under `host_dir` (the per-VMI directory on the host);
