@@ -27,11 +27,13 @@ log "cargo build --workspace --bins"
 cargo build --workspace --bins || die "cargo build --workspace --bins failed: no test ran"
 build_s=$(( $(now) - t0 ))
 
-# Lints: formatting (rustfmt.toml) and clippy with warnings as errors. A finding fails the
-# run, but the tests still run so one report says everything.
+# Lints: formatting (rustfmt.toml), import cycles between modules, and clippy with warnings
+# as errors. A finding fails the run, but the tests still run so one report says everything.
 lint_failed=()
 log "cargo fmt --all --check"
 cargo fmt --all --check >&2 || lint_failed+=("cargo fmt --all --check (run: cargo fmt --all)")
+log "hack/module-cycles.py (no import cycle between a crate's modules)"
+python3 hack/module-cycles.py >&2 || lint_failed+=("hack/module-cycles.py (modules that import each other)")
 log "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings \
   || lint_failed+=("cargo clippy --workspace --all-targets -- -D warnings")
