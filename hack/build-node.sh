@@ -22,27 +22,40 @@ export GOFLAGS="-mod=mod -buildvcs=false"
 
 # go_tools NAME MODULE VERSION OUT TAGS LDFLAGS PKG:BIN...: builds each package PKG as OUT/BIN
 # in a module of its own ($work/NAME-VERSION) that requires MODULE@VERSION.
+# go_module NAME MODULE VERSION FILE: a wrapper module ($work/NAME-VERSION, put in $mod)
+# requiring MODULE at VERSION, with FILE (tools.go or main.go) read from stdin; resolved
+# and downloaded once.
+go_module() {
+  local name="$1" module="$2" version="$3" file="$4" t
+  mod="$work/$name-$version"
+  mkdir -p "$mod"
+  if [[ -f "$mod/.ready" ]]; then
+    cat >/dev/null
+    return 0
+  fi
+  t=$(now)
+  log "$name: resolving $module v$version"
+  printf 'module ferrovirt.local/%s\n\ngo 1.25.0\n\nrequire %s v%s\n' "$name" "$module" "$version" >"$mod/go.mod"
+  cat >"$mod/$file"
+  (cd "$mod" && go mod tidy -e >/dev/null 2>&1 || true)
+  (cd "$mod" && go mod download) || die "go mod download failed for $module v$version"
+  touch "$mod/.ready"
+  log "$name: resolved in $(( $(now) - t ))s"
+}
+
+# go_tools NAME MODULE VERSION OUT TAGS LDFLAGS PKG:BIN...: builds the missing BINs.
 go_tools() {
   local name="$1" module="$2" version="$3" out="$4" tags="$5" ld="$6"; shift 6
-  local missing=() pb
+  local missing=() pb mod
   for pb in "$@"; do [[ -x "$out/${pb##*:}" ]] || missing+=("$pb"); done
   if [[ ${#missing[@]} -eq 0 ]]; then
     log "$name v$version already built in $out"
     return 0
   fi
-  local mod="$work/$name-$version" t
-  mkdir -p "$mod" "$out"
-  if [[ ! -f "$mod/.ready" ]]; then
-    t=$(now)
-    log "$name: resolving $module v$version"
-    printf 'module ferrovirt.local/%s\n\ngo 1.25.0\n\nrequire %s v%s\n' "$name" "$module" "$version" >"$mod/go.mod"
-    { echo "//go:build tools"; echo; echo "package tools"; echo
-      for pb in "$@"; do echo "import _ \"${pb%%:*}\""; done; } >"$mod/tools.go"
-    (cd "$mod" && go mod tidy -e >/dev/null 2>&1 || true)
-    (cd "$mod" && go mod download) || die "go mod download failed for $module v$version"
-    touch "$mod/.ready"
-    log "$name: resolved in $(( $(now) - t ))s"
-  fi
+  mkdir -p "$out"
+  go_module "$name" "$module" "$version" tools.go < <(
+    echo "//go:build tools"; echo; echo "package tools"; echo
+    for pb in "$@"; do echo "import _ \"${pb%%:*}\""; done)
   for pb in "${missing[@]}"; do
     go_build "$mod" "$out" "${pb##*:}" "${pb%%:*}" "$tags" "$ld"
   done
@@ -97,19 +110,13 @@ build_kube_node() {
 # only the filesystem storage driver. Its cmd/registry also links the Azure, GCS and S3
 # drivers, which a registry on this machine never uses and which take most of the build.
 build_registry() {
-  local out; out="$(registry_dir)"
+  local out mod; out="$(registry_dir)"
   if [[ -x "$out/registry" ]]; then
     log "registry v$REGISTRY_VERSION already built in $out"
     return 0
   fi
-  local mod="$work/registry-fs-$REGISTRY_VERSION" t
-  mkdir -p "$mod" "$out"
-  if [[ ! -f "$mod/.ready" ]]; then
-    t=$(now)
-    log "registry: resolving github.com/distribution/distribution/v3 v$REGISTRY_VERSION"
-    printf 'module ferrovirt.local/registry\n\ngo 1.25.0\n\nrequire github.com/distribution/distribution/v3 v%s\n' \
-      "$REGISTRY_VERSION" >"$mod/go.mod"
-    cat >"$mod/main.go" <<'GO'
+  mkdir -p "$out"
+  go_module registry-fs github.com/distribution/distribution/v3 "$REGISTRY_VERSION" main.go <<'GO'
 // distribution's registry command with the filesystem storage driver only.
 package main
 
@@ -126,11 +133,6 @@ func main() {
 	}
 }
 GO
-    (cd "$mod" && go mod tidy -e >/dev/null 2>&1 || true)
-    (cd "$mod" && go mod download) || die "go mod download failed for distribution v$REGISTRY_VERSION"
-    touch "$mod/.ready"
-    log "registry: resolved in $(( $(now) - t ))s"
-  fi
   go_build "$mod" "$out" registry . "" \
     "-X github.com/distribution/distribution/v3/version.version=v$REGISTRY_VERSION"
 }
