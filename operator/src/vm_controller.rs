@@ -252,8 +252,8 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
     }
     // A Start request is done once its VMI exists, the one just created included: waiting
     // for the cache to show that VMI alive would leave the request in place if the VMI
-    // finished first, and a second start would follow its end (lead: RerunOnFailure after
-    // a quick guest shutdown; CI failure of stop 18).
+    // finished first, and a second start would follow its end (RerunOnFailure after a
+    // guest that shut down at once).
     if strategy::first_request_done(&requests, shown.map(view_of)) {
         requests.remove(0);
     }
