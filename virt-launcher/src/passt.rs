@@ -92,6 +92,23 @@ pub fn start(list: &[PasstInterface]) -> Result<()> {
         } else {
             cmd.arg("--log-file").arg(&log);
         }
+        // Without ports passt binds every port of both protocols (about 65,000 sockets):
+        // it gets the open-file limit's hard value as its soft one.
+        // SAFETY: getrlimit/setrlimit on a local struct, in the child before exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                let mut l = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+                    l.rlim_cur = l.rlim_max;
+                    libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+                }
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().map_err(|e| {
             Error::Passt(format!(
                 "starting passt: {e} (the launcher image installs Debian's passt)"
