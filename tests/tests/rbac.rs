@@ -153,7 +153,7 @@ fn start_controller(cp: &ControlPlane, kubeconfig: &Path, tag: &str) -> Process 
 }
 
 fn vm(name: &str) -> Value {
-    serde_json::from_str::<Value>(
+    let mut vm = serde_json::from_str::<Value>(
         &serde_json::to_string(
             &serde_yaml::from_str::<Value>(&ferrovirt_tests::manifests::kernel_boot_vm(
                 name, "Always", None,
@@ -162,7 +162,12 @@ fn vm(name: &str) -> Value {
         )
         .unwrap(),
     )
-    .unwrap()
+    .unwrap();
+    // Its launcher pod only has to exist. No node may run it: the devnode test's node is
+    // Ready at the same time, and a pod it started would outlive that devnode (killed
+    // mid-life) as an orphaned sandbox.
+    vm["spec"]["template"]["spec"]["nodeSelector"] = json!({"ferrovirt.test/rbac": "no-node"});
+    vm
 }
 
 async fn create_vm(cp: &ControlPlane, ns: &str, name: &str) {
