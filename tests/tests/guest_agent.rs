@@ -12,6 +12,7 @@ use ferrovirt_tests::aggregation::{apply_in, start_virt_api, virtctl, virtctl_pa
 use ferrovirt_tests::console::Client;
 use ferrovirt_tests::guest::READY_LINE;
 use ferrovirt_tests::manifests::kernel_boot_vm;
+use ferrovirt_tests::wait::eventually_or;
 use ferrovirt_tests::{ControlPlane, Stack, TestNamespace, shared};
 use serde_json::Value;
 
@@ -21,21 +22,22 @@ const BOOT: Duration = Duration::from_secs(240);
 /// loaded cores.
 const STEP: Duration = Duration::from_secs(60);
 
+/// Waits until `check` holds (the harness's `eventually_or`), failing with the stack's logs.
 async fn wait_until<F, Fut>(stack: &Stack, what: &str, timeout: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < timeout,
-            "{what}: not so after {} s\n{}",
-            timeout.as_secs(),
-            stack.log_tails(30)
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually_or(
+        what,
+        timeout,
+        || {
+            let holds = check();
+            async move { holds.await.then_some(()) }
+        },
+        || stack.log_tails(30),
+    )
+    .await
 }
 
 async fn vmi(cp: &ControlPlane, ns: &str) -> Value {
