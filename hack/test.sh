@@ -54,14 +54,17 @@ while read -r p f i; do
   passed=$((passed + p)); failed=$((failed + f)); ignored=$((ignored + i)); binaries=$((binaries + 1))
 done < <(sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed; \([0-9]*\) failed; \([0-9]*\) ignored.*/\1 \2 \3/p' "$out")
 
-# No test may leave a control plane running: the harness ties it to the test process
-# (temp dir cp-<test pid>-<n>), so a process naming the dir of a finished test is a leak.
-# Control planes of test runs still going (another shell) are not.
+# No test may leave a control plane or a pod running: the harness ties control planes to
+# the test process (temp dir cp-<test pid>-<n>), and devnode's state dirs are
+# /tmp/fv-<test pid>-… (the pod's container shims name their spec there), so a process
+# naming the dir of a finished test is a leak. Those of test runs still going (another
+# shell) are not.
 leaked=()
 while read -r pid args; do
-  owner="$(sed -n 's|.*/ferrovirt-tests/cp-\([0-9]*\)-.*|\1|p' <<<"$args")"
+  owner="$(sed -n -e 's|.*/ferrovirt-tests/cp-\([0-9]*\)-.*|\1|p' \
+    -e 's|.*devnode shim /tmp/fv-\([0-9]*\)-.*|\1|p' <<<"$args" | head -1)"
   [[ -n "$owner" && ! -d "/proc/$owner" ]] && leaked+=("$pid")
-done < <(pgrep -a -f "${TMPDIR:-/tmp}/ferrovirt-tests/cp-" || true)
+done < <(pgrep -a -f "${TMPDIR:-/tmp}/ferrovirt-tests/cp-|devnode shim /tmp/fv-" || true)
 if [[ ${#leaked[@]} -gt 0 ]]; then
   log "processes left running by finished tests:"
   ps -o pid,args -p "$(printf '%s,' "${leaked[@]}" | sed 's/,$//')" >&2 || true

@@ -35,7 +35,11 @@ impl DevNode {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let state = tempfile::tempdir().expect("state dir");
+        // /tmp/fv-<test pid>-…: hack/test.sh names pods whose test has ended as leaks.
+        let state = tempfile::Builder::new()
+            .prefix(&format!("fv-{}-", std::process::id()))
+            .tempdir_in("/tmp")
+            .expect("state dir");
         let child = spawn(cp, &name, state.path());
         DevNode { name, state, child }
     }

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crds::VirtualMachineInstance;
 use ferrovirt_tests::aggregation::user_kubeconfig;
@@ -180,23 +180,16 @@ async fn create_vm(cp: &ControlPlane, ns: &str, name: &str) {
     .unwrap();
 }
 
-async fn eventually<T, F, Fut>(what: &str, log: &Path, mut check: F) -> T
+/// The harness's wait with `TIMEOUT`, the component's log tail appended on failure.
+async fn eventually<T, F, Fut>(what: &str, log: &Path, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            started.elapsed() < TIMEOUT,
-            "{what} within {TIMEOUT:?}; the component's log:\n{}",
-            ferrovirt_tests::tail(log, 40)
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    ferrovirt_tests::wait::eventually_or(what, TIMEOUT, check, || {
+        format!("the component's log:\n{}", ferrovirt_tests::tail(log, 40))
+    })
+    .await
 }
 
 /// The first Warning Event (on `object`, when given) whose message says `forbidden`.
@@ -371,7 +364,7 @@ async fn virt_handler_runs_with_the_charts_role_and_fails_loudly_without_one_rul
     let client = cp.client().await.unwrap();
     let nodes: Api<Node> = Api::all(client.clone());
     let run = tempfile::Builder::new()
-        .prefix("rbac")
+        .prefix(&format!("fv-{}-rbac", std::process::id()))
         .tempdir_in("/tmp")
         .unwrap();
 
@@ -488,7 +481,7 @@ async fn devnode_runs_with_its_documented_role_and_fails_loudly_without_one_rule
     let nodes: Api<Node> = Api::all(client.clone());
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
     let state = tempfile::Builder::new()
-        .prefix("rbac-devnode")
+        .prefix(&format!("fv-{}-rbac-devnode", std::process::id()))
         .tempdir_in("/tmp")
         .unwrap();
 
