@@ -100,6 +100,10 @@ pub struct DhcpInterface {
     pub mtu: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// The guest's IPv6 address, offered by DHCPv6 on the same bridge (masquerade on a
+    /// pod with an IPv6 address); the server answers from the bridge's link-local address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
 }
 
 /// One passt process: it copies the pod interface's address, routes and DNS to the guest
@@ -119,7 +123,8 @@ pub struct PasstInterface {
     pub udp: Vec<u16>,
 }
 
-/// An address the launcher's DHCP server acknowledged.
+/// An address the launcher's DHCP server acknowledged (IPv4 by DHCP, IPv6 by DHCPv6: one
+/// lease each, told apart by the address).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub interface: String,
@@ -289,6 +294,7 @@ mod tests {
                 router: Some("10.0.2.1".into()),
                 mtu: Some(1500),
                 hostname: None,
+                ipv6: None,
             }],
             passt: vec![PasstInterface {
                 interface: "default".into(),

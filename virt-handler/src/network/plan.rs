@@ -283,6 +283,7 @@ pub fn plan(input: &Input) -> Result<Plan> {
                     router: Some(gateway.to_string()),
                     mtu: Some(pod.mtu),
                     hostname,
+                    ipv6: None,
                 }
             }
             Binding::Bridge => {
@@ -347,6 +348,7 @@ pub fn plan(input: &Input) -> Result<Plan> {
                     router: pod.gateway4.map(|g| g.to_string()),
                     mtu: Some(pod.mtu),
                     hostname,
+                    ipv6: None,
                 }
             }
             Binding::Passt => {

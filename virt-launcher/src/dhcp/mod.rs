@@ -259,6 +259,7 @@ mod tests {
             router: None,
             mtu: None,
             hostname: None,
+            ipv6: None,
         };
         let e = offer(&iface, &Default::default()).unwrap_err().to_string();
         assert!(e.contains("ip \"10.0.2.300\""), "{e}");
