@@ -70,14 +70,18 @@ impl LauncherClient {
         self.peer
     }
 
-    /// Sends one request and reads its response; `{"error":..}` becomes [`Error::Remote`].
+    /// Sends one request and reads its response; `{"error":..}` becomes [`Error::Remote`]
+    /// with the launcher's kind ([`Error::is_permanent`]).
     pub async fn request(&mut self, request: &Request) -> Result<Response> {
         self.write
             .write_all(request.to_line().as_bytes())
             .await
             .map_err(Error::Socket)?;
         match read(&mut self.lines).await? {
-            Response::Error(message) => Err(Error::Remote(message)),
+            Response::Error(f) => Err(Error::Remote {
+                kind: f.kind,
+                message: f.message,
+            }),
             response => Ok(response),
         }
     }
@@ -205,7 +209,8 @@ impl LauncherClient {
     }
 
     /// Turns the connection into the launcher's guest agent stream: its state now, then
-    /// each change. A launcher without agent support answers with [`Error::Remote`].
+    /// each change. A launcher without agent support answers with a permanent
+    /// [`Error::Remote`] (bad request).
     pub async fn watch_agent(mut self) -> Result<AgentStream> {
         self.expect_ok(Request::WatchAgent).await?;
         Ok(AgentStream {

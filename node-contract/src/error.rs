@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::protocol::Response;
+use crate::protocol::{FailureKind, Response};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -27,10 +27,36 @@ pub enum Error {
     #[error("launcher closed the connection")]
     Closed,
 
-    /// The launcher answered `{"error":..}`.
-    #[error("launcher answered: {0}")]
-    Remote(String),
+    /// The launcher answered `{"error":..}`: its kind and its error chain.
+    #[error("launcher answered: {message}")]
+    Remote { kind: FailureKind, message: String },
 
     #[error("unexpected answer {0:?}")]
     Unexpected(Box<Response>),
+}
+
+impl Error {
+    /// The launcher said asking again cannot help: the VMI fails with the message. Every
+    /// other error (a transient or no-domain answer, the socket, a closed connection) may
+    /// pass when asked again.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Error::Remote {
+                kind: FailureKind::Permanent,
+                ..
+            }
+        )
+    }
+
+    /// The launcher answered that it has no domain.
+    pub fn is_no_domain(&self) -> bool {
+        matches!(
+            self,
+            Error::Remote {
+                kind: FailureKind::NoDomain,
+                ..
+            }
+        )
+    }
 }

@@ -147,7 +147,39 @@ pub enum Response {
     GuestAgentInfo(Box<GuestAgentInfo>),
     GuestUsers(Vec<GuestUser>),
     GuestFilesystems(Vec<GuestFilesystem>),
-    Error(String),
+    /// The request failed: `{"error":{"kind":..,"message":..}}`.
+    Error(Failure),
+}
+
+/// A failed request: what the caller should make of it, and the launcher's error chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+/// What a failure means for the caller (virt-handler retries the transient ones and fails
+/// the VMI only on the permanent ones).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Asking again later may succeed: libvirt or the guest agent timed out or was busy,
+    /// the launcher's own I/O or worker failed.
+    Transient,
+    /// Asking again cannot help: QEMU or libvirt refused the domain, the launcher runs or
+    /// ran another one, the request was malformed. The VMI fails with the message.
+    Permanent,
+    /// The request needs a domain and none is defined (not yet, or no longer).
+    NoDomain,
+}
+
+impl Failure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Failure {
+            kind,
+            message: message.into(),
+        }
+    }
 }
 
 /// A file a process holds open: its device and inode.
@@ -331,11 +363,22 @@ mod tests {
     }
 
     #[test]
-    fn errors_are_an_error_field() {
+    fn errors_are_an_error_field_with_their_kind() {
+        let line =
+            Response::Error(Failure::new(FailureKind::NoDomain, "no domain defined")).to_line();
         assert_eq!(
-            Response::Error("no domain".into()).to_line(),
-            "{\"error\":\"no domain\"}\n"
+            line,
+            "{\"error\":{\"kind\":\"no_domain\",\"message\":\"no domain defined\"}}\n"
         );
+        for (kind, word) in [
+            (FailureKind::Transient, "transient"),
+            (FailureKind::Permanent, "permanent"),
+        ] {
+            let line = Response::Error(Failure::new(kind, "m")).to_line();
+            assert!(line.contains(&format!("\"kind\":\"{word}\"")), "{line}");
+            let back: Response = serde_json::from_str(&line).unwrap();
+            assert_eq!(back, Response::Error(Failure::new(kind, "m")));
+        }
         assert_eq!(Response::Ok.to_line(), "\"ok\"\n");
     }
 

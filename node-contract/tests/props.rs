@@ -2,9 +2,11 @@
 //! the trip through a line, and no byte sequence from a peer panics the decoder or makes it
 //! buffer beyond the bound.
 
+use ferrovirt_node_contract::client::LauncherClient;
 use ferrovirt_node_contract::frame::{FrameError, LineReader};
 use ferrovirt_node_contract::protocol::{
-    DomainInfo, DomainState, Event, OpenFile, Pong, Request, Response, StopReason,
+    DomainInfo, DomainState, Event, Failure, FailureKind, OpenFile, Pong, Request, Response,
+    StopReason,
 };
 use proptest::prelude::*;
 
@@ -94,7 +96,15 @@ fn response() -> impl Strategy<Value = Response> {
         )
         .prop_map(Response::OpenFiles),
         event().prop_map(Response::Event),
-        any::<String>().prop_map(Response::Error),
+        (
+            prop_oneof![
+                Just(FailureKind::Transient),
+                Just(FailureKind::Permanent),
+                Just(FailureKind::NoDomain)
+            ],
+            any::<String>()
+        )
+            .prop_map(|(kind, message)| Response::Error(Failure { kind, message })),
     ]
 }
 
@@ -182,4 +192,66 @@ fn an_endless_line_is_refused_at_the_bound() {
         matches!(outcome, Err(FrameError::TooLong { max }) if max == ferrovirt_node_contract::frame::MAX_LINE),
         "{outcome:?}"
     );
+}
+
+/// Each kind of failure reaches the client's caller as it was sent, and only a permanent
+/// one says that asking again cannot help (what virt-handler fails a VMI on).
+#[test]
+fn the_client_reports_the_launchers_failure_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("launcher.sock");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("a current-thread runtime with I/O");
+    runtime.block_on(async {
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let kinds = [
+            FailureKind::Transient,
+            FailureKind::Permanent,
+            FailureKind::NoDomain,
+        ];
+        let server = async {
+            use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+            let (stream, _) = listener.accept().await.unwrap();
+            let (read, mut write) = stream.into_split();
+            let mut lines = tokio::io::BufReader::new(read).lines();
+            for kind in kinds {
+                let line = lines.next_line().await.unwrap().unwrap();
+                assert_eq!(line, r#"{"command":"domain_info"}"#);
+                let answer = Response::Error(Failure::new(kind, format!("{kind:?} failure")));
+                write.write_all(answer.to_line().as_bytes()).await.unwrap();
+            }
+        };
+        let client = async {
+            let mut c = LauncherClient::connect(&socket).await.unwrap();
+            let mut seen = Vec::new();
+            for _ in kinds {
+                let e = c.domain_info().await.unwrap_err();
+                seen.push((e.is_permanent(), e.is_no_domain(), e.to_string()));
+            }
+            seen
+        };
+        let ((), seen) = tokio::join!(server, client);
+        assert_eq!(
+            seen,
+            [
+                (
+                    false,
+                    false,
+                    "launcher answered: Transient failure".to_string()
+                ),
+                (
+                    true,
+                    false,
+                    "launcher answered: Permanent failure".to_string()
+                ),
+                (
+                    false,
+                    true,
+                    "launcher answered: NoDomain failure".to_string()
+                ),
+            ]
+        );
+    });
 }

@@ -55,6 +55,10 @@ pub enum Error {
     #[error("KVM probe")]
     Probe(#[source] std::io::Error),
 
+    /// The VMI was deleted and is gone from the cache: nothing left to do for it.
+    #[error("the VMI is gone")]
+    VmiGone,
+
     #[error("launcher")]
     Launcher(#[from] ferrovirt_node_contract::Error),
 

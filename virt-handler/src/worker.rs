@@ -131,6 +131,10 @@ async fn follow(ctx: &Arc<Context>, first: &VirtualMachineInstance, mut rx: VmiR
                 virtualization = Some(v);
                 planned
             }
+            Err(Error::VmiGone) => {
+                tracing::info!("VMI gone before its domain was started");
+                return Ok(());
+            }
             Err(e) if is_permanent(&e) => {
                 let reason = e.reason();
                 tracing::warn!(reason, error = %chain(&e), "the VMI cannot run");
@@ -169,10 +173,12 @@ fn hostname(vmi: &VirtualMachineInstance) -> String {
     vmi.spec.hostname.clone().unwrap_or_else(|| vmi.name_any())
 }
 
+/// Whether the error fails the VMI: a spec or node problem, or a launcher answer that
+/// asking again cannot help. Any other launcher error (a transient or no-domain answer,
+/// the socket) is retried with the worker's backoff.
 fn is_permanent(e: &Error) -> bool {
     match e {
-        Error::Launcher(ferrovirt_node_contract::Error::Remote(_)) => true,
-        Error::Launcher(_) => false,
+        Error::Launcher(e) => e.is_permanent(),
         e => !e.is_transient(),
     }
 }
@@ -187,7 +193,7 @@ async fn start(
     launcher: &mut LauncherClient,
     waited: Duration,
 ) -> Result<(Virtualization, Option<crate::network::Planned>)> {
-    let vmi = latest(rx).ok_or(Error::unsupported("metadata", "the VMI is gone"))?;
+    let vmi = latest(rx).ok_or(Error::VmiGone)?;
     let t0 = Instant::now();
     let config =
         crate::node::cluster_config(&ctx.client, &ctx.namespace, ctx.use_emulation_default).await?;

@@ -238,6 +238,27 @@ async fn a_missing_kernel_file_is_named_with_its_image() {
     );
 }
 
+/// A launcher answer that asking again cannot help (libvirt refuses a CPU model it does
+/// not know) fails the VMI with the launcher's message, as before the answers had kinds;
+/// transient ones are retried instead (node-contract's `FailureKind`).
+#[tokio::test]
+async fn a_permanent_launcher_failure_fails_the_vmi_with_its_message() {
+    let f = Fixture::start(shared().await, "pf").await;
+    let (api, handler, node, run_dir) = (&f.api, &f.handler, &f.node, &f.run_dir);
+    let mut spec = guest_spec();
+    spec["terminationGracePeriodSeconds"] = json!(0);
+    spec["domain"]["cpu"] = json!({"model": "NoSuchModel"});
+    let mut s = start(api, node, run_dir.path(), "pm", spec).await;
+    assert_refused(
+        api,
+        &mut s,
+        handler,
+        "LauncherFailed",
+        &["launcher answered: libvirt: ", "NoSuchModel"],
+    )
+    .await;
+}
+
 /// The test guest without an init to run: the kernel panics, and `panic=1` resets the
 /// guest a second later, over and over, inside the same QEMU. Without `quiet` every boot
 /// prints its log. Destroyed at once on delete.

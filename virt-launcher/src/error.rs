@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use ferrovirt_node_contract::protocol::FailureKind;
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +80,41 @@ impl From<virt::error::Error> for Error {
 }
 
 impl Error {
+    /// What a request's caller should make of this error (the `kind` of the socket's
+    /// `{"error":..}`): virt-handler retries transient ones and fails the VMI on permanent
+    /// ones, so only what asking again may cure is transient.
+    pub fn failure_kind(&self) -> FailureKind {
+        use virt::enumutil::Enum;
+        use virt::error::ErrorNumber;
+        match self {
+            Error::NoDomain => FailureKind::NoDomain,
+            Error::Libvirt(e) => match e.code() {
+                Enum::Known(ErrorNumber::NoDomain) => FailureKind::NoDomain,
+                Enum::Known(
+                    ErrorNumber::OperationTimeout
+                    | ErrorNumber::AgentUnresponsive
+                    | ErrorNumber::ResourceBusy,
+                ) => FailureKind::Transient,
+                // QEMU or libvirt refused the domain or the operation.
+                _ => FailureKind::Permanent,
+            },
+            Error::Socket(_)
+            | Error::Frame(_)
+            | Error::EventLoop(_)
+            | Error::Agent(_)
+            | Error::Join(_) => FailureKind::Transient,
+            Error::Io { .. }
+            | Error::Json(_)
+            | Error::OtherDomain { .. }
+            | Error::AlreadyStopped(_)
+            | Error::Subreaper(_)
+            | Error::Dhcp { .. }
+            | Error::DhcpConfig(_)
+            | Error::Passt(_)
+            | Error::NotHandedOver { .. } => FailureKind::Permanent,
+        }
+    }
+
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,
@@ -88,5 +125,37 @@ impl Error {
             path,
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_asking_again_may_cure_is_transient() {
+        let io = || std::io::Error::other("x");
+        assert_eq!(Error::NoDomain.failure_kind(), FailureKind::NoDomain);
+        assert_eq!(
+            Error::Agent("not connected".into()).failure_kind(),
+            FailureKind::Transient
+        );
+        assert_eq!(Error::Socket(io()).failure_kind(), FailureKind::Transient);
+        assert_eq!(
+            Error::OtherDomain {
+                running: "a".into(),
+                requested: "b".into()
+            }
+            .failure_kind(),
+            FailureKind::Permanent
+        );
+        assert_eq!(
+            Error::AlreadyStopped("a".into()).failure_kind(),
+            FailureKind::Permanent
+        );
+        assert_eq!(
+            Error::Passt("exited".into()).failure_kind(),
+            FailureKind::Permanent
+        );
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::agent::Agent;
 use crate::events::EventLog;
 use crate::hypervisor::Hypervisor;
-use crate::protocol::{Pong, Request, Response};
+use crate::protocol::{Failure, FailureKind, Pong, Request, Response};
 use crate::{Error, Result};
 
 /// Binds `path`, replacing a stale socket from an earlier launcher.
@@ -77,7 +77,10 @@ async fn connection(
                 tracing::debug!(?request, "request");
                 handle(request, hv.clone()).await
             }
-            Err(e) => Response::Error(format!("bad request: {e}")),
+            Err(e) => Response::Error(Failure::new(
+                FailureKind::Permanent,
+                format!("bad request: {e}"),
+            )),
         };
         send(&mut write, &response).await?;
     }
@@ -98,7 +101,7 @@ async fn handle(request: Request, hv: Arc<Hypervisor>) -> Response {
         && let Err(e) = crate::dhcp::serve(dhcp).await
     {
         tracing::warn!(error = %crate::chain(&e), "starting the DHCP server failed");
-        return Response::Error(crate::chain(&e));
+        return failure(&e);
     }
     if let Request::DefineAndStart { passt, .. } = &request
         && !passt.is_empty()
@@ -107,7 +110,7 @@ async fn handle(request: Request, hv: Arc<Hypervisor>) -> Response {
         let started = tokio::task::spawn_blocking(move || crate::passt::start(&passt)).await;
         if let Err(e) = started.map_err(crate::Error::from).and_then(|r| r) {
             tracing::warn!(error = %crate::chain(&e), "starting passt failed");
-            return Response::Error(crate::chain(&e));
+            return failure(&e);
         }
     }
     let outcome = tokio::task::spawn_blocking(move || match request {
@@ -139,8 +142,8 @@ async fn handle(request: Request, hv: Arc<Hypervisor>) -> Response {
     .map_err(Error::from)
     .and_then(|r| r);
     outcome.unwrap_or_else(|e| {
-        tracing::warn!(error = %crate::chain(&e), "request failed");
-        Response::Error(crate::chain(&e))
+        tracing::warn!(error = %crate::chain(&e), kind = ?e.failure_kind(), "request failed");
+        failure(&e)
     })
 }
 
@@ -181,7 +184,7 @@ async fn ask_agent(request: &Request, agent: &Agent) -> Response {
     };
     answer.unwrap_or_else(|e| {
         tracing::info!(?request, error = %crate::chain(&e), "guest agent request failed");
-        Response::Error(crate::chain(&e))
+        failure(&e)
     })
 }
 
@@ -205,6 +208,11 @@ async fn watch_agent(
             },
         }
     }
+}
+
+/// The error's answer: its kind and its chain.
+fn failure(e: &Error) -> Response {
+    Response::Error(Failure::new(e.failure_kind(), crate::chain(e)))
 }
 
 async fn send(write: &mut OwnedWriteHalf, response: &Response) -> Result<()> {
