@@ -52,6 +52,9 @@ pub struct VirtualMachineInstanceSpec {
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "self.all(v, self.exists_one(w, w.name == v.name))",
         "message": "volume names must be unique"
+    }, {
+        "rule": "self.filter(v, has(v.serviceAccount)).size() <= 1",
+        "message": "must have max one serviceAccount volume set"
     }]))]
     pub volumes: Vec<Volume>,
     /// The networks the interfaces connect to.

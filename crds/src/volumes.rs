@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "[has(self.containerDisk), has(self.cloudInitNoCloud), has(self.emptyDisk), has(self.hostDisk), has(self.persistentVolumeClaim)].filter(x, x).size() == 1",
-    "message": "set exactly one volume source: containerDisk, cloudInitNoCloud, emptyDisk, hostDisk or persistentVolumeClaim"
+    "rule": "[has(self.containerDisk), has(self.cloudInitNoCloud), has(self.emptyDisk), has(self.hostDisk), has(self.persistentVolumeClaim), has(self.configMap), has(self.secret), has(self.serviceAccount), has(self.downwardAPI)].filter(x, x).size() == 1",
+    "message": "set exactly one volume source: containerDisk, cloudInitNoCloud, emptyDisk, hostDisk, persistentVolumeClaim, configMap, secret, serviceAccount or downwardAPI"
 }]))]
 pub struct Volume {
     /// The volume's name; the disk of the same name uses it.
@@ -31,6 +31,111 @@ pub struct Volume {
     /// A PersistentVolumeClaim; a filesystem volume holds the disk as `disk.img`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim: Option<PersistentVolumeClaimVolumeSource>,
+    /// A ConfigMap of the VMI's namespace, given to the guest as an ISO 9660 disk with a
+    /// file per key (as KubeVirt: label `cfgdata` unless `volumeLabel` says otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapVolumeSource>,
+    /// A Secret of the VMI's namespace, given to the guest as `configMap` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretVolumeSource>,
+    /// A ServiceAccount's credentials (`token`, `ca.crt`, `namespace`) as an ISO 9660 disk
+    /// labelled `cfgdata`; the launcher pod runs as that ServiceAccount. At most one per
+    /// VMI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<ServiceAccountVolumeSource>,
+    /// Fields of the launcher pod (the VMI's labels and annotations, its name, ...) as
+    /// files of an ISO 9660 disk, as a Kubernetes downwardAPI volume projects them.
+    #[serde(
+        default,
+        rename = "downwardAPI",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub downward_api: Option<DownwardApiVolumeSource>,
+}
+
+/// A ConfigMap presented to the guest as a disk.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapVolumeSource {
+    /// The ConfigMap's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Start the VMI even when the ConfigMap does not exist (the disk is then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+    /// The volume label of the disk in the guest (ISO 9660's volume id, at most 32
+    /// characters); `cfgdata` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub volume_label: Option<String>,
+}
+
+/// A Secret presented to the guest as a disk.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretVolumeSource {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// Start the VMI even when the Secret does not exist (the disk is then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+    /// The volume label of the disk in the guest (ISO 9660's volume id, at most 32
+    /// characters); `cfgdata` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub volume_label: Option<String>,
+}
+
+/// A ServiceAccount whose token the guest gets on a disk.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountVolumeSource {
+    /// The ServiceAccount's name, in the VMI's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: String,
+}
+
+/// Pod fields presented to the guest as a disk.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DownwardApiVolumeSource {
+    /// The files: each a path and the pod field (`fieldRef`) or resource
+    /// (`resourceFieldRef`) it holds, as in a Kubernetes downwardAPI volume.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<k8s_openapi::api::core::v1::DownwardAPIVolumeFile>,
+    /// The volume label of the disk in the guest (ISO 9660's volume id, at most 32
+    /// characters); `cfgdata` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub volume_label: Option<String>,
+}
+
+/// The label KubeVirt gives a config volume's disk when it has no `volumeLabel`.
+pub const DEFAULT_CONFIG_VOLUME_LABEL: &str = "cfgdata";
+
+impl Volume {
+    /// The volume label of a configMap, secret, serviceAccount or downwardAPI volume's
+    /// disk: its `volumeLabel`, else [`DEFAULT_CONFIG_VOLUME_LABEL`]. `None` for other
+    /// volumes.
+    pub fn config_volume_label(&self) -> Option<&str> {
+        let label = if let Some(c) = &self.config_map {
+            c.volume_label.as_deref()
+        } else if let Some(s) = &self.secret {
+            s.volume_label.as_deref()
+        } else if let Some(d) = &self.downward_api {
+            d.volume_label.as_deref()
+        } else if self.service_account.is_some() {
+            None
+        } else {
+            return None;
+        };
+        Some(
+            label
+                .filter(|l| !l.is_empty())
+                .unwrap_or(DEFAULT_CONFIG_VOLUME_LABEL),
+        )
+    }
 }
 
 /// A disk image in a container image.

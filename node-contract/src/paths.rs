@@ -81,6 +81,65 @@ impl CloudInitSecret {
         format!("{CLOUD_INIT_SECRETS_DIR_IN_POD}/{index}/{}", self.word())
     }
 }
+/// Where the launcher pod mounts the configMap, secret and downwardAPI volumes of a VMI
+/// (KubeVirt mounts them under `/var/run/kubevirt-private/`): see [`ConfigVolume`].
+pub const CONFIG_VOLUMES_DIR_IN_POD: &str = "/var/run/ferrovirt-private";
+/// Where the node mounts the credentials of the pod's ServiceAccount in every container
+/// (Kubernetes' own path; KubeVirt reads a serviceAccount volume's files there).
+pub const SERVICE_ACCOUNT_DIR_IN_POD: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// A configMap, secret, serviceAccount or downwardAPI volume of a VMI. The launcher pod
+/// has the first three as a pod volume of the same kind, [`Self::pod_volume`], mounted
+/// read-only in the compute container at [`Self::dir_in_pod`]; a serviceAccount volume is
+/// the pod's own ServiceAccount, whose credentials the node mounts at
+/// [`SERVICE_ACCOUNT_DIR_IN_POD`]. virt-handler reads the files there through
+/// `/proc/<launcher pid>/root` and writes them into an ISO 9660 disk. `index` is the
+/// volume's position in the VMI's `spec.volumes`, so any volume name fits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigVolume {
+    ConfigMap,
+    Secret,
+    ServiceAccount,
+    DownwardApi,
+}
+
+impl ConfigVolume {
+    /// The VMI's field that makes the volume this kind (`configMap`, ...).
+    pub fn field(self) -> &'static str {
+        match self {
+            ConfigVolume::ConfigMap => "configMap",
+            ConfigVolume::Secret => "secret",
+            ConfigVolume::ServiceAccount => "serviceAccount",
+            ConfigVolume::DownwardApi => "downwardAPI",
+        }
+    }
+
+    /// The kind's directory under [`CONFIG_VOLUMES_DIR_IN_POD`] and the prefix of its pod
+    /// volumes (KubeVirt's directory names).
+    fn word(self) -> &'static str {
+        match self {
+            ConfigVolume::ConfigMap => "config-map",
+            ConfigVolume::Secret => "secret",
+            ConfigVolume::ServiceAccount => "service-account",
+            ConfigVolume::DownwardApi => "downwardapi",
+        }
+    }
+
+    /// The launcher pod's volume of this VMI volume; `None` for a serviceAccount volume
+    /// (the node's own ServiceAccount volume of the pod).
+    pub fn pod_volume(self, index: usize) -> Option<String> {
+        (self != ConfigVolume::ServiceAccount).then(|| format!("{}-{index}", self.word()))
+    }
+
+    /// Where the launcher pod has its files.
+    pub fn dir_in_pod(self, index: usize) -> String {
+        match self {
+            ConfigVolume::ServiceAccount => SERVICE_ACCOUNT_DIR_IN_POD.to_owned(),
+            _ => format!("{CONFIG_VOLUMES_DIR_IN_POD}/{}/{index}", self.word()),
+        }
+    }
+}
+
 /// Root of the launcher's embedded libvirt.
 pub const LIBVIRT_DIR: &str = "libvirt";
 
@@ -184,6 +243,27 @@ mod tests {
             "/var/run/ferrovirt-private/cloud-init/0/userdata"
         );
         assert_eq!(n.keys(), ["networkdata", "networkData"]);
+    }
+
+    #[test]
+    fn config_volumes_have_a_volume_and_a_directory_each() {
+        assert_eq!(
+            ConfigVolume::ConfigMap.pod_volume(3).as_deref(),
+            Some("config-map-3")
+        );
+        assert_eq!(
+            ConfigVolume::DownwardApi.dir_in_pod(0),
+            "/var/run/ferrovirt-private/downwardapi/0"
+        );
+        assert_eq!(
+            ConfigVolume::Secret.dir_in_pod(1),
+            "/var/run/ferrovirt-private/secret/1"
+        );
+        assert_eq!(ConfigVolume::ServiceAccount.pod_volume(2), None);
+        assert_eq!(
+            ConfigVolume::ServiceAccount.dir_in_pod(2),
+            "/var/run/secrets/kubernetes.io/serviceaccount"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use kube::Resource;
 use crate::{Error, Result};
 
 pub mod cloudinit;
+mod config;
 mod disks;
 mod security;
 
@@ -199,7 +200,21 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
     labels.insert(CREATED_BY_LABEL.into(), uid.clone());
     labels.insert(VM_NAME_LABEL.into(), vm_name_label(vmi));
     labels.insert(VMI_ID_LABEL.into(), vmi_id(&name));
-    let annotations = BTreeMap::from([(DOMAIN_ANNOTATION.to_string(), name.clone())]);
+    // As KubeVirt: the VMI's annotations (but kubectl's and KubeVirt's API-version
+    // bookkeeping) are the pod's too, so a downwardAPI volume shows them to the guest.
+    let mut annotations: BTreeMap<String, String> = vmi
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| {
+            !k.starts_with("kubectl.kubernetes.io")
+                && !k.starts_with("kubevirt.io/storage-observed-api-version")
+                && !k.starts_with("kubevirt.io/latest-observed-api-version")
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    annotations.insert(DOMAIN_ANNOTATION.to_string(), name.clone());
 
     let owner = OwnerReference {
         api_version: VirtualMachineInstance::api_version(&()).into_owned(),
@@ -275,11 +290,12 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
 
     let disks = disks::render(vmi, &cfg.image, VMI_DIR_VOLUME)?;
     let (secret_volumes, secret_mounts) = cloudinit::render(vmi);
+    let config = config::render(vmi);
     let mut container = container;
     container
         .volume_mounts
         .get_or_insert_default()
-        .extend(secret_mounts);
+        .extend(secret_mounts.into_iter().chain(config.mounts));
     let mut containers = vec![container];
     containers.extend(disks.containers);
     let mut volumes = vec![
@@ -288,6 +304,7 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
     ];
     volumes.extend(disks.volumes);
     volumes.extend(secret_volumes);
+    volumes.extend(config.volumes);
 
     let spec = &vmi.spec;
     Ok(Pod {
@@ -309,7 +326,10 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
             security_context: Some(security::pod()),
             restart_policy: Some("Never".into()),
             termination_grace_period_seconds: Some(grace + GRACE_MARGIN_SECONDS),
-            automount_service_account_token: Some(false),
+            // As KubeVirt: a serviceAccount volume's ServiceAccount is the pod's, its
+            // token mounted by the node; other launcher pods get no token.
+            automount_service_account_token: Some(config.service_account.is_some()),
+            service_account_name: config.service_account,
             node_selector: spec.node_selector.clone(),
             affinity: spec.affinity.clone(),
             tolerations: spec.tolerations.clone(),

@@ -229,8 +229,23 @@ const CORPUS: &[(&str, Expect, &str)] = &[
     ),
     (
         "configmap-volume.yaml",
-        Rejected("spec.template.spec.volumes[1].configMap"),
-        "",
+        Accepted,
+        "tests/tests/e2e.rs run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff (a ConfigMap's key read in the guest from its cfgdata disk; the VMI names a missing ConfigMap)",
+    ),
+    (
+        "secret-volume.yaml",
+        Accepted,
+        "tests/tests/e2e.rs run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff (a Secret's key read in the guest from its disk labelled by volumeLabel)",
+    ),
+    (
+        "serviceaccount-volume.yaml",
+        Accepted,
+        "tests/tests/e2e.rs run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff (the ServiceAccount's namespace and token read in the guest from its cfgdata disk)",
+    ),
+    (
+        "downwardapi-volume.yaml",
+        Accepted,
+        "tests/tests/e2e.rs run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff (the VMI's labels read in the guest from its disk)",
     ),
     (
         "hugepages.yaml",
@@ -461,6 +476,35 @@ async fn invalid_vms_are_rejected_naming_the_field() {
                 "        devices:\n          inputs:\n          - {name: t, type: tablet, bus: ps2}\n",
             ),
             &["spec.template.spec.domain.devices.inputs[0].bus", "virtio"],
+        ),
+        (
+            "two serviceAccount volumes (KubeVirt allows one)",
+            vm(
+                "two-sa",
+                "  runStrategy: Halted\n",
+                "        memory:\n          guest: 128Mi\n",
+            )
+            .replace(
+                "      volumes:\n",
+                "      volumes:\n      - {name: sa1, serviceAccount: {serviceAccountName: a}}\n      - {name: sa2, serviceAccount: {serviceAccountName: b}}\n",
+            ),
+            &[
+                "spec.template.spec.volumes",
+                "must have max one serviceAccount volume set",
+            ],
+        ),
+        (
+            "a configMap volume without its name",
+            vm(
+                "cm-no-name",
+                "  runStrategy: Halted\n",
+                "        memory:\n          guest: 128Mi\n",
+            )
+            .replace(
+                "      volumes:\n",
+                "      volumes:\n      - {name: cm, configMap: {volumeLabel: x}}\n",
+            ),
+            &["spec.template.spec.volumes[0].configMap.name"],
         ),
     ];
     let mut report = String::new();

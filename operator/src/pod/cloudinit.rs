@@ -41,16 +41,18 @@ pub fn render(vmi: &VirtualMachineInstance) -> (Vec<Volume>, Vec<VolumeMount>) {
     (volumes, mounts)
 }
 
-/// A cloud-init Secret of a VMI as its launcher pod has it: the pod's volume, the VMI's
-/// field that names it, and the Secret's name.
+/// A Secret (or ConfigMap) the launcher pod needs to start, as the pod has it: the pod's
+/// volume, the VMI's field that names it, its kind (`Secret`, `ConfigMap`) and name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodSecret {
     pub volume: String,
     pub field: String,
+    pub kind: &'static str,
     pub secret: String,
 }
 
-/// The cloud-init Secrets of a VMI's launcher pod.
+/// The Secrets and ConfigMaps a VMI's launcher pod waits for: those of its cloud-init
+/// volumes and of its configMap and secret volumes ([`super::config::required_objects`]).
 pub fn secrets(vmi: &VirtualMachineInstance) -> Vec<PodSecret> {
     let mut out = Vec::new();
     for (i, v) in vmi.spec.volumes.iter().enumerate() {
@@ -73,16 +75,19 @@ pub fn secrets(vmi: &VirtualMachineInstance) -> Vec<PodSecret> {
                 out.push(PodSecret {
                     volume: which.pod_volume(i),
                     field: format!("spec.volumes[{i}].cloudInitNoCloud.{field}"),
+                    kind: "Secret",
                     secret: secret.name.clone(),
                 });
             }
         }
     }
+    out.extend(super::config::required_objects(vmi));
     out
 }
 
-/// Whether the node may be waiting to mount a cloud-init Secret of the launcher pod: the
-/// VMI has one, and the pod is bound to a node, Pending, its launcher not started.
+/// Whether the node may be waiting to mount a Secret or ConfigMap of the launcher pod
+/// ([`secrets`]): the VMI has one, and the pod is bound to a node, Pending, its launcher
+/// not started.
 pub fn may_wait_for_secret(vmi: &VirtualMachineInstance, pod: &Pod) -> bool {
     let status = pod.status.as_ref();
     let pending = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending") == "Pending";
@@ -96,8 +101,8 @@ pub fn may_wait_for_secret(vmi: &VirtualMachineInstance, pod: &Pod) -> bool {
     pending && bound && !started && !secrets(vmi).is_empty()
 }
 
-/// The node's latest `FailedMount` Event among `events` (the pod's) about a cloud-init
-/// Secret volume, as the VMI's words: the node's message (kubelet's `MountVolume.SetUp
+/// The node's latest `FailedMount` Event among `events` (the pod's) about a volume of
+/// [`secrets`], as the VMI's words: the node's message (kubelet's `MountVolume.SetUp
 /// failed for volume "cloudinit-1-userdata" : secret "ud" not found`) and the field.
 pub fn mount_failure(vmi: &VirtualMachineInstance, events: &[Event]) -> Option<String> {
     let secrets = secrets(vmi);
@@ -118,7 +123,7 @@ pub fn mount_failure(vmi: &VirtualMachineInstance, events: &[Event]) -> Option<S
                 .find(|s| message.contains(&format!("\"{}\"", s.volume)))?;
             Some((
                 when(e),
-                format!("{}: Secret {:?}: {message}", s.field, s.secret),
+                format!("{}: {} {:?}: {message}", s.field, s.kind, s.secret),
             ))
         })
         .max_by_key(|(t, _)| *t)

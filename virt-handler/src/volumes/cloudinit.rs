@@ -2,18 +2,14 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 
 use base64::Engine;
 use crds::CloudInitNoCloudSource;
 use ferrovirt_node_contract::paths::CloudInitSecret;
 
+use super::launcher_root::{SECRET_MAX_BYTES, open_in_root};
 use crate::{Error, Result};
-
-/// The most a Secret can hold (the API server's limit on an object, 1 MiB): more read
-/// from a mount is refused rather than written into the disk.
-const SECRET_MAX_BYTES: u64 = 1 << 20;
 
 /// User and network data read from a volume's Secrets (`userDataSecretRef`,
 /// `networkDataSecretRef`); `None` where the volume names no Secret.
@@ -104,32 +100,6 @@ pub fn read_secrets(
         *slot = Some(data);
     }
     Ok(out)
-}
-
-/// Opens `path` for reading, resolved with `root` as `/` (symbolic links and `..` never
-/// leave it; no `/proc` magic links).
-fn open_in_root(root: &File, path: &str) -> std::io::Result<File> {
-    let c = std::ffi::CString::new(path.trim_start_matches('/'))
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: open_how is plain data; zero is its documented default.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: openat2 with a valid directory fd, a NUL-terminated path and its open_how.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: openat2 returned a new file descriptor that nothing else owns.
-    Ok(unsafe { File::from_raw_fd(fd as i32) })
 }
 
 /// `meta-data`: the instance id (the VMI's uid, so cloud-init runs once per VMI) and the

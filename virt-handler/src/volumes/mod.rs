@@ -2,14 +2,17 @@
 //! [`prepare`] does the host-side work in the per-VMI directory.
 
 mod cloudinit;
+mod config;
 pub mod containerdisk;
 pub mod hostdisk;
+mod launcher_root;
 mod prepare;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crds::{CloudInitNoCloudSource, HostDiskType, VirtualMachineInstanceSpec};
+use ferrovirt_node_contract::paths::ConfigVolume;
 
 pub use cloudinit::{SecretData, meta_data, nocloud_files, read_secrets};
 pub use hostdisk::HostDiskPolicy;
@@ -78,6 +81,15 @@ pub enum Prep {
     },
     /// A filesystem PVC's `disk.img`; must exist.
     Pvc { claim: String },
+    /// An ISO 9660 disk labelled `label` holding the files of a configMap, secret,
+    /// serviceAccount or downwardAPI volume, read where the launcher pod has them.
+    /// `index` is the volume's position in the spec.
+    Config {
+        kind: ConfigVolume,
+        label: String,
+        file: String,
+        index: usize,
+    },
 }
 
 /// Plans every volume of `spec`. `vmi_dir` is the per-VMI directory as the launcher sees
@@ -188,6 +200,20 @@ pub fn plan(
                     claim: pvc.claim_name.clone(),
                 },
             }
+        } else if let (Some(kind), Some(label)) = (config::kind(v), v.config_volume_label()) {
+            let (path, file) = local("iso");
+            Planned {
+                name: v.name.clone(),
+                path,
+                format: Format::Raw,
+                read_only: false,
+                prep: Prep::Config {
+                    kind,
+                    label: label.to_owned(),
+                    file,
+                    index: i,
+                },
+            }
         } else {
             return Err(Error::unsupported(
                 format!("spec.volumes[{i}]"),
@@ -212,7 +238,10 @@ mod tests {
                 {"name": "scratch", "emptyDisk": {"capacity": "1Gi"}},
                 {"name": "ci", "cloudInitNoCloud": {"userData": "#cloud-config"}},
                 {"name": "host", "hostDisk": {"path": "/data/d.img", "type": "DiskOrCreate", "capacity": "10Mi"}},
-                {"name": "pv", "persistentVolumeClaim": {"claimName": "c", "readOnly": true}}
+                {"name": "pv", "persistentVolumeClaim": {"claimName": "c", "readOnly": true}},
+                {"name": "cm", "configMap": {"name": "app"}},
+                {"name": "sa", "serviceAccount": {"serviceAccountName": "robot"}},
+                {"name": "dapi", "downwardAPI": {"volumeLabel": "DAPI"}}
             ]
         }))
         .unwrap();
@@ -247,6 +276,24 @@ mod tests {
         assert_eq!(
             (p[4].path.as_path(), p[4].read_only),
             (Path::new("/pv/c/disk.img"), true)
+        );
+        // KubeVirt's label, cfgdata, unless volumeLabel names another.
+        let config: Vec<_> = p[5..]
+            .iter()
+            .map(|p| match &p.prep {
+                Prep::Config {
+                    kind, label, file, ..
+                } => (*kind, label.as_str(), file.as_str()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            config,
+            [
+                (ConfigVolume::ConfigMap, "cfgdata", "volumes/cm.iso"),
+                (ConfigVolume::ServiceAccount, "cfgdata", "volumes/sa.iso"),
+                (ConfigVolume::DownwardApi, "DAPI", "volumes/dapi.iso"),
+            ]
         );
         let err = plan(&spec, Path::new("/vmi"), &BTreeMap::new(), &hd).unwrap_err();
         assert!(err.to_string().contains("claim \"c\""), "{err}");

@@ -10,7 +10,7 @@ use ferrovirt_node_contract::pod::{KERNEL_BOOT_CONTAINER, volume_container};
 
 use super::containerdisk::{self, ImageRoots};
 use super::hostdisk::FileId;
-use super::{Planned, Prep, nocloud_files, read_secrets};
+use super::{Planned, Prep, config, nocloud_files, read_secrets};
 use crate::firmware::{EFI_VARS_FILE, efi_firmware};
 use crate::{Error, Result};
 
@@ -97,9 +97,21 @@ pub fn prepare(
                 let target = host_dir.join(file);
                 let secrets = read_secrets(&p.name, *index, source, launcher_root)?;
                 let files = nocloud_files(&p.name, source, &secrets, uid, hostname)?;
-                make_cidata_iso(&target, &files)?;
+                make_iso(&target, "cidata", &files)?;
                 give(&target, owner)?;
                 tracing::info!(iso = %target.display(), "cloud-init NoCloud disk created");
+            }
+            Prep::Config {
+                kind,
+                label,
+                file,
+                index,
+            } => {
+                let target = host_dir.join(file);
+                let files = config::read_files(&p.name, *index, *kind, launcher_root)?;
+                make_iso(&target, label, &files)?;
+                give(&target, owner)?;
+                tracing::info!(iso = %target.display(), label, kind = kind.field(), "config volume disk created");
             }
             Prep::HostDisk {
                 create,
@@ -245,20 +257,35 @@ fn image_info(path: &Path) -> Result<(String, u64)> {
     Ok((format.to_owned(), size))
 }
 
-/// Writes an ISO 9660 image labelled `cidata` holding `files`.
-fn make_cidata_iso(target: &Path, files: &[(&str, Vec<u8>)]) -> Result<()> {
+/// Writes an ISO 9660 image (Joliet and Rock Ridge names) with the volume id `label`
+/// holding `files`, each at its relative path.
+fn make_iso(target: &Path, label: &str, files: &[(impl AsRef<Path>, Vec<u8>)]) -> Result<()> {
     let staging = tmp_path(&target.with_extension("d"));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(Error::io("creating", &staging))?;
     for (name, data) in files {
+        let name = name.as_ref();
+        if name.is_absolute()
+            || name
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(Error::Command {
+                program: "genisoimage".into(),
+                message: format!("{} is not a relative path", name.display()),
+            });
+        }
         let f = staging.join(name);
+        if let Some(dir) = f.parent() {
+            std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+        }
         std::fs::write(&f, data).map_err(Error::io("writing", &f))?;
     }
     let tmp = tmp_path(target);
     let args = |cmd: &mut Command| {
         cmd.args(["-quiet", "-output"])
             .arg(&tmp)
-            .args(["-volid", "cidata", "-joliet", "-rock"])
+            .args(["-volid", label, "-joliet", "-rock"])
             .arg(&staging);
     };
     let mut geniso = Command::new("genisoimage");
@@ -394,6 +421,77 @@ mod tests {
         assert_eq!(plans[2].format, Format::Raw);
     }
 
+    /// A configMap and a downwardAPI volume as the launcher pod has them become ISOs
+    /// with KubeVirt's label (or volumeLabel) and a file per key.
+    #[test]
+    fn config_volumes_become_labelled_isos_of_their_files() {
+        use ferrovirt_node_contract::paths::ConfigVolume;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("launcher-root");
+        for (dir, files) in [
+            (
+                ConfigVolume::ConfigMap.dir_in_pod(0),
+                &[
+                    ("greeting", &b"hello from a ConfigMap\n"[..]),
+                    ("app.conf", b"x=1\n"),
+                ][..],
+            ),
+            (
+                ConfigVolume::DownwardApi.dir_in_pod(1),
+                &[("labels", &b"app=\"web\"\n"[..])][..],
+            ),
+        ] {
+            let dir = root.join(dir.trim_start_matches('/'));
+            std::fs::create_dir_all(&dir).unwrap();
+            for (name, data) in files {
+                std::fs::write(dir.join(name), data).unwrap();
+            }
+        }
+        let spec: crds::VirtualMachineInstanceSpec = serde_json::from_value(serde_json::json!({
+            "domain": {"devices": {}},
+            "volumes": [
+                {"name": "cm", "configMap": {"name": "app"}},
+                {"name": "dapi", "downwardAPI": {"volumeLabel": "podinfo", "fields": [
+                    {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}
+            ]
+        }))
+        .unwrap();
+        let vmi_dir = tmp.path().join("vmi");
+        std::fs::create_dir_all(&vmi_dir).unwrap();
+        let plans = plan(
+            &spec,
+            &vmi_dir,
+            &BTreeMap::new(),
+            &HostDiskPolicy::default(),
+        )
+        .unwrap();
+        prepare(&plans, &vmi_dir, &ImageRoots::new(), Some(&root), "u", "h").unwrap();
+        for (iso, label, name, data) in [
+            (
+                "cm.iso",
+                "cfgdata",
+                "greeting",
+                &b"hello from a ConfigMap\n"[..],
+            ),
+            ("cm.iso", "cfgdata", "app.conf", b"x=1\n"),
+            ("dapi.iso", "podinfo", "labels", b"app=\"web\"\n"),
+        ] {
+            let iso = vmi_dir.join("volumes").join(iso);
+            let bytes = std::fs::read(&iso).unwrap();
+            assert_eq!(&bytes[0x8001..0x8006], b"CD001");
+            assert_eq!(
+                std::str::from_utf8(&bytes[0x8028..0x8028 + label.len()]).unwrap(),
+                label
+            );
+            assert_eq!(props::extract(&iso, name), data);
+        }
+        // Without the launcher's files: the field named.
+        let err = prepare(&plans, &vmi_dir, &ImageRoots::new(), None, "u", "h")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("spec.volumes[0].configMap"), "{err}");
+    }
+
     #[test]
     fn missing_host_disk_and_pvc_file_fail_naming_the_volume() {
         let tmp = tempfile::tempdir().unwrap();
@@ -474,7 +572,7 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
-        fn extract(iso: &Path, name: &str) -> Vec<u8> {
+        pub(super) fn extract(iso: &Path, name: &str) -> Vec<u8> {
             let out = Command::new("isoinfo")
                 .args(["-R", "-i"])
                 .arg(iso)
@@ -507,7 +605,7 @@ mod tests {
                     ("meta-data", b"instance-id: u\n".to_vec()),
                     ("network-config", network.clone().into_bytes()),
                 ];
-                make_cidata_iso(&iso, &files).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                make_iso(&iso, "cidata", &files).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(extract(&iso, "user-data"), user);
                 prop_assert_eq!(extract(&iso, "network-config"), network.into_bytes());
                 prop_assert_eq!(extract(&iso, "meta-data"), b"instance-id: u\n".to_vec());
