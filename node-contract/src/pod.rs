@@ -72,6 +72,9 @@ pub const VIRT_CONTROLLER_FIELD_MANAGER: &str = "virt-controller";
 /// The field manager of virt-handler's writes (VMI status, node labels), and its Events'
 /// reporting controller.
 pub const VIRT_HANDLER_FIELD_MANAGER: &str = "virt-handler";
+/// The field manager of virt-handler's address annotation on its Node (a server-side apply
+/// beside the node labels', so each keeps its own fields).
+pub const VIRT_HANDLER_ADDRESS_FIELD_MANAGER: &str = "virt-handler-address";
 
 /// The label selector of launcher pods, `kubevirt.io=virt-launcher`.
 pub fn launcher_selector() -> String {

@@ -183,8 +183,9 @@ impl Context {
         }
     }
 
-    /// Writes the status after `obs` on the VMI (fresh from the API, guarded by its
-    /// resourceVersion, retried on conflict). A VMI that is gone is fine.
+    /// Writes the status after `obs` on the VMI (fresh from the API; a forced server-side
+    /// apply guarded by its resourceVersion, [`status::apply`], retried on conflict). A VMI
+    /// that is gone is fine.
     pub async fn write_status(
         &self,
         vmi: &VirtualMachineInstance,
@@ -206,12 +207,12 @@ impl Context {
             let Some(new) = status::next(&old, &current.spec, &uid, &self.node, obs, now) else {
                 return Ok(());
             };
-            let patch = status::patch(&new, current.resource_version().as_deref());
+            let body = status::apply(&name, &new, current.resource_version().as_deref());
             match api
                 .patch_status(
                     &name,
-                    &PatchParams::apply(FIELD_MANAGER),
-                    &Patch::Merge(&patch),
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&body),
                 )
                 .await
             {

@@ -29,13 +29,20 @@ pub async fn cluster_config(
     ))
 }
 
+/// Applies the Node's labels (server-side, forced): virt-handler owns these labels and
+/// sends all of them each time, so a label it no longer sends is removed. Its Node
+/// annotation has a manager of its own (server/), or one apply would drop the other's field.
 async fn label(client: &kube::Client, node: &str, labels: &BTreeMap<String, String>) -> Result<()> {
     let api: Api<Node> = Api::all(client.clone());
-    let patch = serde_json::json!({"metadata": {"labels": labels}});
+    let body = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": node, "labels": labels},
+    });
     api.patch(
         node,
-        &PatchParams::apply(FIELD_MANAGER),
-        &Patch::Merge(&patch),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
     )
     .await?;
     Ok(())

@@ -242,13 +242,21 @@ pub fn next(
     (s != *current).then_some(s)
 }
 
-/// The merge patch that writes `status`, guarded by `resource_version`.
-pub fn patch(
+/// The server-side apply of `status` on VMI `name` (virt-handler applies the whole status,
+/// forced: the lists in it, conditions and interfaces, are atomic in the CRD, so each apply
+/// replaces them), guarded by `resource_version`: the status was computed from the VMI at
+/// that version, and virt-controller writes the phase too, so a newer VMI is a conflict to
+/// read again, not one to overwrite.
+pub fn apply(
+    name: &str,
     status: &VirtualMachineInstanceStatus,
     resource_version: Option<&str>,
 ) -> serde_json::Value {
+    use kube::Resource;
     serde_json::json!({
-        "metadata": {"resourceVersion": resource_version},
+        "apiVersion": crds::VirtualMachineInstance::api_version(&()),
+        "kind": crds::VirtualMachineInstance::kind(&()),
+        "metadata": {"name": name, "resourceVersion": resource_version},
         "status": status,
     })
 }
@@ -417,8 +425,17 @@ mod tests {
         );
         let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready.message.as_deref(), Some("set useEmulation"));
-        let p = patch(&s, Some("42"));
+        let p = apply("g", &s, Some("42"));
         assert_eq!(p["metadata"]["resourceVersion"], "42");
+        assert_eq!(
+            (&p["apiVersion"], &p["kind"], &p["metadata"]["name"]),
+            (
+                &serde_json::json!("kubevirt.io/v1"),
+                &serde_json::json!("VirtualMachineInstance"),
+                &serde_json::json!("g")
+            ),
+            "server-side apply needs the object's type and name"
+        );
         assert_eq!(p["status"]["phase"], "Failed");
     }
 

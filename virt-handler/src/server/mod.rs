@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use ferrovirt_node_contract::handler_api::{ADDRESS_ANNOTATION, SERVER_CERTS_SECRET};
 use ferrovirt_node_contract::paths::RunDir;
-use ferrovirt_node_contract::pod::VIRT_HANDLER_FIELD_MANAGER as FIELD_MANAGER;
+use ferrovirt_node_contract::pod::VIRT_HANDLER_ADDRESS_FIELD_MANAGER as FIELD_MANAGER;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
@@ -114,16 +114,21 @@ async fn advertised(client: &kube::Client, config: &Config, bound: SocketAddr) -
     })
 }
 
-/// Writes [`ADDRESS_ANNOTATION`] on the Node, retrying until it is written.
+/// Applies [`ADDRESS_ANNOTATION`] on the Node (server-side, forced, with a field manager
+/// of its own beside the node labeller's), retrying until it is written.
 async fn publish(client: &kube::Client, node: &str, address: &str) {
     let api: Api<Node> = Api::all(client.clone());
-    let patch = serde_json::json!({"metadata": {"annotations": {ADDRESS_ANNOTATION: address}}});
+    let body = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": node, "annotations": {ADDRESS_ANNOTATION: address}},
+    });
     loop {
         match api
             .patch(
                 node,
-                &PatchParams::apply(FIELD_MANAGER),
-                &Patch::Merge(&patch),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
             )
             .await
         {
