@@ -163,12 +163,17 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
                 // lost race or a crash in between.
                 requests.push(crds::VirtualMachineStateChangeRequest::default());
                 let ops = vec![
-                    json!({"op": "test", "path": "/metadata/resourceVersion", "value": current.resource_version()}),
                     json!({"op": "add", "path": "/status/stateChangeRequests", "value": requests}),
                 ];
-                let patched =
-                    writes::json_patch(&vms, &current, ops, true, &ctx.metrics, "virtualmachines")
-                        .await?;
+                let patched = writes::guarded_patch(
+                    &vms,
+                    &current,
+                    ops,
+                    true,
+                    &ctx.metrics,
+                    "virtualmachines",
+                )
+                .await?;
                 ctx.own_writes.wrote(
                     &uid,
                     &current.resource_version().unwrap_or_default(),

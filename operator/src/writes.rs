@@ -1,5 +1,15 @@
 //! The API writes of both controllers, each with the field manager, a precondition
 //! against lost updates, and a count in the metrics.
+//!
+//! The write policy (issue 7): a field another component writes too is written by
+//! [`guarded_patch`], a JSON patch whose first operation tests the resourceVersion it was
+//! decided from, so a lost race is reread and decided again instead of overwriting: the
+//! VMI's status (virt-handler writes its phase and conditions), the VM's status (virt-api
+//! appends `stateChangeRequests`, which virt-controller removes once done) and the VM's
+//! spec. The labels and annotations virt-controller owns alone are merge patches of those
+//! keys only ([`merge_patch_metadata`]): a server-side apply of each under one field
+//! manager would remove the keys the other applies left out. virt-handler, which owns the
+//! fields it writes, applies them server-side and forced.
 
 use std::fmt::Debug;
 
@@ -26,8 +36,8 @@ fn key<K: Resource>(obj: &K) -> String {
 }
 
 /// Replaces `status` of `obj` with `status`, only if nobody wrote `obj` since it was read
-/// (a JSON patch whose first operation tests the resourceVersion). A lost race is
-/// [`Error::Conflict`]: the caller rereads and decides again.
+/// ([`guarded_patch`]). A lost race is [`Error::Conflict`]: the caller rereads and decides
+/// again.
 pub async fn replace_status<K, S>(
     api: &Api<K>,
     obj: &K,
@@ -39,15 +49,37 @@ where
     K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
     S: Serialize,
 {
-    let rv = obj.resource_version().unwrap_or_default();
-    let patch = vec![
-        json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv}),
-        json!({"op": "add", "path": "/status", "value": serde_json::to_value(status)?}),
-    ];
-    json_patch(api, obj, patch, true, metrics, resource).await
+    let ops = vec![json!({"op": "add", "path": "/status", "value": serde_json::to_value(status)?})];
+    guarded_patch(api, obj, ops, true, metrics, resource).await
 }
 
-/// Applies JSON patch operations to `obj` (its status subresource when `status`).
+/// The operations of [`guarded_patch`]: a test of `obj`'s resourceVersion, then `ops`.
+pub fn guarded_ops<K: Resource>(obj: &K, ops: Vec<Value>) -> Vec<Value> {
+    let rv = obj.resource_version().unwrap_or_default();
+    let mut all = vec![json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv})];
+    all.extend(ops);
+    all
+}
+
+/// Applies JSON patch `ops` to `obj` (its status subresource when `status`) only if nobody
+/// wrote `obj` since it was read: the write for fields another component writes too. A
+/// lost race is [`Error::Conflict`].
+pub async fn guarded_patch<K>(
+    api: &Api<K>,
+    obj: &K,
+    ops: Vec<Value>,
+    status: bool,
+    metrics: &Metrics,
+    resource: &'static str,
+) -> Result<K>
+where
+    K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+{
+    json_patch(api, obj, guarded_ops(obj, ops), status, metrics, resource).await
+}
+
+/// Applies JSON patch operations to `obj` (its status subresource when `status`); their own
+/// `test` operations are their precondition.
 pub async fn json_patch<K>(
     api: &Api<K>,
     obj: &K,
@@ -212,4 +244,29 @@ where
     json_patch(api, obj, ops, false, metrics, resource)
         .await
         .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guarded_patch_tests_the_version_it_was_decided_from_first() {
+        let vm: crds::VirtualMachine = serde_json::from_value(json!({
+            "metadata": {"name": "vm", "resourceVersion": "41"},
+            "spec": {"template": {"spec": {"domain": {"devices": {}}}}}
+        }))
+        .unwrap();
+        let ops = guarded_ops(
+            &vm,
+            vec![json!({"op": "add", "path": "/status/stateChangeRequests", "value": []})],
+        );
+        assert_eq!(
+            ops,
+            vec![
+                json!({"op": "test", "path": "/metadata/resourceVersion", "value": "41"}),
+                json!({"op": "add", "path": "/status/stateChangeRequests", "value": []}),
+            ]
+        );
+    }
 }
