@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crds::{
     Condition, RunStrategy, VirtualMachine, VirtualMachineInstance, VirtualMachineStartFailure,
-    VmiPhase,
+    VirtualMachineStateChangeRequest, VirtualMachineStatus, VmiPhase,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -55,18 +55,126 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
     }
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), &ns);
     let vms: Api<VirtualMachine> = Api::namespaced(ctx.client.clone(), &ns);
+
+    // What is seen: the VM, the VMI of its name in the cache, the instancetype and
+    // preference versions (a VM whose instancetype cannot be found does not start: the
+    // Failure condition and a Warning Event name it).
+    let found = ctx.cached_vmi(&ns, &name);
+    let resolved = if vm.meta().deletion_timestamp.is_some() {
+        None
+    } else {
+        Some(instancetype::sync(vm, ctx).await)
+    };
+    let seen = Seen {
+        vm,
+        found: found.as_deref(),
+        now: Timestamp::now(),
+        max_backoff: ctx.settings.max_crash_loop_backoff,
+    };
+    let plan = plan(&seen, resolved);
+    let done = execute(vm, &plan, &vmis, &vms, ctx).await?;
+    let next = plan_status(&seen, &plan, &done);
+
+    if let Some(status) = &next.status {
+        let written =
+            writes::replace_status(&vms, &done.current, status, &ctx.metrics, "virtualmachines")
+                .await?;
+        ctx.own_writes.wrote(
+            &uid,
+            &done.current.resource_version().unwrap_or_default(),
+            &written.resource_version().unwrap_or_default(),
+        );
+        if let Some((from, to)) = &next.printable_change {
+            tracing::info!(from = %from, to = %to, "VM status changed");
+        }
+        // Told once the status that counts them is written: a lost race tells them again.
+        for e in &next.events {
+            ctx.event(vm.object_ref(&()), e.type_, &e.reason, e.note.clone());
+        }
+    }
+    match done.error.or(plan.error) {
+        Some(e) => Err(e),
+        None => Ok(Action::requeue(plan.requeue)),
+    }
+}
+
+/// What one reconcile of a VM sees.
+pub(crate) struct Seen<'a> {
+    pub vm: &'a VirtualMachine,
+    /// The cached VMI of the VM's name, whoever controls it.
+    pub found: Option<&'a VirtualMachineInstance>,
+    pub now: Timestamp,
+    /// The cap of the crash-loop back-off.
+    pub max_backoff: Duration,
+}
+
+/// The write to the VM's instance a reconcile makes.
+#[derive(Debug)]
+pub(crate) enum InstanceWrite {
+    None,
+    /// Create this VMI.
+    Create(Box<VirtualMachineInstance>),
+    /// Delete the VM's VMI (its name and uid are the plan's `vmi`).
+    Delete,
+    /// Switch the VM's spec to start (`runStrategy: Always` or `running: true`).
+    SwitchToAlways,
+}
+
+/// An Event to tell about the VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PlannedEvent {
+    pub type_: EventType,
+    pub reason: String,
+    pub note: String,
+}
+
+/// The writes of one reconcile, decided from what it saw ([`plan`]).
+pub(crate) struct Plan<'a> {
+    /// The VMI this VM controls.
+    pub vmi: Option<&'a VirtualMachineInstance>,
+    /// A VMI of the VM's name that another owner controls.
+    pub foreign: bool,
+    pub strategy: RunStrategy,
+    pub decision: Decision,
+    /// The VM is to run: a new instance replaces one that ended.
+    pub replacing: bool,
+    pub start_failure: Option<VirtualMachineStartFailure>,
+    /// The instance seen failed to start, and was not counted yet.
+    pub new_failure: bool,
+    /// How the instance ended, if it did.
+    pub ending: Option<Ending>,
+    /// The state change requests with a Start request added, written (guarded) before the
+    /// VMI is deleted, so the restart survives a lost race or a crash in between.
+    pub store_start_request: Option<Vec<VirtualMachineStateChangeRequest>>,
+    pub write: InstanceWrite,
+    /// Told once the delete succeeded.
+    pub stop_event: Option<PlannedEvent>,
+    /// The generation to write in the VMI's annotation (its template is unchanged).
+    pub annotate_generation: Option<i64>,
+    /// The generation the VMI was made from, as its annotation says.
+    pub observed_generation: Option<i64>,
+    pub template_hash: String,
+    /// Resolving the instancetype or rendering the VMI failed.
+    pub error: Option<Error>,
+    pub requeue: Duration,
+    /// The instancetype and preference as resolved.
+    pub resolved: Option<Resolved>,
+}
+
+/// Decides the writes from what was seen; `resolved` is the instancetype and preference
+/// resolution (None for a VM being deleted). Pure.
+pub(crate) fn plan<'a>(seen: &Seen<'a>, resolved: Option<Result<Resolved>>) -> Plan<'a> {
+    let vm = seen.vm;
+    let uid = vm.uid().unwrap_or_default();
     let old = vm.status.clone().unwrap_or_default();
     let strategy = vm.spec.effective_run_strategy();
-
-    // The instance: the VMI of the VM's name, if this VM controls it.
-    let found = ctx.cached_vmi(&ns, &name);
-    let foreign = found.as_ref().is_some_and(|v| !controlled_by(v, &uid));
-    let vmi = found.filter(|v| controlled_by(v, &uid));
-    let view = vmi.as_deref().map(view_of);
+    let foreign = seen.found.is_some_and(|v| !controlled_by(v, &uid));
+    let vmi = seen.found.filter(|v| controlled_by(v, &uid));
+    let view = vmi.map(view_of);
+    let now = seen.now;
 
     // Start failures first, so a VMI that died before running starts the back-off
     // before its replacement is due.
-    let now = Timestamp::now();
     let prev = old.start_failure.as_ref().map(|f| StartFailures {
         last_failed_vmi_uid: f.last_failed_vmi_uid.clone().unwrap_or_default(),
         consecutive: f.consecutive_fail_count.unwrap_or(0).max(0) as u32,
@@ -76,7 +184,7 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
         let retry_after = if new_failure {
             let delay = strategy::backoff_delay(
                 f.consecutive,
-                ctx.settings.max_crash_loop_backoff,
+                seen.max_backoff,
                 jitter(&f.last_failed_vmi_uid),
             );
             Some(Time(
@@ -113,146 +221,217 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
     } else {
         strategy::decide(&inputs)
     };
-    // How the instance ended, if it did: told in Events and carried in the conditions.
-    let ending = vmi.as_deref().and_then(Ending::of);
-    let mut requests = old.state_change_requests.clone();
-    // The VM as last written: its resourceVersion guards the status write.
-    let mut current = vm.clone();
-    let mut start_expected = false;
-    // The VMI created in this pass: the status tells of it at once (created, its Ready
-    // condition), so that the watch event of the new VMI finds the status current and
-    // writes nothing (one VM status write per start instead of two).
-    let mut started: Option<VirtualMachineInstance> = None;
-    let mut stop_expected = false;
-    let mut requeue = RESYNC;
-    // The instancetype and preference versions: a VM whose instancetype cannot be found
-    // does not start (the Failure condition and a Warning Event name it).
-    let (resolved, mut sync_error) = if vm.meta().deletion_timestamp.is_some() {
-        (None, None)
-    } else {
-        match instancetype::sync(vm, ctx).await {
-            Ok(r) => (Some(r), None),
-            Err(e) => (None, Some(e)),
-        }
+    let replacing = strategy::is_set_to_start(&inputs);
+    let ending = vmi.and_then(Ending::of);
+    let (resolved, mut error) = match resolved {
+        None => (None, None),
+        Some(Ok(r)) => (Some(r), None),
+        Some(Err(e)) => (None, Some(e)),
     };
-    match decision {
-        Decision::Nothing => {}
+
+    let mut requeue = RESYNC;
+    let mut store_start_request = None;
+    let mut stop_event = None;
+    let write = match decision {
+        Decision::Nothing => InstanceWrite::None,
         Decision::WaitBackoff(left) => {
-            tracing::info!(
-                seconds = left.as_secs(),
-                "start delayed by the crash-loop back-off"
-            );
             requeue = left + Duration::from_millis(100);
+            InstanceWrite::None
         }
-        Decision::Start => {
-            if let Some(r) = &resolved {
-                match start(vm, r, &vmis, ctx).await {
-                    Ok(created) => {
-                        start_expected = true;
-                        started = created;
+        Decision::Start => match &resolved {
+            Some(r) => {
+                let mut new = instance_for(vm);
+                match instancetype::expand(vm, r, &mut new) {
+                    Ok(()) => InstanceWrite::Create(Box::new(new)),
+                    Err(e) => {
+                        error = Some(e);
+                        InstanceWrite::None
                     }
-                    Err(e) => sync_error = Some(e),
                 }
             }
-        }
+            None => InstanceWrite::None,
+        },
         Decision::Stop | Decision::StopAndRequestStart => {
-            let v = vmi.as_deref().expect("stop decisions come with a VMI");
-            if decision == Decision::StopAndRequestStart && !strategy::has_start_request(&requests)
+            if decision == Decision::StopAndRequestStart
+                && !strategy::has_start_request(&old.state_change_requests)
             {
-                // The Start request is stored before the VMI goes, so the restart survives a
-                // lost race or a crash in between.
-                requests.push(crds::VirtualMachineStateChangeRequest::default());
-                let ops = vec![
-                    json!({"op": "add", "path": "/status/stateChangeRequests", "value": requests}),
-                ];
-                let patched = writes::guarded_patch(
-                    &vms,
-                    &current,
-                    ops,
-                    true,
-                    &ctx.metrics,
-                    "virtualmachines",
-                )
-                .await?;
-                ctx.own_writes.wrote(
-                    &uid,
-                    &current.resource_version().unwrap_or_default(),
-                    &patched.resource_version().unwrap_or_default(),
-                );
-                current.metadata.resource_version = patched.metadata.resource_version;
+                let mut requests = old.state_change_requests.clone();
+                requests.push(VirtualMachineStateChangeRequest::default());
+                store_start_request = Some(requests);
             }
-            match stop(vm, v, &vmis, ctx).await {
-                Ok(()) => {
-                    stop_expected = true;
-                    if let Some(e) = ending.as_ref().filter(|_| !new_failure) {
-                        // The guest ran and stopped (or failed): say so each time, since
-                        // a replacement follows at once (KubeVirt backs off only from
-                        // instances that never ran).
-                        let restarts = strategy::is_set_to_start(&inputs);
-                        let then = if restarts {
-                            "starting a new instance"
-                        } else {
-                            "not restarted"
-                        };
-                        let type_ = if e.phase == VmiPhase::Failed {
-                            EventType::Warning
-                        } else {
-                            EventType::Normal
-                        };
-                        let note = format!("{}; runStrategy {strategy:?}: {then}", e.message());
-                        ctx.event(vm.object_ref(&()), type_, &e.reason, note);
-                    }
-                }
-                Err(e) => sync_error = Some(e),
+            if let Some(e) = ending.as_ref().filter(|_| !new_failure) {
+                // The guest ran and stopped (or failed): say so each time, since a
+                // replacement follows at once (KubeVirt backs off only from instances
+                // that never ran).
+                let then = if replacing {
+                    "starting a new instance"
+                } else {
+                    "not restarted"
+                };
+                stop_event = Some(PlannedEvent {
+                    type_: if e.phase == VmiPhase::Failed {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    },
+                    reason: e.reason.clone(),
+                    note: format!("{}; runStrategy {strategy:?}: {then}", e.message()),
+                });
             }
+            InstanceWrite::Delete
         }
-        Decision::SwitchToAlways => {
-            if let Err(e) = switch_to_always(vm, &vms, ctx).await {
-                sync_error = Some(e);
-            }
-        }
-    }
+        Decision::SwitchToAlways => InstanceWrite::SwitchToAlways,
+    };
 
     // Keep the VMI's generation annotation current while its template is unchanged.
     let template_hash = template_hash(vm);
-    let mut observed = vm.metadata.generation;
-    if let Some(v) = vmi.as_deref() {
+    let mut observed_generation = vm.metadata.generation;
+    let mut annotate_generation = None;
+    if let Some(v) = vmi {
         let ann = v.annotations();
         let same_template = ann.get(TEMPLATE_HASH_ANNOTATION) == Some(&template_hash);
         let vmi_generation = ann
             .get(VM_GENERATION_ANNOTATION)
             .and_then(|g| g.parse::<i64>().ok());
-        observed = vmi_generation;
+        observed_generation = vmi_generation;
         if same_template
             && vmi_generation != vm.metadata.generation
             && v.meta().deletion_timestamp.is_none()
-            && let Some(g) = vm.metadata.generation
         {
-            let patch =
-                json!({"metadata": {"annotations": {VM_GENERATION_ANNOTATION: g.to_string()}}});
-            match writes::merge_patch_metadata(
-                &vmis,
-                v,
-                patch,
-                &ctx.metrics,
-                "virtualmachineinstances",
-            )
-            .await
-            {
-                Ok(_) => observed = Some(g),
-                Err(e) => {
-                    tracing::debug!(error = %e, "bumping the VMI's generation annotation")
-                }
-            }
+            annotate_generation = vm.metadata.generation;
         }
     }
 
+    Plan {
+        vmi,
+        foreign,
+        strategy,
+        decision,
+        replacing,
+        start_failure,
+        new_failure,
+        ending,
+        store_start_request,
+        write,
+        stop_event,
+        annotate_generation,
+        observed_generation,
+        template_hash,
+        error,
+        requeue,
+        resolved,
+    }
+}
+
+/// What the writes of a [`Plan`] came to.
+pub(crate) struct Done {
+    /// The VM as last written: its resourceVersion guards the status write.
+    pub current: VirtualMachine,
+    /// The VMI created in this pass: the status tells of it at once (created, its Ready
+    /// condition), so that the watch event of the new VMI finds the status current and
+    /// writes nothing (one VM status write per start instead of two).
+    pub started: Option<VirtualMachineInstance>,
+    pub start_expected: bool,
+    pub stop_expected: bool,
+    /// The generation the VMI's annotation now says.
+    pub observed_generation: Option<i64>,
+    pub error: Option<Error>,
+}
+
+/// Makes the plan's writes, in order: the Start request (its failure ends the reconcile),
+/// the instance write, the VMI's generation annotation.
+async fn execute(
+    vm: &VirtualMachine,
+    plan: &Plan<'_>,
+    vmis: &Api<VirtualMachineInstance>,
+    vms: &Api<VirtualMachine>,
+    ctx: &Context,
+) -> Result<Done> {
+    let mut done = Done {
+        current: vm.clone(),
+        started: None,
+        start_expected: false,
+        stop_expected: false,
+        observed_generation: plan.observed_generation,
+        error: None,
+    };
+    let uid = vm.uid().unwrap_or_default();
+    if let Some(requests) = &plan.store_start_request {
+        let ops =
+            vec![json!({"op": "add", "path": "/status/stateChangeRequests", "value": requests})];
+        let patched =
+            writes::guarded_patch(vms, vm, ops, true, &ctx.metrics, "virtualmachines").await?;
+        ctx.own_writes.wrote(
+            &uid,
+            &vm.resource_version().unwrap_or_default(),
+            &patched.resource_version().unwrap_or_default(),
+        );
+        done.current.metadata.resource_version = patched.metadata.resource_version;
+    }
+    let outcome = match &plan.write {
+        InstanceWrite::None => Ok(()),
+        InstanceWrite::Create(new) => start(vm, new, vmis, ctx).await.map(|created| {
+            done.start_expected = true;
+            done.started = created;
+        }),
+        InstanceWrite::Delete => {
+            let v = plan.vmi.expect("a delete comes with the VMI");
+            stop(vm, v, vmis, ctx).await.map(|()| {
+                done.stop_expected = true;
+                if let Some(e) = &plan.stop_event {
+                    ctx.event(vm.object_ref(&()), e.type_, &e.reason, e.note.clone());
+                }
+            })
+        }
+        InstanceWrite::SwitchToAlways => switch_to_always(vm, vms, ctx).await,
+    };
+    if let Decision::WaitBackoff(left) = plan.decision {
+        tracing::info!(
+            seconds = left.as_secs(),
+            "start delayed by the crash-loop back-off"
+        );
+    }
+    done.error = outcome.err();
+    if let (Some(g), Some(v)) = (plan.annotate_generation, plan.vmi) {
+        let patch = json!({"metadata": {"annotations": {VM_GENERATION_ANNOTATION: g.to_string()}}});
+        match writes::merge_patch_metadata(vmis, v, patch, &ctx.metrics, "virtualmachineinstances")
+            .await
+        {
+            Ok(_) => done.observed_generation = Some(g),
+            Err(e) => tracing::debug!(error = %e, "bumping the VMI's generation annotation"),
+        }
+    }
+    Ok(done)
+}
+
+/// The status a reconcile writes, and what it tells.
+#[derive(Debug, Default)]
+pub(crate) struct StatusPlan {
+    /// None: the status is unchanged.
+    pub status: Option<VirtualMachineStatus>,
+    /// Told once the status is written.
+    pub events: Vec<PlannedEvent>,
+    /// `printableStatus` before and after, when it changes.
+    pub printable_change: Option<(String, String)>,
+}
+
+/// The VM's status after the plan's writes came to `done`. Pure.
+pub(crate) fn plan_status(seen: &Seen, plan: &Plan, done: &Done) -> StatusPlan {
+    let vm = seen.vm;
+    let name = vm.name_any();
+    let now = seen.now;
+    let old = vm.status.clone().unwrap_or_default();
+    let strategy = plan.strategy;
+    let mut requests = plan
+        .store_start_request
+        .clone()
+        .unwrap_or_else(|| old.state_change_requests.clone());
     // Status, of the instance as it now is: the cached one, or the one just created.
-    let shown = started.as_ref().or(vmi.as_deref());
+    let shown = done.started.as_ref().or(plan.vmi);
     let mut status = old.clone();
     status.created = Some(shown.is_some());
     status.ready = Some(shown.is_some_and(|v| condition_true(vmi_conditions(v), "Ready")));
-    if old.run_strategy.is_some() || shown.is_some() || start_expected {
+    if old.run_strategy.is_some() || shown.is_some() || done.start_expected {
         status.run_strategy = Some(strategy);
     }
     // A Start request is done once its VMI exists, the one just created included: waiting
@@ -263,19 +442,20 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
         requests.remove(0);
     }
     status.state_change_requests = requests;
-    status.start_failure = start_failure;
-    status.observed_generation = observed;
+    status.start_failure = plan.start_failure.clone();
+    status.observed_generation = done.observed_generation;
     status.desired_generation = vm.metadata.generation;
-    if let Some(r) = &resolved {
+    if let Some(r) = &plan.resolved {
         status.instancetype_ref = r.instancetype_ref();
         status.preference_ref = r.preference_ref();
     }
     let restart_required = shown.is_some_and(|v| {
         v.meta().deletion_timestamp.is_none()
             && !view_of(v).phase.is_some_and(VmiPhase::is_final)
-            && v.annotations().get(TEMPLATE_HASH_ANNOTATION) != Some(&template_hash)
+            && v.annotations().get(TEMPLATE_HASH_ANNOTATION) != Some(&plan.template_hash)
     });
-    let failure = match (&sync_error, foreign) {
+    let error = done.error.as_ref().or(plan.error.as_ref());
+    let failure = match (error, plan.foreign) {
         (Some(e), _) => Some((e.reason().to_string(), ferrovirt_runtime::chain(e))),
         (None, true) => Some((
             "FailedCreate".to_string(),
@@ -286,14 +466,21 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
         (None, false) => None,
     };
     let carry = Carry {
-        ending: ending.as_ref(),
+        ending: plan.ending.as_ref(),
         failed_start_uid: status
             .start_failure
             .as_ref()
             .and_then(|f| f.last_failed_vmi_uid.as_deref()),
-        replacing: strategy::is_set_to_start(&inputs),
+        replacing: plan.replacing,
     };
-    status.conditions = conditions(&old.conditions, shown, failure, restart_required, &carry);
+    status.conditions = conditions(
+        &old.conditions,
+        shown,
+        failure,
+        restart_required,
+        &carry,
+        &Time(now),
+    );
     let facts = Facts {
         vm_deleting: vm.meta().deletion_timestamp.is_some(),
         vmi: shown.map(|v| VmiFacts {
@@ -306,8 +493,8 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
                     && c.reason.as_deref() == Some("Unschedulable")
             }),
         }),
-        start_expected,
-        stop_expected,
+        start_expected: done.start_expected,
+        stop_expected: done.stop_expected,
         start_failures: status
             .start_failure
             .as_ref()
@@ -318,56 +505,52 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
     };
     let printable = printable_status(&facts);
     status.printable_status = Some(printable.to_string());
-
-    if status != old {
-        let written =
-            writes::replace_status(&vms, &current, &status, &ctx.metrics, "virtualmachines")
-                .await?;
-        ctx.own_writes.wrote(
-            &uid,
-            &current.resource_version().unwrap_or_default(),
-            &written.resource_version().unwrap_or_default(),
-        );
-        // Told once the status that counts it is written: a lost race recounts it.
-        if new_failure && let (Some(e), Some(f)) = (&ending, &status.start_failure) {
-            let wait = f
-                .retry_after_timestamp
-                .as_ref()
-                .map_or(0, |t| t.0.duration_since(now).as_secs().max(0));
-            let count = f.consecutive_fail_count.unwrap_or(1);
-            ctx.event(
-                vm.object_ref(&()),
-                EventType::Warning,
-                &e.reason,
-                format!(
-                    "{}; start failure {count} in a row, the next start waits {wait}s",
-                    e.message()
-                ),
-            );
-        }
-        if old.printable_status.as_deref() != Some(printable) {
-            tracing::info!(
-                from = old.printable_status.as_deref().unwrap_or(""),
-                to = printable,
-                "VM status changed"
-            );
-            // The statuses that need the user's attention are Warning Events; the others
-            // are in the status only (an Event per step costs a request per VM each).
-            if matches!(
-                printable,
-                "CrashLoopBackOff" | "ErrorUnschedulable" | "Unknown"
-            ) {
-                let note = format!(
-                    "printableStatus {} -> {printable}",
-                    old.printable_status.as_deref().unwrap_or("(none)")
-                );
-                ctx.event(vm.object_ref(&()), EventType::Warning, printable, note);
-            }
-        }
+    if status == old {
+        return StatusPlan::default();
     }
-    match sync_error {
-        Some(e) => Err(e),
-        None => Ok(Action::requeue(requeue)),
+
+    let mut events = Vec::new();
+    if plan.new_failure
+        && let (Some(e), Some(f)) = (&plan.ending, &status.start_failure)
+    {
+        let wait = f
+            .retry_after_timestamp
+            .as_ref()
+            .map_or(0, |t| t.0.duration_since(now).as_secs().max(0));
+        let count = f.consecutive_fail_count.unwrap_or(1);
+        events.push(PlannedEvent {
+            type_: EventType::Warning,
+            reason: e.reason.clone(),
+            note: format!(
+                "{}; start failure {count} in a row, the next start waits {wait}s",
+                e.message()
+            ),
+        });
+    }
+    let before = old.printable_status.clone();
+    let printable_change = (before.as_deref() != Some(printable))
+        .then(|| (before.clone().unwrap_or_default(), printable.to_string()));
+    // The statuses that need the user's attention are Warning Events; the others are in
+    // the status only (an Event per step costs a request per VM each).
+    if printable_change.is_some()
+        && matches!(
+            printable,
+            "CrashLoopBackOff" | "ErrorUnschedulable" | "Unknown"
+        )
+    {
+        events.push(PlannedEvent {
+            type_: EventType::Warning,
+            reason: printable.to_string(),
+            note: format!(
+                "printableStatus {} -> {printable}",
+                before.as_deref().unwrap_or("(none)")
+            ),
+        });
+    }
+    StatusPlan {
+        status: Some(status),
+        events,
+        printable_change,
     }
 }
 
@@ -410,17 +593,15 @@ fn jitter(seed: &str) -> f64 {
     f64::from(h % 1000) / 1000.0
 }
 
-/// Creates the VM's instance; returns it as created (None: one of its name exists).
+/// Creates the VM's instance `vmi`; returns it as created (None: one of its name exists).
 async fn start(
     vm: &VirtualMachine,
-    resolved: &Resolved,
+    vmi: &VirtualMachineInstance,
     vmis: &Api<VirtualMachineInstance>,
     ctx: &Context,
 ) -> Result<Option<VirtualMachineInstance>> {
-    let mut vmi = instance_for(vm);
     let name = vm.name_any();
-    instancetype::expand(vm, resolved, &mut vmi)?;
-    match writes::create(vmis, &vmi, &ctx.metrics, "virtualmachineinstances").await {
+    match writes::create(vmis, vmi, &ctx.metrics, "virtualmachineinstances").await {
         Ok(Some(created)) => {
             tracing::info!(vmi = %name, "started: created the VirtualMachineInstance");
             ctx.event(
@@ -540,8 +721,9 @@ fn conditions(
     failure: Option<(String, String)>,
     restart_required: bool,
     carry: &Carry,
+    now: &Time,
 ) -> Vec<Condition> {
-    let now = Time(Timestamp::now());
+    let now = now.clone();
     let mut out: Vec<Condition> = Vec::new();
     let vmi_ready = vmi
         .map(vmi_conditions)
@@ -614,9 +796,14 @@ fn conditions(
 mod tests {
     use super::*;
 
+    /// A time `s` seconds into the tests' day.
+    fn t(s: i64) -> Time {
+        Time(Timestamp::from_second(1_700_000_000 + s).unwrap())
+    }
+
     #[test]
     fn ready_condition_without_vmi() {
-        let c = conditions(&[], None, None, false, &Carry::default());
+        let c = conditions(&[], None, None, false, &Carry::default(), &t(0));
         assert_eq!(c.len(), 1);
         assert_eq!(
             (c[0].type_.as_str(), c[0].reason.as_deref()),
@@ -628,6 +815,7 @@ mod tests {
             Some(("FailedCreate".into(), "boom".into())),
             false,
             &Carry::default(),
+            &t(1),
         );
         assert_eq!(
             c2[0].last_transition_time, c[0].last_transition_time,
@@ -652,7 +840,7 @@ mod tests {
             failed_start_uid: Some("u1"),
             replacing: true,
         };
-        let with_vmi = conditions(&[], Some(&v), None, false, &carry);
+        let with_vmi = conditions(&[], Some(&v), None, false, &carry, &t(0));
         let ready = with_vmi.iter().find(|c| c.type_ == "Ready").unwrap();
         let failure = with_vmi.iter().find(|c| c.type_ == "Failure").unwrap();
         for c in [ready, failure] {
@@ -668,7 +856,7 @@ mod tests {
             failed_start_uid: Some("u1"),
             replacing: true,
         };
-        let later = conditions(&with_vmi, None, None, false, &gone);
+        let later = conditions(&with_vmi, None, None, false, &gone, &t(0));
         assert_eq!(later, with_vmi, "carried unchanged, times included");
         // A reconcile error takes Failure's place; a stopped VM says VMINotExists again.
         let err = conditions(
@@ -677,6 +865,7 @@ mod tests {
             Some(("FailedCreate".into(), "boom".into())),
             false,
             &gone,
+            &t(2),
         );
         assert_eq!(
             err.iter()
@@ -686,8 +875,12 @@ mod tests {
                 .as_deref(),
             Some("FailedCreate")
         );
-        let stopped = conditions(&later, None, None, false, &Carry::default());
+        let stopped = conditions(&later, None, None, false, &Carry::default(), &t(0));
         assert_eq!(stopped.len(), 1);
         assert_eq!(stopped[0].reason.as_deref(), Some("VMINotExists"));
     }
 }
+
+#[cfg(test)]
+#[path = "vm_plan_tests.rs"]
+mod plan_tests;
