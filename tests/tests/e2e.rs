@@ -22,7 +22,7 @@ use ferrovirt_tests::guest::{READY_LINE, console_exchange};
 use ferrovirt_tests::manifests::GUEST_KERNEL_IMAGE;
 use ferrovirt_tests::node::RealNode;
 use ferrovirt_tests::{ControlPlane, Stack, TestNamespace, manifests, shared};
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, ListParams, PostParams};
 use tokio::sync::{Mutex, OnceCell};
 
@@ -354,6 +354,33 @@ fn kernel_boot_vm_with_secrets(name: &str, run_strategy: &str) -> String {
         }),
         ..Default::default()
     });
+    // Config volumes (issue 11): a ConfigMap (KubeVirt's label cfgdata), a Secret with
+    // its own label, the namespace's default ServiceAccount, and the VMI's labels and
+    // annotations; each a virtio disk.
+    let template = &mut vm.spec.template;
+    template
+        .metadata
+        .get_or_insert_default()
+        .annotations
+        .get_or_insert_default()
+        .insert("example.com/note".into(), "from-the-vmi".into());
+    let config: Vec<crds::Volume> = serde_json::from_value(serde_json::json!([
+        {"name": "app-config", "configMap": {"name": format!("{name}-config")}},
+        {"name": "app-secret", "secret": {"secretName": format!("{name}-secret"), "volumeLabel": "secdata"}},
+        {"name": "sa", "serviceAccount": {"serviceAccountName": "default"}},
+        {"name": "podinfo", "downwardAPI": {"volumeLabel": "podinfo", "fields": [
+            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+            {"path": "meta/annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}
+        ]}}
+    ]))
+    .unwrap();
+    for v in config {
+        template.spec.domain.devices.disks.push(crds::Disk {
+            name: v.name.clone(),
+            ..Default::default()
+        });
+        template.spec.volumes.push(v);
+    }
     serde_json::to_string(&vm).unwrap()
 }
 
@@ -362,6 +389,12 @@ fn kernel_boot_vm_with_secrets(name: &str, run_strategy: &str) -> String {
 /// names the missing Secret; once they exist it boots, and the guest reads user data
 /// larger than the 2048 bytes allowed inline, and the network config, from its NoCloud
 /// disk. The next VMI reads them again.
+///
+/// And configMap, secret, serviceAccount and downwardAPI volumes (issue 11): the missing
+/// ConfigMap is named in the VMI as well; once it exists the guest mounts each ISO disk
+/// and reads its files: the ConfigMap's key on a disk labelled cfgdata, the Secret's on
+/// one labelled by its volumeLabel, the ServiceAccount's namespace, token and CA, and
+/// the VMI's labels and annotations.
 #[tokio::test]
 async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
     let (cp, stack) = stack().await;
@@ -379,14 +412,17 @@ async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
     .await;
     let waiting = wait_for(
         stack,
-        "VMI always Scheduling with a FailedMount condition naming its Secret",
+        "VMI always Scheduling with a FailedMount condition naming its Secret and ConfigMap",
         BOOT_TIMEOUT,
         || async {
             let status = vmis.get_opt("always").await.ok().flatten()?.status?;
             let c = status.conditions.iter().find(|c| {
                 c.type_ == "Synchronized" && c.reason.as_deref() == Some("FailedMount")
             })?;
-            (status.phase == Some(VmiPhase::Scheduling)).then(|| c.message.clone())?
+            let message = c.message.clone()?;
+            (status.phase == Some(VmiPhase::Scheduling)
+                && message.contains("spec.volumes[1].configMap"))
+            .then_some(message)
         },
     )
     .await;
@@ -395,6 +431,12 @@ async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
             && (waiting.contains("secret \"always-userdata\" not found")
                 || waiting.contains("secret \"always-networkdata\" not found")),
         "the condition does not name the field and the Secret: {waiting}"
+    );
+    assert!(
+        waiting.contains(
+            "spec.volumes[1].configMap: ConfigMap \"always-config\": MountVolume.SetUp failed"
+        ) && waiting.contains("configmap \"always-config\" not found"),
+        "the condition does not name the field and the ConfigMap: {waiting}"
     );
 
     let padding = "# padding\n".repeat(300);
@@ -418,6 +460,23 @@ async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
             .await
             .unwrap();
     }
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "always-secret"}, "stringData": {"password": "s3cret-value"}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let config: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "always-config"},
+        "data": {"greeting": "hello-from-configmap", "app.conf": "x=1\n"}
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), ns.name())
+        .create(&PostParams::default(), &config)
+        .await
+        .unwrap();
 
     let vmi = running_vmi(stack, &vmis, "always", None).await;
     let first = uid(&vmi);
@@ -436,6 +495,39 @@ async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
         "NET-1",
     );
     assert!(answer.contains("NET-1"), "{answer}");
+    // The config volumes' disks: each mounted by its device, then read by label.
+    let answer = console_exchange(
+        &socket,
+        "mkdir -p /m; for d in /dev/vd?; do n=${d#/dev/}; mkdir -p /m/$n; grep -q \" /m/$n \" /proc/mounts || mount -r $d /m/$n; done; echo MOUNTED-$(grep -c ' /m/' /proc/mounts)",
+        "MOUNTED-5",
+    );
+    assert!(answer.contains("MOUNTED-5"), "{answer}");
+    for (command, expect) in [
+        // The ConfigMap's keys as files, on a disk labelled cfgdata (KubeVirt's default):
+        // the ISO's volume id, at byte 32808 of the device.
+        (
+            "echo CM=$(cat /m/*/greeting)-$(cat /m/*/app.conf)-$(for m in /m/*; do [ -f $m/greeting ] && dd if=/dev/${m#/m/} bs=1 skip=32808 count=32 2>/dev/null; done)".to_owned(),
+            "CM=hello-from-configmap-x=1-cfgdata".to_owned(),
+        ),
+        // The Secret's key on the disk labelled by its volumeLabel.
+        (
+            "echo SEC=$(cat /m/$(basename $(findfs LABEL=secdata))/password)".to_owned(),
+            "SEC=s3cret-value".to_owned(),
+        ),
+        // The ServiceAccount's namespace, token (a JWT) and CA certificate.
+        (
+            "echo SA=$(cat /m/*/namespace)-$(head -c 3 /m/*/token)-$(grep -l BEGIN /m/*/ca.crt | wc -l)-$(for m in /m/*; do [ -f $m/token ] && dd if=/dev/${m#/m/} bs=1 skip=32808 count=32 2>/dev/null; done)".to_owned(),
+            format!("SA={}-eyJ-1-cfgdata", ns.name()),
+        ),
+        // The VMI's labels and annotations, as the pod's (downwardAPI), by its label.
+        (
+            "d=/m/$(basename $(findfs LABEL=podinfo)); echo DAPI=$(grep -c '^app=\"always\"' $d/labels)$(grep -c '^example.com/note=\"from-the-vmi\"' $d/meta/annotations)".to_owned(),
+            "DAPI=11".to_owned(),
+        ),
+    ] {
+        let answer = console_exchange(&socket, &command, &expect);
+        assert!(answer.contains(&expect), "{command}: {answer}");
+    }
     // As KubeVirt: the data stay in the Secret, never in the VMI.
     let spec = serde_json::to_string(&vmi.spec).unwrap();
     assert!(

@@ -101,11 +101,11 @@ pub fn may_wait_for_secret(vmi: &VirtualMachineInstance, pod: &Pod) -> bool {
     pending && bound && !started && !secrets(vmi).is_empty()
 }
 
-/// The node's latest `FailedMount` Event among `events` (the pod's) about a volume of
-/// [`secrets`], as the VMI's words: the node's message (kubelet's `MountVolume.SetUp
-/// failed for volume "cloudinit-1-userdata" : secret "ud" not found`) and the field.
+/// The node's latest `FailedMount` Event among `events` (the pod's) about each volume of
+/// [`secrets`], as the VMI's words: per volume, in the order of `spec.volumes`, the field,
+/// the object and the node's message (kubelet's `MountVolume.SetUp failed for volume
+/// "cloudinit-1-userdata" : secret "ud" not found`), joined by `; `.
 pub fn mount_failure(vmi: &VirtualMachineInstance, events: &[Event]) -> Option<String> {
-    let secrets = secrets(vmi);
     let when = |e: &Event| {
         e.last_timestamp
             .as_ref()
@@ -113,21 +113,22 @@ pub fn mount_failure(vmi: &VirtualMachineInstance, events: &[Event]) -> Option<S
             .or(e.event_time.as_ref().map(|t| t.0))
             .or(e.metadata.creation_timestamp.as_ref().map(|t| t.0))
     };
-    events
+    let failed: Vec<String> = secrets(vmi)
         .iter()
-        .filter(|e| e.reason.as_deref() == Some("FailedMount"))
-        .filter_map(|e| {
-            let message = e.message.as_deref()?;
-            let s = secrets
+        .filter_map(|s| {
+            let latest = events
                 .iter()
-                .find(|s| message.contains(&format!("\"{}\"", s.volume)))?;
-            Some((
-                when(e),
-                format!("{}: {} {:?}: {message}", s.field, s.kind, s.secret),
+                .filter(|e| e.reason.as_deref() == Some("FailedMount"))
+                .filter_map(|e| Some((when(e), e.message.as_deref()?)))
+                .filter(|(_, m)| m.contains(&format!("\"{}\"", s.volume)))
+                .max_by_key(|(t, _)| *t)?;
+            Some(format!(
+                "{}: {} {:?}: {}",
+                s.field, s.kind, s.secret, latest.1
             ))
         })
-        .max_by_key(|(t, _)| *t)
-        .map(|(_, m)| m)
+        .collect();
+    (!failed.is_empty()).then(|| failed.join("; "))
 }
 
 #[cfg(test)]
@@ -189,6 +190,28 @@ spec:
             )
         );
         assert_eq!(mount_failure(&v, &events[2..3]), None);
+
+        // A ConfigMap volume waited for too: each volume's latest word, in spec order.
+        let mut both = v.clone();
+        both.spec
+            .volumes
+            .push(serde_yaml::from_str("{name: cm, configMap: {name: app-config}}").unwrap());
+        let mut events = events.to_vec();
+        events.push(event(
+            "FailedMount",
+            "MountVolume.SetUp failed for volume \"config-map-2\" : configmap \"app-config\" not found",
+            "2026-12-03T04:00:02Z",
+        ));
+        let message = mount_failure(&both, &events).unwrap();
+        assert!(
+            message.starts_with(
+                "spec.volumes[1].cloudInitNoCloud.userDataSecretRef: Secret \"my-ud\": "
+            ) && message.ends_with(
+                "; spec.volumes[2].configMap: ConfigMap \"app-config\": MountVolume.SetUp \
+                 failed for volume \"config-map-2\" : configmap \"app-config\" not found"
+            ),
+            "{message}"
+        );
     }
 
     #[test]
