@@ -10,6 +10,8 @@ mod context;
 mod ending;
 mod error;
 mod instance;
+#[cfg(test)]
+mod mock_api;
 pub mod instancetype;
 pub mod leader;
 pub mod metrics;

@@ -884,3 +884,7 @@ mod tests {
 #[cfg(test)]
 #[path = "vm_plan_tests.rs"]
 mod plan_tests;
+
+#[cfg(test)]
+#[path = "vm_mock_tests.rs"]
+mod mock_tests;
