@@ -27,6 +27,8 @@ pub struct Context {
     pub phases: PhaseMemory,
     /// The versions of VMs and VMIs the controllers have overwritten themselves.
     pub own_writes: OwnWrites,
+    /// The VMs whose VMI the VM controller created and the cache does not show yet.
+    pub own_creates: OwnCreates,
     recorder: Recorder,
 }
 
@@ -52,6 +54,7 @@ impl Context {
             backoff: Backoff::default(),
             phases: PhaseMemory::default(),
             own_writes: OwnWrites::default(),
+            own_creates: OwnCreates::default(),
             recorder,
         }
     }
@@ -149,41 +152,139 @@ impl PhaseMemory {
 /// the watch cache shows the write, a reconcile of an object in one of these versions
 /// would decide on stale data and its guarded write could only lose the race (a wasted
 /// request, then a retry): it waits for the cache instead. The versions are compared for
-/// equality only, as Kubernetes asks.
+/// equality only, as Kubernetes asks. A record the cache never caught up with (the object
+/// was deleted first) is dropped after [`CACHE_LAG_BOUND`].
 #[derive(Default)]
-pub struct OwnWrites(Mutex<HashMap<String, Vec<String>>>);
+pub struct OwnWrites(Mutex<Records<Vec<String>>>);
+
+/// How long a record of the controllers' own writes waits for the cache to show them: the
+/// watch cache lags by much less, and an object deleted before its cache showed the write
+/// never does. A record dropped too early costs what it saves (a lost race or a second
+/// create refused as AlreadyExists), no harm.
+pub const CACHE_LAG_BOUND: Duration = Duration::from_secs(10);
+
+/// Records by UID with the time of their last change; pruned of those older than
+/// [`CACHE_LAG_BOUND`] at most once per that bound, so memory stays bounded by the objects
+/// written recently.
+struct Records<T> {
+    map: HashMap<String, (T, Instant)>,
+    pruned: Instant,
+}
+
+impl<T> Default for Records<T> {
+    fn default() -> Self {
+        Records {
+            map: HashMap::new(),
+            pruned: Instant::now(),
+        }
+    }
+}
+
+impl<T> Records<T> {
+    fn prune(&mut self, now: Instant) {
+        if now.duration_since(self.pruned) >= CACHE_LAG_BOUND {
+            self.map
+                .retain(|_, (_, at)| now.duration_since(*at) < CACHE_LAG_BOUND);
+            self.pruned = now;
+        }
+    }
+
+    /// The record of `uid`, unless it is older than the bound.
+    fn get(&self, uid: &str, now: Instant) -> Option<&T> {
+        self.map
+            .get(uid)
+            .filter(|(_, at)| now.duration_since(*at) < CACHE_LAG_BOUND)
+            .map(|(t, _)| t)
+    }
+}
 
 impl OwnWrites {
     /// This controller wrote over version `before` of object `uid`, and the server answered
     /// with version `after`. A write the server found to change nothing keeps the version:
     /// no watch event follows it, so it is not recorded (the cache is not behind).
     pub fn wrote(&self, uid: &str, before: &str, after: &str) {
+        self.wrote_at(uid, before, after, Instant::now());
+    }
+
+    fn wrote_at(&self, uid: &str, before: &str, after: &str, now: Instant) {
         if before == after {
             return;
         }
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(uid.to_string())
-            .or_default()
-            .push(before.to_string());
+        let mut records = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        records.prune(now);
+        let (versions, at) = records
+            .map
+            .entry(uid.to_string())
+            .or_insert_with(|| (Vec::new(), now));
+        versions.push(before.to_string());
+        *at = now;
     }
 
     /// Whether version `rv` of `uid` is one this controller has written over (the cache
     /// lags behind). Any other version means the cache caught up: the record is dropped.
     pub fn is_stale(&self, uid: &str, rv: &str) -> bool {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match map.get(uid) {
+        self.is_stale_at(uid, rv, Instant::now())
+    }
+
+    fn is_stale_at(&self, uid: &str, rv: &str, now: Instant) -> bool {
+        let mut records = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match records.get(uid, now) {
             Some(versions) if versions.iter().any(|v| v == rv) => true,
-            Some(_) => {
-                map.remove(uid);
+            _ => {
+                records.map.remove(uid);
                 false
             }
-            None => false,
         }
     }
 
     /// The object is gone.
     pub fn forget(&self, uid: &str) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+        let mut records = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        records.map.remove(uid);
+    }
+
+    /// How many objects have records (for tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().map.len()
+    }
+}
+
+/// The VMs whose VMI the VM controller created and its VMI cache does not show yet, by VM
+/// UID: until it does, a reconcile of the VM would find no VMI and create it again (the API
+/// server refuses that as AlreadyExists, a wasted request). Dropped when the cache shows a
+/// VMI of the VM, or after [`CACHE_LAG_BOUND`].
+#[derive(Default)]
+pub struct OwnCreates(Mutex<Records<()>>);
+
+impl OwnCreates {
+    /// The VM controller created the VMI of VM `vm_uid`.
+    pub fn created(&self, vm_uid: &str) {
+        self.created_at(vm_uid, Instant::now());
+    }
+
+    fn created_at(&self, vm_uid: &str, now: Instant) {
+        let mut records = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        records.prune(now);
+        records.map.insert(vm_uid.to_string(), ((), now));
+    }
+
+    /// Whether the VMI of `vm_uid` was created and the cache does not show it yet; `cached`
+    /// says whether the cache shows a VMI of the VM (which ends the record).
+    pub fn unseen(&self, vm_uid: &str, cached: bool) -> bool {
+        self.unseen_at(vm_uid, cached, Instant::now())
+    }
+
+    fn unseen_at(&self, vm_uid: &str, cached: bool, now: Instant) -> bool {
+        let mut records = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if records.map.is_empty() {
+            return false;
+        }
+        let pending = !cached && records.get(vm_uid, now).is_some();
+        if !pending {
+            records.map.remove(vm_uid);
+        }
+        pending
     }
 }
 
@@ -255,6 +356,44 @@ mod tests {
         assert!(
             !w.is_stale("u", "4"),
             "a write that changed nothing brings no watch event: the cache is current"
+        );
+    }
+
+    #[test]
+    fn own_writes_of_an_object_deleted_before_the_cache_showed_them_are_dropped() {
+        let w = OwnWrites::default();
+        let t0 = Instant::now();
+        w.wrote_at("gone", "1", "2", t0);
+        assert!(w.is_stale_at("gone", "1", t0 + Duration::from_secs(1)));
+        assert!(
+            !w.is_stale_at("gone", "1", t0 + CACHE_LAG_BOUND),
+            "after the bound the record no longer holds a reconcile back"
+        );
+        // Never asked about again (the VM was deleted): pruned by a later write.
+        w.wrote_at("gone", "3", "4", t0);
+        let later = t0 + CACHE_LAG_BOUND * 2;
+        w.wrote_at("other", "1", "2", later);
+        assert_eq!(w.len(), 1, "only the recent record is kept");
+        assert!(w.is_stale_at("other", "1", later));
+    }
+
+    #[test]
+    fn an_own_create_holds_the_vm_back_until_the_cache_shows_its_vmi() {
+        let c = OwnCreates::default();
+        let t0 = Instant::now();
+        assert!(!c.unseen_at("vm", false, t0), "nothing created");
+        c.created_at("vm", t0);
+        assert!(
+            c.unseen_at("vm", false, t0),
+            "created, not in the cache yet"
+        );
+        assert!(!c.unseen_at("other", false, t0), "per VM");
+        assert!(!c.unseen_at("vm", true, t0), "the cache shows it");
+        assert!(!c.unseen_at("vm", false, t0), "the record went with it");
+        c.created_at("vm", t0);
+        assert!(
+            !c.unseen_at("vm", false, t0 + CACHE_LAG_BOUND),
+            "a VMI the cache never showed (deleted at once) is created again after the bound"
         );
     }
 

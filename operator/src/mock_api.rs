@@ -87,12 +87,12 @@ impl ApiServer {
     /// coming for up to `events` of them (they are published in the background). Panics
     /// naming the request that was not the one expected.
     pub async fn serve<F: std::future::Future>(
-        self,
+        &mut self,
         expected: Vec<Expect>,
         events: usize,
         reconcile: F,
     ) -> (F::Output, Seen) {
-        let mut handle = self.handle;
+        let handle = &mut self.handle;
         let server = async move {
             let mut seen = Seen::default();
             let mut expected = expected.into_iter();

@@ -60,6 +60,11 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
     // preference versions (a VM whose instancetype cannot be found does not start: the
     // Failure condition and a Warning Event name it).
     let found = ctx.cached_vmi(&ns, &name);
+    if ctx.own_creates.unseen(&uid, found.is_some()) {
+        // The VMI created in an earlier pass is not in the cache yet; its watch event
+        // brings it (a create now would be refused as AlreadyExists).
+        return Ok(Action::requeue(crate::context::STALE_CACHE_RETRY));
+    }
     let resolved = if vm.meta().deletion_timestamp.is_some() {
         None
     } else {
@@ -371,6 +376,9 @@ async fn execute(
     let outcome = match &plan.write {
         InstanceWrite::None => Ok(()),
         InstanceWrite::Create(new) => start(vm, new, vmis, ctx).await.map(|created| {
+            if created.is_some() {
+                ctx.own_creates.created(&uid);
+            }
             done.start_expected = true;
             done.started = created;
         }),

@@ -38,7 +38,7 @@ fn tests_version(ops: &Value, rv: &str) {
 
 #[tokio::test]
 async fn a_start_creates_the_vmi_with_its_finalizer_then_writes_the_status_once() {
-    let (ctx, api) = context();
+    let (ctx, mut api) = context();
     let vm = vm("Always");
     let mut created = serde_json::to_value(instance_for(&vm)).unwrap();
     created["metadata"]["uid"] = json!("u-vmi");
@@ -74,11 +74,22 @@ async fn a_start_creates_the_vmi_with_its_finalizer_then_writes_the_status_once(
     let (result, seen) = api.serve(expected, 1, reconcile_vm(&vm, &ctx)).await;
     assert_eq!(result.unwrap(), Action::requeue(RESYNC));
     assert_eq!(seen.events, ["SuccessfulCreate"]);
+
+    // The VM as written, its VMI not yet in the cache: no second create (it would be
+    // refused as AlreadyExists), the VMI's watch event brings it.
+    let mut again = vm.clone();
+    again.metadata.resource_version = Some("12".into());
+    let (result, seen) = api.serve(vec![], 0, reconcile_vm(&again, &ctx)).await;
+    assert_eq!(
+        result.unwrap(),
+        Action::requeue(crate::context::STALE_CACHE_RETRY)
+    );
+    assert!(seen.requests.is_empty(), "{seen:?}");
 }
 
 #[tokio::test]
 async fn a_lost_race_on_the_status_is_retried_at_once() {
-    let (ctx, api) = context();
+    let (ctx, mut api) = context();
     let vm = vm("Halted");
     let expected = vec![
         Expect::new(
