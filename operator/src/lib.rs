@@ -12,6 +12,8 @@ mod error;
 mod instance;
 #[cfg(test)]
 mod mock_api;
+#[cfg(test)]
+mod vmi_mock_tests;
 pub mod instancetype;
 pub mod leader;
 pub mod metrics;
