@@ -63,8 +63,10 @@ done
 efi=0
 [[ -f "$grub_efi/linux.mod" ]] && efi=1
 
-# The files of hack/guest/ that go into the guest (smoke.sh does not).
-guest_files=(rcS inittab profile udhcpc.script modules.list)
+# The files of hack/guest/ that go into the guest (smoke.sh does not); dhcp6c.c is built
+# static (busybox has no DHCPv6 client).
+guest_files=(rcS inittab profile udhcpc.script modules.list dhcp6c.c)
+command -v gcc >/dev/null || die "gcc not found (Debian: gcc, libc6-dev): it builds the guest's dhcp6c"
 
 pkg_versions() {
   dpkg-query -W -f='${Package} ${Version}\n' busybox-static grub-pc-bin grub-efi-amd64-bin grub-common qemu-guest-agent 2>/dev/null || true
@@ -135,6 +137,7 @@ build_initrd() { # out (without the agent)
   install -m 0644 "$src/inittab" "$root/etc/inittab"
   install -m 0644 "$src/profile" "$root/etc/profile"
   install -m 0755 "$src/udhcpc.script" "$root/usr/share/udhcpc/default.script"
+  gcc -static -Os -s -o "$root/sbin/dhcp6c" "$src/dhcp6c.c" || die "building dhcp6c.c failed"
   echo ferrovirt >"$root/etc/hostname"
   printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
   printf 'root:x:0:\n' >"$root/etc/group"

@@ -34,6 +34,9 @@ use virt_handler::volumes::{plan, prepare, prepare_firmware};
 
 const POD_IP: &str = "10.199.0.2";
 const PEER_IP: &str = "10.199.0.1";
+/// Dual-stack, as the real node's pods are: a ULA of the test's own.
+const POD_IP6: &str = "fd99:199::2";
+const PEER_IP6: &str = "fd99:199::1";
 
 /// A named network namespace (`ip netns add`), deleted on drop.
 struct Ns(String);
@@ -95,7 +98,12 @@ fn in_netns<T: Send + 'static>(ns: &Path, f: impl FnOnce() -> T + Send + 'static
 
 /// An HTTP/1.0 GET; the whole answer, or the connection error.
 fn http_get(addr: &str, port: u16) -> std::io::Result<String> {
-    let addr: SocketAddr = format!("{addr}:{port}").parse().unwrap();
+    let addr: SocketAddr = match addr.contains(':') {
+        true => format!("[{addr}]:{port}"),
+        false => format!("{addr}:{port}"),
+    }
+    .parse()
+    .unwrap();
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
@@ -144,6 +152,22 @@ fn pod_and_peer(test: &str) -> (Ns, Ns) {
     ]);
     pod.ip(&["addr", "add", &format!("{POD_IP}/24"), "dev", "eth0"]);
     peer.ip(&["addr", "add", &format!("{PEER_IP}/24"), "dev", "eth0"]);
+    pod.ip(&[
+        "addr",
+        "add",
+        &format!("{POD_IP6}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    peer.ip(&[
+        "addr",
+        "add",
+        &format!("{PEER_IP6}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
     pod.ip(&["link", "set", "eth0", "up"]);
     peer.ip(&["link", "set", "eth0", "up"]);
     (pod, peer)
@@ -157,6 +181,7 @@ async fn boot(test: &str, interface: serde_json::Value, guest_ip: &str) -> Fixtu
         // As in a pod: passt copies the pod's default route to the guest (and takes its
         // template interface from it). It leads to "peer", which has none.
         pod.ip(&["route", "add", "default", "via", PEER_IP]);
+        pod.ip(&["-6", "route", "add", "default", "via", PEER_IP6]);
     }
 
     let uid = format!("net-{test}");
@@ -281,9 +306,11 @@ async fn boot(test: &str, interface: serde_json::Value, guest_ip: &str) -> Fixtu
             "passt's DHCP served the guest: {leases:?}"
         );
     } else {
-        assert_eq!(leases.len(), 1, "{leases:?}");
-        assert_eq!(leases[0].ip, guest_ip);
-        assert_eq!(leases[0].mac, net_plan.nics[0].mac);
+        // The DHCPv6 lease may come before or after this line (masquerade).
+        let v4: Vec<_> = leases.iter().filter(|l| !l.ip.contains(':')).collect();
+        assert_eq!(v4.len(), 1, "{leases:?}");
+        assert_eq!(v4[0].ip, guest_ip);
+        assert_eq!(v4[0].mac, net_plan.nics[0].mac);
     }
     Fixture {
         pod,
@@ -320,6 +347,32 @@ async fn masquerade_guest_gets_dhcp_and_serves_only_its_ports_through_the_pod_ip
     assert!(
         refused.is_err(),
         "port 8080 is not in ports yet answered: {refused:?}"
+    );
+
+    // IPv6, as KubeVirt's masquerade: the guest got fd10:0:2::2 by DHCPv6 from the
+    // launcher, and the pod's IPv6 address forwards port 80 (NAT66), not 8080.
+    wait_for_line(&f.dir.join("serial0.log"), "FERROVIRT IPV6: fd10:0:2::2");
+    let leases = f.client.leases().await.unwrap();
+    assert!(
+        leases
+            .iter()
+            .any(|l| l.ip == "fd10:0:2::2" && l.mac == f.plan.nics[0].mac),
+        "the DHCPv6 lease: {leases:?}"
+    );
+    let body = http_get_eventually(&f.peer.path(), POD_IP6, 80);
+    assert!(
+        body.contains("ferrovirt guest"),
+        "GET [pod]:80 from the peer: {body:?}"
+    );
+    let body = http_get_eventually(&f.pod.path(), "fd10:0:2::2", 8080);
+    assert!(
+        body.contains("ferrovirt guest"),
+        "GET [guest]:8080 from the pod: {body:?}"
+    );
+    let refused = in_netns(&f.peer.path(), || http_get(POD_IP6, 8080));
+    assert!(
+        refused.is_err(),
+        "port 8080 is not in ports yet answered over IPv6: {refused:?}"
     );
 
     f.client.destroy().await.unwrap();
@@ -367,6 +420,22 @@ async fn passt_guest_takes_the_pods_address_and_serves_only_its_ports() {
     assert!(
         refused.is_err(),
         "port 8080 is not in ports yet answered: {refused:?}"
+    );
+    // IPv6 is passt's own: its DHCPv6 gives the guest the pod's IPv6 address, and it
+    // forwards the listed port at that address too.
+    wait_for_line(
+        &f.dir.join("serial0.log"),
+        &format!("FERROVIRT IPV6: {POD_IP6}"),
+    );
+    let body = http_get_eventually(&f.peer.path(), POD_IP6, 80);
+    assert!(
+        body.contains("ferrovirt guest"),
+        "GET [pod]:80 from the peer: {body:?}"
+    );
+    let refused = in_netns(&f.peer.path(), || http_get(POD_IP6, 8080));
+    assert!(
+        refused.is_err(),
+        "port 8080 is not in ports yet answered over IPv6: {refused:?}"
     );
     f.client.destroy().await.unwrap();
 }

@@ -10,7 +10,9 @@ pub fn clean(ns: &NetNs, table: &str) {
     for dev in [super::plan::TAP, super::plan::BRIDGE] {
         let _ = ns.run("ip", &["link", "del", dev], None);
     }
-    let _ = ns.run("nft", &["delete", "table", "ip", table], None);
+    for family in ["ip", "ip6"] {
+        let _ = ns.run("nft", &["delete", "table", family, table], None);
+    }
 }
 
 pub fn apply(ns: &NetNs, steps: &[Step]) -> Result<()> {
@@ -41,6 +43,10 @@ pub fn apply(ns: &NetNs, steps: &[Step]) -> Result<()> {
                     ],
                     None,
                 )?;
+            }
+            Step::Address { dev, cidr } if cidr.contains(':') => {
+                // No duplicate address detection: the bridge's is the guest's gateway.
+                ns.run("ip", &["addr", "add", cidr, "dev", dev, "nodad"], None)?;
             }
             Step::Address { dev, cidr } => {
                 ns.run("ip", &["addr", "add", cidr, "dev", dev], None)?;

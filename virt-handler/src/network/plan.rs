@@ -2,7 +2,7 @@
 //! DHCP offers, domain NICs and status entries out. Applied by [`super::apply`].
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crds::{Protocol, VirtualMachineInstanceNetworkInterface, VirtualMachineInstanceSpec};
 use ferrovirt_node_contract::protocol::DhcpInterface;
@@ -14,10 +14,14 @@ use crate::{Error, Result};
 /// The bridge and the tap of the (one) pod-network interface, KubeVirt's names.
 pub const BRIDGE: &str = "k6t-eth0";
 pub const TAP: &str = "tap0";
-/// The nftables table masquerade adds (family ip).
+/// The nftables table masquerade adds (family ip, and ip6 where the pod has IPv6).
 pub const NFT_TABLE: &str = "ferrovirt_nat";
 /// KubeVirt's default guest network for masquerade.
 pub const DEFAULT_VM_CIDR: &str = "10.0.2.0/24";
+/// KubeVirt's guest IPv6 network for masquerade (`vmIPv6NetworkCIDR`'s default; the field
+/// itself is not in Ferrovirt's schema): the bridge has the first address, the guest the
+/// second.
+pub const DEFAULT_VM_CIDR6: &str = "fd10:0:2::/120";
 /// The bridge's own address with the bridge binding: link-local, so the pod's routes do not
 /// change; the DHCP server answers from it (KubeVirt uses the same idea).
 pub const BRIDGE_BINDING_SERVER: &str = "169.254.75.10";
@@ -272,7 +276,34 @@ pub fn plan(input: &Input) -> Result<Plan> {
                     Step::LinkUp { dev: TAP.into() },
                     Step::LinkUp { dev: BRIDGE.into() },
                 ]);
-                out.nft = Some(nft(&pod.name, guest, gateway, &ports(iface, i)?));
+                let ports = ports(iface, i)?;
+                let mut script = nft(&pod.name, guest, gateway, &ports);
+                // IPv6 where the pod has it, as KubeVirt: the bridge gets fd10:0:2::1/120,
+                // the guest fd10:0:2::2 by DHCPv6, NAT66 with the same ports.
+                let ipv6 = (!pod.other_ips.is_empty()).then(vm_network6);
+                if let Some((gateway6, guest6, prefix6)) = ipv6 {
+                    out.steps.extend([
+                        sysctl("net.ipv6.conf.all.forwarding", "1"),
+                        // The bridge's addresses are usable at once (the DHCPv6 server
+                        // answers from its link-local one before the guest's link is up).
+                        sysctl(&format!("net.ipv6.conf.{BRIDGE}.accept_dad"), "0"),
+                    ]);
+                    // After the bridge exists (its sysctl) and before it is up.
+                    let at = out
+                        .steps
+                        .iter()
+                        .position(|s| matches!(s, Step::LinkUp { dev } if dev == BRIDGE))
+                        .unwrap_or(out.steps.len());
+                    out.steps.insert(
+                        at,
+                        Step::Address {
+                            dev: BRIDGE.into(),
+                            cidr: format!("{gateway6}/{prefix6}"),
+                        },
+                    );
+                    script.push_str(&nft6(&pod.name, guest6, gateway6, &ports));
+                }
+                out.nft = Some(script);
                 DhcpInterface {
                     interface: iface.name.clone(),
                     bridge: BRIDGE.into(),
@@ -283,10 +314,13 @@ pub fn plan(input: &Input) -> Result<Plan> {
                     router: Some(gateway.to_string()),
                     mtu: Some(pod.mtu),
                     hostname,
-                    ipv6: None,
+                    ipv6: ipv6.map(|(_, guest6, _)| guest6.to_string()),
                 }
             }
             Binding::Bridge => {
+                // The guest gets the pod's IPv4 address only (DHCP; KubeVirt's bridge
+                // binding gives it no IPv6 one either): only that one is reported.
+                ips.truncate(1);
                 if !iface.ports.is_empty() {
                     return Err(Error::unsupported(
                         field("ports"),
@@ -430,6 +464,17 @@ fn vm_network(cidr: &str) -> Option<(Ipv4Addr, Ipv4Addr, u8)> {
     Some((Ipv4Addr::from(net + 1), Ipv4Addr::from(net + 2), prefix))
 }
 
+/// (gateway, guest, prefix) of KubeVirt's IPv6 masquerade network.
+fn vm_network6() -> (Ipv6Addr, Ipv6Addr, u8) {
+    let (addr, prefix) = DEFAULT_VM_CIDR6.split_once('/').unwrap_or_default();
+    let net = u128::from(addr.parse::<Ipv6Addr>().unwrap_or(Ipv6Addr::UNSPECIFIED));
+    (
+        Ipv6Addr::from(net + 1),
+        Ipv6Addr::from(net + 2),
+        prefix.parse().unwrap_or(120),
+    )
+}
+
 /// The forwarded ports by protocol; empty: everything is forwarded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ports {
@@ -469,14 +514,44 @@ fn set(ports: &[u16]) -> String {
 /// what the pod sends to 127.0.0.1) goes to the guest, only the listed ports if any; what
 /// the guest sends out leaves with the pod's address.
 fn nft(pod_if: &str, guest: Ipv4Addr, gateway: Ipv4Addr, ports: &Ports) -> String {
+    nat(
+        "ip",
+        "127.0.0.1",
+        pod_if,
+        &guest.to_string(),
+        &gateway.to_string(),
+        ports,
+    )
+}
+
+/// The same for IPv6 (KubeVirt's NAT66): table ip6, the pod's `::1` for the local side.
+fn nft6(pod_if: &str, guest: Ipv6Addr, gateway: Ipv6Addr, ports: &Ports) -> String {
+    nat(
+        "ip6",
+        "::1",
+        pod_if,
+        &guest.to_string(),
+        &gateway.to_string(),
+        ports,
+    )
+}
+
+fn nat(
+    family: &str,
+    loopback: &str,
+    pod_if: &str,
+    guest: &str,
+    gateway: &str,
+    ports: &Ports,
+) -> String {
     let t = NFT_TABLE;
     let mut inbound = Vec::new();
     let mut local = Vec::new();
     let mut post = Vec::new();
     if ports.tcp.is_empty() && ports.udp.is_empty() {
         inbound.push(format!("dnat to {guest}"));
-        local.push(format!("ip daddr 127.0.0.1 dnat to {guest}"));
-        post.push(format!("ip saddr 127.0.0.1 snat to {gateway}"));
+        local.push(format!("{family} daddr {loopback} dnat to {guest}"));
+        post.push(format!("{family} saddr {loopback} snat to {gateway}"));
     } else {
         for (proto, list) in [("tcp", &ports.tcp), ("udp", &ports.udp)] {
             if list.is_empty() {
@@ -485,19 +560,19 @@ fn nft(pod_if: &str, guest: Ipv4Addr, gateway: Ipv4Addr, ports: &Ports) -> Strin
             let s = set(list);
             inbound.push(format!("{proto} dport {s} dnat to {guest}"));
             local.push(format!(
-                "ip daddr 127.0.0.1 {proto} dport {s} dnat to {guest}"
+                "{family} daddr {loopback} {proto} dport {s} dnat to {guest}"
             ));
             post.push(format!(
-                "{proto} dport {s} ip saddr 127.0.0.1 snat to {gateway}"
+                "{proto} dport {s} {family} saddr {loopback} snat to {gateway}"
             ));
         }
     }
     let lines = |v: &[String]| v.iter().map(|r| format!("    {r}\n")).collect::<String>();
     format!(
-        "table ip {t} {{\n\
+        "table {family} {t} {{\n\
          \x20 chain prerouting {{\n    type nat hook prerouting priority dstnat;\n    iifname \"{pod_if}\" jump inbound\n  }}\n\
          \x20 chain output {{\n    type nat hook output priority -100;\n{local}  }}\n\
-         \x20 chain postrouting {{\n    type nat hook postrouting priority srcnat;\n    ip saddr {guest} masquerade\n    oifname \"{BRIDGE}\" jump postinbound\n  }}\n\
+         \x20 chain postrouting {{\n    type nat hook postrouting priority srcnat;\n    {family} saddr {guest} masquerade\n    oifname \"{BRIDGE}\" jump postinbound\n  }}\n\
          \x20 chain inbound {{\n{inbound}  }}\n\
          \x20 chain postinbound {{\n{post}  }}\n\
          }}\n",

@@ -255,3 +255,99 @@ fn passt_makes_no_links_and_forwards_the_listed_ports() {
         assert!(p.status.by_dhcp.is_empty());
     }
 }
+
+#[test]
+fn masquerade_on_a_dual_stack_pod_gives_the_guest_kubevirts_ipv6_network() {
+    let s = spec(
+        serde_json::json!({"name": "default", "masquerade": {}, "ports": [{"port": 80}]}),
+        serde_json::json!({"name": "default", "pod": {}}),
+    );
+    let p = run(&s).unwrap();
+    let address = Step::Address {
+        dev: "k6t-eth0".into(),
+        cidr: "fd10:0:2::1/120".into(),
+    };
+    let at = |step: &Step| p.steps.iter().position(|s| s == step).unwrap();
+    assert!(
+        at(&address)
+            < at(&Step::LinkUp {
+                dev: "k6t-eth0".into()
+            })
+    );
+    for key in [
+        "net.ipv6.conf.all.forwarding",
+        "net.ipv6.conf.k6t-eth0.accept_dad",
+    ] {
+        let value = if key.ends_with("forwarding") {
+            "1"
+        } else {
+            "0"
+        };
+        let sysctl = Step::Sysctl {
+            key: key.into(),
+            value: value.into(),
+        };
+        assert!(
+            at(&sysctl)
+                > at(&Step::Bridge {
+                    name: "k6t-eth0".into(),
+                    mtu: 1450
+                }),
+            "{key} after the bridge exists"
+        );
+    }
+    assert_eq!(p.dhcp[0].ipv6.as_deref(), Some("fd10:0:2::2"));
+    let nft = p.nft.unwrap();
+    let (v4, v6) = nft.split_at(nft.find("table ip6 ").expect(&nft));
+    assert!(v4.starts_with("table ip ferrovirt_nat"), "{nft}");
+    // NAT66 as KubeVirt's: the same ports, the pod's ::1 for the local side.
+    for rule in [
+        "iifname \"eth0\" jump inbound",
+        "tcp dport { 80 } dnat to fd10:0:2::2",
+        "ip6 daddr ::1 tcp dport { 80 } dnat to fd10:0:2::2",
+        "tcp dport { 80 } ip6 saddr ::1 snat to fd10:0:2::1",
+        "ip6 saddr fd10:0:2::2 masquerade",
+    ] {
+        assert!(v6.contains(rule), "{rule}: {nft}");
+    }
+    assert!(!v6.contains("    dnat to"), "nothing unlisted: {nft}");
+    assert_eq!(p.status.entries[0].ip_addresses, ["10.244.0.5", "fd00::5"]);
+}
+
+#[test]
+fn an_ipv4_only_pod_gets_no_ipv6_and_a_bridged_guest_reports_ipv4_only() {
+    let s = spec(
+        serde_json::json!({"name": "default", "masquerade": {}}),
+        serde_json::json!({"name": "default", "pod": {}}),
+    );
+    let v4_pod = PodInterface {
+        other_ips: vec![],
+        ..pod()
+    };
+    let p = plan(&Input {
+        spec: &s,
+        uid: "uid-1",
+        hostname: "vm1",
+        pod: &v4_pod,
+        owner: 107,
+        group: 107,
+        registered: None,
+    })
+    .unwrap();
+    assert_eq!(p.dhcp[0].ipv6, None);
+    assert!(!p.nft.as_deref().unwrap().contains("ip6"));
+    assert!(
+        !p.steps
+            .iter()
+            .any(|s| matches!(s, Step::Sysctl { key, .. } if key.contains("ipv6")))
+    );
+    // The bridge binding: KubeVirt's bridge DHCP is IPv4 only; the guest has no IPv6
+    // address of the pod's, so status shows none.
+    let s = spec(
+        serde_json::json!({"name": "default", "bridge": {}}),
+        serde_json::json!({"name": "default", "pod": {}}),
+    );
+    let p = run(&s).unwrap();
+    assert_eq!(p.dhcp[0].ipv6, None);
+    assert_eq!(p.status.entries[0].ip_addresses, ["10.244.0.5"]);
+}

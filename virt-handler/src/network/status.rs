@@ -14,9 +14,10 @@ use ferrovirt_node_contract::protocol::Lease;
 use super::Planned;
 
 /// The planned entries (name, MAC, the pod's addresses: where the guest is reached, as
-/// KubeVirt reports them) with the addresses kept only for the interfaces whose MAC the
-/// launcher's DHCP server acknowledged, of those served by it; the others are listed with
-/// name and MAC only. Interfaces another DHCP server serves (passt) keep their addresses.
+/// KubeVirt reports them) with the addresses of a family kept only for the interfaces whose
+/// MAC the launcher's DHCP server (IPv4) or DHCPv6 server (IPv6) gave an address of that
+/// family, of those it serves; without one, the interface is listed with name and MAC only.
+/// Interfaces another DHCP server serves (passt) keep their addresses.
 pub fn interfaces(planned: &Planned, leases: &[Lease]) -> Vec<Iface> {
     planned
         .entries
@@ -26,22 +27,30 @@ pub fn interfaces(planned: &Planned, leases: &[Lease]) -> Vec<Iface> {
                 .name
                 .as_ref()
                 .is_some_and(|n| planned.by_dhcp.contains(n));
-            let leased = !by_us
-                || leases.iter().any(|l| {
+            if !by_us {
+                return entry.clone();
+            }
+            let leased = |v6: bool| {
+                leases.iter().any(|l| {
                     Some(&l.interface) == entry.name.as_ref()
+                        && l.ip.contains(':') == v6
                         && entry
                             .mac
                             .as_ref()
                             .is_some_and(|m| m.eq_ignore_ascii_case(&l.mac))
-                });
-            if leased {
-                entry.clone()
-            } else {
-                Iface {
-                    ip_address: None,
-                    ip_addresses: Vec::new(),
-                    ..entry.clone()
-                }
+                })
+            };
+            let (v4, v6) = (leased(false), leased(true));
+            let ips: Vec<String> = entry
+                .ip_addresses
+                .iter()
+                .filter(|a| if a.contains(':') { v6 } else { v4 })
+                .cloned()
+                .collect();
+            Iface {
+                ip_address: ips.first().cloned(),
+                ip_addresses: ips,
+                ..entry.clone()
             }
         })
         .collect()
@@ -178,12 +187,39 @@ mod tests {
         assert!(!all_leased(&planned, &[]));
     }
 
+    fn lease6(interface: &str, mac: &str) -> Lease {
+        Lease {
+            ip: "fd10:0:2::2".into(),
+            ..lease(interface, mac)
+        }
+    }
+
     #[test]
     fn the_addresses_once_the_guest_holds_its_lease() {
         let planned = by_dhcp(entry("default", "02:00:00:00:00:01", "10.244.0.7"));
-        let leases = [lease("default", "02:00:00:00:00:01")];
+        let leases = [
+            lease("default", "02:00:00:00:00:01"),
+            lease6("default", "02:00:00:00:00:01"),
+        ];
         assert_eq!(interfaces(&planned, &leases), planned.entries);
         assert!(all_leased(&planned, &leases));
+    }
+
+    #[test]
+    fn each_family_shows_once_the_guest_holds_its_lease_of_that_family() {
+        // The pod's IPv6 address once the DHCPv6 server gave the guest fd10:0:2::2, the
+        // IPv4 one once the DHCP server gave it 10.0.2.2, whichever comes first.
+        let planned = by_dhcp(entry("default", "02:00:00:00:00:01", "10.244.0.7"));
+        let v4 = interfaces(&planned, &[lease("default", "02:00:00:00:00:01")]);
+        assert_eq!(v4[0].ip_addresses, ["10.244.0.7"]);
+        assert_eq!(v4[0].ip_address.as_deref(), Some("10.244.0.7"));
+        let v6 = interfaces(&planned, &[lease6("default", "02:00:00:00:00:01")]);
+        assert_eq!(v6[0].ip_addresses, ["fd00::5"]);
+        assert_eq!(v6[0].ip_address.as_deref(), Some("fd00::5"));
+        assert!(!all_leased(
+            &planned,
+            &[lease6("default", "02:00:00:00:00:01")]
+        ));
     }
 
     #[test]
@@ -195,10 +231,8 @@ mod tests {
         ] {
             assert_eq!(interfaces(&planned, &[l])[0].ip_address, None);
         }
-        let upper = [lease(
-            "default",
-            "02:00:00:00:00:01".to_uppercase().as_str(),
-        )];
+        let mac = "02:00:00:00:00:01".to_uppercase();
+        let upper = [lease("default", &mac), lease6("default", &mac)];
         assert_eq!(interfaces(&planned, &upper), planned.entries);
     }
 

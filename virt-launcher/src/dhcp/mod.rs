@@ -1,14 +1,15 @@
 //! The guest's DHCP server (RFC 2131, the subset one guest needs): on each bridge
 //! virt-handler created in the pod's network namespace, one address offered to one MAC,
 //! with the router, MTU, hostname and the pod's DNS servers and search domains
-//! (`/etc/resolv.conf`). Leases are recorded for `{"command":"leases"}`. See
-//! docs/networking.md.
+//! (`/etc/resolv.conf`). Leases are recorded for `{"command":"leases"}`. With an IPv6
+//! address to give, DHCPv6 on the same bridge too ([`v6`]). See docs/networking.md.
 
 mod packet;
 mod resolv;
+mod v6;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use ferrovirt_node_contract::protocol::{DhcpInterface, Lease};
@@ -23,7 +24,8 @@ const RESOLV_CONF: &str = "/etc/resolv.conf";
 struct State {
     /// Bridge -> the interface served there.
     serving: BTreeMap<String, DhcpInterface>,
-    leases: BTreeMap<String, Lease>,
+    /// (interface, IPv6?) -> its lease.
+    leases: BTreeMap<(String, bool), Lease>,
 }
 
 fn state() -> &'static Mutex<State> {
@@ -54,10 +56,26 @@ pub async fn serve(interfaces: &[DhcpInterface]) -> Result<()> {
                 None => {}
             }
         }
-        let offer = offer(iface, &resolv::read(RESOLV_CONF))?;
+        let resolv = resolv::read(RESOLV_CONF);
+        let offer = offer(iface, &resolv)?;
         let mac = parse_mac(&iface.mac)
             .ok_or_else(|| Error::DhcpConfig(format!("{:?} is not a MAC address", iface.mac)))?;
         let socket = Arc::new(bind(&iface.bridge)?);
+        let v6 = match &iface.ipv6 {
+            Some(ip) => {
+                let ip: Ipv6Addr = ip.parse().map_err(|_| {
+                    Error::DhcpConfig(format!("ipv6 {ip:?} is not an IPv6 address"))
+                })?;
+                let (socket, server_mac) = bind6(&iface.bridge)?;
+                let offer = v6::Offer {
+                    ip,
+                    dns: resolv.nameservers6.clone(),
+                    server_mac,
+                };
+                Some((socket, offer))
+            }
+            None => None,
+        };
         state()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -66,6 +84,11 @@ pub async fn serve(interfaces: &[DhcpInterface]) -> Result<()> {
         tracing::info!(bridge = %iface.bridge, ip = %offer.ip, mac = %iface.mac,
             dns = ?offer.dns, search = ?offer.search, "DHCP server started");
         tokio::spawn(run(socket, iface.clone(), mac, offer));
+        if let Some((socket, offer)) = v6 {
+            tracing::info!(bridge = %iface.bridge, ip = %offer.ip, dns = ?offer.dns,
+                "DHCPv6 server started");
+            tokio::spawn(run6(socket, iface.clone(), offer));
+        }
     }
     Ok(())
 }
@@ -123,6 +146,94 @@ fn bind(bridge: &str) -> Result<UdpSocket> {
     UdpSocket::from_std(s.into()).map_err(err)
 }
 
+/// UDP port 547 on the bridge only, in All_DHCP_Relay_Agents_and_Servers; the bridge's
+/// MAC (for the server's DUID).
+fn bind6(bridge: &str) -> Result<(UdpSocket, [u8; 6])> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |source| Error::Dhcp {
+        bridge: bridge.to_owned(),
+        source,
+    };
+    let name = std::ffi::CString::new(bridge)
+        .map_err(|_| Error::DhcpConfig(format!("bridge name {bridge:?}")))?;
+    // SAFETY: a NUL-terminated name; if_nametoindex reads it only.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Err(err(std::io::Error::last_os_error()));
+    }
+    let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    s.set_only_v6(true).map_err(err)?;
+    s.set_reuse_address(true).map_err(err)?;
+    s.bind_device(Some(bridge.as_bytes())).map_err(err)?;
+    s.set_nonblocking(true).map_err(err)?;
+    s.bind(&SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, v6::SERVER_PORT, 0, 0).into())
+        .map_err(err)?;
+    s.join_multicast_v6(&v6::ALL_SERVERS, index).map_err(err)?;
+    let mac = hardware_address(&s, &name).map_err(err)?;
+    Ok((UdpSocket::from_std(s.into()).map_err(err)?, mac))
+}
+
+/// The MAC of a device of this network namespace (SIOCGIFHWADDR on a socket of it).
+fn hardware_address(s: &socket2::Socket, name: &std::ffi::CStr) -> std::io::Result<[u8; 6]> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, c) in req.ifr_name.iter_mut().zip(name.to_bytes()) {
+        *d = *c as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR fills the ifreq we own.
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: after SIOCGIFHWADDR the union holds the hardware address.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    Ok(std::array::from_fn(|i| data[i] as u8))
+}
+
+/// Serves DHCPv6 on the bridge: only the guest is on it (masquerade), so every client is
+/// answered, as KubeVirt's server does.
+async fn run6(socket: UdpSocket, iface: DhcpInterface, offer: v6::Offer) {
+    let mut buf = vec![0u8; 1500];
+    loop {
+        let (n, peer) = match socket.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(bridge = %iface.bridge, error = %e, "DHCPv6 receive failed");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let Some(req) = v6::parse(&buf[..n]) else {
+            continue;
+        };
+        let Some(kind) = v6::answer(&req, &offer) else {
+            tracing::debug!(bridge = %iface.bridge, kind = req.kind, "DHCPv6 message ignored");
+            continue;
+        };
+        if let Err(e) = socket.send_to(&v6::reply(&req, kind, &offer), peer).await {
+            tracing::warn!(bridge = %iface.bridge, %peer, error = %e, "DHCPv6 send failed");
+            continue;
+        }
+        if v6::leases(&req, kind) {
+            tracing::info!(bridge = %iface.bridge, ip = %offer.ip, %peer, "DHCPv6 lease given");
+            record(Lease {
+                interface: iface.interface.clone(),
+                mac: iface.mac.clone(),
+                ip: offer.ip.to_string(),
+            });
+        }
+    }
+}
+
+fn record(lease: Lease) {
+    let key = (lease.interface.clone(), lease.ip.contains(':'));
+    state()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .leases
+        .insert(key, lease);
+}
+
 async fn run(socket: Arc<UdpSocket>, iface: DhcpInterface, mac: [u8; 6], offer: packet::Offer) {
     let mut buf = vec![0u8; 1500];
     loop {
@@ -154,18 +265,11 @@ async fn run(socket: Arc<UdpSocket>, iface: DhcpInterface, mac: [u8; 6], offer: 
         }
         if kind == packet::ACK {
             tracing::info!(bridge = %iface.bridge, ip = %offer.ip, mac = %iface.mac, "DHCP lease acknowledged");
-            state()
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .leases
-                .insert(
-                    iface.interface.clone(),
-                    Lease {
-                        interface: iface.interface.clone(),
-                        mac: iface.mac.clone(),
-                        ip: offer.ip.to_string(),
-                    },
-                );
+            record(Lease {
+                interface: iface.interface.clone(),
+                mac: iface.mac.clone(),
+                ip: offer.ip.to_string(),
+            });
         }
     }
 }
