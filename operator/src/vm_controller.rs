@@ -364,8 +364,15 @@ async fn execute(
     if let Some(requests) = &plan.store_start_request {
         let ops =
             vec![json!({"op": "add", "path": "/status/stateChangeRequests", "value": requests})];
-        let patched =
-            writes::guarded_patch(vms, vm, ops, true, &ctx.metrics, "virtualmachines").await?;
+        let patched = writes::json_patch(
+            vms,
+            vm,
+            writes::guarded(vm, ops),
+            true,
+            &ctx.metrics,
+            "virtualmachines",
+        )
+        .await?;
         ctx.own_writes.wrote(
             &uid,
             &vm.resource_version().unwrap_or_default(),
@@ -689,10 +696,12 @@ async fn switch_to_always(
             json!({"op": "test", "path": "/spec/runStrategy", "value": current}),
             json!({"op": "replace", "path": "/spec/runStrategy", "value": RunStrategy::Always}),
         ],
-        (None, running) => vec![
-            json!({"op": "test", "path": "/metadata/resourceVersion", "value": vm.resource_version()}),
-            json!({"op": if running.is_some() { "replace" } else { "add" }, "path": "/spec/running", "value": true}),
-        ],
+        (None, running) => writes::guarded(
+            vm,
+            vec![
+                json!({"op": if running.is_some() { "replace" } else { "add" }, "path": "/spec/running", "value": true}),
+            ],
+        ),
     };
     let written = writes::json_patch(vms, vm, ops, false, &ctx.metrics, "virtualmachines").await?;
     if let Some(uid) = vm.uid() {

@@ -2,7 +2,7 @@
 //! against lost updates, and a count in the metrics.
 //!
 //! The write policy (issue 7): a field another component writes too is written by
-//! [`guarded_patch`], a JSON patch whose first operation tests the resourceVersion it was
+//! [`guarded`] JSON patches, whose first operation tests the resourceVersion it was
 //! decided from, so a lost race is reread and decided again instead of overwriting: the
 //! VMI's status (virt-handler writes its phase and conditions), the VM's status (virt-api
 //! appends `stateChangeRequests`, which virt-controller removes once done) and the VM's
@@ -36,7 +36,7 @@ fn key<K: Resource>(obj: &K) -> String {
 }
 
 /// Replaces `status` of `obj` with `status`, only if nobody wrote `obj` since it was read
-/// ([`guarded_patch`]). A lost race is [`Error::Conflict`]: the caller rereads and decides
+/// ([`guarded`]). A lost race is [`Error::Conflict`]: the caller rereads and decides
 /// again.
 pub async fn replace_status<K, S>(
     api: &Api<K>,
@@ -50,32 +50,17 @@ where
     S: Serialize,
 {
     let ops = vec![json!({"op": "add", "path": "/status", "value": serde_json::to_value(status)?})];
-    guarded_patch(api, obj, ops, true, metrics, resource).await
+    json_patch(api, obj, guarded(obj, ops), true, metrics, resource).await
 }
 
-/// The operations of [`guarded_patch`]: a test of `obj`'s resourceVersion, then `ops`.
-pub fn guarded_ops<K: Resource>(obj: &K, ops: Vec<Value>) -> Vec<Value> {
+/// JSON patch `ops` guarded for [`json_patch`]: a test of `obj`'s resourceVersion first, so
+/// they apply only if nobody wrote `obj` since it was read (the write for fields another
+/// component writes too; a lost race is [`Error::Conflict`]).
+pub fn guarded<K: Resource>(obj: &K, ops: Vec<Value>) -> Vec<Value> {
     let rv = obj.resource_version().unwrap_or_default();
     let mut all = vec![json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv})];
     all.extend(ops);
     all
-}
-
-/// Applies JSON patch `ops` to `obj` (its status subresource when `status`) only if nobody
-/// wrote `obj` since it was read: the write for fields another component writes too. A
-/// lost race is [`Error::Conflict`].
-pub async fn guarded_patch<K>(
-    api: &Api<K>,
-    obj: &K,
-    ops: Vec<Value>,
-    status: bool,
-    metrics: &Metrics,
-    resource: &'static str,
-) -> Result<K>
-where
-    K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
-{
-    json_patch(api, obj, guarded_ops(obj, ops), status, metrics, resource).await
 }
 
 /// Applies JSON patch operations to `obj` (its status subresource when `status`); their own
@@ -257,7 +242,7 @@ mod tests {
             "spec": {"template": {"spec": {"domain": {"devices": {}}}}}
         }))
         .unwrap();
-        let ops = guarded_ops(
+        let ops = guarded(
             &vm,
             vec![json!({"op": "add", "path": "/status/stateChangeRequests", "value": []})],
         );
