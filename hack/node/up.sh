@@ -98,6 +98,7 @@ in_ns ip link set eth0 up
 in_ns ip link set lo up
 # Pods are routed by the node; traffic within the pod bridge passes iptables (kube-proxy).
 in_ns sysctl -qw net.ipv4.ip_forward=1
+in_ns sysctl -qw net.ipv6.conf.all.forwarding=1
 in_ns sysctl -qw net.bridge.bridge-nf-call-iptables=1
 iptables -t nat -N "$NODE_CHAIN" 2>/dev/null || true
 iptables -t nat -F "$NODE_CHAIN"
@@ -216,8 +217,8 @@ put "$dir/etc/cni/net.d/10-ferrovirt.conflist" <<JSON
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",
-        "ranges": [[{"subnet": "$NODE_POD_CIDR"}]],
-        "routes": [{"dst": "0.0.0.0/0"}]
+        "ranges": [[{"subnet": "$NODE_POD_CIDR"}], [{"subnet": "$NODE_POD_CIDR6"}]],
+        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
       }
     },
     {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}
@@ -354,7 +355,7 @@ hostnameOverride: $NODE_NAME
 bindAddress: $NODE_IP
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
-clusterCIDR: $NODE_POD_CIDR
+clusterCIDR: $NODE_POD_CIDR,$NODE_POD_CIDR6
 oomScoreAdj: 0
 nodePortAddresses: ["$NODE_IP/32"]
 conntrack:
@@ -374,6 +375,7 @@ NODE_REGISTRY=$NODE_REGISTRY
 NODE_NETNS=$NODE_NETNS
 NODE_HOLDER_PID=$holder
 NODE_POD_CIDR=$NODE_POD_CIDR
+NODE_POD_CIDR6=$NODE_POD_CIDR6
 ENV
 log "waiting for node $NODE_NAME to be Ready"
 t=$(now)

@@ -201,6 +201,11 @@ const CORPUS: &[(&str, Expect, &str)] = &[
         Accepted,
         "tests/tests/network_real_node.rs",
     ),
+    (
+        "passt.yaml",
+        Accepted,
+        "tests/tests/network_real_node.rs masquerade_guests_are_reached_from_pods_and_from_each_other (the passt guest: the pod's IPv4 and IPv6 addresses from passt, port 80 forwarded, 8080 not)",
+    ),
     ("efi.yaml", Accepted, "virt-handler/tests/golden.rs efi"),
     (
         "instancetype.yaml",

@@ -14,7 +14,11 @@
 //!   its launcher pod's IP from passt's DHCP (printed on its console), `kubectl get vmi`
 //!   shows it, and from the client pod port 80 answers at it, 8080 does not;
 //! - the guest agent's interfaces merged into status.interfaces ("web" and "passt": the
-//!   guest's interface name, infoSource "domain, guest-agent", the pod's address kept).
+//!   guest's interface name, infoSource "domain, guest-agent", the pod's address kept);
+//! - IPv6 (the node's pod network is dual-stack): the masquerade guests get fd10:0:2::2
+//!   by DHCPv6 from their launchers and passt's guest its pod's IPv6 address from passt;
+//!   status.interfaces[0].ipAddresses lists the pod's IPv4 and IPv6 addresses; from the
+//!   client pod the guests answer at their pods' IPv6 addresses, on the listed ports only.
 //!
 //! Every address is inside the node's namespaces, which the harness creates.
 
@@ -61,8 +65,26 @@ async fn eventually(cp: &ControlPlane, ns: &str, script: &str, want: &str) -> St
     }
 }
 
-/// The launcher pod's IP of the VMI with `uid`.
+/// The launcher pod's IPv4 address of the VMI with `uid`.
 async fn pod_ip(cp: &ControlPlane, ns: &str, uid: &str) -> String {
+    pod_ips(cp, ns, uid)
+        .await
+        .into_iter()
+        .find(|ip| !ip.contains(':'))
+        .expect("the launcher pod's IPv4 address")
+}
+
+/// The launcher pod's IPv6 address (the node's pod network is dual-stack).
+async fn pod_ip6(cp: &ControlPlane, ns: &str, uid: &str) -> String {
+    let ips = pod_ips(cp, ns, uid).await;
+    ips.iter()
+        .find(|ip| ip.contains(':'))
+        .cloned()
+        .unwrap_or_else(|| panic!("the launcher pod has no IPv6 address: {ips:?}"))
+}
+
+/// The launcher pod's IPs (status.podIPs) of the VMI with `uid`.
+async fn pod_ips(cp: &ControlPlane, ns: &str, uid: &str) -> Vec<String> {
     let pods: Api<Pod> = Api::namespaced(cp.client().await.unwrap(), ns);
     pods.list(&ListParams::default().labels(&format!("kubevirt.io/created-by={uid}")))
         .await
@@ -71,16 +93,40 @@ async fn pod_ip(cp: &ControlPlane, ns: &str, uid: &str) -> String {
         .pop()
         .expect("the launcher pod")
         .status
-        .and_then(|s| s.pod_ip)
-        .expect("the launcher pod's IP")
+        .and_then(|s| s.pod_ips)
+        .expect("the launcher pod's IPs")
+        .into_iter()
+        .map(|p| p.ip)
+        .collect()
 }
 
 /// The address a guest printed on its serial console after its DHCP lease.
 fn printed_ip(stack: &Stack, uid: &str) -> Option<String> {
+    printed(stack, uid, "FERROVIRT IP: ")
+}
+
+/// What a guest printed after `prefix` on its serial console.
+fn printed(stack: &Stack, uid: &str, prefix: &str) -> Option<String> {
     let log = std::fs::read_to_string(stack.vmi_dir(uid).join("serial0.log")).ok()?;
     log.lines()
-        .find_map(|l| l.split("FERROVIRT IP: ").nth(1))
+        .find_map(|l| l.split(prefix).nth(1))
         .map(|ip| ip.trim().to_owned())
+}
+
+/// Waits until the guest of `uid` printed the IPv6 address DHCPv6 gave it; returns it.
+async fn wait_for_ipv6(stack: &Stack, uid: &str, logs: &dyn Fn() -> String) -> String {
+    let started = Instant::now();
+    loop {
+        if let Some(ip) = printed(stack, uid, "FERROVIRT IPV6: ") {
+            return ip;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no DHCPv6 address printed by the guest of {uid}:\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// Waits until every VMI of `names` has printed its DHCP address on the serial console
@@ -286,6 +332,79 @@ spec:
         }
     }
 
+    // IPv6 (the node's pods are dual-stack): the masquerade guests got KubeVirt's
+    // fd10:0:2::2 by DHCPv6 from their launchers; status.interfaces lists the pod's IPv6
+    // address next to its IPv4 one; from the client pod, web's port 80 and 8080 answer at
+    // its pod's IPv6 address (NAT66), vmi-masquerade's 80 answers and 8080 (not in its
+    // ports) does not.
+    let web_ip6 = pod_ip6(cp, ns, &uids[0]).await;
+    let example_ip6 = pod_ip6(cp, ns, &uids[1]).await;
+    let passt_ip6 = pod_ip6(cp, ns, &uids[2]).await;
+    for (uid, want) in [
+        (&uids[0], "fd10:0:2::2"),
+        (&uids[1], "fd10:0:2::2"),
+        // passt's own DHCPv6 gives its guest the pod's IPv6 address.
+        (&uids[2], passt_ip6.as_str()),
+    ] {
+        assert_eq!(wait_for_ipv6(&stack, uid, &logs).await, want);
+    }
+    for (name, ip, ip6) in [
+        ("web", &web_ip, &web_ip6),
+        ("vmi-masquerade", &example_ip, &example_ip6),
+    ] {
+        let want = format!("{ip} {ip6}");
+        let started = Instant::now();
+        loop {
+            let got = kubectl(
+                cp,
+                ns,
+                &[
+                    "get",
+                    "vmi",
+                    name,
+                    "-o",
+                    "jsonpath={.status.interfaces[0].ipAddresses[*]}",
+                ],
+            )
+            .await;
+            if got == want {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{name}'s status.interfaces[0].ipAddresses is {got:?}, not {want:?}\n{}",
+                logs()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let get = |ip: &str, port: u16| {
+        format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip} {port}; echo nc-exit-$?")
+    };
+    for (ip, port) in [
+        (&web_ip6, 80),
+        (&web_ip6, 8080),
+        (&example_ip6, 80),
+        (&passt_ip6, 80),
+    ] {
+        let http = eventually(cp, ns, &get(ip, port), "ferrovirt guest").await;
+        assert!(
+            http.contains("ferrovirt guest"),
+            "GET [{ip}]:{port}: {http}\n{}",
+            logs()
+        );
+    }
+    let closed = eventually(cp, ns, &get(&example_ip6, 8080), "nc-exit-").await;
+    assert!(
+        closed.contains("nc-exit-") && !closed.contains("ferrovirt guest"),
+        "GET [{example_ip6}]:8080 (not in ports) answered over IPv6: {closed}"
+    );
+    let closed = eventually(cp, ns, &get(&passt_ip6, 8080), "nc-exit-").await;
+    assert!(
+        closed.contains("nc-exit-") && !closed.contains("ferrovirt guest"),
+        "GET [{passt_ip6}]:8080 (passt, not in ports) answered over IPv6: {closed}"
+    );
+
     // From another pod: ping and HTTP through the pod IP (everything is forwarded: no ports).
     let ping = eventually(
         cp,
@@ -299,9 +418,6 @@ spec:
         "ping {web_ip}: {ping}\n{}",
         logs()
     );
-    let get = |ip: &str, port: u16| {
-        format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip} {port}; echo nc-exit-$?")
-    };
     for (ip, port) in [
         (&web_ip, 80),
         (&web_ip, 8080),
