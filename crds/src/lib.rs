@@ -15,6 +15,7 @@ pub mod condition;
 pub mod domain;
 pub mod expand;
 pub mod instancetype;
+pub mod probe;
 pub mod quantity;
 pub mod rules;
 mod schema;
@@ -30,6 +31,7 @@ pub use instancetype::{
     PreferenceMatcher, PreferenceSpec, VirtualMachineClusterInstancetype,
     VirtualMachineClusterPreference, VirtualMachineInstancetype, VirtualMachinePreference,
 };
+pub use probe::*;
 pub use vm::*;
 pub use vmi::*;
 pub use volumes::*;

@@ -29,6 +29,25 @@ pub fn name_fits_a_label() -> Rule {
         .field_path(".metadata.name")
 }
 
+/// A VMI's `httpGet` and `tcpSocket` probes reach the guest through the pod's address, so
+/// they need the pod network (KubeVirt's rule and words). On the VMI, not on a VM's
+/// template: virt-api's mutating webhook gives a VMI without networks the pod network, as
+/// KubeVirt's does, before this rule runs.
+pub fn probe_needs_the_pod_network(probe: &str) -> Rule {
+    Rule::new(format!(
+        "!has(self.spec.{probe}) || !(has(self.spec.{probe}.httpGet) || has(self.spec.{probe}.tcpSocket)) \
+         || (has(self.spec.networks) && self.spec.networks.exists(n, has(n.pod)))"
+    ))
+    .message(
+        format!(
+            "spec.{probe}.httpGet and spec.{probe}.tcpSocket are only allowed if the Pod Network is attached"
+        )
+        .as_str(),
+    )
+    .reason(Reason::FieldValueInvalid)
+    .field_path(format!(".spec.{probe}"))
+}
+
 /// KubeVirt's message when a user changes a VMI's spec.
 pub const VMI_UPDATE_RESTRICTED: &str = "update of VMI object is restricted";
 

@@ -33,14 +33,22 @@ use crate::{DomainSpec, Network, Volume};
     printcolumn(name = "Paused", type_ = "string", json_path = ".status.conditions[?(@.type=='Paused')].status", priority = 1),
     validation = crate::rules::name_fits_a_label(),
     validation = crate::rules::vmi_spec_unchanged(),
-    validation = crate::rules::vmi_grace_period_only_lowered()
+    validation = crate::rules::vmi_grace_period_only_lowered(),
+    validation = crate::rules::probe_needs_the_pod_network("readinessProbe"),
+    validation = crate::rules::probe_needs_the_pod_network("livenessProbe")
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "!has(self.domain.devices.disks) || self.domain.devices.disks.all(d, has(self.volumes) && self.volumes.exists(v, v.name == d.name))",
      "message": "every disk in domain.devices.disks needs a volume of the same name in volumes"},
     {"rule": "!has(self.domain.devices.interfaces) || self.domain.devices.interfaces.all(i, has(self.networks) && self.networks.exists(n, n.name == i.name))",
-     "message": "every interface in domain.devices.interfaces needs a network of the same name in networks"}
+     "message": "every interface in domain.devices.interfaces needs a network of the same name in networks"},
+    {"rule": "!has(self.livenessProbe) || !has(self.startStrategy) || self.startStrategy != 'Paused'",
+     "message": "either startStrategy Paused or a livenessProbe: pausing a VMI with a liveness probe is not supported",
+     "fieldPath": ".livenessProbe"},
+    {"rule": "!has(self.livenessProbe) || !has(self.livenessProbe.successThreshold) || self.livenessProbe.successThreshold <= 1",
+     "message": "successThreshold must be 1 for a liveness probe",
+     "fieldPath": ".livenessProbe.successThreshold"}
 ]))]
 pub struct VirtualMachineInstanceSpec {
     /// The virtual hardware of the guest.
@@ -121,6 +129,16 @@ pub struct VirtualMachineInstanceSpec {
     /// DNS settings added to the pod's (name servers, searches, options).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_config: Option<PodDNSConfig>,
+    /// When the guest is ready for traffic: kubelet runs this probe against the launcher
+    /// pod's compute container, and the VMI's `Ready` condition follows that container's
+    /// readiness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<crate::Probe>,
+    /// Whether the guest is alive: when this probe fails, kubelet stops the launcher
+    /// pod's compute container, the VMI ends, and its VM's runStrategy decides what
+    /// follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<crate::Probe>,
 }
 
 /// How a VMI starts.
