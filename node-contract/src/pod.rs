@@ -38,6 +38,9 @@ pub const KVM_RESOURCE: &str = "devices.kubevirt.io/kvm";
 pub const TUN_RESOURCE: &str = "devices.kubevirt.io/tun";
 /// The binary the launcher pod's container runs.
 pub const LAUNCHER_COMMAND: &str = "virt-launcher";
+/// `virt-launcher probe ...`: the command of the compute container's probes for a VMI's
+/// `exec` and `guestAgentPing` probes (KubeVirt's virt-probe).
+pub const PROBE_SUBCOMMAND: &str = "probe";
 
 /// The init container that copies [`CONTAINER_DISK_COMMAND`] from the launcher image into
 /// the pod's [`CONTAINER_DISK_BIN_DIR_IN_POD`] emptyDir (KubeVirt's name): containerDisk

@@ -17,6 +17,7 @@ use crate::{Error, Result};
 pub mod cloudinit;
 mod config;
 mod disks;
+pub mod probes;
 mod security;
 
 /// The pod's labels, annotation, mounts and defaults are the node contract's
@@ -292,6 +293,7 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
     let (secret_volumes, secret_mounts) = cloudinit::render(vmi);
     let config = config::render(vmi);
     let mut container = container;
+    probes::apply(vmi, &mut container);
     container
         .volume_mounts
         .get_or_insert_default()

@@ -227,7 +227,7 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
                     synchronized_failure(&reason, &message),
                 );
             } else if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone())
-                && launcher_ready(p)
+                && launcher_ready(p, pod::probes::launcher_up_by_startup(vmi))
             {
                 remove_condition(&mut status.conditions, "PodScheduled");
                 status.phase = Some(VmiPhase::Scheduled);
@@ -297,6 +297,12 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
                 // The launcher exits 0 only after the guest shut down cleanly.
                 "Succeeded" => status.phase = Some(VmiPhase::Succeeded),
                 _ => {}
+            }
+            // A readiness probe: Ready is the launcher pod's (virt-handler's otherwise).
+            if status.phase == Some(VmiPhase::Running)
+                && let Some(ready) = pod::probes::ready_condition(vmi, &status.conditions, p)
+            {
+                set_condition(&mut status.conditions, ready);
             }
         }
         (Some(VmiPhase::Succeeded | VmiPhase::Failed), _) => {
@@ -593,13 +599,17 @@ fn scheduled(p: &Pod) -> bool {
 
 /// The launcher container is ready (its readiness probe passed) and every other container
 /// (the disk containers virt-handler reads images through) runs, or the pod is Ready.
-fn launcher_ready(p: &Pod) -> bool {
+/// `by_startup`: the launcher's ready file is the container's startup probe (the VMI has a
+/// readiness probe of its own, pod::probes), so `started` says the launcher is up.
+fn launcher_ready(p: &Pod, by_startup: bool) -> bool {
     let status = p.status.as_ref();
     let containers = p.spec.as_ref().map_or(0, |s| s.containers.len());
     let container = status
         .and_then(|s| s.container_statuses.as_ref())
         .is_some_and(|cs| {
-            cs.iter().any(|c| c.name == COMPUTE_CONTAINER && c.ready)
+            cs.iter().any(|c| {
+                c.name == COMPUTE_CONTAINER && (c.ready || by_startup && c.started == Some(true))
+            })
                 && cs.len() >= containers
                 && cs
                     .iter()
@@ -731,14 +741,21 @@ mod tests {
         let p = pod(
             "metadata: {name: p}\nspec: {containers: [], nodeName: n1}\nstatus: {phase: Running, containerStatuses: [{name: compute, ready: true, restartCount: 0, image: i, imageID: '', state: {running: {}}}]}",
         );
-        assert!(launcher_ready(&p) && scheduled(&p) && !pod_down(&p));
+        assert!(launcher_ready(&p, false) && scheduled(&p) && !pod_down(&p));
+        // A VMI readiness probe holds the compute container unready until the guest
+        // answers; its startup probe (the launcher's ready file) passed: `started`.
+        let probed: Pod = serde_yaml::from_str(
+            "metadata: {name: p}\nspec: {containers: [], nodeName: n1}\nstatus: {phase: Running, containerStatuses: [{name: compute, ready: false, started: true, restartCount: 0, image: i, imageID: '', state: {running: {}}}]}",
+        )
+        .unwrap();
+        assert!(launcher_ready(&probed, true) && !launcher_ready(&probed, false));
         // A disk container that cannot pull its image: not ready, and the node's words.
         let i = pod(
             "metadata: {name: p}\nspec: {containers: [{name: compute}, {name: volumeroot}], nodeName: n1}\nstatus: {phase: Pending, containerStatuses: [\
              {name: compute, ready: true, restartCount: 0, image: i, imageID: '', state: {running: {}}},\
              {name: volumeroot, ready: false, restartCount: 0, image: 'example.org/disk:1', imageID: '', state: {waiting: {reason: ImagePullBackOff, message: 'Back-off pulling image \"example.org/disk:1\"'}}}]}",
         );
-        assert!(!launcher_ready(&i) && !pod_down(&i));
+        assert!(!launcher_ready(&i, false) && !pod_down(&i));
         assert_eq!(
             image_error(&i),
             Some((
@@ -753,7 +770,7 @@ mod tests {
              {name: compute, ready: false, restartCount: 0, image: i, imageID: '', state: {terminated: {exitCode: 0}}},\
              {name: volumeroot, ready: true, restartCount: 0, image: d, imageID: '', state: {running: {}}}]}",
         );
-        assert!(pod_down(&d) && !launcher_ready(&d));
+        assert!(pod_down(&d) && !launcher_ready(&d, false));
         assert_eq!(compute_exit(&d), Some(0));
         let u = pod(
             "metadata: {name: p}\nspec: {containers: []}\nstatus: {phase: Pending, conditions: [{type: PodScheduled, status: 'False', reason: Unschedulable, message: '0/1 nodes are available'}]}",
@@ -763,7 +780,7 @@ mod tests {
             (c.reason.as_deref(), c.message.as_deref()),
             (Some("Unschedulable"), Some("0/1 nodes are available"))
         );
-        assert!(!launcher_ready(&u));
+        assert!(!launcher_ready(&u, false));
         let f = pod(
             "metadata: {name: p}\nspec: {containers: []}\nstatus: {phase: Failed, containerStatuses: [{name: compute, ready: false, restartCount: 0, image: i, imageID: '', state: {terminated: {exitCode: 2, reason: Error}}}]}",
         );
