@@ -432,6 +432,31 @@ pub struct CdromTarget {
     /// The bus: sata (the default) or scsi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bus: Option<DiskBus>,
+    /// Attach the medium read-only (the default, true).
+    #[serde(default, rename = "readonly", skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    /// Whether the drive's tray is `open` (the guest sees no medium) or `closed` (the
+    /// default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tray: Option<TrayState>,
+}
+
+/// A CD-ROM drive's tray.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TrayState {
+    Open,
+    Closed,
+}
+
+impl TrayState {
+    /// libvirt's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrayState::Open => "open",
+            TrayState::Closed => "closed",
+        }
+    }
 }
 
 // The bus a disk is attached to.

@@ -460,6 +460,20 @@ async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_i
         {"name": "tablet1", "type": "tablet", "bus": "virtio"},
         {"name": "tablet2", "type": "tablet"}
     ]);
+    // Two SATA CD-ROM drives with a 1 MiB medium each, one with its tray open.
+    for (name, cdrom) in [
+        ("cd-open", json!({"tray": "open"})),
+        ("cd-shut", json!({"readonly": true})),
+    ] {
+        spec["domain"]["devices"]["disks"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": name, "cdrom": cdrom}));
+        spec["volumes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": name, "emptyDisk": {"capacity": "1Mi"}}));
+    }
     let mut s = start(&f.api, &f.node, f.run_dir.path(), "held", spec).await;
     let dir = f.run_dir.path().join("vmis").join(s.vmi.uid().unwrap());
     let paused_condition = |v: &VirtualMachineInstance| {
@@ -564,6 +578,15 @@ async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_i
         on_bus("0x000d"),
         "the USB tablet's xHCI controller (1b36:000d) is on the PCI bus: {line}"
     );
+    // The CD-ROM drives: the open one has no medium to read, the closed one its 1 MiB;
+    // both read-only. The SATA drivers may still be loading after the ready line: the
+    // command is typed again until both drives answer.
+    let out = ferrovirt_tests::guest::console_exchange(
+        &console,
+        "modprobe -a sr_mod ahci; echo CD-$(for d in /dev/sr?; do dd if=$d of=/dev/null bs=2048 count=1 2>/dev/null && echo medium || echo none; done | sort | tr '\\n' ,)$(cat /sys/block/sr*/ro | tr -d '\\n')",
+        "CD-medium,none,11",
+    );
+    assert!(out.contains("CD-medium,none,11"), "{out}");
 
     f.api
         .delete("held", &DeleteParams::default())

@@ -28,6 +28,7 @@ struct DiskPlan<'a> {
     cdrom: bool,
     bus: DiskBus,
     read_only: bool,
+    tray: Option<crds::TrayState>,
     boot_order: Option<u32>,
     serial: Option<&'a str>,
     volume: &'a Planned,
@@ -40,6 +41,7 @@ pub fn disks(x: &mut Xml, spec: &VirtualMachineInstanceSpec, volumes: &[Planned]
         let volume = volumes.iter().find(|v| v.name == d.name).ok_or_else(|| {
             Error::unsupported(field("name"), format!("no volume named {:?}", d.name))
         })?;
+        let tray = d.cdrom.as_ref().and_then(|c| c.tray);
         let (cdrom, bus, read_only) = match (&d.disk, &d.cdrom) {
             (Some(_), Some(_)) => {
                 return Err(Error::unsupported(
@@ -55,7 +57,8 @@ pub fn disks(x: &mut Xml, spec: &VirtualMachineInstanceSpec, volumes: &[Planned]
                         "a cdrom needs the sata or scsi bus",
                     ));
                 }
-                (true, bus, true)
+                // As KubeVirt: read-only unless `readonly: false`.
+                (true, bus, c.read_only.unwrap_or(true))
             }
             (Some(t), None) => (
                 false,
@@ -81,6 +84,7 @@ pub fn disks(x: &mut Xml, spec: &VirtualMachineInstanceSpec, volumes: &[Planned]
             cdrom,
             bus,
             read_only: read_only || volume.read_only,
+            tray,
             boot_order: d.boot_order,
             serial: d.serial.as_deref(),
             volume,
@@ -94,6 +98,7 @@ pub fn disks(x: &mut Xml, spec: &VirtualMachineInstanceSpec, volumes: &[Planned]
                 cdrom: false,
                 bus: DiskBus::Virtio,
                 read_only: v.read_only,
+                tray: None,
                 boot_order: None,
                 serial: None,
                 volume: v,
@@ -117,17 +122,29 @@ pub fn disks(x: &mut Xml, spec: &VirtualMachineInstanceSpec, volumes: &[Planned]
             DiskBus::Scsi => (dev_name("sd", post_inc(&mut sd)), "scsi"),
         };
         let device = if p.cdrom { "cdrom" } else { "disk" };
+        // A drive whose tray is open holds no medium: QEMU cannot start a drive with its
+        // tray open, so the domain has the drive empty (no source), as an open tray
+        // leaves it; the guest sees the drive and no medium.
+        let open_tray = p.tray == Some(crds::TrayState::Open);
         x.open("disk", &[("type", "file"), ("device", device)]);
+        let format = if open_tray {
+            "raw"
+        } else {
+            p.volume.format.as_str()
+        };
         x.empty(
             "driver",
-            &[
-                ("name", "qemu"),
-                ("type", p.volume.format.as_str()),
-                ("discard", "unmap"),
-            ],
+            &[("name", "qemu"), ("type", format), ("discard", "unmap")],
         );
-        x.empty("source", &[("file", &p.volume.path.display().to_string())]);
-        x.empty("target", &[("dev", &dev), ("bus", bus)]);
+        if !open_tray {
+            x.empty("source", &[("file", &p.volume.path.display().to_string())]);
+        }
+        // The tray's state as the VMI gives it.
+        let mut target = vec![("dev", dev.as_str()), ("bus", bus)];
+        if let Some(t) = p.tray {
+            target.push(("tray", t.as_str()));
+        }
+        x.empty("target", &target);
         if p.read_only {
             x.empty("readonly", &[]);
         }
