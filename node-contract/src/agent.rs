@@ -83,6 +83,25 @@ pub struct GuestAgentInfo {
     pub fs_info: GuestFsInfo,
 }
 
+/// A command run in the guest by the agent (`guest-exec`, then `guest-exec-status`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestExecResult {
+    /// The command's exit code; `None` when it still ran at the timeout or ended by a
+    /// signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    /// The signal that ended it, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i64>,
+}
+
+impl GuestExecResult {
+    /// The command ran and exited 0.
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == Some(0)
+    }
+}
+
 /// How many users and filesystems `guestosinfo` carries (KubeVirt's limit); `userlist` and
 /// `filesystemlist` have them all.
 pub const INFO_LIST_LIMIT: usize = 10;

@@ -14,6 +14,9 @@
 //! {"command":"guest_agent_info"}              -> {"guest_agent_info":{..}} (KubeVirt's shape)
 //! {"command":"guest_users"}                   -> {"guest_users":[..]}
 //! {"command":"guest_filesystems"}             -> {"guest_filesystems":[..]}
+//! {"command":"guest_ping","timeout_seconds":1} -> "ok" when the guest agent answers
+//! {"command":"guest_exec","command_line":["cat","/x"],"timeout_seconds":1}
+//!                                             -> {"guest_exec":{"exit_code":0}}
 //! anything that fails                         -> {"error":"message"}
 //! ```
 //!
@@ -23,7 +26,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::{AgentState, GuestAgentInfo, GuestFilesystem, GuestUser};
+use crate::agent::{AgentState, GuestAgentInfo, GuestExecResult, GuestFilesystem, GuestUser};
 
 /// A request from virt-handler (or a human) to the launcher.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +79,18 @@ pub enum Request {
     GuestUsers,
     /// Ask the guest agent now: the mounted filesystems (`filesystemlist`).
     GuestFilesystems,
+    /// `guest-ping` to the guest agent, answered `ok` when it answers within the time (a
+    /// `guestAgentPing` probe, `virt-launcher probe --guest-agent-ping`).
+    GuestPing {
+        timeout_seconds: u32,
+    },
+    /// Runs a command in the guest through the agent (`guest-exec`) and waits at most
+    /// `timeout_seconds` for its exit (an `exec` probe, `virt-launcher probe --command`):
+    /// answered with [`Response::GuestExec`]. A command still running then is left alone.
+    GuestExec {
+        command_line: Vec<String>,
+        timeout_seconds: u32,
+    },
 }
 
 /// What the launcher's DHCP server offers on one bridge: one address, to one MAC. The DNS
@@ -147,6 +162,7 @@ pub enum Response {
     GuestAgentInfo(Box<GuestAgentInfo>),
     GuestUsers(Vec<GuestUser>),
     GuestFilesystems(Vec<GuestFilesystem>),
+    GuestExec(GuestExecResult),
     /// The request failed: `{"error":{"kind":..,"message":..}}`.
     Error(Failure),
 }
@@ -340,6 +356,26 @@ mod tests {
         let back: Request = serde_json::from_str(&req.to_line()).unwrap();
         assert_eq!(back, req);
         assert_eq!(Request::Leases.to_line(), "{\"command\":\"leases\"}\n");
+    }
+
+    #[test]
+    fn probe_lines() {
+        let exec = Request::GuestExec {
+            command_line: vec!["cat".into(), "/x".into()],
+            timeout_seconds: 2,
+        };
+        assert_eq!(
+            exec.to_line(),
+            "{\"command\":\"guest_exec\",\"command_line\":[\"cat\",\"/x\"],\"timeout_seconds\":2}\n"
+        );
+        let ping: Request =
+            serde_json::from_str(r#"{"command":"guest_ping","timeout_seconds":1}"#).unwrap();
+        assert_eq!(ping, Request::GuestPing { timeout_seconds: 1 });
+        let done = Response::GuestExec(GuestExecResult {
+            exit_code: Some(1),
+            ..Default::default()
+        });
+        assert_eq!(done.to_line(), "{\"guest_exec\":{\"exit_code\":1}}\n");
     }
 
     #[test]

@@ -175,6 +175,17 @@ impl Hypervisor {
             .qemu_agent_command(&cmd, AGENT_COMMAND_TIMEOUT, 0)?)
     }
 
+    /// One guest agent command with its arguments, and libvirt's timeout for it.
+    pub fn agent_execute(
+        &self,
+        command: &serde_json::Value,
+        timeout_seconds: i32,
+    ) -> Result<String> {
+        Ok(self
+            .domain()?
+            .qemu_agent_command(&command.to_string(), timeout_seconds, 0)?)
+    }
+
     /// The connection, for event registrations.
     pub fn connection(&self) -> &Connect {
         &self.conn

@@ -16,6 +16,7 @@ mod hypervisor;
 mod lifecycle;
 mod nonroot;
 mod passt;
+pub mod probe;
 pub mod seriallog;
 mod server;
 mod supervisor;

@@ -4,6 +4,12 @@ use clap::Parser;
 use virt_launcher::args::{Args, init_logging};
 
 fn main() -> ExitCode {
+    // `virt-launcher probe ...`: a VMI's exec or guestAgentPing probe, run by kubelet in
+    // the compute container.
+    if std::env::args().nth(1).as_deref() == Some(virt_launcher::probe::SUBCOMMAND) {
+        let args = virt_launcher::probe::ProbeArgs::parse_from(std::env::args().skip(1));
+        return virt_launcher::probe::run(&args);
+    }
     let args = Args::parse();
     init_logging(args.log_format, "info");
     // SAFETY: no other thread runs yet (the runtime starts below).

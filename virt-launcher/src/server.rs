@@ -71,7 +71,9 @@ async fn connection(
             Ok(
                 request @ (Request::GuestAgentInfo
                 | Request::GuestUsers
-                | Request::GuestFilesystems),
+                | Request::GuestFilesystems
+                | Request::GuestPing { .. }
+                | Request::GuestExec { .. }),
             ) => ask_agent(&request, &agent).await,
             Ok(request) => {
                 tracing::debug!(?request, "request");
@@ -134,7 +136,9 @@ async fn handle(request: Request, hv: Arc<Hypervisor>) -> Response {
         | Request::WatchAgent
         | Request::GuestAgentInfo
         | Request::GuestUsers
-        | Request::GuestFilesystems => {
+        | Request::GuestFilesystems
+        | Request::GuestPing { .. }
+        | Request::GuestExec { .. } => {
             unreachable!("answered by the caller")
         }
     })
@@ -180,6 +184,16 @@ async fn ask_agent(request: &Request, agent: &Agent) -> Response {
             .await
             .map(|i| Response::GuestAgentInfo(Box::new(i))),
         Request::GuestUsers => agent.users().await.map(Response::GuestUsers),
+        Request::GuestPing { timeout_seconds } => {
+            agent.ping(*timeout_seconds).await.map(|()| Response::Ok)
+        }
+        Request::GuestExec {
+            command_line,
+            timeout_seconds,
+        } => agent
+            .exec(command_line.clone(), *timeout_seconds)
+            .await
+            .map(Response::GuestExec),
         _ => agent.filesystems().await.map(Response::GuestFilesystems),
     };
     answer.unwrap_or_else(|e| {

@@ -5,6 +5,7 @@
 //! follows (`watch_agent`). `guest_agent_info`, `guest_users` and `guest_filesystems` ask
 //! the agent when they are requested.
 
+mod exec;
 mod parse;
 
 use std::os::raw::{c_int, c_void};
@@ -12,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrovirt_node_contract::agent::{
-    AgentState, GuestAgentInfo, GuestFilesystem, GuestFsInfo, GuestUser, INFO_LIST_LIMIT,
+    AgentState, GuestAgentInfo, GuestExecResult, GuestFilesystem, GuestFsInfo, GuestUser,
+    INFO_LIST_LIMIT,
 };
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::watch;
@@ -93,6 +95,22 @@ impl Agent {
             parse::filesystems(&hv.agent_command("guest-get-fsinfo")?)
         })
         .await?
+    }
+
+    /// `guest-ping` within `timeout_seconds` (a `guestAgentPing` probe).
+    pub async fn ping(&self, timeout_seconds: u32) -> Result<()> {
+        let hv = self.connected()?;
+        tokio::task::spawn_blocking(move || exec::ping(&hv, timeout_seconds)).await?
+    }
+
+    /// Runs a command in the guest, waiting at most `timeout_seconds` (an `exec` probe).
+    pub async fn exec(
+        &self,
+        command_line: Vec<String>,
+        timeout_seconds: u32,
+    ) -> Result<GuestExecResult> {
+        let hv = self.connected()?;
+        tokio::task::spawn_blocking(move || exec::exec(&hv, &command_line, timeout_seconds)).await?
     }
 
     fn connected(&self) -> Result<Arc<Hypervisor>> {

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::{Error, Result};
 
 /// The `return` member of a reply.
-fn ret<T: DeserializeOwned>(command: &str, reply: &str) -> Result<T> {
+pub(super) fn ret<T: DeserializeOwned>(command: &str, reply: &str) -> Result<T> {
     #[derive(Deserialize)]
     struct Reply<T> {
         #[serde(rename = "return")]
