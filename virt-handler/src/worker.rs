@@ -481,3 +481,28 @@ async fn request(socket: &std::path::Path, req: Req) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrovirt_node_contract::protocol::FailureKind;
+
+    fn launcher(kind: FailureKind) -> Error {
+        Error::Launcher(ferrovirt_node_contract::Error::Remote {
+            kind,
+            message: "m".into(),
+        })
+    }
+
+    #[test]
+    fn only_a_permanent_launcher_answer_or_a_spec_problem_fails_the_vmi() {
+        assert!(is_permanent(&launcher(FailureKind::Permanent)));
+        assert!(!is_permanent(&launcher(FailureKind::Transient)), "retried");
+        assert!(!is_permanent(&launcher(FailureKind::NoDomain)), "retried");
+        assert!(
+            !is_permanent(&Error::Launcher(ferrovirt_node_contract::Error::Closed)),
+            "a socket problem is retried"
+        );
+        assert!(is_permanent(&Error::unsupported("spec.x", "no")));
+    }
+}
