@@ -105,6 +105,40 @@ fn set_condition(conditions: &mut Vec<Condition>, type_: &str, new: Option<Condi
     }
 }
 
+/// The Ready condition of a running guest. With a readiness probe, virt-controller sets it
+/// from the launcher pod's readiness (the probe runs on the compute container), so the
+/// condition there stays; until there is one, the guest is not ready.
+fn running_ready(
+    spec: &VirtualMachineInstanceSpec,
+    conditions: &[Condition],
+    now: &Time,
+) -> Condition {
+    if spec.readiness_probe.is_none() {
+        return condition("Ready", true, None, None, now);
+    }
+    conditions
+        .iter()
+        // Not the handler's own Ready=False of a pause or a reset loop, which has ended.
+        .find(|c| {
+            c.type_ == "Ready"
+                && !matches!(c.reason.as_deref(), Some("Paused" | RESET_LOOP_CONDITION))
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            condition(
+                "Ready",
+                false,
+                Some(READINESS_PROBE_PENDING),
+                Some("the guest has not passed the VMI's readiness probe yet"),
+                now,
+            )
+        })
+}
+
+/// The reason of a running VMI's Ready=False until virt-controller reports its readiness
+/// probe.
+pub const READINESS_PROBE_PENDING: &str = "ReadinessProbePending";
+
 /// The status after `obs`, or `None` when nothing changes (or the phase is final).
 pub fn next(
     current: &VirtualMachineInstanceStatus,
@@ -136,11 +170,8 @@ pub fn next(
                 s.virtualization = Some(v.status_value().into());
             }
             s.interfaces = planned.clone().unwrap_or_else(|| interfaces(spec, uid));
-            set_condition(
-                &mut s.conditions,
-                "Ready",
-                Some(condition("Ready", true, None, None, &now)),
-            );
+            let ready = running_ready(spec, &s.conditions, &now);
+            set_condition(&mut s.conditions, "Ready", Some(ready));
             set_condition(&mut s.conditions, "Paused", None);
             (VmiPhase::Running, None)
         }
@@ -199,7 +230,7 @@ pub fn next(
             let ready = if *looping {
                 condition("Ready", false, Some("GuestResetLoop"), Some(&message), &now)
             } else {
-                condition("Ready", true, None, None, &now)
+                running_ready(spec, &s.conditions, &now)
             };
             if !s.conditions.iter().any(|c| c.type_ == "Paused") {
                 set_condition(&mut s.conditions, "Ready", Some(ready));
@@ -317,6 +348,29 @@ mod tests {
         );
         // Same observation again: nothing to write.
         assert_eq!(next(&s, &spec(), "u", "node1", &obs, t(9)), None);
+    }
+
+    #[test]
+    fn with_a_readiness_probe_ready_waits_for_virt_controller() {
+        let mut probed = spec();
+        probed.readiness_probe = Some(serde_json::from_str(r#"{"guestAgentPing": {}}"#).unwrap());
+        let obs = Observation::Running {
+            virtualization: None,
+            interfaces: None,
+        };
+        let s = next(&scheduled(), &probed, "u", "n", &obs, t(5)).unwrap();
+        let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("False", Some(READINESS_PROBE_PENDING))
+        );
+        // virt-controller set it from the pod: the handler's next writes keep it.
+        let mut passed = s.clone();
+        crds::condition::set(
+            &mut passed.conditions,
+            condition("Ready", true, None, None, &t(7)),
+        );
+        assert_eq!(next(&passed, &probed, "u", "n", &obs, t(9)), None);
     }
 
     #[test]
