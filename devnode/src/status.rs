@@ -44,6 +44,8 @@ pub struct Record {
     pub last: Option<Terminated>,
     pub restarts: i32,
     pub ready: bool,
+    /// Its startup probe passed (or it has none), kubelet's `started`.
+    pub started: bool,
 }
 
 impl Record {
@@ -59,6 +61,7 @@ impl Record {
             last: None,
             restarts: 0,
             ready: false,
+            started: false,
         }
     }
     pub fn succeeded(&self) -> bool {
@@ -208,7 +211,7 @@ fn container_status(r: &Record) -> ContainerStatus {
         image_id: r.image_id.clone(),
         container_id: id.map(container_id),
         ready: r.ready && r.running(),
-        started: Some(r.running()),
+        started: Some(r.running() && r.started),
         restart_count: r.restarts,
         state: Some(state),
         last_state: Some(ContainerState {
@@ -477,6 +480,7 @@ mod tests {
             }],
         );
         st.main[0].ready = true;
+        st.main[0].started = true;
         let s = render(&pod(), &st, t0());
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["phase"], "Running");

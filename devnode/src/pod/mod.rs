@@ -429,6 +429,7 @@ impl Worker {
                 pid: s.pid,
             };
             r.ready = plain;
+            r.started = c.startup_probe.is_none();
         }
         self.running.insert(c.name.clone(), s);
     }
@@ -531,6 +532,7 @@ impl Worker {
             }
             if let Some(r) = self.record(&name) {
                 r.ready = started && ready;
+                r.started = started;
             }
         }
     }
