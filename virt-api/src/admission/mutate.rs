@@ -236,7 +236,8 @@ fn volume_disks(spec: &mut Value) {
 }
 
 /// A disk with neither `disk` nor `cdrom` is a `disk`; a disk's bus is virtio and a
-/// cdrom's sata, the buses the node uses when none is given.
+/// cdrom's sata, the buses the node uses when none is given; a cdrom is `readonly` with
+/// its `tray` `closed` unless it says otherwise (KubeVirt's defaults).
 fn disk_buses(spec: &mut Value) {
     let Some(disks) = spec
         .pointer_mut("/domain/devices/disks")
@@ -251,6 +252,13 @@ fn disk_buses(spec: &mut Value) {
         for (target, bus) in [("disk", "virtio"), ("cdrom", "sata")] {
             if disk[target].is_object() && disk[target]["bus"].is_null() {
                 disk[target]["bus"] = json!(bus);
+            }
+        }
+        if let Some(cdrom) = disk.get_mut("cdrom").filter(|c| c.is_object()) {
+            for (field, value) in [("readonly", json!(true)), ("tray", json!("closed"))] {
+                if cdrom[field].is_null() {
+                    cdrom[field] = value;
+                }
             }
         }
     }

@@ -113,9 +113,16 @@ fn defaults_table() {
                                {"name": "b", "emptyDisk": {"capacity": "1Gi"}},
                                {"name": "c", "cloudInitNoCloud": {"userData": "x"}}]}),
             "/domain/devices/disks",
-            json!([{"name": "b", "cdrom": {"bus": "sata"}},
+            json!([{"name": "b", "cdrom": {"bus": "sata", "readonly": true, "tray": "closed"}},
                    {"name": "a", "disk": {"bus": "virtio"}},
                    {"name": "c", "disk": {"bus": "virtio"}}]),
+        ),
+        (
+            "a cdrom keeps the readonly and tray it has",
+            json!({"domain": {"devices": {"disks": [{"name": "b", "cdrom": {"bus": "scsi", "readonly": false, "tray": "open"}}]}},
+                   "volumes": [{"name": "b", "emptyDisk": {"capacity": "1Gi"}}]}),
+            "/domain/devices/disks",
+            json!([{"name": "b", "cdrom": {"bus": "scsi", "readonly": false, "tray": "open"}}]),
         ),
         (
             "a disk with no target is a virtio disk",
