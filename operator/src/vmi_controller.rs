@@ -609,8 +609,7 @@ fn launcher_ready(p: &Pod, by_startup: bool) -> bool {
         .is_some_and(|cs| {
             cs.iter().any(|c| {
                 c.name == COMPUTE_CONTAINER && (c.ready || by_startup && c.started == Some(true))
-            })
-                && cs.len() >= containers
+            }) && cs.len() >= containers
                 && cs
                     .iter()
                     .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))

@@ -214,13 +214,13 @@ const CORPUS: &[(&str, Expect, &str)] = &[
     ),
     (
         "liveness-probe.yaml",
-        Rejected("spec.template.spec.livenessProbe"),
-        "",
+        Accepted,
+        "operator/src/pod/probes.rs (an httpGet probe on the pod's address); tests/tests/e2e.rs probes_drive_ready_and_a_failing_liveness_probe_replaces_the_vmi",
     ),
     (
         "guest-agent-ping.yaml",
-        Rejected("spec.template.spec.readinessProbe"),
-        "",
+        Accepted,
+        "tests/tests/e2e.rs probes_drive_ready_and_a_failing_liveness_probe_replaces_the_vmi (Ready only with the agent answering)",
     ),
     (
         "datavolume-template.yaml",
@@ -360,6 +360,20 @@ async fn the_corpus_is_accepted_or_refused_by_name() {
         on_disk.len()
     );
     assert_eq!(failures, 0, "{table}");
+}
+
+/// The minimal VM with `template_extra` lines in `spec.template.spec` (its probes).
+fn probed_vm(name: &str, template_extra: &str) -> String {
+    vm(
+        name,
+        "  runStrategy: Halted\n",
+        "        memory:\n          guest: 128Mi\n",
+    )
+    .replacen(
+        "    spec:\n      domain:\n",
+        &format!("    spec:\n{template_extra}      domain:\n"),
+        1,
+    )
 }
 
 /// A minimal valid VM, with `spec_extra` lines inserted into `spec` and `domain_extra`
@@ -515,6 +529,56 @@ async fn invalid_vms_are_rejected_naming_the_field() {
                 "      volumes:\n      - {name: cm, configMap: {volumeLabel: x}}\n",
             ),
             &["spec.template.spec.volumes[0].configMap.name"],
+        ),
+        (
+            "a probe with two handlers",
+            probed_vm(
+                "probe-two",
+                "      readinessProbe: {guestAgentPing: {}, exec: {command: [cat, /x]}}\n",
+            ),
+            &[
+                "spec.template.spec.readinessProbe",
+                "must have exactly one probe type set",
+            ],
+        ),
+        (
+            "a grpc probe (Kubernetes', not KubeVirt's)",
+            probed_vm("probe-grpc", "      livenessProbe: {grpc: {port: 9000}}\n"),
+            &["spec.template.spec.livenessProbe.grpc"],
+        ),
+        (
+            "a liveness probe needing two successes",
+            probed_vm(
+                "probe-success",
+                "      livenessProbe: {guestAgentPing: {}, successThreshold: 2}\n",
+            ),
+            &[
+                "spec.template.spec.livenessProbe.successThreshold",
+                "must be 1 for a liveness probe",
+            ],
+        ),
+        (
+            "a liveness probe on a paused start",
+            probed_vm(
+                "probe-paused",
+                "      startStrategy: Paused\n      livenessProbe: {guestAgentPing: {}}\n",
+            ),
+            &["spec.template.spec.livenessProbe", "startStrategy"],
+        ),
+        (
+            "an exec probe without a command",
+            probed_vm("probe-exec", "      readinessProbe: {exec: {}}\n"),
+            &["spec.template.spec.readinessProbe", "exec needs a command"],
+        ),
+        (
+            "a VMI's tcpSocket probe without the pod network",
+            "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {name: probe-tcp}\n\
+             spec:\n  domain: {memory: {guest: 128Mi}}\n  livenessProbe: {tcpSocket: {port: 1500}}\n"
+                .to_string(),
+            &[
+                "spec.livenessProbe",
+                "only allowed if the Pod Network is attached",
+            ],
         ),
     ];
     let mut report = String::new();

@@ -713,3 +713,131 @@ async fn launcher_pod_is_real(stack: &RealStack, pods: &Api<Pod>, vmi_uid: &str)
         "containers run by containerd: {statuses:?}"
     );
 }
+
+/// The condition `type_` of a VMI, if it has one.
+fn vmi_condition(vmi: &VirtualMachineInstance, type_: &str) -> Option<crds::Condition> {
+    vmi.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .cloned()
+}
+
+/// Probes as KubeVirt runs them (docs/virt-controller.md, "Probes"): kubelet runs the VMI's
+/// guestAgentPing readiness probe and exec liveness probe as `virt-launcher probe` in the
+/// compute container, which asks the guest agent. The VMI is Ready only with the agent
+/// answering (and `kubectl get vmi` says so); once the liveness command fails in the guest,
+/// kubelet stops the compute container, the VMI ends and runStrategy Always starts a new
+/// one. The liveness probe waits 20 s (plus KubeVirt's 10) so that a slow boot is not
+/// taken for a dead guest.
+#[tokio::test]
+async fn probes_drive_ready_and_a_failing_liveness_probe_replaces_the_vmi() {
+    let (cp, stack) = stack().await;
+    let _one = ONE_GUEST_AT_A_TIME.lock().await;
+    let ns = TestNamespace::create(cp, "e2e-probes").await.unwrap();
+    let client = cp.client().await.unwrap();
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), ns.name());
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    let probes = "      readinessProbe:\n        guestAgentPing: {}\n        periodSeconds: 1\n\
+                  \x20     livenessProbe:\n        exec:\n          command: [/bin/sh, -c, 'test ! -e /tmp/unhealthy']\n\
+                  \x20       initialDelaySeconds: 20\n        periodSeconds: 1\n        failureThreshold: 3\n\
+                  \x20     terminationGracePeriodSeconds: 30\n";
+    let vm = kernel_boot_vm("probed", "Always", "probed-boot")
+        .replace("      terminationGracePeriodSeconds: 30\n", probes);
+    assert!(
+        vm.contains("livenessProbe"),
+        "the probes went into the manifest:\n{vm}"
+    );
+    kubectl(cp, &ns, &["apply", "-f", "-"], Some(&vm)).await;
+
+    // Running, and Ready never ahead of the guest agent: the handler no longer sets it.
+    let vmi = running_vmi(stack, &vmis, "probed", None).await;
+    let first = uid(&vmi);
+    let ready_early = vmi_condition(&vmi, "Ready").is_some_and(|c| c.status == "True")
+        && vmi_condition(&vmi, "AgentConnected").is_none_or(|c| c.status != "True");
+    assert!(
+        !ready_early,
+        "Ready before the guest agent answered: {:?}",
+        vmi.status
+    );
+    let vmi = wait_for(stack, "VMI probed Ready", BOOT_TIMEOUT, || async {
+        let vmi = vmis.get_opt("probed").await.ok().flatten()?;
+        (vmi.metadata.uid.as_deref() == Some(first.as_str())
+            && vmi_condition(&vmi, "Ready")?.status == "True")
+            .then_some(vmi)
+    })
+    .await;
+    let agent = vmi_condition(&vmi, "AgentConnected").expect("the guest agent answered the probe");
+    assert_eq!(agent.status, "True");
+    let columns = kubectl(cp, &ns, &["get", "vmi", "probed", "--no-headers"], None).await;
+    assert!(
+        columns.split_whitespace().any(|c| c == "True"),
+        "kubectl get vmi shows Ready: {columns}"
+    );
+
+    // The launcher pod carries the probes as KubeVirt renders them.
+    let pod = pods
+        .list(&ListParams::default().labels(&format!("kubevirt.io/created-by={first}")))
+        .await
+        .unwrap()
+        .items
+        .pop()
+        .expect("the launcher pod");
+    let spec = pod.spec.unwrap();
+    assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+    let compute = spec
+        .containers
+        .iter()
+        .find(|c| c.name == "compute")
+        .unwrap();
+    let command = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        p.as_ref()
+            .and_then(|p| p.exec.as_ref()?.command.clone())
+            .unwrap_or_default()
+            .join(" ")
+    };
+    assert_eq!(
+        command(&compute.readiness_probe),
+        "virt-launcher probe --timeout-seconds 1 --guest-agent-ping"
+    );
+    assert_eq!(
+        command(&compute.liveness_probe),
+        "virt-launcher probe --timeout-seconds 1 --command /bin/sh -- -c test ! -e /tmp/unhealthy"
+    );
+    assert!(compute.startup_probe.is_some(), "the launcher's ready file");
+
+    // The liveness command fails in the guest: the VMI ends, and a new one starts.
+    console_shows(stack, &first, READY_LINE).await;
+    let socket = stack.vmi_dir(&first).join("serial0.sock");
+    let answer = console_exchange(
+        &socket,
+        "touch /tmp/unhealthy && echo UNHEALTHY-$((1+1))",
+        "UNHEALTHY-2",
+    );
+    assert!(answer.contains("UNHEALTHY-2"), "{answer}");
+    let second = running_vmi(stack, &vmis, "probed", Some(&first)).await;
+    assert_ne!(uid(&second), first);
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ns.name());
+    let unhealthy = wait_for(
+        stack,
+        "kubelet's Liveness probe failed Event",
+        BOOT_TIMEOUT,
+        || async {
+            let list = events
+                .list(&ListParams::default().fields("reason=Unhealthy"))
+                .await
+                .ok()?;
+            list.items
+                .into_iter()
+                .filter_map(|e| e.message)
+                .find(|m| m.starts_with("Liveness probe failed"))
+        },
+    )
+    .await;
+    assert!(
+        unhealthy.contains("the command in the guest exited with 1"),
+        "the probe's message says why: {unhealthy}"
+    );
+    kubectl(cp, &ns, &["delete", "vm", "probed"], None).await;
+}

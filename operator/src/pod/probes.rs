@@ -163,7 +163,11 @@ mod tests {
         assert_eq!(exec.timeout_seconds, Some(3));
         assert_eq!(exec.initial_delay_seconds, Some(15));
         assert_eq!(
-            (exec.period_seconds, exec.success_threshold, exec.failure_threshold),
+            (
+                exec.period_seconds,
+                exec.success_threshold,
+                exec.failure_threshold
+            ),
             (Some(10), Some(1), Some(3)),
             "KubeVirt's defaults"
         );
@@ -241,7 +245,10 @@ mod tests {
             (not_yet.status.as_str(), not_yet.reason.as_deref()),
             ("False", Some("ContainersNotReady"))
         );
-        assert_eq!(ready_condition(&vmi, &[], &pod("True")).unwrap().status, "True");
+        assert_eq!(
+            ready_condition(&vmi, &[], &pod("True")).unwrap().status,
+            "True"
+        );
         let paused = Condition {
             type_: "Paused".into(),
             status: "True".into(),
@@ -249,11 +256,15 @@ mod tests {
         };
         assert_eq!(ready_condition(&vmi, &[paused], &pod("True")), None);
         let mut going = pod("True");
-        going.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::now(),
-        ));
+        going.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
         assert_eq!(
-            ready_condition(&vmi, &[], &going).unwrap().reason.as_deref(),
+            ready_condition(&vmi, &[], &going)
+                .unwrap()
+                .reason
+                .as_deref(),
             Some("PodTerminating")
         );
     }
