@@ -2,7 +2,7 @@
 # Pod networking figures (issue 10): TCP throughput between the guest and a peer of its
 # pod in both directions (16 MiB, the median of 3), the peer's round trip to the pod's
 # address (busybox ping, 20 echoes), and what the pod network costs before the domain
-# starts, for the masquerade, bridge and passt bindings (virt-handler's network code, the real
+# starts, for the masquerade (over IPv4, and over IPv6 through NAT66), bridge and passt bindings (virt-handler's network code, the real
 # launcher with its DHCP server or passt, libvirt, QEMU TCG).
 # Runs virt-handler/tests/network/bench.rs (two network namespaces of its own, nothing
 # leaves them; root, iproute2, nftables, passt, busybox-static, the test guest). Prints a
@@ -30,7 +30,7 @@ table="$(
   echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
   grep '^BENCH|' "$out" | cut -d'|' -f2- | sed 's/|/ | /g; s/^/| /; s/$/ |/'
 )"
-[[ $(grep -c '^BENCH|' "$out") -eq 3 ]] || { cat "$out"; die "expected three BENCH lines"; }
+[[ $(grep -c '^BENCH|' "$out") -eq 4 ]] || { cat "$out"; die "expected four BENCH lines (masquerade over IPv4 and IPv6, bridge, passt)"; }
 echo "$table"
 if [[ $record -eq 1 ]]; then
   {

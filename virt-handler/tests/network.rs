@@ -324,30 +324,35 @@ async fn boot(test: &str, interface: serde_json::Value, guest_ip: &str) -> Fixtu
     }
 }
 
+/// `GET http://ADDR:port/` from `ns` reaches the guest's httpd (retried while it starts).
+fn reaches_guest(ns: &Path, addr: &'static str, port: u16) {
+    let body = http_get_eventually(ns, addr, port);
+    assert!(
+        body.contains("ferrovirt guest"),
+        "GET {addr} port {port}: {body:?}"
+    );
+}
+
+/// From the peer, the pod's `addr` forwards port 80 (in `ports`) to the guest and not
+/// 8080, which the guest serves too: the pod's own 8080 is closed.
+fn forwards_80_only(f: &Fixture, addr: &'static str) {
+    reaches_guest(&f.peer.path(), addr, 80);
+    let refused = in_netns(&f.peer.path(), move || http_get(addr, 8080));
+    assert!(
+        refused.is_err(),
+        "port 8080 at {addr} is not in ports yet answered: {refused:?}"
+    );
+}
+
 #[tokio::test]
 async fn masquerade_guest_gets_dhcp_and_serves_only_its_ports_through_the_pod_ip() {
     let iface = serde_json::json!({"name": "default", "masquerade": {}, "ports": [{"name": "http", "port": 80}]});
     let mut f = boot("masq", iface, "10.0.2.2").await;
 
-    // The forwarded port, from the peer, through the pod's address.
-    let body = http_get_eventually(&f.peer.path(), POD_IP, 80);
-    assert!(
-        body.contains("ferrovirt guest"),
-        "GET pod:80 from the peer: {body:?}"
-    );
-
-    // 8080 is served by the guest (from the pod's own namespace, on the guest's address)...
-    let body = http_get_eventually(&f.pod.path(), "10.0.2.2", 8080);
-    assert!(
-        body.contains("ferrovirt guest"),
-        "GET guest:8080 from the pod: {body:?}"
-    );
-    // ...but not forwarded: from the peer, the pod's 8080 is the pod's own (closed).
-    let refused = in_netns(&f.peer.path(), || http_get(POD_IP, 8080));
-    assert!(
-        refused.is_err(),
-        "port 8080 is not in ports yet answered: {refused:?}"
-    );
+    // The forwarded port, from the peer, through the pod's address; 8080 is served by the
+    // guest (from the pod's own namespace, on the guest's address) but not forwarded.
+    forwards_80_only(&f, POD_IP);
+    reaches_guest(&f.pod.path(), "10.0.2.2", 8080);
 
     // IPv6, as KubeVirt's masquerade: the guest got fd10:0:2::2 by DHCPv6 from the
     // launcher, and the pod's IPv6 address forwards port 80 (NAT66), not 8080.
@@ -359,21 +364,8 @@ async fn masquerade_guest_gets_dhcp_and_serves_only_its_ports_through_the_pod_ip
             .any(|l| l.ip == "fd10:0:2::2" && l.mac == f.plan.nics[0].mac),
         "the DHCPv6 lease: {leases:?}"
     );
-    let body = http_get_eventually(&f.peer.path(), POD_IP6, 80);
-    assert!(
-        body.contains("ferrovirt guest"),
-        "GET [pod]:80 from the peer: {body:?}"
-    );
-    let body = http_get_eventually(&f.pod.path(), "fd10:0:2::2", 8080);
-    assert!(
-        body.contains("ferrovirt guest"),
-        "GET [guest]:8080 from the pod: {body:?}"
-    );
-    let refused = in_netns(&f.peer.path(), || http_get(POD_IP6, 8080));
-    assert!(
-        refused.is_err(),
-        "port 8080 is not in ports yet answered over IPv6: {refused:?}"
-    );
+    forwards_80_only(&f, POD_IP6);
+    reaches_guest(&f.pod.path(), "fd10:0:2::2", 8080);
 
     f.client.destroy().await.unwrap();
 }
@@ -397,11 +389,7 @@ async fn bridge_guest_takes_the_pods_address_and_mac() {
         "the pod's link kept the MAC the guest took"
     );
     // Any port of the guest at the pod's address, from the peer.
-    let body = http_get_eventually(&f.peer.path(), POD_IP, 8080);
-    assert!(
-        body.contains("ferrovirt guest"),
-        "GET pod:8080 from the peer: {body:?}"
-    );
+    reaches_guest(&f.peer.path(), POD_IP, 8080);
     f.client.destroy().await.unwrap();
 }
 
@@ -409,33 +397,15 @@ async fn bridge_guest_takes_the_pods_address_and_mac() {
 async fn passt_guest_takes_the_pods_address_and_serves_only_its_ports() {
     let iface = serde_json::json!({"name": "default", "passtBinding": {}, "ports": [{"name": "http", "port": 80}]});
     let mut f = boot("passt", iface, POD_IP).await;
-    // The listed port, from the peer, at the pod's address (passt listens there).
-    let body = http_get_eventually(&f.peer.path(), POD_IP, 80);
-    assert!(
-        body.contains("ferrovirt guest"),
-        "GET pod:80 from the peer: {body:?}"
-    );
-    // 8080, which the guest serves too, is not forwarded.
-    let refused = in_netns(&f.peer.path(), || http_get(POD_IP, 8080));
-    assert!(
-        refused.is_err(),
-        "port 8080 is not in ports yet answered: {refused:?}"
-    );
+    // The listed port, from the peer, at the pod's address (passt listens there); 8080,
+    // which the guest serves too, is not forwarded.
+    forwards_80_only(&f, POD_IP);
     // IPv6 is passt's own: its DHCPv6 gives the guest the pod's IPv6 address, and it
     // forwards the listed port at that address too.
     wait_for_line(
         &f.dir.join("serial0.log"),
         &format!("FERROVIRT IPV6: {POD_IP6}"),
     );
-    let body = http_get_eventually(&f.peer.path(), POD_IP6, 80);
-    assert!(
-        body.contains("ferrovirt guest"),
-        "GET [pod]:80 from the peer: {body:?}"
-    );
-    let refused = in_netns(&f.peer.path(), || http_get(POD_IP6, 8080));
-    assert!(
-        refused.is_err(),
-        "port 8080 is not in ports yet answered over IPv6: {refused:?}"
-    );
+    forwards_80_only(&f, POD_IP6);
     f.client.destroy().await.unwrap();
 }

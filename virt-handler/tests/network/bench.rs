@@ -62,9 +62,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// A second address of "peer", the guest's target: passt maps the gateway's address (the
 /// peer's first) to the pod's own loopback, as it does in a pod.
 const PEER_TARGET: &str = "10.199.0.5";
+/// The same over IPv6 (masquerade's NAT66).
+const PEER_TARGET6: &str = "fd99:199::5";
 
 /// Guest -> peer: a server in "peer" counts what the guest's `dd | nc` sends.
-fn guest_to_peer(peer: &Path, console: &mut Console) -> f64 {
+fn guest_to_peer(peer: &Path, console: &mut Console, target: &'static str) -> f64 {
     let (ready_tx, ready_rx) = mpsc::channel();
     let file = std::fs::File::open(peer).unwrap();
     let server = std::thread::spawn(move || {
@@ -72,7 +74,7 @@ fn guest_to_peer(peer: &Path, console: &mut Console) -> f64 {
         // SAFETY: setns(2) on an fd we own, on this thread only.
         let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
         assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        let listener = std::net::TcpListener::bind((PEER_TARGET, PORT)).unwrap();
+        let listener = std::net::TcpListener::bind((target, PORT)).unwrap();
         ready_tx.send(()).unwrap();
         let (mut s, _) = listener.accept().unwrap();
         let mut buf = vec![0u8; 1 << 16];
@@ -89,7 +91,7 @@ fn guest_to_peer(peer: &Path, console: &mut Console) -> f64 {
     ready_rx.recv().unwrap();
     console.run(
         &format!(
-            "dd if=/dev/zero bs=65536 count={} 2>/dev/null | nc {PEER_TARGET} {PORT}; echo sent-$((1+1))",
+            "dd if=/dev/zero bs=65536 count={} 2>/dev/null | nc {target} {PORT}; echo sent-$((1+1))",
             MIB * 16
         ),
         "sent-2",
@@ -129,9 +131,18 @@ fn ping_ms(peer: &Ns, addr: &str) -> f64 {
 }
 
 /// Throughput both ways and latency for a booted guest, reached by the peer at the pod's
-/// address, printed as one `BENCH|` line.
-fn measure(binding: &str, dir: &Path, peer: &Ns, timings: [f64; 3]) {
+/// address, printed as one `BENCH|` line; with `ipv6` a second line for the same over the
+/// pod's IPv6 address (once the guest printed its DHCPv6 address).
+fn measure(binding: &str, dir: &Path, peer: &Ns, timings: [f64; 3], ipv6: bool) {
     peer.ip(&["addr", "add", &format!("{PEER_TARGET}/24"), "dev", "eth0"]);
+    peer.ip(&[
+        "addr",
+        "add",
+        &format!("{PEER_TARGET6}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
     let mut console = Console::open(&dir.join(ferrovirt_node_contract::paths::SERIAL_SOCKET));
     console.run(
         &format!(
@@ -139,21 +150,28 @@ fn measure(binding: &str, dir: &Path, peer: &Ns, timings: [f64; 3]) {
         ),
         "big-4",
     );
-    let out: Vec<f64> = (0..RUNS)
-        .map(|_| guest_to_peer(&peer.path(), &mut console))
-        .collect();
-    let inbound: Vec<f64> = (0..RUNS)
-        .map(|_| peer_to_guest(&peer.path(), POD_IP))
-        .collect();
-    let rtt = ping_ms(peer, POD_IP);
-    println!(
-        "BENCH|{binding}|{:.1}|{:.1}|{rtt:.2}|{:.0}|{:.1}|{:.1}",
-        median(out),
-        median(inbound),
-        timings[0],
-        timings[1],
-        timings[2]
-    );
+    let mut families = vec![(binding.to_owned(), PEER_TARGET, POD_IP)];
+    if ipv6 {
+        wait_for_line(&dir.join("serial0.log"), "FERROVIRT IPV6: ");
+        families.push((format!("{binding} IPv6"), PEER_TARGET6, POD_IP6));
+    }
+    for (name, target, pod) in families {
+        let out: Vec<f64> = (0..RUNS)
+            .map(|_| guest_to_peer(&peer.path(), &mut console, target))
+            .collect();
+        let inbound: Vec<f64> = (0..RUNS)
+            .map(|_| peer_to_guest(&peer.path(), pod))
+            .collect();
+        let rtt = ping_ms(peer, pod);
+        println!(
+            "BENCH|{name}|{:.1}|{:.1}|{rtt:.2}|{:.0}|{:.1}|{:.1}",
+            median(out),
+            median(inbound),
+            timings[0],
+            timings[1],
+            timings[2]
+        );
+    }
 }
 
 fn secs(t: (Duration, Duration, Duration)) -> [f64; 3] {
@@ -187,7 +205,13 @@ async fn bench_network() {
         ),
     ] {
         let mut f = boot(&format!("bench{binding}"), iface, guest_ip).await;
-        measure(binding, &f.dir, &f.peer, secs(f.timings));
+        measure(
+            binding,
+            &f.dir,
+            &f.peer,
+            secs(f.timings),
+            binding == "masquerade",
+        );
         f.client.destroy().await.unwrap();
     }
 }
