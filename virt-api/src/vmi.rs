@@ -60,6 +60,15 @@ pub fn pause(vmi: &Value) -> Result<(), Status> {
             "VM is not running",
         ));
     }
+    // A paused guest answers no exec, HTTP or TCP probe: kubelet would stop it. A
+    // guestAgentPing probe of a paused guest passes (virt-launcher probe).
+    let liveness = &vmi["spec"]["livenessProbe"];
+    if liveness.is_object() && liveness.get("guestAgentPing").is_none() {
+        return Err(Status::forbidden(&format!(
+            "virtualmachineinstance.kubevirt.io \"{n}\" is forbidden: Pausing VMIs with a \
+             non-GuestAgentPing LivenessProbe is not supported"
+        )));
+    }
     if has_paused_condition(vmi) {
         return Err(Status::conflict(
             Kind::VirtualMachineInstance,
@@ -158,6 +167,16 @@ mod tests {
             json!({"conditions": [{"type": "Paused", "status": "True"}]}),
         );
         pause(&running).unwrap();
+        let mut probed = running.clone();
+        probed["spec"]["livenessProbe"] = json!({"exec": {"command": ["true"]}});
+        assert!(
+            pause(&probed)
+                .unwrap_err()
+                .message()
+                .ends_with("Pausing VMIs with a non-GuestAgentPing LivenessProbe is not supported")
+        );
+        probed["spec"]["livenessProbe"] = json!({"guestAgentPing": {}});
+        pause(&probed).unwrap();
         assert!(
             pause(&paused)
                 .unwrap_err()

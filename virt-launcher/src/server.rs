@@ -197,7 +197,15 @@ async fn ask_agent(request: &Request, agent: &Agent) -> Response {
         _ => agent.filesystems().await.map(Response::GuestFilesystems),
     };
     answer.unwrap_or_else(|e| {
-        tracing::info!(?request, error = %crate::chain(&e), "guest agent request failed");
+        // A probe asks every period, and its failures are kubelet's to report (Events).
+        if matches!(
+            request,
+            Request::GuestPing { .. } | Request::GuestExec { .. }
+        ) {
+            tracing::debug!(?request, error = %crate::chain(&e), "guest agent probe failed");
+        } else {
+            tracing::info!(?request, error = %crate::chain(&e), "guest agent request failed");
+        }
         failure(&e)
     })
 }

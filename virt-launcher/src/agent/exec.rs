@@ -10,13 +10,22 @@ use serde_json::json;
 
 use super::parse::ret;
 use crate::hypervisor::Hypervisor;
+use crate::protocol::DomainState;
 use crate::{Error, Result};
 
 /// How often `guest-exec-status` is asked while the command runs.
 const STATUS_POLL: Duration = Duration::from_millis(100);
 
-/// `guest-ping`, answered within `timeout_seconds`.
+/// `guest-ping`, answered within `timeout_seconds`. A guest paused for no fault (a user's
+/// pause, a paused start) answers nothing but passes, as KubeVirt suppresses the probe's
+/// failure then; one paused by an I/O error or a crash fails.
 pub fn ping(hv: &Hypervisor, timeout_seconds: u32) -> Result<()> {
+    if let Some(info) = hv.info()?
+        && info.state == DomainState::Paused
+        && !paused_by_a_fault(&info.reason)
+    {
+        return Ok(());
+    }
     let reply = hv.agent_execute(&json!({"execute": "guest-ping"}), timeout(timeout_seconds))?;
     ret::<serde_json::Value>("guest-ping", &reply).map(|_| ())
 }
@@ -76,6 +85,14 @@ impl Status {
     }
 }
 
+/// libvirt's pause reasons (`hypervisor::reason_name`) that are faults.
+fn paused_by_a_fault(reason: &str) -> bool {
+    matches!(
+        reason,
+        "ioerror" | "crashed" | "postcopyfailed" | "watchdog" | "apierror"
+    ) || reason.starts_with("unknown")
+}
+
 /// libvirt's agent timeout for one command of a probe: the probe's own, at least 1 s.
 fn timeout(timeout_seconds: u32) -> i32 {
     i32::try_from(timeout_seconds.max(1)).unwrap_or(i32::MAX)
@@ -84,6 +101,14 @@ fn timeout(timeout_seconds: u32) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_fault_pause_fails_a_ping() {
+        assert!(!paused_by_a_fault("user"));
+        assert!(!paused_by_a_fault("startingup"));
+        assert!(paused_by_a_fault("ioerror"));
+        assert!(paused_by_a_fault("crashed"));
+    }
 
     #[test]
     fn exec_status_replies() {
