@@ -114,27 +114,46 @@ pub struct DownwardApiVolumeSource {
 /// The label KubeVirt gives a config volume's disk when it has no `volumeLabel`.
 pub const DEFAULT_CONFIG_VOLUME_LABEL: &str = "cfgdata";
 
-impl Volume {
-    /// The volume label of a configMap, secret, serviceAccount or downwardAPI volume's
-    /// disk: its `volumeLabel`, else [`DEFAULT_CONFIG_VOLUME_LABEL`]. `None` for other
-    /// volumes.
-    pub fn config_volume_label(&self) -> Option<&str> {
-        let label = if let Some(c) = &self.config_map {
-            c.volume_label.as_deref()
-        } else if let Some(s) = &self.secret {
-            s.volume_label.as_deref()
-        } else if let Some(d) = &self.downward_api {
-            d.volume_label.as_deref()
-        } else if self.service_account.is_some() {
-            None
-        } else {
-            return None;
+/// The source of a configMap, secret, serviceAccount or downwardAPI volume: the volumes
+/// that reach the guest as an ISO 9660 disk of their files.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ConfigVolumeSource<'a> {
+    ConfigMap(&'a ConfigMapVolumeSource),
+    Secret(&'a SecretVolumeSource),
+    ServiceAccount(&'a ServiceAccountVolumeSource),
+    DownwardApi(&'a DownwardApiVolumeSource),
+}
+
+impl ConfigVolumeSource<'_> {
+    /// The volume label of its disk: its `volumeLabel`, else
+    /// [`DEFAULT_CONFIG_VOLUME_LABEL`] (always, for a serviceAccount).
+    pub fn label(&self) -> &str {
+        let label = match self {
+            ConfigVolumeSource::ConfigMap(c) => c.volume_label.as_deref(),
+            ConfigVolumeSource::Secret(s) => s.volume_label.as_deref(),
+            ConfigVolumeSource::DownwardApi(d) => d.volume_label.as_deref(),
+            ConfigVolumeSource::ServiceAccount(_) => None,
         };
-        Some(
-            label
-                .filter(|l| !l.is_empty())
-                .unwrap_or(DEFAULT_CONFIG_VOLUME_LABEL),
-        )
+        label
+            .filter(|l| !l.is_empty())
+            .unwrap_or(DEFAULT_CONFIG_VOLUME_LABEL)
+    }
+}
+
+impl Volume {
+    /// Its source if it is a configMap, secret, serviceAccount or downwardAPI volume.
+    pub fn config_source(&self) -> Option<ConfigVolumeSource<'_>> {
+        if let Some(c) = &self.config_map {
+            Some(ConfigVolumeSource::ConfigMap(c))
+        } else if let Some(s) = &self.secret {
+            Some(ConfigVolumeSource::Secret(s))
+        } else if let Some(sa) = &self.service_account {
+            Some(ConfigVolumeSource::ServiceAccount(sa))
+        } else {
+            self.downward_api
+                .as_ref()
+                .map(ConfigVolumeSource::DownwardApi)
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 //! rights, as for any pod, and the pod does not start until a ConfigMap or Secret that is
 //! not `optional` exists (the node's FailedMount Events name it, [`super::cloudinit`]).
 
-use crds::VirtualMachineInstance;
+use crds::{ConfigVolumeSource, VirtualMachineInstance};
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, DownwardAPIVolumeSource, SecretVolumeSource, Volume, VolumeMount,
 };
@@ -29,40 +29,46 @@ pub struct Rendered {
 pub fn render(vmi: &VirtualMachineInstance) -> Rendered {
     let mut out = Rendered::default();
     for (i, v) in vmi.spec.volumes.iter().enumerate() {
-        let (kind, source) = if let Some(c) = &v.config_map {
-            let source = Volume {
-                config_map: Some(ConfigMapVolumeSource {
-                    name: c.name.clone(),
-                    optional: c.optional,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            (ConfigVolume::ConfigMap, source)
-        } else if let Some(s) = &v.secret {
-            let source = Volume {
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(s.secret_name.clone()),
-                    optional: s.optional,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            (ConfigVolume::Secret, source)
-        } else if let Some(d) = &v.downward_api {
-            let source = Volume {
-                downward_api: Some(DownwardAPIVolumeSource {
-                    items: Some(d.fields.clone()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            (ConfigVolume::DownwardApi, source)
-        } else if let Some(sa) = &v.service_account {
-            out.service_account = Some(sa.service_account_name.clone());
+        let Some(source) = v.config_source() else {
             continue;
-        } else {
-            continue;
+        };
+        let (kind, source) = match source {
+            ConfigVolumeSource::ConfigMap(c) => (
+                ConfigVolume::ConfigMap,
+                Volume {
+                    config_map: Some(ConfigMapVolumeSource {
+                        name: c.name.clone(),
+                        optional: c.optional,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ),
+            ConfigVolumeSource::Secret(s) => (
+                ConfigVolume::Secret,
+                Volume {
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(s.secret_name.clone()),
+                        optional: s.optional,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ),
+            ConfigVolumeSource::DownwardApi(d) => (
+                ConfigVolume::DownwardApi,
+                Volume {
+                    downward_api: Some(DownwardAPIVolumeSource {
+                        items: Some(d.fields.clone()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ),
+            ConfigVolumeSource::ServiceAccount(sa) => {
+                out.service_account = Some(sa.service_account_name.clone());
+                continue;
+            }
         };
         let name = kind.pod_volume(i).expect("a pod volume of its own");
         out.volumes.push(Volume {
@@ -84,12 +90,14 @@ pub fn render(vmi: &VirtualMachineInstance) -> Rendered {
 pub fn required_objects(vmi: &VirtualMachineInstance) -> Vec<PodSecret> {
     let mut out = Vec::new();
     for (i, v) in vmi.spec.volumes.iter().enumerate() {
-        let (kind, object, name, optional) = if let Some(c) = &v.config_map {
-            (ConfigVolume::ConfigMap, "ConfigMap", &c.name, c.optional)
-        } else if let Some(s) = &v.secret {
-            (ConfigVolume::Secret, "Secret", &s.secret_name, s.optional)
-        } else {
-            continue;
+        let (kind, object, name, optional) = match v.config_source() {
+            Some(ConfigVolumeSource::ConfigMap(c)) => {
+                (ConfigVolume::ConfigMap, "ConfigMap", &c.name, c.optional)
+            }
+            Some(ConfigVolumeSource::Secret(s)) => {
+                (ConfigVolume::Secret, "Secret", &s.secret_name, s.optional)
+            }
+            _ => continue,
         };
         if optional == Some(true) {
             continue;

@@ -7,23 +7,19 @@
 use std::fs::File;
 use std::path::Path;
 
+use crds::ConfigVolumeSource;
 use ferrovirt_node_contract::paths::ConfigVolume;
 
 use super::launcher_root::{SECRET_MAX_BYTES, read_tree};
 use crate::{Error, Result};
 
-/// The kind of config volume `v` is, if it is one.
-pub fn kind(v: &crds::Volume) -> Option<ConfigVolume> {
-    if v.config_map.is_some() {
-        Some(ConfigVolume::ConfigMap)
-    } else if v.secret.is_some() {
-        Some(ConfigVolume::Secret)
-    } else if v.service_account.is_some() {
-        Some(ConfigVolume::ServiceAccount)
-    } else if v.downward_api.is_some() {
-        Some(ConfigVolume::DownwardApi)
-    } else {
-        None
+/// The kind of a config volume's source.
+pub fn kind(source: ConfigVolumeSource<'_>) -> ConfigVolume {
+    match source {
+        ConfigVolumeSource::ConfigMap(_) => ConfigVolume::ConfigMap,
+        ConfigVolumeSource::Secret(_) => ConfigVolume::Secret,
+        ConfigVolumeSource::ServiceAccount(_) => ConfigVolume::ServiceAccount,
+        ConfigVolumeSource::DownwardApi(_) => ConfigVolume::DownwardApi,
     }
 }
 

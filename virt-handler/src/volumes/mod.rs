@@ -200,7 +200,7 @@ pub fn plan(
                     claim: pvc.claim_name.clone(),
                 },
             }
-        } else if let (Some(kind), Some(label)) = (config::kind(v), v.config_volume_label()) {
+        } else if let Some(source) = v.config_source() {
             let (path, file) = local("iso");
             Planned {
                 name: v.name.clone(),
@@ -208,8 +208,8 @@ pub fn plan(
                 format: Format::Raw,
                 read_only: false,
                 prep: Prep::Config {
-                    kind,
-                    label: label.to_owned(),
+                    kind: config::kind(source),
+                    label: source.label().to_owned(),
                     file,
                     index: i,
                 },
