@@ -198,13 +198,97 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
             .filter(|p| created_by(p, &n.uid));
     }
 
+    let mut plan = plan_from_pod(vmi, &old, status, pod.as_ref());
+    if plan.reads_mount_failure
+        && let Some(p) = pod.as_ref()
+        && let Some(message) = secret_mount_failure(vmi, p, ctx).await
+    {
+        plan.mount_failure(&old, message);
+    }
+    for (type_, reason, note) in std::mem::take(&mut plan.events) {
+        ctx.event(vmi.object_ref(&()), type_, reason, note);
+    }
+    let (status, label_node, requeue) = (plan.status, plan.label_node, plan.requeue);
+
+    if let Some(node) = &label_node
+        && vmi.labels().get(NODE_NAME_LABEL) != Some(node)
+    {
+        let patch = json!({"metadata": {"labels": {NODE_NAME_LABEL: node}}});
+        let labelled = writes::merge_patch_metadata(
+            &vmis,
+            vmi,
+            patch,
+            &ctx.metrics,
+            "virtualmachineinstances",
+        )
+        .await?;
+        ctx.own_writes.wrote(
+            &n.uid,
+            &vmi.resource_version().unwrap_or_default(),
+            &labelled.resource_version().unwrap_or_default(),
+        );
+        // The status write below tests the resourceVersion: use the labelled one.
+        let mut v = vmi.clone();
+        v.metadata.resource_version = labelled.metadata.resource_version;
+        write_status(&v, &old, status, &vmis, ctx).await?;
+    } else {
+        write_status(vmi, &old, status, &vmis, ctx).await?;
+    }
+    Ok(Action::requeue(requeue))
+}
+
+/// What a VMI's status becomes from its launcher pod, decided without the API: the status,
+/// the node to label the VMI with, when to look again, and whether the node's FailedMount
+/// Events are to be read ([`PodPlan::mount_failure`] adds what they say).
+#[derive(Debug)]
+pub(crate) struct PodPlan {
+    pub status: VirtualMachineInstanceStatus,
+    /// The VMI's `kubevirt.io/nodeName` label to write.
+    pub label_node: Option<String>,
+    pub requeue: Duration,
+    /// The pod waits for its cloud-init Secrets: the node's FailedMount Events name them.
+    pub reads_mount_failure: bool,
+    /// Events to tell (type, reason, note).
+    pub events: Vec<(EventType, &'static str, String)>,
+}
+
+impl PodPlan {
+    /// The node's FailedMount message for the pod: in condition Synchronized, and a
+    /// Warning Event unless `old` says it already, as for an image it cannot pull.
+    pub fn mount_failure(&mut self, old: &VirtualMachineInstanceStatus, message: String) {
+        let said = old
+            .conditions
+            .iter()
+            .any(|c| c.type_ == SYNCHRONIZED && c.message.as_ref() == Some(&message));
+        set_condition(
+            &mut self.status.conditions,
+            synchronized_failure("FailedMount", &message),
+        );
+        if !said {
+            self.events
+                .push((EventType::Warning, "FailedMount", message));
+        }
+    }
+}
+
+/// The VMI's status from `old` and its launcher pod `pod` (None: none could be made, or it
+/// is gone). Pure: the phase up to Scheduled, the pod's failures, and once the node runs the
+/// VMI only what the node side cannot say (a pod gone or ended).
+pub(crate) fn plan_from_pod(
+    vmi: &VirtualMachineInstance,
+    old: &VirtualMachineInstanceStatus,
+    mut status: VirtualMachineInstanceStatus,
+    pod: Option<&Pod>,
+) -> PodPlan {
+    let phase = old.phase;
     if pod.is_some() {
         // The pod exists: nothing left to report of creating it.
         remove_condition(&mut status.conditions, SYNCHRONIZED);
     }
     let mut label_node: Option<String> = None;
     let mut requeue = RESYNC;
-    match (phase, pod.as_ref()) {
+    let mut reads_mount_failure = false;
+    match (phase, pod) {
         // Not yet processed, and no pod could be made: stays Pending.
         (None | Some(VmiPhase::Pending), None) => status.phase = Some(VmiPhase::Pending),
         (None | Some(VmiPhase::Pending | VmiPhase::Scheduling), Some(p)) => {
@@ -237,26 +321,9 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
                 remove_condition(&mut status.conditions, "PodScheduled");
                 if pod::cloudinit::may_wait_for_secret(vmi, p) {
                     // The node starts the pod only once its cloud-init Secrets exist; its
-                    // FailedMount Events name the Secret: in condition Synchronized and a
-                    // Warning Event, as for an image it cannot pull.
+                    // FailedMount Events name the Secret ([`PodPlan::mount_failure`]).
                     requeue = SECRET_WAIT_RETRY;
-                    if let Some(message) = secret_mount_failure(vmi, p, ctx).await {
-                        let said = old.conditions.iter().any(|c| {
-                            c.type_ == SYNCHRONIZED && c.message.as_ref() == Some(&message)
-                        });
-                        if !said {
-                            ctx.event(
-                                vmi.object_ref(&()),
-                                EventType::Warning,
-                                "FailedMount",
-                                message.clone(),
-                            );
-                        }
-                        set_condition(
-                            &mut status.conditions,
-                            synchronized_failure("FailedMount", &message),
-                        );
-                    }
+                    reads_mount_failure = true;
                 }
             }
         }
@@ -305,36 +372,16 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
                 set_condition(&mut status.conditions, ready);
             }
         }
-        (Some(VmiPhase::Succeeded | VmiPhase::Failed), _) => {
-            unreachable!("final phases return above")
-        }
+        // Final phases are never changed.
+        (Some(VmiPhase::Succeeded | VmiPhase::Failed), _) => {}
     }
-
-    if let Some(node) = &label_node
-        && vmi.labels().get(NODE_NAME_LABEL) != Some(node)
-    {
-        let patch = json!({"metadata": {"labels": {NODE_NAME_LABEL: node}}});
-        let labelled = writes::merge_patch_metadata(
-            &vmis,
-            vmi,
-            patch,
-            &ctx.metrics,
-            "virtualmachineinstances",
-        )
-        .await?;
-        ctx.own_writes.wrote(
-            &n.uid,
-            &vmi.resource_version().unwrap_or_default(),
-            &labelled.resource_version().unwrap_or_default(),
-        );
-        // The status write below tests the resourceVersion: use the labelled one.
-        let mut v = vmi.clone();
-        v.metadata.resource_version = labelled.metadata.resource_version;
-        write_status(&v, &old, status, &vmis, ctx).await?;
-    } else {
-        write_status(vmi, &old, status, &vmis, ctx).await?;
+    PodPlan {
+        status,
+        label_node,
+        requeue,
+        reads_mount_failure,
+        events: Vec::new(),
     }
-    Ok(Action::requeue(requeue))
 }
 
 /// The node's word on a cloud-init Secret it cannot mount for the launcher pod `p`: its
@@ -811,3 +858,7 @@ mod tests {
         assert_eq!(node_label(&long), None);
     }
 }
+
+#[cfg(test)]
+#[path = "vmi_plan_tests.rs"]
+mod plan_tests;
