@@ -206,6 +206,15 @@ impl OwnWrites {
         self.wrote_at(uid, before, after, Instant::now());
     }
 
+    /// [`Self::wrote`] of object `before` (read) and `after` (as the server answered the
+    /// write): its UID and both resourceVersions.
+    pub fn wrote_over<K: kube::Resource>(&self, before: &K, after: &K) {
+        let rv = |o: &K| o.meta().resource_version.clone().unwrap_or_default();
+        if let Some(uid) = &before.meta().uid {
+            self.wrote(uid, &rv(before), &rv(after));
+        }
+    }
+
     fn wrote_at(&self, uid: &str, before: &str, after: &str, now: Instant) {
         if before == after {
             return;

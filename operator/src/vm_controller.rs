@@ -84,11 +84,7 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
         let written =
             writes::replace_status(&vms, &done.current, status, &ctx.metrics, "virtualmachines")
                 .await?;
-        ctx.own_writes.wrote(
-            &uid,
-            &done.current.resource_version().unwrap_or_default(),
-            &written.resource_version().unwrap_or_default(),
-        );
+        ctx.own_writes.wrote_over(&done.current, &written);
         if let Some((from, to)) = &next.printable_change {
             tracing::info!(from = %from, to = %to, "VM status changed");
         }
@@ -373,11 +369,7 @@ async fn execute(
             "virtualmachines",
         )
         .await?;
-        ctx.own_writes.wrote(
-            &uid,
-            &vm.resource_version().unwrap_or_default(),
-            &patched.resource_version().unwrap_or_default(),
-        );
+        ctx.own_writes.wrote_over(vm, &patched);
         done.current.metadata.resource_version = patched.metadata.resource_version;
     }
     let outcome = match &plan.write {
@@ -704,13 +696,7 @@ async fn switch_to_always(
         ),
     };
     let written = writes::json_patch(vms, vm, ops, false, &ctx.metrics, "virtualmachines").await?;
-    if let Some(uid) = vm.uid() {
-        ctx.own_writes.wrote(
-            &uid,
-            &vm.resource_version().unwrap_or_default(),
-            &written.resource_version().unwrap_or_default(),
-        );
-    }
+    ctx.own_writes.wrote_over(vm, &written);
     Ok(())
 }
 

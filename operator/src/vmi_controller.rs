@@ -116,11 +116,7 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
             "virtualmachineinstances",
         )
         .await?;
-        ctx.own_writes.wrote(
-            &n.uid,
-            &vmi.resource_version().unwrap_or_default(),
-            &written.resource_version().unwrap_or_default(),
-        );
+        ctx.own_writes.wrote_over(vmi, &written);
         // The write triggers the next reconcile.
         return Ok(Action::await_change());
     }
@@ -222,11 +218,7 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
             "virtualmachineinstances",
         )
         .await?;
-        ctx.own_writes.wrote(
-            &n.uid,
-            &vmi.resource_version().unwrap_or_default(),
-            &labelled.resource_version().unwrap_or_default(),
-        );
+        ctx.own_writes.wrote_over(vmi, &labelled);
         // The status write below tests the resourceVersion: use the labelled one.
         let mut v = vmi.clone();
         v.metadata.resource_version = labelled.metadata.resource_version;
@@ -431,11 +423,7 @@ async fn write_status(
         writes::replace_status(vmis, vmi, &status, &ctx.metrics, "virtualmachineinstances").await?;
     if let Some(uid) = vmi.uid() {
         ctx.phases.swap(&uid, status.phase);
-        ctx.own_writes.wrote(
-            &uid,
-            &vmi.resource_version().unwrap_or_default(),
-            &written.resource_version().unwrap_or_default(),
-        );
+        ctx.own_writes.wrote_over(vmi, &written);
     }
     if changed_phase && let Some(p) = status.phase {
         let from = old.phase.map_or("(none)", VmiPhase::as_str);
