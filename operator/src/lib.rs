@@ -10,18 +10,18 @@ mod context;
 mod ending;
 mod error;
 mod instance;
-#[cfg(test)]
-mod mock_api;
-#[cfg(test)]
-mod vmi_mock_tests;
 pub mod instancetype;
 pub mod leader;
 pub mod metrics;
+#[cfg(test)]
+mod mock_api;
 pub mod pod;
 pub mod printable;
 pub mod strategy;
 mod vm_controller;
 mod vmi_controller;
+#[cfg(test)]
+mod vmi_mock_tests;
 mod writes;
 
 use std::sync::Arc;
