@@ -303,7 +303,7 @@ pub(crate) fn plan_from_pod(
                     synchronized_failure(&reason, &message),
                 );
             } else if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone())
-                && launcher_ready(p, pod::probes::launcher_up_by_startup(vmi))
+                && ready_for_node(p)
             {
                 remove_condition(&mut status.conditions, "PodScheduled");
                 status.phase = Some(VmiPhase::Scheduled);
@@ -632,27 +632,26 @@ fn scheduled(p: &Pod) -> bool {
     p.spec.as_ref().is_some_and(|s| s.node_name.is_some())
 }
 
-/// The launcher container is ready (its readiness probe passed) and every other container
-/// (the disk containers virt-handler reads images through) runs, or the pod is Ready.
-/// `by_startup`: the launcher's ready file is the container's startup probe (the VMI has a
-/// readiness probe of its own, pod::probes), so `started` says the launcher is up.
-fn launcher_ready(p: &Pod, by_startup: bool) -> bool {
-    let status = p.status.as_ref();
+/// The pod can be handed to the node (KubeVirt's `IsPodReady`): it runs, and so does every
+/// container, the launcher's and the disk containers virt-handler reads images through.
+/// Not the compute container's readiness: that is the VMI's readiness probe where it has
+/// one, and the launcher's ready file otherwise, which kubelet checks once a second (the
+/// first check, at the container's start, always finds it missing). virt-handler waits
+/// for the launcher's socket itself, so the hand-over costs no probe period.
+fn ready_for_node(p: &Pod) -> bool {
     let containers = p.spec.as_ref().map_or(0, |s| s.containers.len());
-    let container = status
+    let running = p
+        .status
+        .as_ref()
         .and_then(|s| s.container_statuses.as_ref())
         .is_some_and(|cs| {
-            cs.iter().any(|c| {
-                c.name == COMPUTE_CONTAINER && (c.ready || by_startup && c.started == Some(true))
-            }) && cs.len() >= containers
+            cs.iter().any(|c| c.name == COMPUTE_CONTAINER)
+                && cs.len() >= containers
                 && cs
                     .iter()
                     .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
         });
-    let pod_ready = status
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    pod_phase(p) == "Running" && (container || pod_ready)
+    pod_phase(p) == "Running" && running
 }
 
 /// The scheduler's PodScheduled=False condition, as a VMI condition.
@@ -775,21 +774,25 @@ mod tests {
         let p = pod(
             "metadata: {name: p}\nspec: {containers: [], nodeName: n1}\nstatus: {phase: Running, containerStatuses: [{name: compute, ready: true, restartCount: 0, image: i, imageID: '', state: {running: {}}}]}",
         );
-        assert!(launcher_ready(&p, false) && scheduled(&p) && !pod_down(&p));
-        // A VMI readiness probe holds the compute container unready until the guest
-        // answers; its startup probe (the launcher's ready file) passed: `started`.
-        let probed: Pod = serde_yaml::from_str(
-            "metadata: {name: p}\nspec: {containers: [], nodeName: n1}\nstatus: {phase: Running, containerStatuses: [{name: compute, ready: false, started: true, restartCount: 0, image: i, imageID: '', state: {running: {}}}]}",
-        )
-        .unwrap();
-        assert!(launcher_ready(&probed, true) && !launcher_ready(&probed, false));
+        assert!(ready_for_node(&p) && scheduled(&p) && !pod_down(&p));
+        // The compute container runs but is not ready (the launcher's ready file not yet
+        // checked, or a VMI readiness probe waiting for the guest): handed over all the same.
+        let unready = pod(
+            "metadata: {name: p}\nspec: {containers: [], nodeName: n1}\nstatus: {phase: Running, containerStatuses: [{name: compute, ready: false, restartCount: 0, image: i, imageID: '', state: {running: {}}}]}",
+        );
+        assert!(ready_for_node(&unready));
+        // Not before it runs.
+        let waiting = pod(
+            "metadata: {name: p}\nspec: {containers: [], nodeName: n1}\nstatus: {phase: Pending, containerStatuses: [{name: compute, ready: false, restartCount: 0, image: i, imageID: '', state: {waiting: {reason: ContainerCreating}}}]}",
+        );
+        assert!(!ready_for_node(&waiting));
         // A disk container that cannot pull its image: not ready, and the node's words.
         let i = pod(
             "metadata: {name: p}\nspec: {containers: [{name: compute}, {name: volumeroot}], nodeName: n1}\nstatus: {phase: Pending, containerStatuses: [\
              {name: compute, ready: true, restartCount: 0, image: i, imageID: '', state: {running: {}}},\
              {name: volumeroot, ready: false, restartCount: 0, image: 'example.org/disk:1', imageID: '', state: {waiting: {reason: ImagePullBackOff, message: 'Back-off pulling image \"example.org/disk:1\"'}}}]}",
         );
-        assert!(!launcher_ready(&i, false) && !pod_down(&i));
+        assert!(!ready_for_node(&i) && !pod_down(&i));
         assert_eq!(
             image_error(&i),
             Some((
@@ -804,7 +807,7 @@ mod tests {
              {name: compute, ready: false, restartCount: 0, image: i, imageID: '', state: {terminated: {exitCode: 0}}},\
              {name: volumeroot, ready: true, restartCount: 0, image: d, imageID: '', state: {running: {}}}]}",
         );
-        assert!(pod_down(&d) && !launcher_ready(&d, false));
+        assert!(pod_down(&d) && !ready_for_node(&d));
         assert_eq!(compute_exit(&d), Some(0));
         let u = pod(
             "metadata: {name: p}\nspec: {containers: []}\nstatus: {phase: Pending, conditions: [{type: PodScheduled, status: 'False', reason: Unschedulable, message: '0/1 nodes are available'}]}",
@@ -814,7 +817,7 @@ mod tests {
             (c.reason.as_deref(), c.message.as_deref()),
             (Some("Unschedulable"), Some("0/1 nodes are available"))
         );
-        assert!(!launcher_ready(&u, false));
+        assert!(!ready_for_node(&u));
         let f = pod(
             "metadata: {name: p}\nspec: {containers: []}\nstatus: {phase: Failed, containerStatuses: [{name: compute, ready: false, restartCount: 0, image: i, imageID: '', state: {terminated: {exitCode: 2, reason: Error}}}]}",
         );

@@ -7,10 +7,12 @@
 //! probe waits 10 seconds more before its first run (KubeVirt's `LibvirtStartupDelay`);
 //! unset or non-positive timings get KubeVirt's defaults.
 //!
-//! The compute container's own readiness probe (the launcher's ready file) tells the VMI
-//! controller when to hand the VMI to the node. A VMI readiness probe takes its place, so
-//! the ready file becomes the container's startup probe: the container is `started` once
-//! the launcher is up, and ready once the guest passes the VMI's probe.
+//! Without a VMI readiness probe, the compute container's readiness probe is the
+//! launcher's ready file. A VMI readiness probe takes its place, so the ready file becomes
+//! the container's startup probe: the container is `started` once the launcher is up (its
+//! liveness probe runs only from then), and ready once the guest passes the VMI's probe.
+//! Neither decides when the VMI goes to the node: the compute container running does, as
+//! in KubeVirt (vmi_controller's `ready_for_node`).
 
 use crds::{Condition, Probe as VmiProbe, VirtualMachineInstance};
 use ferrovirt_node_contract::pod::{LAUNCHER_COMMAND, PROBE_SUBCOMMAND};
@@ -34,12 +36,6 @@ pub fn apply(vmi: &VirtualMachineInstance, compute: &mut Container) {
         compute.readiness_probe = Some(render(probe));
     }
     compute.liveness_probe = vmi.spec.liveness_probe.as_ref().map(render);
-}
-
-/// The compute container's `started` marks the launcher up when the ready file is its
-/// startup probe ([`apply`]); otherwise its `ready` does.
-pub fn launcher_up_by_startup(vmi: &VirtualMachineInstance) -> bool {
-    vmi.spec.readiness_probe.is_some()
 }
 
 /// The Ready condition of a running VMI with a readiness probe: the launcher pod's, as
@@ -212,7 +208,6 @@ mod tests {
         apply(&vmi, &mut plain);
         assert_eq!(plain.readiness_probe.as_ref(), Some(&ready_file));
         assert!(plain.startup_probe.is_none() && plain.liveness_probe.is_none());
-        assert!(!launcher_up_by_startup(&vmi));
 
         vmi.spec.readiness_probe = Some(probe("{guestAgentPing: {}}"));
         vmi.spec.liveness_probe = Some(probe("{tcpSocket: {port: 1}}"));
@@ -226,7 +221,6 @@ mod tests {
         assert_eq!(startup.failure_threshold, Some(LAUNCHER_STARTUP_SECONDS));
         assert!(probed.readiness_probe.unwrap().exec.is_some());
         assert!(probed.liveness_probe.unwrap().tcp_socket.is_some());
-        assert!(launcher_up_by_startup(&vmi));
     }
 
     #[test]
