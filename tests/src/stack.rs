@@ -121,6 +121,11 @@ impl Stack {
             &logs.join(format!("devnode-{name}.log")),
         )?;
 
+        // The node's QEMU capabilities cache, filled as the chart's virt-handler init
+        // container fills it, while the node comes up: the first VM starts as fast as the
+        // later ones (bench/node.sh's first boot).
+        let warm = warm_capabilities(&run_dir, &logs, name)?;
+
         spawn_controller(&kubeconfig, name, &run_dir, &logs, &[])?;
 
         let stack = Self {
@@ -133,6 +138,7 @@ impl Stack {
             logs,
         };
         stack.wait_node_ready(cp).await?;
+        warm.await?;
         Ok(stack)
     }
 
@@ -336,6 +342,45 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// Starts `virt-launcher warm-capabilities` into the node's capabilities cache (as the
+/// chart's virt-handler init container does); the future ends with its exit, an error
+/// with its log when it failed.
+fn warm_capabilities(
+    run_dir: &Path,
+    logs: &Path,
+    node: &str,
+) -> Result<impl std::future::Future<Output = Result<()>> + use<>> {
+    let log = logs.join(format!("warm-capabilities-{node}.log"));
+    let out = std::fs::File::create(&log).context(|| format!("creating {}", log.display()))?;
+    let err = out
+        .try_clone()
+        .context(|| format!("opening {}", log.display()))?;
+    let mut child = Command::new(workspace_bin("virt-launcher"))
+        .arg("warm-capabilities")
+        .arg("--capabilities-cache")
+        .arg(RunDir::new(run_dir).capabilities())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .context(|| "starting virt-launcher warm-capabilities".to_string())?;
+    Ok(async move {
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r)
+            .context(|| "waiting for virt-launcher warm-capabilities".to_string())?;
+        if status.success() {
+            return Ok(());
+        }
+        Err(crate::Error::Startup {
+            component: "virt-launcher warm-capabilities".into(),
+            reason: status.to_string(),
+            tail: crate::tail(&log, 20),
+            log,
+        })
+    })
 }
 
 fn spawn_controller(

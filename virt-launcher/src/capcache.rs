@@ -3,8 +3,55 @@
 //! start, since each VMI has a fresh root. An optional node-wide directory shares the
 //! probe results between launchers. Copying is safe: libvirt checks each cached file
 //! (QEMU binary, libvirt and kernel versions, ...) and probes again when it is stale.
+//!
+//! `virt-launcher warm-capabilities` fills that directory before any VMI needs it (the
+//! virt-handler DaemonSet's init container runs it, with the launcher's image, so the
+//! files describe the binaries the launchers run): then the node's first VM starts as
+//! fast as the later ones.
 
+use std::fs::Permissions;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::{Error, Result};
+
+/// The first argument that selects [`warm`] instead of the launcher.
+pub const WARM_SUBCOMMAND: &str = "warm-capabilities";
+
+#[derive(Clone, Debug, clap::Parser)]
+#[command(
+    name = "virt-launcher warm-capabilities",
+    about = "Probes QEMU's capabilities once into the node's shared cache directory"
+)]
+pub struct WarmArgs {
+    /// The node-wide cache directory the launchers get as --capabilities-cache.
+    #[arg(long, env = "VIRT_LAUNCHER_CAPABILITIES_CACHE")]
+    pub capabilities_cache: PathBuf,
+
+    #[arg(long, env = "VIRT_LAUNCHER_LOG_FORMAT", value_enum, default_value_t = crate::args::LogFormat::Plain)]
+    pub log_format: crate::args::LogFormat,
+}
+
+/// Has a libvirt of its own (in a temporary root) probe QEMU, and copies the results into
+/// `shared` where it lacks them. Returns how long the probe took (nothing to do: zero).
+pub fn warm(shared: &Path) -> Result<Duration> {
+    let root = std::env::temp_dir().join(format!("warm-caps-{}", std::process::id()));
+    std::fs::create_dir_all(&root).map_err(Error::io("creating", &root))?;
+    let probed = (|| {
+        copy_missing(shared, &dir_in(&root));
+        let started = Instant::now();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let hv = crate::hypervisor::Hypervisor::open(&root, tx)?;
+        hv.probe_capabilities()?;
+        drop(hv);
+        let took = started.elapsed();
+        copy_missing(&dir_in(&root), shared);
+        Ok(took)
+    })();
+    let _ = std::fs::remove_dir_all(&root);
+    probed
+}
 
 /// Where the embedded driver keeps its probe results.
 pub fn dir_in(libvirt_root: &Path) -> PathBuf {
@@ -32,7 +79,11 @@ pub fn copy_missing(from: &Path, to: &Path) {
             name.to_string_lossy(),
             std::process::id()
         ));
-        let copied = std::fs::copy(entry.path(), &tmp).and_then(|_| std::fs::rename(&tmp, &target));
+        // Readable by every launcher, whichever user it runs as (libvirt writes 0600; the
+        // file describes QEMU, nothing secret).
+        let copied = std::fs::copy(entry.path(), &tmp)
+            .and_then(|_| std::fs::set_permissions(&tmp, Permissions::from_mode(0o644)))
+            .and_then(|_| std::fs::rename(&tmp, &target));
         match copied {
             Ok(()) => tracing::debug!(file = %target.display(), "capabilities cache copied"),
             Err(e) => {

@@ -6,7 +6,7 @@
 
 mod agent;
 pub mod args;
-mod capcache;
+pub mod capcache;
 mod dhcp;
 mod error;
 mod eventloop;

@@ -10,6 +10,25 @@ fn main() -> ExitCode {
         let args = virt_launcher::probe::ProbeArgs::parse_from(std::env::args().skip(1));
         return virt_launcher::probe::run(&args);
     }
+    // `virt-launcher warm-capabilities ...`: the node's capabilities cache filled before
+    // the first VM (the virt-handler DaemonSet's init container).
+    if std::env::args().nth(1).as_deref() == Some(virt_launcher::capcache::WARM_SUBCOMMAND) {
+        let args = virt_launcher::capcache::WarmArgs::parse_from(std::env::args().skip(1));
+        init_logging(args.log_format, "info");
+        return match virt_launcher::capcache::warm(&args.capabilities_cache) {
+            Ok(took) => {
+                tracing::info!(?took, dir = %args.capabilities_cache.display(), "QEMU capabilities cached");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "virt-launcher warm-capabilities failed: {}",
+                    virt_launcher::chain(&e)
+                );
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = Args::parse();
     init_logging(args.log_format, "info");
     // SAFETY: no other thread runs yet (the runtime starts below).
