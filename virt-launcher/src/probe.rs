@@ -106,7 +106,7 @@ fn verdict(response: Response) -> Result<(), String> {
             (None, Some(signal)) => format!("the command in the guest ended by signal {signal}"),
             (None, None) => "the command in the guest did not exit in time".into(),
         }),
-        Response::Error(e) => Err(format!("{e:?}")),
+        Response::Error(e) => Err(e.message),
         other => Err(format!("unexpected answer: {other:?}")),
     }
 }
