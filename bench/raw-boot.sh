@@ -3,7 +3,7 @@
 # libvirt) N times and prints the median seconds from starting QEMU to the guest's
 # "FERROVIRT GUEST READY" line on the serial console: the raw baseline of the benchmark.
 #
-# Usage: bench/raw-boot.sh [-n N] [-m MiB] [-M machine] [-a kernel-args] [-p] [-v] [MODE...]
+# Usage: bench/raw-boot.sh [-n N] [-m MiB] [-M machine] [-a kernel-args] [-x qemu-args] [-p] [-v] [MODE...]
 #   MODE   kernel  PVH vmlinux + initrd via -kernel (the kernel-boot images of the store)
 #          bzimage bzImage (Debian's vmlinuz) + initrd via -kernel
 #          disk    disk.qcow2 on virtio-blk, SeaBIOS + GRUB      (default: kernel disk)
@@ -11,6 +11,8 @@
 #   -n N   boots per mode (default 5)         -m MiB  guest memory (default 1024)
 #   -M     machine type (default q35)          -a ARGS kernel arguments for kernel/bzimage
 #          (default: the disk's, $FERROVIRT_CACHE/guests/cmdline)
+#   -x ARGS more QEMU arguments, split at spaces (to time what libvirt adds one part at a
+#          time, docs/boot-time.md)
 #   -p     after the ready line, press the ACPI power button (monitor system_powerdown) and
 #          also time the clean exit of QEMU (fails unless QEMU exits 0 with "Power down")
 #   -v     print every run's time, and the console of failed runs
@@ -22,12 +24,13 @@
 set -euo pipefail
 source "$(dirname "$0")/../hack/lib.sh"
 
-n=5 mem=1024 machine=q35 args="" powerdown=0 verbose=0
-while getopts "n:m:M:a:pvh" o; do
+n=5 mem=1024 machine=q35 args="" extra="" powerdown=0 verbose=0
+while getopts "n:m:M:a:x:pvh" o; do
   case "$o" in
     n) n="$OPTARG" ;; m) mem="$OPTARG" ;; M) machine="$OPTARG" ;; a) args="$OPTARG" ;;
+    x) extra="$OPTARG" ;;
     p) powerdown=1 ;; v) verbose=1 ;;
-    *) sed -n '2,24s/^# \{0,1\}//p' "$0"; exit 2 ;;
+    *) sed -n '2,26s/^# \{0,1\}//p' "$0"; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -55,6 +58,8 @@ boot_once() {
   local -a q=(qemu-system-x86_64 -accel tcg -M "$machine" -m "$mem" -smp 1
               -display none -serial stdio -monitor none -no-reboot -nodefaults
               -chardev "pipe,id=mon,path=$mon" -mon chardev=mon,mode=readline)
+  # shellcheck disable=SC2206 # -x's arguments are split at spaces on purpose
+  [[ -z "$extra" ]] || q+=($extra)
   case "$mode" in
     kernel)  q+=(-kernel "$g/vmlinux" -initrd "$g/initrd.img" -append "$args") ;;
     bzimage) q+=(-kernel "$g/vmlinuz" -initrd "$g/initrd.img" -append "$args") ;;
