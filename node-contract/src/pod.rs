@@ -26,6 +26,10 @@ pub fn vmi_id(vmi_name: &str) -> String {
     format!("{}-{}", &vmi_name[..MAX - HASH - 1], &hash[..HASH])
 }
 
+/// The launcher pod's container that runs virt-launcher (kubelet probes it; its logs are
+/// the launcher's).
+pub const COMPUTE_CONTAINER: &str = "compute";
+
 /// The libvirt domain's name.
 pub const DOMAIN_ANNOTATION: &str = "kubevirt.io/domain";
 /// The node label of a scheduled VMI; virt-handler selects its VMIs by it.

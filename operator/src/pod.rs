@@ -36,8 +36,7 @@ pub use ferrovirt_node_contract::pod::{
 
 /// The longest label value Kubernetes accepts.
 pub const LABEL_VALUE_MAX: usize = 63;
-/// The container that runs virt-launcher.
-pub const COMPUTE_CONTAINER: &str = "compute";
+pub use ferrovirt_node_contract::pod::COMPUTE_CONTAINER;
 /// The pod's volume of the per-VMI directory.
 const VMI_DIR_VOLUME: &str = "vmi-dir";
 /// Seconds the pod gets beyond the VMI's grace period: the launcher powers the guest off

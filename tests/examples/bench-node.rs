@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use crds::{VirtualMachine, VirtualMachineInstance, VmiPhase};
+use ferrovirt_node_contract::pod::COMPUTE_CONTAINER;
 use ferrovirt_tests::guest::READY_LINE;
 use ferrovirt_tests::{ControlPlane, Stack, TestNamespace, image_store, manifests, shared};
 use futures::StreamExt;
@@ -526,11 +527,9 @@ fn sample(b: &Bench<'_>, vms: usize) -> Result<Sample> {
         let mut pod = PodMem::default();
         let mut found = false;
         for file in std::fs::read_dir(dir.path())?.flatten() {
-            if !file
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".started.json")
-            {
+            // The launcher's container only: the pod's sandbox and its disk containers
+            // are the node's (devnode's stand-ins for pause and the disk server).
+            if file.file_name().to_string_lossy() != format!("{COMPUTE_CONTAINER}.started.json") {
                 continue;
             }
             let started: serde_json::Value = serde_json::from_slice(&std::fs::read(file.path())?)?;

@@ -15,7 +15,9 @@
 use std::time::{Duration, Instant};
 
 use crds::{VirtualMachine, VirtualMachineInstance, VmiPhase};
-use ferrovirt_node_contract::pod::{CONTAINER_DISK_BINARY_CONTAINER, volume_container};
+use ferrovirt_node_contract::pod::{
+    COMPUTE_CONTAINER, CONTAINER_DISK_BINARY_CONTAINER, volume_container,
+};
 use ferrovirt_tests::aggregation::{VirtApi, start_virt_api, virtctl_path};
 use ferrovirt_tests::console::Client;
 use ferrovirt_tests::guest::{READY_LINE, console_exchange};
@@ -789,7 +791,7 @@ async fn probes_drive_ready_and_a_failing_liveness_probe_replaces_the_vmi() {
     let compute = spec
         .containers
         .iter()
-        .find(|c| c.name == "compute")
+        .find(|c| c.name == COMPUTE_CONTAINER)
         .unwrap();
     let command = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
         p.as_ref()

@@ -14,6 +14,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use crds::{VirtualMachineInstance, VmiPhase};
+use ferrovirt_node_contract::pod::COMPUTE_CONTAINER;
 use ferrovirt_tests::aggregation::{virtctl, virtctl_path};
 use ferrovirt_tests::console::Client as Console;
 use ferrovirt_tests::helm::{self, IMAGES, image_layout, image_revision};
@@ -534,7 +535,14 @@ async fn boot_vm_cirros(cp: &ControlPlane, node: &RealNode, ns: &TestNamespace) 
     // For the report: what the node's first VM waited for libvirt's capabilities (about
     // 4 s without the cache the init container filled).
     let log = cp
-        .kubectl(["logs", "-n", ns.name(), &pod.name_any(), "-c", "compute"])
+        .kubectl([
+            "logs",
+            "-n",
+            ns.name(),
+            &pod.name_any(),
+            "-c",
+            COMPUTE_CONTAINER,
+        ])
         .await
         .map(|o| o.stdout)
         .unwrap_or_default();
