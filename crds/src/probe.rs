@@ -32,10 +32,12 @@ pub struct Probe {
     /// An HTTP GET to the launcher pod's address, which the pod network forwards to the
     /// guest. Needs a pod network in `networks`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::optional_http_get")]
     pub http_get: Option<HTTPGetAction>,
     /// A TCP connection to the launcher pod's address, which the pod network forwards to
     /// the guest. Needs a pod network in `networks`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::optional_tcp_socket")]
     pub tcp_socket: Option<TCPSocketAction>,
     /// Seconds after the compute container started before the first probe (the launcher
     /// pod's probe waits 10 seconds more, as KubeVirt's does, for libvirt to start).

@@ -44,3 +44,29 @@ pub(crate) fn resource_list(_: &mut SchemaGenerator) -> Schema {
 pub(crate) fn nullable_time(_: &mut SchemaGenerator) -> Schema {
     json_schema!({"type": "string", "format": "date-time", "nullable": true})
 }
+
+/// A probe's `httpGet` (may be null), its `port` bounded as Kubernetes bounds a probe's
+/// port number (1 to 65535; a name is kubelet's to resolve). Without the bound the API
+/// server stored numbers past 32 bits, which no component can read (found by
+/// virt-handler's tests/domain_props.rs).
+pub(crate) fn optional_http_get(generator: &mut SchemaGenerator) -> Schema {
+    with_port_range(generator.subschema_for::<Option<k8s_openapi::api::core::v1::HTTPGetAction>>())
+}
+
+/// A probe's `tcpSocket` (may be null), its `port` bounded as in [`optional_http_get`].
+pub(crate) fn optional_tcp_socket(generator: &mut SchemaGenerator) -> Schema {
+    with_port_range(
+        generator.subschema_for::<Option<k8s_openapi::api::core::v1::TCPSocketAction>>(),
+    )
+}
+
+fn with_port_range(mut schema: Schema) -> Schema {
+    let port = schema
+        .get_mut("properties")
+        .and_then(|p| p.get_mut("port"))
+        .and_then(|p| p.as_object_mut())
+        .expect("a probe action's schema has a port");
+    port.insert("minimum".into(), 1.into());
+    port.insert("maximum".into(), 65535.into());
+    schema
+}

@@ -547,6 +547,14 @@ async fn invalid_vms_are_rejected_naming_the_field() {
             &["spec.template.spec.livenessProbe.grpc"],
         ),
         (
+            "a probe port past 65535",
+            probed_vm(
+                "probe-port",
+                "      livenessProbe: {tcpSocket: {port: 2147483648}}\n",
+            ),
+            &["spec.template.spec.livenessProbe.tcpSocket.port"],
+        ),
+        (
             "a liveness probe needing two successes",
             probed_vm(
                 "probe-success",

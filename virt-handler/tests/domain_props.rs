@@ -87,7 +87,8 @@ impl Gen {
                 Some(p) => regex(p),
                 None => "[0-9]{1,4}".prop_map(Value::String).boxed(),
             };
-            return prop_oneof![string, (min..min + (1 << 34)).prop_map(Value::from)].boxed();
+            let max = bound(schema, "maximum").unwrap_or(min + (1 << 34));
+            return prop_oneof![string, (min..=max).prop_map(Value::from)].boxed();
         }
         match schema.get("type").and_then(Value::as_str) {
             Some("object") => self.object(schema, depth),
