@@ -70,3 +70,13 @@ fn with_port_range(mut schema: Schema) -> Schema {
     port.insert("maximum".into(), 65535.into());
     schema
 }
+
+/// CDI's DataVolumeSpec in a VM's `dataVolumeTemplates`: an object whose fields are CDI's
+/// to define (virt-api has the API server check them against CDI's own DataVolume schema).
+pub(crate) fn cdi_data_volume_spec(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "description": "CDI's DataVolumeSpec (cdi.kubevirt.io/v1beta1).",
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}

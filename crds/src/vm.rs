@@ -53,6 +53,50 @@ pub struct VirtualMachineSpec {
     /// The preference whose defaults apply where the template sets nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preference: Option<crate::PreferenceMatcher>,
+    /// DataVolumes (CDI's `cdi.kubevirt.io/v1beta1`, which must be installed) that the VM
+    /// creates, owned by it, before its first start; a `dataVolume` volume of the template
+    /// uses each by name, and the instance starts once they have succeeded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_volume_templates: Vec<DataVolumeTemplateSpec>,
+}
+
+/// A DataVolume the VM creates: its metadata and CDI's DataVolume spec, passed to CDI as
+/// written (CDI's schema checks it when virt-api dry-runs its creation).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataVolumeTemplateSpec {
+    /// Accepted for manifests written for older KubeVirt; not used (KubeVirt's no-op).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^cdi\\.kubevirt\\.io/"))]
+    pub api_version: Option<String>,
+    /// Accepted for manifests written for older KubeVirt; not used (KubeVirt's no-op).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^DataVolume$"))]
+    pub kind: Option<String>,
+    /// The DataVolume's name (required), labels and annotations.
+    pub metadata: DataVolumeTemplateMetadata,
+    /// CDI's DataVolumeSpec (`source` or `sourceRef`, and `storage` or `pvc`).
+    #[schemars(schema_with = "crate::schema::cdi_data_volume_spec")]
+    pub spec: serde_json::Value,
+}
+
+/// The metadata of a DataVolume the VM creates.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataVolumeTemplateMetadata {
+    /// The DataVolume's name, which is also its PersistentVolumeClaim's.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Labels of the DataVolume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Annotations of the DataVolume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// Always null in a template; accepted because generated manifests carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::nullable_time")]
+    pub creation_timestamp: Option<Time>,
 }
 
 // When a VM's instance runs.
@@ -137,7 +181,8 @@ pub struct VirtualMachineStatus {
     pub ready: Option<bool>,
     /// The VM's state for people: Stopped, Provisioning, Starting, Running, Paused,
     /// Stopping, Terminating, CrashLoopBackOff, Migrating, Unknown, ErrorUnschedulable,
-    /// ErrImagePull, ImagePullBackOff, ErrorPvcNotFound, WaitingForVolumeBinding.
+    /// ErrImagePull, ImagePullBackOff, ErrorPvcNotFound, WaitingForVolumeBinding,
+    /// DataVolumeError.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub printable_status: Option<String>,
     /// Conditions: Ready, Failure, RestartRequired, Paused.
@@ -227,4 +272,5 @@ pub mod printable_status {
     pub const IMAGE_PULL_BACK_OFF: &str = "ImagePullBackOff";
     pub const ERROR_PVC_NOT_FOUND: &str = "ErrorPvcNotFound";
     pub const WAITING_FOR_VOLUME_BINDING: &str = "WaitingForVolumeBinding";
+    pub const DATA_VOLUME_ERROR: &str = "DataVolumeError";
 }

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "[has(self.containerDisk), has(self.cloudInitNoCloud), has(self.emptyDisk), has(self.hostDisk), has(self.persistentVolumeClaim), has(self.configMap), has(self.secret), has(self.serviceAccount), has(self.downwardAPI)].filter(x, x).size() == 1",
-    "message": "set exactly one volume source: containerDisk, cloudInitNoCloud, emptyDisk, hostDisk, persistentVolumeClaim, configMap, secret, serviceAccount or downwardAPI"
+    "rule": "[has(self.containerDisk), has(self.cloudInitNoCloud), has(self.emptyDisk), has(self.hostDisk), has(self.persistentVolumeClaim), has(self.configMap), has(self.secret), has(self.serviceAccount), has(self.downwardAPI), has(self.dataVolume)].filter(x, x).size() == 1",
+    "message": "set exactly one volume source: containerDisk, cloudInitNoCloud, emptyDisk, hostDisk, persistentVolumeClaim, dataVolume, configMap, secret, serviceAccount or downwardAPI"
 }]))]
 pub struct Volume {
     /// The volume's name; the disk of the same name uses it.
@@ -31,6 +31,11 @@ pub struct Volume {
     /// A PersistentVolumeClaim; a filesystem volume holds the disk as `disk.img`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim: Option<PersistentVolumeClaimVolumeSource>,
+    /// A DataVolume of CDI (cdi.kubevirt.io, which must be installed): the guest uses the
+    /// PersistentVolumeClaim of the same name, as a `persistentVolumeClaim` volume, once
+    /// the DataVolume has succeeded; the VMI waits until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_volume: Option<DataVolumeSource>,
     /// A ConfigMap of the VMI's namespace, given to the guest as an ISO 9660 disk with a
     /// file per key (as KubeVirt: label `cfgdata` unless `volumeLabel` says otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,6 +146,15 @@ impl ConfigVolumeSource<'_> {
 }
 
 impl Volume {
+    /// The PersistentVolumeClaim it uses: a `persistentVolumeClaim`'s `claimName`, or a
+    /// `dataVolume`'s name (CDI names the claim after its DataVolume).
+    pub fn claim_name(&self) -> Option<&str> {
+        self.persistent_volume_claim
+            .as_ref()
+            .map(|p| p.claim_name.as_str())
+            .or(self.data_volume.as_ref().map(|d| d.name.as_str()))
+    }
+
     /// Its source if it is a configMap, secret, serviceAccount or downwardAPI volume.
     pub fn config_source(&self) -> Option<ConfigVolumeSource<'_>> {
         if let Some(c) = &self.config_map {
@@ -266,6 +280,16 @@ pub struct PersistentVolumeClaimVolumeSource {
     /// Attach the disk read-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_only: Option<bool>,
+}
+
+/// A DataVolume of the VMI's namespace, by name: the claim of the same name backs the
+/// disk.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataVolumeSource {
+    /// The name of both the DataVolume and its PersistentVolumeClaim.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// A network that an interface of the same name connects to. Exactly one source must be
