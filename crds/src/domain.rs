@@ -129,6 +129,48 @@ pub struct Memory {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::schema::optional_positive_quantity")]
     pub guest: Option<Quantity>,
+    /// Back the guest's memory with hugepages of this size, which the node must offer
+    /// (its `hugepages-<size>` resource): the launcher pod requests the guest's memory in
+    /// them. The guest's memory must be a multiple of the page size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hugepages: Option<Hugepages>,
+}
+
+/// Hugepages backing the guest's memory.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Hugepages {
+    /// The page size: `2Mi` or `1Gi`, the sizes of x86_64.
+    pub page_size: HugepageSize,
+}
+
+/// A hugepage size of x86_64.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum HugepageSize {
+    #[default]
+    #[serde(rename = "2Mi")]
+    Size2Mi,
+    #[serde(rename = "1Gi")]
+    Size1Gi,
+}
+
+impl HugepageSize {
+    /// The size in bytes.
+    pub fn bytes(self) -> u64 {
+        match self {
+            HugepageSize::Size2Mi => 2 << 20,
+            HugepageSize::Size1Gi => 1 << 30,
+        }
+    }
+
+    /// The quantity as written (`2Mi`, `1Gi`), also the suffix of Kubernetes' resource
+    /// name `hugepages-<size>`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HugepageSize::Size2Mi => "2Mi",
+            HugepageSize::Size1Gi => "1Gi",
+        }
+    }
 }
 
 /// The emulated machine.
@@ -301,6 +343,34 @@ pub struct Devices {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub inputs: Vec<Input>,
+    /// An emulated TPM 2.0 (swtpm), on unless `enabled` is false. Its state lives as long
+    /// as the VMI; `persistent: true` (KubeVirt's backend storage, a PVC) is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<Tpm>,
+}
+
+/// A virtual TPM 2.0.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Tpm {
+    /// false leaves the guest without a TPM (defaults to true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Keep the TPM's state across the VM's restarts. Refused when true: KubeVirt keeps
+    /// it on a PVC of its backend storage, which Ferrovirt does not have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!self",
+        "message": "a persistent TPM needs KubeVirt's backend storage (a PVC for the VM's TPM state), which Ferrovirt does not implement; the TPM's state lasts as long as the VMI"
+    }]))]
+    pub persistent: Option<bool>,
+}
+
+impl Tpm {
+    /// Whether the guest gets the TPM (KubeVirt's `tpm.HasDevice`).
+    pub fn present(tpm: Option<&Tpm>) -> bool {
+        tpm.is_some_and(|t| t.enabled != Some(false))
+    }
 }
 
 /// An input device. KubeVirt has tablets only, on the USB bus (the default; the domain then

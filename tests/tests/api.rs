@@ -259,8 +259,8 @@ const CORPUS: &[(&str, Expect, &str)] = &[
     ),
     (
         "hugepages.yaml",
-        Rejected("spec.template.spec.domain.memory.hugepages"),
-        "",
+        Accepted,
+        "tests/tests/e2e.rs (the launcher pod's hugepages-2Mi, the host's free hugepages drop by the guest's memory while it runs)",
     ),
     (
         "dedicated-cpu.yaml",
@@ -269,7 +269,12 @@ const CORPUS: &[(&str, Expect, &str)] = &[
     ),
     (
         "tpm.yaml",
-        Rejected("spec.template.spec.domain.devices.tpm"),
+        Accepted,
+        "virt-handler/tests/node_defects.rs start_strategy_paused (/sys/class/tpm/tpm0 in the guest, TPM 2.0)",
+    ),
+    (
+        "tpm-persistent.yaml",
+        Rejected("spec.template.spec.domain.devices.tpm.persistent"),
         "",
     ),
     (

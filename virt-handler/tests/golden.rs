@@ -225,6 +225,16 @@ const REJECTED: &[(&str, &str, &str)] = &[
         "spec.domain.devices.watchdog",
     ),
     (
+        "guest memory not a multiple of the hugepage size",
+        "domain: {memory: {guest: 65Mi, hugepages: {pageSize: 2Mi}}, devices: {}}",
+        "spec.domain.memory.hugepages.pageSize",
+    ),
+    (
+        "persistent TPM",
+        "domain: {memory: {guest: 64Mi}, devices: {tpm: {persistent: true}}}",
+        "spec.domain.devices.tpm.persistent",
+    ),
+    (
         "zero empty disk",
         "domain: {memory: {guest: 64Mi}, devices: {}}\nvolumes: [{name: a, emptyDisk: {capacity: \"0\"}}]",
         "spec.volumes[0].emptyDisk.capacity",

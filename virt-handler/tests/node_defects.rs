@@ -442,8 +442,8 @@ async fn a_guest_in_a_reset_loop_shows_in_status_and_its_serial_log_is_capped() 
 /// The same boot (one boot for both, to keep CI short) shows in the guest what
 /// `cpu.features`, `clock` and the devices gave it: popcnt on and SSE3 (`pni`) off on top of
 /// QEMU's TCG model, no HPET clocksource, a real-time clock an hour ahead, the 6300ESB
-/// watchdog, the memory balloon KubeVirt attaches by default, and two tablets: one on the
-/// virtio bus, one on USB (its xHCI controller).
+/// watchdog, the memory balloon KubeVirt attaches by default, two tablets: one on the
+/// virtio bus, one on USB (its xHCI controller), and the TPM 2.0 swtpm emulates (`tpm0`).
 #[tokio::test]
 async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_inside() {
     let f = Fixture::start(shared().await, "sp").await;
@@ -456,6 +456,7 @@ async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_i
         json!({"utc": {"offsetSeconds": 3600}, "timer": {"hpet": {"present": false}}});
     spec["domain"]["devices"]["watchdog"] =
         json!({"name": "wd", "i6300esb": {"action": "poweroff"}});
+    spec["domain"]["devices"]["tpm"] = json!({});
     spec["domain"]["devices"]["inputs"] = json!([
         {"name": "tablet1", "type": "tablet", "bus": "virtio"},
         {"name": "tablet2", "type": "tablet"}
@@ -534,7 +535,8 @@ async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_i
         "echo X$((6*7)) $(grep -cw popcnt /proc/cpuinfo) $(grep -cw pni /proc/cpuinfo) \
          $(date +%s) $(cat /sys/devices/system/clocksource/clocksource0/available_clocksource) \
          $(cat /sys/bus/pci/devices/*/device | tr '\n' ,) \
-         $(cat /sys/bus/virtio/devices/*/device | tr '\n' ,) Y$((6*7))",
+         $(cat /sys/bus/virtio/devices/*/device | tr '\n' ,) \
+         TPM$(cat /sys/class/tpm/tpm0/tpm_version_major) Y$((6*7))",
         "Y42",
     );
     let now = std::time::SystemTime::now()
@@ -561,6 +563,10 @@ async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_i
     assert!(
         line.contains("0x25ab"),
         "the 6300ESB watchdog (8086:25ab) is on the PCI bus: {line}"
+    );
+    assert!(
+        line.contains(" TPM2 "),
+        "the emulated TPM 2.0 is the guest's tpm0: {line}"
     );
     let on_bus = |id: &str| {
         line.split_whitespace()

@@ -32,10 +32,12 @@ namespaces = [ ]
 ";
 
 /// Added to [`QEMU_CONF`] when the launcher runs as root: libvirt's privileged driver
-/// would otherwise run QEMU as its built-in user.
+/// would otherwise run QEMU as its built-in user, and a TPM's swtpm as `tss`.
 const QEMU_CONF_ROOT: &str = "\
 user = \"root\"
 group = \"root\"
+swtpm_user = \"root\"
+swtpm_group = \"root\"
 ";
 
 /// qemu.conf for a launcher running as `euid`.

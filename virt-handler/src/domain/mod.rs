@@ -136,6 +136,9 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
         &[("placement", "static")],
         &topology.vcpus().to_string(),
     );
+    if let Some(h) = domain.memory.as_ref().and_then(|m| m.hugepages.as_ref()) {
+        hugepages(&mut x, memory, h.page_size)?;
+    }
 
     let smbios_serial = firmware.and_then(|f| f.serial.as_deref());
     if let Some(serial) = smbios_serial {
@@ -321,6 +324,9 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
         devices::watchdog(&mut x, w)?;
     }
     devices::inputs(&mut x, &domain.devices.inputs);
+    if crds::Tpm::present(domain.devices.tpm.as_ref()) {
+        devices::tpm(&mut x, domain.devices.tpm.as_ref())?;
+    }
     // KubeVirt attaches a balloon unless told not to; the guest reports its memory use
     // through it every 10 s.
     if domain.devices.autoattach_mem_balloon != Some(false) {
@@ -368,6 +374,29 @@ fn memory_kib(domain: &DomainSpec) -> Result<u64> {
             )
         })?;
     Ok(bytes.div_ceil(1024))
+}
+
+/// KubeVirt's memory backing for hugepages: the guest's memory in pages of `size` from
+/// the node's pool, through a memfd (no hugetlbfs mount needed, as KubeVirt's default).
+/// The pages are the ones the launcher pod requests as `hugepages-<size>`.
+fn hugepages(x: &mut xml::Xml, memory_kib: u64, size: crds::HugepageSize) -> Result<()> {
+    let page_kib = size.bytes() / 1024;
+    if memory_kib % page_kib != 0 {
+        return Err(Error::unsupported(
+            "spec.domain.memory.hugepages.pageSize",
+            format!(
+                "the guest's memory ({memory_kib} KiB) is not a multiple of the page size {}",
+                size.as_str()
+            ),
+        ));
+    }
+    x.open("memoryBacking", &[]);
+    x.open("hugepages", &[]);
+    x.empty("page", &[("size", &page_kib.to_string()), ("unit", "KiB")]);
+    x.close();
+    x.empty("source", &[("type", "memfd")]);
+    x.close();
+    Ok(())
 }
 
 struct Topology {
