@@ -34,33 +34,53 @@ pub struct WarmArgs {
 }
 
 /// Has a libvirt of its own (in a temporary root, seeded from `shared`) probe QEMU, and
-/// copies the results into `shared` where it lacks them. Returns how long the probe took:
-/// libvirt's own check of a seeded file, about 0.2 s, when `shared` already had it.
+/// shares the results in `shared`. Returns how long the probe took: libvirt's own check
+/// of a seeded file, about 0.2 s, when `shared` already had it.
 pub fn warm(shared: &Path) -> Result<Duration> {
     let root = std::env::temp_dir().join(format!("warm-caps-{}", std::process::id()));
     std::fs::create_dir_all(&root).map_err(Error::io("creating", &root))?;
     let probed = (|| {
-        copy_missing(shared, &dir_in(&root));
-        let started = Instant::now();
+        seed(shared, &root);
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let hv = crate::hypervisor::Hypervisor::open(&root, tx)?;
-        hv.probe_capabilities()?;
-        drop(hv);
-        let took = started.elapsed();
-        copy_missing(&dir_in(&root), shared);
-        Ok(took)
+        probe_and_share(&hv, &root, Some(shared))
     })();
     let _ = std::fs::remove_dir_all(&root);
     probed
 }
 
+/// Gives the embedded libvirt at `libvirt_root` the node's shared probe results, before
+/// it opens; best effort.
+pub fn seed(shared: &Path, libvirt_root: &Path) {
+    copy_changed(shared, &dir_in(libvirt_root));
+}
+
+/// Has `hv` (whose root is `libvirt_root`) probe QEMU now rather than in the first define,
+/// then shares what it wrote in `shared`: a file libvirt found stale and probed again
+/// replaces the shared copy, so a QEMU upgraded in place is probed once per node, not once
+/// per VM. Blocks; returns how long the probe took.
+pub(crate) fn probe_and_share(
+    hv: &crate::hypervisor::Hypervisor,
+    libvirt_root: &Path,
+    shared: Option<&Path>,
+) -> Result<Duration> {
+    let started = Instant::now();
+    hv.probe_capabilities()?;
+    let took = started.elapsed();
+    if let Some(shared) = shared {
+        copy_changed(&dir_in(libvirt_root), shared);
+    }
+    Ok(took)
+}
+
 /// Where the embedded driver keeps its probe results.
-pub fn dir_in(libvirt_root: &Path) -> PathBuf {
+fn dir_in(libvirt_root: &Path) -> PathBuf {
     libvirt_root.join("cache/qemu/capabilities")
 }
 
-/// Copies `*.xml` files from `from` into `to` when `to` lacks them; best effort.
-pub fn copy_missing(from: &Path, to: &Path) {
+/// Copies the `*.xml` files of `from` into `to` where `to` lacks them or holds other
+/// contents; best effort.
+fn copy_changed(from: &Path, to: &Path) {
     let Ok(entries) = std::fs::read_dir(from) else {
         return;
     };
@@ -70,8 +90,14 @@ pub fn copy_missing(from: &Path, to: &Path) {
     }
     for entry in entries.flatten() {
         let name = entry.file_name();
+        if !name.to_string_lossy().ends_with(".xml") {
+            continue;
+        }
         let target = to.join(&name);
-        if !name.to_string_lossy().ends_with(".xml") || target.exists() {
+        // The files are a few hundred KiB: comparing costs less than a needless probe.
+        if let (Ok(new), Ok(old)) = (std::fs::read(entry.path()), std::fs::read(&target))
+            && new == old
+        {
             continue;
         }
         // Write aside and rename, so a concurrent launcher never reads half a file.
@@ -97,18 +123,43 @@ pub fn copy_missing(from: &Path, to: &Path) {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     #[test]
-    fn copies_only_missing_xml() {
+    fn copies_new_and_changed_xml_only() {
         let from = tempfile::tempdir().unwrap();
         let to = tempfile::tempdir().unwrap();
-        std::fs::write(from.path().join("a.xml"), "new").unwrap();
-        std::fs::write(from.path().join("b.xml"), "new").unwrap();
+        std::fs::write(from.path().join("stale.xml"), "probed again").unwrap();
+        std::fs::write(from.path().join("new.xml"), "new").unwrap();
+        std::fs::write(from.path().join("same.xml"), "same").unwrap();
         std::fs::write(from.path().join("c.txt"), "x").unwrap();
-        std::fs::write(to.path().join("a.xml"), "old").unwrap();
-        super::copy_missing(from.path(), to.path());
+        std::fs::write(to.path().join("stale.xml"), "old").unwrap();
+        std::fs::write(to.path().join("same.xml"), "same").unwrap();
+        std::fs::set_permissions(
+            to.path().join("same.xml"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        super::copy_changed(from.path(), to.path());
         let read = |n: &str| std::fs::read_to_string(to.path().join(n)).ok();
-        assert_eq!(read("a.xml").as_deref(), Some("old"));
-        assert_eq!(read("b.xml").as_deref(), Some("new"));
+        assert_eq!(read("stale.xml").as_deref(), Some("probed again"));
+        assert_eq!(read("new.xml").as_deref(), Some("new"));
         assert_eq!(read("c.txt"), None);
+        let mode = |n: &str| {
+            std::fs::metadata(to.path().join(n))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("new.xml"), 0o644);
+        // An unchanged file is not written again.
+        assert_eq!(mode("same.xml"), 0o600);
+        let leftovers: Vec<_> = std::fs::read_dir(to.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     }
 }

@@ -58,7 +58,7 @@ pub async fn run(args: Args) -> Result<u8> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let root = paths.libvirt_root();
     if let Some(shared) = &args.capabilities_cache {
-        capcache::copy_missing(shared, &capcache::dir_in(&root));
+        capcache::seed(shared, &root);
     }
     let hv_root = root.clone();
     let hv = Arc::new(tokio::task::spawn_blocking(move || Hypervisor::open(&hv_root, tx)).await??);
@@ -96,14 +96,14 @@ pub async fn run(args: Args) -> Result<u8> {
 
 /// Probes QEMU while the handler has not asked for anything yet, then shares the result.
 async fn probe_capabilities(hv: Arc<Hypervisor>, root: PathBuf, shared: Option<PathBuf>) {
-    let started = std::time::Instant::now();
-    match tokio::task::spawn_blocking(move || hv.probe_capabilities()).await {
-        Ok(Ok(())) => tracing::info!(took = ?started.elapsed(), "QEMU capabilities ready"),
+    let probed = tokio::task::spawn_blocking(move || {
+        capcache::probe_and_share(&hv, &root, shared.as_deref())
+    })
+    .await;
+    match probed {
+        Ok(Ok(took)) => tracing::info!(?took, "QEMU capabilities ready"),
         Ok(Err(e)) => tracing::warn!(error = %chain(&e), "probing QEMU capabilities"),
         Err(e) => tracing::warn!(error = %e, "probing QEMU capabilities"),
-    }
-    if let Some(shared) = shared {
-        capcache::copy_missing(&capcache::dir_in(&root), &shared);
     }
 }
 
