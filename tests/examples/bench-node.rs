@@ -247,7 +247,16 @@ async fn boot_latency(b: &Bench<'_>, args: &Args, report: &mut Report) -> Result
     progress!("warm-up: one Ferrovirt boot and one raw boot, not counted");
     let fv = ferrovirt_boot(b, "warmup").await?;
     let raw = raw_boot(b, false).await?;
-    report.warmup = Some((fv.total, raw.total));
+    progress!(
+        "warm-up: ferrovirt {:.2}s (running -> line {:.2}s, QEMU CPU {:.2}s), raw {:.2}s (QEMU CPU {:.2}s), load {:.2}",
+        fv.total,
+        fv.running.map_or(f64::NAN, |r| fv.total - r),
+        fv.qemu_cpu.unwrap_or(f64::NAN),
+        raw.total,
+        raw.qemu_cpu.unwrap_or(f64::NAN),
+        loadavg()
+    );
+    report.warmup = Some((fv, raw.total));
     let kinds = if args.no_raw_display { 2 } else { 3 };
     for i in 0..args.reps {
         // Rotate which goes first, so a trend in the machine's load hits all alike.
@@ -719,7 +728,8 @@ fn mib(kib: u64) -> f64 {
 
 #[derive(Default)]
 struct Report {
-    warmup: Option<(f64, f64)>,
+    /// The first boot after the stack started, and raw's first.
+    warmup: Option<(FvBoot, f64)>,
     fv: Vec<FvBoot>,
     raw: Vec<RawBoot>,
     raw_display: Vec<RawBoot>,
@@ -831,10 +841,20 @@ impl Report {
                 seg(&|b| Some(b.running? - b.scheduled?)),
                 seg(&|b| Some(b.total - b.running?)),
             );
-            if let Some((f, r)) = self.warmup {
+            if let Some((first, r)) = &self.warmup {
+                let part = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.2} s"));
                 s += &format!(
-                    "First boot after the stack started (warm-up, not counted): Ferrovirt {f:.2} s, raw {r:.2} s. \
+                    "First boot after the stack started (warm-up, not counted): Ferrovirt {:.2} s \
+                     ({:.1}x the median; apply {:.2} s, to Scheduled {}, Scheduled -> Running {}, \
+                     Running -> line {}; QEMU CPU at the line {}), raw {r:.2} s. \
                      All runs, Ferrovirt: {}; raw: {}.\n\n",
+                    first.total,
+                    first.total / median(&fv),
+                    first.apply,
+                    part(first.scheduled),
+                    part(first.running.zip(first.scheduled).map(|(r, s)| r - s)),
+                    part(first.running.map(|r| first.total - r)),
+                    part(first.qemu_cpu),
                     fv.iter()
                         .map(|v| format!("{v:.2}"))
                         .collect::<Vec<_>>()
