@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use crds::VirtualMachineInstance;
 use k8s_openapi::api::core::v1::{
-    Container, ExecAction, HostPathVolumeSource, Pod, PodSpec, Probe, ResourceRequirements, Volume,
-    VolumeMount,
+    Container, EmptyDirVolumeSource, ExecAction, HostPathVolumeSource, Pod, PodSpec, Probe,
+    ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -165,8 +165,18 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
     let vmi_requests = vmi_resources.and_then(|r| r.requests.as_ref());
     let vmi_limits = vmi_resources.and_then(|r| r.limits.as_ref());
 
+    let hugepages = vmi
+        .spec
+        .domain
+        .memory
+        .as_ref()
+        .and_then(|m| m.hugepages.as_ref())
+        .map(|h| h.page_size);
+    // As KubeVirt: with hugepages, the guest's memory is requested (and limited) as
+    // `hugepages-<size>`, and the memory request is the overhead alone.
+    let in_memory = if hugepages.is_some() { 0 } else { guest };
     let mut requests = BTreeMap::new();
-    requests.insert("memory".to_string(), mib_quantity(guest + overhead));
+    requests.insert("memory".to_string(), mib_quantity(in_memory + overhead));
     // KubeVirt's default: 100m per vCPU (a cpuAllocationRatio of 10) unless requested.
     let cpu = vmi_requests
         .and_then(|r| r.get("cpu").cloned())
@@ -188,11 +198,18 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
             let bytes = crds::quantity::bytes(mem).ok_or_else(|| {
                 Error::InvalidSpec(format!("memory limit {:?} is not understood", mem.0))
             })?;
-            limits.insert(
-                "memory".to_string(),
-                mib_quantity(bytes.max(guest) + overhead),
-            );
+            let beyond_guest = if hugepages.is_some() {
+                bytes.saturating_sub(guest)
+            } else {
+                bytes.max(guest)
+            };
+            limits.insert("memory".to_string(), mib_quantity(beyond_guest + overhead));
         }
+    }
+    if let Some(size) = hugepages {
+        let resource = format!("hugepages-{}", size.as_str());
+        requests.insert(resource.clone(), mib_quantity(guest));
+        limits.insert(resource, mib_quantity(guest));
     }
 
     let mut labels = vmi.metadata.labels.clone().unwrap_or_default();
@@ -306,6 +323,14 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
     volumes.extend(disks.volumes);
     volumes.extend(secret_volumes);
     volumes.extend(config.volumes);
+    if hugepages.is_some() {
+        let (v, m) = hugepage_volumes();
+        volumes.extend(v);
+        containers[0]
+            .volume_mounts
+            .get_or_insert_default()
+            .extend(m);
+    }
 
     let spec = &vmi.spec;
     Ok(Pod {
@@ -358,6 +383,34 @@ fn uses_passt(vmi: &VirtualMachineInstance) -> bool {
         .interfaces
         .iter()
         .any(|i| i.passt_binding.is_some() || i.binding.as_ref().is_some_and(|b| b.name == "passt"))
+}
+
+/// KubeVirt's hugepages volumes: hugetlbfs emptyDirs at `/dev/hugepages` and at
+/// libvirt's directory under it. The guest's memory itself comes from a memfd (the domain's
+/// memoryBacking), which needs no mount; the pod's hugepages request reserves the pages.
+fn hugepage_volumes() -> (Vec<Volume>, Vec<VolumeMount>) {
+    [
+        ("hugepages", "/dev/hugepages"),
+        ("hugetblfs-dir", "/dev/hugepages/libvirt/qemu"),
+    ]
+    .into_iter()
+    .map(|(name, path)| {
+        let volume = Volume {
+            name: name.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("HugePages".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mount = VolumeMount {
+            name: name.into(),
+            mount_path: path.into(),
+            ..Default::default()
+        };
+        (volume, mount)
+    })
+    .unzip()
 }
 
 fn host_dir_volume(name: &str, path: &std::path::Path) -> Volume {
@@ -697,6 +750,43 @@ spec:
         assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "2194Mi"); // 2048 + 144 + 2 (overhead of the guest)
         assert_eq!(res.limits.as_ref().unwrap()["cpu"].0, "2");
         assert_eq!(pod.spec.unwrap().termination_grace_period_seconds, Some(45));
+    }
+
+    #[test]
+    fn hugepages_hold_the_guest_memory_and_the_memory_request_is_the_overhead() {
+        let v = vmi(r#"
+metadata: {name: h, namespace: n}
+spec:
+  domain:
+    memory: {guest: 128Mi, hugepages: {pageSize: 2Mi}}
+    resources: {limits: {memory: 160Mi}}
+    devices: {}
+"#);
+        let spec = render(&v, &cfg()).unwrap().spec.unwrap();
+        let c = &spec.containers[0];
+        let res = c.resources.as_ref().unwrap();
+        let (req, lim) = (res.requests.as_ref().unwrap(), res.limits.as_ref().unwrap());
+        assert_eq!(req["hugepages-2Mi"].0, "128Mi");
+        assert_eq!(lim["hugepages-2Mi"].0, "128Mi");
+        assert_eq!(req["memory"].0, "145Mi"); // the overhead: 30 + 50 + 64 + 1
+        assert_eq!(lim["memory"].0, "177Mi"); // 32 beyond the guest + the overhead
+        let mounts: Vec<(&str, &str)> = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+            .collect();
+        assert!(
+            mounts.contains(&("hugepages", "/dev/hugepages")),
+            "{mounts:?}"
+        );
+        let hugetlbfs = spec
+            .volumes
+            .iter()
+            .flatten()
+            .filter(|v| v.empty_dir.as_ref().and_then(|e| e.medium.as_deref()) == Some("HugePages"))
+            .count();
+        assert_eq!(hugetlbfs, 2);
     }
 
     #[test]
