@@ -67,6 +67,8 @@ pub(crate) struct ApiServer {
     handle: Handle<Request<Body>, Response<Body>>,
     /// The VMI cache the context reads.
     pub vmis: Writer<VirtualMachineInstance>,
+    /// The launcher pod cache the context reads.
+    pub pods: Writer<Pod>,
 }
 
 /// What the stand-in saw: the requests it answered in order (method and path), and the
@@ -81,6 +83,11 @@ impl ApiServer {
     /// Puts `vmi` in the controllers' VMI cache.
     pub fn cache(&mut self, vmi: VirtualMachineInstance) {
         self.vmis.apply_watcher_event(&watcher::Event::Apply(vmi));
+    }
+
+    /// Puts `pod` in the controllers' pod cache.
+    pub fn cache_pod(&mut self, pod: Pod) {
+        self.pods.apply_watcher_event(&watcher::Event::Apply(pod));
     }
 
     /// Answers `expected` in order while `reconcile` runs; then answers the Events still
@@ -154,7 +161,7 @@ pub(crate) fn context() -> (Arc<Context>, ApiServer) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
     let (vmi_store, vmis) = reflector::store::<VirtualMachineInstance>();
-    let (pod_store, _pods) = reflector::store::<Pod>();
+    let (pod_store, pods) = reflector::store::<Pod>();
     let settings = Settings {
         launcher: LauncherConfig {
             image: "ferrovirt/virt-launcher:dev".into(),
@@ -170,5 +177,5 @@ pub(crate) fn context() -> (Arc<Context>, ApiServer) {
         vmi_store,
         pod_store,
     );
-    (Arc::new(ctx), ApiServer { handle, vmis })
+    (Arc::new(ctx), ApiServer { handle, vmis, pods })
 }

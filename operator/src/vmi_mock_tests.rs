@@ -1,5 +1,8 @@
 //! The VMI controller's write sequences against the mock API ([`crate::mock_api`]): the
-//! finalizer, its lost race, and the launcher pod's create followed by the guarded status.
+//! finalizer, its lost race, the launcher pod's create followed by the guarded status (a
+//! refused create, one that found the pod there), a final VMI's pod delete, and a deleted
+//! VMI's cleanup (the pod asked to shut the guest down, removed by force once its node is
+//! gone, the finalizer released).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -142,4 +145,226 @@ async fn the_launcher_pod_is_created_then_the_status_says_scheduling_guarded() {
     let (result, seen) = api.serve(expected, 1, reconcile(Arc::new(v), ctx)).await;
     result.unwrap();
     assert_eq!(seen.events, ["SuccessfulCreate"]);
+}
+
+/// The VMI's launcher pod on node n1, in `phase`, its launcher container waiting, running
+/// or ended.
+fn launcher_pod(phase: &str) -> Value {
+    let state = match phase {
+        "Running" => json!({"running": {}}),
+        "Pending" => json!({"waiting": {"reason": "ContainerCreating"}}),
+        _ => json!({"terminated": {"exitCode": 0}}),
+    };
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": crate::pod::pod_name("g", "u-vmi"), "namespace": "ns", "uid": "u-pod",
+                     "resourceVersion": "3", "labels": {"kubevirt.io/created-by": "u-vmi"}},
+        "spec": {"nodeName": "n1", "containers": [{"name": "compute", "image": "i"}]},
+        "status": {"phase": phase, "containerStatuses": [{"name": "compute", "ready": phase == "Running",
+            "restartCount": 0, "image": "i", "imageID": "", "state": state}]},
+    })
+}
+
+fn not_found(what: &str) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "reason": "NotFound", "code": 404, "message": format!("{what} not found"),
+    })
+}
+
+/// `v` deleted (its deletionTimestamp set), in `phase`.
+fn deleted(mut v: VirtualMachineInstance, phase: &str) -> VirtualMachineInstance {
+    v.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    v.status = Some(serde_json::from_value(json!({"phase": phase})).unwrap());
+    v
+}
+
+fn pod_path() -> String {
+    format!("{PODS}/{}", crate::pod::pod_name("g", "u-vmi"))
+}
+
+#[tokio::test]
+async fn a_deleted_vmi_whose_guest_runs_asks_the_pod_to_shut_it_down_and_waits() {
+    let (ctx, mut api) = context();
+    api.cache_pod(serde_json::from_value(launcher_pod("Running")).unwrap());
+    let v = deleted(vmi(json!([FINALIZER])), "Running");
+    let expected = vec![
+        // The node still there: the guest shuts down in its own time.
+        Expect::new(
+            Method::GET,
+            "/api/v1/nodes/n1",
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}),
+        ),
+        Expect::new(Method::DELETE, pod_path(), launcher_pod("Running")).checking(|body| {
+            assert_eq!(body["gracePeriodSeconds"], json!(45), "{body}");
+            assert_eq!(body["preconditions"]["uid"], json!("u-pod"), "{body}");
+        }),
+    ];
+    let (result, seen) = api.serve(expected, 1, reconcile(Arc::new(v), ctx)).await;
+    assert_eq!(
+        result.unwrap(),
+        Action::requeue(Duration::from_secs(75)),
+        "the pod's updates wake the pass; its deadline and the slack are the fallback"
+    );
+    assert_eq!(seen.events, ["SuccessfulDelete"]);
+}
+
+#[tokio::test]
+async fn a_deleted_vmi_is_released_once_its_pod_finished() {
+    let (ctx, mut api) = context();
+    api.cache_pod(serde_json::from_value(launcher_pod("Succeeded")).unwrap());
+    let v = deleted(vmi(json!([FINALIZER])), "Succeeded");
+    let expected = vec![
+        Expect::new(
+            Method::GET,
+            "/api/v1/nodes/n1",
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}),
+        ),
+        // The finished pod goes with its own grace period, then the finalizer.
+        Expect::new(Method::DELETE, pod_path(), launcher_pod("Succeeded")).checking(|body| {
+            assert_eq!(body.get("gracePeriodSeconds"), None, "{body}");
+        }),
+        Expect::new(Method::PATCH, format!("{VMIS}/g?"), answered(&v, "6")).checking(|ops| {
+            assert_eq!(
+                ops,
+                &json!([
+                    {"op": "test", "path": "/metadata/finalizers", "value": [FINALIZER]},
+                    {"op": "remove", "path": "/metadata/finalizers/0"},
+                ])
+            );
+        }),
+    ];
+    let (result, seen) = api.serve(expected, 0, reconcile(Arc::new(v), ctx)).await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    assert!(seen.events.is_empty(), "{:?}", seen.events);
+}
+
+#[tokio::test]
+async fn a_deleted_vmi_without_a_pod_reads_the_api_server_then_is_released() {
+    let (ctx, mut api) = context();
+    let v = deleted(vmi(json!(["example.org/keep", FINALIZER])), "Running");
+    let expected = vec![
+        // Not in the cache: the API server is asked (the cache may be behind).
+        Expect::new(Method::GET, pod_path(), not_found("pod")).status(StatusCode::NOT_FOUND),
+        Expect::new(Method::PATCH, format!("{VMIS}/g?"), answered(&v, "6")).checking(|ops| {
+            assert_eq!(
+                ops,
+                &json!([
+                    {"op": "test", "path": "/metadata/finalizers", "value": ["example.org/keep", FINALIZER]},
+                    {"op": "remove", "path": "/metadata/finalizers/1"},
+                ])
+            );
+        }),
+    ];
+    let (result, _) = api.serve(expected, 0, reconcile(Arc::new(v), ctx)).await;
+    assert_eq!(result.unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn a_deleted_vmi_whose_node_is_gone_has_its_pod_removed_by_force() {
+    let (ctx, mut api) = context();
+    api.cache_pod(serde_json::from_value(launcher_pod("Running")).unwrap());
+    let v = deleted(vmi(json!([FINALIZER])), "Running");
+    let expected = vec![
+        Expect::new(Method::GET, "/api/v1/nodes/n1", not_found("node"))
+            .status(StatusCode::NOT_FOUND),
+        Expect::new(Method::DELETE, pod_path(), launcher_pod("Running")).checking(|body| {
+            assert_eq!(body["gracePeriodSeconds"], json!(0), "{body}");
+        }),
+        Expect::new(Method::PATCH, format!("{VMIS}/g?"), answered(&v, "6")),
+    ];
+    let (result, _) = api.serve(expected, 0, reconcile(Arc::new(v), ctx)).await;
+    assert_eq!(result.unwrap(), Action::await_change());
+}
+
+#[tokio::test]
+async fn a_final_vmi_has_its_running_pod_deleted_with_the_grace_period() {
+    let (ctx, mut api) = context();
+    api.cache_pod(serde_json::from_value(launcher_pod("Running")).unwrap());
+    let mut v = vmi(json!([FINALIZER]));
+    v.status = Some(serde_json::from_value(json!({"phase": "Failed"})).unwrap());
+    let expected = vec![
+        Expect::new(Method::DELETE, pod_path(), launcher_pod("Running")).checking(|body| {
+            assert_eq!(body["gracePeriodSeconds"], json!(45), "{body}");
+        }),
+    ];
+    let (result, seen) = api.serve(expected, 1, reconcile(Arc::new(v), ctx)).await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(300)));
+    assert_eq!(seen.events, ["SuccessfulDelete"]);
+}
+
+#[tokio::test]
+async fn a_refused_pod_is_told_in_the_status_and_an_event_and_the_pass_fails() {
+    let (ctx, mut api) = context();
+    let v = vmi(json!([FINALIZER]));
+    let forbidden = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "reason": "Forbidden", "code": 403,
+        "message": "pods \"x\" is forbidden: exceeded quota: q",
+    });
+    let expected = vec![
+        Expect::new(Method::POST, format!("{PODS}?"), forbidden).status(StatusCode::FORBIDDEN),
+        Expect::new(Method::PATCH, format!("{VMIS}/g/status?"), answered(&v, "6")).checking(|ops| {
+            assert_eq!(
+                ops[0],
+                json!({"op": "test", "path": "/metadata/resourceVersion", "value": "5"})
+            );
+            let status = &ops[1]["value"];
+            assert_eq!(status["phase"], json!("Pending"), "{status}");
+            let c = &status["conditions"][0];
+            assert_eq!(
+                (&c["type"], &c["status"], &c["reason"]),
+                (&json!("Synchronized"), &json!("False"), &json!("FailedCreate")),
+                "{status}"
+            );
+            assert_eq!(
+                c["message"],
+                json!("failed to create virtual machine pod: pods \"x\" is forbidden: exceeded quota: q")
+            );
+        }),
+    ];
+    let (result, seen) = api
+        .serve(expected, 1, reconcile(Arc::new(v.clone()), ctx.clone()))
+        .await;
+    let e = result.expect_err("a refused pod fails the pass");
+    assert!(matches!(e, crate::Error::FailedCreatePod(..)), "{e:?}");
+    assert_eq!(seen.events, ["FailedCreate"]);
+    assert_eq!(
+        error_policy(Arc::new(v), &e, ctx),
+        Action::requeue(Duration::from_secs(1)),
+        "the retry backs off"
+    );
+}
+
+#[tokio::test]
+async fn a_pod_that_exists_already_is_read_and_the_status_follows_it() {
+    let (ctx, mut api) = context();
+    let v = vmi(json!([FINALIZER]));
+    let exists = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "reason": "AlreadyExists", "code": 409, "message": "pods exists",
+    });
+    let expected = vec![
+        Expect::new(Method::POST, format!("{PODS}?"), exists).status(StatusCode::CONFLICT),
+        Expect::new(Method::GET, pod_path(), launcher_pod("Pending")),
+        Expect::new(
+            Method::PATCH,
+            format!("{VMIS}/g/status?"),
+            answered(&v, "6"),
+        )
+        .checking(|ops| {
+            let status = &ops[1]["value"];
+            assert_eq!(status["phase"], json!("Scheduling"), "{status}");
+            assert_eq!(status["activePods"], json!({"u-pod": "n1"}), "{status}");
+        }),
+    ];
+    let (result, seen) = api.serve(expected, 0, reconcile(Arc::new(v), ctx)).await;
+    result.unwrap();
+    assert!(
+        seen.events.is_empty(),
+        "no pod of ours was created: {:?}",
+        seen.events
+    );
 }

@@ -163,3 +163,369 @@ fn a_pod_waiting_for_its_secret_is_looked_at_again_and_the_failure_told_once() {
     again.mount_failure(&plan.status, "secret \"ud\" not found".into());
     assert!(again.events.is_empty(), "{:?}", again.events);
 }
+
+// The whole reconcile's plan ([`plan`]): the finalizer, the deleted VMI's cleanup, the
+// final VMI's pod, the pod's create and the spec that cannot run.
+
+fn launcher() -> pod::LauncherConfig {
+    pod::LauncherConfig {
+        image: "ferrovirt/virt-launcher:dev".into(),
+        node_run_dir: std::path::PathBuf::from("/var/run/ferrovirt"),
+    }
+}
+
+/// A VMI with 64Mi of guest memory (what the pod's render needs), `phase`, finalizer or
+/// not, deleted or not.
+fn vmi_with(phase: Option<&str>, finalizer: bool, deleted: bool) -> VirtualMachineInstance {
+    let mut v: VirtualMachineInstance = serde_yaml::from_str(
+        "metadata: {name: g, namespace: ns, uid: u-vmi}\nspec: {domain: {memory: {guest: 64Mi}, devices: {}}}",
+    )
+    .unwrap();
+    if let Some(p) = phase {
+        v.status = Some(serde_yaml::from_str(&format!("phase: {p}")).unwrap());
+    }
+    if finalizer {
+        v.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    }
+    if deleted {
+        v.metadata.deletion_timestamp = Some(Time(Timestamp::UNIX_EPOCH));
+    }
+    v
+}
+
+/// `yaml`'s pod, deleted at `deleted` (seconds after the epoch) if given.
+fn pod_deleted(yaml: &str, deleted: Option<i64>) -> Arc<Pod> {
+    let mut p = pod(yaml);
+    p.metadata.deletion_timestamp = deleted.map(|s| Time(Timestamp::from_second(s).unwrap()));
+    Arc::new(p)
+}
+
+fn seen(vmi: &VirtualMachineInstance, pod: Option<Arc<Pod>>, node_gone: bool) -> Seen<'_> {
+    Seen {
+        vmi,
+        pod,
+        node_gone,
+        // 100 s after the epoch: a pod deleted at 0 with 30 s grace is past its deadline.
+        now: Timestamp::from_second(100).unwrap(),
+    }
+}
+
+/// The graceful delete of pod `p` for the default grace (30 s) and margin (15 s).
+fn graceful() -> PodDelete {
+    PodDelete {
+        name: "p".into(),
+        uid: "u-pod".into(),
+        grace: Some(45),
+        event: Some("Deleted virtual machine pod p (grace period 45s)".into()),
+        forced: None,
+    }
+}
+
+fn forced(grace: Option<u32>, why: Option<&'static str>) -> PodDelete {
+    PodDelete {
+        name: "p".into(),
+        uid: "u-pod".into(),
+        grace,
+        event: None,
+        forced: why,
+    }
+}
+
+/// A plan, in a form to compare: its kind and the pod delete it sends.
+fn summary(plan: &Plan) -> (String, Option<&PodDelete>, Option<Action>) {
+    match plan {
+        Plan::Wait(a) => ("wait".into(), None, Some(a.clone())),
+        Plan::AddFinalizer => ("add finalizer".into(), None, None),
+        Plan::DeletePod(d, a) => ("delete pod".into(), Some(d), Some(a.clone())),
+        Plan::Release(d) => ("release".into(), d.as_ref(), None),
+        Plan::CreatePod(p) => (format!("create {}", p.name_any()), None, None),
+        Plan::Unrunnable(p) => (format!("unrunnable {:?}", p.status.reason), None, None),
+        Plan::Status(p) => (format!("status {:?}", p.status.phase), None, None),
+    }
+}
+
+/// What, the VMI, its pod, whether the pod's node is gone, and the plan's [`summary`].
+type PlanCase<'a> = (
+    &'a str,
+    VirtualMachineInstance,
+    Option<Arc<Pod>>,
+    bool,
+    (String, Option<PodDelete>, Option<Action>),
+);
+
+#[test]
+fn the_plan_follows_the_finalizer_the_deletion_and_the_pod() {
+    let running = || pod_deleted(READY, None);
+    // A pod's deletionTimestamp is its deadline: 50 plus the slack (30 s) is past at 100,
+    // 90 is not.
+    let stuck = || pod_deleted(READY, Some(50));
+    let going = || pod_deleted(READY, Some(90));
+    let finished = || pod_deleted(POD_FAILED, None);
+    let finished_going = || pod_deleted(POD_FAILED, Some(90));
+    // Back after the grace, the margin and the slack: 30 + 15 + 30 s.
+    let again = Action::requeue(Duration::from_secs(75));
+    let resync = Action::requeue(RESYNC);
+    let pod_name = pod::pod_name("g", "u-vmi");
+    let cases: Vec<PlanCase> = vec![
+        (
+            "deleted, not ours to hold",
+            vmi_with(Some("Running"), false, true),
+            Some(running()),
+            false,
+            ("wait".into(), None, Some(Action::await_change())),
+        ),
+        (
+            "deleted, no pod: released",
+            vmi_with(Some("Running"), true, true),
+            None,
+            false,
+            ("release".into(), None, None),
+        ),
+        (
+            "deleted, the guest runs: the pod asked to shut it down",
+            vmi_with(Some("Running"), true, true),
+            Some(running()),
+            false,
+            ("delete pod".into(), Some(graceful()), Some(again.clone())),
+        ),
+        (
+            "deleted, the pod shutting down: wait",
+            vmi_with(Some("Running"), true, true),
+            Some(going()),
+            false,
+            ("wait".into(), None, Some(again)),
+        ),
+        (
+            "deleted, the pod finished: deleted with its own grace, released",
+            vmi_with(Some("Running"), true, true),
+            Some(finished()),
+            false,
+            ("release".into(), Some(forced(None, None)), None),
+        ),
+        (
+            "deleted, the finished pod already going: released",
+            vmi_with(Some("Running"), true, true),
+            Some(finished_going()),
+            false,
+            ("release".into(), None, None),
+        ),
+        (
+            "deleted, the node gone: the pod removed by force",
+            vmi_with(Some("Running"), true, true),
+            Some(going()),
+            true,
+            (
+                "release".into(),
+                Some(forced(Some(0), Some("its node is gone"))),
+                None,
+            ),
+        ),
+        (
+            "deleted, the pod stuck past its deadline: removed by force",
+            vmi_with(Some("Running"), true, true),
+            Some(stuck()),
+            false,
+            (
+                "release".into(),
+                Some(forced(Some(0), Some("it is stuck past its deadline"))),
+                None,
+            ),
+        ),
+        (
+            "new: the finalizer first",
+            vmi_with(None, false, false),
+            None,
+            false,
+            ("add finalizer".into(), None, None),
+        ),
+        (
+            "final, the pod still runs: deleted",
+            vmi_with(Some("Failed"), true, false),
+            Some(running()),
+            false,
+            ("delete pod".into(), Some(graceful()), Some(resync.clone())),
+        ),
+        (
+            "final, the pod finished: nothing",
+            vmi_with(Some("Succeeded"), true, false),
+            Some(finished()),
+            false,
+            ("wait".into(), None, Some(resync.clone())),
+        ),
+        (
+            "final, the pod going: nothing",
+            vmi_with(Some("Succeeded"), true, false),
+            Some(going()),
+            false,
+            ("wait".into(), None, Some(resync)),
+        ),
+        (
+            "new, with the finalizer: the pod created",
+            vmi_with(None, true, false),
+            None,
+            false,
+            (format!("create {pod_name}"), None, None),
+        ),
+        (
+            "pending, no pod: the pod created",
+            vmi_with(Some("Pending"), true, false),
+            None,
+            false,
+            (format!("create {pod_name}"), None, None),
+        ),
+        (
+            "scheduling with the pod: status",
+            vmi_with(Some("Scheduling"), true, false),
+            Some(running()),
+            false,
+            ("status Some(Scheduled)".into(), None, None),
+        ),
+        (
+            "scheduling, the pod gone: status",
+            vmi_with(Some("Scheduling"), true, false),
+            None,
+            false,
+            ("status Some(Failed)".into(), None, None),
+        ),
+    ];
+    for (what, v, p, node_gone, (kind, delete, action)) in cases {
+        let planned = plan(&seen(&v, p, node_gone), &launcher());
+        assert_eq!(summary(&planned), (kind, delete.as_ref(), action), "{what}");
+    }
+}
+
+#[test]
+fn a_spec_that_cannot_run_fails_the_vmi_with_an_event() {
+    let mut v = vmi_with(None, true, false);
+    v.spec.domain.memory = None;
+    let Plan::Unrunnable(p) = plan(&seen(&v, None, false), &launcher()) else {
+        panic!("a VMI without guest memory cannot run");
+    };
+    assert_eq!(
+        (p.status.phase, p.status.reason.as_deref()),
+        (Some(VmiPhase::Failed), Some("InvalidSpec"))
+    );
+    let failure = p
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Failure")
+        .unwrap();
+    assert!(
+        failure
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("no guest memory"),
+        "{failure:?}"
+    );
+    assert_eq!(p.events.len(), 1);
+    assert_eq!(
+        (p.events[0].0, p.events[0].1),
+        (EventType::Warning, "InvalidSpec")
+    );
+}
+
+#[test]
+fn a_pod_the_cache_lacks_is_read_only_where_the_plan_needs_it() {
+    let cases = [
+        ("new, no finalizer yet", vmi_with(None, false, false), false),
+        ("new: creates it", vmi_with(None, true, false), false),
+        (
+            "pending: creates it",
+            vmi_with(Some("Pending"), true, false),
+            false,
+        ),
+        (
+            "scheduling",
+            vmi_with(Some("Scheduling"), true, false),
+            true,
+        ),
+        ("running", vmi_with(Some("Running"), true, false), true),
+        (
+            "final: the cache",
+            vmi_with(Some("Failed"), true, false),
+            false,
+        ),
+        (
+            "deleted, held",
+            vmi_with(Some("Succeeded"), true, true),
+            true,
+        ),
+        (
+            "deleted, not held",
+            vmi_with(Some("Running"), false, true),
+            false,
+        ),
+    ];
+    for (what, v, reads) in cases {
+        assert_eq!(reads_pod(&v), reads, "{what}");
+    }
+}
+
+#[test]
+fn a_refused_pod_leaves_the_vmi_pending_with_the_api_servers_reason() {
+    let old = vmi_with(None, true, false).status.unwrap_or_default();
+    let status = plan_create_failure(&old, "FailedCreate", "pods \"x\" is forbidden: quota");
+    assert_eq!(status.phase, Some(VmiPhase::Pending));
+    let c = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == SYNCHRONIZED)
+        .unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_deref(), c.message.as_deref()),
+        (
+            "False",
+            Some("FailedCreate"),
+            Some("failed to create virtual machine pod: pods \"x\" is forbidden: quota")
+        )
+    );
+}
+
+#[test]
+fn a_status_write_happens_only_for_a_change_and_stamps_the_phase() {
+    let now = Timestamp::from_second(100).unwrap();
+    let old = vmi_with(Some("Scheduling"), true, false).status.unwrap();
+    assert!(
+        plan_status_write(&old, old.clone(), now).is_none(),
+        "nothing changed"
+    );
+
+    let mut scheduled = old.clone();
+    scheduled.phase = Some(VmiPhase::Scheduled);
+    let w = plan_status_write(&old, scheduled, now).unwrap();
+    assert_eq!(
+        w.phase_change,
+        Some((Some(VmiPhase::Scheduling), VmiPhase::Scheduled))
+    );
+    assert_eq!(
+        w.status.phase_transition_timestamps,
+        [PhaseTransitionTimestamp {
+            phase: Some(VmiPhase::Scheduled),
+            phase_transition_timestamp: Some(Time(now)),
+        }]
+    );
+    assert_eq!(w.failed_event, None, "only a failure is an Event");
+
+    let missing = plan_from_pod(
+        &vmi_with(Some("Scheduling"), true, false),
+        &old,
+        old.clone(),
+        None,
+    );
+    let w = plan_status_write(&old, missing.status, now).unwrap();
+    assert_eq!(
+        w.failed_event.as_deref(),
+        Some("Scheduling -> Failed: LauncherPodMissing: the launcher pod is gone")
+    );
+
+    // Only a condition changed: written, no phase change.
+    let mut cond = old.clone();
+    set_condition(
+        &mut cond.conditions,
+        synchronized_failure("FailedMount", "m"),
+    );
+    let w = plan_status_write(&old, cond, now).unwrap();
+    assert_eq!((w.phase_change, w.failed_event), (None, None));
+}
