@@ -321,3 +321,33 @@ pub struct PodNetwork {
     )]
     pub vm_network_cidr: Option<String>,
 }
+
+/// KubeVirt's contract with CDI (the Containerized Data Importer): the DataVolume kind a
+/// VM's `dataVolumeTemplates` create and a `dataVolume` volume names, and the words with
+/// which Ferrovirt refuses them when the cluster serves no DataVolume.
+pub mod cdi {
+    /// CDI's API group.
+    pub const GROUP: &str = "cdi.kubevirt.io";
+    /// The version KubeVirt creates DataVolumes in.
+    pub const VERSION: &str = "v1beta1";
+    /// `GROUP/VERSION`.
+    pub const API_VERSION: &str = "cdi.kubevirt.io/v1beta1";
+    pub const KIND: &str = "DataVolume";
+    pub const PLURAL: &str = "datavolumes";
+    /// KubeVirt's annotation on the DataVolumes it creates: CDI may adopt a claim of the
+    /// same name that exists already.
+    pub const ALLOW_CLAIM_ADOPTION: &str = "cdi.kubevirt.io/allowClaimAdoption";
+
+    /// DataVolume phases (CDI's `DataVolumePhase`) that KubeVirt treats as ready.
+    pub fn phase_is_ready(phase: &str) -> bool {
+        matches!(phase, "Succeeded" | "PendingPopulation")
+    }
+
+    /// Why `field` is refused in a cluster without CDI.
+    pub fn needed(field: &str) -> String {
+        format!(
+            "{field}: needs CDI (the Containerized Data Importer), which is not installed: the \
+             cluster serves no {KIND} in {API_VERSION}; install CDI, then apply again"
+        )
+    }
+}

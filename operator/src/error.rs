@@ -58,6 +58,12 @@ pub enum Error {
     /// Storing the ControllerRevision of an instancetype or preference failed.
     #[error("creating ControllerRevision {0}: {1}")]
     FailedCreateRevision(String, String),
+    /// Creating a VM's DataVolume failed (KubeVirt's reason).
+    #[error("creating DataVolume {0}")]
+    FailedDataVolumeCreate(String, #[source] kube::Error),
+    /// A VM uses DataVolumes and the cluster serves none: CDI is not installed.
+    #[error("{0}")]
+    NoDataVolumeApi(String),
     /// Serializing a patch failed (a bug).
     #[error("serializing a patch")]
     Serialize(#[from] serde_json::Error),
@@ -88,6 +94,9 @@ impl Error {
             Error::FailedFindInstancetype(..) => "FailedFindInstancetype",
             Error::FailedFindPreference(..) => "FailedFindPreference",
             Error::InstancetypeConflict(..) | Error::FailedCreateRevision(..) => "FailedCreate",
+            Error::FailedDataVolumeCreate(..) | Error::NoDataVolumeApi(..) => {
+                "FailedDataVolumeCreate"
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 
 mod args;
 mod context;
+mod datavolume;
 mod ending;
 mod error;
 mod instance;

@@ -70,15 +70,23 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
     } else {
         Some(instancetype::sync(vm, ctx).await)
     };
+    // Its DataVolumes (CDI): created from its templates; the instance waits for them.
+    let mut data_volumes = match resolved {
+        Some(_) => crate::datavolume::sync_vm(vm, ctx).await,
+        None => Default::default(),
+    };
     let seen = Seen {
         vm,
         found: found.as_deref(),
         now: Timestamp::now(),
         max_backoff: ctx.settings.max_crash_loop_backoff,
     };
-    let plan = plan(&seen, resolved);
+    let mut plan = plan(&seen, resolved);
+    crate::datavolume::gate_vm(&mut plan, &mut data_volumes);
     let done = execute(vm, &plan, &vmis, &vms, ctx).await?;
-    let next = plan_status(&seen, &plan, &done);
+    let mut next = plan_status(&seen, &plan, &done);
+    let old_status = vm.status.clone().unwrap_or_default();
+    crate::datavolume::show_vm(&mut next, &old_status, &data_volumes);
 
     if let Some(status) = &next.status {
         let written =

@@ -1,0 +1,556 @@
+//! KubeVirt's contract with CDI (the Containerized Data Importer), as virt-controller keeps
+//! it (KubeVirt's `handleDataVolumes` and `areDataVolumesReady`):
+//! - a VM creates each of its `dataVolumeTemplates` as a DataVolume
+//!   (`cdi.kubevirt.io/v1beta1`) owned by it, whatever its runStrategy, and starts its
+//!   instance only once they have succeeded; meanwhile its printableStatus is
+//!   `Provisioning`, or `DataVolumeError` when CDI reports a failure;
+//! - a VMI with `dataVolume` volumes gets its launcher pod only once their DataVolumes have
+//!   succeeded: until then it stays Pending with condition `DataVolumesReady` False
+//!   (`NotAllDVsReady`); then virt-handler uses the claim of the same name as it uses a
+//!   `persistentVolumeClaim` volume's.
+//! - without CDI (the API server serves no DataVolume), the VM's Failure condition and the
+//!   VMI's DataVolumesReady condition name the field and say that CDI is needed (virt-api
+//!   refuses such objects on create already; this is the backstop without virt-api).
+//!
+//! DataVolumes are read with a GET per reconcile (no watch: CDI may be absent), and the
+//! reconcile looks again every [`POLL`] while one is not ready.
+
+use std::time::Duration;
+
+use crds::cdi;
+use crds::{Condition, VirtualMachine, VirtualMachineInstance, VirtualMachineStatus, VmiPhase};
+use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::vm_controller::StatusPlan;
+use crate::{Context, Error, Result};
+
+/// How often a reconcile looks again while a DataVolume is not ready.
+pub(crate) const POLL: Duration = Duration::from_secs(2);
+/// The VMI condition KubeVirt aggregates its DataVolumes' readiness in.
+pub(crate) const DATA_VOLUMES_READY: &str = "DataVolumesReady";
+
+/// The DataVolume resource of CDI.
+fn resource() -> ApiResource {
+    ApiResource {
+        group: cdi::GROUP.into(),
+        version: cdi::VERSION.into(),
+        api_version: cdi::API_VERSION.into(),
+        kind: cdi::KIND.into(),
+        plural: cdi::PLURAL.into(),
+    }
+}
+
+/// One DataVolume an object uses, as found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Dv {
+    pub name: String,
+    /// It is one of the VM's `dataVolumeTemplates` (the VM waits for those).
+    pub templated: bool,
+    /// It exists.
+    pub exists: bool,
+    /// Its `status.phase` (empty: none yet).
+    pub phase: String,
+    /// CDI's error, as KubeVirt's `HasDataVolumeErrors` reads it.
+    pub error: Option<String>,
+}
+
+impl Dv {
+    fn from_object(name: &str, templated: bool, dv: Option<&DynamicObject>) -> Dv {
+        let Some(dv) = dv else {
+            return Dv {
+                name: name.into(),
+                templated,
+                ..Default::default()
+            };
+        };
+        let status = &dv.data["status"];
+        let phase = status["phase"].as_str().unwrap_or_default().to_string();
+        let running_error = status["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| {
+                c["type"] == "Running"
+                    && c["status"] == "False"
+                    && matches!(c["reason"].as_str(), Some("Error" | "ImagePullFailed"))
+            })
+            .map(|c| {
+                format!(
+                    "DataVolume {name} importer has stopped running due to an error: {}",
+                    c["message"].as_str().unwrap_or_default()
+                )
+            });
+        let error = if phase == "Failed" {
+            Some(format!("DataVolume {name} is in Failed phase"))
+        } else {
+            running_error
+        };
+        Dv {
+            name: name.into(),
+            templated,
+            exists: true,
+            phase,
+            error,
+        }
+    }
+
+    fn ready(&self) -> bool {
+        self.exists && cdi::phase_is_ready(&self.phase)
+    }
+
+    /// How it stands, for messages.
+    fn state(&self) -> String {
+        match (self.exists, self.phase.as_str()) {
+            (false, _) => format!("DataVolume {} does not exist", self.name),
+            (true, "") => format!("DataVolume {} has no phase yet", self.name),
+            (true, p) => format!("DataVolume {} is {p}", self.name),
+        }
+    }
+}
+
+/// What a reconcile found of the DataVolumes an object uses.
+#[derive(Debug, Default)]
+pub(crate) struct Found {
+    /// The field that uses DataVolumes, when the cluster serves none (no CDI).
+    pub cdi_missing: Option<String>,
+    pub dvs: Vec<Dv>,
+    /// Reading or creating a DataVolume failed.
+    pub error: Option<Error>,
+}
+
+impl Found {
+    fn uses_any(&self) -> bool {
+        self.cdi_missing.is_some() || !self.dvs.is_empty() || self.error.is_some()
+    }
+
+    /// The VM may start its instance: every DataVolume of its templates is ready.
+    fn templates_ready(&self) -> bool {
+        self.cdi_missing.is_none()
+            && self.error.is_none()
+            && self.dvs.iter().filter(|d| d.templated).all(Dv::ready)
+    }
+
+    /// KubeVirt's `HasDataVolumeErrors` over the template's volumes.
+    fn volume_error(&self) -> Option<&str> {
+        self.dvs.iter().find_map(|d| d.error.as_deref())
+    }
+
+    /// KubeVirt's `HasDataVolumeProvisioning`: a DataVolume exists and is not ready
+    /// (Ferrovirt's launcher pods mount no claims, so nothing would ever consume a
+    /// `WaitForFirstConsumer` claim first: it counts as provisioning).
+    fn provisioning(&self) -> bool {
+        self.dvs.iter().any(|d| d.exists && !d.ready())
+    }
+}
+
+/// Whether the API server serves CDI's DataVolume (API discovery).
+async fn served(ctx: &Context) -> Result<bool> {
+    ctx.metrics.request("discovery", "datavolumes");
+    match ctx.client.list_api_group_resources(cdi::API_VERSION).await {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == cdi::PLURAL)),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn get(api: &Api<DynamicObject>, name: &str, ctx: &Context) -> Result<Option<DynamicObject>> {
+    ctx.metrics.request("get", "datavolumes");
+    Ok(api.get_opt(name).await?)
+}
+
+/// The DataVolume KubeVirt makes of a template: the template's metadata and spec, owned
+/// (controlled) by the VM, allowed to adopt a claim of its name.
+pub(crate) fn from_template(
+    vm: &VirtualMachine,
+    t: &crds::DataVolumeTemplateSpec,
+) -> DynamicObject {
+    let mut annotations = t.metadata.annotations.clone().unwrap_or_default();
+    annotations.insert(cdi::ALLOW_CLAIM_ADOPTION.into(), "true".into());
+    let mut dv = DynamicObject::new(&t.metadata.name, &resource()).data(json!({"spec": t.spec}));
+    dv.metadata.namespace = vm.namespace();
+    dv.metadata.labels = t.metadata.labels.clone();
+    dv.metadata.annotations = Some(annotations);
+    dv.metadata.owner_references = vm.controller_owner_ref(&()).map(|mut o| {
+        o.block_owner_deletion = Some(true);
+        vec![o]
+    });
+    dv
+}
+
+/// The VM's DataVolumes: creates those of its templates that do not exist (KubeVirt's
+/// `handleDataVolumes`, Events included) and reads those its template's volumes name.
+pub(crate) async fn sync_vm(vm: &VirtualMachine, ctx: &Context) -> Found {
+    let templates = &vm.spec.data_volume_templates;
+    let volumes: Vec<(usize, &str)> = vm
+        .spec
+        .template
+        .spec
+        .volumes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| v.data_volume.as_ref().map(|d| (i, d.name.as_str())))
+        .collect();
+    let mut found = Found::default();
+    if templates.is_empty() && volumes.is_empty() {
+        return found;
+    }
+    match served(ctx).await {
+        Ok(true) => {}
+        Ok(false) => {
+            found.cdi_missing = Some(if templates.is_empty() {
+                format!("spec.template.spec.volumes[{}].dataVolume", volumes[0].0)
+            } else {
+                "spec.dataVolumeTemplates".into()
+            });
+            return found;
+        }
+        Err(e) => {
+            found.error = Some(e);
+            return found;
+        }
+    }
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        &vm.namespace().unwrap_or_default(),
+        &resource(),
+    );
+    for t in templates {
+        let name = &t.metadata.name;
+        let current = match get(&api, name, ctx).await {
+            Ok(dv) => dv,
+            Err(e) => {
+                found.error = Some(e);
+                return found;
+            }
+        };
+        let dv = match current {
+            Some(dv) => Some(dv),
+            None if vm.meta().deletion_timestamp.is_some() => None,
+            None => match create(vm, t, &api, ctx).await {
+                Ok(dv) => Some(dv),
+                Err(e) => {
+                    found.error = Some(e);
+                    return found;
+                }
+            },
+        };
+        found.dvs.push(Dv::from_object(name, true, dv.as_ref()));
+    }
+    for (_, name) in volumes {
+        if found.dvs.iter().any(|d| d.name == name) {
+            continue;
+        }
+        match get(&api, name, ctx).await {
+            Ok(dv) => found.dvs.push(Dv::from_object(name, false, dv.as_ref())),
+            Err(e) => {
+                found.error = Some(e);
+                return found;
+            }
+        }
+    }
+    found
+}
+
+async fn create(
+    vm: &VirtualMachine,
+    t: &crds::DataVolumeTemplateSpec,
+    api: &Api<DynamicObject>,
+    ctx: &Context,
+) -> Result<DynamicObject> {
+    let name = &t.metadata.name;
+    ctx.metrics.request("create", "datavolumes");
+    let pp = PostParams {
+        field_manager: Some(crate::FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match api.create(&pp, &from_template(vm, t)).await {
+        Ok(dv) => {
+            tracing::info!(datavolume = %name, "created the DataVolume");
+            ctx.event(
+                vm.object_ref(&()),
+                EventType::Normal,
+                "SuccessfulDataVolumeCreate",
+                format!("Created DataVolume {name}"),
+            );
+            Ok(dv)
+        }
+        Err(e) => {
+            let message = crate::error::api_message(&e);
+            ctx.event(
+                vm.object_ref(&()),
+                EventType::Warning,
+                "FailedDataVolumeCreate",
+                format!("Error creating DataVolume {name}: {message}"),
+            );
+            Err(Error::FailedDataVolumeCreate(name.clone(), e))
+        }
+    }
+}
+
+/// The VM's plan with its DataVolumes: no instance is created until its templates'
+/// DataVolumes are ready; without CDI, or when a DataVolume cannot be read or created,
+/// the Failure condition says why. Looks again every [`POLL`] while one is not ready.
+pub(crate) fn gate_vm(plan: &mut crate::vm_controller::Plan<'_>, found: &mut Found) {
+    if !found.uses_any() {
+        return;
+    }
+    if !found.templates_ready()
+        && matches!(plan.write, crate::vm_controller::InstanceWrite::Create(_))
+    {
+        tracing::debug!("waiting for the DataVolumes before starting the instance");
+        plan.write = crate::vm_controller::InstanceWrite::None;
+    }
+    if let Some(field) = &found.cdi_missing {
+        plan.error
+            .get_or_insert(Error::NoDataVolumeApi(cdi::needed(field)));
+    } else if let Some(e) = found.error.take() {
+        plan.error.get_or_insert(e);
+    } else if found.dvs.iter().any(|d| !d.ready()) {
+        plan.requeue = plan.requeue.min(POLL);
+    }
+}
+
+/// The VM's printableStatus with its DataVolumes, in KubeVirt's precedence: below
+/// Terminating, Stopping, Migrating, Paused, Running and ErrorPvcNotFound, a DataVolume's
+/// error shows as `DataVolumeError`, one that is not ready yet as `Provisioning`.
+pub(crate) fn show_vm(next: &mut StatusPlan, old: &VirtualMachineStatus, found: &Found) {
+    use crds::printable_status as ps;
+    let status = next.status.as_ref().unwrap_or(old);
+    let current = status.printable_status.as_deref().unwrap_or_default();
+    if matches!(
+        current,
+        ps::TERMINATING
+            | ps::STOPPING
+            | ps::MIGRATING
+            | ps::PAUSED
+            | ps::RUNNING
+            | ps::ERROR_PVC_NOT_FOUND
+    ) {
+        return;
+    }
+    let (shown, error) = match found.volume_error() {
+        Some(e) => (ps::DATA_VOLUME_ERROR, Some(e)),
+        None if found.provisioning() => (ps::PROVISIONING, None),
+        None => return,
+    };
+    if current == shown {
+        return;
+    }
+    let mut status = status.clone();
+    status.printable_status = Some(shown.into());
+    let before = old.printable_status.clone().unwrap_or_default();
+    next.printable_change = (before != shown).then(|| (before.clone(), shown.to_string()));
+    if let (Some(e), true) = (error, before != shown) {
+        // KubeVirt's FailedDataVolumeImport, once per change.
+        next.events.push(crate::vm_controller::PlannedEvent {
+            type_: EventType::Warning,
+            reason: "FailedDataVolumeImport".into(),
+            note: e.to_string(),
+        });
+    }
+    next.status = (&status != old).then_some(status);
+}
+
+/// A VMI's DataVolumes before its launcher pod exists: the status to write while they are
+/// not ready (Pending, `DataVolumesReady` False naming what it waits for; Failed when CDI
+/// failed one, as KubeVirt), or once they are (`DataVolumesReady` True). `None`: the VMI
+/// uses none, or is past Pending, or nothing changes.
+pub(crate) async fn gate_vmi(
+    vmi: &VirtualMachineInstance,
+    ctx: &Context,
+) -> Result<Option<(crds::VirtualMachineInstanceStatus, bool)>> {
+    let old = vmi.status.clone().unwrap_or_default();
+    if !matches!(old.phase, None | Some(VmiPhase::Pending)) {
+        return Ok(None);
+    }
+    let used: Vec<(usize, &str)> = vmi
+        .spec
+        .volumes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| v.data_volume.as_ref().map(|d| (i, d.name.as_str())))
+        .collect();
+    let Some(&(first, _)) = used.first() else {
+        return Ok(None);
+    };
+    let mut status = old.clone();
+    let condition = |ok: bool, reason: &str, message: String| Condition {
+        type_: DATA_VOLUMES_READY.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: Some(reason.into()),
+        message: Some(message),
+        ..Default::default()
+    };
+    if !served(ctx).await? {
+        status.phase = Some(VmiPhase::Pending);
+        let field = format!("spec.volumes[{first}].dataVolume");
+        crds::condition::set(
+            &mut status.conditions,
+            condition(false, "CDINotInstalled", cdi::needed(&field)),
+        );
+        return Ok(Some((status, false)));
+    }
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        &vmi.namespace().unwrap_or_default(),
+        &resource(),
+    );
+    let mut dvs = Vec::new();
+    for (_, name) in &used {
+        let dv = get(&api, name, ctx).await?;
+        dvs.push(Dv::from_object(name, false, dv.as_ref()));
+    }
+    if dvs.iter().all(Dv::ready) {
+        let ready = condition(
+            true,
+            "AllDVsReady",
+            "All of the VMI's DVs are bound and ready".into(),
+        );
+        crds::condition::set(&mut status.conditions, ready);
+        return Ok((status != old).then_some((status, true)));
+    }
+    let waiting: Vec<String> = dvs.iter().filter(|d| !d.ready()).map(Dv::state).collect();
+    let message = format!("Not all of the VMI's DVs are ready: {}", waiting.join("; "));
+    if let Some(e) = dvs.iter().find_map(|d| d.error.clone()) {
+        // KubeVirt fails a VMI whose DataVolume failed before its pod was made.
+        status.phase = Some(VmiPhase::Failed);
+        status.reason = Some("FailedDataVolumeImport".into());
+        crds::condition::set(
+            &mut status.conditions,
+            condition(false, "NotAllDVsReady", e),
+        );
+    } else {
+        status.phase = Some(VmiPhase::Pending);
+        crds::condition::set(
+            &mut status.conditions,
+            condition(false, "NotAllDVsReady", message),
+        );
+    }
+    Ok(Some((status, false)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// `from_template`'s object as the API server receives it.
+    fn wire(dv: &DynamicObject) -> Value {
+        serde_json::to_value(dv).unwrap()
+    }
+
+    fn vm() -> VirtualMachine {
+        serde_yaml::from_str(
+            "apiVersion: kubevirt.io/v1\nkind: VirtualMachine\nmetadata: {name: v, namespace: n, uid: u1}\n\
+             spec:\n  dataVolumeTemplates:\n  - metadata: {name: d, labels: {a: b}}\n    spec: {storage: {resources: {requests: {storage: 1Gi}}}, source: {blank: {}}}\n\
+             \x20 template: {spec: {domain: {devices: {}}, volumes: [{name: root, dataVolume: {name: d}}]}}\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_template_becomes_a_data_volume_owned_by_the_vm() {
+        let vm = vm();
+        let dv = wire(&from_template(&vm, &vm.spec.data_volume_templates[0]));
+        assert_eq!(dv["apiVersion"], "cdi.kubevirt.io/v1beta1");
+        assert_eq!(dv["kind"], "DataVolume");
+        assert_eq!(dv["metadata"]["name"], "d");
+        assert_eq!(dv["metadata"]["namespace"], "n");
+        assert_eq!(dv["metadata"]["labels"]["a"], "b");
+        assert_eq!(
+            dv["metadata"]["annotations"][cdi::ALLOW_CLAIM_ADOPTION],
+            "true"
+        );
+        let owner = &dv["metadata"]["ownerReferences"][0];
+        assert_eq!(
+            (
+                owner["kind"].as_str(),
+                owner["uid"].as_str(),
+                owner["controller"].as_bool()
+            ),
+            (Some("VirtualMachine"), Some("u1"), Some(true))
+        );
+        assert_eq!(dv["spec"]["source"], json!({"blank": {}}));
+    }
+
+    fn dv(status: Value) -> DynamicObject {
+        DynamicObject::new("d", &resource()).data(json!({"status": status}))
+    }
+
+    #[test]
+    fn phases_and_errors_read_as_kubevirt_reads_them() {
+        let ready = Dv::from_object("d", true, Some(&dv(json!({"phase": "Succeeded"}))));
+        assert!(ready.ready() && ready.error.is_none());
+        let importing = Dv::from_object("d", true, Some(&dv(json!({"phase": "ImportInProgress"}))));
+        assert!(!importing.ready() && importing.error.is_none());
+        let failed = Dv::from_object("d", true, Some(&dv(json!({"phase": "Failed"}))));
+        assert_eq!(
+            failed.error.as_deref(),
+            Some("DataVolume d is in Failed phase")
+        );
+        let pull = Dv::from_object(
+            "d",
+            true,
+            Some(&dv(json!({"phase": "ImportInProgress", "conditions": [
+                {"type": "Running", "status": "False", "reason": "ImagePullFailed", "message": "no such image"}]}))),
+        );
+        assert_eq!(
+            pull.error.as_deref(),
+            Some("DataVolume d importer has stopped running due to an error: no such image")
+        );
+        let missing = Dv::from_object("d", true, None);
+        assert!(!missing.ready());
+        assert_eq!(missing.state(), "DataVolume d does not exist");
+    }
+
+    #[test]
+    fn the_vm_shows_provisioning_then_its_own_status() {
+        let old = VirtualMachineStatus {
+            printable_status: Some("Stopped".into()),
+            ..Default::default()
+        };
+        let importing = Found {
+            dvs: vec![Dv::from_object(
+                "d",
+                true,
+                Some(&dv(json!({"phase": "ImportInProgress"}))),
+            )],
+            ..Default::default()
+        };
+        let mut next = StatusPlan::default();
+        show_vm(&mut next, &old, &importing);
+        let shown = next.status.as_ref().unwrap().printable_status.as_deref();
+        assert_eq!(shown, Some("Provisioning"));
+        // Unchanged: nothing to write.
+        let mut again = StatusPlan::default();
+        show_vm(&mut again, next.status.as_ref().unwrap(), &importing);
+        assert!(again.status.is_none());
+        // A failed import is DataVolumeError, with KubeVirt's Warning.
+        let failed = Found {
+            dvs: vec![Dv::from_object(
+                "d",
+                true,
+                Some(&dv(json!({"phase": "Failed"}))),
+            )],
+            ..Default::default()
+        };
+        let mut next = StatusPlan::default();
+        show_vm(&mut next, &old, &failed);
+        assert_eq!(
+            next.status.unwrap().printable_status.as_deref(),
+            Some("DataVolumeError")
+        );
+        assert_eq!(next.events[0].reason, "FailedDataVolumeImport");
+        // Running wins over both.
+        let running = VirtualMachineStatus {
+            printable_status: Some("Running".into()),
+            ..Default::default()
+        };
+        let mut next = StatusPlan::default();
+        show_vm(&mut next, &running, &failed);
+        assert!(next.status.is_none());
+    }
+}
