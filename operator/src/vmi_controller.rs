@@ -76,18 +76,34 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
         // Our last write is not in the cache yet; its watch event brings it.
         return Ok(Action::requeue(crate::context::STALE_CACHE_RETRY));
     }
-    let vmis: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), &n.ns);
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &n.ns);
-    let cached = ctx
-        .cached_pod(&n.ns, &n.pod)
-        .filter(|p| created_by(p, &n.uid));
+    tell_failure_from_elsewhere(vmi, &n, ctx);
+    let seen = observe(vmi, &n, ctx).await?;
+    // dataVolume volumes: no launcher pod until their DataVolumes are ready (datavolume.rs).
+    if seen.pod.is_none()
+        && !deleting(vmi)
+        && has_finalizer(vmi)
+        && let Some((status, ready)) = crate::datavolume::gate_vmi(vmi, ctx).await?
+    {
+        let vmis = Api::namespaced(ctx.client.clone(), &n.ns);
+        let old = vmi.status.clone().unwrap_or_default();
+        write_status(vmi, &old, status, &vmis, seen.now, ctx).await?;
+        return Ok(match ready {
+            true => Action::await_change(),
+            false => Action::requeue(crate::datavolume::POLL),
+        });
+    }
+    let planned = plan(&seen, &ctx.settings.launcher);
+    execute(&seen, &n, planned, ctx).await
+}
 
+/// A VMI failed by virt-handler (the controller's own writes tell about themselves): a
+/// Warning Event with the phase it came from and why.
+fn tell_failure_from_elsewhere(vmi: &VirtualMachineInstance, n: &Names, ctx: &Context) {
     let phase = vmi.status.as_ref().and_then(|s| s.phase);
     if let Some(before) = ctx.phases.swap(&n.uid, phase)
         && before != phase
         && phase == Some(VmiPhase::Failed)
     {
-        // Failed by virt-handler (the controller's own writes tell about themselves).
         let from = before.map_or("(none)", VmiPhase::as_str);
         let why = crate::ending::Ending::of(vmi).map_or_else(String::new, |e| {
             if e.detail == e.reason {
@@ -104,52 +120,290 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
             format!("{from} -> Failed: {why}"),
         );
     }
-    if vmi.meta().deletion_timestamp.is_some() {
-        return cleanup(vmi, &n, cached, &vmis, &pods, ctx).await;
-    }
-    if !vmi.finalizers().iter().any(|f| f == FINALIZER) {
-        let written = writes::add_finalizer(
-            &vmis,
-            vmi,
-            FINALIZER,
-            &ctx.metrics,
-            "virtualmachineinstances",
-        )
-        .await?;
-        ctx.own_writes.wrote_over(vmi, &written);
-        // The write triggers the next reconcile.
-        return Ok(Action::await_change());
-    }
+}
 
-    let old = vmi.status.clone().unwrap_or_default();
-    if phase.is_some_and(VmiPhase::is_final) {
-        // A finished VMI keeps no running pod.
-        if let Some(p) = cached.as_deref()
-            && !pod_finished(p)
-            && p.meta().deletion_timestamp.is_none()
-        {
-            delete_pod(vmi, p, &pods, ctx).await?;
-        }
-        return Ok(Action::requeue(RESYNC));
-    }
+/// What one reconcile of a VMI sees: the VMI, its launcher pod, and for a deleted VMI
+/// whether that pod's node is gone.
+pub(crate) struct Seen<'a> {
+    pub vmi: &'a VirtualMachineInstance,
+    /// The launcher pod this VMI created: the cache's, else the API server's where the plan
+    /// depends on it ([`reads_pod`]; the cache may not have seen a new pod yet).
+    pub pod: Option<Arc<Pod>>,
+    /// The pod of a deleted VMI has no node, or its node is gone: nothing runs the guest.
+    pub node_gone: bool,
+    pub now: Timestamp,
+}
 
-    // dataVolume volumes: no launcher pod until their DataVolumes are ready (datavolume.rs).
-    if cached.is_none()
-        && let Some((status, ready)) = crate::datavolume::gate_vmi(vmi, ctx).await?
+fn deleting(vmi: &VirtualMachineInstance) -> bool {
+    vmi.meta().deletion_timestamp.is_some()
+}
+
+fn has_finalizer(vmi: &VirtualMachineInstance) -> bool {
+    vmi.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+/// Whether a pod the cache lacks is read from the API server: for a deleted VMI still held
+/// by the finalizer, and for a VMI past Pending and not final. A new VMI (no phase, or
+/// Pending) without a cached pod creates it instead; a final VMI goes by the cache.
+pub(crate) fn reads_pod(vmi: &VirtualMachineInstance) -> bool {
+    let phase = vmi.status.as_ref().and_then(|s| s.phase);
+    has_finalizer(vmi)
+        && (deleting(vmi)
+            || !(matches!(phase, None | Some(VmiPhase::Pending))
+                || phase.is_some_and(VmiPhase::is_final)))
+}
+
+/// Reads what the plan decides from (see [`Seen`]).
+async fn observe<'a>(
+    vmi: &'a VirtualMachineInstance,
+    n: &Names,
+    ctx: &Context,
+) -> Result<Seen<'a>> {
+    let mut pod = ctx
+        .cached_pod(&n.ns, &n.pod)
+        .filter(|p| created_by(p, &n.uid));
+    if pod.is_none() && reads_pod(vmi) {
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &n.ns);
+        pod = writes::get(&pods, &n.pod, &ctx.metrics, "pods")
+            .await?
+            .filter(|p| created_by(p, &n.uid))
+            .map(Arc::new);
+    }
+    let mut node_gone = false;
+    if deleting(vmi)
+        && has_finalizer(vmi)
+        && let Some(p) = &pod
     {
-        write_status(vmi, &old, status, &vmis, ctx).await?;
-        return Ok(match ready {
-            true => Action::await_change(),
-            false => Action::requeue(crate::datavolume::POLL),
-        });
+        node_gone = match p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+            None => true, // never scheduled: nothing runs, the API server deletes it at once
+            Some(node) => {
+                let nodes: Api<Node> = Api::all(ctx.client.clone());
+                writes::get(&nodes, node, &ctx.metrics, "nodes")
+                    .await?
+                    .is_none()
+            }
+        };
     }
+    Ok(Seen {
+        vmi,
+        pod,
+        node_gone,
+        now: Timestamp::now(),
+    })
+}
 
-    // The pod: the cache, else the API server (the cache may not have seen a new pod).
-    let mut pod = cached.map(|p| (*p).clone());
+/// A delete of the launcher pod.
+#[derive(Debug, PartialEq)]
+pub(crate) struct PodDelete {
+    pub name: String,
+    pub uid: String,
+    /// None: the pod's own grace period.
+    pub grace: Option<u32>,
+    /// Told once the delete is sent (a delete that asks the guest to shut down).
+    pub event: Option<String>,
+    /// Why the pod is removed by force (its node is gone, or it is stuck past its
+    /// deadline), for the log.
+    pub forced: Option<&'static str>,
+}
+
+/// The writes of one reconcile of a VMI, decided from what it saw ([`plan`]).
+#[derive(Debug)]
+pub(crate) enum Plan {
+    /// Nothing to write: look again as the action says.
+    Wait(Action),
+    /// Add the finalizer (testing the list it was read with); its watch event brings the
+    /// next pass.
+    AddFinalizer,
+    /// Delete the launcher pod, then look again as the action says.
+    DeletePod(PodDelete, Action),
+    /// A deleted VMI whose guest is down (or that nothing can run any more): the pod's
+    /// delete if one is still to send, then the finalizer removed.
+    Release(Option<PodDelete>),
+    /// Create this launcher pod; the status follows from what the create came to
+    /// ([`plan_create_failure`] for a refused one).
+    CreatePod(Box<Pod>),
+    /// The spec cannot run: the VMI fails for good with this status and Event.
+    Unrunnable(PodPlan),
+    /// Write the status (and the node label) from the launcher pod.
+    Status(PodPlan),
+}
+
+/// Decides a reconcile's writes from what it saw. Pure (rendering the pod included).
+pub(crate) fn plan(seen: &Seen, launcher: &pod::LauncherConfig) -> Plan {
+    let vmi = seen.vmi;
+    let pod = seen.pod.as_deref();
+    if deleting(vmi) {
+        return plan_cleanup(seen);
+    }
+    if !has_finalizer(vmi) {
+        return Plan::AddFinalizer;
+    }
+    let old = vmi.status.clone().unwrap_or_default();
+    if old.phase.is_some_and(VmiPhase::is_final) {
+        // A finished VMI keeps no running pod.
+        return match pod {
+            Some(p) if !pod_finished(p) && p.meta().deletion_timestamp.is_none() => {
+                Plan::DeletePod(graceful_delete(vmi, p), Action::requeue(RESYNC))
+            }
+            _ => Plan::Wait(Action::requeue(RESYNC)),
+        };
+    }
+    if pod.is_none() && matches!(old.phase, None | Some(VmiPhase::Pending)) {
+        return match pod::render(vmi, launcher) {
+            Ok(rendered) => Plan::CreatePod(Box::new(rendered)),
+            // A spec that cannot run fails the VMI for good.
+            Err(e) => Plan::Unrunnable(plan_unrunnable(
+                &old,
+                e.reason(),
+                &ferrovirt_runtime::chain(&e),
+            )),
+        };
+    }
+    Plan::Status(plan_from_pod(vmi, &old, old.clone(), pod))
+}
+
+/// A deleted VMI: ask the pod to shut the guest down (deleting it with the VMI's grace
+/// period: the launcher turns SIGTERM into an ACPI shutdown), wait until it has finished
+/// or is gone, then let the VMI go.
+fn plan_cleanup(seen: &Seen) -> Plan {
+    let vmi = seen.vmi;
+    if !has_finalizer(vmi) {
+        return Plan::Wait(Action::await_change());
+    }
+    let Some(p) = seen.pod.as_deref() else {
+        return Plan::Release(None);
+    };
+    let deadline = p.meta().deletion_timestamp.as_ref().map(|t| t.0);
+    let stuck = deadline.is_some_and(|d| {
+        seen.now > d + SignedDuration::try_from(STUCK_POD_SLACK).unwrap_or(SignedDuration::ZERO)
+    });
+    let finished = pod_finished(p);
+    if finished || seen.node_gone || stuck {
+        // The guest is down (or nothing can run it any more): the pod goes now.
+        let forced = if seen.node_gone {
+            Some("its node is gone")
+        } else if stuck {
+            Some("it is stuck past its deadline")
+        } else {
+            None
+        };
+        let grace = forced.map(|_| 0);
+        let delete =
+            (p.meta().deletion_timestamp.is_none() || grace == Some(0)).then(|| PodDelete {
+                name: p.name_any(),
+                uid: p.uid().unwrap_or_default(),
+                grace,
+                event: None,
+                forced,
+            });
+        return Plan::Release(delete);
+    }
+    // Pod updates wake the reconcile; the deadline is the fallback.
+    let grace = pod::grace_seconds(vmi) + GRACE_MARGIN_SECONDS;
+    let again = Action::requeue(Duration::from_secs(grace as u64) + STUCK_POD_SLACK);
+    if p.meta().deletion_timestamp.is_none() {
+        Plan::DeletePod(graceful_delete(vmi, p), again)
+    } else {
+        Plan::Wait(again)
+    }
+}
+
+/// The launcher pod's delete with the VMI's grace period plus the margin, told in an Event.
+fn graceful_delete(vmi: &VirtualMachineInstance, p: &Pod) -> PodDelete {
+    let name = p.name_any();
+    let grace = (pod::grace_seconds(vmi) + GRACE_MARGIN_SECONDS) as u32;
+    PodDelete {
+        event: Some(format!(
+            "Deleted virtual machine pod {name} (grace period {grace}s)"
+        )),
+        name,
+        uid: p.uid().unwrap_or_default(),
+        grace: Some(grace),
+        forced: None,
+    }
+}
+
+/// The status of a VMI whose spec cannot run: Failed with the reason, and a Warning Event.
+pub(crate) fn plan_unrunnable(
+    old: &VirtualMachineInstanceStatus,
+    reason: &'static str,
+    message: &str,
+) -> PodPlan {
     let mut status = old.clone();
-    if pod.is_none() && matches!(phase, None | Some(VmiPhase::Pending)) {
-        match pod::render(vmi, &ctx.settings.launcher) {
-            Ok(rendered) => match writes::create(&pods, &rendered, &ctx.metrics, "pods").await {
+    status.phase = Some(VmiPhase::Failed);
+    status.reason = Some(reason.to_string());
+    set_condition(&mut status.conditions, failure_condition(reason, message));
+    PodPlan {
+        status,
+        label_node: None,
+        requeue: RESYNC,
+        reads_mount_failure: false,
+        events: vec![(EventType::Warning, reason, message.to_string())],
+    }
+}
+
+/// The status after the API server refused the launcher pod, as KubeVirt has it: Pending,
+/// with the API server's reason in condition Synchronized False (FailedCreate); the retry
+/// backs off.
+pub(crate) fn plan_create_failure(
+    old: &VirtualMachineInstanceStatus,
+    reason: &str,
+    message: &str,
+) -> VirtualMachineInstanceStatus {
+    let mut status = old.clone();
+    status.phase = Some(VmiPhase::Pending);
+    let failed = format!("failed to create virtual machine pod: {message}");
+    set_condition(
+        &mut status.conditions,
+        synchronized_failure(reason, &failed),
+    );
+    status
+}
+
+/// Makes the plan's writes.
+async fn execute(seen: &Seen<'_>, n: &Names, planned: Plan, ctx: &Context) -> Result<Action> {
+    let vmi = seen.vmi;
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), &n.ns);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &n.ns);
+    let old = vmi.status.clone().unwrap_or_default();
+    match planned {
+        Plan::Wait(action) => Ok(action),
+        Plan::AddFinalizer => {
+            let written = writes::add_finalizer(
+                &vmis,
+                vmi,
+                FINALIZER,
+                &ctx.metrics,
+                "virtualmachineinstances",
+            )
+            .await?;
+            ctx.own_writes.wrote_over(vmi, &written);
+            // The write triggers the next reconcile.
+            Ok(Action::await_change())
+        }
+        Plan::DeletePod(d, action) => {
+            delete_pod(vmi, &d, &pods, ctx).await?;
+            Ok(action)
+        }
+        Plan::Release(d) => {
+            if let Some(d) = &d {
+                delete_pod(vmi, d, &pods, ctx).await?;
+            }
+            writes::remove_finalizer(
+                &vmis,
+                vmi,
+                FINALIZER,
+                &ctx.metrics,
+                "virtualmachineinstances",
+            )
+            .await?;
+            ctx.phases.forget(&n.uid);
+            ctx.own_writes.forget(&n.uid);
+            tracing::info!("the guest is down, released the VMI");
+            Ok(Action::await_change())
+        }
+        Plan::CreatePod(rendered) => {
+            let pod = match writes::create(&pods, &rendered, &ctx.metrics, "pods").await {
                 Ok(Some(created)) => {
                     ctx.event(
                         vmi.object_ref(&()),
@@ -157,12 +411,11 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
                         "SuccessfulCreate",
                         format!("Created virtual machine pod {}", n.pod),
                     );
-                    pod = Some(created);
+                    Some(created)
                 }
-                Ok(None) => pod = writes::get(&pods, &n.pod, &ctx.metrics, "pods").await?,
+                Ok(None) => writes::get(&pods, &n.pod, &ctx.metrics, "pods").await?,
                 Err(e) => {
-                    // As KubeVirt: the API server's reason on the VMI (condition Synchronized
-                    // False, FailedCreate) and in a Warning Event; the retry backs off.
+                    // As KubeVirt: the API server's reason on the VMI and in a Warning Event.
                     let message = crate::error::api_message(&e);
                     let e = Error::FailedCreatePod(n.name.clone(), e);
                     ctx.event(
@@ -171,73 +424,64 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
                         e.reason(),
                         format!("Error creating pod: {message}"),
                     );
-                    status.phase = Some(VmiPhase::Pending);
-                    let failed = format!("failed to create virtual machine pod: {message}");
-                    set_condition(
-                        &mut status.conditions,
-                        synchronized_failure(e.reason(), &failed),
-                    );
-                    write_status(vmi, &old, status, &vmis, ctx).await?;
+                    let status = plan_create_failure(&old, e.reason(), &message);
+                    write_status(vmi, &old, status, &vmis, seen.now, ctx).await?;
                     return Err(e);
                 }
-            },
-            Err(e) => {
-                // A spec that cannot run fails the VMI for good.
-                ctx.event(
-                    vmi.object_ref(&()),
-                    EventType::Warning,
-                    e.reason(),
-                    ferrovirt_runtime::chain(&e),
-                );
-                status.phase = Some(VmiPhase::Failed);
-                status.reason = Some(e.reason().to_string());
-                set_condition(
-                    &mut status.conditions,
-                    failure_condition(e.reason(), &ferrovirt_runtime::chain(&e)),
-                );
-                write_status(vmi, &old, status, &vmis, ctx).await?;
-                return Ok(Action::await_change());
-            }
+            };
+            let status = plan_from_pod(vmi, &old, old.clone(), pod.as_ref());
+            write_pod_plan(vmi, &old, status, pod.as_ref(), &vmis, seen.now, ctx).await
         }
-    } else if pod.is_none() {
-        pod = writes::get(&pods, &n.pod, &ctx.metrics, "pods")
-            .await?
-            .filter(|p| created_by(p, &n.uid));
+        Plan::Unrunnable(mut p) => {
+            for (type_, reason, note) in std::mem::take(&mut p.events) {
+                ctx.event(vmi.object_ref(&()), type_, reason, note);
+            }
+            write_status(vmi, &old, p.status, &vmis, seen.now, ctx).await?;
+            Ok(Action::await_change())
+        }
+        Plan::Status(p) => {
+            let pod = seen.pod.as_deref();
+            write_pod_plan(vmi, &old, p, pod, &vmis, seen.now, ctx).await
+        }
     }
+}
 
-    let mut plan = plan_from_pod(vmi, &old, status, pod.as_ref());
+/// Writes a [`PodPlan`]: the node's FailedMount word read where the plan asks for it, its
+/// Events, the node label, then the status.
+async fn write_pod_plan(
+    vmi: &VirtualMachineInstance,
+    old: &VirtualMachineInstanceStatus,
+    mut plan: PodPlan,
+    pod: Option<&Pod>,
+    vmis: &Api<VirtualMachineInstance>,
+    now: Timestamp,
+    ctx: &Context,
+) -> Result<Action> {
     if plan.reads_mount_failure
-        && let Some(p) = pod.as_ref()
+        && let Some(p) = pod
         && let Some(message) = secret_mount_failure(vmi, p, ctx).await
     {
-        plan.mount_failure(&old, message);
+        plan.mount_failure(old, message);
     }
     for (type_, reason, note) in std::mem::take(&mut plan.events) {
         ctx.event(vmi.object_ref(&()), type_, reason, note);
     }
-    let (status, label_node, requeue) = (plan.status, plan.label_node, plan.requeue);
-
-    if let Some(node) = &label_node
+    if let Some(node) = &plan.label_node
         && vmi.labels().get(NODE_NAME_LABEL) != Some(node)
     {
         let patch = json!({"metadata": {"labels": {NODE_NAME_LABEL: node}}});
-        let labelled = writes::merge_patch_metadata(
-            &vmis,
-            vmi,
-            patch,
-            &ctx.metrics,
-            "virtualmachineinstances",
-        )
-        .await?;
+        let labelled =
+            writes::merge_patch_metadata(vmis, vmi, patch, &ctx.metrics, "virtualmachineinstances")
+                .await?;
         ctx.own_writes.wrote_over(vmi, &labelled);
         // The status write below tests the resourceVersion: use the labelled one.
         let mut v = vmi.clone();
         v.metadata.resource_version = labelled.metadata.resource_version;
-        write_status(&v, &old, status, &vmis, ctx).await?;
+        write_status(&v, old, plan.status, vmis, now, ctx).await?;
     } else {
-        write_status(vmi, &old, status, &vmis, ctx).await?;
+        write_status(vmi, old, plan.status, vmis, now, ctx).await?;
     }
-    Ok(Action::requeue(requeue))
+    Ok(Action::requeue(plan.requeue))
 }
 
 /// What a VMI's status becomes from its launcher pod, decided without the API: the status,
@@ -408,165 +652,130 @@ async fn secret_mount_failure(
     }
 }
 
-/// Writes `status` if it differs from `old`, records the phase change and tells about it.
-/// Handler-owned and final phases are only written while the VMI is not final (the test
-/// of the resourceVersion makes sure nobody wrote in between).
-async fn write_status(
-    vmi: &VirtualMachineInstance,
+/// A status write: the status with its phase transition stamped, and the phase change to
+/// log and perhaps tell.
+#[derive(Debug)]
+pub(crate) struct StatusWrite {
+    pub status: VirtualMachineInstanceStatus,
+    /// The phase before and after, when it changes.
+    pub phase_change: Option<(Option<VmiPhase>, VmiPhase)>,
+    /// A failure's Warning Event note (only a failure is an Event, as in KubeVirt: the
+    /// other phases are in the status, and an Event each would cost a request per step).
+    pub failed_event: Option<String>,
+}
+
+/// What writing `status` over `old` comes to (None: nothing changed, nothing is written).
+/// Pure.
+pub(crate) fn plan_status_write(
     old: &VirtualMachineInstanceStatus,
     mut status: VirtualMachineInstanceStatus,
-    vmis: &Api<VirtualMachineInstance>,
-    ctx: &Context,
-) -> Result<()> {
-    let changed_phase = status.phase != old.phase;
-    if changed_phase && let Some(p) = status.phase {
+    now: Timestamp,
+) -> Option<StatusWrite> {
+    let phase_change = status
+        .phase
+        .filter(|p| Some(*p) != old.phase)
+        .map(|p| (old.phase, p));
+    if let Some((_, p)) = phase_change {
         status
             .phase_transition_timestamps
             .push(PhaseTransitionTimestamp {
                 phase: Some(p),
-                phase_transition_timestamp: Some(Time(Timestamp::now())),
+                phase_transition_timestamp: Some(Time(now)),
             });
     }
     if &status == old {
-        return Ok(());
+        return None;
     }
-    let written =
-        writes::replace_status(vmis, vmi, &status, &ctx.metrics, "virtualmachineinstances").await?;
-    if let Some(uid) = vmi.uid() {
-        ctx.phases.swap(&uid, status.phase);
-        ctx.own_writes.wrote_over(vmi, &written);
-    }
-    if changed_phase && let Some(p) = status.phase {
-        let from = old.phase.map_or("(none)", VmiPhase::as_str);
-        tracing::info!(
-            from,
-            to = p.as_str(),
-            reason = status.reason.as_deref().unwrap_or(""),
-            node = status.node_name.as_deref().unwrap_or(""),
-            "VMI phase changed"
-        );
-        // Only a failure is an Event, as in KubeVirt: the other phases are in the status
-        // (phaseTransitionTimestamps), and an Event each would cost a request per step.
-        if p == VmiPhase::Failed {
+    let failed_event = phase_change
+        .filter(|(_, p)| *p == VmiPhase::Failed)
+        .map(|(from, p)| {
+            let from = from.map_or("(none)", VmiPhase::as_str);
             // A failure's Event says what failed, not only its reason.
             let failure = status
                 .conditions
                 .iter()
                 .find(|c| c.type_ == "Failure")
                 .and_then(|c| c.message.as_deref());
-            let note = match (status.reason.as_deref(), failure) {
+            match (status.reason.as_deref(), failure) {
                 (Some(r), Some(m)) if m != r => format!("{from} -> {p}: {r}: {m}"),
                 (Some(r), _) => format!("{from} -> {p}: {r}"),
                 (None, _) => format!("{from} -> {p}"),
-            };
-            ctx.event(vmi.object_ref(&()), EventType::Warning, p.as_str(), note);
-        }
-    }
-    Ok(())
+            }
+        });
+    Some(StatusWrite {
+        status,
+        phase_change,
+        failed_event,
+    })
 }
 
-/// A deleted VMI: ask the pod to shut the guest down (deleting it with the VMI's grace
-/// period: the launcher turns SIGTERM into an ACPI shutdown), wait until it has finished
-/// or is gone, then let the VMI go.
-async fn cleanup(
+/// Writes `status` if it differs from `old` ([`plan_status_write`]), records the phase
+/// change and tells about it. Handler-owned and final phases are only written while the
+/// VMI is not final (the test of the resourceVersion makes sure nobody wrote in between).
+async fn write_status(
     vmi: &VirtualMachineInstance,
-    n: &Names,
-    cached: Option<Arc<Pod>>,
+    old: &VirtualMachineInstanceStatus,
+    status: VirtualMachineInstanceStatus,
     vmis: &Api<VirtualMachineInstance>,
-    pods: &Api<Pod>,
+    now: Timestamp,
     ctx: &Context,
-) -> Result<Action> {
-    if !vmi.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(Action::await_change());
-    }
-    let pod = match cached {
-        Some(p) => Some((*p).clone()),
-        None => writes::get(pods, &n.pod, &ctx.metrics, "pods")
-            .await?
-            .filter(|p| created_by(p, &n.uid)),
+) -> Result<()> {
+    let Some(w) = plan_status_write(old, status, now) else {
+        return Ok(());
     };
-    if let Some(p) = &pod {
-        let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
-        let node_gone = match &node {
-            None => true, // never scheduled: nothing runs, the API server deletes it at once
-            Some(node) => {
-                let nodes: Api<Node> = Api::all(ctx.client.clone());
-                writes::get(&nodes, node, &ctx.metrics, "nodes")
-                    .await?
-                    .is_none()
-            }
-        };
-        let deadline = p.meta().deletion_timestamp.as_ref().map(|t| t.0);
-        let stuck = deadline.is_some_and(|d| {
-            Timestamp::now()
-                > d + SignedDuration::try_from(STUCK_POD_SLACK).unwrap_or(SignedDuration::ZERO)
-        });
-        if pod_finished(p) || node_gone || stuck {
-            // The guest is down (or nothing can run it any more): the pod goes now.
-            let grace = if pod_finished(p) && !node_gone && !stuck {
-                None
-            } else {
-                Some(0)
-            };
-            if p.meta().deletion_timestamp.is_none() || grace == Some(0) {
-                let uid = p.uid().unwrap_or_default();
-                writes::delete(pods, &n.pod, &uid, grace, &ctx.metrics, "pods")
-                    .await
-                    .map_err(|e| Error::FailedDeletePod(n.pod.clone(), e))?;
-            }
-            if node_gone || stuck {
-                tracing::info!(pod = %n.pod, node = node.as_deref().unwrap_or(""), node_gone, stuck, "removed the launcher pod by force");
-            }
-        } else {
-            if p.meta().deletion_timestamp.is_none() {
-                delete_pod(vmi, p, pods, ctx).await?;
-            }
-            // Pod updates wake the reconcile; the deadline is the fallback.
-            let grace = pod::grace_seconds(vmi) + GRACE_MARGIN_SECONDS;
-            return Ok(Action::requeue(
-                Duration::from_secs(grace as u64) + STUCK_POD_SLACK,
-            ));
-        }
-    }
-    writes::remove_finalizer(
+    let written = writes::replace_status(
         vmis,
         vmi,
-        FINALIZER,
+        &w.status,
         &ctx.metrics,
         "virtualmachineinstances",
     )
     .await?;
-    ctx.phases.forget(&n.uid);
-    ctx.own_writes.forget(&n.uid);
-    tracing::info!("the guest is down, released the VMI");
-    Ok(Action::await_change())
+    if let Some(uid) = vmi.uid() {
+        ctx.phases.swap(&uid, w.status.phase);
+        ctx.own_writes.wrote_over(vmi, &written);
+    }
+    if let Some((from, to)) = w.phase_change {
+        tracing::info!(
+            from = from.map_or("(none)", VmiPhase::as_str),
+            to = to.as_str(),
+            reason = w.status.reason.as_deref().unwrap_or(""),
+            node = w.status.node_name.as_deref().unwrap_or(""),
+            "VMI phase changed"
+        );
+    }
+    if let Some(note) = w.failed_event {
+        ctx.event(
+            vmi.object_ref(&()),
+            EventType::Warning,
+            VmiPhase::Failed.as_str(),
+            note,
+        );
+    }
+    Ok(())
 }
 
-/// Deletes the launcher pod with the VMI's grace period plus the margin.
+/// Sends a planned delete of the launcher pod, then tells its Event or logs the force.
 async fn delete_pod(
     vmi: &VirtualMachineInstance,
-    p: &Pod,
+    d: &PodDelete,
     pods: &Api<Pod>,
     ctx: &Context,
 ) -> Result<()> {
-    let name = p.name_any();
-    let grace = (pod::grace_seconds(vmi) + GRACE_MARGIN_SECONDS) as u32;
-    writes::delete(
-        pods,
-        &name,
-        &p.uid().unwrap_or_default(),
-        Some(grace),
-        &ctx.metrics,
-        "pods",
-    )
-    .await
-    .map_err(|e| Error::FailedDeletePod(name.clone(), e))?;
-    ctx.event(
-        vmi.object_ref(&()),
-        EventType::Normal,
-        "SuccessfulDelete",
-        format!("Deleted virtual machine pod {name} (grace period {grace}s)"),
-    );
+    writes::delete(pods, &d.name, &d.uid, d.grace, &ctx.metrics, "pods")
+        .await
+        .map_err(|e| Error::FailedDeletePod(d.name.clone(), e))?;
+    if let Some(note) = &d.event {
+        ctx.event(
+            vmi.object_ref(&()),
+            EventType::Normal,
+            "SuccessfulDelete",
+            note.clone(),
+        );
+    }
+    if let Some(why) = d.forced {
+        tracing::info!(pod = %d.name, why, "removed the launcher pod by force");
+    }
     Ok(())
 }
 
