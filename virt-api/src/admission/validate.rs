@@ -110,6 +110,7 @@ fn memory(path: &str, domain: &Value, causes: &mut Vec<Cause>) {
             ));
         }
     }
+    hugepages(path, domain, causes);
     if let Some(limit) = positive(limits) {
         if positive(requests).is_some_and(|r| r > limit) {
             causes.push(Cause::invalid(
@@ -131,6 +132,48 @@ fn memory(path: &str, domain: &Value, causes: &mut Vec<Cause>) {
                 ),
             ));
         }
+    }
+}
+
+/// KubeVirt's hugepages rule: the VM's memory (the request, else the guest memory, else
+/// the limit) is at least one page and a whole number of pages. The schema allows only
+/// the page sizes of x86_64 (2Mi, 1Gi).
+fn hugepages(path: &str, domain: &Value, causes: &mut Vec<Cause>) {
+    let size = &domain["memory"]["hugepages"]["pageSize"];
+    let Some(page) = positive(size) else {
+        return;
+    };
+    let page_field = format!("{path}.domain.memory.hugepages.pageSize");
+    let Some((field, q, memory)) = [
+        (
+            "resources.requests.memory",
+            &domain["resources"]["requests"]["memory"],
+        ),
+        ("memory.guest", &domain["memory"]["guest"]),
+        (
+            "resources.limits.memory",
+            &domain["resources"]["limits"]["memory"],
+        ),
+    ]
+    .into_iter()
+    .find_map(|(f, q)| positive(q).map(|m| (format!("{path}.domain.{f}"), q, m))) else {
+        return;
+    };
+    let (memory_text, page_text) = (quantity::text(q), quantity::text(size));
+    if memory < page {
+        causes.push(Cause::invalid(
+            &field,
+            format!(
+                "{field} '{memory_text}' must be equal to or larger than page size {page_field} '{page_text}'"
+            ),
+        ));
+    } else if memory % page != 0 {
+        causes.push(Cause::invalid(
+            &field,
+            format!(
+                "{field} '{memory_text}' is not a multiple of the page size {page_field} '{page_text}'"
+            ),
+        ));
     }
 }
 

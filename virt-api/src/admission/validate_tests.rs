@@ -100,6 +100,19 @@ fn refused_table() {
             "spec.domain.memory.guest '128Mi' must be equal to or less than the memory limit spec.domain.resources.limits.memory '64Mi'",
         ),
         (
+            with("/domain/memory", json!({"hugepages": {"pageSize": "1Gi"}})),
+            "spec.domain.resources.requests.memory",
+            "spec.domain.resources.requests.memory '64Mi' must be equal to or larger than page size spec.domain.memory.hugepages.pageSize '1Gi'",
+        ),
+        (
+            with(
+                "/domain",
+                json!({"memory": {"guest": "65Mi", "hugepages": {"pageSize": "2Mi"}}, "devices": {}}),
+            ),
+            "spec.domain.memory.guest",
+            "spec.domain.memory.guest '65Mi' is not a multiple of the page size spec.domain.memory.hugepages.pageSize '2Mi'",
+        ),
+        (
             with(
                 "/domain/resources",
                 json!({"requests": {"memory": "64Mi", "cpu": "2"}, "limits": {"cpu": "1"}}),
@@ -401,6 +414,7 @@ fn accepted_table() {
             json!({"memory": "64Mi", "cpu": "500m"}),
         ),
         with("/domain/memory", json!({"guest": "1Mi"})),
+        with("/domain/memory", json!({"hugepages": {"pageSize": "2Mi"}})),
         with(
             "/domain/devices/disks/0",
             json!({"name": "root", "cdrom": {"bus": "sata"}}),
