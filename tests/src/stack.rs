@@ -123,7 +123,10 @@ impl Stack {
 
         // The node's QEMU capabilities cache, filled as the chart's virt-handler init
         // container fills it, while the node comes up: the first VM starts as fast as the
-        // later ones (bench/node.sh's first boot).
+        // later ones (bench/node.sh's first boot). All devnode stacks on this machine share
+        // one, so only the first spends the probe's 4 s of CPU; the others' warm-up is
+        // libvirt's check of the files, which also notices a stale one.
+        share_capabilities_cache(&run_dir)?;
         let warm = warm_capabilities(&run_dir, &logs, name)?;
 
         spawn_controller(&kubeconfig, name, &run_dir, &logs, &[])?;
@@ -342,6 +345,21 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// The QEMU capabilities cache every devnode stack on this machine uses: under /tmp, so
+/// that launchers running as a user other than root (nonroot.rs) reach it too.
+const SHARED_CAPABILITIES: &str = "/tmp/ferrovirt-test-qemu-capabilities";
+
+/// Makes the run dir's capabilities cache a link to [`SHARED_CAPABILITIES`].
+fn share_capabilities_cache(run_dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let shared = Path::new(SHARED_CAPABILITIES);
+    std::fs::create_dir_all(shared).context(|| format!("creating {}", shared.display()))?;
+    std::fs::set_permissions(shared, std::fs::Permissions::from_mode(0o755))
+        .context(|| format!("opening {} to launchers", shared.display()))?;
+    let link = RunDir::new(run_dir).capabilities();
+    std::os::unix::fs::symlink(shared, &link).context(|| format!("linking {}", link.display()))
 }
 
 /// Starts `virt-launcher warm-capabilities` into the node's capabilities cache (as the
