@@ -32,6 +32,8 @@ pub struct Found {
     pub clear_memory: bool,
     /// Why the inference refuses the VM (`Reject`, the default policy), naming the field.
     pub infer_error: Option<String>,
+    /// What the API server says about the DataVolumes the object uses (CDI).
+    pub cdi: super::datavolume::Cdi,
 }
 
 /// Puts the inferred matchers into `vm` (KubeVirt's inference in the VM mutator).

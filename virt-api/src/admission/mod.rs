@@ -6,6 +6,7 @@
 //! (its defaults and its validation). The decisions are pure functions
 //! ([`mutate`], [`validate`]); this module turns them into AdmissionReview answers.
 
+pub mod datavolume;
 pub mod instancetype;
 pub mod mutate;
 pub mod quantity;
@@ -83,12 +84,14 @@ impl Admit for Vmi {
         op: Operation,
         object: &Value,
         _old: Option<&Value>,
-        _found: &Found,
+        found: &Found,
     ) -> Vec<Cause> {
         if op != Operation::Create {
             return Vec::new();
         }
-        validate::spec("spec", &object["spec"])
+        let mut causes = validate::spec("spec", &object["spec"]);
+        causes.extend(datavolume::validate(object, &found.cdi));
+        causes
     }
 }
 
@@ -118,9 +121,14 @@ impl Admit for Vm {
         let spec = &object["spec"];
         let changed = match (op, old) {
             (Operation::Create, _) | (Operation::Update, None) => true,
-            (Operation::Update, Some(old)) => ["template", "instancetype", "preference"]
-                .iter()
-                .any(|f| old["spec"][f] != spec[*f]),
+            (Operation::Update, Some(old)) => [
+                "template",
+                "instancetype",
+                "preference",
+                "dataVolumeTemplates",
+            ]
+            .iter()
+            .any(|f| old["spec"][f] != spec[*f]),
             _ => false,
         };
         if !changed {
@@ -138,6 +146,7 @@ impl Admit for Vm {
                     || c.reason != "FieldValueRequired"
             });
         }
+        causes.extend(datavolume::validate(object, &found.cdi));
         causes
     }
 }
@@ -192,14 +201,19 @@ impl Admission {
     }
 
     /// The AdmissionReview answering `body` sent to `hook`, reading the instancetype and
-    /// preference a VM names through `client` (none read without one).
+    /// preference a VM names, and whether CDI serves the DataVolumes it uses, through
+    /// `client` (none read without one).
     pub async fn review_reading(hook: Hook, body: &[u8], client: Option<&kube::Client>) -> Value {
         let found = match (review::parse(body), client) {
             // Read only where they are used: a VM's defaults on create, its validation.
             (Ok(req), Some(client))
                 if hook == Hook::Validate || req.operation == Operation::Create =>
             {
-                instancetype::find(client, &req).await
+                let mut found = instancetype::find(client, &req).await;
+                if hook == Hook::Validate {
+                    found.cdi = datavolume::find(client, &req).await;
+                }
+                found
             }
             _ => Found::default(),
         };
