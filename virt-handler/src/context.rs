@@ -117,7 +117,8 @@ impl Context {
     ) -> Result<BTreeMap<String, PathBuf>> {
         let mut out = BTreeMap::new();
         for v in &vmi.spec.volumes {
-            let Some(claim) = v.persistent_volume_claim.as_ref().map(|p| &p.claim_name) else {
+            // A persistentVolumeClaim's claim, or a dataVolume's (CDI's claim of its name).
+            let Some(claim) = v.claim_name() else {
                 continue;
             };
             let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
@@ -144,7 +145,7 @@ impl Context {
                         "volume {pv_name:?} is neither hostPath nor local; only those are supported"
                     ))
                 })?;
-            out.insert(claim.clone(), PathBuf::from(dir));
+            out.insert(claim.to_string(), PathBuf::from(dir));
         }
         Ok(out)
     }

@@ -184,20 +184,20 @@ pub fn plan(
                     index: i,
                 },
             }
-        } else if let Some(pvc) = &v.persistent_volume_claim {
-            let dir = pvc_dirs.get(&pvc.claim_name).ok_or_else(|| {
-                Error::volume(
-                    &v.name,
-                    format!("claim {:?} has no node-local path", pvc.claim_name),
-                )
+        } else if let Some(claim) = v.claim_name() {
+            // A persistentVolumeClaim, or a dataVolume's claim (virt-controller made the pod
+            // only once its DataVolume had succeeded).
+            let dir = pvc_dirs.get(claim).ok_or_else(|| {
+                Error::volume(&v.name, format!("claim {claim:?} has no node-local path"))
             })?;
+            let read_only = v.persistent_volume_claim.as_ref().and_then(|p| p.read_only);
             Planned {
                 name: v.name.clone(),
                 path: dir.join("disk.img"),
                 format: Format::Raw,
-                read_only: pvc.read_only.unwrap_or(false),
+                read_only: read_only.unwrap_or(false),
                 prep: Prep::Pvc {
-                    claim: pvc.claim_name.clone(),
+                    claim: claim.to_string(),
                 },
             }
         } else if let Some(source) = v.config_source() {
@@ -241,11 +241,15 @@ mod tests {
                 {"name": "pv", "persistentVolumeClaim": {"claimName": "c", "readOnly": true}},
                 {"name": "cm", "configMap": {"name": "app"}},
                 {"name": "sa", "serviceAccount": {"serviceAccountName": "robot"}},
-                {"name": "dapi", "downwardAPI": {"volumeLabel": "DAPI"}}
+                {"name": "dapi", "downwardAPI": {"volumeLabel": "DAPI"}},
+                {"name": "dv", "dataVolume": {"name": "imported"}}
             ]
         }))
         .unwrap();
-        let pvcs = BTreeMap::from([("c".to_owned(), PathBuf::from("/pv/c"))]);
+        let pvcs = BTreeMap::from([
+            ("c".to_owned(), PathBuf::from("/pv/c")),
+            ("imported".to_owned(), PathBuf::from("/pv/i")),
+        ]);
         let hd = HostDiskPolicy::allow(&["/data"]);
         let p = plan(&spec, Path::new("/vmi"), &pvcs, &hd).unwrap();
         assert_eq!(p[0].path, Path::new("/vmi/volumes/root.qcow2"));
@@ -278,7 +282,7 @@ mod tests {
             (Path::new("/pv/c/disk.img"), true)
         );
         // KubeVirt's label, cfgdata, unless volumeLabel names another.
-        let config: Vec<_> = p[5..]
+        let config: Vec<_> = p[5..8]
             .iter()
             .map(|p| match &p.prep {
                 Prep::Config {
@@ -294,6 +298,17 @@ mod tests {
                 (ConfigVolume::ServiceAccount, "cfgdata", "volumes/sa.iso"),
                 (ConfigVolume::DownwardApi, "DAPI", "volumes/dapi.iso"),
             ]
+        );
+        // A dataVolume is the claim of its name, as a persistentVolumeClaim.
+        assert_eq!(
+            (p[8].path.as_path(), p[8].read_only, &p[8].prep),
+            (
+                Path::new("/pv/i/disk.img"),
+                false,
+                &Prep::Pvc {
+                    claim: "imported".into()
+                }
+            )
         );
         let err = plan(&spec, Path::new("/vmi"), &BTreeMap::new(), &hd).unwrap_err();
         assert!(err.to_string().contains("claim \"c\""), "{err}");
