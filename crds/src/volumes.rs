@@ -346,7 +346,7 @@ pub mod cdi {
     /// Why `field` is refused in a cluster without CDI.
     pub fn needed(field: &str) -> String {
         format!(
-            "{field}: needs CDI (the Containerized Data Importer), which is not installed: the \
+            "{field} needs CDI (the Containerized Data Importer), which is not installed: the \
              cluster serves no {KIND} in {API_VERSION}; install CDI, then apply again"
         )
     }

@@ -870,3 +870,86 @@ async fn a_paused_start_request_creates_a_paused_instance() {
     let vm = e.vms.get("vm1").await.unwrap();
     assert_eq!(vm.spec.template.spec.start_strategy, None);
 }
+
+/// Without CDI, and without virt-api (which refuses them first): a VM with
+/// dataVolumeTemplates creates no instance and names the field and CDI in its Failure
+/// condition; a VMI with a dataVolume volume gets no launcher pod and stays Pending, its
+/// DataVolumesReady condition saying the same. Never accepted and ignored.
+#[tokio::test]
+async fn data_volumes_without_cdi_are_named_in_the_status() {
+    let e = env("nocdi").await;
+    let volumes = json!({"volumes": [{"name": "root", "dataVolume": {"name": "imported"}}]});
+    let templates = json!([{"metadata": {"name": "imported"},
+                            "spec": {"storage": {}, "source": {"blank": {}}}}]);
+    e.create_vm(vm_manifest(
+        "vm1",
+        json!({"runStrategy": "Always", "dataVolumeTemplates": templates}),
+        volumes.clone(),
+    ))
+    .await;
+    let vm = e
+        .vm_where("a Failure condition naming CDI", "vm1", |vm| {
+            vm.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "Failure"
+                        && c.reason.as_deref() == Some("FailedDataVolumeCreate")
+                        && c.message
+                            .as_deref()
+                            .is_some_and(|m| m.starts_with("spec.dataVolumeTemplates needs CDI"))
+                })
+            })
+        })
+        .await;
+    assert!(
+        e.vmis.get_opt("vm1").await.unwrap().is_none(),
+        "started without its DataVolume: {:?}",
+        vm.status
+    );
+
+    let mut vmi = serde_json::to_value(vm_manifest("x", json!({}), volumes).spec.template).unwrap();
+    vmi["apiVersion"] = json!("kubevirt.io/v1");
+    vmi["kind"] = json!("VirtualMachineInstance");
+    vmi["metadata"] = json!({"name": "vmi1"});
+    let vmi: VirtualMachineInstance = serde_json::from_value(vmi).unwrap();
+    e.vmis.create(&PostParams::default(), &vmi).await.unwrap();
+    let vmis = e.vmis.clone();
+    let condition = eventually(
+        &format!(
+            "VMI vmi1 DataVolumesReady False; operator log:\n{}",
+            operator_log()
+        ),
+        T,
+        || {
+            let vmis = vmis.clone();
+            async move {
+                let status = vmis.get("vmi1").await.unwrap().status?;
+                (status.phase == Some(crds::VmiPhase::Pending))
+                    .then_some(())
+                    .and(
+                        status
+                            .conditions
+                            .into_iter()
+                            .find(|c| c.type_ == "DataVolumesReady" && c.status == "False"),
+                    )
+            }
+        },
+    )
+    .await;
+    assert_eq!(condition.reason.as_deref(), Some("CDINotInstalled"));
+    assert!(
+        condition
+            .message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("spec.volumes[0].dataVolume needs CDI")),
+        "{condition:?}"
+    );
+    let pods = e
+        .pods
+        .list(&ListParams::default().labels("kubevirt.io/created-by"))
+        .await
+        .unwrap();
+    assert!(
+        pods.items.is_empty(),
+        "a launcher pod without its DataVolume"
+    );
+}

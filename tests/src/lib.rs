@@ -9,6 +9,7 @@
 
 pub mod aggregation;
 mod assets;
+pub mod cdi;
 mod components;
 pub mod console;
 mod control_plane;

@@ -448,3 +448,194 @@ async fn vm_cirros_clarge_waits_for_its_instancetype_then_boots_with_its_vcpus_a
         .unwrap();
     assert!(out.success(), "{}", out.stderr);
 }
+
+/// A VM booting the test guest's disk from the DataVolume `dv` its template makes, with
+/// `dv_spec` as the DataVolume's spec.
+fn data_volume_vm(name: &str, dv: &str, dv_spec: Value) -> String {
+    json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": name},
+           "spec": {"runStrategy": "Always",
+                    "dataVolumeTemplates": [{"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+                                             "metadata": {"name": dv}, "spec": dv_spec}],
+                    "template": {"spec": {
+                        "terminationGracePeriodSeconds": 5,
+                        "domain": {"memory": {"guest": "128Mi"},
+                                   "devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}}]}},
+                        "volumes": [{"name": "root", "dataVolume": {"name": dv}}]}}}})
+    .to_string()
+}
+
+/// KubeVirt's contract with CDI, with a stand-in for CDI (ferrovirt_tests::cdi: CDI's
+/// DataVolume CRD and an importer; CDI itself is not on this machine): a DataVolume spec
+/// field CDI does not have is refused by name when the VM is applied; the VM creates its
+/// DataVolume, owned by it, and shows Provisioning with no instance until the importer has
+/// filled the claim of the DataVolume's name and set it Succeeded; then the instance runs
+/// and the guest boots from that claim's disk to its ready line. A VMI whose DataVolume is
+/// still importing waits in Pending, its DataVolumesReady condition naming it.
+#[tokio::test]
+async fn a_vm_with_data_volume_templates_boots_from_the_claim_cdi_fills() {
+    use ferrovirt_tests::cdi;
+    use kube::api::{DynamicObject, PostParams};
+    let (cp, stack) = stack().await;
+    let client = cp.client().await.unwrap();
+    cdi::install(&client)
+        .await
+        .expect("installing the stand-in for CDI's DataVolume CRD");
+    let ns = TestNamespace::create(cp, "it-dv").await.unwrap();
+    let dvs: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns.name(), &cdi::data_volume_resource());
+    let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), ns.name());
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), ns.name());
+    let storage = json!({"resources": {"requests": {"storage": "1Gi"}}});
+
+    // CDI's schema refuses what it does not know (virt-api's strict dry run), by name.
+    refused(
+        cp,
+        &ns,
+        "a DataVolume spec field CDI does not have",
+        &data_volume_vm(
+            "typo",
+            "typo-dv",
+            json!({"storage": storage, "sorce": {"blank": {}}}),
+        ),
+        &["spec.dataVolumeTemplates[0]", "sorce"],
+    )
+    .await;
+
+    let out = apply(
+        cp,
+        &ns,
+        &data_volume_vm(
+            "imported",
+            "imported-dv",
+            json!({"storage": storage, "source": {"blank": {}}}),
+        ),
+    )
+    .await;
+    assert!(
+        out.success(),
+        "the VM with a DataVolume template: {}",
+        out.stderr
+    );
+    let dv = wait_for(stack, "DataVolume imported-dv, made by the VM", || async {
+        dvs.get_opt("imported-dv").await.ok()?
+    })
+    .await;
+    let vm = vms.get("imported").await.unwrap();
+    let owner = &dv.metadata.owner_references.as_ref().expect("an owner")[0];
+    assert_eq!(
+        (
+            owner.kind.as_str(),
+            Some(owner.uid.as_str()),
+            owner.controller
+        ),
+        ("VirtualMachine", vm.metadata.uid.as_deref(), Some(true))
+    );
+    assert_eq!(dv.data["spec"]["source"], json!({"blank": {}}));
+    wait_for(stack, "VM imported Provisioning", || async {
+        let status = vms.get("imported").await.ok()?.status?;
+        (status.printable_status.as_deref() == Some("Provisioning")).then_some(())
+    })
+    .await;
+    assert!(
+        vmis.get_opt("imported").await.unwrap().is_none(),
+        "the instance started before its DataVolume was ready"
+    );
+
+    // A VMI of a DataVolume that is still importing waits for it, saying so.
+    let waiting = DynamicObject::new("waiting-dv", &cdi::data_volume_resource())
+        .data(json!({"spec": {"storage": storage, "source": {"blank": {}}}}));
+    dvs.create(&PostParams::default(), &waiting).await.unwrap();
+    cdi::set_status(
+        &client,
+        ns.name(),
+        "waiting-dv",
+        json!({"phase": "ImportInProgress"}),
+    )
+    .await
+    .unwrap();
+    let vmi: VirtualMachineInstance =
+        serde_json::from_value(ferrovirt_tests::manifests::kernel_boot_vmi(
+            "waits",
+            json!([{"name": "data", "dataVolume": {"name": "waiting-dv"}}]),
+        ))
+        .unwrap();
+    vmis.create(&PostParams::default(), &vmi).await.unwrap();
+    let condition = wait_for(stack, "VMI waits: DataVolumesReady False", || async {
+        let status = vmis.get("waits").await.ok()?.status?;
+        let c = status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "DataVolumesReady" && c.status == "False")?;
+        (status.phase == Some(VmiPhase::Pending)).then_some(c)
+    })
+    .await;
+    assert_eq!(condition.reason.as_deref(), Some("NotAllDVsReady"));
+    assert!(
+        condition
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("DataVolume waiting-dv is ImportInProgress")),
+        "{condition:?}"
+    );
+    vmis.delete("waits", &Default::default()).await.unwrap();
+
+    // CDI's importer fills the claim; the instance starts and boots from it.
+    let dir = tempfile::Builder::new()
+        .prefix("fv-dv-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The launcher's user (qemu, 107) reaches the disk through it.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let image = ferrovirt_tests::guest::cache_dir().join("guests/disk.qcow2");
+    assert!(
+        image.is_file(),
+        "{} is missing: run hack/build-guest-images.sh",
+        image.display()
+    );
+    cdi::import(&client, ns.name(), "imported-dv", &image, dir.path())
+        .await
+        .expect("the stand-in importer");
+    let vmi = wait_for(stack, "VMI imported Running", || async {
+        let vmi = vmis.get_opt("imported").await.ok()??;
+        (vmi.status.as_ref()?.phase == Some(VmiPhase::Running)).then_some(vmi)
+    })
+    .await;
+    let ready = vmi
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "DataVolumesReady")
+        .cloned();
+    assert_eq!(
+        ready.map(|c| (c.status, c.reason)),
+        Some(("True".to_string(), Some("AllDVsReady".to_string())))
+    );
+    let log_path = stack
+        .vmi_dir(vmi.metadata.uid.as_deref().unwrap())
+        .join("serial0.log");
+    wait_for(
+        stack,
+        "the guest's ready line, booted from the claim",
+        || async {
+            let log = std::fs::read_to_string(&log_path).ok()?;
+            log.contains(ferrovirt_tests::guest::READY_LINE)
+                .then_some(())
+        },
+    )
+    .await;
+    wait_for(stack, "VM imported Running", || async {
+        let status = vms.get("imported").await.ok()?.status?;
+        (status.printable_status.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
+    let out = cp
+        .kubectl(["delete", "-n", ns.name(), "vm", "imported", "--wait=false"])
+        .await
+        .unwrap();
+    assert!(out.success(), "{}", out.stderr);
+}

@@ -105,6 +105,12 @@ async fn bad_vms_and_vmis_are_refused_with_the_field_named() {
             "spec.domain.memory.guest' or 'spec.domain.resources.requests.memory' must be set",
         ),
         (
+            "a dataVolume without CDI",
+            json!({"spec": {"volumes": [{"name": "root", "dataVolume": {"name": "imported"}}]}}),
+            Layer::Webhook,
+            "spec.volumes[0].dataVolume: spec.volumes[0].dataVolume needs CDI (the Containerized Data Importer), which is not installed: the cluster serves no DataVolume in cdi.kubevirt.io/v1beta1",
+        ),
+        (
             "memory under 1Mi",
             domain(json!({"resources": {"requests": {"memory": "512Ki"}}})),
             Layer::Webhook,
@@ -377,6 +383,19 @@ async fn bad_vms_and_vmis_are_refused_with_the_field_named() {
             json!({"spec": {"template": {"spec": {"volumes": [{"name": "root", "containerDisk": {"image": "cirros"}}, {"name": "ci", "cloudInitNoCloud": {"userDataBase64": "I".repeat(4096)}}]}}}}),
             Layer::Webhook,
             "spec.template.spec.volumes[1].cloudInitNoCloud userdata exceeds 2048 byte limit. Should use UserDataSecretRef for larger data.",
+        ),
+        (
+            "VM: dataVolumeTemplates without CDI",
+            json!({"spec": {"dataVolumeTemplates": [{"metadata": {"name": "imported"}, "spec": {"storage": {}, "source": {"blank": {}}}}],
+                            "template": {"spec": {"volumes": [{"name": "root", "dataVolume": {"name": "imported"}}]}}}}),
+            Layer::Webhook,
+            "spec.dataVolumeTemplates: spec.dataVolumeTemplates needs CDI (the Containerized Data Importer), which is not installed",
+        ),
+        (
+            "VM: a dataVolumeTemplate no volume uses",
+            json!({"spec": {"dataVolumeTemplates": [{"metadata": {"name": "unused"}, "spec": {"storage": {}}}]}}),
+            Layer::Webhook,
+            "DataVolumeTemplate entry spec.dataVolumeTemplate[0] must be referenced in the VMI template's 'volumes' list",
         ),
         (
             "VM: running and runStrategy",
