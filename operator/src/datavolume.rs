@@ -506,20 +506,25 @@ mod tests {
         assert_eq!(missing.state(), "DataVolume d does not exist");
     }
 
+    /// One template's DataVolume, in `phase`.
+    fn found_in(phase: &str) -> Found {
+        Found {
+            dvs: vec![Dv::from_object(
+                "d",
+                true,
+                Some(&dv(json!({"phase": phase}))),
+            )],
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn the_vm_shows_provisioning_then_its_own_status() {
         let old = VirtualMachineStatus {
             printable_status: Some("Stopped".into()),
             ..Default::default()
         };
-        let importing = Found {
-            dvs: vec![Dv::from_object(
-                "d",
-                true,
-                Some(&dv(json!({"phase": "ImportInProgress"}))),
-            )],
-            ..Default::default()
-        };
+        let importing = found_in("ImportInProgress");
         let mut next = StatusPlan::default();
         show_vm(&mut next, &old, &importing);
         let shown = next.status.as_ref().unwrap().printable_status.as_deref();
@@ -529,14 +534,7 @@ mod tests {
         show_vm(&mut again, next.status.as_ref().unwrap(), &importing);
         assert!(again.status.is_none());
         // A failed import is DataVolumeError, with KubeVirt's Warning.
-        let failed = Found {
-            dvs: vec![Dv::from_object(
-                "d",
-                true,
-                Some(&dv(json!({"phase": "Failed"}))),
-            )],
-            ..Default::default()
-        };
+        let failed = found_in("Failed");
         let mut next = StatusPlan::default();
         show_vm(&mut next, &old, &failed);
         assert_eq!(

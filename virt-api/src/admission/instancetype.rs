@@ -63,7 +63,8 @@ struct InferError {
 }
 
 /// The `(name, kind)` the labels of the volume `volume` of the VM name (KubeVirt's
-/// `fromVolumes`, for `persistentVolumeClaim` volumes: Ferrovirt has no DataVolumes).
+/// `fromVolumes`, for `persistentVolumeClaim` volumes; inferring from a `dataVolume` volume
+/// is not implemented and says so, as KubeVirt does for a type it cannot infer from).
 async fn infer_from(
     client: &kube::Client,
     ns: &str,
