@@ -36,7 +36,7 @@ type Case<'a> = (
 
 fn planned(v: &VirtualMachineInstance, p: Option<&Pod>) -> PodPlan {
     let old = v.status.clone().unwrap_or_default();
-    plan_from_pod(v, &old, old.clone(), p)
+    plan_from_pod(v, &old, old.clone(), p, Timestamp::now())
 }
 
 #[test]
@@ -238,7 +238,7 @@ fn summary(plan: &Plan) -> (String, Option<&PodDelete>, Option<Action>) {
         Plan::AddFinalizer => ("add finalizer".into(), None, None),
         Plan::DeletePod(d, a) => ("delete pod".into(), Some(d), Some(a.clone())),
         Plan::Release(d) => ("release".into(), d.as_ref(), None),
-        Plan::CreatePod(p) => (format!("create {}", p.name_any()), None, None),
+        Plan::CreatePod(p, _) => (format!("create {}", p.name_any()), None, None),
         Plan::Unrunnable(p) => (format!("unrunnable {:?}", p.status.reason), None, None),
         Plan::Status(p) => (format!("status {:?}", p.status.phase), None, None),
     }
@@ -513,6 +513,7 @@ fn a_status_write_happens_only_for_a_change_and_stamps_the_phase() {
         &old,
         old.clone(),
         None,
+        now,
     );
     let w = plan_status_write(&old, missing.status, now).unwrap();
     assert_eq!(
@@ -528,4 +529,73 @@ fn a_status_write_happens_only_for_a_change_and_stamps_the_phase() {
     );
     let w = plan_status_write(&old, cond, now).unwrap();
     assert_eq!((w.phase_change, w.failed_event), (None, None));
+}
+
+#[test]
+fn a_new_pod_is_told_on_a_vmi_no_vm_controls() {
+    let alone = vmi_with(None, true, false);
+    let Plan::CreatePod(p, event) = plan(&seen(&alone, None, false), &launcher()) else {
+        panic!("a new VMI creates its pod");
+    };
+    assert_eq!(
+        event,
+        Some(format!("Created virtual machine pod {}", p.name_any()))
+    );
+    let mut of_vm = alone.clone();
+    of_vm.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "kubevirt.io/v1".into(),
+            kind: "VirtualMachine".into(),
+            name: "g".into(),
+            uid: "u-vm".into(),
+            controller: Some(true),
+            ..Default::default()
+        },
+    ]);
+    let Plan::CreatePod(_, event) = plan(&seen(&of_vm, None, false), &launcher()) else {
+        panic!("a new VMI creates its pod");
+    };
+    assert_eq!(event, None, "the VM's own SuccessfulCreate told the start");
+}
+
+#[test]
+fn a_pods_node_alone_waits_for_the_settle_after_its_bind() {
+    let bound_at = |t: i64| {
+        let mut p = pod(BOUND_WAITING);
+        p.status.as_mut().unwrap().conditions =
+            Some(vec![k8s_openapi::api::core::v1::PodCondition {
+                type_: "PodScheduled".into(),
+                status: "True".into(),
+                last_transition_time: Some(Time(Timestamp::from_second(t).unwrap())),
+                ..Default::default()
+            }]);
+        p
+    };
+    let mut v = vmi(Some("Scheduling"), false);
+    v.status.as_mut().unwrap().active_pods =
+        Some(BTreeMap::from([("u-pod".to_string(), String::new())]));
+    let old = v.status.clone().unwrap();
+    let at = |s: i64| Timestamp::from_second(s).unwrap();
+    // Bound at 100, seen at 101: the node waits, the pass comes back at the settle's end.
+    let held = plan_from_pod(&v, &old, old.clone(), Some(&bound_at(100)), at(101));
+    assert_eq!(held.status, old, "nothing to write yet");
+    assert_eq!(held.requeue, Duration::from_secs(2));
+    // Seen at 103: written.
+    let written = plan_from_pod(&v, &old, old.clone(), Some(&bound_at(100)), at(103));
+    assert_eq!(
+        written.status.active_pods,
+        Some(BTreeMap::from([("u-pod".to_string(), "n1".to_string())]))
+    );
+    assert_eq!(written.requeue, RESYNC);
+    // Running within it: Scheduled with the node at once.
+    let ready = plan_from_pod(&v, &old, old.clone(), Some(&pod(READY)), at(101));
+    assert_eq!(ready.status.phase, Some(VmiPhase::Scheduled));
+    // A pod not listed yet (just created, or a new one) is written at once.
+    let mut fresh = old.clone();
+    fresh.active_pods = None;
+    let first = plan_from_pod(&v, &fresh, fresh.clone(), Some(&bound_at(100)), at(101));
+    assert_eq!(
+        first.status.active_pods,
+        Some(BTreeMap::from([("u-pod".to_string(), "n1".to_string())]))
+    );
 }
