@@ -4,6 +4,9 @@
 //! guest), what it does not implement is refused by name, a template that sets what the
 //! instancetype sets is refused as KubeVirt refuses it, and a missing instancetype is named
 //! in the VM's status and Events until it exists.
+//!
+//! Also KubeVirt's contract with CDI (DataVolumes), on the same stack with a stand-in for
+//! CDI: a guest booted from the claim of a DataVolume its VM made.
 
 use std::time::Duration;
 
@@ -468,8 +471,9 @@ fn data_volume_vm(name: &str, dv: &str, dv_spec: Value) -> String {
 /// DataVolume CRD and an importer; CDI itself is not on this machine): a DataVolume spec
 /// field CDI does not have is refused by name when the VM is applied; the VM creates its
 /// DataVolume, owned by it, and shows Provisioning with no instance until the importer has
-/// filled the claim of the DataVolume's name and set it Succeeded; then the instance runs
-/// and the guest boots from that claim's disk to its ready line. A VMI whose DataVolume is
+/// filled the claim of the DataVolume's name and set it Succeeded (DataVolumeError when CDI
+/// fails); then the instance runs and the guest boots from that claim's disk to its ready
+/// line. A VMI whose DataVolume is
 /// still importing waits in Pending, its DataVolumesReady condition naming it.
 #[tokio::test]
 async fn a_vm_with_data_volume_templates_boots_from_the_claim_cdi_fills() {
@@ -540,6 +544,33 @@ async fn a_vm_with_data_volume_templates_boots_from_the_claim_cdi_fills() {
         vmis.get_opt("imported").await.unwrap().is_none(),
         "the instance started before its DataVolume was ready"
     );
+
+    // CDI fails another VM's import: DataVolumeError, as KubeVirt shows it.
+    let out = apply(
+        cp,
+        &ns,
+        &data_volume_vm(
+            "broken",
+            "broken-dv",
+            json!({"storage": storage, "source": {"blank": {}}}),
+        ),
+    )
+    .await;
+    assert!(out.success(), "{}", out.stderr);
+    wait_for(stack, "DataVolume broken-dv, made by the VM", || async {
+        dvs.get_opt("broken-dv").await.ok()?
+    })
+    .await;
+    cdi::set_status(&client, ns.name(), "broken-dv", json!({"phase": "Failed"}))
+        .await
+        .unwrap();
+    wait_for(stack, "VM broken DataVolumeError", || async {
+        let status = vms.get("broken").await.ok()?.status?;
+        (status.printable_status.as_deref() == Some("DataVolumeError")).then_some(())
+    })
+    .await;
+    assert!(vmis.get_opt("broken").await.unwrap().is_none());
+    vms.delete("broken", &Default::default()).await.unwrap();
 
     // A VMI of a DataVolume that is still importing waits for it, saying so.
     let waiting = DynamicObject::new("waiting-dv", &cdi::data_volume_resource())
