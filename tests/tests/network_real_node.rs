@@ -18,7 +18,11 @@
 //! - IPv6 (the node's pod network is dual-stack): the masquerade guests get fd10:0:2::2
 //!   by DHCPv6 from their launchers and passt's guest its pod's IPv6 address from passt;
 //!   status.interfaces[0].ipAddresses lists the pod's IPv4 and IPv6 addresses; from the
-//!   client pod the guests answer at their pods' IPv6 addresses, on the listed ports only.
+//!   client pod the guests answer at their pods' IPv6 addresses, on the listed ports only;
+//! - httpGet and tcpSocket probes, run by kubelet against the pod's address: web's
+//!   readiness probe (GET :80) makes it Ready, passt's (TCP :8080, not forwarded) keeps it
+//!   not Ready with kubelet's Unhealthy Event, and a fourth VMI's liveness probe (TCP
+//!   :1500, where nothing listens) fails, which ends that VMI.
 //!
 //! Every address is inside the node's namespaces, which the harness creates.
 
@@ -60,6 +64,22 @@ async fn eventually(cp: &ControlPlane, ns: &str, script: &str, want: &str) -> St
         let text = format!("{}{}", out.stdout, out.stderr);
         if text.contains(want) || start.elapsed() > Duration::from_secs(60) {
             return text;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `kubectl get events -o` this: each event's object and message, one a line.
+const UNHEALTHY: &str = "jsonpath={range .items[*]}{.involvedObject.name} {.message}{\"\\n\"}{end}";
+
+/// Runs `kubectl -n ns ARGS` until its output contains `want` (at most 90 s); returns the
+/// last output.
+async fn eventually_kubectl(cp: &ControlPlane, ns: &str, args: &[&str], want: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let out = kubectl(cp, ns, args).await;
+        if out.contains(want) || start.elapsed() > Duration::from_secs(90) {
+            return out;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -263,6 +283,9 @@ kind: VirtualMachineInstance
 metadata:
   name: web
 spec:
+  # httpGet and tcpSocket probes go to the launcher pod (kubelet probes the pod's address,
+  # which masquerade forwards to the guest): Ready once the guest serves 80.
+  readinessProbe: {{httpGet: {{port: 80}}, initialDelaySeconds: 1, periodSeconds: 2}}
   domain:
     memory: {{guest: 256Mi}}
     devices:
@@ -276,11 +299,30 @@ kind: VirtualMachineInstance
 metadata:
   name: passt
 spec:
+  # passt forwards only port 80: a readiness probe on 8080 never passes.
+  readinessProbe: {{tcpSocket: {{port: 8080}}, initialDelaySeconds: 1, periodSeconds: 2}}
   domain:
     memory: {{guest: 256Mi}}
     devices:
       disks: [{{name: containerdisk, disk: {{bus: virtio}}}}]
       interfaces: [{{name: default, binding: {{name: passt}}, ports: [{{port: 80}}]}}]
+  networks: [{{name: default, pod: {{}}}}]
+  volumes: [{{name: containerdisk, containerDisk: {{image: registry:5000/{DISK}}}}}]
+---
+apiVersion: kubevirt.io/v1
+kind: VirtualMachineInstance
+metadata:
+  name: dead
+spec:
+  # Nothing in the guest listens on 1500: the liveness probe fails and the VMI ends, as
+  # in KubeVirt's own probe tests.
+  livenessProbe: {{tcpSocket: {{port: 1500}}, periodSeconds: 2, failureThreshold: 2}}
+  terminationGracePeriodSeconds: 1
+  domain:
+    memory: {{guest: 128Mi}}
+    devices:
+      disks: [{{name: containerdisk, disk: {{bus: virtio}}}}]
+      interfaces: [{{name: default, masquerade: {{}}}}]
   networks: [{{name: default, pod: {{}}}}]
   volumes: [{{name: containerdisk, containerDisk: {{image: registry:5000/{DISK}}}}}]
 ---
@@ -325,6 +367,73 @@ spec:
     ] {
         assert_eq!(printed_ip(&stack, uid).as_deref(), Some(want), "{}", logs());
     }
+
+    // The readiness probes, through kubelet: web's httpGet on 80 passes, so its VMI is
+    // Ready (KubeVirt takes Ready from the pod); passt's tcpSocket on 8080, a port passt
+    // does not forward, fails, and kubelet says so.
+    let ready = "{.status.conditions[?(@.type==\"Ready\")].status}";
+    vmi_shows(cp, ns, "web", ready, "True", &logs).await;
+    let unready = eventually_kubectl(
+        cp,
+        ns,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=Unhealthy",
+            "-o",
+            UNHEALTHY,
+        ],
+        "Readiness probe failed",
+    )
+    .await;
+    assert!(
+        unready
+            .lines()
+            .any(|l| l.starts_with("virt-launcher-passt-") && l.contains("Readiness probe failed")),
+        "no failed readiness probe of passt's pod: {unready}\n{}",
+        logs()
+    );
+    vmi_shows(cp, ns, "passt", ready, "False", &logs).await;
+    // dead's liveness probe fails: kubelet stops its compute container and the VMI ends.
+    let started = Instant::now();
+    let phase = loop {
+        let phase = kubectl(
+            cp,
+            ns,
+            &["get", "vmi", "dead", "-o", "jsonpath={.status.phase}"],
+        )
+        .await;
+        if phase == "Succeeded" || phase == "Failed" || started.elapsed() > Duration::from_secs(90)
+        {
+            break phase;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        phase == "Succeeded" || phase == "Failed",
+        "dead's VMI is {phase:?}, not final, with a failing liveness probe\n{}",
+        logs()
+    );
+    let events = kubectl(
+        cp,
+        ns,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=Unhealthy",
+            "-o",
+            UNHEALTHY,
+        ],
+    )
+    .await;
+    assert!(
+        events
+            .lines()
+            .any(|l| l.starts_with("virt-launcher-dead-") && l.contains("Liveness probe failed")),
+        "no failed liveness probe of dead's pod: {events}"
+    );
 
     // kubectl get vmi shows each launcher pod's IP once its guest holds the lease.
     ip_column_shows(cp, ns, "web", &web_ip).await;
@@ -483,6 +592,7 @@ spec:
             "web",
             "vmi-masquerade",
             "passt",
+            "dead",
             "--wait=false",
         ],
     )
