@@ -69,17 +69,27 @@ async fn eventually(cp: &ControlPlane, ns: &str, script: &str, want: &str) -> St
     }
 }
 
-/// `kubectl get events -o` this: each event's object and message, one a line.
-const UNHEALTHY: &str = "jsonpath={range .items[*]}{.involvedObject.name} {.message}{\"\\n\"}{end}";
-
-/// Runs `kubectl -n ns ARGS` until its output contains `want` (at most 90 s); returns the
-/// last output.
-async fn eventually_kubectl(cp: &ControlPlane, ns: &str, args: &[&str], want: &str) -> String {
+/// Waits (at most 90 s) until kubelet's `Unhealthy` Events of pod `pod_prefix`… include
+/// one with `message` (e.g. "Readiness probe failed"); returns whether one did and all of
+/// them, a line each: the pod's name and the Event's message.
+async fn unhealthy(cp: &ControlPlane, ns: &str, pod_prefix: &str, message: &str) -> (bool, String) {
+    let jsonpath = "jsonpath={range .items[*]}{.involvedObject.name} {.message}{\"\\n\"}{end}";
+    let args = [
+        "get",
+        "events",
+        "--field-selector",
+        "reason=Unhealthy",
+        "-o",
+        jsonpath,
+    ];
     let start = Instant::now();
     loop {
-        let out = kubectl(cp, ns, args).await;
-        if out.contains(want) || start.elapsed() > Duration::from_secs(90) {
-            return out;
+        let out = kubectl(cp, ns, &args).await;
+        let found = out
+            .lines()
+            .any(|l| l.starts_with(pod_prefix) && l.contains(message));
+        if found || start.elapsed() > Duration::from_secs(90) {
+            return (found, out);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -373,25 +383,11 @@ spec:
     // does not forward, fails, and kubelet says so.
     let ready = "{.status.conditions[?(@.type==\"Ready\")].status}";
     vmi_shows(cp, ns, "web", ready, "True", &logs).await;
-    let unready = eventually_kubectl(
-        cp,
-        ns,
-        &[
-            "get",
-            "events",
-            "--field-selector",
-            "reason=Unhealthy",
-            "-o",
-            UNHEALTHY,
-        ],
-        "Readiness probe failed",
-    )
-    .await;
+    let (failed, events) =
+        unhealthy(cp, ns, "virt-launcher-passt-", "Readiness probe failed").await;
     assert!(
-        unready
-            .lines()
-            .any(|l| l.starts_with("virt-launcher-passt-") && l.contains("Readiness probe failed")),
-        "no failed readiness probe of passt's pod: {unready}\n{}",
+        failed,
+        "no failed readiness probe of passt's pod: {events}\n{}",
         logs()
     );
     vmi_shows(cp, ns, "passt", ready, "False", &logs).await;
@@ -415,25 +411,9 @@ spec:
         "dead's VMI is {phase:?}, not final, with a failing liveness probe\n{}",
         logs()
     );
-    let events = kubectl(
-        cp,
-        ns,
-        &[
-            "get",
-            "events",
-            "--field-selector",
-            "reason=Unhealthy",
-            "-o",
-            UNHEALTHY,
-        ],
-    )
-    .await;
-    assert!(
-        events
-            .lines()
-            .any(|l| l.starts_with("virt-launcher-dead-") && l.contains("Liveness probe failed")),
-        "no failed liveness probe of dead's pod: {events}"
-    );
+    eprintln!("real node: dead's VMI ended {phase} after its liveness probe failed");
+    let (failed, events) = unhealthy(cp, ns, "virt-launcher-dead-", "Liveness probe failed").await;
+    assert!(failed, "no failed liveness probe of dead's pod: {events}");
 
     // kubectl get vmi shows each launcher pod's IP once its guest holds the lease.
     ip_column_shows(cp, ns, "web", &web_ip).await;
