@@ -381,7 +381,7 @@ fn memory_kib(domain: &DomainSpec) -> Result<u64> {
 /// The pages are the ones the launcher pod requests as `hugepages-<size>`.
 fn hugepages(x: &mut xml::Xml, memory_kib: u64, size: crds::HugepageSize) -> Result<()> {
     let page_kib = size.bytes() / 1024;
-    if memory_kib % page_kib != 0 {
+    if !memory_kib.is_multiple_of(page_kib) {
         return Err(Error::unsupported(
             "spec.domain.memory.hugepages.pageSize",
             format!(
