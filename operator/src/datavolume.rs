@@ -24,7 +24,6 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::vm_controller::StatusPlan;
 use crate::{Context, Error, Result};
 
 /// How often a reconcile looks again while a DataVolume is not ready.
@@ -290,38 +289,58 @@ async fn create(
     }
 }
 
-/// The VM's plan with its DataVolumes: no instance is created until its templates'
-/// DataVolumes are ready; without CDI, or when a DataVolume cannot be read or created,
-/// the Failure condition says why. Looks again every [`POLL`] while one is not ready.
-pub(crate) fn gate_vm(plan: &mut crate::vm_controller::Plan<'_>, found: &mut Found) {
-    if !found.uses_any() {
-        return;
-    }
-    if !found.templates_ready()
-        && matches!(plan.write, crate::vm_controller::InstanceWrite::Create(_))
-    {
-        tracing::debug!("waiting for the DataVolumes before starting the instance");
-        plan.write = crate::vm_controller::InstanceWrite::None;
-    }
-    if let Some(field) = &found.cdi_missing {
-        plan.error
-            .get_or_insert(Error::NoDataVolumeApi(cdi::needed(field)));
-    } else if let Some(e) = found.error.take() {
-        plan.error.get_or_insert(e);
-    } else if found.dvs.iter().any(|d| !d.ready()) {
-        plan.requeue = plan.requeue.min(POLL);
+/// What a VM's DataVolumes do to its reconcile ([`Found::gate`]).
+#[derive(Debug, Default)]
+pub(crate) struct VmGate {
+    /// No instance is created yet: a template's DataVolume is not ready (or unknown).
+    pub hold_start: bool,
+    /// For the Failure condition: CDI is missing, or a DataVolume could not be read or
+    /// created.
+    pub error: Option<Error>,
+    /// Look again this soon: a DataVolume is not ready.
+    pub requeue: Option<Duration>,
+}
+
+impl Found {
+    /// The VM's reconcile with its DataVolumes: no instance is created until its templates'
+    /// DataVolumes are ready; without CDI, or when a DataVolume cannot be read or created,
+    /// the Failure condition says why; every [`POLL`] it looks again while one is not ready.
+    pub(crate) fn gate(&mut self) -> VmGate {
+        if !self.uses_any() {
+            return VmGate::default();
+        }
+        let mut gate = VmGate {
+            hold_start: !self.templates_ready(),
+            ..Default::default()
+        };
+        if let Some(field) = &self.cdi_missing {
+            gate.error = Some(Error::NoDataVolumeApi(cdi::needed(field)));
+        } else if let Some(e) = self.error.take() {
+            gate.error = Some(e);
+        } else if self.dvs.iter().any(|d| !d.ready()) {
+            gate.requeue = Some(POLL);
+        }
+        gate
     }
 }
 
 /// The VM's printableStatus with its DataVolumes, in KubeVirt's precedence: below
 /// Terminating, Stopping, Migrating, Paused, Running and ErrorPvcNotFound, a DataVolume's
 /// error shows as `DataVolumeError`, one that is not ready yet as `Provisioning`.
-pub(crate) fn show_vm(next: &mut StatusPlan, old: &VirtualMachineStatus, found: &Found) {
+/// `status` is the status to write (None: unchanged from `old`) and `change` its
+/// printableStatus change, both updated; returns KubeVirt's Warning (reason, note) to tell
+/// when the status turns to DataVolumeError.
+pub(crate) fn show_vm(
+    status: &mut Option<VirtualMachineStatus>,
+    change: &mut Option<(String, String)>,
+    old: &VirtualMachineStatus,
+    found: &Found,
+) -> Option<(String, String)> {
     use crds::printable_status as ps;
-    let status = next.status.as_ref().unwrap_or(old);
-    let current = status.printable_status.as_deref().unwrap_or_default();
+    let current = status.as_ref().unwrap_or(old);
+    let shown_now = current.printable_status.as_deref().unwrap_or_default();
     if matches!(
-        current,
+        shown_now,
         ps::TERMINATING
             | ps::STOPPING
             | ps::MIGRATING
@@ -329,29 +348,25 @@ pub(crate) fn show_vm(next: &mut StatusPlan, old: &VirtualMachineStatus, found: 
             | ps::RUNNING
             | ps::ERROR_PVC_NOT_FOUND
     ) {
-        return;
+        return None;
     }
     let (shown, error) = match found.volume_error() {
         Some(e) => (ps::DATA_VOLUME_ERROR, Some(e)),
         None if found.provisioning() => (ps::PROVISIONING, None),
-        None => return,
+        None => return None,
     };
-    if current == shown {
-        return;
+    if shown_now == shown {
+        return None;
     }
-    let mut status = status.clone();
-    status.printable_status = Some(shown.into());
+    let mut next = current.clone();
+    next.printable_status = Some(shown.into());
     let before = old.printable_status.clone().unwrap_or_default();
-    next.printable_change = (before != shown).then(|| (before.clone(), shown.to_string()));
-    if let (Some(e), true) = (error, before != shown) {
-        // KubeVirt's FailedDataVolumeImport, once per change.
-        next.events.push(crate::vm_controller::PlannedEvent {
-            type_: EventType::Warning,
-            reason: "FailedDataVolumeImport".into(),
-            note: e.to_string(),
-        });
-    }
-    next.status = (&status != old).then_some(status);
+    *change = (before != shown).then(|| (before.clone(), shown.to_string()));
+    *status = (&next != old).then_some(next);
+    // KubeVirt's FailedDataVolumeImport, once per change.
+    error
+        .filter(|_| before != shown)
+        .map(|e| ("FailedDataVolumeImport".to_string(), e.to_string()))
 }
 
 /// A VMI's DataVolumes before its launcher pod exists: the status to write while they are
@@ -524,31 +539,54 @@ mod tests {
             printable_status: Some("Stopped".into()),
             ..Default::default()
         };
+        let shown = |old: &VirtualMachineStatus, found: &Found| {
+            let (mut status, mut change) = (None, None);
+            let warning = show_vm(&mut status, &mut change, old, found);
+            (status, change, warning)
+        };
         let importing = found_in("ImportInProgress");
-        let mut next = StatusPlan::default();
-        show_vm(&mut next, &old, &importing);
-        let shown = next.status.as_ref().unwrap().printable_status.as_deref();
-        assert_eq!(shown, Some("Provisioning"));
+        let (status, change, warning) = shown(&old, &importing);
+        let status = status.expect("a status to write");
+        assert_eq!(status.printable_status.as_deref(), Some("Provisioning"));
+        assert_eq!(change, Some(("Stopped".into(), "Provisioning".into())));
+        assert_eq!(warning, None);
         // Unchanged: nothing to write.
-        let mut again = StatusPlan::default();
-        show_vm(&mut again, next.status.as_ref().unwrap(), &importing);
-        assert!(again.status.is_none());
+        assert_eq!(shown(&status, &importing), (None, None, None));
         // A failed import is DataVolumeError, with KubeVirt's Warning.
-        let failed = found_in("Failed");
-        let mut next = StatusPlan::default();
-        show_vm(&mut next, &old, &failed);
+        let (status, _, warning) = shown(&old, &found_in("Failed"));
         assert_eq!(
-            next.status.unwrap().printable_status.as_deref(),
+            status.unwrap().printable_status.as_deref(),
             Some("DataVolumeError")
         );
-        assert_eq!(next.events[0].reason, "FailedDataVolumeImport");
+        assert_eq!(warning.unwrap().0, "FailedDataVolumeImport");
         // Running wins over both.
         let running = VirtualMachineStatus {
             printable_status: Some("Running".into()),
             ..Default::default()
         };
-        let mut next = StatusPlan::default();
-        show_vm(&mut next, &running, &failed);
-        assert!(next.status.is_none());
+        assert_eq!(shown(&running, &found_in("Failed")), (None, None, None));
+    }
+
+    #[test]
+    fn the_vm_waits_for_its_templates_and_names_a_missing_cdi() {
+        let mut ready = found_in("Succeeded");
+        let gate = ready.gate();
+        assert!(!gate.hold_start && gate.error.is_none() && gate.requeue.is_none());
+        let gate = found_in("ImportInProgress").gate();
+        assert!(gate.hold_start && gate.error.is_none());
+        assert_eq!(gate.requeue, Some(POLL));
+        let mut missing = Found {
+            cdi_missing: Some("spec.dataVolumeTemplates".into()),
+            ..Default::default()
+        };
+        let gate = missing.gate();
+        assert!(gate.hold_start);
+        let e = gate.error.expect("an error");
+        assert_eq!(e.reason(), "FailedDataVolumeCreate");
+        assert!(
+            e.to_string()
+                .starts_with("spec.dataVolumeTemplates needs CDI"),
+            "{e}"
+        );
     }
 }

@@ -82,11 +82,27 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
         max_backoff: ctx.settings.max_crash_loop_backoff,
     };
     let mut plan = plan(&seen, resolved);
-    crate::datavolume::gate_vm(&mut plan, &mut data_volumes);
+    let gate = data_volumes.gate();
+    if gate.hold_start && matches!(plan.write, InstanceWrite::Create(_)) {
+        plan.write = InstanceWrite::None;
+    }
+    if let Some(e) = gate.error {
+        plan.error.get_or_insert(e);
+    }
+    plan.requeue = plan.requeue.min(gate.requeue.unwrap_or(plan.requeue));
     let done = execute(vm, &plan, &vmis, &vms, ctx).await?;
     let mut next = plan_status(&seen, &plan, &done);
     let old_status = vm.status.clone().unwrap_or_default();
-    crate::datavolume::show_vm(&mut next, &old_status, &data_volumes);
+    let (status, change) = (&mut next.status, &mut next.printable_change);
+    if let Some((reason, note)) =
+        crate::datavolume::show_vm(status, change, &old_status, &data_volumes)
+    {
+        next.events.push(PlannedEvent {
+            type_: EventType::Warning,
+            reason,
+            note,
+        });
+    }
 
     if let Some(status) = &next.status {
         let written =
