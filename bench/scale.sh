@@ -5,19 +5,25 @@
 # concurrency), on a fresh control plane per run. Prints a markdown table and writes
 # bench/scale/scale.svg (time and RSS against VMs). See bench/scale/README.md.
 #
-# Usage: bench/scale.sh [--record] [--sizes "1000 10000"] [--nodes 100]
-#   --record  also append the table to bench/README.md (with the date and machine load)
+# Usage: bench/scale.sh [--record] [--sizes "1000 10000"] [--nodes 100] [--before BIN] [--rounds N]
+#   --record      also append the tables to bench/README.md (with the date and machine load)
+#   --before BIN  a same-round before/after: each round also runs BIN (a virt-controller
+#                 built elsewhere, say at an older commit) between the ceiling and this
+#                 tree's, and prints its table too
+#   --rounds N    N rounds of ceiling [, before], operator per size (default 1)
 # Takes about 15-25 minutes on 2 cores (after the builds: kwok ~4 min once, release ~3 min).
 set -euo pipefail
 source "$(dirname "$0")/../hack/lib.sh"
 
-record=0 sizes="1000 10000" nodes=100
+record=0 sizes="1000 10000" nodes=100 before="" rounds=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --record) record=1; shift ;;
     --sizes) sizes="$2"; shift 2 ;;
     --nodes) nodes="$2"; shift 2 ;;
-    -h|--help) sed -n '2,11s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    --before) before=$(realpath "$2"); shift 2 ;;
+    --rounds) rounds="$2"; shift 2 ;;
+    -h|--help) sed -n '2,15s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -47,16 +53,35 @@ cargo build --release -p virt-controller --bin virt-controller --example bench-s
 bench="${CARGO_TARGET_DIR:-$FERROVIRT_ROOT/target}/release/examples/bench-scale"
 
 out=$(mktemp -d /tmp/bench-scale.XXXXXX)
-results=()
+log "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
+runs=("ceiling")
+[[ -n "$before" ]] && runs+=("before")
+runs+=("operator")
 for n in $sizes; do
-  for mode in ceiling operator; do
-    log "$mode: $n VMs over $nodes kwok nodes (fresh control plane)"
-    "$bench" run --mode "$mode" --vms "$n" --nodes "$nodes" --json "$out/$mode-$n.json" >/dev/null
-    results+=("$out/$mode-$n.json")
+  for r in $(seq 1 "$rounds"); do
+    for run in "${runs[@]}"; do
+      log "round $r, $run: $n VMs over $nodes kwok nodes (fresh control plane)"
+      mode=$run bin=()
+      if [[ "$run" == before ]]; then mode=operator bin=(env "OPERATOR_BIN=$before"); fi
+      "${bin[@]}" "$bench" run --mode "$mode" --vms "$n" --nodes "$nodes" \
+        --json "$out/$run-$n-$r.json" >/dev/null
+    done
   done
 done
 
-table=$("$bench" report --svg "$FERROVIRT_ROOT/bench/scale/scale.svg" "${results[@]}")
+# One table per round and build: a row per size, each against its round's ceiling.
+table=""
+for r in $(seq 1 "$rounds"); do
+  for run in "${runs[@]:1}"; do
+    files=()
+    for n in $sizes; do files+=("$out/ceiling-$n-$r.json" "$out/$run-$n-$r.json"); done
+    label=$run
+    [[ "$run" == operator && -n "$before" ]] && label="after (this tree)"
+    rows=$("$bench" report --svg "$out/scale-$run-$r.svg" "${files[@]}")
+    table+=$'\n'"Round $r, $label:"$'\n\n'"$rows"$'\n'
+    [[ "$run" == operator && "$r" == "$rounds" ]] && cp "$out/scale-$run-$r.svg" "$FERROVIRT_ROOT/bench/scale/scale.svg"
+  done
+done
 echo "$table"
 if [[ "$record" == 1 ]]; then
   {
@@ -64,7 +89,6 @@ if [[ "$record" == 1 ]]; then
     echo "### Scale, $(date -u +%Y-%m-%d) (load $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores)"
     echo
     echo "bench/scale.sh: $nodes kwok nodes; plot: bench/scale/scale.svg"
-    echo
     echo "$table"
   } >>"$FERROVIRT_ROOT/bench/README.md"
   log "appended to bench/README.md"

@@ -181,6 +181,15 @@ fn deleted(mut v: VirtualMachineInstance, phase: &str) -> VirtualMachineInstance
     v
 }
 
+/// The read of node n1, which exists.
+fn node_n1() -> Expect {
+    Expect::new(
+        Method::GET,
+        "/api/v1/nodes/n1",
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}),
+    )
+}
+
 fn pod_path() -> String {
     format!("{PODS}/{}", crate::pod::pod_name("g", "u-vmi"))
 }
@@ -192,11 +201,7 @@ async fn a_deleted_vmi_whose_guest_runs_asks_the_pod_to_shut_it_down_and_waits()
     let v = deleted(vmi(json!([FINALIZER])), "Running");
     let expected = vec![
         // The node still there: the guest shuts down in its own time.
-        Expect::new(
-            Method::GET,
-            "/api/v1/nodes/n1",
-            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}),
-        ),
+        node_n1(),
         Expect::new(Method::DELETE, pod_path(), launcher_pod("Running")).checking(|body| {
             assert_eq!(body["gracePeriodSeconds"], json!(45), "{body}");
             assert_eq!(body["preconditions"]["uid"], json!("u-pod"), "{body}");
@@ -217,11 +222,7 @@ async fn a_deleted_vmi_is_released_once_its_pod_finished() {
     api.cache_pod(serde_json::from_value(launcher_pod("Succeeded")).unwrap());
     let v = deleted(vmi(json!([FINALIZER])), "Succeeded");
     let expected = vec![
-        Expect::new(
-            Method::GET,
-            "/api/v1/nodes/n1",
-            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}),
-        ),
+        node_n1(),
         // The finished pod goes with its own grace period, then the finalizer.
         Expect::new(Method::DELETE, pod_path(), launcher_pod("Succeeded")).checking(|body| {
             assert_eq!(body.get("gracePeriodSeconds"), None, "{body}");
