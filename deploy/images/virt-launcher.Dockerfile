@@ -24,8 +24,9 @@ RUN gcc -static -Os -s -o /out/container-disk deploy/images/container-disk.c
 # (layer 2, changes with Debian updates), then our binary (the layer that changes with
 # our code).
 FROM debian:bookworm-slim
-# passt: libvirt starts it for an interface with the passt binding (docs/networking.md).
-ARG PACKAGES="libvirt0 libvirt-daemon-driver-qemu qemu-system-x86 ovmf passt"
+# passt: libvirt starts it for an interface with the passt binding (docs/networking.md);
+# swtpm and swtpm-tools (swtpm_setup): libvirt starts them for a TPM (devices.tpm).
+ARG PACKAGES="libvirt0 libvirt-daemon-driver-qemu qemu-system-x86 ovmf passt swtpm swtpm-tools"
 # libvirt's QEMU driver looks up its built-in user and group (Debian's libvirt-qemu) when
 # it starts as root (the launcher's own tests; in the pod it runs as uid 107);
 # Debian's libvirt-daemon-system would make them, with much else. USER:GROUP pairs (hack/build-images.sh reads this line too).

@@ -303,6 +303,19 @@ if ! running registry; then
     "$(registry_dir)/registry" serve "$dir/etc/registry.yml"
 fi
 
+# ---- hugepages ----------------------------------------------------------------------------
+# A pool of 2Mi pages for VMIs with memory.hugepages (docs/real-node.md): kubelet reports
+# it as the node's hugepages-2Mi capacity, read when it starts. The pool is the kernel's,
+# shared by every node on the machine: it is only ever raised, and stays after down.sh.
+# 1Gi pages are not offered (the kernel rarely finds 1 GiB of contiguous memory at run time).
+hugepages="${FERROVIRT_NODE_HUGEPAGES_2MI:-128}"
+pool=/proc/sys/vm/nr_hugepages
+if (( $(<"$pool") < hugepages )); then
+  echo "$hugepages" >"$pool"
+  (( $(<"$pool") >= hugepages )) \
+    || log "the kernel gave $(<"$pool") of $hugepages hugepages of 2Mi: hugepages-2Mi VMIs may not fit"
+fi
+
 # ---- kubelet ------------------------------------------------------------------------------
 echo "# no DNS: the node has no route off the machine" | put "$dir/etc/resolv.conf"
 put "$dir/etc/kubelet/config.yaml" <<YAML

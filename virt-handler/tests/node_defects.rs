@@ -209,7 +209,7 @@ async fn host_disks_need_the_gate_and_an_allowed_directory_and_never_follow_link
 }
 
 /// Defect 10: a kernel-boot image that exists but lacks the kernel file fails naming the
-/// file and the image, not as a missing image.
+/// file and the image, not as a missing image. And a TPM with an ELF kernel is refused.
 #[tokio::test]
 async fn a_missing_kernel_file_is_named_with_its_image() {
     let f = Fixture::start(shared().await, "kf").await;
@@ -236,6 +236,25 @@ async fn a_missing_kernel_file_is_named_with_its_image() {
         !message.contains("not in the image store"),
         "the image exists; only the file is missing: {message}"
     );
+
+    // A TPM with an ELF kernel (PVH boot) is refused naming the TPM: QEMU 7.2 overwrites
+    // the BIOS's ACPI tables then, and the guest would see neither TPM nor ACPI.
+    let mut spec = guest_spec();
+    spec["domain"]["firmware"]["kernelBoot"]["container"]["kernelPath"] = json!("/boot/vmlinux");
+    spec["domain"]["devices"]["tpm"] = json!({});
+    let mut s = start(api, node, run_dir.path(), "elf", spec).await;
+    assert_refused(
+        api,
+        &mut s,
+        handler,
+        "UnsupportedSpec",
+        &[
+            "spec.domain.devices.tpm",
+            "kernelPath /boot/vmlinux",
+            "bzImage",
+        ],
+    )
+    .await;
 }
 
 /// A launcher answer that asking again cannot help (libvirt refuses a CPU model it does

@@ -184,8 +184,28 @@ pub fn prepare_firmware(domain: &DomainSpec, host_dir: &Path, images: &ImageRoot
                 });
             }
         }
+        if let Some(kernel) = &c.kernel_path
+            && crds::Tpm::present(domain.devices.tpm.as_ref())
+            && is_elf(&root.host.join(kernel.trim_start_matches('/')))
+        {
+            return Err(Error::unsupported(
+                "spec.domain.devices.tpm",
+                format!(
+                    "QEMU gives no TPM to an ELF kernel booted directly (PVH): the BIOS's ACPI tables are overwritten, so the guest sees neither the TPM nor ACPI; kernelPath {kernel} is one: boot a bzImage (vmlinuz) instead"
+                ),
+            ));
+        }
     }
     Ok(())
+}
+
+/// Whether `path` is an ELF file (an unpacked `vmlinux`, which QEMU boots through PVH).
+fn is_elf(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| magic == *b"\x7fELF")
 }
 
 /// The owner of the per-VMI directory: the launcher's user (uid 107) once virt-handler
