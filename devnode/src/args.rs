@@ -80,7 +80,8 @@ pub struct RunArgs {
     /// The image store: a container image that is a directory here (an image reference
     /// with '/' and ':' as '_', laid out as the image) is a containerDisk or kernel-boot
     /// image, served by devnode's stand-in disk containers. Defaults to
-    /// `$FERROVIRT_CACHE/images` (`~/.cache/ferrovirt/images`; hack/build-guest-images.sh).
+    /// `images` in hack/lib.sh's cache directory (`$FERROVIRT_CACHE`, else
+    /// `$XDG_CACHE_HOME/ferrovirt`, else `~/.cache/ferrovirt`; hack/build-guest-images.sh).
     #[arg(long, env = "DEVNODE_IMAGE_STORE")]
     pub image_store: Option<PathBuf>,
     /// Per-pod state: logs, emptyDirs, rendered volumes, process records.
@@ -153,14 +154,7 @@ impl RunArgs {
     }
 }
 
-/// `$FERROVIRT_CACHE/images`, else `~/.cache/ferrovirt/images`.
+/// `images` in hack/lib.sh's cache directory ([`ferrovirt_runtime::cache_dir`]).
 pub fn default_image_store() -> PathBuf {
-    let cache = std::env::var_os("FERROVIRT_CACHE")
-        .filter(|c| !c.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache/ferrovirt")
-        });
-    cache.join("images")
+    ferrovirt_runtime::cache_dir().join("images")
 }

@@ -56,6 +56,21 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Where the development tools keep what they download and build (guests, images,
+/// binaries), by hack/lib.sh's rule: `$FERROVIRT_CACHE`, else `$XDG_CACHE_HOME/ferrovirt`,
+/// else `~/.cache/ferrovirt`.
+pub fn cache_dir() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    let set = |name: &str| std::env::var_os(name).filter(|d| !d.is_empty());
+    if let Some(dir) = set("FERROVIRT_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let base = set("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(set("HOME").unwrap_or_else(|| "/root".into())).join(".cache")
+    });
+    base.join("ferrovirt")
+}
+
 /// Resolves on SIGTERM (what kubelet sends) or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

@@ -60,19 +60,9 @@ impl Assets {
     }
 }
 
-/// `$FERROVIRT_CACHE`, else `$XDG_CACHE_HOME/ferrovirt`, else `~/.cache/ferrovirt`.
-pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("FERROVIRT_CACHE").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache")
-        });
-    base.join("ferrovirt")
-}
+/// hack/lib.sh's cache directory (`$FERROVIRT_CACHE`, else `$XDG_CACHE_HOME/ferrovirt`,
+/// else `~/.cache/ferrovirt`).
+pub use ferrovirt_runtime::cache_dir;
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;

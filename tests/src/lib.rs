@@ -27,7 +27,7 @@ mod stack;
 pub mod wait;
 pub mod webhooks;
 
-pub use assets::Assets;
+pub use assets::{Assets, cache_dir};
 pub use control_plane::{ControlPlane, Preinstall, Supervision, client_from, install_api, tail};
 pub use error::{Error, Result};
 pub use kubectl::KubectlOutput;

@@ -23,23 +23,6 @@ use virt_handler::volumes::{HostDiskPolicy, plan};
 
 const NAMES: &[&str] = &["a", "b", "disk0", "default"];
 
-fn image_store() -> PathBuf {
-    let cache = std::env::var_os("FERROVIRT_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| dirs_home().join(".cache/ferrovirt"));
-    let store = cache.join("images");
-    assert!(
-        store.join("index.tsv").is_file(),
-        "no guest image store at {}: run hack/setup.sh (or hack/build-guest-images.sh)",
-        store.display()
-    );
-    store
-}
-
-fn dirs_home() -> PathBuf {
-    PathBuf::from(std::env::var_os("HOME").expect("HOME"))
-}
-
 /// The references in the store, plus one that is not there.
 fn images(store: &Path) -> Vec<Value> {
     let index = std::fs::read_to_string(store.join("index.tsv")).expect("index.tsv");
@@ -207,7 +190,7 @@ fn regex(pattern: &str) -> BoxedStrategy<Value> {
 
 #[test]
 fn any_spec_the_schema_accepts_converts_or_names_the_field() {
-    let store = image_store();
+    let store = ferrovirt_tests::image_store();
     let generator = Gen {
         images: images(&store),
     };

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use ferrovirt_node_contract::client::LauncherClient;
 
 /// The line hack/build-guest-images.sh's guest prints once it is up.
-pub const GUEST_LINE: &str = "FERROVIRT GUEST READY";
+pub use ferrovirt_tests::guest::READY_LINE as GUEST_LINE;
 
 pub struct Guest {
     pub kernel: PathBuf,
@@ -17,11 +17,7 @@ pub struct Guest {
 
 /// The kernel-boot guest, or a failure that says how to build it.
 pub fn guest() -> Guest {
-    let cache = std::env::var_os("FERROVIRT_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/ferrovirt")
-        });
+    let cache = ferrovirt_tests::cache_dir();
     let dir = cache.join("guests");
     let kernel = dir.join("vmlinuz");
     let initrd = dir.join("initrd.img");
