@@ -15,6 +15,7 @@
 use std::time::{Duration, Instant};
 
 use crds::{VirtualMachine, VirtualMachineInstance, VmiPhase};
+use ferrovirt_node_contract::paths::{SERIAL_LOG, SERIAL_SOCKET};
 use ferrovirt_node_contract::pod::{
     COMPUTE_CONTAINER, CONTAINER_DISK_BINARY_CONTAINER, volume_container,
 };
@@ -162,7 +163,7 @@ fn uid(vmi: &VirtualMachineInstance) -> String {
 
 /// Waits until the guest's serial log holds `line`; returns the whole log.
 async fn console_shows(stack: &RealStack, vmi_uid: &str, line: &str) -> String {
-    let log = stack.vmi_dir(vmi_uid).join("serial0.log");
+    let log = stack.vmi_dir(vmi_uid).join(SERIAL_LOG);
     wait_for(
         stack,
         &format!("{line:?} in {}", log.display()),
@@ -241,14 +242,8 @@ async fn vm_boots_survives_a_handler_restart_and_delete_powers_off_through_acpi(
     );
     // The guest's memory is in the node's hugepages: the launcher pod requests them, and
     // the host's free hugepages are fewer by the guest's memory while it runs.
-    let pod = pods
-        .list(&ListParams::default().labels(&format!("kubevirt.io/created-by={vmi_uid}")))
+    let compute = launcher_pod(&pods, &vmi_uid)
         .await
-        .unwrap()
-        .items
-        .pop()
-        .expect("the launcher pod of demo");
-    let compute = pod
         .spec
         .unwrap()
         .containers
@@ -284,7 +279,7 @@ async fn vm_boots_survives_a_handler_restart_and_delete_powers_off_through_acpi(
     // The console is a real, interactive serial line.
     // It also has its TPM 2.0 (swtpm in the launcher pod).
     let answer = console_exchange(
-        &stack.vmi_dir(&vmi_uid).join("serial0.sock"),
+        &stack.vmi_dir(&vmi_uid).join(SERIAL_SOCKET),
         "echo TPM$(cat /sys/class/tpm/tpm0/tpm_version_major) FERRO$((6*7))",
         "FERRO42",
     );
@@ -323,7 +318,7 @@ async fn vm_boots_survives_a_handler_restart_and_delete_powers_off_through_acpi(
         Some(VmiPhase::Running)
     );
     let answer = console_exchange(
-        &stack.vmi_dir(&vmi_uid).join("serial0.sock"),
+        &stack.vmi_dir(&vmi_uid).join(SERIAL_SOCKET),
         "echo STILL$((40+2))",
         "STILL42",
     );
@@ -331,7 +326,7 @@ async fn vm_boots_survives_a_handler_restart_and_delete_powers_off_through_acpi(
 
     // Deleting powers the guest off through ACPI, and nothing of it remains: only the new
     // handler can see that through.
-    let serial_log = stack.vmi_dir(&vmi_uid).join("serial0.log");
+    let serial_log = stack.vmi_dir(&vmi_uid).join(SERIAL_LOG);
     kubectl(cp, &ns, &["delete", "vm", "demo", "--wait=false"], None).await;
     // The per-VMI directory goes away once the guest is down: read the log while it exists.
     let mut last = String::new();
@@ -419,7 +414,7 @@ fn with_hugepages_and_tpm(manifest: &str) -> String {
 /// is still starting is lost.
 fn guest_poweroff(stack: &RealStack, vmi_uid: &str) {
     use ferrovirt_tests::guest::{ConsoleError, try_console_exchange};
-    let socket = stack.vmi_dir(vmi_uid).join("serial0.sock");
+    let socket = stack.vmi_dir(vmi_uid).join(SERIAL_SOCKET);
     // Nothing answers: the exchange ends when QEMU closes the console.
     if let Err(ConsoleError::Timeout(seen)) = try_console_exchange(
         &socket,
@@ -586,7 +581,7 @@ async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
         log.contains("FERROVIRT CLOUD-INIT: echo from-secret-first"),
         "the guest did not print the Secret's user data:\n{log}"
     );
-    let socket = stack.vmi_dir(&first).join("serial0.sock");
+    let socket = stack.vmi_dir(&first).join(SERIAL_SOCKET);
     let expect = format!("UD-{}", user_data.len());
     let answer = console_exchange(&socket, "echo UD-$(wc -c < /run/cidata/user-data)", &expect);
     assert!(answer.contains(&expect), "{answer}");
@@ -775,18 +770,22 @@ async fn kubevirt_examples_boot_unchanged() {
     kubectl(cp, &ns, &["delete", "vm", "vm-cirros"], None).await;
 }
 
+/// The launcher pod of VMI `vmi_uid`.
+async fn launcher_pod(pods: &Api<Pod>, vmi_uid: &str) -> Pod {
+    pods.list(&ListParams::default().labels(&format!("kubevirt.io/created-by={vmi_uid}")))
+        .await
+        .unwrap()
+        .items
+        .pop()
+        .unwrap_or_else(|| panic!("no launcher pod of VMI {vmi_uid}"))
+}
+
 /// The launcher pod of VMI `vmi_uid` is a real pod of the node: its containers run under
 /// containerd, the containerDisk is a container of it (the image KubeVirt's example names,
 /// pulled through the node's mirror), after the init container that copies the disk
 /// containers' program (docs/contracts.md, "The launcher pod").
 async fn launcher_pod_is_real(stack: &RealStack, pods: &Api<Pod>, vmi_uid: &str) {
-    let pod = pods
-        .list(&ListParams::default().labels(&format!("kubevirt.io/created-by={vmi_uid}")))
-        .await
-        .unwrap()
-        .items
-        .pop()
-        .expect("the launcher pod");
+    let pod = launcher_pod(pods, vmi_uid).await;
     let spec = pod.spec.clone().unwrap();
     assert_eq!(spec.node_name.as_deref(), Some(stack.node.name()));
     assert_eq!(
@@ -910,7 +909,7 @@ async fn probes_drive_ready_and_a_failing_liveness_probe_replaces_the_vmi() {
 
     // The liveness command fails in the guest: the VMI ends, and a new one starts.
     console_shows(stack, &first, READY_LINE).await;
-    let socket = stack.vmi_dir(&first).join("serial0.sock");
+    let socket = stack.vmi_dir(&first).join(SERIAL_SOCKET);
     let answer = console_exchange(
         &socket,
         "touch /tmp/unhealthy && echo UNHEALTHY-$((1+1))",
