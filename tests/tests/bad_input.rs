@@ -15,6 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crds::{VirtualMachineInstance, VmiPhase};
+use ferrovirt_node_contract::paths::SERIAL_LOG;
 use ferrovirt_tests::{ControlPlane, Stack, TestNamespace, manifests, shared};
 use k8s_openapi::api::core::v1::{Event, Node, PersistentVolumeClaim, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -227,7 +228,7 @@ async fn each_bad_input_is_named_and_nothing_running_is_harmed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     stack.wait_booted(&uid, &domain, TIMEOUT).await;
-    let log = std::fs::read_to_string(stack.vmi_dir(&uid).join("serial0.log")).unwrap();
+    let log = std::fs::read_to_string(stack.vmi_dir(&uid).join(SERIAL_LOG)).unwrap();
     assert!(
         log.contains("FERROVIRT CLOUD-INIT: echo bystander-from-secret"),
         "the bystander did not read its Secret's user data:\n{log}"

@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use ferrovirt_node_contract::handler_api::{ADDRESS_ANNOTATION, SERVER_CERTS_SECRET, SERVER_NAME};
+use ferrovirt_node_contract::paths::SERIAL_LOG;
 use ferrovirt_tests::aggregation::{
     VirtApi, apply_in, role_binding, start_virt_api_with, user_kubeconfig, virtctl_path,
 };
@@ -130,7 +131,7 @@ async fn fixture() -> &'static Fixture {
             })
             .await;
             let uid = vmi_field(&f, ".metadata.uid").await;
-            let log = f.stack.vmi_dir(&uid).join("serial0.log");
+            let log = f.stack.vmi_dir(&uid).join(SERIAL_LOG);
             wait_until(
                 &f,
                 "the guest's ready line in serial0.log",

@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use ferrovirt_node_contract::paths::SERIAL_LOG;
 use ferrovirt_tests::aggregation::{apply_in, start_virt_api, virtctl, virtctl_path, vmi_field};
 use ferrovirt_tests::console::Client;
 use ferrovirt_tests::guest::READY_LINE;
@@ -133,7 +134,7 @@ async fn guest_agent_reports_os_users_filesystems_and_disconnects() {
     })
     .await;
     let uid = vmi_field(cp, ns, VM, ".metadata.uid").await;
-    let log = stack.vmi_dir(&uid).join("serial0.log");
+    let log = stack.vmi_dir(&uid).join(SERIAL_LOG);
     wait_until(&stack, "the guest's ready line", BOOT, || async {
         std::fs::read_to_string(&log).is_ok_and(|t| t.contains(READY_LINE))
     })

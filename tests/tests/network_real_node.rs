@@ -28,6 +28,7 @@
 
 use std::time::{Duration, Instant};
 
+use ferrovirt_node_contract::paths::SERIAL_LOG;
 use ferrovirt_tests::aggregation::{ferroctl, start_virt_api, virtctl_path};
 use ferrovirt_tests::console::Client;
 use ferrovirt_tests::node::{RealNode, busybox_layout};
@@ -137,7 +138,7 @@ fn printed_ip(stack: &Stack, uid: &str) -> Option<String> {
 
 /// What a guest printed after `prefix` on its serial console.
 fn printed(stack: &Stack, uid: &str, prefix: &str) -> Option<String> {
-    let log = std::fs::read_to_string(stack.vmi_dir(uid).join("serial0.log")).ok()?;
+    let log = std::fs::read_to_string(stack.vmi_dir(uid).join(SERIAL_LOG)).ok()?;
     log.lines()
         .find_map(|l| l.split(prefix).nth(1))
         .map(|ip| ip.trim().to_owned())

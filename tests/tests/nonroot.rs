@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crds::VirtualMachineInstance;
 use ferrovirt_node_contract::client::LauncherClient;
+use ferrovirt_node_contract::paths::{LAUNCHER_SOCKET, SERIAL_LOG};
 use ferrovirt_node_contract::paths::{LAUNCHER_UID, RunDir, VMI_DIR_IN_POD};
 use ferrovirt_tests::{Stack, TestNamespace, manifests, qemu_of, shared};
 use kube::api::{Api, PostParams};
@@ -107,7 +108,7 @@ async fn launchers_and_qemu_run_as_uid_107_and_cannot_reach_another_vmis_directo
     // opened the cloud-init disk virt-handler made, both as uid 107.
     let domain = format!("{}_a", ns.name());
     let qemu = stack.wait_booted(&a, &domain, TIMEOUT).await;
-    let launcher = LauncherClient::connect(dir_a.join("launcher.sock"))
+    let launcher = LauncherClient::connect(dir_a.join(LAUNCHER_SOCKET))
         .await
         .expect("A's launcher answers")
         .peer()
@@ -123,7 +124,7 @@ async fn launchers_and_qemu_run_as_uid_107_and_cannot_reach_another_vmis_directo
 
     // B's launcher is up, so its directory holds its socket and files.
     let started = Instant::now();
-    while !dir_b.join("launcher.sock").exists() {
+    while !dir_b.join(LAUNCHER_SOCKET).exists() {
         assert!(
             started.elapsed() < TIMEOUT,
             "VMI b's launcher did not start:\n{}",
@@ -160,11 +161,11 @@ async fn launchers_and_qemu_run_as_uid_107_and_cannot_reach_another_vmis_directo
         ("list B's directory", vec!["ls".to_string(), p("")]),
         (
             "read B's serial log",
-            vec!["cat".to_string(), p("serial0.log")],
+            vec!["cat".to_string(), p(SERIAL_LOG)],
         ),
         (
             "open B's socket",
-            vec!["cat".to_string(), p("launcher.sock")],
+            vec!["cat".to_string(), p(LAUNCHER_SOCKET)],
         ),
     ] {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -187,7 +188,7 @@ async fn launchers_and_qemu_run_as_uid_107_and_cannot_reach_another_vmis_directo
         vmis.delete(name, &Default::default()).await.unwrap();
     }
     let started = Instant::now();
-    while qemu_of(&domain).is_some() || Path::new(&dir_b).join("launcher.sock").exists() {
+    while qemu_of(&domain).is_some() || Path::new(&dir_b).join(LAUNCHER_SOCKET).exists() {
         assert!(started.elapsed() < TIMEOUT, "the VMIs did not stop");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

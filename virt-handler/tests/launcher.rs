@@ -16,6 +16,7 @@ use common::{
 };
 
 use ferrovirt_node_contract::client::LauncherClient;
+use ferrovirt_node_contract::paths::{LAUNCHER_SOCKET, SERIAL_LOG, SERIAL_SOCKET, VNC_SOCKET};
 use ferrovirt_node_contract::protocol::{DomainState, Event, StopReason};
 use virt_handler::config::Virtualization;
 use virt_handler::domain::{Input, convert};
@@ -104,7 +105,7 @@ async fn kernel_boot_vmi_boots_under_the_real_launcher() {
         volumes: &plans,
     })
     .unwrap();
-    let mut client = LauncherClient::connect(dir.join("launcher.sock"))
+    let mut client = LauncherClient::connect(dir.join(LAUNCHER_SOCKET))
         .await
         .unwrap();
     let info = client
@@ -113,7 +114,7 @@ async fn kernel_boot_vmi_boots_under_the_real_launcher() {
         .unwrap_or_else(|e| panic!("{}\n{xml}", ferrovirt_runtime::chain(&e)));
     assert_eq!(info.state, DomainState::Running);
     assert_eq!(info.name, "default_guest");
-    let mut events = LauncherClient::connect(dir.join("launcher.sock"))
+    let mut events = LauncherClient::connect(dir.join(LAUNCHER_SOCKET))
         .await
         .unwrap()
         .watch_events()
@@ -121,7 +122,7 @@ async fn kernel_boot_vmi_boots_under_the_real_launcher() {
         .unwrap();
     assert_eq!(events.next().await.unwrap(), Some(Event::Started));
 
-    let log = dir.join("serial0.log");
+    let log = dir.join(SERIAL_LOG);
     wait_for_line(&log, GUEST_LINE);
     eprintln!(
         "MEASURE volumes prepared in {prepared:?}; define_and_start -> {GUEST_LINE:?} in {:.1}s ({virtualization:?})",
@@ -137,7 +138,7 @@ async fn kernel_boot_vmi_boots_under_the_real_launcher() {
         "instance-id missing:\n{serial}"
     );
     assert!(
-        dir.join("serial0.sock").exists() && dir.join("vnc.sock").exists(),
+        dir.join(SERIAL_SOCKET).exists() && dir.join(VNC_SOCKET).exists(),
         "console sockets missing"
     );
 

@@ -27,6 +27,7 @@ use common::{
     GUEST_LINE, KERNEL_BOOT_CONTAINER, cache, guest_cmdline, start_launcher_wrapped, wait_for_line,
 };
 use ferrovirt_node_contract::client::LauncherClient;
+use ferrovirt_node_contract::paths::{LAUNCHER_SOCKET, SERIAL_LOG};
 use virt_handler::config::Virtualization;
 use virt_handler::domain::{Input, convert_with};
 use virt_handler::network::{self, Attachment, NetNs};
@@ -212,7 +213,7 @@ async fn boot(test: &str, interface: serde_json::Value, guest_ip: &str) -> Fixtu
     let netns_arg = format!("--net={}", pod.path().display());
     let launcher =
         start_launcher_wrapped(&["nsenter", &netns_arg, "--"], &dir, "web", &uid, 5, &[]);
-    let mut client = LauncherClient::connect(dir.join("launcher.sock"))
+    let mut client = LauncherClient::connect(dir.join(LAUNCHER_SOCKET))
         .await
         .unwrap();
     client.ping().await.unwrap();
@@ -288,7 +289,7 @@ async fn boot(test: &str, interface: serde_json::Value, guest_ip: &str) -> Fixtu
         .await
         .unwrap_or_else(|e| panic!("{}\n{xml}", ferrovirt_runtime::chain(&e)));
 
-    let serial = dir.join("serial0.log");
+    let serial = dir.join(SERIAL_LOG);
     wait_for_line(&serial, GUEST_LINE);
     let ready = started.elapsed();
     wait_for_line(&serial, &format!("FERROVIRT IP: {guest_ip}"));
@@ -356,7 +357,7 @@ async fn masquerade_guest_gets_dhcp_and_serves_only_its_ports_through_the_pod_ip
 
     // IPv6, as KubeVirt's masquerade: the guest got fd10:0:2::2 by DHCPv6 from the
     // launcher, and the pod's IPv6 address forwards port 80 (NAT66), not 8080.
-    wait_for_line(&f.dir.join("serial0.log"), "FERROVIRT IPV6: fd10:0:2::2");
+    wait_for_line(&f.dir.join(SERIAL_LOG), "FERROVIRT IPV6: fd10:0:2::2");
     let leases = f.client.leases().await.unwrap();
     assert!(
         leases
@@ -403,7 +404,7 @@ async fn passt_guest_takes_the_pods_address_and_serves_only_its_ports() {
     // IPv6 is passt's own: its DHCPv6 gives the guest the pod's IPv6 address, and it
     // forwards the listed port at that address too.
     wait_for_line(
-        &f.dir.join("serial0.log"),
+        &f.dir.join(SERIAL_LOG),
         &format!("FERROVIRT IPV6: {POD_IP6}"),
     );
     forwards_80_only(&f, POD_IP6);

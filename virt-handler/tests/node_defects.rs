@@ -11,6 +11,7 @@ use common::cluster::{
 };
 use common::{Proc, domain_info, guest_cmdline, start_launcher, start_launcher_with};
 use crds::{VirtualMachineInstance, VmiPhase};
+use ferrovirt_node_contract::paths::{LAUNCHER_SOCKET, SERIAL_LOG, SERIAL_SOCKET};
 use ferrovirt_node_contract::protocol::DomainState;
 use ferrovirt_tests::shared;
 use kube::ResourceExt;
@@ -196,7 +197,7 @@ async fn host_disks_need_the_gate_and_an_allowed_directory_and_never_follow_link
         .path()
         .join("vmis")
         .join(s.vmi.uid().unwrap())
-        .join("launcher.sock");
+        .join(LAUNCHER_SOCKET);
     let info = domain_info(&socket).await;
     assert_eq!(info.state, DomainState::Running, "{info:?}");
     let conditions = api.get("ok").await.unwrap().status.unwrap().conditions;
@@ -316,7 +317,7 @@ async fn reboot_policy_terminate_ends_the_vmi_at_the_first_guest_reset() {
         .path()
         .join("vmis")
         .join(s.vmi.uid().unwrap())
-        .join("serial0.log");
+        .join(SERIAL_LOG);
     let boots = std::fs::read_to_string(serial)
         .unwrap()
         .matches("Linux version")
@@ -346,7 +347,7 @@ async fn a_guest_in_a_reset_loop_shows_in_status_and_its_serial_log_is_capped() 
         0,
         &[("VIRT_LAUNCHER_SERIAL_LOG_MAX_BYTES", &max)],
     );
-    let serial = dir.join("serial0.log");
+    let serial = dir.join(SERIAL_LOG);
 
     // Status: the loop condition and Ready=False.
     let begin = Instant::now();
@@ -524,10 +525,10 @@ async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_i
         paused_condition(&v),
         Some(("True".into(), Some("PausedByUser".into())))
     );
-    let socket = dir.join("launcher.sock");
+    let socket = dir.join(LAUNCHER_SOCKET);
     assert_eq!(domain_info(&socket).await.state, DomainState::Paused);
     // A paused guest prints nothing: not even the kernel's first line.
-    let serial = dir.join("serial0.log");
+    let serial = dir.join(SERIAL_LOG);
     let printed = std::fs::read_to_string(&serial).unwrap_or_default();
     assert!(!printed.contains("Linux version"), "{printed}");
 
@@ -548,7 +549,7 @@ async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_i
     }
 
     // What the guest has, read on its console. `X$((6*7))` echoes as typed but prints X42.
-    let console = dir.join("serial0.sock");
+    let console = dir.join(SERIAL_SOCKET);
     let out = ferrovirt_tests::guest::console_exchange(
         &console,
         "echo X$((6*7)) $(grep -cw popcnt /proc/cpuinfo) $(grep -cw pni /proc/cpuinfo) \

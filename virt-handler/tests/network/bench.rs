@@ -152,7 +152,7 @@ fn measure(binding: &str, dir: &Path, peer: &Ns, timings: [f64; 3], ipv6: bool) 
     );
     let mut families = vec![(binding.to_owned(), PEER_TARGET, POD_IP)];
     if ipv6 {
-        wait_for_line(&dir.join("serial0.log"), "FERROVIRT IPV6: ");
+        wait_for_line(&dir.join(SERIAL_LOG), "FERROVIRT IPV6: ");
         families.push((format!("{binding} IPv6"), PEER_TARGET6, POD_IP6));
     }
     for (name, target, pod) in families {
