@@ -179,19 +179,20 @@ pub(crate) fn from_template(
     dv
 }
 
+/// The `dataVolume` volumes of `volumes`: their index and their DataVolume's name.
+fn data_volumes_of(volumes: &[crds::Volume]) -> Vec<(usize, &str)> {
+    volumes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| v.data_volume.as_ref().map(|d| (i, d.name.as_str())))
+        .collect()
+}
+
 /// The VM's DataVolumes: creates those of its templates that do not exist (KubeVirt's
 /// `handleDataVolumes`, Events included) and reads those its template's volumes name.
 pub(crate) async fn sync_vm(vm: &VirtualMachine, ctx: &Context) -> Found {
     let templates = &vm.spec.data_volume_templates;
-    let volumes: Vec<(usize, &str)> = vm
-        .spec
-        .template
-        .spec
-        .volumes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, v)| v.data_volume.as_ref().map(|d| (i, d.name.as_str())))
-        .collect();
+    let volumes = data_volumes_of(&vm.spec.template.spec.volumes);
     let mut found = Found::default();
     if templates.is_empty() && volumes.is_empty() {
         return found;
@@ -381,13 +382,7 @@ pub(crate) async fn gate_vmi(
     if !matches!(old.phase, None | Some(VmiPhase::Pending)) {
         return Ok(None);
     }
-    let used: Vec<(usize, &str)> = vmi
-        .spec
-        .volumes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, v)| v.data_volume.as_ref().map(|d| (i, d.name.as_str())))
-        .collect();
+    let used = data_volumes_of(&vmi.spec.volumes);
     let Some(&(first, _)) = used.first() else {
         return Ok(None);
     };

@@ -505,25 +505,23 @@ async fn a_vm_with_data_volume_templates_boots_from_the_claim_cdi_fills() {
     )
     .await;
 
-    let out = apply(
-        cp,
-        &ns,
-        &data_volume_vm(
-            "imported",
-            "imported-dv",
-            json!({"storage": storage, "source": {"blank": {}}}),
-        ),
-    )
-    .await;
-    assert!(
-        out.success(),
-        "the VM with a DataVolume template: {}",
-        out.stderr
-    );
-    let dv = wait_for(stack, "DataVolume imported-dv, made by the VM", || async {
-        dvs.get_opt("imported-dv").await.ok()?
-    })
-    .await;
+    // A VM whose template is a blank DataVolume: applied, and the DataVolume it made.
+    let blank_vm = |vm: &'static str, dv: &'static str| {
+        let (ns, dvs) = (&ns, &dvs);
+        let storage = storage.clone();
+        async move {
+            let blank = json!({"storage": storage, "source": {"blank": {}}});
+            let out = apply(cp, ns, &data_volume_vm(vm, dv, blank)).await;
+            assert!(out.success(), "VM {vm}: {}", out.stderr);
+            wait_for(
+                stack,
+                &format!("DataVolume {dv}, made by VM {vm}"),
+                || async { dvs.get_opt(dv).await.ok()? },
+            )
+            .await
+        }
+    };
+    let dv = blank_vm("imported", "imported-dv").await;
     let vm = vms.get("imported").await.unwrap();
     let owner = &dv.metadata.owner_references.as_ref().expect("an owner")[0];
     assert_eq!(
@@ -546,21 +544,7 @@ async fn a_vm_with_data_volume_templates_boots_from_the_claim_cdi_fills() {
     );
 
     // CDI fails another VM's import: DataVolumeError, as KubeVirt shows it.
-    let out = apply(
-        cp,
-        &ns,
-        &data_volume_vm(
-            "broken",
-            "broken-dv",
-            json!({"storage": storage, "source": {"blank": {}}}),
-        ),
-    )
-    .await;
-    assert!(out.success(), "{}", out.stderr);
-    wait_for(stack, "DataVolume broken-dv, made by the VM", || async {
-        dvs.get_opt("broken-dv").await.ok()?
-    })
-    .await;
+    blank_vm("broken", "broken-dv").await;
     cdi::set_status(&client, ns.name(), "broken-dv", json!({"phase": "Failed"}))
         .await
         .unwrap();
