@@ -40,6 +40,25 @@ pub struct DomainSpec {
     /// The guest's real-time clock and timers. Unset: UTC with the hypervisor's timers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock: Option<crate::Clock>,
+    /// How virtio disks share IOThreads (QEMU threads that do their I/O): `shared` (one
+    /// thread for all, plus one per disk with `dedicatedIOThread`) or `auto` (a pool of up
+    /// to two per requested CPU, disks assigned round-robin). Unset: no IOThreads unless
+    /// a disk asks for a dedicated one (then as `shared`). `supplementalPool` is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self != 'supplementalPool'",
+        "message": "supplementalPool maps each disk's queues over a pool of IOThreads (QEMU's iothread-vq-mapping), which needs QEMU 9 and libvirt 10; Ferrovirt's nodes run QEMU 7.2 and libvirt 9.0: use shared or auto"
+    }]))]
+    pub io_threads_policy: Option<IoThreadsPolicy>,
+}
+
+/// KubeVirt's IOThreads policies.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum IoThreadsPolicy {
+    Shared,
+    Auto,
+    SupplementalPool,
 }
 
 // What a reboot of the guest does.
@@ -347,6 +366,23 @@ pub struct Devices {
     /// as the VMI; `persistent: true` (KubeVirt's backend storage, a PVC) is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<Tpm>,
+    /// Give each virtio disk as many queues as the guest has vCPUs (virtio-blk
+    /// multi-queue). Defaults to false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_multi_queue: Option<bool>,
+    /// Attach a virtio VSOCK device with a CID of its own. Refused when true: VSOCK needs
+    /// the node kernel's vhost_vsock module (`/dev/vhost-vsock`), which Ferrovirt's nodes
+    /// lack. Defaults to false.
+    #[serde(
+        default,
+        rename = "autoattachVSOCK",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!self",
+        "message": "VSOCK needs the vhost_vsock kernel module on the node (/dev/vhost-vsock), which the kernel of Ferrovirt's nodes does not have; false or unset attaches none"
+    }]))]
+    pub autoattach_vsock: Option<bool>,
 }
 
 /// A virtual TPM 2.0.
@@ -461,6 +497,9 @@ pub struct Rng {}
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "!(has(self.disk) && has(self.cdrom))",
     "message": "set at most one of disk and cdrom"
+}, {
+    "rule": "!has(self.dedicatedIOThread) || !self.dedicatedIOThread || (!has(self.cdrom) && (!has(self.disk) || !has(self.disk.bus) || self.disk.bus == 'virtio'))",
+    "messageExpression": "'IOThreads are not supported for disks on a ' + (has(self.cdrom) ? (has(self.cdrom.bus) ? self.cdrom.bus : 'sata') : self.disk.bus) + ' bus'"
 }]))]
 pub struct Disk {
     /// The disk's name; the volume of the same name backs it.
@@ -481,6 +520,14 @@ pub struct Disk {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 20))]
     pub serial: Option<String>,
+    /// Give this disk an IOThread of its own, never shared with other disks (virtio disks
+    /// only). Implies IOThreads for the guest even without `ioThreadsPolicy`.
+    #[serde(
+        default,
+        rename = "dedicatedIOThread",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dedicated_io_thread: Option<bool>,
 }
 
 /// A hard disk.

@@ -235,6 +235,21 @@ const REJECTED: &[(&str, &str, &str)] = &[
         "spec.domain.devices.tpm.persistent",
     ),
     (
+        "supplementalPool IOThreads",
+        "domain: {memory: {guest: 64Mi}, ioThreadsPolicy: supplementalPool, devices: {}}",
+        "spec.domain.ioThreadsPolicy",
+    ),
+    (
+        "a dedicated IOThread on a sata disk",
+        "domain: {memory: {guest: 64Mi}, devices: {disks: [{name: a, disk: {bus: sata}, dedicatedIOThread: true}]}}\nvolumes: [{name: a, emptyDisk: {capacity: 1Gi}}]",
+        "spec.domain.devices.disks[0].dedicatedIOThread",
+    ),
+    (
+        "VSOCK without vhost_vsock",
+        "domain: {memory: {guest: 64Mi}, devices: {autoattachVSOCK: true}}",
+        "spec.domain.devices.autoattachVSOCK",
+    ),
+    (
         "zero empty disk",
         "domain: {memory: {guest: 64Mi}, devices: {}}\nvolumes: [{name: a, emptyDisk: {capacity: \"0\"}}]",
         "spec.volumes[0].emptyDisk.capacity",

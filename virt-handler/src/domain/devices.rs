@@ -23,7 +23,8 @@ fn dev_name(prefix: &str, mut index: usize) -> String {
     format!("{prefix}{}", String::from_utf8(letters).expect("ascii"))
 }
 
-struct DiskPlan<'a> {
+/// A disk of the domain: one of the VMI's disks, or a virtio disk for a volume without one.
+pub struct DiskPlan<'a> {
     name: &'a str,
     cdrom: bool,
     bus: DiskBus,
@@ -31,10 +32,26 @@ struct DiskPlan<'a> {
     tray: Option<crds::TrayState>,
     boot_order: Option<u32>,
     serial: Option<&'a str>,
+    dedicated_io_thread: bool,
     volume: &'a Planned,
 }
 
-pub fn disks(x: &mut Xml, spec: &VirtualMachineInstanceSpec, volumes: &[Planned]) -> Result<()> {
+impl DiskPlan<'_> {
+    /// The disk as the IOThreads count sees it.
+    pub fn threads(&self) -> super::iothreads::DiskThreads {
+        super::iothreads::DiskThreads {
+            bus: self.bus,
+            dedicated: self.dedicated_io_thread,
+        }
+    }
+}
+
+/// The domain's disks in KubeVirt's order: the VMI's, then a virtio disk for each volume
+/// without one (KubeVirt's `SetDefaultVolumeDisk`).
+pub fn plan_disks<'a>(
+    spec: &'a VirtualMachineInstanceSpec,
+    volumes: &'a [Planned],
+) -> Result<Vec<DiskPlan<'a>>> {
     let mut plans = Vec::new();
     for (i, d) in spec.domain.devices.disks.iter().enumerate() {
         let field = |f: &str| format!("spec.domain.devices.disks[{i}].{f}");
@@ -79,6 +96,16 @@ pub fn disks(x: &mut Xml, spec: &VirtualMachineInstanceSpec, volumes: &[Planned]
                 format!("{s:?}: use up to 20 letters, digits, '-', '_', '.'"),
             ));
         }
+        let dedicated_io_thread = d.dedicated_io_thread == Some(true);
+        if dedicated_io_thread && (cdrom || bus != DiskBus::Virtio) {
+            return Err(Error::unsupported(
+                field("dedicatedIOThread"),
+                format!(
+                    "IOThreads are not supported for disks on a {} bus",
+                    crds::wire_name(&bus)
+                ),
+            ));
+        }
         plans.push(DiskPlan {
             name: &d.name,
             cdrom,
@@ -87,6 +114,7 @@ pub fn disks(x: &mut Xml, spec: &VirtualMachineInstanceSpec, volumes: &[Planned]
             tray,
             boot_order: d.boot_order,
             serial: d.serial.as_deref(),
+            dedicated_io_thread,
             volume,
         });
     }
@@ -101,6 +129,7 @@ pub fn disks(x: &mut Xml, spec: &VirtualMachineInstanceSpec, volumes: &[Planned]
                 tray: None,
                 boot_order: None,
                 serial: None,
+                dedicated_io_thread: false,
                 volume: v,
             });
         }
@@ -113,9 +142,19 @@ pub fn disks(x: &mut Xml, spec: &VirtualMachineInstanceSpec, volumes: &[Planned]
             "boot orders must be unique",
         ));
     }
+    Ok(plans)
+}
 
+/// The disks' devices. Virtio disks get their IOThread (`iothreads`, one entry per plan)
+/// and, with `queues`, that many virtio-blk queues (`blockMultiQueue`).
+pub fn disks(
+    x: &mut Xml,
+    plans: &[DiskPlan],
+    iothreads: Option<&super::iothreads::IoThreads>,
+    queues: Option<u32>,
+) {
     let (mut vd, mut sd) = (0, 0);
-    for p in &plans {
+    for (i, p) in plans.iter().enumerate() {
         let (dev, bus) = match p.bus {
             DiskBus::Virtio => (dev_name("vd", post_inc(&mut vd)), "virtio"),
             DiskBus::Sata => (dev_name("sd", post_inc(&mut sd)), "sata"),
@@ -132,10 +171,21 @@ pub fn disks(x: &mut Xml, spec: &VirtualMachineInstanceSpec, volumes: &[Planned]
         } else {
             p.volume.format.as_str()
         };
-        x.empty(
-            "driver",
-            &[("name", "qemu"), ("type", format), ("discard", "unmap")],
-        );
+        let mut driver = vec![
+            ("name", "qemu".to_owned()),
+            ("type", format.to_owned()),
+            ("discard", "unmap".to_owned()),
+        ];
+        if p.bus == DiskBus::Virtio {
+            if let Some(id) = iothreads.and_then(|t| t.per_disk[i]) {
+                driver.push(("iothread", id.to_string()));
+            }
+            if let Some(q) = queues {
+                driver.push(("queues", q.to_string()));
+            }
+        }
+        let driver: Vec<(&str, &str)> = driver.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        x.empty("driver", &driver);
         if !open_tray {
             x.empty("source", &[("file", &p.volume.path.display().to_string())]);
         }
@@ -163,7 +213,6 @@ pub fn disks(x: &mut Xml, spec: &VirtualMachineInstanceSpec, volumes: &[Planned]
             &[("type", "scsi"), ("index", "0"), ("model", "virtio-scsi")],
         );
     }
-    Ok(())
 }
 
 fn post_inc(n: &mut usize) -> usize {

@@ -4,6 +4,7 @@
 
 mod clock;
 mod devices;
+mod iothreads;
 mod xml;
 
 use std::path::Path;
@@ -136,6 +137,19 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
         &[("placement", "static")],
         &topology.vcpus().to_string(),
     );
+    let disks = devices::plan_disks(spec, input.volumes)?;
+    let threads: Vec<_> = disks.iter().map(|d| d.threads()).collect();
+    let iothreads = iothreads::plan(domain, &threads)?;
+    if let Some(t) = &iothreads {
+        x.text("iothreads", &[], &t.count.to_string());
+    }
+    if domain.devices.autoattach_vsock == Some(true) {
+        return Err(Error::unsupported(
+            "spec.domain.devices.autoattachVSOCK",
+            "VSOCK needs the vhost_vsock kernel module on the node (/dev/vhost-vsock), \
+             which this node's kernel does not have",
+        ));
+    }
     if let Some(h) = domain.memory.as_ref().and_then(|m| m.hugepages.as_ref()) {
         hugepages(&mut x, memory, h.page_size)?;
     }
@@ -258,7 +272,9 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
     x.text("on_crash", &[], "destroy");
 
     x.open("devices", &[]);
-    devices::disks(&mut x, spec, input.volumes)?;
+    // KubeVirt's blockMultiQueue: a queue per vCPU on every virtio disk.
+    let queues = (domain.devices.block_multi_queue == Some(true)).then(|| topology.vcpus());
+    devices::disks(&mut x, &disks, iothreads.as_ref(), queues);
     let qemu_args = devices::interfaces(&mut x, spec, input.uid, dir, network.nics())?;
     if domain.devices.autoattach_serial_console != Some(false) {
         x.open("serial", &[("type", "unix")]);
