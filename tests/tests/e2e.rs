@@ -196,7 +196,8 @@ where
 /// A VM boots on the real node, survives a handler restart, and a delete powers it off
 /// through ACPI. Its guest memory is in 2Mi hugepages and it has a TPM (issue 11): the
 /// launcher pod requests hugepages-2Mi, the host's free hugepages drop by the guest's
-/// memory while it runs and come back after, and the guest sees TPM 2.0 as tpm0.
+/// memory while it runs and come back after, and the guest sees TPM 2.0 as tpm0. A VMI
+/// asking for 1Gi pages, which the node does not have, stays unscheduled and says so.
 #[tokio::test]
 async fn vm_boots_survives_a_handler_restart_and_delete_powers_off_through_acpi() {
     let (cp, stack) = stack().await;
@@ -220,6 +221,28 @@ async fn vm_boots_survives_a_handler_restart_and_delete_powers_off_through_acpi(
         "node {} offers no {HUGEPAGES_RESOURCE} ({capacity:?}): hack/node/up.sh allocates the pool",
         stack.node_name
     );
+    // 1Gi pages, which the node does not offer: the VMI is not scheduled, and says why.
+    let mut huge_1g = manifests::kernel_boot_vmi("huge-1g", serde_json::json!([]));
+    huge_1g["spec"]["domain"]["memory"] =
+        serde_json::json!({"guest": "1Gi", "hugepages": {"pageSize": "1Gi"}});
+    kubectl(cp, &ns, &["apply", "-f", "-"], Some(&huge_1g.to_string())).await;
+    let why = wait_for(
+        stack,
+        "VMI huge-1g's PodScheduled=False condition",
+        Duration::from_secs(60),
+        || async {
+            let vmi = vmis.get_opt("huge-1g").await.ok().flatten()?;
+            vmi.status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "False")?
+                .message
+        },
+    )
+    .await;
+    assert!(why.contains("Insufficient hugepages-1Gi"), "{why}");
+    kubectl(cp, &ns, &["delete", "vmi", "huge-1g"], None).await;
+
     let free_before = hugepages_free();
     kubectl(
         cp,
