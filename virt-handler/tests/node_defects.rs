@@ -464,14 +464,21 @@ async fn a_guest_in_a_reset_loop_shows_in_status_and_its_serial_log_is_capped() 
 /// QEMU's TCG model, no HPET clocksource, a real-time clock an hour ahead, the 6300ESB
 /// watchdog, the memory balloon KubeVirt attaches by default, two tablets: one on the
 /// virtio bus, one on USB (its xHCI controller), and the TPM 2.0 swtpm emulates (`tpm0`).
+/// With 2 vCPUs, `blockMultiQueue` gives its virtio disk two queues, and the `auto`
+/// IOThreads pool (two per requested CPU; none is requested, so KubeVirt counts one and the
+/// pool is 2) with the disk's dedicated thread runs as
+/// QEMU's threads `IO iothread1` and `IO iothread2`.
 #[tokio::test]
 async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_inside() {
     let f = Fixture::start(shared().await, "sp").await;
     let mut spec = guest_spec();
     spec["startStrategy"] = json!("Paused");
     spec["terminationGracePeriodSeconds"] = json!(0);
-    spec["domain"]["cpu"] =
-        json!({"features": [{"name": "popcnt"}, {"name": "pni", "policy": "disable"}]});
+    spec["domain"]["cpu"] = json!({"cores": 2,
+        "features": [{"name": "popcnt"}, {"name": "pni", "policy": "disable"}]});
+    spec["domain"]["ioThreadsPolicy"] = json!("auto");
+    spec["domain"]["devices"]["blockMultiQueue"] = json!(true);
+    spec["domain"]["devices"]["disks"][0]["dedicatedIOThread"] = json!(true);
     spec["domain"]["clock"] =
         json!({"utc": {"offsetSeconds": 3600}, "timer": {"hpet": {"present": false}}});
     spec["domain"]["devices"]["watchdog"] =
@@ -556,7 +563,8 @@ async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_i
          $(date +%s) $(cat /sys/devices/system/clocksource/clocksource0/available_clocksource) \
          $(cat /sys/bus/pci/devices/*/device | tr '\n' ,) \
          $(cat /sys/bus/virtio/devices/*/device | tr '\n' ,) \
-         TPM$(cat /sys/class/tpm/tpm0/tpm_version_major) Y$((6*7))",
+         TPM$(cat /sys/class/tpm/tpm0/tpm_version_major) MQ$(ls /sys/block/vda/mq | wc -l) \
+         Y$((6*7))",
         "Y42",
     );
     let now = std::time::SystemTime::now()
@@ -587,6 +595,35 @@ async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_i
     assert!(
         line.contains(" TPM2 "),
         "the emulated TPM 2.0 is the guest's tpm0: {line}"
+    );
+    assert!(
+        line.contains(" MQ2 "),
+        "blockMultiQueue: the virtio disk has a queue per vCPU (2): {line}"
+    );
+    // The IOThreads run in QEMU: the auto pool's shared thread and the disk's own, named
+    // by libvirt's ids, which QEMU's command line gives the disk (with its two queues).
+    let domain = format!("{}_held", f.ns.name());
+    let qemu = ferrovirt_tests::qemu_of(&domain).expect("the guest's QEMU runs");
+    let mut threads: Vec<String> = std::fs::read_dir(format!("/proc/{qemu}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .filter(|c| c.starts_with("IO iothread"))
+        .collect();
+    threads.sort();
+    assert_eq!(
+        threads,
+        ["IO iothread1", "IO iothread2"],
+        "QEMU's I/O threads"
+    );
+    let cmdline = std::fs::read(format!("/proc/{qemu}/cmdline")).unwrap();
+    // libvirt writes -device as JSON ("num-queues":2) or as key=value.
+    let cmdline = String::from_utf8_lossy(&cmdline)
+        .replace('"', "")
+        .replace(':', "=");
+    assert!(
+        cmdline.contains("num-queues=2") && cmdline.contains("iothread=iothread2"),
+        "the disk's queues and dedicated IOThread reach QEMU: {cmdline}"
     );
     let on_bus = |id: &str| {
         line.split_whitespace()
