@@ -13,7 +13,8 @@
 //!   refuses such objects on create already; this is the backstop without virt-api).
 //!
 //! DataVolumes are read with a GET per reconcile (no watch: CDI may be absent), and the
-//! reconcile looks again every [`POLL`] while one is not ready.
+//! reconcile looks again every [`POLL`] while one is not ready (every 30 s while CDI
+//! reports a failure).
 
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ use crate::{Context, Error, Result};
 
 /// How often a reconcile looks again while a DataVolume is not ready.
 pub(crate) const POLL: Duration = Duration::from_secs(2);
+/// How often a VM looks again while CDI reports a DataVolume's failure.
+const ERROR_POLL: Duration = Duration::from_secs(30);
 /// The VMI condition KubeVirt aggregates its DataVolumes' readiness in.
 pub(crate) const DATA_VOLUMES_READY: &str = "DataVolumesReady";
 
@@ -318,6 +321,9 @@ impl Found {
             gate.error = Some(Error::NoDataVolumeApi(cdi::needed(field)));
         } else if let Some(e) = self.error.take() {
             gate.error = Some(e);
+        } else if self.volume_error().is_some() {
+            // CDI retries a failed import at its own pace.
+            gate.requeue = Some(ERROR_POLL);
         } else if self.dvs.iter().any(|d| !d.ready()) {
             gate.requeue = Some(POLL);
         }
@@ -570,6 +576,7 @@ mod tests {
         let gate = found_in("ImportInProgress").gate();
         assert!(gate.hold_start && gate.error.is_none());
         assert_eq!(gate.requeue, Some(POLL));
+        assert_eq!(found_in("Failed").gate().requeue, Some(ERROR_POLL));
         let mut missing = Found {
             cdi_missing: Some("spec.dataVolumeTemplates".into()),
             ..Default::default()
