@@ -50,6 +50,23 @@ pub struct DomainSpec {
         "message": "supplementalPool maps each disk's queues over a pool of IOThreads (QEMU's iothread-vq-mapping), which needs QEMU 9 and libvirt 10; Ferrovirt's nodes run QEMU 7.2 and libvirt 9.0: use shared or auto"
     }]))]
     pub io_threads_policy: Option<IoThreadsPolicy>,
+    /// The IOThreads of `ioThreadsPolicy: supplementalPool`, which is refused, so a
+    /// `supplementalPoolThreadCount` is refused too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_threads: Option<DiskIoThreads>,
+}
+
+/// The options of the supplementalPool IOThreads policy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.supplementalPoolThreadCount)",
+    "message": "supplementalPoolThreadCount sizes the IOThreads of ioThreadsPolicy supplementalPool, which needs QEMU 9 and libvirt 10; Ferrovirt's nodes run QEMU 7.2 and libvirt 9.0: use ioThreadsPolicy shared or auto"
+}]))]
+pub struct DiskIoThreads {
+    /// How many IOThreads the supplementalPool policy allocates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supplemental_pool_thread_count: Option<u32>,
 }
 
 /// KubeVirt's IOThreads policies.

@@ -303,6 +303,26 @@ const CORPUS: &[(&str, Expect, &str)] = &[
         "tests/tests/guest_agent.rs (guestOSInfo, AgentConnected, virtctl guestosinfo/userlist/fslist)",
     ),
     (
+        "io-threads.yaml",
+        Accepted,
+        "virt-handler/tests/node_defects.rs start_strategy_paused (QEMU runs the auto pool's and the dedicated IOThreads); golden.rs iothreads-multiqueue",
+    ),
+    (
+        "io-threads-supplemental-pool.yaml",
+        Rejected("spec.template.spec.domain.ioThreadsPolicy"),
+        "",
+    ),
+    (
+        "block-multiqueue.yaml",
+        Accepted,
+        "virt-handler/tests/node_defects.rs start_strategy_paused (2 queues in the guest's /sys/block/vda/mq with 2 vCPUs)",
+    ),
+    (
+        "vsock.yaml",
+        Rejected("spec.template.spec.domain.devices.autoattachVSOCK"),
+        "",
+    ),
+    (
         "secure-boot.yaml",
         Accepted,
         "virt-handler/tests/golden.rs efi-secure-boot (SMM on; the test guest is unsigned)",

@@ -347,6 +347,14 @@ async fn bad_vms_and_vmis_are_refused_with_the_field_named() {
             "spec.domain.devices.disks[0]: Invalid value: set at most one of disk and cdrom",
         ),
         (
+            "a dedicated IOThread on a sata disk",
+            domain(
+                json!({"devices": {"disks": [{"name": "root", "disk": {"bus": "sata"}, "dedicatedIOThread": true}]}}),
+            ),
+            Layer::Cel,
+            "spec.domain.devices.disks[0]: Invalid value: IOThreads are not supported for disks on a sata bus",
+        ),
+        (
             "a name of 64 characters",
             json!({"metadata": {"name": "v".repeat(64)}}),
             Layer::Cel,
