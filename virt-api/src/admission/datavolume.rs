@@ -44,7 +44,7 @@ fn fields(object: &Value) -> Vec<String> {
 /// Asks the API server (discovery, and a dry-run create of each template's DataVolume)
 /// about a VM or VMI being validated that uses DataVolumes.
 pub async fn find(client: &Client, req: &Request) -> Cdi {
-    if fields(&req.object).is_empty() {
+    if fields(&req.object).is_empty() || !changed(req) {
         return Cdi::default();
     }
     let served = match client.list_api_group_resources(cdi::API_VERSION).await {
@@ -76,6 +76,28 @@ pub async fn find(client: &Client, req: &Request) -> Cdi {
         }
     }
     out
+}
+
+/// Whether the request brings DataVolume fields that were not there: a create, or an
+/// update that changes the templates or the volumes (an update that leaves them alone, such
+/// as a start, asks the API server nothing).
+fn changed(req: &Request) -> bool {
+    let Some(old) = req
+        .old_object
+        .as_ref()
+        .filter(|_| req.operation == Operation::Update)
+    else {
+        return true;
+    };
+    let volumes = |o: &Value| {
+        let spec = &o["spec"];
+        match spec.get("template") {
+            Some(t) => t["spec"]["volumes"].clone(),
+            None => spec["volumes"].clone(),
+        }
+    };
+    old["spec"]["dataVolumeTemplates"] != req.object["spec"]["dataVolumeTemplates"]
+        || volumes(old) != volumes(&req.object)
 }
 
 /// A dry-run create of the template's DataVolume with strict field validation: the API
@@ -215,6 +237,28 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn only_new_data_volume_fields_are_asked_about() {
+        let object = vm(
+            json!([{"metadata": {"name": "d"}, "spec": {"storage": {}}}]),
+            json!([{"name": "root", "dataVolume": {"name": "d"}}]),
+        );
+        let request = |operation, old: Option<Value>| Request {
+            uid: "u".into(),
+            kind: "VirtualMachine".into(),
+            operation,
+            object: object.clone(),
+            old_object: old,
+        };
+        assert!(changed(&request(Operation::Create, None)));
+        let mut started = object.clone();
+        started["spec"]["runStrategy"] = json!("Always");
+        assert!(!changed(&request(Operation::Update, Some(started))));
+        let mut other = object.clone();
+        other["spec"]["template"]["spec"]["volumes"][0]["dataVolume"]["name"] = json!("e");
+        assert!(changed(&request(Operation::Update, Some(other))));
     }
 
     #[test]
