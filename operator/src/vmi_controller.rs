@@ -33,6 +33,8 @@ pub use ferrovirt_node_contract::pod::NODE_NAME_LABEL;
 const STUCK_POD_SLACK: Duration = Duration::from_secs(30);
 
 const CONTROLLER: &str = "vmi";
+/// The resource of the VMI writes, as the request metrics name it.
+const VMIS: &str = "virtualmachineinstances";
 const RESYNC: Duration = Duration::from_secs(300);
 /// How soon a VMI whose launcher pod waits for a cloud-init Secret is looked at again: the
 /// node's FailedMount Events come without a change of the pod.
@@ -390,14 +392,7 @@ async fn execute(seen: &Seen<'_>, n: &Names, planned: Plan, ctx: &Context) -> Re
     match planned {
         Plan::Wait(action) => Ok(action),
         Plan::AddFinalizer => {
-            let written = writes::add_finalizer(
-                &vmis,
-                vmi,
-                FINALIZER,
-                &ctx.metrics,
-                "virtualmachineinstances",
-            )
-            .await?;
+            let written = writes::add_finalizer(&vmis, vmi, FINALIZER, &ctx.metrics, VMIS).await?;
             ctx.own_writes.wrote_over(vmi, &written);
             // The write triggers the next reconcile.
             Ok(Action::await_change())
@@ -410,14 +405,7 @@ async fn execute(seen: &Seen<'_>, n: &Names, planned: Plan, ctx: &Context) -> Re
             if let Some(d) = &d {
                 delete_pod(vmi, d, &pods, ctx).await?;
             }
-            writes::remove_finalizer(
-                &vmis,
-                vmi,
-                FINALIZER,
-                &ctx.metrics,
-                "virtualmachineinstances",
-            )
-            .await?;
+            writes::remove_finalizer(&vmis, vmi, FINALIZER, &ctx.metrics, VMIS).await?;
             ctx.phases.forget(&n.uid);
             ctx.own_writes.forget(&n.uid);
             tracing::info!("the guest is down, released the VMI");
@@ -493,9 +481,7 @@ async fn write_pod_plan(
         && vmi.labels().get(NODE_NAME_LABEL) != Some(node)
     {
         let patch = json!({"metadata": {"labels": {NODE_NAME_LABEL: node}}});
-        let labelled =
-            writes::merge_patch_metadata(vmis, vmi, patch, &ctx.metrics, "virtualmachineinstances")
-                .await?;
+        let labelled = writes::merge_patch_metadata(vmis, vmi, patch, &ctx.metrics, VMIS).await?;
         ctx.own_writes.wrote_over(vmi, &labelled);
         // The status write below tests the resourceVersion: use the labelled one.
         let mut v = vmi.clone();
@@ -766,14 +752,7 @@ async fn write_status(
     let Some(w) = plan_status_write(old, status, now) else {
         return Ok(());
     };
-    let written = writes::replace_status(
-        vmis,
-        vmi,
-        &w.status,
-        &ctx.metrics,
-        "virtualmachineinstances",
-    )
-    .await?;
+    let written = writes::replace_status(vmis, vmi, &w.status, &ctx.metrics, VMIS).await?;
     if let Some(uid) = vmi.uid() {
         ctx.phases.swap(&uid, w.status.phase);
         ctx.own_writes.wrote_over(vmi, &written);
