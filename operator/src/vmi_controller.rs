@@ -871,7 +871,8 @@ fn image_error(p: &Pod) -> Option<(String, String)> {
 }
 
 /// How long until [`BIND_SETTLE`] has passed since `p` was bound (the transition of its
-/// PodScheduled condition, to the second); None once it has, or when not known.
+/// PodScheduled condition, to the second); None once it has, when not known, or when the
+/// bind is in this clock's future (the API server's clock ahead: no wait beyond the settle).
 fn bind_settling(p: &Pod, now: Timestamp) -> Option<Duration> {
     let bound = p
         .status
@@ -886,7 +887,7 @@ fn bind_settling(p: &Pod, now: Timestamp) -> Option<Duration> {
     let until = bound + SignedDuration::try_from(BIND_SETTLE).ok()?;
     Duration::try_from(until.duration_since(now))
         .ok()
-        .filter(|left| !left.is_zero())
+        .filter(|left| !left.is_zero() && *left <= BIND_SETTLE)
 }
 
 fn scheduled(p: &Pod) -> bool {

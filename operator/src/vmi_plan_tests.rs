@@ -587,6 +587,9 @@ fn a_pods_node_alone_waits_for_the_settle_after_its_bind() {
         Some(BTreeMap::from([("u-pod".to_string(), "n1".to_string())]))
     );
     assert_eq!(written.requeue, RESYNC);
+    // A bind in this clock's future (the API server's clock ahead): written, no wait.
+    let skewed = plan_from_pod(&v, &old, old.clone(), Some(&bound_at(200)), at(101));
+    assert_eq!(skewed.status, written.status);
     // Running within it: Scheduled with the node at once.
     let ready = plan_from_pod(&v, &old, old.clone(), Some(&pod(READY)), at(101));
     assert_eq!(ready.status.phase, Some(VmiPhase::Scheduled));
