@@ -338,6 +338,17 @@ pub mod cdi {
     /// same name that exists already.
     pub const ALLOW_CLAIM_ADOPTION: &str = "cdi.kubevirt.io/allowClaimAdoption";
 
+    /// The DataVolume resource, for clients of objects of it.
+    pub fn api_resource() -> kube::api::ApiResource {
+        kube::api::ApiResource {
+            group: GROUP.into(),
+            version: VERSION.into(),
+            api_version: API_VERSION.into(),
+            kind: KIND.into(),
+            plural: PLURAL.into(),
+        }
+    }
+
     /// DataVolume phases (CDI's `DataVolumePhase`) that KubeVirt treats as ready.
     pub fn phase_is_ready(phase: &str) -> bool {
         matches!(phase, "Succeeded" | "PendingPopulation")

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crds::cdi;
 use crds::{Condition, VirtualMachine, VirtualMachineInstance, VirtualMachineStatus, VmiPhase};
-use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use kube::api::{Api, DynamicObject, PostParams};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -33,17 +33,6 @@ pub(crate) const POLL: Duration = Duration::from_secs(2);
 const ERROR_POLL: Duration = Duration::from_secs(30);
 /// The VMI condition KubeVirt aggregates its DataVolumes' readiness in.
 pub(crate) const DATA_VOLUMES_READY: &str = "DataVolumesReady";
-
-/// The DataVolume resource of CDI.
-fn resource() -> ApiResource {
-    ApiResource {
-        group: cdi::GROUP.into(),
-        version: cdi::VERSION.into(),
-        api_version: cdi::API_VERSION.into(),
-        kind: cdi::KIND.into(),
-        plural: cdi::PLURAL.into(),
-    }
-}
 
 /// One DataVolume an object uses, as found.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -171,7 +160,8 @@ pub(crate) fn from_template(
 ) -> DynamicObject {
     let mut annotations = t.metadata.annotations.clone().unwrap_or_default();
     annotations.insert(cdi::ALLOW_CLAIM_ADOPTION.into(), "true".into());
-    let mut dv = DynamicObject::new(&t.metadata.name, &resource()).data(json!({"spec": t.spec}));
+    let mut dv =
+        DynamicObject::new(&t.metadata.name, &cdi::api_resource()).data(json!({"spec": t.spec}));
     dv.metadata.namespace = vm.namespace();
     dv.metadata.labels = t.metadata.labels.clone();
     dv.metadata.annotations = Some(annotations);
@@ -218,7 +208,7 @@ pub(crate) async fn sync_vm(vm: &VirtualMachine, ctx: &Context) -> Found {
     let api: Api<DynamicObject> = Api::namespaced_with(
         ctx.client.clone(),
         &vm.namespace().unwrap_or_default(),
-        &resource(),
+        &cdi::api_resource(),
     );
     for t in templates {
         let name = &t.metadata.name;
@@ -412,7 +402,7 @@ pub(crate) async fn gate_vmi(
     let api: Api<DynamicObject> = Api::namespaced_with(
         ctx.client.clone(),
         &vmi.namespace().unwrap_or_default(),
-        &resource(),
+        &cdi::api_resource(),
     );
     let mut dvs = Vec::new();
     for (_, name) in &used {
@@ -493,7 +483,7 @@ mod tests {
     }
 
     fn dv(status: Value) -> DynamicObject {
-        DynamicObject::new("d", &resource()).data(json!({"status": status}))
+        DynamicObject::new("d", &cdi::api_resource()).data(json!({"status": status}))
     }
 
     #[test]

@@ -18,21 +18,10 @@ use std::process::Command;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::{Error, Result};
-
-/// CDI's DataVolume resource.
-pub fn data_volume_resource() -> ApiResource {
-    ApiResource {
-        group: "cdi.kubevirt.io".into(),
-        version: "v1beta1".into(),
-        api_version: "cdi.kubevirt.io/v1beta1".into(),
-        kind: "DataVolume".into(),
-        plural: "datavolumes".into(),
-    }
-}
 
 /// The stand-in's DataVolume CRD.
 pub fn data_volume_crd() -> CustomResourceDefinition {
@@ -173,7 +162,8 @@ pub async fn import(client: &Client, ns: &str, name: &str, image: &Path, dir: &P
 
 /// Sets the DataVolume's status (the status subresource), as CDI's controller does.
 pub async fn set_status(client: &Client, ns: &str, name: &str, status: Value) -> Result<()> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &data_volume_resource());
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &crds::cdi::api_resource());
     api.patch_status(
         name,
         &PatchParams::default(),

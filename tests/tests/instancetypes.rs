@@ -486,7 +486,7 @@ async fn a_vm_with_data_volume_templates_boots_from_the_claim_cdi_fills() {
         .expect("installing the stand-in for CDI's DataVolume CRD");
     let ns = TestNamespace::create(cp, "it-dv").await.unwrap();
     let dvs: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), ns.name(), &cdi::data_volume_resource());
+        Api::namespaced_with(client.clone(), ns.name(), &crds::cdi::api_resource());
     let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), ns.name());
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), ns.name());
     let storage = json!({"resources": {"requests": {"storage": "1Gi"}}});
@@ -557,7 +557,7 @@ async fn a_vm_with_data_volume_templates_boots_from_the_claim_cdi_fills() {
     vms.delete("broken", &Default::default()).await.unwrap();
 
     // A VMI of a DataVolume that is still importing waits for it, saying so.
-    let waiting = DynamicObject::new("waiting-dv", &cdi::data_volume_resource())
+    let waiting = DynamicObject::new("waiting-dv", &crds::cdi::api_resource())
         .data(json!({"spec": {"storage": storage, "source": {"blank": {}}}}));
     dvs.create(&PostParams::default(), &waiting).await.unwrap();
     cdi::set_status(
