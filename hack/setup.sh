@@ -16,7 +16,7 @@ APT_PACKAGES=(
   grub-efi-amd64-bin xz-utils libxml2-utils
   pkg-config libclang-dev clang openssl
   mmdebstrap runc iptables libc6-dev iproute2 nftables
-  qemu-guest-agent passt
+  qemu-guest-agent passt swtpm swtpm-tools
 )
 
 step() { log "== $*"; }
