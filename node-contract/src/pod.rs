@@ -34,6 +34,9 @@ pub const COMPUTE_CONTAINER: &str = "compute";
 pub const DOMAIN_ANNOTATION: &str = "kubevirt.io/domain";
 /// The node label of a scheduled VMI; virt-handler selects its VMIs by it.
 pub const NODE_NAME_LABEL: &str = "kubevirt.io/nodeName";
+/// On a Node: "true" once its virt-handler runs (it has probed KVM, its device plugins and
+/// status writer are up), as KubeVirt's virt-handler sets it.
+pub const NODE_SCHEDULABLE_LABEL: &str = "kubevirt.io/schedulable";
 /// KubeVirt's device-plugin resource for /dev/kvm; devnode advertises it.
 pub const KVM_RESOURCE: &str = "devices.kubevirt.io/kvm";
 /// KubeVirt's device-plugin resource for /dev/net/tun: QEMU opens the tap virt-handler

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ferrovirt_node_contract::paths::RunDir;
-use ferrovirt_node_contract::pod::KVM_RESOURCE;
+use ferrovirt_node_contract::pod::{KVM_RESOURCE, NODE_SCHEDULABLE_LABEL};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 
@@ -141,6 +141,7 @@ impl Stack {
             logs,
         };
         stack.wait_node_ready(cp).await?;
+        stack.wait_handler_ready(cp).await?;
         warm.await?;
         Ok(stack)
     }
@@ -190,6 +191,7 @@ impl Stack {
             logs,
         };
         stack.wait_node_ready(cp).await?;
+        stack.wait_handler_ready(cp).await?;
         stack.wait_kvm_resource(cp).await?;
         Ok(stack)
     }
@@ -300,6 +302,25 @@ impl Stack {
                 .as_ref()
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .await
+    }
+
+    /// Waits until virt-handler has labelled the Node schedulable, that is until it runs (it
+    /// starts following VMIs after its KVM probe, which takes 2 s where KVM hangs). A
+    /// user's `helm install --wait` waits for the same: the handler's readiness.
+    async fn wait_handler_ready(&self, cp: &ControlPlane) -> Result<()> {
+        let what = format!(
+            "Node {} labelled {NODE_SCHEDULABLE_LABEL}=true by virt-handler (log in {})",
+            self.node_name,
+            self.logs.display()
+        );
+        self.wait_node(cp, what, |node| {
+            node.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(NODE_SCHEDULABLE_LABEL))
+                .is_some_and(|v| v == "true")
         })
         .await
     }

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::kvm::KvmStatus;
 use crate::volumes::hostdisk::{self, HostDiskPolicy};
 use crate::{Error, Result};
+use ferrovirt_node_contract::pod::NODE_SCHEDULABLE_LABEL;
 
 /// KubeVirt's key for the enabled feature gates in `kubevirt-config`.
 pub const FEATURE_GATES: &str = "feature-gates";
@@ -119,7 +120,7 @@ pub fn node_labels(kvm: &KvmStatus, allow_emulation: bool) -> BTreeMap<String, S
         Err(_) => "none",
     };
     BTreeMap::from([
-        ("kubevirt.io/schedulable".to_owned(), "true".to_owned()),
+        (NODE_SCHEDULABLE_LABEL.to_owned(), "true".to_owned()),
         ("ferrovirt.io/kvm".to_owned(), kvm.usable().to_string()),
         (
             "ferrovirt.io/virtualization".to_owned(),
