@@ -304,8 +304,14 @@ async fn rerun_on_failure_replaces_a_failed_instance_but_respects_a_shutdown() {
     set_vmi_phase(&e.vmis, "vm1", "Running").await;
     set_vmi_phase(&e.vmis, "vm1", "Succeeded").await;
     e.gone(&e.vmis, "vm1").await;
-    let vm = e.printable("vm1", "Stopped").await;
-    assert_eq!(vm.status.unwrap().created, Some(false));
+    // The VM may show Stopped while its Succeeded VMI still exists (created true); once the
+    // VMI is gone the next status says created false.
+    e.vm_where("printableStatus Stopped, created false", "vm1", |vm| {
+        vm.status.as_ref().is_some_and(|s| {
+            s.printable_status.as_deref() == Some("Stopped") && s.created == Some(false)
+        })
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         e.vmis.get_opt("vm1").await.unwrap().is_none(),
