@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crds::VirtualMachineInstance;
+use crds::{VirtualMachineInstance, VirtualMachineInstanceSpec};
 use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, ExecAction, HostPathVolumeSource, Pod, PodSpec, Probe,
     ResourceRequirements, Volume, VolumeMount,
@@ -28,11 +28,11 @@ mod security;
 /// probing QEMU).
 pub use ferrovirt_node_contract::paths::{CAPABILITIES_DIR_IN_POD, VMI_DIR_IN_POD};
 use ferrovirt_node_contract::paths::{READY_FILE, RunDir};
-use ferrovirt_node_contract::pod::LAUNCHER_COMMAND;
 pub use ferrovirt_node_contract::pod::{
     APP_LABEL, APP_LABEL_VALUE, CREATED_BY_LABEL, DEFAULT_GRACE_SECONDS, DOMAIN_ANNOTATION,
     KVM_RESOURCE, TUN_RESOURCE, VM_NAME_LABEL, VMI_ID_LABEL, vmi_id,
 };
+use ferrovirt_node_contract::pod::{LAUNCHER_COMMAND, NODE_SCHEDULABLE_LABEL};
 
 /// The longest label value Kubernetes accepts.
 pub const LABEL_VALUE_MAX: usize = 63;
@@ -356,7 +356,7 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
             // token mounted by the node; other launcher pods get no token.
             automount_service_account_token: Some(config.service_account.is_some()),
             service_account_name: config.service_account,
-            node_selector: spec.node_selector.clone(),
+            node_selector: Some(node_selector(spec)),
             affinity: spec.affinity.clone(),
             tolerations: spec.tolerations.clone(),
             hostname: spec.hostname.clone(),
@@ -422,6 +422,15 @@ fn host_dir_volume(name: &str, path: &std::path::Path) -> Volume {
         }),
         ..Default::default()
     }
+}
+
+/// The launcher pod's node selector, as KubeVirt's: only nodes whose virt-handler runs
+/// (it labels its Node `kubevirt.io/schedulable=true` once it has probed KVM and serves),
+/// then the VMI's own `nodeSelector`, which may override it.
+fn node_selector(spec: &VirtualMachineInstanceSpec) -> BTreeMap<String, String> {
+    let mut selector = BTreeMap::from([(NODE_SCHEDULABLE_LABEL.to_owned(), "true".to_owned())]);
+    selector.extend(spec.node_selector.clone().unwrap_or_default());
+    selector
 }
 
 #[cfg(test)]
@@ -549,7 +558,10 @@ spec:
         let spec = pod.spec.as_ref().unwrap();
         assert_eq!(spec.termination_grace_period_seconds, Some(35));
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
-        assert_eq!(spec.node_selector.as_ref().unwrap()["disk"], "ssd");
+        let selector = spec.node_selector.as_ref().unwrap();
+        assert_eq!(selector["disk"], "ssd");
+        // Only nodes whose virt-handler runs, as KubeVirt's launcher pods.
+        assert_eq!(selector["kubevirt.io/schedulable"], "true");
         assert_eq!(
             spec.tolerations.as_ref().unwrap()[0].key.as_deref(),
             Some("dedicated")

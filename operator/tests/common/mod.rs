@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crds::{VirtualMachine, VirtualMachineInstance};
+use ferrovirt_node_contract::pod::NODE_SCHEDULABLE_LABEL;
 use ferrovirt_tests::{ControlPlane, Process, has_exited, kill_tied, spawn_tied, tail};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -124,6 +125,12 @@ pub async fn ensure_tainted_node(
     taints: serde_json::Value,
 ) {
     let nodes: Api<Node> = Api::all(client.clone());
+    // As virt-handler labels its Node once it runs: launcher pods select such nodes.
+    let mut labels = labels;
+    if !labels.is_object() {
+        labels = json!({});
+    }
+    labels[NODE_SCHEDULABLE_LABEL] = json!("true");
     let node: Node = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name, "labels": labels},
