@@ -131,27 +131,12 @@ if [[ $mode == dev ]]; then
   node="${FERROVIRT_NODE_NAME:-$(hostname)}"
   node="${node,,}"
   "$kubectl" apply -f deploy/examples/kubevirt-config.yaml >/dev/null
-  running() { [[ -f "$LOCAL_DIR/pids/$1.pid" ]] && kill -0 "$(<"$LOCAL_DIR/pids/$1.pid")" 2>/dev/null; }
-  if ! running devnode; then
-    log "starting devnode (node $node)"
-    start_bg devnode "$bin/devnode" --node-name "$node" --state-dir "$LOCAL_DIR/devnode"
-  fi
-  if ! running virt-controller; then
-    log "starting virt-controller (the VM and VMI controllers)"
-    start_bg virt-controller "$bin/virt-controller" --node-run-dir "$run_dir" --metrics-addr 127.0.0.1:18443
-  fi
-  if ! running virt-handler; then
-    # As the chart's virt-handler init container: the node's QEMU capabilities cache, so
-    # that the first VM does not wait about 4 s for libvirt's probe (docs/boot-time.md).
-    log "filling the node's QEMU capabilities cache"
-    "$bin/virt-launcher" warm-capabilities --capabilities-cache "$run_dir/capabilities" \
-      >>"$LOCAL_DIR/logs/warm-capabilities.log" 2>&1 \
-      || die "virt-launcher warm-capabilities failed; see $LOCAL_DIR/logs/warm-capabilities.log"
-    log "starting virt-handler (probes KVM first)"
-    start_bg virt-handler "$bin/virt-handler" --node-name "$node" --run-dir "$run_dir" \
-      --namespace kubevirt --metrics-addr 127.0.0.1:18444 \
-      --server-listen 127.0.0.1:18186
-  fi
+  # devnode, the QEMU capabilities cache (as the chart's virt-handler init container fills
+  # it), virt-controller and virt-handler: the commands the tests' devnode stacks start
+  # (tests/src/stack.rs), each unless it already runs.
+  log "starting devnode (node $node), virt-controller and virt-handler (probes KVM first)"
+  "$bin/ferrovirt-local" --dir "$LOCAL_DIR" node --name "$node" --run-dir "$run_dir" \
+    || die "starting the node's components failed; see $LOCAL_DIR/logs"
   log "virt-api: deploy/rbac, APIServices, admission webhooks, waiting until they answer"
   "$bin/ferrovirt-local" --dir "$LOCAL_DIR" virt-api \
     || die "virt-api did not become Available; see $LOCAL_DIR/logs/virt-api.log"

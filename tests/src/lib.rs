@@ -33,9 +33,12 @@ pub use error::{Error, Result};
 pub use kubectl::KubectlOutput;
 pub use pki::{Pki, Usage};
 pub use policies::{POLICY_FILES, UNIMPLEMENTED_ANNOTATION, install_admission_policies};
-pub use process::{Process, alive as pid_alive, has_exited, kill_tied, spawn_tied};
+pub use process::{Process, alive as pid_alive, has_exited, kill_tied, spawn_detached, spawn_tied};
 pub use shared::{
     DEFAULT_LOG_FILTER, TestNamespace, example_files, examples_dir, init_tracing, repo_root,
     shared, shared_bare,
 };
-pub use stack::{SYSTEM_NAMESPACE, Stack, image_store, qemu_of, workspace_bin};
+pub use stack::{
+    SYSTEM_NAMESPACE, Stack, devnode_command, image_store, qemu_of, virt_controller_command,
+    virt_handler_command, warm_capabilities_command, workspace_bin,
+};

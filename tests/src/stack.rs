@@ -105,19 +105,9 @@ impl Stack {
         configure_cluster(cp).await?;
         let kubeconfig = cp.kubeconfig();
 
-        let mut devnode = Command::new(workspace_bin("devnode"));
-        devnode
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(["--node-name", name])
-            .arg("--state-dir")
-            .arg(&state_dir)
-            // containerDisk and kernel-boot images, served by devnode's disk containers.
-            .arg("--image-store")
-            .arg(&store);
         process::spawn_tied(
             "devnode",
-            devnode,
+            devnode_command(&kubeconfig, name, &state_dir, Some(&store)),
             &logs.join(format!("devnode-{name}.log")),
         )?;
 
@@ -396,10 +386,7 @@ fn warm_capabilities(
     let err = out
         .try_clone()
         .context(|| format!("opening {}", log.display()))?;
-    let mut child = Command::new(workspace_bin("virt-launcher"))
-        .arg("warm-capabilities")
-        .arg("--capabilities-cache")
-        .arg(RunDir::new(run_dir).capabilities())
+    let mut child = warm_capabilities_command(run_dir)
         .stdout(out)
         .stderr(err)
         .spawn()
@@ -422,6 +409,73 @@ fn warm_capabilities(
     })
 }
 
+// How each of Ferrovirt's components is started on a devnode stack: the tests' stacks and
+// `ferrovirt-local node` (hack/local-up.sh --dev) both start exactly these commands.
+
+/// devnode serving node `node`, its pods' state in `state_dir`; containerDisk and
+/// kernel-boot images from `image_store`, else its default (hack/lib.sh's cache).
+pub fn devnode_command(
+    kubeconfig: &Path,
+    node: &str,
+    state_dir: &Path,
+    image_store: Option<&Path>,
+) -> Command {
+    let mut cmd = Command::new(workspace_bin("devnode"));
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--node-name", node])
+        .arg("--state-dir")
+        .arg(state_dir);
+    if let Some(store) = image_store {
+        cmd.arg("--image-store").arg(store);
+    }
+    cmd
+}
+
+/// `virt-launcher warm-capabilities` into the capabilities cache of `run_dir`, as the
+/// chart's virt-handler init container runs it.
+pub fn warm_capabilities_command(run_dir: &Path) -> Command {
+    let mut cmd = Command::new(workspace_bin("virt-launcher"));
+    cmd.arg("warm-capabilities")
+        .arg("--capabilities-cache")
+        .arg(RunDir::new(run_dir).capabilities());
+    cmd
+}
+
+/// virt-controller for launchers whose node run dir is `run_dir`, its /metrics and
+/// /healthz on 127.0.0.1:`metrics_port`.
+pub fn virt_controller_command(kubeconfig: &Path, run_dir: &Path, metrics_port: u16) -> Command {
+    let mut cmd = Command::new(workspace_bin("virt-controller"));
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--node-run-dir")
+        .arg(run_dir)
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")]);
+    cmd
+}
+
+/// virt-handler of node `node`: its run dir `run_dir`, /metrics and /healthz on
+/// 127.0.0.1:`metrics_port`, and its server for virt-api (console, VNC, pause) on
+/// 127.0.0.1:`server_port`, which it publishes on the Node for virt-api.
+pub fn virt_handler_command(
+    kubeconfig: &Path,
+    node: &str,
+    run_dir: &Path,
+    metrics_port: u16,
+    server_port: u16,
+) -> Command {
+    let mut cmd = Command::new(workspace_bin("virt-handler"));
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--node-name", node])
+        .arg("--run-dir")
+        .arg(run_dir)
+        .args(["--namespace", SYSTEM_NAMESPACE])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--server-listen", &format!("127.0.0.1:{server_port}")]);
+    cmd
+}
+
 fn spawn_controller(
     kubeconfig: &Path,
     node: &str,
@@ -429,14 +483,8 @@ fn spawn_controller(
     logs: &Path,
     extra: &[&str],
 ) -> Result<()> {
-    let mut operator = Command::new(workspace_bin("virt-controller"));
-    operator
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--node-run-dir")
-        .arg(run_dir)
-        .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)])
-        .args(extra);
+    let mut operator = virt_controller_command(kubeconfig, run_dir, free_port()?);
+    operator.args(extra);
     process::spawn_tied(
         "virt-controller",
         operator,
@@ -456,19 +504,8 @@ fn spawn_handler_with(
     logs: &Path,
     extra: &[impl AsRef<OsStr>],
 ) -> Result<Process> {
-    let mut handler = Command::new(workspace_bin("virt-handler"));
-    handler
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["--node-name", node])
-        .arg("--run-dir")
-        .arg(run_dir)
-        .args(["--namespace", SYSTEM_NAMESPACE])
-        .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)])
-        // The server for virt-api (console, VNC, pause) on loopback; it publishes
-        // 127.0.0.1:<port> on the Node for virt-api.
-        .args(["--server-listen", &format!("127.0.0.1:{}", free_port()?)])
-        .args(extra);
+    let mut handler = virt_handler_command(kubeconfig, node, run_dir, free_port()?, free_port()?);
+    handler.args(extra);
     process::spawn_tied(
         "virt-handler",
         handler,

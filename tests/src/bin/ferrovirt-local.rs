@@ -1,6 +1,8 @@
 //! Starts the same control plane as the tests, detached, in a fixed directory
-//! (`hack/local-up.sh` runs `ferrovirt-local up --dir .ferrovirt`), and registers and
-//! starts virt-api on it the way the tests do (`ferrovirt-local virt-api`).
+//! (`hack/local-up.sh` runs `ferrovirt-local up --dir .ferrovirt`), registers and starts
+//! virt-api on it the way the tests do (`ferrovirt-local virt-api`), and starts devnode,
+//! virt-controller and virt-handler with the tests' own commands (`ferrovirt-local node`,
+//! `hack/local-up.sh --dev`).
 
 use std::path::PathBuf;
 
@@ -47,6 +49,26 @@ enum Cmd {
         /// virt-api's /metrics and /healthz port on 127.0.0.1.
         #[arg(long, default_value_t = 18446)]
         metrics_port: u16,
+    },
+    /// Start devnode as node NAME, fill its QEMU capabilities cache, and start
+    /// virt-controller and virt-handler for it, detached (pid files `pids/<component>.pid`),
+    /// each unless it already runs: the commands the tests' devnode stacks start.
+    Node {
+        /// The Node's name.
+        #[arg(long)]
+        name: String,
+        /// The node's run dir (per-VMI directories, capabilities cache).
+        #[arg(long, default_value = "/var/run/ferrovirt")]
+        run_dir: PathBuf,
+        /// virt-controller's /metrics and /healthz port on 127.0.0.1.
+        #[arg(long, default_value_t = 18443)]
+        controller_metrics_port: u16,
+        /// virt-handler's /metrics and /healthz port on 127.0.0.1.
+        #[arg(long, default_value_t = 18444)]
+        handler_metrics_port: u16,
+        /// virt-handler's server for virt-api on 127.0.0.1.
+        #[arg(long, default_value_t = 18186)]
+        handler_server_port: u16,
     },
 }
 
@@ -150,6 +172,72 @@ async fn main() -> anyhow::Result<()> {
             // Its admission webhooks, only now that it answers (failurePolicy: Fail).
             ferrovirt_tests::webhooks::register_on(&cluster, &client, port, &process.log).await?;
             tracing::info!(port, "virt-api's admission webhooks answer");
+        }
+        Cmd::Node {
+            name,
+            run_dir,
+            controller_metrics_port,
+            handler_metrics_port,
+            handler_server_port,
+        } => {
+            if running.len() != COMPONENTS.len() {
+                bail!("the control plane is not running; run hack/local-up.sh");
+            }
+            let kubeconfig = dir.join("kubeconfig");
+            let start = |component: &str, mut cmd: std::process::Command| -> anyhow::Result<()> {
+                if let Some(pid) = pid_of(&dir, component) {
+                    tracing::info!(pid, "{component} already running");
+                    return Ok(());
+                }
+                // local-down.sh stops what runs in this directory.
+                cmd.current_dir(&dir);
+                let log = dir.join("logs").join(format!("{component}.log"));
+                let p = ferrovirt_tests::spawn_detached(component, cmd, &log, &dir.join("pids"))?;
+                tracing::info!(pid = p.pid, log = %log.display(), "{component} started");
+                Ok(())
+            };
+            let state_dir = dir.join("devnode");
+            start(
+                "devnode",
+                ferrovirt_tests::devnode_command(&kubeconfig, &name, &state_dir, None),
+            )?;
+            start(
+                "virt-controller",
+                ferrovirt_tests::virt_controller_command(
+                    &kubeconfig,
+                    &run_dir,
+                    controller_metrics_port,
+                ),
+            )?;
+            if pid_of(&dir, "virt-handler").is_none() {
+                // As the chart's virt-handler init container: the first VM then does not
+                // wait about 4 s for libvirt's probe (docs/boot-time.md).
+                tracing::info!("filling the node's QEMU capabilities cache");
+                let log = dir.join("logs").join("warm-capabilities.log");
+                let out = std::fs::File::create(&log)
+                    .with_context(|| format!("creating {}", log.display()))?;
+                let status = ferrovirt_tests::warm_capabilities_command(&run_dir)
+                    .stdout(out.try_clone()?)
+                    .stderr(out)
+                    .status()
+                    .context("running virt-launcher warm-capabilities")?;
+                if !status.success() {
+                    bail!(
+                        "virt-launcher warm-capabilities failed ({status}); see {}",
+                        log.display()
+                    );
+                }
+            }
+            start(
+                "virt-handler",
+                ferrovirt_tests::virt_handler_command(
+                    &kubeconfig,
+                    &name,
+                    &run_dir,
+                    handler_metrics_port,
+                    handler_server_port,
+                ),
+            )?;
         }
     }
     Ok(())
