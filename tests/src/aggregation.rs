@@ -185,17 +185,6 @@ pub fn virt_api_command(kubeconfig: &Path, port: u16, metrics_port: u16) -> Comm
     cmd
 }
 
-/// Starts `cmd` (from [`virt_api_command`]) detached, logging to `<dir>/logs/virt-api.log`
-/// with its pid in `<dir>/pids/virt-api.pid` (`hack/local-up.sh`).
-pub fn spawn_detached(cmd: Command, dir: &Path) -> Result<Process> {
-    process::spawn_detached(
-        "virt-api",
-        cmd,
-        &dir.join("logs").join("virt-api.log"),
-        &dir.join("pids"),
-    )
-}
-
 /// Registers virt-api (see [`register`]), starts it tied to this process and waits until
 /// the APIServices are Available.
 pub async fn start_virt_api(cp: &ControlPlane) -> Result<VirtApi> {

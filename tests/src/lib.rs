@@ -40,5 +40,5 @@ pub use shared::{
 };
 pub use stack::{
     SYSTEM_NAMESPACE, Stack, devnode_command, image_store, qemu_of, virt_controller_command,
-    virt_handler_command, warm_capabilities_command, workspace_bin,
+    virt_handler_command, warm_capabilities, workspace_bin,
 };

@@ -117,7 +117,7 @@ impl Stack {
         // one, so only the first spends the probe's 4 s of CPU; the others' warm-up is
         // libvirt's check of the files, which also notices a stale one.
         share_capabilities_cache(&run_dir)?;
-        let warm = warm_capabilities(&run_dir, &logs, name)?;
+        let warm = warm_capabilities(&run_dir, logs.join(format!("warm-capabilities-{name}.log")))?;
 
         spawn_controller(&kubeconfig, name, &run_dir, &logs, &[])?;
 
@@ -373,20 +373,22 @@ fn share_capabilities_cache(run_dir: &Path) -> Result<()> {
     std::os::unix::fs::symlink(shared, &link).context(|| format!("linking {}", link.display()))
 }
 
-/// Starts `virt-launcher warm-capabilities` into the node's capabilities cache (as the
-/// chart's virt-handler init container does); the future ends with its exit, an error
-/// with its log when it failed.
-fn warm_capabilities(
+/// Starts `virt-launcher warm-capabilities` into the capabilities cache of `run_dir` (as
+/// the chart's virt-handler init container does), logging to `log`; the future ends with
+/// its exit, an error with its log when it failed. The tests' devnode stacks and
+/// `ferrovirt-local node` (hack/local-up.sh --dev) run it.
+pub fn warm_capabilities(
     run_dir: &Path,
-    logs: &Path,
-    node: &str,
+    log: PathBuf,
 ) -> Result<impl std::future::Future<Output = Result<()>> + use<>> {
-    let log = logs.join(format!("warm-capabilities-{node}.log"));
     let out = std::fs::File::create(&log).context(|| format!("creating {}", log.display()))?;
     let err = out
         .try_clone()
         .context(|| format!("opening {}", log.display()))?;
-    let mut child = warm_capabilities_command(run_dir)
+    let mut child = Command::new(workspace_bin("virt-launcher"))
+        .arg("warm-capabilities")
+        .arg("--capabilities-cache")
+        .arg(RunDir::new(run_dir).capabilities())
         .stdout(out)
         .stderr(err)
         .spawn()
@@ -429,16 +431,6 @@ pub fn devnode_command(
     if let Some(store) = image_store {
         cmd.arg("--image-store").arg(store);
     }
-    cmd
-}
-
-/// `virt-launcher warm-capabilities` into the capabilities cache of `run_dir`, as the
-/// chart's virt-handler init container runs it.
-pub fn warm_capabilities_command(run_dir: &Path) -> Command {
-    let mut cmd = Command::new(workspace_bin("virt-launcher"));
-    cmd.arg("warm-capabilities")
-        .arg("--capabilities-cache")
-        .arg(RunDir::new(run_dir).capabilities());
     cmd
 }
 

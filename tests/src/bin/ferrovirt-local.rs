@@ -151,22 +151,11 @@ async fn main() -> anyhow::Result<()> {
             // changed port) takes effect.
             let kubeconfig = aggregation::register(&cluster, port).await?;
             let client = ferrovirt_tests::client_from(&dir.join("kubeconfig")).await?;
-            let process = match pid_of(&dir, "virt-api") {
-                Some(pid) => {
-                    tracing::info!(pid, "virt-api already running");
-                    ferrovirt_tests::Process {
-                        name: "virt-api".into(),
-                        pid,
-                        log: dir.join("logs/virt-api.log"),
-                    }
-                }
-                None => {
-                    let mut cmd = aggregation::virt_api_command(&kubeconfig, port, metrics_port);
-                    // local-down.sh stops what runs in this directory.
-                    cmd.current_dir(&dir);
-                    aggregation::spawn_detached(cmd, &dir)?
-                }
-            };
+            let process = ensure_running(
+                &dir,
+                "virt-api",
+                aggregation::virt_api_command(&kubeconfig, port, metrics_port),
+            )?;
             aggregation::wait_available(&client, &process).await?;
             tracing::info!(port, "virt-api Available");
             // Its admission webhooks, only now that it answers (failurePolicy: Fail).
@@ -184,24 +173,14 @@ async fn main() -> anyhow::Result<()> {
                 bail!("the control plane is not running; run hack/local-up.sh");
             }
             let kubeconfig = dir.join("kubeconfig");
-            let start = |component: &str, mut cmd: std::process::Command| -> anyhow::Result<()> {
-                if let Some(pid) = pid_of(&dir, component) {
-                    tracing::info!(pid, "{component} already running");
-                    return Ok(());
-                }
-                // local-down.sh stops what runs in this directory.
-                cmd.current_dir(&dir);
-                let log = dir.join("logs").join(format!("{component}.log"));
-                let p = ferrovirt_tests::spawn_detached(component, cmd, &log, &dir.join("pids"))?;
-                tracing::info!(pid = p.pid, log = %log.display(), "{component} started");
-                Ok(())
-            };
             let state_dir = dir.join("devnode");
-            start(
+            ensure_running(
+                &dir,
                 "devnode",
                 ferrovirt_tests::devnode_command(&kubeconfig, &name, &state_dir, None),
             )?;
-            start(
+            ensure_running(
+                &dir,
                 "virt-controller",
                 ferrovirt_tests::virt_controller_command(
                     &kubeconfig,
@@ -214,21 +193,10 @@ async fn main() -> anyhow::Result<()> {
                 // wait about 4 s for libvirt's probe (docs/boot-time.md).
                 tracing::info!("filling the node's QEMU capabilities cache");
                 let log = dir.join("logs").join("warm-capabilities.log");
-                let out = std::fs::File::create(&log)
-                    .with_context(|| format!("creating {}", log.display()))?;
-                let status = ferrovirt_tests::warm_capabilities_command(&run_dir)
-                    .stdout(out.try_clone()?)
-                    .stderr(out)
-                    .status()
-                    .context("running virt-launcher warm-capabilities")?;
-                if !status.success() {
-                    bail!(
-                        "virt-launcher warm-capabilities failed ({status}); see {}",
-                        log.display()
-                    );
-                }
+                ferrovirt_tests::warm_capabilities(&run_dir, log)?.await?;
             }
-            start(
+            ensure_running(
+                &dir,
                 "virt-handler",
                 ferrovirt_tests::virt_handler_command(
                     &kubeconfig,
@@ -241,6 +209,28 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The running `component` of `dir` (its pid file), or `cmd` started now, detached, in
+/// `dir` (local-down.sh stops what runs there), logging to `logs/<component>.log`.
+fn ensure_running(
+    dir: &std::path::Path,
+    component: &str,
+    mut cmd: std::process::Command,
+) -> anyhow::Result<ferrovirt_tests::Process> {
+    let log = dir.join("logs").join(format!("{component}.log"));
+    if let Some(pid) = pid_of(dir, component) {
+        tracing::info!(pid, "{component} already running");
+        return Ok(ferrovirt_tests::Process {
+            name: component.into(),
+            pid,
+            log,
+        });
+    }
+    cmd.current_dir(dir);
+    let process = ferrovirt_tests::spawn_detached(component, cmd, &log, &dir.join("pids"))?;
+    tracing::info!(pid = process.pid, log = %log.display(), "{component} started");
+    Ok(process)
 }
 
 /// Whether `<dir>/pids/<component>.pid` names a live process that runs in `dir` (the
