@@ -65,6 +65,13 @@ while read -r pid args; do
     -e 's|.*devnode shim /tmp/fv-\([0-9]*\)-.*|\1|p' <<<"$args" | head -1)"
   [[ -n "$owner" && ! -d "/proc/$owner" ]] && leaked+=("$pid")
 done < <(pgrep -a -f "${TMPDIR:-/tmp}/ferrovirt-tests/cp-|devnode shim /tmp/fv-" || true)
+# virt-handler's tests run launchers and their QEMUs from temp dirs /tmp/vh…, which the
+# test removes when it ends; a QEMU or launcher naming a dir that no longer exists was left
+# by a finished (or killed) test.
+while read -r pid args; do
+  dir="$(grep -o '/tmp/vh[A-Za-z0-9]*' <<<"$args" | head -1)"
+  [[ -n "$dir" && ! -d "$dir" ]] && leaked+=("$pid")
+done < <(pgrep -a -f '^[^ ]*(qemu-system|virt-launcher)[^ ]* .*/tmp/vh' || true)
 if [[ ${#leaked[@]} -gt 0 ]]; then
   log "processes left running by finished tests:"
   ps -o pid,args -p "$(printf '%s,' "${leaked[@]}" | sed 's/,$//')" >&2 || true
