@@ -2,8 +2,9 @@
 //! `disks[].dedicatedIOThread`): the domain's `<iothreads>` and each virtio disk's
 //! `<driver iothread=...>`.
 
-use crds::{DiskBus, DomainSpec, IoThreadsPolicy, quantity};
+use crds::{DiskBus, DomainSpec, IoThreadsPolicy};
 
+use super::{Resources, resource_cpus};
 use crate::{Error, Result};
 
 /// A disk of the domain as the IOThreads count sees it.
@@ -75,27 +76,8 @@ pub fn plan(domain: &DomainSpec, disks: &[DiskThreads]) -> Result<Option<IoThrea
 /// The CPUs the `auto` pool is sized by: `resources.requests.cpu`, else `limits.cpu`,
 /// rounded up; one without either.
 fn pool_cpus(domain: &DomainSpec) -> Result<u32> {
-    let res = domain.resources.as_ref();
-    let requests = res
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|l| l.get("cpu"));
-    let limits = res
-        .and_then(|r| r.limits.as_ref())
-        .and_then(|l| l.get("cpu"));
-    let Some((field, q)) = requests
-        .map(|q| ("requests", q))
-        .or(limits.map(|q| ("limits", q)))
-    else {
-        return Ok(1);
-    };
-    quantity::millis(q)
-        .and_then(|m| u32::try_from(m.div_ceil(1000)).ok())
-        .ok_or_else(|| {
-            Error::unsupported(
-                format!("spec.domain.resources.{field}.cpu"),
-                format!("{:?} is not a CPU amount", q.0),
-            )
-        })
+    let cpus = resource_cpus(domain, [Resources::Requests, Resources::Limits])?;
+    Ok(cpus.map_or(1, |(_, n)| n))
 }
 
 #[cfg(test)]

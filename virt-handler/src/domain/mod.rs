@@ -415,6 +415,7 @@ fn hugepages(x: &mut xml::Xml, memory_kib: u64, size: crds::HugepageSize) -> Res
     Ok(())
 }
 
+#[derive(Debug)]
 struct Topology {
     sockets: u32,
     cores: u32,
@@ -427,36 +428,51 @@ impl Topology {
     }
 }
 
+/// A section of `spec.domain.resources`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Resources {
+    Requests,
+    Limits,
+}
+
+/// The `cpu` of the first of `order`'s sections that sets one, in whole CPUs rounded up,
+/// with the field it was read from; `None` when neither does. The error names the field.
+pub(crate) fn resource_cpus(
+    domain: &DomainSpec,
+    order: [Resources; 2],
+) -> Result<Option<(String, u32)>> {
+    let res = domain.resources.as_ref();
+    let found = order.into_iter().find_map(|section| {
+        let (field, list) = match section {
+            Resources::Requests => ("requests", res.and_then(|r| r.requests.as_ref())),
+            Resources::Limits => ("limits", res.and_then(|r| r.limits.as_ref())),
+        };
+        list.and_then(|l| l.get("cpu")).map(|q| (field, q))
+    });
+    let Some((field, q)) = found else {
+        return Ok(None);
+    };
+    let field = format!("spec.domain.resources.{field}.cpu");
+    let refuse = |why: &str| Error::unsupported(field.clone(), format!("{:?} {why}", q.0));
+    let millis = quantity::millis(q).ok_or_else(|| refuse("is not a CPU amount"))?;
+    let cpus = u32::try_from(millis.div_ceil(1000)).map_err(|_| refuse("is too many CPUs"))?;
+    Ok(Some((field, cpus)))
+}
+
 /// sockets x cores x threads; without any, one socket per CPU of `resources.limits.cpu`
 /// (else `requests.cpu`), rounded up, at least one.
 fn topology(domain: &DomainSpec) -> Result<Topology> {
     let cpu = domain.cpu.clone().unwrap_or_default();
     if cpu.sockets.is_none() && cpu.cores.is_none() && cpu.threads.is_none() {
-        let res = domain.resources.as_ref();
-        let q = res
-            .and_then(|r| r.limits.as_ref())
-            .and_then(|l| l.get("cpu"))
-            .or_else(|| {
-                res.and_then(|r| r.requests.as_ref())
-                    .and_then(|l| l.get("cpu"))
-            });
-        let sockets = match q {
-            Some(q) => quantity::millis(q)
-                .filter(|m| *m > 0)
-                .map(|m| m.div_ceil(1000))
-                .ok_or_else(|| {
-                    Error::unsupported(
-                        "spec.domain.resources.cpu",
-                        format!("{:?} is not a CPU amount", q.0),
-                    )
-                })?
-                .try_into()
-                .map_err(|_| {
-                    Error::unsupported(
-                        "spec.domain.resources.cpu",
-                        format!("{:?} is too many CPUs", q.0),
-                    )
-                })?,
+        let sockets = match resource_cpus(domain, [Resources::Limits, Resources::Requests])? {
+            Some((field, 0)) => {
+                return Err(Error::unsupported(
+                    field,
+                    "must be at least one CPU: without a CPU topology the guest gets one \
+                     socket per CPU",
+                ));
+            }
+            Some((_, n)) => n,
             None => 1,
         };
         return Ok(Topology {
@@ -576,5 +592,43 @@ fn machine_type(domain: &DomainSpec) -> Result<String> {
             "spec.domain.machine.type",
             format!("{m:?} is not supported; use q35 or pc-q35-<version>"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domain(resources: serde_json::Value) -> DomainSpec {
+        serde_json::from_value(serde_json::json!({"devices": {}, "resources": resources})).unwrap()
+    }
+
+    #[test]
+    fn without_a_topology_the_guest_gets_a_socket_per_cpu_of_limits_else_requests() {
+        let sockets = |r| topology(&domain(r)).unwrap().sockets;
+        assert_eq!(sockets(serde_json::json!({})), 1);
+        assert_eq!(
+            sockets(serde_json::json!({"requests": {"cpu": "1500m"}})),
+            2
+        );
+        let both = serde_json::json!({"requests": {"cpu": "1"}, "limits": {"cpu": "3"}});
+        assert_eq!(sockets(both.clone()), 3);
+        // The IOThreads pool reads the same amounts the other way round.
+        let cpus = resource_cpus(&domain(both), [Resources::Requests, Resources::Limits]);
+        assert_eq!(
+            cpus.unwrap(),
+            Some(("spec.domain.resources.requests.cpu".into(), 1))
+        );
+    }
+
+    #[test]
+    fn a_cpu_amount_without_a_cpu_is_refused_naming_the_field_read() {
+        let err = topology(&domain(serde_json::json!({"limits": {"cpu": "0"}}))).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("spec.domain.resources.limits.cpu"), "{msg}");
+        let err = topology(&domain(serde_json::json!({"requests": {"cpu": "1e12"}})));
+        let msg = err.unwrap_err().to_string();
+        assert!(msg.contains("spec.domain.resources.requests.cpu"), "{msg}");
+        assert!(msg.contains("too many CPUs"), "{msg}");
     }
 }
