@@ -129,6 +129,16 @@ pub struct Cpu {
         "message": "CPU feature names must be unique"
     }]))]
     pub features: Vec<CpuFeature>,
+    /// Pin each vCPU to a CPU of its own on the node. Refused when true: it needs
+    /// kubelet's static CPU manager policy and a Guaranteed launcher pod whose CPUs the
+    /// vCPUs are pinned to, which Ferrovirt does not implement. false or unset: the vCPUs
+    /// share the node's CPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!self",
+        "message": "dedicatedCpuPlacement needs kubelet's static CPU manager policy and vCPUs pinned to the CPUs of a Guaranteed launcher pod, which Ferrovirt does not implement; false or unset shares the node's CPUs"
+    }]))]
+    pub dedicated_cpu_placement: Option<bool>,
 }
 
 /// A CPU feature and what to do with it.
@@ -273,6 +283,14 @@ pub struct Efi {
     /// Enforce Secure Boot. KubeVirt's default is true; it needs SMM in the guest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secure_boot: Option<bool>,
+    /// Keep the EFI variables (NVRAM) across the VM's restarts. Refused when true:
+    /// KubeVirt keeps them on a PVC of its backend storage, which Ferrovirt does not have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!self",
+        "message": "a persistent EFI variable store needs KubeVirt's backend storage (a PVC for the VM's NVRAM), which Ferrovirt does not implement; the EFI variables last as long as the VMI"
+    }]))]
+    pub persistent: Option<bool>,
 }
 
 /// A kernel and initrd booted directly.
@@ -317,9 +335,18 @@ pub enum PullPolicy {
     Never,
 }
 
-/// Hypervisor features.
+/// Hypervisor features. `hyperv` and `kvm` are refused with the reason.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.hyperv)",
+    "fieldPath": ".hyperv",
+    "message": "Hyper-V enlightenments are not supported: QEMU offers them only to guests run by KVM, and Ferrovirt's nodes run guests under TCG software emulation (KVM does not work on them), where they do not exist"
+}, {
+    "rule": "!has(self.kvm)",
+    "fieldPath": ".kvm",
+    "message": "features.kvm (hiding KVM from the guest) is not supported: it applies only to guests run by KVM, and Ferrovirt's nodes run guests under TCG software emulation (KVM does not work on them)"
+}]))]
 pub struct Features {
     /// ACPI, which lets the guest power off cleanly when asked. Enabled by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -328,6 +355,14 @@ pub struct Features {
     /// unset; disabling it there is an error).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smm: Option<FeatureState>,
+    /// KubeVirt's Hyper-V enlightenments; refused (they need KVM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::refused_object")]
+    pub hyperv: Option<serde_json::Value>,
+    /// KubeVirt's KVM features (`hidden`); refused (they need KVM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::refused_object")]
+    pub kvm: Option<serde_json::Value>,
 }
 
 /// Whether a feature is on.
@@ -400,6 +435,24 @@ pub struct Devices {
         "message": "VSOCK needs the vhost_vsock kernel module on the node (/dev/vhost-vsock), which the kernel of Ferrovirt's nodes does not have; false or unset attaches none"
     }]))]
     pub autoattach_vsock: Option<bool>,
+    /// GPUs passed through from the node. Refused unless empty: Ferrovirt has no device
+    /// passthrough.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::schema::refused_list")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "size(self) == 0",
+        "message": "GPU passthrough is not supported: Ferrovirt has no device passthrough (no device plugins for GPUs or vGPUs, no VFIO devices in the domain)"
+    }]))]
+    pub gpus: Vec<serde_json::Value>,
+    /// Host devices (PCI or mediated) passed through from the node. Refused unless empty:
+    /// Ferrovirt has no device passthrough.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::schema::refused_list")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "size(self) == 0",
+        "message": "host device passthrough is not supported: Ferrovirt has no device passthrough (no device plugins for PCI or mediated devices, no VFIO devices in the domain)"
+    }]))]
+    pub host_devices: Vec<serde_json::Value>,
 }
 
 /// A virtual TPM 2.0.
@@ -515,6 +568,10 @@ pub struct Rng {}
     "rule": "!(has(self.disk) && has(self.cdrom))",
     "message": "set at most one of disk and cdrom"
 }, {
+    "rule": "!has(self.lun)",
+    "fieldPath": ".lun",
+    "message": "lun (SCSI passthrough: the guest sends SCSI commands, reservations included, to the volume's device) is not supported; attach the volume as a disk"
+}, {
     "rule": "!has(self.dedicatedIOThread) || !self.dedicatedIOThread || (!has(self.cdrom) && (!has(self.disk) || !has(self.disk.bus) || self.disk.bus == 'virtio'))",
     "messageExpression": "'IOThreads are not supported for disks on a ' + (has(self.cdrom) ? (has(self.cdrom.bus) ? self.cdrom.bus : 'sata') : self.disk.bus) + ' bus'"
 }]))]
@@ -528,6 +585,10 @@ pub struct Disk {
     /// Attach it as a CD-ROM (read-only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cdrom: Option<CdromTarget>,
+    /// KubeVirt's SCSI passthrough (LUN); refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::refused_object")]
+    pub lun: Option<serde_json::Value>,
     /// The boot order: lower boots first; disks without one are not boot devices when
     /// any disk has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

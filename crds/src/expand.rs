@@ -301,6 +301,7 @@ fn devices(p: &PreferenceSpec, spec: &mut VirtualMachineInstanceSpec) {
         spec.networks.push(Network {
             name: DEFAULT_NETWORK.into(),
             pod: Some(PodNetwork::default()),
+            multus: None,
         });
         devices.interfaces.push(Interface {
             name: DEFAULT_NETWORK.into(),

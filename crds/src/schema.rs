@@ -80,3 +80,22 @@ pub(crate) fn cdi_data_volume_spec(_: &mut SchemaGenerator) -> Schema {
         "x-kubernetes-preserve-unknown-fields": true
     })
 }
+
+/// A KubeVirt field that Ferrovirt refuses whole (a CEL rule beside it names the reason):
+/// an object of any content, so that every shape KubeVirt allows reaches that rule rather
+/// than being refused as an unknown field without the reason.
+pub(crate) fn refused_object(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+/// A list of [`refused_object`]s; a CEL rule on the list refuses it unless empty.
+pub(crate) fn refused_list(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": 64,
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+    })
+}

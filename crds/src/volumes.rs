@@ -297,8 +297,12 @@ pub struct DataVolumeSource {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.pod)",
+    "rule": "has(self.pod) || has(self.multus)",
     "message": "set the network source: pod"
+}, {
+    "rule": "!has(self.multus)",
+    "fieldPath": ".multus",
+    "message": "Multus is not supported: Ferrovirt has no secondary networks (no Multus NetworkAttachmentDefinitions); a guest connects to its pod network only"
 }]))]
 pub struct Network {
     /// The network's name; the interface of the same name uses it.
@@ -307,6 +311,10 @@ pub struct Network {
     /// The pod's own network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodNetwork>,
+    /// KubeVirt's Multus network (a NetworkAttachmentDefinition); refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::refused_object")]
+    pub multus: Option<serde_json::Value>,
 }
 
 /// The pod network.

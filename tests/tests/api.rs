@@ -229,7 +229,7 @@ const CORPUS: &[(&str, Expect, &str)] = &[
     ),
     (
         "multus.yaml",
-        Rejected("spec.template.spec.networks[1].multus"),
+        Rejected("spec.template.spec.networks[1].multus: Invalid value: Multus is not supported"),
         "",
     ),
     (
@@ -264,7 +264,9 @@ const CORPUS: &[(&str, Expect, &str)] = &[
     ),
     (
         "dedicated-cpu.yaml",
-        Rejected("spec.template.spec.domain.cpu.dedicatedCpuPlacement"),
+        Rejected(
+            "spec.template.spec.domain.cpu.dedicatedCpuPlacement: Invalid value: true: dedicatedCpuPlacement needs kubelet's static CPU manager policy",
+        ),
         "",
     ),
     (
@@ -279,7 +281,9 @@ const CORPUS: &[(&str, Expect, &str)] = &[
     ),
     (
         "gpu.yaml",
-        Rejected("spec.template.spec.domain.devices.gpus"),
+        Rejected(
+            "spec.template.spec.domain.devices.gpus: Invalid value: GPU passthrough is not supported",
+        ),
         "",
     ),
     (
@@ -554,6 +558,72 @@ async fn invalid_vms_are_rejected_naming_the_field() {
                 "      volumes:\n      - {name: cm, configMap: {volumeLabel: x}}\n",
             ),
             &["spec.template.spec.volumes[0].configMap.name"],
+        ),
+        (
+            "a host device (no device passthrough)",
+            vm(
+                "hostdev",
+                "  runStrategy: Halted\n",
+                "        memory:\n          guest: 128Mi\n",
+            )
+            .replace(
+                "        devices:\n",
+                "        devices:\n          hostDevices:\n          - {name: nic, deviceName: intel.com/qat}\n",
+            ),
+            &[
+                "spec.template.spec.domain.devices.hostDevices",
+                "host device passthrough is not supported",
+            ],
+        ),
+        (
+            "a lun disk (no SCSI passthrough)",
+            vm(
+                "lun",
+                "  runStrategy: Halted\n",
+                "        memory:\n          guest: 128Mi\n",
+            )
+            .replace(
+                "            disk:\n              bus: virtio\n",
+                "            lun: {bus: scsi, reservation: true}\n",
+            ),
+            &[
+                "spec.template.spec.domain.devices.disks[0].lun",
+                "SCSI passthrough",
+            ],
+        ),
+        (
+            "Hyper-V enlightenments (they need KVM)",
+            vm(
+                "hyperv",
+                "  runStrategy: Halted\n",
+                "        memory:\n          guest: 128Mi\n        features:\n          hyperv: {relaxed: {}, vapic: {}, spinlocks: {spinlocks: 8191}}\n",
+            ),
+            &[
+                "spec.template.spec.domain.features.hyperv",
+                "Hyper-V enlightenments are not supported",
+                "TCG",
+            ],
+        ),
+        (
+            "kvm.hidden (it needs KVM)",
+            vm(
+                "kvm-hidden",
+                "  runStrategy: Halted\n",
+                "        memory:\n          guest: 128Mi\n        features:\n          kvm: {hidden: true}\n",
+            ),
+            &["spec.template.spec.domain.features.kvm", "TCG"],
+        ),
+        (
+            "a persistent EFI variable store (no backend storage)",
+            vm(
+                "efi-persistent",
+                "  runStrategy: Halted\n",
+                "        memory:\n          guest: 128Mi\n        firmware:\n          bootloader:\n            efi: {secureBoot: false, persistent: true}\n",
+            ),
+            &[
+                "spec.template.spec.domain.firmware.bootloader.efi.persistent",
+                "backend storage",
+            ],
         ),
         (
             "a probe with two handlers",
