@@ -178,8 +178,27 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
         .and_then(|m| m.hugepages.as_ref())
         .map(|h| h.page_size);
     // As KubeVirt: with hugepages, the guest's memory is requested (and limited) as
-    // `hugepages-<size>`, and the memory request is the overhead alone.
-    let in_memory = if hugepages.is_some() { 0 } else { guest };
+    // `hugepages-<size>`, and the memory request is the overhead alone. Else the VMI's
+    // memory request, else its limit, else its guest memory, is requested: a request
+    // below `memory.guest` overcommits the node's memory (KubeVirt's user guide, "Node
+    // overcommit"; an instancetype's `overcommitPercent` sets such a request).
+    let requested = |list: Option<&BTreeMap<String, Quantity>>, what: &str| {
+        list.and_then(|l| l.get("memory"))
+            .map(|q| {
+                crds::quantity::bytes(q).ok_or_else(|| {
+                    Error::InvalidSpec(format!("memory {what} {:?} is not understood", q.0))
+                })
+            })
+            .transpose()
+            .map(|b| b.filter(|b| *b > 0))
+    };
+    let in_memory = if hugepages.is_some() {
+        0
+    } else {
+        requested(vmi_requests, "request")?
+            .or(requested(vmi_limits, "limit")?)
+            .unwrap_or(guest)
+    };
     let mut requests = BTreeMap::new();
     requests.insert("memory".to_string(), mib_quantity(in_memory + overhead));
     // KubeVirt's default: 100m per vCPU (a cpuAllocationRatio of 10) unless requested.
@@ -767,6 +786,23 @@ spec:
         assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "2194Mi"); // 2048 + 144 + 2 (overhead of the guest)
         assert_eq!(res.limits.as_ref().unwrap()["cpu"].0, "2");
         assert_eq!(pod.spec.unwrap().termination_grace_period_seconds, Some(45));
+    }
+
+    #[test]
+    fn a_memory_request_below_the_guest_memory_overcommits_the_node() {
+        let request = |resources: &str| {
+            let v = vmi(&format!(
+                "metadata: {{name: o, namespace: n}}\nspec:\n  domain:\n    memory: {{guest: 2Gi}}\n    resources: {resources}\n    devices: {{}}\n"
+            ));
+            let pod = render(&v, &cfg()).unwrap();
+            let res = pod.spec.unwrap().containers[0].resources.clone().unwrap();
+            res.requests.unwrap()["memory"].0.clone()
+        };
+        // The overhead of a 2 GiB guest: 30 + 50 + 64 + 4.
+        assert_eq!(request("{}"), "2196Mi");
+        assert_eq!(request("{requests: {memory: 1Gi}}"), "1172Mi");
+        // A limit alone is the request, as in KubeVirt.
+        assert_eq!(request("{limits: {memory: 3Gi}}"), "3220Mi");
     }
 
     #[test]
