@@ -46,9 +46,12 @@ pub const VERSION: &str = "v1";
 
 /// Every CRD Ferrovirt installs, in the order they should be applied.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    let core = [VirtualMachineInstance::crd(), VirtualMachine::crd()]
-        .into_iter()
-        .map(declare_metadata_name);
+    let core = [
+        without_status_subresource(VirtualMachineInstance::crd()),
+        VirtualMachine::crd(),
+    ]
+    .into_iter()
+    .map(declare_metadata_name);
     let instancetypes = [
         VirtualMachineInstancetype::crd(),
         VirtualMachineClusterInstancetype::crd(),
@@ -56,6 +59,24 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         VirtualMachineClusterPreference::crd(),
     ];
     core.chain(instancetypes).map(finish_schemas).collect()
+}
+
+/// The VMI CRD serves its status in the object itself, as KubeVirt's does (its
+/// `NewVirtualMachineInstanceCrd` has no subresources): the components write the node label
+/// and the status in one request (the VMI controller's Scheduled write). Who may change the
+/// status is still who may write `virtualmachineinstances/status`: the admission policy in
+/// `deploy/policies/vmi-status.yaml` asks the authorizer. The VM keeps its status
+/// subresource, as KubeVirt's VM CRD does.
+fn without_status_subresource(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        if let Some(sub) = version.subresources.as_mut() {
+            sub.status = None;
+            if sub.scale.is_none() {
+                version.subresources = None;
+            }
+        }
+    }
+    crd
 }
 
 /// Declares `metadata.name` in each root schema (the one part of metadata a CRD schema may

@@ -93,7 +93,7 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
     {
         let vmis = Api::namespaced(ctx.client.clone(), &n.ns);
         let old = vmi.status.clone().unwrap_or_default();
-        write_status(vmi, &old, status, &vmis, seen.now, ctx).await?;
+        write_status(vmi, &old, status, None, &vmis, seen.now, ctx).await?;
         return Ok(match ready {
             true => Action::await_change(),
             false => Action::requeue(crate::datavolume::POLL),
@@ -436,7 +436,7 @@ async fn execute(seen: &Seen<'_>, n: &Names, planned: Plan, ctx: &Context) -> Re
                         format!("Error creating pod: {message}"),
                     );
                     let status = plan_create_failure(&old, e.reason(), &message);
-                    write_status(vmi, &old, status, &vmis, seen.now, ctx).await?;
+                    write_status(vmi, &old, status, None, &vmis, seen.now, ctx).await?;
                     return Err(e);
                 }
             };
@@ -447,7 +447,7 @@ async fn execute(seen: &Seen<'_>, n: &Names, planned: Plan, ctx: &Context) -> Re
             for (type_, reason, note) in std::mem::take(&mut p.events) {
                 ctx.event(vmi.object_ref(&()), type_, reason, note);
             }
-            write_status(vmi, &old, p.status, &vmis, seen.now, ctx).await?;
+            write_status(vmi, &old, p.status, None, &vmis, seen.now, ctx).await?;
             Ok(Action::await_change())
         }
         Plan::Status(p) => {
@@ -458,7 +458,7 @@ async fn execute(seen: &Seen<'_>, n: &Names, planned: Plan, ctx: &Context) -> Re
 }
 
 /// Writes a [`PodPlan`]: the node's FailedMount word read where the plan asks for it, its
-/// Events, the node label, then the status.
+/// Events, then the node label and the status in one write.
 async fn write_pod_plan(
     vmi: &VirtualMachineInstance,
     old: &VirtualMachineInstanceStatus,
@@ -477,19 +477,8 @@ async fn write_pod_plan(
     for (type_, reason, note) in std::mem::take(&mut plan.events) {
         ctx.event(vmi.object_ref(&()), type_, reason, note);
     }
-    if let Some(node) = &plan.label_node
-        && vmi.labels().get(NODE_NAME_LABEL) != Some(node)
-    {
-        let patch = json!({"metadata": {"labels": {NODE_NAME_LABEL: node}}});
-        let labelled = writes::merge_patch_metadata(vmis, vmi, patch, &ctx.metrics, VMIS).await?;
-        ctx.own_writes.wrote_over(vmi, &labelled);
-        // The status write below tests the resourceVersion: use the labelled one.
-        let mut v = vmi.clone();
-        v.metadata.resource_version = labelled.metadata.resource_version;
-        write_status(&v, old, plan.status, vmis, now, ctx).await?;
-    } else {
-        write_status(vmi, old, plan.status, vmis, now, ctx).await?;
-    }
+    let label = plan.label_node.as_deref();
+    write_status(vmi, old, plan.status, label, vmis, now, ctx).await?;
     Ok(Action::requeue(plan.requeue))
 }
 
@@ -738,24 +727,32 @@ pub(crate) fn plan_status_write(
     })
 }
 
-/// Writes `status` if it differs from `old` ([`plan_status_write`]), records the phase
-/// change and tells about it. Handler-owned and final phases are only written while the
-/// VMI is not final (the test of the resourceVersion makes sure nobody wrote in between).
+/// Writes `status` if it differs from `old` ([`plan_status_write`]) and the node label
+/// `label` if the VMI lacks it, in one guarded JSON patch of the VMI (its CRD has no status
+/// subresource, as KubeVirt's: [`vmi_writes`]); records the phase change and tells about
+/// it. Handler-owned and final phases are only written while the VMI is not final (the
+/// test of the resourceVersion makes sure nobody wrote in between).
+#[allow(clippy::too_many_arguments)]
 async fn write_status(
     vmi: &VirtualMachineInstance,
     old: &VirtualMachineInstanceStatus,
     status: VirtualMachineInstanceStatus,
+    label: Option<&str>,
     vmis: &Api<VirtualMachineInstance>,
     now: Timestamp,
     ctx: &Context,
 ) -> Result<()> {
-    let Some(w) = plan_status_write(old, status, now) else {
+    let w = plan_status_write(old, status, now);
+    let Some(ops) = vmi_writes(vmi, w.as_ref().map(|w| &w.status), label)? else {
         return Ok(());
     };
-    let written = writes::replace_status(vmis, vmi, &w.status, &ctx.metrics, VMIS).await?;
+    let written = writes::json_patch(vmis, vmi, ops, false, &ctx.metrics, VMIS).await?;
+    ctx.own_writes.wrote_over(vmi, &written);
+    let Some(w) = w else {
+        return Ok(());
+    };
     if let Some(uid) = vmi.uid() {
         ctx.phases.swap(&uid, w.status.phase);
-        ctx.own_writes.wrote_over(vmi, &written);
     }
     if let Some((from, to)) = w.phase_change {
         tracing::info!(
@@ -775,6 +772,26 @@ async fn write_status(
         );
     }
     Ok(())
+}
+
+/// The guarded JSON patch of the VMI that writes `status` (None: unchanged) and the node
+/// label `label` where the VMI does not carry it yet; None when neither is to be written.
+/// Pure.
+pub(crate) fn vmi_writes(
+    vmi: &VirtualMachineInstance,
+    status: Option<&VirtualMachineInstanceStatus>,
+    label: Option<&str>,
+) -> Result<Option<Vec<serde_json::Value>>> {
+    let label =
+        label.filter(|node| vmi.labels().get(NODE_NAME_LABEL).map(String::as_str) != Some(*node));
+    let mut ops = Vec::new();
+    if let Some(node) = label {
+        ops.push(writes::set_label(vmi, NODE_NAME_LABEL, node));
+    }
+    if let Some(status) = status {
+        ops.push(json!({"op": "add", "path": "/status", "value": serde_json::to_value(status)?}));
+    }
+    Ok((!ops.is_empty()).then(|| writes::guarded(vmi, ops)))
 }
 
 /// Sends a planned delete of the launcher pod, then tells its Event or logs the force.

@@ -1,6 +1,7 @@
 //! The VMI controller's write sequences against the mock API ([`crate::mock_api`]): the
 //! finalizer, its lost race, the launcher pod's create followed by the guarded status (a
-//! refused create, one that found the pod there), a final VMI's pod delete, and a deleted
+//! refused create, one that found the pod there), the node label and Scheduled in one
+//! write, a final VMI's pod delete, and a deleted
 //! VMI's cleanup (the pod asked to shut the guest down, removed by force once its node is
 //! gone, the finalizer released).
 
@@ -127,12 +128,7 @@ async fn the_launcher_pod_is_created_then_the_status_says_scheduling_guarded() {
                     json!("u-vmi")
                 );
             }),
-        Expect::new(
-            Method::PATCH,
-            format!("{VMIS}/g/status?"),
-            answered(&v, "9"),
-        )
-        .checking(|ops| {
+        Expect::new(Method::PATCH, format!("{VMIS}/g?"), answered(&v, "9")).checking(|ops| {
             assert_eq!(
                 ops[0],
                 json!({"op": "test", "path": "/metadata/resourceVersion", "value": "5"})
@@ -145,6 +141,37 @@ async fn the_launcher_pod_is_created_then_the_status_says_scheduling_guarded() {
     let (result, seen) = api.serve(expected, 1, reconcile(Arc::new(v), ctx)).await;
     result.unwrap();
     assert_eq!(seen.events, ["SuccessfulCreate"]);
+}
+
+#[tokio::test]
+async fn a_running_pod_makes_the_vmi_scheduled_with_its_node_label_in_one_write() {
+    let (ctx, mut api) = context();
+    api.cache_pod(serde_json::from_value(launcher_pod("Running")).unwrap());
+    let mut v = vmi(json!([FINALIZER]));
+    v.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
+    v.status = Some(
+        serde_json::from_value(json!({"phase": "Scheduling", "activePods": {"u-pod": "n1"}}))
+            .unwrap(),
+    );
+    let expected = vec![
+        Expect::new(Method::PATCH, format!("{VMIS}/g?"), answered(&v, "6")).checking(|ops| {
+            assert_eq!(
+                ops[0],
+                json!({"op": "test", "path": "/metadata/resourceVersion", "value": "5"})
+            );
+            assert_eq!(
+                ops[1],
+                json!({"op": "add", "path": "/metadata/labels/kubevirt.io~1nodeName", "value": "n1"})
+            );
+            let status = &ops[2]["value"];
+            assert_eq!(status["phase"], json!("Scheduled"), "{status}");
+            assert_eq!(status["nodeName"], json!("n1"), "{status}");
+            assert_eq!(ops.as_array().map(Vec::len), Some(3), "{ops}");
+        }),
+    ];
+    let (result, seen) = api.serve(expected, 0, reconcile(Arc::new(v), ctx)).await;
+    result.unwrap();
+    assert!(seen.events.is_empty(), "{:?}", seen.events);
 }
 
 /// The VMI's launcher pod on node n1, in `phase`, its launcher container waiting, running
@@ -307,7 +334,7 @@ async fn a_refused_pod_is_told_in_the_status_and_an_event_and_the_pass_fails() {
     });
     let expected = vec![
         Expect::new(Method::POST, format!("{PODS}?"), forbidden).status(StatusCode::FORBIDDEN),
-        Expect::new(Method::PATCH, format!("{VMIS}/g/status?"), answered(&v, "6")).checking(|ops| {
+        Expect::new(Method::PATCH, format!("{VMIS}/g?"), answered(&v, "6")).checking(|ops| {
             assert_eq!(
                 ops[0],
                 json!({"op": "test", "path": "/metadata/resourceVersion", "value": "5"})
@@ -350,12 +377,7 @@ async fn a_pod_that_exists_already_is_read_and_the_status_follows_it() {
     let expected = vec![
         Expect::new(Method::POST, format!("{PODS}?"), exists).status(StatusCode::CONFLICT),
         Expect::new(Method::GET, pod_path(), launcher_pod("Pending")),
-        Expect::new(
-            Method::PATCH,
-            format!("{VMIS}/g/status?"),
-            answered(&v, "6"),
-        )
-        .checking(|ops| {
+        Expect::new(Method::PATCH, format!("{VMIS}/g?"), answered(&v, "6")).checking(|ops| {
             let status = &ops[1]["value"];
             assert_eq!(status["phase"], json!("Scheduling"), "{status}");
             assert_eq!(status["activePods"], json!({"u-pod": "n1"}), "{status}");

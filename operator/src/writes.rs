@@ -63,6 +63,17 @@ pub fn guarded<K: Resource>(obj: &K, ops: Vec<Value>) -> Vec<Value> {
     all
 }
 
+/// The JSON patch operation that sets label `key` of `obj` to `value` (adding the labels
+/// when `obj` has none); for a patch [`guarded`] by the version `obj` was read at.
+pub fn set_label<K: Resource>(obj: &K, key: &str, value: &str) -> Value {
+    if obj.meta().labels.is_none() {
+        json!({"op": "add", "path": "/metadata/labels", "value": {key: value}})
+    } else {
+        let escaped = key.replace('~', "~0").replace('/', "~1");
+        json!({"op": "add", "path": format!("/metadata/labels/{escaped}"), "value": value})
+    }
+}
+
 /// Applies JSON patch operations to `obj` (its status subresource when `status`); their own
 /// `test` operations are their precondition.
 pub async fn json_patch<K>(

@@ -523,20 +523,10 @@ pub async fn fake_vmi_with(
     });
     apply_in(cp, ns, &vmi.to_string()).await;
     let patch = serde_json::json!({"status": {"phase": phase}}).to_string();
-    cp.kubectl([
-        "patch",
-        "vmi",
-        name,
-        "-n",
-        ns,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &patch,
-    ])
-    .await
-    .expect("kubectl runs")
-    .expect_success();
+    cp.kubectl(["patch", "vmi", name, "-n", ns, "--type=merge", "-p", &patch])
+        .await
+        .expect("kubectl runs")
+        .expect_success();
 }
 
 /// Waits until `done(vmi)` holds for the VMI `name` (None: it does not exist); panics

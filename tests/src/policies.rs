@@ -17,10 +17,16 @@ use serde::Deserialize;
 use crate::{Error, Result};
 
 /// The policy files, in the order they are applied. The Helm chart installs the same files.
-pub const POLICY_FILES: &[(&str, &str)] = &[(
-    "deploy/policies/kubevirt-annotations.yaml",
-    include_str!("../../deploy/policies/kubevirt-annotations.yaml"),
-)];
+pub const POLICY_FILES: &[(&str, &str)] = &[
+    (
+        "deploy/policies/kubevirt-annotations.yaml",
+        include_str!("../../deploy/policies/kubevirt-annotations.yaml"),
+    ),
+    (
+        "deploy/policies/vmi-status.yaml",
+        include_str!("../../deploy/policies/vmi-status.yaml"),
+    ),
+];
 
 /// An annotation every policy of `kubevirt-annotations.yaml` refuses.
 pub const UNIMPLEMENTED_ANNOTATION: &str = "hooks.kubevirt.io/hookSidecars";

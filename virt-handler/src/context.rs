@@ -210,7 +210,7 @@ impl Context {
             };
             let body = status::apply(&name, &new, current.resource_version().as_deref());
             match api
-                .patch_status(
+                .patch(
                     &name,
                     &PatchParams::apply(FIELD_MANAGER).force(),
                     &Patch::Apply(&body),

@@ -277,7 +277,9 @@ pub fn next(
 /// forced: the lists in it, conditions and interfaces, are atomic in the CRD, so each apply
 /// replaces them), guarded by `resource_version`: the status was computed from the VMI at
 /// that version, and virt-controller writes the phase too, so a newer VMI is a conflict to
-/// read again, not one to overwrite.
+/// read again, not one to overwrite. It goes to the VMI itself: the VMI CRD has no status
+/// subresource, as KubeVirt's; the apply names no other field, so virt-handler's field
+/// manager owns only the status.
 pub fn apply(
     name: &str,
     status: &VirtualMachineInstanceStatus,

@@ -259,7 +259,7 @@ pub async fn set_vmi_phase(vmis: &Api<VirtualMachineInstance>, name: &str, phase
         field_manager: Some("virt-handler".into()),
         ..Default::default()
     };
-    vmis.patch_status(name, &pp, &Patch::Merge(&json!({"status": merged})))
+    vmis.patch(name, &pp, &Patch::Merge(&json!({"status": merged})))
         .await
         .unwrap();
 }

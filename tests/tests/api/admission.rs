@@ -163,10 +163,36 @@ async fn vmi_spec_updates_are_refused_naming_the_field() {
     )
     .await
     .expect_success();
+    // The status is in the VMI itself (no status subresource, as KubeVirt's VMI CRD), and
+    // only those who may patch virtualmachineinstances/status change it (the policy in
+    // deploy/policies/vmi-status.yaml): an admin here, the components in a cluster.
     let phase = r#"{"status":{"phase":"Pending"}}"#;
-    merge_patch(cp, &ns, "vmi/frozen", phase, &["--subresource=status"])
+    merge_patch(cp, &ns, "vmi/frozen", phase, &[])
         .await
         .expect_success();
+    // A user who may patch VMIs but not their status: labels yes, status no, by name.
+    let editor = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: vmi-editor}\n\
+         rules: [{apiGroups: [kubevirt.io], resources: [virtualmachineinstances], verbs: [get, patch]}]\n\
+         ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: vmi-editor}\n\
+         roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: vmi-editor}\n\
+         subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: vmi-editor}]\n";
+    apply(cp, &ns, &editor, false).await.expect_success();
+    let label = r#"{"metadata":{"labels":{"team":"b"}}}"#;
+    merge_patch(cp, &ns, "vmi/frozen", label, &["--as=vmi-editor"])
+        .await
+        .expect_success();
+    let running = r#"{"status":{"phase":"Running"}}"#;
+    let out = merge_patch(cp, &ns, "vmi/frozen", running, &["--as=vmi-editor"]).await;
+    expect_refused(
+        &out,
+        "a status patch by a user without virtualmachineinstances/status",
+        &["status", "virtualmachineinstances/status"],
+    );
+    let phase = field(cp, &ns, "vmi/frozen", ".status.phase").await;
+    assert_eq!(
+        phase, "Pending",
+        "the refused patch left the status as it was"
+    );
     // Applying the unchanged manifest again is no change.
     create(cp, &ns, "VirtualMachineInstance", "frozen").await;
 

@@ -51,7 +51,13 @@ pub fn vm(vm: &mut Value) {
 /// Defaults of a new VirtualMachineInstance (KubeVirt's VMI mutator, `pkg/defaults`).
 /// A VMI a VM owns gets the UUID derived from the VM's name when its template has none
 /// (a VM stored before this webhook); any other VMI a random one, as in KubeVirt.
+/// A new VMI starts without status, whatever its manifest carries (one exported from a
+/// cluster has one): the VMI CRD has no status subresource that would drop it, and the
+/// components write it from the start (KubeVirt's mutator replaces it with Pending).
 pub fn vmi(vmi: &mut Value) {
+    if let Some(object) = vmi.as_object_mut() {
+        object.remove("status");
+    }
     let owner = owning_vm(vmi);
     let Some(spec) = vmi.get_mut("spec").filter(|s| s.is_object()) else {
         return;

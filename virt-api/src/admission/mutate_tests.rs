@@ -184,6 +184,14 @@ fn a_vmi_of_a_vm_gets_the_vms_derived_uuid() {
 }
 
 #[test]
+fn a_new_vmi_starts_without_the_status_its_manifest_carries() {
+    let mut v = vmi_with(json!({"domain": {}}));
+    v["status"] = json!({"phase": "Running", "nodeName": "elsewhere"});
+    vmi(&mut v);
+    assert!(v.get("status").is_none(), "{v}");
+}
+
+#[test]
 fn a_vm_gets_machine_type_and_the_uuid_kubevirt_derives_from_its_name() {
     // KubeVirt's CalculateLegacyUUID("testvm"): uuid.NewSHA1(6a1a24a1-..., "testvm").
     let expected = uuid::Uuid::new_v5(

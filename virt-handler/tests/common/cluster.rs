@@ -205,7 +205,7 @@ pub async fn create_scheduled_with(
         .unwrap();
     let status = json!({"status": {"phase": "Scheduled", "nodeName": node,
         "phaseTransitionTimestamps": [{"phase": "Scheduled", "phaseTransitionTimestamp": "2026-01-01T00:00:00Z"}]}});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&status))
         .await
         .unwrap()
         .uid()
