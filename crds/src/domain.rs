@@ -6,6 +6,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// Why `ioThreadsPolicy: supplementalPool` is refused (a VMI's, an instancetype's).
+pub const SUPPLEMENTAL_POOL_REFUSED: &str = "supplementalPool maps each disk's queues over a pool of IOThreads (QEMU's iothread-vq-mapping), which needs QEMU 9 and libvirt 10; Ferrovirt's nodes run QEMU 7.2 and libvirt 9.0: use shared or auto";
+
 /// The virtual hardware of the guest: CPU, memory, firmware, machine and devices.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -47,7 +50,7 @@ pub struct DomainSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "self != 'supplementalPool'",
-        "message": "supplementalPool maps each disk's queues over a pool of IOThreads (QEMU's iothread-vq-mapping), which needs QEMU 9 and libvirt 10; Ferrovirt's nodes run QEMU 7.2 and libvirt 9.0: use shared or auto"
+        "message": SUPPLEMENTAL_POOL_REFUSED
     }]))]
     pub io_threads_policy: Option<IoThreadsPolicy>,
     /// The IOThreads of `ioThreadsPolicy: supplementalPool`, which is refused, so a

@@ -10,10 +10,13 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
 use crate::instancetype::{InstancetypeSpec, PreferenceSpec, PreferredCpuTopology, SpreadAcross};
 use crate::{
-    Bios, Bootloader, Cpu, Disk, DiskTarget, Efi, Features, Firmware, Interface, InterfaceBridge,
-    Machine, Memory, Network, PodNetwork, VirtualMachineInstanceSpec,
+    Bios, Bootloader, Cpu, Disk, DiskBus, DiskTarget, Efi, Features, Firmware, Interface,
+    InterfaceBridge, Machine, Memory, Network, PodNetwork, ResourceRequirements,
+    VirtualMachineInstanceSpec, quantity,
 };
 
 /// The name of the default pod network and its interface, as KubeVirt names them.
@@ -52,6 +55,18 @@ pub fn apply(
         cpu(base, it, preference, spec, &mut conflicts);
         memory(base, it, spec, &mut conflicts);
         node_selector(base, it, spec, &mut conflicts);
+        if let Some(policy) = it.io_threads_policy {
+            match spec.domain.io_threads_policy {
+                Some(_) => conflicts.push(format!("{base}.domain.ioThreadsPolicy")),
+                None => spec.domain.io_threads_policy = Some(policy),
+            }
+        }
+        if let Some(scheduler) = &it.scheduler_name {
+            match spec.scheduler_name {
+                Some(_) => conflicts.push(format!("{base}.schedulerName")),
+                None => spec.scheduler_name = Some(scheduler.clone()),
+            }
+        }
         for (key, value) in it.annotations.iter().flatten() {
             match annotations.get(key) {
                 Some(v) if v != value => conflicts.push(format!("annotations.{key}")),
@@ -170,6 +185,137 @@ pub fn spread_mismatch(vcpus: u32, preference: Option<&PreferenceSpec>) -> Optio
     })
 }
 
+/// A preference's requirement the VM does not meet: the fields that fall short and
+/// KubeVirt's message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unmet {
+    pub fields: Vec<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Unmet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "failure checking preference requirements: {}",
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for Unmet {}
+
+/// KubeVirt's check of a preference's `requirements` against what the VM provides: its
+/// instancetype's vCPUs and memory, else its template's (`base` is the template spec's
+/// path, `spec.template.spec`), the vCPUs counted as the preference lays them out.
+pub fn check_requirements(
+    base: &str,
+    instancetype: Option<&InstancetypeSpec>,
+    preference: Option<&PreferenceSpec>,
+    spec: &VirtualMachineInstanceSpec,
+) -> Result<(), Unmet> {
+    use PreferredCpuTopology as T;
+    let Some(required) = preference.and_then(|p| p.requirements.as_ref()) else {
+        return Ok(());
+    };
+    let unmet = |fields: Vec<String>, message: String| Err(Unmet { fields, message });
+    if let Some(cpu) = &required.cpu {
+        if let Some(it) = instancetype {
+            if it.cpu.guest < cpu.guest {
+                return unmet(
+                    vec!["spec.instancetype".into()],
+                    format!(
+                        "insufficient CPU resources of {} vCPU provided by instance type, preference requires {} vCPU",
+                        it.cpu.guest, cpu.guest
+                    ),
+                );
+            }
+        } else {
+            let c = spec.domain.cpu.clone().unwrap_or_default();
+            let (sockets, cores, threads) = (
+                c.sockets.unwrap_or(1),
+                c.cores.unwrap_or(1),
+                c.threads.unwrap_or(1),
+            );
+            let pref_cpu = preference.and_then(|p| p.cpu.as_ref());
+            let topology = pref_cpu
+                .and_then(|c| c.preferred_cpu_topology)
+                .unwrap_or(T::Sockets);
+            let across = pref_cpu
+                .and_then(|c| c.spread_options.as_ref())
+                .and_then(|o| o.across)
+                .unwrap_or(SpreadAcross::SocketsCores);
+            let (provided, names): (u32, &[&str]) = match topology {
+                T::Threads | T::PreferThreads => (threads, &["threads"]),
+                T::Cores | T::PreferCores => (cores, &["cores"]),
+                T::Sockets | T::PreferSockets => (sockets, &["sockets"]),
+                T::Any | T::PreferAny => {
+                    (sockets * cores * threads, &["cores", "sockets", "threads"])
+                }
+                T::Spread | T::PreferSpread => match across {
+                    SpreadAcross::SocketsCores => (sockets * cores, &["sockets", "cores"]),
+                    SpreadAcross::CoresThreads => (cores * threads, &["cores", "threads"]),
+                    SpreadAcross::SocketsCoresThreads => {
+                        (sockets * cores * threads, &["sockets", "cores", "threads"])
+                    }
+                },
+            };
+            if provided < cpu.guest {
+                return unmet(
+                    names
+                        .iter()
+                        .map(|n| format!("{base}.domain.cpu.{n}"))
+                        .collect(),
+                    format!(
+                        "insufficient CPU resources of {provided} vCPU provided by VirtualMachine, preference requires {} vCPU provided as {}",
+                        cpu.guest,
+                        match topology {
+                            T::Any | T::PreferAny => "cores, sockets and threads".to_string(),
+                            T::Spread | T::PreferSpread => format!("{across:?}"),
+                            _ => names[0].to_string(),
+                        }
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(memory) = &required.memory {
+        let (field, by, provided) = match instancetype {
+            Some(it) => (
+                "spec.instancetype".to_string(),
+                "instance type",
+                Some(it.memory.guest.clone()),
+            ),
+            None => {
+                let resources = spec.domain.resources.as_ref();
+                let from = |l: Option<&BTreeMap<String, Quantity>>| {
+                    l.and_then(|l| l.get("memory")).cloned()
+                };
+                let guest = spec
+                    .domain
+                    .memory
+                    .as_ref()
+                    .and_then(|m| m.guest.clone())
+                    .or_else(|| from(resources.and_then(|r| r.requests.as_ref())))
+                    .or_else(|| from(resources.and_then(|r| r.limits.as_ref())));
+                (format!("{base}.domain.memory"), "VirtualMachine", guest)
+            }
+        };
+        let bytes = provided.as_ref().and_then(quantity::bytes).unwrap_or(0);
+        if bytes < quantity::bytes(&memory.guest).unwrap_or(0) {
+            let shown = provided.map_or_else(|| "0".to_string(), |q| q.0);
+            return unmet(
+                vec![field],
+                format!(
+                    "insufficient Memory resources of {shown} provided by {by}, preference requires {}",
+                    memory.guest.0
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
 fn memory(
     base: &str,
     it: &InstancetypeSpec,
@@ -180,6 +326,8 @@ fn memory(
     let memory = spec.domain.memory.get_or_insert_with(Memory::default);
     let conflict = if memory.guest.is_some() {
         Some("domain.memory.guest")
+    } else if memory.hugepages.is_some() && it.memory.hugepages.is_some() {
+        Some("domain.memory.hugepages")
     } else if has(&resources.requests, "memory") {
         Some("domain.resources.requests.memory")
     } else if has(&resources.limits, "memory") {
@@ -187,9 +335,34 @@ fn memory(
     } else {
         None
     };
-    match conflict {
-        Some(field) => conflicts.push(format!("{base}.{field}")),
-        None => memory.guest = Some(it.memory.guest.clone()),
+    if let Some(field) = conflict {
+        conflicts.push(format!("{base}.{field}"));
+        return;
+    }
+    memory.guest = Some(it.memory.guest.clone());
+    if let Some(hugepages) = &it.memory.hugepages {
+        memory.hugepages = Some(hugepages.clone());
+    }
+    // KubeVirt's overcommit: the pod requests the guest memory less the percentage.
+    if let Some(percent) = it
+        .memory
+        .overcommit_percent
+        .filter(|p| (1..=100).contains(p))
+        && let Some(guest) = quantity::bytes(&it.memory.guest)
+    {
+        let requested = u128::from(guest) * u128::from(100 - percent) / 100;
+        let requested = u64::try_from(requested).unwrap_or(guest);
+        let requested = if requested % (1 << 20) == 0 {
+            format!("{}Mi", requested >> 20)
+        } else {
+            requested.to_string()
+        };
+        spec.domain
+            .resources
+            .get_or_insert_with(ResourceRequirements::default)
+            .requests
+            .get_or_insert_with(BTreeMap::new)
+            .insert("memory".into(), Quantity(requested));
     }
 }
 
@@ -221,6 +394,12 @@ fn apply_preference(
             Some(state) if state.enabled.is_none() => state.enabled = acpi.enabled,
             Some(_) => {}
             None => features.acpi = Some(acpi.clone()),
+        }
+    }
+    if let Some(smm) = p.features.as_ref().and_then(|f| f.preferred_smm.as_ref()) {
+        let features = spec.domain.features.get_or_insert_with(Features::default);
+        if features.smm.is_none() {
+            features.smm = Some(smm.clone());
         }
     }
     if let Some(f) = &p.firmware {
@@ -266,6 +445,20 @@ fn devices(p: &PreferenceSpec, spec: &mut VirtualMachineInstanceSpec) {
     if devices.rng.is_none() {
         devices.rng = d.preferred_rng.clone();
     }
+    if devices.tpm.is_none() {
+        devices.tpm = d.preferred_tpm.clone();
+    }
+    if devices.autoattach_mem_balloon.is_none() {
+        devices.autoattach_mem_balloon = d.preferred_autoattach_mem_balloon;
+    }
+    if devices.block_multi_queue.is_none() {
+        devices.block_multi_queue = d.preferred_block_multi_queue;
+    }
+    for input in &mut devices.inputs {
+        if input.bus.is_none() {
+            input.bus = d.preferred_input_bus;
+        }
+    }
     // KubeVirt's VM controller gives each volume without a disk its disk before the
     // preference applies (`SetDefaultVolumeDisk`), so the preferred bus reaches it.
     for volume in &spec.volumes {
@@ -284,6 +477,13 @@ fn devices(p: &PreferenceSpec, spec: &mut VirtualMachineInstanceSpec) {
             && target.bus.is_none()
         {
             target.bus = d.preferred_disk_bus;
+        }
+        // As KubeVirt: only a disk whose bus is virtio by now.
+        if let Some(target) = &disk.disk
+            && target.bus == Some(DiskBus::Virtio)
+            && disk.dedicated_io_thread.is_none()
+        {
+            disk.dedicated_io_thread = d.preferred_disk_dedicated_io_thread;
         }
         if let Some(target) = &mut disk.cdrom
             && target.bus.is_none()

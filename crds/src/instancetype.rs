@@ -3,7 +3,7 @@
 //! wide, as KubeVirt serves them (`staging/src/kubevirt.io/api/instancetype/v1beta1`).
 //!
 //! Only the fields Ferrovirt applies are in the schema; a manifest that sets another one
-//! (for example `spec.cpu.dedicatedCPUPlacement` or `spec.requirements`) is refused by the
+//! (for example `spec.cpu.dedicatedCPUPlacement` or `spec.requirements.architecture`) is refused by the
 //! API server with the field named. How a VM's instancetype and preference are applied to
 //! its instance is [`crate::expand`].
 
@@ -14,7 +14,10 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{DiskBus, Efi, FeatureState, InterfaceMasquerade, InterfaceModel, Rng};
+use crate::{
+    DiskBus, Efi, FeatureState, Hugepages, InputBus, InterfaceMasquerade, InterfaceModel,
+    IoThreadsPolicy, Rng, Tpm,
+};
 
 /// The API group of instancetypes and preferences.
 pub const GROUP: &str = "instancetype.kubevirt.io";
@@ -103,6 +106,18 @@ pub struct InstancetypeSpec {
     /// Annotations put on the VM's instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
+    /// The guest's IOThreads policy, as a VMI's `spec.domain.ioThreadsPolicy`: `shared` or
+    /// `auto` (`supplementalPool` is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self != 'supplementalPool'",
+        "message": crate::SUPPLEMENTAL_POOL_REFUSED
+    }]))]
+    pub io_threads_policy: Option<IoThreadsPolicy>,
+    /// The scheduler of the VM's launcher pod, as a VMI's `spec.schedulerName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub scheduler_name: Option<String>,
 }
 
 /// The vCPUs of an instancetype.
@@ -121,10 +136,23 @@ pub struct CpuInstancetype {
 /// The memory of an instancetype.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.hugepages) || !has(self.overcommitPercent) || self.overcommitPercent == 0",
+    "message": "overcommitPercent cannot be used with hugepages: hugepages are requested whole"
+}]))]
 pub struct MemoryInstancetype {
     /// The amount of memory the guest sees (for example `2Gi`).
     #[schemars(schema_with = "crate::schema::positive_quantity")]
     pub guest: Quantity,
+    /// Hugepages backing the guest's memory, as a VMI's `spec.domain.memory.hugepages`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hugepages: Option<Hugepages>,
+    /// The percentage of the guest's memory the launcher pod does not request from its
+    /// node (0 to 100): the instance's `resources.requests.memory` is the guest memory less
+    /// this share. Overcommitted memory can run out; use with care.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub overcommit_percent: Option<u32>,
 }
 
 /// What a preference sets when the VM does not set it itself.
@@ -162,6 +190,42 @@ pub struct PreferenceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 512))]
     pub prefer_spread_socket_to_core_ratio: Option<u32>,
+    /// What a VM using the preference must provide: virt-api refuses one that provides
+    /// less.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirements: Option<PreferenceRequirements>,
+}
+
+/// The least a VM using a preference must provide, through its instancetype or its own
+/// template.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreferenceRequirements {
+    /// The fewest vCPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuRequirement>,
+    /// The least guest memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryRequirement>,
+}
+
+/// The fewest vCPUs a preference needs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuRequirement {
+    /// vCPUs: the instancetype's `cpu.guest`, or the template's CPUs laid out as the
+    /// preference's topology says (sockets by default).
+    #[schemars(range(min = 1, max = 512))]
+    pub guest: u32,
+}
+
+/// The least guest memory a preference needs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryRequirement {
+    /// Guest memory: the instancetype's `memory.guest`, or the template's.
+    #[schemars(schema_with = "crate::schema::positive_quantity")]
+    pub guest: Quantity,
 }
 
 /// CPU topology preferences.
@@ -245,6 +309,25 @@ pub struct DevicePreferences {
     /// A virtio RNG, when the VM has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_rng: Option<Rng>,
+    /// A TPM, when the VM has none.
+    #[serde(
+        default,
+        rename = "preferredTPM",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub preferred_tpm: Option<Tpm>,
+    /// `autoattachMemBalloon`, when the VM does not set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_autoattach_mem_balloon: Option<bool>,
+    /// `blockMultiQueue`, when the VM does not set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_block_multi_queue: Option<bool>,
+    /// `dedicatedIOThread` of virtio disks that do not set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_disk_dedicated_io_thread: Option<bool>,
+    /// The bus of input devices that name none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_input_bus: Option<InputBus>,
 }
 
 /// Hypervisor feature preferences.
@@ -254,6 +337,9 @@ pub struct FeaturePreferences {
     /// ACPI, when the VM does not set `features.acpi.enabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_acpi: Option<FeatureState>,
+    /// System Management Mode, when the VM does not set `features.smm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_smm: Option<FeatureState>,
 }
 
 /// Firmware preferences, used when the VM names no bootloader.

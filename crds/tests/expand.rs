@@ -365,3 +365,156 @@ fn the_kubevirt_example_clarge_reads() {
     assert_eq!(clarge.spec.spec.cpu.guest, 4);
     assert_eq!(clarge.spec.spec.memory.guest.0, "2Gi");
 }
+
+#[test]
+fn an_instancetype_sets_hugepages_overcommit_iothreads_and_scheduler() {
+    let instancetype = it(
+        "{cpu: {guest: 2}, memory: {guest: 2Gi, hugepages: {pageSize: 2Mi}}, \
+         ioThreadsPolicy: auto, schedulerName: edge-scheduler}",
+    );
+    let (s, _) = run(Some(&instancetype), None, TEMPLATE).unwrap();
+    let memory = s.domain.memory.as_ref().unwrap();
+    assert_eq!(
+        serde_json::to_value(&memory.hugepages).unwrap(),
+        serde_json::json!({"pageSize": "2Mi"})
+    );
+    assert_eq!(
+        serde_json::to_value(s.domain.io_threads_policy).unwrap(),
+        serde_json::json!("auto")
+    );
+    assert_eq!(s.scheduler_name.as_deref(), Some("edge-scheduler"));
+    // KubeVirt's overcommit: the instance requests the guest memory less the percentage.
+    for (percent, request) in [(25, "1536Mi"), (10, "1932735283"), (100, "0Mi")] {
+        let over = it(&format!(
+            "{{cpu: {{guest: 1}}, memory: {{guest: 2Gi, overcommitPercent: {percent}}}}}"
+        ));
+        let (s, _) = run(Some(&over), None, TEMPLATE).unwrap();
+        let requests = s.domain.resources.unwrap().requests.unwrap();
+        assert_eq!(requests["memory"].0, request, "{percent}%");
+        assert_eq!(s.domain.memory.unwrap().guest.unwrap().0, "2Gi");
+    }
+    // What the template sets itself conflicts, by name.
+    let rows = [
+        (
+            "domain: {memory: {hugepages: {pageSize: 1Gi}}}",
+            "spec.template.spec.domain.memory.hugepages",
+        ),
+        (
+            "domain: {ioThreadsPolicy: shared}",
+            "spec.template.spec.domain.ioThreadsPolicy",
+        ),
+        (
+            "{domain: {}, schedulerName: other}",
+            "spec.template.spec.schedulerName",
+        ),
+    ];
+    for (template, field) in rows {
+        let err = run(Some(&instancetype), None, template).unwrap_err();
+        assert_eq!(err.0, vec![field.to_string()], "{template}");
+    }
+}
+
+#[test]
+fn device_and_feature_preferences_fill_what_the_template_leaves_unset() {
+    let preference = pref(
+        "{devices: {preferredTPM: {}, preferredAutoattachMemBalloon: false, \
+         preferredBlockMultiQueue: true, preferredDiskDedicatedIoThread: true, \
+         preferredDiskBus: virtio, preferredInputBus: virtio}, \
+         features: {preferredSmm: {}}}",
+    );
+    let template = r#"
+domain:
+  devices:
+    disks: [{name: root}, {name: ci, disk: {bus: sata}}, {name: own, dedicatedIOThread: false}]
+    inputs: [{name: t, type: tablet}, {name: u, type: tablet, bus: usb}]
+volumes: [{name: root, containerDisk: {image: cirros}}]
+"#;
+    let (s, _) = run(None, Some(&preference), template).unwrap();
+    let d = &s.domain.devices;
+    assert!(d.tpm.is_some());
+    assert_eq!(d.autoattach_mem_balloon, Some(false));
+    assert_eq!(d.block_multi_queue, Some(true));
+    let dedicated: Vec<(&str, Option<bool>)> = d
+        .disks
+        .iter()
+        .map(|k| (k.name.as_str(), k.dedicated_io_thread))
+        .collect();
+    // Only virtio disks get it (the sata one does not), and the template's own value stays.
+    assert_eq!(
+        dedicated,
+        [("root", Some(true)), ("ci", None), ("own", Some(false))]
+    );
+    let buses: Vec<String> = d
+        .inputs
+        .iter()
+        .map(|i| serde_json::to_value(i.bus).unwrap().to_string())
+        .collect();
+    assert_eq!(buses, ["\"virtio\"", "\"usb\""]);
+    assert!(s.domain.features.unwrap().smm.is_some());
+    // The template's own choices win.
+    let own = "domain: {devices: {tpm: {enabled: false}, blockMultiQueue: false, autoattachMemBalloon: true}, features: {smm: {enabled: false}}}";
+    let (s, _) = run(None, Some(&preference), own).unwrap();
+    let d = &s.domain.devices;
+    assert_eq!(d.tpm.as_ref().unwrap().enabled, Some(false));
+    assert_eq!(d.block_multi_queue, Some(false));
+    assert_eq!(d.autoattach_mem_balloon, Some(true));
+    assert_eq!(s.domain.features.unwrap().smm.unwrap().enabled, Some(false));
+}
+
+#[test]
+fn preference_requirements_are_checked_as_kubevirt_checks_them() {
+    let preference = pref("{requirements: {cpu: {guest: 2}, memory: {guest: 2Gi}}}");
+    let check = |i: Option<&InstancetypeSpec>, p: &PreferenceSpec, s: &str| {
+        expand::check_requirements("spec.template.spec", i, Some(p), &spec(s))
+    };
+    // An instancetype that provides enough, or too little.
+    assert_eq!(check(Some(&it(CLARGE)), &preference, "domain: {}"), Ok(()));
+    let small = it("{cpu: {guest: 1}, memory: {guest: 4Gi}}");
+    let err = check(Some(&small), &preference, "domain: {}").unwrap_err();
+    assert_eq!(err.fields, ["spec.instancetype"]);
+    assert_eq!(
+        err.to_string(),
+        "failure checking preference requirements: insufficient CPU resources of 1 vCPU provided by instance type, preference requires 2 vCPU"
+    );
+    let err = check(
+        Some(&it("{cpu: {guest: 4}, memory: {guest: 1Gi}}")),
+        &preference,
+        "domain: {}",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.message,
+        "insufficient Memory resources of 1Gi provided by instance type, preference requires 2Gi"
+    );
+    // Without an instancetype: the template's CPUs as the preference lays them out.
+    let enough = "domain: {cpu: {sockets: 2}, memory: {guest: 2Gi}}";
+    assert_eq!(check(None, &preference, enough), Ok(()));
+    let err = check(
+        None,
+        &preference,
+        "domain: {cpu: {cores: 2}, memory: {guest: 2Gi}}",
+    )
+    .unwrap_err();
+    assert_eq!(err.fields, ["spec.template.spec.domain.cpu.sockets"]);
+    assert!(
+        err.message.contains("provided as sockets"),
+        "{}",
+        err.message
+    );
+    let on_cores = pref("{cpu: {preferredCPUTopology: cores}, requirements: {cpu: {guest: 2}}}");
+    assert_eq!(check(None, &on_cores, "domain: {cpu: {cores: 2}}"), Ok(()));
+    let err = check(
+        None,
+        &preference,
+        "domain: {cpu: {sockets: 2}, resources: {requests: {memory: 1Gi}}}",
+    )
+    .unwrap_err();
+    assert_eq!(err.fields, ["spec.template.spec.domain.memory"]);
+    assert!(
+        err.message.contains("of 1Gi provided by VirtualMachine"),
+        "{}",
+        err.message
+    );
+    // No requirements, nothing to check.
+    assert_eq!(check(None, &pref("{}"), "domain: {}"), Ok(()));
+}

@@ -61,6 +61,9 @@ pub enum Error {
     /// Creating a VM's DataVolume failed (KubeVirt's reason).
     #[error("creating DataVolume {0}")]
     FailedDataVolumeCreate(String, #[source] kube::Error),
+    /// The VM provides less than its preference requires.
+    #[error(transparent)]
+    PreferenceRequirements(crds::expand::Unmet),
     /// A VM uses DataVolumes and the cluster serves none: CDI is not installed.
     #[error("{0}")]
     NoDataVolumeApi(String),
@@ -93,7 +96,9 @@ impl Error {
             Error::Serialize(..) => "Serialize",
             Error::FailedFindInstancetype(..) => "FailedFindInstancetype",
             Error::FailedFindPreference(..) => "FailedFindPreference",
-            Error::InstancetypeConflict(..) | Error::FailedCreateRevision(..) => "FailedCreate",
+            Error::InstancetypeConflict(..)
+            | Error::PreferenceRequirements(..)
+            | Error::FailedCreateRevision(..) => "FailedCreate",
             Error::FailedDataVolumeCreate(..) | Error::NoDataVolumeApi(..) => {
                 "FailedDataVolumeCreate"
             }

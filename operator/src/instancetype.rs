@@ -392,14 +392,14 @@ pub fn expand(
         };
         annotations.insert(key.into(), m.name.clone().unwrap_or_default());
     }
-    crds::expand::apply(
-        "spec",
-        resolved.instancetype.as_ref().map(|(_, s)| s),
-        resolved.preference.as_ref().map(|(_, s)| s),
-        &mut vmi.spec,
-        annotations,
-    )
-    .map_err(Error::InstancetypeConflict)
+    let instancetype = resolved.instancetype.as_ref().map(|(_, s)| s);
+    let preference = resolved.preference.as_ref().map(|(_, s)| s);
+    crds::expand::apply("spec", instancetype, preference, &mut vmi.spec, annotations)
+        .map_err(Error::InstancetypeConflict)?;
+    // virt-api refuses such a VM; this holds where it did not run (KubeVirt checks only
+    // there), and for a preference changed since.
+    crds::expand::check_requirements("spec.template.spec", instancetype, preference, &vmi.spec)
+        .map_err(Error::PreferenceRequirements)
 }
 
 /// The hook of the VM controller: the versions in use, or the error that keeps the VM from

@@ -130,9 +130,26 @@ async fn what_ferrovirt_does_not_implement_or_what_conflicts_is_refused_by_name(
             "a preference field Ferrovirt does not implement",
             json!({"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachineClusterPreference",
                    "metadata": {"name": "needs"},
-                   "spec": {"requirements": {"cpu": {"guest": 2}}}})
+                   "spec": {"requirements": {"architecture": "arm64"}}})
             .to_string(),
-            vec![r#"unknown field "spec.requirements""#],
+            vec![r#"unknown field "spec.requirements.architecture""#],
+        ),
+        (
+            "an instancetype's overcommitPercent with hugepages",
+            json!({"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachineInstancetype",
+                   "metadata": {"name": "over"},
+                   "spec": {"cpu": {"guest": 1}, "memory": {"guest": "1Gi", "overcommitPercent": 10,
+                                                              "hugepages": {"pageSize": "2Mi"}}}})
+            .to_string(),
+            vec!["spec.memory", "overcommitPercent cannot be used with hugepages"],
+        ),
+        (
+            "an instancetype's supplementalPool",
+            json!({"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachineInstancetype",
+                   "metadata": {"name": "pool"},
+                   "spec": {"cpu": {"guest": 1}, "memory": {"guest": "1Gi"}, "ioThreadsPolicy": "supplementalPool"}})
+            .to_string(),
+            vec!["spec.ioThreadsPolicy", "needs QEMU 9 and libvirt 10"],
         ),
         (
             "an unimplemented KubeVirt annotation on a VM",
@@ -147,6 +164,27 @@ async fn what_ferrovirt_does_not_implement_or_what_conflicts_is_refused_by_name(
     for (row, manifest, names) in rows {
         refused(cp, &ns, row, &manifest, &names).await;
     }
+    // A preference that needs more than clarge gives (KubeVirt checks it in its webhook).
+    let needs_more = json!({"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachinePreference",
+        "metadata": {"name": "needs-more"},
+        "spec": {"requirements": {"cpu": {"guest": 8}, "memory": {"guest": "1Gi"}}}});
+    let out = apply(cp, &ns, &needs_more.to_string()).await;
+    assert!(
+        out.success(),
+        "a preference with requirements: {}",
+        out.stderr
+    );
+    refused(
+        cp,
+        &ns,
+        "a VM that provides less than its preference requires",
+        &vm(json!({"preference": {"kind": "VirtualMachinePreference", "name": "needs-more"}})),
+        &[
+            "spec.instancetype",
+            "failure checking preference requirements: insufficient CPU resources of 4 vCPU provided by instance type, preference requires 8 vCPU",
+        ],
+    )
+    .await;
     // The same VM without the conflicting fields is accepted.
     let out = apply(cp, &ns, &vm(json!({}))).await;
     assert!(
@@ -447,6 +485,103 @@ async fn vm_cirros_clarge_waits_for_its_instancetype_then_boots_with_its_vcpus_a
             "vm-cirros-clarge",
             "--wait=false",
         ])
+        .await
+        .unwrap();
+    assert!(out.success(), "{}", out.stderr);
+}
+
+/// KubeVirt's further instancetype and preference fields (those its common-instancetypes
+/// use: hugepages and overcommit, IOThreads, the scheduler; TPM, SMM, dedicated IOThreads,
+/// multi-queue, requirements) reach the instance and its launcher pod. The instancetype's
+/// node selector matches no node, so the pod is made but no guest boots: what each field
+/// does in a guest is shown by the tests the README names for it.
+#[tokio::test]
+async fn further_instancetype_and_preference_fields_reach_the_instance_and_its_pod() {
+    let (cp, stack) = stack().await;
+    let ns = TestNamespace::create(cp, "it-fields").await.unwrap();
+    let client = cp.client().await.unwrap();
+    let manifests = [
+        json!({"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachineInstancetype",
+               "metadata": {"name": "shaped"},
+               "spec": {"cpu": {"guest": 1},
+                        "memory": {"guest": "256Mi", "overcommitPercent": 50},
+                        "ioThreadsPolicy": "auto", "schedulerName": "default-scheduler",
+                        "nodeSelector": {"ferrovirt.test/nowhere": "true"}}}),
+        json!({"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachinePreference",
+               "metadata": {"name": "linux"},
+               "spec": {"devices": {"preferredTPM": {}, "preferredDiskBus": "virtio",
+                                    "preferredDiskDedicatedIoThread": true,
+                                    "preferredBlockMultiQueue": true,
+                                    "preferredAutoattachMemBalloon": false},
+                        "features": {"preferredSmm": {}},
+                        "requirements": {"cpu": {"guest": 1}, "memory": {"guest": "256Mi"}}}}),
+        json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "shaped"},
+               "spec": {"runStrategy": "Always",
+                        "instancetype": {"kind": "VirtualMachineInstancetype", "name": "shaped"},
+                        "preference": {"kind": "VirtualMachinePreference", "name": "linux"},
+                        "template": {"spec": {"terminationGracePeriodSeconds": 0,
+                            "domain": {"devices": {"disks": [{"name": "root"}]}},
+                            "volumes": [{"name": "root", "containerDisk": {"image": "ferrovirt/guest-disk:latest"}}]}}}}),
+    ];
+    for manifest in manifests {
+        let out = apply(cp, &ns, &manifest.to_string()).await;
+        assert!(out.success(), "{}: {}", manifest["kind"], out.stderr);
+    }
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), ns.name());
+    let vmi = wait_for(stack, "VMI shaped", || async {
+        vmis.get_opt("shaped").await.ok()?
+    })
+    .await;
+    let spec = serde_json::to_value(&vmi.spec).unwrap();
+    let domain = &spec["domain"];
+    assert_eq!(domain["memory"]["guest"], "256Mi", "{domain}");
+    assert_eq!(
+        domain["resources"]["requests"]["memory"], "128Mi",
+        "50% overcommitted: {domain}"
+    );
+    assert_eq!(domain["ioThreadsPolicy"], "auto", "{domain}");
+    assert_eq!(spec["schedulerName"], "default-scheduler");
+    assert!(domain["devices"]["tpm"].is_object(), "{domain}");
+    assert!(domain["features"]["smm"].is_object(), "{domain}");
+    assert_eq!(domain["devices"]["blockMultiQueue"], true, "{domain}");
+    assert_eq!(domain["devices"]["autoattachMemBalloon"], false, "{domain}");
+    assert_eq!(
+        domain["devices"]["disks"][0]["dedicatedIOThread"], true,
+        "{domain}"
+    );
+    assert_eq!(
+        domain["devices"]["disks"][0]["disk"]["bus"], "virtio",
+        "{domain}"
+    );
+
+    // The launcher pod requests the overcommitted memory (128Mi), plus the overhead of a
+    // 256Mi guest with a TPM (30 + 50 + 64 + 1 + 8), from the instancetype's scheduler.
+    let uid = vmi.metadata.uid.clone().unwrap();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns.name());
+    let pod = wait_for(stack, "the launcher pod of VMI shaped", || async {
+        let selector = format!("{}={uid}", ferrovirt_node_contract::pod::CREATED_BY_LABEL);
+        pods.list(&ListParams::default().labels(&selector))
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .next()
+    })
+    .await;
+    let pod_spec = pod.spec.unwrap();
+    assert_eq!(
+        pod_spec.scheduler_name.as_deref(),
+        Some("default-scheduler")
+    );
+    let requests = pod_spec.containers[0]
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.clone())
+        .unwrap();
+    assert_eq!(requests["memory"].0, "281Mi", "{requests:?}");
+
+    let out = cp
+        .kubectl(["delete", "-n", ns.name(), "vm", "shaped", "--wait=false"])
         .await
         .unwrap();
     assert!(out.success(), "{}", out.stderr);

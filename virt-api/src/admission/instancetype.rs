@@ -258,8 +258,9 @@ pub fn default_vm(found: &Found, vm: &mut Value) {
 }
 
 /// What the VM's template spec is validated as: with its instancetype and preference
-/// applied. `Err`: the causes to refuse the VM for (conflicts, a spread topology that does
-/// not divide the vCPUs, a revisionName left behind by a renamed matcher).
+/// applied. `Err`: the causes to refuse the VM for (conflicts, a preference's requirements
+/// the VM does not meet, a spread topology that does not divide the vCPUs, a revisionName
+/// left behind by a renamed matcher).
 pub fn expanded_template(
     vm: &Value,
     old: Option<&Value>,
@@ -307,6 +308,14 @@ pub fn expanded_template(
             )
         }));
         tracing::debug!(%message, "instancetype conflicts");
+    } else if let Err(unmet) = crds::expand::check_requirements(
+        "spec.template.spec",
+        found.instancetype.as_ref(),
+        found.preference.as_ref(),
+        &spec,
+    ) {
+        // As KubeVirt: checked on the template with the instancetype applied.
+        causes.push(Cause::not_found(unmet.fields.join(", "), unmet.to_string()));
     }
     if !causes.is_empty() {
         return Err(causes);

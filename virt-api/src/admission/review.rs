@@ -85,6 +85,13 @@ impl Cause {
             ..Cause::invalid(field, message)
         }
     }
+
+    pub fn not_found(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Cause {
+            reason: "FieldValueNotFound",
+            ..Cause::invalid(field, message)
+        }
+    }
 }
 
 /// KubeVirt reports at most this many causes (`webhooks.ToAdmissionResponse`).
