@@ -286,13 +286,10 @@ pub struct Efi {
     /// Enforce Secure Boot. KubeVirt's default is true; it needs SMM in the guest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secure_boot: Option<bool>,
-    /// Keep the EFI variables (NVRAM) across the VM's restarts. Refused when true:
-    /// KubeVirt keeps them on a PVC of its backend storage, which Ferrovirt does not have.
+    /// Keep the EFI variables (NVRAM) across the VM's restarts: as KubeVirt, they live on
+    /// the VM's backend-storage PVC (`persistent-state-for-<vm>-…`, made by
+    /// virt-controller in `vmStateStorageClass`), else in the VMI's own directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "!self",
-        "message": "a persistent EFI variable store needs KubeVirt's backend storage (a PVC for the VM's NVRAM), which Ferrovirt does not implement; the EFI variables last as long as the VMI"
-    }]))]
     pub persistent: Option<bool>,
 }
 
@@ -418,7 +415,7 @@ pub struct Devices {
     #[schemars(length(max = 8))]
     pub inputs: Vec<Input>,
     /// An emulated TPM 2.0 (swtpm), on unless `enabled` is false. Its state lives as long
-    /// as the VMI; `persistent: true` (KubeVirt's backend storage, a PVC) is refused.
+    /// as the VMI, or with `persistent: true` on the VM's backend-storage PVC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm: Option<Tpm>,
     /// Give each virtio disk as many queues as the guest has vCPUs (virtio-blk
@@ -465,13 +462,9 @@ pub struct Tpm {
     /// false leaves the guest without a TPM (defaults to true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// Keep the TPM's state across the VM's restarts. Refused when true: KubeVirt keeps
-    /// it on a PVC of its backend storage, which Ferrovirt does not have.
+    /// Keep the TPM's state across the VM's restarts: as KubeVirt, it lives on the VM's
+    /// backend-storage PVC (and the TPM is a CRB one, KubeVirt's model for it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "!self",
-        "message": "a persistent TPM needs KubeVirt's backend storage (a PVC for the VM's TPM state), which Ferrovirt does not implement; the TPM's state lasts as long as the VMI"
-    }]))]
     pub persistent: Option<bool>,
 }
 
@@ -479,6 +472,12 @@ impl Tpm {
     /// Whether the guest gets the TPM (KubeVirt's `tpm.HasDevice`).
     pub fn present(tpm: Option<&Tpm>) -> bool {
         tpm.is_some_and(|t| t.enabled != Some(false))
+    }
+
+    /// Whether the guest gets a TPM whose state persists (KubeVirt's
+    /// `tpm.HasPersistentDevice`).
+    pub fn persistent(tpm: Option<&Tpm>) -> bool {
+        Tpm::present(tpm) && tpm.is_some_and(|t| t.persistent == Some(true))
     }
 }
 

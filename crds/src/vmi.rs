@@ -217,6 +217,56 @@ pub struct VirtualMachineInstanceStatus {
     /// The spec generation the node side acted on last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The volumes' state. Ferrovirt writes the backend-storage entry
+    /// (`persistent-state-for-this-vm`: the claim that holds a persistent TPM's or EFI
+    /// variable store's state), as KubeVirt's virt-controller does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_status: Vec<VolumeStatus>,
+}
+
+/// KubeVirt's backend storage: the label (and name prefix) of the PVC that keeps a VM's
+/// persistent TPM and EFI state (`persistent-state-for: <vm name>`).
+pub const BACKEND_STORAGE_LABEL: &str = "persistent-state-for";
+/// The `status.volumeStatus` name of the backend-storage claim (KubeVirt's `VolumeName`).
+pub const BACKEND_STORAGE_VOLUME: &str = "persistent-state-for-this-vm";
+
+/// The state of one volume of a VMI.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeStatus {
+    /// The volume's name.
+    pub name: String,
+    /// The disk's target in the domain (empty for the backend storage, as in KubeVirt).
+    #[serde(default)]
+    pub target: String,
+    /// The claim behind the volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim_info: Option<PersistentVolumeClaimInfo>,
+}
+
+/// A claim behind a volume, as `status.volumeStatus` shows it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PersistentVolumeClaimInfo {
+    /// The claim's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_name: Option<String>,
+    /// The claim's access modes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_modes: Vec<String>,
+}
+
+impl VirtualMachineInstanceStatus {
+    /// The backend-storage claim this status names (KubeVirt's `CurrentPVCName`).
+    pub fn backend_storage_claim(&self) -> Option<&str> {
+        self.volume_status
+            .iter()
+            .find(|v| v.name == BACKEND_STORAGE_VOLUME)?
+            .persistent_volume_claim_info
+            .as_ref()?
+            .claim_name
+            .as_deref()
+    }
 }
 
 // The phase of a VMI. Succeeded and Failed are final.
@@ -239,6 +289,22 @@ pub enum VmiPhase {
 }
 
 impl VirtualMachineInstanceSpec {
+    /// `firmware.bootloader.efi.persistent: true` (KubeVirt's `HasPersistentEFI`).
+    pub fn persistent_efi(&self) -> bool {
+        self.domain
+            .firmware
+            .as_ref()
+            .and_then(|f| f.bootloader.as_ref())
+            .and_then(|b| b.efi.as_ref())
+            .is_some_and(|e| e.persistent == Some(true))
+    }
+
+    /// Whether the VMI keeps state on a backend-storage PVC: a persistent TPM or EFI
+    /// variable store (KubeVirt's `IsBackendStorageNeeded`).
+    pub fn needs_backend_storage(&self) -> bool {
+        crate::Tpm::persistent(self.domain.devices.tpm.as_ref()) || self.persistent_efi()
+    }
+
     /// `domain.firmware.kernelBoot.container`: the image of a kernel boot, which the
     /// launcher pod runs as a container (`kernel-boot`) and the node reads it through.
     pub fn kernel_boot_container(&self) -> Option<&crate::KernelBootContainer> {

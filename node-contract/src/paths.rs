@@ -46,6 +46,16 @@ pub const CONTAINER_DISKS_DIR: &str = "container-disks";
 /// Where the launcher pod mounts the Secrets of cloud-init volumes (KubeVirt mounts them
 /// under `/var/run/kubevirt-private/secret`): see [`CloudInitSecret`].
 pub const CLOUD_INIT_SECRETS_DIR_IN_POD: &str = "/var/run/ferrovirt-private/cloud-init";
+/// Where the launcher pod mounts the VMI's backend-storage claim (KubeVirt's
+/// `persistent-state-for-…` PVC, volume `vm-state`), which keeps a persistent TPM's state
+/// in [`BACKEND_STORAGE_SWTPM`] and a persistent EFI variable store in
+/// [`BACKEND_STORAGE_NVRAM`], KubeVirt's sub-paths of that claim.
+pub const BACKEND_STORAGE_DIR_IN_POD: &str = "/var/run/ferrovirt-private/backend-storage";
+/// The claim's directory of swtpm's state (`<firmware uuid>/tpm2/…` in it, as libvirt lays
+/// it out).
+pub const BACKEND_STORAGE_SWTPM: &str = "swtpm";
+/// The claim's directory of the EFI variables (`<VMI name>_VARS.fd`, KubeVirt's name).
+pub const BACKEND_STORAGE_NVRAM: &str = "nvram";
 
 /// The Secret of a cloud-init volume's `userDataSecretRef` or `networkDataSecretRef`. The
 /// launcher pod has it as the secret volume [`Self::pod_volume`], mounted read-only at

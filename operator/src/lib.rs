@@ -6,6 +6,7 @@
 //! by the VMI controller only; every write names the field manager [`FIELD_MANAGER`].
 
 mod args;
+mod backend_storage;
 mod context;
 mod datavolume;
 mod ending;
@@ -52,6 +53,9 @@ pub struct Settings {
     pub concurrency: u16,
     /// The cap of the crash-loop back-off (KubeVirt: 300 s).
     pub max_crash_loop_backoff: Duration,
+    /// The namespace of the `kubevirt-config` ConfigMap (the leader election's: where
+    /// Ferrovirt is installed).
+    pub config_namespace: String,
 }
 
 /// Runs the operator as the binary does: metrics endpoint, leader election, controllers.
@@ -85,6 +89,7 @@ pub async fn run(args: Args) -> Result<()> {
         },
         concurrency: args.concurrency,
         max_crash_loop_backoff: args.crash_loop_max_backoff,
+        config_namespace: args.leader.leader_election_namespace.clone(),
     };
     let shutdown = ferrovirt_runtime::shutdown_signal();
     tokio::pin!(shutdown);

@@ -169,6 +169,7 @@ pub(crate) fn context() -> (Arc<Context>, ApiServer) {
         },
         concurrency: 1,
         max_crash_loop_backoff: Duration::from_secs(300),
+        config_namespace: "kubevirt".into(),
     };
     let ctx = Context::new(
         client,

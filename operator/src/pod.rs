@@ -347,6 +347,10 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
     volumes.extend(disks.volumes);
     volumes.extend(secret_volumes);
     volumes.extend(config.volumes);
+    if let Some((v, m)) = crate::backend_storage::pod_volume(vmi) {
+        volumes.push(v);
+        containers[0].volume_mounts.get_or_insert_default().push(m);
+    }
     if hugepages.is_some() {
         let (v, m) = hugepage_volumes();
         volumes.extend(v);

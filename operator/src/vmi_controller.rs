@@ -85,11 +85,12 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
     }
     tell_failure_from_elsewhere(vmi, &n, ctx);
     let seen = observe(vmi, &n, ctx).await?;
-    // dataVolume volumes: no launcher pod until their DataVolumes are ready (datavolume.rs).
+    // No launcher pod until its DataVolumes (datavolume.rs) and its backend-storage claim
+    // (backend_storage.rs) are ready.
     if seen.pod.is_none()
         && !deleting(vmi)
         && has_finalizer(vmi)
-        && let Some((status, ready)) = crate::datavolume::gate_vmi(vmi, ctx).await?
+        && let Some((status, ready)) = crate::backend_storage::gates(vmi, ctx).await?
     {
         let vmis = Api::namespaced(ctx.client.clone(), &n.ns);
         let old = vmi.status.clone().unwrap_or_default();

@@ -66,6 +66,14 @@ impl Context {
         let ns = vmi.namespace().unwrap_or_default();
         let uid = vmi.uid().unwrap_or_default();
         let pvcs = self.pvc_dirs(&ns, vmi).await?;
+        if let Some(claim) = crate::backend_storage::claim(vmi)? {
+            let dir = self
+                .claim_dir(&ns, claim)
+                .await?
+                .map_err(|why| crate::backend_storage::unusable(claim, why))?;
+            let vars = crate::firmware::efi_firmware(&vmi.spec.domain).map(|(_, vars)| vars);
+            crate::backend_storage::prepare(vmi, &dir, &self.run_dir.vmi(&uid).dir, vars)?;
+        }
         let launcher_dir = self.launcher_dir(&uid);
         let plans = volumes::plan(&vmi.spec, &launcher_dir, &pvcs, host_disks)?;
         // The launcher pod's disk containers: where their images are, here and for QEMU.
@@ -121,33 +129,46 @@ impl Context {
             let Some(claim) = v.claim_name() else {
                 continue;
             };
-            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
-            let fail = |m: String| Error::volume(&v.name, format!("claim {claim:?}: {m}"));
-            let pvc = pvcs
-                .get_opt(claim)
+            let dir = self
+                .claim_dir(ns, claim)
                 .await?
-                .ok_or_else(|| fail("not found".into()))?;
-            let pv_name = pvc
-                .spec
-                .and_then(|s| s.volume_name)
-                .ok_or_else(|| fail("not bound to a volume".into()))?;
-            let pv = Api::<PersistentVolume>::all(self.client.clone())
-                .get_opt(&pv_name)
-                .await?
-                .ok_or_else(|| fail(format!("volume {pv_name:?} not found")))?;
-            let spec = pv.spec.unwrap_or_default();
-            let dir = spec
-                .host_path
-                .map(|h| h.path)
-                .or(spec.local.map(|l| l.path))
-                .ok_or_else(|| {
-                    fail(format!(
-                        "volume {pv_name:?} is neither hostPath nor local; only those are supported"
-                    ))
-                })?;
-            out.insert(claim.to_string(), PathBuf::from(dir));
+                .map_err(|m| Error::volume(&v.name, format!("claim {claim:?}: {m}")))?;
+            out.insert(claim.to_string(), dir);
         }
         Ok(out)
+    }
+
+    /// The directory of the hostPath or local PersistentVolume bound to `claim`, or why
+    /// there is none.
+    async fn claim_dir(
+        &self,
+        ns: &str,
+        claim: &str,
+    ) -> Result<std::result::Result<PathBuf, String>> {
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+        let Some(pvc) = pvcs.get_opt(claim).await? else {
+            return Ok(Err("not found".into()));
+        };
+        let Some(pv_name) = pvc.spec.and_then(|s| s.volume_name) else {
+            return Ok(Err("not bound to a volume".into()));
+        };
+        let Some(pv) = Api::<PersistentVolume>::all(self.client.clone())
+            .get_opt(&pv_name)
+            .await?
+        else {
+            return Ok(Err(format!("volume {pv_name:?} not found")));
+        };
+        let spec = pv.spec.unwrap_or_default();
+        Ok(spec
+            .host_path
+            .map(|h| h.path)
+            .or(spec.local.map(|l| l.path))
+            .map(PathBuf::from)
+            .ok_or_else(|| {
+                format!(
+                    "volume {pv_name:?} is neither hostPath nor local; only those are supported"
+                )
+            }))
     }
 
     /// Publishes a Warning Event on the VMI (best effort: a failure is only logged).

@@ -2,7 +2,10 @@
 //! the EFI variables. The domain conversion points at them; volume preparation copies the
 //! variables template.
 
-use crds::DomainSpec;
+use std::path::{Path, PathBuf};
+
+use crds::{DomainSpec, VirtualMachineInstanceSpec};
+use ferrovirt_node_contract::paths::BACKEND_STORAGE_DIR_IN_POD;
 
 /// Debian's OVMF (package `ovmf`), 4 MiB flash layout.
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -12,6 +15,17 @@ pub const OVMF_CODE_SECURE: &str = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd";
 pub const OVMF_VARS_SECURE: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 /// The per-VMI copy of the EFI variables, relative to the per-VMI directory.
 pub const EFI_VARS_FILE: &str = "efi-vars.fd";
+
+/// The EFI variables' file as the launcher sees it: with `efi.persistent` on the
+/// backend-storage claim (KubeVirt's `<VMI name>_VARS.fd`, [`crate::backend_storage`]),
+/// else the per-VMI copy in `vmi_dir`.
+pub fn nvram(spec: &VirtualMachineInstanceSpec, vmi_dir: &Path, vmi_name: &str) -> PathBuf {
+    if spec.persistent_efi() {
+        crate::backend_storage::nvram_file(Path::new(BACKEND_STORAGE_DIR_IN_POD), vmi_name)
+    } else {
+        vmi_dir.join(EFI_VARS_FILE)
+    }
+}
 
 /// Which OVMF files an EFI guest uses: (code, variables template), or `None` for BIOS.
 pub fn efi_firmware(domain: &DomainSpec) -> Option<(&'static str, &'static str)> {

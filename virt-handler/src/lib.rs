@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod args;
+pub mod backend_storage;
 pub mod config;
 pub mod console;
 pub mod context;

@@ -230,11 +230,6 @@ const REJECTED: &[(&str, &str, &str)] = &[
         "spec.domain.memory.hugepages.pageSize",
     ),
     (
-        "persistent TPM",
-        "domain: {memory: {guest: 64Mi}, devices: {tpm: {persistent: true}}}",
-        "spec.domain.devices.tpm.persistent",
-    ),
-    (
         "supplementalPool IOThreads",
         "domain: {memory: {guest: 64Mi}, ioThreadsPolicy: supplementalPool, devices: {}}",
         "spec.domain.ioThreadsPolicy",

@@ -379,16 +379,19 @@ pub fn watchdog(x: &mut Xml, w: &crds::Watchdog) -> Result<()> {
 /// The input devices (tablets, aliased `ua-<name>`) and the USB controller: QEMU's xHCI
 /// when a device needs the USB bus, as KubeVirt decides it, else none at all.
 /// KubeVirt's TPM: a TPM 2.0 on the TIS interface, emulated by swtpm, which libvirt
-/// starts beside QEMU with its state in the per-VMI libvirt root (gone with the VMI).
+/// starts beside QEMU with its state in the per-VMI libvirt root (gone with the VMI). A
+/// persistent one is KubeVirt's CRB TPM whose state libvirt keeps (`persistent_state`), on
+/// the backend-storage claim ([`crate::backend_storage`]).
 pub fn tpm(x: &mut Xml, tpm: Option<&crds::Tpm>) -> Result<()> {
-    if tpm.and_then(|t| t.persistent) == Some(true) {
-        return Err(Error::unsupported(
-            "spec.domain.devices.tpm.persistent",
-            "a persistent TPM needs KubeVirt's backend storage (a PVC), which Ferrovirt does not implement",
-        ));
-    }
-    x.open("tpm", &[("model", "tpm-tis")]);
-    x.empty("backend", &[("type", "emulator"), ("version", "2.0")]);
+    let mut backend = vec![("type", "emulator"), ("version", "2.0")];
+    let model = if crds::Tpm::persistent(tpm) {
+        backend.push(("persistent_state", "yes"));
+        "tpm-crb"
+    } else {
+        "tpm-tis"
+    };
+    x.open("tpm", &[("model", model)]);
+    x.empty("backend", &backend);
     x.close();
     Ok(())
 }

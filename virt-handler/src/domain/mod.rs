@@ -19,7 +19,7 @@ use ferrovirt_node_contract::paths::{GUEST_AGENT_SOCKET, SERIAL_LOG, SERIAL_SOCK
 
 pub use xml::escape;
 
-use crate::firmware::{EFI_VARS_FILE, OVMF_CODE_SECURE, efi_firmware};
+use crate::firmware::{OVMF_CODE_SECURE, efi_firmware, nvram};
 
 /// QEMU's default CPU model for TCG on x86_64, named when features must apply to it.
 const TCG_DEFAULT_MODEL: &str = "qemu64";
@@ -180,7 +180,7 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
         x.text(
             "nvram",
             &[("template", vars)],
-            &dir.join(EFI_VARS_FILE).display().to_string(),
+            &nvram(spec, dir, input.name).display().to_string(),
         );
     }
     if let Some(kb) = firmware.and_then(|f| f.kernel_boot.as_ref()) {

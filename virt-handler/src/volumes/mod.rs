@@ -16,6 +16,7 @@ use ferrovirt_node_contract::paths::ConfigVolume;
 
 pub use cloudinit::{SecretData, meta_data, nocloud_files, read_secrets};
 pub use hostdisk::HostDiskPolicy;
+pub(crate) use prepare::{give, launcher_owner};
 pub use prepare::{prepare, prepare_firmware};
 
 use crate::{Error, Result};

@@ -211,14 +211,14 @@ fn is_elf(path: &Path) -> bool {
 /// The owner of the per-VMI directory: the launcher's user (uid 107) once virt-handler
 /// handed it over (`vmi_dir::hand_over`), root for a launcher running as root. QEMU runs
 /// as that user, so every file prepared for it is given to that user.
-fn launcher_owner(host_dir: &Path) -> Result<(u32, u32)> {
+pub(crate) fn launcher_owner(host_dir: &Path) -> Result<(u32, u32)> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(host_dir).map_err(Error::io("inspecting", host_dir))?;
     Ok((m.uid(), m.gid()))
 }
 
 /// Gives `path` (not followed if a link) to `owner` unless it has it already.
-fn give(path: &Path, (uid, gid): (u32, u32)) -> Result<()> {
+pub(crate) fn give(path: &Path, (uid, gid): (u32, u32)) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::symlink_metadata(path).map_err(Error::io("inspecting", path))?;
     if (m.uid(), m.gid()) != (uid, gid) {
