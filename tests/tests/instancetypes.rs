@@ -789,3 +789,254 @@ async fn a_vm_with_data_volume_templates_boots_from_the_claim_cdi_fills() {
         .unwrap();
     assert!(out.success(), "{}", out.stderr);
 }
+
+/// The TPM's resetCount, read in the guest with a raw TPM2_ReadClock command written to
+/// /dev/tpm0 (busybox's printf, dd and od): it counts the TPM's power-ups, so it grows
+/// from one boot to the next only when the TPM's state was kept.
+fn tpm_reset_count(stack: &Stack, vmi_uid: &str) -> u32 {
+    use ferrovirt_node_contract::paths::SERIAL_SOCKET;
+    // TPM_ST_NO_SESSIONS, 10 bytes, TPM_CC_ReadClock, written in one write (the driver
+    // takes a command whole; the shell's printf writes it piecemeal); the answer is its
+    // 35 bytes in hex.
+    let command = r"printf '\200\001\000\000\000\012\000\000\001\201' >/tmp/rc; exec 3<>/dev/tpm0; dd if=/tmp/rc bs=10 count=1 >&3 2>/dev/null; echo R''C$(dd bs=64 count=1 <&3 2>/dev/null | od -An -tx1 | tr -d ' \n')E''ND; exec 3>&-";
+    let answer = ferrovirt_tests::guest::console_exchange(
+        &stack.vmi_dir(vmi_uid).join(SERIAL_SOCKET),
+        command,
+        "END",
+    );
+    let hex = answer
+        .rsplit("RC")
+        .next()
+        .and_then(|t| t.split("END").next())
+        .unwrap_or_default();
+    // Header (10 bytes), time (8), clock (8), then resetCount (4, big endian).
+    assert!(
+        hex.len() == 70 && hex.starts_with("80010000002300000000"),
+        "TPM2_ReadClock did not succeed: {answer:?}"
+    );
+    u32::from_str_radix(&hex[52..60], 16).unwrap()
+}
+
+/// Waits for a VMI `keeper` other than `old` to boot; returns its uid.
+async fn boot_of_keeper(
+    stack: &Stack,
+    vmis: &Api<VirtualMachineInstance>,
+    old: Option<String>,
+) -> String {
+    let vmi = wait_for(stack, "a new VMI keeper", || async {
+        let vmi = vmis.get_opt("keeper").await.ok()??;
+        (vmi.metadata.uid != old).then_some(vmi)
+    })
+    .await;
+    let uid = vmi.metadata.uid.clone().unwrap();
+    let domain = format!("{}_keeper", vmi.metadata.namespace.clone().unwrap());
+    stack.wait_booted(&uid, &domain, BOOT_TIMEOUT).await;
+    uid
+}
+
+/// KubeVirt's backend storage (issue 11): a VM with `tpm: {persistent: true}` keeps the
+/// TPM's state on a claim of its own. Without `vmStateStorageClass` and without a default
+/// StorageClass its VM says why and gets no pod. With the class configured in kubevirt-config
+/// (and a hostPath volume of it, bound by kube-controller-manager's binder), virt-controller
+/// makes the claim as KubeVirt does (`persistent-state-for-<vm>-…`, its label, 10Mi, owned
+/// by the VM), the VMI's volumeStatus names it, the launcher pod mounts it and swtpm's state
+/// lies in it; the guest's TPM counts one more power-up after a stop and start (its state
+/// was kept; a TPM made afresh would count the same), and deleting the VM deletes the claim.
+#[tokio::test]
+async fn a_persistent_tpm_keeps_its_state_on_the_vms_claim_across_a_restart() {
+    use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim};
+    use k8s_openapi::api::storage::v1::StorageClass;
+    use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+    let (cp, stack) = stack().await;
+    let ns = TestNamespace::create(cp, "it-state").await.unwrap();
+    let client = cp.client().await.unwrap();
+    let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), ns.name());
+    let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), ns.name());
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns.name());
+    let vm = |name: &str| {
+        let mut vm: VirtualMachine = serde_yaml::from_str(
+            &ferrovirt_tests::manifests::kernel_boot_vm(name, "Always", None),
+        )
+        .unwrap();
+        let domain = &mut vm.spec.template.spec.domain;
+        domain.devices.tpm = Some(crds::Tpm {
+            persistent: Some(true),
+            ..Default::default()
+        });
+        // QEMU 7.2 gives a TPM to a bzImage only (see volumes/prepare.rs).
+        let kernel = domain
+            .firmware
+            .as_mut()
+            .unwrap()
+            .kernel_boot
+            .as_mut()
+            .unwrap();
+        kernel.container.as_mut().unwrap().kernel_path = Some("/boot/vmlinuz".into());
+        serde_json::to_string(&vm).unwrap()
+    };
+    let condition = |vm: &VirtualMachine, reason: &str| {
+        vm.status.as_ref()?.conditions.iter().find_map(|c| {
+            (c.type_ == "Synchronized" && c.reason.as_deref() == Some(reason))
+                .then(|| c.message.clone().unwrap_or_default())
+        })
+    };
+
+    // No vmStateStorageClass and no default StorageClass: the VM says why.
+    let out = apply(cp, &ns, &vm("nowhere")).await;
+    assert!(out.success(), "{}", out.stderr);
+    let why = wait_for(stack, "VM nowhere's FailedBackendStorageCreate", || async {
+        condition(
+            &vms.get("nowhere").await.ok()?,
+            "FailedBackendStorageCreate",
+        )
+    })
+    .await;
+    assert_eq!(why, "no default storage class found");
+    vms.delete("nowhere", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(stack, "VMI nowhere gone", || async {
+        vmis.get_opt("nowhere").await.ok()?.is_none().then_some(())
+    })
+    .await;
+
+    // The class, configured for backend storage, and a hostPath volume of it.
+    let class = format!("{}-state", ns.name());
+    let dir = tempfile::tempdir().unwrap();
+    let sc: StorageClass = serde_json::from_value(json!({
+        "metadata": {"name": class}, "provisioner": "kubernetes.io/no-provisioner",
+        "volumeBindingMode": "Immediate"}))
+    .unwrap();
+    Api::<StorageClass>::all(client.clone())
+        .create(&PostParams::default(), &sc)
+        .await
+        .unwrap();
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": class},
+        "spec": {"capacity": {"storage": "10Mi"}, "accessModes": ["ReadWriteMany"],
+                 "storageClassName": class, "persistentVolumeReclaimPolicy": "Retain",
+                 "hostPath": {"path": dir.path().to_string_lossy(), "type": "Directory"}}}))
+    .unwrap();
+    Api::<PersistentVolume>::all(client.clone())
+        .create(&PostParams::default(), &pv)
+        .await
+        .unwrap();
+    let configs: Api<ConfigMap> =
+        Api::namespaced(client.clone(), ferrovirt_tests::SYSTEM_NAMESPACE);
+    let config = |data: Value| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "kubevirt-config"}, "data": data})
+    };
+    let manager = PatchParams::apply("backend-storage-test").force();
+    configs
+        .patch(
+            "kubevirt-config",
+            &manager,
+            &Patch::Apply(config(json!({"vmStateStorageClass": class}))),
+        )
+        .await
+        .unwrap();
+
+    let out = apply(cp, &ns, &vm("keeper")).await;
+    assert!(out.success(), "{}", out.stderr);
+    let vm_uid = vms.get("keeper").await.unwrap().metadata.uid.unwrap();
+    let first = boot_of_keeper(stack, &vmis, None).await;
+
+    // The claim, as KubeVirt makes it, bound to the volume and named in the VMI's status.
+    let claims = pvcs
+        .list(&ListParams::default().labels("persistent-state-for=keeper"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(claims.len(), 1, "{claims:?}");
+    let claim = &claims[0];
+    let claim_name = claim.metadata.name.clone().unwrap();
+    assert!(
+        claim_name.starts_with("persistent-state-for-keeper-"),
+        "{claim_name}"
+    );
+    let owner = &claim.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str()),
+        ("VirtualMachine", vm_uid.as_str())
+    );
+    let spec = claim.spec.clone().unwrap();
+    assert_eq!(spec.storage_class_name.as_deref(), Some(class.as_str()));
+    assert_eq!(spec.access_modes, Some(vec!["ReadWriteMany".to_string()]));
+    assert_eq!(
+        spec.resources.unwrap().requests.unwrap()["storage"].0,
+        "10Mi"
+    );
+    assert_eq!(spec.volume_name.as_deref(), Some(class.as_str()));
+    let status = vmis.get("keeper").await.unwrap().status.unwrap();
+    assert_eq!(status.backend_storage_claim(), Some(claim_name.as_str()));
+    let shown = serde_json::to_value(&status.volume_status).unwrap();
+    assert_eq!(shown[0]["name"], "persistent-state-for-this-vm", "{shown}");
+    assert_eq!(
+        shown[0]["persistentVolumeClaimInfo"]["accessModes"],
+        json!(["ReadWriteMany"])
+    );
+
+    // swtpm keeps its state in the claim, and the guest has its TPM.
+    let resets = tpm_reset_count(stack, &first);
+    let state = std::fs::read_dir(dir.path().join("swtpm"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("tpm2/tpm2-00.permall"))
+        .find(|p| p.is_file());
+    assert!(
+        state.is_some(),
+        "no swtpm state in the claim's directory {}",
+        dir.path().display()
+    );
+
+    // Stopped and started: the same claim, and the TPM's state was kept.
+    let run = |strategy: &str| json!({"spec": {"runStrategy": strategy}});
+    vms.patch(
+        "keeper",
+        &PatchParams::default(),
+        &Patch::Merge(run("Halted")),
+    )
+    .await
+    .unwrap();
+    wait_for(stack, "VMI keeper gone after the stop", || async {
+        vmis.get_opt("keeper").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    vms.patch(
+        "keeper",
+        &PatchParams::default(),
+        &Patch::Merge(run("Always")),
+    )
+    .await
+    .unwrap();
+    let second = boot_of_keeper(stack, &vmis, Some(first)).await;
+    let again = vmis.get("keeper").await.unwrap().status.unwrap();
+    assert_eq!(again.backend_storage_claim(), Some(claim_name.as_str()));
+    let resets_after = tpm_reset_count(stack, &second);
+    eprintln!("MEASURE the TPM's resetCount: {resets} at the first boot, {resets_after} after the restart");
+    assert!(
+        resets_after > resets,
+        "the TPM counts {resets_after} power-ups after the restart, {resets} before: its state was not kept"
+    );
+
+    // Deleting the VM deletes its claim.
+    vms.delete("keeper", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(stack, "the claim of VM keeper gone with it", || async {
+        pvcs.get_opt(&claim_name)
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    configs
+        .patch(
+            "kubevirt-config",
+            &manager,
+            &Patch::Apply(config(json!({}))),
+        )
+        .await
+        .unwrap();
+}

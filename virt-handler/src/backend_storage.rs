@@ -68,6 +68,9 @@ pub fn prepare(
     vars_template: Option<&str>,
 ) -> Result<()> {
     let owner = launcher_owner(host_dir)?;
+    // The claim is the VM's own: the launcher's user reaches into it (as QEMU opens a
+    // claim's disk image as that user).
+    give(claim_dir, owner)?;
     if crds::Tpm::persistent(vmi.spec.domain.devices.tpm.as_ref()) {
         let state = claim_dir.join(BACKEND_STORAGE_SWTPM);
         mkdir_for(&state, owner)?;
