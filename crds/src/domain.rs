@@ -59,6 +59,18 @@ pub struct DomainSpec {
     pub io_threads: Option<DiskIoThreads>,
 }
 
+impl DomainSpec {
+    /// The guest's vCPUs as its CPU topology gives them: sockets × cores × threads, each
+    /// defaulting to 1 (virt-api's webhook sets the topology of every VMI).
+    pub fn vcpus(&self) -> u32 {
+        self.cpu.as_ref().map_or(1, |c| {
+            c.sockets.unwrap_or(1).max(1)
+                * c.cores.unwrap_or(1).max(1)
+                * c.threads.unwrap_or(1).max(1)
+        })
+    }
+}
+
 /// The options of the supplementalPool IOThreads policy.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -374,6 +386,25 @@ pub struct FeatureState {
     pub enabled: Option<bool>,
 }
 
+/// A volume shared with the guest as a filesystem (KubeVirt's `filesystems`), over
+/// virtiofs: the guest mounts it by the volume's name, `mount -t virtiofs <name> <dir>`.
+/// configMap, secret, serviceAccount and downwardAPI volumes share the pod's files
+/// (updates included); persistentVolumeClaim and dataVolume volumes their claim's
+/// directory, behind KubeVirt's `EnableVirtioFsStorageVolumes` feature gate.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Filesystem {
+    /// The volume shared; also the tag the guest mounts.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Share it over virtiofs (the one kind of filesystem KubeVirt has).
+    pub virtiofs: FilesystemVirtiofs,
+}
+
+/// virtiofs; it has no options.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct FilesystemVirtiofs {}
+
 /// The guest's devices.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -386,6 +417,15 @@ pub struct Devices {
         "message": "disk names must be unique"
     }]))]
     pub disks: Vec<Disk>,
+    /// Volumes shared with the guest as filesystems (virtiofs), each named by its volume;
+    /// a volume is either a disk or a filesystem.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.all(f, self.exists_one(g, g.name == f.name))",
+        "message": "filesystem names must be unique"
+    }]))]
+    pub filesystems: Vec<Filesystem>,
     /// The network interfaces, each connected to the network of the same name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
@@ -422,6 +462,15 @@ pub struct Devices {
     /// multi-queue). Defaults to false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_multi_queue: Option<bool>,
+    /// Give each virtio NIC as many queue pairs as the guest has vCPUs (virtio-net
+    /// multi-queue, on a multi-queue tap). Needs a tap: the bridge and masquerade
+    /// bindings on a pod network; passt and user-mode networking have one queue.
+    #[serde(
+        default,
+        rename = "networkInterfaceMultiqueue",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub network_interface_multiqueue: Option<bool>,
     /// Attach a virtio VSOCK device with a CID of its own. Refused when true: VSOCK needs
     /// the node kernel's vhost_vsock module (`/dev/vhost-vsock`), which Ferrovirt's nodes
     /// lack. Defaults to false.

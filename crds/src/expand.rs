@@ -454,6 +454,9 @@ fn devices(p: &PreferenceSpec, spec: &mut VirtualMachineInstanceSpec) {
     if devices.block_multi_queue.is_none() {
         devices.block_multi_queue = d.preferred_block_multi_queue;
     }
+    if devices.network_interface_multiqueue.is_none() {
+        devices.network_interface_multiqueue = d.preferred_network_interface_multi_queue;
+    }
     for input in &mut devices.inputs {
         if input.bus.is_none() {
             input.bus = d.preferred_input_bus;

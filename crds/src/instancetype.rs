@@ -328,6 +328,13 @@ pub struct DevicePreferences {
     /// The bus of input devices that name none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_input_bus: Option<InputBus>,
+    /// `networkInterfaceMultiqueue`, when the VM does not set it.
+    #[serde(
+        default,
+        rename = "preferredNetworkInterfaceMultiQueue",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub preferred_network_interface_multi_queue: Option<bool>,
 }
 
 /// Hypervisor feature preferences.

@@ -41,6 +41,15 @@ use crate::{DomainSpec, Network, Volume};
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "!has(self.domain.devices.disks) || self.domain.devices.disks.all(d, has(self.volumes) && self.volumes.exists(v, v.name == d.name))",
      "message": "every disk in domain.devices.disks needs a volume of the same name in volumes"},
+    {"rule": "!has(self.domain.devices.filesystems) || self.domain.devices.filesystems.all(f, has(self.volumes) && self.volumes.exists(v, v.name == f.name))",
+     "message": "every filesystem in domain.devices.filesystems needs a volume of the same name in volumes",
+     "fieldPath": ".domain.devices.filesystems"},
+    {"rule": "!has(self.domain.devices.filesystems) || !has(self.domain.devices.disks) || self.domain.devices.filesystems.all(f, !self.domain.devices.disks.exists(d, d.name == f.name))",
+     "message": "a volume is either a disk or a filesystem: a name in domain.devices.filesystems is also in domain.devices.disks",
+     "fieldPath": ".domain.devices.filesystems"},
+    {"rule": "!has(self.domain.devices.filesystems) || !has(self.volumes) || self.volumes.all(v, !self.domain.devices.filesystems.exists(f, f.name == v.name) || has(v.configMap) || has(v.secret) || has(v.serviceAccount) || has(v.downwardAPI) || has(v.persistentVolumeClaim) || has(v.dataVolume))",
+     "message": "virtiofs shares only configMap, secret, serviceAccount, downwardAPI, persistentVolumeClaim and dataVolume volumes (KubeVirt's): a volume in domain.devices.filesystems is of another kind",
+     "fieldPath": ".domain.devices.filesystems"},
     {"rule": "!has(self.domain.devices.interfaces) || self.domain.devices.interfaces.all(i, has(self.networks) && self.networks.exists(n, n.name == i.name))",
      "message": "every interface in domain.devices.interfaces needs a network of the same name in networks"},
     {"rule": "!has(self.livenessProbe) || !has(self.startStrategy) || self.startStrategy != 'Paused'",
@@ -53,8 +62,8 @@ use crate::{DomainSpec, Network, Volume};
 pub struct VirtualMachineInstanceSpec {
     /// The virtual hardware of the guest.
     pub domain: DomainSpec,
-    /// The storage behind the disks. A volume without a disk of the same name gets a
-    /// virtio disk.
+    /// The storage behind the disks and filesystems. A volume without a disk or
+    /// filesystem of the same name gets a virtio disk.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     #[schemars(extend("x-kubernetes-validations" = [{

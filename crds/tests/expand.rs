@@ -419,6 +419,7 @@ fn device_and_feature_preferences_fill_what_the_template_leaves_unset() {
     let preference = pref(
         "{devices: {preferredTPM: {}, preferredAutoattachMemBalloon: false, \
          preferredBlockMultiQueue: true, preferredDiskDedicatedIoThread: true, \
+         preferredNetworkInterfaceMultiQueue: true, \
          preferredDiskBus: virtio, preferredInputBus: virtio}, \
          features: {preferredSmm: {}}}",
     );
@@ -434,6 +435,7 @@ volumes: [{name: root, containerDisk: {image: cirros}}]
     assert!(d.tpm.is_some());
     assert_eq!(d.autoattach_mem_balloon, Some(false));
     assert_eq!(d.block_multi_queue, Some(true));
+    assert_eq!(d.network_interface_multiqueue, Some(true));
     let dedicated: Vec<(&str, Option<bool>)> = d
         .disks
         .iter()

@@ -26,6 +26,8 @@ RUN gcc -static -Os -s -o /out/container-disk deploy/images/container-disk.c
 FROM debian:bookworm-slim
 # passt: libvirt starts it for an interface with the passt binding (docs/networking.md);
 # swtpm and swtpm-tools (swtpm_setup): libvirt starts them for a TPM (devices.tpm).
+# qemu-system-x86 brings qemu-system-common with /usr/lib/qemu/virtiofsd, which the
+# launcher starts for a filesystem (devices.filesystems).
 ARG PACKAGES="libvirt0 libvirt-daemon-driver-qemu qemu-system-x86 ovmf passt swtpm swtpm-tools"
 # libvirt's QEMU driver looks up its built-in user and group (Debian's libvirt-qemu) when
 # it starts as root (the launcher's own tests; in the pod it runs as uid 107);

@@ -23,6 +23,7 @@ use crate::agent::{AgentState, GuestAgentInfo, GuestFilesystem, GuestUser};
 use crate::frame::LineReader;
 use crate::protocol::{
     DhcpInterface, DomainInfo, Event, Lease, OpenFile, PasstInterface, Pong, Request, Response,
+    VirtiofsShare,
 };
 use crate::{Error, Result};
 
@@ -114,12 +115,13 @@ impl LauncherClient {
         paused: bool,
         dhcp: Vec<DhcpInterface>,
     ) -> Result<DomainInfo> {
-        self.define_and_start_net(domain_xml, paused, false, dhcp, Vec::new())
+        self.define_and_start_net(domain_xml, paused, false, dhcp, Vec::new(), Vec::new())
             .await
     }
 
-    /// Define and start with everything the pod network needs first: the launcher's DHCP
-    /// servers and passt processes. `start_paused` as [`Self::define_and_start_paused`].
+    /// Define and start with everything the pod network and the filesystems need first:
+    /// the launcher's DHCP servers, passt and virtiofsd processes. `start_paused` as
+    /// [`Self::define_and_start_paused`].
     pub async fn define_and_start_net(
         &mut self,
         domain_xml: &str,
@@ -127,6 +129,7 @@ impl LauncherClient {
         start_paused: bool,
         dhcp: Vec<DhcpInterface>,
         passt: Vec<PasstInterface>,
+        virtiofs: Vec<VirtiofsShare>,
     ) -> Result<DomainInfo> {
         self.start(Request::DefineAndStart {
             domain_xml: domain_xml.to_owned(),
@@ -134,6 +137,7 @@ impl LauncherClient {
             start_paused,
             dhcp,
             passt,
+            virtiofs,
         })
         .await
     }
@@ -146,7 +150,7 @@ impl LauncherClient {
         domain_xml: &str,
         dhcp: Vec<DhcpInterface>,
     ) -> Result<DomainInfo> {
-        self.define_and_start_net(domain_xml, false, true, dhcp, Vec::new())
+        self.define_and_start_net(domain_xml, false, true, dhcp, Vec::new(), Vec::new())
             .await
     }
 

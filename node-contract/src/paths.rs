@@ -222,6 +222,12 @@ impl VmiDir {
         self.dir.join(format!("passt-{interface}.sock"))
     }
 
+    /// The vhost-user socket of the virtiofsd that shares the volume `volume` with the
+    /// guest (a filesystem of the VMI): the launcher starts virtiofsd on it, QEMU connects.
+    pub fn virtiofs_socket(&self, volume: &str) -> PathBuf {
+        self.dir.join(format!("virtiofs-{volume}.sock"))
+    }
+
     /// `container-disks/`: the disk containers' sockets.
     pub fn container_disks(&self) -> PathBuf {
         self.dir.join(CONTAINER_DISKS_DIR)

@@ -55,6 +55,11 @@ pub enum Request {
         /// domain, which joins each by its socket. Absent in older handlers' requests.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         passt: Vec<PasstInterface>,
+        /// virtiofsd for the VMI's filesystems, started by the launcher (as its user, in a
+        /// user namespace of its own) before the domain, which connects to each socket.
+        /// Absent in older handlers' requests.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        virtiofs: Vec<VirtiofsShare>,
     },
     /// The files QEMU holds open (device and inode of each), to check that it opened the
     /// files the handler checked.
@@ -136,6 +141,18 @@ pub struct PasstInterface {
     pub tcp: Vec<u16>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub udp: Vec<u16>,
+}
+
+/// One virtiofsd process: it serves the directory `source` (as the launcher sees it) to
+/// the guest on the vhost-user socket `socket`, under the tag `volume`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtiofsShare {
+    /// The VMI's volume (the guest mounts it by this name).
+    pub volume: String,
+    /// The socket QEMU connects to (`VmiDir::virtiofs_socket` of the launcher's directory).
+    pub socket: String,
+    /// The directory shared.
+    pub source: String,
 }
 
 /// An address the launcher's DHCP server acknowledged (IPv4 by DHCP, IPv6 by DHCPv6: one
@@ -312,6 +329,7 @@ mod tests {
                 start_paused: false,
                 dhcp: vec![],
                 passt: vec![],
+                virtiofs: vec![],
             }
         );
         let paused = Request::DefineAndStart {
@@ -320,6 +338,7 @@ mod tests {
             start_paused: false,
             dhcp: vec![],
             passt: vec![],
+            virtiofs: vec![],
         };
         assert!(paused.to_line().contains("\"paused\":true"));
         assert!(!paused.to_line().contains("start_paused"), "the old line");
@@ -350,6 +369,11 @@ mod tests {
                 pod_interface: "eth0".into(),
                 tcp: vec![80],
                 udp: vec![],
+            }],
+            virtiofs: vec![VirtiofsShare {
+                volume: "app-config".into(),
+                socket: "/var/run/kubevirt-private/vmi/virtiofs-app-config.sock".into(),
+                source: "/var/run/ferrovirt-private/config-map/1".into(),
             }],
         };
         assert!(!req.to_line().contains("udp"), "{}", req.to_line());

@@ -27,6 +27,7 @@ fn request() -> impl Strategy<Value = Request> {
                 start_paused,
                 dhcp: vec![],
                 passt: vec![],
+                virtiofs: vec![],
             }
         ),
         Just(Request::OpenFiles),

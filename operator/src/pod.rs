@@ -132,13 +132,6 @@ pub fn guest_memory_bytes(vmi: &VirtualMachineInstance) -> Result<u64> {
         .ok_or_else(|| Error::InvalidSpec(format!("memory quantity {:?} is not understood", q.0)))
 }
 
-/// vCPUs: sockets × cores × threads, each defaulting to 1.
-pub fn vcpus(vmi: &VirtualMachineInstance) -> u32 {
-    vmi.spec.domain.cpu.as_ref().map_or(1, |c| {
-        c.sockets.unwrap_or(1).max(1) * c.cores.unwrap_or(1).max(1) * c.threads.unwrap_or(1).max(1)
-    })
-}
-
 fn mib_quantity(bytes: u64) -> Quantity {
     Quantity(format!("{}Mi", bytes.div_ceil(MIB)))
 }
@@ -163,7 +156,7 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
     let grace = grace_seconds(vmi);
 
     let guest = guest_memory_bytes(vmi)?;
-    let vcpus = vcpus(vmi);
+    let vcpus = vmi.spec.domain.vcpus();
     let tpm = Tpm::present(vmi.spec.domain.devices.tpm.as_ref());
     let overhead = memory_overhead_mib(guest.div_ceil(MIB), vcpus, tpm) * MIB;
     let vmi_resources = vmi.spec.domain.resources.as_ref();
@@ -307,8 +300,8 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
                 ..Default::default()
             },
         ]),
-        security_context: Some(if uses_passt(vmi) {
-            security::compute_with_passt()
+        security_context: Some(if uses_passt(vmi) || uses_virtiofs(vmi) {
+            security::compute_with_user_namespaces()
         } else {
             security::compute()
         }),
@@ -402,8 +395,14 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
 }
 
 /// A hostPath volume of a directory on the node, created when missing.
+/// A filesystem (virtiofs): the launcher runs virtiofsd in a user namespace, see
+/// [`security::compute_with_user_namespaces`].
+fn uses_virtiofs(vmi: &VirtualMachineInstance) -> bool {
+    !vmi.spec.domain.devices.filesystems.is_empty()
+}
+
 /// An interface with the passt binding (core or plugin): see
-/// [`security::compute_with_passt`].
+/// [`security::compute_with_user_namespaces`].
 fn uses_passt(vmi: &VirtualMachineInstance) -> bool {
     vmi.spec
         .domain
@@ -539,7 +538,7 @@ spec:
     }
 
     #[test]
-    fn only_a_passt_vmis_compute_container_runs_without_seccomp() {
+    fn only_a_passt_or_virtiofs_vmis_compute_container_runs_without_seccomp() {
         let seccomp = |v: &VirtualMachineInstance| {
             let pod = render(v, &cfg()).unwrap();
             let c = &pod.spec.unwrap().containers[0];
@@ -558,6 +557,10 @@ spec:
             v.spec.networks = vec![serde_yaml::from_str("{name: default, pod: {}}").unwrap()];
             assert_eq!(seccomp(&v).as_deref(), Some("Unconfined"), "{binding}");
         }
+        let mut v = vmi(BASIC);
+        v.spec.domain.devices.filesystems =
+            vec![serde_yaml::from_str("{name: cm, virtiofs: {}}").unwrap()];
+        assert_eq!(seccomp(&v).as_deref(), Some("Unconfined"), "virtiofs");
     }
 
     #[test]

@@ -331,6 +331,11 @@ const CORPUS: &[(&str, Expect, &str)] = &[
         Accepted,
         "virt-handler/tests/golden.rs efi-secure-boot (SMM on; the test guest is unsigned)",
     ),
+    (
+        "virtiofs-configmap.yaml",
+        Accepted,
+        "tests/tests/e2e.rs run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff (the ConfigMap mounted in the guest with mount -t virtiofs and read); golden.rs virtiofs",
+    ),
 ];
 
 #[tokio::test]
@@ -428,6 +433,22 @@ spec:
           image: quay.io/kubevirt/cirros-container-disk-demo
 "
     )
+}
+
+/// [`vm`] with the volumes `volumes` added and a filesystem (virtiofs) named `fs`.
+fn fs_vm(name: &str, volumes: &str, fs: &str) -> String {
+    vm(
+        name,
+        "  runStrategy: Halted\n",
+        "        memory:\n          guest: 128Mi\n",
+    )
+    .replace(
+        "        devices:\n",
+        &format!(
+            "        devices:\n          filesystems:\n          - {{name: {fs}, virtiofs: {{}}}}\n"
+        ),
+    )
+    .replace("      volumes:\n", &format!("      volumes:\n{volumes}"))
 }
 
 #[tokio::test]
@@ -682,6 +703,36 @@ async fn invalid_vms_are_rejected_naming_the_field() {
                 "spec.livenessProbe",
                 "only allowed if the Pod Network is attached",
             ],
+        ),
+        (
+            "a filesystem naming no volume",
+            fs_vm("fs-none", "      - {name: cm, configMap: {name: app}}\n", "gone"),
+            &[
+                "spec.template.spec.domain.devices.filesystems",
+                "every filesystem in domain.devices.filesystems needs a volume",
+            ],
+        ),
+        (
+            "a volume that is both a disk and a filesystem",
+            fs_vm("fs-disk", "", "containerdisk"),
+            &[
+                "spec.template.spec.domain.devices.filesystems",
+                "a volume is either a disk or a filesystem",
+            ],
+        ),
+        (
+            "a filesystem of a volume kind virtiofs does not share",
+            fs_vm("fs-kind", "      - {name: scratch, emptyDisk: {capacity: 1Gi}}\n", "scratch"),
+            &[
+                "spec.template.spec.domain.devices.filesystems",
+                "virtiofs shares only configMap, secret, serviceAccount, downwardAPI",
+            ],
+        ),
+        (
+            "a virtiofs option KubeVirt does not have",
+            fs_vm("fs-opt", "      - {name: cm, configMap: {name: app}}\n", "cm")
+                .replace("virtiofs: {}", "virtiofs: {cache: always}"),
+            &["spec.template.spec.domain.devices.filesystems[0].virtiofs.cache"],
         ),
     ];
     let mut report = String::new();

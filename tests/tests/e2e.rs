@@ -500,6 +500,17 @@ fn kernel_boot_vm_with_secrets(name: &str, run_strategy: &str) -> String {
         });
         template.spec.volumes.push(v);
     }
+    // The same ConfigMap shared as a filesystem (virtiofs), which the guest mounts by the
+    // volume's name.
+    template.spec.volumes.push(
+        serde_json::from_value(
+            serde_json::json!({"name": "app-fs", "configMap": {"name": format!("{name}-config")}}),
+        )
+        .unwrap(),
+    );
+    template.spec.domain.devices.filesystems.push(
+        serde_json::from_value(serde_json::json!({"name": "app-fs", "virtiofs": {}})).unwrap(),
+    );
     serde_json::to_string(&vm).unwrap()
 }
 
@@ -513,7 +524,8 @@ fn kernel_boot_vm_with_secrets(name: &str, run_strategy: &str) -> String {
 /// ConfigMap is named in the VMI as well; once it exists the guest mounts each ISO disk
 /// and reads its files: the ConfigMap's key on a disk labelled cfgdata, the Secret's on
 /// one labelled by its volumeLabel, the ServiceAccount's namespace, token and CA, and
-/// the VMI's labels and annotations.
+/// the VMI's labels and annotations. The same ConfigMap, shared as a filesystem
+/// (virtiofs), is mounted in the guest by its volume's name and read.
 #[tokio::test]
 async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
     let (cp, stack) = stack().await;
@@ -646,6 +658,22 @@ async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
     ] {
         let answer = console_exchange(&socket, &command, &expect);
         assert!(answer.contains(&expect), "{command}: {answer}");
+    }
+    // The ConfigMap shared over virtiofs: mounted by its volume's name, its keys as files.
+    let expect = "FS=hello-from-configmap-x=1-1";
+    if let Err(e) = ferrovirt_tests::guest::try_console_exchange(
+        &socket,
+        "modprobe virtiofs; mkdir -p /fs; mount -t virtiofs app-fs /fs && echo FS=$(cat /fs/greeting)-$(cat /fs/app.conf)-$(grep -c ' /fs virtiofs ' /proc/mounts)",
+        expect,
+        Duration::from_secs(60),
+    ) {
+        let virtiofsd = stack.vmi_dir(&first).join("virtiofs-app-fs.log");
+        panic!(
+            "the guest did not read the ConfigMap through virtiofs ({expect}): {e}\nvirtiofsd's log {}:\n{}\n{}",
+            virtiofsd.display(),
+            std::fs::read_to_string(&virtiofsd).unwrap_or_default(),
+            stack.log_tails(25)
+        );
     }
     // As KubeVirt: the data stay in the Secret, never in the VMI.
     let spec = serde_json::to_string(&vmi.spec).unwrap();

@@ -298,8 +298,11 @@ spec:
   # which masquerade forwards to the guest): Ready once the guest serves 80.
   readinessProbe: {{httpGet: {{port: 80}}, initialDelaySeconds: 1, periodSeconds: 2}}
   domain:
+    # Two vCPUs and virtio-net multi-queue: two queue pairs on a multi-queue tap.
+    cpu: {{cores: 2}}
     memory: {{guest: 256Mi}}
     devices:
+      networkInterfaceMultiqueue: true
       disks: [{{name: containerdisk, disk: {{bus: virtio}}}}]
       interfaces: [{{name: default, masquerade: {{}}}}]
   networks: [{{name: default, pod: {{}}}}]
@@ -479,6 +482,18 @@ spec:
             "GET {ip} port {port}: {http}\n{}",
             logs()
         );
+    }
+    // networkInterfaceMultiqueue: web's NIC has a queue pair per vCPU, vmi-masquerade's
+    // (one vCPU, no multi-queue) one; as each guest lists them in /sys/class/net.
+    for (ip, want) in [
+        (&web_ip, "queues: rx-0 rx-1 tx-0 tx-1"),
+        (&example_ip, "queues: rx-0 tx-0"),
+    ] {
+        let get = format!(
+            "printf 'GET /queues HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip} 80; echo nc-exit-$?"
+        );
+        let queues = eventually(cp, ns, &get, want).await;
+        assert!(queues.contains(want), "GET {ip}/queues: {queues}\n{}", logs());
     }
     // vmi-masquerade.yaml forwards only its port 80: its guest's 8080 is not reached (web's
     // is, above), the pod itself refuses the connection; passt forwards only the listed

@@ -43,6 +43,14 @@ pub struct Context {
     pub recorder: Recorder,
 }
 
+/// What [`Context::prepare_domain`] made: the domain XML, the host disks as checked, and
+/// the virtiofsd processes the launcher starts before the domain.
+pub struct PreparedDomain {
+    pub xml: String,
+    pub host_disks: Vec<(usize, FileId)>,
+    pub virtiofs: Vec<ferrovirt_node_contract::protocol::VirtiofsShare>,
+}
+
 impl Context {
     /// The per-VMI directory as the launcher of `uid` sees it.
     pub fn launcher_dir(&self, uid: &str) -> PathBuf {
@@ -52,17 +60,19 @@ impl Context {
     }
 
     /// Resolves PVCs, prepares volumes and firmware, and converts the spec; also returns
-    /// the host disks as checked (see [`volumes::prepare`]). `launcher_pid` (in this
-    /// handler's PID namespace, from the launcher's socket) is where the launcher pod's
-    /// cloud-init Secrets are read.
+    /// the host disks as checked (see [`volumes::prepare`]) and the filesystems' virtiofsd
+    /// processes for the launcher. `launcher_pid` (in this handler's PID namespace, from
+    /// the launcher's socket) is where the launcher pod's cloud-init Secrets are read;
+    /// `virtiofs_storage`: KubeVirt's gate for virtiofs on claims is on.
     pub async fn prepare_domain(
         &self,
         vmi: &VirtualMachineInstance,
         virtualization: Virtualization,
         host_disks: &volumes::HostDiskPolicy,
+        virtiofs_storage: bool,
         network: &crate::network::Attachment,
         launcher_pid: Option<u32>,
-    ) -> Result<(String, Vec<(usize, FileId)>)> {
+    ) -> Result<PreparedDomain> {
         let ns = vmi.namespace().unwrap_or_default();
         let uid = vmi.uid().unwrap_or_default();
         let pvcs = self.pvc_dirs(&ns, vmi).await?;
@@ -75,6 +85,8 @@ impl Context {
             crate::backend_storage::prepare(vmi, &dir, &self.run_dir.vmi(&uid).dir, vars)?;
         }
         let launcher_dir = self.launcher_dir(&uid);
+        let virtiofs =
+            volumes::virtiofs::shares(&vmi.spec, &launcher_dir, &pvcs, virtiofs_storage)?;
         let plans = volumes::plan(&vmi.spec, &launcher_dir, &pvcs, host_disks)?;
         // The launcher pod's disk containers: where their images are, here and for QEMU.
         let (spec, vmi_dir) = (vmi.spec.clone(), self.run_dir.vmi(&uid));
@@ -114,7 +126,11 @@ impl Context {
             )
         })
         .await??;
-        Ok((xml, host_disks))
+        Ok(PreparedDomain {
+            xml,
+            host_disks,
+            virtiofs,
+        })
     }
 
     /// Claim name -> the directory of its bound hostPath or local PersistentVolume.

@@ -204,11 +204,19 @@ async fn start(
     let host_disks = config.host_disks.resolve_on_node();
     let attachment = prepare_network(ctx, &vmi, launcher, &config.network_bindings).await?;
     let t_net = Instant::now();
-    let (xml, checked) = ctx
+    let virtiofs_storage = config
+        .feature_gates
+        .contains(crate::volumes::virtiofs::STORAGE_FEATURE_GATE);
+    let crate::context::PreparedDomain {
+        xml,
+        host_disks: checked,
+        virtiofs,
+    } = ctx
         .prepare_domain(
             &vmi,
             virtualization,
             &host_disks,
+            virtiofs_storage,
             &attachment,
             launcher.peer().map(|p| p.pid),
         )
@@ -234,6 +242,7 @@ async fn start(
             start_paused,
             dhcp,
             passt,
+            virtiofs,
         )
         .await?;
     if !checked.is_empty() {

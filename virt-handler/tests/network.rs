@@ -285,6 +285,7 @@ async fn boot(test: &str, interface: serde_json::Value, guest_ip: &str) -> Fixtu
             false,
             net_plan.dhcp.clone(),
             network::passt(&net_plan, &dir),
+            Vec::new(),
         )
         .await
         .unwrap_or_else(|e| panic!("{}\n{xml}", ferrovirt_runtime::chain(&e)));

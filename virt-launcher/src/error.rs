@@ -57,6 +57,9 @@ pub enum Error {
     #[error("passt: {0}")]
     Passt(String),
 
+    #[error("virtiofsd: {0}")]
+    Virtiofs(String),
+
     #[error("guest agent: {0}")]
     Agent(String),
 
@@ -111,6 +114,7 @@ impl Error {
             | Error::Dhcp { .. }
             | Error::DhcpConfig(_)
             | Error::Passt(_)
+            | Error::Virtiofs(_)
             | Error::NotHandedOver { .. } => FailureKind::Permanent,
         }
     }

@@ -20,6 +20,7 @@ pub mod probe;
 pub mod seriallog;
 mod server;
 mod supervisor;
+mod virtiofs;
 
 use std::path::PathBuf;
 use std::sync::Arc;

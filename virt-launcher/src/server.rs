@@ -115,6 +115,16 @@ async fn handle(request: Request, hv: Arc<Hypervisor>) -> Response {
             return failure(&e);
         }
     }
+    if let Request::DefineAndStart { virtiofs, .. } = &request
+        && !virtiofs.is_empty()
+    {
+        let shares = virtiofs.clone();
+        let started = tokio::task::spawn_blocking(move || crate::virtiofs::start(&shares)).await;
+        if let Err(e) = started.map_err(crate::Error::from).and_then(|r| r) {
+            tracing::warn!(error = %crate::chain(&e), "starting virtiofsd failed");
+            return failure(&e);
+        }
+    }
     let outcome = tokio::task::spawn_blocking(move || match request {
         Request::DefineAndStart {
             domain_xml,

@@ -36,13 +36,13 @@ pub fn compute() -> SecurityContext {
     container(COMPUTE_CAPABILITIES)
 }
 
-/// The compute container's for a VMI with a passt interface (docs/networking.md): passt,
-/// which the launcher starts, sandboxes itself in a user namespace of its own, and the
-/// runtime's default seccomp profile refuses `unshare` without CAP_SYS_ADMIN (passt then
-/// exits: "Couldn't create user namespace: Operation not permitted"). Only such pods run
-/// the compute container without a seccomp filter; everything else stays as
-/// [`compute`].
-pub fn compute_with_passt() -> SecurityContext {
+/// The compute container's for a VMI with a passt interface (docs/networking.md) or a
+/// filesystem (virtiofs): passt, which the launcher starts, sandboxes itself in a user
+/// namespace of its own, and so does the launcher's virtiofsd, and the runtime's default
+/// seccomp profile refuses `unshare` without CAP_SYS_ADMIN (passt then exits: "Couldn't
+/// create user namespace: Operation not permitted"). Only such pods run the compute
+/// container without a seccomp filter; everything else stays as [`compute`].
+pub fn compute_with_user_namespaces() -> SecurityContext {
     SecurityContext {
         seccomp_profile: Some(SeccompProfile {
             type_: "Unconfined".into(),

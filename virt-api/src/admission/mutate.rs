@@ -210,14 +210,22 @@ fn pod_network(spec: &mut Value) {
     spec["networks"] = json!([{"name": DEFAULT_NETWORK, "pod": {}}]);
 }
 
-/// A disk for each volume without one, appended in the order of the volumes.
+/// A disk for each volume without one and not shared as a filesystem, appended in the
+/// order of the volumes (KubeVirt's `SetDefaultVolumeDisk`).
 fn volume_disks(spec: &mut Value) {
     let Some(volumes) = spec["volumes"].as_array() else {
         return;
     };
+    let filesystems = &spec["domain"]["devices"]["filesystems"];
+    let is_filesystem = |name: &str| {
+        filesystems
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f["name"] == name))
+    };
     let names: Vec<String> = volumes
         .iter()
         .filter_map(|v| v["name"].as_str().map(str::to_string))
+        .filter(|name| !is_filesystem(name))
         .collect();
     let Some(devices) = spec.get_mut("domain").and_then(|d| child(d, "devices")) else {
         return;

@@ -118,6 +118,14 @@ fn defaults_table() {
                    {"name": "c", "disk": {"bus": "virtio"}}]),
         ),
         (
+            "no disk for a volume shared as a filesystem",
+            json!({"domain": {"devices": {"filesystems": [{"name": "cm", "virtiofs": {}}]}},
+                   "volumes": [{"name": "root", "emptyDisk": {"capacity": "1Gi"}},
+                               {"name": "cm", "configMap": {"name": "app"}}]}),
+            "/domain/devices/disks",
+            json!([{"name": "root", "disk": {"bus": "virtio"}}]),
+        ),
+        (
             "a cdrom keeps the readonly and tray it has",
             json!({"domain": {"devices": {"disks": [{"name": "b", "cdrom": {"bus": "scsi", "readonly": false, "tray": "open"}}]}},
                    "volumes": [{"name": "b", "emptyDisk": {"capacity": "1Gi"}}]}),

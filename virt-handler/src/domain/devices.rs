@@ -275,6 +275,10 @@ pub fn interfaces(
                     x.empty("mac", &[("address", &nic.mac)]);
                     x.empty("target", &[("dev", tap), ("managed", "no")]);
                     x.empty("model", &[("type", model)]);
+                    if let Some(queues) = nic.queues {
+                        // libvirt opens the multi-queue tap once per queue pair.
+                        x.empty("driver", &[("queues", &queues.to_string())]);
+                    }
                     x.empty("alias", &[("name", &format!("ua-{}", iface.name))]);
                     x.close();
                 }
@@ -290,6 +294,13 @@ pub fn interfaces(
                 field("ports"),
                 "port forwarding needs the launcher pod's own network namespace; this node \
                  runs launchers in its own (user-mode networking forwards no ports)",
+            ));
+        }
+        if spec.domain.devices.network_interface_multiqueue == Some(true) && model == "virtio" {
+            return Err(Error::unsupported(
+                "spec.domain.devices.networkInterfaceMultiqueue",
+                "multi-queue needs a tap in the launcher pod's own network namespace; this \
+                 node runs launchers in its own (user-mode networking has one queue)",
             ));
         }
         let mac = match &iface.mac_address {
@@ -415,6 +426,35 @@ pub fn inputs(x: &mut Xml, inputs: &[crds::Input]) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_multi_queue_nic_opens_its_tap_per_queue_and_user_networking_refuses_it() {
+        let spec: crds::VirtualMachineInstanceSpec = serde_json::from_value(serde_json::json!({
+            "domain": {"devices": {"interfaces": [{"name": "default", "masquerade": {}}],
+                                   "networkInterfaceMultiqueue": true}},
+            "networks": [{"name": "default", "pod": {}}]
+        }))
+        .unwrap();
+        let nic = crate::network::Nic {
+            interface: "default".into(),
+            mac: "02:00:00:00:00:01".into(),
+            backend: crate::network::Backend::Tap("tap0".into()),
+            queues: Some(4),
+        };
+        let mut x = super::Xml::new();
+        let dir = std::path::Path::new("/vmi");
+        super::interfaces(&mut x, &spec, "uid", dir, Some(&[nic])).unwrap();
+        let xml = x.finish();
+        assert!(xml.contains("<driver queues='4'/>"), "{xml}");
+        // Without the pod's namespace (devnode): user-mode networking, one queue.
+        let mut x = super::Xml::new();
+        let err = super::interfaces(&mut x, &spec, "uid", dir, None).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("spec.domain.devices.networkInterfaceMultiqueue"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn device_names_follow_libvirt() {
         assert_eq!(super::dev_name("vd", 0), "vda");

@@ -4,6 +4,7 @@
 
 mod clock;
 mod devices;
+mod filesystems;
 mod iothreads;
 mod xml;
 
@@ -150,8 +151,15 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
              which this node's kernel does not have",
         ));
     }
-    if let Some(h) = domain.memory.as_ref().and_then(|m| m.hugepages.as_ref()) {
-        hugepages(&mut x, memory, h.page_size)?;
+    let hugepages = domain.memory.as_ref().and_then(|m| m.hugepages.as_ref());
+    let shared_memory = !domain.devices.filesystems.is_empty();
+    if hugepages.is_some() || shared_memory {
+        memory_backing(
+            &mut x,
+            memory,
+            hugepages.map(|h| h.page_size),
+            shared_memory,
+        )?;
     }
 
     let smbios_serial = firmware.and_then(|f| f.serial.as_deref());
@@ -275,6 +283,7 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
     // KubeVirt's blockMultiQueue: a queue per vCPU on every virtio disk.
     let queues = (domain.devices.block_multi_queue == Some(true)).then(|| topology.vcpus());
     devices::disks(&mut x, &disks, iothreads.as_ref(), queues);
+    filesystems::filesystems(&mut x, &domain.devices.filesystems, dir);
     let qemu_args = devices::interfaces(&mut x, spec, input.uid, dir, network.nics())?;
     if domain.devices.autoattach_serial_console != Some(false) {
         x.open("serial", &[("type", "unix")]);
@@ -392,25 +401,36 @@ fn memory_kib(domain: &DomainSpec) -> Result<u64> {
     Ok(bytes.div_ceil(1024))
 }
 
-/// KubeVirt's memory backing for hugepages: the guest's memory in pages of `size` from
-/// the node's pool, through a memfd (no hugetlbfs mount needed, as KubeVirt's default).
-/// The pages are the ones the launcher pod requests as `hugepages-<size>`.
-fn hugepages(x: &mut xml::Xml, memory_kib: u64, size: crds::HugepageSize) -> Result<()> {
-    let page_kib = size.bytes() / 1024;
-    if !memory_kib.is_multiple_of(page_kib) {
-        return Err(Error::unsupported(
-            "spec.domain.memory.hugepages.pageSize",
-            format!(
-                "the guest's memory ({memory_kib} KiB) is not a multiple of the page size {}",
-                size.as_str()
-            ),
-        ));
-    }
+/// The guest's memory from a memfd: KubeVirt's memory backing for hugepages, the guest's
+/// memory in pages of `hugepages` from the node's pool (no hugetlbfs mount needed, as
+/// KubeVirt's default; the pages are the ones the launcher pod requests as
+/// `hugepages-<size>`), and for `shared` memory, which virtiofsd maps (filesystems).
+fn memory_backing(
+    x: &mut xml::Xml,
+    memory_kib: u64,
+    hugepages: Option<crds::HugepageSize>,
+    shared: bool,
+) -> Result<()> {
     x.open("memoryBacking", &[]);
-    x.open("hugepages", &[]);
-    x.empty("page", &[("size", &page_kib.to_string()), ("unit", "KiB")]);
-    x.close();
+    if let Some(size) = hugepages {
+        let page_kib = size.bytes() / 1024;
+        if !memory_kib.is_multiple_of(page_kib) {
+            return Err(Error::unsupported(
+                "spec.domain.memory.hugepages.pageSize",
+                format!(
+                    "the guest's memory ({memory_kib} KiB) is not a multiple of the page size {}",
+                    size.as_str()
+                ),
+            ));
+        }
+        x.open("hugepages", &[]);
+        x.empty("page", &[("size", &page_kib.to_string()), ("unit", "KiB")]);
+        x.close();
+    }
     x.empty("source", &[("type", "memfd")]);
+    if shared {
+        x.empty("access", &[("mode", "shared")]);
+    }
     x.close();
     Ok(())
 }

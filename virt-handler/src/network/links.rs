@@ -51,22 +51,20 @@ pub fn apply(ns: &NetNs, steps: &[Step]) -> Result<()> {
             Step::Address { dev, cidr } => {
                 ns.run("ip", &["addr", "add", cidr, "dev", dev], None)?;
             }
-            Step::Tap { name, owner, mtu } => {
-                ns.run(
-                    "ip",
-                    &[
-                        "tuntap",
-                        "add",
-                        "dev",
-                        name,
-                        "mode",
-                        "tap",
-                        "user",
-                        &owner.to_string(),
-                        "vnet_hdr",
-                    ],
-                    None,
-                )?;
+            Step::Tap {
+                name,
+                owner,
+                mtu,
+                multi_queue,
+            } => {
+                let owner = owner.to_string();
+                let mut args = vec![
+                    "tuntap", "add", "dev", name, "mode", "tap", "user", &owner, "vnet_hdr",
+                ];
+                if *multi_queue {
+                    args.push("multi_queue");
+                }
+                ns.run("ip", &args, None)?;
                 ns.run("ip", &["link", "set", name, "mtu", &mtu.to_string()], None)?;
             }
             Step::Enslave { dev, bridge } => {

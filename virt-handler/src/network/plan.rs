@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crds::{Protocol, VirtualMachineInstanceNetworkInterface, VirtualMachineInstanceSpec};
+use crds::{
+    InterfaceModel, Protocol, VirtualMachineInstanceNetworkInterface, VirtualMachineInstanceSpec,
+};
 use ferrovirt_node_contract::protocol::DhcpInterface;
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +27,8 @@ pub const DEFAULT_VM_CIDR6: &str = "fd10:0:2::/120";
 /// The bridge's own address with the bridge binding: link-local, so the pod's routes do not
 /// change; the DHCP server answers from it (KubeVirt uses the same idea).
 pub const BRIDGE_BINDING_SERVER: &str = "169.254.75.10";
+/// A tap's most queues (the kernel's), KubeVirt's cap on virtio-net queue pairs.
+const MULTI_QUEUE_MAX: u32 = 256;
 
 /// The pod's interface as found before anything changed (cached in the VMI directory,
 /// since the bridge binding takes its address away).
@@ -72,6 +76,8 @@ pub enum Step {
         name: String,
         owner: u32,
         mtu: u16,
+        /// Made with several queues (`multi_queue`), one per guest queue pair.
+        multi_queue: bool,
     },
     Enslave {
         dev: String,
@@ -88,6 +94,8 @@ pub struct Nic {
     pub interface: String,
     pub mac: String,
     pub backend: Backend,
+    /// virtio-net queue pairs (`networkInterfaceMultiqueue`): one per vCPU.
+    pub queues: Option<u32>,
 }
 
 /// What a guest NIC is attached to.
@@ -239,6 +247,11 @@ pub fn plan(input: &Input) -> Result<Plan> {
         })?;
         let mut ips = vec![pod_ip.0.to_string()];
         ips.extend(pod.other_ips.iter().cloned());
+        // KubeVirt's virtio-net multi-queue: a queue pair per vCPU, at most a tap's 256,
+        // for virtio NICs (the other models have one queue).
+        let queues = (spec.domain.devices.network_interface_multiqueue == Some(true)
+            && iface.model.unwrap_or(InterfaceModel::Virtio) == InterfaceModel::Virtio)
+            .then(|| spec.domain.vcpus().min(MULTI_QUEUE_MAX));
         let dhcp = match binding(iface, i, input.registered)? {
             Binding::Masquerade => {
                 let mac = guest_mac(iface.mac_address.as_deref(), input.uid, &iface.name);
@@ -268,6 +281,7 @@ pub fn plan(input: &Input) -> Result<Plan> {
                         name: TAP.into(),
                         owner: input.owner,
                         mtu: pod.mtu,
+                        multi_queue: queues.is_some_and(|q| q > 1),
                     },
                     Step::Enslave {
                         dev: TAP.into(),
@@ -361,6 +375,7 @@ pub fn plan(input: &Input) -> Result<Plan> {
                         name: TAP.into(),
                         owner: input.owner,
                         mtu: pod.mtu,
+                        multi_queue: queues.is_some_and(|q| q > 1),
                     },
                     Step::Enslave {
                         dev: TAP.into(),
@@ -386,6 +401,16 @@ pub fn plan(input: &Input) -> Result<Plan> {
                 }
             }
             Binding::Passt => {
+                if queues.is_some() {
+                    return Err(Error::unsupported(
+                        "spec.domain.devices.networkInterfaceMultiqueue",
+                        format!(
+                            "interface {} uses passt, which has one queue: multi-queue needs \
+                             a tap (the bridge or masquerade binding)",
+                            iface.name
+                        ),
+                    ));
+                }
                 let mac = guest_mac(iface.mac_address.as_deref(), input.uid, &iface.name);
                 // passt, running as the launcher's user, answers the guest's pings from
                 // the pod with ping sockets (KubeVirt's passt binding sets the same).
@@ -400,6 +425,7 @@ pub fn plan(input: &Input) -> Result<Plan> {
                         pod_interface: pod.name.clone(),
                         ports: ports(iface, i)?,
                     },
+                    queues: None,
                 });
                 out.status.entries.push(status(&iface.name, &mac, ips));
                 continue;
@@ -409,6 +435,7 @@ pub fn plan(input: &Input) -> Result<Plan> {
             interface: iface.name.clone(),
             mac: dhcp.mac.clone(),
             backend: Backend::Tap(TAP.into()),
+            queues,
         });
         // Both bindings: the guest is reached at the pod's addresses (KubeVirt's status).
         out.status.entries.push(status(&iface.name, &dhcp.mac, ips));

@@ -58,8 +58,10 @@ fn masquerade_makes_a_bridge_a_tap_nat_and_a_dhcp_offer() {
     assert!(p.steps.contains(&Step::Tap {
         name: "tap0".into(),
         owner: 107,
-        mtu: 1450
+        mtu: 1450,
+        multi_queue: false,
     }));
+    assert_eq!(p.nics[0].queues, None);
     assert!(p.steps.contains(&Step::Enslave {
         dev: "tap0".into(),
         bridge: "k6t-eth0".into()
@@ -350,4 +352,55 @@ fn an_ipv4_only_pod_gets_no_ipv6_and_a_bridged_guest_reports_ipv4_only() {
     let p = run(&s).unwrap();
     assert_eq!(p.dhcp[0].ipv6, None);
     assert_eq!(p.status.entries[0].ip_addresses, ["10.244.0.5"]);
+}
+
+#[test]
+fn multi_queue_gives_virtio_nics_on_a_tap_a_queue_pair_per_vcpu_and_refuses_passt() {
+    let with = |interface: serde_json::Value, cpu: serde_json::Value| {
+        let mut s: serde_json::Value = serde_json::json!({
+            "domain": {"cpu": cpu, "devices": {"interfaces": [interface], "networkInterfaceMultiqueue": true}},
+            "networks": [{"name": "default", "pod": {}}]
+        });
+        s["domain"]["devices"]["interfaces"][0]["name"] = "default".into();
+        serde_json::from_value::<crds::VirtualMachineInstanceSpec>(s).unwrap()
+    };
+    let tap = |p: &super::Plan| {
+        p.steps
+            .iter()
+            .find_map(|s| match s {
+                Step::Tap { multi_queue, .. } => Some(*multi_queue),
+                _ => None,
+            })
+            .unwrap()
+    };
+    for binding in [
+        serde_json::json!({"masquerade": {}}),
+        serde_json::json!({"bridge": {}}),
+    ] {
+        let p = run(&with(
+            binding.clone(),
+            serde_json::json!({"sockets": 2, "cores": 2}),
+        ))
+        .unwrap();
+        assert_eq!(p.nics[0].queues, Some(4), "{binding}");
+        assert!(tap(&p), "{binding}: a multi-queue tap");
+        // One vCPU: one queue pair, a plain tap.
+        let p = run(&with(binding.clone(), serde_json::json!({}))).unwrap();
+        assert_eq!(p.nics[0].queues, Some(1), "{binding}");
+        assert!(!tap(&p), "{binding}");
+    }
+    // Another model has one queue, as in KubeVirt.
+    let e1000 = serde_json::json!({"masquerade": {}, "model": "e1000"});
+    let p = run(&with(e1000, serde_json::json!({"cores": 2}))).unwrap();
+    assert_eq!(p.nics[0].queues, None);
+    assert!(!tap(&p));
+    // passt has one queue: refused by name.
+    let passt = serde_json::json!({"binding": {"name": "passt"}});
+    let err = run(&with(passt, serde_json::json!({"cores": 2})))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("spec.domain.devices.networkInterfaceMultiqueue"),
+        "{err}"
+    );
 }

@@ -7,6 +7,7 @@ pub mod containerdisk;
 pub mod hostdisk;
 mod launcher_root;
 mod prepare;
+pub mod virtiofs;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -93,9 +94,10 @@ pub enum Prep {
     },
 }
 
-/// Plans every volume of `spec`. `vmi_dir` is the per-VMI directory as the launcher sees
-/// it; `pvc_dirs` maps claim names to the directory their volume is mounted from;
-/// `host_disks` says whether and where `hostDisk` volumes are allowed.
+/// Plans every volume of `spec` (but its filesystems, [`virtiofs::shares`]). `vmi_dir` is
+/// the per-VMI directory as the launcher sees it; `pvc_dirs` maps claim names to the
+/// directory their volume is mounted from; `host_disks` says whether and where `hostDisk`
+/// volumes are allowed.
 pub fn plan(
     spec: &VirtualMachineInstanceSpec,
     vmi_dir: &Path,
@@ -104,6 +106,10 @@ pub fn plan(
 ) -> Result<Vec<Planned>> {
     let mut out = Vec::new();
     for (i, v) in spec.volumes.iter().enumerate() {
+        // Shared as a filesystem (virtiofs::shares), not a disk.
+        if virtiofs::is_filesystem(spec, &v.name) {
+            continue;
+        }
         let field = |f: &str| format!("spec.volumes[{i}].{f}");
         let local = |ext: &str| {
             let file = format!("{DIR}/{}.{ext}", v.name);
