@@ -276,8 +276,8 @@ const CORPUS: &[(&str, Expect, &str)] = &[
     ),
     (
         "tpm-persistent.yaml",
-        Rejected("spec.template.spec.domain.devices.tpm.persistent"),
-        "",
+        Accepted,
+        "tests/tests/instancetypes.rs a_persistent_tpm_keeps_its_state_on_the_vms_claim_across_a_restart (the VM's backend-storage claim; the guest's TPM state kept across a stop and start)",
     ),
     (
         "gpu.yaml",
@@ -633,18 +633,6 @@ async fn invalid_vms_are_rejected_naming_the_field() {
                 "        memory:\n          guest: 128Mi\n        features:\n          kvm: {hidden: true}\n",
             ),
             &["spec.template.spec.domain.features.kvm", "TCG"],
-        ),
-        (
-            "a persistent EFI variable store (no backend storage)",
-            vm(
-                "efi-persistent",
-                "  runStrategy: Halted\n",
-                "        memory:\n          guest: 128Mi\n        firmware:\n          bootloader:\n            efi: {secureBoot: false, persistent: true}\n",
-            ),
-            &[
-                "spec.template.spec.domain.firmware.bootloader.efi.persistent",
-                "backend storage",
-            ],
         ),
         (
             "a probe with two handlers",
