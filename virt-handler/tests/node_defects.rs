@@ -85,6 +85,34 @@ async fn assert_refused(
     }
 }
 
+/// A claim `name` in the fixture's namespace bound to a hostPath PersistentVolume of `dir`
+/// (what virt-handler resolves a claim's directory from).
+async fn virtiofs_claim(f: &Fixture, name: &str, dir: &Path) {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    use kube::api::PostParams;
+    let pv_name = format!("{}-{name}", f.ns.name());
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": pv_name},
+        "spec": {"capacity": {"storage": "1Mi"}, "accessModes": ["ReadWriteOnce"],
+                 "storageClassName": "", "hostPath": {"path": dir}}
+    }))
+    .unwrap();
+    Api::<PersistentVolume>::all(f.client.clone())
+        .create(&PostParams::default(), &pv)
+        .await
+        .unwrap();
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"volumeName": pv_name, "accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                 "resources": {"requests": {"storage": "1Mi"}}}
+    }))
+    .unwrap();
+    Api::<PersistentVolumeClaim>::namespaced(f.client.clone(), f.ns.name())
+        .create(&PostParams::default(), &pvc)
+        .await
+        .unwrap();
+}
+
 /// The test guest with one more disk, `hd`, backed by `volume`; destroyed at once on
 /// delete.
 fn with_host_disk(volume: serde_json::Value) -> serde_json::Value {
@@ -467,7 +495,8 @@ async fn a_guest_in_a_reset_loop_shows_in_status_and_its_serial_log_is_capped() 
 /// With 2 vCPUs, `blockMultiQueue` gives its virtio disk two queues, and the `auto`
 /// IOThreads pool (two per requested CPU; none is requested, so KubeVirt counts one and the
 /// pool is 2) with the disk's dedicated thread runs as
-/// QEMU's threads `IO iothread1` and `IO iothread2`.
+/// QEMU's threads `IO iothread1` and `IO iothread2`. A claim's directory shared as a
+/// filesystem (virtiofs) is mounted by the volume's name, read and written.
 #[tokio::test]
 async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_inside() {
     let f = Fixture::start(shared().await, "sp").await;
@@ -502,6 +531,21 @@ async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_i
             .unwrap()
             .push(json!({"name": name, "emptyDisk": {"capacity": "1Mi"}}));
     }
+    // A claim's directory shared as a filesystem (virtiofs), with KubeVirt's gate on.
+    let claim_dir = tempfile::tempdir().unwrap();
+    std::fs::write(claim_dir.path().join("hello"), "from-the-claim\n").unwrap();
+    virtiofs_claim(&f, "data", claim_dir.path()).await;
+    set_config(
+        &f.client,
+        f.ns.name(),
+        &[("feature-gates", "EnableVirtioFsStorageVolumes")],
+    )
+    .await;
+    spec["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "data", "persistentVolumeClaim": {"claimName": "data"}}));
+    spec["domain"]["devices"]["filesystems"] = json!([{"name": "data", "virtiofs": {}}]);
     let mut s = start(&f.api, &f.node, f.run_dir.path(), "held", spec).await;
     let dir = f.run_dir.path().join("vmis").join(s.vmi.uid().unwrap());
     let paused_condition = |v: &VirtualMachineInstance| {
@@ -650,6 +694,18 @@ async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_i
         "CD-medium,none,11",
     );
     assert!(out.contains("CD-medium,none,11"), "{out}");
+    // The claim's directory, mounted by the volume's name: read, and written through.
+    let out = ferrovirt_tests::guest::console_exchange(
+        &console,
+        "modprobe virtiofs; mkdir -p /data; mount -t virtiofs data /data && echo from-the-guest > /data/guest && echo PV-$(cat /data/hello)",
+        "PV-from-the-claim",
+    );
+    assert!(out.contains("PV-from-the-claim"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(claim_dir.path().join("guest")).unwrap(),
+        "from-the-guest\n",
+        "the guest's file in the claim's directory"
+    );
 
     f.api
         .delete("held", &DeleteParams::default())

@@ -12,6 +12,7 @@ mod error;
 mod eventloop;
 mod events;
 mod guard;
+mod helpers;
 mod hypervisor;
 mod lifecycle;
 mod nonroot;

@@ -4,25 +4,21 @@
 //! libvirt has its passt backend disabled, so libvirt cannot start it. `--one-off`: passt
 //! ends when QEMU's connection closes.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferrovirt_node_contract::protocol::PasstInterface;
 
+use crate::helpers::{Running, runs_as};
 use crate::{Error, Result};
 
 /// How long passt may take to make its socket.
 const SOCKET_WAIT: Duration = Duration::from_secs(10);
 
 /// The running passt processes by socket.
-fn running() -> &'static Mutex<BTreeMap<String, (PasstInterface, Child)>> {
-    static RUNNING: OnceLock<Mutex<BTreeMap<String, (PasstInterface, Child)>>> = OnceLock::new();
-    RUNNING.get_or_init(Default::default)
-}
+static RUNNING: Running<PasstInterface> = Running::new();
 
 /// passt's port specification: the listed ports, `none`, or `all` when neither
 /// protocol lists any (KubeVirt's passt forwards every port then).
@@ -60,11 +56,8 @@ pub fn args(p: &PasstInterface) -> Vec<String> {
 /// running with the same configuration is kept (a repeated define).
 pub fn start(list: &[PasstInterface]) -> Result<()> {
     for p in list {
-        let mut all = running().lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((same, child)) = all.get_mut(&p.socket)
-            && same == p
-            && matches!(child.try_wait(), Ok(None))
-        {
+        let mut all = RUNNING.lock();
+        if runs_as(&mut all, &p.socket, p) {
             continue;
         }
         let socket = Path::new(&p.socket);

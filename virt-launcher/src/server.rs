@@ -89,6 +89,18 @@ async fn connection(
     Ok(())
 }
 
+/// Runs `start` (blocking) for the helper processes `list` asks for, if any.
+async fn start_helpers<T: Clone + Send + 'static>(
+    list: &[T],
+    start: fn(&[T]) -> crate::Result<()>,
+) -> crate::Result<()> {
+    if list.is_empty() {
+        return Ok(());
+    }
+    let list = list.to_vec();
+    tokio::task::spawn_blocking(move || start(&list)).await?
+}
+
 async fn handle(request: Request, hv: Arc<Hypervisor>) -> Response {
     if request == Request::Ping {
         return Response::Pong(Pong {
@@ -105,22 +117,15 @@ async fn handle(request: Request, hv: Arc<Hypervisor>) -> Response {
         tracing::warn!(error = %crate::chain(&e), "starting the DHCP server failed");
         return failure(&e);
     }
-    if let Request::DefineAndStart { passt, .. } = &request
-        && !passt.is_empty()
+    if let Request::DefineAndStart {
+        passt, virtiofs, ..
+    } = &request
     {
-        let passt = passt.clone();
-        let started = tokio::task::spawn_blocking(move || crate::passt::start(&passt)).await;
-        if let Err(e) = started.map_err(crate::Error::from).and_then(|r| r) {
+        if let Err(e) = start_helpers(passt, crate::passt::start).await {
             tracing::warn!(error = %crate::chain(&e), "starting passt failed");
             return failure(&e);
         }
-    }
-    if let Request::DefineAndStart { virtiofs, .. } = &request
-        && !virtiofs.is_empty()
-    {
-        let shares = virtiofs.clone();
-        let started = tokio::task::spawn_blocking(move || crate::virtiofs::start(&shares)).await;
-        if let Err(e) = started.map_err(crate::Error::from).and_then(|r| r) {
+        if let Err(e) = start_helpers(virtiofs, crate::virtiofs::start).await {
             tracing::warn!(error = %crate::chain(&e), "starting virtiofsd failed");
             return failure(&e);
         }

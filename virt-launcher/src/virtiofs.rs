@@ -16,26 +16,22 @@
 //! makes that one call a no-op returning success: virtiofsd keeps the launcher's own
 //! groups, no more.
 
-use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::process::{Command, Stdio};
 
 use ferrovirt_node_contract::protocol::VirtiofsShare;
 
+use crate::helpers::{Running, runs_as};
 use crate::{Error, Result};
 
 /// Debian's C virtiofsd (QEMU 7.2, package qemu-system-common).
 pub const VIRTIOFSD: &str = "/usr/lib/qemu/virtiofsd";
 
 /// The running virtiofsd processes by socket.
-fn running() -> &'static Mutex<BTreeMap<String, (VirtiofsShare, Child)>> {
-    static RUNNING: OnceLock<Mutex<BTreeMap<String, (VirtiofsShare, Child)>>> = OnceLock::new();
-    RUNNING.get_or_init(Default::default)
-}
+static RUNNING: Running<VirtiofsShare> = Running::new();
 
 /// virtiofsd's arguments for `share` with its listening socket at file descriptor `fd`:
 /// chroot into the shared directory (its namespace sandbox would mount a /proc, which a
@@ -58,11 +54,8 @@ pub fn args(share: &VirtiofsShare, fd: i32) -> Vec<String> {
 /// kept (a repeated define).
 pub fn start(shares: &[VirtiofsShare]) -> Result<()> {
     for share in shares {
-        let mut all = running().lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((same, child)) = all.get_mut(&share.socket)
-            && same == share
-            && matches!(child.try_wait(), Ok(None))
-        {
+        let mut all = RUNNING.lock();
+        if runs_as(&mut all, &share.socket, share) {
             continue;
         }
         let fail = |m: String| Error::Virtiofs(format!("volume {:?}: {m}", share.volume));
