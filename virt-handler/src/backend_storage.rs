@@ -72,6 +72,22 @@ pub fn prepare(
     // claim's disk image as that user).
     give(claim_dir, owner)?;
     if crds::Tpm::persistent(vmi.spec.domain.devices.tpm.as_ref()) {
+        // libvirt keeps swtpm's state per domain UUID: without the firmware UUID the VM's
+        // name gives (virt-api's mutator sets it, as KubeVirt's), each VMI would find none.
+        let uuid = vmi
+            .spec
+            .domain
+            .firmware
+            .as_ref()
+            .and_then(|f| f.uuid.as_ref());
+        if uuid.is_none() {
+            return Err(Error::unsupported(
+                "spec.domain.firmware.uuid",
+                "a persistent TPM keeps its state per firmware UUID, and this VMI has none \
+                 (virt-api's mutating webhook gives a VM's instances the UUID of its name): \
+                 register virt-api's webhooks",
+            ));
+        }
         let state = claim_dir.join(BACKEND_STORAGE_SWTPM);
         mkdir_for(&state, owner)?;
         let lib = host_dir.join(LIBVIRT_DIR).join("lib");
@@ -155,12 +171,17 @@ mod tests {
         std::fs::create_dir_all(&claim_dir).unwrap();
         let template = root.path().join("VARS.fd");
         std::fs::write(&template, b"template").unwrap();
-        let v = vmi(
-            serde_json::json!({"domain": {"devices": {"tpm": {"persistent": true}},
-                "firmware": {"bootloader": {"efi": {"persistent": true}}}}}),
-            Some("c1"),
-        );
+        let spec = serde_json::json!({"domain": {"devices": {"tpm": {"persistent": true}},
+            "firmware": {"bootloader": {"efi": {"persistent": true}}}}});
         let t = Some(template.to_str().unwrap());
+        // Without a firmware UUID the TPM's state could not be found again: refused.
+        let e = prepare(&vmi(spec.clone(), Some("c1")), &claim_dir, &host_dir, t)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("spec.domain.firmware.uuid"), "{e}");
+        let mut v = vmi(spec, Some("c1"));
+        v.spec.domain.firmware.as_mut().unwrap().uuid =
+            Some("913202c6-7f3b-5cb4-ba74-282986f246de".into());
         prepare(&v, &claim_dir, &host_dir, t).unwrap();
         assert_eq!(
             std::fs::read_link(host_dir.join("libvirt/lib/swtpm")).unwrap(),
