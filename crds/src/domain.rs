@@ -502,7 +502,16 @@ pub struct Devices {
         "message": "host device passthrough is not supported: Ferrovirt has no device passthrough (no device plugins for PCI or mediated devices, no VFIO devices in the domain)"
     }]))]
     pub host_devices: Vec<serde_json::Value>,
+    /// KubeVirt's downward metrics over a virtio-serial port named `org.github.vhostmd.1`:
+    /// the guest writes `GET /metrics/XML` and a blank line, and reads the host and VM
+    /// metrics in vhostmd's XML. Needs the `DownwardMetrics` feature gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downward_metrics: Option<DownwardMetrics>,
 }
+
+/// The downward metrics channel; it has no options.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct DownwardMetrics {}
 
 /// A virtual TPM 2.0.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

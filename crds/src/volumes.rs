@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "[has(self.containerDisk), has(self.cloudInitNoCloud), has(self.emptyDisk), has(self.hostDisk), has(self.persistentVolumeClaim), has(self.configMap), has(self.secret), has(self.serviceAccount), has(self.downwardAPI), has(self.dataVolume)].filter(x, x).size() == 1",
-    "message": "set exactly one volume source: containerDisk, cloudInitNoCloud, emptyDisk, hostDisk, persistentVolumeClaim, dataVolume, configMap, secret, serviceAccount or downwardAPI"
+    "rule": "[has(self.containerDisk), has(self.cloudInitNoCloud), has(self.emptyDisk), has(self.hostDisk), has(self.persistentVolumeClaim), has(self.configMap), has(self.secret), has(self.serviceAccount), has(self.downwardAPI), has(self.dataVolume), has(self.downwardMetrics)].filter(x, x).size() == 1",
+    "message": "set exactly one volume source: containerDisk, cloudInitNoCloud, emptyDisk, hostDisk, persistentVolumeClaim, dataVolume, configMap, secret, serviceAccount, downwardAPI or downwardMetrics"
 }]))]
 pub struct Volume {
     /// The volume's name; the disk of the same name uses it.
@@ -56,7 +56,16 @@ pub struct Volume {
         skip_serializing_if = "Option::is_none"
     )]
     pub downward_api: Option<DownwardApiVolumeSource>,
+    /// KubeVirt's downward metrics: a small raw disk (virtio, read-only) holding host and
+    /// VM metrics in vhostmd's XML, rewritten every 5 seconds. Needs the `DownwardMetrics`
+    /// feature gate; at most one per VMI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downward_metrics: Option<DownwardMetricsVolumeSource>,
 }
+
+/// The downward metrics disk; it has no options.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct DownwardMetricsVolumeSource {}
 
 /// A ConfigMap presented to the guest as a disk.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

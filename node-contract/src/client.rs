@@ -186,6 +186,23 @@ impl LauncherClient {
     }
 
     /// Presses the guest's ACPI power button.
+    /// Has the launcher keep the guest's downward metrics coming: the disk at `disk`
+    /// rewritten, the channel whose socket is `channel` answered (launcher paths).
+    pub async fn downward_metrics(
+        &mut self,
+        node_name: &str,
+        disk: Option<&Path>,
+        channel: Option<&Path>,
+    ) -> Result<()> {
+        let path = |p: Option<&Path>| p.map(|p| p.display().to_string());
+        self.expect_ok(Request::DownwardMetrics {
+            node_name: node_name.to_owned(),
+            disk: path(disk),
+            channel: path(channel),
+        })
+        .await
+    }
+
     pub async fn shutdown(&mut self) -> Result<()> {
         self.expect_ok(Request::Shutdown).await
     }

@@ -5,6 +5,7 @@
 //! - [`protocol`] and [`client`]: the launcher's command socket (JSON lines over a unix
 //!   socket, lines bounded by [`frame`]). No libvirt here: virt-handler talks to launchers without linking it.
 //! - [`agent`]: the QEMU guest agent's state and answers, in KubeVirt's API shapes.
+//! - [`downward_metrics`]: KubeVirt's downward metrics (vhostmd's disk and XML).
 //! - [`paths`]: the node run dir and the per-VMI directory's files.
 //! - [`handler_api`]: how virt-api reaches a node's virt-handler (address annotation,
 //!   certificate names, paths).
@@ -14,6 +15,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod downward_metrics;
 mod error;
 pub mod frame;
 pub mod handler_api;

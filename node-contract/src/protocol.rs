@@ -17,6 +17,7 @@
 //! {"command":"guest_ping","timeout_seconds":1} -> "ok" when the guest agent answers
 //! {"command":"guest_exec","command_line":["cat","/x"],"timeout_seconds":1}
 //!                                             -> {"guest_exec":{"exit_code":0}}
+//! {"command":"downward_metrics","node_name":"n","disk":"/x/vhostmd0"} -> "ok"
 //! anything that fails                         -> {"error":"message"}
 //! ```
 //!
@@ -95,6 +96,18 @@ pub enum Request {
     GuestExec {
         command_line: Vec<String>,
         timeout_seconds: u32,
+    },
+    /// Keep KubeVirt's downward metrics coming for the guest ([`crate::downward_metrics`]):
+    /// rewrite the metrics disk at `disk` every refresh period, and answer the guest on the
+    /// virtio-serial channel whose socket QEMU binds at `channel` (paths as the launcher
+    /// sees them). `node_name` is the metrics' `HostName`. Sent after `define_and_start`;
+    /// answered `ok`; the launcher starts this once, a repeat changes nothing.
+    DownwardMetrics {
+        node_name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        disk: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
     },
 }
 

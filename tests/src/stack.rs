@@ -506,7 +506,9 @@ fn spawn_handler_with(
 }
 
 /// The `kubevirt` namespace and the cluster configuration that allows software emulation
-/// (KubeVirt's `useEmulation`), as an administrator of a machine without working KVM sets it.
+/// (KubeVirt's `useEmulation`), as an administrator of a machine without working KVM sets it,
+/// with KubeVirt's `DownwardMetrics` feature gate on (the end-to-end tests read the metrics
+/// in a guest; the gate's refusal is node_defects.rs's, in a namespace of its own).
 async fn configure_cluster(cp: &ControlPlane) -> Result<()> {
     let client = cp.client().await?;
     let apply = PatchParams::apply("ferrovirt-tests").force();
@@ -525,7 +527,13 @@ async fn configure_cluster(cp: &ControlPlane) -> Result<()> {
             name: Some("kubevirt-config".into()),
             ..Default::default()
         },
-        data: Some([("useEmulation".to_string(), "true".to_string())].into()),
+        data: Some(
+            [
+                ("useEmulation".to_string(), "true".to_string()),
+                ("feature-gates".to_string(), "DownwardMetrics".to_string()),
+            ]
+            .into(),
+        ),
         ..Default::default()
     };
     Api::<ConfigMap>::namespaced(client, SYSTEM_NAMESPACE)

@@ -253,6 +253,11 @@ const CORPUS: &[(&str, Expect, &str)] = &[
         "tests/tests/e2e.rs run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff (the VMI's labels read in the guest from its disk)",
     ),
     (
+        "downward-metrics.yaml",
+        Accepted,
+        "tests/tests/e2e.rs run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff (the metrics disk read in the guest twice, Time and the VM's TotalCPUTime grown; the vhostmd virtio-serial port answered); without the DownwardMetrics gate refused naming the field (virt-handler/tests/node_defects.rs)",
+    ),
+    (
         "cdrom-tray.yaml",
         Accepted,
         "virt-handler/tests/node_defects.rs start_strategy_paused (a read-only CD-ROM with its medium, one with its tray open and none); golden.rs disks-buses",

@@ -490,9 +490,12 @@ fn kernel_boot_vm_with_secrets(name: &str, run_strategy: &str) -> String {
         {"name": "podinfo", "downwardAPI": {"volumeLabel": "podinfo", "fields": [
             {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
             {"path": "meta/annotations", "fieldRef": {"fieldPath": "metadata.annotations"}}
-        ]}}
+        ]}},
+        {"name": "metrics", "downwardMetrics": {}}
     ]))
     .unwrap();
+    // And KubeVirt's downward metrics device, the vhostmd virtio-serial port.
+    template.spec.domain.devices.downward_metrics = Some(crds::DownwardMetrics {});
     for v in config {
         template.spec.domain.devices.disks.push(crds::Disk {
             name: v.name.clone(),
@@ -512,6 +515,192 @@ fn kernel_boot_vm_with_secrets(name: &str, run_strategy: &str) -> String {
         serde_json::from_value(serde_json::json!({"name": "app-fs", "virtiofs": {}})).unwrap(),
     );
     serde_json::to_string(&vm).unwrap()
+}
+
+/// One metric of vhostmd's XML: (type, context, unit, name, value).
+type VhostmdMetric = (String, String, String, String, String);
+
+/// The metrics of vhostmd's XML as KubeVirt writes it, in order.
+fn vhostmd_metrics(xml: &str) -> Vec<VhostmdMetric> {
+    let attr = |tag: &str, name: &str| {
+        tag.split(&format!("{name}=\"")[..])
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let inner = |m: &str, el: &str| {
+        m.split(&format!("<{el}>")[..])
+            .nth(1)
+            .and_then(|r| r.split(&format!("</{el}>")[..]).next())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    xml.split("<metric ")
+        .skip(1)
+        .map(|m| {
+            let tag = m.split('>').next().unwrap_or_default();
+            let (kind, context, unit) =
+                (attr(tag, "type"), attr(tag, "context"), attr(tag, "unit"));
+            (kind, context, unit, inner(m, "name"), inner(m, "value"))
+        })
+        .collect()
+}
+
+/// The value of the metric `name` of `context`.
+fn metric<'a>(metrics: &'a [VhostmdMetric], context: &str, name: &str) -> &'a str {
+    metrics
+        .iter()
+        .find(|m| m.1 == context && m.3 == name)
+        .map_or("", |m| m.4.as_str())
+}
+
+/// What the guest printed between `begin` and `end` lines.
+fn between<'a>(answer: &'a str, begin: &str, end: &str) -> &'a str {
+    let start = answer.rfind(begin).map_or(0, |i| i + begin.len());
+    let stop = answer[start..]
+        .find(end)
+        .map_or(answer.len(), |i| start + i);
+    &answer[start..stop]
+}
+
+/// The metrics disk read in the guest as vhostmd's vm-dump-metrics reads it: the device
+/// whose first bytes are vhostmd's signature, with O_DIRECT (past the guest's cache), the
+/// XML after the 16-byte header.
+fn read_metrics_disk(socket: &std::path::Path) -> String {
+    let answer = console_exchange(
+        socket,
+        "for d in /dev/vd?; do [ \"$(head -c 4 $d)\" = mvbd ] && M=$d; done; echo DM\"\"BEGIN; dd if=$M bs=4096 count=4 iflag=direct 2>/dev/null | tr -d '\\000' | tail -c +17; echo DM\"\"END",
+        "DMEND",
+    );
+    between(&answer, "DMBEGIN", "DMEND").replace('\r', "")
+}
+
+/// KubeVirt's downward metrics as a guest reads them (issue 11): the disk holds the
+/// host's and the VM's metrics with KubeVirt's names, types, units and contexts, from
+/// this node (its name, QEMU's version, the guest's memory and vCPUs), and a read after
+/// the refresh period shows a later `Time` and more VM `TotalCPUTime`; the virtio-serial
+/// port `org.github.vhostmd.1` answers `GET /metrics/XML` with the same metrics and
+/// anything else with `INVALID REQUEST`.
+fn downward_metrics_in_the_guest(socket: &std::path::Path, vmi: &VirtualMachineInstance) {
+    let started = Instant::now();
+    let xml = read_metrics_disk(socket);
+    let first = vhostmd_metrics(&xml);
+    let shape: Vec<(&str, &str, &str, &str)> = first
+        .iter()
+        .map(|m| (m.3.as_str(), m.0.as_str(), m.1.as_str(), m.2.as_str()))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("HostName", "string", "host", ""),
+            ("HostSystemInfo", "string", "host", ""),
+            ("VirtualizationVendor", "string", "host", ""),
+            ("VirtProductInfo", "string", "host", ""),
+            ("TotalCPUTime", "real64", "vm", "s"),
+            ("ResourceProcessorLimit", "int64", "vm", ""),
+            (
+                "PhysicalMemoryAllocatedToVirtualSystem",
+                "uint64",
+                "vm",
+                "KiB"
+            ),
+            ("ResourceMemoryLimit", "uint64", "vm", "KiB"),
+            ("NumberOfPhysicalCPUs", "int64", "host", ""),
+            ("TotalCPUTime", "real64", "host", "s"),
+            ("FreePhysicalMemory", "uint64", "host", "KiB"),
+            ("FreeVirtualMemory", "uint64", "host", "KiB"),
+            ("MemoryAllocatedToVirtualServers", "uint64", "host", "KiB"),
+            ("UsedVirtualMemory", "uint64", "host", "KiB"),
+            ("PagedInMemory", "uint64", "host", "KiB"),
+            ("PagedOutMemory", "uint64", "host", "KiB"),
+            ("Time", "int64", "host", "s"),
+        ],
+        "the metrics disk as the guest read it:\n{xml}"
+    );
+    let node = vmi.status.as_ref().and_then(|s| s.node_name.clone());
+    assert_eq!(
+        Some(metric(&first, "host", "HostName")),
+        node.as_deref(),
+        "{xml}"
+    );
+    assert_eq!(
+        metric(&first, "host", "VirtualizationVendor"),
+        "kubevirt.io"
+    );
+    assert!(
+        metric(&first, "host", "VirtProductInfo").starts_with("QEMU 7."),
+        "{xml}"
+    );
+    assert_eq!(metric(&first, "vm", "ResourceProcessorLimit"), "1", "{xml}");
+    let guest_kib = (manifests::GUEST_MEMORY_MIB * 1024).to_string();
+    assert_eq!(
+        metric(&first, "vm", "PhysicalMemoryAllocatedToVirtualSystem"),
+        guest_kib,
+        "{xml}"
+    );
+    let free: u64 = metric(&first, "host", "FreePhysicalMemory")
+        .parse()
+        .unwrap();
+    assert!(free > 0, "{xml}");
+    let time = |m: &[VhostmdMetric]| -> i64 { metric(m, "host", "Time").parse().unwrap() };
+    let cpu = |m: &[VhostmdMetric]| -> f64 { metric(m, "vm", "TotalCPUTime").parse().unwrap() };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (time(&first) - now).abs() < 600,
+        "Time is not this clock's: {xml}"
+    );
+    // Rewritten every 5 s: read again until it changed (a generous bound).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let later = loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let again = vhostmd_metrics(&read_metrics_disk(socket));
+        if again.len() == first.len() && time(&again) > time(&first) {
+            break again;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the metrics disk was not rewritten in 60 s: {again:?}\nfirst:\n{xml}"
+        );
+    };
+    assert!(
+        cpu(&later) > cpu(&first),
+        "the guest's CPU time did not grow: {} then {}",
+        cpu(&first),
+        cpu(&later)
+    );
+
+    // The virtio-serial device: the guest writes the request to its port and reads the
+    // answer (at most one request a second, as KubeVirt).
+    let answer = console_exchange(
+        socket,
+        "for p in /sys/class/virtio-ports/vport*; do [ \"$(cat $p/name)\" = org.github.vhostmd.1 ] && P=/dev/${p##*/}; done; exec 3<>$P; printf 'GET /metrics/XML\\n\\n' >&3; echo CH\"\"BEGIN; timeout 10 sed '/<\\/metrics>/q' <&3; printf 'GET /nope\\n\\n' >&3; timeout 10 head -n 1 <&3; exec 3<&-; echo CH\"\"END",
+        "CHEND",
+    );
+    let channel = between(&answer, "CHBEGIN", "CHEND").replace('\r', "");
+    let over_channel = vhostmd_metrics(&channel);
+    let names = |m: &[VhostmdMetric]| m.iter().map(|m| m.3.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        names(&over_channel),
+        names(&first),
+        "the channel's answer:\n{channel}"
+    );
+    assert_eq!(
+        metric(&over_channel, "host", "HostName"),
+        metric(&first, "host", "HostName")
+    );
+    assert!(time(&over_channel) >= time(&later), "{channel}");
+    assert!(
+        channel.contains("INVALID REQUEST"),
+        "another request was not refused:\n{channel}"
+    );
+    println!(
+        "downward metrics checked in the guest in {:.1} s; the disk's first read:\n{xml}\nthe port's answer:\n{channel}",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// Also cloud-init from Secrets (issue 12), on the real node's kubelet: the VM is applied
@@ -675,6 +864,8 @@ async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
             stack.log_tails(25)
         );
     }
+    downward_metrics_in_the_guest(&socket, &vmi);
+
     // As KubeVirt: the data stay in the Secret, never in the VMI.
     let spec = serde_json::to_string(&vmi.spec).unwrap();
     assert!(

@@ -15,6 +15,7 @@ pub mod console;
 pub mod context;
 pub mod controller;
 pub mod domain;
+pub mod downward_metrics;
 mod error;
 pub mod firmware;
 pub mod kvm;

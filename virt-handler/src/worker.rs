@@ -201,6 +201,7 @@ async fn start(
     let config =
         crate::node::cluster_config(&ctx.client, &ctx.namespace, ctx.use_emulation_default).await?;
     let virtualization = crate::config::decide(&ctx.kvm, config.use_emulation)?;
+    crate::downward_metrics::check_gate(&vmi.spec, &config.feature_gates)?;
     let host_disks = config.host_disks.resolve_on_node();
     let attachment = prepare_network(ctx, &vmi, launcher, &config.network_bindings).await?;
     let t_net = Instant::now();
@@ -247,6 +248,12 @@ async fn start(
         .await?;
     if !checked.is_empty() {
         verify_host_disks(launcher, &checked, !start_paused).await?;
+    }
+    let launcher_dir = ctx.launcher_dir(&vmi.uid().unwrap_or_default());
+    if let Some((disk, channel)) = crate::downward_metrics::wanted(&vmi.spec, &launcher_dir) {
+        launcher
+            .downward_metrics(&ctx.node, disk.as_deref(), channel.as_deref())
+            .await?;
     }
     let t2 = Instant::now();
     ctx.metrics.domain_started(waited + (t2 - t0));

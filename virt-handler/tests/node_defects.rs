@@ -153,6 +153,19 @@ async fn host_disks_need_the_gate_and_an_allowed_directory_and_never_follow_link
     )
     .await;
 
+    // KubeVirt's downward metrics need their feature gate too (not on here): refused
+    // naming the volume and the gate, as KubeVirt's webhook names them.
+    refuse_host_disk(
+        &f,
+        "dm",
+        json!({"downwardMetrics": {}}),
+        &[
+            "spec.volumes[1].downwardMetrics",
+            "DownwardMetrics feature gate is not enabled",
+        ],
+    )
+    .await;
+
     // The gate on, one allowed directory.
     let base = tempfile::Builder::new()
         .prefix("hd")

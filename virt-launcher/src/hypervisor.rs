@@ -226,6 +226,48 @@ impl Hypervisor {
             .collect())
     }
 
+    /// The guest's CPU time, online vCPUs and memory, and QEMU's version: what KubeVirt's
+    /// downward metrics report of the VM.
+    pub fn guest_stats(&self) -> Result<GuestStats> {
+        let dom = self.domain()?;
+        let info = dom.info()?;
+        let n = info.nr_virt_cpu as usize;
+        let empty = sys::virVcpuInfo {
+            number: 0,
+            state: 0,
+            cpuTime: 0,
+            cpu: 0,
+        };
+        let mut vcpus = vec![empty; n];
+        // SAFETY: `vcpus` holds `n` entries for libvirt to fill; no CPU maps are asked for.
+        let got = unsafe {
+            sys::virDomainGetVcpus(
+                dom.as_ptr(),
+                vcpus.as_mut_ptr(),
+                n as std::os::raw::c_int,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        let got = usize::try_from(got).map_err(|_| virt::error::Error::last_error())?;
+        let vcpus = &vcpus[..got.min(n)];
+        let balloon = dom
+            .memory_stats(0)?
+            .iter()
+            .find(|s| s.tag == sys::VIR_DOMAIN_MEMORY_STAT_ACTUAL_BALLOON)
+            .map_or(info.memory, |s| s.val);
+        let v = self.conn.hyp_version()?;
+        Ok(GuestStats {
+            vcpu_time_ns: vcpus.iter().map(|v| v.cpuTime).sum(),
+            online_vcpus: vcpus
+                .iter()
+                .filter(|v| v.state != sys::VIR_VCPU_OFFLINE as i32)
+                .count() as i64,
+            balloon_kib: balloon,
+            qemu_version: format!("QEMU {}.{}.{}", v / 1_000_000, v / 1000 % 1000, v % 1000),
+        })
+    }
+
     pub fn is_active(&self) -> bool {
         self.domain()
             .and_then(|d| Ok(d.is_active()?))
@@ -279,6 +321,18 @@ impl Hypervisor {
         let path = self.root.join("run/qemu").join(format!("{name}.pid"));
         std::fs::read_to_string(path).ok()?.trim().parse().ok()
     }
+}
+
+/// The VM's part of the downward metrics ([`Hypervisor::guest_stats`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GuestStats {
+    /// The vCPUs' time, summed (libvirt's per-vCPU `cpuTime`).
+    pub vcpu_time_ns: u64,
+    pub online_vcpus: i64,
+    /// The memory the balloon gives the guest (libvirt's `actual`), KiB.
+    pub balloon_kib: u64,
+    /// `QEMU <major>.<minor>.<micro>`, as KubeVirt's launcher reports it.
+    pub qemu_version: String,
 }
 
 /// The text of the domain's `<name>` element: the first one, since libvirt's schema puts

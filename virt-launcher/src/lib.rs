@@ -8,6 +8,7 @@ mod agent;
 pub mod args;
 pub mod capcache;
 mod dhcp;
+mod downward_metrics;
 mod error;
 mod eventloop;
 mod events;

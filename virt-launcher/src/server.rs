@@ -75,6 +75,15 @@ async fn connection(
                 | Request::GuestPing { .. }
                 | Request::GuestExec { .. }),
             ) => ask_agent(&request, &agent).await,
+            Ok(Request::DownwardMetrics {
+                node_name,
+                disk,
+                channel,
+            }) => {
+                let path = |p: Option<String>| p.map(std::path::PathBuf::from);
+                crate::downward_metrics::start(hv.clone(), node_name, path(disk), path(channel));
+                Response::Ok
+            }
             Ok(request) => {
                 tracing::debug!(?request, "request");
                 handle(request, hv.clone()).await
@@ -153,7 +162,8 @@ async fn handle(request: Request, hv: Arc<Hypervisor>) -> Response {
         | Request::GuestUsers
         | Request::GuestFilesystems
         | Request::GuestPing { .. }
-        | Request::GuestExec { .. } => {
+        | Request::GuestExec { .. }
+        | Request::DownwardMetrics { .. } => {
             unreachable!("answered by the caller")
         }
     })

@@ -29,6 +29,7 @@ pub fn spec(path: &str, s: &Value) -> Vec<Cause> {
     machine(path, &s["domain"], &mut causes);
     firmware(path, &s["domain"], &mut causes);
     disks(path, &s["domain"]["devices"], &mut causes);
+    downward_metrics(path, s, &mut causes);
     interfaces(path, s, &mut causes);
     cloud_init(path, s, &mut causes);
     causes
@@ -327,6 +328,54 @@ fn disks(path: &str, devices: &Value, causes: &mut Vec<Cause>) {
                 ));
             }
             boot_orders.push(order);
+        }
+    }
+}
+
+/// KubeVirt's rules for the downwardMetrics volume: at most one, and its disk a disk on
+/// the virtio bus. (Its feature gate is virt-handler's to check, in kubevirt-config.)
+fn downward_metrics(path: &str, s: &Value, causes: &mut Vec<Cause>) {
+    let volumes = s["volumes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let metrics: Vec<&Value> = volumes
+        .iter()
+        .filter(|v| v.get("downwardMetrics").is_some())
+        .collect();
+    if metrics.len() > 1 {
+        let field = format!("{path}.volumes");
+        causes.push(Cause::invalid(
+            &field,
+            format!("{field} must have max one downwardMetric volume set"),
+        ));
+    }
+    let disks = s["domain"]["devices"]["disks"].as_array();
+    for (i, disk) in disks
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        if !metrics.iter().any(|v| v["name"] == disk["name"]) {
+            continue;
+        }
+        let at = format!("{path}.domain.devices.disks[{i}].disk");
+        if disk.get("disk").is_none() && (disk.get("cdrom").is_some() || disk.get("lun").is_some())
+        {
+            causes.push(Cause::required(
+                &at,
+                format!(
+                    "DownwardMetrics volume must be mapped to a disk, but disk is not set on {at}."
+                ),
+            ));
+        } else if let Some(bus) = disk["disk"]["bus"].as_str().filter(|b| *b != "virtio") {
+            causes.push(Cause::invalid(
+                format!("{at}.bus"),
+                format!(
+                    "DownwardMetrics volume must be mapped to virtio bus, but {at}.bus is set to {bus}"
+                ),
+            ));
         }
     }
 }

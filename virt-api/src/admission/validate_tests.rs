@@ -205,6 +205,35 @@ fn refused_table() {
             "Boot order for spec.domain.devices.disks[1].bootOrder already set for a different device.",
         ),
         (
+            with(
+                "/volumes",
+                json!([{"name": "root", "containerDisk": {"image": "cirros"}},
+                       {"name": "m1", "downwardMetrics": {}}, {"name": "m2", "downwardMetrics": {}}]),
+            ),
+            "spec.volumes",
+            "spec.volumes must have max one downwardMetric volume set",
+        ),
+        (
+            with("/domain/devices/disks/0/disk/bus", json!("sata")).pipe(|mut s| {
+                s["volumes"] = json!([{"name": "root", "downwardMetrics": {}}]);
+                s
+            }),
+            "spec.domain.devices.disks[0].disk.bus",
+            "DownwardMetrics volume must be mapped to virtio bus, but spec.domain.devices.disks[0].disk.bus is set to sata",
+        ),
+        (
+            with(
+                "/domain/devices/disks/0",
+                json!({"name": "root", "cdrom": {}}),
+            )
+            .pipe(|mut s| {
+                s["volumes"] = json!([{"name": "root", "downwardMetrics": {}}]);
+                s
+            }),
+            "spec.domain.devices.disks[0].disk",
+            "DownwardMetrics volume must be mapped to a disk, but disk is not set on spec.domain.devices.disks[0].disk.",
+        ),
+        (
             on_pod_network(json!({"name": "default", "bridge": {}, "ports": [{"port": 80}]})),
             "spec.domain.devices.interfaces[0].ports",
             "spec.domain.devices.interfaces[0].ports: ports are only forwarded with the masquerade binding",

@@ -319,6 +319,18 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
         &[("type", "virtio"), ("name", "org.qemu.guest_agent.0")],
     );
     x.close();
+    // KubeVirt's downward metrics channel: QEMU binds its socket, the launcher connects
+    // and answers the guest's requests.
+    if let Some(socket) = crate::downward_metrics::channel_socket(spec, dir) {
+        use ferrovirt_node_contract::downward_metrics::CHANNEL_NAME;
+        x.open("channel", &[("type", "unix")]);
+        x.empty(
+            "source",
+            &[("mode", "bind"), ("path", &socket.display().to_string())],
+        );
+        x.empty("target", &[("type", "virtio"), ("name", CHANNEL_NAME)]);
+        x.close();
+    }
     if domain.devices.autoattach_graphics_device != Some(false) {
         x.open("graphics", &[("type", "vnc")]);
         x.empty(

@@ -41,6 +41,21 @@ impl Format {
     }
 }
 
+/// A prepared disk's file, relative to the per-VMI directory.
+fn local_file(volume: &str, ext: &str) -> String {
+    format!("{DIR}/{volume}.{ext}")
+}
+
+/// The extension of the downward metrics disk's file.
+const DOWNWARD_METRICS_EXT: &str = "vhostmd";
+
+/// The downwardMetrics volume's disk (at most one), as the launcher sees it under
+/// `vmi_dir`: the file the launcher keeps rewriting.
+pub fn downward_metrics_disk(spec: &VirtualMachineInstanceSpec, vmi_dir: &Path) -> Option<PathBuf> {
+    let v = spec.volumes.iter().find(|v| v.downward_metrics.is_some())?;
+    Some(vmi_dir.join(local_file(&v.name, DOWNWARD_METRICS_EXT)))
+}
+
 /// One volume, planned.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Planned {
@@ -92,6 +107,9 @@ pub enum Prep {
         file: String,
         index: usize,
     },
+    /// KubeVirt's downward metrics disk (vhostmd's format), created holding no metrics;
+    /// the launcher rewrites it while the guest runs.
+    DownwardMetrics { file: String },
 }
 
 /// Plans every volume of `spec` (but its filesystems, [`virtiofs::shares`]). `vmi_dir` is
@@ -112,7 +130,7 @@ pub fn plan(
         }
         let field = |f: &str| format!("spec.volumes[{i}].{f}");
         let local = |ext: &str| {
-            let file = format!("{DIR}/{}.{ext}", v.name);
+            let file = local_file(&v.name, ext);
             (vmi_dir.join(&file), file)
         };
         let planned = if let Some(cd) = &v.container_disk {
@@ -206,6 +224,16 @@ pub fn plan(
                 prep: Prep::Pvc {
                     claim: claim.to_string(),
                 },
+            }
+        } else if v.downward_metrics.is_some() {
+            let (path, file) = local(DOWNWARD_METRICS_EXT);
+            Planned {
+                name: v.name.clone(),
+                path,
+                format: Format::Raw,
+                // As KubeVirt: the guest only reads it.
+                read_only: true,
+                prep: Prep::DownwardMetrics { file },
             }
         } else if let Some(source) = v.config_source() {
             let (path, file) = local("iso");

@@ -123,6 +123,13 @@ pub fn prepare(
                 )?;
                 host_disks.push((*index, id));
             }
+            Prep::DownwardMetrics { file } => {
+                let target = host_dir.join(file);
+                ferrovirt_node_contract::downward_metrics::create_disk(&target)
+                    .map_err(Error::io("creating", &target))?;
+                give(&target, owner)?;
+                tracing::info!(disk = %target.display(), "downward metrics disk created");
+            }
             Prep::Pvc { claim } => {
                 if !p.path.is_file() {
                     return Err(Error::volume(
