@@ -15,8 +15,10 @@ pub mod condition;
 pub mod domain;
 pub mod expand;
 pub mod instancetype;
+pub mod pool;
 pub mod probe;
 pub mod quantity;
+pub mod replicaset;
 pub mod rules;
 mod schema;
 pub mod vm;
@@ -31,7 +33,9 @@ pub use instancetype::{
     PreferenceMatcher, PreferenceSpec, VirtualMachineClusterInstancetype,
     VirtualMachineClusterPreference, VirtualMachineInstancetype, VirtualMachinePreference,
 };
+pub use pool::{VirtualMachinePool, VirtualMachinePoolSpec, VirtualMachineTemplateSpec};
 pub use probe::*;
+pub use replicaset::*;
 pub use vm::*;
 pub use vmi::*;
 pub use volumes::*;
@@ -58,7 +62,14 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         VirtualMachinePreference::crd(),
         VirtualMachineClusterPreference::crd(),
     ];
-    core.chain(instancetypes).map(finish_schemas).collect()
+    let sets = [
+        VirtualMachineInstanceReplicaSet::crd(),
+        VirtualMachinePool::crd(),
+    ];
+    core.chain(instancetypes)
+        .chain(sets)
+        .map(finish_schemas)
+        .collect()
 }
 
 /// The VMI CRD serves its status in the object itself, as KubeVirt's does (its

@@ -154,7 +154,8 @@ pub struct VirtualMachineInstanceTemplateSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TemplateMetadata {
-    /// Ignored: the instance always takes the VM's name.
+    /// A VM's instance takes the VM's name and a pool's VM the pool's, so this is not
+    /// used there; a replica set's instances take it as the prefix of their names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Labels copied to the VirtualMachineInstance.

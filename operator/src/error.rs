@@ -12,6 +12,12 @@ pub enum Error {
     /// Deleting a VMI of a VM failed.
     #[error("deleting VirtualMachineInstance {0}")]
     FailedDelete(String, #[source] kube::Error),
+    /// Creating a VM of a pool failed.
+    #[error("creating VirtualMachine {0}")]
+    FailedCreateVirtualMachine(String, #[source] kube::Error),
+    /// Deleting a VM of a pool failed.
+    #[error("deleting VirtualMachine {0}")]
+    FailedDeleteVirtualMachine(String, #[source] kube::Error),
     /// Creating a launcher pod failed (KubeVirt's reason: FailedCreate, as for a VMI).
     #[error("creating launcher pod for {0}")]
     FailedCreatePod(String, #[source] kube::Error),
@@ -55,15 +61,15 @@ pub enum Error {
     /// The VM's template sets what its instancetype sets.
     #[error(transparent)]
     InstancetypeConflict(crds::expand::Conflicts),
+    /// The VM provides less than its preference requires.
+    #[error(transparent)]
+    PreferenceRequirements(crds::expand::Unmet),
     /// Storing the ControllerRevision of an instancetype or preference failed.
     #[error("creating ControllerRevision {0}: {1}")]
     FailedCreateRevision(String, String),
     /// Creating a VM's DataVolume failed (KubeVirt's reason).
     #[error("creating DataVolume {0}")]
     FailedDataVolumeCreate(String, #[source] kube::Error),
-    /// The VM provides less than its preference requires.
-    #[error(transparent)]
-    PreferenceRequirements(crds::expand::Unmet),
     /// A VM uses DataVolumes and the cluster serves none: CDI is not installed.
     #[error("{0}")]
     NoDataVolumeApi(String),
@@ -82,7 +88,8 @@ impl Error {
         match self {
             Error::FailedCreate(..) => "FailedCreate",
             Error::FailedDelete(..) => "FailedDelete",
-            Error::FailedCreatePod(..) => "FailedCreate",
+            Error::FailedCreatePod(..) | Error::FailedCreateVirtualMachine(..) => "FailedCreate",
+            Error::FailedDeleteVirtualMachine(..) => "FailedDelete",
             Error::FailedDeletePod(..) => "FailedDeletePod",
             Error::FailedPatch(..) => "FailedPatch",
             Error::Conflict(..) => "Conflict",

@@ -18,7 +18,10 @@ pub mod metrics;
 #[cfg(test)]
 mod mock_api;
 pub mod pod;
+mod pool;
 pub mod printable;
+mod replicaset;
+mod sets;
 pub mod strategy;
 mod vm_controller;
 mod vmi_controller;
@@ -40,7 +43,9 @@ pub use args::{Args, LauncherArgs, LeaderArgs, LogFormat};
 pub use context::Context;
 pub use error::{Error, Result};
 
-use crds::{VirtualMachine, VirtualMachineInstance};
+use crds::{
+    VirtualMachine, VirtualMachineInstance, VirtualMachineInstanceReplicaSet, VirtualMachinePool,
+};
 
 /// The field manager of every write, and the Events' reporting controller (KubeVirt's
 /// component name).
@@ -132,9 +137,11 @@ enum Led {
     Signal,
 }
 
-/// Runs both controllers with `client` until a watch fails for good. One VMI watch and one
-/// launcher-pod watch fill the caches of both controllers and wake them: a VMI change
-/// wakes its own reconcile and its VM's; a pod change wakes its VMI's. (kube-runtime's
+/// Runs the controllers with `client` until a watch fails for good. One VMI watch and one
+/// launcher-pod watch fill the caches of the VM and VMI controllers and wake them: a VMI
+/// change wakes its own reconcile and its VM's, or its replica set's (a VMI without a
+/// controller wakes the replica sets of its namespace, which may adopt it); a pod change
+/// wakes its VMI's. A VM change wakes its pool's. (kube-runtime's
 /// shared streams are not used: their subscriber stalls once an object is deleted before
 /// it is read, and they drop deletions.)
 pub async fn run_controllers(
@@ -153,7 +160,14 @@ pub async fn run_controllers(
     let (vmi_wakeups, vmi_wakeup_stream) =
         futures::channel::mpsc::unbounded::<ObjectRef<VirtualMachineInstance>>();
 
+    let (rs_store, rs_writer) = reflector::store::<VirtualMachineInstanceReplicaSet>();
+    let (rs_wakeups, rs_wakeup_stream) =
+        futures::channel::mpsc::unbounded::<ObjectRef<VirtualMachineInstanceReplicaSet>>();
+    let (pool_wakeups, pool_wakeup_stream) =
+        futures::channel::mpsc::unbounded::<ObjectRef<VirtualMachinePool>>();
+
     let vmi_wakeups_from_pods = vmi_wakeups.clone();
+    let rs_cache = rs_store.clone();
     let vmi_watch = reflector::reflector(
         vmi_writer,
         watcher(vmis, watcher::Config::default())
@@ -164,6 +178,18 @@ pub async fn run_controllers(
         for vmi in changed(event) {
             if let Some(owner) = controller_of(&vmi, "VirtualMachine") {
                 let _ = vm_wakeups.unbounded_send(owner);
+            } else if let Some(owner) = controller_of(&vmi, "VirtualMachineInstanceReplicaSet") {
+                let _ = rs_wakeups.unbounded_send(owner);
+            } else if !vmi
+                .owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true))
+            {
+                for rs in rs_cache.state() {
+                    if rs.namespace() == vmi.namespace() {
+                        let _ = rs_wakeups.unbounded_send(ObjectRef::from_obj(rs.as_ref()));
+                    }
+                }
             }
             let _ = vmi_wakeups.unbounded_send(ObjectRef::from_obj(&vmi));
         }
@@ -188,7 +214,7 @@ pub async fn run_controllers(
 
     metrics.count_vmis_from(vmi_store.clone());
     let ctx = Arc::new(Context::new(
-        client,
+        client.clone(),
         settings.clone(),
         metrics,
         vmi_store.clone(),
@@ -204,7 +230,17 @@ pub async fn run_controllers(
             .default_backoff()
             .modify(trim),
     )
+    .inspect(move |event| {
+        if let Ok(
+            watcher::Event::Apply(vm) | watcher::Event::InitApply(vm) | watcher::Event::Delete(vm),
+        ) = event
+            && let Some(owner) = controller_of(vm, "VirtualMachinePool")
+        {
+            let _ = pool_wakeups.unbounded_send(owner);
+        }
+    })
     .applied_objects();
+    let vm_store_for_pools = vm_store.clone();
     let vm_controller = Controller::for_stream(vm_changes, vm_store)
         .reconcile_on(vm_wakeup_stream)
         .with_config(config.clone())
@@ -218,12 +254,59 @@ pub async fn run_controllers(
         futures::stream::pending::<Result<VirtualMachineInstance, watcher::Error>>();
     let vmi_controller = Controller::for_stream(no_direct_trigger, vmi_store)
         .reconcile_on(vmi_wakeup_stream)
+        .with_config(config.clone())
+        .run(
+            vmi_controller::reconcile,
+            vmi_controller::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+
+    // The replica sets and pools, each with its own watch.
+    let set_ctx = Arc::new(sets::SetContext {
+        ctx,
+        vms: vm_store_for_pools,
+        expectations: Default::default(),
+    });
+    let rs_changes = reflector::reflector(
+        rs_writer,
+        watcher(Api::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .modify(trim),
+    )
+    .applied_objects();
+    let rs_controller = Controller::for_stream(rs_changes, rs_store)
+        .reconcile_on(rs_wakeup_stream)
+        .with_config(config.clone())
+        .run(
+            replicaset::reconcile,
+            replicaset::error_policy,
+            set_ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+    let (pool_store, pool_writer) = reflector::store::<VirtualMachinePool>();
+    let pool_changes = reflector::reflector(
+        pool_writer,
+        watcher(Api::all(client), watcher::Config::default())
+            .default_backoff()
+            .modify(trim),
+    )
+    .applied_objects();
+    let pool_controller = Controller::for_stream(pool_changes, pool_store)
+        .reconcile_on(pool_wakeup_stream)
         .with_config(config)
-        .run(vmi_controller::reconcile, vmi_controller::error_policy, ctx)
+        .run(pool::reconcile, pool::error_policy, set_ctx)
         .for_each(|_| futures::future::ready(()));
 
     tracing::info!("controllers started");
-    tokio::join!(vmi_watch, pod_watch, vm_controller, vmi_controller);
+    tokio::join!(
+        vmi_watch,
+        pod_watch,
+        vm_controller,
+        vmi_controller,
+        rs_controller,
+        pool_controller
+    );
     Ok(())
 }
 

@@ -959,3 +959,287 @@ async fn data_volumes_without_cdi_are_named_in_the_status() {
         "a launcher pod without its DataVolume"
     );
 }
+
+// VirtualMachineInstanceReplicaSet and VirtualMachinePool: KubeVirt's own examples
+// (shared/kubevirt-examples) applied as they are with kubectl; this test plays kubelet
+// (the fake node) and virt-handler (the phases from Running on, and Ready).
+
+/// Plays virt-handler: the VMI runs and is ready.
+async fn run_and_ready(vmis: &Api<VirtualMachineInstance>, name: &str) {
+    set_vmi_phase(vmis, name, "Running").await;
+    let pp = PatchParams {
+        field_manager: Some("virt-handler".into()),
+        ..Default::default()
+    };
+    let vmi = vmis.get(name).await.unwrap();
+    let mut conditions = serde_json::to_value(vmi.status.unwrap_or_default().conditions).unwrap();
+    let list = conditions.as_array_mut().unwrap();
+    list.retain(|c| c["type"] != "Ready");
+    list.push(json!({"type": "Ready", "status": "True"}));
+    vmis.patch(
+        name,
+        &pp,
+        &Patch::Merge(&json!({"status": {"conditions": list}})),
+    )
+    .await
+    .unwrap();
+}
+
+impl Env {
+    async fn kubectl(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", self.ns.name()];
+        all.extend_from_slice(args);
+        shared()
+            .await
+            .kubectl(all)
+            .await
+            .unwrap()
+            .expect_success()
+            .to_string()
+    }
+
+    /// The VMIs with label `selector`, not being deleted, once `done` holds for them.
+    async fn vmis_where(
+        &self,
+        what: &str,
+        selector: &str,
+        done: impl Fn(&[VirtualMachineInstance]) -> bool + Clone,
+    ) -> Vec<VirtualMachineInstance> {
+        let vmis = self.vmis.clone();
+        eventually(
+            &format!("{what}; operator log:\n{}", operator_log()),
+            T,
+            || {
+                let (vmis, done) = (vmis.clone(), done.clone());
+                let lp = ListParams::default().labels(selector);
+                async move {
+                    let mut list: Vec<_> = vmis.list(&lp).await.unwrap().items;
+                    list.retain(|v| v.metadata.deletion_timestamp.is_none());
+                    done(&list).then_some(list)
+                }
+            },
+        )
+        .await
+    }
+
+    /// Waits for `path` of the status of `resource/name` (as kubectl's jsonpath prints it)
+    /// to read `want`.
+    async fn status_reads(&self, resource: &str, name: &str, path: &str, want: &str) {
+        let mut last = String::new();
+        let started = std::time::Instant::now();
+        while started.elapsed() < T {
+            last = self
+                .kubectl(&["get", resource, name, "-o", &format!("jsonpath={path}")])
+                .await;
+            if last == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!(
+            "{resource}/{name} {path}: wanted {want:?}, last {last:?}; operator log:\n{}",
+            operator_log()
+        );
+    }
+
+    /// Each VMI's launcher pod bound and all its containers (the containerDisk's too)
+    /// running: the VMI is Scheduled.
+    async fn schedule_all(&self, vmis: &[VirtualMachineInstance]) {
+        for vmi in vmis {
+            let pod = self.run_pod(vmi).await;
+            let now = "2026-01-01T00:00:00Z";
+            let statuses: Vec<_> = pod
+                .spec
+                .as_ref()
+                .unwrap()
+                .containers
+                .iter()
+                .map(|c| {
+                    json!({"name": c.name, "ready": true, "restartCount": 0,
+                    "image": c.image, "imageID": "", "started": true,
+                    "state": {"running": {"startedAt": now}}})
+                })
+                .collect();
+            set_pod_status(
+                &self.pods,
+                &pod.name_any(),
+                json!({"containerStatuses": statuses}),
+            )
+            .await
+            .unwrap();
+            self.vmi_phase(&vmi.name_any(), "Scheduled").await;
+        }
+    }
+}
+
+fn controlled_by(obj: &impl kube::Resource, kind: &str, name: &str) -> bool {
+    obj.meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.kind == kind && o.name == name && o.controller == Some(true))
+}
+
+#[tokio::test]
+async fn a_replica_set_from_kubevirts_example_scales_replaces_and_deletes_its_instances() {
+    let e = env("vmirs").await;
+    let (rs, selector) = (
+        "vmi-replicaset-cirros",
+        "kubevirt.io/vmReplicaSet=vmi-replicaset-cirros",
+    );
+    let example = ferrovirt_tests::examples_dir().join("vmi-replicaset-cirros.yaml");
+    e.kubectl(&["apply", "-f", example.to_str().unwrap()]).await;
+
+    let three = e
+        .vmis_where("3 VMIs of the replica set", selector, |l| l.len() == 3)
+        .await;
+    for vmi in &three {
+        assert!(
+            vmi.name_any().starts_with(rs),
+            "{} is named after the set",
+            vmi.name_any()
+        );
+        assert!(controlled_by(vmi, "VirtualMachineInstanceReplicaSet", rs));
+    }
+    e.schedule_all(&three).await;
+    e.status_reads(
+        "vmirs",
+        rs,
+        "{.status.replicas}/{.status.readyReplicas}",
+        "3/0",
+    )
+    .await;
+    e.status_reads("vmirs", rs, "{.status.labelSelector}", selector)
+        .await;
+    let keep = three[1].name_any();
+    run_and_ready(&e.vmis, &keep).await;
+    e.status_reads("vmirs", rs, "{.status.readyReplicas}", "1")
+        .await;
+
+    // Scale down: the ones not ready go first.
+    e.kubectl(&["scale", "vmirs", rs, "--replicas=1"]).await;
+    let one = e.vmis_where("1 VMI left", selector, |l| l.len() == 1).await;
+    assert_eq!(one[0].name_any(), keep, "the ready instance is kept");
+    e.status_reads(
+        "vmirs",
+        rs,
+        "{.status.replicas}/{.status.readyReplicas}",
+        "1/1",
+    )
+    .await;
+    e.event_where("a SuccessfulDelete Event of the set", |ev| {
+        ev.reason.as_deref() == Some("SuccessfulDelete")
+            && ev.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(rs)
+    })
+    .await;
+
+    // Scale up.
+    e.kubectl(&["scale", "vmirs", rs, "--replicas=2"]).await;
+    let two = e.vmis_where("2 VMIs", selector, |l| l.len() == 2).await;
+    let added = two.iter().find(|v| v.name_any() != keep).unwrap().clone();
+    e.schedule_all(std::slice::from_ref(&added)).await;
+    e.status_reads(
+        "vmirs",
+        rs,
+        "{.status.replicas}/{.status.readyReplicas}",
+        "2/1",
+    )
+    .await;
+
+    // A deleted instance is replaced, and so is a finished one.
+    e.vmis
+        .delete(&added.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
+    let replaced = e
+        .vmis_where("the deleted VMI replaced", selector, |l| {
+            l.len() == 2 && l.iter().all(|v| v.name_any() != added.name_any())
+        })
+        .await;
+    set_vmi_phase(&e.vmis, &keep, "Failed").await;
+    e.vmis_where("the failed VMI replaced", selector, |l| {
+        l.len() == 2 && l.iter().all(|v| v.name_any() != keep)
+    })
+    .await;
+    e.event_where("a SuccessfulCreate Event of the set", |ev| {
+        ev.reason.as_deref() == Some("SuccessfulCreate")
+            && ev.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(rs)
+    })
+    .await;
+
+    // Deleting the set deletes its instances (the garbage collector, by the owner references).
+    e.kubectl(&["delete", "vmirs", rs]).await;
+    e.vmis_where("no VMI of the deleted set", selector, |l| l.is_empty())
+        .await;
+    drop(replaced);
+}
+
+#[tokio::test]
+async fn a_pool_from_kubevirts_example_scales_and_deletes_its_vms() {
+    let e = env("vmpool").await;
+    let pool = "vm-pool-cirros";
+    let example = ferrovirt_tests::examples_dir().join("vm-pool-cirros.yaml");
+    e.kubectl(&["apply", "-f", example.to_str().unwrap()]).await;
+
+    let selector = "kubevirt.io/vmpool=vm-pool-cirros";
+    let three = e
+        .vmis_where("the 3 VMs' instances", selector, |l| l.len() == 3)
+        .await;
+    let mut names: Vec<String> = three.iter().map(|v| v.name_any()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["vm-pool-cirros-0", "vm-pool-cirros-1", "vm-pool-cirros-2"]
+    );
+    for name in &names {
+        let vm = e.vms.get(name).await.unwrap();
+        assert!(controlled_by(&vm, "VirtualMachinePool", pool));
+        assert!(vm.labels()["kubevirt.io/vm-pool-revision-name"].starts_with("vm-pool-cirros-"));
+    }
+    e.schedule_all(&three).await;
+    run_and_ready(&e.vmis, "vm-pool-cirros-0").await;
+    e.status_reads(
+        "vmpool",
+        pool,
+        "{.status.replicas}/{.status.readyReplicas}",
+        "3/1",
+    )
+    .await;
+
+    // Scale in: VMs not ready go first, then the highest index.
+    e.kubectl(&["scale", "vmpool", pool, "--replicas=1"]).await;
+    for name in ["vm-pool-cirros-1", "vm-pool-cirros-2"] {
+        e.gone(&e.vms, name).await;
+    }
+    e.status_reads(
+        "vmpool",
+        pool,
+        "{.status.replicas}/{.status.readyReplicas}",
+        "1/1",
+    )
+    .await;
+
+    // Scale out: the lowest free index.
+    e.kubectl(&["scale", "vmpool", pool, "--replicas=2"]).await;
+    let vmi = e.vmi("vm-pool-cirros-1", None).await;
+    e.schedule_all(&[vmi]).await;
+    e.status_reads(
+        "vmpool",
+        pool,
+        "{.status.replicas}/{.status.readyReplicas}",
+        "2/1",
+    )
+    .await;
+    e.event_where("a SuccessfulCreate Event of the pool", |ev| {
+        ev.reason.as_deref() == Some("SuccessfulCreate")
+            && ev.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pool)
+    })
+    .await;
+
+    // Deleting the pool deletes its VMs and their instances.
+    e.kubectl(&["delete", "vmpool", pool]).await;
+    for name in ["vm-pool-cirros-0", "vm-pool-cirros-1"] {
+        e.gone(&e.vms, name).await;
+        e.gone(&e.vmis, name).await;
+    }
+}

@@ -54,7 +54,29 @@ pub const WEBHOOKS: &[(&str, &str, &str, &str, &str)] = &[
         "CREATE",
         "/virtualmachineinstances-validate-create",
     ),
+    (
+        "virtualmachinereplicaset-validator.kubevirt.io",
+        VALIDATING,
+        "virtualmachineinstancereplicasets",
+        "CREATE, UPDATE",
+        "/virtualmachinereplicaset-validate",
+    ),
+    (
+        "virtualmachinepool-validator.kubevirt.io",
+        VALIDATING,
+        "virtualmachinepools",
+        "CREATE, UPDATE",
+        "/virtualmachinepool-validate",
+    ),
 ];
+
+/// The API group and version of a webhook's resource.
+pub fn group_version(resource: &str) -> (&'static str, &'static str) {
+    match resource {
+        "virtualmachinepools" => (crds::pool::GROUP, crds::pool::VERSION),
+        _ => (crds::GROUP, crds::VERSION),
+    }
+}
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -69,11 +91,12 @@ pub fn configurations(base_url: &str) -> String {
             "apiVersion: admissionregistration.k8s.io/v1\nkind: {kind}\nmetadata:\n  name: {config}\nwebhooks:\n"
         );
         for (name, _, resource, operations, path) in WEBHOOKS.iter().filter(|w| w.1 == config) {
+            let (group, version) = group_version(resource);
             doc.push_str(&format!(
                 "- name: {name}\n  admissionReviewVersions: [v1]\n  sideEffects: None\n  \
                  failurePolicy: Fail\n  timeoutSeconds: {TIMEOUT_SECONDS}\n  \
                  clientConfig:\n    url: {base_url}{path}\n  \
-                 rules:\n  - apiGroups: [kubevirt.io]\n    apiVersions: [v1]\n    \
+                 rules:\n  - apiGroups: [{group}]\n    apiVersions: [{version}]\n    \
                  operations: [{operations}]\n    resources: [{resource}]\n"
             ));
         }

@@ -132,6 +132,9 @@ fn template_renders_every_component_with_probes_priority_and_requests() {
         assert_eq!(hook["clientConfig"]["service"]["path"], Value::from(*path));
         assert_eq!(hook["failurePolicy"], Value::from("Fail"));
         assert_eq!(hook["rules"][0]["resources"][0], Value::from(*resource));
+        let (group, version) = ferrovirt_tests::webhooks::group_version(resource);
+        assert_eq!(hook["rules"][0]["apiGroups"][0], Value::from(group));
+        assert_eq!(hook["rules"][0]["apiVersions"][0], Value::from(version));
         let ops: Vec<&str> = operations.split(", ").collect();
         assert_eq!(
             hook["rules"][0]["operations"],

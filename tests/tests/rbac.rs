@@ -291,6 +291,45 @@ async fn virt_controller_runs_with_the_charts_role_and_fails_loudly_without_one_
         status.instancetype_ref.is_some() && status.preference_ref.is_some(),
         "{status:?}"
     );
+    // KubeVirt's replica set and pool examples: the set's VMIs and the pool's VMs (with
+    // the pool's ControllerRevision) created, and both statuses written.
+    for file in ["vmi-replicaset-cirros.yaml", "vm-pool-cirros.yaml"] {
+        let path = ferrovirt_tests::examples_dir().join(file);
+        let out = cp
+            .kubectl(["apply", "-n", ns.name(), "-f", path.to_str().unwrap()])
+            .await
+            .unwrap();
+        assert!(out.success(), "{}", out.stderr);
+    }
+    for (resource, name) in [
+        ("vmirs", "vmi-replicaset-cirros"),
+        ("vmpool", "vm-pool-cirros"),
+    ] {
+        eventually(
+            &format!("{resource} {name} with 3 replicas"),
+            &full.log,
+            || async {
+                let out = cp
+                    .kubectl([
+                        "get",
+                        resource,
+                        name,
+                        "-n",
+                        ns.name(),
+                        "-o",
+                        "jsonpath={.status.replicas}",
+                    ])
+                    .await
+                    .ok()?;
+                (out.stdout == "3").then_some(())
+            },
+        )
+        .await;
+    }
+    eventually("the pool's VM vm-pool-cirros-2", &full.log, || async {
+        vms.get_opt("vm-pool-cirros-2").await.ok()?
+    })
+    .await;
     assert_nothing_forbidden(&full);
     kill_tied(Some(&[full.pid]));
 

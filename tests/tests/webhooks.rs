@@ -657,6 +657,80 @@ async fn get(cp: &ControlPlane, ns: &str, kind: &str) -> Value {
 
 /// kube-apiserver's own measure of each webhook call (its
 /// `apiserver_admission_webhook_admission_duration_seconds`), printed as the figure.
+/// A replica set (`pool: false`) or a pool of [`good_vmi`]'s spec, labelled `app: a`.
+fn good_set(name: &str, pool: bool) -> Value {
+    let spec = good_vmi(name)["spec"].clone();
+    let template = json!({"metadata": {"labels": {"app": "a"}}, "spec": spec});
+    if pool {
+        json!({"apiVersion": "pool.kubevirt.io/v1beta1", "kind": "VirtualMachinePool",
+            "metadata": {"name": name},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "a"}},
+                "virtualMachineTemplate": {"metadata": {"labels": {"app": "a"}},
+                    "spec": {"runStrategy": "Always", "template": template}}}})
+    } else {
+        json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceReplicaSet",
+            "metadata": {"name": name},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "a"}},
+                "template": template}})
+    }
+}
+
+/// Replica sets and pools, validated where KubeVirt validates them: the selector must select
+/// the template's labels; the template is checked as a VMI's spec (a replica set) or as a VM
+/// (a pool), the field named where it is in the set; a pool's template cannot change, and
+/// its scale can.
+#[tokio::test]
+async fn replica_sets_and_pools_are_refused_naming_the_field() {
+    let cp = shared().await;
+    shared_virt_api_with_webhooks().await;
+    let ns = TestNamespace::create(cp, "webhook-sets").await.unwrap();
+    let machine_pc = json!({"type": "pc"});
+    let mut rows: Vec<(Value, &str)> = Vec::new();
+    let mut wrong_selector = good_set("rs-selector", false);
+    wrong_selector["spec"]["selector"]["matchLabels"]["app"] = json!("b");
+    rows.push((wrong_selector, "spec.selector"));
+    let mut rs_machine = good_set("rs-machine", false);
+    rs_machine["spec"]["template"]["spec"]["domain"]["machine"] = machine_pc.clone();
+    rows.push((rs_machine, "spec.template.spec.domain.machine.type"));
+    let mut pool_selector = good_set("pool-selector", true);
+    pool_selector["spec"]["virtualMachineTemplate"]["metadata"]["labels"]["app"] = json!("b");
+    rows.push((pool_selector, "spec.selector"));
+    let mut pool_machine = good_set("pool-machine", true);
+    pool_machine["spec"]["virtualMachineTemplate"]["spec"]["template"]["spec"]["domain"]["machine"] =
+        machine_pc;
+    rows.push((
+        pool_machine,
+        "spec.virtualMachineTemplate.spec.template.spec.domain.machine.type",
+    ));
+    for (object, field) in &rows {
+        let out = apply(cp, ns.name(), object).await;
+        assert!(
+            !out.success()
+                && out.stderr.contains(Layer::Webhook.marker())
+                && out.stderr.contains(&format!("{field}:")),
+            "{} should be refused by virt-api naming {field}: {out:?}",
+            object["metadata"]["name"]
+        );
+    }
+
+    apply(cp, ns.name(), &good_set("rs", false))
+        .await
+        .expect_success();
+    let pool = good_set("pool", true);
+    apply(cp, ns.name(), &pool).await.expect_success();
+    let mut changed = pool.clone();
+    changed["spec"]["virtualMachineTemplate"]["spec"]["runStrategy"] = json!("Halted");
+    let out = apply(cp, ns.name(), &changed).await;
+    assert!(
+        !out.success() && out.stderr.contains("spec.virtualMachineTemplate: "),
+        "a pool's changed template should be refused naming it: {out:?}"
+    );
+    cp.kubectl(["scale", "-n", ns.name(), "vmpool", "pool", "--replicas=0"])
+        .await
+        .unwrap()
+        .expect_success();
+}
+
 #[tokio::test]
 async fn webhook_latency_as_kube_apiserver_measures_it() {
     let cp = shared().await;
@@ -666,6 +740,15 @@ async fn webhook_latency_as_kube_apiserver_measures_it() {
         apply(cp, ns.name(), &good_vmi(&format!("latency-{i}")))
             .await
             .expect_success();
+    }
+    for pool in [false, true] {
+        apply(
+            cp,
+            ns.name(),
+            &good_set(&format!("latency-set-{pool}"), pool),
+        )
+        .await
+        .expect_success();
     }
     let metrics = cp.kubectl(["get", "--raw", "/metrics"]).await.unwrap();
     let text = metrics.expect_success();

@@ -12,6 +12,7 @@ pub mod mutate;
 pub mod quantity;
 pub mod register;
 pub mod review;
+pub mod sets;
 pub mod validate;
 
 use std::convert::Infallible;
@@ -35,11 +36,15 @@ impl Hook {
     pub const VM_MUTATE: &str = "/virtualmachines-mutate";
     pub const VMI_VALIDATE: &str = "/virtualmachineinstances-validate-create";
     pub const VM_VALIDATE: &str = "/virtualmachines-validate";
+    pub const VMIRS_VALIDATE: &str = "/virtualmachinereplicaset-validate";
+    pub const POOL_VALIDATE: &str = "/virtualmachinepool-validate";
 
     pub fn from_path(path: &str) -> Option<Hook> {
         match path {
             Self::VMI_MUTATE | Self::VM_MUTATE => Some(Hook::Mutate),
-            Self::VMI_VALIDATE | Self::VM_VALIDATE => Some(Hook::Validate),
+            Self::VMI_VALIDATE | Self::VM_VALIDATE | Self::VMIRS_VALIDATE | Self::POOL_VALIDATE => {
+                Some(Hook::Validate)
+            }
             _ => None,
         }
     }
@@ -156,6 +161,8 @@ pub fn admitter(kind: &str) -> Option<&'static dyn Admit> {
     match kind {
         "VirtualMachineInstance" => Some(&Vmi),
         "VirtualMachine" => Some(&Vm),
+        "VirtualMachineInstanceReplicaSet" => Some(&sets::ReplicaSet),
+        "VirtualMachinePool" => Some(&sets::Pool),
         _ => None,
     }
 }
@@ -209,6 +216,8 @@ impl Admission {
             (Ok(req), Some(client))
                 if hook == Hook::Validate || req.operation == Operation::Create =>
             {
+                // A pool's template is looked up as the VM it describes.
+                let req = sets::as_vm_request(&req).unwrap_or(req);
                 let mut found = instancetype::find(client, &req).await;
                 if hook == Hook::Validate {
                     found.cdi = datavolume::find(client, &req).await;
