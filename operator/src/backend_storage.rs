@@ -449,7 +449,7 @@ mod tests {
         let mut v: VirtualMachineInstance = serde_json::from_value(json!({
             "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
             "metadata": {"name": "vm1", "namespace": "ns", "uid": "u-vmi"},
-            "spec": {"domain": {"devices": {"tpm": {"persistent": true}}}}
+            "spec": {"domain": {"memory": {"guest": "128Mi"}, "devices": {"tpm": {"persistent": true}}}}
         }))
         .unwrap();
         if owned {
@@ -489,6 +489,43 @@ mod tests {
             "VirtualMachineInstance"
         );
         assert_eq!(own["metadata"]["ownerReferences"][0]["uid"], "u-vmi");
+    }
+
+    #[test]
+    fn the_launcher_pod_mounts_the_claim_status_names() {
+        let mut v = vmi(true);
+        assert!(pod_volume(&v).is_none(), "no claim named yet");
+        let mut pvc = render(&v, "local", "ReadWriteOnce");
+        pvc.metadata.name = Some("persistent-state-for-vm1-abcde".into());
+        show_claim(v.status.get_or_insert_default(), &pvc);
+        let (volume, mount) = pod_volume(&v).unwrap();
+        assert_eq!(volume.name, "vm-state");
+        assert_eq!(
+            volume.persistent_volume_claim.unwrap().claim_name,
+            "persistent-state-for-vm1-abcde"
+        );
+        assert_eq!(mount.mount_path, BACKEND_STORAGE_DIR_IN_POD);
+        let pod = crate::pod::render(
+            &v,
+            &crate::pod::LauncherConfig {
+                image: "launcher".into(),
+                node_run_dir: "/var/run/ferrovirt".into(),
+            },
+        )
+        .unwrap();
+        let spec = pod.spec.unwrap();
+        assert!(spec.volumes.unwrap().iter().any(|v| v.name == "vm-state"));
+        assert!(
+            spec.containers[0]
+                .volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|m| m.name == "vm-state")
+        );
+        // A VMI whose TPM is not persistent mounts none.
+        v.spec.domain.devices.tpm = Some(crds::Tpm::default());
+        assert!(pod_volume(&v).is_none());
     }
 
     #[test]
