@@ -5,25 +5,31 @@
 # concurrency), on a fresh control plane per run. Prints a markdown table and writes
 # bench/scale/scale.svg (time and RSS against VMs). See bench/scale/README.md.
 #
-# Usage: bench/scale.sh [--record] [--sizes "1000 10000"] [--nodes 100] [--before BIN] [--rounds N]
+# Usage: bench/scale.sh [--record] [--sizes "1000 10000"] [--nodes 100] [--before BIN] [--after DIR] [--rounds N]
 #   --record      also append the tables to bench/README.md (with the date and machine load)
 #   --before BIN  a same-round before/after: each round also runs BIN (a virt-controller
 #                 built elsewhere, say at an older commit) between the ceiling and this
-#                 tree's, and prints its table too
+#                 tree's, and prints its table too. BIN may be a directory holding that
+#                 build's virt-controller and bench-scale: its runs then use that tree's
+#                 CRDs and admission policies too (needed when the CRDs changed between)
+#   --after DIR   the "after" is DIR's virt-controller and bench-scale (say a build of a
+#                 commit from `git archive`, away from a tree others edit) instead of a
+#                 release build of this tree; the ceiling runs DIR's bench-scale too
 #   --rounds N    N rounds of ceiling [, before], operator per size (default 1)
 # Takes about 15-25 minutes on 2 cores (after the builds: kwok ~4 min once, release ~3 min).
 set -euo pipefail
 source "$(dirname "$0")/../hack/lib.sh"
 
-record=0 sizes="1000 10000" nodes=100 before="" rounds=1
+record=0 sizes="1000 10000" nodes=100 before="" after="" rounds=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --record) record=1; shift ;;
     --sizes) sizes="$2"; shift 2 ;;
     --nodes) nodes="$2"; shift 2 ;;
     --before) before=$(realpath "$2"); shift 2 ;;
+    --after) after=$(realpath "$2"); shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
-    -h|--help) sed -n '2,15s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -48,22 +54,34 @@ if [[ ! -s "$kwok_dir/stages.yaml" ]]; then
 fi
 
 cd "$FERROVIRT_ROOT"
-log "building virt-controller and the benchmark (release)"
-cargo build --release -p virt-controller --bin virt-controller --example bench-scale
-bench="${CARGO_TARGET_DIR:-$FERROVIRT_ROOT/target}/release/examples/bench-scale"
+after_bin=()
+if [[ -n "$after" ]]; then
+  bench="$after/bench-scale" after_bin=(env "OPERATOR_BIN=$after/virt-controller")
+  [[ -x "$bench" && -x "$after/virt-controller" ]] || die "--after directory needs virt-controller and bench-scale"
+else
+  log "building virt-controller and the benchmark (release)"
+  cargo build --release -p virt-controller --bin virt-controller --example bench-scale
+  bench="${CARGO_TARGET_DIR:-$FERROVIRT_ROOT/target}/release/examples/bench-scale"
+fi
 
 out=$(mktemp -d /tmp/bench-scale.XXXXXX)
 log "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
 runs=("ceiling")
 [[ -n "$before" ]] && runs+=("before")
 runs+=("operator")
+before_bench="$bench"
+if [[ -d "$before" ]]; then
+  before_bench="$before/bench-scale" before="$before/virt-controller"
+  [[ -x "$before_bench" && -x "$before" ]] || die "--before directory needs virt-controller and bench-scale"
+fi
 for n in $sizes; do
   for r in $(seq 1 "$rounds"); do
     for run in "${runs[@]}"; do
       log "round $r, $run: $n VMs over $nodes kwok nodes (fresh control plane)"
-      mode=$run bin=()
-      if [[ "$run" == before ]]; then mode=operator bin=(env "OPERATOR_BIN=$before"); fi
-      "${bin[@]}" "$bench" run --mode "$mode" --vms "$n" --nodes "$nodes" \
+      mode=$run bin=() exe=$bench
+      if [[ "$run" == operator ]]; then bin=("${after_bin[@]}"); fi
+      if [[ "$run" == before ]]; then mode=operator bin=(env "OPERATOR_BIN=$before") exe=$before_bench; fi
+      "${bin[@]}" "$exe" run --mode "$mode" --vms "$n" --nodes "$nodes" \
         --json "$out/$run-$n-$r.json" >/dev/null
     done
   done

@@ -37,6 +37,11 @@ const NS: &str = "bench";
 /// not faster).
 const IN_FLIGHT: usize = 50;
 const KWOK_VERSION: &str = "0.8.0";
+/// kwok's workers that play the pods' stages (its default is 4). 100 nodes have 100
+/// kubelets, each writing its own pods' status; 4 workers for all of them became the
+/// slowest step (a bound pod waited 2-10 s to be marked Running), for the ceiling and the
+/// operator alike. 16 keeps ahead of kube-scheduler's 50 binds a second.
+const KWOK_POD_WORKERS: u32 = 16;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Run {
@@ -149,11 +154,18 @@ async fn run(mode: &str, n: usize, nodes: usize) -> anyhow::Result<Run> {
 
     let mut pod_seen: HashMap<String, Instant> = HashMap::new();
     let mut done_seen: HashMap<String, Instant> = HashMap::new();
+    // The steps between, for the profile printed on stderr (first time seen, per VM).
+    let mut steps: HashMap<Step, HashMap<String, Instant>> = HashMap::new();
     let mut peak = rss_before;
     let mut last_progress = Instant::now();
     while done_seen.len() < n {
         match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
             Ok(Some((what, name, at))) => {
+                steps
+                    .entry(Step::of(what))
+                    .or_default()
+                    .entry(name.clone())
+                    .or_insert(at);
                 let seen = match (what, mode) {
                     (Seen::Pod, _) => &mut pod_seen,
                     (Seen::PodRunning, "ceiling") | (Seen::VmiScheduled, "operator") => {
@@ -198,6 +210,8 @@ async fn run(mode: &str, n: usize, nodes: usize) -> anyhow::Result<Run> {
         v
     };
     let (pods_lat, done_lat) = (lat(&pod_seen), lat(&done_seen));
+    steps.insert(Step::VmCreated, created.clone());
+    profile(&steps, t0);
 
     let (rss_mib, cpu_s, requests_per_vm) = match &operator {
         Some(op) => {
@@ -248,8 +262,81 @@ async fn run(mode: &str, n: usize, nodes: usize) -> anyhow::Result<Run> {
 #[derive(Clone, Copy, Debug)]
 enum Seen {
     Pod,
+    PodBound,
+    PodRunning,
+    Vmi,
+    VmiScheduling,
+    VmiScheduled,
+}
+
+/// The steps of one VM's way, in order, for [`profile`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Step {
+    VmCreated,
+    VmiExists,
+    PodExists,
+    VmiScheduling,
+    PodBound,
     PodRunning,
     VmiScheduled,
+}
+
+impl Step {
+    const ALL: [Step; 7] = [
+        Step::VmCreated,
+        Step::VmiExists,
+        Step::PodExists,
+        Step::VmiScheduling,
+        Step::PodBound,
+        Step::PodRunning,
+        Step::VmiScheduled,
+    ];
+
+    fn of(seen: Seen) -> Step {
+        match seen {
+            Seen::Vmi => Step::VmiExists,
+            Seen::Pod => Step::PodExists,
+            Seen::VmiScheduling => Step::VmiScheduling,
+            Seen::PodBound => Step::PodBound,
+            Seen::PodRunning => Step::PodRunning,
+            Seen::VmiScheduled => Step::VmiScheduled,
+        }
+    }
+}
+
+/// Where the VMs' time goes, on stderr: per step, when the last VM reached it and the
+/// p50/p95 of the time from the step before (as the watches saw them; a step a VM skipped
+/// in the watch, say Scheduling and Scheduled in one event, counts from the one before).
+fn profile(steps: &HashMap<Step, HashMap<String, Instant>>, t0: Instant) {
+    let empty = HashMap::new();
+    let at = |s: Step| steps.get(&s).unwrap_or(&empty);
+    let created = at(Step::VmCreated);
+    for pair in Step::ALL.windows(2) {
+        let (from, to) = (at(pair[0]), at(pair[1]));
+        if to.is_empty() {
+            continue;
+        }
+        let mut gaps: Vec<f64> = to
+            .iter()
+            .filter_map(|(name, t)| {
+                let before = from.get(name).or_else(|| created.get(name))?;
+                Some(t.saturating_duration_since(*before).as_secs_f64())
+            })
+            .collect();
+        gaps.sort_by(f64::total_cmp);
+        let last = to
+            .values()
+            .max()
+            .map_or(0.0, |t| t.duration_since(t0).as_secs_f64());
+        eprintln!(
+            "step {:?} -> {:?}: p50 {:.2} s, p95 {:.2} s; last VM at {last:.1} s ({} VMs)",
+            pair[0],
+            pair[1],
+            pct(&gaps, 0.50),
+            pct(&gaps, 0.95),
+            to.len()
+        );
+    }
 }
 
 fn watch_pods(
@@ -268,6 +355,9 @@ fn watch_pods(
                     .unwrap_or_default();
                 let now = Instant::now();
                 let _ = tx.send((Seen::Pod, name.clone(), now));
+                if p.spec.as_ref().is_some_and(|s| s.node_name.is_some()) {
+                    let _ = tx.send((Seen::PodBound, name.clone(), now));
+                }
                 if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") {
                     let _ = tx.send((Seen::PodRunning, name, now));
                 }
@@ -285,8 +375,16 @@ fn watch_vmis(
         watcher(vmis, watcher::Config::default())
             .applied_objects()
             .try_for_each(move |v| {
-                if v.status.as_ref().and_then(|s| s.phase) == Some(VmiPhase::Scheduled) {
-                    let _ = tx.send((Seen::VmiScheduled, v.name_any(), Instant::now()));
+                let now = Instant::now();
+                let _ = tx.send((Seen::Vmi, v.name_any(), now));
+                match v.status.as_ref().and_then(|s| s.phase) {
+                    Some(VmiPhase::Scheduling) => {
+                        let _ = tx.send((Seen::VmiScheduling, v.name_any(), now));
+                    }
+                    Some(VmiPhase::Scheduled) => {
+                        let _ = tx.send((Seen::VmiScheduled, v.name_any(), now));
+                    }
+                    _ => {}
                 }
                 futures::future::ready(Ok(()))
             }),
@@ -377,11 +475,21 @@ fn start_kwok(cp: &ControlPlane) -> anyhow::Result<ferrovirt_tests::Process> {
         "{} is missing: bench/scale.sh writes it",
         config.display()
     );
+    let options = cp.log("kwok").with_file_name("kwok-options.yaml");
+    std::fs::write(
+        &options,
+        format!(
+            "apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\n\
+             options:\n  podPlayStageParallelism: {KWOK_POD_WORKERS}\n"
+        ),
+    )?;
     let mut cmd = Command::new(bin);
     cmd.arg("--kubeconfig")
         .arg(cp.kubeconfig())
         .arg("--config")
         .arg(&config)
+        .arg("--config")
+        .arg(&options)
         .args([
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
