@@ -44,6 +44,9 @@ const SECRET_WAIT_RETRY: Duration = Duration::from_secs(3);
 /// then, and their node comes with the Scheduled write instead of a write of its own
 /// (bench/scale: 0.85 requests per VM).
 const BIND_SETTLE: Duration = Duration::from_secs(3);
+/// When a VMI whose launcher pod was just created is looked at again if the pod's own
+/// watch event (which brings its first status) has not come by then.
+const POD_EVENT_FALLBACK: Duration = Duration::from_secs(5);
 
 #[instrument(skip(ctx, vmi), fields(vmi = %format!("{}/{}", vmi.namespace().unwrap_or_default(), vmi.name_any())))]
 pub async fn reconcile(vmi: Arc<VirtualMachineInstance>, ctx: Arc<Context>) -> Result<Action> {
@@ -228,8 +231,9 @@ pub(crate) enum Plan {
     /// delete if one is still to send, then the finalizer removed.
     Release(Option<PodDelete>),
     /// Create this launcher pod, and tell it in this `SuccessfulCreate` Event if any
-    /// ([`pod_created_event`]); the status follows from what the create came to
-    /// ([`plan_create_failure`] for a refused one).
+    /// ([`pod_created_event`]); the status follows from the pod's watch event (the next
+    /// pass), from the pod read back when one was there already, or
+    /// ([`plan_create_failure`]) from the refusal.
     CreatePod(Box<Pod>, Option<String>),
     /// The spec cannot run: the VMI fails for good with this status and Event.
     Unrunnable(PodPlan),
@@ -414,7 +418,7 @@ async fn execute(seen: &Seen<'_>, n: &Names, planned: Plan, ctx: &Context) -> Re
         }
         Plan::CreatePod(rendered, event) => {
             let pod = match writes::create(&pods, &rendered, &ctx.metrics, "pods").await {
-                Ok(Some(created)) => {
+                Ok(Some(_)) => {
                     if let Some(note) = event {
                         ctx.event(
                             vmi.object_ref(&()),
@@ -423,7 +427,12 @@ async fn execute(seen: &Seen<'_>, n: &Names, planned: Plan, ctx: &Context) -> Re
                             note,
                         );
                     }
-                    Some(created)
+                    // The status follows from the new pod's watch event, in a pass of its
+                    // own, as in KubeVirt (its VMI stays Pending in the pass that creates
+                    // the pod): the worker is free for the next pod at once, and by then the
+                    // pod is often bound, so Scheduling carries its node and needs no
+                    // write of its own for it (bench/scale).
+                    return Ok(Action::requeue(POD_EVENT_FALLBACK));
                 }
                 Ok(None) => writes::get(&pods, &n.pod, &ctx.metrics, "pods").await?,
                 Err(e) => {

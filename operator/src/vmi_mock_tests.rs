@@ -1,9 +1,9 @@
 //! The VMI controller's write sequences against the mock API ([`crate::mock_api`]): the
-//! finalizer, its lost race, the launcher pod's create followed by the guarded status (a
-//! refused create, one that found the pod there), the node label and Scheduled in one
-//! write, a final VMI's pod delete, and a deleted
-//! VMI's cleanup (the pod asked to shut the guest down, removed by force once its node is
-//! gone, the finalizer released).
+//! finalizer, its lost race, the launcher pod's create and, from its watch event, the
+//! guarded status (a refused create, one that found the pod there), the node label and
+//! Scheduled in one write, a final VMI's pod delete, and a deleted VMI's cleanup (the pod
+//! asked to shut the guest down, removed by force once its node is gone, the finalizer
+//! released).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,7 +106,7 @@ async fn a_finalizer_list_changed_meanwhile_is_a_lost_race_retried_at_once() {
 }
 
 #[tokio::test]
-async fn the_launcher_pod_is_created_then_the_status_says_scheduling_guarded() {
+async fn the_launcher_pod_is_created_then_its_watch_event_brings_scheduling_guarded() {
     let (ctx, mut api) = context();
     let v = vmi(json!([FINALIZER]));
     let pod_name = crate::pod::pod_name("g", "u-vmi");
@@ -119,7 +119,7 @@ async fn the_launcher_pod_is_created_then_the_status_says_scheduling_guarded() {
     });
     let name = pod_name.clone();
     let expected = vec![
-        Expect::new(Method::POST, format!("{PODS}?"), pod)
+        Expect::new(Method::POST, format!("{PODS}?"), pod.clone())
             .status(StatusCode::CREATED)
             .checking(move |p| {
                 assert_eq!(p["metadata"]["name"], json!(name));
@@ -128,6 +128,20 @@ async fn the_launcher_pod_is_created_then_the_status_says_scheduling_guarded() {
                     json!("u-vmi")
                 );
             }),
+    ];
+    let (result, seen) = api
+        .serve(expected, 1, reconcile(Arc::new(v.clone()), ctx.clone()))
+        .await;
+    assert_eq!(
+        result.unwrap(),
+        Action::requeue(Duration::from_secs(5)),
+        "no status in the pass that creates the pod: the pod's watch event brings it"
+    );
+    assert_eq!(seen.events, ["SuccessfulCreate"]);
+
+    // The pod's watch event: it is in the cache, and the status says Scheduling.
+    api.cache_pod(serde_json::from_value(pod).unwrap());
+    let expected = vec![
         Expect::new(Method::PATCH, format!("{VMIS}/g?"), answered(&v, "9")).checking(|ops| {
             assert_eq!(
                 ops[0],
@@ -138,9 +152,8 @@ async fn the_launcher_pod_is_created_then_the_status_says_scheduling_guarded() {
             assert_eq!(status["activePods"], json!({"u-pod": ""}), "{status}");
         }),
     ];
-    let (result, seen) = api.serve(expected, 1, reconcile(Arc::new(v), ctx)).await;
+    let (result, _) = api.serve(expected, 0, reconcile(Arc::new(v), ctx)).await;
     result.unwrap();
-    assert_eq!(seen.events, ["SuccessfulCreate"]);
 }
 
 #[tokio::test]
