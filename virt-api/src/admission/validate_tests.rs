@@ -449,6 +449,16 @@ fn accepted_table() {
             json!({"name": "root", "cdrom": {"bus": "sata"}}),
         ),
         with("/domain/devices/disks/0/serial", json!("disk-1_a.b")),
+        // KubeVirt's downward metrics: the volume on a virtio disk (or a volume without a
+        // disk, which gets one), and the device.
+        with("/volumes", json!([{"name": "root", "downwardMetrics": {}}])).pipe(|mut s| {
+            s["domain"]["devices"]["downwardMetrics"] = json!({});
+            s
+        }),
+        with(
+            "/volumes",
+            json!([{"name": "root", "containerDisk": {"image": "cirros"}}, {"name": "m", "downwardMetrics": {}}]),
+        ),
         {
             let mut s = on_pod_network(json!({"name": "default", "masquerade": {}}));
             s["networks"][0]["pod"] = json!({"vmNetworkCIDR": "10.1.0.0/16"});
