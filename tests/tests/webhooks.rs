@@ -189,6 +189,18 @@ async fn bad_vms_and_vmis_are_refused_with_the_field_named() {
             "spec.domain.devices.disks[0].disk.bus: sata hard-disks do not support read-only.",
         ),
         (
+            "a downwardMetrics volume on a sata disk",
+            json!({"spec": {"domain": {"devices": {"disks": [{"name": "root", "disk": {"bus": "sata"}}]}}, "volumes": [{"name": "root", "downwardMetrics": {}}]}}),
+            Layer::Webhook,
+            "DownwardMetrics volume must be mapped to virtio bus, but spec.domain.devices.disks[0].disk.bus is set to sata",
+        ),
+        (
+            "two downwardMetrics volumes",
+            json!({"spec": {"volumes": [cirros.clone(), {"name": "m1", "downwardMetrics": {}}, {"name": "m2", "downwardMetrics": {}}]}}),
+            Layer::Webhook,
+            "spec.volumes must have max one downwardMetric volume set",
+        ),
+        (
             "a disk serial with '+'",
             domain(json!({"devices": {"disks": [{"name": "root", "serial": "a+b"}]}})),
             Layer::Webhook,
