@@ -59,6 +59,18 @@ pub struct DomainSpec {
     pub io_threads: Option<DiskIoThreads>,
 }
 
+impl Devices {
+    /// The input device `autoattachInputDevice` adds (KubeVirt's `default-0`), if it does:
+    /// it is on and the guest has no input device.
+    pub fn autoattached_input(&self) -> Option<Input> {
+        (self.autoattach_input_device == Some(true) && self.inputs.is_empty()).then(|| Input {
+            name: "default-0".into(),
+            type_: InputType::Tablet,
+            bus: None,
+        })
+    }
+}
+
 impl DomainSpec {
     /// The guest's vCPUs as its CPU topology gives them: sockets × cores × threads, each
     /// defaulting to 1 (virt-api's webhook sets the topology of every VMI).
@@ -347,17 +359,22 @@ pub enum PullPolicy {
     Never,
 }
 
+/// Why `features.hyperv` is refused (a VMI's, a preference's `preferredHyperv`).
+pub const HYPERV_REFUSED: &str = "Hyper-V enlightenments are not supported: QEMU offers them only to guests run by KVM, and Ferrovirt's nodes run guests under TCG software emulation (KVM does not work on them), where they do not exist";
+/// Why `features.kvm` is refused (a VMI's, a preference's `preferredKvm`).
+pub const KVM_FEATURES_REFUSED: &str = "features.kvm (hiding KVM from the guest) is not supported: it applies only to guests run by KVM, and Ferrovirt's nodes run guests under TCG software emulation (KVM does not work on them)";
+
 /// Hypervisor features. `hyperv` and `kvm` are refused with the reason.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
     "rule": "!has(self.hyperv)",
     "fieldPath": ".hyperv",
-    "message": "Hyper-V enlightenments are not supported: QEMU offers them only to guests run by KVM, and Ferrovirt's nodes run guests under TCG software emulation (KVM does not work on them), where they do not exist"
+    "message": HYPERV_REFUSED
 }, {
     "rule": "!has(self.kvm)",
     "fieldPath": ".kvm",
-    "message": "features.kvm (hiding KVM from the guest) is not supported: it applies only to guests run by KVM, and Ferrovirt's nodes run guests under TCG software emulation (KVM does not work on them)"
+    "message": KVM_FEATURES_REFUSED
 }]))]
 pub struct Features {
     /// ACPI, which lets the guest power off cleanly when asked. Enabled by default.
@@ -454,6 +471,10 @@ pub struct Devices {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub inputs: Vec<Input>,
+    /// Attach a tablet (`default-0`, on USB unless a preference names the bus) when the
+    /// guest has no input device. Defaults to false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoattach_input_device: Option<bool>,
     /// An emulated TPM 2.0 (swtpm), on unless `enabled` is false. Its state lives as long
     /// as the VMI, or with `persistent: true` on the VM's backend-storage PVC.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -19,6 +19,11 @@ use crate::{
     VirtualMachineInstanceSpec, quantity,
 };
 
+/// The architecture of Ferrovirt's nodes, the default of a VMI that names none.
+pub const DEFAULT_ARCHITECTURE: &str = "amd64";
+/// Why a VMI of another architecture is refused.
+pub const ARCHITECTURE_REFUSED: &str = "Ferrovirt's nodes are amd64 (x86_64): a guest of another architecture (arm64, s390x) has no node to run on";
+
 /// The name of the default pod network and its interface, as KubeVirt names them.
 pub const DEFAULT_NETWORK: &str = "default";
 
@@ -279,6 +284,16 @@ pub fn check_requirements(
             }
         }
     }
+    if let Some(arch) = &required.architecture {
+        // What the VM asks for, else the default virt-api would give it (amd64).
+        let asked = spec.architecture.as_deref().unwrap_or(DEFAULT_ARCHITECTURE);
+        if asked != arch {
+            return unmet(
+                vec![format!("{base}.architecture")],
+                format!("preference requires architecture {arch} but {asked} is being requested"),
+            );
+        }
+    }
     if let Some(memory) = &required.memory {
         let (field, by, provided) = match instancetype {
             Some(it) => (
@@ -421,6 +436,9 @@ fn apply_preference(
     if spec.subdomain.is_none() {
         spec.subdomain = p.preferred_subdomain.clone();
     }
+    if spec.architecture.is_none() {
+        spec.architecture = p.preferred_architecture.clone();
+    }
     if spec.termination_grace_period_seconds.is_none() {
         spec.termination_grace_period_seconds = p.preferred_termination_grace_period_seconds;
     }
@@ -456,6 +474,15 @@ fn devices(p: &PreferenceSpec, spec: &mut VirtualMachineInstanceSpec) {
     }
     if devices.network_interface_multiqueue.is_none() {
         devices.network_interface_multiqueue = d.preferred_network_interface_multi_queue;
+    }
+    // As KubeVirt's VM controller: the autoattached tablet is added before the bus and
+    // type preferences apply (`preferredInputType` has nothing to fill: a Ferrovirt input
+    // always names its type, `tablet`, the one kind there is).
+    if devices.autoattach_input_device.is_none() {
+        devices.autoattach_input_device = d.preferred_autoattach_input_device;
+    }
+    if let Some(input) = devices.autoattached_input() {
+        devices.inputs.push(input);
     }
     for input in &mut devices.inputs {
         if input.bus.is_none() {

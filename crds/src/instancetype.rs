@@ -3,7 +3,7 @@
 //! wide, as KubeVirt serves them (`staging/src/kubevirt.io/api/instancetype/v1beta1`).
 //!
 //! Only the fields Ferrovirt applies are in the schema; a manifest that sets another one
-//! (for example `spec.cpu.dedicatedCPUPlacement` or `spec.requirements.architecture`) is refused by the
+//! (for example `spec.cpu.dedicatedCPUPlacement` or `spec.features.preferredHyperv`) is refused by the
 //! API server with the field named. How a VM's instancetype and preference are applied to
 //! its instance is [`crate::expand`].
 
@@ -15,8 +15,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    DiskBus, Efi, FeatureState, Hugepages, InputBus, InterfaceMasquerade, InterfaceModel,
-    IoThreadsPolicy, Rng, Tpm,
+    DiskBus, Efi, FeatureState, Hugepages, InputBus, InputType, InterfaceMasquerade,
+    InterfaceModel, IoThreadsPolicy, Rng, Tpm,
 };
 
 /// The API group of instancetypes and preferences.
@@ -194,6 +194,10 @@ pub struct PreferenceSpec {
     /// less.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requirements: Option<PreferenceRequirements>,
+    /// The guest's architecture, when the VM names none. Ferrovirt runs only `amd64`
+    /// guests: a VM that ends up with another is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_architecture: Option<String>,
 }
 
 /// The least a VM using a preference must provide, through its instancetype or its own
@@ -207,6 +211,9 @@ pub struct PreferenceRequirements {
     /// The least guest memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryRequirement>,
+    /// The architecture the VM must use (`amd64` unless it names another).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
 }
 
 /// The fewest vCPUs a preference needs.
@@ -328,6 +335,12 @@ pub struct DevicePreferences {
     /// The bus of input devices that name none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_input_bus: Option<InputBus>,
+    /// `autoattachInputDevice`, when the VM does not set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_autoattach_input_device: Option<bool>,
+    /// The kind of input devices that name none: `tablet`, the only one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_input_type: Option<InputType>,
     /// `networkInterfaceMultiqueue`, when the VM does not set it.
     #[serde(
         default,
@@ -337,9 +350,19 @@ pub struct DevicePreferences {
     pub preferred_network_interface_multi_queue: Option<bool>,
 }
 
-/// Hypervisor feature preferences.
+/// Hypervisor feature preferences. `preferredHyperv` and `preferredKvm` are refused with
+/// the reason, as the VMI's `hyperv` and `kvm`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.preferredHyperv)",
+    "fieldPath": ".preferredHyperv",
+    "message": crate::HYPERV_REFUSED
+}, {
+    "rule": "!has(self.preferredKvm)",
+    "fieldPath": ".preferredKvm",
+    "message": crate::KVM_FEATURES_REFUSED
+}]))]
 pub struct FeaturePreferences {
     /// ACPI, when the VM does not set `features.acpi.enabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -347,6 +370,14 @@ pub struct FeaturePreferences {
     /// System Management Mode, when the VM does not set `features.smm`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_smm: Option<FeatureState>,
+    /// KubeVirt's Hyper-V enlightenments; refused (they need KVM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::refused_object")]
+    pub preferred_hyperv: Option<serde_json::Value>,
+    /// KubeVirt's KVM features (`hidden`); refused (they need KVM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::schema::refused_object")]
+    pub preferred_kvm: Option<serde_json::Value>,
 }
 
 /// Firmware preferences, used when the VM names no bootloader.

@@ -62,6 +62,14 @@ use crate::{DomainSpec, Network, Volume};
 pub struct VirtualMachineInstanceSpec {
     /// The virtual hardware of the guest.
     pub domain: DomainSpec,
+    /// The guest's architecture: `amd64`, the one Ferrovirt's nodes have (KubeVirt's
+    /// default there). Others are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == 'amd64'",
+        "message": crate::expand::ARCHITECTURE_REFUSED
+    }]))]
+    pub architecture: Option<String>,
     /// The storage behind the disks and filesystems. A volume without a disk or
     /// filesystem of the same name gets a virtio disk.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -520,3 +520,49 @@ fn preference_requirements_are_checked_as_kubevirt_checks_them() {
     // No requirements, nothing to check.
     assert_eq!(check(None, &pref("{}"), "domain: {}"), Ok(()));
 }
+
+#[test]
+fn kubevirts_desktop_and_fedora_preferences_apply() {
+    // As KubeVirt's rhel.9.desktop: architecture, requirements and an autoattached tablet
+    // on the preferred bus.
+    let desktop = pref(
+        "{preferredArchitecture: amd64, requirements: {architecture: amd64}, \
+         devices: {preferredAutoattachInputDevice: true, preferredInputBus: virtio, \
+         preferredInputType: tablet}}",
+    );
+    let (s, _) = run(None, Some(&desktop), TEMPLATE).unwrap();
+    assert_eq!(s.architecture.as_deref(), Some("amd64"));
+    let inputs: Vec<(String, String)> = s
+        .domain
+        .devices
+        .inputs
+        .iter()
+        .map(|i| {
+            (
+                i.name.clone(),
+                serde_json::to_value(i.bus).unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        inputs,
+        [("default-0".to_string(), "\"virtio\"".to_string())]
+    );
+    // A template with its own input keeps it and gets none added.
+    let own = "domain: {devices: {inputs: [{name: mine, type: tablet, bus: usb}]}}";
+    let (s, _) = run(None, Some(&desktop), own).unwrap();
+    assert_eq!(s.domain.devices.inputs.len(), 1);
+    assert_eq!(s.domain.devices.inputs[0].name, "mine");
+    // The architecture requirement, against the default (amd64) or what the VM names.
+    let check = |p: &PreferenceSpec, s: &str| {
+        expand::check_requirements("spec.template.spec", None, Some(p), &spec(s))
+    };
+    assert_eq!(check(&desktop, "domain: {}"), Ok(()));
+    let arm = pref("{requirements: {architecture: arm64}}");
+    let err = check(&arm, "domain: {}").unwrap_err();
+    assert_eq!(err.fields, ["spec.template.spec.architecture"]);
+    assert_eq!(
+        err.message,
+        "preference requires architecture arm64 but amd64 is being requested"
+    );
+}

@@ -97,6 +97,12 @@ async fn what_ferrovirt_does_not_implement_or_what_conflicts_is_refused_by_name(
         }
         vm.to_string()
     };
+    // KubeVirt's arm64 preferences are accepted as objects; a VM using one is refused.
+    let arm = json!({"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachinePreference",
+        "metadata": {"name": "arm"},
+        "spec": {"preferredArchitecture": "arm64", "requirements": {"architecture": "arm64"}}});
+    let out = apply(cp, &ns, &arm.to_string()).await;
+    assert!(out.success(), "an arm64 preference: {}", out.stderr);
     let rows: Vec<(&str, String, Vec<&str>)> = vec![
         (
             "a CPU count in the template",
@@ -130,9 +136,22 @@ async fn what_ferrovirt_does_not_implement_or_what_conflicts_is_refused_by_name(
             "a preference field Ferrovirt does not implement",
             json!({"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachineClusterPreference",
                    "metadata": {"name": "needs"},
-                   "spec": {"requirements": {"architecture": "arm64"}}})
+                   "spec": {"devices": {"preferredVideoType": "virtio"}}})
             .to_string(),
-            vec![r#"unknown field "spec.requirements.architecture""#],
+            vec![r#"unknown field "spec.devices.preferredVideoType""#],
+        ),
+        (
+            "a preference's Hyper-V enlightenments (KubeVirt's Windows preferences)",
+            json!({"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachinePreference",
+                   "metadata": {"name": "windows"},
+                   "spec": {"features": {"preferredHyperv": {"relaxed": {}, "spinlocks": {"spinlocks": 8191}}}}})
+            .to_string(),
+            vec!["spec.features.preferredHyperv", "Hyper-V enlightenments are not supported"],
+        ),
+        (
+            "a preference for another architecture, used",
+            vm(json!({"preference": {"kind": "VirtualMachinePreference", "name": "arm"}})),
+            vec!["spec.template.spec.architecture", "Unsupported value: \"arm64\"", "Ferrovirt's nodes are amd64"],
         ),
         (
             "an instancetype's overcommitPercent with hugepages",

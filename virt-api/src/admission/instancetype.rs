@@ -308,6 +308,19 @@ pub fn expanded_template(
             )
         }));
         tracing::debug!(%message, "instancetype conflicts");
+    } else if let Some(arch) = spec
+        .architecture
+        .as_deref()
+        .filter(|a| *a != crds::expand::DEFAULT_ARCHITECTURE)
+    {
+        // A preference's architecture (the template's own the schema has refused).
+        causes.push(Cause::invalid(
+            "spec.template.spec.architecture",
+            format!(
+                "spec.template.spec.architecture: Unsupported value: {arch:?}: {}",
+                crds::expand::ARCHITECTURE_REFUSED
+            ),
+        ));
     } else if let Err(unmet) = crds::expand::check_requirements(
         "spec.template.spec",
         found.instancetype.as_ref(),

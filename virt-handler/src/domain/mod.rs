@@ -360,7 +360,17 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
     if let Some(w) = &domain.devices.watchdog {
         devices::watchdog(&mut x, w)?;
     }
-    devices::inputs(&mut x, &domain.devices.inputs);
+    // KubeVirt adds the autoattached tablet in its VM controller only; here it also
+    // reaches a VMI made without a VM.
+    let autoattached = domain.devices.autoattached_input();
+    let inputs: Vec<crds::Input> = domain
+        .devices
+        .inputs
+        .iter()
+        .cloned()
+        .chain(autoattached)
+        .collect();
+    devices::inputs(&mut x, &inputs);
     if crds::Tpm::present(domain.devices.tpm.as_ref()) {
         devices::tpm(&mut x, domain.devices.tpm.as_ref())?;
     }
