@@ -6,6 +6,10 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// Why dedicated CPUs are refused (a VMI's `cpu.dedicatedCpuPlacement`, an
+/// instancetype's `cpu.dedicatedCPUPlacement`).
+pub const DEDICATED_CPU_REFUSED: &str = "dedicatedCpuPlacement needs kubelet's static CPU manager policy and vCPUs pinned to the CPUs of a Guaranteed launcher pod, which Ferrovirt does not implement; false or unset shares the node's CPUs";
+
 /// Why `ioThreadsPolicy: supplementalPool` is refused (a VMI's, an instancetype's).
 pub const SUPPLEMENTAL_POOL_REFUSED: &str = "supplementalPool maps each disk's queues over a pool of IOThreads (QEMU's iothread-vq-mapping), which needs QEMU 9 and libvirt 10; Ferrovirt's nodes run QEMU 7.2 and libvirt 9.0: use shared or auto";
 
@@ -163,7 +167,7 @@ pub struct Cpu {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "!self",
-        "message": "dedicatedCpuPlacement needs kubelet's static CPU manager policy and vCPUs pinned to the CPUs of a Guaranteed launcher pod, which Ferrovirt does not implement; false or unset shares the node's CPUs"
+        "message": DEDICATED_CPU_REFUSED
     }]))]
     pub dedicated_cpu_placement: Option<bool>,
 }

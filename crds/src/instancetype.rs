@@ -131,6 +131,18 @@ pub struct CpuInstancetype {
     /// The CPU model, as in `spec.domain.cpu.model` of a VMI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Dedicated CPUs (KubeVirt's cx1, d1, n1 and rt1 series); refused when true, as a
+    /// VMI's `cpu.dedicatedCpuPlacement`.
+    #[serde(
+        default,
+        rename = "dedicatedCPUPlacement",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!self",
+        "message": crate::DEDICATED_CPU_REFUSED
+    }]))]
+    pub dedicated_cpu_placement: Option<bool>,
 }
 
 /// The memory of an instancetype.

@@ -128,9 +128,17 @@ async fn what_ferrovirt_does_not_implement_or_what_conflicts_is_refused_by_name(
             "an instancetype field Ferrovirt does not implement",
             json!({"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachineInstancetype",
                    "metadata": {"name": "pinned"},
+                   "spec": {"cpu": {"guest": 2, "isolateEmulatorThread": true}, "memory": {"guest": "1Gi"}}})
+            .to_string(),
+            vec![r#"unknown field "spec.cpu.isolateEmulatorThread""#],
+        ),
+        (
+            "an instancetype's dedicated CPUs (KubeVirt's cx1, d1, n1, rt1)",
+            json!({"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachineInstancetype",
+                   "metadata": {"name": "pinned"},
                    "spec": {"cpu": {"guest": 2, "dedicatedCPUPlacement": true}, "memory": {"guest": "1Gi"}}})
             .to_string(),
-            vec![r#"unknown field "spec.cpu.dedicatedCPUPlacement""#],
+            vec!["spec.cpu.dedicatedCPUPlacement", "needs kubelet's static CPU manager policy"],
         ),
         (
             "a preference field Ferrovirt does not implement",
