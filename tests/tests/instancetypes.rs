@@ -1040,7 +1040,9 @@ async fn a_persistent_tpm_keeps_its_state_on_the_vms_claim_across_a_restart() {
     let again = vmis.get("keeper").await.unwrap().status.unwrap();
     assert_eq!(again.backend_storage_claim(), Some(claim_name.as_str()));
     let resets_after = tpm_reset_count(stack, &second);
-    eprintln!("MEASURE the TPM's resetCount: {resets} at the first boot, {resets_after} after the restart");
+    eprintln!(
+        "MEASURE the TPM's resetCount: {resets} at the first boot, {resets_after} after the restart"
+    );
     assert!(
         resets_after > resets,
         "the TPM counts {resets_after} power-ups after the restart, {resets} before: its state was not kept"

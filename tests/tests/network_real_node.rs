@@ -489,11 +489,14 @@ spec:
         (&web_ip, "queues: rx-0 rx-1 tx-0 tx-1"),
         (&example_ip, "queues: rx-0 tx-0"),
     ] {
-        let get = format!(
-            "printf 'GET /queues HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip} 80; echo nc-exit-$?"
-        );
+        let get =
+            format!("printf 'GET /queues HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip} 80; echo nc-exit-$?");
         let queues = eventually(cp, ns, &get, want).await;
-        assert!(queues.contains(want), "GET {ip}/queues: {queues}\n{}", logs());
+        assert!(
+            queues.contains(want),
+            "GET {ip}/queues: {queues}\n{}",
+            logs()
+        );
     }
     // vmi-masquerade.yaml forwards only its port 80: its guest's 8080 is not reached (web's
     // is, above), the pod itself refuses the connection; passt forwards only the listed
