@@ -176,7 +176,7 @@ async fn vmi_spec_updates_are_refused_naming_the_field() {
          ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: vmi-editor}\n\
          roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: vmi-editor}\n\
          subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: vmi-editor}]\n";
-    apply(cp, &ns, &editor, false).await.expect_success();
+    apply(cp, &ns, editor, false).await.expect_success();
     let label = r#"{"metadata":{"labels":{"team":"b"}}}"#;
     merge_patch(cp, &ns, "vmi/frozen", label, &["--as=vmi-editor"])
         .await
