@@ -13,10 +13,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crds::pool::REVISION_LABEL;
-use crds::{ReplicaSetStatus, VirtualMachine, VirtualMachinePool, VirtualMachineSpec};
+use crds::{VirtualMachine, VirtualMachinePool, VirtualMachineSpec};
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
@@ -29,13 +28,12 @@ use serde_json::json;
 use tracing::instrument;
 
 use crate::error::api_message;
-use crate::sets::{self, BURST, Observed, SetContext, condition_true, controller_uid};
+use crate::sets::{self, BURST, SetContext, condition_true, controller_uid};
 use crate::{Error, Result, writes};
 
 const CONTROLLER: &str = "pool";
 const VMS: &str = "virtualmachines";
 const POOLS: &str = "virtualmachinepools";
-const RESYNC: Duration = Duration::from_secs(300);
 
 #[instrument(skip(sctx, pool), fields(vmpool = %format!("{}/{}", pool.namespace().unwrap_or_default(), pool.name_any())))]
 pub async fn reconcile(pool: Arc<VirtualMachinePool>, sctx: Arc<SetContext>) -> Result<Action> {
@@ -217,102 +215,40 @@ fn indexed_spec(spec: &VirtualMachineSpec, index: u32) -> VirtualMachineSpec {
     spec
 }
 
-/// What the writes did: the first failure, by ReplicaFailure's reason.
-#[derive(Default)]
-struct Done {
-    failure: Option<(&'static str, Error)>,
-}
+const WORDS: sets::Words = sets::Words {
+    resource: POOLS,
+    paused_condition: ("SuccessfulPaused", "the pool is paused"),
+    paused_event: ("SuccessfulPaused", "Paused: no VM is created or deleted"),
+    resumed_event: (
+        "SuccessfulResume",
+        "Resumed: VMs are created and deleted again",
+    ),
+};
 
 async fn reconcile_pool(pool: &VirtualMachinePool, sctx: &SetContext) -> Result<Action> {
     let ctx = &sctx.ctx;
-    let (Some(ns), Some(uid)) = (pool.namespace(), pool.uid()) else {
-        return Err(Error::InvalidObject("pool without namespace or UID".into()));
-    };
-    if ctx
-        .own_writes
-        .is_stale(&uid, &pool.resource_version().unwrap_or_default())
-    {
+    let Some((ns, uid)) = sets::identify(pool, ctx)? else {
         return Ok(Action::requeue(crate::context::STALE_CACHE_RETRY));
-    }
+    };
     let cached = sctx.vms.state();
-    let vms: Vec<&VirtualMachine> = cached
-        .iter()
-        .filter(|v| v.namespace().as_deref() == Some(ns.as_str()))
-        .map(|v| v.as_ref())
-        .collect();
-    let settled = sctx.expectations.satisfied(
-        &uid,
-        |name| vms.iter().any(|v| v.name_any() == name),
-        |gone| {
-            !vms.iter().any(|v| {
-                v.uid().as_deref() == Some(gone) && v.metadata.deletion_timestamp.is_none()
-            })
-        },
-    );
+    let (vms, settled) = sets::candidates(&sctx.expectations, &uid, &ns, &cached);
     let seen = Seen { pool, vms, settled };
     let plan = plan(&seen);
     if let Some(why) = &plan.invalid {
         tracing::warn!(reason = %why, "pool not acted on");
     }
-    let done = execute(pool, &plan, sctx).await?;
-    let old = pool.status.clone().unwrap_or_default();
-    let next = status_of(&old, pool, &plan, &done);
-    if next != old {
-        let api: Api<VirtualMachinePool> = Api::namespaced(ctx.client.clone(), &ns);
-        let written = writes::replace_status(&api, pool, &next, &ctx.metrics, POOLS).await?;
-        ctx.own_writes.wrote_over(pool, &written);
-        if sets::shows_paused(&next) != sets::shows_paused(&old) {
-            let (reason, note) = if pool.spec.paused {
-                ("SuccessfulPaused", "Paused: no VM is created or deleted")
-            } else {
-                (
-                    "SuccessfulResume",
-                    "Resumed: VMs are created and deleted again",
-                )
-            };
-            ctx.event(pool.object_ref(&()), EventType::Normal, reason, note.into());
-        }
-    }
-    match done.failure {
-        Some((_, e)) => Err(e),
-        None if !seen.settled => Ok(Action::requeue(crate::context::STALE_CACHE_RETRY)),
-        None => Ok(Action::requeue(RESYNC)),
-    }
-}
-
-fn status_of(
-    old: &ReplicaSetStatus,
-    pool: &VirtualMachinePool,
-    plan: &Plan,
-    done: &Done,
-) -> ReplicaSetStatus {
-    let failure = match (&plan.invalid, &done.failure) {
-        (Some(why), _) => Some(("InvalidSelector", why.clone())),
-        (None, Some((reason, e))) => Some((*reason, failure_message(e))),
-        (None, None) => None,
+    let failure = execute(pool, &plan, sctx).await?;
+    let outcome = sets::Outcome {
+        active: plan.active,
+        ready: plan.ready,
+        selector: plan.selector.clone(),
+        invalid: plan.invalid.clone(),
+        failure,
+        settled,
+        paused: pool.spec.paused,
     };
-    sets::status(
-        old,
-        Observed {
-            replicas: plan.active,
-            ready: plan.ready,
-            selector: plan.selector.clone(),
-            failure,
-            paused: pool
-                .spec
-                .paused
-                .then_some(("SuccessfulPaused", "the pool is paused")),
-        },
-    )
-}
-
-fn failure_message(e: &Error) -> String {
-    match e {
-        Error::FailedCreateVirtualMachine(_, k) | Error::FailedDeleteVirtualMachine(_, k) => {
-            api_message(k)
-        }
-        e => ferrovirt_runtime::chain(e),
-    }
+    let old = pool.status.clone().unwrap_or_default();
+    sets::finish(pool, old, outcome, &WORDS, ctx).await
 }
 
 /// Stores the pool's spec in its ControllerRevision `<pool>-<generation>`, once.
@@ -339,12 +275,16 @@ async fn ensure_revision(pool: &VirtualMachinePool, sctx: &SetContext) -> Result
 
 /// Carries out `plan`: releases, the revision and the creates, deletes; an Event for each
 /// create and delete. A failed create or delete is kept for the status and the retry.
-async fn execute(pool: &VirtualMachinePool, plan: &Plan<'_>, sctx: &SetContext) -> Result<Done> {
+async fn execute(
+    pool: &VirtualMachinePool,
+    plan: &Plan<'_>,
+    sctx: &SetContext,
+) -> Result<Option<(&'static str, Error)>> {
     let ctx = &sctx.ctx;
     let ns = pool.namespace().unwrap_or_default();
     let uid = pool.uid().unwrap_or_default();
     let api: Api<VirtualMachine> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut done = Done::default();
+    let mut failure = None;
     for vm in &plan.release {
         let Some(i) = vm.owner_references().iter().position(|o| o.uid == uid) else {
             continue;
@@ -365,10 +305,10 @@ async fn execute(pool: &VirtualMachinePool, plan: &Plan<'_>, sctx: &SetContext) 
     if !plan.create.is_empty()
         && let Err(e) = ensure_revision(pool, sctx).await
     {
-        done.failure = Some(("FailedScaleOut", e));
+        failure = Some(("FailedScaleOut", e));
     }
     for index in &plan.create {
-        if done.failure.is_some() {
+        if failure.is_some() {
             break;
         }
         let vm = vm_for(pool, *index);
@@ -397,7 +337,7 @@ async fn execute(pool: &VirtualMachinePool, plan: &Plan<'_>, sctx: &SetContext) 
                         api_message(&e)
                     ),
                 );
-                done.failure = Some(("FailedScaleOut", Error::FailedCreateVirtualMachine(name, e)));
+                failure = Some(("FailedScaleOut", Error::FailedCreateVirtualMachine(name, e)));
             }
         }
     }
@@ -424,13 +364,13 @@ async fn execute(pool: &VirtualMachinePool, plan: &Plan<'_>, sctx: &SetContext) 
                         api_message(&e)
                     ),
                 );
-                done.failure
+                failure
                     .get_or_insert(("FailedScaleIn", Error::FailedDeleteVirtualMachine(name, e)));
             }
         }
     }
     sctx.expectations.expect(&uid, created, deleted);
-    Ok(done)
+    Ok(failure)
 }
 
 #[cfg(test)]

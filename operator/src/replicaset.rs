@@ -11,9 +11,8 @@
 //! [`plan`] decides from what the caches show (pure, table-tested); [`execute`] writes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use crds::{ReplicaSetStatus, VirtualMachineInstance, VirtualMachineInstanceReplicaSet, VmiPhase};
+use crds::{VirtualMachineInstance, VirtualMachineInstanceReplicaSet, VmiPhase};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::core::SelectorExt;
@@ -24,14 +23,12 @@ use serde_json::json;
 use tracing::instrument;
 
 use crate::error::api_message;
-use crate::sets::{self, BURST, Observed, SetContext, condition_true, controller_uid};
+use crate::sets::{self, BURST, SetContext, condition_true, controller_uid};
 use crate::{Error, Result, writes};
 
 const CONTROLLER: &str = "replicaset";
 const VMIS: &str = "virtualmachineinstances";
 const SETS: &str = "virtualmachineinstancereplicasets";
-/// A set is looked at again this often without a change (as the VM controller does).
-const RESYNC: Duration = Duration::from_secs(300);
 
 #[instrument(skip(sctx, rs), fields(vmirs = %format!("{}/{}", rs.namespace().unwrap_or_default(), rs.name_any())))]
 pub async fn reconcile(
@@ -207,106 +204,49 @@ pub(crate) fn instance_for(rs: &VirtualMachineInstanceReplicaSet) -> VirtualMach
     }
 }
 
-/// What the writes did: the first failure, by ReplicaFailure's reason.
-#[derive(Default)]
-struct Done {
-    failure: Option<(&'static str, Error)>,
-}
+const WORDS: sets::Words = sets::Words {
+    resource: SETS,
+    paused_condition: ("Paused", "the replica set is paused"),
+    paused_event: (
+        "SuccessfulPaused",
+        "Paused: no instance is created or deleted",
+    ),
+    resumed_event: (
+        "SuccessfulResumed",
+        "Resumed: instances are created and deleted again",
+    ),
+};
 
 async fn reconcile_rs(rs: &VirtualMachineInstanceReplicaSet, sctx: &SetContext) -> Result<Action> {
     let ctx = &sctx.ctx;
-    let (Some(ns), Some(uid)) = (rs.namespace(), rs.uid()) else {
-        return Err(Error::InvalidObject(
-            "replica set without namespace or UID".into(),
-        ));
-    };
-    if ctx
-        .own_writes
-        .is_stale(&uid, &rs.resource_version().unwrap_or_default())
-    {
+    let Some((ns, uid)) = sets::identify(rs, ctx)? else {
         return Ok(Action::requeue(crate::context::STALE_CACHE_RETRY));
-    }
+    };
     let cached = ctx.vmis.state();
-    let vmis: Vec<&VirtualMachineInstance> = cached
-        .iter()
-        .filter(|v| v.namespace().as_deref() == Some(ns.as_str()))
-        .map(|v| v.as_ref())
-        .collect();
-    let settled = sctx.expectations.satisfied(
-        &uid,
-        |name| vmis.iter().any(|v| v.name_any() == name),
-        |gone| {
-            !vmis.iter().any(|v| {
-                v.uid().as_deref() == Some(gone) && v.metadata.deletion_timestamp.is_none()
-            })
-        },
-    );
+    let (vmis, settled) = sets::candidates(&sctx.expectations, &uid, &ns, &cached);
     let seen = Seen { rs, vmis, settled };
     let plan = plan(&seen);
     if let Some(why) = &plan.invalid {
         tracing::warn!(reason = %why, "replica set not acted on");
     }
-    let done = execute(rs, &plan, sctx).await?;
-    let old = rs.status.clone().unwrap_or_default();
-    let next = status_of(&old, rs, &plan, &done);
-    if next != old {
-        let api: Api<VirtualMachineInstanceReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
-        let written = writes::replace_status(&api, rs, &next, &ctx.metrics, SETS).await?;
-        ctx.own_writes.wrote_over(rs, &written);
-        if sets::shows_paused(&next) != sets::shows_paused(&old) {
-            let (reason, note) = if rs.spec.paused {
-                (
-                    "SuccessfulPaused",
-                    "Paused: no instance is created or deleted",
-                )
-            } else {
-                (
-                    "SuccessfulResumed",
-                    "Resumed: instances are created and deleted again",
-                )
-            };
-            ctx.event(rs.object_ref(&()), EventType::Normal, reason, note.into());
-        }
-    }
-    match done.failure {
-        Some((_, e)) => Err(e),
-        None if !seen.settled => Ok(Action::requeue(crate::context::STALE_CACHE_RETRY)),
-        None => Ok(Action::requeue(RESYNC)),
-    }
-}
-
-/// The status after `plan` was carried out.
-fn status_of(
-    old: &ReplicaSetStatus,
-    rs: &VirtualMachineInstanceReplicaSet,
-    plan: &Plan,
-    done: &Done,
-) -> ReplicaSetStatus {
-    let failure = match (&plan.invalid, &done.failure) {
-        (Some(why), _) => Some(("InvalidSelector", why.clone())),
-        (None, Some((reason, e))) => Some((*reason, failure_message(e))),
-        (None, None) => None,
+    let failure = execute(rs, &plan, sctx).await?;
+    let outcome = sets::Outcome {
+        active: plan.active,
+        ready: plan.ready,
+        selector: plan.selector.clone(),
+        invalid: plan.invalid.clone(),
+        failure,
+        settled,
+        paused: rs.spec.paused,
     };
-    sets::status(
-        old,
-        Observed {
-            replicas: plan.active,
-            ready: plan.ready,
-            selector: plan.selector.clone(),
-            failure,
-            paused: rs
-                .spec
-                .paused
-                .then_some(("Paused", "the replica set is paused")),
-        },
+    sets::finish(
+        rs,
+        rs.status.clone().unwrap_or_default(),
+        outcome,
+        &WORDS,
+        ctx,
     )
-}
-
-fn failure_message(e: &Error) -> String {
-    match e {
-        Error::FailedCreate(_, k) | Error::FailedDelete(_, k) => api_message(k),
-        e => ferrovirt_runtime::chain(e),
-    }
+    .await
 }
 
 /// Carries out `plan`: adoptions and releases, creates, deletes; an Event for each create
@@ -316,12 +256,12 @@ async fn execute(
     rs: &VirtualMachineInstanceReplicaSet,
     plan: &Plan<'_>,
     sctx: &SetContext,
-) -> Result<Done> {
+) -> Result<Option<(&'static str, Error)>> {
     let ctx = &sctx.ctx;
     let ns = rs.namespace().unwrap_or_default();
     let uid = rs.uid().unwrap_or_default();
     let api: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut done = Done::default();
+    let mut failure = None;
     for vmi in &plan.adopt {
         let op = match vmi.metadata.owner_references {
             None => {
@@ -385,7 +325,7 @@ async fn execute(
                     ),
                 );
                 let prefix = template.metadata.generate_name.clone().unwrap_or_default();
-                done.failure = Some(("FailedCreate", Error::FailedCreate(prefix, e)));
+                failure = Some(("FailedCreate", Error::FailedCreate(prefix, e)));
                 break;
             }
         }
@@ -422,13 +362,12 @@ async fn execute(
                         api_message(&e)
                     ),
                 );
-                done.failure
-                    .get_or_insert(("FailedDelete", Error::FailedDelete(name, e)));
+                failure.get_or_insert(("FailedDelete", Error::FailedDelete(name, e)));
             }
         }
     }
     sctx.expectations.expect(&uid, created, deleted);
-    Ok(done)
+    Ok(failure)
 }
 
 #[cfg(test)]

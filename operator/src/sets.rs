@@ -4,20 +4,29 @@
 //! "expectations"), selectors, ownership, the order members are removed in, and status.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crds::{Condition, ReplicaSetStatus, condition_types};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use kube::api::Api;
 use kube::core::{Selector, SelectorExt};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 
-use crate::Context;
-use crate::context::CACHE_LAG_BOUND;
+use crate::context::{CACHE_LAG_BOUND, STALE_CACHE_RETRY};
+use crate::error::api_message;
+use crate::{Context, Error, Result, writes};
 
 /// How many members one reconcile creates or deletes at most (KubeVirt's burstReplicas).
 pub const BURST: usize = 250;
+/// A set is looked at again this often without a change (as the VM controller does).
+const RESYNC: Duration = Duration::from_secs(300);
 
 /// The context of the replica set and pool controllers.
 pub struct SetContext {
@@ -90,6 +99,133 @@ impl Expectations {
     }
 }
 
+/// The namespace and UID of a set; None while the cache does not show the set's status as
+/// this controller last wrote it (its watch event brings it, and the reconcile is retried).
+pub fn identify<K: Resource>(set: &K, ctx: &Context) -> Result<Option<(String, String)>> {
+    let (Some(ns), Some(uid)) = (set.namespace(), set.uid()) else {
+        return Err(Error::InvalidObject("set without namespace or UID".into()));
+    };
+    let stale = ctx
+        .own_writes
+        .is_stale(&uid, &set.resource_version().unwrap_or_default());
+    Ok((!stale).then_some((ns, uid)))
+}
+
+/// The cached objects of namespace `ns` (a set's candidates), and whether they show the
+/// creates and deletes the set `uid` made earlier ([`Expectations`]).
+pub fn candidates<'a, M: Resource>(
+    expectations: &Expectations,
+    uid: &str,
+    ns: &str,
+    cached: &'a [Arc<M>],
+) -> (Vec<&'a M>, bool) {
+    let in_ns: Vec<&M> = cached
+        .iter()
+        .filter(|m| m.namespace().as_deref() == Some(ns))
+        .map(|m| m.as_ref())
+        .collect();
+    let settled = expectations.satisfied(
+        uid,
+        |name| in_ns.iter().any(|m| m.name_any() == name),
+        |gone| {
+            !in_ns
+                .iter()
+                .any(|m| m.uid().as_deref() == Some(gone) && m.meta().deletion_timestamp.is_none())
+        },
+    );
+    (in_ns, settled)
+}
+
+/// How a kind of set words its status and Events.
+pub struct Words {
+    /// The status subresource's resource, for the request metrics.
+    pub resource: &'static str,
+    /// ReplicaPaused's reason and message.
+    pub paused_condition: (&'static str, &'static str),
+    /// The Events' reasons and notes when the set is paused and resumed.
+    pub paused_event: (&'static str, &'static str),
+    pub resumed_event: (&'static str, &'static str),
+}
+
+/// What one reconcile of a set observed and did.
+pub struct Outcome {
+    /// Members neither finished nor being deleted, and how many of them are ready.
+    pub active: usize,
+    pub ready: usize,
+    /// The selector's string form (None when it is invalid).
+    pub selector: Option<String>,
+    /// Why the set does nothing (its selector), if so.
+    pub invalid: Option<String>,
+    /// The first failed write, by ReplicaFailure's reason.
+    pub failure: Option<(&'static str, Error)>,
+    /// The cache showed the set's earlier writes.
+    pub settled: bool,
+    pub paused: bool,
+}
+
+/// Ends a set's reconcile: writes its status when it changed (telling a pause or resume
+/// in an Event), and turns the outcome into the result: the failure for a retry, a short
+/// requeue while the cache lags, else the resync.
+pub async fn finish<K>(
+    set: &K,
+    old: ReplicaSetStatus,
+    outcome: Outcome,
+    words: &Words,
+    ctx: &Context,
+) -> Result<Action>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let failure = match (&outcome.invalid, &outcome.failure) {
+        (Some(why), _) => Some(("InvalidSelector", why.clone())),
+        (None, Some((reason, e))) => Some((*reason, failure_message(e))),
+        (None, None) => None,
+    };
+    let next = status(
+        &old,
+        Observed {
+            replicas: outcome.active,
+            ready: outcome.ready,
+            selector: outcome.selector,
+            failure,
+            paused: outcome.paused.then_some(words.paused_condition),
+        },
+    );
+    if next != old {
+        let api: Api<K> = Api::namespaced(ctx.client.clone(), &set.namespace().unwrap_or_default());
+        let written =
+            writes::replace_status(&api, set, &next, &ctx.metrics, words.resource).await?;
+        ctx.own_writes.wrote_over(set, &written);
+        if shows_paused(&next) != shows_paused(&old) {
+            let (reason, note) = if outcome.paused {
+                words.paused_event
+            } else {
+                words.resumed_event
+            };
+            ctx.event(set.object_ref(&()), EventType::Normal, reason, note.into());
+        }
+    }
+    match outcome.failure {
+        Some((_, e)) => Err(e),
+        None if !outcome.settled => Ok(Action::requeue(STALE_CACHE_RETRY)),
+        None => Ok(Action::requeue(RESYNC)),
+    }
+}
+
+/// A failed write as ReplicaFailure's message: the API server's words.
+fn failure_message(e: &Error) -> String {
+    match e {
+        Error::FailedCreate(_, k)
+        | Error::FailedDelete(_, k)
+        | Error::FailedCreateVirtualMachine(_, k)
+        | Error::FailedDeleteVirtualMachine(_, k) => api_message(k),
+        e => ferrovirt_runtime::chain(e),
+    }
+}
+
 /// A set's selector, parsed; Err names what is wrong with it or that it does not select
 /// the template's `labels` (virt-api refuses both; the controller does nothing then).
 pub fn parse_selector(
@@ -135,7 +271,7 @@ pub fn condition_true(conditions: &[Condition], type_: &str) -> bool {
 }
 
 /// What a set's status says, as one reconcile observed it.
-pub struct Observed<'a> {
+struct Observed<'a> {
     /// Members neither finished nor being deleted.
     pub replicas: usize,
     pub ready: usize,
@@ -149,7 +285,7 @@ pub struct Observed<'a> {
 
 /// The status a set writes: its members counted, the selector in its string form, and the
 /// ReplicaFailure and ReplicaPaused conditions set or removed.
-pub fn status(old: &ReplicaSetStatus, o: Observed<'_>) -> ReplicaSetStatus {
+fn status(old: &ReplicaSetStatus, o: Observed<'_>) -> ReplicaSetStatus {
     let mut conditions = old.conditions.clone();
     match o.failure {
         Some((reason, message)) => crds::condition::set(
@@ -187,7 +323,7 @@ pub fn status(old: &ReplicaSetStatus, o: Observed<'_>) -> ReplicaSetStatus {
 }
 
 /// Whether the ReplicaPaused condition is in `status`.
-pub fn shows_paused(status: &ReplicaSetStatus) -> bool {
+fn shows_paused(status: &ReplicaSetStatus) -> bool {
     condition_true(&status.conditions, condition_types::REPLICA_PAUSED)
 }
 

@@ -798,15 +798,8 @@ async fn kubectl_explain_and_columns() {
         .unwrap()
         .expect_success();
     let get = cp.kubectl(["get", "vm", "-n", ns.name()]).await.unwrap();
-    let header: Vec<&str> = get
-        .expect_success()
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
     assert_eq!(
-        header,
+        columns(&get),
         ["NAME", "AGE", "STATUS", "READY"],
         "kubectl get vm columns:\n{get}"
     );
@@ -866,19 +859,22 @@ async fn unimplemented_pool_fields_are_refused_by_name() {
             .kubectl(["get", resource, "-n", ns.name()])
             .await
             .unwrap();
-        let header: Vec<&str> = get
-            .expect_success()
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect();
         assert_eq!(
-            header,
+            columns(&get),
             ["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
             "{get}"
         );
     }
+}
+
+/// The column names of `kubectl get`'s table (it must have succeeded).
+fn columns(get: &ferrovirt_tests::KubectlOutput) -> Vec<&str> {
+    get.expect_success()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect()
 }
 
 /// What kubectl printed: stdout when it succeeded, else stderr, on one line.

@@ -1005,6 +1005,51 @@ async fn kubevirt_examples_boot_unchanged() {
     console.send(b"\x1d").unwrap();
     let _ = console.exit(Duration::from_secs(60)).await;
     kubectl(cp, &ns, &["delete", "vm", "vm-cirros"], None).await;
+
+    // KubeVirt's replica set example, with one replica (three emulated guests would hold
+    // the two cores for minutes; operator/tests/controllers.rs runs all three on its test
+    // node): its VMI boots on the real node, the set counts it ready, and deleting the set
+    // deletes it.
+    let shipped = std::fs::read_to_string(examples.join("vmi-replicaset-cirros.yaml")).unwrap();
+    let one = shipped.replacen("replicas: 3", "replicas: 1", 1);
+    assert_ne!(one, shipped, "the example's replicas line changed");
+    kubectl(cp, &ns, &["apply", "-f", "-"], Some(&one)).await;
+    let selector = ListParams::default().labels("kubevirt.io/vmReplicaSet=vmi-replicaset-cirros");
+    let vmi = wait_for(
+        stack,
+        "the replica set's VMI Running",
+        BOOT_TIMEOUT,
+        || async {
+            let list = vmis.list(&selector).await.ok()?;
+            list.items
+                .into_iter()
+                .find(|v| v.status.as_ref().and_then(|s| s.phase) == Some(VmiPhase::Running))
+        },
+    )
+    .await;
+    console_shows(stack, &uid(&vmi), READY_LINE).await;
+    wait_for(
+        stack,
+        "the replica set's 1/1 ready",
+        BOOT_TIMEOUT,
+        || async {
+            let path = "jsonpath={.status.replicas}/{.status.readyReplicas}";
+            let args = [
+                "get",
+                "vmirs",
+                "vmi-replicaset-cirros",
+                "-n",
+                ns.name(),
+                "-o",
+                path,
+            ];
+            let out = cp.kubectl(args).await.ok()?;
+            (out.stdout == "1/1").then_some(())
+        },
+    )
+    .await;
+    kubectl(cp, &ns, &["delete", "vmirs", "vmi-replicaset-cirros"], None).await;
+    gone(stack, &vmis, vmi.metadata.name.as_deref().unwrap()).await;
 }
 
 /// The launcher pod of VMI `vmi_uid`.
