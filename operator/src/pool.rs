@@ -24,7 +24,6 @@ use kube::core::SelectorExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tracing::instrument;
 
 use crate::error::api_message;
@@ -66,18 +65,14 @@ pub(crate) struct Seen<'a> {
 /// The writes of one reconcile of a pool.
 #[derive(Debug, Default)]
 pub(crate) struct Plan<'a> {
-    /// Why the pool does nothing (its selector), if so.
-    pub invalid: Option<String>,
+    /// The members counted, and whether the selector is usable.
+    pub tally: sets::Tally,
     /// VMs it controls whose labels it no longer selects.
     pub release: Vec<&'a VirtualMachine>,
     /// The indexes of the VMs to create.
     pub create: Vec<u32>,
     /// VMs to delete, in this order.
     pub delete: Vec<&'a VirtualMachine>,
-    /// VMs not being deleted, and how many of them are ready.
-    pub active: usize,
-    pub ready: usize,
-    pub selector: Option<String>,
 }
 
 /// Decides a pool's writes from what was seen. Pure.
@@ -90,15 +85,16 @@ pub(crate) fn plan<'a>(seen: &Seen<'a>) -> Plan<'a> {
         Ok(s) => s,
         Err(why) => {
             return Plan {
-                invalid: Some(why),
+                tally: sets::Tally {
+                    invalid: Some(why),
+                    ..Default::default()
+                },
                 ..Default::default()
             };
         }
     };
-    let mut plan = Plan {
-        selector: Some(selector.to_string()),
-        ..Default::default()
-    };
+    let mut plan = Plan::default();
+    plan.tally.selector = Some(selector.to_string());
     let mut members = Vec::new();
     for vm in &seen.vms {
         if controller_uid(*vm) != Some(uid.as_str()) {
@@ -116,8 +112,8 @@ pub(crate) fn plan<'a>(seen: &Seen<'a>) -> Plan<'a> {
         .copied()
         .filter(|vm| vm.metadata.deletion_timestamp.is_none())
         .collect();
-    plan.active = active.len();
-    plan.ready = active.iter().filter(|vm| ready(vm)).count();
+    plan.tally.active = active.len();
+    plan.tally.ready = active.iter().filter(|vm| ready(vm)).count();
     if pool.spec.paused || pool.meta().deletion_timestamp.is_some() || !seen.settled {
         return plan;
     }
@@ -234,15 +230,9 @@ async fn reconcile_pool(pool: &VirtualMachinePool, sctx: &SetContext) -> Result<
     let (vms, settled) = sets::candidates(&sctx.expectations, &uid, &ns, &cached);
     let seen = Seen { pool, vms, settled };
     let plan = plan(&seen);
-    if let Some(why) = &plan.invalid {
-        tracing::warn!(reason = %why, "pool not acted on");
-    }
     let failure = execute(pool, &plan, sctx).await?;
     let outcome = sets::Outcome {
-        active: plan.active,
-        ready: plan.ready,
-        selector: plan.selector.clone(),
-        invalid: plan.invalid.clone(),
+        tally: &plan.tally,
         failure,
         settled,
         paused: pool.spec.paused,
@@ -286,20 +276,7 @@ async fn execute(
     let api: Api<VirtualMachine> = Api::namespaced(ctx.client.clone(), &ns);
     let mut failure = None;
     for vm in &plan.release {
-        let Some(i) = vm.owner_references().iter().position(|o| o.uid == uid) else {
-            continue;
-        };
-        let op = json!({"op": "remove", "path": format!("/metadata/ownerReferences/{i}")});
-        writes::json_patch(
-            &api,
-            *vm,
-            writes::guarded(*vm, vec![op]),
-            false,
-            &ctx.metrics,
-            VMS,
-        )
-        .await?;
-        tracing::info!(vm = %vm.name_any(), "released: the selector no longer selects it");
+        sets::release(&api, *vm, &uid, ctx, VMS).await?;
     }
     let (mut created, mut deleted) = (Vec::new(), Vec::new());
     if !plan.create.is_empty()

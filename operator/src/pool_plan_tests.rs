@@ -134,14 +134,14 @@ fn pool_plans() {
             settled: true,
         };
         let got = plan(&seen);
-        assert_eq!(got.invalid, None, "{}", c.name);
+        assert_eq!(got.tally.invalid, None, "{}", c.name);
         assert_eq!(got.create, c.create, "{}: create", c.name);
         let deleted: Vec<String> = got.delete.iter().map(|v| v.name_any()).collect();
         assert_eq!(deleted, c.delete, "{}: delete", c.name);
         let released: Vec<String> = got.release.iter().map(|v| v.name_any()).collect();
         assert_eq!(released, c.release, "{}: release", c.name);
         assert_eq!(
-            (got.active, got.ready),
+            (got.tally.active, got.tally.ready),
             (c.active, c.ready),
             "{}: counts",
             c.name

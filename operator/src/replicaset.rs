@@ -60,8 +60,8 @@ pub(crate) struct Seen<'a> {
 /// The writes of one reconcile of a replica set.
 #[derive(Debug, Default)]
 pub(crate) struct Plan<'a> {
-    /// Why the set does nothing (its selector), if so.
-    pub invalid: Option<String>,
+    /// The members counted, and whether the selector is usable.
+    pub tally: sets::Tally,
     /// Instances without a controller to adopt.
     pub adopt: Vec<&'a VirtualMachineInstance>,
     /// Instances it controls whose labels it no longer selects.
@@ -72,10 +72,6 @@ pub(crate) struct Plan<'a> {
     pub delete: Vec<&'a VirtualMachineInstance>,
     /// Finished instances to delete (they are replaced).
     pub finished: Vec<&'a VirtualMachineInstance>,
-    /// Members neither finished nor being deleted, and how many of them are ready.
-    pub active: usize,
-    pub ready: usize,
-    pub selector: Option<String>,
 }
 
 /// Decides a replica set's writes from what was seen. Pure.
@@ -93,16 +89,17 @@ pub(crate) fn plan<'a>(seen: &Seen<'a>) -> Plan<'a> {
         Ok(s) => s,
         Err(why) => {
             return Plan {
-                invalid: Some(why),
+                tally: sets::Tally {
+                    invalid: Some(why),
+                    ..Default::default()
+                },
                 ..Default::default()
             };
         }
     };
     let deleting_set = rs.meta().deletion_timestamp.is_some();
-    let mut plan = Plan {
-        selector: Some(selector.to_string()),
-        ..Default::default()
-    };
+    let mut plan = Plan::default();
+    plan.tally.selector = Some(selector.to_string());
     let mut members = Vec::new();
     for vmi in &seen.vmis {
         let selected =
@@ -131,8 +128,8 @@ pub(crate) fn plan<'a>(seen: &Seen<'a>) -> Plan<'a> {
         .copied()
         .filter(|v| v.metadata.deletion_timestamp.is_none() && !finished(v))
         .collect();
-    plan.active = active.len();
-    plan.ready = active.iter().filter(|v| ready(v)).count();
+    plan.tally.active = active.len();
+    plan.tally.ready = active.iter().filter(|v| ready(v)).count();
     if rs.spec.paused || deleting_set || !seen.settled {
         return plan;
     }
@@ -143,7 +140,7 @@ pub(crate) fn plan<'a>(seen: &Seen<'a>) -> Plan<'a> {
         active.sort_by_key(|v| removal_rank(v));
         plan.delete = active
             .into_iter()
-            .take(plan.active - wanted)
+            .take(plan.tally.active - wanted)
             .take(BURST)
             .collect();
     }
@@ -226,15 +223,9 @@ async fn reconcile_rs(rs: &VirtualMachineInstanceReplicaSet, sctx: &SetContext) 
     let (vmis, settled) = sets::candidates(&sctx.expectations, &uid, &ns, &cached);
     let seen = Seen { rs, vmis, settled };
     let plan = plan(&seen);
-    if let Some(why) = &plan.invalid {
-        tracing::warn!(reason = %why, "replica set not acted on");
-    }
     let failure = execute(rs, &plan, sctx).await?;
     let outcome = sets::Outcome {
-        active: plan.active,
-        ready: plan.ready,
-        selector: plan.selector.clone(),
-        invalid: plan.invalid.clone(),
+        tally: &plan.tally,
         failure,
         settled,
         paused: rs.spec.paused,
@@ -283,20 +274,7 @@ async fn execute(
         tracing::info!(vmi = %vmi.name_any(), "adopted");
     }
     for vmi in &plan.release {
-        let Some(i) = vmi.owner_references().iter().position(|o| o.uid == uid) else {
-            continue;
-        };
-        let op = json!({"op": "remove", "path": format!("/metadata/ownerReferences/{i}")});
-        writes::json_patch(
-            &api,
-            *vmi,
-            writes::guarded(*vmi, vec![op]),
-            false,
-            &ctx.metrics,
-            VMIS,
-        )
-        .await?;
-        tracing::info!(vmi = %vmi.name_any(), "released: the selector no longer selects it");
+        sets::release(&api, *vmi, &uid, ctx, VMIS).await?;
     }
     let (mut created, mut deleted) = (Vec::new(), Vec::new());
     let template = instance_for(rs);

@@ -246,19 +246,19 @@ fn replica_set_plans() {
             settled: c.settled,
         };
         let p = plan(&seen);
-        assert_eq!(p.invalid, None, "{}", c.name);
+        assert_eq!(p.tally.invalid, None, "{}", c.name);
         assert_eq!(p.create, c.create, "{}: create", c.name);
         assert_eq!(names(&p.delete), c.delete, "{}: delete", c.name);
         assert_eq!(names(&p.finished), c.finished, "{}: finished", c.name);
         assert_eq!(names(&p.adopt), c.adopt, "{}: adopt", c.name);
         assert_eq!(names(&p.release), c.release, "{}: release", c.name);
         assert_eq!(
-            (p.active, p.ready),
+            (p.tally.active, p.tally.ready),
             (c.active, c.ready),
             "{}: counts",
             c.name
         );
-        assert_eq!(p.selector.as_deref(), Some("app=web"), "{}", c.name);
+        assert_eq!(p.tally.selector.as_deref(), Some("app=web"), "{}", c.name);
     }
 }
 
@@ -272,7 +272,7 @@ fn a_selector_that_misses_the_template_stops_the_set() {
         settled: true,
     };
     let p = plan(&seen);
-    assert!(p.invalid.unwrap().contains("spec.selector"));
+    assert!(p.tally.invalid.unwrap().contains("spec.selector"));
     assert_eq!(p.create, 0);
 }
 

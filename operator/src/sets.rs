@@ -147,15 +147,21 @@ pub struct Words {
     pub resumed_event: (&'static str, &'static str),
 }
 
-/// What one reconcile of a set observed and did.
-pub struct Outcome {
+/// What a set's plan counted of its members.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Why the set does nothing (its selector), if so.
+    pub invalid: Option<String>,
     /// Members neither finished nor being deleted, and how many of them are ready.
     pub active: usize,
     pub ready: usize,
     /// The selector's string form (None when it is invalid).
     pub selector: Option<String>,
-    /// Why the set does nothing (its selector), if so.
-    pub invalid: Option<String>,
+}
+
+/// What one reconcile of a set observed and did.
+pub struct Outcome<'a> {
+    pub tally: &'a Tally,
     /// The first failed write, by ReplicaFailure's reason.
     pub failure: Option<(&'static str, Error)>,
     /// The cache showed the set's earlier writes.
@@ -169,7 +175,7 @@ pub struct Outcome {
 pub async fn finish<K>(
     set: &K,
     old: ReplicaSetStatus,
-    outcome: Outcome,
+    outcome: Outcome<'_>,
     words: &Words,
     ctx: &Context,
 ) -> Result<Action>
@@ -179,7 +185,10 @@ where
         + DeserializeOwned
         + Debug,
 {
-    let failure = match (&outcome.invalid, &outcome.failure) {
+    if let Some(why) = &outcome.tally.invalid {
+        tracing::warn!(reason = %why, "set not acted on");
+    }
+    let failure = match (&outcome.tally.invalid, &outcome.failure) {
         (Some(why), _) => Some(("InvalidSelector", why.clone())),
         (None, Some((reason, e))) => Some((*reason, failure_message(e))),
         (None, None) => None,
@@ -187,9 +196,9 @@ where
     let next = status(
         &old,
         Observed {
-            replicas: outcome.active,
-            ready: outcome.ready,
-            selector: outcome.selector,
+            replicas: outcome.tally.active,
+            ready: outcome.tally.ready,
+            selector: outcome.tally.selector.clone(),
             failure,
             paused: outcome.paused.then_some(words.paused_condition),
         },
@@ -213,6 +222,35 @@ where
         None if !outcome.settled => Ok(Action::requeue(STALE_CACHE_RETRY)),
         None => Ok(Action::requeue(RESYNC)),
     }
+}
+
+/// Releases `member`, which the set `uid` controls and no longer selects: removes the
+/// set's owner reference (guarded by the version read).
+pub async fn release<M>(
+    api: &Api<M>,
+    member: &M,
+    uid: &str,
+    ctx: &Context,
+    resource: &'static str,
+) -> Result<()>
+where
+    M: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+{
+    let Some(i) = member.owner_references().iter().position(|o| o.uid == uid) else {
+        return Ok(());
+    };
+    let op = serde_json::json!({"op": "remove", "path": format!("/metadata/ownerReferences/{i}")});
+    writes::json_patch(
+        api,
+        member,
+        writes::guarded(member, vec![op]),
+        false,
+        &ctx.metrics,
+        resource,
+    )
+    .await?;
+    tracing::info!(member = %member.name_any(), "released: the selector no longer selects it");
+    Ok(())
 }
 
 /// A failed write as ReplicaFailure's message: the API server's words.
