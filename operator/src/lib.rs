@@ -1,6 +1,8 @@
 //! Ferrovirt's operator: the VirtualMachine controller (runStrategy → the VM's instance,
 //! VM status) and the VirtualMachineInstance controller (VMI → launcher pod, pod state →
-//! VMI phase up to Scheduled), behind leader election, with metrics and events.
+//! VMI phase up to Scheduled), and the VirtualMachineInstanceReplicaSet and
+//! VirtualMachinePool controllers (docs/replica-sets-and-pools.md), behind leader
+//! election, with metrics and events.
 //!
 //! Writers: VM status is written by the VM controller only; VMI phases up to Scheduled
 //! by the VMI controller only; every write names the field manager [`FIELD_MANAGER`].

@@ -1,4 +1,4 @@
-//! `operator`: Ferrovirt's VM and VMI controllers. Everything lives in the library.
+//! `operator`: Ferrovirt's VM, VMI, replica set and pool controllers. Everything lives in the library.
 
 use clap::Parser;
 
