@@ -37,11 +37,6 @@ const NS: &str = "bench";
 /// not faster).
 const IN_FLIGHT: usize = 50;
 const KWOK_VERSION: &str = "0.8.0";
-/// kwok's workers that play the pods' stages (its default is 4). 100 nodes have 100
-/// kubelets, each writing its own pods' status; 4 workers for all of them became the
-/// slowest step (a bound pod waited 2-10 s to be marked Running), for the ceiling and the
-/// operator alike. 16 keeps ahead of kube-scheduler's 50 binds a second.
-const KWOK_POD_WORKERS: u32 = 16;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Run {
@@ -475,21 +470,11 @@ fn start_kwok(cp: &ControlPlane) -> anyhow::Result<ferrovirt_tests::Process> {
         "{} is missing: bench/scale.sh writes it",
         config.display()
     );
-    let options = cp.log("kwok").with_file_name("kwok-options.yaml");
-    std::fs::write(
-        &options,
-        format!(
-            "apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\n\
-             options:\n  podPlayStageParallelism: {KWOK_POD_WORKERS}\n"
-        ),
-    )?;
     let mut cmd = Command::new(bin);
     cmd.arg("--kubeconfig")
         .arg(cp.kubeconfig())
         .arg("--config")
         .arg(&config)
-        .arg("--config")
-        .arg(&options)
         .args([
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
