@@ -44,6 +44,11 @@ const SECRET_WAIT_RETRY: Duration = Duration::from_secs(3);
 /// then, and their node comes with the Scheduled write instead of a write of its own
 /// (bench/scale: 0.85 requests per VM).
 const BIND_SETTLE: Duration = Duration::from_secs(3);
+/// How long after its creation (to the second) a new launcher pod that the scheduler has
+/// neither bound nor refused waits before the VMI's first status (Scheduling) is written
+/// without its node: most pods are bound by then, and Scheduling carries the node instead
+/// of a write of its own for it (bench/scale).
+const POD_SETTLE: Duration = Duration::from_secs(3);
 /// When a VMI whose launcher pod was just created is looked at again if the pod's own
 /// watch event (which brings its first status) has not come by then.
 const POD_EVENT_FALLBACK: Duration = Duration::from_secs(5);
@@ -650,6 +655,19 @@ pub(crate) fn plan_from_pod(
             requeue = requeue.min(left);
         }
     }
+    // The first status of a new pod the scheduler has not placed yet waits for its bind
+    // (the pod's watch event brings the next pass), POD_SETTLE after its creation at the
+    // most; a pod the scheduler refused is told at once (its PodScheduled False condition).
+    if status.phase == Some(VmiPhase::Scheduling)
+        && matches!(old.phase, None | Some(VmiPhase::Pending))
+        && let Some(p) = pod
+        && !scheduled(p)
+        && unschedulable_condition(p).is_none()
+        && let Some(left) = settling(p.meta().creation_timestamp.as_ref(), POD_SETTLE, now)
+    {
+        status = old.clone();
+        requeue = requeue.min(left);
+    }
     PodPlan {
         status,
         label_node,
@@ -909,12 +927,17 @@ fn bind_settling(p: &Pod, now: Timestamp) -> Option<Duration> {
         .iter()
         .find(|c| c.type_ == "PodScheduled" && c.status == "True")?
         .last_transition_time
-        .as_ref()?
-        .0;
-    let until = bound + SignedDuration::try_from(BIND_SETTLE).ok()?;
+        .as_ref();
+    settling(bound, BIND_SETTLE, now)
+}
+
+/// How long until `settle` has passed since `since`; None once it has, when not known, or
+/// when `since` is in this clock's future (no wait beyond `settle`).
+fn settling(since: Option<&Time>, settle: Duration, now: Timestamp) -> Option<Duration> {
+    let until = since?.0 + SignedDuration::try_from(settle).ok()?;
     Duration::try_from(until.duration_since(now))
         .ok()
-        .filter(|left| !left.is_zero() && *left <= BIND_SETTLE)
+        .filter(|left| !left.is_zero() && *left <= settle)
 }
 
 fn scheduled(p: &Pod) -> bool {

@@ -602,3 +602,79 @@ fn a_pods_node_alone_waits_for_the_settle_after_its_bind() {
         Some(BTreeMap::from([("u-pod".to_string(), "n1".to_string())]))
     );
 }
+
+#[test]
+fn a_new_pods_first_status_waits_for_its_bind_for_the_settle() {
+    let created_at = |t: i64, yaml: &str| {
+        let mut p = pod(yaml);
+        p.metadata.creation_timestamp = Some(Time(Timestamp::from_second(t).unwrap()));
+        p
+    };
+    let unbound = "spec: {containers: [{name: compute}]}\nstatus: {phase: Pending}";
+    let at = |s: i64| Timestamp::from_second(s).unwrap();
+    let v = vmi(None, false);
+    let old = v.status.clone().unwrap_or_default();
+    // Created at 100, seen at 101 unbound: nothing written, back at the settle's end.
+    let held = plan_from_pod(
+        &v,
+        &old,
+        old.clone(),
+        Some(&created_at(100, unbound)),
+        at(101),
+    );
+    assert_eq!(held.status, old, "nothing to write yet");
+    assert_eq!(held.requeue, Duration::from_secs(2));
+    // Seen at 103, still unbound: Scheduling without the node.
+    let late = plan_from_pod(
+        &v,
+        &old,
+        old.clone(),
+        Some(&created_at(100, unbound)),
+        at(103),
+    );
+    assert_eq!(late.status.phase, Some(VmiPhase::Scheduling));
+    assert_eq!(
+        late.status.active_pods,
+        Some(BTreeMap::from([("u-pod".to_string(), String::new())]))
+    );
+    // Bound within it: Scheduling with the node, one write.
+    let bound = plan_from_pod(
+        &v,
+        &old,
+        old.clone(),
+        Some(&created_at(100, BOUND_WAITING)),
+        at(101),
+    );
+    assert_eq!(bound.status.phase, Some(VmiPhase::Scheduling));
+    assert_eq!(
+        bound.status.active_pods,
+        Some(BTreeMap::from([("u-pod".to_string(), "n1".to_string())]))
+    );
+    // Refused by the scheduler: told at once.
+    let refused = created_at(
+        100,
+        "spec: {containers: [{name: compute}]}\nstatus: {phase: Pending, conditions: [{type: PodScheduled, status: 'False', reason: Unschedulable, message: '0/1 nodes are available'}]}",
+    );
+    let told = plan_from_pod(&v, &old, old.clone(), Some(&refused), at(101));
+    assert_eq!(told.status.phase, Some(VmiPhase::Scheduling));
+    assert!(
+        told.status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "PodScheduled"),
+        "{:?}",
+        told.status.conditions
+    );
+    // A VMI already Scheduling is not held (its pod's node follows BIND_SETTLE).
+    let scheduling = vmi(Some("Scheduling"), false);
+    let s_old = scheduling.status.clone().unwrap();
+    let again = plan_from_pod(
+        &scheduling,
+        &s_old,
+        s_old.clone(),
+        Some(&created_at(100, unbound)),
+        at(101),
+    );
+    assert_eq!(again.status.phase, Some(VmiPhase::Scheduling));
+    assert_ne!(again.status, s_old);
+}
