@@ -422,6 +422,37 @@ pub struct Filesystem {
     pub virtiofs: FilesystemVirtiofs,
 }
 
+/// The guest's video device.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VideoDevice {
+    /// `vga` (QEMU's standard VGA), `virtio` (virtio-gpu) or `bochs` (a display without
+    /// VGA's legacy parts).
+    #[serde(rename = "type")]
+    pub type_: VideoType,
+}
+
+/// A video device model.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum VideoType {
+    #[default]
+    Vga,
+    Virtio,
+    Bochs,
+}
+
+impl VideoType {
+    /// libvirt's name of the model.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VideoType::Vga => "vga",
+            VideoType::Virtio => "virtio",
+            VideoType::Bochs => "bochs",
+        }
+    }
+}
+
 /// virtiofs; it has no options.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct FilesystemVirtiofs {}
@@ -429,6 +460,11 @@ pub struct FilesystemVirtiofs {}
 /// The guest's devices.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.video) || !has(self.autoattachGraphicsDevice) || self.autoattachGraphicsDevice",
+    "fieldPath": ".video",
+    "message": "Video configuration is not allowed when autoattachGraphicsDevice is set to false"
+}]))]
 pub struct Devices {
     /// The disks, each backed by the volume of the same name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -461,6 +497,9 @@ pub struct Devices {
     /// Attach a graphics device and a VNC server. Defaults to true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoattach_graphics_device: Option<bool>,
+    /// The graphics device's model (default `vga`); needs the graphics device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video: Option<VideoDevice>,
     /// Attach a virtio random number generator fed by the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rng: Option<Rng>,

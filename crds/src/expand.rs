@@ -472,6 +472,11 @@ fn devices(p: &PreferenceSpec, spec: &mut VirtualMachineInstanceSpec) {
     if devices.block_multi_queue.is_none() {
         devices.block_multi_queue = d.preferred_block_multi_queue;
     }
+    if let Some(type_) = d.preferred_video_type
+        && devices.video.is_none()
+    {
+        devices.video = Some(crate::VideoDevice { type_ });
+    }
     if devices.network_interface_multiqueue.is_none() {
         devices.network_interface_multiqueue = d.preferred_network_interface_multi_queue;
     }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     DiskBus, Efi, FeatureState, Hugepages, InputBus, InputType, InterfaceMasquerade,
-    InterfaceModel, IoThreadsPolicy, Rng, Tpm,
+    InterfaceModel, IoThreadsPolicy, Rng, Tpm, VideoType,
 };
 
 /// The API group of instancetypes and preferences.
@@ -353,6 +353,9 @@ pub struct DevicePreferences {
     /// The kind of input devices that name none: `tablet`, the only one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_input_type: Option<InputType>,
+    /// The video device's type, when the VM names no video device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_video_type: Option<VideoType>,
     /// `networkInterfaceMultiqueue`, when the VM does not set it.
     #[serde(
         default,

@@ -419,7 +419,7 @@ fn device_and_feature_preferences_fill_what_the_template_leaves_unset() {
     let preference = pref(
         "{devices: {preferredTPM: {}, preferredAutoattachMemBalloon: false, \
          preferredBlockMultiQueue: true, preferredDiskDedicatedIoThread: true, \
-         preferredNetworkInterfaceMultiQueue: true, \
+         preferredNetworkInterfaceMultiQueue: true, preferredVideoType: virtio, \
          preferredDiskBus: virtio, preferredInputBus: virtio}, \
          features: {preferredSmm: {}}}",
     );
@@ -436,6 +436,10 @@ volumes: [{name: root, containerDisk: {image: cirros}}]
     assert_eq!(d.autoattach_mem_balloon, Some(false));
     assert_eq!(d.block_multi_queue, Some(true));
     assert_eq!(d.network_interface_multiqueue, Some(true));
+    assert_eq!(
+        d.video.as_ref().map(|v| v.type_),
+        Some(crds::VideoType::Virtio)
+    );
     let dedicated: Vec<(&str, Option<bool>)> = d
         .disks
         .iter()

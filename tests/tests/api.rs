@@ -600,6 +600,22 @@ async fn invalid_vms_are_rejected_naming_the_field() {
             ],
         ),
         (
+            "a video device without the graphics device (KubeVirt's rule)",
+            vm(
+                "video",
+                "  runStrategy: Halted\n",
+                "        memory:\n          guest: 128Mi\n",
+            )
+            .replace(
+                "        devices:\n",
+                "        devices:\n          autoattachGraphicsDevice: false\n          video: {type: virtio}\n",
+            ),
+            &[
+                "spec.template.spec.domain.devices.video",
+                "Video configuration is not allowed when autoattachGraphicsDevice is set to false",
+            ],
+        ),
+        (
             "a lun disk (no SCSI passthrough)",
             vm(
                 "lun",

@@ -144,9 +144,9 @@ async fn what_ferrovirt_does_not_implement_or_what_conflicts_is_refused_by_name(
             "a preference field Ferrovirt does not implement",
             json!({"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachineClusterPreference",
                    "metadata": {"name": "needs"},
-                   "spec": {"devices": {"preferredVideoType": "virtio"}}})
+                   "spec": {"devices": {"preferredUseVirtioTransitional": true}}})
             .to_string(),
-            vec![r#"unknown field "spec.devices.preferredVideoType""#],
+            vec![r#"unknown field "spec.devices.preferredUseVirtioTransitional""#],
         ),
         (
             "a preference's Hyper-V enlightenments (KubeVirt's Windows preferences)",

@@ -526,6 +526,7 @@ async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_i
     spec["domain"]["devices"]["watchdog"] =
         json!({"name": "wd", "i6300esb": {"action": "poweroff"}});
     spec["domain"]["devices"]["tpm"] = json!({});
+    spec["domain"]["devices"]["video"] = json!({"type": "virtio"});
     spec["domain"]["devices"]["inputs"] = json!([
         {"name": "tablet1", "type": "tablet", "bus": "virtio"},
         {"name": "tablet2", "type": "tablet"}
@@ -697,6 +698,10 @@ async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_i
     assert!(
         on_bus("0x000d"),
         "the USB tablet's xHCI controller (1b36:000d) is on the PCI bus: {line}"
+    );
+    assert!(
+        on_bus("0x1050") && !on_bus("0x1111"),
+        "video type virtio: virtio-gpu (1af4:1050) on the PCI bus, not the VGA (1234:1111): {line}"
     );
     // The CD-ROM drives: the open one has no medium to read, the closed one its 1 MiB;
     // both read-only. The SATA drivers may still be loading after the ready line: the

@@ -341,12 +341,19 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
             ],
         );
         x.close();
-        x.open("video", &[])
-            .empty(
-                "model",
-                &[("type", "vga"), ("vram", "16384"), ("heads", "1")],
-            )
-            .close();
+        let model = domain
+            .devices
+            .video
+            .as_ref()
+            .map(|v| v.type_)
+            .unwrap_or_default();
+        let mut attrs = vec![("type", model.as_str())];
+        // Video memory for the models that have it (virtio-gpu has none).
+        if model != crds::VideoType::Virtio {
+            attrs.push(("vram", "16384"));
+        }
+        attrs.push(("heads", "1"));
+        x.open("video", &[]).empty("model", &attrs).close();
     } else {
         x.open("video", &[])
             .empty("model", &[("type", "none")])
