@@ -614,42 +614,29 @@ fn a_new_pods_first_status_waits_for_its_bind_for_the_settle() {
     let at = |s: i64| Timestamp::from_second(s).unwrap();
     let v = vmi(None, false);
     let old = v.status.clone().unwrap_or_default();
-    // Created at 100, seen at 101 unbound: nothing written, back at the settle's end.
-    let held = plan_from_pod(
-        &v,
-        &old,
-        old.clone(),
-        Some(&created_at(100, unbound)),
-        at(101),
-    );
+    // The plan for a pod created at 100, seen at `seen`; activePods naming `node`.
+    let planned_at = |yaml: &str, seen: i64| {
+        plan_from_pod(
+            &v,
+            &old,
+            old.clone(),
+            Some(&created_at(100, yaml)),
+            at(seen),
+        )
+    };
+    let active = |node: &str| Some(BTreeMap::from([("u-pod".to_string(), node.to_string())]));
+    // Seen at 101 unbound: nothing written, back at the settle's end.
+    let held = planned_at(unbound, 101);
     assert_eq!(held.status, old, "nothing to write yet");
     assert_eq!(held.requeue, Duration::from_secs(2));
     // Seen at 103, still unbound: Scheduling without the node.
-    let late = plan_from_pod(
-        &v,
-        &old,
-        old.clone(),
-        Some(&created_at(100, unbound)),
-        at(103),
-    );
+    let late = planned_at(unbound, 103);
     assert_eq!(late.status.phase, Some(VmiPhase::Scheduling));
-    assert_eq!(
-        late.status.active_pods,
-        Some(BTreeMap::from([("u-pod".to_string(), String::new())]))
-    );
+    assert_eq!(late.status.active_pods, active(""));
     // Bound within it: Scheduling with the node, one write.
-    let bound = plan_from_pod(
-        &v,
-        &old,
-        old.clone(),
-        Some(&created_at(100, BOUND_WAITING)),
-        at(101),
-    );
+    let bound = planned_at(BOUND_WAITING, 101);
     assert_eq!(bound.status.phase, Some(VmiPhase::Scheduling));
-    assert_eq!(
-        bound.status.active_pods,
-        Some(BTreeMap::from([("u-pod".to_string(), "n1".to_string())]))
-    );
+    assert_eq!(bound.status.active_pods, active("n1"));
     // Refused by the scheduler: told at once.
     let refused = created_at(
         100,
