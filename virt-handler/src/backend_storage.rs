@@ -12,14 +12,15 @@
 //! The claim is a hostPath or local volume, as every claim Ferrovirt's node uses; its
 //! directory here is where virt-handler makes the sub-paths (as the launcher's user).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crds::{BACKEND_STORAGE_VOLUME, VirtualMachineInstance};
 use ferrovirt_node_contract::paths::{
-    BACKEND_STORAGE_DIR_IN_POD, BACKEND_STORAGE_NVRAM, BACKEND_STORAGE_SWTPM, LIBVIRT_DIR,
+    BACKEND_STORAGE_DIR_IN_POD, BACKEND_STORAGE_SWTPM, LIBVIRT_DIR,
 };
 use kube::ResourceExt;
 
+use crate::firmware::nvram_file;
 use crate::volumes::{give, launcher_owner};
 use crate::{Error, Result};
 
@@ -48,13 +49,6 @@ pub fn claim(vmi: &VirtualMachineInstance) -> Result<Option<&str>> {
 /// The error of a claim whose directory cannot be found (`why`).
 pub fn unusable(claim: &str, why: String) -> Error {
     Error::volume(BACKEND_STORAGE_VOLUME, format!("claim {claim:?}: {why}"))
-}
-
-/// The EFI variables' file in the claim: `nvram/<VMI name>_VARS.fd` under `claim_dir`.
-pub fn nvram_file(claim_dir: &Path, vmi_name: &str) -> PathBuf {
-    claim_dir
-        .join(BACKEND_STORAGE_NVRAM)
-        .join(format!("{vmi_name}_VARS.fd"))
 }
 
 /// Prepares the claim at `claim_dir` (its directory on this host) for the VMI whose
