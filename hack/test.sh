@@ -88,6 +88,10 @@ else
 fi
 if [[ $rc -ne 0 && $failed -eq 0 ]]; then
   echo "cargo test exited with $rc (a build or harness failure, see above)"
+  # A linker killed by a full disk says so only deep in its own output.
+  if grep -q "No space left on device" "$out"; then
+    echo "the disk filled up ($(df -P -h . | awk 'NR == 2 { print $4 }') free now in $(df -P . | awk 'NR == 2 { print $6 }')): free space (target/, the caches) and run again"
+  fi
 fi
 if [[ ${#lint_failed[@]} -gt 0 ]]; then
   printf 'lint failed: %s\n' "${lint_failed[@]}"
