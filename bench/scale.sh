@@ -53,6 +53,44 @@ if [[ ! -s "$kwok_dir/stages.yaml" ]]; then
   done >"$kwok_dir/stages.yaml"
 fi
 
+# kwok's own options, the same for the ceiling's runs and virt-controller's (bench-scale
+# starts kwok with this file and stages.yaml, nothing else). A KwokConfiguration read from
+# a file gets none of kwok's defaults (v0.8.0 converts it without defaulting: a missing
+# parallelism is 0 and kwok exits), so every option is written here. The workers are
+# raised from kwok's defaults (4 pod, 4 node, 4 lease, 1 pods-on-node sync): one kwok
+# plays 100 kubelets, and with 4 pod workers a bound pod waited 7-10 s (p50) to be marked
+# Running under virt-controller's API load, the slowest step of the profile
+# (bench/README.md, 2026-12-03 14:51).
+cat >"$kwok_dir/kwok.yaml" <<'YAML'
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokConfiguration
+metadata:
+  name: bench-scale
+options:
+  enableCRDs: []
+  cidr: 10.244.0.0/16
+  nodeIP: 127.0.0.1
+  nodeName: ""
+  nodePort: 0
+  tlsCertFile: ""
+  tlsPrivateKeyFile: ""
+  manageSingleNode: ""
+  manageAllNodes: false
+  manageNodesWithAnnotationSelector: kwok.x-k8s.io/node=fake
+  manageNodesWithLabelSelector: ""
+  serverAddress: ""
+  enableDebuggingHandlers: false
+  enableContentionProfiling: false
+  enableProfilingHandler: false
+  podPlayStageParallelism: 32
+  nodePlayStageParallelism: 16
+  nodeLeaseDurationSeconds: 40
+  nodeLeaseParallelism: 16
+  podsOnNodeSyncParallelism: 4
+  enablePodsOnNodeSyncListPager: true
+  enablePodsOnNodeSyncStreamWatch: false
+YAML
+
 cd "$FERROVIRT_ROOT"
 after_bin=()
 if [[ -n "$after" ]]; then

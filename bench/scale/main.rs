@@ -462,26 +462,20 @@ fn start_kwok(cp: &ControlPlane) -> anyhow::Result<ferrovirt_tests::Process> {
         "{} is missing: bench/scale.sh builds it (go install sigs.k8s.io/kwok/cmd/kwok@v{KWOK_VERSION})",
         bin.display()
     );
-    // kwok's "fast" stages (bench/scale.sh copies them from its module source), and not
-    // ~/.kwok/kwok.yaml.
-    let config = bin.with_file_name("stages.yaml");
-    ensure!(
-        config.is_file(),
-        "{} is missing: bench/scale.sh writes it",
-        config.display()
-    );
-    let mut cmd = Command::new(bin);
-    cmd.arg("--kubeconfig")
-        .arg(cp.kubeconfig())
-        .arg("--config")
-        .arg(&config)
-        .args([
-            "--manage-all-nodes=false",
-            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            "--node-ip=127.0.0.1",
-            "--cidr=10.244.0.0/16",
-            "--node-lease-duration-seconds=40",
-        ]);
+    // kwok's "fast" stages (bench/scale.sh copies them from its module source) and its
+    // options (bench/scale.sh writes every one: the Nodes annotated as make_nodes does,
+    // the workers), the same for the ceiling and virt-controller; not ~/.kwok/kwok.yaml.
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--kubeconfig").arg(cp.kubeconfig());
+    for file in ["stages.yaml", "kwok.yaml"] {
+        let config = bin.with_file_name(file);
+        ensure!(
+            config.is_file(),
+            "{} is missing: bench/scale.sh writes it",
+            config.display()
+        );
+        cmd.arg("--config").arg(config);
+    }
     Ok(spawn_tied("kwok", cmd, &cp.log("kwok"))?)
 }
 
