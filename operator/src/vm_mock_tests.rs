@@ -37,27 +37,53 @@ fn tests_version(ops: &Value, rv: &str) {
 }
 
 #[tokio::test]
-async fn a_start_creates_the_vmi_with_its_finalizer_then_writes_the_status_once() {
+async fn a_start_creates_the_vmi_and_its_watch_event_brings_the_one_status_write() {
     let (ctx, mut api) = context();
     let vm = vm("Always");
-    let mut created = serde_json::to_value(instance_for(&vm)).unwrap();
-    created["metadata"]["uid"] = json!("u-vmi");
-    created["metadata"]["resourceVersion"] = json!("11");
+    let mut created = instance_for(&vm);
+    created.metadata.uid = Some("u-vmi".into());
+    created.metadata.resource_version = Some("11".into());
     let expected = vec![
-        Expect::new(Method::POST, format!("{VMIS}?"), created.clone())
-            .status(StatusCode::CREATED)
-            .checking(|vmi| {
-                assert_eq!(
-                    vmi["metadata"]["finalizers"],
-                    json!([crate::vmi_controller::FINALIZER]),
-                    "the VMI controller's finalizer comes with the create"
-                );
-                let owner = &vmi["metadata"]["ownerReferences"][0];
-                assert_eq!(
-                    (&owner["uid"], &owner["controller"]),
-                    (&json!("u-vm"), &json!(true))
-                );
-            }),
+        Expect::new(
+            Method::POST,
+            format!("{VMIS}?"),
+            serde_json::to_value(&created).unwrap(),
+        )
+        .status(StatusCode::CREATED)
+        .checking(|vmi| {
+            assert_eq!(
+                vmi["metadata"]["finalizers"],
+                json!([crate::vmi_controller::FINALIZER]),
+                "the VMI controller's finalizer comes with the create"
+            );
+            let owner = &vmi["metadata"]["ownerReferences"][0];
+            assert_eq!(
+                (&owner["uid"], &owner["controller"]),
+                (&json!("u-vm"), &json!(true))
+            );
+        }),
+    ];
+    // The create alone: the worker is free for the next VM after one round trip.
+    let (result, seen) = api.serve(expected, 1, reconcile_vm(&vm, &ctx)).await;
+    assert_eq!(
+        result.unwrap(),
+        Action::requeue(crate::context::STALE_CACHE_RETRY)
+    );
+    assert_eq!(seen.events, ["SuccessfulCreate"]);
+    assert_eq!(seen.requests, [format!("POST {VMIS}?")]);
+
+    // Its VMI not yet in the cache: no second create (it would be refused as
+    // AlreadyExists) and no status; the VMI's watch event brings the next pass.
+    let (result, seen) = api.serve(vec![], 0, reconcile_vm(&vm, &ctx)).await;
+    assert_eq!(
+        result.unwrap(),
+        Action::requeue(crate::context::STALE_CACHE_RETRY)
+    );
+    assert!(seen.requests.is_empty(), "{seen:?}");
+
+    // The VMI in the cache: the status is written once, of that VMI.
+    api.cache(created);
+    let expected = vec![
         Expect::new(
             Method::PATCH,
             format!("{VMS}/vm1/status?"),
@@ -68,23 +94,44 @@ async fn a_start_creates_the_vmi_with_its_finalizer_then_writes_the_status_once(
             let status = &ops[1]["value"];
             assert_eq!(ops[1]["path"], "/status");
             assert_eq!(status["created"], json!(true), "{status}");
+            assert_eq!(status["runStrategy"], json!("Always"), "{status}");
             assert_eq!(status["printableStatus"], json!("Starting"), "{status}");
+        }),
+    ];
+    let (result, seen) = api.serve(expected, 0, reconcile_vm(&vm, &ctx)).await;
+    assert_eq!(result.unwrap(), Action::requeue(RESYNC));
+    assert!(seen.events.is_empty(), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_start_request_is_dropped_in_the_pass_that_creates_its_vmi() {
+    let (ctx, mut api) = context();
+    let mut vm = vm("Manual");
+    vm.status = Some(
+        serde_json::from_value(json!({"stateChangeRequests": [{"action": "Start"}]})).unwrap(),
+    );
+    let mut created = serde_json::to_value(instance_for(&vm)).unwrap();
+    created["metadata"]["uid"] = json!("u-vmi");
+    created["metadata"]["resourceVersion"] = json!("11");
+    let expected = vec![
+        Expect::new(Method::POST, format!("{VMIS}?"), created).status(StatusCode::CREATED),
+        Expect::new(
+            Method::PATCH,
+            format!("{VMS}/vm1/status?"),
+            written(&vm, &json!({}), "12"),
+        )
+        .checking(|ops| {
+            tests_version(ops, "10");
+            let status = &ops[1]["value"];
+            // Left in place, a VMI that ended before the cache showed it would be
+            // started again.
+            assert_eq!(status["stateChangeRequests"], Value::Null, "{status}");
+            assert_eq!(status["created"], json!(true), "{status}");
         }),
     ];
     let (result, seen) = api.serve(expected, 1, reconcile_vm(&vm, &ctx)).await;
     assert_eq!(result.unwrap(), Action::requeue(RESYNC));
     assert_eq!(seen.events, ["SuccessfulCreate"]);
-
-    // The VM as written, its VMI not yet in the cache: no second create (it would be
-    // refused as AlreadyExists), the VMI's watch event brings it.
-    let mut again = vm.clone();
-    again.metadata.resource_version = Some("12".into());
-    let (result, seen) = api.serve(vec![], 0, reconcile_vm(&again, &ctx)).await;
-    assert_eq!(
-        result.unwrap(),
-        Action::requeue(crate::context::STALE_CACHE_RETRY)
-    );
-    assert!(seen.requests.is_empty(), "{seen:?}");
 }
 
 #[tokio::test]

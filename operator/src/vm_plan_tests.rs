@@ -270,6 +270,10 @@ fn the_status_tells_of_the_instance_just_created_and_drops_the_done_request() {
         ..done(&manual)
     };
     let next = plan_status(&s, &p, &d);
+    assert!(
+        !leaves_status_to_cache(&manual.status.clone().unwrap(), &p, &d, &next),
+        "the pass that fulfils the Start request writes it"
+    );
     let status = next.status.expect("the status changes");
     assert_eq!(status.created, Some(true));
     assert_eq!(status.run_strategy, Some(RunStrategy::Manual));
@@ -291,6 +295,47 @@ fn the_status_tells_of_the_instance_just_created_and_drops_the_done_request() {
     assert_eq!(short(&p), expect(Decision::Nothing, "none", false, None));
     let next = plan_status(&s, &p, &done(&again));
     assert!(next.status.is_none(), "{:?}", next.status);
+}
+
+#[test]
+fn a_start_without_requests_leaves_the_status_to_the_vmis_watch_event() {
+    let always = vm("Always", "");
+    let s = seen(&always, None);
+    let p = plan(&s, resolved());
+    let InstanceWrite::Create(created) = &p.write else {
+        panic!("{:?}", short(&p))
+    };
+    let d = Done {
+        started: Some((**created).clone()),
+        start_expected: true,
+        ..done(&always)
+    };
+    let next = plan_status(&s, &p, &d);
+    let old = VirtualMachineStatus::default();
+    assert!(leaves_status_to_cache(&old, &p, &d, &next));
+    // Not when no VMI was created, the create failed, or an Event waits for the write.
+    let none = done(&always);
+    assert!(!leaves_status_to_cache(
+        &old,
+        &p,
+        &none,
+        &plan_status(&s, &p, &none)
+    ));
+    let failed = Done {
+        started: d.started.clone(),
+        error: Some(Error::InvalidObject("refused".into())),
+        ..done(&always)
+    };
+    assert!(!leaves_status_to_cache(&old, &p, &failed, &next));
+    let told = StatusPlan {
+        events: vec![PlannedEvent {
+            type_: EventType::Warning,
+            reason: "DataVolumeError".into(),
+            note: "x".into(),
+        }],
+        ..Default::default()
+    };
+    assert!(!leaves_status_to_cache(&old, &p, &d, &told));
 }
 
 #[test]
