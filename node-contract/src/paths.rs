@@ -150,6 +150,27 @@ impl ConfigVolume {
     }
 }
 
+/// Where the launcher pod mounts the claims of a VMI's persistentVolumeClaim and dataVolume
+/// volumes (KubeVirt mounts them at `/var/run/kubevirt-private/vmi-disks/<volume name>`):
+/// the pod volume [`claim_pod_volume`], mounted in the compute container at
+/// [`claim_dir_in_pod`]. QEMU opens a disk's [`CLAIM_DISK_IMAGE`] there, and virtiofsd
+/// shares the directory; virt-handler checks (or creates) the image through
+/// `/proc/<launcher pid>/root`. `index` is the volume's position in the VMI's
+/// `spec.volumes`, so any volume name fits.
+pub const CLAIMS_DIR_IN_POD: &str = "/var/run/ferrovirt-private/vmi-disks";
+/// The disk image on a filesystem claim (KubeVirt's name, as CDI writes it).
+pub const CLAIM_DISK_IMAGE: &str = "disk.img";
+
+/// The launcher pod's volume of the claim of `spec.volumes[index]`.
+pub fn claim_pod_volume(index: usize) -> String {
+    format!("claim-{index}")
+}
+
+/// Where the launcher pod mounts the claim of `spec.volumes[index]`.
+pub fn claim_dir_in_pod(index: usize) -> String {
+    format!("{CLAIMS_DIR_IN_POD}/{index}")
+}
+
 /// Root of the launcher's embedded libvirt.
 pub const LIBVIRT_DIR: &str = "libvirt";
 

@@ -55,7 +55,7 @@ const APPLY_STORAGE_PROFILE: &str = "cdi.kubevirt.io/applyStorageProfile";
 /// The launcher pod's volume of the claim (KubeVirt's name).
 const POD_VOLUME: &str = "vm-state";
 /// KubeVirt's condition type of a VMI its controller could not act on.
-const SYNCHRONIZED: &str = "Synchronized";
+pub(crate) const SYNCHRONIZED: &str = "Synchronized";
 
 /// KubeVirt's reasons.
 pub(crate) const FAILED_CREATE: &str = "FailedBackendStorageCreate";
@@ -85,19 +85,6 @@ pub(crate) fn pod_volume(vmi: &VirtualMachineInstance) -> Option<(Volume, Volume
         ..Default::default()
     };
     Some((volume, mount))
-}
-
-/// The gates before a VMI's launcher pod: its DataVolumes ([`crate::datavolume::gate_vmi`]),
-/// then its backend storage ([`gate_vmi`]); the status to write and whether the pod may
-/// be made, as they return it.
-pub(crate) async fn gates(
-    vmi: &VirtualMachineInstance,
-    ctx: &Context,
-) -> Result<Option<(VirtualMachineInstanceStatus, bool)>> {
-    match crate::datavolume::gate_vmi(vmi, ctx).await? {
-        Some(gated) => Ok(Some(gated)),
-        None => gate_vmi(vmi, ctx).await,
-    }
 }
 
 /// The claim's storage class: the configured one, else KubeVirt's default virt class, else
@@ -237,7 +224,11 @@ pub(crate) fn show_claim(status: &mut VirtualMachineInstanceStatus, pvc: &Persis
 }
 
 /// `status` Pending with condition Synchronized False, `reason` and `message`. Pure.
-fn not_synchronized(status: &mut VirtualMachineInstanceStatus, reason: &str, message: String) {
+pub(crate) fn not_synchronized(
+    status: &mut VirtualMachineInstanceStatus,
+    reason: &str,
+    message: String,
+) {
     status.phase = Some(VmiPhase::Pending);
     crds::condition::set(
         &mut status.conditions,

@@ -9,6 +9,7 @@
 
 mod args;
 mod backend_storage;
+mod claims;
 mod context;
 mod datavolume;
 mod ending;

@@ -14,6 +14,7 @@ use kube::Resource;
 
 use crate::{Error, Result};
 
+mod claims;
 pub mod cloudinit;
 mod config;
 mod disks;
@@ -325,12 +326,15 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
     let disks = disks::render(vmi, &cfg.image, VMI_DIR_VOLUME)?;
     let (secret_volumes, secret_mounts) = cloudinit::render(vmi);
     let config = config::render(vmi);
+    let (claim_volumes, claim_mounts) = claims::render(vmi);
     let mut container = container;
     probes::apply(vmi, &mut container);
-    container
-        .volume_mounts
-        .get_or_insert_default()
-        .extend(secret_mounts.into_iter().chain(config.mounts));
+    container.volume_mounts.get_or_insert_default().extend(
+        secret_mounts
+            .into_iter()
+            .chain(config.mounts)
+            .chain(claim_mounts),
+    );
     let mut containers = vec![container];
     containers.extend(disks.containers);
     let mut volumes = vec![
@@ -340,6 +344,7 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
     volumes.extend(disks.volumes);
     volumes.extend(secret_volumes);
     volumes.extend(config.volumes);
+    volumes.extend(claim_volumes);
     if let Some((v, m)) = crate::backend_storage::pod_volume(vmi) {
         volumes.push(v);
         containers[0].volume_mounts.get_or_insert_default().push(m);

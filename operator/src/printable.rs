@@ -29,6 +29,9 @@ pub struct VmiFacts {
     pub paused: bool,
     /// Condition PodScheduled is False with reason Unschedulable.
     pub unschedulable: bool,
+    /// Condition Synchronized is False with reason FailedPvcNotFound (a claim of its
+    /// volumes does not exist).
+    pub pvc_not_found: bool,
 }
 
 impl VmiFacts {
@@ -49,6 +52,8 @@ pub fn printable_status(f: &Facts) -> &'static str {
         ps::PAUSED
     } else if running {
         ps::RUNNING
+    } else if vmi.is_some_and(|v| v.pvc_not_found) {
+        ps::ERROR_PVC_NOT_FOUND
     } else if vmi.is_some_and(|v| v.unschedulable) {
         ps::ERROR_UNSCHEDULABLE
     } else if match vmi {
@@ -151,6 +156,17 @@ mod tests {
                     ..base
                 },
                 ps::ERROR_UNSCHEDULABLE,
+            ),
+            (
+                Facts {
+                    vmi: Some(VmiFacts {
+                        phase: Some(VmiPhase::Pending),
+                        pvc_not_found: true,
+                        ..Default::default()
+                    }),
+                    ..base
+                },
+                ps::ERROR_PVC_NOT_FOUND,
             ),
             (
                 Facts {

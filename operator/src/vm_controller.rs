@@ -529,6 +529,11 @@ pub(crate) fn plan_status(seen: &Seen, plan: &Plan, done: &Done) -> StatusPlan {
                     && c.status == "False"
                     && c.reason.as_deref() == Some("Unschedulable")
             }),
+            pvc_not_found: vmi_conditions(v).iter().any(|c| {
+                c.type_ == "Synchronized"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some(crate::claims::NOT_FOUND)
+            }),
         }),
         start_expected: done.start_expected,
         stop_expected: done.stop_expected,

@@ -98,7 +98,7 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
     if seen.pod.is_none()
         && !deleting(vmi)
         && has_finalizer(vmi)
-        && let Some((status, ready)) = crate::backend_storage::gates(vmi, ctx).await?
+        && let Some((status, ready)) = gates(vmi, ctx).await?
     {
         let vmis = Api::namespaced(ctx.client.clone(), &n.ns);
         let old = vmi.status.clone().unwrap_or_default();
@@ -110,6 +110,23 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
     }
     let planned = plan(&seen, &ctx.settings.launcher);
     execute(&seen, &n, planned, ctx).await
+}
+
+/// The gates before a VMI's launcher pod: its DataVolumes ([`crate::datavolume::gate_vmi`]),
+/// its claims ([`crate::claims::gate_vmi`]), then its backend storage
+/// ([`crate::backend_storage::gate_vmi`]); the status to write and whether the pod may be
+/// made, as they return it.
+async fn gates(
+    vmi: &VirtualMachineInstance,
+    ctx: &Context,
+) -> Result<Option<(VirtualMachineInstanceStatus, bool)>> {
+    if let Some(gated) = crate::datavolume::gate_vmi(vmi, ctx).await? {
+        return Ok(Some(gated));
+    }
+    if let Some(gated) = crate::claims::gate_vmi(vmi, ctx).await? {
+        return Ok(Some(gated));
+    }
+    crate::backend_storage::gate_vmi(vmi, ctx).await
 }
 
 /// A VMI failed by virt-handler (the controller's own writes tell about themselves): a

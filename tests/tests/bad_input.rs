@@ -317,8 +317,14 @@ async fn each_bad_input_is_named_and_nothing_running_is_harmed() {
     )
     .await
     .unwrap();
-    let failed = failure_of(&stack, &client, ns.name(), "noclaim").await;
-    assert_named("missing claim", &failed, &["claim \"nosuch\": not found"]);
+    // As KubeVirt: no launcher pod while the claim is missing; the VMI waits, saying why.
+    let (phase, _, message) =
+        synchronized_failure_of(&stack, &vmis, "noclaim", &["FailedPvcNotFound"]).await;
+    assert_eq!(phase, Some(VmiPhase::Pending));
+    assert_eq!(
+        message,
+        "didn't find PVC nosuch (spec.volumes[0].persistentVolumeClaim.claimName)"
+    );
     let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
         "metadata": {"name": "unbound"},
         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "none-here",
@@ -339,8 +345,37 @@ async fn each_bad_input_is_named_and_nothing_running_is_harmed() {
     )
     .await
     .unwrap();
-    let failed = failure_of(&stack, &client, ns.name(), "unbound").await;
-    assert_named("unbound claim", &failed, &["not bound to a volume"]);
+    // Its launcher pod mounts the claim, so the scheduler keeps it (and the VMI) waiting
+    // for a volume, and says so.
+    let started = Instant::now();
+    loop {
+        let status = vmis
+            .get("unbound")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        let unschedulable = status.conditions.iter().find(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+        });
+        if let Some(c) = unschedulable {
+            let message = c.message.as_deref().unwrap_or_default();
+            assert!(
+                message.contains("unbound immediate PersistentVolumeClaims"),
+                "{message}"
+            );
+            assert_ne!(status.phase, Some(VmiPhase::Failed));
+            break;
+        }
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "VMI unbound is not unschedulable (status {status:?}); logs:\n{}",
+            stack.log_tails(30)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // No space left in the VMI's directory on the node: the VMI waits for a node label
     // while its directory is mounted full, then is scheduled.

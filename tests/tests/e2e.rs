@@ -459,6 +459,44 @@ async fn vmi_phase(vmis: &Api<VirtualMachineInstance>, name: &str, uid: &str) ->
 
 /// `kernel_boot_vm` whose cloud-init data come from the Secrets `<name>-userdata` (key
 /// `userdata`) and `<name>-networkdata` (key `networkData`, KubeVirt's second spelling).
+/// A claim `name` of 32 MiB in a `WaitForFirstConsumer` class of local volumes, and the
+/// local PersistentVolume (64 MiB, on the real node) it can bind: the scheduler binds it
+/// when it places the claim's first pod. The volume's directory is under the host's /tmp,
+/// which the node sees alike, and goes when the guard drops; the class and the volume
+/// (cluster-scoped, named after the namespace) stay until the control plane goes.
+async fn local_claim(
+    cp: &ControlPlane,
+    stack: &RealStack,
+    ns: &TestNamespace,
+    name: &str,
+) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("ferrovirt-local-pv-")
+        .tempdir()
+        .unwrap();
+    let class = format!("{}-local", ns.name());
+    let manifest = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+         "metadata": {"name": class},
+         "provisioner": "kubernetes.io/no-provisioner",
+         "volumeBindingMode": "WaitForFirstConsumer"},
+        {"apiVersion": "v1", "kind": "PersistentVolume",
+         "metadata": {"name": format!("{class}-{name}")},
+         "spec": {"capacity": {"storage": "64Mi"}, "accessModes": ["ReadWriteOnce"],
+                  "persistentVolumeReclaimPolicy": "Retain", "storageClassName": class,
+                  "local": {"path": dir.path()},
+                  "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                      {"key": "kubernetes.io/hostname", "operator": "In",
+                       "values": [stack.node.name()]}]}]}}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+         "metadata": {"name": name, "namespace": ns.name()},
+         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                  "resources": {"requests": {"storage": "32Mi"}}}}
+    ]});
+    kubectl(cp, ns, &["apply", "-f", "-"], Some(&manifest.to_string())).await;
+    dir
+}
+
 fn kernel_boot_vm_with_secrets(name: &str, run_strategy: &str) -> String {
     let mut vm: VirtualMachine =
         serde_yaml::from_str(&manifests::kernel_boot_vm(name, run_strategy, Some("#")))
@@ -503,6 +541,17 @@ fn kernel_boot_vm_with_secrets(name: &str, run_strategy: &str) -> String {
         });
         template.spec.volumes.push(v);
     }
+    // A claim (issue 11), blank: virt-handler makes its disk.img.
+    template.spec.domain.devices.disks.push(crds::Disk {
+        name: "data".into(),
+        ..Default::default()
+    });
+    template.spec.volumes.push(
+        serde_json::from_value(
+            serde_json::json!({"name": "data", "persistentVolumeClaim": {"claimName": format!("{name}-data")}}),
+        )
+        .unwrap(),
+    );
     // The same ConfigMap shared as a filesystem (virtiofs), which the guest mounts by the
     // volume's name.
     template.spec.volumes.push(
@@ -718,6 +767,7 @@ async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
     let client = cp.client().await.unwrap();
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), ns.name());
 
+    let claim_dir = local_claim(cp, stack, &ns, "always-data").await;
     kubectl(
         cp,
         &ns,
@@ -860,6 +910,24 @@ async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
         );
     }
     downward_metrics_in_the_guest(&socket, &vmi);
+    // The claim: its disk.img made of the claim's size (32 MiB, 65536 sectors), a disk of
+    // the guest; what the guest writes is in the file on the volume.
+    let find_data =
+        "for b in /sys/block/vd*; do [ $(cat $b/size) = 65536 ] && d=/dev/${b##*/}; done";
+    let answer = console_exchange(
+        &socket,
+        &format!("{find_data}; printf PVC-MARKER-1 > $d && sync && echo WROTE-$d"),
+        "WROTE-/dev/vd",
+    );
+    assert!(answer.contains("WROTE-/dev/vd"), "{answer}");
+    let image = claim_dir.path().join("disk.img");
+    let written = std::fs::read(&image).unwrap_or_default();
+    assert_eq!(
+        (written.len(), written.get(..12)),
+        (32 << 20, Some(&b"PVC-MARKER-1"[..])),
+        "{} does not hold what the guest wrote",
+        image.display()
+    );
 
     // As KubeVirt: the data stay in the Secret, never in the VMI.
     let spec = serde_json::to_string(&vmi.spec).unwrap();
@@ -875,6 +943,14 @@ async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
         log.contains("FERROVIRT CLOUD-INIT: echo from-secret-first"),
         "the second VMI did not read the Secret:\n{log}"
     );
+    // The claim outlives the VMI: the new guest reads what the first one wrote.
+    let socket = stack.vmi_dir(&uid(&second)).join(SERIAL_SOCKET);
+    let answer = console_exchange(
+        &socket,
+        &format!("{find_data}; echo READ-$(head -c 12 $d)"),
+        "READ-PVC-MARKER-1",
+    );
+    assert!(answer.contains("READ-PVC-MARKER-1"), "{answer}");
     kubectl(cp, &ns, &["delete", "vm", "always"], None).await;
 }
 

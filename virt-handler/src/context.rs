@@ -4,12 +4,13 @@
 //! labeller use it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crds::VirtualMachineInstance;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
@@ -75,7 +76,8 @@ impl Context {
     ) -> Result<PreparedDomain> {
         let ns = vmi.namespace().unwrap_or_default();
         let uid = vmi.uid().unwrap_or_default();
-        let pvcs = self.pvc_dirs(&ns, vmi).await?;
+        let launcher_root = launcher_pid.map(|pid| PathBuf::from(format!("/proc/{pid}/root")));
+        let claims = self.claim_dirs(&ns, vmi, launcher_root.as_deref()).await?;
         if let Some(claim) = crate::backend_storage::claim(vmi)? {
             let dir = self
                 .claim_dir(&ns, claim)
@@ -86,8 +88,8 @@ impl Context {
         }
         let launcher_dir = self.launcher_dir(&uid);
         let virtiofs =
-            volumes::virtiofs::shares(&vmi.spec, &launcher_dir, &pvcs, virtiofs_storage)?;
-        let plans = volumes::plan(&vmi.spec, &launcher_dir, &pvcs, host_disks)?;
+            volumes::virtiofs::shares(&vmi.spec, &launcher_dir, &claims, virtiofs_storage)?;
+        let plans = volumes::plan(&vmi.spec, &launcher_dir, &claims, host_disks)?;
         // The launcher pod's disk containers: where their images are, here and for QEMU.
         let (spec, vmi_dir) = (vmi.spec.clone(), self.run_dir.vmi(&uid));
         let images = tokio::task::spawn_blocking(move || {
@@ -115,7 +117,6 @@ impl Context {
         let domain_spec = vmi.spec.domain.clone();
         let host_disks = tokio::task::spawn_blocking(move || {
             volumes::prepare_firmware(&domain_spec, &host_dir, &images)?;
-            let launcher_root = launcher_pid.map(|pid| PathBuf::from(format!("/proc/{pid}/root")));
             volumes::prepare(
                 &plans,
                 &host_dir,
@@ -133,23 +134,60 @@ impl Context {
         })
     }
 
-    /// Claim name -> the directory of its bound hostPath or local PersistentVolume.
-    async fn pvc_dirs(
+    /// The directory of each claim volume (persistentVolumeClaim, dataVolume), by volume
+    /// name: where the launcher pod mounts it (node-contract's `claim_dir_in_pod`), seen
+    /// through `launcher_root`; a launcher outside a pod (virt-handler's own tests) uses
+    /// the claim's bound hostPath or local volume. With the size a missing disk image is
+    /// made ([`volumes::image_size`]).
+    async fn claim_dirs(
         &self,
         ns: &str,
         vmi: &VirtualMachineInstance,
-    ) -> Result<BTreeMap<String, PathBuf>> {
+        launcher_root: Option<&Path>,
+    ) -> Result<BTreeMap<String, volumes::ClaimDir>> {
         let mut out = BTreeMap::new();
-        for v in &vmi.spec.volumes {
-            // A persistentVolumeClaim's claim, or a dataVolume's (CDI's claim of its name).
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+        for (i, v) in vmi.spec.volumes.iter().enumerate() {
             let Some(claim) = v.claim_name() else {
                 continue;
             };
-            let dir = self
-                .claim_dir(ns, claim)
+            let unusable = |m: String| Error::volume(&v.name, format!("claim {claim:?}: {m}"));
+            let pvc = pvcs
+                .get_opt(claim)
                 .await?
-                .map_err(|m| Error::volume(&v.name, format!("claim {claim:?}: {m}")))?;
-            out.insert(claim.to_string(), dir);
+                .ok_or_else(|| unusable("not found".into()))?;
+            let in_pod = PathBuf::from(ferrovirt_node_contract::paths::claim_dir_in_pod(i));
+            let mounted = launcher_root.is_some_and(|root| {
+                std::fs::File::open(root).is_ok_and(|r| {
+                    volumes::launcher_root::open_in_root(&r, &in_pod.to_string_lossy()).is_ok()
+                })
+            });
+            let launcher = if mounted {
+                in_pod
+            } else {
+                self.claim_dir(ns, claim).await?.map_err(unusable)?
+            };
+            tracing::info!(volume = %v.name, claim, dir = %launcher.display(), in_pod = mounted,
+                "claim directory");
+            let size = |q: Option<&Quantity>| q.and_then(crds::quantity::bytes);
+            let request = size(
+                pvc.spec
+                    .as_ref()
+                    .and_then(|s| s.resources.as_ref()?.requests.as_ref()?.get("storage")),
+            );
+            let capacity = size(
+                pvc.status
+                    .as_ref()
+                    .and_then(|s| s.capacity.as_ref()?.get("storage")),
+            );
+            out.insert(
+                v.name.clone(),
+                volumes::ClaimDir {
+                    launcher,
+                    in_pod: mounted,
+                    image_size: volumes::image_size(request, capacity),
+                },
+            );
         }
         Ok(out)
     }

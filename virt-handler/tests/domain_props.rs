@@ -19,7 +19,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Map, Value};
 use virt_handler::config::Virtualization;
 use virt_handler::domain::{Input, convert};
-use virt_handler::volumes::{HostDiskPolicy, plan};
+use virt_handler::volumes::{ClaimDir, HostDiskPolicy, plan};
 
 const NAMES: &[&str] = &["a", "b", "disk0", "default"];
 
@@ -213,9 +213,16 @@ fn any_spec_the_schema_accepts_converts_or_names_the_field() {
         });
     let vmi_dir = Path::new("/var/run/ferrovirt/vmis/props");
     let host_disks = HostDiskPolicy::allow(&["/var/data"]);
-    let pvcs: BTreeMap<String, PathBuf> = NAMES
+    let pvcs: BTreeMap<String, ClaimDir> = NAMES
         .iter()
-        .map(|n| (n.to_string(), PathBuf::from("/var/lib/pv").join(n)))
+        .map(|n| {
+            let dir = ClaimDir {
+                launcher: PathBuf::from("/var/lib/pv").join(n),
+                in_pod: false,
+                image_size: None,
+            };
+            (n.to_string(), dir)
+        })
         .collect();
     let out = tempfile::tempdir().expect("tempdir");
     // The runner takes a `Fn`: tallies in cells.

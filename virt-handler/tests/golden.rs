@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crds::VirtualMachineInstance;
+use ferrovirt_node_contract::paths::claim_dir_in_pod;
 use kube::ResourceExt;
 use serde::Deserialize;
 use virt_handler::config::Virtualization;
 use virt_handler::domain::{Input, convert};
-use virt_handler::volumes::{HostDiskPolicy, plan};
+use virt_handler::volumes::{ClaimDir, HostDiskPolicy, plan};
 
 const VMI_DIR: &str = "/var/run/ferrovirt/vmi";
 /// The kernel-boot container's image as the launcher sees it (`/proc/<pid>/root`).
@@ -31,16 +32,20 @@ fn convert_vmi(vmi: &VirtualMachineInstance) -> virt_handler::Result<String> {
         Some("emulation") => Virtualization::Emulation,
         _ => Virtualization::Kvm,
     };
-    let pvcs: BTreeMap<String, PathBuf> = vmi
+    // Claims where the launcher pod mounts them.
+    let pvcs: BTreeMap<String, ClaimDir> = vmi
         .spec
         .volumes
         .iter()
-        .filter_map(|v| v.persistent_volume_claim.as_ref())
-        .map(|p| {
-            (
-                p.claim_name.clone(),
-                PathBuf::from("/var/lib/pv").join(&p.claim_name),
-            )
+        .enumerate()
+        .filter(|(_, v)| v.claim_name().is_some())
+        .map(|(i, v)| {
+            let dir = ClaimDir {
+                launcher: PathBuf::from(claim_dir_in_pod(i)),
+                in_pod: true,
+                image_size: None,
+            };
+            (v.name.clone(), dir)
         })
         .collect();
     let vmi_dir = Path::new(VMI_DIR);

@@ -168,20 +168,20 @@ pub struct FileId {
     pub ino: u64,
 }
 
-/// Opens `path` (from [`HostDiskPolicy::confine`]) below `prefix` without following any
-/// symbolic link, creating missing directories and a sparse file of `create` bytes when
-/// asked (`DiskOrCreate`). The file must be a regular file. `index` names the field,
-/// `volume` the volume.
+/// Opens `path` (from [`HostDiskPolicy::confine`], or a claim's disk image) below `prefix`
+/// without following any symbolic link, creating missing directories and a sparse file of
+/// `create` bytes when asked (`DiskOrCreate`), and gives it to the launcher's user. The
+/// file must be a regular file. `field` is named when the path is refused, `volume` when
+/// the file is missing (`missing` says why it was not made).
 pub fn open_confined(
-    index: usize,
+    field: &str,
     volume: &str,
     prefix: &Path,
     path: &Path,
-    create: Option<u64>,
+    (create, missing): (Option<u64>, &str),
     (uid, gid): (u32, u32),
 ) -> Result<FileId> {
-    let field = format!("spec.volumes[{index}].hostDisk.path");
-    let refuse = |m: String| Error::unsupported(field.clone(), m);
+    let refuse = |m: String| Error::unsupported(field.to_owned(), m);
     let rest = path.strip_prefix(prefix).map_err(|_| {
         refuse(format!(
             "{} is not under {}",
@@ -234,7 +234,7 @@ pub fn open_confined(
             None => {
                 return Err(Error::volume(
                     volume,
-                    format!("hostDisk {} does not exist (type Disk)", path.display()),
+                    format!("{} does not exist ({missing})", path.display()),
                 ));
             }
             Some(capacity) => {
@@ -242,7 +242,7 @@ pub fn open_confined(
                 let fd = openat(&dir, &c, flags, 0o644).map_err(Error::io("creating", path))?;
                 let f = std::fs::File::from(fd);
                 f.set_len(capacity).map_err(Error::io("sizing", path))?;
-                tracing::info!(path = %path.display(), capacity, "hostDisk created");
+                tracing::info!(path = %path.display(), capacity, "disk image created");
                 OwnedFd::from(f)
             }
         },
@@ -438,6 +438,10 @@ mod tests {
 
     #[test]
     fn opens_creates_and_never_follows_a_symbolic_link() {
+        const F0: &str = "spec.volumes[0].hostDisk.path";
+        const F1: &str = "spec.volumes[1].hostDisk.path";
+        const F3: &str = "spec.volumes[3].hostDisk.path";
+        const DISK: &str = "type Disk";
         let tmp = tempfile::tempdir().unwrap();
         let prefix = tmp.path().join("allowed");
         std::fs::create_dir(&prefix).unwrap();
@@ -449,19 +453,19 @@ mod tests {
 
         // DiskOrCreate: directories and a sparse file.
         let made = prefix.join("a/b/d.img");
-        open_confined(0, "hd", &prefix, &made, Some(4096), ROOT).unwrap();
+        open_confined(F0, "hd", &prefix, &made, (Some(4096), DISK), ROOT).unwrap();
         assert_eq!(std::fs::metadata(&made).unwrap().len(), 4096);
         // Given to the launcher's user, whom QEMU runs as.
-        open_confined(0, "hd", &prefix, &made, None, (107, 107)).unwrap();
+        open_confined(F0, "hd", &prefix, &made, (None, DISK), (107, 107)).unwrap();
         let m = std::fs::metadata(&made).unwrap();
         assert_eq!((m.uid(), m.gid()), (107, 107));
         // Existing file, type Disk; its identity is what file_id reports.
-        let id = open_confined(0, "hd", &prefix, &made, None, ROOT).unwrap();
+        let id = open_confined(F0, "hd", &prefix, &made, (None, DISK), ROOT).unwrap();
         assert_eq!(file_id(&made).unwrap(), id);
 
         for link in [prefix.join("filelink"), prefix.join("dirlink/secret")] {
             for create in [None, Some(4096)] {
-                let msg = open_confined(3, "hd", &prefix, &link, create, ROOT)
+                let msg = open_confined(F3, "hd", &prefix, &link, (create, DISK), ROOT)
                     .unwrap_err()
                     .to_string();
                 assert!(
@@ -474,27 +478,35 @@ mod tests {
         }
         // Nothing was created through the directory link.
         let created_outside = open_confined(
-            0,
+            F0,
             "hd",
             &prefix,
             &prefix.join("dirlink/new.img"),
-            Some(1),
+            (Some(1), DISK),
             ROOT,
         );
         assert!(created_outside.is_err());
         assert!(!outside.join("new.img").exists());
 
-        let missing =
-            open_confined(1, "hd", &prefix, &prefix.join("nope.img"), None, ROOT).unwrap_err();
+        let missing = open_confined(
+            F1,
+            "hd",
+            &prefix,
+            &prefix.join("nope.img"),
+            (None, DISK),
+            ROOT,
+        )
+        .unwrap_err();
         assert!(missing.to_string().contains("does not exist"), "{missing}");
-        let dir = open_confined(1, "hd", &prefix, &prefix.join("a"), None, ROOT).unwrap_err();
+        let dir =
+            open_confined(F1, "hd", &prefix, &prefix.join("a"), (None, DISK), ROOT).unwrap_err();
         assert!(dir.to_string().contains("not a regular file"), "{dir}");
         let gone = open_confined(
-            1,
+            F1,
             "hd",
             &tmp.path().join("absent"),
             &tmp.path().join("absent/x"),
-            None,
+            (None, DISK),
             ROOT,
         )
         .unwrap_err();

@@ -1,11 +1,12 @@
 //! Volumes: what each VMI volume becomes on the node. [`plan`] is pure (names and paths);
 //! [`prepare`] does the host-side work in the per-VMI directory.
 
+mod claim;
 mod cloudinit;
 mod config;
 pub mod containerdisk;
 pub mod hostdisk;
-mod launcher_root;
+pub(crate) mod launcher_root;
 mod prepare;
 pub mod virtiofs;
 
@@ -13,8 +14,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crds::{CloudInitNoCloudSource, HostDiskType, VirtualMachineInstanceSpec};
-use ferrovirt_node_contract::paths::ConfigVolume;
+use ferrovirt_node_contract::paths::{CLAIM_DISK_IMAGE, ConfigVolume};
 
+pub use claim::{ClaimDir, image_size};
 pub use cloudinit::{SecretData, meta_data, nocloud_files, read_secrets};
 pub use hostdisk::HostDiskPolicy;
 pub(crate) use prepare::{give, launcher_owner};
@@ -96,8 +98,15 @@ pub enum Prep {
         prefix: PathBuf,
         index: usize,
     },
-    /// A filesystem PVC's `disk.img`; must exist.
-    Pvc { claim: String },
+    /// A filesystem claim's `disk.img` ([`claim`]): made of `create` bytes when missing
+    /// (None: never); `in_pod`: the directory is the launcher pod's mount. `index` is the
+    /// volume's position in the spec.
+    Pvc {
+        claim: String,
+        index: usize,
+        in_pod: bool,
+        create: Option<u64>,
+    },
     /// An ISO 9660 disk labelled `label` holding the files of a configMap, secret,
     /// serviceAccount or downwardAPI volume, read where the launcher pod has them.
     /// `index` is the volume's position in the spec.
@@ -113,13 +122,13 @@ pub enum Prep {
 }
 
 /// Plans every volume of `spec` (but its filesystems, [`virtiofs::shares`]). `vmi_dir` is
-/// the per-VMI directory as the launcher sees it; `pvc_dirs` maps claim names to the
-/// directory their volume is mounted from; `host_disks` says whether and where `hostDisk`
-/// volumes are allowed.
+/// the per-VMI directory as the launcher sees it; `claims` maps the names of claim
+/// volumes to their directory; `host_disks` says whether and where `hostDisk` volumes are
+/// allowed.
 pub fn plan(
     spec: &VirtualMachineInstanceSpec,
     vmi_dir: &Path,
-    pvc_dirs: &BTreeMap<String, PathBuf>,
+    claims: &BTreeMap<String, ClaimDir>,
     host_disks: &HostDiskPolicy,
 ) -> Result<Vec<Planned>> {
     let mut out = Vec::new();
@@ -212,17 +221,24 @@ pub fn plan(
         } else if let Some(claim) = v.claim_name() {
             // A persistentVolumeClaim, or a dataVolume's claim (virt-controller made the pod
             // only once its DataVolume had succeeded).
-            let dir = pvc_dirs.get(claim).ok_or_else(|| {
-                Error::volume(&v.name, format!("claim {claim:?} has no node-local path"))
+            let dir = claims.get(&v.name).ok_or_else(|| {
+                Error::volume(&v.name, format!("claim {claim:?} has no directory here"))
             })?;
-            let read_only = v.persistent_volume_claim.as_ref().and_then(|p| p.read_only);
+            let read_only = v
+                .persistent_volume_claim
+                .as_ref()
+                .and_then(|p| p.read_only)
+                .unwrap_or(false);
             Planned {
                 name: v.name.clone(),
-                path: dir.join("disk.img"),
+                path: dir.launcher.join(CLAIM_DISK_IMAGE),
                 format: Format::Raw,
-                read_only: read_only.unwrap_or(false),
+                read_only,
                 prep: Prep::Pvc {
                     claim: claim.to_string(),
+                    index: i,
+                    in_pod: dir.in_pod,
+                    create: dir.image_size.filter(|_| !read_only),
                 },
             }
         } else if v.downward_metrics.is_some() {
@@ -281,9 +297,17 @@ mod tests {
             ]
         }))
         .unwrap();
+        let dir = |d: &str, in_pod| ClaimDir {
+            launcher: PathBuf::from(d),
+            in_pod,
+            image_size: Some(1 << 30),
+        };
         let pvcs = BTreeMap::from([
-            ("c".to_owned(), PathBuf::from("/pv/c")),
-            ("imported".to_owned(), PathBuf::from("/pv/i")),
+            ("pv".to_owned(), dir("/pv/c", false)),
+            (
+                "dv".to_owned(),
+                dir("/var/run/ferrovirt-private/vmi-disks/8", true),
+            ),
         ]);
         let hd = HostDiskPolicy::allow(&["/data"]);
         let p = plan(&spec, Path::new("/vmi"), &pvcs, &hd).unwrap();
@@ -335,15 +359,29 @@ mod tests {
             ]
         );
         // A dataVolume is the claim of its name, as a persistentVolumeClaim.
+        // Where the launcher pod mounts it; its image is made when missing.
         assert_eq!(
             (p[8].path.as_path(), p[8].read_only, &p[8].prep),
             (
-                Path::new("/pv/i/disk.img"),
+                Path::new("/var/run/ferrovirt-private/vmi-disks/8/disk.img"),
                 false,
                 &Prep::Pvc {
-                    claim: "imported".into()
+                    claim: "imported".into(),
+                    index: 8,
+                    in_pod: true,
+                    create: Some(1 << 30)
                 }
             )
+        );
+        // A read-only claim's image is never made.
+        assert_eq!(
+            p[4].prep,
+            Prep::Pvc {
+                claim: "c".into(),
+                index: 4,
+                in_pod: false,
+                create: None
+            }
         );
         let err = plan(&spec, Path::new("/vmi"), &BTreeMap::new(), &hd).unwrap_err();
         assert!(err.to_string().contains("claim \"c\""), "{err}");

@@ -118,9 +118,10 @@ pub fn prepare(
                 prefix,
                 index,
             } => {
-                let id = super::hostdisk::open_confined(
-                    *index, &p.name, prefix, &p.path, *create, owner,
-                )?;
+                let field = format!("spec.volumes[{index}].hostDisk.path");
+                let made = (*create, "a hostDisk of type Disk is not made");
+                let id =
+                    super::hostdisk::open_confined(&field, &p.name, prefix, &p.path, made, owner)?;
                 host_disks.push((*index, id));
             }
             Prep::DownwardMetrics { file } => {
@@ -130,16 +131,15 @@ pub fn prepare(
                 give(&target, owner)?;
                 tracing::info!(disk = %target.display(), "downward metrics disk created");
             }
-            Prep::Pvc { claim } => {
-                if !p.path.is_file() {
-                    return Err(Error::volume(
-                        &p.name,
-                        format!("claim {claim:?}: {} does not exist", p.path.display()),
-                    ));
-                }
-                // As KubeVirt's handler for a non-root VMI: QEMU opens the claim's disk
-                // image as the launcher's user.
-                give(&p.path, owner)?;
+            Prep::Pvc {
+                claim,
+                index,
+                in_pod,
+                create,
+            } => {
+                let dir = p.path.parent().unwrap_or(Path::new("/"));
+                let made = (*in_pod, *create);
+                super::claim::open(*index, &p.name, claim, dir, made, launcher_root, owner)?;
             }
         }
     }

@@ -30,12 +30,12 @@ pub fn is_filesystem(spec: &VirtualMachineInstanceSpec, name: &str) -> bool {
 }
 
 /// The virtiofsd processes the launcher starts for the VMI's filesystems. `vmi_dir` is the
-/// per-VMI directory as the launcher sees it; `pvc_dirs` maps claims to their directory;
-/// `storage_allowed`: [`STORAGE_FEATURE_GATE`] is on.
+/// per-VMI directory as the launcher sees it; `claims` maps the names of claim volumes to
+/// their directory; `storage_allowed`: [`STORAGE_FEATURE_GATE`] is on.
 pub fn shares(
     spec: &VirtualMachineInstanceSpec,
     vmi_dir: &Path,
-    pvc_dirs: &BTreeMap<String, PathBuf>,
+    claims: &BTreeMap<String, super::ClaimDir>,
     storage_allowed: bool,
 ) -> Result<Vec<VirtiofsShare>> {
     let dir = VmiDir::new(vmi_dir);
@@ -72,9 +72,12 @@ pub fn shares(
                     ),
                 ));
             }
-            pvc_dirs.get(claim).cloned().ok_or_else(|| {
-                Error::volume(&fs.name, format!("claim {claim:?} has no node-local path"))
-            })?
+            claims
+                .get(&fs.name)
+                .map(|c| c.launcher.clone())
+                .ok_or_else(|| {
+                    Error::volume(&fs.name, format!("claim {claim:?} has no directory here"))
+                })?
         } else {
             return Err(Error::unsupported(
                 field,
@@ -115,7 +118,12 @@ mod tests {
                 {"name": "pv", "persistentVolumeClaim": {"claimName": "c"}}
             ]
         }));
-        let pvcs = BTreeMap::from([("c".to_owned(), PathBuf::from("/pv/c"))]);
+        let claim = super::super::ClaimDir {
+            launcher: PathBuf::from("/var/run/ferrovirt-private/vmi-disks/3"),
+            in_pod: true,
+            image_size: None,
+        };
+        let pvcs = BTreeMap::from([("pv".to_owned(), claim)]);
         let got = shares(&s, Path::new("/vmi"), &pvcs, true).unwrap();
         let pairs: Vec<_> = got
             .iter()
@@ -134,7 +142,11 @@ mod tests {
                     "/vmi/virtiofs-sa.sock",
                     "/var/run/secrets/kubernetes.io/serviceaccount"
                 ),
-                ("pv", "/vmi/virtiofs-pv.sock", "/pv/c"),
+                (
+                    "pv",
+                    "/vmi/virtiofs-pv.sock",
+                    "/var/run/ferrovirt-private/vmi-disks/3"
+                ),
             ]
         );
         assert!(is_filesystem(&s, "cm") && !is_filesystem(&s, "root"));

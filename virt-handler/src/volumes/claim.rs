@@ -1,0 +1,208 @@
+//! A persistentVolumeClaim's or dataVolume's disk: `disk.img` on the claim's filesystem,
+//! as KubeVirt has it. The launcher pod mounts the claim (node-contract's
+//! `claim_dir_in_pod`), whatever volume is behind it; virt-handler reaches that directory
+//! through the launcher's `/proc/<pid>/root`, resolved inside the launcher's tree, and
+//! opens the image there without following a symbolic link. A launcher outside a pod
+//! (virt-handler's own tests) uses the claim's hostPath or local volume directly.
+//!
+//! A missing image is made, as KubeVirt's launcher does (it turns such a claim into a
+//! `DiskOrCreate` host disk): sparse, the claim's requested size (its capacity when that is
+//! smaller or nothing was requested), rounded down to whole MiB; when the filesystem has
+//! less room, up to [`TOLERATED_SHORTFALL_PERCENT`] less is tolerated (the image is then
+//! the room there is), more is an error naming the claim. A read-only claim's image is
+//! never made.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use ferrovirt_node_contract::paths::CLAIM_DISK_IMAGE;
+
+use super::hostdisk::{FileId, open_confined};
+use super::launcher_root::open_in_root;
+use crate::{Error, Result};
+
+/// KubeVirt's default `pvcTolerateLessSpaceUpToPercent`.
+pub const TOLERATED_SHORTFALL_PERCENT: u64 = 10;
+const MIB: u64 = 1 << 20;
+
+/// A claim volume's directory, as [`super::plan`] needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimDir {
+    /// The directory as the launcher (QEMU, virtiofsd) sees it.
+    pub launcher: PathBuf,
+    /// It is the launcher pod's mount (reached through the launcher's root), not a
+    /// directory of this host.
+    pub in_pod: bool,
+    /// The size a missing disk image is made (None: the claim tells none).
+    pub image_size: Option<u64>,
+}
+
+/// The size KubeVirt gives a claim's disk image: the request when the capacity is larger
+/// or unknown, else the capacity; whole MiB.
+pub fn image_size(request: Option<u64>, capacity: Option<u64>) -> Option<u64> {
+    let size = match (request, capacity) {
+        (Some(r), Some(c)) => r.min(c),
+        (r, c) => r.or(c)?,
+    };
+    Some(size / MIB * MIB).filter(|s| *s > 0)
+}
+
+/// The image's size on a filesystem with `available` bytes free: `wanted`, or the room
+/// there is when that is short by at most [`TOLERATED_SHORTFALL_PERCENT`].
+pub fn fit(wanted: u64, available: u64) -> std::result::Result<u64, String> {
+    if available >= wanted {
+        return Ok(wanted);
+    }
+    if available.saturating_mul(100) >= wanted * (100 - TOLERATED_SHORTFALL_PERCENT) {
+        return Ok(available / MIB * MIB);
+    }
+    Err(format!(
+        "not enough space for the disk image: {wanted} bytes wanted, {available} available \
+         (up to {TOLERATED_SHORTFALL_PERCENT}% less is tolerated)"
+    ))
+}
+
+/// Opens (making it when missing and allowed) the disk image of the claim volume
+/// `spec.volumes[index]` named `volume`, whose directory is `dir` (as the launcher sees
+/// it), and gives it to the launcher's user.
+pub fn open(
+    index: usize,
+    volume: &str,
+    claim: &str,
+    dir: &Path,
+    (in_pod, create): (bool, Option<u64>),
+    launcher_root: Option<&Path>,
+    owner: (u32, u32),
+) -> Result<FileId> {
+    let unusable = |m: String| Error::volume(volume, format!("claim {claim:?}: {m}"));
+    // Held open while the image is: the directory as this handler reaches it.
+    let held: Option<File>;
+    let here = if in_pod {
+        let root = launcher_root.ok_or_else(|| {
+            unusable("the launcher pod's files are out of reach (no launcher process)".into())
+        })?;
+        let root = File::open(root).map_err(Error::io("opening", root))?;
+        let d = open_in_root(&root, &dir.to_string_lossy())
+            .map_err(|e| unusable(format!("{} in the launcher pod: {e}", dir.display())))?;
+        let here = PathBuf::from(format!("/proc/self/fd/{}", d.as_raw_fd()));
+        held = Some(d);
+        here
+    } else {
+        held = None;
+        dir.to_path_buf()
+    };
+    let image = here.join(CLAIM_DISK_IMAGE);
+    let create = match create {
+        Some(wanted) if std::fs::symlink_metadata(&image).is_err() => {
+            Some(fit(wanted, available(&here)?).map_err(unusable)?)
+        }
+        _ => None,
+    };
+    let field = format!("spec.volumes[{index}]");
+    let id = open_confined(
+        &field,
+        volume,
+        &here,
+        &image,
+        (
+            create,
+            "the claim is read-only or tells no size, so none is made",
+        ),
+        owner,
+    )
+    .map_err(|e| {
+        // Name the image as the launcher sees it, not by this handler's descriptor.
+        let as_seen = |m: String| {
+            m.replace(
+                &image.display().to_string(),
+                &dir.join(CLAIM_DISK_IMAGE).display().to_string(),
+            )
+        };
+        match e {
+            Error::Volume { message, .. } => unusable(as_seen(message)),
+            Error::Unsupported { field, message } => Error::Unsupported {
+                field,
+                message: format!("claim {claim:?}: {}", as_seen(message)),
+            },
+            e => e,
+        }
+    })?;
+    drop(held);
+    Ok(id)
+}
+
+/// Free bytes on the filesystem holding `dir`, for an unprivileged user.
+fn available(dir: &Path) -> Result<u64> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| {
+        Error::io("inspecting", dir)(std::io::Error::from_raw_os_error(libc::EINVAL))
+    })?;
+    // SAFETY: statvfs is plain data, filled by the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a valid statvfs to fill.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(Error::io("inspecting", dir)(std::io::Error::last_os_error()));
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_image_is_the_request_or_the_smaller_capacity_in_whole_mib() {
+        assert_eq!(image_size(Some(10 * MIB + 5), None), Some(10 * MIB));
+        assert_eq!(image_size(Some(10 * MIB), Some(8 * MIB)), Some(8 * MIB));
+        assert_eq!(image_size(Some(8 * MIB), Some(10 * MIB)), Some(8 * MIB));
+        assert_eq!(image_size(None, Some(3 * MIB)), Some(3 * MIB));
+        assert_eq!(image_size(None, None), None);
+        assert_eq!(image_size(Some(MIB - 1), None), None);
+    }
+
+    #[test]
+    fn a_short_filesystem_is_tolerated_up_to_ten_percent() {
+        assert_eq!(fit(100 * MIB, 200 * MIB), Ok(100 * MIB));
+        assert_eq!(fit(100 * MIB, 95 * MIB), Ok(95 * MIB));
+        let e = fit(100 * MIB, 80 * MIB).unwrap_err();
+        assert!(e.contains("not enough space"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_image_is_made_and_a_link_is_never_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let me = (unsafe { libc::getuid() }, unsafe { libc::getgid() });
+        let dir = tmp.path().join("claim");
+        std::fs::create_dir(&dir).unwrap();
+        open(0, "data", "c", &dir, (false, Some(2 * MIB)), None, me).unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.join("disk.img")).unwrap().len(),
+            2 * MIB
+        );
+        // Kept as it is once there.
+        open(0, "data", "c", &dir, (false, Some(4 * MIB)), None, me).unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.join("disk.img")).unwrap().len(),
+            2 * MIB
+        );
+        // A read-only claim without an image: named, nothing made.
+        let ro = tmp.path().join("ro");
+        std::fs::create_dir(&ro).unwrap();
+        let e = open(1, "data", "c", &ro, (false, None), None, me)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("claim \"c\"") && e.contains("does not exist"),
+            "{e}"
+        );
+        // An image that is a link to a file elsewhere is refused.
+        let linked = tmp.path().join("linked");
+        std::fs::create_dir(&linked).unwrap();
+        std::fs::write(tmp.path().join("secret"), b"s").unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("secret"), linked.join("disk.img")).unwrap();
+        let e = open(2, "data", "c", &linked, (false, Some(MIB)), None, me)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+    }
+}
