@@ -6,10 +6,6 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Why dedicated CPUs are refused (a VMI's `cpu.dedicatedCpuPlacement`, an
-/// instancetype's `cpu.dedicatedCPUPlacement`).
-pub const DEDICATED_CPU_REFUSED: &str = "dedicatedCpuPlacement needs kubelet's static CPU manager policy and vCPUs pinned to the CPUs of a Guaranteed launcher pod, which Ferrovirt does not implement; false or unset shares the node's CPUs";
-
 /// Why `ioThreadsPolicy: supplementalPool` is refused (a VMI's, an instancetype's).
 pub const SUPPLEMENTAL_POOL_REFUSED: &str = "supplementalPool maps each disk's queues over a pool of IOThreads (QEMU's iothread-vq-mapping), which needs QEMU 9 and libvirt 10; Ferrovirt's nodes run QEMU 7.2 and libvirt 9.0: use shared or auto";
 
@@ -160,16 +156,18 @@ pub struct Cpu {
         "message": "CPU feature names must be unique"
     }]))]
     pub features: Vec<CpuFeature>,
-    /// Pin each vCPU to a CPU of its own on the node. Refused when true: it needs
-    /// kubelet's static CPU manager policy and a Guaranteed launcher pod whose CPUs the
-    /// vCPUs are pinned to, which Ferrovirt does not implement. false or unset: the vCPUs
-    /// share the node's CPUs.
+    /// Each vCPU on a CPU of its own: the launcher pod is Guaranteed (whole CPUs, its
+    /// requests its limits), so kubelet's static CPU manager gives it CPUs no other pod
+    /// runs on, and each vCPU is pinned to one of them. The pod goes only to a node
+    /// labelled `kubevirt.io/cpumanager=true` (virt-handler's label where kubelet runs
+    /// the static policy, with KubeVirt's `CPUManager` feature gate). false or unset: the
+    /// vCPUs share the node's CPUs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "!self",
-        "message": DEDICATED_CPU_REFUSED
-    }]))]
     pub dedicated_cpu_placement: Option<bool>,
+    /// With `dedicatedCpuPlacement`: one more dedicated CPU, for QEMU's emulator thread
+    /// (its I/O and timers) alone, away from the vCPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolate_emulator_thread: Option<bool>,
 }
 
 /// A CPU feature and what to do with it.

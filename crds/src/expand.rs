@@ -119,6 +119,14 @@ fn cpu(
         (cpu.cores.is_some(), "cores"),
         (cpu.threads.is_some(), "threads"),
         (cpu.model.is_some() && it.cpu.model.is_some(), "model"),
+        (
+            cpu.dedicated_cpu_placement == Some(true) && it.cpu.dedicated_cpu_placement.is_some(),
+            "dedicatedCpuPlacement",
+        ),
+        (
+            cpu.isolate_emulator_thread == Some(true) && it.cpu.isolate_emulator_thread.is_some(),
+            "isolateEmulatorThread",
+        ),
     ] {
         if set {
             conflicts.push(format!("{base}.domain.cpu.{name}"));
@@ -129,6 +137,12 @@ fn cpu(
     }
     if let Some(model) = &it.cpu.model {
         cpu.model = Some(model.clone());
+    }
+    if let Some(d) = it.cpu.dedicated_cpu_placement {
+        cpu.dedicated_cpu_placement = Some(d);
+    }
+    if let Some(i) = it.cpu.isolate_emulator_thread {
+        cpu.isolate_emulator_thread = Some(i);
     }
     let (sockets, cores, threads) = topology(it.cpu.guest, preference);
     cpu.sockets = Some(sockets);

@@ -3,7 +3,7 @@
 //! wide, as KubeVirt serves them (`staging/src/kubevirt.io/api/instancetype/v1beta1`).
 //!
 //! Only the fields Ferrovirt applies are in the schema; a manifest that sets another one
-//! (for example `spec.cpu.dedicatedCPUPlacement` or `spec.features.preferredHyperv`) is refused by the
+//! (for example `spec.cpu.numa` or `spec.features.preferredHyperv`) is refused by the
 //! API server with the field named. How a VM's instancetype and preference are applied to
 //! its instance is [`crate::expand`].
 
@@ -131,18 +131,18 @@ pub struct CpuInstancetype {
     /// The CPU model, as in `spec.domain.cpu.model` of a VMI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// Dedicated CPUs (KubeVirt's cx1, d1, n1 and rt1 series); refused when true, as a
-    /// VMI's `cpu.dedicatedCpuPlacement`.
+    /// Dedicated CPUs (KubeVirt's cx1, d1, n1 and rt1 series), as a VMI's
+    /// `cpu.dedicatedCpuPlacement`.
     #[serde(
         default,
         rename = "dedicatedCPUPlacement",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "!self",
-        "message": crate::DEDICATED_CPU_REFUSED
-    }]))]
     pub dedicated_cpu_placement: Option<bool>,
+    /// A dedicated CPU for QEMU's emulator thread, as a VMI's
+    /// `cpu.isolateEmulatorThread`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolate_emulator_thread: Option<bool>,
 }
 
 /// The memory of an instancetype.

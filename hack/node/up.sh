@@ -349,11 +349,23 @@ protectKernelDefaults: false
 serializeImagePulls: false
 imageGCHighThresholdPercent: 99
 imageGCLowThresholdPercent: 98
+# Dedicated CPUs (KubeVirt's dedicatedCpuPlacement): a Guaranteed pod with whole CPUs gets
+# CPUs no other pod runs on. The static policy needs a CPU reserved for the rest: 100m
+# reserves CPU 0 for the shared pool, and the node can give the others away.
+cpuManagerPolicy: static
+kubeReserved:
+  cpu: 100m
 evictionHard:
   memory.available: 100Mi
   nodefs.available: 1%
   imagefs.available: 1%
 YAML
+# kubelet refuses to start on a CPU manager state of another policy (a node dir made before
+# the static policy): that state is only the CPUs given away, which a new start recomputes.
+state="$dir/var/lib/kubelet/cpu_manager_state"
+if [[ -f "$state" ]] && ! grep -q '"policyName":"static"' "$state"; then
+  rm -f "$state"
+fi
 start_node kubelet "$(kube_node_dir)/kubelet" --config "$dir/etc/kubelet/config.yaml" \
   --kubeconfig "$dir/etc/kubelet.kubeconfig" --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --v=1
 

@@ -37,6 +37,12 @@ pub const NODE_NAME_LABEL: &str = "kubevirt.io/nodeName";
 /// On a Node: "true" once its virt-handler runs (it has probed KVM, its device plugins and
 /// status writer are up), as KubeVirt's virt-handler sets it.
 pub const NODE_SCHEDULABLE_LABEL: &str = "kubevirt.io/schedulable";
+/// On a Node: "true" where kubelet runs the static CPU manager policy (so a Guaranteed pod
+/// gets CPUs of its own) and KubeVirt's `CPUManager` feature gate is on, as KubeVirt's
+/// virt-handler sets it; a VMI with dedicated CPUs goes only there.
+pub const CPU_MANAGER_LABEL: &str = "kubevirt.io/cpumanager";
+/// KubeVirt's older name of [`CPU_MANAGER_LABEL`], which its handler also sets.
+pub const CPU_MANAGER_LABEL_DEPRECATED: &str = "cpumanager";
 /// KubeVirt's device-plugin resource for /dev/kvm; devnode advertises it.
 pub const KVM_RESOURCE: &str = "devices.kubevirt.io/kvm";
 /// KubeVirt's device-plugin resource for /dev/net/tun: QEMU opens the tap virt-handler

@@ -33,7 +33,7 @@ pub use ferrovirt_node_contract::pod::{
     APP_LABEL, APP_LABEL_VALUE, CREATED_BY_LABEL, DEFAULT_GRACE_SECONDS, DOMAIN_ANNOTATION,
     KVM_RESOURCE, TUN_RESOURCE, VM_NAME_LABEL, VMI_ID_LABEL, vmi_id,
 };
-use ferrovirt_node_contract::pod::{LAUNCHER_COMMAND, NODE_SCHEDULABLE_LABEL};
+use ferrovirt_node_contract::pod::{CPU_MANAGER_LABEL, LAUNCHER_COMMAND, NODE_SCHEDULABLE_LABEL};
 
 /// The longest label value Kubernetes accepts.
 pub const LABEL_VALUE_MAX: usize = 63;
@@ -229,6 +229,18 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
         requests.insert(resource.clone(), mib_quantity(guest));
         limits.insert(resource, mib_quantity(guest));
     }
+    let dedicated = dedicated_cpus(vmi);
+    if let Some(cpus) = dedicated {
+        // As KubeVirt: a Guaranteed pod, its CPUs whole and its requests its limits, so
+        // kubelet's static CPU manager gives it CPUs of its own.
+        let cpus = Quantity(cpus.to_string());
+        requests.insert("cpu".into(), cpus.clone());
+        limits.insert("cpu".into(), cpus);
+        match limits.get("memory").cloned() {
+            Some(m) => requests.insert("memory".into(), m),
+            None => limits.insert("memory".into(), requests["memory"].clone()),
+        };
+    }
 
     let mut labels = vmi.metadata.labels.clone().unwrap_or_default();
     labels.insert(APP_LABEL.into(), APP_LABEL_VALUE.into());
@@ -323,7 +335,7 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
         ..Default::default()
     };
 
-    let disks = disks::render(vmi, &cfg.image, VMI_DIR_VOLUME)?;
+    let disks = disks::render(vmi, &cfg.image, VMI_DIR_VOLUME, dedicated.is_some())?;
     let (secret_volumes, secret_mounts) = cloudinit::render(vmi);
     let config = config::render(vmi);
     let (claim_volumes, claim_mounts) = claims::render(vmi);
@@ -458,11 +470,45 @@ fn host_dir_volume(name: &str, path: &std::path::Path) -> Volume {
 
 /// The launcher pod's node selector, as KubeVirt's: only nodes whose virt-handler runs
 /// (it labels its Node `kubevirt.io/schedulable=true` once it has probed KVM and serves),
+/// for dedicated CPUs only nodes with the static CPU manager (`kubevirt.io/cpumanager`),
 /// then the VMI's own `nodeSelector`, which may override it.
 fn node_selector(spec: &VirtualMachineInstanceSpec) -> BTreeMap<String, String> {
     let mut selector = BTreeMap::from([(NODE_SCHEDULABLE_LABEL.to_owned(), "true".to_owned())]);
+    if spec
+        .domain
+        .cpu
+        .as_ref()
+        .and_then(|c| c.dedicated_cpu_placement)
+        == Some(true)
+    {
+        selector.insert(CPU_MANAGER_LABEL.to_owned(), "true".to_owned());
+    }
     selector.extend(spec.node_selector.clone().unwrap_or_default());
     selector
+}
+
+/// The whole CPUs a VMI with dedicated CPUs asks of its node, as KubeVirt counts them: its
+/// CPU limit (or request) if it gives one, else its vCPUs; one more for an isolated
+/// emulator thread. None: the VMI shares the node's CPUs.
+fn dedicated_cpus(vmi: &VirtualMachineInstance) -> Option<u64> {
+    let domain = &vmi.spec.domain;
+    let cpu = domain.cpu.as_ref()?;
+    if cpu.dedicated_cpu_placement != Some(true) {
+        return None;
+    }
+    let given = |list: Option<&BTreeMap<String, Quantity>>| {
+        list?
+            .get("cpu")
+            .and_then(|q| crds::quantity::parse(&q.0))
+            .and_then(|q| q.ceil_milli_u64())
+            .map(|m| m.div_ceil(1000))
+            .filter(|c| *c > 0)
+    };
+    let resources = domain.resources.as_ref();
+    let cpus = given(resources.and_then(|r| r.limits.as_ref()))
+        .or_else(|| given(resources.and_then(|r| r.requests.as_ref())))
+        .unwrap_or(u64::from(domain.vcpus()));
+    Some(cpus + u64::from(cpu.isolate_emulator_thread == Some(true)))
 }
 
 #[cfg(test)]
@@ -830,6 +876,58 @@ spec:
         assert_eq!(memory(""), "273Mi"); // 128 + 30 + 50 + 64 + 1
         assert_eq!(memory("tpm: {}"), "281Mi"); // and 8 for swtpm
         assert_eq!(memory("tpm: {enabled: false}"), "273Mi");
+    }
+
+    #[test]
+    fn dedicated_cpus_make_a_guaranteed_pod_for_a_cpu_manager_node() {
+        let v = vmi(r#"
+metadata: {name: d, namespace: n}
+spec:
+  domain:
+    cpu: {cores: 2, dedicatedCpuPlacement: true, isolateEmulatorThread: true}
+    memory: {guest: 128Mi}
+    devices: {}
+  volumes:
+  - {name: root, containerDisk: {image: cirros}}
+"#);
+        let spec = render(&v, &cfg()).unwrap().spec.unwrap();
+        let res = spec.containers[0].resources.as_ref().unwrap();
+        let (req, lim) = (res.requests.as_ref().unwrap(), res.limits.as_ref().unwrap());
+        // Two vCPUs and the emulator thread's CPU.
+        assert_eq!((req["cpu"].0.as_str(), lim["cpu"].0.as_str()), ("3", "3"));
+        assert_eq!(req["memory"], lim["memory"]);
+        // Every container (the disk's and the init container too) requests its limits:
+        // the Guaranteed QoS class.
+        for c in spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+        {
+            let r = c.resources.as_ref().unwrap();
+            for k in ["cpu", "memory"] {
+                assert_eq!(
+                    r.requests.as_ref().unwrap().get(k),
+                    r.limits.as_ref().unwrap().get(k),
+                    "{} {k}",
+                    c.name
+                );
+            }
+        }
+        let selector = spec.node_selector.unwrap();
+        assert_eq!(selector["kubevirt.io/cpumanager"], "true");
+        // Shared CPUs: none of it.
+        let v = vmi(
+            "metadata: {name: s, namespace: n}\nspec: {domain: {memory: {guest: 128Mi}, devices: {}}}",
+        );
+        let spec = render(&v, &cfg()).unwrap().spec.unwrap();
+        assert!(
+            !spec
+                .node_selector
+                .unwrap()
+                .contains_key("kubevirt.io/cpumanager")
+        );
+        let res = spec.containers[0].resources.clone().unwrap();
+        assert!(!res.limits.unwrap().contains_key("cpu"));
     }
 
     #[test]

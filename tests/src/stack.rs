@@ -508,7 +508,8 @@ fn spawn_handler_with(
 /// The `kubevirt` namespace and the cluster configuration that allows software emulation
 /// (KubeVirt's `useEmulation`), as an administrator of a machine without working KVM sets it,
 /// with KubeVirt's `DownwardMetrics` feature gate on (the end-to-end tests read the metrics
-/// in a guest; the gate's refusal is node_defects.rs's, in a namespace of its own).
+/// in a guest; the gate's refusal is node_defects.rs's, in a namespace of its own) and its
+/// `CPUManager` gate (the real node's handler then labels it for dedicated CPUs).
 async fn configure_cluster(cp: &ControlPlane) -> Result<()> {
     let client = cp.client().await?;
     let apply = PatchParams::apply("ferrovirt-tests").force();
@@ -530,7 +531,10 @@ async fn configure_cluster(cp: &ControlPlane) -> Result<()> {
         data: Some(
             [
                 ("useEmulation".to_string(), "true".to_string()),
-                ("feature-gates".to_string(), "DownwardMetrics".to_string()),
+                (
+                    "feature-gates".to_string(),
+                    "DownwardMetrics,CPUManager".to_string(),
+                ),
             ]
             .into(),
         ),

@@ -267,10 +267,8 @@ const CORPUS: &[(&str, Expect, &str)] = &[
     ),
     (
         "dedicated-cpu.yaml",
-        Rejected(
-            "spec.template.spec.domain.cpu.dedicatedCpuPlacement: Invalid value: true: dedicatedCpuPlacement needs kubelet's static CPU manager policy",
-        ),
-        "",
+        Accepted,
+        "tests/tests/e2e.rs dedicated_cpus_pin_the_vcpu_to_the_pods_own_cpu (a Guaranteed launcher pod on the real node's static CPU manager, QEMU's vCPU thread on the pod's own CPU); golden.rs dedicated-cpus",
     ),
     (
         "tpm.yaml",

@@ -128,17 +128,9 @@ async fn what_ferrovirt_does_not_implement_or_what_conflicts_is_refused_by_name(
             "an instancetype field Ferrovirt does not implement",
             json!({"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachineInstancetype",
                    "metadata": {"name": "pinned"},
-                   "spec": {"cpu": {"guest": 2, "isolateEmulatorThread": true}, "memory": {"guest": "1Gi"}}})
+                   "spec": {"cpu": {"guest": 2, "maxSockets": 4}, "memory": {"guest": "1Gi"}}})
             .to_string(),
-            vec![r#"unknown field "spec.cpu.isolateEmulatorThread""#],
-        ),
-        (
-            "an instancetype's dedicated CPUs (KubeVirt's cx1, d1, n1, rt1)",
-            json!({"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachineInstancetype",
-                   "metadata": {"name": "pinned"},
-                   "spec": {"cpu": {"guest": 2, "dedicatedCPUPlacement": true}, "memory": {"guest": "1Gi"}}})
-            .to_string(),
-            vec!["spec.cpu.dedicatedCPUPlacement", "needs kubelet's static CPU manager policy"],
+            vec![r#"unknown field "spec.cpu.maxSockets""#],
         ),
         (
             "a preference field Ferrovirt does not implement",
@@ -609,6 +601,61 @@ async fn further_instancetype_and_preference_fields_reach_the_instance_and_its_p
 
     let out = cp
         .kubectl(["delete", "-n", ns.name(), "vm", "shaped", "--wait=false"])
+        .await
+        .unwrap();
+    assert!(out.success(), "{}", out.stderr);
+
+    // Dedicated CPUs (KubeVirt's d1 series): the instance asks for them, its launcher pod is
+    // Guaranteed (two whole CPUs: the vCPU and the emulator thread's) and goes only to a
+    // node with the static CPU manager, which devnode is not.
+    for manifest in [
+        json!({"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachineInstancetype",
+               "metadata": {"name": "d1-like"},
+               "spec": {"cpu": {"guest": 1, "dedicatedCPUPlacement": true, "isolateEmulatorThread": true},
+                        "memory": {"guest": "128Mi"}}}),
+        json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "pinned"},
+               "spec": {"runStrategy": "Always",
+                        "instancetype": {"kind": "VirtualMachineInstancetype", "name": "d1-like"},
+                        "template": {"spec": {"terminationGracePeriodSeconds": 0,
+                            "domain": {"devices": {"disks": [{"name": "root"}]}},
+                            "volumes": [{"name": "root", "containerDisk": {"image": "ferrovirt/guest-disk:latest"}}]}}}}),
+    ] {
+        let out = apply(cp, &ns, &manifest.to_string()).await;
+        assert!(out.success(), "{}: {}", manifest["kind"], out.stderr);
+    }
+    let vmi = wait_for(stack, "VMI pinned", || async {
+        vmis.get_opt("pinned").await.ok()?
+    })
+    .await;
+    let cpu = vmi.spec.domain.cpu.clone().unwrap_or_default();
+    assert_eq!(
+        (cpu.dedicated_cpu_placement, cpu.isolate_emulator_thread),
+        (Some(true), Some(true))
+    );
+    let uid = vmi.metadata.uid.clone().unwrap();
+    let pod = wait_for(stack, "the launcher pod of VMI pinned", || async {
+        let selector = format!("{}={uid}", ferrovirt_node_contract::pod::CREATED_BY_LABEL);
+        pods.list(&ListParams::default().labels(&selector))
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .next()
+    })
+    .await;
+    assert_eq!(
+        pod.status.as_ref().and_then(|s| s.qos_class.as_deref()),
+        Some("Guaranteed")
+    );
+    let pod_spec = pod.spec.unwrap();
+    let resources = pod_spec.containers[0].resources.clone().unwrap();
+    assert_eq!(resources.requests.unwrap()["cpu"].0, "2");
+    assert_eq!(
+        pod_spec.node_selector.unwrap()["kubevirt.io/cpumanager"],
+        "true"
+    );
+    let out = cp
+        .kubectl(["delete", "-n", ns.name(), "vm", "pinned", "--wait=false"])
         .await
         .unwrap();
     assert!(out.success(), "{}", out.stderr);

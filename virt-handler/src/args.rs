@@ -117,6 +117,13 @@ pub struct RunArgs {
     #[command(flatten)]
     pub device_plugins: ferrovirt_device_plugin::Args,
 
+    /// kubelet's CPU manager state file: its policy `static` (with KubeVirt's `CPUManager`
+    /// feature gate) makes the Node labelled `kubevirt.io/cpumanager=true`, where VMIs with
+    /// dedicated CPUs go. Default: `cpu_manager_state` beside `--device-plugin-dir` (the
+    /// kubelet's directory); neither set: the node has no CPU manager (devnode).
+    #[arg(long, env = "VIRT_HANDLER_CPU_MANAGER_STATE")]
+    pub cpu_manager_state: Option<PathBuf>,
+
     /// The KVM device to probe.
     #[arg(long, env = "VIRT_HANDLER_KVM_DEVICE", default_value = "/dev/kvm")]
     pub kvm_device: PathBuf,

@@ -17,7 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::kvm::KvmStatus;
 use crate::volumes::hostdisk::{self, HostDiskPolicy};
 use crate::{Error, Result};
-use ferrovirt_node_contract::pod::NODE_SCHEDULABLE_LABEL;
+use ferrovirt_node_contract::pod::{
+    CPU_MANAGER_LABEL, CPU_MANAGER_LABEL_DEPRECATED, NODE_SCHEDULABLE_LABEL,
+};
 
 /// KubeVirt's key for the enabled feature gates in `kubevirt-config`.
 pub const FEATURE_GATES: &str = "feature-gates";
@@ -112,8 +114,31 @@ pub fn decide(kvm: &KvmStatus, allow_emulation: bool) -> Result<Virtualization> 
     }
 }
 
-/// The node labels for a probe result and configuration.
-pub fn node_labels(kvm: &KvmStatus, allow_emulation: bool) -> BTreeMap<String, String> {
+/// KubeVirt's feature gate for dedicated CPUs: without it no node is labelled
+/// `kubevirt.io/cpumanager=true`.
+pub const CPU_MANAGER_FEATURE_GATE: &str = "CPUManager";
+
+/// Whether kubelet runs the static CPU manager policy, from its state file (`{"policyName":
+/// "static", ...}`), as KubeVirt's handler reads it; false when the file is missing or
+/// names another policy.
+pub fn static_cpu_manager(state: Option<&std::path::Path>) -> bool {
+    let Some(path) = state else {
+        return false;
+    };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    serde_json::from_str::<serde_json::Value>(&text)
+        .is_ok_and(|v| v["policyName"].as_str() == Some("static"))
+}
+
+/// The node labels for a probe result and configuration; `cpu_manager`: dedicated CPUs
+/// can be had here (the static CPU manager, with the gate on).
+pub fn node_labels(
+    kvm: &KvmStatus,
+    allow_emulation: bool,
+    cpu_manager: bool,
+) -> BTreeMap<String, String> {
     let virtualization = match decide(kvm, allow_emulation) {
         Ok(Virtualization::Kvm) => "kvm",
         Ok(Virtualization::Emulation) => "emulation",
@@ -121,6 +146,11 @@ pub fn node_labels(kvm: &KvmStatus, allow_emulation: bool) -> BTreeMap<String, S
     };
     BTreeMap::from([
         (NODE_SCHEDULABLE_LABEL.to_owned(), "true".to_owned()),
+        (CPU_MANAGER_LABEL.to_owned(), cpu_manager.to_string()),
+        (
+            CPU_MANAGER_LABEL_DEPRECATED.to_owned(),
+            cpu_manager.to_string(),
+        ),
         ("ferrovirt.io/kvm".to_owned(), kvm.usable().to_string()),
         (
             "ferrovirt.io/virtualization".to_owned(),
@@ -132,6 +162,38 @@ pub fn node_labels(kvm: &KvmStatus, allow_emulation: bool) -> BTreeMap<String, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cpu_manager_label_follows_kubelets_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("cpu_manager_state");
+        assert!(!static_cpu_manager(None));
+        assert!(!static_cpu_manager(Some(&state)));
+        std::fs::write(
+            &state,
+            r#"{"policyName":"none","defaultCpuSet":"","checksum":1}"#,
+        )
+        .unwrap();
+        assert!(!static_cpu_manager(Some(&state)));
+        std::fs::write(
+            &state,
+            r#"{"policyName":"static","defaultCpuSet":"0-1","checksum":2}"#,
+        )
+        .unwrap();
+        assert!(static_cpu_manager(Some(&state)));
+        let labels = node_labels(&KvmStatus::Usable, false, true);
+        assert_eq!(
+            (
+                labels["kubevirt.io/cpumanager"].as_str(),
+                labels["cpumanager"].as_str()
+            ),
+            ("true", "true")
+        );
+        assert_eq!(
+            node_labels(&KvmStatus::Usable, false, false)["kubevirt.io/cpumanager"],
+            "false"
+        );
+    }
 
     #[test]
     fn config_map_overrides_the_flag() {
@@ -193,15 +255,15 @@ mod tests {
         assert_eq!(err.reason(), "KVMUnavailable");
         assert!(err.to_string().contains("useEmulation"), "{err}");
         assert_eq!(
-            node_labels(&broken, false)["ferrovirt.io/virtualization"],
+            node_labels(&broken, false, false)["ferrovirt.io/virtualization"],
             "none"
         );
         assert_eq!(
-            node_labels(&broken, true)["ferrovirt.io/virtualization"],
+            node_labels(&broken, true, false)["ferrovirt.io/virtualization"],
             "emulation"
         );
         assert_eq!(
-            node_labels(&KvmStatus::Usable, false)["ferrovirt.io/kvm"],
+            node_labels(&KvmStatus::Usable, false, false)["ferrovirt.io/kvm"],
             "true"
         );
     }

@@ -40,6 +40,8 @@ pub struct Context {
     pub namespace: String,
     pub use_emulation_default: bool,
     pub kvm: KvmStatus,
+    /// kubelet's CPU manager state file, if the node has a kubelet.
+    pub cpu_manager_state: Option<PathBuf>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
 }
@@ -99,6 +101,11 @@ impl Context {
         let kernel_root = images
             .get(ferrovirt_node_contract::pod::KERNEL_BOOT_CONTAINER)
             .map_or_else(|| PathBuf::from("/"), |r| r.launcher.clone());
+        // The CPUs the launcher's container may run on, for dedicated CPUs.
+        let pod_cpus = launcher_pid
+            .map(launcher_cpus)
+            .transpose()?
+            .unwrap_or_default();
         let xml = domain::convert_with(
             &domain::Input {
                 namespace: &ns,
@@ -109,6 +116,7 @@ impl Context {
                 vmi_dir: &launcher_dir,
                 kernel_root: &kernel_root,
                 volumes: &plans,
+                pod_cpus: &pod_cpus,
             },
             network,
         )?;
@@ -305,4 +313,21 @@ impl Context {
         tracing::warn!("status write kept conflicting; the next event retries");
         Ok(())
     }
+}
+
+/// The CPUs the process `pid` may run on (`Cpus_allowed_list` of its status): a container's
+/// cpuset, which kubelet's static CPU manager makes the pod's own CPUs.
+fn launcher_cpus(pid: u32) -> Result<Vec<u32>> {
+    let path = PathBuf::from(format!("/proc/{pid}/status"));
+    let status = std::fs::read_to_string(&path).map_err(Error::io("reading", &path))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .and_then(domain::parse_cpu_list)
+        .ok_or_else(|| {
+            Error::io("reading", &path)(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "no Cpus_allowed_list",
+            ))
+        })
 }

@@ -128,6 +128,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         namespace: args.namespace.clone(),
         use_emulation_default: args.use_emulation,
         kvm,
+        cpu_manager_state: args.cpu_manager_state.clone().or_else(|| {
+            let plugins = args.device_plugins.device_plugin_dir.as_ref()?;
+            Some(plugins.parent()?.join("cpu_manager_state"))
+        }),
         metrics: metrics.clone(),
     });
     if let Some(addr) = args.metrics_addr() {

@@ -58,7 +58,9 @@ pub async fn keep_labelled(ctx: Arc<Context>) {
     loop {
         match cluster_config(&ctx.client, &ctx.namespace, ctx.use_emulation_default).await {
             Ok(c) => {
-                let labels = config::node_labels(&ctx.kvm, c.use_emulation);
+                let cpu_manager = c.feature_gates.contains(config::CPU_MANAGER_FEATURE_GATE)
+                    && config::static_cpu_manager(ctx.cpu_manager_state.as_deref());
+                let labels = config::node_labels(&ctx.kvm, c.use_emulation, cpu_manager);
                 if last.as_ref() != Some(&labels) {
                     match label(&ctx.client, &ctx.node, &labels).await {
                         Ok(()) => {

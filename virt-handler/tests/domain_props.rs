@@ -252,6 +252,7 @@ fn any_spec_the_schema_accepts_converts_or_names_the_field() {
                         vmi_dir,
                         kernel_root: Path::new("/proc/4242/root"),
                         volumes: &plans,
+                        pod_cpus: &[],
                     })
                 });
                 match result {

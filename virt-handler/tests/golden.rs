@@ -62,6 +62,8 @@ fn convert_vmi(vmi: &VirtualMachineInstance) -> virt_handler::Result<String> {
         vmi_dir,
         kernel_root: Path::new(KERNEL_ROOT),
         volumes: &plans,
+        // A launcher pod with two CPUs of its own (the dedicated-CPU cases).
+        pod_cpus: &[2, 3],
     })
 }
 

@@ -265,6 +265,7 @@ async fn boot(test: &str, interface: serde_json::Value, guest_ip: &str) -> Fixtu
             vmi_dir: &dir,
             kernel_root: &images[KERNEL_BOOT_CONTAINER].launcher,
             volumes: &plans,
+            pod_cpus: &[],
         },
         &attachment,
     )

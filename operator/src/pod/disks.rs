@@ -36,11 +36,14 @@ pub struct Disks {
     pub volumes: Vec<Volume>,
 }
 
-/// `vmi_dir_volume` is the name of the pod's volume of the per-VMI directory.
+/// `vmi_dir_volume` is the name of the pod's volume of the per-VMI directory;
+/// `guaranteed`: the pod must be of the Guaranteed QoS class (dedicated CPUs), so every
+/// container requests what it is limited to.
 pub fn render(
     vmi: &VirtualMachineInstance,
     launcher_image: &str,
     vmi_dir_volume: &str,
+    guaranteed: bool,
 ) -> Result<Disks> {
     let mut containers = Vec::new();
     for (i, v) in vmi.spec.volumes.iter().enumerate() {
@@ -60,6 +63,7 @@ pub fn render(
             &cd.image,
             cd.image_pull_policy,
             vmi_dir_volume,
+            guaranteed,
         ));
     }
     if let Some(k) = vmi.spec.kernel_boot_container() {
@@ -68,6 +72,7 @@ pub fn render(
             &k.image,
             k.image_pull_policy,
             vmi_dir_volume,
+            guaranteed,
         ));
     }
     if containers.is_empty() {
@@ -91,7 +96,7 @@ pub fn render(
             CONTAINER_DISK_BIN_DIR_IN_POD,
             false,
         )]),
-        resources: Some(small_resources()),
+        resources: Some(small_resources(guaranteed)),
         security_context: Some(super::security::disk()),
         ..Default::default()
     };
@@ -116,6 +121,7 @@ fn container(
     image: &str,
     pull: Option<PullPolicy>,
     vmi_dir_volume: &str,
+    guaranteed: bool,
 ) -> Container {
     let socket = format!("{VMI_DIR_IN_POD}/{CONTAINER_DISKS_DIR}/{name}.sock");
     Container {
@@ -136,7 +142,7 @@ fn container(
             mount(BINARY_VOLUME, CONTAINER_DISK_BIN_DIR_IN_POD, true),
             mount(vmi_dir_volume, VMI_DIR_IN_POD, false),
         ]),
-        resources: Some(small_resources()),
+        resources: Some(small_resources(guaranteed)),
         security_context: Some(super::security::disk()),
         ..Default::default()
     }
@@ -152,12 +158,18 @@ fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
 }
 
 /// KubeVirt's figures for its container-disk containers: the program sleeps in `poll`.
-fn small_resources() -> ResourceRequirements {
+/// `guaranteed`: requested as limited (KubeVirt's for a Guaranteed launcher pod).
+fn small_resources(guaranteed: bool) -> ResourceRequirements {
     let q = |s: &str| Quantity(s.into());
+    let (cpu, memory) = if guaranteed {
+        ("10m", "40Mi")
+    } else {
+        ("1m", "1Mi")
+    };
     ResourceRequirements {
         requests: Some(BTreeMap::from([
-            ("cpu".to_string(), q("1m")),
-            ("memory".to_string(), q("1Mi")),
+            ("cpu".to_string(), q(cpu)),
+            ("memory".to_string(), q(memory)),
         ])),
         limits: Some(BTreeMap::from([
             ("cpu".to_string(), q("10m")),

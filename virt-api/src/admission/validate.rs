@@ -216,6 +216,7 @@ fn cpu(path: &str, domain: &Value, causes: &mut Vec<Cause>) {
             ),
         ));
     }
+    dedicated(path, domain, vcpus, causes);
     if let Some(model) = cpu["model"].as_str()
         && !matches!(model, "host-passthrough" | "host-model")
         && (model.is_empty()
@@ -228,6 +229,80 @@ fn cpu(path: &str, domain: &Value, causes: &mut Vec<Cause>) {
             &field,
             format!(
                 "{field} '{model}' is not a CPU model: use host-passthrough, host-model or a libvirt model name (letters, digits, '-', '_', '.')"
+            ),
+        ));
+    }
+}
+
+/// KubeVirt's rules for dedicated CPUs (`validateCpuPinning`, `validateCPUIsolatorThread`):
+/// whole CPUs, requested as limited, at most two threads per core; an isolated emulator
+/// thread only with dedicated CPUs. `vcpus` is the guest's count.
+fn dedicated(path: &str, domain: &Value, vcpus: u64, causes: &mut Vec<Cause>) {
+    let cpu = &domain["cpu"];
+    let is_dedicated = cpu["dedicatedCpuPlacement"].as_bool() == Some(true);
+    if cpu["isolateEmulatorThread"].as_bool() == Some(true) && !is_dedicated {
+        let field = format!("{path}.domain.cpu.isolateEmulatorThread");
+        causes.push(Cause::invalid(
+            &field,
+            format!("{field}: IsolateEmulatorThread should be only set in combination with DedicatedCPUPlacement"),
+        ));
+    }
+    if !is_dedicated {
+        return;
+    }
+    let requests = &domain["resources"]["requests"]["cpu"];
+    let limits = &domain["resources"]["limits"]["cpu"];
+    let (request_field, limit_field) = (
+        format!("{path}.domain.resources.requests.cpu"),
+        format!("{path}.domain.resources.limits.cpu"),
+    );
+    for (v, field) in [(requests, &request_field), (limits, &limit_field)] {
+        if let Some(m) = quantity::millis(v)
+            && m % 1000 != 0
+        {
+            causes.push(Cause::invalid(
+                field,
+                format!(
+                    "{field}: provided resources CPU {} must be an integer when DedicatedCPUPlacement is true (got '{}')",
+                    if field == &request_field { "requests" } else { "limits" },
+                    quantity::text(v)
+                ),
+            ));
+        }
+    }
+    let (r, l) = (positive(requests), positive(limits));
+    if let (Some(r), Some(l)) = (r, l)
+        && r != l
+    {
+        causes.push(Cause::invalid(
+            &request_field,
+            format!(
+                "{request_field} or {limit_field} must be equal when DedicatedCPUPlacement is true"
+            ),
+        ));
+    }
+    let topology_set = ["sockets", "cores", "threads"]
+        .iter()
+        .any(|k| !cpu[*k].is_null());
+    if topology_set
+        && (r.is_some() || l.is_some())
+        && r != Some(vcpus * 1000)
+        && l != Some(vcpus * 1000)
+    {
+        causes.push(Cause::invalid(
+            &request_field,
+            format!(
+                "{request_field} or {limit_field} must not be provided at the same time with {path}.domain.cpu.cores when DedicatedCPUPlacement is true (unless they equal the {vcpus} vCPUs)"
+            ),
+        ));
+    }
+    if let Some(t) = cpu["threads"].as_u64()
+        && t > 2
+    {
+        causes.push(Cause::invalid(
+            &format!("{path}.domain.cpu.threads"),
+            format!(
+                "Not more than two threads must be provided at {path}.domain.cpu.threads (got {t}) when DedicatedCPUPlacement is true"
             ),
         ));
     }

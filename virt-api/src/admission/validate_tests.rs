@@ -65,12 +65,69 @@ fn push(list: &mut Value, item: Value) {
 #[test]
 fn the_good_spec_is_accepted() {
     assert_eq!(spec("spec", &good()), vec![]);
+    // Dedicated CPUs: whole, requested as limited, or from the topology.
+    for (cpu, resources) in [
+        (
+            json!({"dedicatedCpuPlacement": true, "isolateEmulatorThread": true}),
+            json!({"requests": {"memory": "64Mi"}}),
+        ),
+        (
+            json!({"dedicatedCpuPlacement": true, "cores": 2}),
+            json!({"requests": {"memory": "64Mi", "cpu": "2"}, "limits": {"cpu": "2"}}),
+        ),
+    ] {
+        let mut s = with("/domain/cpu", cpu);
+        s["domain"]["resources"] = resources;
+        assert_eq!(spec("spec", &s), vec![], "{s}");
+    }
 }
 
 #[test]
 fn refused_table() {
     // (spec, the field named, a part of the message)
+    let dedicated = |cpu: Value, resources: Value| {
+        let mut s = with("/domain/cpu", cpu);
+        s["domain"]["resources"] = resources;
+        s
+    };
     let rows: Vec<(Value, &str, &str)> = vec![
+        (
+            with("/domain/cpu", json!({"isolateEmulatorThread": true})),
+            "spec.domain.cpu.isolateEmulatorThread",
+            "IsolateEmulatorThread should be only set in combination with DedicatedCPUPlacement",
+        ),
+        (
+            dedicated(
+                json!({"dedicatedCpuPlacement": true}),
+                json!({"requests": {"memory": "64Mi", "cpu": "1500m"}}),
+            ),
+            "spec.domain.resources.requests.cpu",
+            "provided resources CPU requests must be an integer when DedicatedCPUPlacement is true (got '1500m')",
+        ),
+        (
+            dedicated(
+                json!({"dedicatedCpuPlacement": true}),
+                json!({"requests": {"memory": "64Mi", "cpu": "1"}, "limits": {"cpu": "2"}}),
+            ),
+            "spec.domain.resources.requests.cpu",
+            "spec.domain.resources.requests.cpu or spec.domain.resources.limits.cpu must be equal when DedicatedCPUPlacement is true",
+        ),
+        (
+            dedicated(
+                json!({"dedicatedCpuPlacement": true, "cores": 2}),
+                json!({"requests": {"memory": "64Mi", "cpu": "1"}}),
+            ),
+            "spec.domain.resources.requests.cpu",
+            "must not be provided at the same time with spec.domain.cpu.cores",
+        ),
+        (
+            with(
+                "/domain/cpu",
+                json!({"dedicatedCpuPlacement": true, "threads": 4}),
+            ),
+            "spec.domain.cpu.threads",
+            "Not more than two threads must be provided at spec.domain.cpu.threads (got 4)",
+        ),
         (
             json!({"domain": {}}),
             "spec.domain.memory.guest",

@@ -40,6 +40,9 @@ pub struct Input<'a> {
     pub kernel_root: &'a Path,
     /// The planned volumes (`volumes::plan`).
     pub volumes: &'a [Planned],
+    /// The CPUs the launcher may run on (its container's cpuset; empty: not known): a VMI
+    /// with dedicated CPUs has its vCPUs pinned to them.
+    pub pod_cpus: &'a [u32],
 }
 
 /// The libvirt domain name of a VMI (namespace and name, like KubeVirt).
@@ -77,7 +80,85 @@ pub fn from_manifest(
         vmi_dir,
         kernel_root,
         volumes: &plans,
+        pod_cpus: &[],
     })
+}
+
+/// Dedicated CPUs (`cpu.dedicatedCpuPlacement`), as KubeVirt pins them: vCPU i on the
+/// launcher pod's i-th CPU, the emulator thread on the next one when isolated
+/// (`isolateEmulatorThread`), else on all of the pod's CPUs. The pod must have exactly the
+/// CPUs it asked for, as kubelet's static CPU manager gives a Guaranteed pod: anything
+/// else means the CPUs are not its own, and the VMI fails saying so.
+fn pinning(x: &mut xml::Xml, domain: &DomainSpec, vcpus: u32, pod_cpus: &[u32]) -> Result<()> {
+    let Some(cpu) = domain.cpu.as_ref() else {
+        return Ok(());
+    };
+    if cpu.dedicated_cpu_placement != Some(true) {
+        return Ok(());
+    }
+    let isolate = cpu.isolate_emulator_thread == Some(true);
+    let wanted = vcpus as usize + usize::from(isolate);
+    if pod_cpus.len() != wanted {
+        let have = if pod_cpus.is_empty() {
+            "no known CPUs".to_owned()
+        } else {
+            format!("the CPUs {}", cpu_list(pod_cpus))
+        };
+        return Err(Error::unsupported(
+            "spec.domain.cpu.dedicatedCpuPlacement",
+            format!(
+                "{wanted} dedicated CPUs are wanted ({vcpus} vCPUs{}), but the launcher pod has {have}: \
+                 its node must run kubelet's static CPU manager policy",
+                if isolate {
+                    " and the emulator thread"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    x.open("cputune", &[]);
+    for (i, c) in pod_cpus.iter().take(vcpus as usize).enumerate() {
+        x.empty(
+            "vcpupin",
+            &[("vcpu", &i.to_string()), ("cpuset", &c.to_string())],
+        );
+    }
+    let emulator = if isolate {
+        pod_cpus[vcpus as usize].to_string()
+    } else {
+        cpu_list(pod_cpus)
+    };
+    x.empty("emulatorpin", &[("cpuset", &emulator)]);
+    x.close();
+    Ok(())
+}
+
+/// CPUs as libvirt's cpuset lists them (`1,3,4`).
+fn cpu_list(cpus: &[u32]) -> String {
+    cpus.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The CPUs of a `Cpus_allowed_list` (`/proc/<pid>/status`): `0-2,5`. None when it is
+/// not such a list.
+pub fn parse_cpu_list(list: &str) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
+                if b < a || b - a > 4096 {
+                    return None;
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().ok()?),
+        }
+    }
+    Some(out)
 }
 
 /// An absolute path of an image under the image's root as the launcher sees it.
@@ -144,6 +225,7 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
     if let Some(t) = &iothreads {
         x.text("iothreads", &[], &t.count.to_string());
     }
+    pinning(&mut x, domain, topology.vcpus(), input.pod_cpus)?;
     if domain.devices.autoattach_vsock == Some(true) {
         return Err(Error::unsupported(
             "spec.domain.devices.autoattachVSOCK",
