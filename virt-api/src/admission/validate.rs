@@ -300,7 +300,7 @@ fn dedicated(path: &str, domain: &Value, vcpus: u64, causes: &mut Vec<Cause>) {
         && t > 2
     {
         causes.push(Cause::invalid(
-            &format!("{path}.domain.cpu.threads"),
+            format!("{path}.domain.cpu.threads"),
             format!(
                 "Not more than two threads must be provided at {path}.domain.cpu.threads (got {t}) when DedicatedCPUPlacement is true"
             ),
