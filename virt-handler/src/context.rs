@@ -102,10 +102,16 @@ impl Context {
             .get(ferrovirt_node_contract::pod::KERNEL_BOOT_CONTAINER)
             .map_or_else(|| PathBuf::from("/"), |r| r.launcher.clone());
         // The CPUs the launcher's container may run on, for dedicated CPUs.
-        let pod_cpus = launcher_pid
-            .map(launcher_cpus)
-            .transpose()?
-            .unwrap_or_default();
+        let dedicated = vmi
+            .spec
+            .domain
+            .cpu
+            .as_ref()
+            .and_then(|c| c.dedicated_cpu_placement);
+        let pod_cpus = match launcher_pid {
+            Some(pid) if dedicated == Some(true) => launcher_cpus(pid)?,
+            _ => Vec::new(),
+        };
         let xml = domain::convert_with(
             &domain::Input {
                 namespace: &ns,

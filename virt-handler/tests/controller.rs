@@ -38,6 +38,8 @@ async fn vmi_runs_survives_a_handler_restart_and_powers_off_on_delete() {
         &node,
         &[
             ("kubevirt.io/schedulable", "true"),
+            // No kubelet, so no static CPU manager: no dedicated CPUs here.
+            ("kubevirt.io/cpumanager", "false"),
             ("ferrovirt.io/kvm", kvm_label),
             ("ferrovirt.io/virtualization", virt_label),
         ],
