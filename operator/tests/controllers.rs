@@ -17,6 +17,12 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(30);
+/// How long an object may take to be gone: the dependents of a deleted VM or pool go by
+/// kube-controller-manager's garbage collector, which learns the CRDs' kinds only at its
+/// discovery resync (every 30 s) and retries a dependent it could not map with a doubling
+/// back-off (10 s, 20 s, 41 s): shortly after the control plane starts, a delete can wait
+/// for the GC longer than `T`.
+const GONE: Duration = Duration::from_secs(90);
 
 /// The one operator of this test binary.
 static OPERATOR: OnceLock<Operator> = OnceLock::new();
@@ -207,7 +213,7 @@ impl Env {
     {
         eventually(
             &format!("{name} to be gone; operator log:\n{}", operator_log()),
-            T,
+            GONE,
             || {
                 let api = api.clone();
                 async move { api.get_opt(name).await.unwrap().is_none().then_some(()) }
