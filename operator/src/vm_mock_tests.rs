@@ -36,6 +36,21 @@ fn tests_version(ops: &Value, rv: &str) {
     );
 }
 
+/// The write of `vm`'s whole status, guarded by its version 10 and answered with version
+/// 12; `check` looks at the status written.
+fn status_write(vm: &VirtualMachine, check: impl Fn(&Value) + Send + 'static) -> Expect {
+    Expect::new(
+        Method::PATCH,
+        format!("{VMS}/vm1/status?"),
+        written(vm, &json!({}), "12"),
+    )
+    .checking(move |ops| {
+        tests_version(ops, "10");
+        assert_eq!(ops[1]["path"], "/status");
+        check(&ops[1]["value"]);
+    })
+}
+
 #[tokio::test]
 async fn a_start_creates_the_vmi_and_its_watch_event_brings_the_one_status_write() {
     let (ctx, mut api) = context();
@@ -83,21 +98,11 @@ async fn a_start_creates_the_vmi_and_its_watch_event_brings_the_one_status_write
 
     // The VMI in the cache: the status is written once, of that VMI.
     api.cache(created);
-    let expected = vec![
-        Expect::new(
-            Method::PATCH,
-            format!("{VMS}/vm1/status?"),
-            written(&vm, &json!({}), "12"),
-        )
-        .checking(|ops| {
-            tests_version(ops, "10");
-            let status = &ops[1]["value"];
-            assert_eq!(ops[1]["path"], "/status");
-            assert_eq!(status["created"], json!(true), "{status}");
-            assert_eq!(status["runStrategy"], json!("Always"), "{status}");
-            assert_eq!(status["printableStatus"], json!("Starting"), "{status}");
-        }),
-    ];
+    let expected = vec![status_write(&vm, |status| {
+        assert_eq!(status["created"], json!(true), "{status}");
+        assert_eq!(status["runStrategy"], json!("Always"), "{status}");
+        assert_eq!(status["printableStatus"], json!("Starting"), "{status}");
+    })];
     let (result, seen) = api.serve(expected, 0, reconcile_vm(&vm, &ctx)).await;
     assert_eq!(result.unwrap(), Action::requeue(RESYNC));
     assert!(seen.events.is_empty(), "{seen:?}");
@@ -115,14 +120,7 @@ async fn a_start_request_is_dropped_in_the_pass_that_creates_its_vmi() {
     created["metadata"]["resourceVersion"] = json!("11");
     let expected = vec![
         Expect::new(Method::POST, format!("{VMIS}?"), created).status(StatusCode::CREATED),
-        Expect::new(
-            Method::PATCH,
-            format!("{VMS}/vm1/status?"),
-            written(&vm, &json!({}), "12"),
-        )
-        .checking(|ops| {
-            tests_version(ops, "10");
-            let status = &ops[1]["value"];
+        status_write(&vm, |status| {
             // Left in place, a VMI that ended before the cache showed it would be
             // started again.
             assert_eq!(status["stateChangeRequests"], Value::Null, "{status}");
