@@ -509,7 +509,8 @@ fn spawn_handler_with(
 /// (KubeVirt's `useEmulation`), as an administrator of a machine without working KVM sets it,
 /// with KubeVirt's `DownwardMetrics` feature gate on (the end-to-end tests read the metrics
 /// in a guest; the gate's refusal is node_defects.rs's, in a namespace of its own) and its
-/// `CPUManager` gate (the real node's handler then labels it for dedicated CPUs).
+/// `CPUManager` gate (the real node's handler then labels it for dedicated CPUs) and its
+/// `EnableVirtioFsStorageVolumes` gate (a claim shared over virtiofs, in e2e.rs).
 async fn configure_cluster(cp: &ControlPlane) -> Result<()> {
     let client = cp.client().await?;
     let apply = PatchParams::apply("ferrovirt-tests").force();
@@ -533,7 +534,7 @@ async fn configure_cluster(cp: &ControlPlane) -> Result<()> {
                 ("useEmulation".to_string(), "true".to_string()),
                 (
                     "feature-gates".to_string(),
-                    "DownwardMetrics,CPUManager".to_string(),
+                    "DownwardMetrics,CPUManager,EnableVirtioFsStorageVolumes".to_string(),
                 ),
             ]
             .into(),

@@ -563,6 +563,17 @@ fn kernel_boot_vm_with_secrets(name: &str, run_strategy: &str) -> String {
     template.spec.domain.devices.filesystems.push(
         serde_json::from_value(serde_json::json!({"name": "app-fs", "virtiofs": {}})).unwrap(),
     );
+    // And a claim shared as a filesystem (KubeVirt's EnableVirtioFsStorageVolumes gate,
+    // which the tests' kubevirt-config sets).
+    template.spec.volumes.push(
+        serde_json::from_value(
+            serde_json::json!({"name": "share", "persistentVolumeClaim": {"claimName": format!("{name}-share")}}),
+        )
+        .unwrap(),
+    );
+    template.spec.domain.devices.filesystems.push(
+        serde_json::from_value(serde_json::json!({"name": "share", "virtiofs": {}})).unwrap(),
+    );
     serde_json::to_string(&vm).unwrap()
 }
 
@@ -768,6 +779,8 @@ async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), ns.name());
 
     let claim_dir = local_claim(cp, stack, &ns, "always-data").await;
+    let share_dir = local_claim(cp, stack, &ns, "always-share").await;
+    std::fs::write(share_dir.path().join("from-host"), "host-wrote-this\n").unwrap();
     kubectl(
         cp,
         &ns,
@@ -909,6 +922,27 @@ async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
             stack.log_tails(25)
         );
     }
+    // The claim shared over virtiofs: the guest reads what is on the volume and writes to it.
+    let expect = "SHARE=host-wrote-this";
+    if let Err(e) = ferrovirt_tests::guest::try_console_exchange(
+        &socket,
+        "mkdir -p /share; mount -t virtiofs share /share && echo guest-wrote-this > /share/from-guest && echo SHARE=$(cat /share/from-host)",
+        expect,
+        Duration::from_secs(60),
+    ) {
+        let virtiofsd = stack.vmi_dir(&first).join("virtiofs-share.log");
+        panic!(
+            "the guest did not share the claim through virtiofs ({expect}): {e}\nvirtiofsd's log {}:\n{}\n{}",
+            virtiofsd.display(),
+            std::fs::read_to_string(&virtiofsd).unwrap_or_default(),
+            stack.log_tails(25)
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(share_dir.path().join("from-guest")).unwrap_or_default(),
+        "guest-wrote-this\n",
+        "the guest's file on the shared claim"
+    );
     downward_metrics_in_the_guest(&socket, &vmi);
     // The claim: its disk.img made of the claim's size (32 MiB, 65536 sectors), a disk of
     // the guest; what the guest writes is in the file on the volume.
@@ -1035,7 +1069,11 @@ async fn dedicated_cpus_pin_the_vcpu_to_the_pods_own_cpu() {
         })
         .map(|t| allowed_cpus(&t.path().join("status")))
         .collect();
-    assert_eq!(vcpu_threads, std::slice::from_ref(&given), "vCPU 0 of QEMU {qemu}");
+    assert_eq!(
+        vcpu_threads,
+        std::slice::from_ref(&given),
+        "vCPU 0 of QEMU {qemu}"
+    );
     eprintln!("MEASURE dedicated CPU: the pod's CPU {given}, vCPU 0's thread on {given}");
     kubectl(cp, &ns, &["delete", "vm", "pinned"], None).await;
     gone(stack, &vmis, "pinned").await;
