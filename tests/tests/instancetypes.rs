@@ -575,18 +575,8 @@ async fn further_instancetype_and_preference_fields_reach_the_instance_and_its_p
 
     // The launcher pod requests the overcommitted memory (128Mi), plus the overhead of a
     // 256Mi guest with a TPM (30 + 50 + 64 + 1 + 8), from the instancetype's scheduler.
-    let uid = vmi.metadata.uid.clone().unwrap();
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns.name());
-    let pod = wait_for(stack, "the launcher pod of VMI shaped", || async {
-        let selector = format!("{}={uid}", ferrovirt_node_contract::pod::CREATED_BY_LABEL);
-        pods.list(&ListParams::default().labels(&selector))
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .next()
-    })
-    .await;
+    let pod = launcher_pod_of(stack, &pods, &vmi).await;
     let pod_spec = pod.spec.unwrap();
     assert_eq!(
         pod_spec.scheduler_name.as_deref(),
@@ -632,17 +622,7 @@ async fn further_instancetype_and_preference_fields_reach_the_instance_and_its_p
         (cpu.dedicated_cpu_placement, cpu.isolate_emulator_thread),
         (Some(true), Some(true))
     );
-    let uid = vmi.metadata.uid.clone().unwrap();
-    let pod = wait_for(stack, "the launcher pod of VMI pinned", || async {
-        let selector = format!("{}={uid}", ferrovirt_node_contract::pod::CREATED_BY_LABEL);
-        pods.list(&ListParams::default().labels(&selector))
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .next()
-    })
-    .await;
+    let pod = launcher_pod_of(stack, &pods, &vmi).await;
     assert_eq!(
         pod.status.as_ref().and_then(|s| s.qos_class.as_deref()),
         Some("Guaranteed")
@@ -659,6 +639,29 @@ async fn further_instancetype_and_preference_fields_reach_the_instance_and_its_p
         .await
         .unwrap();
     assert!(out.success(), "{}", out.stderr);
+}
+
+/// The launcher pod of `vmi`, once the controller has made it.
+async fn launcher_pod_of(
+    stack: &Stack,
+    pods: &Api<k8s_openapi::api::core::v1::Pod>,
+    vmi: &VirtualMachineInstance,
+) -> k8s_openapi::api::core::v1::Pod {
+    let uid = vmi.metadata.uid.clone().unwrap();
+    let what = format!(
+        "the launcher pod of VMI {}",
+        kube::ResourceExt::name_any(vmi)
+    );
+    wait_for(stack, &what, || async {
+        let selector = format!("{}={uid}", ferrovirt_node_contract::pod::CREATED_BY_LABEL);
+        pods.list(&ListParams::default().labels(&selector))
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .next()
+    })
+    .await
 }
 
 /// A VM booting the test guest's disk from the DataVolume `dv` its template makes, with
