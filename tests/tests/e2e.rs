@@ -627,6 +627,25 @@ fn between<'a>(answer: &'a str, begin: &str, end: &str) -> &'a str {
 /// The metrics disk read in the guest as vhostmd's vm-dump-metrics reads it: the device
 /// whose first bytes are vhostmd's signature, with O_DIRECT (past the guest's cache), the
 /// XML after the 16-byte header.
+/// The last lines of the compute container's log of `vmi`'s launcher pod, as the node keeps
+/// it (`/var/log/pods/<namespace>_<pod>_<uid>/compute/`), for failure messages.
+fn launcher_log(stack: &RealStack, vmi: &VirtualMachineInstance) -> String {
+    let prefix = format!(
+        "{}_virt-launcher-{}-",
+        vmi.metadata.namespace.as_deref().unwrap_or_default(),
+        vmi.metadata.name.as_deref().unwrap_or_default()
+    );
+    let pods = stack.node.dir().join("var/log/pods");
+    std::fs::read_dir(&pods)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|d| d.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|d| ferrovirt_tests::tail(&d.path().join("compute/0.log"), 40))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn read_metrics_disk(socket: &std::path::Path) -> String {
     let answer = console_exchange(
         socket,
@@ -642,10 +661,32 @@ fn read_metrics_disk(socket: &std::path::Path) -> String {
 /// the refresh period shows a later `Time` and more VM `TotalCPUTime`; the virtio-serial
 /// port `org.github.vhostmd.1` answers `GET /metrics/XML` with the same metrics and
 /// anything else with `INVALID REQUEST`.
-fn downward_metrics_in_the_guest(socket: &std::path::Path, vmi: &VirtualMachineInstance) {
+fn downward_metrics_in_the_guest(
+    stack: &RealStack,
+    socket: &std::path::Path,
+    vmi: &VirtualMachineInstance,
+) {
     let started = Instant::now();
-    let xml = read_metrics_disk(socket);
-    let first = vhostmd_metrics(&xml);
+    // The launcher writes the disk every 5 s from when the domain runs; a first write that
+    // failed (the domain still starting) is written again a period later.
+    let (xml, first) = loop {
+        let xml = read_metrics_disk(socket);
+        let metrics = vhostmd_metrics(&xml);
+        if !metrics.is_empty() || started.elapsed() > Duration::from_secs(30) {
+            break (xml, metrics);
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    eprintln!(
+        "MEASURE downward metrics: first read with metrics {:.1} s after the guest looked",
+        started.elapsed().as_secs_f64()
+    );
+    if first.is_empty() {
+        panic!(
+            "no metrics on the disk for 30 s:\n{xml}\nthe launcher's log:\n{}",
+            launcher_log(stack, vmi)
+        );
+    }
     let shape: Vec<(&str, &str, &str, &str)> = first
         .iter()
         .map(|m| (m.3.as_str(), m.0.as_str(), m.1.as_str(), m.2.as_str()))
@@ -943,7 +984,7 @@ async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
         "guest-wrote-this\n",
         "the guest's file on the shared claim"
     );
-    downward_metrics_in_the_guest(&socket, &vmi);
+    downward_metrics_in_the_guest(stack, &socket, &vmi);
     // The claim: its disk.img made of the claim's size (32 MiB, 65536 sectors), a disk of
     // the guest; what the guest writes is in the file on the volume.
     let find_data =

@@ -98,10 +98,13 @@ async fn report(reporter: &Arc<Reporter>) -> Result<Vec<Metric>> {
 }
 
 /// Rewrites the disk every period while the launcher lives; a failed round is logged and
-/// the next one tried (the domain may be starting or stopping).
+/// the next one tried (the domain may be starting or stopping): a warning for the first
+/// failure in a row and every twelfth after it (a minute), so a guest that reads no
+/// metrics has its reason in the launcher's log.
 async fn refresh(reporter: Arc<Reporter>, disk: PathBuf) {
     let mut tick = tokio::time::interval(REFRESH_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failed_in_a_row = 0u32;
     loop {
         tick.tick().await;
         let written = match report(&reporter).await {
@@ -114,8 +117,22 @@ async fn refresh(reporter: Arc<Reporter>, disk: PathBuf) {
             }
             Err(e) => Err(e),
         };
-        if let Err(e) = written {
-            tracing::debug!(error = %crate::chain(&e), "downward metrics not refreshed");
+        match written {
+            Err(e) => {
+                if failed_in_a_row.is_multiple_of(12) {
+                    tracing::warn!(error = %crate::chain(&e), failed_in_a_row,
+                        "downward metrics not refreshed");
+                } else {
+                    tracing::debug!(error = %crate::chain(&e), "downward metrics not refreshed");
+                }
+                failed_in_a_row += 1;
+            }
+            Ok(()) => {
+                if failed_in_a_row > 0 {
+                    tracing::info!(failed_in_a_row, "downward metrics refreshed again");
+                }
+                failed_in_a_row = 0;
+            }
         }
     }
 }
