@@ -71,7 +71,47 @@ impl Devices {
     }
 }
 
+/// A section of a VMI's `domain.resources`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResourceSection {
+    Requests,
+    Limits,
+}
+
+impl ResourceSection {
+    /// Its field under `resources`.
+    pub fn field(self) -> &'static str {
+        match self {
+            ResourceSection::Requests => "requests",
+            ResourceSection::Limits => "limits",
+        }
+    }
+}
+
 impl DomainSpec {
+    /// The `cpu` of the first of `order`'s sections that sets one: the section, the
+    /// quantity, and its whole CPUs rounded up (None: not a CPU amount). None when neither
+    /// section sets one. The one reading of a VMI's CPU amount, for the launcher pod's
+    /// dedicated CPUs and the node side's topology and IOThreads.
+    pub fn resource_cpus(
+        &self,
+        order: [ResourceSection; 2],
+    ) -> Option<(ResourceSection, &Quantity, Option<u64>)> {
+        let res = self.resources.as_ref()?;
+        order.into_iter().find_map(|section| {
+            let list = match section {
+                ResourceSection::Requests => res.requests.as_ref(),
+                ResourceSection::Limits => res.limits.as_ref(),
+            }?;
+            let q = list.get("cpu")?;
+            Some((
+                section,
+                q,
+                crate::quantity::millis(q).map(|m| m.div_ceil(1000)),
+            ))
+        })
+    }
+
     /// The guest's vCPUs as its CPU topology gives them: sockets × cores × threads, each
     /// defaulting to 1 (virt-api's webhook sets the topology of every VMI).
     pub fn vcpus(&self) -> u32 {

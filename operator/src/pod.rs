@@ -496,17 +496,11 @@ fn dedicated_cpus(vmi: &VirtualMachineInstance) -> Option<u64> {
     if cpu.dedicated_cpu_placement != Some(true) {
         return None;
     }
-    let given = |list: Option<&BTreeMap<String, Quantity>>| {
-        list?
-            .get("cpu")
-            .and_then(|q| crds::quantity::parse(&q.0))
-            .and_then(|q| q.ceil_milli_u64())
-            .map(|m| m.div_ceil(1000))
-            .filter(|c| *c > 0)
-    };
-    let resources = domain.resources.as_ref();
-    let cpus = given(resources.and_then(|r| r.limits.as_ref()))
-        .or_else(|| given(resources.and_then(|r| r.requests.as_ref())))
+    use crds::ResourceSection::{Limits, Requests};
+    let cpus = domain
+        .resource_cpus([Limits, Requests])
+        .and_then(|(_, _, cpus)| cpus)
+        .filter(|c| *c > 0)
         .unwrap_or(u64::from(domain.vcpus()));
     Some(cpus + u64::from(cpu.isolate_emulator_thread == Some(true)))
 }

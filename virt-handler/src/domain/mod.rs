@@ -10,6 +10,8 @@ mod xml;
 
 use std::path::Path;
 
+/// A section of `spec.domain.resources` (crds' [`crds::ResourceSection`]).
+pub(crate) use crds::ResourceSection as Resources;
 use crds::{DomainSpec, VirtualMachineInstanceSpec};
 
 use crate::config::Virtualization;
@@ -559,34 +561,20 @@ impl Topology {
     }
 }
 
-/// A section of `spec.domain.resources`.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Resources {
-    Requests,
-    Limits,
-}
-
-/// The `cpu` of the first of `order`'s sections that sets one, in whole CPUs rounded up,
-/// with the field it was read from; `None` when neither does. The error names the field.
+/// The `cpu` of the first of `order`'s sections that sets one, in whole CPUs rounded up
+/// ([`DomainSpec::resource_cpus`]), with the field it was read from; `None` when neither
+/// does. The error names the field.
 pub(crate) fn resource_cpus(
     domain: &DomainSpec,
     order: [Resources; 2],
 ) -> Result<Option<(String, u32)>> {
-    let res = domain.resources.as_ref();
-    let found = order.into_iter().find_map(|section| {
-        let (field, list) = match section {
-            Resources::Requests => ("requests", res.and_then(|r| r.requests.as_ref())),
-            Resources::Limits => ("limits", res.and_then(|r| r.limits.as_ref())),
-        };
-        list.and_then(|l| l.get("cpu")).map(|q| (field, q))
-    });
-    let Some((field, q)) = found else {
+    let Some((section, q, cpus)) = domain.resource_cpus(order) else {
         return Ok(None);
     };
-    let field = format!("spec.domain.resources.{field}.cpu");
+    let field = format!("spec.domain.resources.{}.cpu", section.field());
     let refuse = |why: &str| Error::unsupported(field.clone(), format!("{:?} {why}", q.0));
-    let millis = quantity::millis(q).ok_or_else(|| refuse("is not a CPU amount"))?;
-    let cpus = u32::try_from(millis.div_ceil(1000)).map_err(|_| refuse("is too many CPUs"))?;
+    let cpus = cpus.ok_or_else(|| refuse("is not a CPU amount"))?;
+    let cpus = u32::try_from(cpus).map_err(|_| refuse("is too many CPUs"))?;
     Ok(Some((field, cpus)))
 }
 
