@@ -474,14 +474,17 @@ async fn local_claim(
         .prefix("ferrovirt-local-pv-")
         .tempdir()
         .unwrap();
-    let class = format!("{}-local", ns.name());
+    // A class for each claim: two claims of one class could each bind to the other's
+    // volume (WaitForFirstConsumer binds any volume that fits; CI once saw the share
+    // claim land on the disk claim's directory).
+    let class = format!("{}-{name}", ns.name());
     let manifest = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
         {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
          "metadata": {"name": class},
          "provisioner": "kubernetes.io/no-provisioner",
          "volumeBindingMode": "WaitForFirstConsumer"},
         {"apiVersion": "v1", "kind": "PersistentVolume",
-         "metadata": {"name": format!("{class}-{name}")},
+         "metadata": {"name": class},
          "spec": {"capacity": {"storage": "64Mi"}, "accessModes": ["ReadWriteOnce"],
                   "persistentVolumeReclaimPolicy": "Retain", "storageClassName": class,
                   "local": {"path": dir.path()},
