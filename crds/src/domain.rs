@@ -179,6 +179,13 @@ pub struct Cpu {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 512))]
     pub sockets: Option<u32>,
+    /// The most sockets the guest can have: KubeVirt's CPU hotplug headroom. The guest's
+    /// machine has maxSockets × cores × threads vCPUs, of which sockets × cores × threads
+    /// are online (`/sys/devices/system/cpu/present` shows them all, `online` the ones in
+    /// use). At least `sockets`. Unset: no headroom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 512))]
+    pub max_sockets: Option<u32>,
     /// Threads per core. Defaults to 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 512))]
@@ -208,6 +215,50 @@ pub struct Cpu {
     /// (its I/O and timers) alone, away from the vCPUs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolate_emulator_thread: Option<bool>,
+    /// The guest's NUMA topology.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa: Option<Numa>,
+    /// Tuning for realtime workloads: the vCPUs of `mask` (all by default) run with the
+    /// node's SCHED_FIFO policy at priority 1, and the guest gets no PMU. Needs
+    /// `dedicatedCpuPlacement` and `numa.guestMappingPassthrough`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realtime: Option<Realtime>,
+}
+
+/// The guest's NUMA topology (KubeVirt's `NUMA`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Numa {
+    /// The guest's NUMA cells follow the host NUMA nodes of the launcher pod's dedicated
+    /// CPUs: one cell per host node, with the vCPUs pinned there and its share of the
+    /// guest's memory, in hugepages bound to that node. Needs `dedicatedCpuPlacement` and
+    /// `memory.hugepages`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_mapping_passthrough: Option<NumaGuestMappingPassthrough>,
+}
+
+/// KubeVirt's NUMA passthrough strategy; it has no options.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct NumaGuestMappingPassthrough {}
+
+/// Realtime tuning (KubeVirt's `Realtime`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Realtime {
+    /// The realtime vCPUs, in libvirt's cpuset syntax (`0-3,^1`, `0,2`); empty or unset:
+    /// all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024), regex(pattern = r"^[0-9,^ -]*$"))]
+    pub mask: Option<String>,
+}
+
+impl Cpu {
+    /// Whether the guest's NUMA cells pass the host's through (`numa.guestMappingPassthrough`).
+    pub fn numa_passthrough(&self) -> bool {
+        self.numa
+            .as_ref()
+            .is_some_and(|n| n.guest_mapping_passthrough.is_some())
+    }
 }
 
 /// A CPU feature and what to do with it.

@@ -127,6 +127,11 @@ fn cpu(
             cpu.isolate_emulator_thread == Some(true) && it.cpu.isolate_emulator_thread.is_some(),
             "isolateEmulatorThread",
         ),
+        (cpu.numa.is_some() && it.cpu.numa.is_some(), "numa"),
+        (
+            cpu.realtime.is_some() && it.cpu.realtime.is_some(),
+            "realtime",
+        ),
     ] {
         if set {
             conflicts.push(format!("{base}.domain.cpu.{name}"));
@@ -143,6 +148,16 @@ fn cpu(
     }
     if let Some(i) = it.cpu.isolate_emulator_thread {
         cpu.isolate_emulator_thread = Some(i);
+    }
+    if let Some(n) = &it.cpu.numa {
+        cpu.numa = Some(n.clone());
+    }
+    if let Some(r) = &it.cpu.realtime {
+        cpu.realtime = Some(r.clone());
+    }
+    // KubeVirt takes the instancetype's maxSockets over the VM's without a conflict.
+    if let Some(m) = it.cpu.max_sockets {
+        cpu.max_sockets = Some(m);
     }
     let (sockets, cores, threads) = topology(it.cpu.guest, preference);
     cpu.sockets = Some(sockets);

@@ -3,7 +3,7 @@
 //! wide, as KubeVirt serves them (`staging/src/kubevirt.io/api/instancetype/v1beta1`).
 //!
 //! Only the fields Ferrovirt applies are in the schema; a manifest that sets another one
-//! (for example `spec.cpu.numa` or `spec.features.preferredHyperv`) is refused by the
+//! (for example `spec.features.preferredHyperv`) is refused by the
 //! API server with the field named. How a VM's instancetype and preference are applied to
 //! its instance is [`crate::expand`].
 
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     DiskBus, Efi, FeatureState, Hugepages, InputBus, InputType, InterfaceMasquerade,
-    InterfaceModel, IoThreadsPolicy, Rng, Tpm, VideoType,
+    InterfaceModel, IoThreadsPolicy, Numa, Realtime, Rng, Tpm, VideoType,
 };
 
 /// The API group of instancetypes and preferences.
@@ -143,6 +143,16 @@ pub struct CpuInstancetype {
     /// `cpu.isolateEmulatorThread`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolate_emulator_thread: Option<bool>,
+    /// The guest's NUMA topology, as a VMI's `cpu.numa` (KubeVirt's cx1 and rt1 series).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa: Option<Numa>,
+    /// Realtime tuning, as a VMI's `cpu.realtime` (KubeVirt's rt1 series).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realtime: Option<Realtime>,
+    /// The CPU hotplug headroom, as a VMI's `cpu.maxSockets`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 512))]
+    pub max_sockets: Option<u32>,
 }
 
 /// The memory of an instancetype.

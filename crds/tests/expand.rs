@@ -570,3 +570,41 @@ fn kubevirts_desktop_and_fedora_preferences_apply() {
         "preference requires architecture arm64 but amd64 is being requested"
     );
 }
+
+#[test]
+fn kubevirts_cx1_and_rt1_cpu_fields_reach_the_instance_and_conflict_by_name() {
+    // KubeVirt's cx1.medium and rt1.medium CPU sections.
+    let cx1 = it(
+        "{cpu: {guest: 1, dedicatedCPUPlacement: true, isolateEmulatorThread: true, \
+                  maxSockets: 1, numa: {guestMappingPassthrough: {}}}, \
+                  memory: {guest: 2Gi, hugepages: {pageSize: 2Mi}}}",
+    );
+    let (s, _) = run(Some(&cx1), None, TEMPLATE).unwrap();
+    let cpu = s.domain.cpu.unwrap();
+    assert!(cpu.numa_passthrough());
+    assert_eq!(cpu.max_sockets, Some(1));
+    assert_eq!(cpu.realtime, None);
+    let rt1 = it("{cpu: {guest: 1, dedicatedCPUPlacement: true, \
+                  numa: {guestMappingPassthrough: {}}, realtime: {}}, \
+                  memory: {guest: 4Gi, hugepages: {pageSize: 1Gi}}}");
+    let (s, _) = run(Some(&rt1), None, TEMPLATE).unwrap();
+    assert_eq!(s.domain.cpu.unwrap().realtime, Some(Default::default()));
+    // The VM's own numa or realtime conflicts with the instancetype's; its maxSockets
+    // gives way to the instancetype's, as in KubeVirt.
+    for (template, field) in [
+        (
+            "domain: {cpu: {numa: {guestMappingPassthrough: {}}}}",
+            "numa",
+        ),
+        ("domain: {cpu: {realtime: {mask: '0'}}}", "realtime"),
+    ] {
+        let err = run(Some(&rt1), None, template).unwrap_err();
+        assert_eq!(
+            err.0,
+            vec![format!("spec.template.spec.domain.cpu.{field}")],
+            "{template}"
+        );
+    }
+    let (s, _) = run(Some(&cx1), None, "domain: {cpu: {maxSockets: 4}}").unwrap();
+    assert_eq!(s.domain.cpu.unwrap().max_sockets, Some(1));
+}
