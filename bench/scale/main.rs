@@ -439,7 +439,7 @@ async fn create_all_three(
                     "spec": vm.spec.template.spec,
                 }))?;
                 vmi = vmis.create(&PostParams::default(), &vmi).await?;
-                let pod = virt_controller::pod::render(&vmi, &cfg)?;
+                let pod = virt_controller::pod::render(&vmi, &cfg, &Default::default())?;
                 pods.create(&PostParams::default(), &pod).await?;
                 anyhow::Ok((name, created))
             }

@@ -153,7 +153,8 @@ impl ConfigVolume {
 /// Where the launcher pod mounts the claims of a VMI's persistentVolumeClaim and dataVolume
 /// volumes (KubeVirt mounts them at `/var/run/kubevirt-private/vmi-disks/<volume name>`):
 /// the pod volume [`claim_pod_volume`], mounted in the compute container at
-/// [`claim_dir_in_pod`]. QEMU opens a disk's [`CLAIM_DISK_IMAGE`] there, and virtiofsd
+/// [`claim_dir_in_pod`] (a filesystem claim; a block claim is a device, see
+/// [`CLAIM_DEVICES_DIR_IN_POD`]). QEMU opens a disk's [`CLAIM_DISK_IMAGE`] there, and virtiofsd
 /// shares the directory; virt-handler checks (or creates) the image through
 /// `/proc/<launcher pid>/root`. `index` is the volume's position in the VMI's
 /// `spec.volumes`, so any volume name fits.
@@ -169,6 +170,26 @@ pub fn claim_pod_volume(index: usize) -> String {
 /// Where the launcher pod mounts the claim of `spec.volumes[index]`.
 pub fn claim_dir_in_pod(index: usize) -> String {
     format!("{CLAIMS_DIR_IN_POD}/{index}")
+}
+
+/// Where the launcher pod has the device of a block-mode claim (`volumeMode: Block`): the
+/// claim's pod volume [`claim_pod_volume`] is a `volumeDevices` entry of the compute
+/// container at [`claim_device_in_pod`], and QEMU opens that device as the guest's disk
+/// (`<disk type="block">`); virt-handler checks it is a block device and gives it to the
+/// launcher's user through `/proc/<launcher pid>/root`. KubeVirt puts the device at
+/// `/dev/<volume name>`; Ferrovirt names it by the volume's position, as its mounts, so no
+/// volume name can land on a device the launcher needs (`/dev/kvm`, `/dev/net/tun`).
+pub const CLAIM_DEVICES_DIR_IN_POD: &str = "/dev/ferrovirt-vmi-disks";
+
+/// Whether a claim of this `spec.volumeMode` is a block device (the API server's default
+/// is Filesystem).
+pub fn claim_is_block(volume_mode: Option<&str>) -> bool {
+    volume_mode == Some("Block")
+}
+
+/// Where the launcher pod has the device of the block-mode claim of `spec.volumes[index]`.
+pub fn claim_device_in_pod(index: usize) -> String {
+    format!("{CLAIM_DEVICES_DIR_IN_POD}/{index}")
 }
 
 /// Root of the launcher's embedded libvirt.

@@ -502,6 +502,7 @@ mod tests {
                 image: "launcher".into(),
                 node_run_dir: "/var/run/ferrovirt".into(),
             },
+            &Default::default(),
         )
         .unwrap();
         let spec = pod.spec.unwrap();

@@ -1,91 +1,128 @@
-//! The claims of a VMI's persistentVolumeClaim volumes, before its launcher pod is made
-//! (KubeVirt's virt-controller reads them from its claim cache when it renders the pod):
+//! The claims of a VMI's persistentVolumeClaim and dataVolume volumes, before its launcher
+//! pod is made (KubeVirt's virt-controller reads them from its claim cache when it renders
+//! the pod):
 //! - a claim that does not exist keeps the VMI Pending with condition Synchronized False,
 //!   reason `FailedPvcNotFound` (KubeVirt's), naming the claim and the field; the pod is
 //!   made once the claim is there (looked at again every 2 s, the DataVolumes' poll);
-//! - a claim in `volumeMode: Block` is refused the same way, reason
-//!   `PvcVolumeModeUnsupported`: Ferrovirt mounts filesystem claims only (the disk is the
-//!   claim's `disk.img`), and a pod mounting a block claim would never start;
+//! - a claim in `volumeMode: Block` becomes a device of the launcher pod
+//!   ([`crate::pod::claims`]), the guest's disk; shared as a filesystem (virtiofs) it
+//!   cannot be, which is refused the same way with reason `PvcVolumeModeUnsupported`;
 //! - a claim that exists but is not bound yet does not hold the pod back: the scheduler
 //!   binds a `WaitForFirstConsumer` claim when it places the pod, and keeps the pod (and
 //!   so the VMI) unscheduled, saying why, while an `Immediate` claim waits for a volume.
 //!
-//! dataVolume volumes are gated by their DataVolume ([`crate::datavolume`]), whose claim
-//! CDI makes in filesystem mode for Ferrovirt's DataVolumes.
+//! A dataVolume volume is gated by its DataVolume first ([`crate::datavolume`]); its claim
+//! (the DataVolume's name) is then read here as a persistentVolumeClaim's is.
 
 use crds::{VirtualMachineInstance, VirtualMachineInstanceStatus, VmiPhase};
+use ferrovirt_node_contract::paths::claim_is_block;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
 use kube::api::Api;
 
 use crate::backend_storage::{SYNCHRONIZED, not_synchronized};
+use crate::pod::BlockClaims;
 use crate::{Context, Result};
 
 /// KubeVirt's reason for a claim that does not exist.
 pub(crate) const NOT_FOUND: &str = "FailedPvcNotFound";
-/// A block-mode claim, which Ferrovirt does not mount.
+/// A block-mode claim where only a filesystem claim can serve (a virtiofs share).
 pub(crate) const BLOCK_MODE: &str = "PvcVolumeModeUnsupported";
 
-/// Why the claim of `spec.volumes[index]` keeps the pod from being made, if it does
-/// (reason, message). Pure.
+/// What the claims gate found: the status to write while a claim keeps the pod back or
+/// once none does any more, and whether the pod may be made (`None`: nothing to say); and
+/// the block-mode claims the pod renders as devices.
+#[derive(Debug, Default)]
+pub(crate) struct Gated {
+    pub write: Option<(VirtualMachineInstanceStatus, bool)>,
+    pub block: BlockClaims,
+}
+
+/// Why the claim of `spec.volumes[index]` (its source at `field`) keeps the pod from being
+/// made, if it does (reason, message). `filesystem`: the volume is shared as a filesystem.
+/// Pure.
 pub(crate) fn refusal(
-    index: usize,
+    field: &str,
     claim: &str,
     pvc: Option<&PersistentVolumeClaim>,
+    filesystem: bool,
 ) -> Option<(&'static str, String)> {
-    let field = format!("spec.volumes[{index}].persistentVolumeClaim.claimName");
     let Some(pvc) = pvc else {
         return Some((NOT_FOUND, format!("didn't find PVC {claim} ({field})")));
     };
-    let mode = pvc.spec.as_ref().and_then(|s| s.volume_mode.as_deref());
-    (mode == Some("Block")).then(|| {
+    (filesystem && is_block(pvc)).then(|| {
         (
             BLOCK_MODE,
             format!(
-                "PVC {claim} ({field}) has volumeMode Block, which Ferrovirt does not support: \
-                 use a Filesystem claim holding the disk as disk.img"
+                "PVC {claim} ({field}) has volumeMode Block, which cannot be shared as a \
+                 filesystem (spec.domain.devices.filesystems): use a Filesystem claim, or \
+                 give the guest the device as a disk"
             ),
         )
     })
 }
 
-/// The VMI's claims before its pod: the status to write while one keeps the pod back
-/// (Pending, Synchronized False saying why), or once none does any more (the condition
-/// removed), and whether the pod may be made. `None`: no claim volume, past Pending, or
-/// nothing to say.
-pub(crate) async fn gate_vmi(
-    vmi: &VirtualMachineInstance,
-    ctx: &Context,
-) -> Result<Option<(VirtualMachineInstanceStatus, bool)>> {
+/// The claim is in block mode.
+pub(crate) fn is_block(pvc: &PersistentVolumeClaim) -> bool {
+    claim_is_block(pvc.spec.as_ref().and_then(|s| s.volume_mode.as_deref()))
+}
+
+/// The VMI's claims before its pod: see [`Gated`]. Nothing is read past Pending or for a
+/// VMI without claim volumes.
+pub(crate) async fn gate_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Gated> {
     let old = vmi.status.clone().unwrap_or_default();
     if !matches!(old.phase, None | Some(VmiPhase::Pending)) {
-        return Ok(None);
+        return Ok(Gated::default());
     }
-    let claims: Vec<(usize, &str)> = vmi
+    let claims: Vec<(usize, String, &str, bool)> = vmi
         .spec
         .volumes
         .iter()
         .enumerate()
-        .filter_map(|(i, v)| Some((i, v.persistent_volume_claim.as_ref()?.claim_name.as_str())))
+        .filter_map(|(i, v)| {
+            let field = match (&v.persistent_volume_claim, &v.data_volume) {
+                (Some(_), _) => format!("spec.volumes[{i}].persistentVolumeClaim.claimName"),
+                (None, Some(_)) => format!("spec.volumes[{i}].dataVolume.name"),
+                (None, None) => return None,
+            };
+            let shared = vmi
+                .spec
+                .domain
+                .devices
+                .filesystems
+                .iter()
+                .any(|f| f.name == v.name);
+            Some((i, field, v.claim_name()?, shared))
+        })
         .collect();
     if claims.is_empty() {
-        return Ok(None);
+        return Ok(Gated::default());
     }
     let pvcs: Api<PersistentVolumeClaim> =
         Api::namespaced(ctx.client.clone(), &vmi.namespace().unwrap_or_default());
     let mut status = old.clone();
-    for (i, claim) in claims {
+    let mut block = BlockClaims::new();
+    for (i, field, claim, shared) in claims {
         ctx.metrics.request("get", "persistentvolumeclaims");
         let pvc = pvcs.get_opt(claim).await?;
-        if let Some((reason, message)) = refusal(i, claim, pvc.as_ref()) {
+        if let Some((reason, message)) = refusal(&field, claim, pvc.as_ref(), shared) {
             not_synchronized(&mut status, reason, message);
-            return Ok(Some((status, false)));
+            return Ok(Gated {
+                write: Some((status, false)),
+                block,
+            });
+        }
+        if pvc.as_ref().is_some_and(is_block) {
+            block.insert(i);
         }
     }
     status.conditions.retain(|c| {
         !(c.type_ == SYNCHRONIZED && matches!(c.reason.as_deref(), Some(NOT_FOUND | BLOCK_MODE)))
     });
-    Ok((status != old).then_some((status, true)))
+    Ok(Gated {
+        write: (status != old).then_some((status, true)),
+        block,
+    })
 }
 
 #[cfg(test)]
@@ -101,23 +138,32 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_or_block_mode_claim_is_refused_by_name_and_field() {
-        let (reason, message) = refusal(2, "c", None).unwrap();
+    fn a_missing_claim_or_a_shared_block_claim_is_refused_by_name_and_field() {
+        let field = "spec.volumes[2].persistentVolumeClaim.claimName";
+        let (reason, message) = refusal(field, "c", None, false).unwrap();
         assert_eq!(reason, "FailedPvcNotFound");
         assert_eq!(
             message,
             "didn't find PVC c (spec.volumes[2].persistentVolumeClaim.claimName)"
         );
-        let (reason, message) = refusal(0, "c", Some(&pvc(Some("Block")))).unwrap();
+        // A block claim is the guest's disk; shared as a filesystem it cannot be.
+        assert_eq!(refusal(field, "c", Some(&pvc(Some("Block"))), false), None);
+        let (reason, message) = refusal(field, "c", Some(&pvc(Some("Block"))), true).unwrap();
         assert_eq!(reason, "PvcVolumeModeUnsupported");
         assert!(
             message.starts_with(
-                "PVC c (spec.volumes[0].persistentVolumeClaim.claimName) has volumeMode Block"
+                "PVC c (spec.volumes[2].persistentVolumeClaim.claimName) has volumeMode Block, \
+                 which cannot be shared as a filesystem"
             ),
             "{message}"
         );
-        assert_eq!(refusal(0, "c", Some(&pvc(Some("Filesystem")))), None);
+        assert_eq!(
+            refusal(field, "c", Some(&pvc(Some("Filesystem"))), true),
+            None
+        );
         // The API server's default mode is Filesystem.
-        assert_eq!(refusal(0, "c", Some(&pvc(None))), None);
+        assert_eq!(refusal(field, "c", Some(&pvc(None)), true), None);
+        assert!(is_block(&pvc(Some("Block"))));
+        assert!(!is_block(&pvc(None)));
     }
 }

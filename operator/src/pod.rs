@@ -14,6 +14,8 @@ use kube::Resource;
 
 use crate::{Error, Result};
 
+pub use claims::BlockClaims;
+
 mod claims;
 pub mod cloudinit;
 mod config;
@@ -137,8 +139,13 @@ fn mib_quantity(bytes: u64) -> Quantity {
     Quantity(format!("{}Mi", bytes.div_ceil(MIB)))
 }
 
-/// The launcher pod of `vmi`.
-pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod> {
+/// The launcher pod of `vmi`; `block` holds the positions of its claim volumes whose claim
+/// is in block mode (read by the VMI controller before the pod, `crate::claims`).
+pub fn render(
+    vmi: &VirtualMachineInstance,
+    cfg: &LauncherConfig,
+    block: &BlockClaims,
+) -> Result<Pod> {
     let name = vmi
         .metadata
         .name
@@ -338,15 +345,18 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
     let disks = disks::render(vmi, &cfg.image, VMI_DIR_VOLUME, dedicated.is_some())?;
     let (secret_volumes, secret_mounts) = cloudinit::render(vmi);
     let config = config::render(vmi);
-    let (claim_volumes, claim_mounts) = claims::render(vmi);
+    let claims = claims::render(vmi, block);
     let mut container = container;
     probes::apply(vmi, &mut container);
     container.volume_mounts.get_or_insert_default().extend(
         secret_mounts
             .into_iter()
             .chain(config.mounts)
-            .chain(claim_mounts),
+            .chain(claims.mounts),
     );
+    if !claims.devices.is_empty() {
+        container.volume_devices = Some(claims.devices);
+    }
     let mut containers = vec![container];
     containers.extend(disks.containers);
     let mut volumes = vec![
@@ -356,7 +366,7 @@ pub fn render(vmi: &VirtualMachineInstance, cfg: &LauncherConfig) -> Result<Pod>
     volumes.extend(disks.volumes);
     volumes.extend(secret_volumes);
     volumes.extend(config.volumes);
-    volumes.extend(claim_volumes);
+    volumes.extend(claims.volumes);
     if let Some((v, m)) = crate::backend_storage::pod_volume(vmi) {
         volumes.push(v);
         containers[0].volume_mounts.get_or_insert_default().push(m);
@@ -557,6 +567,7 @@ spec:
   domain: {memory: {guest: 128Mi}, devices: {}}
 "#),
             &cfg(),
+            &BlockClaims::new(),
         )
         .unwrap();
         let spec = pod.spec.unwrap();
@@ -575,7 +586,10 @@ spec:
 
     #[test]
     fn unset_scheduling_fields_leave_the_pods_defaults() {
-        let spec = render(&vmi(BASIC), &cfg()).unwrap().spec.unwrap();
+        let spec = render(&vmi(BASIC), &cfg(), &BlockClaims::new())
+            .unwrap()
+            .spec
+            .unwrap();
         assert_eq!(spec.priority_class_name, None);
         assert_eq!(spec.scheduler_name, None);
         assert_eq!(spec.dns_policy, None);
@@ -585,7 +599,7 @@ spec:
     #[test]
     fn only_a_passt_or_virtiofs_vmis_compute_container_runs_without_seccomp() {
         let seccomp = |v: &VirtualMachineInstance| {
-            let pod = render(v, &cfg()).unwrap();
+            let pod = render(v, &cfg(), &BlockClaims::new()).unwrap();
             let c = &pod.spec.unwrap().containers[0];
             c.security_context
                 .as_ref()
@@ -610,7 +624,7 @@ spec:
 
     #[test]
     fn renders_the_contract() {
-        let pod = render(&vmi(BASIC), &cfg()).unwrap();
+        let pod = render(&vmi(BASIC), &cfg(), &BlockClaims::new()).unwrap();
         let meta = &pod.metadata;
         assert_eq!(meta.name.as_deref(), Some("virt-launcher-testvm-0b8f6"));
         let labels = meta.labels.as_ref().unwrap();
@@ -700,7 +714,10 @@ spec:
   - {name: containerdisk, containerDisk: {image: "quay.io/kubevirt/cirros-container-disk-demo"}}
   - {name: ci, cloudInitNoCloud: {userData: "#cloud-config"}}
 "##);
-        let spec = render(&v, &cfg()).unwrap().spec.unwrap();
+        let spec = render(&v, &cfg(), &BlockClaims::new())
+            .unwrap()
+            .spec
+            .unwrap();
         assert_eq!(spec.share_process_namespace, Some(true));
         let init = spec.init_containers.as_ref().unwrap();
         assert_eq!(init.len(), 1);
@@ -751,14 +768,19 @@ spec:
         );
 
         // Without disk images: no init container and no extra volume.
-        let plain = render(&vmi(BASIC), &cfg()).unwrap().spec.unwrap();
+        let plain = render(&vmi(BASIC), &cfg(), &BlockClaims::new())
+            .unwrap()
+            .spec
+            .unwrap();
         assert!(plain.init_containers.is_none());
         assert_eq!(plain.containers.len(), 1);
         assert_eq!(plain.volumes.unwrap().len(), 2);
 
         let mut long = v.clone();
         long.spec.volumes[0].name = "d".repeat(58);
-        let e = render(&long, &cfg()).unwrap_err().to_string();
+        let e = render(&long, &cfg(), &BlockClaims::new())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("spec.volumes[0].name"), "{e}");
     }
 
@@ -773,7 +795,10 @@ spec:
   - {name: ci, cloudInitNoCloud: {userDataSecretRef: {name: my-ud}, networkDataSecretRef: {name: my-nd}}}
   - {name: inline, cloudInitNoCloud: {userData: "#cloud-config"}}
 "##);
-        let spec = render(&v, &cfg()).unwrap().spec.unwrap();
+        let spec = render(&v, &cfg(), &BlockClaims::new())
+            .unwrap()
+            .spec
+            .unwrap();
         let secrets: Vec<(&str, &str)> = spec
             .volumes
             .iter()
@@ -828,7 +853,7 @@ spec:
     resources: {requests: {memory: 1Gi, cpu: "1"}, limits: {memory: 2Gi, cpu: "2"}}
     devices: {}
 "#);
-        let pod = render(&v, &cfg()).unwrap();
+        let pod = render(&v, &cfg(), &BlockClaims::new()).unwrap();
         let res = pod.spec.as_ref().unwrap().containers[0]
             .resources
             .clone()
@@ -846,7 +871,7 @@ spec:
             let v = vmi(&format!(
                 "metadata: {{name: o, namespace: n}}\nspec:\n  domain:\n    memory: {{guest: 2Gi}}\n    resources: {resources}\n    devices: {{}}\n"
             ));
-            let pod = render(&v, &cfg()).unwrap();
+            let pod = render(&v, &cfg(), &BlockClaims::new()).unwrap();
             let res = pod.spec.unwrap().containers[0].resources.clone().unwrap();
             res.requests.unwrap()["memory"].0.clone()
         };
@@ -863,7 +888,7 @@ spec:
             let v = vmi(&format!(
                 "metadata: {{name: t, namespace: n}}\nspec:\n  domain:\n    memory: {{guest: 128Mi}}\n    devices: {{{tpm}}}\n"
             ));
-            let pod = render(&v, &cfg()).unwrap();
+            let pod = render(&v, &cfg(), &BlockClaims::new()).unwrap();
             let res = pod.spec.unwrap().containers[0].resources.clone().unwrap();
             res.requests.unwrap()["memory"].0.clone()
         };
@@ -884,7 +909,10 @@ spec:
   volumes:
   - {name: root, containerDisk: {image: cirros}}
 "#);
-        let spec = render(&v, &cfg()).unwrap().spec.unwrap();
+        let spec = render(&v, &cfg(), &BlockClaims::new())
+            .unwrap()
+            .spec
+            .unwrap();
         let res = spec.containers[0].resources.as_ref().unwrap();
         let (req, lim) = (res.requests.as_ref().unwrap(), res.limits.as_ref().unwrap());
         // Two vCPUs and the emulator thread's CPU.
@@ -913,7 +941,10 @@ spec:
         let v = vmi(
             "metadata: {name: s, namespace: n}\nspec: {domain: {memory: {guest: 128Mi}, devices: {}}}",
         );
-        let spec = render(&v, &cfg()).unwrap().spec.unwrap();
+        let spec = render(&v, &cfg(), &BlockClaims::new())
+            .unwrap()
+            .spec
+            .unwrap();
         assert!(
             !spec
                 .node_selector
@@ -934,7 +965,10 @@ spec:
     resources: {limits: {memory: 160Mi}}
     devices: {}
 "#);
-        let spec = render(&v, &cfg()).unwrap().spec.unwrap();
+        let spec = render(&v, &cfg(), &BlockClaims::new())
+            .unwrap()
+            .spec
+            .unwrap();
         let c = &spec.containers[0];
         let res = c.resources.as_ref().unwrap();
         let (req, lim) = (res.requests.as_ref().unwrap(), res.limits.as_ref().unwrap());
@@ -971,7 +1005,7 @@ spec:
     devices: {interfaces: [{name: default, masquerade: {}}]}
   networks: [{name: default, pod: {}}]
 "#);
-        let pod = render(&v, &cfg()).unwrap();
+        let pod = render(&v, &cfg(), &BlockClaims::new()).unwrap();
         let res = pod.spec.as_ref().unwrap().containers[0]
             .resources
             .clone()
@@ -979,7 +1013,7 @@ spec:
         assert_eq!(res.requests.as_ref().unwrap()[TUN_RESOURCE].0, "1");
         assert_eq!(res.limits.as_ref().unwrap()[TUN_RESOURCE].0, "1");
         assert_eq!(pod.metadata.labels.unwrap()[VMI_ID_LABEL], "net");
-        let without = render(&vmi(BASIC), &cfg()).unwrap();
+        let without = render(&vmi(BASIC), &cfg(), &BlockClaims::new()).unwrap();
         let res = without.spec.unwrap().containers[0]
             .resources
             .clone()
@@ -992,7 +1026,7 @@ spec:
         let mut v = vmi(BASIC);
         let long = format!("{}-{}", "a".repeat(62), "b".repeat(10));
         v.metadata.name = Some(long.clone());
-        let pod = render(&v, &cfg()).unwrap();
+        let pod = render(&v, &cfg(), &BlockClaims::new()).unwrap();
         assert_eq!(
             pod.metadata.labels.as_ref().unwrap()[VM_NAME_LABEL],
             "a".repeat(62),
@@ -1006,7 +1040,11 @@ spec:
         );
         v.spec.hostname = Some("guest1".into());
         assert_eq!(vm_name_label(&v), "guest1", "spec.hostname wins");
-        let labels = render(&v, &cfg()).unwrap().metadata.labels.unwrap();
+        let labels = render(&v, &cfg(), &BlockClaims::new())
+            .unwrap()
+            .metadata
+            .labels
+            .unwrap();
         assert!(
             labels.values().all(|l| l.len() <= LABEL_VALUE_MAX),
             "{labels:?}"
@@ -1016,7 +1054,10 @@ spec:
     #[test]
     fn no_memory_is_an_error() {
         let v = vmi("metadata: {name: x, namespace: n}\nspec: {domain: {devices: {}}}\n");
-        assert!(matches!(render(&v, &cfg()), Err(Error::InvalidSpec(_))));
+        assert!(matches!(
+            render(&v, &cfg(), &BlockClaims::new()),
+            Err(Error::InvalidSpec(_))
+        ));
     }
 
     #[test]

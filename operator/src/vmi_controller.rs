@@ -92,13 +92,13 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
         return Ok(Action::requeue(crate::context::STALE_CACHE_RETRY));
     }
     tell_failure_from_elsewhere(vmi, &n, ctx);
-    let seen = observe(vmi, &n, ctx).await?;
+    let mut seen = observe(vmi, &n, ctx).await?;
     // No launcher pod until its DataVolumes (datavolume.rs) and its backend-storage claim
     // (backend_storage.rs) are ready.
     if seen.pod.is_none()
         && !deleting(vmi)
         && has_finalizer(vmi)
-        && let Some((status, ready)) = gates(vmi, ctx).await?
+        && let Some((status, ready)) = gates(vmi, ctx, &mut seen.block_claims).await?
     {
         let vmis = Api::namespaced(ctx.client.clone(), &n.ns);
         let old = vmi.status.clone().unwrap_or_default();
@@ -115,15 +115,18 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
 /// The gates before a VMI's launcher pod: its DataVolumes ([`crate::datavolume::gate_vmi`]),
 /// its claims ([`crate::claims::gate_vmi`]), then its backend storage
 /// ([`crate::backend_storage::gate_vmi`]); the status to write and whether the pod may be
-/// made, as they return it.
+/// made, as they return it; the claims in block mode go to `block` (the pod's devices).
 async fn gates(
     vmi: &VirtualMachineInstance,
     ctx: &Context,
+    block: &mut pod::BlockClaims,
 ) -> Result<Option<(VirtualMachineInstanceStatus, bool)>> {
     if let Some(gated) = crate::datavolume::gate_vmi(vmi, ctx).await? {
         return Ok(Some(gated));
     }
-    if let Some(gated) = crate::claims::gate_vmi(vmi, ctx).await? {
+    let claims = crate::claims::gate_vmi(vmi, ctx).await?;
+    *block = claims.block;
+    if let Some(gated) = claims.write {
         return Ok(Some(gated));
     }
     crate::backend_storage::gate_vmi(vmi, ctx).await
@@ -165,6 +168,9 @@ pub(crate) struct Seen<'a> {
     /// The pod of a deleted VMI has no node, or its node is gone: nothing runs the guest.
     pub node_gone: bool,
     pub now: Timestamp,
+    /// The VMI's claim volumes in block mode, read by the claims gate before the pod is
+    /// rendered ([`crate::claims`]); empty otherwise.
+    pub block_claims: pod::BlockClaims,
 }
 
 fn deleting(vmi: &VirtualMachineInstance) -> bool {
@@ -222,6 +228,7 @@ async fn observe<'a>(
         pod,
         node_gone,
         now: Timestamp::now(),
+        block_claims: pod::BlockClaims::new(),
     })
 }
 
@@ -284,7 +291,7 @@ pub(crate) fn plan(seen: &Seen, launcher: &pod::LauncherConfig) -> Plan {
         };
     }
     if pod.is_none() && matches!(old.phase, None | Some(VmiPhase::Pending)) {
-        return match pod::render(vmi, launcher) {
+        return match pod::render(vmi, launcher, &seen.block_claims) {
             Ok(rendered) => {
                 let event = pod_created_event(vmi, &rendered);
                 Plan::CreatePod(Box::new(rendered), event)

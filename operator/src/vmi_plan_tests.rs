@@ -207,6 +207,7 @@ fn seen(vmi: &VirtualMachineInstance, pod: Option<Arc<Pod>>, node_gone: bool) ->
         node_gone,
         // 100 s after the epoch: a pod deleted at 0 with 30 s grace is past its deadline.
         now: Timestamp::from_second(100).unwrap(),
+        block_claims: Default::default(),
     }
 }
 
