@@ -252,6 +252,50 @@ pub struct Realtime {
     pub mask: Option<String>,
 }
 
+impl Realtime {
+    /// The realtime vCPUs of a guest with `vcpus` of them: the mask's (libvirt's cpuset
+    /// syntax: `a`, `a-b`, `^a` to exclude, comma separated), all without one. The error
+    /// says what in the mask is wrong (a vCPU the guest does not have, an empty set).
+    pub fn vcpus(&self, vcpus: u32) -> Result<Vec<u32>, String> {
+        let mask = self.mask.as_deref().unwrap_or("").trim();
+        if mask.is_empty() {
+            return Ok((0..vcpus).collect());
+        }
+        let mut on = std::collections::BTreeSet::new();
+        let mut off = std::collections::BTreeSet::new();
+        for part in mask.split(',').map(str::trim) {
+            let (set, range) = match part.strip_prefix('^') {
+                Some(r) => (&mut off, r),
+                None => (&mut on, part),
+            };
+            let num = |t: &str| {
+                t.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("{part:?} is not a vCPU, a range a-b or ^vCPU"))
+            };
+            let (a, b) = match range.split_once('-') {
+                Some((a, b)) => (num(a)?, num(b)?),
+                None => (num(range)?, num(range)?),
+            };
+            if b < a {
+                return Err(format!("{part:?} is a range that ends before it starts"));
+            }
+            if b >= vcpus {
+                return Err(format!(
+                    "{part:?} names vCPU {b}, but the guest has vCPUs 0 to {}",
+                    vcpus.saturating_sub(1)
+                ));
+            }
+            set.extend(a..=b);
+        }
+        let chosen: Vec<u32> = on.difference(&off).copied().collect();
+        if chosen.is_empty() {
+            return Err(format!("{mask:?} leaves no vCPU"));
+        }
+        Ok(chosen)
+    }
+}
+
 impl Cpu {
     /// Whether the guest's NUMA cells pass the host's through (`numa.guestMappingPassthrough`).
     pub fn numa_passthrough(&self) -> bool {

@@ -61,3 +61,23 @@ fn kubevirt_example_vm_round_trips() {
         "unset fields are not written"
     );
 }
+
+#[test]
+fn realtime_masks_read_as_libvirt_cpusets() {
+    let rt = |m: Option<&str>| crds::Realtime {
+        mask: m.map(str::to_owned),
+    };
+    assert_eq!(rt(None).vcpus(3), Ok(vec![0, 1, 2]));
+    assert_eq!(rt(Some("")).vcpus(2), Ok(vec![0, 1]));
+    assert_eq!(rt(Some("0-3,^1")).vcpus(4), Ok(vec![0, 2, 3]));
+    assert_eq!(rt(Some("0,2, 3")).vcpus(4), Ok(vec![0, 2, 3]));
+    for (mask, says) in [
+        ("4", "names vCPU 4, but the guest has vCPUs 0 to 3"),
+        ("3-1", "ends before it starts"),
+        ("0,^0", "leaves no vCPU"),
+        ("a", "is not a vCPU"),
+    ] {
+        let err = rt(Some(mask)).vcpus(4).unwrap_err();
+        assert!(err.contains(says), "{mask}: {err}");
+    }
+}

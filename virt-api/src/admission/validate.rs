@@ -217,6 +217,8 @@ fn cpu(path: &str, domain: &Value, causes: &mut Vec<Cause>) {
         ));
     }
     dedicated(path, domain, vcpus, causes);
+    hotplug(path, domain, causes);
+    numa_and_realtime(path, domain, vcpus, causes);
     if let Some(model) = cpu["model"].as_str()
         && !matches!(model, "host-passthrough" | "host-model")
         && (model.is_empty()
@@ -305,6 +307,95 @@ fn dedicated(path: &str, domain: &Value, vcpus: u64, causes: &mut Vec<Cause>) {
                 "Not more than two threads must be provided at {path}.domain.cpu.threads (got {t}) when DedicatedCPUPlacement is true"
             ),
         ));
+    }
+}
+
+/// KubeVirt's CPU hotplug rule (`validateCPUHotplug`): the sockets fit in `maxSockets`.
+/// Ferrovirt's own: the headroom's vCPUs stay within what the node side gives a guest.
+fn hotplug(path: &str, domain: &Value, causes: &mut Vec<Cause>) {
+    let cpu = &domain["cpu"];
+    let Some(max) = cpu["maxSockets"].as_u64() else {
+        return;
+    };
+    let count = |k: &str| cpu[k].as_u64().unwrap_or(1);
+    if count("sockets") > max {
+        let field = format!("{path}.domain.cpu.sockets");
+        causes.push(Cause::invalid(
+            &field,
+            format!(
+                "{field} ({}) is more than {path}.domain.cpu.maxSockets ({max}), the most sockets the guest may have",
+                count("sockets")
+            ),
+        ));
+    }
+    let most = max * count("cores") * count("threads");
+    if most > MAX_VCPUS {
+        let field = format!("{path}.domain.cpu.maxSockets");
+        causes.push(Cause::invalid(
+            &field,
+            format!(
+                "{field}: {most} vCPUs at most (maxSockets × cores × threads) is more than the {MAX_VCPUS} Ferrovirt supports"
+            ),
+        ));
+    }
+}
+
+/// KubeVirt's rules for the guest's NUMA passthrough (`validateNUMA`) and realtime
+/// (`validateRealtime`): NUMA passthrough maps dedicated CPUs and hugepages onto the host's
+/// nodes, so it needs both; realtime needs dedicated CPUs and the NUMA passthrough. The
+/// realtime mask names vCPUs the guest has (up to its hotplug headroom). `vcpus` is the
+/// guest's count.
+fn numa_and_realtime(path: &str, domain: &Value, vcpus: u64, causes: &mut Vec<Cause>) {
+    let cpu = &domain["cpu"];
+    let dedicated = cpu["dedicatedCpuPlacement"].as_bool() == Some(true);
+    let numa = cpu["numa"]["guestMappingPassthrough"].is_object();
+    let numa_field = format!("{path}.domain.cpu.numa.guestMappingPassthrough");
+    let dedicated_field = format!("{path}.domain.cpu.dedicatedCpuPlacement");
+    if numa && !dedicated {
+        causes.push(Cause::invalid(
+            &numa_field,
+            format!(
+                "{numa_field} maps the guest's vCPUs to the host NUMA nodes of their dedicated CPUs: set {dedicated_field} to true"
+            ),
+        ));
+    }
+    if numa && !domain["memory"]["hugepages"].is_object() {
+        causes.push(Cause::invalid(
+            &numa_field,
+            format!(
+                "{numa_field} puts each guest NUMA cell's memory on its host node's hugepages: set {path}.domain.memory.hugepages"
+            ),
+        ));
+    }
+    if !cpu["realtime"].is_object() {
+        return;
+    }
+    let realtime_field = format!("{path}.domain.cpu.realtime");
+    if !dedicated {
+        causes.push(Cause::required(
+            &dedicated_field,
+            format!(
+                "{realtime_field} runs the vCPUs at realtime priority on CPUs of their own: set {dedicated_field} to true"
+            ),
+        ));
+    }
+    if !numa {
+        causes.push(Cause::required(
+            &numa_field,
+            format!(
+                "{realtime_field} needs the guest's NUMA cells on the host's: set {numa_field}"
+            ),
+        ));
+    }
+    let headroom = cpu["maxSockets"].as_u64().map_or(vcpus, |m| {
+        m * cpu["cores"].as_u64().unwrap_or(1) * cpu["threads"].as_u64().unwrap_or(1)
+    });
+    let realtime: Result<crds::Realtime, _> = serde_json::from_value(cpu["realtime"].clone());
+    if let Ok(r) = realtime
+        && let Err(why) = r.vcpus(u32::try_from(headroom).unwrap_or(u32::MAX))
+    {
+        let field = format!("{realtime_field}.mask");
+        causes.push(Cause::invalid(&field, format!("{field}: {why}")));
     }
 }
 

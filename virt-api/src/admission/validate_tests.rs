@@ -82,6 +82,15 @@ fn the_good_spec_is_accepted() {
     }
 }
 
+/// `good()` with `cpu`, in 2Mi hugepages when `hugepages`.
+fn numa_realtime(cpu: Value, hugepages: bool) -> Value {
+    let mut s = with("/domain/cpu", cpu);
+    if hugepages {
+        s["domain"]["memory"] = json!({"hugepages": {"pageSize": "2Mi"}});
+    }
+    s
+}
+
 #[test]
 fn refused_table() {
     // (spec, the field named, a part of the message)
@@ -438,6 +447,43 @@ fn refused_table() {
             "spec.volumes[0].cloudInitNoCloud networkdata exceeds 2048 byte limit. Should use NetworkDataSecretRef for larger data.",
         ),
         (
+            with("/domain/cpu", json!({"sockets": 2, "maxSockets": 1})),
+            "spec.domain.cpu.sockets",
+            "spec.domain.cpu.sockets (2) is more than spec.domain.cpu.maxSockets (1)",
+        ),
+        (
+            with("/domain/cpu", json!({"cores": 2, "maxSockets": 300})),
+            "spec.domain.cpu.maxSockets",
+            "600 vCPUs at most",
+        ),
+        (
+            numa_realtime(json!({"numa": {"guestMappingPassthrough": {}}}), true),
+            "spec.domain.cpu.numa.guestMappingPassthrough",
+            "set spec.domain.cpu.dedicatedCpuPlacement to true",
+        ),
+        (
+            numa_realtime(
+                json!({"dedicatedCpuPlacement": true, "numa": {"guestMappingPassthrough": {}}}),
+                false,
+            ),
+            "spec.domain.cpu.numa.guestMappingPassthrough",
+            "set spec.domain.memory.hugepages",
+        ),
+        (
+            numa_realtime(json!({"dedicatedCpuPlacement": true, "realtime": {}}), true),
+            "spec.domain.cpu.numa.guestMappingPassthrough",
+            "spec.domain.cpu.realtime needs the guest's NUMA cells on the host's",
+        ),
+        (
+            numa_realtime(
+                json!({"dedicatedCpuPlacement": true, "cores": 2,
+                       "numa": {"guestMappingPassthrough": {}}, "realtime": {"mask": "0-2"}}),
+                true,
+            ),
+            "spec.domain.cpu.realtime.mask",
+            "names vCPU 2, but the guest has vCPUs 0 to 1",
+        ),
+        (
             with("/hostname", json!("My_Host")),
             "spec.hostname",
             "spec.hostname does not conform to the kubernetes DNS_LABEL rules : a lowercase RFC 1123 label",
@@ -501,6 +547,17 @@ fn accepted_table() {
         ),
         with("/domain/memory", json!({"guest": "1Mi"})),
         with("/domain/memory", json!({"hugepages": {"pageSize": "2Mi"}})),
+        // KubeVirt's cx1 and rt1 VMIs, and the hotplug headroom.
+        numa_realtime(
+            json!({"dedicatedCpuPlacement": true, "isolateEmulatorThread": true, "maxSockets": 1,
+                   "numa": {"guestMappingPassthrough": {}}}),
+            true,
+        ),
+        numa_realtime(
+            json!({"dedicatedCpuPlacement": true, "sockets": 2, "maxSockets": 4,
+                   "numa": {"guestMappingPassthrough": {}}, "realtime": {"mask": "0-3,^1"}}),
+            true,
+        ),
         with(
             "/domain/devices/disks/0",
             json!({"name": "root", "cdrom": {"bus": "sata"}}),
