@@ -30,6 +30,7 @@ mod vm_controller;
 mod vmi_controller;
 #[cfg(test)]
 mod vmi_mock_tests;
+mod volume_binding;
 mod writes;
 
 use std::sync::Arc;

@@ -103,6 +103,17 @@ async fn reconcile_vm(vm: &VirtualMachine, ctx: &Context) -> Result<Action> {
             note,
         });
     }
+    // A claim of its volumes the scheduler has not bound yet.
+    let binding = crate::volume_binding::show_vm(
+        vm,
+        plan.replacing,
+        &mut next.status,
+        &mut next.printable_change,
+        &old_status,
+        ctx,
+    )
+    .await;
+    plan.requeue = plan.requeue.min(binding.unwrap_or(plan.requeue));
 
     if leaves_status_to_cache(&old_status, &plan, &done, &next) {
         // The VMI's watch event wakes this VM (its VMI is then in the cache) and that pass

@@ -563,6 +563,56 @@ async fn an_unschedulable_pod_shows_the_schedulers_reason() {
     );
 }
 
+/// KubeVirt's WaitingForVolumeBinding: the VM is to run and its claim is not bound yet.
+/// The launcher pod names a scheduler nobody runs, so neither the scheduler's verdict
+/// (ErrorUnschedulable, which KubeVirt ranks higher) nor a placement comes in between;
+/// once a volume is bound to the claim, the VM is back to Starting.
+#[tokio::test]
+async fn a_vm_waits_for_its_claims_binding() {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let e = env("binding").await;
+    let class = format!("{}-immediate", e.ns.name());
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                 "resources": {"requests": {"storage": "1Mi"}}}
+    }))
+    .unwrap();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(e.client.clone(), e.ns.name());
+    pvcs.create(&PostParams::default(), &pvc).await.unwrap();
+    e.create_vm(vm_manifest(
+        "vm1",
+        json!({"runStrategy": "Always"}),
+        json!({"schedulerName": "ferrovirt-nobody",
+               "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]}),
+    ))
+    .await;
+    let vm = e.printable("vm1", "WaitingForVolumeBinding").await;
+    assert!(
+        condition(&vm, "Failure").is_none(),
+        "waiting is not a failure: {:?}",
+        vm.status
+    );
+
+    // A volume reserved for the claim: the binder binds them (its path is never mounted:
+    // no pod of this test is placed).
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": class},
+        "spec": {"capacity": {"storage": "1Mi"}, "accessModes": ["ReadWriteOnce"],
+                 "storageClassName": class, "persistentVolumeReclaimPolicy": "Delete",
+                 "claimRef": {"namespace": e.ns.name(), "name": "data"},
+                 "hostPath": {"path": "/nonexistent/ferrovirt-binding-test"}}
+    }))
+    .unwrap();
+    let pvs: Api<PersistentVolume> = Api::all(e.client.clone());
+    pvs.create(&PostParams::default(), &pv).await.unwrap();
+    e.printable("vm1", "Starting").await;
+    let phase = pvcs.get("data").await.unwrap().status.and_then(|s| s.phase);
+    assert_eq!(phase.as_deref(), Some("Bound"));
+    e.vms.delete("vm1", &DeleteParams::default()).await.unwrap();
+    pvs.delete(&class, &DeleteParams::default()).await.unwrap();
+}
+
 #[tokio::test]
 async fn deleting_the_vm_removes_instance_and_pod_in_background_and_foreground() {
     let e = env("cascade").await;
