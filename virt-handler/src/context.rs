@@ -4,6 +4,7 @@
 //! labeller use it.
 
 use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -170,19 +171,31 @@ impl Context {
                 .get_opt(claim)
                 .await?
                 .ok_or_else(|| unusable("not found".into()))?;
-            let in_pod = PathBuf::from(ferrovirt_node_contract::paths::claim_dir_in_pod(i));
-            let mounted = launcher_root.is_some_and(|root| {
-                std::fs::File::open(root).is_ok_and(|r| {
-                    volumes::launcher_root::open_in_root(&r, &in_pod.to_string_lossy()).is_ok()
-                })
+            let block = ferrovirt_node_contract::paths::claim_is_block(
+                pvc.spec.as_ref().and_then(|s| s.volume_mode.as_deref()),
+            );
+            let in_pod = PathBuf::from(if block {
+                ferrovirt_node_contract::paths::claim_device_in_pod(i)
+            } else {
+                ferrovirt_node_contract::paths::claim_dir_in_pod(i)
             });
+            let mounted = launcher_root.is_some_and(|root| in_launcher(root, &in_pod));
             let launcher = if mounted {
                 in_pod
             } else {
-                self.claim_dir(ns, claim).await?.map_err(unusable)?
+                let path = self.claim_dir(ns, claim).await?.map_err(unusable)?;
+                // A block volume's path is the administrator's (often a link such as
+                // /dev/disk/by-id/...): resolved once, as kubelet does; the device at its
+                // end is then opened without following links.
+                match block {
+                    true => std::fs::canonicalize(&path).map_err(|e| {
+                        unusable(format!("the volume's device {}: {e}", path.display()))
+                    })?,
+                    false => path,
+                }
             };
             tracing::info!(volume = %v.name, claim, dir = %launcher.display(), in_pod = mounted,
-                "claim directory");
+                block, "claim directory");
             let size = |q: Option<&Quantity>| q.and_then(crds::quantity::bytes);
             let request = size(
                 pvc.spec
@@ -199,14 +212,15 @@ impl Context {
                 volumes::ClaimDir {
                     launcher,
                     in_pod: mounted,
-                    image_size: volumes::image_size(request, capacity),
+                    image_size: volumes::image_size(request, capacity).filter(|_| !block),
+                    block,
                 },
             );
         }
         Ok(out)
     }
 
-    /// The directory of the hostPath or local PersistentVolume bound to `claim`, or why
+    /// The path of the hostPath or local PersistentVolume bound to `claim`, or why
     /// there is none.
     async fn claim_dir(
         &self,
@@ -336,4 +350,18 @@ fn launcher_cpus(pid: u32) -> Result<Vec<u32>> {
                 "no Cpus_allowed_list",
             ))
         })
+}
+
+/// Whether the launcher pod under `root` (`/proc/<pid>/root`) has `path` (a claim's mount
+/// or device), resolved inside its tree; nothing at the end is opened.
+fn in_launcher(root: &Path, path: &Path) -> bool {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return false;
+    };
+    std::fs::File::open(root).is_ok_and(|r| {
+        volumes::launcher_root::open_in_root(&r, &dir.to_string_lossy()).is_ok_and(|d| {
+            let at = PathBuf::from(format!("/proc/self/fd/{}", d.as_raw_fd())).join(name);
+            std::fs::symlink_metadata(at).is_ok()
+        })
+    })
 }

@@ -220,6 +220,7 @@ fn any_spec_the_schema_accepts_converts_or_names_the_field() {
                 launcher: PathBuf::from("/var/lib/pv").join(n),
                 in_pod: false,
                 image_size: None,
+                block: false,
             };
             (n.to_string(), dir)
         })

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crds::VirtualMachineInstance;
-use ferrovirt_node_contract::paths::claim_dir_in_pod;
+use ferrovirt_node_contract::paths::{claim_device_in_pod, claim_dir_in_pod};
 use kube::ResourceExt;
 use serde::Deserialize;
 use virt_handler::config::Virtualization;
@@ -32,7 +32,13 @@ fn convert_vmi(vmi: &VirtualMachineInstance) -> virt_handler::Result<String> {
         Some("emulation") => Virtualization::Emulation,
         _ => Virtualization::Kvm,
     };
-    // Claims where the launcher pod mounts them.
+    // Claims where the launcher pod mounts them, or has their device: the annotation
+    // `ferrovirt.test/block-claims` names the volumes whose claim is in block mode.
+    let block: Vec<String> = vmi
+        .annotations()
+        .get("ferrovirt.test/block-claims")
+        .map(|names| names.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
     let pvcs: BTreeMap<String, ClaimDir> = vmi
         .spec
         .volumes
@@ -40,10 +46,15 @@ fn convert_vmi(vmi: &VirtualMachineInstance) -> virt_handler::Result<String> {
         .enumerate()
         .filter(|(_, v)| v.claim_name().is_some())
         .map(|(i, v)| {
+            let block = block.contains(&v.name);
             let dir = ClaimDir {
-                launcher: PathBuf::from(claim_dir_in_pod(i)),
+                launcher: PathBuf::from(match block {
+                    true => claim_device_in_pod(i),
+                    false => claim_dir_in_pod(i),
+                }),
                 in_pod: true,
                 image_size: None,
+                block,
             };
             (v.name.clone(), dir)
         })

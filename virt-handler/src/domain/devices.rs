@@ -165,7 +165,10 @@ pub fn disks(
         // tray open, so the domain has the drive empty (no source), as an open tray
         // leaves it; the guest sees the drive and no medium.
         let open_tray = p.tray == Some(crds::TrayState::Open);
-        x.open("disk", &[("type", "file"), ("device", device)]);
+        // A block claim's device is a block disk (KubeVirt's); an open tray has no source.
+        let block = p.volume.is_block() && !open_tray;
+        let kind = if block { "block" } else { "file" };
+        x.open("disk", &[("type", kind), ("device", device)]);
         let format = if open_tray {
             "raw"
         } else {
@@ -187,7 +190,8 @@ pub fn disks(
         let driver: Vec<(&str, &str)> = driver.iter().map(|(k, v)| (*k, v.as_str())).collect();
         x.empty("driver", &driver);
         if !open_tray {
-            x.empty("source", &[("file", &p.volume.path.display().to_string())]);
+            let attr = if block { "dev" } else { "file" };
+            x.empty("source", &[(attr, &p.volume.path.display().to_string())]);
         }
         // The tray's state as the VMI gives it.
         let mut target = vec![("dev", dev.as_str()), ("bus", bus)];

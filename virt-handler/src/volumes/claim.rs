@@ -1,9 +1,16 @@
-//! A persistentVolumeClaim's or dataVolume's disk: `disk.img` on the claim's filesystem,
-//! as KubeVirt has it. The launcher pod mounts the claim (node-contract's
-//! `claim_dir_in_pod`), whatever volume is behind it; virt-handler reaches that directory
-//! through the launcher's `/proc/<pid>/root`, resolved inside the launcher's tree, and
-//! opens the image there without following a symbolic link. A launcher outside a pod
-//! (virt-handler's own tests) uses the claim's hostPath or local volume directly.
+//! A persistentVolumeClaim's or dataVolume's disk, as KubeVirt has it:
+//! - a filesystem claim holds it as `disk.img`. The launcher pod mounts the claim
+//!   (node-contract's `claim_dir_in_pod`), whatever volume is behind it; virt-handler
+//!   reaches that directory through the launcher's `/proc/<pid>/root`, resolved inside the
+//!   launcher's tree, and opens the image there without following a symbolic link;
+//! - a block claim (`volumeMode: Block`) is the disk: the launcher pod has the device
+//!   (node-contract's `claim_device_in_pod`), which virt-handler opens the same way,
+//!   requires to be a block device and gives to the launcher's user; QEMU opens it by that
+//!   path in the launcher's mount namespace. Nothing is made; its size is the device's.
+//!
+//! A launcher outside a pod (virt-handler's own tests) uses the claim's hostPath or local
+//! volume directly: its directory, or for a block claim its device (the administrator's
+//! path, links in it resolved once, as kubelet does), which must be a block device.
 //!
 //! A missing image is made, as KubeVirt's launcher does (it turns such a claim into a
 //! `DiskOrCreate` host disk): sparse, the claim's requested size (its capacity when that is
@@ -18,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use ferrovirt_node_contract::paths::CLAIM_DISK_IMAGE;
 
-use super::hostdisk::{FileId, open_confined};
+use super::hostdisk::{FileId, open_confined, open_device_confined};
 use super::launcher_root::open_in_root;
 use crate::{Error, Result};
 
@@ -26,16 +33,19 @@ use crate::{Error, Result};
 pub const TOLERATED_SHORTFALL_PERCENT: u64 = 10;
 const MIB: u64 = 1 << 20;
 
-/// A claim volume's directory, as [`super::plan`] needs it.
+/// A claim volume's directory (or device), as [`super::plan`] needs it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClaimDir {
-    /// The directory as the launcher (QEMU, virtiofsd) sees it.
+    /// The directory as the launcher (QEMU, virtiofsd) sees it; for a block claim, the
+    /// device.
     pub launcher: PathBuf,
-    /// It is the launcher pod's mount (reached through the launcher's root), not a
-    /// directory of this host.
+    /// It is the launcher pod's mount or device (reached through the launcher's root),
+    /// not a path of this host.
     pub in_pod: bool,
-    /// The size a missing disk image is made (None: the claim tells none).
+    /// The size a missing disk image is made (None: the claim tells none, or is a device).
     pub image_size: Option<u64>,
+    /// The claim is in block mode: `launcher` is its device.
+    pub block: bool,
 }
 
 /// The size KubeVirt gives a claim's disk image: the request when the capacity is larger
@@ -111,25 +121,70 @@ pub fn open(
         ),
         owner,
     )
-    .map_err(|e| {
-        // Name the image as the launcher sees it, not by this handler's descriptor.
-        let as_seen = |m: String| {
-            m.replace(
-                &image.display().to_string(),
-                &dir.join(CLAIM_DISK_IMAGE).display().to_string(),
-            )
-        };
-        match e {
-            Error::Volume { message, .. } => unusable(as_seen(message)),
-            Error::Unsupported { field, message } => Error::Unsupported {
-                field,
-                message: format!("claim {claim:?}: {}", as_seen(message)),
-            },
-            e => e,
-        }
-    })?;
+    // Name the image as the launcher sees it, not by this handler's descriptor.
+    .map_err(|e| as_seen(e, claim, &image, &dir.join(CLAIM_DISK_IMAGE)))?;
     drop(held);
     Ok(id)
+}
+
+/// Opens the device of the block-mode claim volume `spec.volumes[index]` named `volume`,
+/// at `device` as the launcher sees it (`in_pod`: in the launcher pod, reached through
+/// `launcher_root`; else a path of this host), requires a block device, gives it to the
+/// launcher's user and tells its size in bytes.
+pub fn open_device(
+    index: usize,
+    volume: &str,
+    claim: &str,
+    device: &Path,
+    in_pod: bool,
+    launcher_root: Option<&Path>,
+    owner: (u32, u32),
+) -> Result<u64> {
+    let unusable = |m: String| Error::volume(volume, format!("claim {claim:?}: {m}"));
+    let field = format!("spec.volumes[{index}]");
+    let (Some(dir), Some(name)) = (device.parent(), device.file_name()) else {
+        return Err(unusable(format!("{} names no device", device.display())));
+    };
+    // Held open while the device is: its directory as this handler reaches it.
+    let held: Option<File>;
+    let here = if in_pod {
+        let root = launcher_root.ok_or_else(|| {
+            unusable("the launcher pod's files are out of reach (no launcher process)".into())
+        })?;
+        let root = File::open(root).map_err(Error::io("opening", root))?;
+        let d = open_in_root(&root, &dir.to_string_lossy())
+            .map_err(|e| unusable(format!("{} in the launcher pod: {e}", dir.display())))?;
+        let here = PathBuf::from(format!("/proc/self/fd/{}", d.as_raw_fd()));
+        held = Some(d);
+        here
+    } else {
+        held = None;
+        dir.to_path_buf()
+    };
+    let (_, size) = open_device_confined(&field, volume, &here, &here.join(name), owner)
+        .map_err(|e| as_seen(e, claim, &here.join(name), device))?;
+    drop(held);
+    if size == 0 {
+        return Err(unusable(format!("{} is empty (0 bytes)", device.display())));
+    }
+    tracing::info!(volume, claim, device = %device.display(), size, "block claim device");
+    Ok(size)
+}
+
+/// `e` naming `seen` (the path as the launcher sees it) where it named `here` (this
+/// handler's way to it), and the claim.
+fn as_seen(e: Error, claim: &str, here: &Path, seen: &Path) -> Error {
+    let fix = |m: String| m.replace(&here.display().to_string(), &seen.display().to_string());
+    match e {
+        Error::Volume { volume, message } => {
+            Error::volume(&volume, format!("claim {claim:?}: {}", fix(message)))
+        }
+        Error::Unsupported { field, message } => Error::Unsupported {
+            field,
+            message: format!("claim {claim:?}: {}", fix(message)),
+        },
+        e => e,
+    }
 }
 
 /// Free bytes on the filesystem holding `dir`, for an unprivileged user.
@@ -204,5 +259,117 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("symbolic link"), "{e}");
+    }
+
+    /// A loop device on a sparse file of `size` bytes, detached when dropped.
+    struct Loop(String, #[allow(dead_code)] tempfile::NamedTempFile);
+
+    impl Loop {
+        fn attach(size: u64) -> Loop {
+            let file = tempfile::NamedTempFile::new().unwrap();
+            file.as_file().set_len(size).unwrap();
+            let out = std::process::Command::new("losetup")
+                .args(["-f", "--show"])
+                .arg(file.path())
+                .output()
+                .expect("losetup (package mount) to make a loop device");
+            assert!(
+                out.status.success(),
+                "losetup -f --show failed (the test needs root and /dev/loop*): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Loop(
+                String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+                file,
+            )
+        }
+    }
+
+    impl Drop for Loop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", &self.0])
+                .status();
+        }
+    }
+
+    #[test]
+    fn a_block_claim_is_its_device_in_the_launchers_tree_and_nothing_else() {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let me = (unsafe { libc::getuid() }, unsafe { libc::getgid() });
+        let dev = Loop::attach(3 * MIB);
+        // On this host (a launcher outside a pod): the volume's device.
+        let size = open_device(0, "data", "c", Path::new(&dev.0), false, None, me).unwrap();
+        assert_eq!(size, 3 * MIB);
+
+        // In a launcher's tree: the device node where the pod has it, given to the
+        // launcher's user.
+        let root = tempfile::tempdir().unwrap();
+        let in_pod = ferrovirt_node_contract::paths::claim_device_in_pod(1);
+        let node = root.path().join(in_pod.trim_start_matches('/'));
+        std::fs::create_dir_all(node.parent().unwrap()).unwrap();
+        let rdev = std::fs::metadata(&dev.0).unwrap().rdev();
+        let c = std::ffi::CString::new(node.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid path; a block device node of the loop device's number.
+        assert_eq!(
+            unsafe { libc::mknod(c.as_ptr(), libc::S_IFBLK | 0o600, rdev) },
+            0
+        );
+        let size = open_device(
+            1,
+            "data",
+            "c",
+            Path::new(&in_pod),
+            true,
+            Some(root.path()),
+            (107, 107),
+        )
+        .unwrap();
+        assert_eq!(size, 3 * MIB);
+        let m = std::fs::metadata(&node).unwrap();
+        assert!(m.file_type().is_block_device());
+        assert_eq!((m.uid(), m.gid()), (107, 107));
+
+        // Anything else at that path is refused, naming the field: a file, a link to the
+        // device, nothing.
+        let refused = |what: &dyn Fn(&Path)| {
+            let _ = std::fs::remove_file(&node);
+            what(&node);
+            open_device(
+                1,
+                "data",
+                "c",
+                Path::new(&in_pod),
+                true,
+                Some(root.path()),
+                me,
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        let e = refused(&|n| std::fs::write(n, b"x").unwrap());
+        assert!(
+            e.starts_with("spec.volumes[1]")
+                && e.contains("claim \"c\": /dev/ferrovirt-vmi-disks/1 is not a block device"),
+            "{e}"
+        );
+        let e = refused(&|n| std::os::unix::fs::symlink(&dev.0, n).unwrap());
+        assert!(e.contains("symbolic link"), "{e}");
+        std::fs::remove_file(&node).unwrap();
+        let e = open_device(
+            1,
+            "data",
+            "c",
+            Path::new(&in_pod),
+            true,
+            Some(root.path()),
+            me,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("does not exist"), "{e}");
+        // A directory (a filesystem claim's mount) is not a device either.
+        let e = refused(&|n| std::fs::create_dir(n).unwrap());
+        assert!(e.contains("is not a block device"), "{e}");
     }
 }

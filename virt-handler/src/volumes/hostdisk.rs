@@ -182,6 +182,56 @@ pub fn open_confined(
     (uid, gid): (u32, u32),
 ) -> Result<FileId> {
     let refuse = |m: String| Error::unsupported(field.to_owned(), m);
+    let (dir, file) = walk(prefix, path, create.is_some(), &refuse)?;
+    let c = cstring(&file)?;
+    let fd = match openat(&dir, &c, libc::O_PATH | libc::O_NOFOLLOW, 0) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match create {
+            None => {
+                return Err(Error::volume(
+                    volume,
+                    format!("{} does not exist ({missing})", path.display()),
+                ));
+            }
+            Some(capacity) => {
+                let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+                let fd = openat(&dir, &c, flags, 0o644).map_err(Error::io("creating", path))?;
+                let f = std::fs::File::from(fd);
+                f.set_len(capacity).map_err(Error::io("sizing", path))?;
+                tracing::info!(path = %path.display(), capacity, "disk image created");
+                OwnedFd::from(f)
+            }
+        },
+        Err(e) => return Err(explain(&dir, &c, path, e, &refuse)),
+    };
+    let st = fstat(&fd).map_err(Error::io("inspecting", path))?;
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => {
+            // QEMU opens it as the launcher's user, as KubeVirt gives a non-root VMI's
+            // host disks to the qemu user.
+            give_fd(&fd, &st, (uid, gid), path)?;
+            Ok(FileId {
+                dev: st.st_dev,
+                ino: st.st_ino,
+            })
+        }
+        libc::S_IFLNK => Err(refuse(format!(
+            "{} is a symbolic link; host disk paths may not follow symbolic links",
+            path.display()
+        ))),
+        _ => Err(refuse(format!("{} is not a regular file", path.display()))),
+    }
+}
+
+/// Walks from `prefix` to the directory holding `path`'s last component, one component at
+/// a time without following a symbolic link (creating missing directories with `create`):
+/// that directory and the last component's name.
+fn walk(
+    prefix: &Path,
+    path: &Path,
+    create: bool,
+    refuse: &dyn Fn(String) -> Error,
+) -> Result<(OwnedFd, std::ffi::OsString)> {
     let rest = path.strip_prefix(prefix).map_err(|_| {
         refuse(format!(
             "{} is not under {}",
@@ -213,7 +263,7 @@ pub fn open_confined(
         let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW;
         dir = match openat(&dir, &c, flags, 0) {
             Ok(fd) => fd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create.is_some() => {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 // SAFETY: dir is an open directory fd, c a valid C string.
                 let rc = unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o755) };
                 if rc != 0 {
@@ -227,53 +277,76 @@ pub fn open_confined(
             Err(e) => return Err(explain(&dir, &c, &walked, e, &refuse)),
         };
     }
-    let c = cstring(file)?;
+    Ok((dir, file.to_os_string()))
+}
+
+/// Gives the file open at `fd` (whose status is `st`) to the launcher's user.
+fn give_fd(fd: &OwnedFd, st: &libc::stat, (uid, gid): (u32, u32), path: &Path) -> Result<()> {
+    if (st.st_uid, st.st_gid) == (uid, gid) {
+        return Ok(());
+    }
+    // SAFETY: fd is an open (O_PATH) fd; the empty path means the fd itself.
+    let rc = unsafe { libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH) };
+    if rc != 0 {
+        return Err(Error::io("giving to the launcher's user", path)(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Linux's `BLKGETSIZE64`: a block device's size in bytes.
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+
+/// Opens the block device `path` below `prefix` as [`open_confined`] opens a file (no
+/// symbolic link followed on the way or at the end), requires a block device (`field` is
+/// named otherwise, `volume` when it is missing), gives it to the launcher's user and
+/// tells its size in bytes. Nothing is made.
+pub fn open_device_confined(
+    field: &str,
+    volume: &str,
+    prefix: &Path,
+    path: &Path,
+    owner: (u32, u32),
+) -> Result<(FileId, u64)> {
+    let refuse = |m: String| Error::unsupported(field.to_owned(), m);
+    let (dir, file) = walk(prefix, path, false, &refuse)?;
+    let c = cstring(&file)?;
     let fd = match openat(&dir, &c, libc::O_PATH | libc::O_NOFOLLOW, 0) {
         Ok(fd) => fd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match create {
-            None => {
-                return Err(Error::volume(
-                    volume,
-                    format!("{} does not exist ({missing})", path.display()),
-                ));
-            }
-            Some(capacity) => {
-                let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-                let fd = openat(&dir, &c, flags, 0o644).map_err(Error::io("creating", path))?;
-                let f = std::fs::File::from(fd);
-                f.set_len(capacity).map_err(Error::io("sizing", path))?;
-                tracing::info!(path = %path.display(), capacity, "disk image created");
-                OwnedFd::from(f)
-            }
-        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::volume(
+                volume,
+                format!("{} does not exist", path.display()),
+            ));
+        }
         Err(e) => return Err(explain(&dir, &c, path, e, &refuse)),
     };
     let st = fstat(&fd).map_err(Error::io("inspecting", path))?;
     match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => {
-            // QEMU opens it as the launcher's user, as KubeVirt gives a non-root VMI's
-            // host disks to the qemu user.
-            if (st.st_uid, st.st_gid) != (uid, gid) {
-                // SAFETY: fd is an open O_PATH fd; the empty path means the fd itself.
-                let rc = unsafe {
-                    libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH)
-                };
-                if rc != 0 {
-                    return Err(Error::io("giving to the launcher's user", path)(
-                        std::io::Error::last_os_error(),
-                    ));
-                }
+        libc::S_IFBLK => {
+            give_fd(&fd, &st, owner, path)?;
+            // The device itself, opened again through the descriptor that was checked.
+            let dev = std::fs::File::open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                .map_err(Error::io("opening", path))?;
+            let mut size: u64 = 0;
+            // SAFETY: BLKGETSIZE64 writes one u64 to the pointer; dev is an open device.
+            if unsafe { libc::ioctl(dev.as_raw_fd(), BLKGETSIZE64, &mut size) } != 0 {
+                return Err(Error::io("sizing", path)(std::io::Error::last_os_error()));
             }
-            Ok(FileId {
-                dev: st.st_dev,
-                ino: st.st_ino,
-            })
+            Ok((
+                FileId {
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                },
+                size,
+            ))
         }
         libc::S_IFLNK => Err(refuse(format!(
-            "{} is a symbolic link; host disk paths may not follow symbolic links",
+            "{} is a symbolic link; a claim's device may not be a symbolic link",
             path.display()
         ))),
-        _ => Err(refuse(format!("{} is not a regular file", path.display()))),
+        _ => Err(refuse(format!("{} is not a block device", path.display()))),
     }
 }
 

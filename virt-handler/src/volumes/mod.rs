@@ -70,6 +70,13 @@ pub struct Planned {
     pub prep: Prep,
 }
 
+impl Planned {
+    /// The disk is a block device (`<disk type="block">`), not a file.
+    pub fn is_block(&self) -> bool {
+        matches!(self.prep, Prep::PvcDevice { .. })
+    }
+}
+
 /// What [`prepare`] does for a volume. `file` is relative to the per-VMI directory.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Prep {
@@ -106,6 +113,13 @@ pub enum Prep {
         index: usize,
         in_pod: bool,
         create: Option<u64>,
+    },
+    /// A block claim's device ([`claim`]), the guest's disk as it is; `in_pod`: the
+    /// launcher pod's device. `index` is the volume's position in the spec.
+    PvcDevice {
+        claim: String,
+        index: usize,
+        in_pod: bool,
     },
     /// An ISO 9660 disk labelled `label` holding the files of a configMap, secret,
     /// serviceAccount or downwardAPI volume, read where the launcher pod has them.
@@ -229,17 +243,31 @@ pub fn plan(
                 .as_ref()
                 .and_then(|p| p.read_only)
                 .unwrap_or(false);
-            Planned {
-                name: v.name.clone(),
-                path: dir.launcher.join(CLAIM_DISK_IMAGE),
-                format: Format::Raw,
-                read_only,
-                prep: Prep::Pvc {
-                    claim: claim.to_string(),
-                    index: i,
-                    in_pod: dir.in_pod,
-                    create: dir.image_size.filter(|_| !read_only),
-                },
+            if dir.block {
+                Planned {
+                    name: v.name.clone(),
+                    path: dir.launcher.clone(),
+                    format: Format::Raw,
+                    read_only,
+                    prep: Prep::PvcDevice {
+                        claim: claim.to_string(),
+                        index: i,
+                        in_pod: dir.in_pod,
+                    },
+                }
+            } else {
+                Planned {
+                    name: v.name.clone(),
+                    path: dir.launcher.join(CLAIM_DISK_IMAGE),
+                    format: Format::Raw,
+                    read_only,
+                    prep: Prep::Pvc {
+                        claim: claim.to_string(),
+                        index: i,
+                        in_pod: dir.in_pod,
+                        create: dir.image_size.filter(|_| !read_only),
+                    },
+                }
             }
         } else if v.downward_metrics.is_some() {
             let (path, file) = local(DOWNWARD_METRICS_EXT);
@@ -301,6 +329,7 @@ mod tests {
             launcher: PathBuf::from(d),
             in_pod,
             image_size: Some(1 << 30),
+            block: false,
         };
         let pvcs = BTreeMap::from([
             ("pv".to_owned(), dir("/pv/c", false)),

@@ -141,6 +141,21 @@ pub fn prepare(
                 let made = (*in_pod, *create);
                 super::claim::open(*index, &p.name, claim, dir, made, launcher_root, owner)?;
             }
+            Prep::PvcDevice {
+                claim,
+                index,
+                in_pod,
+            } => {
+                super::claim::open_device(
+                    *index,
+                    &p.name,
+                    claim,
+                    &p.path,
+                    *in_pod,
+                    launcher_root,
+                    owner,
+                )?;
+            }
         }
     }
     Ok(host_disks)

@@ -72,12 +72,20 @@ pub fn shares(
                     ),
                 ));
             }
-            claims
-                .get(&fs.name)
-                .map(|c| c.launcher.clone())
-                .ok_or_else(|| {
-                    Error::volume(&fs.name, format!("claim {claim:?} has no directory here"))
-                })?
+            let dir = claims.get(&fs.name).ok_or_else(|| {
+                Error::volume(&fs.name, format!("claim {claim:?} has no directory here"))
+            })?;
+            if dir.block {
+                // virt-controller refuses it before the pod (PvcVolumeModeUnsupported).
+                return Err(Error::unsupported(
+                    field,
+                    format!(
+                        "claim {claim:?} has volumeMode Block: a block device cannot be shared \
+                         as a filesystem"
+                    ),
+                ));
+            }
+            dir.launcher.clone()
         } else {
             return Err(Error::unsupported(
                 field,
@@ -122,6 +130,7 @@ mod tests {
             launcher: PathBuf::from("/var/run/ferrovirt-private/vmi-disks/3"),
             in_pod: true,
             image_size: None,
+            block: false,
         };
         let pvcs = BTreeMap::from([("pv".to_owned(), claim)]);
         let got = shares(&s, Path::new("/vmi"), &pvcs, true).unwrap();
