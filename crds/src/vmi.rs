@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, PodDNSConfig, Toleration, TopologySpreadConstraint};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -271,6 +272,32 @@ pub struct PersistentVolumeClaimInfo {
     /// The claim's access modes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access_modes: Vec<String>,
+    /// The claim's volume mode (Filesystem or Block).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_mode: Option<String>,
+    /// The capacity of the volume bound to the claim (its `status.capacity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<BTreeMap<String, Quantity>>,
+    /// What the claim requests (its `spec.resources.requests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<BTreeMap<String, Quantity>>,
+}
+
+impl PersistentVolumeClaimInfo {
+    /// What `status.volumeStatus` shows of `pvc` behind a VMI's volume (KubeVirt's
+    /// `processPVCInfo`): its name, access modes, volume mode, capacity and requests.
+    pub fn of(pvc: &k8s_openapi::api::core::v1::PersistentVolumeClaim) -> Self {
+        let spec = pvc.spec.as_ref();
+        PersistentVolumeClaimInfo {
+            claim_name: pvc.metadata.name.clone(),
+            access_modes: spec
+                .and_then(|s| s.access_modes.clone())
+                .unwrap_or_default(),
+            volume_mode: spec.and_then(|s| s.volume_mode.clone()),
+            capacity: pvc.status.as_ref().and_then(|s| s.capacity.clone()),
+            requests: spec.and_then(|s| s.resources.as_ref()?.requests.clone()),
+        }
+    }
 }
 
 impl VirtualMachineInstanceStatus {

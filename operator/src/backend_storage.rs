@@ -208,6 +208,7 @@ pub(crate) fn show_claim(status: &mut VirtualMachineInstanceStatus, pvc: &Persis
             .as_ref()
             .and_then(|s| s.access_modes.clone())
             .unwrap_or_default(),
+        ..Default::default()
     };
     match status
         .volume_status

@@ -14,7 +14,12 @@
 //! A dataVolume volume is gated by its DataVolume first ([`crate::datavolume`]); its claim
 //! (the DataVolume's name) is then read here as a persistentVolumeClaim's is.
 
-use crds::{VirtualMachineInstance, VirtualMachineInstanceStatus, VmiPhase};
+use std::collections::BTreeMap;
+
+use crds::{
+    BACKEND_STORAGE_VOLUME, PersistentVolumeClaimInfo, VirtualMachineInstance,
+    VirtualMachineInstanceStatus, VmiPhase, VolumeStatus,
+};
 use ferrovirt_node_contract::paths::claim_is_block;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
@@ -125,6 +130,57 @@ pub(crate) async fn gate_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Res
     })
 }
 
+/// `status.volumeStatus` with an entry for each of the VMI's volumes (KubeVirt's
+/// `updateVolumeStatus`), sorted by name, those of claims with their claim
+/// (`persistentVolumeClaimInfo`, from `pvcs` by claim name); entries already there keep
+/// what they hold (the backend storage's, a target), an entry of a volume no longer in the
+/// spec goes. Pure.
+pub(crate) fn show_volumes(
+    vmi: &VirtualMachineInstance,
+    status: &mut VirtualMachineInstanceStatus,
+    pvcs: &BTreeMap<String, PersistentVolumeClaim>,
+) {
+    let mut old: BTreeMap<String, VolumeStatus> = std::mem::take(&mut status.volume_status)
+        .into_iter()
+        .map(|v| (v.name.clone(), v))
+        .collect();
+    let mut shown: Vec<VolumeStatus> = old.remove(BACKEND_STORAGE_VOLUME).into_iter().collect();
+    for volume in &vmi.spec.volumes {
+        let mut entry = old.remove(&volume.name).unwrap_or_else(|| VolumeStatus {
+            name: volume.name.clone(),
+            ..Default::default()
+        });
+        if let Some(pvc) = volume.claim_name().and_then(|c| pvcs.get(c)) {
+            entry.persistent_volume_claim_info = Some(PersistentVolumeClaimInfo::of(pvc));
+        }
+        shown.push(entry);
+    }
+    shown.sort_by(|a, b| a.name.cmp(&b.name));
+    status.volume_status = shown;
+}
+
+/// The claims of the VMI's volumes, by name, as read now (one GET each; a claim that
+/// cannot be read is left out, and only logged).
+pub(crate) async fn read(
+    vmi: &VirtualMachineInstance,
+    ctx: &Context,
+) -> BTreeMap<String, PersistentVolumeClaim> {
+    let api: Api<PersistentVolumeClaim> =
+        Api::namespaced(ctx.client.clone(), &vmi.namespace().unwrap_or_default());
+    let mut out = BTreeMap::new();
+    for claim in vmi.spec.volumes.iter().filter_map(crds::Volume::claim_name) {
+        ctx.metrics.request("get", "persistentvolumeclaims");
+        match api.get_opt(claim).await {
+            Ok(Some(pvc)) => {
+                out.insert(claim.to_string(), pvc);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(claim, error = %e, "reading the VMI's claim failed"),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,5 +221,49 @@ mod tests {
         assert_eq!(refusal(field, "c", Some(&pvc(None)), true), None);
         assert!(is_block(&pvc(Some("Block"))));
         assert!(!is_block(&pvc(None)));
+    }
+
+    #[test]
+    fn each_volume_shows_in_volume_status_its_claims_with_what_they_hold() {
+        let vmi: VirtualMachineInstance = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "v"},
+            "spec": {"domain": {"devices": {}}, "volumes": [
+                {"name": "root", "containerDisk": {"image": "x"}},
+                {"name": "data", "persistentVolumeClaim": {"claimName": "c"}},
+                {"name": "dv", "dataVolume": {"name": "gone"}}
+            ]}
+        }))
+        .unwrap();
+        let mut status: VirtualMachineInstanceStatus = serde_json::from_value(serde_json::json!({
+            "volumeStatus": [
+                {"name": "persistent-state-for-this-vm", "target": "",
+                 "persistentVolumeClaimInfo": {"claimName": "state"}},
+                {"name": "root", "target": "vda"},
+                {"name": "removed", "target": "vdz"}
+            ]
+        }))
+        .unwrap();
+        let claim: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "c"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "volumeMode": "Filesystem",
+                     "resources": {"requests": {"storage": "32Mi"}}},
+            "status": {"phase": "Bound", "capacity": {"storage": "64Mi"}}
+        }))
+        .unwrap();
+        let pvcs = BTreeMap::from([("c".to_string(), claim)]);
+        show_volumes(&vmi, &mut status, &pvcs);
+        assert_eq!(
+            serde_json::to_value(&status.volume_status).unwrap(),
+            serde_json::json!([
+                {"name": "data", "target": "", "persistentVolumeClaimInfo": {
+                    "claimName": "c", "accessModes": ["ReadWriteOnce"],
+                    "volumeMode": "Filesystem", "capacity": {"storage": "64Mi"},
+                    "requests": {"storage": "32Mi"}}},
+                {"name": "dv", "target": ""},
+                {"name": "persistent-state-for-this-vm", "target": "",
+                 "persistentVolumeClaimInfo": {"claimName": "state"}},
+                {"name": "root", "target": "vda"}
+            ])
+        );
     }
 }

@@ -516,6 +516,12 @@ async fn write_pod_plan(
     for (type_, reason, note) in std::mem::take(&mut plan.events) {
         ctx.event(vmi.object_ref(&()), type_, reason, note);
     }
+    // The volumes in the Scheduled write, their claims bound by then (KubeVirt keeps
+    // `volumeStatus` from its claim cache; virt-handler owns the status from here).
+    if plan.status.phase == Some(VmiPhase::Scheduled) && old.phase != Some(VmiPhase::Scheduled) {
+        let pvcs = crate::claims::read(vmi, ctx).await;
+        crate::claims::show_volumes(vmi, &mut plan.status, &pvcs);
+    }
     let label = plan.label_node.as_deref();
     write_status(vmi, old, plan.status, label, vmis, now, ctx).await?;
     Ok(Action::requeue(plan.requeue))
