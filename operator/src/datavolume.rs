@@ -129,9 +129,9 @@ impl Found {
         self.dvs.iter().find_map(|d| d.error.as_deref())
     }
 
-    /// KubeVirt's `HasDataVolumeProvisioning`: a DataVolume exists and is not ready
-    /// (Ferrovirt's launcher pods mount no claims, so nothing would ever consume a
-    /// `WaitForFirstConsumer` claim first: it counts as provisioning).
+    /// KubeVirt's `HasDataVolumeProvisioning`: a DataVolume exists and is not ready.
+    /// Unlike KubeVirt, one in phase `WaitForFirstConsumer` counts as provisioning too:
+    /// Ferrovirt makes no temporary pod to consume its claim first, so the VM waits.
     fn provisioning(&self) -> bool {
         self.dvs.iter().any(|d| d.exists && !d.ready())
     }
