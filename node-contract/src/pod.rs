@@ -43,6 +43,9 @@ pub const NODE_SCHEDULABLE_LABEL: &str = "kubevirt.io/schedulable";
 pub const CPU_MANAGER_LABEL: &str = "kubevirt.io/cpumanager";
 /// KubeVirt's older name of [`CPU_MANAGER_LABEL`], which its handler also sets.
 pub const CPU_MANAGER_LABEL_DEPRECATED: &str = "cpumanager";
+/// On a Node: "true" where realtime threads are not throttled (`kernel.sched_rt_runtime_us`
+/// is -1), as KubeVirt's virt-handler sets it; a VMI with `cpu.realtime` goes only there.
+pub const REALTIME_LABEL: &str = "kubevirt.io/realtime";
 /// KubeVirt's device-plugin resource for /dev/kvm; devnode advertises it.
 pub const KVM_RESOURCE: &str = "devices.kubevirt.io/kvm";
 /// KubeVirt's device-plugin resource for /dev/net/tun: QEMU opens the tap virt-handler

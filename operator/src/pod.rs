@@ -35,7 +35,9 @@ pub use ferrovirt_node_contract::pod::{
     APP_LABEL, APP_LABEL_VALUE, CREATED_BY_LABEL, DEFAULT_GRACE_SECONDS, DOMAIN_ANNOTATION,
     KVM_RESOURCE, TUN_RESOURCE, VM_NAME_LABEL, VMI_ID_LABEL, vmi_id,
 };
-use ferrovirt_node_contract::pod::{CPU_MANAGER_LABEL, LAUNCHER_COMMAND, NODE_SCHEDULABLE_LABEL};
+use ferrovirt_node_contract::pod::{
+    CPU_MANAGER_LABEL, LAUNCHER_COMMAND, NODE_SCHEDULABLE_LABEL, REALTIME_LABEL,
+};
 
 /// The longest label value Kubernetes accepts.
 pub const LABEL_VALUE_MAX: usize = 63;
@@ -481,17 +483,16 @@ fn host_dir_volume(name: &str, path: &std::path::Path) -> Volume {
 /// The launcher pod's node selector, as KubeVirt's: only nodes whose virt-handler runs
 /// (it labels its Node `kubevirt.io/schedulable=true` once it has probed KVM and serves),
 /// for dedicated CPUs only nodes with the static CPU manager (`kubevirt.io/cpumanager`),
-/// then the VMI's own `nodeSelector`, which may override it.
+/// for realtime vCPUs only nodes that run realtime threads unthrottled
+/// (`kubevirt.io/realtime`), then the VMI's own `nodeSelector`, which may override it.
 fn node_selector(spec: &VirtualMachineInstanceSpec) -> BTreeMap<String, String> {
     let mut selector = BTreeMap::from([(NODE_SCHEDULABLE_LABEL.to_owned(), "true".to_owned())]);
-    if spec
-        .domain
-        .cpu
-        .as_ref()
-        .and_then(|c| c.dedicated_cpu_placement)
-        == Some(true)
-    {
+    let cpu = spec.domain.cpu.as_ref();
+    if cpu.and_then(|c| c.dedicated_cpu_placement) == Some(true) {
         selector.insert(CPU_MANAGER_LABEL.to_owned(), "true".to_owned());
+    }
+    if cpu.is_some_and(|c| c.realtime.is_some()) {
+        selector.insert(REALTIME_LABEL.to_owned(), "true".to_owned());
     }
     selector.extend(spec.node_selector.clone().unwrap_or_default());
     selector
@@ -937,6 +938,17 @@ spec:
         }
         let selector = spec.node_selector.unwrap();
         assert_eq!(selector["kubevirt.io/cpumanager"], "true");
+        assert!(!selector.contains_key("kubevirt.io/realtime"));
+        // Realtime vCPUs: only nodes that run realtime threads unthrottled.
+        let mut rt = v.clone();
+        rt.spec.domain.cpu.as_mut().unwrap().realtime = Some(Default::default());
+        let selector = render(&rt, &cfg(), &BlockClaims::new())
+            .unwrap()
+            .spec
+            .unwrap()
+            .node_selector
+            .unwrap();
+        assert_eq!(selector["kubevirt.io/realtime"], "true");
         // Shared CPUs: none of it.
         let v = vmi(
             "metadata: {name: s, namespace: n}\nspec: {domain: {memory: {guest: 128Mi}, devices: {}}}",

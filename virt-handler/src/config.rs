@@ -18,7 +18,7 @@ use crate::kvm::KvmStatus;
 use crate::volumes::hostdisk::{self, HostDiskPolicy};
 use crate::{Error, Result};
 use ferrovirt_node_contract::pod::{
-    CPU_MANAGER_LABEL, CPU_MANAGER_LABEL_DEPRECATED, NODE_SCHEDULABLE_LABEL,
+    CPU_MANAGER_LABEL, CPU_MANAGER_LABEL_DEPRECATED, NODE_SCHEDULABLE_LABEL, REALTIME_LABEL,
 };
 
 /// KubeVirt's key for the enabled feature gates in `kubevirt-config`.
@@ -132,12 +132,25 @@ pub fn static_cpu_manager(state: Option<&std::path::Path>) -> bool {
         .is_ok_and(|v| v["policyName"].as_str() == Some("static"))
 }
 
+/// Where the kernel says how long realtime threads may run each period (-1: unthrottled).
+pub const RT_RUNTIME_SYSCTL: &str = "/proc/sys/kernel/sched_rt_runtime_us";
+
+/// Whether realtime vCPUs can run here, as KubeVirt's handler decides it: the kernel does
+/// not throttle realtime threads (`kernel.sched_rt_runtime_us` = -1). Elsewhere a thread in
+/// a pod's cgroup gets SCHED_FIFO only if the cgroup has a realtime budget, which kubelet
+/// never gives one under cgroup v1.
+pub fn realtime_capable(sysctl: &std::path::Path) -> bool {
+    std::fs::read_to_string(sysctl).is_ok_and(|v| v.trim() == "-1")
+}
+
 /// The node labels for a probe result and configuration; `cpu_manager`: dedicated CPUs
-/// can be had here (the static CPU manager, with the gate on).
+/// can be had here (the static CPU manager, with the gate on); `realtime`: realtime vCPUs
+/// can ([`realtime_capable`]).
 pub fn node_labels(
     kvm: &KvmStatus,
     allow_emulation: bool,
     cpu_manager: bool,
+    realtime: bool,
 ) -> BTreeMap<String, String> {
     let virtualization = match decide(kvm, allow_emulation) {
         Ok(Virtualization::Kvm) => "kvm",
@@ -151,6 +164,7 @@ pub fn node_labels(
             CPU_MANAGER_LABEL_DEPRECATED.to_owned(),
             cpu_manager.to_string(),
         ),
+        (REALTIME_LABEL.to_owned(), realtime.to_string()),
         ("ferrovirt.io/kvm".to_owned(), kvm.usable().to_string()),
         (
             "ferrovirt.io/virtualization".to_owned(),
@@ -181,7 +195,7 @@ mod tests {
         )
         .unwrap();
         assert!(static_cpu_manager(Some(&state)));
-        let labels = node_labels(&KvmStatus::Usable, false, true);
+        let labels = node_labels(&KvmStatus::Usable, false, true, false);
         assert_eq!(
             (
                 labels["kubevirt.io/cpumanager"].as_str(),
@@ -190,9 +204,17 @@ mod tests {
             ("true", "true")
         );
         assert_eq!(
-            node_labels(&KvmStatus::Usable, false, false)["kubevirt.io/cpumanager"],
+            node_labels(&KvmStatus::Usable, false, false, false)["kubevirt.io/cpumanager"],
             "false"
         );
+        assert_eq!(labels["kubevirt.io/realtime"], "false");
+        // The realtime label follows kernel.sched_rt_runtime_us.
+        let sysctl = dir.path().join("sched_rt_runtime_us");
+        std::fs::write(&sysctl, "950000\n").unwrap();
+        assert!(!realtime_capable(&sysctl));
+        std::fs::write(&sysctl, "-1\n").unwrap();
+        assert!(realtime_capable(&sysctl));
+        assert!(!realtime_capable(&dir.path().join("missing")));
     }
 
     #[test]
@@ -255,15 +277,15 @@ mod tests {
         assert_eq!(err.reason(), "KVMUnavailable");
         assert!(err.to_string().contains("useEmulation"), "{err}");
         assert_eq!(
-            node_labels(&broken, false, false)["ferrovirt.io/virtualization"],
+            node_labels(&broken, false, false, false)["ferrovirt.io/virtualization"],
             "none"
         );
         assert_eq!(
-            node_labels(&broken, true, false)["ferrovirt.io/virtualization"],
+            node_labels(&broken, true, false, false)["ferrovirt.io/virtualization"],
             "emulation"
         );
         assert_eq!(
-            node_labels(&KvmStatus::Usable, false, false)["ferrovirt.io/kvm"],
+            node_labels(&KvmStatus::Usable, false, false, false)["ferrovirt.io/kvm"],
             "true"
         );
     }

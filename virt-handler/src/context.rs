@@ -113,6 +113,18 @@ impl Context {
             Some(pid) if dedicated == Some(true) => launcher_cpus(pid)?,
             _ => Vec::new(),
         };
+        // The host's NUMA nodes, for a guest whose cells follow them.
+        let host_nodes = if vmi
+            .spec
+            .domain
+            .cpu
+            .as_ref()
+            .is_some_and(crds::Cpu::numa_passthrough)
+        {
+            domain::host_nodes(Path::new(HOST_NUMA_NODES))?
+        } else {
+            Vec::new()
+        };
         let xml = domain::convert_with(
             &domain::Input {
                 namespace: &ns,
@@ -124,6 +136,7 @@ impl Context {
                 kernel_root: &kernel_root,
                 volumes: &plans,
                 pod_cpus: &pod_cpus,
+                host_nodes: &host_nodes,
             },
             network,
         )?;
@@ -334,6 +347,9 @@ impl Context {
         Ok(())
     }
 }
+
+/// Where the kernel lists the host's NUMA nodes and their CPUs.
+const HOST_NUMA_NODES: &str = "/sys/devices/system/node";
 
 /// The CPUs the process `pid` may run on (`Cpus_allowed_list` of its status): a container's
 /// cpuset, which kubelet's static CPU manager makes the pod's own CPUs.

@@ -22,6 +22,7 @@ pub mod kvm;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod realtime;
 pub mod resets;
 pub mod server;
 pub mod status;

@@ -60,7 +60,9 @@ pub async fn keep_labelled(ctx: Arc<Context>) {
             Ok(c) => {
                 let cpu_manager = c.feature_gates.contains(config::CPU_MANAGER_FEATURE_GATE)
                     && config::static_cpu_manager(ctx.cpu_manager_state.as_deref());
-                let labels = config::node_labels(&ctx.kvm, c.use_emulation, cpu_manager);
+                let realtime =
+                    config::realtime_capable(std::path::Path::new(config::RT_RUNTIME_SYSCTL));
+                let labels = config::node_labels(&ctx.kvm, c.use_emulation, cpu_manager, realtime);
                 if last.as_ref() != Some(&labels) {
                     match label(&ctx.client, &ctx.node, &labels).await {
                         Ok(()) => {

@@ -236,10 +236,18 @@ async fn start(
     // are the ones checked (a path swapped for a symbolic link in between is caught).
     // `startStrategy: Paused` starts it paused for the user: it stays so until unpaused.
     let start_paused = vmi.spec.start_strategy == Some(crds::StartStrategy::Paused);
+    // Realtime vCPUs get their policy before the guest runs (realtime.rs), so QEMU starts
+    // paused for them too.
+    let realtime = vmi
+        .spec
+        .domain
+        .cpu
+        .as_ref()
+        .is_some_and(|c| c.realtime.is_some());
     let info = launcher
         .define_and_start_net(
             &xml,
-            !checked.is_empty() && !start_paused,
+            (!checked.is_empty() || realtime) && !start_paused,
             start_paused,
             dhcp,
             passt,
@@ -247,7 +255,10 @@ async fn start(
         )
         .await?;
     if !checked.is_empty() {
-        verify_host_disks(launcher, &checked, !start_paused).await?;
+        verify_host_disks(launcher, &checked, !start_paused && !realtime).await?;
+    }
+    if realtime {
+        set_realtime(launcher, &vmi, !start_paused).await?;
     }
     let launcher_dir = ctx.launcher_dir(&vmi.uid().unwrap_or_default());
     if let Some((disk, channel)) = crate::downward_metrics::wanted(&vmi.spec, &launcher_dir) {
@@ -329,6 +340,35 @@ async fn verify_host_disks(
             "the file changed between the handler's check and QEMU's open (a path component \
              replaced?); refused",
         ));
+    }
+    if then_run {
+        launcher.unpause().await?;
+    }
+    Ok(())
+}
+
+/// SCHED_FIFO for the realtime vCPUs of the paused guest, then runs it when `then_run`. A
+/// refusal destroys the domain: the VMI fails naming `spec.domain.cpu.realtime`.
+async fn set_realtime(
+    launcher: &mut LauncherClient,
+    vmi: &VirtualMachineInstance,
+    then_run: bool,
+) -> Result<()> {
+    let Some(pid) = launcher.peer().map(|p| p.pid) else {
+        return Err(Error::unsupported(
+            "spec.domain.cpu.realtime",
+            "the launcher's pid is not visible from virt-handler's PID namespace \
+             (virt-handler needs hostPID)",
+        ));
+    };
+    let spec = vmi.spec.clone();
+    let set = tokio::task::spawn_blocking(move || crate::realtime::apply(&spec, pid)).await?;
+    if let Err(e) = set {
+        tracing::warn!(error = %e, "realtime vCPUs refused; destroying the domain");
+        if let Err(d) = launcher.destroy().await {
+            tracing::warn!(error = %chain(&Error::from(d)), "destroy failed");
+        }
+        return Err(e);
     }
     if then_run {
         launcher.unpause().await?;

@@ -254,6 +254,7 @@ fn any_spec_the_schema_accepts_converts_or_names_the_field() {
                         kernel_root: Path::new("/proc/4242/root"),
                         volumes: &plans,
                         pod_cpus: &[],
+                        host_nodes: &[],
                     })
                 });
                 match result {

@@ -12,7 +12,7 @@ use ferrovirt_node_contract::paths::{claim_device_in_pod, claim_dir_in_pod};
 use kube::ResourceExt;
 use serde::Deserialize;
 use virt_handler::config::Virtualization;
-use virt_handler::domain::{Input, convert};
+use virt_handler::domain::{HostNode, Input, convert};
 use virt_handler::volumes::{ClaimDir, HostDiskPolicy, plan};
 
 const VMI_DIR: &str = "/var/run/ferrovirt/vmi";
@@ -73,8 +73,13 @@ fn convert_vmi(vmi: &VirtualMachineInstance) -> virt_handler::Result<String> {
         vmi_dir,
         kernel_root: Path::new(KERNEL_ROOT),
         volumes: &plans,
-        // A launcher pod with two CPUs of its own (the dedicated-CPU cases).
+        // A launcher pod with two CPUs of its own (the dedicated-CPU cases), on a host
+        // with one NUMA node.
         pod_cpus: &[2, 3],
+        host_nodes: &[HostNode {
+            id: 0,
+            cpus: vec![0, 1, 2, 3],
+        }],
     })
 }
 

@@ -104,6 +104,7 @@ async fn kernel_boot_vmi_boots_under_the_real_launcher() {
         kernel_root: &images[KERNEL_BOOT_CONTAINER].launcher,
         volumes: &plans,
         pod_cpus: &[],
+        host_nodes: &[],
     })
     .unwrap();
     let mut client = LauncherClient::connect(dir.join(LAUNCHER_SOCKET))

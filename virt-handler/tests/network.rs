@@ -266,6 +266,7 @@ async fn boot(test: &str, interface: serde_json::Value, guest_ip: &str) -> Fixtu
             kernel_root: &images[KERNEL_BOOT_CONTAINER].launcher,
             volumes: &plans,
             pod_cpus: &[],
+            host_nodes: &[],
         },
         &attachment,
     )

@@ -6,6 +6,7 @@ mod clock;
 mod devices;
 mod filesystems;
 mod iothreads;
+mod numa;
 mod xml;
 
 use std::path::Path;
@@ -20,6 +21,7 @@ use crate::{Error, Result};
 use crds::quantity;
 use ferrovirt_node_contract::paths::{GUEST_AGENT_SOCKET, SERIAL_LOG, SERIAL_SOCKET, VNC_SOCKET};
 
+pub use numa::{HostNode, host_nodes};
 pub use xml::escape;
 
 use crate::firmware::{OVMF_CODE_SECURE, efi_firmware, nvram};
@@ -45,6 +47,8 @@ pub struct Input<'a> {
     /// The CPUs the launcher may run on (its container's cpuset; empty: not known): a VMI
     /// with dedicated CPUs has its vCPUs pinned to them.
     pub pod_cpus: &'a [u32],
+    /// The host's NUMA nodes, for `cpu.numa.guestMappingPassthrough` (empty: not known).
+    pub host_nodes: &'a [HostNode],
 }
 
 /// The libvirt domain name of a VMI (namespace and name, like KubeVirt).
@@ -83,6 +87,7 @@ pub fn from_manifest(
         kernel_root,
         volumes: &plans,
         pod_cpus: &[],
+        host_nodes: &[],
     })
 }
 
@@ -90,13 +95,15 @@ pub fn from_manifest(
 /// launcher pod's i-th CPU, the emulator thread on the next one when isolated
 /// (`isolateEmulatorThread`), else on all of the pod's CPUs. The pod must have exactly the
 /// CPUs it asked for, as kubelet's static CPU manager gives a Guaranteed pod: anything
-/// else means the CPUs are not its own, and the VMI fails saying so.
-fn pinning(x: &mut xml::Xml, domain: &DomainSpec, vcpus: u32, pod_cpus: &[u32]) -> Result<()> {
+/// else means the CPUs are not its own, and the VMI fails saying so. Only the vCPUs the
+/// guest starts with are pinned (KubeVirt's, with a hotplug headroom). None without
+/// dedicated CPUs.
+fn pinning(domain: &DomainSpec, vcpus: u32, pod_cpus: &[u32]) -> Result<Option<Pinning>> {
     let Some(cpu) = domain.cpu.as_ref() else {
-        return Ok(());
+        return Ok(None);
     };
     if cpu.dedicated_cpu_placement != Some(true) {
-        return Ok(());
+        return Ok(None);
     }
     let isolate = cpu.isolate_emulator_thread == Some(true);
     let wanted = vcpus as usize + usize::from(isolate);
@@ -119,21 +126,38 @@ fn pinning(x: &mut xml::Xml, domain: &DomainSpec, vcpus: u32, pod_cpus: &[u32]) 
             ),
         ));
     }
-    x.open("cputune", &[]);
-    for (i, c) in pod_cpus.iter().take(vcpus as usize).enumerate() {
-        x.empty(
-            "vcpupin",
-            &[("vcpu", &i.to_string()), ("cpuset", &c.to_string())],
-        );
-    }
     let emulator = if isolate {
         pod_cpus[vcpus as usize].to_string()
     } else {
         cpu_list(pod_cpus)
     };
-    x.empty("emulatorpin", &[("cpuset", &emulator)]);
-    x.close();
-    Ok(())
+    Ok(Some(Pinning {
+        vcpus: (0..vcpus).zip(pod_cpus.iter().copied()).collect(),
+        emulator,
+    }))
+}
+
+/// Where dedicated CPUs put the vCPUs and the emulator thread.
+struct Pinning {
+    /// (vCPU, host CPU)
+    vcpus: Vec<(u32, u32)>,
+    /// The emulator thread's cpuset.
+    emulator: String,
+}
+
+impl Pinning {
+    /// `<cputune>` with the pins.
+    fn write(&self, x: &mut xml::Xml) {
+        x.open("cputune", &[]);
+        for (v, c) in &self.vcpus {
+            x.empty(
+                "vcpupin",
+                &[("vcpu", &v.to_string()), ("cpuset", &c.to_string())],
+            );
+        }
+        x.empty("emulatorpin", &[("cpuset", &self.emulator)]);
+        x.close();
+    }
 }
 
 /// CPUs as libvirt's cpuset lists them (`1,3,4`).
@@ -214,20 +238,45 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
     x.close();
 
     let memory = memory_kib(domain)?;
-    x.text("memory", &[("unit", "KiB")], &memory.to_string());
     let topology = topology(domain)?;
-    x.text(
-        "vcpu",
-        &[("placement", "static")],
-        &topology.vcpus().to_string(),
-    );
+    let hugepages = domain.memory.as_ref().and_then(|m| m.hugepages.as_ref());
+    let pinning = pinning(domain, topology.vcpus(), input.pod_cpus)?;
+    let pins = pinning.as_ref().map_or(&[][..], |p| &p.vcpus[..]);
+    let cells = match hugepages {
+        Some(h) if domain.cpu.as_ref().is_some_and(crds::Cpu::numa_passthrough) => {
+            Some(numa::cells(
+                pins,
+                topology.max_vcpus(),
+                input.host_nodes,
+                memory,
+                h.page_size.bytes() / 1024,
+            )?)
+        }
+        // virt-api refuses NUMA passthrough without hugepages.
+        _ => None,
+    };
+    let memory = cells
+        .as_ref()
+        .map_or(memory, |c| c.iter().map(|c| c.memory_kib).sum());
+    x.text("memory", &[("unit", "KiB")], &memory.to_string());
+    let current = topology.vcpus().to_string();
+    let mut vcpu_attrs = vec![("placement", "static")];
+    if topology.max_sockets.is_some() {
+        vcpu_attrs.push(("current", &current));
+    }
+    x.text("vcpu", &vcpu_attrs, &topology.max_vcpus().to_string());
     let disks = devices::plan_disks(spec, input.volumes)?;
     let threads: Vec<_> = disks.iter().map(|d| d.threads()).collect();
     let iothreads = iothreads::plan(domain, &threads)?;
     if let Some(t) = &iothreads {
         x.text("iothreads", &[], &t.count.to_string());
     }
-    pinning(&mut x, domain, topology.vcpus(), input.pod_cpus)?;
+    if let Some(p) = &pinning {
+        p.write(&mut x);
+    }
+    if let Some(cells) = &cells {
+        numa::numatune(&mut x, cells);
+    }
     if domain.devices.autoattach_vsock == Some(true) {
         return Err(Error::unsupported(
             "spec.domain.devices.autoattachVSOCK",
@@ -235,13 +284,13 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
              which this node's kernel does not have",
         ));
     }
-    let hugepages = domain.memory.as_ref().and_then(|m| m.hugepages.as_ref());
     let shared_memory = !domain.devices.filesystems.is_empty();
     if hugepages.is_some() || shared_memory {
         memory_backing(
             &mut x,
             memory,
             hugepages.map(|h| h.page_size),
+            cells.as_ref().map_or(0, Vec::len),
             shared_memory,
         )?;
     }
@@ -340,10 +389,16 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
         ));
     }
     let smm = secure || smm_asked == Some(true);
-    if acpi || smm {
+    // KubeVirt's realtime tuning: no PMU in the guest (its counters' exits disturb the
+    // vCPUs); virt-handler gives the vCPU threads SCHED_FIFO once QEMU runs (realtime.rs).
+    let no_pmu = domain.cpu.as_ref().is_some_and(|c| c.realtime.is_some());
+    if acpi || smm || no_pmu {
         x.open("features", &[]);
         if acpi {
             x.empty("acpi", &[]);
+        }
+        if no_pmu {
+            x.empty("pmu", &[("state", "off")]);
         }
         if smm {
             x.empty("smm", &[("state", "on")]);
@@ -351,7 +406,13 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
         x.close();
     }
 
-    cpu(&mut x, domain, &topology, input.virtualization)?;
+    cpu(
+        &mut x,
+        domain,
+        &topology,
+        cells.as_deref(),
+        input.virtualization,
+    )?;
     clock::clock(&mut x, domain.clock.as_ref(), input.virtualization)?;
     x.text("on_poweroff", &[], "destroy");
     // KubeVirt's rebootPolicy: Terminate makes a guest reboot end the domain (QEMU runs
@@ -517,11 +578,14 @@ fn memory_kib(domain: &DomainSpec) -> Result<u64> {
 /// The guest's memory from a memfd: KubeVirt's memory backing for hugepages, the guest's
 /// memory in pages of `hugepages` from the node's pool (no hugetlbfs mount needed, as
 /// KubeVirt's default; the pages are the ones the launcher pod requests as
-/// `hugepages-<size>`), and for `shared` memory, which virtiofsd maps (filesystems).
+/// `hugepages-<size>`), and for `shared` memory, which virtiofsd maps (filesystems). With
+/// `numa_cells` guest NUMA cells (NUMA passthrough), the pages of each cell are named and
+/// allocated at start, as KubeVirt does.
 fn memory_backing(
     x: &mut xml::Xml,
     memory_kib: u64,
     hugepages: Option<crds::HugepageSize>,
+    numa_cells: usize,
     shared: bool,
 ) -> Result<()> {
     x.open("memoryBacking", &[]);
@@ -537,12 +601,28 @@ fn memory_backing(
             ));
         }
         x.open("hugepages", &[]);
-        x.empty("page", &[("size", &page_kib.to_string()), ("unit", "KiB")]);
+        let size = page_kib.to_string();
+        if numa_cells == 0 {
+            x.empty("page", &[("size", &size), ("unit", "KiB")]);
+        }
+        for cell in 0..numa_cells {
+            x.empty(
+                "page",
+                &[
+                    ("size", &size),
+                    ("unit", "KiB"),
+                    ("nodeset", &cell.to_string()),
+                ],
+            );
+        }
         x.close();
     }
     x.empty("source", &[("type", "memfd")]);
     if shared {
         x.empty("access", &[("mode", "shared")]);
+    }
+    if numa_cells > 0 {
+        x.empty("allocation", &[("mode", "immediate")]);
     }
     x.close();
     Ok(())
@@ -553,11 +633,19 @@ struct Topology {
     sockets: u32,
     cores: u32,
     threads: u32,
+    /// `cpu.maxSockets`: the CPU hotplug headroom.
+    max_sockets: Option<u32>,
 }
 
 impl Topology {
+    /// The vCPUs the guest starts with.
     fn vcpus(&self) -> u32 {
         self.sockets * self.cores * self.threads
+    }
+
+    /// The vCPUs the guest's machine has room for: the headroom's sockets when set.
+    fn max_vcpus(&self) -> u32 {
+        self.max_sockets.unwrap_or(self.sockets) * self.cores * self.threads
     }
 }
 
@@ -594,16 +682,18 @@ fn topology(domain: &DomainSpec) -> Result<Topology> {
             Some((_, n)) => n,
             None => 1,
         };
-        return Ok(Topology {
+        return with_headroom(Topology {
             sockets,
             cores: 1,
             threads: 1,
+            max_sockets: cpu.max_sockets,
         });
     }
     let t = Topology {
         sockets: cpu.sockets.unwrap_or(1),
         cores: cpu.cores.unwrap_or(1),
         threads: cpu.threads.unwrap_or(1),
+        max_sockets: cpu.max_sockets,
     };
     if t.sockets == 0 || t.cores == 0 || t.threads == 0 {
         return Err(Error::unsupported(
@@ -617,14 +707,41 @@ fn topology(domain: &DomainSpec) -> Result<Topology> {
             format!("{} vCPUs is more than 512", t.vcpus()),
         ));
     }
+    with_headroom(t)
+}
+
+/// KubeVirt's CPU hotplug headroom: `maxSockets` at least the sockets, the most vCPUs at
+/// most 512.
+fn with_headroom(t: Topology) -> Result<Topology> {
+    let Some(max) = t.max_sockets else {
+        return Ok(t);
+    };
+    if max < t.sockets {
+        return Err(Error::unsupported(
+            "spec.domain.cpu.maxSockets",
+            format!("{max} is fewer than the guest's {} sockets", t.sockets),
+        ));
+    }
+    if t.max_vcpus() > 512 {
+        return Err(Error::unsupported(
+            "spec.domain.cpu.maxSockets",
+            format!("{} vCPUs at most is more than 512", t.max_vcpus()),
+        ));
+    }
     Ok(t)
 }
 
-fn cpu(x: &mut xml::Xml, domain: &DomainSpec, t: &Topology, virt: Virtualization) -> Result<()> {
+fn cpu(
+    x: &mut xml::Xml,
+    domain: &DomainSpec,
+    t: &Topology,
+    cells: Option<&[numa::Cell]>,
+    virt: Virtualization,
+) -> Result<()> {
     let model = domain.cpu.as_ref().and_then(|c| c.model.as_deref());
     let features = domain.cpu.as_ref().map_or(&[][..], |c| &c.features[..]);
     let topo = [
-        ("sockets", t.sockets.to_string()),
+        ("sockets", t.max_sockets.unwrap_or(t.sockets).to_string()),
         ("dies", "1".to_owned()),
         ("cores", t.cores.to_string()),
         ("threads", t.threads.to_string()),
@@ -687,6 +804,9 @@ fn cpu(x: &mut xml::Xml, domain: &DomainSpec, t: &Topology, virt: Virtualization
             .policy
             .map_or_else(|| "require".to_owned(), |p| crds::wire_name(&p));
         x.empty("feature", &[("policy", &policy), ("name", &f.name)]);
+    }
+    if let Some(cells) = cells {
+        numa::cpu_cells(x, cells);
     }
     x.close();
     Ok(())
