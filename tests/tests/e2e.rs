@@ -500,6 +500,98 @@ async fn local_claim(
     dir
 }
 
+/// A loop device on a sparse file, detached when dropped (even when the test fails).
+struct LoopDevice {
+    path: String,
+    _file: tempfile::NamedTempFile,
+}
+
+impl LoopDevice {
+    fn attach(bytes: u64) -> LoopDevice {
+        let file = tempfile::Builder::new()
+            .prefix("ferrovirt-block-pv-")
+            .tempfile_in("/tmp")
+            .unwrap();
+        file.as_file().set_len(bytes).unwrap();
+        let out = std::process::Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(file.path())
+            .output()
+            .expect("losetup (package mount): the block claim's volume is a loop device");
+        assert!(
+            out.status.success(),
+            "losetup -f --show {} failed (root and /dev/loop* are needed): {}",
+            file.path().display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        LoopDevice { path, _file: file }
+    }
+}
+
+impl Drop for LoopDevice {
+    /// Detaches the device, and first the loop device kubelet attaches to it to hold a
+    /// reference while a pod maps the volume (`losetup -j` finds it by its backing
+    /// device): the node goes with the test binary, before kubelet would let it go. A
+    /// device still open (a guest still running) goes once its last user closes it.
+    fn drop(&mut self) {
+        let held = std::process::Command::new("losetup")
+            .args(["-j", &self.path])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for holder in held.lines().filter_map(|l| l.split(':').next()) {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", holder])
+                .status();
+        }
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.path])
+            .status();
+    }
+}
+
+/// The size of [`local_block_claim`]'s device: 48 MiB (98304 sectors), which the guest
+/// finds it by.
+const BLOCK_CLAIM_BYTES: u64 = 48 << 20;
+
+/// A claim `name` in `volumeMode: Block` of a `WaitForFirstConsumer` class of its own, and
+/// the local PersistentVolume (block mode, on the real node) it can bind: a loop device
+/// of [`BLOCK_CLAIM_BYTES`] the test makes, which the node sees as the host does (/dev is
+/// the host's in the node's mount namespace). The class and the volume stay until the
+/// control plane goes; the device goes when the guard drops.
+async fn local_block_claim(
+    cp: &ControlPlane,
+    stack: &RealStack,
+    ns: &TestNamespace,
+    name: &str,
+) -> LoopDevice {
+    let device = LoopDevice::attach(BLOCK_CLAIM_BYTES);
+    let class = format!("{}-{name}", ns.name());
+    let manifest = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+         "metadata": {"name": class},
+         "provisioner": "kubernetes.io/no-provisioner",
+         "volumeBindingMode": "WaitForFirstConsumer"},
+        {"apiVersion": "v1", "kind": "PersistentVolume",
+         "metadata": {"name": class},
+         "spec": {"capacity": {"storage": "48Mi"}, "accessModes": ["ReadWriteOnce"],
+                  "volumeMode": "Block",
+                  "persistentVolumeReclaimPolicy": "Retain", "storageClassName": class,
+                  "local": {"path": device.path},
+                  "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                      {"key": "kubernetes.io/hostname", "operator": "In",
+                       "values": [stack.node.name()]}]}]}}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+         "metadata": {"name": name, "namespace": ns.name()},
+         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                  "volumeMode": "Block",
+                  "resources": {"requests": {"storage": "48Mi"}}}}
+    ]});
+    kubectl(cp, ns, &["apply", "-f", "-"], Some(&manifest.to_string())).await;
+    device
+}
+
 fn kernel_boot_vm_with_secrets(name: &str, run_strategy: &str) -> String {
     let mut vm: VirtualMachine =
         serde_yaml::from_str(&manifests::kernel_boot_vm(name, run_strategy, Some("#")))
@@ -552,6 +644,17 @@ fn kernel_boot_vm_with_secrets(name: &str, run_strategy: &str) -> String {
     template.spec.volumes.push(
         serde_json::from_value(
             serde_json::json!({"name": "data", "persistentVolumeClaim": {"claimName": format!("{name}-data")}}),
+        )
+        .unwrap(),
+    );
+    // A claim in volumeMode Block: the launcher pod's device is the guest's disk.
+    template.spec.domain.devices.disks.push(crds::Disk {
+        name: "block".into(),
+        ..Default::default()
+    });
+    template.spec.volumes.push(
+        serde_json::from_value(
+            serde_json::json!({"name": "block", "persistentVolumeClaim": {"claimName": format!("{name}-block")}}),
         )
         .unwrap(),
     );
@@ -814,6 +917,10 @@ fn downward_metrics_in_the_guest(
 /// one labelled by its volumeLabel, the ServiceAccount's namespace, token and CA, and
 /// the VMI's labels and annotations. The same ConfigMap, shared as a filesystem
 /// (virtiofs), is mounted in the guest by its volume's name and read.
+///
+/// And a claim in `volumeMode: Block` (issue 11) on a local block volume (a loop device):
+/// kubelet maps it into the launcher pod, the guest writes to its disk, the test reads
+/// that from the loop device, and the next VMI reads it back.
 #[tokio::test]
 async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
     let (cp, stack) = stack().await;
@@ -824,6 +931,7 @@ async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
 
     let claim_dir = local_claim(cp, stack, &ns, "always-data").await;
     let share_dir = local_claim(cp, stack, &ns, "always-share").await;
+    let block_device = local_block_claim(cp, stack, &ns, "always-block").await;
     std::fs::write(share_dir.path().join("from-host"), "host-wrote-this\n").unwrap();
     kubectl(
         cp,
@@ -1006,6 +1114,28 @@ async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
         "{} does not hold what the guest wrote",
         image.display()
     );
+    // The block claim: the loop device itself is the guest's disk (48 MiB, 98304
+    // sectors); what the guest writes is on the device.
+    let find_block =
+        "for b in /sys/block/vd*; do [ $(cat $b/size) = 98304 ] && d=/dev/${b##*/}; done";
+    let answer = console_exchange(
+        &socket,
+        &format!("{find_block}; printf BLK-MARKER-1 > $d && sync && echo BWROTE-$d"),
+        "BWROTE-/dev/vd",
+    );
+    assert!(answer.contains("BWROTE-/dev/vd"), "{answer}");
+    let mut written = [0u8; 12];
+    {
+        use std::io::Read;
+        std::fs::File::open(&block_device.path)
+            .and_then(|mut f| f.read_exact(&mut written))
+            .unwrap_or_else(|e| panic!("reading {}: {e}", block_device.path));
+    }
+    assert_eq!(
+        &written, b"BLK-MARKER-1",
+        "{} does not hold what the guest wrote",
+        block_device.path
+    );
 
     // As KubeVirt: the data stay in the Secret, never in the VMI.
     let spec = serde_json::to_string(&vmi.spec).unwrap();
@@ -1029,6 +1159,12 @@ async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
         "READ-PVC-MARKER-1",
     );
     assert!(answer.contains("READ-PVC-MARKER-1"), "{answer}");
+    let answer = console_exchange(
+        &socket,
+        &format!("{find_block}; echo BREAD-$(head -c 12 $d)"),
+        "BREAD-BLK-MARKER-1",
+    );
+    assert!(answer.contains("BREAD-BLK-MARKER-1"), "{answer}");
     kubectl(cp, &ns, &["delete", "vm", "always"], None).await;
 }
 
