@@ -33,6 +33,20 @@ pub(crate) const POLL: Duration = Duration::from_secs(2);
 const ERROR_POLL: Duration = Duration::from_secs(30);
 /// The VMI condition KubeVirt aggregates its DataVolumes' readiness in.
 pub(crate) const DATA_VOLUMES_READY: &str = "DataVolumesReady";
+/// CDI's phase of a DataVolume whose claim waits for a pod to consume it first.
+const WAIT_FOR_FIRST_CONSUMER: &str = "WaitForFirstConsumer";
+
+/// What a VMI's DataVolumes allow before its launcher pod ([`gate_vmi`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DvGate {
+    /// No pod yet: a DataVolume is not ready (or CDI failed one, or is missing).
+    Hold,
+    /// The launcher pod may be made.
+    Ready,
+    /// Every DataVolume is ready or waits for its first consumer, and one does: a
+    /// temporary pod consumes their claims first (KubeVirt's), the launcher pod waits.
+    FirstConsumer,
+}
 
 /// One DataVolume an object uses, as found.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -46,6 +60,8 @@ pub(crate) struct Dv {
     pub phase: String,
     /// CDI's error, as KubeVirt's `HasDataVolumeErrors` reads it.
     pub error: Option<String>,
+    /// CDI's condition Bound is True (its claim is bound).
+    pub bound: bool,
 }
 
 impl Dv {
@@ -79,17 +95,29 @@ impl Dv {
         } else {
             running_error
         };
+        let bound = status["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Bound" && c["status"] == "True");
         Dv {
             name: name.into(),
             templated,
             exists: true,
             phase,
             error,
+            bound,
         }
     }
 
     fn ready(&self) -> bool {
         self.exists && cdi::phase_is_ready(&self.phase)
+    }
+
+    /// CDI waits for a pod to consume its claim (a `WaitForFirstConsumer` class) before
+    /// it fills it.
+    fn waits_for_consumer(&self) -> bool {
+        self.exists && self.phase == WAIT_FOR_FIRST_CONSUMER
     }
 
     /// How it stands, for messages.
@@ -117,11 +145,13 @@ impl Found {
         self.cdi_missing.is_some() || !self.dvs.is_empty() || self.error.is_some()
     }
 
-    /// The VM may start its instance: every DataVolume of its templates is ready.
+    /// The VM may start its instance: every DataVolume of its templates is ready, or waits
+    /// for its first consumer, which the instance's pod is (KubeVirt's `handleDataVolumes`).
     fn templates_ready(&self) -> bool {
         self.cdi_missing.is_none()
             && self.error.is_none()
-            && self.dvs.iter().filter(|d| d.templated).all(Dv::ready)
+            && (self.dvs.iter().filter(|d| d.templated))
+                .all(|d| d.ready() || d.waits_for_consumer())
     }
 
     /// KubeVirt's `HasDataVolumeErrors` over the template's volumes.
@@ -129,11 +159,12 @@ impl Found {
         self.dvs.iter().find_map(|d| d.error.as_deref())
     }
 
-    /// KubeVirt's `HasDataVolumeProvisioning`: a DataVolume exists and is not ready.
-    /// Unlike KubeVirt, one in phase `WaitForFirstConsumer` counts as provisioning too:
-    /// Ferrovirt makes no temporary pod to consume its claim first, so the VM waits.
+    /// KubeVirt's `HasDataVolumeProvisioning`: a DataVolume exists and is not ready, other
+    /// than one waiting for its first consumer whose claim is not bound yet.
     fn provisioning(&self) -> bool {
-        self.dvs.iter().any(|d| d.exists && !d.ready())
+        self.dvs
+            .iter()
+            .any(|d| d.exists && !d.ready() && (d.bound || !d.waits_for_consumer()))
     }
 }
 
@@ -368,12 +399,14 @@ pub(crate) fn show_vm(
 
 /// A VMI's DataVolumes before its launcher pod exists: the status to write while they are
 /// not ready (Pending, `DataVolumesReady` False naming what it waits for; Failed when CDI
-/// failed one, as KubeVirt), or once they are (`DataVolumesReady` True). `None`: the VMI
-/// uses none, or is past Pending, or nothing changes.
+/// failed one, as KubeVirt), or once they are (`DataVolumesReady` True), and what they
+/// allow. While one waits for its first consumer (and the others are ready), the status
+/// (changed or not) with [`DvGate::FirstConsumer`]. `None`: the VMI uses none, or is past
+/// Pending, or they are ready and nothing changes.
 pub(crate) async fn gate_vmi(
     vmi: &VirtualMachineInstance,
     ctx: &Context,
-) -> Result<Option<(crds::VirtualMachineInstanceStatus, bool)>> {
+) -> Result<Option<(crds::VirtualMachineInstanceStatus, DvGate)>> {
     let old = vmi.status.clone().unwrap_or_default();
     if !matches!(old.phase, None | Some(VmiPhase::Pending)) {
         return Ok(None);
@@ -397,7 +430,7 @@ pub(crate) async fn gate_vmi(
             &mut status.conditions,
             condition(false, "CDINotInstalled", cdi::needed(&field)),
         );
-        return Ok(Some((status, false)));
+        return Ok(Some((status, DvGate::Hold)));
     }
     let api: Api<DynamicObject> = Api::namespaced_with(
         ctx.client.clone(),
@@ -416,10 +449,18 @@ pub(crate) async fn gate_vmi(
             "All of the VMI's DVs are bound and ready".into(),
         );
         crds::condition::set(&mut status.conditions, ready);
-        return Ok((status != old).then_some((status, true)));
+        return Ok((status != old).then_some((status, DvGate::Ready)));
     }
     let waiting: Vec<String> = dvs.iter().filter(|d| !d.ready()).map(Dv::state).collect();
     let message = format!("Not all of the VMI's DVs are ready: {}", waiting.join("; "));
+    if dvs.iter().all(|d| d.ready() || d.waits_for_consumer()) {
+        status.phase = Some(VmiPhase::Pending);
+        crds::condition::set(
+            &mut status.conditions,
+            condition(false, "NotAllDVsReady", message),
+        );
+        return Ok(Some((status, DvGate::FirstConsumer)));
+    }
     if let Some(e) = dvs.iter().find_map(|d| d.error.clone()) {
         // KubeVirt fails a VMI whose DataVolume failed before its pod was made.
         status.phase = Some(VmiPhase::Failed);
@@ -435,7 +476,7 @@ pub(crate) async fn gate_vmi(
             condition(false, "NotAllDVsReady", message),
         );
     }
-    Ok(Some((status, false)))
+    Ok(Some((status, DvGate::Hold)))
 }
 
 #[cfg(test)]
@@ -580,5 +621,30 @@ mod tests {
                 .starts_with("spec.dataVolumeTemplates needs CDI"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_data_volume_waiting_for_its_first_consumer_lets_the_vm_start() {
+        // KubeVirt: the instance is the consumer, so the VM starts it; not provisioning
+        // until CDI says the claim is bound.
+        let mut waiting = found_in("WaitForFirstConsumer");
+        assert!(waiting.dvs[0].waits_for_consumer() && !waiting.dvs[0].ready());
+        assert!(waiting.templates_ready());
+        assert!(!waiting.provisioning());
+        let gate = waiting.gate();
+        assert!(!gate.hold_start && gate.error.is_none());
+        assert_eq!(gate.requeue, Some(POLL));
+        let bound = Found {
+            dvs: vec![Dv::from_object(
+                "d",
+                true,
+                Some(&dv(json!({"phase": "WaitForFirstConsumer", "conditions": [
+                    {"type": "Bound", "status": "True"}]}))),
+            )],
+            ..Default::default()
+        };
+        assert!(bound.provisioning());
+        assert!(found_in("ImportInProgress").provisioning());
+        assert!(!found_in("PendingPopulation").provisioning());
     }
 }

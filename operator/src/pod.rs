@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::Resource;
+use kube::{Resource, ResourceExt};
 
 use crate::{Error, Result};
 
@@ -89,6 +89,52 @@ pub fn pod_name(vmi_name: &str, vmi_uid: &str) -> String {
         .take(5)
         .collect();
     format!("virt-launcher-{vmi_name}-{short}")
+}
+
+/// KubeVirt's annotation of a temporary pod that only consumes the claims of a VMI's
+/// DataVolumes waiting for their first consumer ([`render_first_consumer`]).
+pub const EPHEMERAL_PROVISIONING_ANNOTATION: &str = "kubevirt.io/ephemeral-provisioning";
+
+/// The name of a VMI's first-consumer pod: its launcher pod's, `-wffc` added.
+pub fn first_consumer_pod_name(vmi_name: &str, vmi_uid: &str) -> String {
+    format!("{}-wffc", pod_name(vmi_name, vmi_uid))
+}
+
+/// KubeVirt's temporary pod for DataVolumes in a `WaitForFirstConsumer` class: the launcher
+/// pod as [`render`] makes it (its claims, resources and placement, so the scheduler binds
+/// the claims where the VMI fits), named by [`first_consumer_pod_name`] and annotated
+/// [`EPHEMERAL_PROVISIONING_ANNOTATION`], whose one container (compute) exits at once
+/// instead of running a launcher. CDI fills the claims once they are bound; then the real
+/// launcher pod is made and this one deleted.
+pub fn render_first_consumer(
+    vmi: &VirtualMachineInstance,
+    cfg: &LauncherConfig,
+    block: &BlockClaims,
+) -> Result<Pod> {
+    let mut pod = render(vmi, cfg, block)?;
+    let (name, uid) = (vmi.name_any(), vmi.uid().unwrap_or_default());
+    pod.metadata.name = Some(first_consumer_pod_name(&name, &uid));
+    pod.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(EPHEMERAL_PROVISIONING_ANNOTATION.into(), "true".into());
+    // Not the VMI's launcher: virt-handler, which finds those by this label, leaves it be.
+    if let Some(labels) = pod.metadata.labels.as_mut() {
+        labels.remove(CREATED_BY_LABEL);
+    }
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.init_containers = None;
+        spec.containers.retain(|c| c.name == COMPUTE_CONTAINER);
+        for c in &mut spec.containers {
+            c.command = Some(vec!["/bin/true".into()]);
+            c.args = None;
+            c.readiness_probe = None;
+            c.liveness_probe = None;
+            c.startup_probe = None;
+            c.lifecycle = None;
+        }
+    }
+    Ok(pod)
 }
 
 /// The value of [`VM_NAME_LABEL`], as KubeVirt's virt-controller derives it (the guest's
@@ -583,6 +629,46 @@ spec:
         let dns = spec.dns_config.unwrap();
         assert_eq!(dns.nameservers.unwrap(), ["10.0.0.53"]);
         assert_eq!(dns.searches.unwrap(), ["example.test"]);
+    }
+
+    #[test]
+    fn the_first_consumer_pod_is_the_launcher_pod_that_runs_nothing() {
+        let vmi = vmi(&format!(
+            "{BASIC}  volumes: [{{name: root, dataVolume: {{name: dv1}}}}, {{name: c, containerDisk: {{image: ferrovirt/disk}}}}]\n"
+        ));
+        let launcher = render(&vmi, &cfg(), &BlockClaims::new()).unwrap();
+        let temp = render_first_consumer(&vmi, &cfg(), &BlockClaims::new()).unwrap();
+        assert_eq!(
+            temp.metadata.name.as_deref(),
+            Some(format!("{}-wffc", launcher.name_any()).as_str())
+        );
+        assert_eq!(
+            temp.annotations()[EPHEMERAL_PROVISIONING_ANNOTATION],
+            "true"
+        );
+        assert_eq!(temp.labels()[APP_LABEL], APP_LABEL_VALUE);
+        assert!(
+            !temp.labels().contains_key(CREATED_BY_LABEL),
+            "virt-handler's label"
+        );
+        assert_eq!(temp.owner_references(), launcher.owner_references());
+        let (t, l) = (temp.spec.unwrap(), launcher.spec.unwrap());
+        assert_eq!(t.volumes, l.volumes, "the same claims");
+        assert_eq!(
+            (&t.node_selector, &t.affinity, &t.tolerations),
+            (&l.node_selector, &l.affinity, &l.tolerations)
+        );
+        assert!(t.init_containers.is_none());
+        assert_eq!(t.containers.len(), 1);
+        let (tc, lc) = (&t.containers[0], &l.containers[0]);
+        assert_eq!(tc.name, COMPUTE_CONTAINER);
+        assert_eq!(tc.command.as_deref(), Some(&["/bin/true".to_string()][..]));
+        assert_eq!(
+            (tc.args.as_ref(), tc.readiness_probe.as_ref()),
+            (None, None)
+        );
+        assert_eq!(tc.resources, lc.resources, "placed where the VMI fits");
+        assert_eq!(tc.volume_mounts, lc.volume_mounts);
     }
 
     #[test]

@@ -95,41 +95,135 @@ async fn reconcile_vmi(vmi: &VirtualMachineInstance, ctx: &Context) -> Result<Ac
     let mut seen = observe(vmi, &n, ctx).await?;
     // No launcher pod until its DataVolumes (datavolume.rs) and its backend-storage claim
     // (backend_storage.rs) are ready.
-    if seen.pod.is_none()
-        && !deleting(vmi)
-        && has_finalizer(vmi)
-        && let Some((status, ready)) = gates(vmi, ctx, &mut seen.block_claims).await?
-    {
-        let vmis = Api::namespaced(ctx.client.clone(), &n.ns);
-        let old = vmi.status.clone().unwrap_or_default();
-        write_status(vmi, &old, status, None, &vmis, seen.now, ctx).await?;
-        return Ok(match ready {
-            true => Action::await_change(),
-            false => Action::requeue(crate::datavolume::POLL),
-        });
+    if seen.pod.is_none() && !deleting(vmi) && has_finalizer(vmi) {
+        match gates(vmi, ctx, &mut seen.block_claims).await? {
+            Gate::Write(status, ready) => {
+                let vmis = Api::namespaced(ctx.client.clone(), &n.ns);
+                let old = vmi.status.clone().unwrap_or_default();
+                write_status(vmi, &old, *status, None, &vmis, seen.now, ctx).await?;
+                return Ok(match ready {
+                    true => Action::await_change(),
+                    false => Action::requeue(crate::datavolume::POLL),
+                });
+            }
+            Gate::FirstConsumer => {
+                if let Some(action) = first_consumer(vmi, &n, &seen, ctx).await? {
+                    return Ok(action);
+                }
+            }
+            Gate::Open => end_first_consumer(vmi, &n, ctx).await?,
+        }
     }
     let planned = plan(&seen, &ctx.settings.launcher);
     execute(&seen, &n, planned, ctx).await
 }
 
+/// What the gates before the launcher pod decide ([`gates`]).
+enum Gate {
+    /// Write this status; then whether the pod may be made (the write's watch event brings
+    /// the next pass) or not (looked at again after the DataVolumes' poll).
+    Write(Box<VirtualMachineInstanceStatus>, bool),
+    /// A DataVolume waits for its first consumer: a temporary pod consumes the claims.
+    FirstConsumer,
+    /// The launcher pod may be made.
+    Open,
+}
+
 /// The gates before a VMI's launcher pod: its DataVolumes ([`crate::datavolume::gate_vmi`]),
 /// its claims ([`crate::claims::gate_vmi`]), then its backend storage
-/// ([`crate::backend_storage::gate_vmi`]); the status to write and whether the pod may be
-/// made, as they return it; the claims in block mode go to `block` (the pod's devices).
+/// ([`crate::backend_storage::gate_vmi`]); the claims in block mode go to `block` (the
+/// pod's devices).
 async fn gates(
     vmi: &VirtualMachineInstance,
     ctx: &Context,
     block: &mut pod::BlockClaims,
-) -> Result<Option<(VirtualMachineInstanceStatus, bool)>> {
-    if let Some(gated) = crate::datavolume::gate_vmi(vmi, ctx).await? {
-        return Ok(Some(gated));
+) -> Result<Gate> {
+    use crate::datavolume::DvGate;
+    let mut first_consumer = false;
+    match crate::datavolume::gate_vmi(vmi, ctx).await? {
+        Some((status, DvGate::FirstConsumer)) => {
+            if Some(&status) != vmi.status.as_ref() {
+                return Ok(Gate::Write(Box::new(status), true));
+            }
+            first_consumer = true;
+        }
+        Some((status, gate)) => {
+            return Ok(Gate::Write(Box::new(status), gate == DvGate::Ready));
+        }
+        None => {}
     }
     let claims = crate::claims::gate_vmi(vmi, ctx).await?;
     *block = claims.block;
-    if let Some(gated) = claims.write {
-        return Ok(Some(gated));
+    if let Some((status, ready)) = claims.write {
+        return Ok(Gate::Write(Box::new(status), ready));
     }
-    crate::backend_storage::gate_vmi(vmi, ctx).await
+    if let Some((status, ready)) = crate::backend_storage::gate_vmi(vmi, ctx).await? {
+        return Ok(Gate::Write(Box::new(status), ready));
+    }
+    Ok(match first_consumer {
+        true => Gate::FirstConsumer,
+        false => Gate::Open,
+    })
+}
+
+/// KubeVirt's temporary pod for DataVolumes waiting for their first consumer
+/// ([`pod::render_first_consumer`]): made unless it exists; the VMI looks again after the
+/// DataVolumes' poll. `None`: it cannot be rendered, which the launcher pod's plan tells.
+async fn first_consumer(
+    vmi: &VirtualMachineInstance,
+    n: &Names,
+    seen: &Seen<'_>,
+    ctx: &Context,
+) -> Result<Option<Action>> {
+    let name = pod::first_consumer_pod_name(&n.name, &n.uid);
+    if ctx.cached_pod(&n.ns, &name).is_none() {
+        let Ok(rendered) =
+            pod::render_first_consumer(vmi, &ctx.settings.launcher, &seen.block_claims)
+        else {
+            return Ok(None);
+        };
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &n.ns);
+        if writes::create(&pods, &rendered, &ctx.metrics, "pods")
+            .await?
+            .is_some()
+        {
+            tracing::info!(pod = %name, "a DataVolume waits for its first consumer: made a temporary pod to consume its claim");
+            ctx.event(
+                vmi.object_ref(&()),
+                EventType::Normal,
+                "SuccessfulCreate",
+                format!("Created WaitForFirstConsumer temporary pod {name}"),
+            );
+        }
+    }
+    Ok(Some(Action::requeue(crate::datavolume::POLL)))
+}
+
+/// The temporary pod of [`first_consumer`], deleted once the launcher pod may be made.
+async fn end_first_consumer(vmi: &VirtualMachineInstance, n: &Names, ctx: &Context) -> Result<()> {
+    let name = pod::first_consumer_pod_name(&n.name, &n.uid);
+    let Some(p) = ctx.cached_pod(&n.ns, &name) else {
+        return Ok(());
+    };
+    if p.meta().deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &n.ns);
+    ctx.metrics.request("delete", "pods");
+    match pods.delete(&name, &Default::default()).await {
+        Ok(_) => {
+            tracing::info!(pod = %name, "the DataVolumes are ready: deleted the temporary pod");
+            ctx.event(
+                vmi.object_ref(&()),
+                EventType::Normal,
+                "SuccessfulDelete",
+                format!("Deleted WaitForFirstConsumer temporary pod {name}"),
+            );
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A VMI failed by virt-handler (the controller's own writes tell about themselves): a

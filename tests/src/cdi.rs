@@ -10,7 +10,10 @@
 //!   top level it keeps what it is given;
 //! - [`import`]: what CDI's importer does for a DataVolume once it is created: the claim of
 //!   its name, bound to a volume that holds the disk image converted to raw (`disk.img`,
-//!   as CDI writes a filesystem volume), then the DataVolume's phase `Succeeded`.
+//!   as CDI writes a filesystem volume), then the DataVolume's phase `Succeeded`;
+//! - [`wait_for_first_consumer`]: a DataVolume whose class binds on first consumer: the
+//!   claim unbound and the phase `WaitForFirstConsumer` until a pod consumes it; then the
+//!   test imports as CDI does ([`fill`], [`succeed`]).
 
 use std::path::Path;
 use std::process::Command;
@@ -89,30 +92,7 @@ pub async fn install(client: &Client) -> Result<()> {
 /// bound to the claim `name`, and sets the DataVolume's status Succeeded (claim, progress,
 /// CDI's Bound, Ready and Running conditions).
 pub async fn import(client: &Client, ns: &str, name: &str, image: &Path, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::Io {
-        context: format!("creating {}", dir.display()),
-        source: e,
-    })?;
-    let disk = dir.join("disk.img");
-    let out = Command::new("qemu-img")
-        .args(["convert", "-O", "raw"])
-        .arg(image)
-        .arg(&disk)
-        .output()
-        .map_err(|e| Error::Io {
-            context: "running qemu-img (Debian's qemu-utils)".into(),
-            source: e,
-        })?;
-    if !out.status.success() {
-        return Err(Error::Io {
-            context: format!(
-                "qemu-img convert {}: {}",
-                image.display(),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            source: std::io::Error::other("qemu-img failed"),
-        });
-    }
+    fill(image, dir)?;
     let pv_name = format!("{ns}-{name}");
     let pv: PersistentVolume = serde_json::from_value(json!({
         "metadata": {"name": pv_name},
@@ -142,6 +122,103 @@ pub async fn import(client: &Client, ns: &str, name: &str, image: &Path, dir: &P
     Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &pvc)
         .await?;
+    succeed(client, ns, name).await
+}
+
+/// What CDI does for the DataVolume `name` of `ns` in a `WaitForFirstConsumer` class: the
+/// claim of its name in such a class of its own (`<ns>-<name>`), with a `local` volume of
+/// `dir` on `node` for it, unbound; the DataVolume's phase `WaitForFirstConsumer` (CDI's
+/// Bound condition False). Once a pod consumes the claim (the scheduler binds it), CDI
+/// imports: [`fill`] the directory, then [`succeed`].
+pub async fn wait_for_first_consumer(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    dir: &Path,
+    node: &str,
+) -> Result<()> {
+    let class = format!("{ns}-{name}");
+    let manifest: Vec<Value> = vec![
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+               "metadata": {"name": class},
+               "provisioner": "kubernetes.io/no-provisioner",
+               "volumeBindingMode": "WaitForFirstConsumer"}),
+        json!({"apiVersion": "v1", "kind": "PersistentVolume",
+               "metadata": {"name": class},
+               "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                        "persistentVolumeReclaimPolicy": "Retain", "storageClassName": class,
+                        "local": {"path": dir.to_string_lossy()},
+                        "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                            {"key": "kubernetes.io/hostname", "operator": "In",
+                             "values": [node]}]}]}}}}),
+    ];
+    let class_obj: k8s_openapi::api::storage::v1::StorageClass =
+        serde_json::from_value(manifest[0].clone()).expect("a StorageClass");
+    Api::<k8s_openapi::api::storage::v1::StorageClass>::all(client.clone())
+        .create(&PostParams::default(), &class_obj)
+        .await?;
+    let pv: PersistentVolume = serde_json::from_value(manifest[1].clone()).expect("a volume");
+    Api::<PersistentVolume>::all(client.clone())
+        .create(&PostParams::default(), &pv)
+        .await?;
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                 "resources": {"requests": {"storage": "1Gi"}}}
+    }))
+    .expect("a PersistentVolumeClaim");
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &pvc)
+        .await?;
+    set_status(
+        client,
+        ns,
+        name,
+        json!({
+            "claimName": name,
+            "phase": "WaitForFirstConsumer",
+            "conditions": [
+                {"type": "Bound", "status": "False", "reason": "WaitForFirstConsumer"},
+                {"type": "Ready", "status": "False"}
+            ]
+        }),
+    )
+    .await
+}
+
+/// What CDI's importer writes: `image` (any format `qemu-img` reads) converted to
+/// `<dir>/disk.img` (raw), as CDI writes a filesystem volume.
+pub fn fill(image: &Path, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+        context: format!("creating {}", dir.display()),
+        source: e,
+    })?;
+    let disk = dir.join("disk.img");
+    let out = Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(image)
+        .arg(&disk)
+        .output()
+        .map_err(|e| Error::Io {
+            context: "running qemu-img (Debian's qemu-utils)".into(),
+            source: e,
+        })?;
+    if !out.status.success() {
+        return Err(Error::Io {
+            context: format!(
+                "qemu-img convert {}: {}",
+                image.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            source: std::io::Error::other("qemu-img failed"),
+        });
+    }
+    Ok(())
+}
+
+/// The DataVolume `name` of `ns` Succeeded, its claim filled (claim, progress, CDI's Bound,
+/// Ready and Running conditions).
+pub async fn succeed(client: &Client, ns: &str, name: &str) -> Result<()> {
     set_status(
         client,
         ns,

@@ -690,6 +690,8 @@ fn data_volume_vm(name: &str, dv: &str, dv_spec: Value) -> String {
 #[tokio::test]
 async fn a_vm_with_data_volume_templates_boots_from_the_claim_cdi_fills() {
     use ferrovirt_tests::cdi;
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+    use kube::ResourceExt;
     use kube::api::{DynamicObject, PostParams};
     let (cp, stack) = stack().await;
     let client = cp.client().await.unwrap();
@@ -822,9 +824,60 @@ async fn a_vm_with_data_volume_templates_boots_from_the_claim_cdi_fills() {
         "{} is missing: run hack/build-guest-images.sh",
         image.display()
     );
-    cdi::import(&client, ns.name(), "imported-dv", &image, dir.path())
+    // CDI's class binds on first consumer (KubeVirt's contract): the DataVolume waits for
+    // one, so the VM starts its instance, whose temporary pod consumes the claim and gets
+    // it bound; CDI then imports, and the launcher pod follows.
+    cdi::wait_for_first_consumer(
+        &client,
+        ns.name(),
+        "imported-dv",
+        dir.path(),
+        &stack.node_name,
+    )
+    .await
+    .expect("the stand-in's claim waiting for its first consumer");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    let temp = wait_for(stack, "VMI imported's temporary pod", || async {
+        let list = pods.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|p| {
+            p.annotations()
+                .get("kubevirt.io/ephemeral-provisioning")
+                .is_some_and(|v| v == "true")
+        })
+    })
+    .await;
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns.name());
+    wait_for(
+        stack,
+        "the DataVolume's claim bound through the temporary pod",
+        || async {
+            let phase = pvcs.get("imported-dv").await.ok()?.status?.phase?;
+            (phase == "Bound").then_some(())
+        },
+    )
+    .await;
+    let status = vmis
+        .get("imported")
         .await
-        .expect("the stand-in importer");
+        .unwrap()
+        .status
+        .unwrap_or_default();
+    let waiting = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "DataVolumesReady")
+        .and_then(|c| c.message.clone());
+    assert_eq!(status.phase, Some(VmiPhase::Pending), "{status:?}");
+    assert!(
+        waiting
+            .as_deref()
+            .is_some_and(|m| m.contains("DataVolume imported-dv is WaitForFirstConsumer")),
+        "{waiting:?}"
+    );
+    cdi::fill(&image, dir.path()).expect("the stand-in importer");
+    cdi::succeed(&client, ns.name(), "imported-dv")
+        .await
+        .unwrap();
     let vmi = wait_for(stack, "VMI imported Running", || async {
         let vmi = vmis.get_opt("imported").await.ok()??;
         (vmi.status.as_ref()?.phase == Some(VmiPhase::Running)).then_some(vmi)
@@ -858,6 +911,14 @@ async fn a_vm_with_data_volume_templates_boots_from_the_claim_cdi_fills() {
     wait_for(stack, "VM imported Running", || async {
         let status = vms.get("imported").await.ok()?.status?;
         (status.printable_status.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
+    wait_for(stack, "the temporary pod deleted", || async {
+        let gone = match pods.get_opt(&temp.name_any()).await.ok()? {
+            None => true,
+            Some(p) => p.metadata.deletion_timestamp.is_some(),
+        };
+        gone.then_some(())
     })
     .await;
     let out = cp
