@@ -2,12 +2,13 @@
 //! it (KubeVirt's `handleDataVolumes` and `areDataVolumesReady`):
 //! - a VM creates each of its `dataVolumeTemplates` as a DataVolume
 //!   (`cdi.kubevirt.io/v1beta1`) owned by it, whatever its runStrategy, and starts its
-//!   instance only once they have succeeded; meanwhile its printableStatus is
-//!   `Provisioning`, or `DataVolumeError` when CDI reports a failure;
+//!   instance only once they have succeeded or wait for their first consumer; meanwhile
+//!   its printableStatus is `Provisioning`, or `DataVolumeError` when CDI reports a failure;
 //! - a VMI with `dataVolume` volumes gets its launcher pod only once their DataVolumes have
 //!   succeeded: until then it stays Pending with condition `DataVolumesReady` False
-//!   (`NotAllDVsReady`); then virt-handler uses the claim of the same name as it uses a
-//!   `persistentVolumeClaim` volume's.
+//!   (`NotAllDVsReady`), with a temporary pod that consumes the claims of those waiting
+//!   for their first consumer ([`DvGate::FirstConsumer`]); then virt-handler uses the claim
+//!   of the same name as it uses a `persistentVolumeClaim` volume's.
 //! - without CDI (the API server serves no DataVolume), the VM's Failure condition and the
 //!   VMI's DataVolumesReady condition name the field and say that CDI is needed (virt-api
 //!   refuses such objects on create already; this is the backstop without virt-api).
