@@ -88,13 +88,8 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn each_claim_is_a_pod_volume_mounted_by_its_index() {
-        let Rendered {
-            volumes,
-            mounts,
-            devices,
-        } = render(&vmi(), &BlockClaims::new());
+    /// The pod volumes of [`vmi`]'s two claims, whatever their mode.
+    fn assert_claim_volumes(volumes: &[Volume]) {
         let shown: Vec<_> = volumes
             .iter()
             .map(|v| {
@@ -106,6 +101,16 @@ mod tests {
             shown,
             [("claim-1", "c1", Some(true)), ("claim-2", "dv1", None)]
         );
+    }
+
+    #[test]
+    fn each_claim_is_a_pod_volume_mounted_by_its_index() {
+        let Rendered {
+            volumes,
+            mounts,
+            devices,
+        } = render(&vmi(), &BlockClaims::new());
+        assert_claim_volumes(&volumes);
         let shown: Vec<_> = mounts
             .iter()
             .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
@@ -132,17 +137,7 @@ mod tests {
             mounts,
             devices,
         } = render(&vmi(), &BlockClaims::from([1, 2]));
-        let shown: Vec<_> = volumes
-            .iter()
-            .map(|v| {
-                let c = v.persistent_volume_claim.as_ref().unwrap();
-                (v.name.as_str(), c.claim_name.as_str(), c.read_only)
-            })
-            .collect();
-        assert_eq!(
-            shown,
-            [("claim-1", "c1", Some(true)), ("claim-2", "dv1", None)]
-        );
+        assert_claim_volumes(&volumes);
         assert_eq!(mounts, []);
         let shown: Vec<_> = devices
             .iter()

@@ -87,21 +87,7 @@ pub fn open(
 ) -> Result<FileId> {
     let unusable = |m: String| Error::volume(volume, format!("claim {claim:?}: {m}"));
     // Held open while the image is: the directory as this handler reaches it.
-    let held: Option<File>;
-    let here = if in_pod {
-        let root = launcher_root.ok_or_else(|| {
-            unusable("the launcher pod's files are out of reach (no launcher process)".into())
-        })?;
-        let root = File::open(root).map_err(Error::io("opening", root))?;
-        let d = open_in_root(&root, &dir.to_string_lossy())
-            .map_err(|e| unusable(format!("{} in the launcher pod: {e}", dir.display())))?;
-        let here = PathBuf::from(format!("/proc/self/fd/{}", d.as_raw_fd()));
-        held = Some(d);
-        here
-    } else {
-        held = None;
-        dir.to_path_buf()
-    };
+    let (held, here) = reach(dir, in_pod, launcher_root, &unusable)?;
     let image = here.join(CLAIM_DISK_IMAGE);
     let create = match create {
         Some(wanted) if std::fs::symlink_metadata(&image).is_err() => {
@@ -146,21 +132,7 @@ pub fn open_device(
         return Err(unusable(format!("{} names no device", device.display())));
     };
     // Held open while the device is: its directory as this handler reaches it.
-    let held: Option<File>;
-    let here = if in_pod {
-        let root = launcher_root.ok_or_else(|| {
-            unusable("the launcher pod's files are out of reach (no launcher process)".into())
-        })?;
-        let root = File::open(root).map_err(Error::io("opening", root))?;
-        let d = open_in_root(&root, &dir.to_string_lossy())
-            .map_err(|e| unusable(format!("{} in the launcher pod: {e}", dir.display())))?;
-        let here = PathBuf::from(format!("/proc/self/fd/{}", d.as_raw_fd()));
-        held = Some(d);
-        here
-    } else {
-        held = None;
-        dir.to_path_buf()
-    };
+    let (held, here) = reach(dir, in_pod, launcher_root, &unusable)?;
     let (_, size) = open_device_confined(&field, volume, &here, &here.join(name), owner)
         .map_err(|e| as_seen(e, claim, &here.join(name), device))?;
     drop(held);
@@ -169,6 +141,28 @@ pub fn open_device(
     }
     tracing::info!(volume, claim, device = %device.display(), size, "block claim device");
     Ok(size)
+}
+
+/// The directory `dir` as the launcher sees it, as this handler reaches it: through the
+/// launcher's root, resolved inside its tree (`in_pod`; the descriptor returned is held
+/// open while the path is used), or as it is on this host.
+fn reach(
+    dir: &Path,
+    in_pod: bool,
+    launcher_root: Option<&Path>,
+    unusable: &dyn Fn(String) -> Error,
+) -> Result<(Option<File>, PathBuf)> {
+    if !in_pod {
+        return Ok((None, dir.to_path_buf()));
+    }
+    let root = launcher_root.ok_or_else(|| {
+        unusable("the launcher pod's files are out of reach (no launcher process)".into())
+    })?;
+    let root = File::open(root).map_err(Error::io("opening", root))?;
+    let d = open_in_root(&root, &dir.to_string_lossy())
+        .map_err(|e| unusable(format!("{} in the launcher pod: {e}", dir.display())))?;
+    let here = PathBuf::from(format!("/proc/self/fd/{}", d.as_raw_fd()));
+    Ok((Some(d), here))
 }
 
 /// `e` naming `seen` (the path as the launcher sees it) where it named `here` (this
