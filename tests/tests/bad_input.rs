@@ -325,6 +325,42 @@ async fn each_bad_input_is_named_and_nothing_running_is_harmed() {
         message,
         "didn't find PVC nosuch (spec.volumes[0].persistentVolumeClaim.claimName)"
     );
+    // A claim in block mode is the guest's disk, but cannot be shared as a filesystem:
+    // the VMI waits, naming the claim and why (KubeVirt's reason).
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "blockclaim"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "none-here",
+                 "volumeMode": "Block", "resources": {"requests": {"storage": "1Gi"}}}
+    }))
+    .unwrap();
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns.name())
+        .create(&PostParams::default(), &pvc)
+        .await
+        .unwrap();
+    let mut shared = vmi(
+        "blockshare",
+        json!([{"name": "share", "persistentVolumeClaim": {"claimName": "blockclaim"}}]),
+        None,
+    );
+    // Shared, so not a disk as well.
+    shared.spec.domain.devices.disks.retain(|d| d.name != "share");
+    shared.spec.domain.devices.filesystems =
+        serde_json::from_value(json!([{"name": "share", "virtiofs": {}}])).unwrap();
+    vmis.create(&PostParams::default(), &shared).await.unwrap();
+    let (phase, _, message) =
+        synchronized_failure_of(&stack, &vmis, "blockshare", &["PvcVolumeModeUnsupported"]).await;
+    assert_eq!(phase, Some(VmiPhase::Pending));
+    assert!(
+        message.starts_with(
+            "PVC blockclaim (spec.volumes[0].persistentVolumeClaim.claimName) has volumeMode \
+             Block, which cannot be shared as a filesystem"
+        ),
+        "{message}"
+    );
+    vmis.delete("blockshare", &Default::default())
+        .await
+        .unwrap();
+
     let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
         "metadata": {"name": "unbound"},
         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "none-here",
