@@ -343,7 +343,12 @@ async fn each_bad_input_is_named_and_nothing_running_is_harmed() {
         None,
     );
     // Shared, so not a disk as well.
-    shared.spec.domain.devices.disks.retain(|d| d.name != "share");
+    shared
+        .spec
+        .domain
+        .devices
+        .disks
+        .retain(|d| d.name != "share");
     shared.spec.domain.devices.filesystems =
         serde_json::from_value(json!([{"name": "share", "virtiofs": {}}])).unwrap();
     vmis.create(&PostParams::default(), &shared).await.unwrap();
