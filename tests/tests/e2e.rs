@@ -1114,6 +1114,29 @@ async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
         "{} does not hold what the guest wrote",
         image.display()
     );
+    // The VMI's volumeStatus names the claim behind each claim volume, bound: KubeVirt's
+    // persistentVolumeClaimInfo (the volume's capacity, the claim's request, its mode).
+    for (volume, claim, mode, capacity, request) in [
+        ("data", "always-data", "Filesystem", "64Mi", "32Mi"),
+        ("block", "always-block", "Block", "48Mi", "48Mi"),
+    ] {
+        let shown = vmi.status.as_ref().and_then(|s| {
+            let v = s.volume_status.iter().find(|v| v.name == volume)?;
+            v.persistent_volume_claim_info.clone()
+        });
+        let info = serde_json::to_value(&shown).unwrap();
+        assert_eq!(
+            [
+                &info["claimName"],
+                &info["volumeMode"],
+                &info["capacity"]["storage"],
+                &info["requests"]["storage"]
+            ],
+            [claim, mode, capacity, request].map(serde_json::Value::from).each_ref(),
+            "volumeStatus of volume {volume}: {:?}",
+            vmi.status.as_ref().map(|s| &s.volume_status)
+        );
+    }
     // The block claim: the loop device itself is the guest's disk (48 MiB, 98304
     // sectors); what the guest writes is on the device.
     let find_block =
