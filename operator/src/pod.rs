@@ -368,10 +368,23 @@ pub fn render(
                 ..Default::default()
             },
         ]),
-        security_context: Some(if uses_passt(vmi) || uses_virtiofs(vmi) {
-            security::compute_with_user_namespaces()
-        } else {
-            security::compute()
+        security_context: Some({
+            let sc = if uses_passt(vmi) || uses_virtiofs(vmi) {
+                security::compute_with_user_namespaces()
+            } else {
+                security::compute()
+            };
+            let numa = vmi
+                .spec
+                .domain
+                .cpu
+                .as_ref()
+                .is_some_and(crds::Cpu::numa_passthrough);
+            if numa {
+                security::with_memory_policy(sc)
+            } else {
+                sc
+            }
         }),
         readiness_probe: Some(Probe {
             exec: Some(ExecAction {
@@ -1025,16 +1038,30 @@ spec:
         let selector = spec.node_selector.unwrap();
         assert_eq!(selector["kubevirt.io/cpumanager"], "true");
         assert!(!selector.contains_key("kubevirt.io/realtime"));
-        // Realtime vCPUs: only nodes that run realtime threads unthrottled.
+        let compute = spec.containers[0].security_context.clone().unwrap();
+        let caps = compute.capabilities.unwrap().add.unwrap();
+        assert!(!caps.contains(&"SYS_NICE".to_string()), "{caps:?}");
+        // Realtime vCPUs (with NUMA passthrough): only nodes that run realtime threads
+        // unthrottled; the memory policy's syscalls allowed by the default seccomp profile.
         let mut rt = v.clone();
-        rt.spec.domain.cpu.as_mut().unwrap().realtime = Some(Default::default());
-        let selector = render(&rt, &cfg(), &BlockClaims::new())
+        let cpu = rt.spec.domain.cpu.as_mut().unwrap();
+        cpu.realtime = Some(Default::default());
+        cpu.numa = Some(crds::Numa {
+            guest_mapping_passthrough: Some(Default::default()),
+        });
+        let rt_spec = render(&rt, &cfg(), &BlockClaims::new())
             .unwrap()
             .spec
-            .unwrap()
-            .node_selector
             .unwrap();
-        assert_eq!(selector["kubevirt.io/realtime"], "true");
+        assert_eq!(
+            rt_spec.node_selector.as_ref().unwrap()["kubevirt.io/realtime"],
+            "true"
+        );
+        let compute = rt_spec.containers[0].security_context.clone().unwrap();
+        assert_eq!(
+            compute.capabilities.unwrap().add.unwrap(),
+            ["NET_BIND_SERVICE", "SYS_NICE"]
+        );
         // Shared CPUs: none of it.
         let v = vmi(
             "metadata: {name: s, namespace: n}\nspec: {domain: {memory: {guest: 128Mi}, devices: {}}}",

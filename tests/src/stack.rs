@@ -510,7 +510,8 @@ fn spawn_handler_with(
 /// with KubeVirt's `DownwardMetrics` feature gate on (the end-to-end tests read the metrics
 /// in a guest; the gate's refusal is node_defects.rs's, in a namespace of its own) and its
 /// `CPUManager` gate (the real node's handler then labels it for dedicated CPUs) and its
-/// `EnableVirtioFsStorageVolumes` gate (a claim shared over virtiofs, in e2e.rs).
+/// `EnableVirtioFsStorageVolumes` gate (a claim shared over virtiofs, in e2e.rs) and its
+/// `NUMA` gate (NUMA passthrough, in e2e.rs).
 async fn configure_cluster(cp: &ControlPlane) -> Result<()> {
     let client = cp.client().await?;
     let apply = PatchParams::apply("ferrovirt-tests").force();
@@ -534,7 +535,7 @@ async fn configure_cluster(cp: &ControlPlane) -> Result<()> {
                 ("useEmulation".to_string(), "true".to_string()),
                 (
                     "feature-gates".to_string(),
-                    "DownwardMetrics,CPUManager,EnableVirtioFsStorageVolumes".to_string(),
+                    "DownwardMetrics,CPUManager,EnableVirtioFsStorageVolumes,NUMA".to_string(),
                 ),
             ]
             .into(),

@@ -202,6 +202,7 @@ async fn start(
         crate::node::cluster_config(&ctx.client, &ctx.namespace, ctx.use_emulation_default).await?;
     let virtualization = crate::config::decide(&ctx.kvm, config.use_emulation)?;
     crate::downward_metrics::check_gate(&vmi.spec, &config.feature_gates)?;
+    crate::domain::check_numa_gate(&vmi.spec, &config.feature_gates)?;
     let host_disks = config.host_disks.resolve_on_node();
     let attachment = prepare_network(ctx, &vmi, launcher, &config.network_bindings).await?;
     let t_net = Instant::now();

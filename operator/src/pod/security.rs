@@ -52,6 +52,24 @@ pub fn compute_with_user_namespaces() -> SecurityContext {
     }
 }
 
+/// The compute container's `sc` for a VMI whose memory is bound to host NUMA nodes
+/// (`cpu.numa.guestMappingPassthrough`): libvirt's `set_mempolicy` and QEMU's `mbind` on
+/// QEMU's own memory, which the kernel allows any process but the runtime's default seccomp
+/// profile allows only to containers whose capabilities include `SYS_NICE`. The capability
+/// is added to the bounding set only: the non-root launcher never has it effective.
+/// (KubeVirt's root-mode compute container always has it.)
+pub fn with_memory_policy(mut sc: SecurityContext) -> SecurityContext {
+    if let Some(caps) = sc.capabilities.as_mut() {
+        caps.add
+            .get_or_insert_default()
+            .push(MEMORY_POLICY_CAPABILITY.into());
+    }
+    sc
+}
+
+/// The capability [`with_memory_policy`] adds.
+pub const MEMORY_POLICY_CAPABILITY: &str = "SYS_NICE";
+
 /// The disk containers' and their init container's: no capabilities at all. The
 /// launcher and QEMU may open `/proc/<pid>/root` of their processes only while these
 /// have the same uid and no capability the opener lacks (ptrace read access).
@@ -95,5 +113,8 @@ mod tests {
         let d = disk();
         assert_eq!(d.run_as_user, Some(107));
         assert_eq!(d.capabilities.unwrap().add, None);
+        let numa = with_memory_policy(compute()).capabilities.unwrap();
+        assert_eq!(numa.add.unwrap(), ["NET_BIND_SERVICE", "SYS_NICE"]);
+        assert_eq!(numa.drop.unwrap(), ["ALL"]);
     }
 }

@@ -21,7 +21,7 @@ use crate::{Error, Result};
 use crds::quantity;
 use ferrovirt_node_contract::paths::{GUEST_AGENT_SOCKET, SERIAL_LOG, SERIAL_SOCKET, VNC_SOCKET};
 
-pub use numa::{HostNode, host_nodes};
+pub use numa::{HostNode, check_gate as check_numa_gate, host_nodes};
 pub use xml::escape;
 
 use crate::firmware::{OVMF_CODE_SECURE, efi_firmware, nvram};

@@ -9,6 +9,29 @@ use crate::{Error, Result};
 
 const FIELD: &str = "spec.domain.cpu.numa.guestMappingPassthrough";
 
+/// KubeVirt's feature gate for NUMA passthrough (kubevirt-config's `feature-gates`).
+pub const FEATURE_GATE: &str = "NUMA";
+
+/// Refuses NUMA passthrough, naming the field, unless the `NUMA` feature gate is among
+/// `gates`, as KubeVirt's webhook does.
+pub fn check_gate(
+    spec: &crds::VirtualMachineInstanceSpec,
+    gates: &std::collections::BTreeSet<String>,
+) -> Result<()> {
+    let asked = spec
+        .domain
+        .cpu
+        .as_ref()
+        .is_some_and(crds::Cpu::numa_passthrough);
+    if asked && !gates.contains(FEATURE_GATE) {
+        return Err(Error::unsupported(
+            FIELD,
+            "the NUMA feature gate is not enabled (kubevirt-config's feature-gates)",
+        ));
+    }
+    Ok(())
+}
+
 /// A host NUMA node and its CPUs (`/sys/devices/system/node/node<id>/cpulist`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostNode {
@@ -179,6 +202,25 @@ mod tests {
         let one = cells(&[(0, 1)], 4, &[node(0, &[0, 1])], 8192, 2048).unwrap();
         assert_eq!(one[0].vcpus, [0, 1, 2, 3]);
         assert_eq!(one[0].memory_kib, 8192);
+    }
+
+    #[test]
+    fn numa_passthrough_needs_the_feature_gate() {
+        let spec: crds::VirtualMachineInstanceSpec = serde_yaml::from_str(
+            "domain: {devices: {}, cpu: {numa: {guestMappingPassthrough: {}}}}",
+        )
+        .unwrap();
+        let err = check_gate(&spec, &Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(FIELD) && err.contains("NUMA feature gate"),
+            "{err}"
+        );
+        check_gate(&spec, &[FEATURE_GATE.to_owned()].into()).unwrap();
+        let plain: crds::VirtualMachineInstanceSpec =
+            serde_yaml::from_str("domain: {devices: {}}").unwrap();
+        check_gate(&plain, &Default::default()).unwrap();
     }
 
     #[test]
