@@ -127,10 +127,11 @@ async fn what_ferrovirt_does_not_implement_or_what_conflicts_is_refused_by_name(
         (
             "an instancetype field Ferrovirt does not implement",
             json!({"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachineInstancetype",
-                   "metadata": {"name": "pinned"},
-                   "spec": {"cpu": {"guest": 2, "maxSockets": 4}, "memory": {"guest": "1Gi"}}})
+                   "metadata": {"name": "gpus"},
+                   "spec": {"cpu": {"guest": 2}, "memory": {"guest": "1Gi"},
+                            "gpus": [{"name": "gpu", "deviceName": "nvidia.com/GP102GL"}]}})
             .to_string(),
-            vec![r#"unknown field "spec.cpu.maxSockets""#],
+            vec![r#"unknown field "spec.gpus""#],
         ),
         (
             "a preference field Ferrovirt does not implement",
