@@ -9,18 +9,25 @@
 //! - `nvram/`: the EFI variables, `<VMI name>_VARS.fd`, copied from OVMF's template once
 //!   and then kept (the domain's `<nvram>` names it, [`crate::firmware::nvram`]).
 //!
-//! The claim is a hostPath or local volume, as every claim Ferrovirt's node uses; its
-//! directory here is where virt-handler makes the sub-paths (as the launcher's user).
+//! virt-handler reaches the claim where the launcher pod mounts it (through the launcher's
+//! `/proc/<pid>/root`, resolved in that tree), so any storage the node mounts serves; a
+//! launcher outside a pod (virt-handler's own tests) uses the claim's hostPath or local
+//! volume. The claim's content is the VM owner's (any pod of the namespace may mount the
+//! claim): every entry virt-handler makes or gives there is reached from the claim's
+//! directory one name at a time, never through a symbolic link, so nothing outside the
+//! claim is made or given away.
 
-use std::path::Path;
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
 use crds::{BACKEND_STORAGE_VOLUME, VirtualMachineInstance};
 use ferrovirt_node_contract::paths::{
-    BACKEND_STORAGE_DIR_IN_POD, BACKEND_STORAGE_SWTPM, LIBVIRT_DIR,
+    BACKEND_STORAGE_DIR_IN_POD, BACKEND_STORAGE_NVRAM, BACKEND_STORAGE_SWTPM, LIBVIRT_DIR,
 };
 use kube::ResourceExt;
 
-use crate::firmware::nvram_file;
 use crate::volumes::{give, launcher_owner};
 use crate::{Error, Result};
 
@@ -46,25 +53,47 @@ pub fn claim(vmi: &VirtualMachineInstance) -> Result<Option<&str>> {
         })
 }
 
-/// The error of a claim whose directory cannot be found (`why`).
+/// The error of a claim whose directory cannot be found or used (`why`).
 pub fn unusable(claim: &str, why: String) -> Error {
     Error::volume(BACKEND_STORAGE_VOLUME, format!("claim {claim:?}: {why}"))
 }
 
-/// Prepares the claim at `claim_dir` (its directory on this host) for the VMI whose
-/// per-VMI directory is `host_dir`: the sub-paths it uses, owned by the launcher's user; the
-/// EFI variables copied from `vars_template` unless the claim has them; the link of the
-/// launcher's swtpm state into the claim. Blocking (small file operations).
+/// Opens the claim's directory where the launcher pod mounts it, resolved inside the
+/// launcher's tree `launcher_root` (its `/proc/<pid>/root`); `None` when the launcher has
+/// no such mount (a launcher outside a pod).
+pub fn open_in_launcher(launcher_root: &Path) -> Option<File> {
+    let root = File::open(launcher_root).ok()?;
+    crate::volumes::launcher_root::open_in_root(&root, BACKEND_STORAGE_DIR_IN_POD)
+        .ok()
+        .filter(|d| d.metadata().is_ok_and(|m| m.is_dir()))
+}
+
+/// Opens the claim's directory at `dir` on this host (its hostPath or local volume, for a
+/// launcher outside a pod), not through a link at its end.
+pub fn open_on_host(dir: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)
+}
+
+/// Prepares the claim, opened as `claim_dir` ([`open_in_launcher`], [`open_on_host`]; named
+/// `claim` in errors), for the VMI whose per-VMI directory is `host_dir`: the sub-paths it
+/// uses, owned by the launcher's user; the EFI variables copied from `vars_template` unless
+/// the claim has them; the link of the launcher's swtpm state into the claim. Blocking
+/// (small file operations).
 pub fn prepare(
     vmi: &VirtualMachineInstance,
-    claim_dir: &Path,
+    claim: &str,
+    claim_dir: &File,
     host_dir: &Path,
     vars_template: Option<&str>,
 ) -> Result<()> {
     let owner = launcher_owner(host_dir)?;
+    let refuse = |why: String| unusable(claim, why);
     // The claim is the VM's own: the launcher's user reaches into it (as QEMU opens a
     // claim's disk image as that user).
-    give(claim_dir, owner)?;
+    give_file(claim_dir, owner).map_err(|e| refuse(format!("giving its directory: {e}")))?;
     if crds::Tpm::persistent(vmi.spec.domain.devices.tpm.as_ref()) {
         // libvirt keeps swtpm's state per domain UUID: without the firmware UUID the VM's
         // name gives (virt-api's mutator sets it, as KubeVirt's), each VMI would find none.
@@ -82,8 +111,7 @@ pub fn prepare(
                  register virt-api's webhooks",
             ));
         }
-        let state = claim_dir.join(BACKEND_STORAGE_SWTPM);
-        mkdir_for(&state, owner)?;
+        subdir(claim_dir, BACKEND_STORAGE_SWTPM, owner).map_err(refuse)?;
         let lib = host_dir.join(LIBVIRT_DIR).join("lib");
         if !lib.exists() {
             mkdir_for(&host_dir.join(LIBVIRT_DIR), owner)?;
@@ -95,22 +123,87 @@ pub fn prepare(
             &target,
             owner,
         )?;
-        tracing::info!(state = %state.display(), "swtpm's state is on the backend-storage claim");
+        tracing::info!(claim, "swtpm's state is on the backend-storage claim");
     }
     if vmi.spec.persistent_efi()
         && let Some(template) = vars_template
     {
-        let file = nvram_file(claim_dir, &vmi.name_any());
-        mkdir_for(file.parent().unwrap_or(claim_dir), owner)?;
-        if !file.exists() {
-            let tmp = file.with_extension("fd.tmp");
-            std::fs::copy(template, &tmp).map_err(Error::io("copying EFI variables to", &tmp))?;
-            std::fs::rename(&tmp, &file).map_err(Error::io("renaming", &tmp))?;
-            tracing::info!(nvram = %file.display(), "EFI variables created on the backend-storage claim");
+        let nvram = subdir(claim_dir, BACKEND_STORAGE_NVRAM, owner).map_err(refuse)?;
+        let name = format!("{}_VARS.fd", vmi.name_any());
+        let file = in_dir(&nvram).join(&name);
+        let shown = format!("{BACKEND_STORAGE_NVRAM}/{name}");
+        match std::fs::symlink_metadata(&file) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Err(refuse(format!("{shown} is not a regular file"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let tmp = in_dir(&nvram).join(format!("{name}.tmp"));
+                copy_new(Path::new(template), &tmp)
+                    .map_err(|e| refuse(format!("copying EFI variables to {shown}.tmp: {e}")))?;
+                std::fs::rename(&tmp, &file)
+                    .map_err(|e| refuse(format!("renaming {shown}.tmp: {e}")))?;
+                tracing::info!(claim, nvram = %shown, "EFI variables created on the backend-storage claim");
+            }
+            Err(e) => return Err(refuse(format!("inspecting {shown}: {e}"))),
         }
         give(&file, owner)?;
     }
     Ok(())
+}
+
+/// `dir`'s own entries, by name (`/proc/self/fd/<fd>/<name>`: one name below the opened
+/// directory, wherever it is).
+fn in_dir(dir: &File) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+}
+
+/// The directory `name` in `dir`, made if missing and given to `owner`; refused when it is
+/// a link or not a directory (the claim's content may be anyone's in its namespace).
+fn subdir(dir: &File, name: &str, owner: (u32, u32)) -> std::result::Result<File, String> {
+    let at = in_dir(dir).join(name);
+    match std::fs::create_dir(&at) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("making {name}: {e}")),
+    }
+    let d = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(&at)
+        .map_err(|e| {
+            let link = std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_symlink());
+            match e.raw_os_error() {
+                _ if link => format!("{name} is a symbolic link; it must be a directory"),
+                Some(libc::ENOTDIR) => format!("{name} is not a directory"),
+                _ => format!("opening {name}: {e}"),
+            }
+        })?;
+    give_file(&d, owner).map_err(|e| format!("giving {name}: {e}"))?;
+    Ok(d)
+}
+
+/// Gives the opened file to `owner` unless it has it already.
+fn give_file(f: &File, (uid, gid): (u32, u32)) -> std::io::Result<()> {
+    let m = f.metadata()?;
+    if (m.uid(), m.gid()) != (uid, gid) {
+        std::os::unix::fs::fchown(f, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+/// Copies `from` to the new file `to` (a leftover one removed first; never through a link).
+fn copy_new(from: &Path, to: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(to) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(to)?;
+    std::io::copy(&mut File::open(from)?, &mut out)?;
+    out.sync_all()
 }
 
 fn mkdir_for(dir: &Path, owner: (u32, u32)) -> Result<()> {
@@ -163,20 +256,21 @@ mod tests {
         let (host_dir, claim_dir) = (root.path().join("vmi"), root.path().join("claim"));
         std::fs::create_dir_all(host_dir.join("libvirt/lib/swtpm")).unwrap();
         std::fs::create_dir_all(&claim_dir).unwrap();
+        let claim = open_on_host(&claim_dir).unwrap();
         let template = root.path().join("VARS.fd");
         std::fs::write(&template, b"template").unwrap();
         let spec = serde_json::json!({"domain": {"devices": {"tpm": {"persistent": true}},
             "firmware": {"bootloader": {"efi": {"persistent": true}}}}});
         let t = Some(template.to_str().unwrap());
         // Without a firmware UUID the TPM's state could not be found again: refused.
-        let e = prepare(&vmi(spec.clone(), Some("c1")), &claim_dir, &host_dir, t)
+        let e = prepare(&vmi(spec.clone(), Some("c1")), "c1", &claim, &host_dir, t)
             .unwrap_err()
             .to_string();
         assert!(e.contains("spec.domain.firmware.uuid"), "{e}");
         let mut v = vmi(spec, Some("c1"));
         v.spec.domain.firmware.as_mut().unwrap().uuid =
             Some("913202c6-7f3b-5cb4-ba74-282986f246de".into());
-        prepare(&v, &claim_dir, &host_dir, t).unwrap();
+        prepare(&v, "c1", &claim, &host_dir, t).unwrap();
         assert_eq!(
             std::fs::read_link(host_dir.join("libvirt/lib/swtpm")).unwrap(),
             Path::new("/var/run/ferrovirt-private/backend-storage/swtpm")
@@ -186,7 +280,55 @@ mod tests {
         assert_eq!(std::fs::read(&vars).unwrap(), b"template");
         // The guest's writes are kept: a second start copies nothing over them.
         std::fs::write(&vars, b"written by the guest").unwrap();
-        prepare(&v, &claim_dir, &host_dir, t).unwrap();
+        prepare(&v, "c1", &claim, &host_dir, t).unwrap();
         assert_eq!(std::fs::read(&vars).unwrap(), b"written by the guest");
+    }
+
+    /// The claim's content is anyone's in the VM's namespace: links planted in it never
+    /// lead virt-handler (root) to make or give anything outside the claim.
+    #[test]
+    fn links_in_the_claim_are_refused_and_nothing_outside_is_touched() {
+        let root = tempfile::tempdir().unwrap();
+        let (host_dir, claim_dir) = (root.path().join("vmi"), root.path().join("claim"));
+        let outside = root.path().join("node-files");
+        for d in [&host_dir, &claim_dir, &outside] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let template = root.path().join("VARS.fd");
+        std::fs::write(&template, b"template").unwrap();
+        let efi = serde_json::json!({"domain": {"devices": {},
+            "firmware": {"bootloader": {"efi": {"persistent": true}}}}});
+        let t = Some(template.to_str().unwrap());
+        // nvram/ a link to a directory of the node's.
+        std::os::unix::fs::symlink(&outside, claim_dir.join("nvram")).unwrap();
+        let claim = open_on_host(&claim_dir).unwrap();
+        let e = prepare(&vmi(efi.clone(), Some("c1")), "c1", &claim, &host_dir, t)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nvram is a symbolic link"), "{e}");
+        assert!(
+            e.contains(BACKEND_STORAGE_VOLUME) && e.contains("c1"),
+            "{e}"
+        );
+        // The variables' file a link to a node file.
+        std::fs::remove_file(claim_dir.join("nvram")).unwrap();
+        std::fs::create_dir(claim_dir.join("nvram")).unwrap();
+        let node_file = outside.join("passwd");
+        std::fs::write(&node_file, b"root:x:0:0").unwrap();
+        std::os::unix::fs::symlink(&node_file, claim_dir.join("nvram/vm1_VARS.fd")).unwrap();
+        let e = prepare(&vmi(efi.clone(), Some("c1")), "c1", &claim, &host_dir, t)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nvram/vm1_VARS.fd is not a regular file"), "{e}");
+        // A leftover temporary file that is a link: removed, not written through.
+        std::fs::remove_file(claim_dir.join("nvram/vm1_VARS.fd")).unwrap();
+        std::os::unix::fs::symlink(&node_file, claim_dir.join("nvram/vm1_VARS.fd.tmp")).unwrap();
+        prepare(&vmi(efi, Some("c1")), "c1", &claim, &host_dir, t).unwrap();
+        assert_eq!(std::fs::read(&node_file).unwrap(), b"root:x:0:0");
+        assert_eq!(
+            std::fs::read(claim_dir.join("nvram/vm1_VARS.fd")).unwrap(),
+            b"template"
+        );
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
     }
 }

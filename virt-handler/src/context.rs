@@ -82,12 +82,24 @@ impl Context {
         let launcher_root = launcher_pid.map(|pid| PathBuf::from(format!("/proc/{pid}/root")));
         let claims = self.claim_dirs(&ns, vmi, launcher_root.as_deref()).await?;
         if let Some(claim) = crate::backend_storage::claim(vmi)? {
-            let dir = self
-                .claim_dir(&ns, claim)
-                .await?
-                .map_err(|why| crate::backend_storage::unusable(claim, why))?;
+            use crate::backend_storage as bs;
+            // Where the launcher pod mounts it; else (a launcher outside a pod) its volume.
+            let in_pod = launcher_root.as_deref().and_then(bs::open_in_launcher);
+            tracing::info!(claim, in_pod = in_pod.is_some(), "backend-storage claim");
+            let dir = match in_pod {
+                Some(dir) => dir,
+                None => {
+                    let path = self
+                        .claim_dir(&ns, claim)
+                        .await?
+                        .map_err(|why| bs::unusable(claim, why))?;
+                    bs::open_on_host(&path).map_err(|e| {
+                        bs::unusable(claim, format!("opening {}: {e}", path.display()))
+                    })?
+                }
+            };
             let vars = crate::firmware::efi_firmware(&vmi.spec.domain).map(|(_, vars)| vars);
-            crate::backend_storage::prepare(vmi, &dir, &self.run_dir.vmi(&uid).dir, vars)?;
+            bs::prepare(vmi, claim, &dir, &self.run_dir.vmi(&uid).dir, vars)?;
         }
         let launcher_dir = self.launcher_dir(&uid);
         let virtiofs =
