@@ -271,6 +271,11 @@ const CORPUS: &[(&str, Expect, &str)] = &[
         "tests/tests/e2e.rs dedicated_cpus_pin_the_vcpu_to_the_pods_own_cpu (a Guaranteed launcher pod on the real node's static CPU manager, QEMU's vCPU thread on the pod's own CPU); golden.rs dedicated-cpus",
     ),
     (
+        "numa-realtime.yaml",
+        Accepted,
+        "tests/tests/e2e.rs dedicated_cpus_pin_the_vcpu_to_the_pods_own_cpu (maxSockets: the guest's possible CPUs 0-1, online 0; NUMA passthrough: one guest node with its vCPU and memory; realtime: not scheduled where the node is not labelled kubevirt.io/realtime=true, as in KubeVirt); golden.rs numa-realtime-hotplug; virt-handler's realtime.rs (SCHED_FIFO on a thread)",
+    ),
+    (
         "tpm.yaml",
         Accepted,
         "virt-handler/tests/node_defects.rs start_strategy_paused (/sys/class/tpm/tpm0 in the guest, TPM 2.0)",

@@ -1208,6 +1208,11 @@ fn allowed_cpus(status: &std::path::Path) -> String {
 /// gives it a CPU of its own (its CPU manager state names it), and QEMU's vCPU thread runs
 /// on that CPU alone while the guest boots. (An isolated emulator thread would need a
 /// second CPU of its own, which a 2-core machine with CPU 0 reserved does not have.)
+/// The same VM has KubeVirt's cx1 CPU fields: a hotplug headroom of two sockets
+/// (`maxSockets`: the guest has room for two vCPUs and runs one) and NUMA passthrough (its
+/// one NUMA cell, on the host's one node, holds its vCPUs and memory, in 2Mi hugepages).
+/// A realtime VMI (rt1's fields) is not scheduled: this node throttles realtime threads,
+/// so virt-handler does not label it `kubevirt.io/realtime=true`, as KubeVirt's would not.
 #[tokio::test]
 async fn dedicated_cpus_pin_the_vcpu_to_the_pods_own_cpu() {
     let (cp, stack) = stack().await;
@@ -1229,12 +1234,53 @@ async fn dedicated_cpus_pin_the_vcpu_to_the_pods_own_cpu() {
     )
     .await;
 
+    // Realtime vCPUs only go where realtime threads run unthrottled.
+    let labels = nodes.get(&node).await.unwrap().metadata.labels.unwrap();
+    assert_eq!(
+        labels.get("kubevirt.io/realtime").map(String::as_str),
+        Some("false"),
+        "this machine's kernel.sched_rt_runtime_us is not -1: {labels:?}"
+    );
+    let mut realtime = manifests::kernel_boot_vmi("realtime", serde_json::json!([]));
+    realtime["spec"]["domain"]["cpu"] = serde_json::json!({
+        "dedicatedCpuPlacement": true,
+        "numa": {"guestMappingPassthrough": {}},
+        "realtime": {}
+    });
+    realtime["spec"]["domain"]["memory"]["hugepages"] = serde_json::json!({"pageSize": "2Mi"});
+    kubectl(cp, &ns, &["apply", "-f", "-"], Some(&realtime.to_string())).await;
+    let why = wait_for(
+        stack,
+        "VMI realtime's PodScheduled=False condition",
+        Duration::from_secs(60),
+        || async {
+            let vmi = vmis.get_opt("realtime").await.ok().flatten()?;
+            vmi.status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "False")?
+                .message
+        },
+    )
+    .await;
+    assert!(why.contains("node affinity/selector"), "{why}");
+    kubectl(cp, &ns, &["delete", "vmi", "realtime"], None).await;
+
     let mut vm: VirtualMachine =
         serde_yaml::from_str(&kernel_boot_vm("pinned", "Always", "pinned-guest")).unwrap();
-    vm.spec.template.spec.domain.cpu = Some(crds::Cpu {
+    let domain = &mut vm.spec.template.spec.domain;
+    domain.cpu = Some(crds::Cpu {
+        sockets: Some(1),
         cores: Some(1),
+        max_sockets: Some(2),
         dedicated_cpu_placement: Some(true),
+        numa: Some(crds::Numa {
+            guest_mapping_passthrough: Some(Default::default()),
+        }),
         ..Default::default()
+    });
+    domain.memory.get_or_insert_default().hugepages = Some(crds::Hugepages {
+        page_size: crds::HugepageSize::Size2Mi,
     });
     kubectl(
         cp,
@@ -1278,6 +1324,37 @@ async fn dedicated_cpus_pin_the_vcpu_to_the_pods_own_cpu() {
         "vCPU 0 of QEMU {qemu}"
     );
     eprintln!("MEASURE dedicated CPU: the pod's CPU {given}, vCPU 0's thread on {given}");
+
+    // In the guest: room for two vCPUs, one online; one NUMA node with that vCPU and all
+    // of the guest's memory (the node's MemTotal is the machine's).
+    let answer = console_exchange(
+        &stack.vmi_dir(&uid(&vmi)).join(SERIAL_SOCKET),
+        "echo CPUS possible=$(cat /sys/devices/system/cpu/possible) \
+         online=$(cat /sys/devices/system/cpu/online) \
+         nodes=$(ls -d /sys/devices/system/node/node* | wc -l) \
+         node0=$(cat /sys/devices/system/node/node0/cpulist) \
+         $(grep MemTotal /sys/devices/system/node/node0/meminfo) \
+         $(grep MemTotal /proc/meminfo) END$((6*7))",
+        " END42",
+    );
+    assert!(
+        answer.contains("CPUS possible=0-1 online=0 nodes=1 node0=0 "),
+        "{answer}"
+    );
+    let kib = |i: usize| -> u64 {
+        answer
+            .split("MemTotal:")
+            .nth(i)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|k| k.parse().ok())
+            .unwrap_or_else(|| panic!("no MemTotal number {i} in {answer:?}"))
+    };
+    let (node0_kib, total_kib) = (kib(1), kib(2));
+    assert!(
+        node0_kib == total_kib && total_kib > 0,
+        "node 0 has {node0_kib} KiB of the guest's {total_kib}: {answer}"
+    );
+    eprintln!("MEASURE NUMA passthrough: the guest's node 0 has all its {total_kib} KiB");
     kubectl(cp, &ns, &["delete", "vm", "pinned"], None).await;
     gone(stack, &vmis, "pinned").await;
 }
