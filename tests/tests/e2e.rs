@@ -1132,7 +1132,9 @@ async fn run_strategy_always_boots_a_new_vmi_after_a_guest_poweroff() {
                 &info["capacity"]["storage"],
                 &info["requests"]["storage"]
             ],
-            [claim, mode, capacity, request].map(serde_json::Value::from).each_ref(),
+            [claim, mode, capacity, request]
+                .map(serde_json::Value::from)
+                .each_ref(),
             "volumeStatus of volume {volume}: {:?}",
             vmi.status.as_ref().map(|s| &s.volume_status)
         );
