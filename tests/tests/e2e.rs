@@ -162,6 +162,29 @@ fn uid(vmi: &VirtualMachineInstance) -> String {
 }
 
 /// Waits until the guest's serial log holds `line`; returns the whole log.
+/// The message of VMI `name`'s `PodScheduled=False` condition: why the scheduler does not
+/// place its launcher pod.
+async fn not_scheduled(
+    stack: &RealStack,
+    vmis: &Api<VirtualMachineInstance>,
+    name: &str,
+) -> String {
+    wait_for(
+        stack,
+        &format!("VMI {name}'s PodScheduled=False condition"),
+        Duration::from_secs(60),
+        || async {
+            let vmi = vmis.get_opt(name).await.ok().flatten()?;
+            vmi.status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "False")?
+                .message
+        },
+    )
+    .await
+}
+
 async fn console_shows(stack: &RealStack, vmi_uid: &str, line: &str) -> String {
     let log = stack.vmi_dir(vmi_uid).join(SERIAL_LOG);
     wait_for(
@@ -226,20 +249,7 @@ async fn vm_boots_survives_a_handler_restart_and_delete_powers_off_through_acpi(
     huge_1g["spec"]["domain"]["memory"] =
         serde_json::json!({"guest": "1Gi", "hugepages": {"pageSize": "1Gi"}});
     kubectl(cp, &ns, &["apply", "-f", "-"], Some(&huge_1g.to_string())).await;
-    let why = wait_for(
-        stack,
-        "VMI huge-1g's PodScheduled=False condition",
-        Duration::from_secs(60),
-        || async {
-            let vmi = vmis.get_opt("huge-1g").await.ok().flatten()?;
-            vmi.status?
-                .conditions
-                .into_iter()
-                .find(|c| c.type_ == "PodScheduled" && c.status == "False")?
-                .message
-        },
-    )
-    .await;
+    let why = not_scheduled(stack, &vmis, "huge-1g").await;
     assert!(why.contains("Insufficient hugepages-1Gi"), "{why}");
     kubectl(cp, &ns, &["delete", "vmi", "huge-1g"], None).await;
 
@@ -1251,20 +1261,7 @@ async fn dedicated_cpus_pin_the_vcpu_to_the_pods_own_cpu() {
     });
     realtime["spec"]["domain"]["memory"]["hugepages"] = serde_json::json!({"pageSize": "2Mi"});
     kubectl(cp, &ns, &["apply", "-f", "-"], Some(&realtime.to_string())).await;
-    let why = wait_for(
-        stack,
-        "VMI realtime's PodScheduled=False condition",
-        Duration::from_secs(60),
-        || async {
-            let vmi = vmis.get_opt("realtime").await.ok().flatten()?;
-            vmi.status?
-                .conditions
-                .into_iter()
-                .find(|c| c.type_ == "PodScheduled" && c.status == "False")?
-                .message
-        },
-    )
-    .await;
+    let why = not_scheduled(stack, &vmis, "realtime").await;
     assert!(why.contains("node affinity/selector"), "{why}");
     kubectl(cp, &ns, &["delete", "vmi", "realtime"], None).await;
 
