@@ -552,7 +552,7 @@ async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_i
     set_config(
         &f.client,
         f.ns.name(),
-        &[("feature-gates", "EnableVirtioFsStorageVolumes")],
+        &[("feature-gates", "EnableVirtioFsStorageVolumes,NUMA")],
     )
     .await;
     spec["volumes"]
@@ -730,4 +730,73 @@ async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_i
         .await
         .unwrap();
     s.launcher.wait_exit(Duration::from_secs(60));
+
+    // Realtime vCPUs (KubeVirt's rt1 fields), started paused: the handler gives vCPU 0's
+    // thread SCHED_FIFO before the guest would run. The launcher here is a host process in
+    // the machine's root cpu cgroup, which has a realtime budget (a pod's cgroup has none,
+    // docs/real-node.md). Its CPUs are the machine's: one vCPU fewer, and the emulator
+    // thread on the last, make them exactly its dedicated CPUs.
+    let cpus = std::thread::available_parallelism().unwrap().get() as u32;
+    assert!(
+        cpus >= 2,
+        "dedicated CPUs for a vCPU and the emulator need 2 CPUs"
+    );
+    ensure_free_hugepages(32);
+    let mut rt = guest_spec();
+    rt["startStrategy"] = json!("Paused");
+    rt["terminationGracePeriodSeconds"] = json!(0);
+    rt["domain"]["devices"]["interfaces"] = json!([]);
+    rt["networks"] = json!([]);
+    rt["domain"]["memory"] = json!({"guest": "64Mi", "hugepages": {"pageSize": "2Mi"}});
+    rt["domain"]["cpu"] = json!({"sockets": cpus - 1, "dedicatedCpuPlacement": true,
+        "isolateEmulatorThread": true, "numa": {"guestMappingPassthrough": {}},
+        "realtime": {"mask": "0"}});
+    let mut s = start(&f.api, &f.node, f.run_dir.path(), "rt", rt).await;
+    let v = settled(&f.api, "rt", &f.handler).await;
+    assert_eq!(
+        v.status.as_ref().and_then(|s| s.phase),
+        Some(VmiPhase::Running),
+        "{:?}\n{}",
+        v.status,
+        f.handler.log_text()
+    );
+    let qemu = ferrovirt_tests::qemu_of(&format!("{}_rt", f.ns.name())).expect("rt's QEMU");
+    let vcpu0 = std::fs::read_dir(format!("/proc/{qemu}/task"))
+        .unwrap()
+        .flatten()
+        .find(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("CPU 0/"))
+        })
+        .and_then(|t| t.file_name().to_str()?.parse::<i32>().ok())
+        .expect("QEMU's vCPU 0 thread");
+    assert_eq!(
+        virt_handler::realtime::policy(vcpu0),
+        Some(libc::SCHED_FIFO),
+        "vCPU 0's thread {vcpu0} of QEMU {qemu}"
+    );
+    eprintln!("MEASURE realtime: vCPU 0's thread {vcpu0} runs SCHED_FIFO");
+    f.api.delete("rt", &DeleteParams::default()).await.unwrap();
+    s.launcher.wait_exit(Duration::from_secs(60));
+}
+
+/// At least `pages` free 2Mi hugepages on the host: the kernel's pool is raised if needed
+/// (as hack/node/up.sh raises it; the pool is shared and never lowered).
+fn ensure_free_hugepages(pages: u64) {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let free: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no HugePages_Free in /proc/meminfo:\n{meminfo}"));
+    if free >= pages {
+        return;
+    }
+    let pool = "/proc/sys/vm/nr_hugepages";
+    let now: u64 = std::fs::read_to_string(pool)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::fs::write(pool, (now + pages - free).to_string())
+        .unwrap_or_else(|e| panic!("raising {pool} (needs root): {e}"));
 }
