@@ -273,7 +273,7 @@ const CORPUS: &[(&str, Expect, &str)] = &[
     (
         "numa-realtime.yaml",
         Accepted,
-        "tests/tests/e2e.rs dedicated_cpus_pin_the_vcpu_to_the_pods_own_cpu (maxSockets: the guest's possible CPUs 0-1, online 0; NUMA passthrough: one guest node with its vCPU and memory; realtime: not scheduled where the node is not labelled kubevirt.io/realtime=true, as in KubeVirt); golden.rs numa-realtime-hotplug; virt-handler's realtime.rs (SCHED_FIFO on a thread)",
+        "tests/tests/e2e.rs dedicated_cpus_pin_the_vcpu_to_the_pods_own_cpu (maxSockets: the guest's possible CPUs 0-1, online 0; NUMA passthrough: one guest node with its vCPU and memory; realtime: not scheduled where the node is not labelled kubevirt.io/realtime=true, as in KubeVirt); golden.rs numa-realtime-hotplug; virt-handler/tests/node_defects.rs start_strategy_paused (a paused realtime guest's vCPU 0 thread runs SCHED_FIFO)",
     ),
     (
         "tpm.yaml",
