@@ -180,6 +180,29 @@ mod tests {
         assert_eq!(vcpu_of("CPU 1/XYZ"), None);
     }
 
+    /// The kernel's EPERM names the field, the thread's cpu cgroup and its realtime budget.
+    #[test]
+    fn a_refusal_names_the_field_and_the_cgroups_budget() {
+        // SAFETY: gettid has no arguments.
+        let tid = unsafe { libc::gettid() };
+        let msg = refused(1, tid, std::io::Error::from_raw_os_error(libc::EPERM)).to_string();
+        assert!(msg.starts_with(FIELD), "{msg}");
+        assert!(msg.contains("refused SCHED_FIFO for vCPU 1"), "{msg}");
+        let (cgroup, budget) = rt_budget(tid).expect("this thread's cpu cgroup and budget");
+        assert!(
+            msg.contains(&format!(
+                "its cpu cgroup {cgroup} has a realtime budget (cpu.rt_runtime_us) of {budget}"
+            )),
+            "{msg}"
+        );
+        // The same figure as the cgroup's file says.
+        let file = std::path::Path::new("/sys/fs/cgroup/cpu")
+            .join(cgroup.trim_start_matches('/'))
+            .join("cpu.rt_runtime_us");
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(text.trim(), budget.to_string(), "{}", file.display());
+    }
+
     /// The syscall path itself, on a thread of this test, which runs as root in the
     /// machine's root cpu cgroup (a realtime budget of 950 ms a second).
     #[test]
