@@ -668,6 +668,11 @@ pub struct Devices {
         skip_serializing_if = "Option::is_none"
     )]
     pub network_interface_multiqueue: Option<bool>,
+    /// Make every virtio device transitional (`virtio-transitional`: legacy and modern
+    /// virtio on a conventional PCI slot) for guests whose drivers predate virtio 1.0,
+    /// as KubeVirt does. Defaults to false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_virtio_transitional: Option<bool>,
     /// Attach a virtio VSOCK device with a CID of its own. Refused when true: VSOCK needs
     /// the node kernel's vhost_vsock module (`/dev/vhost-vsock`), which Ferrovirt's nodes
     /// lack. Defaults to false.

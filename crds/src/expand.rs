@@ -509,6 +509,9 @@ fn devices(p: &PreferenceSpec, spec: &mut VirtualMachineInstanceSpec) {
     if devices.network_interface_multiqueue.is_none() {
         devices.network_interface_multiqueue = d.preferred_network_interface_multi_queue;
     }
+    if devices.use_virtio_transitional.is_none() {
+        devices.use_virtio_transitional = d.preferred_use_virtio_transitional;
+    }
     // As KubeVirt's VM controller: the autoattached tablet is added before the bus and
     // type preferences apply (`preferredInputType` has nothing to fill: a Ferrovirt input
     // always names its type, `tablet`, the one kind there is).

@@ -373,6 +373,9 @@ pub struct DevicePreferences {
         skip_serializing_if = "Option::is_none"
     )]
     pub preferred_network_interface_multi_queue: Option<bool>,
+    /// `useVirtioTransitional`, when the VM does not set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_use_virtio_transitional: Option<bool>,
 }
 
 /// Hypervisor feature preferences. `preferredHyperv` and `preferredKvm` are refused with

@@ -420,7 +420,8 @@ fn device_and_feature_preferences_fill_what_the_template_leaves_unset() {
         "{devices: {preferredTPM: {}, preferredAutoattachMemBalloon: false, \
          preferredBlockMultiQueue: true, preferredDiskDedicatedIoThread: true, \
          preferredNetworkInterfaceMultiQueue: true, preferredVideoType: virtio, \
-         preferredDiskBus: virtio, preferredInputBus: virtio}, \
+         preferredDiskBus: virtio, preferredInputBus: virtio, \
+         preferredUseVirtioTransitional: true}, \
          features: {preferredSmm: {}}}",
     );
     let template = r#"
@@ -436,6 +437,7 @@ volumes: [{name: root, containerDisk: {image: cirros}}]
     assert_eq!(d.autoattach_mem_balloon, Some(false));
     assert_eq!(d.block_multi_queue, Some(true));
     assert_eq!(d.network_interface_multiqueue, Some(true));
+    assert_eq!(d.use_virtio_transitional, Some(true));
     assert_eq!(
         d.video.as_ref().map(|v| v.type_),
         Some(crds::VideoType::Virtio)
@@ -458,12 +460,13 @@ volumes: [{name: root, containerDisk: {image: cirros}}]
     assert_eq!(buses, ["\"virtio\"", "\"usb\""]);
     assert!(s.domain.features.unwrap().smm.is_some());
     // The template's own choices win.
-    let own = "domain: {devices: {tpm: {enabled: false}, blockMultiQueue: false, autoattachMemBalloon: true}, features: {smm: {enabled: false}}}";
+    let own = "domain: {devices: {tpm: {enabled: false}, blockMultiQueue: false, autoattachMemBalloon: true, useVirtioTransitional: false}, features: {smm: {enabled: false}}}";
     let (s, _) = run(None, Some(&preference), own).unwrap();
     let d = &s.domain.devices;
     assert_eq!(d.tpm.as_ref().unwrap().enabled, Some(false));
     assert_eq!(d.block_multi_queue, Some(false));
     assert_eq!(d.autoattach_mem_balloon, Some(true));
+    assert_eq!(d.use_virtio_transitional, Some(false));
     assert_eq!(s.domain.features.unwrap().smm.unwrap().enabled, Some(false));
 }
 

@@ -510,6 +510,10 @@ async fn a_guest_in_a_reset_loop_shows_in_status_and_its_serial_log_is_capped() 
 /// pool is 2) with the disk's dedicated thread runs as
 /// QEMU's threads `IO iothread1` and `IO iothread2`. A claim's directory shared as a
 /// filesystem (virtiofs) is mounted by the volume's name, read and written.
+/// `useVirtioTransitional` makes the disk, NIC, balloon, RNG and virtio-serial controller
+/// transitional: the guest's PCI bus shows their transitional ids (1af4:1000-1005, behind
+/// the PCIe-to-PCI bridge libvirt adds for them) and none of their modern ones; the
+/// virtio tablet, virtio-gpu and virtiofs keep theirs, as in KubeVirt.
 #[tokio::test]
 async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_inside() {
     let f = Fixture::start(shared().await, "sp").await;
@@ -527,6 +531,8 @@ async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_i
         json!({"name": "wd", "i6300esb": {"action": "poweroff"}});
     spec["domain"]["devices"]["tpm"] = json!({});
     spec["domain"]["devices"]["video"] = json!({"type": "virtio"});
+    spec["domain"]["devices"]["useVirtioTransitional"] = json!(true);
+    spec["domain"]["devices"]["rng"] = json!({});
     spec["domain"]["devices"]["inputs"] = json!([
         {"name": "tablet1", "type": "tablet", "bus": "virtio"},
         {"name": "tablet2", "type": "tablet"}
@@ -702,6 +708,34 @@ async fn start_strategy_paused_holds_the_guest_until_unpaused_and_devices_show_i
     assert!(
         on_bus("0x1050") && !on_bus("0x1111"),
         "video type virtio: virtio-gpu (1af4:1050) on the PCI bus, not the VGA (1234:1111): {line}"
+    );
+    // useVirtioTransitional: the transitional PCI ids of the net, block, balloon, console
+    // (virtio-serial) and entropy devices, none of their modern ones (0x1040 + type).
+    for (id, device) in [
+        ("0x1000", "net"),
+        ("0x1001", "block"),
+        ("0x1002", "balloon"),
+        ("0x1003", "virtio-serial"),
+        ("0x1005", "rng"),
+        (
+            "0x000e",
+            "the PCIe-to-PCI bridge (1b36:000e) libvirt puts them behind",
+        ),
+    ] {
+        assert!(
+            on_bus(id),
+            "useVirtioTransitional: {device} ({id}) on the PCI bus: {line}"
+        );
+    }
+    for id in ["0x1041", "0x1042", "0x1043", "0x1044", "0x1045"] {
+        assert!(
+            !on_bus(id),
+            "useVirtioTransitional: no modern virtio device {id} on the PCI bus: {line}"
+        );
+    }
+    assert!(
+        on_bus("0x1052"),
+        "the virtio tablet keeps its modern model (1af4:1052), as in KubeVirt: {line}"
     );
     // The CD-ROM drives: the open one has no medium to read, the closed one its 1 MiB;
     // both read-only. The SATA drivers may still be loading after the ready line: the

@@ -9,6 +9,21 @@ use crate::network::Backend;
 use crate::volumes::Planned;
 use crate::{Error, Result};
 
+/// The model of every virtio device of the domain (disks, NICs, the virtio-serial and
+/// virtio-scsi controllers, the RNG, the balloon), as KubeVirt's converter picks it:
+/// `virtio-transitional` with `useVirtioTransitional` (legacy and modern virtio, which
+/// libvirt puts on a conventional PCI slot, behind a PCIe-to-PCI bridge it adds on q35),
+/// else libvirt's `virtio`, modern only on q35's PCIe ports (what KubeVirt's
+/// `virtio-non-transitional` gives the guest). KubeVirt leaves virtio inputs, VSOCK,
+/// virtiofs and virtio-gpu out (they have no transitional model or it keeps theirs).
+pub fn virtio_model(devices: &crds::Devices) -> &'static str {
+    if devices.use_virtio_transitional == Some(true) {
+        "virtio-transitional"
+    } else {
+        "virtio"
+    }
+}
+
 /// libvirt's disk names: a..z, aa..zz, ...
 fn dev_name(prefix: &str, mut index: usize) -> String {
     let mut letters = Vec::new();
@@ -152,6 +167,7 @@ pub fn disks(
     plans: &[DiskPlan],
     iothreads: Option<&super::iothreads::IoThreads>,
     queues: Option<u32>,
+    virtio_model: &str,
 ) {
     let (mut vd, mut sd) = (0, 0);
     for (i, p) in plans.iter().enumerate() {
@@ -168,7 +184,12 @@ pub fn disks(
         // A block claim's device is a block disk (KubeVirt's); an open tray has no source.
         let block = p.volume.is_block() && !open_tray;
         let kind = if block { "block" } else { "file" };
-        x.open("disk", &[("type", kind), ("device", device)]);
+        let mut attrs = vec![("type", kind), ("device", device)];
+        // libvirt's default model needs no attribute; a transitional one does.
+        if p.bus == DiskBus::Virtio && virtio_model != "virtio" {
+            attrs.push(("model", virtio_model));
+        }
+        x.open("disk", &attrs);
         let format = if open_tray {
             "raw"
         } else {
@@ -212,9 +233,14 @@ pub fn disks(
         x.close();
     }
     if plans.iter().any(|p| p.bus == DiskBus::Scsi) {
+        // libvirt's `virtio` SCSI model is `virtio-scsi`; the transitional one keeps its name.
+        let model = match virtio_model {
+            "virtio" => "virtio-scsi",
+            other => other,
+        };
         x.empty(
             "controller",
-            &[("type", "scsi"), ("index", "0"), ("model", "virtio-scsi")],
+            &[("type", "scsi"), ("index", "0"), ("model", model)],
         );
     }
 }
@@ -260,8 +286,9 @@ pub fn interfaces(
                 "only the pod network is supported",
             ));
         };
+        let virtio = iface.model.unwrap_or(InterfaceModel::Virtio) == InterfaceModel::Virtio;
         let model = match iface.model.unwrap_or(InterfaceModel::Virtio) {
-            InterfaceModel::Virtio => "virtio",
+            InterfaceModel::Virtio => virtio_model(&spec.domain.devices),
             InterfaceModel::E1000 => "e1000",
             InterfaceModel::E1000e => "e1000e",
             InterfaceModel::Rtl8139 => "rtl8139",
@@ -300,7 +327,7 @@ pub fn interfaces(
                  runs launchers in its own (user-mode networking forwards no ports)",
             ));
         }
-        if spec.domain.devices.network_interface_multiqueue == Some(true) && model == "virtio" {
+        if spec.domain.devices.network_interface_multiqueue == Some(true) && virtio {
             return Err(Error::unsupported(
                 "spec.domain.devices.networkInterfaceMultiqueue",
                 "multi-queue needs a tap in the launcher pod's own network namespace; this \
@@ -351,6 +378,7 @@ const PASST_SLOT: &str = "0x10";
 fn passt_args(name: &str, mac: &str, model: &str, socket: &std::path::Path) -> [String; 4] {
     let device = match model {
         "virtio" => "virtio-net-pci",
+        "virtio-transitional" => "virtio-net-pci-transitional",
         other => other,
     };
     [
@@ -456,6 +484,22 @@ mod tests {
             err.to_string()
                 .contains("spec.domain.devices.networkInterfaceMultiqueue"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_transitional_passt_nic_is_qemus_transitional_virtio_net() {
+        let socket = std::path::Path::new("/vmi/passt.sock");
+        let args = |model| super::passt_args("default", "02:00:00:00:00:01", model, socket);
+        assert!(
+            args("virtio")[3].starts_with("virtio-net-pci,"),
+            "{:?}",
+            args("virtio")
+        );
+        let transitional = args("virtio-transitional");
+        assert!(
+            transitional[3].starts_with("virtio-net-pci-transitional,"),
+            "{transitional:?}"
         );
     }
 

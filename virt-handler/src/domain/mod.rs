@@ -427,7 +427,8 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
     x.open("devices", &[]);
     // KubeVirt's blockMultiQueue: a queue per vCPU on every virtio disk.
     let queues = (domain.devices.block_multi_queue == Some(true)).then(|| topology.vcpus());
-    devices::disks(&mut x, &disks, iothreads.as_ref(), queues);
+    let virtio_model = devices::virtio_model(&domain.devices);
+    devices::disks(&mut x, &disks, iothreads.as_ref(), queues, virtio_model);
     filesystems::filesystems(&mut x, &domain.devices.filesystems, dir);
     let qemu_args = devices::interfaces(&mut x, spec, input.uid, dir, network.nics())?;
     if domain.devices.autoattach_serial_console != Some(false) {
@@ -448,6 +449,18 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
         );
         x.empty("target", &[("port", "0")]);
         x.close();
+    }
+    // The channels' virtio-serial controller, which libvirt adds as `virtio` when the
+    // domain names none: named for a transitional model.
+    if virtio_model != "virtio" {
+        x.empty(
+            "controller",
+            &[
+                ("type", "virtio-serial"),
+                ("index", "0"),
+                ("model", virtio_model),
+            ],
+        );
     }
     // The guest agent's channel, which KubeVirt adds to every domain; the launcher's
     // libvirt talks to the agent through it (docs/guest-agent.md).
@@ -505,7 +518,7 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
             .close();
     }
     if domain.devices.rng.is_some() {
-        x.open("rng", &[("model", "virtio")]);
+        x.open("rng", &[("model", virtio_model)]);
         x.text("backend", &[("model", "random")], "/dev/urandom");
         x.close();
     }
@@ -529,7 +542,7 @@ pub fn convert_with(input: &Input, network: &crate::network::Attachment) -> Resu
     // KubeVirt attaches a balloon unless told not to; the guest reports its memory use
     // through it every 10 s.
     if domain.devices.autoattach_mem_balloon != Some(false) {
-        x.open("memballoon", &[("model", "virtio")]);
+        x.open("memballoon", &[("model", virtio_model)]);
         x.empty("stats", &[("period", "10")]);
         x.close();
     } else {
