@@ -137,9 +137,9 @@ async fn what_ferrovirt_does_not_implement_or_what_conflicts_is_refused_by_name(
             "a preference field Ferrovirt does not implement",
             json!({"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachineClusterPreference",
                    "metadata": {"name": "needs"},
-                   "spec": {"devices": {"preferredUseVirtioTransitional": true}}})
+                   "spec": {"devices": {"preferredSoundModel": "ich9"}}})
             .to_string(),
-            vec![r#"unknown field "spec.devices.preferredUseVirtioTransitional""#],
+            vec![r#"unknown field "spec.devices.preferredSoundModel""#],
         ),
         (
             "a preference's Hyper-V enlightenments (KubeVirt's Windows preferences)",
@@ -512,7 +512,7 @@ async fn vm_cirros_clarge_waits_for_its_instancetype_then_boots_with_its_vcpus_a
 
 /// KubeVirt's further instancetype and preference fields (those its common-instancetypes
 /// use: hugepages and overcommit, IOThreads, the scheduler; TPM, SMM, dedicated IOThreads,
-/// multi-queue, requirements) reach the instance and its launcher pod. The instancetype's
+/// multi-queue, virtio-transitional, requirements) reach the instance and its launcher pod. The instancetype's
 /// node selector matches no node, so the pod is made but no guest boots: what each field
 /// does in a guest is shown by the tests the README names for it.
 #[tokio::test]
@@ -532,7 +532,8 @@ async fn further_instancetype_and_preference_fields_reach_the_instance_and_its_p
                "spec": {"devices": {"preferredTPM": {}, "preferredDiskBus": "virtio",
                                     "preferredDiskDedicatedIoThread": true,
                                     "preferredBlockMultiQueue": true,
-                                    "preferredAutoattachMemBalloon": false},
+                                    "preferredAutoattachMemBalloon": false,
+                                    "preferredUseVirtioTransitional": true},
                         "features": {"preferredSmm": {}},
                         "requirements": {"cpu": {"guest": 1}, "memory": {"guest": "256Mi"}}}}),
         json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "shaped"},
@@ -565,6 +566,7 @@ async fn further_instancetype_and_preference_fields_reach_the_instance_and_its_p
     assert!(domain["features"]["smm"].is_object(), "{domain}");
     assert_eq!(domain["devices"]["blockMultiQueue"], true, "{domain}");
     assert_eq!(domain["devices"]["autoattachMemBalloon"], false, "{domain}");
+    assert_eq!(domain["devices"]["useVirtioTransitional"], true, "{domain}");
     assert_eq!(
         domain["devices"]["disks"][0]["dedicatedIOThread"], true,
         "{domain}"
