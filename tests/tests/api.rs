@@ -308,6 +308,11 @@ const CORPUS: &[(&str, Expect, &str)] = &[
         "virt-handler/tests/node_defects.rs (a virtio tablet and a USB one's xHCI controller in the guest)",
     ),
     (
+        "virtio-transitional.yaml",
+        Accepted,
+        "virt-handler/tests/node_defects.rs start_strategy_paused (transitional virtio ids on the guest's PCI bus); tests/tests/instancetypes.rs (the preference's field reaches the VMI); golden.rs virtio-transitional",
+    ),
+    (
         "guest-agent.yaml",
         Accepted,
         "tests/tests/guest_agent.rs (guestOSInfo, AgentConnected, virtctl guestosinfo/userlist/fslist)",
