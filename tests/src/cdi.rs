@@ -19,6 +19,7 @@ use std::path::Path;
 use std::process::Command;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
@@ -127,7 +128,7 @@ pub async fn import(client: &Client, ns: &str, name: &str, image: &Path, dir: &P
 
 /// What CDI does for the DataVolume `name` of `ns` in a `WaitForFirstConsumer` class: the
 /// claim of its name in such a class of its own (`<ns>-<name>`), with a `local` volume of
-/// `dir` on `node` for it, unbound; the DataVolume's phase `WaitForFirstConsumer` (CDI's
+/// `dir` on `node` for it ([`crate::manifests::local_claim`]), unbound; the DataVolume's phase `WaitForFirstConsumer` (CDI's
 /// Bound condition False). Once a pod consumes the claim (the scheduler binds it), CDI
 /// imports: [`fill`] the directory, then [`succeed`].
 pub async fn wait_for_first_consumer(
@@ -137,36 +138,24 @@ pub async fn wait_for_first_consumer(
     dir: &Path,
     node: &str,
 ) -> Result<()> {
-    let class = format!("{ns}-{name}");
-    let manifest: Vec<Value> = vec![
-        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-               "metadata": {"name": class},
-               "provisioner": "kubernetes.io/no-provisioner",
-               "volumeBindingMode": "WaitForFirstConsumer"}),
-        json!({"apiVersion": "v1", "kind": "PersistentVolume",
-               "metadata": {"name": class},
-               "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                        "persistentVolumeReclaimPolicy": "Retain", "storageClassName": class,
-                        "local": {"path": dir.to_string_lossy()},
-                        "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                            {"key": "kubernetes.io/hostname", "operator": "In",
-                             "values": [node]}]}]}}}}),
-    ];
-    let class_obj: k8s_openapi::api::storage::v1::StorageClass =
-        serde_json::from_value(manifest[0].clone()).expect("a StorageClass");
-    Api::<k8s_openapi::api::storage::v1::StorageClass>::all(client.clone())
-        .create(&PostParams::default(), &class_obj)
+    let list = crate::manifests::local_claim(
+        &format!("{ns}-{name}"),
+        name,
+        &dir.to_string_lossy(),
+        node,
+        ("1Gi", "1Gi"),
+        false,
+    );
+    let item = |i: usize| list["items"][i].clone();
+    let class: StorageClass = serde_json::from_value(item(0)).expect("a StorageClass");
+    Api::<StorageClass>::all(client.clone())
+        .create(&PostParams::default(), &class)
         .await?;
-    let pv: PersistentVolume = serde_json::from_value(manifest[1].clone()).expect("a volume");
+    let pv: PersistentVolume = serde_json::from_value(item(1)).expect("a PersistentVolume");
     Api::<PersistentVolume>::all(client.clone())
         .create(&PostParams::default(), &pv)
         .await?;
-    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
-                 "resources": {"requests": {"storage": "1Gi"}}}
-    }))
-    .expect("a PersistentVolumeClaim");
+    let pvc: PersistentVolumeClaim = serde_json::from_value(item(2)).expect("a claim");
     Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &pvc)
         .await?;

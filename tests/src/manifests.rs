@@ -80,6 +80,43 @@ pub fn kernel_boot_vmi(name: &str, volumes: serde_json::Value) -> serde_json::Va
     })
 }
 
+/// A local PersistentVolume of `path` (a directory, or with `block` a block device) on
+/// `node`, of `capacity`, in a `WaitForFirstConsumer` class of its own, and the claim
+/// `claim` of `request` in that class: the scheduler binds them when it places the
+/// claim's first pod. The class and the volume are both named `class` (cluster-scoped:
+/// make it unique, e.g. after the namespace). A `List` of the class, the volume and the
+/// claim, in that order.
+pub fn local_claim(
+    class: &str,
+    claim: &str,
+    path: &str,
+    node: &str,
+    (capacity, request): (&str, &str),
+    block: bool,
+) -> serde_json::Value {
+    let mode = if block { "Block" } else { "Filesystem" };
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+         "metadata": {"name": class},
+         "provisioner": "kubernetes.io/no-provisioner",
+         "volumeBindingMode": "WaitForFirstConsumer"},
+        {"apiVersion": "v1", "kind": "PersistentVolume",
+         "metadata": {"name": class},
+         "spec": {"capacity": {"storage": capacity}, "accessModes": ["ReadWriteOnce"],
+                  "volumeMode": mode,
+                  "persistentVolumeReclaimPolicy": "Retain", "storageClassName": class,
+                  "local": {"path": path},
+                  "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                      {"key": "kubernetes.io/hostname", "operator": "In",
+                       "values": [node]}]}]}}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+         "metadata": {"name": claim},
+         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
+                  "volumeMode": mode,
+                  "resources": {"requests": {"storage": request}}}}
+    ]})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -161,7 +161,6 @@ fn uid(vmi: &VirtualMachineInstance) -> String {
     vmi.metadata.uid.clone().expect("a stored VMI has a uid")
 }
 
-/// Waits until the guest's serial log holds `line`; returns the whole log.
 /// The message of VMI `name`'s `PodScheduled=False` condition: why the scheduler does not
 /// place its launcher pod.
 async fn not_scheduled(
@@ -185,6 +184,7 @@ async fn not_scheduled(
     .await
 }
 
+/// Waits until the guest's serial log holds `line`; returns the whole log.
 async fn console_shows(stack: &RealStack, vmi_uid: &str, line: &str) -> String {
     let log = stack.vmi_dir(vmi_uid).join(SERIAL_LOG);
     wait_for(
@@ -467,13 +467,14 @@ async fn vmi_phase(vmis: &Api<VirtualMachineInstance>, name: &str, uid: &str) ->
     vmi.status?.phase
 }
 
-/// `kernel_boot_vm` whose cloud-init data come from the Secrets `<name>-userdata` (key
-/// `userdata`) and `<name>-networkdata` (key `networkData`, KubeVirt's second spelling).
 /// A claim `name` of 32 MiB in a `WaitForFirstConsumer` class of local volumes, and the
-/// local PersistentVolume (64 MiB, on the real node) it can bind: the scheduler binds it
-/// when it places the claim's first pod. The volume's directory is under the host's /tmp,
-/// which the node sees alike, and goes when the guard drops; the class and the volume
-/// (cluster-scoped, named after the namespace) stay until the control plane goes.
+/// local PersistentVolume (64 MiB, on the real node) it can bind
+/// ([`ferrovirt_tests::manifests::local_claim`]). The volume's directory is under the
+/// host's /tmp, which the node sees alike, and goes when the guard drops; the class and
+/// the volume (cluster-scoped, named after the namespace) stay until the control plane
+/// goes. A class for each claim: two claims of one class could each bind to the other's
+/// volume (WaitForFirstConsumer binds any volume that fits; CI once saw the share claim
+/// land on the disk claim's directory).
 async fn local_claim(
     cp: &ControlPlane,
     stack: &RealStack,
@@ -484,28 +485,14 @@ async fn local_claim(
         .prefix("ferrovirt-local-pv-")
         .tempdir()
         .unwrap();
-    // A class for each claim: two claims of one class could each bind to the other's
-    // volume (WaitForFirstConsumer binds any volume that fits; CI once saw the share
-    // claim land on the disk claim's directory).
-    let class = format!("{}-{name}", ns.name());
-    let manifest = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-         "metadata": {"name": class},
-         "provisioner": "kubernetes.io/no-provisioner",
-         "volumeBindingMode": "WaitForFirstConsumer"},
-        {"apiVersion": "v1", "kind": "PersistentVolume",
-         "metadata": {"name": class},
-         "spec": {"capacity": {"storage": "64Mi"}, "accessModes": ["ReadWriteOnce"],
-                  "persistentVolumeReclaimPolicy": "Retain", "storageClassName": class,
-                  "local": {"path": dir.path()},
-                  "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                      {"key": "kubernetes.io/hostname", "operator": "In",
-                       "values": [stack.node.name()]}]}]}}}},
-        {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-         "metadata": {"name": name, "namespace": ns.name()},
-         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
-                  "resources": {"requests": {"storage": "32Mi"}}}}
-    ]});
+    let manifest = ferrovirt_tests::manifests::local_claim(
+        &format!("{}-{name}", ns.name()),
+        name,
+        &dir.path().to_string_lossy(),
+        stack.node.name(),
+        ("64Mi", "32Mi"),
+        false,
+    );
     kubectl(cp, ns, &["apply", "-f", "-"], Some(&manifest.to_string())).await;
     dir
 }
@@ -577,31 +564,20 @@ async fn local_block_claim(
     name: &str,
 ) -> LoopDevice {
     let device = LoopDevice::attach(BLOCK_CLAIM_BYTES);
-    let class = format!("{}-{name}", ns.name());
-    let manifest = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-         "metadata": {"name": class},
-         "provisioner": "kubernetes.io/no-provisioner",
-         "volumeBindingMode": "WaitForFirstConsumer"},
-        {"apiVersion": "v1", "kind": "PersistentVolume",
-         "metadata": {"name": class},
-         "spec": {"capacity": {"storage": "48Mi"}, "accessModes": ["ReadWriteOnce"],
-                  "volumeMode": "Block",
-                  "persistentVolumeReclaimPolicy": "Retain", "storageClassName": class,
-                  "local": {"path": device.path},
-                  "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                      {"key": "kubernetes.io/hostname", "operator": "In",
-                       "values": [stack.node.name()]}]}]}}}},
-        {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-         "metadata": {"name": name, "namespace": ns.name()},
-         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": class,
-                  "volumeMode": "Block",
-                  "resources": {"requests": {"storage": "48Mi"}}}}
-    ]});
+    let manifest = ferrovirt_tests::manifests::local_claim(
+        &format!("{}-{name}", ns.name()),
+        name,
+        &device.path,
+        stack.node.name(),
+        ("48Mi", "48Mi"),
+        true,
+    );
     kubectl(cp, ns, &["apply", "-f", "-"], Some(&manifest.to_string())).await;
     device
 }
 
+/// `kernel_boot_vm` whose cloud-init data come from the Secrets `<name>-userdata` (key
+/// `userdata`) and `<name>-networkdata` (key `networkData`, KubeVirt's second spelling).
 fn kernel_boot_vm_with_secrets(name: &str, run_strategy: &str) -> String {
     let mut vm: VirtualMachine =
         serde_yaml::from_str(&manifests::kernel_boot_vm(name, run_strategy, Some("#")))
