@@ -546,15 +546,25 @@ fn host_dir_volume(name: &str, path: &std::path::Path) -> Volume {
 /// (`kubevirt.io/realtime`), then the VMI's own `nodeSelector`, which may override it.
 fn node_selector(spec: &VirtualMachineInstanceSpec) -> BTreeMap<String, String> {
     let mut selector = BTreeMap::from([(NODE_SCHEDULABLE_LABEL.to_owned(), "true".to_owned())]);
-    let cpu = spec.domain.cpu.as_ref();
-    if cpu.and_then(|c| c.dedicated_cpu_placement) == Some(true) {
-        selector.insert(CPU_MANAGER_LABEL.to_owned(), "true".to_owned());
-    }
-    if cpu.is_some_and(|c| c.realtime.is_some()) {
-        selector.insert(REALTIME_LABEL.to_owned(), "true".to_owned());
+    for (label, _) in feature_selectors(spec) {
+        selector.insert(label.to_owned(), "true".to_owned());
     }
     selector.extend(spec.node_selector.clone().unwrap_or_default());
     selector
+}
+
+/// The node labels (set to `true` by virt-handler where the node can serve the feature)
+/// that the launcher pod selects for the VMI's fields, as KubeVirt's: (label, field).
+pub fn feature_selectors(spec: &VirtualMachineInstanceSpec) -> Vec<(&'static str, &'static str)> {
+    let cpu = spec.domain.cpu.as_ref();
+    let mut out = Vec::new();
+    if cpu.and_then(|c| c.dedicated_cpu_placement) == Some(true) {
+        out.push((CPU_MANAGER_LABEL, "spec.domain.cpu.dedicatedCpuPlacement"));
+    }
+    if cpu.is_some_and(|c| c.realtime.is_some()) {
+        out.push((REALTIME_LABEL, "spec.domain.cpu.realtime"));
+    }
+    out
 }
 
 /// The whole CPUs a VMI with dedicated CPUs asks of its node, as KubeVirt counts them: its

@@ -686,6 +686,7 @@ pub(crate) fn plan_from_pod(
                 status.reason = Some(reason.clone());
                 set_condition(&mut status.conditions, failure_condition(&reason, &message));
             } else if let Some(unschedulable) = unschedulable_condition(p) {
+                let unschedulable = with_selector_hint(unschedulable, &vmi.spec);
                 set_condition(&mut status.conditions, unschedulable);
             } else if let Some((reason, message)) = image_error(p) {
                 // As KubeVirt: a container image the node cannot pull (a containerDisk,
@@ -1109,6 +1110,27 @@ fn unschedulable_condition(p: &Pod) -> Option<Condition> {
     })
 }
 
+/// The scheduler's words when no node matched the launcher pod's selector, with the
+/// feature labels the pod selects for the VMI's fields named ([`pod::feature_selectors`]):
+/// the scheduler's message names no label, and these are not the user's own selector.
+fn with_selector_hint(mut c: Condition, spec: &crds::VirtualMachineInstanceSpec) -> Condition {
+    let features = pod::feature_selectors(spec);
+    let message = c.message.as_deref().unwrap_or_default();
+    if features.is_empty() || !message.contains("node affinity/selector") {
+        return c;
+    }
+    let named: Vec<String> = features
+        .iter()
+        .map(|(label, field)| format!("{label}=true for {field}"))
+        .collect();
+    c.message = Some(format!(
+        "{message} (the launcher pod selects nodes labelled {}; virt-handler labels a node so \
+         where it can serve the field)",
+        named.join(" and ")
+    ));
+    c
+}
+
 /// Why a pod failed: the pod's reason, else its container's terminated or waiting reason.
 fn pod_failure(p: &Pod) -> (String, String) {
     let status = p.status.as_ref();
@@ -1253,6 +1275,30 @@ mod tests {
             (c.reason.as_deref(), c.message.as_deref()),
             (Some("Unschedulable"), Some("0/1 nodes are available"))
         );
+        // The feature labels the pod selects for the VMI's fields, named.
+        let spec: crds::VirtualMachineInstanceSpec = serde_json::from_value(serde_json::json!({
+            "domain": {"devices": {}, "cpu": {"dedicatedCpuPlacement": true, "realtime": {}}}
+        }))
+        .unwrap();
+        let selector = Condition {
+            message: Some(
+                "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
+                    .into(),
+            ),
+            ..c.clone()
+        };
+        assert_eq!(
+            with_selector_hint(selector, &spec).message.as_deref(),
+            Some(
+                "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. \
+                 (the launcher pod selects nodes labelled kubevirt.io/cpumanager=true for \
+                 spec.domain.cpu.dedicatedCpuPlacement and kubevirt.io/realtime=true for \
+                 spec.domain.cpu.realtime; virt-handler labels a node so where it can serve \
+                 the field)"
+            )
+        );
+        let plain = crds::VirtualMachineInstanceSpec::default();
+        assert_eq!(with_selector_hint(c.clone(), &plain), c);
         assert!(!ready_for_node(&u));
         let f = pod(
             "metadata: {name: p}\nspec: {containers: []}\nstatus: {phase: Failed, containerStatuses: [{name: compute, ready: false, restartCount: 0, image: i, imageID: '', state: {terminated: {exitCode: 2, reason: Error}}}]}",

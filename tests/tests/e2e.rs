@@ -1239,6 +1239,10 @@ async fn dedicated_cpus_pin_the_vcpu_to_the_pods_own_cpu() {
     kubectl(cp, &ns, &["apply", "-f", "-"], Some(&realtime.to_string())).await;
     let why = not_scheduled(stack, &vmis, "realtime").await;
     assert!(why.contains("node affinity/selector"), "{why}");
+    assert!(
+        why.contains("kubevirt.io/realtime=true for spec.domain.cpu.realtime"),
+        "the condition does not name the field's node label: {why}"
+    );
     kubectl(cp, &ns, &["delete", "vmi", "realtime"], None).await;
 
     let mut vm: VirtualMachine =
