@@ -209,21 +209,17 @@ async fn end_first_consumer(vmi: &VirtualMachineInstance, n: &Names, ctx: &Conte
         return Ok(());
     }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &n.ns);
-    ctx.metrics.request("delete", "pods");
-    match pods.delete(&name, &Default::default()).await {
-        Ok(_) => {
-            tracing::info!(pod = %name, "the DataVolumes are ready: deleted the temporary pod");
-            ctx.event(
-                vmi.object_ref(&()),
-                EventType::Normal,
-                "SuccessfulDelete",
-                format!("Deleted WaitForFirstConsumer temporary pod {name}"),
-            );
-            Ok(())
-        }
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
+    let uid = p.uid().unwrap_or_default();
+    if writes::delete(&pods, &name, &uid, None, &ctx.metrics, "pods").await? {
+        tracing::info!(pod = %name, "the DataVolumes are ready: deleted the temporary pod");
+        ctx.event(
+            vmi.object_ref(&()),
+            EventType::Normal,
+            "SuccessfulDelete",
+            format!("Deleted WaitForFirstConsumer temporary pod {name}"),
+        );
     }
+    Ok(())
 }
 
 /// A VMI failed by virt-handler (the controller's own writes tell about themselves): a
