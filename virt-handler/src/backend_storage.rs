@@ -18,9 +18,8 @@
 //! claim is made or given away.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crds::{BACKEND_STORAGE_VOLUME, VirtualMachineInstance};
 use ferrovirt_node_contract::paths::{
@@ -28,6 +27,7 @@ use ferrovirt_node_contract::paths::{
 };
 use kube::ResourceExt;
 
+use crate::volumes::launcher_root::fd_path;
 use crate::volumes::{give, launcher_owner};
 use crate::{Error, Result};
 
@@ -62,8 +62,7 @@ pub fn unusable(claim: &str, why: String) -> Error {
 /// launcher's tree `launcher_root` (its `/proc/<pid>/root`); `None` when the launcher has
 /// no such mount (a launcher outside a pod).
 pub fn open_in_launcher(launcher_root: &Path) -> Option<File> {
-    let root = File::open(launcher_root).ok()?;
-    crate::volumes::launcher_root::open_in_root(&root, BACKEND_STORAGE_DIR_IN_POD)
+    crate::volumes::launcher_root::open_in_launcher(launcher_root, BACKEND_STORAGE_DIR_IN_POD)
         .ok()
         .filter(|d| d.metadata().is_ok_and(|m| m.is_dir()))
 }
@@ -130,13 +129,13 @@ pub fn prepare(
     {
         let nvram = subdir(claim_dir, BACKEND_STORAGE_NVRAM, owner).map_err(refuse)?;
         let name = format!("{}_VARS.fd", vmi.name_any());
-        let file = in_dir(&nvram).join(&name);
+        let file = fd_path(&nvram).join(&name);
         let shown = format!("{BACKEND_STORAGE_NVRAM}/{name}");
         match std::fs::symlink_metadata(&file) {
             Ok(m) if m.is_file() => {}
             Ok(_) => return Err(refuse(format!("{shown} is not a regular file"))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let tmp = in_dir(&nvram).join(format!("{name}.tmp"));
+                let tmp = fd_path(&nvram).join(format!("{name}.tmp"));
                 copy_new(Path::new(template), &tmp)
                     .map_err(|e| refuse(format!("copying EFI variables to {shown}.tmp: {e}")))?;
                 std::fs::rename(&tmp, &file)
@@ -150,16 +149,10 @@ pub fn prepare(
     Ok(())
 }
 
-/// `dir`'s own entries, by name (`/proc/self/fd/<fd>/<name>`: one name below the opened
-/// directory, wherever it is).
-fn in_dir(dir: &File) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
-}
-
 /// The directory `name` in `dir`, made if missing and given to `owner`; refused when it is
 /// a link or not a directory (the claim's content may be anyone's in its namespace).
 fn subdir(dir: &File, name: &str, owner: (u32, u32)) -> std::result::Result<File, String> {
-    let at = in_dir(dir).join(name);
+    let at = fd_path(dir).join(name);
     match std::fs::create_dir(&at) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}

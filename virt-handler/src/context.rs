@@ -4,7 +4,6 @@
 //! labeller use it.
 
 use std::collections::BTreeMap;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -386,10 +385,7 @@ fn in_launcher(root: &Path, path: &Path) -> bool {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return false;
     };
-    std::fs::File::open(root).is_ok_and(|r| {
-        volumes::launcher_root::open_in_root(&r, &dir.to_string_lossy()).is_ok_and(|d| {
-            let at = PathBuf::from(format!("/proc/self/fd/{}", d.as_raw_fd())).join(name);
-            std::fs::symlink_metadata(at).is_ok()
-        })
-    })
+    use volumes::launcher_root::{fd_path, open_in_launcher};
+    open_in_launcher(root, &dir.to_string_lossy())
+        .is_ok_and(|d| std::fs::symlink_metadata(fd_path(&d).join(name)).is_ok())
 }

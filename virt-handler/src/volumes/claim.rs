@@ -20,7 +20,6 @@
 //! never made.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use ferrovirt_node_contract::paths::CLAIM_DISK_IMAGE;
@@ -161,7 +160,7 @@ fn reach(
     let root = File::open(root).map_err(Error::io("opening", root))?;
     let d = open_in_root(&root, &dir.to_string_lossy())
         .map_err(|e| unusable(format!("{} in the launcher pod: {e}", dir.display())))?;
-    let here = PathBuf::from(format!("/proc/self/fd/{}", d.as_raw_fd()));
+    let here = super::launcher_root::fd_path(&d);
     Ok((Some(d), here))
 }
 

@@ -327,7 +327,7 @@ pub fn open_device_confined(
         libc::S_IFBLK => {
             give_fd(&fd, &st, owner, path)?;
             // The device itself, opened again through the descriptor that was checked.
-            let dev = std::fs::File::open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            let dev = std::fs::File::open(super::launcher_root::fd_path(&fd))
                 .map_err(Error::io("opening", path))?;
             let mut size: u64 = 0;
             // SAFETY: BLKGETSIZE64 writes one u64 to the pointer; dev is an open device.

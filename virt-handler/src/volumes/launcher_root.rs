@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd};
+use std::path::{Path, PathBuf};
 
 /// The most a Secret or ConfigMap can hold (the API server's limit on an object, 1 MiB):
 /// more read from a mount is refused rather than written into a disk.
@@ -40,6 +41,18 @@ pub fn open_in_root(root: &File, path: &str) -> std::io::Result<File> {
     Ok(unsafe { File::from_raw_fd(fd as i32) })
 }
 
+/// Opens `path` inside the tree of the launcher whose root is `launcher_root` (its
+/// `/proc/<pid>/root`), as [`open_in_root`] does.
+pub fn open_in_launcher(launcher_root: &Path, path: &str) -> std::io::Result<File> {
+    open_in_root(&File::open(launcher_root)?, path)
+}
+
+/// The path that reaches an open descriptor again, `/proc/self/fd/<fd>`: for a directory,
+/// its entries are one name below it, wherever the directory is (no path resolved again).
+pub fn fd_path(fd: &impl AsRawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
 /// The files under `dir` as a Kubernetes volume projects them, with their paths relative
 /// to `dir`: the keys (and, for a downwardAPI `path` with `/`, the directories holding
 /// them), without the node's own `..data` and `..<timestamp>` entries. At most
@@ -71,7 +84,7 @@ fn walk(
     }
     let d = open_in_root(root, &here).map_err(|e| format!("{here} in the launcher pod: {e}"))?;
     // The directory's own entries, read through its descriptor (not its path again).
-    let entries = std::fs::read_dir(format!("/proc/self/fd/{}", d.as_raw_fd()))
+    let entries = std::fs::read_dir(fd_path(&d))
         .map_err(|e| format!("listing {here} in the launcher pod: {e}"))?;
     for entry in entries {
         let entry = entry.map_err(|e| format!("listing {here} in the launcher pod: {e}"))?;
