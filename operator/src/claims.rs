@@ -159,23 +159,24 @@ pub(crate) fn show_volumes(
     status.volume_status = shown;
 }
 
-/// The claims of the VMI's volumes, by name, as read now (one GET each; a claim that
-/// cannot be read is left out, and only logged).
+/// The claims of `volumes` (a VMI's, or a VM's template's) in `namespace`, by name, as read
+/// now (one GET each; a claim that does not exist or cannot be read is left out, the
+/// latter logged: as KubeVirt, it does not decide a status).
 pub(crate) async fn read(
-    vmi: &VirtualMachineInstance,
+    namespace: &str,
+    volumes: &[crds::Volume],
     ctx: &Context,
 ) -> BTreeMap<String, PersistentVolumeClaim> {
-    let api: Api<PersistentVolumeClaim> =
-        Api::namespaced(ctx.client.clone(), &vmi.namespace().unwrap_or_default());
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
     let mut out = BTreeMap::new();
-    for claim in vmi.spec.volumes.iter().filter_map(crds::Volume::claim_name) {
+    for claim in volumes.iter().filter_map(crds::Volume::claim_name) {
         ctx.metrics.request("get", "persistentvolumeclaims");
         match api.get_opt(claim).await {
             Ok(Some(pvc)) => {
                 out.insert(claim.to_string(), pvc);
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(claim, error = %e, "reading the VMI's claim failed"),
+            Err(e) => tracing::warn!(claim, error = %e, "reading a claim failed"),
         }
     }
     out

@@ -609,7 +609,8 @@ async fn write_pod_plan(
     // The volumes in the Scheduled write, their claims bound by then (KubeVirt keeps
     // `volumeStatus` from its claim cache; virt-handler owns the status from here).
     if plan.status.phase == Some(VmiPhase::Scheduled) && old.phase != Some(VmiPhase::Scheduled) {
-        let pvcs = crate::claims::read(vmi, ctx).await;
+        let ns = vmi.namespace().unwrap_or_default();
+        let pvcs = crate::claims::read(&ns, &vmi.spec.volumes, ctx).await;
         crate::claims::show_volumes(vmi, &mut plan.status, &pvcs);
     }
     let label = plan.label_node.as_deref();

@@ -18,7 +18,6 @@ use crds::printable_status as ps;
 use crds::{VirtualMachine, VirtualMachineStatus};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
-use kube::api::Api;
 
 use crate::Context;
 
@@ -60,28 +59,13 @@ pub(crate) async fn show_vm(
     if !set_to_start || !below_waiting(shown_now) {
         return None;
     }
-    let claims: Vec<&str> = (vm.spec.template.spec.volumes.iter())
-        .filter_map(crds::Volume::claim_name)
-        .collect();
-    if claims.is_empty() {
-        return None;
-    }
-    let pvcs: Api<PersistentVolumeClaim> =
-        Api::namespaced(ctx.client.clone(), &vm.namespace().unwrap_or_default());
-    let mut waiting = false;
-    for claim in claims {
-        ctx.metrics.request("get", "persistentvolumeclaims");
-        match pvcs.get_opt(claim).await {
-            Ok(Some(pvc)) if unbound(&pvc) => {
-                waiting = true;
-                break;
-            }
-            Ok(_) => {}
-            // As KubeVirt: a claim that cannot be read does not decide the status.
-            Err(e) => tracing::warn!(claim, error = %e, "reading the VM's claim failed"),
-        }
-    }
-    if !waiting {
+    let volumes = &vm.spec.template.spec.volumes;
+    let ns = vm.namespace().unwrap_or_default();
+    if !crate::claims::read(&ns, volumes, ctx)
+        .await
+        .values()
+        .any(unbound)
+    {
         return None;
     }
     let mut next = current.clone();
