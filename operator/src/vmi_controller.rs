@@ -44,10 +44,11 @@ const SECRET_WAIT_RETRY: Duration = Duration::from_secs(3);
 /// then, and their node comes with the Scheduled write instead of a write of its own
 /// (bench/scale: 0.85 requests per VM).
 const BIND_SETTLE: Duration = Duration::from_secs(3);
-/// How long after its creation (to the second) a new launcher pod that the scheduler has
-/// neither bound nor refused waits before the VMI's first status (Scheduling) is written
-/// without its node: most pods are bound by then, and Scheduling carries the node instead
-/// of a write of its own for it (bench/scale).
+/// How long after its creation (to the second) a new launcher pod that neither runs nor
+/// was refused by the scheduler waits before the VMI's first status (Scheduling) is
+/// written: most pods are bound and run by then, and the VMI goes from Pending to
+/// Scheduled in one write, with the node, instead of a Scheduling write before it
+/// (bench/scale). A pod that runs is written at once: this holds no boot up.
 const POD_SETTLE: Duration = Duration::from_secs(3);
 /// When a VMI whose launcher pod was just created is looked at again if the pod's own
 /// watch event (which brings its first status) has not come by then.
@@ -777,18 +778,21 @@ pub(crate) fn plan_from_pod(
             requeue = requeue.min(left);
         }
     }
-    // The first status of a new pod the scheduler has not placed yet waits for its bind
-    // (the pod's watch event brings the next pass), POD_SETTLE after its creation at the
-    // most; a pod the scheduler refused is told at once (its PodScheduled False condition).
+    // The first status of a new pod that does not run yet waits for it to run (the pod's
+    // watch events, its bind and its start, bring the next passes), POD_SETTLE after its
+    // creation at the most; a pod the scheduler refused, or whose image the node cannot
+    // pull, is told at once.
     if status.phase == Some(VmiPhase::Scheduling)
         && matches!(old.phase, None | Some(VmiPhase::Pending))
         && let Some(p) = pod
-        && !scheduled(p)
         && unschedulable_condition(p).is_none()
+        && image_error(p).is_none()
         && let Some(left) = settling(p.meta().creation_timestamp.as_ref(), POD_SETTLE, now)
     {
         status = old.clone();
         requeue = requeue.min(left);
+        // The node's FailedMount word is read once the VMI is Scheduling.
+        reads_mount_failure = false;
     }
     PodPlan {
         status,

@@ -605,7 +605,7 @@ fn a_pods_node_alone_waits_for_the_settle_after_its_bind() {
 }
 
 #[test]
-fn a_new_pods_first_status_waits_for_its_bind_for_the_settle() {
+fn a_new_pods_first_status_waits_for_it_to_run_for_the_settle() {
     let created_at = |t: i64, yaml: &str| {
         let mut p = pod(yaml);
         p.metadata.creation_timestamp = Some(Time(Timestamp::from_second(t).unwrap()));
@@ -634,10 +634,26 @@ fn a_new_pods_first_status_waits_for_its_bind_for_the_settle() {
     let late = planned_at(unbound, 103);
     assert_eq!(late.status.phase, Some(VmiPhase::Scheduling));
     assert_eq!(late.status.active_pods, active(""));
-    // Bound within it: Scheduling with the node, one write.
+    // Bound within it, not running: still nothing written, back at the settle's end.
     let bound = planned_at(BOUND_WAITING, 101);
-    assert_eq!(bound.status.phase, Some(VmiPhase::Scheduling));
-    assert_eq!(bound.status.active_pods, active("n1"));
+    assert_eq!(bound.status, old, "nothing to write yet");
+    assert_eq!(bound.requeue, Duration::from_secs(2));
+    // Seen at 103, bound and not running: Scheduling with the node.
+    let bound_late = planned_at(BOUND_WAITING, 103);
+    assert_eq!(bound_late.status.phase, Some(VmiPhase::Scheduling));
+    assert_eq!(bound_late.status.active_pods, active("n1"));
+    // Running within it: Scheduled with the node at once, one write from Pending.
+    let ready = planned_at(READY, 101);
+    assert_eq!(ready.status.phase, Some(VmiPhase::Scheduled));
+    assert_eq!(ready.status.active_pods, active("n1"));
+    assert_eq!(ready.label_node.as_deref(), Some("n1"));
+    // A container image the node cannot pull: told at once.
+    let unpullable = planned_at(
+        "spec: {containers: [{name: compute, image: example.org/none:1}], nodeName: n1}\nstatus: {phase: Pending, containerStatuses: [{name: compute, ready: false, restartCount: 0, image: example.org/none:1, imageID: '', state: {waiting: {reason: ErrImagePull, message: 'pull access denied'}}}]}",
+        101,
+    );
+    assert_eq!(unpullable.status.phase, Some(VmiPhase::Scheduling));
+    assert_ne!(unpullable.status, old);
     // Refused by the scheduler: told at once.
     let refused = created_at(
         100,
