@@ -5,7 +5,7 @@
 # concurrency), on a fresh control plane per run. Prints a markdown table and writes
 # bench/scale/scale.svg (time and RSS against VMs). See bench/scale/README.md.
 #
-# Usage: bench/scale.sh [--record] [--sizes "1000 10000"] [--nodes 100] [--before BIN] [--after DIR] [--rounds N]
+# Usage: bench/scale.sh [--record] [--sizes "1000 10000"] [--nodes 100] [--before BIN] [--after DIR] [--rounds N] [--load N]
 #   --record      also append the tables to bench/README.md (with the date and machine load)
 #   --before BIN  a same-round before/after: each round also runs BIN (a virt-controller
 #                 built elsewhere, say at an older commit) between the ceiling and this
@@ -16,11 +16,14 @@
 #                 commit from `git archive`, away from a tree others edit) instead of a
 #                 release build of this tree; the ceiling runs DIR's bench-scale too
 #   --rounds N    N rounds of ceiling [, before], operator per size (default 1)
+#   --load N      N busy loops (a core's worth each, at the benchmark's own priority) run
+#                 through every run, ceiling and operator alike: "under load" the same way
+#                 each time instead of whatever else the machine is doing (default 0)
 # Takes about 15-25 minutes on 2 cores (after the builds: kwok ~4 min once, release ~3 min).
 set -euo pipefail
 source "$(dirname "$0")/../hack/lib.sh"
 
-record=0 sizes="1000 10000" nodes=100 before="" after="" rounds=1
+record=0 sizes="1000 10000" nodes=100 before="" after="" rounds=1 load=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --record) record=1; shift ;;
@@ -29,7 +32,8 @@ while [[ $# -gt 0 ]]; do
     --before) before=$(realpath "$2"); shift 2 ;;
     --after) after=$(realpath "$2"); shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
-    -h|--help) sed -n '2,20s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    --load) load="$2"; shift 2 ;;
+    -h|--help) sed -n '2,23s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -104,6 +108,16 @@ fi
 
 out=$(mktemp -d /tmp/bench-scale.XXXXXX)
 log "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
+busy=()
+stop_busy() { [[ ${#busy[@]} -eq 0 ]] || kill "${busy[@]}" 2>/dev/null || true; }
+trap stop_busy EXIT
+if [[ "$load" -gt 0 ]]; then
+  log "--load $load: $load busy loops through every run"
+  for _ in $(seq 1 "$load"); do
+    (while :; do :; done) &
+    busy+=($!)
+  done
+fi
 runs=("ceiling")
 [[ -n "$before" ]] && runs+=("before")
 runs+=("operator")
@@ -138,13 +152,15 @@ for r in $(seq 1 "$rounds"); do
     [[ "$run" == operator && "$r" == "$rounds" ]] && cp "$out/scale-$run-$r.svg" "$FERROVIRT_ROOT/bench/scale/scale.svg"
   done
 done
+stop_busy
+busy=()
 echo "$table"
 if [[ "$record" == 1 ]]; then
   {
     echo
     echo "### Scale, $(date -u +%Y-%m-%d) (load $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores)"
     echo
-    echo "bench/scale.sh: $nodes kwok nodes; plot: bench/scale/scale.svg"
+    echo "bench/scale.sh: $nodes kwok nodes, --load $load; plot: bench/scale/scale.svg"
     echo "$table"
   } >>"$FERROVIRT_ROOT/bench/README.md"
   log "appended to bench/README.md"

@@ -58,6 +58,11 @@ struct Run {
     cpu_s: Option<f64>,
     requests_per_vm: Option<f64>,
     load1: f64,
+    /// CPU seconds of each process on the machine's cores between the first create and
+    /// done: the control plane's, kwok's, virt-controller's and this client's own (the
+    /// server side of the ratio: on 2 cores under load, what bounds both runs).
+    #[serde(default)]
+    cpu_by_process: Vec<(String, f64)>,
 }
 
 #[tokio::main]
@@ -139,6 +144,19 @@ async fn run(mode: &str, n: usize, nodes: usize) -> anyhow::Result<Run> {
     watch_vmis(&client, tx);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
+    // Everything that works for the run, to split its CPU seconds by process.
+    let mut workers: Vec<(String, u32)> = cp
+        .processes()
+        .into_iter()
+        .map(|p| (p.name, p.pid))
+        .collect();
+    workers.push(("kwok".into(), kwok.pid));
+    if let Some(op) = &operator {
+        workers.push(("virt-controller".into(), op.pid));
+    }
+    workers.push(("bench client".into(), std::process::id()));
+    let cpu_start: Vec<f64> = workers.iter().map(|(_, pid)| cpu_seconds(*pid)).collect();
+
     let t0 = Instant::now();
     let created: HashMap<String, Instant> = if mode == "operator" {
         create_vms(&client, n).await?
@@ -205,14 +223,40 @@ async fn run(mode: &str, n: usize, nodes: usize) -> anyhow::Result<Run> {
         v
     };
     let (pods_lat, done_lat) = (lat(&pod_seen), lat(&done_seen));
+    let cpu_by_process: Vec<(String, f64)> = workers
+        .iter()
+        .zip(&cpu_start)
+        .map(|((name, pid), start)| (name.clone(), cpu_seconds(*pid) - start))
+        .collect();
+    let total: f64 = cpu_by_process.iter().map(|(_, s)| s).sum();
+    eprintln!(
+        "CPU seconds until done ({:.1} s of wall time, {} cores): {total:.1} in all",
+        last(&done_seen),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    for (name, s) in &cpu_by_process {
+        eprintln!("  {s:>7.1} {name}");
+    }
     steps.insert(Step::VmCreated, created.clone());
     profile(&steps, t0);
 
     let (rss_mib, cpu_s, requests_per_vm) = match &operator {
         Some(op) => {
-            // Let the status writes that follow settle, then count.
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            let text = metrics(op.port).unwrap_or_default();
+            // Let the writes that follow settle (status writes; the Events, which one
+            // writer publishes in order behind them), then count: until the count has not
+            // moved for 3 s, a minute at the most.
+            let mut text = metrics(op.port).unwrap_or_default();
+            let (mut still, settle) = (0, Instant::now());
+            while still < 3 && settle.elapsed() < Duration::from_secs(60) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let now = metrics(op.port).unwrap_or_default();
+                still = if api_requests(&now) == api_requests(&text) {
+                    still + 1
+                } else {
+                    0
+                };
+                text = now;
+            }
             let requests = api_requests(&text) - requests_before;
             // Where the requests went (per VM), for whoever tunes the controller.
             for line in text.lines().filter(|l| {
@@ -251,6 +295,7 @@ async fn run(mode: &str, n: usize, nodes: usize) -> anyhow::Result<Run> {
         cpu_s,
         requests_per_vm,
         load1: load1(),
+        cpu_by_process,
     })
 }
 
