@@ -438,6 +438,31 @@ fn vm(name: &str) -> anyhow::Result<VirtualMachine> {
     }))?)
 }
 
+/// Creates `obj` in `api`, again after a failure to send or to read the answer (an idle
+/// connection the API server closed as the request went out: seen once under `--load 2`,
+/// and the run was lost); an object of its name found by a repeat is the one the first try
+/// created.
+async fn create<K>(api: &Api<K>, obj: &K) -> anyhow::Result<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match api.create(&PostParams::default(), obj).await {
+            Ok(created) => return Ok(created),
+            Err(kube::Error::Api(status)) if attempt > 1 && status.code == 409 => {
+                return Ok(api.get(&obj.name_any()).await?);
+            }
+            Err(e @ (kube::Error::Service(_) | kube::Error::HyperError(_))) if attempt < 5 => {
+                eprintln!("creating {} again after: {e}", obj.name_any());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("creating {}", obj.name_any())),
+        }
+    }
+}
+
 /// The operator's input: N VMs, IN_FLIGHT creates at a time.
 async fn create_vms(client: &kube::Client, n: usize) -> anyhow::Result<HashMap<String, Instant>> {
     let vms: Api<VirtualMachine> = Api::namespaced(client.clone(), NS);
@@ -446,7 +471,7 @@ async fn create_vms(client: &kube::Client, n: usize) -> anyhow::Result<HashMap<S
             let vms = vms.clone();
             async move {
                 let name = format!("vm-{i:05}");
-                vms.create(&PostParams::default(), &vm(&name)?).await?;
+                create(&vms, &vm(&name)?).await?;
                 anyhow::Ok((name, Instant::now()))
             }
         })
@@ -474,7 +499,7 @@ async fn create_all_three(
             let (vms, vmis, pods, cfg) = (vms.clone(), vmis.clone(), pods.clone(), cfg.clone());
             async move {
                 let name = format!("vm-{i:05}");
-                let vm = vms.create(&PostParams::default(), &vm(&name)?).await?;
+                let vm = create(&vms, &vm(&name)?).await?;
                 let created = Instant::now();
                 let mut vmi: VirtualMachineInstance = serde_json::from_value(json!({
                     "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
@@ -483,9 +508,9 @@ async fn create_all_three(
                             "name": name, "uid": vm.uid(), "controller": true, "blockOwnerDeletion": true}]},
                     "spec": vm.spec.template.spec,
                 }))?;
-                vmi = vmis.create(&PostParams::default(), &vmi).await?;
+                vmi = create(&vmis, &vmi).await?;
                 let pod = virt_controller::pod::render(&vmi, &cfg, &Default::default())?;
-                pods.create(&PostParams::default(), &pod).await?;
+                create(&pods, &pod).await?;
                 anyhow::Ok((name, created))
             }
         })
