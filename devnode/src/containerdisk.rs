@@ -6,7 +6,8 @@
 //! `container-disk` runs `devnode container-disk` instead, with the same arguments:
 //! `--socket PATH` binds the socket (in the container's mount namespace, where the pod's
 //! volumes are mounted), then, given `--root <image dir>`, chroots into the image's
-//! directory, so `/proc/<pid>/root` is the image's tree as with a real container; it
+//! directory, so `/proc/<pid>/root` is the image's tree as with a real container, and only
+//! then listens on it (whoever connects reads that tree, never the node's); it
 //! drops every capability (the pod asks for `drop: [ALL]`, and QEMU, whose capabilities
 //! libvirt clears, may open `/proc/<pid>/root` only of a process with no more capabilities
 //! than its own), then accepts and closes connections until SIGTERM or until the socket is
@@ -19,11 +20,15 @@
 //! it), then becomes that user for good and stays dumpable, so the launcher and QEMU,
 //! same uid, may open its `/proc/<pid>/root` as in a real container.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use nix::sys::socket::{
+    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
+};
 
 use crate::{Error, Result};
 
@@ -163,14 +168,14 @@ fn serve(socket: &Path, root: Option<&Path>, user: User) -> Result<()> {
             Error::Invalid(format!("socket path {} has no file name", socket.display()))
         })?
         .into();
-    let listener = as_user(user, || {
+    // Bound here, where the socket's path is; listened on only after the chroot below: a
+    // connection accepted before it would have the caller read `/proc/<pid>/root` as the
+    // node's tree instead of the image's (virt-handler found no kernel in it, CI).
+    let bound = as_user(user, || {
         make_dir(dir)?;
         let _ = std::fs::remove_file(socket);
-        UnixListener::bind(socket).map_err(Error::io(format!("listen on {}", socket.display())))
+        bind_unlistened(socket)
     })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(Error::io("set the socket non-blocking"))?;
     // Kept open: after the chroot the socket's directory is reached through it.
     let dir_fd = std::fs::File::open(dir).map_err(Error::io(format!("open {}", dir.display())))?;
     for sig in [libc::SIGTERM, libc::SIGINT] {
@@ -183,6 +188,9 @@ fn serve(socket: &Path, root: Option<&Path>, user: User) -> Result<()> {
     }
     become_user(user)?;
     drop_capabilities()?;
+    let listen_err = |e| Error::Sys(format!("listen on {}", socket.display()), e);
+    listen(&bound, Backlog::new(16).map_err(listen_err)?).map_err(listen_err)?;
+    let listener = UnixListener::from(bound);
     eprintln!(
         "container-disk: listening on {} (root {})",
         socket.display(),
@@ -215,6 +223,21 @@ fn serve(socket: &Path, root: Option<&Path>, user: User) -> Result<()> {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// A non-blocking Unix stream socket bound to `path` and not listening yet: a connect to it
+/// is refused, as if it were not there, until [`listen`].
+fn bind_unlistened(path: &Path) -> Result<OwnedFd> {
+    let err = |e| Error::Sys(format!("bind {}", path.display()), e);
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(err)?;
+    bind(fd.as_raw_fd(), &UnixAddr::new(path).map_err(err)?).map_err(err)?;
+    Ok(fd)
 }
 
 /// Empties the effective, permitted and inheritable capability sets (capset(2), version 3).
@@ -271,5 +294,21 @@ mod tests {
         ]))));
         assert!(!is_container_disk(Some(&c(&["/bin/sh"]))));
         assert!(!is_container_disk(None));
+    }
+
+    #[test]
+    fn a_bound_socket_refuses_connections_until_it_listens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kernel-boot.sock");
+        let bound = bind_unlistened(&path).unwrap();
+        assert!(path.exists(), "the socket's file is made by the bind");
+        let refused = std::os::unix::net::UnixStream::connect(&path).unwrap_err();
+        assert_eq!(
+            refused.raw_os_error(),
+            Some(libc::ECONNREFUSED),
+            "before listen: {refused}"
+        );
+        listen(&bound, Backlog::new(16).unwrap()).unwrap();
+        std::os::unix::net::UnixStream::connect(&path).expect("a connect once it listens");
     }
 }
